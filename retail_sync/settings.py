@@ -1,0 +1,109 @@
+"""Typed settings: every endpoint, secret and tuning knob, read from the environment.
+
+All variables share the prefix ``RETAIL_SYNC_`` (e.g. ``RETAIL_SYNC_ERP_BASE_URL``).
+The README lists them; ``retail-sync settings`` prints the effective values (secrets masked).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RETAIL_SYNC_"
+
+
+class Settings(BaseSettings):
+    """Everything the worker, the simulators and the CLI need, in one frozen object."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # --- identity and Kafka -------------------------------------------------------------
+    app_id: str = Field(
+        "retail-sync",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$",
+        description="Faust app id; also the consumer group and the prefix of every topic.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Kafka bootstrap URL, e.g. kafka://kafka:9092. Unset: start the embedded broker.",
+    )
+    partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic we create.")
+    replication_factor: int = Field(1, ge=1, le=5)
+    broker_session_timeout_s: float = Field(10.0, gt=0)
+    broker_rebalance_timeout_s: float = Field(6.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(1.0, gt=0)
+    producer_linger_s: float = Field(0.005, ge=0, le=1)
+
+    # --- worker state and web -----------------------------------------------------------
+    datadir: Path = Field(Path("var/data"), description="Per-worker RocksDB directory.")
+    rocksdb_block_cache_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535)
+    canonical_url: str | None = Field(
+        None, description="URL other workers use to reach this one (default http://host:port)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    # --- Shopify-style inbound ----------------------------------------------------------
+    shopify_webhook_secret: SecretStr = Field(
+        SecretStr("shpss_demo_secret"), description="App client secret used to sign webhooks."
+    )
+    webhook_max_body_bytes: int = Field(512 * 1024, ge=1024)
+    webhook_dedupe_ttl_s: float = Field(3600.0, gt=0)
+    webhook_dedupe_max_entries: int = Field(200_000, ge=100)
+
+    # --- ERP (ERPNext-style REST) -------------------------------------------------------
+    erp_base_url: AnyHttpUrl = Field(AnyHttpUrl("http://127.0.0.1:8100"))
+    erp_api_key: SecretStr = SecretStr("demo-key")
+    erp_api_secret: SecretStr = SecretStr("demo-secret")
+    erp_company: str = "Retail Sync Demo Ltd"
+    erp_default_customer: str = "Marketplace Customer"
+    erp_warehouse: str = "Stores - RSD"
+    erp_timeout_s: float = Field(10.0, gt=0)
+    erp_max_attempts: int = Field(8, ge=1, le=100)
+    erp_backoff_base_s: float = Field(0.2, gt=0)
+    erp_backoff_max_s: float = Field(10.0, gt=0)
+    erp_concurrency: int = Field(16, ge=1, le=256, description="ERP posts in flight per worker.")
+
+    # --- shared infrastructure (used from the resilience issue on) ----------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    @field_validator("canonical_url")
+    @classmethod
+    def _canonical_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("canonical_url must start with http:// or https://")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("kafka://", "aiokafka://")):
+            raise ValueError("broker_url must look like kafka://host:9092 (comma-separate hosts)")
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts_consistent(self) -> Settings:
+        if self.broker_heartbeat_interval_s >= self.broker_session_timeout_s:
+            raise ValueError("broker_heartbeat_interval_s must be below broker_session_timeout_s")
+        if self.erp_backoff_base_s > self.erp_backoff_max_s:
+            raise ValueError("erp_backoff_base_s must not exceed erp_backoff_max_s")
+        return self
+
+    @cached_property
+    def web_url(self) -> str:
+        return self.canonical_url or f"http://{self.web_host}:{self.web_port}"
+
+    def topic(self, name: str) -> str:
+        """Full topic name: every topic is prefixed with the app id, so runs never mix."""
+        return f"{self.app_id}.{name}"
+
+    def masked(self) -> dict[str, object]:
+        """Settings as a dict with secrets masked, for `retail-sync settings` and logs."""
+        return {k: ("***" if isinstance(v, SecretStr) else v) for k, v in self.__dict__.items()}

@@ -1,0 +1,236 @@
+"""Canonical models: what every channel's order becomes, and the records that move between agents.
+
+Messages are immutable (frozen pydantic models). Commands ask an agent to do something
+(`ErpPostRequest`); events say what happened (`OrderReceived`, `ErpOrderPosted`, ...).
+Money is always a Decimal amount with an ISO-4217 currency; every timestamp is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Money(Frozen):
+    amount: Decimal = Field(allow_inf_nan=False, max_digits=18, decimal_places=4)
+    currency: CurrencyCode
+
+    def __add__(self, other: Money) -> Money:
+        if other.currency != self.currency:
+            raise ValueError(f"cannot add {other.currency} to {self.currency}")
+        return Money(amount=self.amount + other.amount, currency=self.currency)
+
+
+class Channel(StrEnum):
+    SHOPIFY = "shopify"
+
+
+class OrderStatus(StrEnum):
+    """Lifecycle of an order inside retail-sync (extended by later flows)."""
+
+    RECEIVED = "received"  # canonical order accepted from the channel
+    ERP_PENDING = "erp_pending"  # ERP post requested, not yet confirmed
+    ERP_CONFIRMED = "erp_confirmed"  # ERP answered with its sales-order number
+    ERP_FAILED = "erp_failed"  # ERP refused it permanently or retries ran out (see exceptions)
+
+
+class Customer(Frozen):
+    email: str | None = None
+    name: str | None = None
+    marketplace_customer_id: str | None = None
+
+
+class Address(Frozen):
+    name: str | None = None
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country_code: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+
+
+class OrderLine(Frozen):
+    line_id: str = Field(min_length=1)
+    sku: str = Field(min_length=1, max_length=128)
+    title: str = ""
+    quantity: int = Field(gt=0, le=100_000)
+    unit_price: Money
+    tax: Money
+    discount: Money
+
+
+class Order(Frozen):
+    """One marketplace order in canonical form; identity is (channel, marketplace_order_id)."""
+
+    channel: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,31}$")
+    marketplace_order_id: str = Field(min_length=1, max_length=64)
+    marketplace_order_name: str | None = None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    currency: CurrencyCode
+    lines: list[OrderLine] = Field(min_length=1, max_length=1000)
+    subtotal: Money
+    shipping: Money
+    tax_total: Money
+    discount_total: Money
+    total: Money
+    taxes_included: bool = False
+    financial_status: str | None = None
+    fulfillment_status: str | None = None
+    customer: Customer = Customer()
+    shipping_address: Address | None = None
+
+    @property
+    def order_key(self) -> str:
+        return order_key(self.channel, self.marketplace_order_id)
+
+
+def order_key(channel: str, marketplace_order_id: str) -> str:
+    """The one key of an order across all topics and tables: ``channel:marketplace id``."""
+    return f"{channel}:{marketplace_order_id}"
+
+
+# --- the raw inbound record ---------------------------------------------------------------
+
+
+class RawOrderMessage(Frozen):
+    """A delivery exactly as it reached us (body kept verbatim), before any mapping."""
+
+    channel: str
+    topic: str
+    delivery_id: str  # X-Shopify-Webhook-Id for webhooks
+    event_id: str | None = None
+    shop_domain: str | None = None
+    api_version: str | None = None
+    triggered_at: str | None = None
+    received_at: UtcDatetime
+    body: str
+
+
+# --- commands and events keyed by order_key -----------------------------------------------
+
+
+class OrderReceived(Frozen):
+    kind: Literal["order_received"] = "order_received"
+    order_key: str
+    order: Order
+    delivery_id: str
+    received_at: UtcDatetime
+
+
+class ErpOrderPosted(Frozen):
+    kind: Literal["erp_order_posted"] = "erp_order_posted"
+    order_key: str
+    erp_sales_order: str
+    created: bool  # False when the ERP answered with an order it already had
+    posted_at: UtcDatetime
+    attempts: int
+
+
+class ErpOrderFailed(Frozen):
+    kind: Literal["erp_order_failed"] = "erp_order_failed"
+    order_key: str
+    reason: str
+    failed_at: UtcDatetime
+    attempts: int
+
+
+OrderEvent = Annotated[OrderReceived | ErpOrderPosted | ErpOrderFailed, Field(discriminator="kind")]
+ORDER_EVENT = TypeAdapter(OrderEvent)
+
+
+class ErpPostRequest(Frozen):
+    """Command: create this order in the ERP (idempotent on order_key)."""
+
+    order_key: str
+    order: Order
+    received_at: UtcDatetime
+    requested_at: UtcDatetime
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+class TimelineEntry(Frozen):
+    event: str
+    system: str
+    at: UtcDatetime
+    detail: str | None = None
+
+
+class Correlation(Frozen):
+    """Every id this order is known by, in every system."""
+
+    marketplace_order_id: str
+    marketplace_order_name: str | None = None
+    erp_sales_order: str | None = None
+    delivery_ids: list[str] = Field(default_factory=list)
+
+
+class OrderState(Frozen):
+    order_key: str
+    channel: str
+    status: OrderStatus
+    order: Order
+    correlation: Correlation
+    timeline: list[TimelineEntry]
+    received_at: UtcDatetime
+    erp_confirmed_at: UtcDatetime | None = None
+
+
+# --- dead letters --------------------------------------------------------------------------
+
+
+class ExceptionKind(StrEnum):
+    DECODE = "decode"  # bytes on a topic that are not the record they should be
+    MAPPING = "mapping"  # valid JSON from a channel that cannot become a canonical order
+    ERP_PERMANENT = "erp_permanent"  # ERP refused the request (4xx)
+    ERP_EXHAUSTED = "erp_exhausted"  # transient ERP errors outlasted the retry budget
+
+
+class SyncException(Frozen):
+    """Anything that could not proceed: kept, explained and replayable."""
+
+    exception_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    kind: ExceptionKind
+    reason: str
+    error_class: str
+    channel: str | None = None
+    order_key: str | None = None
+    source_topic: str | None = None
+    source_key: str | None = None
+    payload: str = Field(description="The offending record, verbatim (truncated at 64 KiB).")
+    attempts: int = 1
+    occurred_at: UtcDatetime = Field(default_factory=utcnow)
+
+
+MAX_EXCEPTION_PAYLOAD = 64 * 1024
+
+
+def truncate_payload(payload: str | bytes | None) -> str:
+    if payload is None:
+        return ""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    return text[:MAX_EXCEPTION_PAYLOAD]
