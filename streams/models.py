@@ -208,6 +208,7 @@ class ExceptionKind(StrEnum):
     MAPPING = "mapping"  # valid JSON from a channel that cannot become a canonical order
     ERP_PERMANENT = "erp_permanent"  # ERP refused the request (4xx)
     ERP_EXHAUSTED = "erp_exhausted"  # transient ERP errors outlasted the retry budget
+    INTERNAL = "internal"  # a bug of ours met this record; kept so it can be replayed
 
 
 class SyncException(Frozen):

@@ -1,0 +1,66 @@
+"""Ingest agent: raw channel deliveries -> canonical order events.
+
+Reads orders-raw (key channel:marketplace order id), maps with the channel's mapper, and emits
+OrderReceived on order-events keyed by order_key. A delivery that cannot be mapped becomes a
+sync-exception record with the reason and the verbatim body; the agent goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from agents.exceptions import record_exception
+from retail_sync.context import Context
+from streams.mappers import shopify
+from streams.mappers.shopify import MappingError
+from streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage
+
+MAPPERS: dict[str, Callable[[Any], Order]] = {shopify.CHANNEL: shopify.map_order}
+
+
+def to_event(raw: RawOrderMessage) -> OrderReceived:
+    """Map one raw delivery; raises MappingError with a reason when it cannot."""
+    mapper = MAPPERS.get(raw.channel)
+    if mapper is None:
+        raise MappingError(f"no mapper for channel {raw.channel!r}")
+    try:
+        payload = orjson.loads(raw.body)
+    except orjson.JSONDecodeError as exc:
+        raise MappingError(f"body is not JSON: {exc}") from exc
+    order = mapper(payload)
+    return OrderReceived(
+        order_key=order.order_key, order=order, delivery_id=raw.delivery_id,
+        received_at=raw.received_at,
+    )
+
+
+def register(ctx: Context) -> None:
+    topics = ctx.topics
+
+    @ctx.app.agent(topics.raw_orders, name=f"{ctx.settings.app_id}.ingest")
+    async def ingest(stream: Any) -> None:
+        async for key, raw in stream.items():
+            await ingest_one(ctx, key, raw)
+
+
+async def ingest_one(ctx: Context, key: str | None, raw: RawOrderMessage) -> None:
+    try:
+        event = to_event(raw)
+    except MappingError as exc:
+        await record_exception(
+            ctx, kind=ExceptionKind.MAPPING, exc=exc, payload=raw.body, channel=raw.channel,
+            source_topic=ctx.topics.raw_orders.get_topic_name(), source_key=key,
+        )
+        return
+    except Exception as exc:  # noqa: BLE001 - a bug must not kill the agent or lose the record
+        await record_exception(
+            ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=raw.model_dump_json(),
+            channel=raw.channel, source_topic=ctx.topics.raw_orders.get_topic_name(),
+            source_key=key,
+        )
+        return
+    ctx.metrics.orders_ingested.labels(channel=raw.channel).inc()
+    await ctx.topics.order_events.send(key=event.order_key, value=event)

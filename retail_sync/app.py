@@ -1,0 +1,78 @@
+"""Composition root: builds the Faust app, its topics, tables, agents and views from Settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import faust
+
+from agents import erp_dispatch, ingest, orders
+from connectors.base import ErpConnector
+from connectors.erp import ErpNextConnector
+from connectors.shopify_inbound import InProcessDeduper
+from retail_sync import web
+from retail_sync.context import Context, Tables
+from retail_sync.metrics import ConsumerLagCollector, Metrics
+from retail_sync.settings import Settings
+from streams.topics import declare_topics
+from tables.orders import order_index_table, order_state_table
+
+
+def faust_app(settings: Settings, broker_url: str) -> faust.App:
+    """A Faust app configured for this project (RocksDB tables, tuned producer, no raw views)."""
+    return faust.App(
+        settings.app_id,
+        broker=broker_url,
+        store="rocksdb://",
+        datadir=str(settings.datadir / settings.app_id),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=settings.web_url,
+        web_tables_enabled=False,
+        web_in_thread=False,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        producer_linger=settings.producer_linger_s,
+        producer_max_batch_size=1024 * 1024,
+        table_cleanup_interval=30.0,
+        autodiscover=False,
+    )
+
+
+def create_app(
+    settings: Settings,
+    broker_url: str,
+    erp_factory: Callable[[], ErpConnector] | None = None,
+) -> Context:
+    app = faust_app(settings, broker_url)
+    metrics = Metrics()
+    metrics.registry.register(ConsumerLagCollector(app))
+    ctx = Context(
+        app=app,
+        settings=settings,
+        topics=declare_topics(app, prefix=settings.app_id, partitions=settings.partitions),
+        tables=Tables(orders=order_state_table(app, settings),
+                      index=order_index_table(app, settings)),
+        metrics=metrics,
+        erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
+        deduper=InProcessDeduper(settings.webhook_dedupe_ttl_s,
+                                 settings.webhook_dedupe_max_entries),
+    )
+    for module in (ingest, orders, erp_dispatch, web):
+        module.register(ctx)
+    _quiet_root_logger(app, settings)
+    return ctx
+
+
+def _quiet_root_logger(app: faust.App, settings: Settings) -> None:
+    """The Faust worker sets the root logger to DEBUG for its spinner even at -l warning, which
+    makes every aiokafka debug call build a record; put it back once the worker runs."""
+    level = getattr(logging, settings.log_level.upper())
+
+    @app.task
+    async def _reset_log_level() -> None:
+        logging.getLogger().setLevel(level)

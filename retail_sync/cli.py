@@ -1,0 +1,119 @@
+"""`retail-sync` command line: worker, demo, bench, simulators, settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from retail_sync.broker import BrokerError
+from retail_sync.settings import ENV_PREFIX, Settings
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or one clear message per bad variable and exit 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print("retail-sync: invalid settings:", file=sys.stderr)
+        for err in exc.errors():
+            name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"  {name or ENV_PREFIX + '*'}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from retail_sync.app import create_app
+    from retail_sync.broker import broker_for
+
+    settings = load_settings()
+    with broker_for(settings.broker_url) as url:
+        ctx = create_app(settings, url)
+        worker = faust.Worker(ctx.app, loglevel=settings.log_level, quiet=not args.verbose)
+        worker.execute_from_commandline()
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(json.dumps(load_settings().masked(), indent=2, default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from retail_sync.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from retail_sync.bench import run_bench
+
+    return run_bench(args)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from retail_sync.simctl import run_simulator
+
+    return run_simulator(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retail-sync", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run one Faust worker (starts an embedded broker if "
+                                      "RETAIL_SYNC_BROKER_URL is unset)")
+    w.add_argument("--verbose", action="store_true", help="show Faust's startup banner")
+    w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("demo", help="broker + simulators + a worker, with live progress")
+    d.add_argument("--duration", type=float, default=None,
+                   help="seconds to send orders (default: until Ctrl-C)")
+    d.add_argument("--rate", type=float, default=10.0, help="orders per second (default 10)")
+    d.add_argument("--duplicate-rate", type=float, default=0.05)
+    d.add_argument("--malformed-rate", type=float, default=0.01)
+    d.add_argument("--unmappable-rate", type=float, default=0.01)
+    d.add_argument("--erp-latency-ms", type=float, default=20.0)
+    d.add_argument("--erp-error-rate", type=float, default=0.02)
+    d.add_argument("--drain-timeout", type=float, default=60.0,
+                   help="seconds to wait for in-flight orders after sending stops")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="measure the consume ceiling and the webhook->ERP pipeline")
+    b.add_argument("--messages", type=int, default=20000, help="orders for the throughput runs")
+    b.add_argument("--rate", type=float, default=200.0, help="offered rate for the latency run")
+    b.add_argument("--latency-seconds", type=float, default=20.0)
+    b.add_argument("--json", dest="json_out", default=None, help="also write results here")
+    b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("sim", help="run a simulator as a server")
+    s.add_argument("system", choices=["erp", "shopify"])
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8100)
+    s.add_argument("--webhook-url", default="http://127.0.0.1:6066/webhooks/shopify/orders/create")
+    s.add_argument("--rate", type=float, default=5.0)
+    s.set_defaults(func=cmd_sim)
+
+    sub.add_parser("settings", help="print the effective settings (secrets masked)") \
+        .set_defaults(func=cmd_settings)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BrokerError as exc:
+        print(f"retail-sync: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""HTTP surface of a worker: inbound webhooks, order views, metrics and health.
+
+| method | path                                   | what                                            |
+|--------|----------------------------------------|-------------------------------------------------|
+| POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (orders/create, orders/updated) |
+| GET    | /orders/lookup?id=...                  | order(s) by any known id                        |
+| GET    | /orders/{order_key}                    | one order's state and correlation ids           |
+| GET    | /metrics                               | Prometheus exposition                           |
+| GET    | /health                                | liveness and partition assignment               |
+
+Order views are routed to the worker that owns the key (``app.table_route``). Faust's built-in
+``/table/...`` view is disabled in the app factory because it exposes raw table data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agents.exceptions import record_exception
+from connectors import shopify_inbound as shopify
+from retail_sync.context import Context
+from streams.models import ExceptionKind, RawOrderMessage, order_key, utcnow
+
+log = logging.getLogger(__name__)
+
+SHOPIFY_TOPICS = {"orders/create", "orders/updated"}
+
+
+def _json(view: View, body: Any, status: int = 200) -> Response:
+    return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+
+def register(ctx: Context) -> None:
+    app = ctx.app
+    orders, index = ctx.tables.orders, ctx.tables.index
+
+    @app.page("/webhooks/shopify/{resource}/{event}")
+    class ShopifyWebhook(View):
+        async def post(self, request: Request, resource: str, event: str) -> Response:
+            status, body = await receive_shopify(ctx, request, f"{resource}/{event}")
+            return _json(self, body, status)
+
+    @app.page("/orders/lookup")
+    class OrderLookup(View):
+        @app.table_route(table=index, query_param="id")
+        async def get(self, request: Request) -> Response:
+            external_id = request.query["id"]
+            keys = index.get(external_id) or []
+            states = [s for s in [await order_state(ctx, key) for key in keys] if s is not None]
+            if not states:
+                return _json(self, {"error": f"no order is known by id {external_id!r}"}, 404)
+            return _json(self, {"id": external_id, "orders": states})
+
+    @app.page("/orders/{order_key}")
+    class OrderView(View):
+        @app.table_route(table=orders, match_info="order_key")
+        async def get(self, request: Request, order_key: str) -> Response:
+            state = orders.get(order_key)
+            if state is None:
+                return _json(self, {"error": f"no order {order_key!r}"}, 404)
+            return self.bytes(state.model_dump_json().encode(), content_type="application/json")
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(ctx.metrics.registry),
+                              content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            consumer = getattr(app, "_consumer", None)
+            assigned = len(consumer.assignment()) if consumer is not None else 0
+            ready = not app.rebalancing and assigned > 0
+            return _json(self, {"status": "ok" if ready else "starting", "app_id": app.conf.id,
+                                "assigned_partitions": assigned}, 200 if ready else 503)
+
+
+async def order_state(ctx: Context, key: str) -> Any | None:
+    """The order's state as JSON-able data, from this worker or the one that owns the key."""
+    table = ctx.tables.orders
+    try:
+        owner = str(ctx.app.router.key_store(table.name, key)).rstrip("/")
+    except KeyError:
+        owner = ctx.settings.web_url
+    if owner == ctx.settings.web_url.rstrip("/"):
+        state = table.get(key)
+        return orjson.loads(state.model_dump_json()) if state is not None else None
+    async with aiohttp.ClientSession() as session, session.get(f"{owner}/orders/{key}") as resp:
+        return await resp.json() if resp.status == 200 else None
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None when it is over the limit (checked before and while reading)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = await request.content.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[int, dict]:
+    """Verify, dedupe and persist one Shopify webhook; (HTTP status, JSON body) to answer."""
+    settings, metrics = ctx.settings, ctx.metrics
+
+    def outcome(name: str, status: int, message: str) -> tuple[int, dict]:
+        metrics.webhooks.labels(channel="shopify", outcome=name).inc()
+        return status, {"status": name, "message": message}
+
+    body = await _read_body(request, settings.webhook_max_body_bytes)
+    if body is None:
+        return outcome("too_large", 413,
+                       f"body exceeds the {settings.webhook_max_body_bytes}-byte limit")
+    headers = request.headers
+    secret = settings.shopify_webhook_secret.get_secret_value()
+    if not shopify.verify_hmac(body, shopify.header(headers, shopify.HMAC_HEADER), secret):
+        return outcome("bad_signature", 401, "missing or invalid X-Shopify-Hmac-Sha256")
+    delivery_id = shopify.header(headers, shopify.WEBHOOK_ID_HEADER)
+    if not delivery_id:
+        return outcome("bad_request", 400, "missing X-Shopify-Webhook-Id")
+    if topic not in SHOPIFY_TOPICS:
+        return outcome("unsupported_topic", 404, f"topic {topic!r} is not handled here")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        await record_exception(
+            ctx, kind=ExceptionKind.DECODE, exc=f"webhook body is not JSON: {exc}", payload=body,
+            channel="shopify", source_key=f"shopify:delivery:{delivery_id}",
+        )
+        return outcome("malformed", 400, f"body is not valid JSON: {exc}")
+    if not await ctx.deduper.first_seen(delivery_id):
+        return outcome("duplicate", 200, f"delivery {delivery_id} was already received")
+    raw = RawOrderMessage(
+        channel="shopify", topic=topic, delivery_id=delivery_id,
+        event_id=shopify.header(headers, shopify.EVENT_ID_HEADER),
+        shop_domain=shopify.header(headers, shopify.SHOP_HEADER),
+        api_version=shopify.header(headers, shopify.API_VERSION_HEADER),
+        triggered_at=shopify.header(headers, shopify.TRIGGERED_AT_HEADER),
+        received_at=utcnow(), body=body.decode("utf-8", "replace"),
+    )
+    try:
+        await _persist(ctx, _raw_key(payload, delivery_id), raw)
+    except Exception as exc:  # noqa: BLE001 - the sender will retry; let it
+        await ctx.deduper.forget(delivery_id)
+        log.exception("could not write webhook %s to Kafka", delivery_id)
+        return outcome("unavailable", 503, f"could not persist the delivery: {exc}")
+    return outcome("accepted", 200, "received")
+
+
+def _raw_key(payload: Any, delivery_id: str) -> str:
+    if isinstance(payload, dict) and isinstance(payload.get("id"), int | str):
+        return order_key("shopify", str(payload["id"]))
+    return order_key("shopify", f"delivery:{delivery_id}")
+
+
+async def _persist(ctx: Context, key: str, raw: RawOrderMessage) -> None:
+    """Send and wait for the broker's acknowledgement before the sender hears 200."""
+    pending = await ctx.topics.raw_orders.send(key=key, value=raw)
+    await pending

@@ -1,0 +1,169 @@
+"""Shopify REST order resource -> canonical Order.
+
+An ``orders/create`` webhook body is the bare order object (not wrapped in ``{"order": ...}``).
+Money fields arrive as decimal strings in the shop currency; timestamps carry the shop's offset
+and are converted to UTC. Anything that cannot become a valid order raises ``MappingError`` with
+a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.errors import DecodeError
+from streams.models import Address, Customer, Money, Order, OrderLine
+
+CHANNEL = "shopify"
+
+
+class MappingError(DecodeError):
+    """A channel payload that is valid JSON but cannot become a canonical order."""
+
+
+def map_order(payload: Any) -> Order:
+    """Map a Shopify order object to the canonical model, or raise MappingError."""
+    if not isinstance(payload, dict):
+        raise MappingError(f"expected a JSON object for an order, got {type(payload).__name__}")
+    if isinstance(payload.get("order"), dict):  # tolerate the REST envelope as well
+        payload = payload["order"]
+    currency = _currency(payload)
+    try:
+        return Order(
+            channel=CHANNEL,
+            marketplace_order_id=_required_id(payload, "id"),
+            marketplace_order_name=payload.get("name"),
+            created_at=_required(payload, "created_at"),
+            updated_at=payload.get("updated_at") or payload["created_at"],
+            currency=currency,
+            lines=[_line(item, currency) for item in _line_items(payload)],
+            subtotal=_money(payload, "subtotal_price", currency),
+            shipping=Money(amount=_shipping(payload), currency=currency),
+            tax_total=_money(payload, "total_tax", currency),
+            discount_total=_money(payload, "total_discounts", currency),
+            total=_money(payload, "total_price", currency, required=True),
+            taxes_included=bool(payload.get("taxes_included", False)),
+            financial_status=payload.get("financial_status"),
+            fulfillment_status=payload.get("fulfillment_status"),
+            customer=_customer(payload),
+            shipping_address=_address(payload.get("shipping_address")),
+        )
+    except ValidationError as exc:
+        raise MappingError(f"order {payload.get('id')!r} is not a valid order: {_brief(exc)}") from exc
+
+
+def _brief(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _required(payload: dict[str, Any], field: str) -> Any:
+    value = payload.get(field)
+    if value in (None, ""):
+        raise MappingError(f"order {payload.get('id')!r} has no {field}")
+    return value
+
+
+def _required_id(payload: dict[str, Any], field: str) -> str:
+    value = _required(payload, field)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise MappingError(f"order {field} must be a number or string, got {value!r}")
+    return str(value)
+
+
+def _currency(payload: dict[str, Any]) -> str:
+    currency = payload.get("currency")
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        raise MappingError(f"order {payload.get('id')!r} has no valid ISO-4217 currency: {currency!r}")
+    return currency.upper()
+
+
+def _decimal(value: Any, what: str) -> Decimal:
+    if isinstance(value, bool) or value is None:
+        raise MappingError(f"{what} is not a number: {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise MappingError(f"{what} is not a number: {value!r}") from exc
+    if not amount.is_finite():
+        raise MappingError(f"{what} is not a finite number: {value!r}")
+    return amount
+
+
+def _money(payload: dict[str, Any], field: str, currency: str, *, required: bool = False) -> Money:
+    value = payload.get(field)
+    if value is None and not required:
+        value = "0"
+    return Money(amount=_decimal(value, field), currency=currency)
+
+
+def _shipping(payload: dict[str, Any]) -> Decimal:
+    lines = payload.get("shipping_lines") or []
+    if not isinstance(lines, list):
+        raise MappingError("shipping_lines must be a list")
+    return sum((_decimal(s.get("price", "0"), "shipping_lines.price") for s in lines), Decimal(0))
+
+
+def _line_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    items = payload.get("line_items")
+    if not isinstance(items, list) or not items:
+        raise MappingError(f"order {payload.get('id')!r} has no line_items")
+    if not all(isinstance(item, dict) for item in items):
+        raise MappingError(f"order {payload.get('id')!r} has a line item that is not an object")
+    return items
+
+
+def _line(item: dict[str, Any], currency: str) -> OrderLine:
+    sku = item.get("sku") or (f"variant-{item['variant_id']}" if item.get("variant_id") else None)
+    if not sku:
+        raise MappingError(f"line item {item.get('id')!r} has neither sku nor variant_id")
+    tax = sum(
+        (_decimal(t.get("price", "0"), "tax_lines.price") for t in item.get("tax_lines") or []),
+        Decimal(0),
+    )
+    return OrderLine(
+        line_id=str(_required(item, "id")),
+        sku=str(sku),
+        title=str(item.get("name") or item.get("title") or ""),
+        quantity=item.get("quantity"),
+        unit_price=Money(amount=_decimal(item.get("price"), "line_items.price"), currency=currency),
+        tax=Money(amount=tax, currency=currency),
+        discount=Money(
+            amount=_decimal(item.get("total_discount", "0"), "line_items.total_discount"),
+            currency=currency,
+        ),
+    )
+
+
+def _customer(payload: dict[str, Any]) -> Customer:
+    customer = payload.get("customer") or {}
+    if not isinstance(customer, dict):
+        customer = {}
+    names = [customer.get("first_name"), customer.get("last_name")]
+    name = " ".join(n for n in names if isinstance(n, str) and n) or None
+    cid = customer.get("id")
+    return Customer(
+        email=payload.get("email") or customer.get("email"),
+        name=name,
+        marketplace_customer_id=str(cid) if cid is not None else None,
+    )
+
+
+def _address(address: Any) -> Address | None:
+    if not isinstance(address, dict):
+        return None
+    country = address.get("country_code")
+    return Address(
+        name=address.get("name"),
+        line1=address.get("address1"),
+        line2=address.get("address2"),
+        city=address.get("city"),
+        region=address.get("province_code") or address.get("province"),
+        postal_code=address.get("zip"),
+        country_code=country.upper() if isinstance(country, str) and len(country) == 2 else None,
+    )

@@ -1,0 +1,89 @@
+"""Topic declarations. Every topic is prefixed with the app id; keys decide partitions.
+
+| topic              | key                         | value                |
+|--------------------|-----------------------------|----------------------|
+| orders-raw         | channel:marketplace order id| RawOrderMessage      |
+| order-events       | order_key                   | OrderEvent (union)   |
+| erp-requests       | order_key                   | ErpPostRequest       |
+| sync-exceptions    | order_key or source key     | SyncException        |
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import Message
+
+import streams.codecs  # noqa: F401  (registers the codecs)
+from streams.models import ExceptionKind, SyncException, truncate_payload
+
+log = logging.getLogger(__name__)
+
+
+class RecordingTopic(faust.Topic):
+    """A topic whose undecodable records become sync-exception records instead of crashing the
+    agent that reads it. Faust has already acked the message when this is called."""
+
+    dead_letters: faust.Topic | None = None
+
+    async def on_key_decode_error(self, exc: Exception, message: Message) -> None:
+        await self._record(exc, message)
+
+    async def on_value_decode_error(self, exc: Exception, message: Message) -> None:
+        await self._record(exc, message)
+
+    async def _record(self, exc: Exception, message: Message) -> None:
+        key = message.key.decode("utf-8", "replace") if message.key else None
+        log.warning("undecodable record on %s[%s]@%s: %s", message.topic, message.partition,
+                    message.offset, exc)
+        if self.dead_letters is None:
+            return
+        record = SyncException(
+            kind=ExceptionKind.DECODE,
+            reason=f"record on {message.topic} is not a valid {self.value_serializer}: {exc}",
+            error_class=type(exc).__name__,
+            source_topic=message.topic,
+            source_key=key,
+            payload=truncate_payload(message.value),
+        )
+        await self.dead_letters.send(key=key, value=record)
+
+
+@dataclass(frozen=True)
+class Topics:
+    raw_orders: faust.TopicT
+    order_events: faust.TopicT
+    erp_requests: faust.TopicT
+    sync_exceptions: faust.TopicT
+
+    def all(self) -> list[faust.TopicT]:
+        return [self.raw_orders, self.order_events, self.erp_requests, self.sync_exceptions]
+
+
+def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) -> RecordingTopic:
+    return RecordingTopic(
+        app,
+        topics=[name],
+        key_type=str,
+        key_serializer="raw",
+        value_serializer=codec,
+        partitions=partitions,
+        **kw,
+    )
+
+
+def declare_topics(app: faust.App, *, prefix: str, partitions: int) -> Topics:
+    """Create the topic handles for one app; names are ``<prefix>.<topic>``."""
+    dlq = _topic(app, f"{prefix}.sync-exceptions", "rs.sync_exception", partitions)
+    topics = Topics(
+        raw_orders=_topic(app, f"{prefix}.orders-raw", "rs.raw_order", partitions),
+        order_events=_topic(app, f"{prefix}.order-events", "rs.order_event", partitions),
+        erp_requests=_topic(app, f"{prefix}.erp-requests", "rs.erp_request", partitions),
+        sync_exceptions=dlq,
+    )
+    for topic in topics.all():
+        topic.dead_letters = dlq  # type: ignore[attr-defined]
+    return topics
