@@ -153,7 +153,7 @@ class ErpSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0 = a free port) and return the base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -240,7 +240,9 @@ class ErpSimulator:
 
     def _validation_error(self, reason: str) -> web.Response:
         self._stats["validation_errors"] += 1
-        return frappe_error(417, "ValidationError", reason, _server_messages=server_messages(reason))
+        return frappe_error(
+            417, "ValidationError", reason, _server_messages=server_messages(reason)
+        )
 
     async def _read(self, request: web.Request) -> web.Response:
         error = await self._guard(request, inject_errors=False)

@@ -1,0 +1,304 @@
+"""Pure document logic of the ERP simulator: Sales Order validation, totals and list queries.
+
+Mirrors what ERPNext's Sales Order controller checks before insert (required fields, positive
+quantities, numeric rates, currency codes, delivery date not before the order date) and how it
+computes ``total``, ``net_total``, ``total_taxes_and_charges`` and ``grand_total``; and how
+Frappe's ``/api/resource`` list endpoint reads ``fields``, ``filters`` and ``limit_*``.
+No I/O here, so every rule is unit-testable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+JSON = dict[str, Any]
+CENT = Decimal("0.01")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+NAMING_SERIES = "SAL-ORD-.YYYY.-"
+
+# fields the server computes; a client cannot set them
+_SERVER_FIELDS = {
+    "name", "doctype", "docstatus", "idx", "owner", "creation", "modified", "modified_by",
+    "naming_series", "status", "delivery_status", "billing_status", "per_delivered", "per_billed",
+    "total_qty", "total", "net_total", "total_taxes_and_charges", "grand_total", "rounded_total",
+    "customer_name", "conversion_rate", "plc_conversion_rate", "price_list_currency", "items",
+    "taxes",
+}  # fmt: skip
+
+
+class DocValidationError(ValueError):
+    """The document breaks a rule; the server answers 417 ValidationError with this reason."""
+
+
+def server_messages(reason: str) -> str:
+    """Frappe's ``_server_messages``: a JSON string holding a list of JSON-encoded messages."""
+    message = {"message": reason, "title": "Message", "indicator": "red", "raise_exception": 1}
+    return json.dumps([json.dumps(message)])
+
+
+def frappe_timestamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# --- field parsers ----------------------------------------------------------------------------
+
+
+def _required_str(body: JSON, field: str, label: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise DocValidationError(f"Error: Value missing for {label}: {field}")
+    return value
+
+
+def _number(value: Any, what: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise DocValidationError(f"{what} must be a number, got {value!r}")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise DocValidationError(f"{what} must be a number, got {value!r}") from None
+    if not number.is_finite():
+        raise DocValidationError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _date(value: Any, what: str) -> date:
+    if not isinstance(value, str):
+        raise DocValidationError(f"{what} must be a date YYYY-MM-DD, got {value!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise DocValidationError(f"{what} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _currency(body: JSON) -> str:
+    currency = body.get("currency", "USD")
+    if not isinstance(currency, str) or not CURRENCY.match(currency):
+        raise DocValidationError(f"Currency {currency!r} is not a valid ISO-4217 code")
+    return currency
+
+
+def _money(amount: Decimal) -> float:
+    return float(amount.quantize(CENT))
+
+
+# --- child rows -------------------------------------------------------------------------------
+
+
+def _item(row: Any, idx: int, defaults: JSON) -> JSON:
+    """One Sales Order Item row with ``amount = qty * rate`` computed."""
+    if not isinstance(row, dict):
+        raise DocValidationError(f"Row #{idx}: item must be an object")
+    item_code = _required_str(row, "item_code", f"Row #{idx} Item Code")
+    qty = _number(row.get("qty"), f"Row #{idx}: Quantity")
+    if qty <= 0:
+        raise DocValidationError(f"Row #{idx}: Quantity for Item {item_code} must be positive")
+    rate = _number(row.get("rate", 0), f"Row #{idx}: Rate")
+    if rate < 0:
+        raise DocValidationError(f"Row #{idx}: Rate for Item {item_code} cannot be negative")
+    delivery = row.get("delivery_date", defaults["delivery_date"])
+    _date(delivery, f"Row #{idx}: Delivery Date")
+    amount = qty * rate
+    return {
+        **{k: v for k, v in row.items() if k not in ("qty", "rate", "amount")},
+        "name": uuid.uuid4().hex[:10],
+        "doctype": "Sales Order Item",
+        "parenttype": "Sales Order",
+        "parentfield": "items",
+        "idx": idx,
+        "item_code": item_code,
+        "item_name": row.get("item_name") or item_code,
+        "qty": float(qty),
+        "stock_qty": float(qty),
+        "uom": row.get("uom", "Nos"),
+        "conversion_factor": 1.0,
+        "rate": float(rate),
+        "amount": _money(amount),
+        "net_rate": float(rate),
+        "net_amount": _money(amount),
+        "delivery_date": delivery,
+        "warehouse": row.get("warehouse", defaults["set_warehouse"]),
+        "delivered_qty": 0.0,
+        "billed_amt": 0.0,
+    }
+
+
+def _items(body: JSON, defaults: JSON) -> list[JSON]:
+    rows = body.get("items")
+    if not isinstance(rows, list) or not rows:
+        raise DocValidationError("Error: Value missing for Sales Order: Items")
+    return [_item(row, idx, defaults) for idx, row in enumerate(rows, start=1)]
+
+
+def _tax(row: Any, idx: int, base: Decimal) -> JSON:
+    """A Sales Taxes and Charges row: ``Actual`` (fixed amount) or ``On Net Total`` (rate %)."""
+    if not isinstance(row, dict):
+        raise DocValidationError(f"Taxes row #{idx} must be an object")
+    account = _required_str(row, "account_head", f"Taxes row #{idx} Account Head")
+    charge_type = row.get("charge_type")
+    if charge_type == "Actual":
+        amount = _number(row.get("tax_amount", 0), f"Taxes row #{idx}: Amount")
+    elif charge_type == "On Net Total":
+        amount = base * _number(row.get("rate", 0), f"Taxes row #{idx}: Rate") / 100
+    else:
+        raise DocValidationError(f"Taxes row #{idx}: unsupported Type {charge_type!r}")
+    return {
+        **row,
+        "name": uuid.uuid4().hex[:10],
+        "doctype": "Sales Taxes and Charges",
+        "parentfield": "taxes",
+        "idx": idx,
+        "description": row.get("description") or account,
+        "tax_amount": _money(amount),
+    }
+
+
+# --- the document ----------------------------------------------------------------------------
+
+
+def _header(body: JSON, now: datetime) -> JSON:
+    customer = _required_str(body, "customer", "Sales Order Customer")
+    company = _required_str(body, "company", "Sales Order Company")
+    po_no = _required_str(body, "po_no", "Sales Order Customer's Purchase Order")
+    transaction = body.get("transaction_date", now.date().isoformat())
+    delivery = body.get("delivery_date", transaction)
+    if _date(delivery, "Delivery Date") < _date(transaction, "Date"):
+        raise DocValidationError("Expected Delivery Date should be after Sales Order Date")
+    return {
+        "customer": customer,
+        "customer_name": customer,
+        "company": company,
+        "po_no": po_no,
+        "transaction_date": transaction,
+        "delivery_date": delivery,
+        "currency": _currency(body),
+        "set_warehouse": body.get("set_warehouse"),
+    }
+
+
+def _totals(items: list[JSON], body: JSON) -> tuple[JSON, list[JSON]]:
+    total = sum((Decimal(str(i["amount"])) for i in items), Decimal(0))
+    discount = _number(body.get("discount_amount", 0), "Additional Discount Amount")
+    apply_on = body.get("apply_discount_on", "Grand Total")
+    tax_base = total - discount if apply_on == "Net Total" else total
+    taxes = [_tax(row, i, tax_base) for i, row in enumerate(body.get("taxes") or [], start=1)]
+    tax_total = sum((Decimal(str(t["tax_amount"])) for t in taxes), Decimal(0))
+    grand = total - discount + tax_total
+    return {
+        "total_qty": sum(i["qty"] for i in items),
+        "total": _money(total),
+        "net_total": _money(total),
+        "discount_amount": _money(discount),
+        "apply_discount_on": apply_on,
+        "total_taxes_and_charges": _money(tax_total),
+        "grand_total": _money(grand),
+        "rounded_total": _money(grand),
+    }, taxes
+
+
+def build_sales_order(body: Any, *, now: datetime) -> JSON:
+    """Validate a posted Sales Order and return the stored draft document (without ``name``)."""
+    if not isinstance(body, dict):
+        raise DocValidationError("Request body must be a JSON object")
+    header = _header(body, now)
+    items = _items(body, header)
+    totals, taxes = _totals(items, body)
+    custom = {k: v for k, v in body.items() if k not in _SERVER_FIELDS and k not in header}
+    stamp = frappe_timestamp(now)
+    return {
+        **custom,
+        **header,
+        **totals,
+        "doctype": "Sales Order",
+        "owner": "Administrator",
+        "creation": stamp,
+        "modified": stamp,
+        "modified_by": "Administrator",
+        "docstatus": 0,
+        "idx": 0,
+        "naming_series": NAMING_SERIES,
+        "order_type": body.get("order_type", "Sales"),
+        "conversion_rate": 1.0,
+        "selling_price_list": body.get("selling_price_list", "Standard Selling"),
+        "price_list_currency": header["currency"],
+        "plc_conversion_rate": 1.0,
+        "status": "Draft",
+        "delivery_status": "Not Delivered",
+        "billing_status": "Not Billed",
+        "per_delivered": 0.0,
+        "per_billed": 0.0,
+        "items": items,
+        "taxes": taxes,
+    }
+
+
+# --- list queries ----------------------------------------------------------------------------
+
+
+def _json_param(query: dict[str, str], key: str, default: Any) -> Any:
+    raw = query.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise DocValidationError(f"{key} must be JSON, got {raw!r}") from None
+
+
+def _conditions(filters: Any, doctype: str) -> list[tuple[str, str, Any]]:
+    """Frappe filters: [[doctype, field, op, value]], [[field, op, value]] or {field: value}."""
+    if isinstance(filters, dict):
+        return [(f, *(v if isinstance(v, list) else ("=", v))) for f, v in filters.items()]
+    if not isinstance(filters, list):
+        raise DocValidationError("filters must be a list or an object")
+    rows = [filters] if filters and isinstance(filters[0], str) else filters
+    conditions = []
+    for row in rows:
+        if isinstance(row, list) and len(row) == 4 and row[0] == doctype:
+            row = row[1:]
+        if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str)):
+            raise DocValidationError(f"Unsupported filter {row!r}")
+        conditions.append((row[0], row[1], row[2]))
+    return conditions
+
+
+def _matches(doc: JSON, field: str, op: str, value: Any) -> bool:
+    actual = doc.get(field)
+    if op == "=":
+        return actual == value or str(actual) == str(value)
+    if op == "!=":
+        return not _matches(doc, field, "=", value)
+    if op == "in" and isinstance(value, list):
+        return any(_matches(doc, field, "=", v) for v in value)
+    raise DocValidationError(f"Unsupported filter operator {op!r}")
+
+
+def _project(doc: JSON, fields: list[str]) -> JSON:
+    if "*" in fields:
+        return {k: v for k, v in doc.items() if not isinstance(v, list)}
+    return {f: doc.get(f) for f in fields}
+
+
+def _int_param(query: dict[str, str], key: str, default: int) -> int:
+    try:
+        return max(0, int(query.get(key, default)))
+    except ValueError:
+        raise DocValidationError(f"{key} must be an integer") from None
+
+
+def list_documents(docs: list[JSON], query: dict[str, str], *, doctype: str) -> list[JSON]:
+    """Apply Frappe list parameters to ``docs`` (already in the list's default order)."""
+    fields = _json_param(query, "fields", ["name"])
+    if not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+        raise DocValidationError("fields must be a JSON list of field names")
+    conditions = _conditions(_json_param(query, "filters", []), doctype)
+    start = _int_param(query, "limit_start", 0)
+    length = _int_param(query, "limit_page_length", _int_param(query, "limit", 20))
+    hits = [d for d in docs if all(_matches(d, *c) for c in conditions)]
+    page = hits[start : start + length] if length else hits[start:]
+    return [_project(doc, fields) for doc in page]

@@ -1,0 +1,267 @@
+"""The Shopify simulator: signing, order consistency, webhook delivery semantics, Admin API."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from simulators.shopify import LeakyBucket, ShopifySimConfig, ShopifySimulator, sign
+from simulators.shopify_orders import ShopifyOrderFactory
+
+SECRET = "shpss_test_secret"
+
+
+class Receiver:
+    """A tiny webhook endpoint recording every delivery; the first ``fail_first`` get a 500."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.fail_first = fail_first
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append((dict(request.headers), await request.read()))
+        if len(self.calls) <= self.fail_first:
+            return web.Response(status=500)
+        return web.Response(status=200)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/webhooks/shopify/orders/create", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}/webhooks/shopify/orders/create"
+
+    def webhook_ids(self) -> Counter[str]:
+        return Counter(h["X-Shopify-Webhook-Id"] for h, _ in self.calls)
+
+
+@pytest.fixture
+async def receiver_factory() -> AsyncIterator[Callable[[int], Receiver]]:
+    made: list[Receiver] = []
+
+    def make(fail_first: int = 0) -> Receiver:
+        made.append(Receiver(fail_first))
+        return made[-1]
+
+    yield make
+    for r in made:
+        if r.runner:
+            await r.runner.cleanup()
+
+
+def config(url: str, **kw: object) -> ShopifySimConfig:
+    base: dict[str, object] = {"rate_per_s": 500, "retry_backoff_s": 0.01, "seed": 3}
+    return ShopifySimConfig(webhook_url=url, secret=SECRET, **{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_sign_matches_independent_hmac() -> None:
+    body = b'{"id":450789469,"email":"bob.norman@hostmail.com"}'
+    expected = base64.b64encode(hmac.new(b"hush", body, hashlib.sha256).digest()).decode()
+    assert sign(body, "hush") == expected
+    # Wikipedia's HMAC-SHA256 example (hex f7bc83f4...3cd8), base64-encoded as Shopify sends it
+    fox = b"The quick brown fox jumps over the lazy dog"
+    assert sign(fox, "key") == "97yD9DBThCSxMpjmqm+xQ+9NWaFJRhdZl0edvC0aPNg="
+
+
+def test_factory_orders_are_consistent() -> None:
+    factory = ShopifyOrderFactory(seed=42)
+    orders = [factory.order() for _ in range(200)]
+    ids = [o["id"] for o in orders]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [o["order_number"] for o in orders[:2]] == [1001, 1002] and orders[0]["name"] == "#1001"
+    for o in orders:
+        d = {
+            k: Decimal(o[k])
+            for k in (
+                "subtotal_price",
+                "total_price",
+                "total_tax",
+                "total_discounts",
+                "total_line_items_price",
+            )
+        }
+        shipping = sum(Decimal(s["price"]) for s in o["shipping_lines"])
+        lines = sum(Decimal(li["price"]) * li["quantity"] for li in o["line_items"])
+        line_tax = sum(Decimal(t["price"]) for li in o["line_items"] for t in li["tax_lines"])
+        assert d["total_line_items_price"] == lines and d["total_tax"] == line_tax
+        assert d["subtotal_price"] == lines - d["total_discounts"]
+        assert (
+            d["total_price"]
+            == d["total_line_items_price"] + d["total_tax"] + shipping - d["total_discounts"]
+        )
+        assert o["created_at"].endswith("-05:00") and o["financial_status"] in {
+            "paid",
+            "authorized",
+            "pending",
+        }
+        assert all(
+            isinstance(o[k], str) and o[k].count(".") == 1 and len(o[k].split(".")[1]) == 2
+            for k in d
+        )
+    assert ShopifyOrderFactory(seed=42).order()["id"] == ids[0]  # seeded runs repeat
+
+
+def test_bad_payloads() -> None:
+    factory = ShopifyOrderFactory(seed=1)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(factory.malformed_body())
+    for _ in range(20):
+        o = factory.unmappable_order()
+        defective = (
+            "id" not in o
+            or not o["line_items"]
+            or o["currency"] == "US$"
+            or any(li["quantity"] == 0 for li in o["line_items"])
+        )
+        assert defective
+
+
+async def test_delivers_count_with_shopify_headers(
+    receiver_factory: Callable[[int], Receiver],
+) -> None:
+    receiver = receiver_factory(0)
+    sim = ShopifySimulator(config(await receiver.start()))
+    stats = await sim.send_orders(count=20)
+    assert (
+        len(receiver.calls) == 20
+        and stats["delivered_2xx"] == 20
+        and stats["orders_generated"] == 20
+    )
+    headers, body = receiver.calls[0]
+    assert headers["X-Shopify-Topic"] == "orders/create"
+    assert headers["X-Shopify-Hmac-Sha256"] == sign(body, SECRET)
+    assert headers["X-Shopify-Shop-Domain"] == "retail-sync-demo.myshopify.com"
+    assert headers["X-Shopify-API-Version"] == "2024-04"
+    assert headers["Content-Type"] == "application/json"
+    assert {"X-Shopify-Event-Id", "X-Shopify-Triggered-At"} <= set(headers)
+    assert "line_items" in json.loads(body)  # the bare order, not {"order": ...}
+    assert len(receiver.webhook_ids()) == 20
+    assert sim.accepted_order_ids() == set(sim.first_sent_at) == set(sim.orders)
+
+
+async def test_retries_500_with_same_webhook_id(
+    receiver_factory: Callable[[int], Receiver],
+) -> None:
+    receiver = receiver_factory(2)
+    sim = ShopifySimulator(config(await receiver.start()))
+    stats = await sim.send_orders(count=1)
+    assert len(receiver.calls) == 3 and len(receiver.webhook_ids()) == 1
+    assert len({body for _, body in receiver.calls}) == 1
+    assert (stats["retries"], stats["delivered_2xx"], stats["failed_deliveries"]) == (2, 1, 0)
+    assert stats["status_counts"] == {"500": 2, "200": 1}
+    assert len(sim.accepted_order_ids()) == 1
+
+
+async def test_gives_up_after_max_attempts(receiver_factory: Callable[[int], Receiver]) -> None:
+    receiver = receiver_factory(100)
+    sim = ShopifySimulator(config(await receiver.start(), max_attempts=3))
+    stats = await sim.send_orders(count=2)
+    assert len(receiver.calls) == 6 and stats["failed_deliveries"] == 2
+    assert not sim.accepted_order_ids() and len(sim.failed_order_ids()) == 2
+
+
+async def test_duplicate_rate_one_sends_each_delivery_twice(
+    receiver_factory: Callable[[int], Receiver],
+) -> None:
+    receiver = receiver_factory(0)
+    sim = ShopifySimulator(config(await receiver.start(), duplicate_rate=1.0))
+    stats = await sim.send_orders(count=5)
+    assert len(receiver.calls) == 10 and stats["duplicates_sent"] == 5
+    assert set(receiver.webhook_ids().values()) == {2}
+
+
+async def test_bad_payloads_are_signed_and_counted(
+    receiver_factory: Callable[[int], Receiver],
+) -> None:
+    receiver = receiver_factory(0)
+    sim = ShopifySimulator(config(await receiver.start(), malformed_rate=0.5, unmappable_rate=0.5))
+    stats = await sim.send_orders(count=10)
+    assert (
+        stats["malformed_sent"] + stats["unmappable_sent"] == 10 and stats["orders_generated"] == 0
+    )
+    assert all(h["X-Shopify-Hmac-Sha256"] == sign(b, SECRET) for h, b in receiver.calls)
+    assert sum(stats["final_status_by_kind"]["malformed"].values()) == stats["malformed_sent"]
+
+
+async def test_connection_errors_are_retried_then_failed() -> None:
+    sim = ShopifySimulator(config("http://127.0.0.1:9/nowhere", max_attempts=2))
+    stats = await sim.send_orders(count=1)
+    assert stats["status_counts"] == {"connection_error": 2} and stats["failed_deliveries"] == 1
+
+
+async def test_duration_and_stop_sending(receiver_factory: Callable[[int], Receiver]) -> None:
+    receiver = receiver_factory(0)
+    sim = ShopifySimulator(config(await receiver.start(), rate_per_s=50))
+    stats = await sim.send_orders(duration_s=0.2)
+    assert 5 <= stats["orders_generated"] <= 12
+    sim.stop_sending()
+    assert (await sim.send_orders(count=3))["orders_generated"] == stats["orders_generated"] + 3
+
+
+@pytest.fixture
+async def admin(receiver_factory: Callable[[int], Receiver]) -> AsyncIterator[ShopifySimulator]:
+    receiver = receiver_factory(0)
+    sim = ShopifySimulator(config(await receiver.start()))
+    await sim.send_orders(count=5)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def test_admin_api_auth_and_reads(admin: ShopifySimulator) -> None:
+    token = {"X-Shopify-Access-Token": "shpat_demo"}
+    async with aiohttp.ClientSession(base_url=admin.base_url) as http:
+        async with http.get("/admin/api/2024-04/orders.json") as resp:
+            assert resp.status == 401
+            assert "Invalid API key or access token" in (await resp.json())["errors"]
+        async with http.get("/admin/api/2024-04/orders.json", headers=token) as resp:
+            assert resp.status == 200 and resp.headers["X-Shopify-Shop-Api-Call-Limit"] == "1/40"
+            orders = (await resp.json())["orders"]
+        assert len(orders) == 5
+        first = orders[0]["id"]
+        params = {"since_id": str(first), "limit": "2", "status": "any"}
+        async with http.get("/admin/api/2024-04/orders.json", params=params, headers=token) as resp:
+            assert [o["id"] for o in (await resp.json())["orders"]] == [
+                o["id"] for o in orders[1:3]
+            ]
+        async with http.get(f"/admin/api/2024-04/orders/{first}.json", headers=token) as resp:
+            assert (await resp.json())["order"]["id"] == first
+        async with http.get("/admin/api/2024-04/orders/1.json", headers=token) as resp:
+            assert resp.status == 404 and await resp.json() == {"errors": "Not Found"}
+        async with http.get("/_sim/stats") as resp:
+            assert (await resp.json())["orders_generated"] == 5
+
+
+async def test_admin_api_bucket_fills_to_429(admin: ShopifySimulator) -> None:
+    token = {"X-Shopify-Access-Token": "shpat_demo"}
+    statuses = []
+    async with aiohttp.ClientSession(base_url=admin.base_url) as http:
+        for _ in range(45):
+            async with http.get("/admin/api/2024-04/orders.json?limit=1", headers=token) as resp:
+                statuses.append(resp.status)
+                last = resp
+    assert statuses[:39] == [200] * 39 and statuses[-1] == 429
+    assert (
+        last.headers["Retry-After"] == "2.0"
+        and last.headers["X-Shopify-Shop-Api-Call-Limit"] == "40/40"
+    )
+
+
+def test_leaky_bucket_leaks() -> None:
+    now = [0.0]
+    bucket = LeakyBucket(capacity=40, leak_per_s=2.0, clock=lambda: now[0])
+    assert all(bucket.take() for _ in range(40)) and not bucket.take()
+    assert bucket.header() == "40/40"
+    now[0] = 1.0
+    assert bucket.take() and bucket.take() and not bucket.take()
