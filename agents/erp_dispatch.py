@@ -46,8 +46,8 @@ def register(ctx: Context) -> None:
         async for request in stream:
             await dispatch(ctx, erp(), request)
 
-    @ctx.app.on_stop.connect  # type: ignore[misc]
-    async def _close(app: Any, **kwargs: Any) -> None:
+    @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
+    async def _close(sender: Any, **kwargs: Any) -> None:
         if "erp" in state:
             await state["erp"].close()
 

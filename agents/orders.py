@@ -18,6 +18,7 @@ from streams.models import ExceptionKind, OrderEvent, OrderState, utcnow
 def register(ctx: Context) -> None:
     @ctx.app.agent(ctx.topics.order_events, name=f"{ctx.settings.app_id}.orders")
     async def orders(stream: Any) -> None:
+        await warm_routing_metadata(ctx)
         async for key, event in stream.items():
             try:
                 await handle(ctx, key, event)
@@ -26,6 +27,15 @@ def register(ctx: Context) -> None:
                     ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=event.model_dump_json(),
                     order_key=key, source_topic=ctx.topics.order_events.get_topic_name(),
                 )
+
+
+async def warm_routing_metadata(ctx: Context) -> None:
+    """Tables keyed apart from their stream (``use_partitioner``) and HTTP key routing hash with
+    the producer's topic metadata, which aiokafka loads only for topics it has produced to; load
+    it for the changelogs before the first write or lookup."""
+    producer = ctx.app.producer._ensure_producer()  # type: ignore[attr-defined]
+    for table in (ctx.tables.orders, ctx.tables.index):
+        await producer.partitions_for(table.changelog_topic.get_topic_name())
 
 
 async def handle(ctx: Context, key: str, event: OrderEvent) -> None:

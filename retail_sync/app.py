@@ -21,11 +21,13 @@ from tables.orders import order_index_table, order_state_table
 
 def faust_app(settings: Settings, broker_url: str) -> faust.App:
     """A Faust app configured for this project (RocksDB tables, tuned producer, no raw views)."""
+    datadir = settings.datadir / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
         broker=broker_url,
         store="rocksdb://",
-        datadir=str(settings.datadir / settings.app_id),
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         web_host=settings.web_host,

@@ -87,7 +87,7 @@ async def order_state(ctx: Context, key: str) -> Any | None:
     table = ctx.tables.orders
     try:
         owner = str(ctx.app.router.key_store(table.name, key)).rstrip("/")
-    except KeyError:
+    except (KeyError, TypeError):  # no assignment / metadata yet: answer from here
         owner = ctx.settings.web_url
     if owner == ctx.settings.web_url.rstrip("/"):
         state = table.get(key)

@@ -10,35 +10,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from retail_sync.settings import Settings
 
 
-def _options(settings: Settings) -> dict[str, int]:
-    return {"block_cache_size": settings.rocksdb_block_cache_bytes}
+def _table(app: faust.App, settings: Settings, name: str, codec: str, **kw: Any) -> faust.Table:
+    table = app.Table(
+        name,
+        key_type=str,
+        partitions=settings.partitions,
+        options={"block_cache_size": settings.rocksdb_block_cache_bytes},
+        **kw,
+    )
+    # Faust derives a table's serializers from Faust model types only; our values are pydantic
+    # models carried by registered codecs, so name them before the store and changelog exist.
+    table.key_serializer = "raw"
+    table.value_serializer = codec
+    return table
 
 
 def order_state_table(app: faust.App, settings: Settings) -> faust.Table:
-    return app.Table(
-        "order-state",
-        key_type=str,
-        key_serializer="raw",
-        value_serializer="rs.order_state",
-        partitions=settings.partitions,
-        options=_options(settings),
-        help="Canonical order, lifecycle status and correlation ids, by order_key.",
-    )
+    return _table(app, settings, "order-state", "rs.order_state",
+                  help="Canonical order, lifecycle status and correlation ids, by order_key.")
 
 
 def order_index_table(app: faust.App, settings: Settings) -> faust.Table:
-    return app.Table(
-        "order-index",
-        key_type=str,
-        key_serializer="raw",
-        value_serializer="json",
-        partitions=settings.partitions,
-        use_partitioner=True,
-        options=_options(settings),
-        help="External id (marketplace order id, ERP sales order) -> order_keys.",
-    )
+    return _table(app, settings, "order-index", "json", use_partitioner=True,
+                  help="External id (marketplace order id, ERP sales order) -> order_keys.")
