@@ -31,7 +31,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from retail_sync.app import create_app
     from retail_sync.broker import broker_for
 
+    from retail_sync import tansu_compat
+
     settings = load_settings()
+    embedded = not settings.broker_url
+    if settings.tansu_compat or (settings.tansu_compat is None and embedded):
+        tansu_compat.install()
     with broker_for(settings.broker_url) as url:
         ctx = create_app(settings, url)
         worker = faust.Worker(ctx.app, loglevel=settings.log_level, quiet=not args.verbose)

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float = Field(6.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)
     producer_linger_s: float = Field(0.005, ge=0, le=1)
+    tansu_compat: bool | None = Field(
+        None,
+        description="Correct the embedded Tansu broker's end offsets (see retail_sync/tansu_compat)."
+        " Unset: on when the embedded broker is started here, off with RETAIL_SYNC_BROKER_URL.",
+    )
 
     # --- worker state and web -----------------------------------------------------------
     datadir: Path = Field(Path("var/data"), description="Per-worker RocksDB directory.")

@@ -17,18 +17,30 @@ import faust
 from retail_sync.settings import Settings
 
 
+class CodecTable(faust.Table):
+    """A Table whose values are carried by a registered codec (our pydantic models).
+
+    Faust derives a table's serializers from Faust model types only, and fixes them in the
+    changelog topic as soon as the table is added to the app, so they are set here, during
+    construction, before ``app.tables.add``."""
+
+    def __init__(self, app: faust.App, *, value_codec: str, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.key_serializer = "raw"
+        self.value_serializer = value_codec
+
+
 def _table(app: faust.App, settings: Settings, name: str, codec: str, **kw: Any) -> faust.Table:
-    table = app.Table(
-        name,
+    table = CodecTable(
+        app,
+        name=name,
+        value_codec=codec,
         key_type=str,
         partitions=settings.partitions,
         options={"block_cache_size": settings.rocksdb_block_cache_bytes},
         **kw,
     )
-    # Faust derives a table's serializers from Faust model types only; our values are pydantic
-    # models carried by registered codecs, so name them before the store and changelog exist.
-    table.key_serializer = "raw"
-    table.value_serializer = codec
+    app.tables.add(table)
     return table
 
 

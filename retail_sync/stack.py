@@ -1,0 +1,247 @@
+"""A whole retail-sync world on one machine: broker, ERP simulator and real worker processes.
+
+Used by `retail-sync demo`, `retail-sync bench` and the integration tests, so all three run the
+same real parts: the embedded Tansu broker (or a configured Kafka), the ERP simulator as an HTTP
+server, and each worker as its own `retail-sync worker` process with its own app id, topics, web
+port and RocksDB directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from retail_sync.broker import EmbeddedBroker, free_port
+from retail_sync.tansu_compat import true_end_offsets
+from simulators.erp import ErpSimConfig, ErpSimulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process exited or never became ready; the message carries its log tail."""
+
+
+@dataclass
+class WorkerProcess:
+    """One `retail-sync worker` process and its web endpoint."""
+
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "retail_sync.cli", "worker"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Until /health says partitions are assigned (the worker consumes)."""
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    raise WorkerFailed(f"worker {self.name} exited:\n{self.log_tail()}")
+                try:
+                    async with session.get(f"{self.url}/health") as resp:
+                        if resp.status == 200:
+                            return
+                except (aiohttp.ClientError, OSError):
+                    pass
+                await asyncio.sleep(0.2)
+        raise WorkerFailed(f"worker {self.name} not ready in {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Graceful stop (SIGTERM): Faust commits offsets and leaves the group."""
+        await self._signal(signal.SIGTERM, timeout_s)
+
+    async def kill(self) -> None:
+        """SIGKILL: no goodbye, nothing flushed."""
+        await self._signal(signal.SIGKILL, 10.0)
+
+    async def _signal(self, sig: signal.Signals, timeout_s: float) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    async def get_json(self, path: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session, session.get(self.url + path) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def metrics_text(self) -> str:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as resp:
+            return await resp.text()
+
+
+@dataclass
+class Stack:
+    """Broker + ERP simulator + workers, started and stopped together (async context manager)."""
+
+    app_id: str = field(default_factory=lambda: f"rs-{uuid.uuid4().hex[:8]}")
+    workdir: Path = field(default_factory=lambda: ROOT / "var" / "stack")
+    broker_url: str | None = None
+    erp_config: ErpSimConfig = field(default_factory=ErpSimConfig)
+    env: dict[str, str] = field(default_factory=dict)
+    tansu: bool | None = None  # is the broker Tansu? None: yes when no broker URL is given
+    partitions: int = 4
+    broker: EmbeddedBroker | None = None
+    erp: ErpSimulator | None = None
+    erp_url: str = ""
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    async def __aenter__(self) -> Stack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self.tansu is None:
+            self.tansu = not self.broker_url
+        if not self.broker_url:
+            self.broker = EmbeddedBroker().start()
+            self.broker_url = self.broker.url
+        self.erp = ErpSimulator(self.erp_config)
+        self.erp_url = await self.erp.start()
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.broker_url
+        return ",".join(h.split("://", 1)[-1] for h in self.broker_url.split(","))
+
+    def worker_env(self, name: str, port: int) -> dict[str, str]:
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        return {
+            **os.environ,
+            "PYTHONPATH": pythonpath,
+            "RETAIL_SYNC_APP_ID": self.app_id,
+            "RETAIL_SYNC_BROKER_URL": self.broker_url or "",
+            "RETAIL_SYNC_WEB_PORT": str(port),
+            "RETAIL_SYNC_WEB_HOST": "127.0.0.1",
+            "RETAIL_SYNC_ERP_BASE_URL": self.erp_url,
+            "RETAIL_SYNC_DATADIR": str(self.workdir / self.app_id / name),
+            "RETAIL_SYNC_PARTITIONS": str(self.partitions),
+            "RETAIL_SYNC_TANSU_COMPAT": "true" if self.tansu else "false",
+            **self.env,
+        }
+
+    def new_worker(self, name: str | None = None, port: int | None = None) -> WorkerProcess:
+        name = name or f"w{len(self.workers) + 1}"
+        port = port or free_port()
+        worker = WorkerProcess(
+            name=name, env=self.worker_env(name, port), port=port,
+            log_path=self.workdir / self.app_id / f"{name}.log",
+        )
+        self.workers.append(worker)
+        return worker
+
+    async def start_worker(self, name: str | None = None, port: int | None = None,
+                           timeout_s: float = 90.0) -> WorkerProcess:
+        worker = self.new_worker(name, port).start()
+        await worker.wait_ready(timeout_s)
+        return worker
+
+    async def restart(self, worker: WorkerProcess, timeout_s: float = 90.0) -> WorkerProcess:
+        """Start the same worker again: same name, port and RocksDB directory."""
+        await worker.stop()
+        worker.start()
+        await worker.wait_ready(timeout_s)
+        return worker
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            await worker.stop()
+        if self.erp is not None:
+            await self.erp.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def topic(self, name: str) -> str:
+        return f"{self.app_id}.{name}"
+
+    async def read_topic(self, name: str, timeout_s: float = 5.0) -> list[Any]:
+        """Every record currently on ``<app_id>.<name>``, from the beginning."""
+        return await read_topic(self.bootstrap, self.topic(name), timeout_s)
+
+
+async def read_topic(bootstrap: str, topic: str, timeout_s: float = 5.0) -> list[Any]:
+    """All records of a topic up to its current end offsets (no consumer group, no commits)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic, timeout_s)
+        if not partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await true_end_offsets(bootstrap, await consumer.end_offsets(tps))
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and await _behind(consumer, ends):
+            batch = await consumer.getmany(*tps, timeout_ms=200)
+            for msgs in batch.values():
+                records.extend(msgs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        consumer._client.add_topic(topic)  # noqa: SLF001
+        await asyncio.sleep(0.2)
+    return set()

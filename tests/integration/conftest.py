@@ -1,0 +1,34 @@
+"""Integration fixtures: one embedded broker per session; per test its own app id, topics,
+ERP simulator and real worker processes (retail_sync.stack)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from retail_sync.broker import EmbeddedBroker
+from retail_sync.stack import Stack
+from simulators.erp import ErpSimConfig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    """RETAIL_SYNC_TEST_BROKER_URL points the suite at a real Kafka; else the embedded Tansu."""
+    configured = os.environ.get("RETAIL_SYNC_TEST_BROKER_URL")
+    if configured:
+        yield configured
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.url
+
+
+@pytest.fixture
+async def stack(broker_url: str, tmp_path) -> AsyncIterator[Stack]:
+    tansu = not os.environ.get("RETAIL_SYNC_TEST_BROKER_URL")
+    async with Stack(broker_url=broker_url, workdir=tmp_path, erp_config=ErpSimConfig(),
+                     tansu=tansu) as s:
+        yield s

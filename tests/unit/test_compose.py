@@ -1,0 +1,441 @@
+"""The deployment files: docker-compose.yml, the Dockerfile and deploy/ (Prometheus + alerts).
+
+No Docker engine here, so `retail_sync.compose_check` stands in for `docker compose config`: it
+must pass on the repository's real files and fail, with a message that names the problem, on
+broken copies of them. The alert rules must only use metric names that retail_sync/metrics.py
+actually defines, so renaming a metric without updating the alerts fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retail_sync import compose_check
+from retail_sync.compose_check import InterpolationError, check, interpolate
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ALERTS = ROOT / "deploy" / "alerts.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+METRICS_SOURCE = ROOT / "retail_sync" / "metrics.py"
+# What the Dockerfile COPYs: linked (not copied) into the temporary repositories.
+SOURCE_DIRS = ("retail_sync", "streams", "agents", "tables", "connectors", "simulators")
+
+
+def _errors(report: compose_check.Report) -> str:
+    return "\n".join(report.errors)
+
+
+# --- the real files ---------------------------------------------------------------------------
+
+
+def test_repository_files_pass_the_python_checks():
+    report = check(COMPOSE, external=False, env={})
+    assert report.ok, _errors(report)
+    summary = "\n".join(report.summary)
+    assert "7 services" in summary
+    assert "profile sim: erp-sim, shopify-sim" in summary
+    assert "workers: worker-1, worker-2" in summary
+    assert "deploy/alerts.yml: 4 groups, 7 alerts (2 critical, 5 warning)" in summary
+
+
+def test_repository_files_pass_with_external_tools_when_installed():
+    """promtool / `docker compose config` run when present; their absence is not a failure."""
+    report = check(COMPOSE, external=True, env={})
+    assert report.ok, _errors(report)
+
+
+def test_command_line_exit_codes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETAIL_SYNC_")}
+    env["PYTHONPATH"] = str(ROOT)
+    ok = subprocess.run(
+        [sys.executable, "-m", "retail_sync.compose_check", "docker-compose.yml", "--no-external"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.rstrip().endswith("OK")
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "retail_sync.compose_check", str(tmp_path / "nope.yml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert missing.returncode == 1
+    assert "no such file" in missing.stderr
+
+
+def test_compose_matches_the_deployment_design():
+    doc = yaml.safe_load(COMPOSE.read_text())
+    services = doc["services"]
+    assert services["kafka"]["image"].startswith(("apache/kafka", "bitnami/kafka"))
+    assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+    workers = [services["worker-1"], services["worker-2"]]
+    app_ids = {w["environment"]["RETAIL_SYNC_APP_ID"] for w in workers}
+    assert len(app_ids) == 1, "both workers must be in one consumer group"
+    for n, w in enumerate(workers, 1):
+        env = w["environment"]
+        assert env["RETAIL_SYNC_CANONICAL_URL"] == f"http://worker-{n}:6066"
+        assert env["RETAIL_SYNC_WEB_HOST"] == "0.0.0.0"
+        assert env["RETAIL_SYNC_BROKER_URL"] == "kafka://kafka:9092"
+        assert w["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert f"worker-{n}-data:/var/lib/retail-sync" in w["volumes"]
+        assert "${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:-" in COMPOSE.read_text()
+    for sim in ("erp-sim", "shopify-sim"):
+        assert services[sim]["profiles"] == ["sim"]
+    assert "./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in services["prometheus"]["volumes"]
+
+
+def test_dockerfile_essentials():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert "pip install ." in text
+    assert re.search(r"^USER (?!root\b|0\b)\S+", text, re.M), "must run as a non-root user"
+    assert re.search(r"^EXPOSE 6066\b", text, re.M)
+    assert re.search(r'^CMD \["retail-sync", "worker"\]', text, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n?.*urllib.*/health", text, re.M)
+
+
+# --- alert rules vs metrics.py ------------------------------------------------------------------
+
+
+def _defined_metrics() -> set[str]:
+    """Metric names as string literals in retail_sync/metrics.py (read as text on purpose)."""
+    return set(re.findall(r"[\"'](retail_sync_[a-z0-9_]+)[\"']", METRICS_SOURCE.read_text()))
+
+
+def _alert_rules() -> list[dict]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_alert_expressions_use_only_metrics_that_exist():
+    defined = _defined_metrics()
+    assert {"retail_sync_consumer_lag", "retail_sync_order_to_erp_seconds",
+            "retail_sync_sync_exceptions_total", "retail_sync_erp_posts_total",
+            "retail_sync_webhooks_total"} <= defined
+    used: set[str] = set()
+    for rule in _alert_rules():
+        for name in re.findall(r"\bretail_sync_[a-z0-9_]+", rule["expr"]):
+            base = re.sub(r"_(bucket|count|sum)$", "", name)
+            assert name in defined or base in defined, (
+                f"alert {rule['alert']} uses {name}, which retail_sync/metrics.py does not define"
+            )
+            used.add(base if base in defined else name)
+    assert len(used) >= 5, used
+
+
+@pytest.mark.parametrize(
+    ("alert", "severity", "needle"),
+    [
+        ("ConsumerLagHigh", "warning", "sum by (topic) (retail_sync_consumer_lag) > 1000"),
+        ("ConsumerLagGrowing", "warning", "deriv(retail_sync_consumer_lag[10m])"),
+        ("OrderToErpLatencyHigh", "warning", "rate(retail_sync_order_to_erp_seconds_bucket[5m])"),
+        ("SyncExceptionsRising", "warning", "increase(retail_sync_sync_exceptions_total[10m])"),
+        ("ErpPostsExhausted", "critical", 'retail_sync_erp_posts_total{outcome="exhausted"}'),
+        ("WebhookSignatureFailures", "warning", 'outcome="bad_signature"'),
+        ("WorkerDown", "critical", 'up{job="retail-sync"} == 0'),
+    ],
+)
+def test_each_alert_is_defined_and_actionable(alert, severity, needle):
+    rules = {r["alert"]: r for r in _alert_rules()}
+    rule = rules[alert]
+    assert needle in " ".join(rule["expr"].split())
+    assert rule["labels"]["severity"] == severity
+    assert rule["annotations"]["summary"].strip()
+    assert len(rule["annotations"]["description"]) > 80
+
+
+def test_prometheus_scrapes_both_workers_and_loads_the_rules():
+    doc = yaml.safe_load(PROMETHEUS.read_text())
+    assert doc["rule_files"] == ["alerts.yml"]
+    job = next(j for j in doc["scrape_configs"] if j["job_name"] == "retail-sync")
+    targets = {t for sc in job["static_configs"] for t in sc["targets"]}
+    assert {"worker-1:6066", "worker-2:6066"} <= targets
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+
+
+# --- broken copies must fail with the right message ----------------------------------------------
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A throwaway repository: deployment files copied (to be broken), sources linked."""
+    for name in ("docker-compose.yml", "Dockerfile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    for name in SOURCE_DIRS:
+        (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
+    return tmp_path
+
+
+def edit(path: str, old: str, new: str, count: int = 1) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        target = root / path
+        text = target.read_text()
+        assert old in text, f"test setup: {old!r} not in {path}"
+        target.write_text(text.replace(old, new, count))
+
+    return apply
+
+
+def remove(path: str) -> Callable[[Path], None]:
+    return lambda root: (root / path).unlink()
+
+
+REDIS_HEALTHCHECK = """    healthcheck:
+      test: ["CMD", "redis-cli", "ping"]
+      interval: 10s
+      timeout: 3s
+      retries: 5
+"""
+
+BROKEN = {
+    "unknown depends_on target": (
+        edit("docker-compose.yml", "      kafka:\n        condition: service_healthy",
+             "      kafak:\n        condition: service_healthy"),
+        "'kafak' is not a service",
+    ),
+    "service without image or build": (
+        edit("docker-compose.yml", "    image: redis:7\n", ""),
+        "services.redis: has neither 'image' nor 'build'",
+    ),
+    "misspelled service key": (
+        edit("docker-compose.yml", "    stop_grace_period: 30s\n    environment:",
+             "    stop_grace_period: 30s\n    enviroment:"),
+        "services.worker-1.enviroment: unknown service key",
+    ),
+    "duplicate key": (
+        edit("docker-compose.yml", "    image: redis:7\n", "    image: redis:7\n    image: redis:6\n"),
+        "found duplicate key 'image'",
+    ),
+    "mounted file missing from the repository": (
+        remove("deploy/prometheus.yml"),
+        "mounts ./deploy/prometheus.yml (deploy/prometheus.yml), which does not exist",
+    ),
+    "mount source misspelled": (
+        edit("docker-compose.yml", "./deploy/alerts.yml:", "./deploy/alert.yml:"),
+        "mounts ./deploy/alert.yml",
+    ),
+    "rules file not mounted into prometheus": (
+        edit("docker-compose.yml", "      - ./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro\n",
+             ""),
+        "alerts.yml resolves to /etc/prometheus/alerts.yml in the container, which the "
+        "prometheus service does not mount",
+    ),
+    "undeclared named volume": (
+        edit("docker-compose.yml", "- worker-2-data:/var/lib/retail-sync",
+             "- worker-two-data:/var/lib/retail-sync"),
+        "named volume 'worker-two-data' is not declared",
+    ),
+    "relative volume target": (
+        edit("docker-compose.yml", "- redis-data:/data", "- redis-data:data"),
+        "target 'data' must be an absolute container path",
+    ),
+    "port out of range": (
+        edit("docker-compose.yml", '"127.0.0.1:6067:6066"', '"127.0.0.1:70000:6066"'),
+        "'70000' is out of range",
+    ),
+    "malformed port": (
+        edit("docker-compose.yml", '"127.0.0.1:6067:6066"', '"127.0.0.1:6067:6066/http"'),
+        "is not [IP:][HOST:]CONTAINER[/PROTOCOL]",
+    ),
+    "host port published twice": (
+        edit("docker-compose.yml", '"127.0.0.1:6067:6066"', '"127.0.0.1:6066:6066"'),
+        "host port 6066/tcp is also published by worker-1",
+    ),
+    "interpolation default without '-'": (
+        edit("docker-compose.yml", "${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:-change-me}",
+             "${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:change-me}"),
+        "invalid interpolation '${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:change-",
+    ),
+    "unterminated interpolation": (
+        edit("docker-compose.yml", "${RETAIL_SYNC_LOG_LEVEL:-info}", "${RETAIL_SYNC_LOG_LEVEL:-info"),
+        "unterminated",
+    ),
+    "lone dollar": (
+        edit("docker-compose.yml", "localhost:9092 > /dev/null", "$(hostname):9092 > /dev/null"),
+        "write $$ for a literal dollar sign",
+    ),
+    "CMD-SHELL with several arguments": (
+        edit("docker-compose.yml", '["CMD", "redis-cli", "ping"]',
+             '["CMD-SHELL", "redis-cli", "ping"]'),
+        "['CMD-SHELL', 'command line'] takes exactly one string; got 2",
+    ),
+    "healthcheck test form": (
+        edit("docker-compose.yml", '["CMD", "redis-cli", "ping"]', '["RUN", "redis-cli", "ping"]'),
+        "a list must start with 'CMD', 'CMD-SHELL' or 'NONE', not 'RUN'",
+    ),
+    "healthcheck duration": (
+        edit("docker-compose.yml", "      interval: 10s\n      timeout: 3s\n      retries: 5",
+             "      interval: 10 seconds\n      timeout: 3s\n      retries: 5"),
+        "'10 seconds' is not a duration",
+    ),
+    "service_healthy on a service without healthcheck": (
+        edit("docker-compose.yml", REDIS_HEALTHCHECK, ""),
+        "condition service_healthy but redis has no healthcheck",
+    ),
+    "dependency cycle": (
+        edit("docker-compose.yml", "    hostname: kafka\n",
+             "    hostname: kafka\n    depends_on: [worker-1]\n"),
+        "dependency cycle: ",
+    ),
+    "always-on service depending on a profile service": (
+        edit("docker-compose.yml", "      redis:\n        condition: service_healthy\n",
+             "      redis:\n        condition: service_healthy\n      erp-sim:\n"
+             "        condition: service_healthy\n"),
+        "erp-sim is only started with profiles ['sim']",
+    ),
+    "command argument not a string": (
+        edit("docker-compose.yml", '      - "8200"\n', "      - 8200\n"),
+        "8200 must be a string: quote it",
+    ),
+    "misspelled RETAIL_SYNC_ variable": (
+        edit("docker-compose.yml", "RETAIL_SYNC_CANONICAL_URL: http://worker-2:6066",
+             "RETAIL_SYNC_CANONICAL_ULR: http://worker-2:6066"),
+        "RETAIL_SYNC_CANONICAL_ULR: not a retail-sync setting",
+    ),
+    "two workers with one canonical URL": (
+        edit("docker-compose.yml", "RETAIL_SYNC_CANONICAL_URL: http://worker-2:6066",
+             "RETAIL_SYNC_CANONICAL_URL: http://worker-1:6066"),
+        "'http://worker-1:6066' should name this service (worker-2)",
+    ),
+    "two workers sharing a datadir volume": (
+        edit("docker-compose.yml", "- worker-2-data:/var/lib/retail-sync",
+             "- worker-1-data:/var/lib/retail-sync"),
+        "datadir 'worker-1-data' is shared with worker-1",
+    ),
+    "Dockerfile copies a missing directory": (
+        edit("Dockerfile", "COPY simulators ./simulators", "COPY simulatorz ./simulators"),
+        "COPY/ADD source 'simulatorz' does not exist in the build context",
+    ),
+    "Dockerfile missing": (
+        remove("Dockerfile"),
+        "Dockerfile Dockerfile does not exist",
+    ),
+    "worker not scraped": (
+        edit("deploy/prometheus.yml", "          - worker-2:6066\n", ""),
+        "worker worker-2 is not scraped (expected target worker-2:6066)",
+    ),
+    "scrape target that is not a service": (
+        edit("deploy/prometheus.yml", "- worker-2:6066", "- worker-3:6066"),
+        "target worker-3:6066: worker-3 is not a compose service",
+    ),
+    "rules file missing": (
+        edit("deploy/prometheus.yml", "  - alerts.yml", "  - alerts.yaml"),
+        "alerts.yaml resolves to /etc/prometheus/alerts.yaml in the container",
+    ),
+    "alert without severity": (
+        edit("deploy/alerts.yml", "        labels:\n          severity: critical\n", "", 1),
+        "ErpPostsExhausted.labels.severity: None: set one of critical, warning, info",
+    ),
+    "alert with unknown severity": (
+        edit("deploy/alerts.yml", "severity: critical", "severity: page"),
+        "'page': set one of critical, warning, info",
+    ),
+    "alert without summary": (
+        edit("deploy/alerts.yml",
+             '          summary: "retail-sync worker {{ $labels.instance }} is not answering '
+             '/metrics"\n', ""),
+        "WorkerDown.annotations.summary: missing",
+    ),
+    "alert without expr": (
+        edit("deploy/alerts.yml", "        expr: up{job=\"retail-sync\"} == 0\n", ""),
+        "WorkerDown.expr: missing",
+    ),
+    "alert on a renamed metric": (
+        edit("deploy/alerts.yml", "sum by (topic) (retail_sync_consumer_lag) > 1000",
+             "sum by (topic) (retail_sync_consumer_lag_messages) > 1000"),
+        "metric retail_sync_consumer_lag_messages is not defined in retail_sync/metrics.py",
+    ),
+    "unbalanced expression": (
+        edit("deploy/alerts.yml", "sum by (topic) (retail_sync_consumer_lag) > 1000",
+             "sum by (topic) (retail_sync_consumer_lag > 1000"),
+        "unclosed '('",
+    ),
+    "bad for duration": (
+        edit("deploy/alerts.yml", "        for: 1m\n", "        for: 1 minute\n"),
+        "WorkerDown.for: '1 minute' is not a duration",
+    ),
+    "alerts without groups": (
+        lambda root: (root / "deploy" / "alerts.yml").write_text("rules: []\n"),
+        "deploy/alerts.yml: must have a non-empty 'groups' list",
+    ),
+    "invalid YAML": (
+        edit("deploy/alerts.yml", "groups:\n", "groups:\n  - name: [unclosed\n"),
+        "deploy/alerts.yml: invalid YAML",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_copy_fails_with_a_clear_message(repo, case):
+    assert check(repo / "docker-compose.yml", external=False, env={}).ok, "intact copy must pass"
+    breaker, expected = BROKEN[case]
+    breaker(repo)
+    report = check(repo / "docker-compose.yml", external=False, env={})
+    assert not report.ok, f"{case}: the checker accepted it"
+    assert expected in _errors(report), f"{case}: expected {expected!r} in:\n{_errors(report)}"
+
+
+def test_dockerfile_healthcheck_satisfies_service_healthy(repo):
+    """shopify-sim waits for worker-1 to be healthy; the image's HEALTHCHECK is enough."""
+    edit("docker-compose.yml", "    healthcheck: *worker-healthcheck\n", "")(repo)
+    report = check(repo / "docker-compose.yml", external=False, env={})
+    assert report.ok, _errors(report)
+    edit("Dockerfile", "HEALTHCHECK ", "# HEALTHCHECK ")(repo)
+    edit("Dockerfile", "    CMD [\"python\", \"-c\"", "#    CMD [\"python\", \"-c\"")(repo)
+    report = check(repo / "docker-compose.yml", external=False, env={})
+    assert "condition service_healthy but worker-1 has no healthcheck" in _errors(report)
+
+
+def test_main_prints_problems_and_exits_1(repo, capsys):
+    edit("docker-compose.yml", "      kafka:\n        condition: service_healthy",
+         "      kafak:\n        condition: service_healthy")(repo)
+    assert compose_check.main([str(repo / "docker-compose.yml"), "--no-external"]) == 1
+    err = capsys.readouterr().err
+    assert "problem(s)" in err
+    assert "ERROR docker-compose.yml: services.worker-1.depends_on: 'kafak' is not a service" in err
+
+
+# --- interpolation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "env", "expected"),
+    [
+        ("plain", {}, "plain"),
+        ("$A-$B", {"A": "1", "B": "2"}, "1-2"),
+        ("${A}", {}, ""),
+        ("${A:-dflt}", {"A": ""}, "dflt"),
+        ("${A-dflt}", {"A": ""}, ""),
+        ("${A-dflt}", {}, "dflt"),
+        ("${A:+alt}", {"A": "x"}, "alt"),
+        ("${A:+alt}", {}, ""),
+        ("${A:-${B:-inner}}", {}, "inner"),
+        ("cost $$5", {}, "cost $5"),
+        ("${A:?needed}", {"A": "set"}, "set"),
+    ],
+)
+def test_interpolation(template, env, expected):
+    assert interpolate(template, env) == expected
+
+
+@pytest.mark.parametrize(
+    "template", ["${A:dflt}", "${A", "${}", "${1A}", "$ x", "trailing $", "${A:-x", "$(cmd)"],
+)
+def test_interpolation_errors(template):
+    with pytest.raises(InterpolationError):
+        interpolate(template, {"A": "1"})
+
+
+def test_required_variable_unset():
+    with pytest.raises(InterpolationError, match="required variable A is not set: give it"):
+        interpolate("${A:?give it}", {})
