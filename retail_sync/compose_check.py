@@ -57,7 +57,8 @@ dns_search domainname driver_opts entrypoint env_file environment expose extends
 extra_hosts gpus group_add healthcheck hostname image init ipc isolation labels label_file links
 logging mac_address mem_limit mem_reservation mem_swappiness memswap_limit models network_mode
 networks oom_kill_disable oom_score_adj pid pids_limit platform ports post_start pre_stop
-privileged profiles provider pull_policy read_only restart runtime scale secrets security_opt
+privileged profiles provider pull_policy pull_refresh_after read_only restart runtime scale secrets
+security_opt
 shm_size stdin_open stop_grace_period stop_signal storage_opt sysctls tmpfs tty ulimits
 use_api_socket user userns_mode uts volumes volumes_from working_dir
 """.split())
@@ -763,6 +764,9 @@ class ComposeChecker:
                     self.err(where, f"{dep!r} is not a service in this file")
                     continue
                 graph[name].append(dep)
+                if isinstance(deps, dict) and "condition" not in opts:
+                    self.err(f"{where}.{dep}", "the mapping form needs 'condition' (e.g. "
+                             "service_started or service_healthy)")
                 cond = opts.get("condition", "service_started")
                 if cond not in DEPENDS_CONDITIONS:
                     self.err(f"{where}.{dep}.condition",

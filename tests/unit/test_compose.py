@@ -203,6 +203,11 @@ BROKEN = {
              "      kafak:\n        condition: service_healthy"),
         "'kafak' is not a service",
     ),
+    "depends_on mapping without condition": (
+        edit("docker-compose.yml", "      kafka:\n        condition: service_healthy\n",
+             "      kafka: {}\n"),
+        "services.worker-1.depends_on.kafka: the mapping form needs 'condition'",
+    ),
     "service without image or build": (
         edit("docker-compose.yml", "    image: redis:7\n", ""),
         "services.redis: has neither 'image' nor 'build'",
@@ -213,7 +218,8 @@ BROKEN = {
         "services.worker-1.enviroment: unknown service key",
     ),
     "duplicate key": (
-        edit("docker-compose.yml", "    image: redis:7\n", "    image: redis:7\n    image: redis:6\n"),
+        edit("docker-compose.yml", "    image: redis:7\n",
+             "    image: redis:7\n    image: redis:6\n"),
         "found duplicate key 'image'",
     ),
     "mounted file missing from the repository": (
@@ -257,7 +263,8 @@ BROKEN = {
         "invalid interpolation '${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:change-",
     ),
     "unterminated interpolation": (
-        edit("docker-compose.yml", "${RETAIL_SYNC_LOG_LEVEL:-info}", "${RETAIL_SYNC_LOG_LEVEL:-info"),
+        edit("docker-compose.yml", "${RETAIL_SYNC_LOG_LEVEL:-info}",
+             "${RETAIL_SYNC_LOG_LEVEL:-info"),
         "unterminated",
     ),
     "lone dollar": (
