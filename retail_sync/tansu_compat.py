@@ -7,6 +7,11 @@ through ListOffsets, so a worker restarted after writing a multi-record changelo
 with ConsistencyError ("persisted offset is higher than the last offset"), and a worker taking a
 partition over would stop recovery before the end of the last batch.
 
+A second difference: a fetch covering several partitions is not woken when data arrives on one
+of them; it waits the full ``fetch_max_wait_ms``, which Faust hard-codes to 1500 ms. Every hop
+through a topic then costs up to 1.5 s (measured: p50 1.8 s webhook -> ERP at 5 orders/s). With
+``FETCH_MAX_WAIT_MS`` the worker polls often instead; Apache Kafka needs neither change.
+
 `true_end_offsets` asks ListOffsets, then fetches the last batch and takes the fetch response's
 high watermark. `install()` makes Faust's consumer use it; it is switched on only when we run
 the embedded broker (setting ``tansu_compat``), never against Apache Kafka.
@@ -50,8 +55,12 @@ async def true_end_offsets(
         await consumer.stop()
 
 
+FETCH_MAX_WAIT_MS = 20
+
+
 def install() -> None:
-    """Patch Faust's aiokafka consumer so table recovery sees true end offsets (idempotent)."""
+    """Patch Faust's aiokafka consumer for Tansu: true end offsets for table recovery and a
+    short fetch wait (idempotent)."""
     from faust.transport.drivers import aiokafka as driver
 
     thread_cls = driver.AIOKafkaConsumerThread
@@ -64,5 +73,13 @@ def install() -> None:
         client = self._ensure_consumer()._client
         return await true_end_offsets(client._bootstrap_servers, ends)
 
+    create_consumer = thread_cls._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create_consumer(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
     thread_cls._highwaters = _highwaters
+    thread_cls._create_worker_consumer = _create_worker_consumer
     thread_cls._retail_sync_tansu_compat = True

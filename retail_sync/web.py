@@ -125,16 +125,18 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
         return outcome("bad_request", 400, "missing X-Shopify-Webhook-Id")
     if topic not in SHOPIFY_TOPICS:
         return outcome("unsupported_topic", 404, f"topic {topic!r} is not handled here")
+    if not await ctx.deduper.first_seen(delivery_id):
+        return outcome("duplicate", 200, f"delivery {delivery_id} was already received")
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        # Kept as an exception record and remembered as seen: Shopify's retries of this same
+        # delivery are answered "duplicate" instead of filling the dead-letter topic.
         await record_exception(
             ctx, kind=ExceptionKind.DECODE, exc=f"webhook body is not JSON: {exc}", payload=body,
             channel="shopify", source_key=f"shopify:delivery:{delivery_id}",
         )
         return outcome("malformed", 400, f"body is not valid JSON: {exc}")
-    if not await ctx.deduper.first_seen(delivery_id):
-        return outcome("duplicate", 200, f"delivery {delivery_id} was already received")
     raw = RawOrderMessage(
         channel="shopify", topic=topic, delivery_id=delivery_id,
         event_id=shopify.header(headers, shopify.EVENT_ID_HEADER),

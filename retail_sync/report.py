@@ -1,0 +1,75 @@
+"""Terminal output shared by the demo and the benchmark: progress line, percentiles, tables."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.0f} ms"
+
+
+class Samples:
+    """Samples of a Prometheus text exposition, summed over any labels not asked for."""
+
+    def __init__(self, exposition: str = "") -> None:
+        self.samples = [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(exposition)
+            for sample in family.samples
+        ]
+
+    def get(self, name: str, **labels: str) -> float:
+        return sum(value for n, lab, value in self.samples
+                   if n == name and all(lab.get(k) == v for k, v in labels.items()))
+
+
+def bar(fraction: float, width: int = 24) -> str:
+    fraction = min(1.0, max(0.0, fraction))
+    full = int(fraction * width)
+    return "█" * full + "░" * (width - full)
+
+
+class Progress:
+    """One status line redrawn in place on a terminal, plain lines every few seconds otherwise."""
+
+    def __init__(self, stream=sys.stderr, plain_every: int = 10) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.plain_every = plain_every
+        self._ticks = 0
+
+    def update(self, text: str) -> None:
+        self._ticks += 1
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text)
+            self.stream.flush()
+        elif self._ticks % self.plain_every == 1:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def table(rows: Iterable[tuple[str, object]], title: str) -> str:
+    rows = list(rows)
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"── {title} " + "─" * max(0, 54 - len(title))]
+    lines += [f"  {label:<{width}}{value}" for label, value in rows]
+    return "\n".join(lines)
