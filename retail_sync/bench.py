@@ -1,0 +1,190 @@
+"""`retail-sync bench`: the consume ceiling and the webhook -> ERP pipeline, on one broker.
+
+1. ceiling   - raw aiokafka consume rate of the same raw-order records (no Faust, no work)
+2. pipeline  - the same records preloaded into orders-raw, one worker: orders/s until every
+               order is confirmed by the ERP (ingest -> order state -> ERP post -> state again)
+3. latency   - webhooks at a fixed offered rate through HTTP: p50/p99 from the simulator's
+               send to the ERP simulator's receipt
+
+Prints pipeline/ceiling. Results go to docs/BENCHMARKS.md by hand, with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from retail_sync.broker import EmbeddedBroker
+from retail_sync.cli import load_settings
+from retail_sync.report import Progress, Samples, bar, ms, percentile, table
+from retail_sync.stack import ROOT, Stack
+from simulators.erp import ErpSimConfig
+from simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
+from streams.models import RawOrderMessage, utcnow
+
+PARTITIONS = 4
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    return asyncio.run(_bench(args))
+
+
+async def _bench(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    broker = None if settings.broker_url else EmbeddedBroker().start()
+    url = settings.broker_url or broker.url  # type: ignore[union-attr]
+    tansu = settings.tansu_compat if settings.tansu_compat is not None else broker is not None
+    try:
+        records = _raw_records(args.messages)
+        print(f"bench: {len(records)} raw Shopify order records, {PARTITIONS} partitions, "
+              f"broker {url} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
+        ceiling = await _ceiling(url, records)
+        pipeline = await _pipeline(url, records, tansu)
+        latency = await _latency(url, args.rate, args.latency_seconds, tansu)
+    finally:
+        if broker is not None:
+            broker.stop()
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "messages": len(records),
+        "ceiling_msgs_per_s": round(ceiling),
+        "pipeline_orders_per_s": round(pipeline),
+        "ratio_pipeline_to_ceiling": round(pipeline / ceiling, 4),
+        **latency,
+    }
+    print(table([(k.replace("_", " "), v) for k, v in results.items()], "benchmark"))
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+def _raw_records(n: int) -> list[tuple[bytes, bytes]]:
+    factory = ShopifyOrderFactory(seed=1)
+    out = []
+    for _ in range(n):
+        order = factory.order()
+        raw = RawOrderMessage(channel="shopify", topic="orders/create",
+                              delivery_id=f"bench-{order['id']}", received_at=utcnow(),
+                              body=json.dumps(order))
+        out.append((f"shopify:{order['id']}".encode(), raw.model_dump_json().encode()))
+    return out
+
+
+def _bootstrap(url: str) -> str:
+    return ",".join(h.split("://", 1)[-1] for h in url.split(","))
+
+
+async def _preload(url: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(url))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), linger_ms=20,
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        progress = Progress()
+        for i, (key, value) in enumerate(records, 1):
+            await producer.send(topic, value, key=key)
+            if i % 2000 == 0 or i == len(records):
+                progress.update(f"preloading {topic}: {bar(i / len(records))} {i}/{len(records)}")
+        await producer.flush()
+        progress.done()
+    finally:
+        await producer.stop()
+
+
+async def _ceiling(url: str, records: list[tuple[bytes, bytes]], runs: int = 3) -> float:
+    topic = f"bench-ceiling-{int(time.time())}"
+    await _preload(url, topic, records)
+    rates = []
+    for run in range(runs):
+        consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(url), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            seen, started = 0, time.perf_counter()
+            while seen < len(records):
+                batch = await consumer.getmany(timeout_ms=1000)
+                seen += sum(len(msgs) for msgs in batch.values())
+            rates.append(seen / (time.perf_counter() - started))
+        finally:
+            await consumer.stop()
+        print(f"ceiling run {run + 1}/{runs}: {rates[-1]:,.0f} msgs/s", flush=True)
+    return statistics.median(rates)
+
+
+async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool) -> float:
+    stack = Stack(app_id=f"bench-pipe-{int(time.time())}", workdir=ROOT / "var" / "bench",
+                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu)
+    await stack.start()
+    try:
+        await _preload(url, stack.topic("orders-raw"), records)
+        worker = stack.new_worker("bench").start()
+        await worker.wait_ready()
+        started = time.perf_counter()
+        progress = Progress()
+        while True:
+            done = Samples(await worker.metrics_text()).get("retail_sync_order_to_erp_seconds_count")
+            progress.update(f"pipeline: {bar(done / len(records))} {int(done)}/{len(records)} "
+                            "orders confirmed by the ERP")
+            if done >= len(records):
+                break
+            await asyncio.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        progress.done()
+        assert stack.erp is not None and stack.erp.stats()["orders_created"] == len(records)
+        rate = len(records) / elapsed
+        print(f"pipeline: {rate:,.0f} orders/s (one worker)", flush=True)
+        return rate
+    finally:
+        await stack.close()
+
+
+async def _latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[str, Any]:
+    stack = Stack(app_id=f"bench-lat-{int(time.time())}", workdir=ROOT / "var" / "bench",
+                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu)
+    await stack.start()
+    try:
+        worker = await stack.start_worker("bench-lat")
+        shop = ShopifySimulator(ShopifySimConfig(
+            webhook_url=f"{worker.url}/webhooks/shopify/orders/create",
+            secret="shpss_demo_secret", rate_per_s=rate, max_attempts=8, concurrency=256,
+        ))
+        print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP…", flush=True)
+        started = time.perf_counter()
+        await shop.send_orders(duration_s=seconds)
+        sent_for = time.perf_counter() - started
+        expected = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
+        erp = stack.erp
+        assert erp is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
+            await asyncio.sleep(0.2)
+        values = [erp.order_by_po_no(k).received_at - shop.first_sent_at[k.split(":", 1)[1]]
+                  for k in expected if erp.order_by_po_no(k) is not None]
+        return {
+            "offered_rate_per_s": rate,
+            "achieved_rate_per_s": round(len(expected) / sent_for, 1),
+            "latency_orders": len(values),
+            "latency_p50": ms(percentile(values, 50)),
+            "latency_p99": ms(percentile(values, 99)),
+            "latency_max": ms(max(values, default=float("nan"))),
+            "lost": len(expected) - len(values),
+        }
+    finally:
+        await stack.close()
