@@ -52,7 +52,6 @@ def create_app(
 ) -> Context:
     app = faust_app(settings, broker_url)
     metrics = Metrics()
-    metrics.registry.register(ConsumerLagCollector(app))
     ctx = Context(
         app=app,
         settings=settings,
@@ -64,6 +63,8 @@ def create_app(
         deduper=InProcessDeduper(settings.webhook_dedupe_ttl_s,
                                  settings.webhook_dedupe_max_entries),
     )
+    metrics.registry.register(ConsumerLagCollector(
+        app, [topic.get_topic_name() for topic in ctx.topics.all()]))
     for module in (ingest, orders, erp_dispatch, web):
         module.register(ctx)
     _quiet_root_logger(app, settings)

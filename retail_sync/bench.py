@@ -31,7 +31,6 @@ from simulators.erp import ErpSimConfig
 from simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
 from streams.models import RawOrderMessage, utcnow
 
-PARTITIONS = 4
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -45,10 +44,10 @@ async def _bench(args: argparse.Namespace) -> int:
     tansu = settings.tansu_compat if settings.tansu_compat is not None else broker is not None
     try:
         records = _raw_records(args.messages)
-        print(f"bench: {len(records)} raw Shopify order records, {PARTITIONS} partitions, "
+        print(f"bench: {len(records)} raw Shopify order records, {settings.partitions} partitions, "
               f"broker {url} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
-        ceiling = await _ceiling(url, records)
-        pipeline = await _pipeline(url, records, tansu)
+        ceiling = await _ceiling(url, records, settings.partitions)
+        pipeline = await _pipeline(url, records, tansu, settings.partitions)
         latency = await _latency(url, args.rate, args.latency_seconds, tansu)
     finally:
         if broker is not None:
@@ -84,11 +83,12 @@ def _bootstrap(url: str) -> str:
     return ",".join(h.split("://", 1)[-1] for h in url.split(","))
 
 
-async def _preload(url: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def _preload(url: str, topic: str, records: list[tuple[bytes, bytes]],
+                   partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(url))
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), linger_ms=20,
@@ -106,15 +106,16 @@ async def _preload(url: str, topic: str, records: list[tuple[bytes, bytes]]) -> 
         await producer.stop()
 
 
-async def _ceiling(url: str, records: list[tuple[bytes, bytes]], runs: int = 3) -> float:
+async def _ceiling(url: str, records: list[tuple[bytes, bytes]], partitions: int,
+                   runs: int = 3) -> float:
     topic = f"bench-ceiling-{int(time.time())}"
-    await _preload(url, topic, records)
+    await _preload(url, topic, records, partitions)
     rates = []
     for run in range(runs):
         consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(url), enable_auto_commit=False)
         await consumer.start()
         try:
-            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             seen, started = 0, time.perf_counter()
@@ -128,12 +129,13 @@ async def _ceiling(url: str, records: list[tuple[bytes, bytes]], runs: int = 3) 
     return statistics.median(rates)
 
 
-async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool) -> float:
+async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool,
+                    partitions: int) -> float:
     stack = Stack(app_id=f"bench-pipe-{int(time.time())}", workdir=ROOT / "var" / "bench",
-                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu)
+                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu, partitions=partitions)
     await stack.start()
     try:
-        await _preload(url, stack.topic("orders-raw"), records)
+        await _preload(url, stack.topic("orders-raw"), records, partitions)
         worker = stack.new_worker("bench").start()
         await worker.wait_ready()
         started = time.perf_counter()

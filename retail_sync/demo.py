@@ -164,7 +164,8 @@ async def _summary(run: DemoRun) -> int:
         ("orders generated", s["orders_generated"]),
         ("accepted by the worker (2xx)", len(expected)),
         ("webhook deliveries / retries", f"{s['deliveries_attempted']} / {s['retries']}"),
-        ("duplicates injected", f"{s['duplicates_sent']} -> {deduped} answered as duplicates"),
+        ("duplicates injected", f"{s['duplicates_sent']} (the worker answered {deduped} deliveries "
+                                "as duplicates, incl. retries of malformed ones)"),
         ("malformed bodies injected", f"{s['malformed_sent']} -> 400 + sync exception"),
         ("unmappable orders injected", f"{s['unmappable_sent']} -> 200 + sync exception"),
         ("sync-exception records", dict(kinds) or 0),

@@ -7,7 +7,7 @@ rules in deploy/alerts.yml watch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -60,10 +60,13 @@ class Metrics:
 
 
 class ConsumerLagCollector(Collector):
-    """Lag per assigned partition, read from the Faust consumer at scrape time."""
+    """Lag per assigned partition of the topics our agents consume, read from the Faust consumer
+    at scrape time. Table changelogs are left out: they are read only during recovery and never
+    committed, so "end - committed" would report their whole length as lag."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, topics: Iterable[str]) -> None:
         self.app = app
+        self.topics = frozenset(topics)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -82,6 +85,8 @@ class ConsumerLagCollector(Collector):
         lags = {}
         committed = getattr(consumer, "_committed_offset", {})
         for tp in consumer.assignment():
+            if tp.topic not in self.topics:
+                continue
             end = consumer.highwater(tp)
             if end is None:
                 continue
