@@ -28,10 +28,9 @@ def load_settings() -> Settings:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
+    from retail_sync import tansu_compat
     from retail_sync.app import create_app
     from retail_sync.broker import broker_for
-
-    from retail_sync import tansu_compat
 
     settings = load_settings()
     embedded = not settings.broker_url

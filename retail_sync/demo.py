@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from retail_sync.cli import load_settings
-from retail_sync.report import Progress, bar, Samples, ms, percentile, table
+from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.stack import ROOT, Stack, WorkerProcess
 from simulators.erp import ErpSimConfig
 from simulators.shopify import ShopifySimConfig, ShopifySimulator

@@ -2,8 +2,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agents.lifecycle import apply
 from faust.serializers import codecs
+
+from agents.lifecycle import apply
 from streams import codecs as _registered  # noqa: F401
 from streams.mappers.shopify import map_order
 from streams.models import (
