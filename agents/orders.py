@@ -12,7 +12,7 @@ from typing import Any
 from agents.exceptions import record_exception
 from agents.lifecycle import Outcome, apply
 from retail_sync.context import Context
-from streams.models import ExceptionKind, OrderEvent, OrderState, utcnow
+from streams.models import ExceptionKind, OrderEvent, OrderReceived, OrderState, utcnow
 
 
 def register(ctx: Context) -> None:
@@ -40,23 +40,45 @@ async def warm_routing_metadata(ctx: Context) -> None:
 
 async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
     table = ctx.tables.orders
-    outcome = apply(table.get(key), event, utcnow())
-    if outcome.changed and outcome.state is not None:
-        table[key] = outcome.state
-        _index(ctx, outcome.state)
-        _observe(ctx, outcome)
+    previous = table.get(key)
+    outcome = apply(previous, event, utcnow())
+    if outcome.state is not None:
+        if outcome.changed:
+            table[key] = outcome.state
+            _observe(ctx, outcome)
+        recheck = not outcome.changed or isinstance(event, OrderReceived)
+        _index(ctx, key, ids_to_index(previous, outcome.state, recheck=recheck))
     for request in outcome.erp_requests:
         await ctx.topics.erp_requests.send(key=request.order_key, value=request)
 
 
-def _index(ctx: Context, state: OrderState) -> None:
-    ids = [state.correlation.marketplace_order_id, state.correlation.marketplace_order_name,
-           state.correlation.erp_sales_order, state.order_key]
+def external_ids(state: OrderState) -> list[str]:
+    """The ids an order can be looked up by (README: marketplace order id, order name, ERP
+    sales-order number)."""
+    c = state.correlation
+    return [i for i in (c.marketplace_order_id, c.marketplace_order_name, c.erp_sales_order) if i]
+
+
+def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: bool) -> list[str]:
+    """Ids to make sure the index maps to this order. Each is an index read and maybe a changelog
+    write, so a normal event touches only the ids ``state`` adds over ``previous``: all of them
+    for a new order, the sales-order number on ERP confirmation, none otherwise. With ``recheck``
+    (a replayed or redelivered event) every id is checked again, which repairs an index write
+    lost when a worker died after writing the state but before the index: the redelivered event
+    finds the state already written and changes nothing."""
+    ids = external_ids(state)
+    if previous is None or recheck:
+        return ids
+    known = set(external_ids(previous))
+    return [i for i in ids if i not in known]
+
+
+def _index(ctx: Context, order_key: str, ids: list[str]) -> None:
     index = ctx.tables.index
-    for external_id in filter(None, ids):
+    for external_id in ids:
         keys = index.get(external_id) or []
-        if state.order_key not in keys:
-            index[external_id] = [*keys, state.order_key]
+        if order_key not in keys:
+            index[external_id] = [*keys, order_key]
 
 
 def _observe(ctx: Context, outcome: Outcome) -> None:
