@@ -1,8 +1,8 @@
 """Order agent: the single writer of the order-state table.
 
-Reads order-events keyed by order_key, applies the lifecycle (agents.lifecycle), writes the state
-and the id index, and sends ERP requests. Latency from receipt to ERP confirmation is observed
-here, once per order.
+Reads order-events keyed by order_key, applies the lifecycle (agents.lifecycle), writes the state,
+sends ERP requests and asks the index agent to index the order's new external ids. Latency from
+receipt to ERP confirmation is observed here, once per order.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from typing import Any
 from agents.exceptions import record_exception
 from agents.lifecycle import Outcome, apply
 from retail_sync.context import Context
-from streams.models import ExceptionKind, OrderEvent, OrderReceived, OrderState, utcnow
+from streams.models import (
+    ExceptionKind,
+    IndexEntry,
+    OrderEvent,
+    OrderReceived,
+    OrderState,
+    utcnow,
+)
 
 
 def register(ctx: Context) -> None:
@@ -30,9 +37,9 @@ def register(ctx: Context) -> None:
 
 
 async def warm_routing_metadata(ctx: Context) -> None:
-    """Tables keyed apart from their stream (``use_partitioner``) and HTTP key routing hash with
-    the producer's topic metadata, which aiokafka loads only for topics it has produced to; load
-    it for the changelogs before the first write or lookup."""
+    """HTTP key routing (``app.table_route``) hashes with the producer's topic metadata, which
+    aiokafka loads only for topics it has produced to; load it for the changelogs up front so a
+    lookup on a freshly started worker finds it."""
     producer = ctx.app.producer._ensure_producer()  # type: ignore[attr-defined]
     for table in (ctx.tables.orders, ctx.tables.index):
         await producer.partitions_for(table.changelog_topic.get_topic_name())
@@ -47,7 +54,9 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
             table[key] = outcome.state
             _observe(ctx, outcome)
         recheck = not outcome.changed or isinstance(event, OrderReceived)
-        _index(ctx, key, ids_to_index(previous, outcome.state, recheck=recheck))
+        for external_id in ids_to_index(previous, outcome.state, recheck=recheck):
+            await ctx.topics.index_updates.send(
+                key=external_id, value=IndexEntry(external_id=external_id, order_key=key))
     for request in outcome.erp_requests:
         await ctx.topics.erp_requests.send(key=request.order_key, value=request)
 
@@ -60,8 +69,8 @@ def external_ids(state: OrderState) -> list[str]:
 
 
 def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: bool) -> list[str]:
-    """Ids to make sure the index maps to this order. Each is an index read and maybe a changelog
-    write, so a normal event touches only the ids ``state`` adds over ``previous``: all of them
+    """Ids to make sure the index maps to this order. Each is one record to the index agent, so a
+    normal event touches only the ids ``state`` adds over ``previous``: all of them
     for a new order, the sales-order number on ERP confirmation, none otherwise. With ``recheck``
     (a replayed or redelivered event) every id is checked again, which repairs an index write
     lost when a worker died after writing the state but before the index: the redelivered event
@@ -72,13 +81,6 @@ def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: boo
     known = set(external_ids(previous))
     return [i for i in ids if i not in known]
 
-
-def _index(ctx: Context, order_key: str, ids: list[str]) -> None:
-    index = ctx.tables.index
-    for external_id in ids:
-        keys = index.get(external_id) or []
-        if order_key not in keys:
-            index[external_id] = [*keys, order_key]
 
 
 def _observe(ctx: Context, outcome: Outcome) -> None:

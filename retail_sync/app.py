@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import faust
 
-from agents import erp_dispatch, ingest, orders
+from agents import erp_dispatch, index, ingest, orders
 from connectors.base import ErpConnector
 from connectors.erp import ErpNextConnector
 from connectors.shopify_inbound import InProcessDeduper
@@ -71,7 +71,7 @@ def create_app(
     )
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
-    for module in (ingest, orders, erp_dispatch, web):
+    for module in (ingest, orders, index, erp_dispatch, web):
         module.register(ctx)
     _tune_running_worker(app, settings)
     return ctx

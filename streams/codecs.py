@@ -38,6 +38,7 @@ CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.order_event": models.ORDER_EVENT,
     "rs.erp_request": TypeAdapter(models.ErpPostRequest),
     "rs.order_state": TypeAdapter(models.OrderState),
+    "rs.index_entry": TypeAdapter(models.IndexEntry),
     "rs.sync_exception": TypeAdapter(models.SyncException),
 }
 

@@ -170,6 +170,13 @@ class ErpPostRequest(Frozen):
     requested_at: UtcDatetime
 
 
+class IndexEntry(Frozen):
+    """Command to the index agent: ``external_id`` also names the order ``order_key``."""
+
+    external_id: str = Field(min_length=1, max_length=256)
+    order_key: str
+
+
 # --- state ---------------------------------------------------------------------------------
 
 

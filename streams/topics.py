@@ -3,8 +3,10 @@
 | topic              | key                         | value                |
 |--------------------|-----------------------------|----------------------|
 | orders-raw         | channel:marketplace order id| RawOrderMessage      |
+|                    | (channel:delivery:<id> when the body has no order id)  |
 | order-events       | order_key                   | OrderEvent (union)   |
 | erp-requests       | order_key                   | ErpPostRequest       |
+| order-index-updates| external id                 | IndexEntry           |
 | sync-exceptions    | order_key or source key     | SyncException        |
 """
 
@@ -57,10 +59,12 @@ class Topics:
     raw_orders: faust.TopicT
     order_events: faust.TopicT
     erp_requests: faust.TopicT
+    index_updates: faust.TopicT
     sync_exceptions: faust.TopicT
 
     def all(self) -> list[faust.TopicT]:
-        return [self.raw_orders, self.order_events, self.erp_requests, self.sync_exceptions]
+        return [self.raw_orders, self.order_events, self.erp_requests, self.index_updates,
+                self.sync_exceptions]
 
 
 def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) -> RecordingTopic:
@@ -82,6 +86,7 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int) -> Topics:
         raw_orders=_topic(app, f"{prefix}.orders-raw", "rs.raw_order", partitions),
         order_events=_topic(app, f"{prefix}.order-events", "rs.order_event", partitions),
         erp_requests=_topic(app, f"{prefix}.erp-requests", "rs.erp_request", partitions),
+        index_updates=_topic(app, f"{prefix}.order-index-updates", "rs.index_entry", partitions),
         sync_exceptions=dlq,
     )
     for topic in topics.all():

@@ -3,9 +3,12 @@
 - ``order-state``: key order_key -> OrderState. Written only by the order agent, whose input topic
   (order-events) is keyed by order_key, so each key has a single writer and the changelog
   partition matches the source partition.
-- ``order-index``: key any external id (marketplace order id, ERP sales-order number) -> the
-  order_keys known by it. Its keys differ from the stream's key, so it hashes its own key
-  (``use_partitioner=True``) and lookups are routed to the owner of that hash.
+- ``order-index``: key any external id (marketplace order id, order name, ERP sales-order number)
+  -> the order_keys known by it. Its keys differ from order_key, so the order agent does not
+  write it: it sends an IndexEntry to order-index-updates, keyed by the external id, and the index
+  agent writes it there. (``use_partitioner=True`` would not do: Faust sends the change to the
+  hashed changelog partition but stores it locally under the event's partition, so on several
+  workers the owner of the hashed partition never sees it until it recovers.)
 """
 
 from __future__ import annotations
@@ -50,5 +53,5 @@ def order_state_table(app: faust.App, settings: Settings) -> faust.Table:
 
 
 def order_index_table(app: faust.App, settings: Settings) -> faust.Table:
-    return _table(app, settings, "order-index", "json", use_partitioner=True,
+    return _table(app, settings, "order-index", "json",
                   help="External id (marketplace order id, ERP sales order) -> order_keys.")

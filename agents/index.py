@@ -1,0 +1,37 @@
+"""Index agent: the single writer of the order-index table (external id -> order_keys).
+
+Reads order-index-updates keyed by the external id, so the table's changelog partition matches
+the stream's and any worker routes a lookup by id to the owner. Re-applying an entry changes
+nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.exceptions import record_exception
+from retail_sync.context import Context
+from streams.models import ExceptionKind, IndexEntry
+
+MAX_KEYS_PER_ID = 50  # an id shared by more orders than this is not an id worth indexing
+
+
+def register(ctx: Context) -> None:
+    @ctx.app.agent(ctx.topics.index_updates, name=f"{ctx.settings.app_id}.index")
+    async def index(stream: Any) -> None:
+        async for entry in stream:
+            try:
+                apply_entry(ctx, entry)
+            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
+                await record_exception(
+                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=entry.model_dump_json(),
+                    order_key=entry.order_key,
+                    source_topic=ctx.topics.index_updates.get_topic_name(),
+                )
+
+
+def apply_entry(ctx: Context, entry: IndexEntry) -> None:
+    table = ctx.tables.index
+    keys = table.get(entry.external_id) or []
+    if entry.order_key not in keys:
+        table[entry.external_id] = [*keys, entry.order_key][-MAX_KEYS_PER_ID:]
