@@ -62,10 +62,10 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
 
 
 def external_ids(state: OrderState) -> list[str]:
-    """The ids an order can be looked up by (README: marketplace order id, order name, ERP
-    sales-order number)."""
-    c = state.correlation
-    return [i for i in (c.marketplace_order_id, c.marketplace_order_name, c.erp_sales_order) if i]
+    """The ids of other systems that the index must map to this order. The marketplace order id
+    is not among them: the order key is derived from it (``channel:id``), so a lookup tries that
+    directly instead of paying an index record per order. Later flows add WMS and finance ids."""
+    return [i for i in (state.correlation.erp_sales_order,) if i]
 
 
 def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: bool) -> list[str]:

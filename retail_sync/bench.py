@@ -1,7 +1,8 @@
 """`retail-sync bench`: the consume ceiling and the webhook -> ERP pipeline, on one broker.
 
 1. ceiling   - raw aiokafka consume rate of the same raw-order records (no Faust, no work)
-2. pipeline  - the same records preloaded into orders-raw, one worker: orders/s until every
+2. pipeline  - the same records produced into orders-raw as fast as the broker takes them, to
+               ``--workers`` ready workers: orders/s from the first record produced until every
                order is confirmed by the ERP (ingest -> order state -> ERP post -> state again)
 3. latency   - webhooks at a fixed offered rate through HTTP: p50/p99 from the simulator's
                send to the ERP simulator's receipt
@@ -23,6 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.cli import load_settings
@@ -47,7 +49,7 @@ async def _bench(args: argparse.Namespace) -> int:
         print(f"bench: {len(records)} raw Shopify order records, {settings.partitions} partitions, "
               f"broker {url} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
         ceiling = await _ceiling(url, records, settings.partitions)
-        pipeline = await _pipeline(url, records, tansu, settings.partitions)
+        pipeline = await _pipeline(url, records, tansu, settings.partitions, args.workers)
         latency = await _latency(url, args.rate, args.latency_seconds, tansu)
     finally:
         if broker is not None:
@@ -56,6 +58,7 @@ async def _bench(args: argparse.Namespace) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "messages": len(records),
         "ceiling_msgs_per_s": round(ceiling),
+        "pipeline_workers": args.workers,
         "pipeline_orders_per_s": round(pipeline),
         "ratio_pipeline_to_ceiling": round(pipeline / ceiling, 4),
         **latency,
@@ -88,6 +91,8 @@ async def _preload(url: str, topic: str, records: list[tuple[bytes, bytes]],
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])
+    except TopicAlreadyExistsError:
+        pass  # the worker declared it already
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), linger_ms=20,
@@ -129,18 +134,20 @@ async def _ceiling(url: str, records: list[tuple[bytes, bytes]], partitions: int
 
 
 async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool,
-                    partitions: int) -> float:
+                    partitions: int, workers: int) -> float:
     stack = Stack(app_id=f"bench-pipe-{int(time.time())}", workdir=ROOT / "var" / "bench",
                   broker_url=url, erp_config=ErpSimConfig(), tansu=tansu, partitions=partitions)
     await stack.start()
     try:
-        await _preload(url, stack.topic("orders-raw"), records, partitions)
-        worker = stack.new_worker("bench").start()
-        await worker.wait_ready()
+        group = [stack.new_worker(f"bench-{i + 1}").start() for i in range(workers)]
+        await asyncio.gather(*(w.wait_ready() for w in group))
+        await _settled(group)
         started = time.perf_counter()
+        await _preload(url, stack.topic("orders-raw"), records, partitions)
         progress = Progress()
         while True:
-            done = Samples(await worker.metrics_text()).get("retail_sync_order_to_erp_seconds_count")
+            texts = await asyncio.gather(*(w.metrics_text() for w in group))
+            done = sum(Samples(t).get("retail_sync_order_to_erp_seconds_count") for t in texts)
             progress.update(f"pipeline: {bar(done / len(records))} {int(done)}/{len(records)} "
                             "orders confirmed by the ERP")
             if done >= len(records):
@@ -150,10 +157,21 @@ async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool,
         progress.done()
         assert stack.erp is not None and stack.erp.stats()["orders_created"] == len(records)
         rate = len(records) / elapsed
-        print(f"pipeline: {rate:,.0f} orders/s (one worker)", flush=True)
+        print(f"pipeline: {rate:,.0f} orders/s ({workers} worker{'s' if workers > 1 else ''})",
+              flush=True)
         return rate
     finally:
         await stack.close()
+
+
+async def _settled(group: list[Any], timeout_s: float = 60.0) -> None:
+    """Until every worker of the group has partitions (no rebalance left to happen mid-run)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answers = await asyncio.gather(*(w.get_json("/health") for w in group))
+        if all(status == 200 and body["assigned_partitions"] > 0 for status, body in answers):
+            return
+        await asyncio.sleep(0.5)
 
 
 async def _latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[str, Any]:

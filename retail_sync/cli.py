@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure the consume ceiling and the webhook->ERP pipeline")
     b.add_argument("--messages", type=int, default=20000, help="orders for the throughput runs")
-    b.add_argument("--rate", type=float, default=200.0, help="offered rate for the latency run")
+    b.add_argument("--workers", type=int, default=1, help="workers for the pipeline run")
+    b.add_argument("--rate", type=float, default=100.0, help="offered rate for the latency run")
     b.add_argument("--latency-seconds", type=float, default=20.0)
     b.add_argument("--json", dest="json_out", default=None, help="also write results here")
     b.set_defaults(func=cmd_bench)

@@ -3,7 +3,7 @@
 | method | path                                   | what                                            |
 |--------|----------------------------------------|-------------------------------------------------|
 | POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (orders/create, orders/updated) |
-| GET    | /orders/lookup?id=...                  | order(s) by any known id                        |
+| GET    | /orders/lookup?id=...                  | order(s) by marketplace id or ERP sales order   |
 | GET    | /orders/{order_key}                    | one order's state and correlation ids           |
 | GET    | /metrics                               | Prometheus exposition                           |
 | GET    | /health                                | liveness and partition assignment               |
@@ -23,6 +23,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.exceptions import record_exception
+from agents.ingest import MAPPERS
 from connectors import shopify_inbound as shopify
 from retail_sync.context import Context
 from streams.models import ExceptionKind, RawOrderMessage, order_key, utcnow
@@ -51,8 +52,11 @@ def register(ctx: Context) -> None:
         @app.table_route(table=index, query_param="id")
         async def get(self, request: Request) -> Response:
             external_id = request.query["id"]
-            keys = index.get(external_id) or []
-            states = [s for s in [await order_state(ctx, key) for key in keys] if s is not None]
+            states = []
+            for key in lookup_candidates(external_id, index.get(external_id) or []):
+                state = await order_state(ctx, key)
+                if state is not None:
+                    states.append(state)
             if not states:
                 return _json(self, {"error": f"no order is known by id {external_id!r}"}, 404)
             return _json(self, {"id": external_id, "orders": states})
@@ -80,6 +84,15 @@ def register(ctx: Context) -> None:
             ready = not app.rebalancing and assigned > 0
             return _json(self, {"status": "ok" if ready else "starting", "app_id": app.conf.id,
                                 "assigned_partitions": assigned}, 200 if ready else 503)
+
+
+def lookup_candidates(external_id: str, indexed: list[str]) -> list[str]:
+    """Order keys an id may denote: an order key itself, ``channel:id`` for every channel we map
+    (marketplace order ids are not indexed: the key is derived from them), and what the index
+    holds for ids of other systems (ERP sales-order numbers)."""
+    derived = [order_key(channel, external_id) for channel in MAPPERS]
+    own = [external_id] if ":" in external_id else []
+    return list(dict.fromkeys([*own, *derived, *indexed]))
 
 
 async def order_state(ctx: Context, key: str) -> Any | None:

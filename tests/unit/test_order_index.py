@@ -34,8 +34,8 @@ def _state(erp: str | None = None) -> OrderState:
     )
 
 
-def test_new_order_indexes_all_its_ids() -> None:
-    assert ids_to_index(None, _state(), recheck=False) == ["1001", "#1001"]
+def test_new_order_has_nothing_to_index_its_key_is_derived_from_the_marketplace_id() -> None:
+    assert ids_to_index(None, _state(), recheck=False) == []
 
 
 def test_erp_confirmation_indexes_only_the_sales_order() -> None:
@@ -45,4 +45,12 @@ def test_erp_confirmation_indexes_only_the_sales_order() -> None:
 def test_replay_rechecks_every_id() -> None:
     confirmed = _state("SAL-ORD-1")
     assert ids_to_index(confirmed, confirmed, recheck=True) == external_ids(confirmed)
-    assert external_ids(confirmed) == ["1001", "#1001", "SAL-ORD-1"]
+    assert external_ids(confirmed) == ["SAL-ORD-1"]
+
+
+def test_lookup_candidates_derive_keys_from_marketplace_ids_and_add_indexed_ones() -> None:
+    from retail_sync.web import lookup_candidates
+
+    assert lookup_candidates("1001", []) == ["shopify:1001"]
+    assert lookup_candidates("SAL-ORD-1", ["shopify:1001"]) == ["shopify:SAL-ORD-1", "shopify:1001"]
+    assert lookup_candidates("shopify:7", []) == ["shopify:7", "shopify:shopify:7"]
