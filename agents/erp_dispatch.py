@@ -44,7 +44,14 @@ def register(ctx: Context) -> None:
     )
     async def erp_dispatch(stream: Any) -> None:
         async for request in stream:
-            await dispatch(ctx, erp(), request)
+            try:
+                await dispatch(ctx, erp(), request)
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the agent or lose it
+                await record_exception(
+                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=request.model_dump_json(),
+                    channel=request.order.channel, order_key=request.order_key,
+                    source_topic=ctx.topics.erp_requests.get_topic_name(),
+                )
 
     @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
     async def _close(sender: Any, **kwargs: Any) -> None:

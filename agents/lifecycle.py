@@ -32,13 +32,15 @@ class Outcome:
     erp_requests: list[ErpPostRequest] = field(default_factory=list)
     changed: bool = False
     first_confirmation: bool = False
+    problem: str | None = None  # drift to report as a sync exception; the state is kept as is
 
 
 def apply(state: OrderState | None, event: OrderEvent, now: datetime) -> Outcome:
     if isinstance(event, OrderReceived):
         return _on_received(state, event, now)
     if state is None:  # an ERP answer for an order we do not know: nothing to attach it to
-        return Outcome(state=None)
+        return Outcome(state=None, problem=f"{event.kind} for {event.order_key}, an order this "
+                                           "engine has no state for")
     if isinstance(event, ErpOrderPosted):
         return _on_erp_posted(state, event)
     if isinstance(event, ErpOrderFailed):
@@ -94,8 +96,12 @@ def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime) -> Ou
 
 
 def _on_erp_posted(state: OrderState, event: ErpOrderPosted) -> Outcome:
-    if state.correlation.erp_sales_order == event.erp_sales_order:
+    known = state.correlation.erp_sales_order
+    if known == event.erp_sales_order:
         return Outcome(state=state)  # replayed confirmation
+    if known is not None:  # the ERP holds two sales orders for one marketplace order
+        return Outcome(state=state, problem=f"ERP answered sales order {event.erp_sales_order} "
+                                            f"for {state.order_key}, already confirmed as {known}")
     first = state.erp_confirmed_at is None
     new = state.model_copy(update={
         "status": OrderStatus.ERP_CONFIRMED,

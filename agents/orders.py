@@ -49,6 +49,13 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
     table = ctx.tables.orders
     previous = table.get(key)
     outcome = apply(previous, event, utcnow())
+    if outcome.problem is not None:
+        await record_exception(
+            ctx, kind=ExceptionKind.STATE_CONFLICT, exc=outcome.problem,
+            payload=event.model_dump_json(), order_key=key,
+            channel=previous.channel if previous else None,
+            source_topic=ctx.topics.order_events.get_topic_name(),
+        )
     if outcome.state is not None:
         if outcome.changed:
             table[key] = outcome.state

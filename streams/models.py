@@ -215,6 +215,7 @@ class ExceptionKind(StrEnum):
     MAPPING = "mapping"  # valid JSON from a channel that cannot become a canonical order
     ERP_PERMANENT = "erp_permanent"  # ERP refused the request (4xx)
     ERP_EXHAUSTED = "erp_exhausted"  # transient ERP errors outlasted the retry budget
+    STATE_CONFLICT = "state_conflict"  # an event that contradicts the order's state (drift)
     INTERNAL = "internal"  # a bug of ours met this record; kept so it can be replayed
 
 

@@ -91,3 +91,14 @@ def test_state_round_trips_through_its_faust_codec():
     data = codecs.dumps("rs.order_state", state)
     assert codecs.loads("rs.order_state", data) == state
     assert isinstance(codecs.loads("rs.order_state", data), OrderState)
+
+
+def test_a_second_erp_sales_order_for_one_order_is_reported_not_applied():
+    state = apply(apply(None, received(), T0).state, posted(), T0).state
+    out = apply(state, posted(name="SAL-ORD-2026-00002"), T0)
+    assert out.state == state and not out.changed
+    assert "SAL-ORD-2026-00002" in out.problem and "SAL-ORD-2026-00001" in out.problem
+
+
+def test_erp_answer_for_unknown_order_is_reported():
+    assert "no state" in apply(None, posted(), T0).problem
