@@ -7,23 +7,20 @@ sync-exception record with the reason and the verbatim body; the agent goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from agents.exceptions import record_exception
 from retail_sync.context import Context
-from streams.mappers import shopify
 from streams.mappers.shopify import MappingError
 from streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage
 
-MAPPERS: dict[str, Callable[[Any], Order]] = {shopify.CHANNEL: shopify.map_order}
 
-
-def to_event(raw: RawOrderMessage) -> OrderReceived:
+def to_event(raw: RawOrderMessage, mappers: Mapping[str, Callable[[Any], Order]]) -> OrderReceived:
     """Map one raw delivery; raises MappingError with a reason when it cannot."""
-    mapper = MAPPERS.get(raw.channel)
+    mapper = mappers.get(raw.channel)
     if mapper is None:
         raise MappingError(f"no mapper for channel {raw.channel!r}")
     try:
@@ -48,7 +45,7 @@ def register(ctx: Context) -> None:
 
 async def ingest_one(ctx: Context, key: str | None, raw: RawOrderMessage) -> None:
     try:
-        event = to_event(raw)
+        event = to_event(raw, {name: c.mapper for name, c in ctx.channels.items()})
     except MappingError as exc:
         await record_exception(
             ctx, kind=ExceptionKind.MAPPING, exc=exc, payload=raw.body, channel=raw.channel,

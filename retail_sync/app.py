@@ -7,16 +7,17 @@ from collections.abc import Callable
 
 import faust
 
-from agents import erp_dispatch, index, ingest, orders
+from agents import erp_dispatch, index, ingest, orders, poller
 from connectors.base import ErpConnector
 from connectors.erp import ErpNextConnector
 from connectors.shopify_inbound import InProcessDeduper
 from retail_sync import web
+from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import ConsumerLagCollector, Metrics
 from retail_sync.settings import Settings
 from streams.topics import declare_topics
-from tables.orders import order_index_table, order_state_table
+from tables.orders import order_index_table, order_state_table, poll_cursor_table
 
 #: Table changelog records Faust may queue before its conductor stops delivering records to every
 #: agent (Faust's ProducerBuffer.max_messages, 100 by default: each order writes several changelog
@@ -63,15 +64,17 @@ def create_app(
         settings=settings,
         topics=declare_topics(app, prefix=settings.app_id, partitions=settings.partitions),
         tables=Tables(orders=order_state_table(app, settings),
-                      index=order_index_table(app, settings)),
+                      index=order_index_table(app, settings),
+                      cursors=poll_cursor_table(app, settings)),
         metrics=metrics,
         erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
         deduper=InProcessDeduper(settings.webhook_dedupe_ttl_s,
                                  settings.webhook_dedupe_max_entries),
+        channels=channels(settings),
     )
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
-    for module in (ingest, orders, index, erp_dispatch, web):
+    for module in (ingest, orders, index, erp_dispatch, poller, web):
         module.register(ctx)
     _tune_running_worker(app, settings)
     return ctx

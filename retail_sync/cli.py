@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from retail_sync.broker import BrokerError
+from retail_sync.channels import PluginError
 from retail_sync.settings import ENV_PREFIX, Settings
 
 
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except BrokerError as exc:
+    except (BrokerError, PluginError) as exc:
         print(f"retail-sync: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:

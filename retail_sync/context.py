@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import faust
 
-from connectors.base import ErpConnector
+from connectors.base import ChannelPlugin, ErpConnector
 from connectors.shopify_inbound import DeliveryDeduper
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
@@ -18,6 +18,7 @@ from streams.topics import Topics
 class Tables:
     orders: faust.Table
     index: faust.Table
+    cursors: faust.Table
 
 
 @dataclass
@@ -29,3 +30,4 @@ class Context:
     metrics: Metrics
     erp_factory: Callable[[], ErpConnector]
     deduper: DeliveryDeduper
+    channels: dict[str, ChannelPlugin]

@@ -54,6 +54,10 @@ class Metrics:
             "retail_sync_order_transitions_total", "Order lifecycle transitions.",
             ["channel", "status"], registry=r,
         )
+        self.polls = Counter(
+            "retail_sync_polls_total", "Polls of polled channels by outcome.",
+            ["channel", "outcome"], registry=r,
+        )
         self.inflight_erp = Gauge(
             "retail_sync_erp_inflight", "ERP requests in flight on this worker.", registry=r,
         )

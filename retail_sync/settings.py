@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
+    # --- channels -------------------------------------------------------------------------
+    channel_plugins: str = Field(
+        "", description="Extra channels: comma-separated 'module:attribute' of ChannelPlugin objects.",
+    )
+    poll_interval_s: float = Field(5.0, gt=0, description="How often polled channels are asked.")
+
     # --- Shopify-style inbound ----------------------------------------------------------
     shopify_webhook_secret: SecretStr = Field(
         SecretStr("shpss_demo_secret"), description="App client secret used to sign webhooks."

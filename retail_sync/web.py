@@ -15,6 +15,7 @@ Order views are routed to the worker that owns the key (``app.table_route``). Fa
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -23,7 +24,6 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.exceptions import record_exception
-from agents.ingest import MAPPERS
 from connectors import shopify_inbound as shopify
 from retail_sync.context import Context
 from streams.models import ExceptionKind, RawOrderMessage, order_key, utcnow
@@ -53,7 +53,8 @@ def register(ctx: Context) -> None:
         async def get(self, request: Request) -> Response:
             external_id = request.query["id"]
             states = []
-            for key in lookup_candidates(external_id, index.get(external_id) or []):
+            indexed = index.get(external_id) or []
+            for key in lookup_candidates(external_id, indexed, ctx.channels):
                 state = await order_state(ctx, key)
                 if state is not None:
                     states.append(state)
@@ -86,11 +87,11 @@ def register(ctx: Context) -> None:
                                 "assigned_partitions": assigned}, 200 if ready else 503)
 
 
-def lookup_candidates(external_id: str, indexed: list[str]) -> list[str]:
+def lookup_candidates(external_id: str, indexed: list[str], channels: Iterable[str]) -> list[str]:
     """Order keys an id may denote: an order key itself, ``channel:id`` for every channel we map
     (marketplace order ids are not indexed: the key is derived from them), and what the index
     holds for ids of other systems (ERP sales-order numbers)."""
-    derived = [order_key(channel, external_id) for channel in MAPPERS]
+    derived = [order_key(channel, external_id) for channel in channels]
     own = [external_id] if ":" in external_id else []
     return list(dict.fromkeys([*own, *derived, *indexed]))
 

@@ -39,6 +39,7 @@ CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.erp_request": TypeAdapter(models.ErpPostRequest),
     "rs.order_state": TypeAdapter(models.OrderState),
     "rs.index_entry": TypeAdapter(models.IndexEntry),
+    "rs.poll_tick": TypeAdapter(models.PollTick),
     "rs.sync_exception": TypeAdapter(models.SyncException),
 }
 

@@ -170,6 +170,13 @@ class ErpPostRequest(Frozen):
     requested_at: UtcDatetime
 
 
+class PollTick(Frozen):
+    """Command to the poller: poll ``channel`` now (sent by the leader's timer)."""
+
+    channel: str
+    requested_at: UtcDatetime
+
+
 class IndexEntry(Frozen):
     """Command to the index agent: ``external_id`` also names the order ``order_key``."""
 
@@ -215,6 +222,7 @@ class ExceptionKind(StrEnum):
     MAPPING = "mapping"  # valid JSON from a channel that cannot become a canonical order
     ERP_PERMANENT = "erp_permanent"  # ERP refused the request (4xx)
     ERP_EXHAUSTED = "erp_exhausted"  # transient ERP errors outlasted the retry budget
+    POLL = "poll"  # a polled channel refused our request (4xx)
     STATE_CONFLICT = "state_conflict"  # an event that contradicts the order's state (drift)
     INTERNAL = "internal"  # a bug of ours met this record; kept so it can be replayed
 

@@ -7,6 +7,7 @@
 | order-events       | order_key                   | OrderEvent (union)   |
 | erp-requests       | order_key                   | ErpPostRequest       |
 | order-index-updates| external id                 | IndexEntry           |
+| poll-ticks         | channel                     | PollTick             |
 | sync-exceptions    | order_key or source key     | SyncException        |
 """
 
@@ -60,11 +61,12 @@ class Topics:
     order_events: faust.TopicT
     erp_requests: faust.TopicT
     index_updates: faust.TopicT
+    poll_ticks: faust.TopicT
     sync_exceptions: faust.TopicT
 
     def all(self) -> list[faust.TopicT]:
         return [self.raw_orders, self.order_events, self.erp_requests, self.index_updates,
-                self.sync_exceptions]
+                self.poll_ticks, self.sync_exceptions]
 
 
 def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) -> RecordingTopic:
@@ -87,6 +89,7 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int) -> Topics:
         order_events=_topic(app, f"{prefix}.order-events", "rs.order_event", partitions),
         erp_requests=_topic(app, f"{prefix}.erp-requests", "rs.erp_request", partitions),
         index_updates=_topic(app, f"{prefix}.order-index-updates", "rs.index_entry", partitions),
+        poll_ticks=_topic(app, f"{prefix}.poll-ticks", "rs.poll_tick", partitions),
         sync_exceptions=dlq,
     )
     for topic in topics.all():

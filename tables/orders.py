@@ -55,3 +55,8 @@ def order_state_table(app: faust.App, settings: Settings) -> faust.Table:
 def order_index_table(app: faust.App, settings: Settings) -> faust.Table:
     return _table(app, settings, "order-index", "json",
                   help="External id (marketplace order id, ERP sales order) -> order_keys.")
+
+
+def poll_cursor_table(app: faust.App, settings: Settings) -> faust.Table:
+    return _table(app, settings, "poll-cursors", "json",
+                  help="Polled channel -> its cursor (where the next poll starts) and counters.")

@@ -51,6 +51,8 @@ def test_replay_rechecks_every_id() -> None:
 def test_lookup_candidates_derive_keys_from_marketplace_ids_and_add_indexed_ones() -> None:
     from retail_sync.web import lookup_candidates
 
-    assert lookup_candidates("1001", []) == ["shopify:1001"]
-    assert lookup_candidates("SAL-ORD-1", ["shopify:1001"]) == ["shopify:SAL-ORD-1", "shopify:1001"]
-    assert lookup_candidates("shopify:7", []) == ["shopify:7", "shopify:shopify:7"]
+    channels = ["shopify", "amazon"]
+    assert lookup_candidates("1001", [], channels) == ["shopify:1001", "amazon:1001"]
+    assert lookup_candidates("SAL-ORD-1", ["shopify:1001"], ["shopify"]) == [
+        "shopify:SAL-ORD-1", "shopify:1001"]
+    assert lookup_candidates("shopify:7", [], ["shopify"]) == ["shopify:7", "shopify:shopify:7"]

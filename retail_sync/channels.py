@@ -1,0 +1,44 @@
+"""The channel registry: which marketplaces this engine speaks, each as one ChannelPlugin.
+
+Built-in channels are listed here; more come from settings (``RETAIL_SYNC_CHANNEL_PLUGINS``, a
+comma-separated list of ``module:attribute`` naming ChannelPlugin objects), so a new marketplace
+needs one connector module, one mapper and a setting, and no change to the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from connectors.base import ChannelPlugin
+from retail_sync.settings import Settings
+from streams.mappers import shopify
+
+BUILTIN: tuple[ChannelPlugin, ...] = (
+    ChannelPlugin("shopify", shopify.map_order, None, "Shopify Admin webhooks (push)"),
+)
+
+
+class PluginError(ValueError):
+    """A configured channel plugin cannot be loaded."""
+
+
+def load_plugin(ref: str) -> ChannelPlugin:
+    module_name, _, attribute = ref.strip().partition(":")
+    if not module_name or not attribute:
+        raise PluginError(f"channel plugin {ref!r} must look like 'package.module:attribute'")
+    try:
+        plugin = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(f"channel plugin {ref!r} cannot be loaded: {exc}") from exc
+    if not isinstance(plugin, ChannelPlugin):
+        raise PluginError(f"channel plugin {ref!r} is a {type(plugin).__name__}, not a ChannelPlugin")
+    return plugin
+
+
+def channels(settings: Settings) -> dict[str, ChannelPlugin]:
+    """Every channel of this engine by name; a configured plugin may replace a built-in one."""
+    found = {plugin.channel: plugin for plugin in BUILTIN}
+    for ref in filter(None, (r.strip() for r in settings.channel_plugins.split(","))):
+        plugin = load_plugin(ref)
+        found[plugin.channel] = plugin
+    return found
