@@ -1,0 +1,309 @@
+"""Walmart purchase orders for the simulator, shaped like the Orders v3 spec examples.
+
+One purchase order per call to ``WalmartOrderFactory.order``: ``purchaseOrderId`` (13 digits),
+``customerOrderId``, a relay ``customerEmailId``, ``orderDate`` in epoch ms, ``shippingInfo`` with a
+``postalAddress`` (country "USA"), and ``orderLines.orderLine`` whose ``charges`` carry a PRODUCT
+charge (``ItemPrice``, the amount for the whole line: unit price x quantity) with its tax and, on
+some lines, a SHIPPING charge. Amounts are JSON numbers in USD, as in the spec. Every line starts in
+``Created`` for its full quantity. The same seed gives the same orders.
+
+``OrderBook`` keeps the orders with their last-modified times and answers list calls:
+``parse_list_query`` validates a query string (limit 1..200, Walmart date formats, status,
+``createdStartDate`` defaulting to seven days ago) and ``OrderBook.page`` selects one page, oldest
+first, after the cursor's ``poIndex`` (the last purchase order of the previous page).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+JSON = dict[str, Any]
+CENT = Decimal("0.01")
+DAY_MS = 24 * 3600 * 1000
+FIRST_PO = 1_796_277_083_000
+MAX_LIMIT = 200
+SHIP_NODE_TYPES = ("SellerFulfilled", "WFSFulfilled", "3PLFulfilled")
+LINE_STATUSES = ("Created", "Acknowledged", "Shipped", "Delivered", "Cancelled", "Refund")
+
+CATALOG = [
+    ("WM-KETTLE-01", "Electric Kettle 1.7L Stainless", Decimal("34.99")),
+    ("WM-TOWEL-SET", "Bath Towel Set, 6 Piece, Grey", Decimal("27.50")),
+    ("WM-LEGO-CITY", "City Fire Station Building Kit", Decimal("89.99")),
+    ("WM-USB-C-2M", "USB-C Charging Cable 2m", Decimal("9.97")),
+    ("WM-MUG-4PK", "Stoneware Mug Set, 4 Pack", Decimal("19.88")),
+]
+ADDRESSES = [
+    ("13227 City Square Dr", "Jacksonville", "FL", "32218", Decimal("0.075")),
+    ("2200 Wheatsheaf Ln", "Philadelphia", "PA", "19124", Decimal("0.08")),
+    ("444 Castro St", "Mountain View", "CA", "94041", Decimal("0.09125")),
+    ("702 SW 8th St", "Bentonville", "AR", "72716", Decimal("0.095")),
+    ("3258 Warners Rd", "Warners", "NY", "13164", Decimal("0.08")),
+]
+NAMES = ["Kathryn Cole", "Donald Ashley", "Maria Lopez", "Wei Chen", "Aisha Bello", "Tom Berg"]
+METHODS = [("Standard", "STANDARD"), ("Express", "EXPEDITED"), ("Value", "VALUE")]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _number(amount: Decimal) -> float | int:
+    """A JSON number the way Walmart writes it (99, 7.92)."""
+    return int(amount) if amount == amount.to_integral_value() else float(amount)
+
+
+def _money(amount: Decimal) -> JSON:
+    return {"currency": "USD", "amount": _number(amount)}
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+class WalmartOrderFactory:
+    """Deterministic purchase orders (same seed, same orders); ``count`` orders made so far."""
+
+    def __init__(self, seed: int | None = None, max_lines: int = 3) -> None:
+        self.rng = random.Random(seed)
+        self.max_lines = max(1, max_lines)
+        self.count = 0
+
+    def order(self, order_date_ms: int) -> JSON:
+        self.count += 1
+        street, city, state, postal, tax_rate = self.rng.choice(ADDRESSES)
+        method, ship_method = self.rng.choice(METHODS)
+        lines = [
+            self._line(n, order_date_ms, tax_rate, ship_method)
+            for n in range(1, self.rng.randint(1, self.max_lines) + 1)
+        ]
+        return {
+            "purchaseOrderId": str(FIRST_PO + self.count),
+            "customerOrderId": str(self.rng.randrange(10**12, 10**13)),
+            "customerEmailId": f"{self.rng.getrandbits(128):032X}@relay.walmart.com",
+            "orderDate": order_date_ms,
+            "shippingInfo": {
+                "phone": str(self.rng.randrange(2_000_000_000, 9_999_999_999)),
+                "estimatedDeliveryDate": order_date_ms + 5 * DAY_MS,
+                "estimatedShipDate": order_date_ms + 2 * DAY_MS,
+                "methodCode": method,
+                "postalAddress": {
+                    "name": self.rng.choice(NAMES),
+                    "address1": street,
+                    "city": city,
+                    "state": state,
+                    "postalCode": postal,
+                    "country": "USA",
+                    "addressType": "RESIDENTIAL",
+                },
+            },
+            "orderLines": {"orderLine": lines},
+        }
+
+    def _line(self, number: int, order_date_ms: int, tax_rate: Decimal, ship_method: str) -> JSON:
+        sku, name, unit_price = self.rng.choice(CATALOG)
+        quantity = self.rng.choice((1, 1, 1, 2, 3))
+        amount = unit_price * quantity
+        charges = [self._charge("PRODUCT", "ItemPrice", amount, tax_rate)]
+        if self.rng.random() < 0.5:
+            charges.append(self._charge("SHIPPING", "Shipping", Decimal("5.99"), tax_rate))
+        count = {"unitOfMeasurement": "EACH", "amount": str(quantity)}
+        return {
+            "lineNumber": str(number),
+            "item": {"productName": name, "sku": sku},
+            "charges": {"charge": charges},
+            "orderLineQuantity": count,
+            "statusDate": order_date_ms,
+            "orderLineStatuses": {"orderLineStatus": [{"status": "Created", "statusQuantity": dict(count)}]},
+            "fulfillment": {
+                "fulfillmentOption": "S2H",
+                "shipMethod": ship_method,
+                "pickUpDateTime": order_date_ms + 3 * DAY_MS,
+            },
+        }
+
+    def _charge(self, charge_type: str, name: str, amount: Decimal, tax_rate: Decimal) -> JSON:
+        charge: JSON = {"chargeType": charge_type, "chargeName": name, "chargeAmount": _money(amount)}
+        tax = _cents(amount * tax_rate)
+        if tax:
+            charge["tax"] = {"taxName": "Tax1", "taxAmount": _money(tax)}
+        return charge
+
+
+def parse_walmart_date(value: str) -> int:
+    """``yyyy-MM-dd`` or ISO-8601 (``Z`` or an offset) as epoch ms; a naive time is UTC."""
+    parsed = datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The filters and cursor position of one list call."""
+
+    limit: int
+    created_start: int
+    created_end: int | None
+    modified_start: int | None
+    status: str | None
+    sku: str | None
+    purchase_order_id: str | None
+    customer_order_id: str | None
+    after_po: str | None
+    extra: dict[str, str]  # filters echoed into nextCursor
+
+
+_DATE_PARAMS = ("createdStartDate", "createdEndDate", "lastModifiedStartDate")
+
+
+def _dates(query: Any) -> dict[str, int | None]:
+    dates: dict[str, int | None] = {}
+    for name in _DATE_PARAMS:
+        raw = query.get(name)
+        try:
+            dates[name] = parse_walmart_date(raw) if raw else None
+        except ValueError:
+            raise ValueError(name, f"Invalid value for {name}: {raw!r}") from None
+    return dates
+
+
+def parse_list_query(query: Any, at_ms: int) -> ListQuery:
+    """Validate the query string of a list call; ValueError(field, description) on bad input."""
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError:
+        raise ValueError("limit", "limit must be a number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError("limit", f"limit must be between 1 and {MAX_LIMIT}")
+    if query.get("shipNodeType", "SellerFulfilled") not in SHIP_NODE_TYPES:
+        raise ValueError("shipNodeType", f"shipNodeType must be one of {', '.join(SHIP_NODE_TYPES)}")
+    status = query.get("status")
+    if status is not None and status not in LINE_STATUSES:
+        raise ValueError("status", f"Invalid value for status: {status!r}")
+    dates = _dates(query)
+    default_start = at_ms - int(timedelta(days=7).total_seconds() * 1000)
+    echo = {k: query[k] for k in ("status", "sku", *_DATE_PARAMS) if k in query}
+    return ListQuery(
+        limit=limit,
+        created_start=dates["createdStartDate"] or default_start,
+        created_end=dates["createdEndDate"],
+        modified_start=dates["lastModifiedStartDate"],
+        status=status,
+        sku=query.get("sku"),
+        purchase_order_id=query.get("purchaseOrderId"),
+        customer_order_id=query.get("customerOrderId"),
+        after_po=query.get("poIndex"),
+        extra=echo,
+    )
+
+
+def line_statuses(order: JSON) -> set[str]:
+    return {
+        status["status"]
+        for line in order["orderLines"]["orderLine"]
+        for status in line["orderLineStatuses"]["orderLineStatus"]
+    }
+
+
+class OrderBook:
+    """The simulator's purchase orders, their last-modified times, and how list calls see them."""
+
+    def __init__(self, factory: WalmartOrderFactory) -> None:
+        self.factory = factory
+        self.orders: dict[str, JSON] = {}  # purchaseOrderId -> order, in creation order
+        self.modified_ms: dict[str, int] = {}
+
+    def generate(self, n: int, base_time_ms: int | None, interval_ms: int) -> list[JSON]:
+        """Create ``n`` orders in Created status (deterministic for a seed); returns copies."""
+        created = []
+        for _ in range(n):
+            at = self._next_order_date(base_time_ms, interval_ms)
+            created.append(self.add(self.factory.order(at)))
+        return created
+
+    def _next_order_date(self, base_time_ms: int | None, interval_ms: int) -> int:
+        if base_time_ms is not None:
+            return base_time_ms + self.factory.count * interval_ms
+        latest = max((o["orderDate"] for o in self.orders.values()), default=0)
+        return max(now_ms(), latest + 1)
+
+    def add(self, order: JSON) -> JSON:
+        """Store an order as given (replacing one with the same purchaseOrderId)."""
+        po = str(order["purchaseOrderId"])
+        self.orders[po] = copy.deepcopy(order)
+        self.modified_ms[po] = now_ms()
+        return copy.deepcopy(order)
+
+    def set_line_status(self, po: str, line_number: str, status: str) -> JSON:
+        """Move one whole line to ``status`` (any of the spec's six); returns the order."""
+        if status not in LINE_STATUSES:
+            raise ValueError(f"unknown line status {status!r}; Walmart has {LINE_STATUSES}")
+        order = self.orders[po]
+        lines = [ln for ln in order["orderLines"]["orderLine"] if ln["lineNumber"] == str(line_number)]
+        if not lines:
+            raise KeyError(f"order {po} has no line {line_number}")
+        self._set_status(po, lines[0], status)
+        return copy.deepcopy(order)
+
+    def _set_status(self, po: str, line: JSON, status: str) -> None:
+        now = now_ms()
+        quantity = dict(line["orderLineQuantity"])
+        line["orderLineStatuses"] = {"orderLineStatus": [{"status": status, "statusQuantity": quantity}]}
+        line["statusDate"] = now
+        self.modified_ms[po] = now
+
+    def acknowledge(self, po: str) -> JSON:
+        """Walmart's acknowledge: every Created line becomes Acknowledged (others unchanged)."""
+        order = self.orders[po]
+        for line in order["orderLines"]["orderLine"]:
+            if {s["status"] for s in line["orderLineStatuses"]["orderLineStatus"]} == {"Created"}:
+                self._set_status(po, line, "Acknowledged")
+        return copy.deepcopy(order)
+
+    def _matches(self, order: JSON, q: ListQuery, released: bool) -> bool:
+        statuses = line_statuses(order)
+        po = order["purchaseOrderId"]
+        checks = (
+            order["orderDate"] >= q.created_start,
+            q.created_end is None or order["orderDate"] <= q.created_end,
+            q.modified_start is None or self.modified_ms[po] >= q.modified_start,
+            not released or "Created" in statuses,
+            q.status is None or q.status in statuses,
+            q.purchase_order_id is None or po == q.purchase_order_id,
+            q.customer_order_id is None or order["customerOrderId"] == q.customer_order_id,
+            q.sku is None or any(ln["item"]["sku"] == q.sku for ln in order["orderLines"]["orderLine"]),
+        )
+        return all(checks)
+
+    def page(self, q: ListQuery, released: bool) -> tuple[list[JSON], int, bool]:
+        """Matching orders after the cursor, oldest first: (page, total matching, more after)."""
+        hits = sorted(
+            (o for o in self.orders.values() if self._matches(o, q, released)),
+            key=lambda o: (o["orderDate"], o["purchaseOrderId"]),
+        )
+        start = 0
+        if q.after_po is not None and q.after_po in self.orders:
+            last = self.orders[q.after_po]
+            key = (last["orderDate"], last["purchaseOrderId"])
+            start = sum(1 for o in hits if (o["orderDate"], o["purchaseOrderId"]) <= key)
+        page = hits[start : start + q.limit]
+        return page, len(hits), start + q.limit < len(hits)
+
+
+__all__ = [
+    "CATALOG",
+    "LINE_STATUSES",
+    "ListQuery",
+    "OrderBook",
+    "WalmartOrderFactory",
+    "line_statuses",
+    "now_ms",
+    "parse_list_query",
+    "parse_walmart_date",
+]
