@@ -1,0 +1,262 @@
+"""Amazon Selling Partner API, Orders v0: the client an Amazon order poller reads orders through.
+
+Speaks ``GET /orders/v0/orders`` (``getOrders``) and ``GET /orders/v0/orders/{orderId}/orderItems``
+(``getOrderItems``) against any SP-API endpoint, e.g. ``https://sellingpartnerapi-na.amazon.com``;
+which endpoint (real or simulated) is only a setting.
+
+Authentication: every request carries ``x-amz-access-token`` with a Login with Amazon (LWA) access
+token, and nothing else. Older SP-API set-ups also signed each request with AWS Signature V4 (IAM
+user or role); SP-API stopped requiring that in October 2023, so no SigV4 signing is done here.
+Getting and refreshing the LWA token (``POST https://api.amazon.com/auth/o2/token`` with the
+refresh token and the app's client id and secret; tokens live an hour) is out of scope: the token is
+a setting, and whoever owns it replaces the client (or its token) when it expires.
+
+HTTP and network failures become the sync error hierarchy here, at the edge:
+
+    200 with a payload             -> OrdersPage / list of order items
+    200 without one, or not JSON   -> DecodeError
+    429 QuotaExceeded              -> RateLimitedError, retry_after = 1 / x-amzn-RateLimit-Limit
+                                      (else Retry-After, else None)
+    5xx, timeouts, connection      -> RetryableError (retry_after from Retry-After if sent)
+    400, 403, 404 and other 4xx    -> PermanentError "code: message (details)" from the ErrorList
+
+Every answer's ``x-amzn-RateLimit-Limit`` is kept in ``rate_limits`` (operation -> requests per
+second), so a poller can pace itself before Amazon has to say 429.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from connectors.errors import (
+    DecodeError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+    SyncError,
+    parse_retry_after,
+)
+
+JSON = dict[str, Any]
+GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"
+ORDERS_PATH = "/orders/v0/orders"
+MAX_ERROR_BODY = 4 * 1024
+USER_AGENT = "retail-sync/0.1 (Language=Python/3.11)"
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersPage:
+    """One getOrders page; ``last_updated_before`` is the upper bound Amazon applied (a cursor)."""
+
+    orders: list[JSON]
+    next_token: str | None
+    last_updated_before: str | None
+    created_before: str | None = None
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def amazon_time(value: datetime | str) -> str:
+    """ISO 8601 in UTC as SP-API writes it (``2026-03-02T09:30:00Z``); strings pass unchanged."""
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: SP-API dates must be timezone-aware")
+    text = value.astimezone(UTC).isoformat(timespec="seconds" if not value.microsecond else "milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def rate_limit(headers: Mapping[str, str]) -> float | None:
+    """``x-amzn-RateLimit-Limit`` (requests per second) if present and positive."""
+    try:
+        rate = float(headers.get("x-amzn-RateLimit-Limit", ""))
+    except ValueError:
+        return None
+    return rate if rate > 0 else None
+
+
+def amazon_reason(body: str) -> str:
+    """``code: message (details)`` of the first entry of an SP-API ErrorList, else the raw start."""
+    try:
+        first = json.loads(body)["errors"][0]
+        reason = f"{first['code']}: {first['message']}"
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+        return body[:200]
+    return f"{reason} ({first['details']})" if first.get("details") else reason
+
+
+def error_for_status(status: int, body: str, headers: Mapping[str, str], what: str) -> SyncError:
+    """The sync error an unsuccessful SP-API answer means."""
+    clipped = body[:MAX_ERROR_BODY]
+    request_id = headers.get("x-amzn-RequestId")
+    message = f"Amazon {what}: HTTP {status} {amazon_reason(clipped)}"
+    message += f" [x-amzn-RequestId {request_id}]" if request_id else ""
+    if status == 429:
+        rate = rate_limit(headers)
+        retry_after = 1 / rate if rate else parse_retry_after(headers.get("Retry-After"))
+        return RateLimitedError(message, status=status, body=clipped, retry_after=retry_after)
+    if status >= 500:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        return RetryableError(message, status=status, body=clipped, retry_after=retry_after)
+    return PermanentError(message, status=status, body=clipped)
+
+
+def payload_of(body: str, what: str) -> JSON:
+    """The ``payload`` object of a successful answer, or DecodeError."""
+    try:
+        payload = json.loads(body)["payload"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        payload = None
+    if not isinstance(payload, dict):
+        raise DecodeError(f"Amazon {what}: HTTP 200 without a payload object", body=body[:MAX_ERROR_BODY])
+    return payload
+
+
+def _list(payload: JSON, key: str, what: str) -> list[JSON]:
+    value = payload.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise DecodeError(f"Amazon {what}: payload.{key} is not a list of objects")
+    return value
+
+
+def orders_query(
+    marketplace_ids: Sequence[str],
+    last_updated_after: datetime | str | None,
+    created_after: datetime | str | None,
+    next_token: str | None,
+    max_results: int,
+) -> dict[str, str]:
+    """getOrders query parameters; exactly one of the two *After dates unless paging on."""
+    if not marketplace_ids:
+        raise ValueError("at least one marketplace id is required")
+    if not 1 <= max_results <= 100:
+        raise ValueError(f"max_results must be 1-100, got {max_results}")
+    if next_token is None and (last_updated_after is None) == (created_after is None):
+        raise ValueError("pass exactly one of last_updated_after or created_after")
+    params = {"MarketplaceIds": ",".join(marketplace_ids), "MaxResultsPerPage": str(max_results)}
+    if last_updated_after is not None:
+        params["LastUpdatedAfter"] = amazon_time(last_updated_after)
+    if created_after is not None:
+        params["CreatedAfter"] = amazon_time(created_after)
+    if next_token is not None:
+        params["NextToken"] = next_token
+    return params
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+class AmazonOrdersClient:
+    """getOrders / getOrderItems over one lazily created aiohttp session."""
+
+    def __init__(self, base_url: str, access_token: str, *, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {
+            "x-amz-access-token": access_token,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.rate_limits: dict[str, float] = {}  # operation -> the rate Amazon last reported
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        return self._session
+
+    async def _get(self, path: str, params: Mapping[str, str], operation: str, what: str) -> JSON:
+        """One GET; returns the payload or raises a SyncError."""
+        try:
+            async with self._client().get(f"{self.base_url}{path}", params=params) as resp:
+                status, body, headers = resp.status, await resp.text(errors="replace"), resp.headers
+        except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError on 3.11
+            raise RetryableError(f"Amazon {what}: timed out ({exc!r})") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"Amazon {what}: {type(exc).__name__}: {exc}") from exc
+        rate = rate_limit(headers)
+        if rate is not None:
+            self.rate_limits[operation] = rate
+        if status != 200:
+            raise error_for_status(status, body, headers, what)
+        return payload_of(body, what)
+
+    async def get_orders(
+        self,
+        *,
+        marketplace_ids: Sequence[str],
+        last_updated_after: datetime | str | None = None,
+        created_after: datetime | str | None = None,
+        next_token: str | None = None,
+        max_results: int = 100,
+    ) -> OrdersPage:
+        """One page of orders (sorted by LastUpdateDate); follow ``next_token`` for the rest."""
+        params = orders_query(marketplace_ids, last_updated_after, created_after, next_token, max_results)
+        payload = await self._get(ORDERS_PATH, params, GET_ORDERS, GET_ORDERS)
+        return OrdersPage(
+            orders=_list(payload, "Orders", GET_ORDERS),
+            next_token=payload.get("NextToken") or None,
+            last_updated_before=payload.get("LastUpdatedBefore"),
+            created_before=payload.get("CreatedBefore"),
+        )
+
+    async def iter_orders_since(
+        self,
+        *,
+        marketplace_ids: Sequence[str],
+        last_updated_after: datetime | str | None = None,
+        created_after: datetime | str | None = None,
+        max_results: int = 100,
+    ) -> AsyncIterator[OrdersPage]:
+        """Every page of one pass, first to last (the same filters go with each NextToken)."""
+        token: str | None = None
+        while True:
+            page = await self.get_orders(
+                marketplace_ids=marketplace_ids,
+                last_updated_after=last_updated_after,
+                created_after=created_after,
+                next_token=token,
+                max_results=max_results,
+            )
+            yield page
+            if page.next_token is None:
+                return
+            token = page.next_token
+
+    async def get_order_items(self, order_id: str) -> list[JSON]:
+        """All items of ``order_id``, following NextToken (each page is one getOrderItems call)."""
+        what = f"{GET_ORDER_ITEMS} {order_id}"
+        path = f"{ORDERS_PATH}/{quote(order_id, safe='')}/orderItems"
+        items: list[JSON] = []
+        params: dict[str, str] = {}
+        while True:
+            payload = await self._get(path, params, GET_ORDER_ITEMS, what)
+            items += _list(payload, "OrderItems", what)
+            token = payload.get("NextToken")
+            if not token:
+                return items
+            params = {"NextToken": token}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+__all__ = [
+    "AmazonOrdersClient",
+    "OrdersPage",
+    "amazon_reason",
+    "amazon_time",
+    "error_for_status",
+    "orders_query",
+    "rate_limit",
+]

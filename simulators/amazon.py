@@ -1,0 +1,425 @@
+"""An Amazon Selling Partner API simulator: Orders v0 ``getOrders`` and ``getOrderItems``.
+
+What it mirrors (models/orders-api-model/ordersV0.json):
+
+* ``GET /orders/v0/orders`` with ``MarketplaceIds`` (required), ``CreatedAfter`` xor
+  ``LastUpdatedAfter`` (ISO 8601; ``CreatedBefore`` / ``LastUpdatedBefore`` only with their own
+  kind), ``OrderStatuses``, ``FulfillmentChannels``, ``MaxResultsPerPage`` (1-100, default 100)
+  and ``NextToken``. Orders come sorted by ``LastUpdateDate``; the payload names the upper bound
+  it used (``LastUpdatedBefore`` or ``CreatedBefore``). A ``NextToken`` carries the filters and
+  a keyset cursor, so an order updated mid-pagination is never skipped (it moves past the frozen
+  upper bound and shows up in the next poll).
+* ``GET /orders/v0/orders/{orderId}/orderItems`` (+ ``NextToken``). While an order is ``Pending``
+  or ``PendingAvailability`` Amazon withholds ``OrderTotal`` and every item price, tax and
+  promotion; they appear once payment is authorised.
+* Auth: ``x-amz-access-token`` must equal the configured LWA token, else 403 ``Unauthorized``.
+* Usage plans as token buckets per operation (getOrders 0.0167/s burst 20, getOrderItems 0.5/s
+  burst 30); over budget -> 429 ``QuotaExceeded``. Every answer carries ``x-amzn-RequestId`` and
+  ``x-amzn-RateLimit-Limit``. Errors are the spec's ``{"errors": [{code, message, details}]}``.
+
+Test-double extras: ``time_scale`` (buckets refill that many times faster, and the rate header
+reports the effective rate so a client's ``1/rate`` back-off stays right), ``rate_overrides``,
+injected 5xx and latency, ``/_sim`` control endpoints, seeded order generation and status updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from simulators.amazon_orders import (
+    AWAITING_PAYMENT,
+    ORDER_STATUSES,
+    Market,
+    OrderFactory,
+    OrderRecord,
+    iso,
+    set_status,
+    visible,
+)
+
+JSON = dict[str, Any]
+GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"
+USAGE_PLANS: dict[str, tuple[float, int]] = {GET_ORDERS: (0.0167, 20), GET_ORDER_ITEMS: (0.5, 30)}
+_ERRORS = {
+    403: ("Unauthorized", "Access to requested resource is denied."),
+    404: ("NotFound", "The resource specified does not exist."),
+    429: ("QuotaExceeded", "You exceeded your quota for the requested resource."),
+    500: ("InternalFailure", "We encountered an internal error. Please try again."),
+    503: ("ServiceUnavailable", "Service is temporarily unavailable. Please try again."),
+}
+
+
+class InvalidInput(Exception):
+    """A request parameter the spec forbids; answered 400 ``InvalidInput``."""
+
+
+def parse_iso(value: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name} is not an ISO 8601 date: {value!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def error_body(code: str, message: str, details: str = "") -> JSON:
+    return {"errors": [{"code": code, "message": message, "details": details}]}
+
+
+@dataclass
+class AmazonSimConfig:
+    """Every field can be changed at runtime with ``PUT /_sim/config``."""
+
+    access_token: str = "Atza|simulated-lwa-token"  # noqa: S105 - demo credential of a simulator
+    marketplace_id: str = "ATVPDKIKX0DER"
+    currency: str = "USD"
+    seed: int | None = None
+    time_scale: float = 1.0
+    rate_overrides: dict[str, dict[str, float]] = field(default_factory=dict)  # op -> rate/burst
+    visibility_lag_s: float = 0.0  # Amazon: upper bounds at least 120 s before now
+    items_page_size: int = 100
+    tax_rate: str = "0.08"
+    fail_next: int = 0  # answer the next N API calls with fail_status
+    fail_status: int = 503
+    latency_ms: float = 0
+
+    def updated(self, changes: JSON) -> AmazonSimConfig:
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        bad = set(changes.get("rate_overrides", {})) - set(USAGE_PLANS)
+        if bad:
+            raise ValueError(f"unknown operations in rate_overrides: {sorted(bad)}")
+        new = AmazonSimConfig(**{**asdict(self), **changes})
+        for operation in USAGE_PLANS:
+            new.plan(operation)  # ValueError / TypeError now rather than on the next request
+        return new
+
+    def plan(self, operation: str) -> tuple[float, int]:
+        rate, burst = USAGE_PLANS[operation]
+        override = self.rate_overrides.get(operation, {})
+        return float(override.get("rate", rate)), int(override.get("burst", burst))
+
+
+class TokenBucket:
+    """A usage plan: ``burst`` tokens, refilled at ``rate`` per second (clock injectable)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self._at = float(burst), clock()
+
+    def take(self) -> bool:
+        self._refill()
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def reshape(self, rate: float, burst: int) -> None:
+        """A new plan takes effect now; tokens above the new burst are lost."""
+        self._refill()
+        self.rate, self.burst = rate, burst
+        self.tokens = min(self.tokens, burst)
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+
+
+@dataclass(frozen=True)
+class _Query:
+    marketplace_ids: tuple[str, ...]
+    by_created: bool
+    after: datetime
+    before: datetime
+    statuses: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    page_size: int = 100
+    cursor: tuple[str, str] | None = None  # (LastUpdateDate, AmazonOrderId) of the last order sent
+
+    def matches(self, record: OrderRecord) -> bool:
+        order, moment = record.order, record.purchased if self.by_created else record.updated
+        return (
+            order["MarketplaceId"] in self.marketplace_ids
+            and self.after <= moment <= self.before
+            and (not self.statuses or order["OrderStatus"] in self.statuses)
+            and (not self.channels or order["FulfillmentChannel"] in self.channels)
+        )
+
+    def token(self, last: OrderRecord) -> str:
+        state = {**asdict(self), "after": self.after.isoformat(), "before": self.before.isoformat()}
+        state["cursor"] = [iso(last.updated), last.order["AmazonOrderId"]]
+        return base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+
+    @classmethod
+    def from_token(cls, token: str) -> _Query:
+        try:
+            state = json.loads(base64.urlsafe_b64decode(token.encode()))
+            state["after"], state["before"] = (parse_iso(state[k], k) for k in ("after", "before"))
+            for key in ("marketplace_ids", "statuses", "channels", "cursor"):
+                state[key] = tuple(state[key]) if state[key] is not None else None
+            return cls(**state)
+        except (ValueError, KeyError, TypeError, binascii.Error, InvalidInput):
+            raise InvalidInput(f"Invalid NextToken: {token[:40]!r}") from None
+
+
+def _csv(query: Any, name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for raw in query.getall(name, []) for v in raw.split(",") if v.strip())
+
+
+def _page_size(query: Any) -> int:
+    raw = query.get("MaxResultsPerPage", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise InvalidInput(f"MaxResultsPerPage must be an integer from 1 to 100, got {raw!r}")
+    return int(raw)
+
+
+def parse_orders_query(query: Any, latest: datetime) -> _Query:
+    """The getOrders filters of a first-page request (``latest`` caps the *Before bounds)."""
+    created, updated = query.get("CreatedAfter"), query.get("LastUpdatedAfter")
+    if bool(created) == bool(updated):
+        raise InvalidInput("Exactly one of CreatedAfter or LastUpdatedAfter is required.")
+    kind, other = ("Created", "LastUpdated") if created else ("LastUpdated", "Created")
+    if query.get(f"{other}Before"):
+        raise InvalidInput(f"{other}Before cannot be set when {kind}After is set.")
+    after = parse_iso(created or updated, f"{kind}After")
+    before_raw = query.get(f"{kind}Before")
+    before = parse_iso(before_raw, f"{kind}Before") if before_raw else latest
+    if before > latest or before < after:
+        raise InvalidInput(f"{kind}Before must be after {kind}After and before {iso(latest)}.")
+    statuses = _csv(query, "OrderStatuses")
+    unknown = set(statuses) - set(ORDER_STATUSES)
+    if unknown:
+        raise InvalidInput(f"Invalid OrderStatuses: {sorted(unknown)}")
+    return _Query(
+        marketplace_ids=_csv(query, "MarketplaceIds"), by_created=bool(created), after=after,
+        before=before, statuses=statuses, channels=_csv(query, "FulfillmentChannels"),
+        page_size=_page_size(query),
+    )  # fmt: skip
+
+
+class AmazonSimulator:
+    """Serves getOrders / getOrderItems over HTTP from an in-memory, seeded order book."""
+
+    def __init__(
+        self, config: AmazonSimConfig | None = None, *, clock: Callable[[], datetime] | None = None
+    ):
+        self.config = config or AmazonSimConfig()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.factory = OrderFactory(self._market(), self.config.seed)
+        self.records: dict[str, OrderRecord] = {}
+        self.buckets = {op: TokenBucket(*self._scaled(op)) for op in USAGE_PLANS}
+        self.counts: Counter[str] = Counter()
+        self._runner: web.AppRunner | None = None
+        self.base_url: str | None = None
+
+    def _scaled(self, operation: str) -> tuple[float, int]:
+        rate, burst = self.config.plan(operation)
+        return rate * self.config.time_scale, burst
+
+    def _market(self) -> Market:
+        cfg = self.config
+        return Market(cfg.marketplace_id, cfg.currency, cfg.tax_rate)
+
+    def configure(self, changes: JSON) -> None:
+        """Apply ``changes`` to the config (ValueError if unknown); new usage plans act at once."""
+        self.config = self.config.updated(changes)
+        self.factory.market = self._market()
+        for operation, bucket in self.buckets.items():
+            bucket.reshape(*self._scaled(operation))
+
+    def now(self) -> datetime:
+        return self.clock().astimezone(UTC).replace(microsecond=0)
+
+    # --- the order book (in-process API) ------------------------------------------------------
+
+    def add_order(self, status: str = "Unshipped", *, lines: list[JSON] | None = None,
+                  order_id: str | None = None) -> str:  # fmt: skip
+        """Place one order; ``lines``: dicts of sku, quantity, unit_price [, tax, discount, ...]."""
+        order_id = order_id or self.factory.order_id()
+        while order_id in self.records:
+            order_id = self.factory.order_id()
+        record = self.factory.order(order_id, status, self.now(), lines or self.factory.random_lines())
+        self.records[order_id] = record
+        self.counts["orders_created"] += 1
+        return order_id
+
+    def generate_orders(self, n: int, status: str = "Unshipped") -> list[str]:
+        return [self.add_order(status) for _ in range(n)]
+
+    def update_order(self, order_id: str, *, status: str) -> None:
+        """Change an order's status (KeyError if unknown); pollers see it as an update."""
+        set_status(self.records[order_id], status, self.now())
+        self.counts["orders_updated"] += 1
+
+    def stats(self) -> JSON:
+        return {
+            "orders": len(self.records), **dict(self.counts),
+            "throttled": sum(v for k, v in self.counts.items() if k.startswith("429 ")),
+            "tokens": {op: round(b.tokens, 3) for op, b in self.buckets.items()},
+        }  # fmt: skip
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._gateway])
+        app.router.add_get("/orders/v0/orders", self._get_orders)
+        app.router.add_get("/orders/v0/orders/{orderId}/orderItems", self._get_order_items)
+        app.router.add_get("/_sim/stats", self._sim_stats)
+        app.router.add_put("/_sim/config", self._sim_config)
+        app.router.add_post("/_sim/orders", self._sim_create)
+        app.router.add_patch("/_sim/orders/{orderId}", self._sim_update)
+        return app
+
+    @staticmethod
+    def _operation(request: web.Request) -> str:
+        return GET_ORDER_ITEMS if request.path.endswith("/orderItems") else GET_ORDERS
+
+    @web.middleware
+    async def _gateway(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Auth, usage plans, injected faults and the x-amzn headers, as Amazon's gateway does."""
+        if request.path.startswith("/_sim/"):
+            return await handler(request)
+        operation = self._operation(request)
+        response = await self._guarded(request, handler, operation)
+        rate = self.buckets[operation].rate
+        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        response.headers["x-amzn-RateLimit-Limit"] = format(rate, "g")
+        self.counts[f"{response.status} {operation}"] += 1
+        return response
+
+    async def _guarded(self, request: web.Request, handler: Any, operation: str) -> web.StreamResponse:
+        token = request.headers.get("x-amz-access-token")
+        if token != self.config.access_token:
+            details = "x-amz-access-token header is missing" if token is None else "invalid token"
+            return self._error(403, details)
+        if not self.buckets[operation].take():
+            return self._error(429)
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        if self.config.fail_next > 0:
+            self.config.fail_next -= 1
+            return self._error(self.config.fail_status)
+        try:
+            return await handler(request)
+        except InvalidInput as exc:
+            return web.json_response(error_body("InvalidInput", "Invalid Input", str(exc)), status=400)
+        except web.HTTPException as exc:  # unknown path or method
+            return self._error(404 if exc.status == 404 else exc.status, exc.reason)
+
+    @staticmethod
+    def _error(status: int, details: str = "") -> web.Response:
+        fallback = ("InvalidInput", "Invalid Input") if status < 500 else ("InternalFailure", "")
+        code, message = _ERRORS.get(status, fallback)
+        return web.json_response(error_body(code, message, details), status=status)
+
+    async def _get_orders(self, request: web.Request) -> web.Response:
+        query = request.query
+        if not _csv(query, "MarketplaceIds"):
+            raise InvalidInput("MarketplaceIds is required.")
+        token = query.get("NextToken")
+        latest = self.now() - timedelta(seconds=self.config.visibility_lag_s)
+        spec = _Query.from_token(token) if token else parse_orders_query(query, latest)
+        hits = sorted(
+            (r for r in self.records.values() if spec.matches(r)),
+            key=lambda r: (iso(r.updated), r.order["AmazonOrderId"]),
+        )
+        if spec.cursor:
+            hits = [r for r in hits if (iso(r.updated), r.order["AmazonOrderId"]) > spec.cursor]
+        page = hits[: spec.page_size]
+        payload: JSON = {"Orders": [visible(r)[0] for r in page]}
+        if len(hits) > len(page):
+            payload["NextToken"] = spec.token(page[-1])
+        payload["CreatedBefore" if spec.by_created else "LastUpdatedBefore"] = iso(spec.before)
+        return web.json_response({"payload": payload})
+
+    async def _get_order_items(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["orderId"]
+        record = self.records.get(order_id)
+        if record is None:
+            return self._error(404, f"No order {order_id!r} for this seller.")
+        start = _items_offset(request.query.get("NextToken"), order_id)
+        items = visible(record)[1]
+        end = start + self.config.items_page_size
+        payload: JSON = {"AmazonOrderId": order_id, "OrderItems": items[start:end]}
+        if end < len(items):
+            payload["NextToken"] = base64.urlsafe_b64encode(f"{order_id}|{end}".encode()).decode()
+        return web.json_response({"payload": payload})
+
+    # --- /_sim control endpoints (test-only) ----------------------------------------------
+
+    async def _sim_stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _sim_config(self, request: web.Request) -> web.Response:
+        try:
+            self.configure(await request.json())
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(asdict(self.config))
+
+    async def _sim_create(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            ids = self.generate_orders(int(body.get("count", 1)), body.get("status", "Unshipped"))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"AmazonOrderIds": ids}, status=201)
+
+    async def _sim_update(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["orderId"]
+        if order_id not in self.records:
+            return web.json_response({"error": f"no order {order_id}"}, status=404)
+        try:
+            body = await request.json()
+            self.update_order(order_id, status=str(body.get("OrderStatus")))
+        except (ValueError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(visible(self.records[order_id])[0])
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 = a free port); returns the base URL."""
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _items_offset(token: str | None, order_id: str) -> int:
+    if not token:
+        return 0
+    try:
+        owner, offset = base64.urlsafe_b64decode(token.encode()).decode().split("|")
+        if owner == order_id and int(offset) >= 0:
+            return int(offset)
+    except (ValueError, binascii.Error):
+        pass
+    raise InvalidInput(f"Invalid NextToken for order {order_id}: {token[:40]!r}")
+
+
+__all__ = [
+    "AWAITING_PAYMENT",
+    "AmazonSimConfig",
+    "AmazonSimulator",
+    "ORDER_STATUSES",
+    "TokenBucket",
+    "USAGE_PLANS",
+]
