@@ -80,7 +80,7 @@ async def poll_once(ctx: Context, source: OrderSource) -> float | None:
         orders=int(state.get("orders", 0)) + len(result.orders),
     )
     ctx.tables.cursors[channel] = state
-    return None
+    return result.pause_s
 
 
 async def _persist(ctx: Context, channel: str, orders: Any) -> None:

@@ -44,6 +44,7 @@ class PolledOrder:
 class PollResult:
     orders: Sequence[PolledOrder]
     cursor: str | None  # where the next poll starts; None keeps the previous cursor
+    pause_s: float | None = None  # the channel asked us to wait (throttled part-way)
 
 
 class OrderSource(Protocol):

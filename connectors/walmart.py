@@ -22,15 +22,18 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import orjson
 from yarl import URL
 
+from connectors.base import PolledOrder, PollResult
+from connectors.ratelimit import TokenBucket
 from connectors.errors import (
     DecodeError,
     PermanentError,
@@ -327,3 +330,55 @@ __all__ = [
     "walmart_date",
     "walmart_errors",
 ]
+
+
+class WalmartSource:
+    """The Walmart channel as an OrderSource: released orders in, acknowledged once on Kafka.
+
+    Walmart keeps an order in the released list until it is acknowledged, so the list itself is
+    the cursor: every poll reads released orders created in the last ``lookback`` and the poller
+    acknowledges them only after they are on Kafka. A crash before the acknowledgement lists the
+    same orders again (same order keys, deduplicated downstream); none is lost.
+    """
+
+    channel = "walmart"
+
+    def __init__(self, client: WalmartOrdersClient, *, lookback: timedelta, max_per_poll: int,
+                 acknowledge_budget: TokenBucket | None = None):
+        self.client = client
+        self.lookback = lookback
+        self.max_per_poll = max_per_poll
+        self.acknowledge_budget = acknowledge_budget
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WalmartSource | None:
+        if settings.walmart_base_url is None:
+            return None
+        client = WalmartOrdersClient(
+            str(settings.walmart_base_url), settings.walmart_client_id,
+            settings.walmart_client_secret.get_secret_value(), svc_name=settings.walmart_svc_name,
+        )
+        budget = TokenBucket(settings.walmart_acknowledge_rate_per_s,
+                             settings.walmart_acknowledge_burst)
+        return cls(client, lookback=timedelta(days=settings.walmart_lookback_days),
+                   max_per_poll=settings.poll_max_orders, acknowledge_budget=budget)
+
+    async def poll(self, cursor: str | None) -> PollResult:
+        created_start = datetime.now(UTC) - self.lookback
+        orders: list[PolledOrder] = []
+        async for order in self.client.released_orders(created_start):
+            po = str(order["purchaseOrderId"])
+            orders.append(PolledOrder(marketplace_order_id=po, body=orjson.dumps(order).decode(),
+                                      delivery_id=f"{po}@released"))
+            if len(orders) >= self.max_per_poll:
+                break
+        return PollResult(orders=orders, cursor=None)
+
+    async def after_persist(self, orders: Sequence[PolledOrder]) -> None:
+        for order in orders:
+            if self.acknowledge_budget is not None:
+                await self.acknowledge_budget.acquire()
+            await self.client.acknowledge(order.marketplace_order_id)
+
+    async def close(self) -> None:
+        await self.client.close()

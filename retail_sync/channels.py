@@ -8,13 +8,28 @@ needs one connector module, one mapper and a setting, and no change to the engin
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
+from connectors.amazon import AmazonSource
 from connectors.base import ChannelPlugin
+from connectors.walmart import WalmartSource
 from retail_sync.settings import Settings
-from streams.mappers import shopify
+from streams.mappers import amazon, shopify, walmart
+from streams.mappers.shopify import MappingError
+
+
+def _amazon(payload: Any) -> Any:
+    """Polled Amazon deliveries carry the order and its items: {"order": ..., "items": [...]}."""
+    if not isinstance(payload, dict) or "order" not in payload:
+        raise MappingError("Amazon delivery must be {'order': ..., 'items': [...]}")
+    return amazon.map_order(payload["order"], payload.get("items"))
+
 
 BUILTIN: tuple[ChannelPlugin, ...] = (
     ChannelPlugin("shopify", shopify.map_order, None, "Shopify Admin webhooks (push)"),
+    ChannelPlugin("amazon", _amazon, AmazonSource.from_settings, "SP-API Orders v0 (poll)"),
+    ChannelPlugin("walmart", walmart.map_order, WalmartSource.from_settings,
+                  "Marketplace Orders v3 released + acknowledge (poll)"),
 )
 
 

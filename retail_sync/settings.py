@@ -58,6 +58,25 @@ class Settings(BaseSettings):
         "", description="Extra channels: comma-separated 'module:attribute' of ChannelPlugin objects.",
     )
     poll_interval_s: float = Field(5.0, gt=0, description="How often polled channels are asked.")
+    poll_max_orders: int = Field(200, ge=1, le=10_000, description="Orders taken per poll at most.")
+
+    # --- Amazon Selling Partner API (Orders v0) -------------------------------------------
+    amazon_base_url: AnyHttpUrl | None = Field(
+        None, description="SP-API endpoint, e.g. https://sellingpartnerapi-na.amazon.com; unset: off.")
+    amazon_access_token: SecretStr = SecretStr("Atza|simulated-lwa-token")
+    amazon_marketplace_ids: str = "ATVPDKIKX0DER"
+    amazon_lookback_hours: float = Field(24.0, gt=0, description="First poll starts this far back.")
+
+    # --- Walmart Marketplace (Orders v3) ---------------------------------------------------
+    walmart_base_url: AnyHttpUrl | None = Field(
+        None, description="e.g. https://marketplace.walmartapis.com; unset: Walmart is off.")
+    walmart_client_id: str = "demo-client-id"
+    walmart_client_secret: SecretStr = SecretStr("demo-client-secret")
+    walmart_svc_name: str = "Walmart Marketplace"
+    walmart_lookback_days: float = Field(7.0, gt=0, description="Released orders created since.")
+    walmart_acknowledge_rate_per_s: float = Field(
+        8.0, gt=0, description="Acknowledge budget: 80% of a 10/s plan, headroom for clock skew.")
+    walmart_acknowledge_burst: int = Field(8, ge=1)
 
     # --- Shopify-style inbound ----------------------------------------------------------
     shopify_webhook_secret: SecretStr = Field(

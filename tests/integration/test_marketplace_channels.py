@@ -1,0 +1,62 @@
+"""Amazon- and Walmart-style polled channels, end to end, at once: real simulators (HTTP), real
+broker, a real worker. Orders reach the ERP exactly once; the Amazon cursor (a Faust table)
+survives a restart; Walmart orders are acknowledged; updates change state, never add orders."""
+
+from __future__ import annotations
+
+import pytest
+
+from retail_sync.stack import Stack
+from simulators.amazon import AmazonSimConfig, AmazonSimulator
+from simulators.walmart import WalmartSimConfig, WalmartSimulator
+from tests.integration.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def _po_numbers(stack: Stack, channel: str) -> set[str]:
+    assert stack.erp is not None
+    return {o.doc["po_no"] for o in stack.erp.orders.values()
+            if o.doc["po_no"].startswith(f"{channel}:")}
+
+
+async def test_amazon_and_walmart_orders_reach_the_erp_exactly_once(stack: Stack) -> None:
+    amazon = AmazonSimulator(AmazonSimConfig(time_scale=1000, seed=5))
+    walmart = WalmartSimulator(WalmartSimConfig(seed=3))
+    stack.env.update({
+        "RETAIL_SYNC_AMAZON_BASE_URL": await amazon.start(),
+        "RETAIL_SYNC_WALMART_BASE_URL": await walmart.start(),
+        "RETAIL_SYNC_POLL_INTERVAL_S": "0.5",
+    })
+    try:
+        amazon_ids = amazon.generate_orders(25)
+        walmart_ids = [o["purchaseOrderId"] for o in walmart.generate_orders(15)]
+        worker = await stack.start_worker()
+        want_amazon = {f"amazon:{i}" for i in amazon_ids}
+        want_walmart = {f"walmart:{po}" for po in walmart_ids}
+        await eventually(lambda: _po_numbers(stack, "amazon") == want_amazon, timeout_s=60)
+        await eventually(lambda: _po_numbers(stack, "walmart") == want_walmart, timeout_s=60)
+        await eventually(lambda: walmart.stats()["orders_released"] == 0, timeout_s=30)
+
+        await stack.restart(worker)
+        amazon.update_order(amazon_ids[0], status="Shipped")  # an update, not a new order
+        more = amazon.generate_orders(5)
+        want_amazon |= {f"amazon:{i}" for i in more}
+        await eventually(lambda: _po_numbers(stack, "amazon") == want_amazon, timeout_s=60)
+        status, state = await eventually(
+            lambda: _state_if(worker, f"amazon:{amazon_ids[0]}", "Shipped"), timeout_s=30)
+
+        assert stack.erp is not None and stack.erp.stats()["orders_created"] == 45
+        assert amazon.stats()["throttled"] == 0 and walmart.stats().get("throttled_429", 0) == 0
+        assert walmart.stats()["acknowledged"] == 15
+        assert len(state["correlation"]["delivery_ids"]) == 2  # two versions of the same order
+    finally:
+        await amazon.stop()
+        await walmart.stop()
+
+
+async def _state_if(worker, key: str, amazon_status: str):
+    status, state = await worker.get_json(f"/orders/{key}")
+    if status == 200 and state["order"]["fulfillment_status"] == amazon_status.lower():
+        return status, state
+    return None
