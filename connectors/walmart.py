@@ -33,7 +33,6 @@ import orjson
 from yarl import URL
 
 from connectors.base import PolledOrder, PollResult
-from connectors.ratelimit import TokenBucket
 from connectors.errors import (
     DecodeError,
     PermanentError,
@@ -42,6 +41,7 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
+from connectors.ratelimit import TokenBucket
 
 JSON = dict[str, Any]
 MAX_ERROR_BODY = 4 * 1024
