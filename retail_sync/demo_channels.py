@@ -1,0 +1,173 @@
+"""The demo's marketplaces: each drives one simulator and knows which orders it expects in the ERP.
+
+A driver starts its simulator (``prepare``, returning the worker settings that point at it),
+creates orders at its share of the offered rate (``run``), and reports the order keys that must
+reach the ERP with the wall-clock time each order was created (for end-to-end latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+from simulators.amazon import AmazonSimConfig, AmazonSimulator
+from simulators.shopify import ShopifySimConfig, ShopifySimulator
+from simulators.walmart import WalmartSimConfig, WalmartSimulator
+
+
+class Driver(Protocol):
+    channel: str
+    created_at: dict[str, float]  # order key -> time.time() the marketplace created it
+
+    async def prepare(self) -> dict[str, str]: ...
+    async def run(self, worker_url: str, rate: float, duration: float | None,
+                  stop: asyncio.Event) -> None: ...
+    def expected(self) -> set[str]: ...
+    def describe(self) -> str: ...
+    async def close(self) -> None: ...
+
+
+async def _paced(rate: float, duration: float | None, stop: asyncio.Event, make: Any) -> None:
+    """Call ``make()`` ``rate`` times per second until ``duration`` or ``stop``."""
+    start, n = time.monotonic(), 0
+    while not stop.is_set() and (duration is None or time.monotonic() - start < duration):
+        make()
+        n += 1
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+
+class ShopifyDriver:
+    channel = "shopify"
+
+    def __init__(self, secret: str, args: Any) -> None:
+        self.secret, self.args = secret, args
+        self.shop: ShopifySimulator | None = None
+        self.url = ""
+        self.created_at: dict[str, float] = {}
+
+    async def prepare(self) -> dict[str, str]:
+        return {}
+
+    async def run(self, worker_url: str, rate: float, duration: float | None,
+                  stop: asyncio.Event) -> None:
+        self.shop = ShopifySimulator(ShopifySimConfig(
+            webhook_url=f"{worker_url}/webhooks/shopify/orders/create", secret=self.secret,
+            rate_per_s=rate, duplicate_rate=self.args.duplicate_rate,
+            malformed_rate=self.args.malformed_rate, unmappable_rate=self.args.unmappable_rate,
+            max_attempts=8,
+        ))
+        self.url = await self.shop.start()
+        sending = asyncio.create_task(self.shop.send_orders(duration_s=duration))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({sending, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        self.shop.stop_sending()
+        stopped.cancel()
+        await sending
+
+    def expected(self) -> set[str]:
+        if self.shop is None:
+            return set()
+        for oid, sent in self.shop.first_sent_at.items():
+            self.created_at.setdefault(f"shopify:{oid}", sent)
+        return {f"shopify:{oid}" for oid in self.shop.accepted_order_ids()}
+
+    def describe(self) -> str:
+        return f"{self.url}  (webhooks; Admin REST /admin/api/2024-04/orders.json)"
+
+    async def close(self) -> None:
+        if self.shop is not None:
+            await self.shop.stop()
+
+
+class AmazonDriver:
+    """SP-API simulator with its usage plans sped up 100× (``time_scale``): at the real
+    getOrders plan (one call a minute) a demo would wait minutes between polls."""
+
+    channel = "amazon"
+
+    def __init__(self) -> None:
+        self.sim = AmazonSimulator(AmazonSimConfig(time_scale=100))
+        self.url = ""
+        self.created_at: dict[str, float] = {}
+
+    async def prepare(self) -> dict[str, str]:
+        self.url = await self.sim.start()
+        return {"RETAIL_SYNC_AMAZON_BASE_URL": self.url,
+                "RETAIL_SYNC_AMAZON_ACCESS_TOKEN": self.sim.config.access_token}
+
+    async def run(self, worker_url: str, rate: float, duration: float | None,
+                  stop: asyncio.Event) -> None:
+        def make() -> None:
+            self.created_at[f"amazon:{self.sim.add_order()}"] = time.time()
+        await _paced(rate, duration, stop, make)
+
+    def expected(self) -> set[str]:
+        return set(self.created_at)
+
+    def describe(self) -> str:
+        return f"{self.url}  (SP-API Orders v0, polled; usage plans ×100)"
+
+    async def close(self) -> None:
+        await self.sim.stop()
+
+
+class WalmartDriver:
+    channel = "walmart"
+
+    def __init__(self) -> None:
+        self.sim = WalmartSimulator(WalmartSimConfig())
+        self.url = ""
+        self.created_at: dict[str, float] = {}
+
+    async def prepare(self) -> dict[str, str]:
+        self.url = await self.sim.start()
+        return {"RETAIL_SYNC_WALMART_BASE_URL": self.url,
+                "RETAIL_SYNC_WALMART_CLIENT_ID": self.sim.config.client_id,
+                "RETAIL_SYNC_WALMART_CLIENT_SECRET": self.sim.config.client_secret}
+
+    async def run(self, worker_url: str, rate: float, duration: float | None,
+                  stop: asyncio.Event) -> None:
+        def make() -> None:
+            for order in self.sim.generate_orders(1):
+                self.created_at[f"walmart:{order['purchaseOrderId']}"] = time.time()
+        await _paced(rate, duration, stop, make)
+
+    def expected(self) -> set[str]:
+        return set(self.created_at)
+
+    def describe(self) -> str:
+        return f"{self.url}  (Marketplace Orders v3: released + acknowledge, polled)"
+
+    async def close(self) -> None:
+        await self.sim.stop()
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``shopify=2,amazon=1`` -> shares of the offered rate, normalised to sum to 1."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition("=")
+        if name not in DRIVERS:
+            raise ValueError(f"unknown channel {name!r} in --mix (known: {', '.join(DRIVERS)})")
+        weights[name] = float(weight or 1)
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("--mix needs at least one channel with a positive weight")
+    return {name: w / total for name, w in weights.items() if w > 0}
+
+
+DRIVERS = ("shopify", "amazon", "walmart")
+
+
+def make_driver(channel: str, secret: str, args: Any) -> Driver:
+    if channel == "shopify":
+        return ShopifyDriver(secret, args)
+    if channel == "amazon":
+        return AmazonDriver()
+    return WalmartDriver()
