@@ -7,14 +7,16 @@ needs one connector module, one mapper and a setting, and no change to the engin
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
 from connectors.amazon import AmazonSource
 from connectors.base import ChannelPlugin
+from connectors.regional import RegionalFileSource
 from connectors.walmart import WalmartSource
 from retail_sync.settings import Settings
-from streams.mappers import amazon, shopify, walmart
+from streams.mappers import amazon, regional, shopify, walmart
 from streams.mappers.shopify import MappingError
 
 
@@ -30,6 +32,8 @@ BUILTIN: tuple[ChannelPlugin, ...] = (
     ChannelPlugin("amazon", _amazon, AmazonSource.from_settings, "SP-API Orders v0 (poll)"),
     ChannelPlugin("walmart", walmart.map_order, WalmartSource.from_settings,
                   "Marketplace Orders v3 released + acknowledge (poll)"),
+    ChannelPlugin("regional", regional.map_order, RegionalFileSource.from_settings,
+                  "regional marketplace CSV batch files (file drop)"),
 )
 
 
@@ -53,6 +57,9 @@ def load_plugin(ref: str) -> ChannelPlugin:
 def channels(settings: Settings) -> dict[str, ChannelPlugin]:
     """Every channel of this engine by name; a configured plugin may replace a built-in one."""
     found = {plugin.channel: plugin for plugin in BUILTIN}
+    if settings.regional_status_codes:  # the regional status table is extended from settings
+        found["regional"] = dataclasses.replace(
+            found["regional"], mapper=regional.make_mapper(settings.regional_status_codes))
     for ref in filter(None, (r.strip() for r in settings.channel_plugins.split(","))):
         plugin = load_plugin(ref)
         found[plugin.channel] = plugin

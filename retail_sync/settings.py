@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         8.0, gt=0, description="Acknowledge budget: 80% of a 10/s plan, headroom for clock skew.")
     walmart_acknowledge_burst: int = Field(8, ge=1)
 
+    # --- Regional marketplace (CSV batch files) --------------------------------------------
+    regional_drop_dir: Path | None = Field(
+        None, description="Directory the regional marketplace drops CSV batch files into; unset: off.")
+    regional_status_codes: dict[str, str] = Field(
+        default_factory=dict, description="Extra status codes, JSON object code -> canonical status.")
+
     # --- Shopify-style inbound ----------------------------------------------------------
     shopify_webhook_secret: SecretStr = Field(
         SecretStr("shpss_demo_secret"), description="App client secret used to sign webhooks."
