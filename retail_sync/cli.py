@@ -80,8 +80,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=None,
                    help="seconds to send orders (default: until Ctrl-C)")
     d.add_argument("--rate", type=float, default=10.0, help="orders per second, all channels")
-    d.add_argument("--mix", default="shopify=2,amazon=1,walmart=1",
-                   help="channels and their shares of --rate (default shopify=2,amazon=1,walmart=1)")
+    d.add_argument("--mix", default="shopify=2,amazon=1,walmart=1,regional=1",
+                   help="channels and their shares of --rate "
+                        "(default shopify=2,amazon=1,walmart=1,regional=1)")
     d.add_argument("--duplicate-rate", type=float, default=0.05)
     d.add_argument("--malformed-rate", type=float, default=0.01)
     d.add_argument("--unmappable-rate", type=float, default=0.01)

@@ -63,7 +63,7 @@ async def _demo(args: argparse.Namespace) -> int:
     stack = Stack(app_id=app_id, workdir=ROOT / "var" / "demo", broker_url=settings.broker_url,
                   erp_config=erp_config, tansu=settings.tansu_compat)
     secret = settings.shopify_webhook_secret.get_secret_value()
-    drivers = {name: make_driver(name, secret, args) for name in mix}
+    drivers = {name: make_driver(name, secret, args, stack.workdir / app_id) for name in mix}
     print("retail-sync demo: starting the broker, the simulators and a worker…", flush=True)
     await stack.start()
     try:

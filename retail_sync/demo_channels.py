@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from simulators.amazon import AmazonSimConfig, AmazonSimulator
+from simulators.regional import RegionalSimulator
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
 from simulators.walmart import WalmartSimConfig, WalmartSimulator
 
@@ -148,6 +150,45 @@ class WalmartDriver:
         await self.sim.stop()
 
 
+class RegionalDriver:
+    """CSV batch files dropped into a folder, one file a second; 2 % of the orders carry an
+    unknown status code, so the summary shows them as mapping exceptions, not as lost."""
+
+    channel = "regional"
+
+    def __init__(self, drop_dir: Path) -> None:
+        drop_dir.mkdir(parents=True, exist_ok=True)
+        self.drop_dir = drop_dir
+        self.sim = RegionalSimulator(drop_dir, seed=int(time.time()))
+        self.created_at: dict[str, float] = {}
+
+    async def prepare(self) -> dict[str, str]:
+        return {"RETAIL_SYNC_REGIONAL_DROP_DIR": str(self.drop_dir)}
+
+    async def run(self, worker_url: str, rate: float, duration: float | None,
+                  stop: asyncio.Event) -> None:
+        owed = [0.0]
+
+        def make() -> None:
+            owed[0] += rate
+            if owed[0] >= 1:
+                before = len(self.sim.good_refs)
+                self.sim.write_batch(int(owed[0]), unknown_rate=0.02)
+                owed[0] -= int(owed[0])
+                for ref in self.sim.good_refs[before:]:
+                    self.created_at[f"regional:{ref}"] = time.time()
+        await _paced(1.0, duration, stop, make)
+
+    def expected(self) -> set[str]:
+        return set(self.created_at)
+
+    def describe(self) -> str:
+        return f"{self.drop_dir}  (CSV batch files, one a second, inconsistent status codes)"
+
+    async def close(self) -> None:
+        return None
+
+
 def parse_mix(text: str) -> dict[str, float]:
     """``shopify=2,amazon=1`` -> shares of the offered rate, normalised to sum to 1."""
     weights: dict[str, float] = {}
@@ -162,12 +203,14 @@ def parse_mix(text: str) -> dict[str, float]:
     return {name: w / total for name, w in weights.items() if w > 0}
 
 
-DRIVERS = ("shopify", "amazon", "walmart")
+DRIVERS = ("shopify", "amazon", "walmart", "regional")
 
 
-def make_driver(channel: str, secret: str, args: Any) -> Driver:
+def make_driver(channel: str, secret: str, args: Any, workdir: Path) -> Driver:
     if channel == "shopify":
         return ShopifyDriver(secret, args)
     if channel == "amazon":
         return AmazonDriver()
+    if channel == "regional":
+        return RegionalDriver(workdir / "regional-drop")
     return WalmartDriver()
