@@ -18,6 +18,24 @@ from streams.models import Address, Customer, Money, Order, OrderLine
 
 CHANNEL = "shopify"
 
+# Order ``fulfillment_status`` -> canonical lifecycle word (data, walked by tests/unit/test_status_tables).
+# Shopify sends ``null`` for an unfulfilled order; this table spells that ``"unfulfilled"`` (the word
+# the orders list filter uses), see UNFULFILLED. Kept simple: the fulfillment status alone decides;
+# an order Shopify passes on (orders/create) is taken as accepted while nothing has shipped, even if
+# ``financial_status`` is still pending. ``restocked`` is documented by Shopify as "every line item
+# restocked and the order cancelled". Shopify cannot say pending, delivered, refunded,
+# partially_refunded or unfulfillable through this field (refunds live in financial_status,
+# cancellation proper in ``cancelled_at``). ``map_order`` still copies both fields verbatim.
+UNFULFILLED = "unfulfilled"
+FULFILLMENT_STATUS_TO_CANONICAL: dict[str, str] = {
+    UNFULFILLED: "accepted",
+    "partial": "partially_shipped",
+    "fulfilled": "shipped",
+    "restocked": "cancelled",
+}
+# Canonical lifecycle word -> the fulfillment status that expresses it (the other direction).
+CANONICAL_TO_FULFILLMENT_STATUS: dict[str, str] = {v: k for k, v in FULFILLMENT_STATUS_TO_CANONICAL.items()}
+
 
 class MappingError(DecodeError):
     """A channel payload that is valid JSON but cannot become a canonical order."""
