@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -265,6 +265,39 @@ __all__ = [
 ]
 
 
+@dataclass
+class PollMark:
+    """Where the next Amazon pass starts: ``LastUpdatedAfter`` and the orders already read that
+    carry exactly that ``LastUpdateDate``. Many orders share one timestamp; without ``done`` a pass
+    cut short by throttling would restart at the same orders and never get past them."""
+
+    after: str
+    done: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, cursor: str | None) -> PollMark | None:
+        if not cursor:
+            return None
+        if not cursor.startswith("{"):  # a bare time, as stored by earlier versions
+            return cls(cursor)
+        data = json.loads(cursor)
+        return cls(data["after"], list(data.get("done", [])))
+
+    def dump(self) -> str:
+        return json.dumps({"after": self.after, "done": self.done})
+
+    def covers(self, order: JSON) -> bool:
+        return order.get("LastUpdateDate") == self.after and order.get("AmazonOrderId") in self.done
+
+    def advance(self, order: JSON) -> None:
+        updated, order_id = order.get("LastUpdateDate"), order.get("AmazonOrderId")
+        if not updated or not order_id:
+            return
+        if updated != self.after:
+            self.after, self.done = updated, []
+        self.done.append(order_id)
+
+
 class AmazonSource:
     """The Amazon channel as an OrderSource: orders updated since the cursor, with their items.
 
@@ -295,25 +328,27 @@ class AmazonSource:
                    max_per_poll=settings.poll_max_orders)
 
     async def poll(self, cursor: str | None) -> PollResult:
-        start = cursor or amazon_time(datetime.now(UTC) - self.lookback)
+        mark = PollMark.load(cursor) or PollMark(amazon_time(datetime.now(UTC) - self.lookback))
         polled: list[PolledOrder] = []
-        newest: str | None = None
+        read = PollMark(mark.after, list(mark.done))
         end: str | None = None
         try:
             async for page in self.client.iter_orders_since(
-                    marketplace_ids=self.marketplace_ids, last_updated_after=start):
+                    marketplace_ids=self.marketplace_ids, last_updated_after=mark.after):
                 for order in page.orders:
                     if len(polled) >= self.max_per_poll:
-                        return PollResult(orders=polled, cursor=newest)
+                        return PollResult(orders=polled, cursor=read.dump())
+                    if mark.covers(order):
+                        continue  # read in an earlier, cut-short pass
                     if order.get("OrderStatus") not in AWAITING_PAYMENT:
                         polled.append(await self._with_items(order))
-                    newest = order.get("LastUpdateDate") or newest
+                    read.advance(order)
                 end = page.last_updated_before
         except RateLimitedError as exc:
             if not polled:
                 raise
-            return PollResult(orders=polled, cursor=newest, pause_s=exc.retry_after)
-        return PollResult(orders=polled, cursor=end or newest or start)
+            return PollResult(orders=polled, cursor=read.dump(), pause_s=exc.retry_after)
+        return PollResult(orders=polled, cursor=PollMark(end).dump() if end else read.dump())
 
     async def _with_items(self, order: JSON) -> PolledOrder:
         order_id = str(order["AmazonOrderId"])

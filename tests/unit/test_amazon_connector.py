@@ -245,3 +245,20 @@ def test_amazon_time_is_utc_iso8601() -> None:
     assert amazon_time(datetime(2026, 3, 2, 9, 30, 0, 250000, tzinfo=UTC)) == "2026-03-02T09:30:00.250Z"
     with pytest.raises(ValueError, match="naive"):
         amazon_time(datetime(2026, 3, 2, 9, 30))  # noqa: DTZ001
+
+
+def test_poll_mark_skips_orders_read_at_the_same_timestamp() -> None:
+    from connectors.amazon import PollMark
+
+    mark = PollMark("2026-11-27T10:00:00Z")
+    same = {"AmazonOrderId": "A", "LastUpdateDate": "2026-11-27T10:00:00Z"}
+    later = {"AmazonOrderId": "B", "LastUpdateDate": "2026-11-27T10:00:05Z"}
+    assert not mark.covers(same)
+    mark.advance(same)
+    assert mark.covers(same) and not mark.covers(later)
+    mark.advance(later)
+    assert mark.after == "2026-11-27T10:00:05Z" and mark.done == ["B"]
+    again = PollMark.load(mark.dump())
+    assert again == mark and again.covers(later)
+    assert PollMark.load("2026-11-27T10:00:00Z") == PollMark("2026-11-27T10:00:00Z")
+    assert PollMark.load(None) is None
