@@ -45,6 +45,7 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
+from connectors.ratelimit import TokenBucket
 from streams.mappers.amazon import AWAITING_PAYMENT
 
 JSON = dict[str, Any]
@@ -316,6 +317,7 @@ class AmazonSource:
         self.marketplace_ids = list(marketplace_ids)
         self.lookback = lookback
         self.max_per_poll = max_per_poll
+        self._budgets: dict[str, TokenBucket] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> AmazonSource | None:
@@ -332,9 +334,13 @@ class AmazonSource:
         polled: list[PolledOrder] = []
         read = PollMark(mark.after, list(mark.done))
         end: str | None = None
+        token: str | None = None
         try:
-            async for page in self.client.iter_orders_since(
-                    marketplace_ids=self.marketplace_ids, last_updated_after=mark.after):
+            while True:
+                await self._pace(GET_ORDERS)
+                page = await self.client.get_orders(
+                    marketplace_ids=self.marketplace_ids, last_updated_after=mark.after,
+                    next_token=token)
                 for order in page.orders:
                     if len(polled) >= self.max_per_poll:
                         return PollResult(orders=polled, cursor=read.dump())
@@ -343,15 +349,30 @@ class AmazonSource:
                     if order.get("OrderStatus") not in AWAITING_PAYMENT:
                         polled.append(await self._with_items(order))
                     read.advance(order)
-                end = page.last_updated_before
+                end, token = page.last_updated_before or end, page.next_token
+                if not token:
+                    break
         except RateLimitedError as exc:
             if not polled:
                 raise
             return PollResult(orders=polled, cursor=read.dump(), pause_s=exc.retry_after)
         return PollResult(orders=polled, cursor=PollMark(end).dump() if end else read.dump())
 
+    async def _pace(self, operation: str) -> None:
+        """Stay inside the usage plan Amazon reports (``x-amzn-RateLimit-Limit``), one call at a
+        time (burst 1: the plan's burst is not reported, and a 429 costs more than a wait)."""
+        rate = self.client.rate_limits.get(operation)
+        if rate is None or rate <= 0:
+            return
+        bucket = self._budgets.get(operation)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._budgets[operation] = TokenBucket(rate, 1)
+            bucket.tokens = 0  # the call that reported the rate just spent the token
+        await bucket.acquire()
+
     async def _with_items(self, order: JSON) -> PolledOrder:
         order_id = str(order["AmazonOrderId"])
+        await self._pace(GET_ORDER_ITEMS)
         items = await self.client.get_order_items(order_id)
         body = orjson.dumps({"order": order, "items": items}).decode()
         return PolledOrder(marketplace_order_id=order_id, body=body,
