@@ -48,6 +48,7 @@ from simulators.amazon_orders import (
     set_status,
     visible,
 )
+from simulators.server import SimulatorServer
 
 JSON = dict[str, Any]
 GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"
@@ -210,7 +211,7 @@ def parse_orders_query(query: Any, latest: datetime) -> _Query:
     )  # fmt: skip
 
 
-class AmazonSimulator:
+class AmazonSimulator(SimulatorServer):
     """Serves getOrders / getOrderItems over HTTP from an in-memory, seeded order book."""
 
     def __init__(
@@ -222,8 +223,6 @@ class AmazonSimulator:
         self.records: dict[str, OrderRecord] = {}
         self.buckets = {op: TokenBucket(*self._scaled(op)) for op in USAGE_PLANS}
         self.counts: Counter[str] = Counter()
-        self._runner: web.AppRunner | None = None
-        self.base_url: str | None = None
 
     def _scaled(self, operation: str) -> tuple[float, int]:
         rate, burst = self.config.plan(operation)
@@ -389,18 +388,6 @@ class AmazonSimulator:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(visible(self.records[order_id])[0])
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 = a free port); returns the base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
 
 def _items_offset(token: str | None, order_id: str) -> int:

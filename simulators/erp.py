@@ -32,6 +32,7 @@ from simulators.erp_docs import (
     list_documents,
     server_messages,
 )
+from simulators.server import SimulatorServer
 
 DOCTYPE = "Sales Order"
 JSON = dict[str, Any]
@@ -99,14 +100,12 @@ def frappe_error(status: int, exc_type: str, message: str, **extra: Any) -> web.
     return web.json_response(body, status=status)
 
 
-class ErpSimulator:
+class ErpSimulator(SimulatorServer):
     """The ERP as a real HTTP server; ``orders`` and ``stats()`` give tests in-process access."""
 
     def __init__(self, config: ErpSimConfig | None = None) -> None:
         self.config = config or ErpSimConfig()
         self._rng = random.Random(self.config.seed)
-        self._runner: web.AppRunner | None = None
-        self.base_url: str | None = None
         self.reset()
 
     # --- state ----------------------------------------------------------------------------
@@ -151,22 +150,6 @@ class ErpSimulator:
         app.router.add_post("/_sim/reset", self._sim_reset)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 = a free port) and return the base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0][1]
-        self.base_url = f"http://{host}:{bound}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    # --- fault injection ------------------------------------------------------------------
 
     async def _inject_latency(self) -> None:
         cfg = self.config

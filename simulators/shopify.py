@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from simulators.server import SimulatorServer
 from simulators.shopify_orders import ShopifyOrderFactory
 
 JSON = dict[str, Any]
@@ -129,7 +130,7 @@ class LeakyBucket:
         return f"{min(self.capacity, math.ceil(self.level))}/{self.capacity}"
 
 
-class ShopifySimulator:
+class ShopifySimulator(SimulatorServer):
     """Sends webhooks to ``config.webhook_url`` and serves the orders it created over Admin REST."""
 
     def __init__(self, config: ShopifySimConfig, factory: ShopifyOrderFactory | None = None):
@@ -142,8 +143,6 @@ class ShopifySimulator:
         self._stats = SenderStats()
         self._stop = asyncio.Event()
         self._bucket = LeakyBucket()
-        self._runner: web.AppRunner | None = None
-        self.base_url: str | None = None
 
     # --- statistics ----------------------------------------------------------------------------
 
@@ -348,19 +347,9 @@ class ShopifySimulator:
     async def _sim_stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats())
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve the Admin API on ``host:port`` (0 = a free port); returns the base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
-        return self.base_url
-
     async def stop(self) -> None:
         self.stop_sending()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().stop()
 
 
 async def run_shopify_simulator(

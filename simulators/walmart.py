@@ -37,6 +37,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from simulators.server import SimulatorServer
 from simulators.walmart_orders import (
     ListQuery,
     OrderBook,
@@ -167,7 +168,7 @@ def _not_found(description: str) -> web.Response:
     )
 
 
-class WalmartSimulator:
+class WalmartSimulator(SimulatorServer):
     """The Walmart Orders API as a real HTTP server; ``orders`` gives tests in-process access."""
 
     OPERATIONS = ("released", "orders", "acknowledge")
@@ -180,8 +181,6 @@ class WalmartSimulator:
         self._tokens: dict[str, float] = {}  # access token -> expiry (clock)
         self._buckets = {op: self._bucket(op) for op in self.OPERATIONS}
         self._stats: Counter[str] = Counter()
-        self._runner: web.AppRunner | None = None
-        self.base_url: str | None = None
 
     # --- state -----------------------------------------------------------------------------
 
@@ -240,19 +239,6 @@ class WalmartSimulator:
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_put("/_sim/config", self._sim_config)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 = a free port) and return the base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- gateway: headers, token, throttling -------------------------------------------------
 
