@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,6 +66,91 @@ class OrderSource(Protocol):
     async def close(self) -> None: ...
 
 
+# --- stock: the ERP's positions in, absolute quantities and cancellations out -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    """One ERP stock position (ERPNext ``Bin``: one item in one warehouse) as last changed.
+
+    ``modified`` is the ERP's own change timestamp in its format (Frappe: ``YYYY-MM-DD
+    HH:MM:SS.ffffff``, UTC here), so positions of one warehouse compare by it as strings."""
+
+    sku: str
+    warehouse: str
+    actual_qty: int  # on hand
+    reserved_qty: int  # promised by the ERP's submitted sales orders not yet delivered
+    modified: str
+
+
+@dataclass(frozen=True, slots=True)
+class StockFeedResult:
+    levels: Sequence[StockLevel]
+    cursor: str | None  # where the next poll starts; None keeps the previous cursor
+
+
+class StockFeed(Protocol):
+    """The ERP's stock change feed: every position changed since ``cursor``, oldest first.
+
+    May repeat positions at the cursor's instant (the consumer ignores a position not newer
+    than the one it holds), must never skip one."""
+
+    async def poll(self, cursor: str | None) -> StockFeedResult: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityUpdate:
+    """Set the marketplace's sellable quantity of ``sku`` to ``quantity`` (absolute, >= 0)."""
+
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushReport:
+    """What a marketplace said about one inventory push."""
+
+    applied: Sequence[str]  # SKUs the marketplace took (its quantity is now the one we sent)
+    failed: Mapping[str, str] = field(default_factory=dict)  # SKU -> reason (permanent)
+    mechanism: str = ""  # e.g. "listings-patch", "JSON_LISTINGS_FEED", "inventory-feed"
+    reference: str | None = None  # the marketplace's id of the call (feed id), if any
+
+
+@dataclass(frozen=True, slots=True)
+class CancelLine:
+    """Cancel ``quantity`` units of the marketplace's order line ``line_id``."""
+
+    line_id: str
+    sku: str
+    quantity: int
+
+
+class ChannelOutbound(Protocol):
+    """What the engine tells one marketplace: sellable quantities and seller cancellations.
+
+    Both raise the sync error hierarchy (connectors.errors): RetryableError / RateLimitedError
+    for transient failures, PermanentError when the marketplace refuses the request."""
+
+    channel: str
+
+    async def push_inventory(self, updates: Sequence[QuantityUpdate]) -> PushReport:
+        """Set every update's absolute quantity, in as few calls as the marketplace allows
+        (its bulk mechanism where it has one). One update per SKU (already coalesced)."""
+        ...
+
+    async def cancel_lines(
+        self, marketplace_order_id: str, lines: Sequence[CancelLine], *, whole_order: bool,
+        reason: str,
+    ) -> None:
+        """Cancel the order (``whole_order``) or the given quantities of its lines, as the
+        seller, for lack of stock. Idempotent: cancelling what is already cancelled is fine."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ChannelPlugin:
     """Everything the engine needs to know about one marketplace.
@@ -80,3 +165,5 @@ class ChannelPlugin:
     source: Callable[[Any], OrderSource | None] | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: builds the marketplace's ChannelOutbound from Settings, or None when it is not configured
+    outbound: Callable[[Any], ChannelOutbound | None] | None = None

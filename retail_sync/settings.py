@@ -10,10 +10,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RETAIL_SYNC_"
+
+StockPolicy = Literal["cancel", "partial", "backorder"]
+
+
+class ChannelAllocation(BaseModel):
+    """How much of a SKU's available-to-sell one channel is offered (see docs/ARCHITECTURE.md).
+
+    offered = max(0, min(cap, floor(free * share)) - buffer); free is on hand minus ERP and open
+    reservations minus safety stock."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    share: float = Field(1.0, ge=0, le=1)
+    cap: int | None = Field(None, ge=0)
+    buffer: int = Field(0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -105,6 +120,50 @@ class Settings(BaseSettings):
     erp_backoff_max_s: float = Field(10.0, gt=0)
     erp_concurrency: int = Field(16, ge=1, le=256, description="ERP posts in flight per worker.")
 
+    # --- ERP stock feed ------------------------------------------------------------------
+    erp_stock_poll_interval_s: float = Field(
+        1.0, gt=0, description="How often the ERP's stock change feed (Bin by modified) is read.")
+    erp_stock_warehouses: str = Field(
+        "", description="Comma-separated ERP warehouses whose stock is sellable; empty: all.")
+
+    # --- stock: reservations, available-to-sell and allocation ----------------------------
+    stock_default_policy: StockPolicy = Field(
+        "cancel", description="What happens to an order whose lines cannot all be reserved.")
+    stock_policy: dict[str, StockPolicy] = Field(
+        default_factory=dict,
+        description='Policy per channel, JSON, e.g. {"walmart":"partial","regional":"backorder"}.')
+    stock_safety_stock: int = Field(0, ge=0, description="Units per SKU never offered anywhere.")
+    stock_safety_by_sku: dict[str, int] = Field(
+        default_factory=dict, description='Safety stock per SKU, JSON, e.g. {"SKU-1": 5}.')
+    stock_allocation: dict[str, ChannelAllocation] = Field(
+        default_factory=dict,
+        description='Per-channel allocation, JSON, e.g. {"amazon":{"share":0.5,"cap":100,"buffer":2}}.')
+    stock_tombstones: int = Field(
+        512, ge=16, le=100_000,
+        description="Released or consumed reservations remembered per SKU, so replays are no-ops.")
+    inventory_push_batch: int = Field(
+        500, ge=1, le=10_000, description="Inventory updates coalesced into one push at most.")
+    inventory_push_window_s: float = Field(
+        0.25, gt=0, le=60, description="How long updates are gathered before a push.")
+
+    # --- marketplace outbound (inventory and cancellations) -------------------------------
+    shopify_admin_base_url: AnyHttpUrl | None = Field(
+        None, description="Shopify Admin API, e.g. https://shop.myshopify.com; unset: no pushes.")
+    shopify_access_token: SecretStr = SecretStr("shpat_demo_access_token")
+    shopify_api_version: str = "2024-04"
+    shopify_location_id: int | None = Field(
+        None, description="Location whose inventory level is set; unset: the first active one.")
+    amazon_seller_id: str = Field("A2SIMSELLER01", description="Seller id for Listings/Feeds.")
+    amazon_feed_min_skus: int = Field(
+        20, ge=1, description="Pushes of at least this many SKUs go through JSON_LISTINGS_FEED; "
+        "smaller ones patch each listing.")
+    walmart_bulk_min_skus: int = Field(
+        20, ge=1, description="Pushes of at least this many SKUs use the bulk inventory feed; "
+        "smaller ones PUT /v3/inventory per SKU.")
+    regional_outbox_dir: Path | None = Field(
+        None, description="Directory we write inventory and cancellation CSV files to for the "
+        "regional marketplace; unset: no pushes.")
+
     # --- shared infrastructure (used from the resilience issue on) ----------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -131,6 +190,15 @@ class Settings(BaseSettings):
         if self.erp_backoff_base_s > self.erp_backoff_max_s:
             raise ValueError("erp_backoff_base_s must not exceed erp_backoff_max_s")
         return self
+
+    def policy_for(self, channel: str) -> StockPolicy:
+        return self.stock_policy.get(channel, self.stock_default_policy)
+
+    def allocation_for(self, channel: str) -> ChannelAllocation:
+        return self.stock_allocation.get(channel) or ChannelAllocation()
+
+    def safety_for(self, sku: str) -> int:
+        return self.stock_safety_by_sku.get(sku, self.stock_safety_stock)
 
     @cached_property
     def web_url(self) -> str:
