@@ -1,58 +1,151 @@
 """The order lifecycle as pure functions: (state, event) -> (new state, commands to send).
 
 Kept free of Faust so it can be tested exhaustively. Replaying an event changes nothing
-(idempotent), except that an order still waiting for the ERP re-issues its ERP request: the ERP
-post is idempotent on order_key, and this closes the gap where a worker died after writing the
-state but before the request reached Kafka.
+(idempotent), except that an order still waiting re-issues what it waits for (its reservations,
+its ERP request): both are idempotent on the order key, and this closes the gap where a worker
+died after writing the state but before the command reached Kafka.
+
+    received --reserve every SKU--> stock_pending --all lines answered--> decide:
+        everything reserved           -> erp_pending (the whole order)
+        short, policy "cancel"        -> cancelled (release all, cancel on the marketplace)
+        short, policy "partial"       -> erp_pending with the reserved quantities; the rest is
+                                         cancelled on the marketplace (nothing reserved: cancelled)
+        short, policy "backorder"     -> erp_pending (the whole order, the missing units marked
+                                         as backordered in the ERP)
+    erp_pending --ERP sales order--> erp_confirmed (commit the reservations to the ERP)
+    erp_pending --ERP refused------> erp_failed (reservations kept until replay or cancel)
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 
 from streams.models import (
     Correlation,
     ErpOrderFailed,
     ErpOrderPosted,
     ErpPostRequest,
+    LineStock,
+    MarketplaceNotified,
+    Money,
+    Order,
     OrderEvent,
     OrderReceived,
     OrderState,
     OrderStatus,
+    StockAnswered,
     TimelineEntry,
+)
+from streams.stock import (
+    CancelLineRequest,
+    CommitStock,
+    LineRequest,
+    MarketplaceCancel,
+    ReleaseStock,
+    ReserveStock,
 )
 
 MAX_DELIVERY_IDS = 20
+
+
+StockCommand = ReserveStock | ReleaseStock | CommitStock
+POLICIES = ("cancel", "partial", "backorder")
+CENT = Decimal("0.01")
 
 
 @dataclass
 class Outcome:
     state: OrderState | None
     erp_requests: list[ErpPostRequest] = field(default_factory=list)
+    stock_commands: list[StockCommand] = field(default_factory=list)
+    marketplace_commands: list[MarketplaceCancel] = field(default_factory=list)
     changed: bool = False
     first_confirmation: bool = False
+    decided: bool = False  # the stock decision was taken by this event
     problem: str | None = None  # drift to report as a sync exception; the state is kept as is
 
 
-def apply(state: OrderState | None, event: OrderEvent, now: datetime) -> Outcome:
+def apply(state: OrderState | None, event: OrderEvent, now: datetime,
+          policy: str = "cancel") -> Outcome:
+    """``policy`` is the order's channel policy for lines that cannot all be reserved."""
     if isinstance(event, OrderReceived):
         return _on_received(state, event, now)
-    if state is None:  # an ERP answer for an order we do not know: nothing to attach it to
+    if state is None:  # an answer for an order we do not know: nothing to attach it to
         return Outcome(state=None, problem=f"{event.kind} for {event.order_key}, an order this "
                                            "engine has no state for")
+    if isinstance(event, StockAnswered):
+        return _on_stock(state, event, now, policy)
     if isinstance(event, ErpOrderPosted):
-        return _on_erp_posted(state, event)
+        return _on_erp_posted(state, event, now)
     if isinstance(event, ErpOrderFailed):
         return _on_erp_failed(state, event)
+    if isinstance(event, MarketplaceNotified):
+        return _on_notified(state, event)
     raise TypeError(f"unknown order event {type(event).__name__}")
 
 
 def _request(state: OrderState, now: datetime) -> ErpPostRequest:
+    """The ERP post for ``state``: the lines its stock decision accepted."""
+    order, backorders = state.order, {}
+    if state.stock_decision == "partial":
+        order = reduced_order(state.order, {i: s.reserved for i, s in state.stock.items()})
+    elif state.stock_decision == "backorder":
+        backorders = {i: s.requested - s.reserved for i, s in state.stock.items()
+                      if s.reserved < s.requested}
     return ErpPostRequest(
-        order_key=state.order_key, order=state.order, received_at=state.received_at,
-        requested_at=now,
+        order_key=state.order_key, order=order, received_at=state.received_at,
+        requested_at=now, backorders=backorders,
     )
+
+
+def _scaled(money: Money, factor: Decimal) -> Money:
+    return Money(amount=(money.amount * factor).quantize(CENT, ROUND_HALF_UP),
+                 currency=money.currency)
+
+
+def reduced_order(order: Order, keep: dict[str, int]) -> Order:
+    """``order`` with each line's quantity cut to ``keep[line_id]`` (lines cut to 0 dropped);
+    line tax and discount scale with the quantity and the totals follow."""
+    lines = []
+    for line in order.lines:
+        qty = min(line.quantity, keep.get(line.line_id, line.quantity))
+        if qty <= 0:
+            continue
+        factor = Decimal(qty) / Decimal(line.quantity)
+        lines.append(line.model_copy(update={"quantity": qty, "tax": _scaled(line.tax, factor),
+                                             "discount": _scaled(line.discount, factor)}))
+    if not lines:
+        raise ValueError(f"nothing of {order.order_key} is left to post")
+    zero = Money(amount=Decimal(0), currency=order.currency)
+    subtotal = sum((Money(amount=ln.unit_price.amount * ln.quantity, currency=order.currency)
+                    for ln in lines), zero)
+    share = Decimal(1) if not order.subtotal.amount else subtotal.amount / order.subtotal.amount
+    tax = _scaled(order.tax_total, share)
+    discount = _scaled(order.discount_total, share)
+    total = subtotal.amount + order.shipping.amount - discount.amount
+    if not order.taxes_included:
+        total += tax.amount
+    return order.model_copy(update={
+        "lines": lines, "subtotal": subtotal, "tax_total": tax, "discount_total": discount,
+        "total": Money(amount=total.quantize(CENT, ROUND_HALF_UP), currency=order.currency),
+    })
+
+
+def _reserve_commands(state: OrderState, now: datetime) -> list[ReserveStock]:
+    """One reservation request per SKU still unanswered (all of them for a new order)."""
+    by_sku: dict[str, list[LineRequest]] = defaultdict(list)
+    for line in state.order.lines:
+        if line.line_id not in state.stock:
+            by_sku[line.sku].append(LineRequest(line_id=line.line_id, quantity=line.quantity))
+    return [ReserveStock(sku=sku, order_key=state.order_key, channel=state.channel, lines=lines,
+                         requested_at=now) for sku, lines in by_sku.items()]
+
+
+def _tracked_skus(state: OrderState) -> list[str]:
+    return sorted({s.sku for s in state.stock.values() if s.tracked})
 
 
 def _on_received(state: OrderState | None, event: OrderReceived, now: datetime) -> Outcome:
@@ -61,7 +154,7 @@ def _on_received(state: OrderState | None, event: OrderReceived, now: datetime) 
         new = OrderState(
             order_key=event.order_key,
             channel=order.channel,
-            status=OrderStatus.ERP_PENDING,
+            status=OrderStatus.STOCK_PENDING,
             order=order,
             correlation=Correlation(
                 marketplace_order_id=order.marketplace_order_id,
@@ -70,11 +163,11 @@ def _on_received(state: OrderState | None, event: OrderReceived, now: datetime) 
             ),
             timeline=[
                 TimelineEntry(event="order_received", system=order.channel, at=event.received_at),
-                TimelineEntry(event="erp_requested", system="retail-sync", at=now),
+                TimelineEntry(event="stock_requested", system="retail-sync", at=now),
             ],
             received_at=event.received_at,
         )
-        return Outcome(state=new, erp_requests=[_request(new, now)], changed=True)
+        return Outcome(state=new, stock_commands=list(_reserve_commands(new, now)), changed=True)
     return _on_redelivery(state, event, now)
 
 
@@ -88,17 +181,103 @@ def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime) -> Ou
             TimelineEntry(event="order_redelivered", system=state.channel, at=event.received_at,
                           detail=event.delivery_id),
         ]
-    if event.order.updated_at > state.order.updated_at:
-        updates["order"] = event.order
+    if event.order.updated_at > state.order.updated_at and _same_lines(state.order, event.order):
+        updates["order"] = event.order  # lines are what was reserved: an edit keeps them
     new = state.model_copy(update=updates) if updates else state
     requests = [_request(new, now)] if new.status is OrderStatus.ERP_PENDING else []
-    return Outcome(state=new, erp_requests=requests, changed=bool(updates))
+    reserve = _reserve_commands(new, now) if new.status is OrderStatus.STOCK_PENDING else []
+    return Outcome(state=new, erp_requests=requests, stock_commands=list(reserve),
+                   changed=bool(updates))
 
 
-def _on_erp_posted(state: OrderState, event: ErpOrderPosted) -> Outcome:
+def _same_lines(a: Order, b: Order) -> bool:
+    return [(ln.line_id, ln.sku, ln.quantity) for ln in a.lines] == \
+        [(ln.line_id, ln.sku, ln.quantity) for ln in b.lines]
+
+
+def _on_stock(state: OrderState, event: StockAnswered, now: datetime, policy: str) -> Outcome:
+    if state.status is not OrderStatus.STOCK_PENDING:
+        return Outcome(state=state)  # a replayed answer: the decision is taken
+    skus = {ln.line_id: ln.sku for ln in state.order.lines}
+    answered = {a.line_id: LineStock(sku=event.sku, requested=a.requested, reserved=a.reserved,
+                                     tracked=event.tracked)
+                for a in event.lines if skus.get(a.line_id) == event.sku}
+    if all(state.stock.get(i) == s for i, s in answered.items()):
+        return Outcome(state=state)
+    stock = {**state.stock, **answered}
+    new = state.model_copy(update={"stock": stock})
+    if set(stock) < set(skus):
+        return Outcome(state=new, changed=True)  # other SKUs still to answer
+    return _decide(new, now, policy)
+
+
+def _decide(state: OrderState, now: datetime, policy: str) -> Outcome:
+    short = {i: s for i, s in state.stock.items() if s.reserved < s.requested}
+    reserved_any = any(s.reserved for s in state.stock.values() if s.tracked)
+    if not short:
+        decision = "accepted"
+    elif policy == "backorder":
+        decision = "backorder"
+    elif policy == "partial" and reserved_any:
+        decision = "partial"
+    else:
+        decision = "cancelled"
+    detail = ", ".join(f"{s.sku} line {i}: {s.reserved} of {s.requested}"
+                       for i, s in sorted(short.items()))
+    timeline = [*state.timeline, TimelineEntry(
+        event=f"stock_{decision}", system="retail-sync", at=now,
+        detail=f"policy {policy}: {detail}" if short else None)]
+    update: dict[str, object] = {"stock_decision": decision, "timeline": timeline,
+                                 "stock_policy": policy if short else None}
+    out = Outcome(state=state, changed=True, decided=True)
+    if decision == "cancelled":
+        update["status"] = OrderStatus.CANCELLED
+        out.stock_commands = [ReleaseStock(sku=sku, order_key=state.order_key,
+                                           reason="order cancelled: not enough stock", at=now)
+                              for sku in _tracked_skus(state)]
+        out.marketplace_commands = [_cancel(state, short, whole=True, now=now)]
+    else:
+        update["status"] = OrderStatus.ERP_PENDING
+        update["timeline"] = [*timeline, TimelineEntry(event="erp_requested",
+                                                       system="retail-sync", at=now)]
+        if decision == "partial":
+            out.marketplace_commands = [_cancel(state, short, whole=False, now=now)]
+    out.state = state.model_copy(update=update)
+    if out.state.status is OrderStatus.ERP_PENDING:
+        out.erp_requests = [_request(out.state, now)]
+    return out
+
+
+def _cancel(state: OrderState, short: dict[str, LineStock], *, whole: bool,
+            now: datetime) -> MarketplaceCancel:
+    if whole:
+        lines = [CancelLineRequest(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+                 for ln in state.order.lines]
+    else:
+        lines = [CancelLineRequest(line_id=i, sku=s.sku, quantity=s.requested - s.reserved)
+                 for i, s in sorted(short.items())]
+    return MarketplaceCancel(
+        order_key=state.order_key, channel=state.channel,
+        marketplace_order_id=state.correlation.marketplace_order_id, whole_order=whole,
+        lines=lines, reason="NoInventory", requested_at=now)
+
+
+def _on_notified(state: OrderState, event: MarketplaceNotified) -> Outcome:
+    name = f"marketplace_{event.action}_{'done' if event.ok else 'failed'}"
+    if any(t.event == name and t.at == event.at for t in state.timeline):
+        return Outcome(state=state)
+    timeline = [*state.timeline, TimelineEntry(event=name, system=state.channel, at=event.at,
+                                               detail=event.detail[:500])]
+    return Outcome(state=state.model_copy(update={"timeline": timeline}), changed=True)
+
+
+def _on_erp_posted(state: OrderState, event: ErpOrderPosted, now: datetime) -> Outcome:
     known = state.correlation.erp_sales_order
-    if known == event.erp_sales_order:
-        return Outcome(state=state)  # replayed confirmation
+    commits = [CommitStock(sku=sku, order_key=state.order_key,
+                           erp_sales_order=event.erp_sales_order, erp_created=event.erp_created,
+                           at=now) for sku in _tracked_skus(state)]
+    if known == event.erp_sales_order:  # replayed confirmation: commits again (idempotent)
+        return Outcome(state=state, stock_commands=list(commits))
     if known is not None:  # the ERP holds two sales orders for one marketplace order
         return Outcome(state=state, problem=f"ERP answered sales order {event.erp_sales_order} "
                                             f"for {state.order_key}, already confirmed as {known}")
@@ -114,7 +293,7 @@ def _on_erp_posted(state: OrderState, event: ErpOrderPosted) -> Outcome:
                           detail=event.erp_sales_order),
         ],
     })
-    return Outcome(state=new, changed=True, first_confirmation=first)
+    return Outcome(state=new, changed=True, first_confirmation=first, stock_commands=list(commits))
 
 
 def _on_erp_failed(state: OrderState, event: ErpOrderFailed) -> Outcome:

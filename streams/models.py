@@ -50,6 +50,8 @@ class OrderStatus(StrEnum):
     """Lifecycle of an order inside retail-sync (extended by later flows)."""
 
     RECEIVED = "received"  # canonical order accepted from the channel
+    STOCK_PENDING = "stock_pending"  # waiting for every line's reservation
+    CANCELLED = "cancelled"  # cancelled (for lack of stock: see stock_decision)
     ERP_PENDING = "erp_pending"  # ERP post requested, not yet confirmed
     ERP_CONFIRMED = "erp_confirmed"  # ERP answered with its sales-order number
     ERP_FAILED = "erp_failed"  # ERP refused it permanently or retries ran out (see exceptions)
@@ -144,6 +146,7 @@ class ErpOrderPosted(Frozen):
     kind: Literal["erp_order_posted"] = "erp_order_posted"
     order_key: str
     erp_sales_order: str
+    erp_created: str | None = None  # the sales order's creation time in the ERP's format
     created: bool  # False when the ERP answered with an order it already had
     posted_at: UtcDatetime
     attempts: int
@@ -157,7 +160,38 @@ class ErpOrderFailed(Frozen):
     attempts: int
 
 
-OrderEvent = Annotated[OrderReceived | ErpOrderPosted | ErpOrderFailed, Field(discriminator="kind")]
+class LineAllocation(Frozen):
+    line_id: str
+    requested: int
+    reserved: int  # == requested for an untracked SKU
+
+
+class StockAnswered(Frozen):
+    """The stock agent's answer for the lines of ``order_key`` that are for ``sku``."""
+
+    kind: Literal["stock_answered"] = "stock_answered"
+    order_key: str
+    sku: str
+    tracked: bool  # False: the ERP keeps no stock of it; the lines are accepted as they are
+    lines: list[LineAllocation]
+    at: UtcDatetime
+
+
+class MarketplaceNotified(Frozen):
+    """The marketplace-outbound agent did (or could not do) what it was asked for an order."""
+
+    kind: Literal["marketplace_notified"] = "marketplace_notified"
+    order_key: str
+    action: str  # "cancel"
+    ok: bool
+    detail: str
+    at: UtcDatetime
+
+
+OrderEvent = Annotated[
+    OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified,
+    Field(discriminator="kind"),
+]
 ORDER_EVENT = TypeAdapter(OrderEvent)
 
 
@@ -165,9 +199,10 @@ class ErpPostRequest(Frozen):
     """Command: create this order in the ERP (idempotent on order_key)."""
 
     order_key: str
-    order: Order
+    order: Order  # the lines to post: reduced to what was reserved under the partial policy
     received_at: UtcDatetime
     requested_at: UtcDatetime
+    backorders: dict[str, int] = Field(default_factory=dict)  # line_id -> units without stock
 
 
 class PollTick(Frozen):
@@ -203,6 +238,18 @@ class Correlation(Frozen):
     delivery_ids: list[str] = Field(default_factory=list)
 
 
+class LineStock(Frozen):
+    """One order line's reservation as the stock agent answered it."""
+
+    sku: str
+    requested: int
+    reserved: int
+    tracked: bool = True
+
+
+StockDecision = Literal["accepted", "partial", "backorder", "cancelled"]
+
+
 class OrderState(Frozen):
     order_key: str
     channel: str
@@ -212,6 +259,9 @@ class OrderState(Frozen):
     timeline: list[TimelineEntry]
     received_at: UtcDatetime
     erp_confirmed_at: UtcDatetime | None = None
+    stock: dict[str, LineStock] = Field(default_factory=dict)  # line_id -> its reservation
+    stock_decision: StockDecision | None = None
+    stock_policy: str | None = None  # the channel policy that decided a shortfall
 
 
 # --- dead letters --------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from agents.lifecycle import apply
 from streams import codecs as _registered  # noqa: F401
 from streams.mappers.shopify import map_order
 from streams.models import (
+    LineAllocation,
+    StockAnswered,
     ErpOrderFailed,
     ErpOrderPosted,
     OrderReceived,
@@ -25,27 +27,55 @@ def received(delivery="d1", at=T0, **changes):
                          received_at=at)
 
 
+def answers(state, reserved=None, tracked=True):
+    """The stock agent's answer per SKU; ``reserved`` maps sku -> units held (default: all)."""
+    out = []
+    for line in state.order.lines:
+        held = line.quantity if reserved is None else reserved.get(line.sku, line.quantity)
+        out.append(StockAnswered(order_key=state.order_key, sku=line.sku, tracked=tracked, at=T0,
+                                 lines=[LineAllocation(line_id=line.line_id,
+                                                       requested=line.quantity, reserved=held)]))
+    return out
+
+
+def accepted(delivery="d1", **changes):
+    """A new order whose every line was reserved: it is waiting for the ERP."""
+    state = apply(None, received(delivery, **changes), T0).state
+    for answer in answers(state):
+        state = apply(state, answer, T0).state
+    return state
+
+
 def posted(name="SAL-ORD-2026-00001", at=T0 + timedelta(seconds=1)):
     return ErpOrderPosted(order_key="shopify:450789469", erp_sales_order=name, created=True,
                           posted_at=at, attempts=1)
 
 
-def test_new_order_is_pending_and_requests_the_erp():
+def test_new_order_reserves_every_sku_then_requests_the_erp():
     out = apply(None, received(), T0)
-    assert out.state.status is OrderStatus.ERP_PENDING
+    assert out.state.status is OrderStatus.STOCK_PENDING
     assert out.state.correlation.marketplace_order_id == "450789469"
-    assert [r.order_key for r in out.erp_requests] == ["shopify:450789469"]
+    assert sorted(c.sku for c in out.stock_commands) == ["IPOD2008BLACK", "IPOD2008GREEN",
+                                                         "IPOD2008RED"]
+    assert out.erp_requests == []
+    state, *rest = out.state, None
+    for answer in answers(out.state):
+        step = apply(state, answer, T0)
+        state = step.state
+    assert state.status is OrderStatus.ERP_PENDING and state.stock_decision == "accepted"
+    assert [r.order_key for r in step.erp_requests] == ["shopify:450789469"]
+    assert step.erp_requests[0].order == state.order and step.erp_requests[0].backorders == {}
 
 
 def test_redelivery_records_the_id_and_reissues_while_pending():
-    state = apply(None, received(), T0).state
+    state = accepted()
     out = apply(state, received(delivery="d2"), T0)
     assert out.state.correlation.delivery_ids == ["d1", "d2"]
     assert len(out.erp_requests) == 1  # the ERP post is idempotent; this closes a crash gap
 
 
 def test_confirmation_sets_erp_number_once_and_stops_requests():
-    state = apply(None, received(), T0).state
+    state = accepted()
     confirmed = apply(state, posted(), T0)
     assert confirmed.first_confirmation
     assert confirmed.state.status is OrderStatus.ERP_CONFIRMED
@@ -57,13 +87,13 @@ def test_confirmation_sets_erp_number_once_and_stops_requests():
 
 
 def test_late_failure_never_undoes_a_confirmation():
-    state = apply(apply(None, received(), T0).state, posted(), T0).state
+    state = apply(accepted(), posted(), T0).state
     failed = ErpOrderFailed(order_key=state.order_key, reason="x", failed_at=T0, attempts=3)
     assert apply(state, failed, T0).state.status is OrderStatus.ERP_CONFIRMED
 
 
 def test_failure_while_pending_is_recorded():
-    state = apply(None, received(), T0).state
+    state = accepted()
     failed = ErpOrderFailed(order_key=state.order_key, reason="417 no customer",
                             failed_at=T0, attempts=1)
     out = apply(state, failed, T0)
@@ -76,7 +106,9 @@ def test_erp_answer_for_unknown_order_is_ignored():
 
 
 def test_replaying_every_prefix_changes_nothing():
-    events = [received(), received(delivery="d2"), posted(), received(delivery="d2"), posted()]
+    first = apply(None, received(), T0).state
+    events = [received(), *answers(first), received(delivery="d2"), posted(),
+              received(delivery="d2"), posted()]
     state = None
     for event in events:
         state = apply(state, event, T0).state
@@ -87,14 +119,14 @@ def test_replaying_every_prefix_changes_nothing():
 
 
 def test_state_round_trips_through_its_faust_codec():
-    state = apply(apply(None, received(), T0).state, posted(), T0).state
+    state = apply(accepted(), posted(), T0).state
     data = codecs.dumps("rs.order_state", state)
     assert codecs.loads("rs.order_state", data) == state
     assert isinstance(codecs.loads("rs.order_state", data), OrderState)
 
 
 def test_a_second_erp_sales_order_for_one_order_is_reported_not_applied():
-    state = apply(apply(None, received(), T0).state, posted(), T0).state
+    state = apply(accepted(), posted(), T0).state
     out = apply(state, posted(name="SAL-ORD-2026-00002"), T0)
     assert out.state == state and not out.changed
     assert "SAL-ORD-2026-00002" in out.problem and "SAL-ORD-2026-00001" in out.problem
@@ -102,3 +134,81 @@ def test_a_second_erp_sales_order_for_one_order_is_reported_not_applied():
 
 def test_erp_answer_for_unknown_order_is_reported():
     assert "no state" in apply(None, posted(), T0).problem
+
+
+# --- stock decisions -----------------------------------------------------------------------------
+
+
+def decide(policy, reserved, tracked=True):
+    state = apply(None, received(), T0).state
+    outs = []
+    for answer in answers(state, reserved, tracked):
+        out = apply(state, answer, T0, policy)
+        state = out.state
+        outs.append(out)
+    return outs[-1]
+
+
+def test_answers_for_some_skus_keep_the_order_waiting():
+    state = apply(None, received(), T0).state
+    out = apply(state, answers(state)[0], T0)
+    assert out.changed and out.state.status is OrderStatus.STOCK_PENDING and not out.erp_requests
+    again = apply(out.state, received(delivery="d2"), T0)  # redelivery asks only the rest again
+    assert sorted(c.sku for c in again.stock_commands) == ["IPOD2008BLACK", "IPOD2008RED"]
+
+
+def test_short_order_under_cancel_policy_is_cancelled_released_and_cancelled_on_the_marketplace():
+    out = decide("cancel", {"IPOD2008RED": 0})
+    assert out.state.status is OrderStatus.CANCELLED and out.state.stock_decision == "cancelled"
+    assert out.erp_requests == []
+    assert sorted(c.sku for c in out.stock_commands) == ["IPOD2008BLACK", "IPOD2008GREEN",
+                                                         "IPOD2008RED"]
+    [cancel] = out.marketplace_commands
+    assert cancel.whole_order and cancel.marketplace_order_id == "450789469"
+    assert "IPOD2008RED line 518995019: 0 of 1" in out.state.timeline[-1].detail
+
+
+def test_partial_policy_posts_what_was_reserved_and_cancels_the_rest():
+    out = decide("partial", {"IPOD2008RED": 0})
+    assert out.state.status is OrderStatus.ERP_PENDING and out.state.stock_decision == "partial"
+    [request] = out.erp_requests
+    assert sorted(ln.sku for ln in request.order.lines) == ["IPOD2008BLACK", "IPOD2008GREEN"]
+    assert request.order.subtotal.amount == sum(ln.unit_price.amount for ln in request.order.lines)
+    [cancel] = out.marketplace_commands
+    assert not cancel.whole_order and [(ln.sku, ln.quantity) for ln in cancel.lines] == [
+        ("IPOD2008RED", 1)]
+
+
+def test_partial_policy_with_nothing_reserved_cancels():
+    out = decide("partial", {"IPOD2008RED": 0, "IPOD2008BLACK": 0, "IPOD2008GREEN": 0})
+    assert out.state.status is OrderStatus.CANCELLED
+
+
+def test_backorder_policy_posts_everything_and_marks_the_missing_units():
+    out = decide("backorder", {"IPOD2008RED": 0})
+    assert out.state.stock_decision == "backorder" and out.marketplace_commands == []
+    [request] = out.erp_requests
+    assert len(request.order.lines) == 3 and request.backorders == {"518995019": 1}
+
+
+def test_untracked_skus_are_accepted_as_they_are():
+    out = decide("cancel", None, tracked=False)
+    assert out.state.stock_decision == "accepted"
+    confirmed = apply(out.state, posted(), T0)
+    assert confirmed.stock_commands == []  # nothing reserved, nothing to commit
+
+
+def test_confirmation_commits_every_tracked_sku_and_a_replay_commits_again():
+    state = accepted()
+    out = apply(state, posted(), T0)
+    assert sorted(c.sku for c in out.stock_commands) == ["IPOD2008BLACK", "IPOD2008GREEN",
+                                                         "IPOD2008RED"]
+    replay = apply(out.state, posted(), T0)
+    assert not replay.changed and len(replay.stock_commands) == 3
+
+
+def test_a_late_stock_answer_after_the_decision_changes_nothing():
+    state = accepted()
+    late = answers(state, {"IPOD2008RED": 0})[1]
+    out = apply(state, late, T0, "cancel")
+    assert not out.changed and out.state == state

@@ -1,0 +1,183 @@
+"""Stock records: what moves on the stock-events, inventory-updates and channel-commands topics,
+and the per-SKU state the stock agent keeps.
+
+| topic             | key                | value                                  |
+|-------------------|--------------------|----------------------------------------|
+| stock-events      | SKU                | StockEvent (ERP position, reserve, release, commit, pushed) |
+| inventory-updates | channel:SKU        | InventoryUpdate (absolute quantity to offer)                |
+| channel-commands  | order_key          | MarketplaceCancel                                          |
+
+Quantities are whole units. ERP timestamps stay in the ERP's own sortable format (Frappe:
+``YYYY-MM-DD HH:MM:SS.ffffff``) so they compare as strings without clock conversions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from streams.models import Frozen, LineAllocation, UtcDatetime  # noqa: F401 (LineAllocation re-exported)
+
+
+
+Sku = Annotated[str, Field(min_length=1, max_length=128)]
+Units = Annotated[int, Field(ge=0, le=10_000_000)]
+
+
+# --- stock-events (keyed by SKU): everything that changes a SKU's stock ----------------------
+
+
+class ErpStockChanged(Frozen):
+    """The ERP's position of ``sku`` in ``warehouse`` (ERPNext ``Bin``), as read from its feed."""
+
+    kind: Literal["erp_stock_changed"] = "erp_stock_changed"
+    sku: Sku
+    warehouse: str
+    actual_qty: int
+    reserved_qty: int
+    modified: str  # the ERP's change timestamp
+    observed_at: UtcDatetime
+
+
+class LineRequest(Frozen):
+    line_id: str
+    quantity: int = Field(gt=0)
+
+
+class ReserveStock(Frozen):
+    """Reserve each line of ``order_key`` that is for ``sku`` (idempotent per order line)."""
+
+    kind: Literal["reserve_stock"] = "reserve_stock"
+    sku: Sku
+    order_key: str
+    channel: str
+    lines: list[LineRequest] = Field(min_length=1)
+    requested_at: UtcDatetime
+
+
+class ReleaseStock(Frozen):
+    """Give back every reservation of ``order_key`` on ``sku`` (cancelled, rejected)."""
+
+    kind: Literal["release_stock"] = "release_stock"
+    sku: Sku
+    order_key: str
+    reason: str
+    at: UtcDatetime
+
+
+class CommitStock(Frozen):
+    """The ERP confirmed ``order_key``: its reservations on ``sku`` are now the ERP's to hold.
+
+    They stay counted here until the ERP's own position of the order's warehouse is at least as
+    new as the sales order (``erp_created``), from then on the ERP's ``reserved_qty`` has them."""
+
+    kind: Literal["commit_stock"] = "commit_stock"
+    sku: Sku
+    order_key: str
+    erp_sales_order: str
+    erp_created: str | None = None
+    at: UtcDatetime
+
+
+class InventoryPushed(Frozen):
+    """The pusher's report: what ``channel`` was told about ``sku``, and whether it took it."""
+
+    kind: Literal["inventory_pushed"] = "inventory_pushed"
+    sku: Sku
+    channel: str
+    quantity: Units
+    pushed_at: UtcDatetime
+    ok: bool
+    mechanism: str = ""
+    reference: str | None = None
+    error: str | None = None
+
+
+StockEvent = Annotated[
+    ErpStockChanged | ReserveStock | ReleaseStock | CommitStock | InventoryPushed,
+    Field(discriminator="kind"),
+]
+STOCK_EVENT = TypeAdapter(StockEvent)
+
+
+# --- answers and commands to other agents -----------------------------------------------------
+
+
+class InventoryUpdate(Frozen):
+    """Offer ``quantity`` of ``sku`` on ``channel`` (absolute). ``cause_at`` is when the change
+    behind it happened (the ERP's change time, or the order event's), for propagation latency."""
+
+    channel: str
+    sku: Sku
+    quantity: Units
+    cause: Literal["erp", "order"]
+    cause_at: UtcDatetime
+    computed_at: UtcDatetime
+
+
+class CancelLineRequest(Frozen):
+    line_id: str
+    sku: str
+    quantity: int = Field(gt=0)
+
+
+class MarketplaceCancel(Frozen):
+    """Command to the marketplace-outbound agent: cancel (some of) an order as the seller."""
+
+    kind: Literal["cancel"] = "cancel"
+    order_key: str
+    channel: str
+    marketplace_order_id: str
+    whole_order: bool
+    lines: list[CancelLineRequest]
+    reason: str
+    requested_at: UtcDatetime
+
+
+# --- the stock agent's state per SKU ------------------------------------------------------------
+
+
+class Reservation(Frozen):
+    order_key: str
+    channel: str
+    line_id: str
+    requested: int
+    quantity: int  # units held (0 when nothing was available)
+    status: Literal["open", "committed"] = "open"
+    erp_sales_order: str | None = None
+    erp_created: str | None = None  # covered once the ERP's bin is at least this new
+    reserved_at: UtcDatetime
+
+
+class ErpBin(Frozen):
+    warehouse: str
+    actual_qty: int
+    reserved_qty: int
+    modified: str
+    observed_at: UtcDatetime
+
+
+class Told(Frozen):
+    """What one channel was last told (or last failed to be told)."""
+
+    quantity: int
+    at: UtcDatetime
+    ok: bool = True
+    mechanism: str = ""
+    reference: str | None = None
+    error: str | None = None
+
+
+class StockState(Frozen):
+    sku: str
+    bins: dict[str, ErpBin] = Field(default_factory=dict)
+    reservations: dict[str, Reservation] = Field(default_factory=dict)  # "order_key#line_id"
+    tombstones: dict[str, str] = Field(default_factory=dict)  # key -> released|consumed, bounded
+    offered: dict[str, int] = Field(default_factory=dict)  # channel -> last quantity sent out
+    told: dict[str, Told] = Field(default_factory=dict)  # channel -> last push report
+    updated_at: UtcDatetime | None = None
+
+
+def reservation_key(order_key: str, line_id: str) -> str:
+    return f"{order_key}#{line_id}"

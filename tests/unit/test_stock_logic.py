@@ -1,0 +1,286 @@
+"""The available-to-sell and reservation rules (agents/stock_logic.py), example by example and
+as properties over any sequence of ERP changes, orders, confirmations, shipments, cancellations,
+push reports and replays (hypothesis)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.stock_logic import StockRules, apply, ats, free, held, offered_to, view
+from retail_sync.settings import ChannelAllocation, Settings
+from streams.stock import (
+    CommitStock,
+    ErpStockChanged,
+    InventoryPushed,
+    LineRequest,
+    ReleaseStock,
+    ReserveStock,
+    StockState,
+)
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+W = "Stores - RSD"
+SKU = "SKU-1"
+CHANNELS = ("shopify", "amazon", "walmart", "regional")
+RULES = StockRules(channels=CHANNELS, erp_warehouse=W)
+
+
+def erp_ts(n: int) -> str:
+    return (datetime(2026, 11, 27, 12, 0) + timedelta(microseconds=n)).strftime(
+        "%Y-%m-%d %H:%M:%S.%f")
+
+
+def position(actual, reserved=0, n=1, warehouse=W):
+    return ErpStockChanged(sku=SKU, warehouse=warehouse, actual_qty=actual, reserved_qty=reserved,
+                           modified=erp_ts(n), observed_at=T0)
+
+
+def reserve(order, qty, line="1", channel="shopify"):
+    return ReserveStock(sku=SKU, order_key=f"{channel}:{order}", channel=channel,
+                        lines=[LineRequest(line_id=line, quantity=qty)], requested_at=T0)
+
+
+def run(events, rules=RULES, state=None):
+    outs = []
+    for event in events:
+        out = apply(state, event, rules, T0)
+        state = out.state
+        outs.append(out)
+    return state, outs
+
+
+# --- examples ----------------------------------------------------------------------------------
+
+
+def test_untracked_sku_accepts_everything_and_offers_nothing():
+    state, [out] = run([reserve("o1", 5)])
+    assert not out.tracked and out.answer[0].reserved == 5 and out.updates == []
+    assert state.bins == {} and state.tombstones == {"shopify:o1#1": "untracked"}
+
+
+def test_first_erp_position_offers_every_channel():
+    state, [out] = run([position(10)])
+    assert {u.channel: u.quantity for u in out.updates} == dict.fromkeys(CHANNELS, 10)
+    assert all(u.cause == "erp" for u in out.updates)
+    assert out.updates[0].cause_at == datetime(2026, 11, 27, 12, 0, 0, 1, tzinfo=UTC)
+
+
+def test_reservation_takes_what_is_free_and_a_replay_answers_the_same():
+    state, outs = run([position(3), reserve("o1", 2), reserve("o2", 2), reserve("o2", 2)])
+    assert [o.answer[0].reserved for o in outs[1:]] == [2, 1, 1]
+    assert not outs[3].changed and free(state, RULES) == 0
+    assert {u.quantity for u in outs[2].updates} == {0}
+
+
+def test_release_gives_units_back_and_a_replayed_reservation_stays_released():
+    state, outs = run([position(3), reserve("o1", 2), ReleaseStock(
+        sku=SKU, order_key="shopify:o1", reason="cancel", at=T0), reserve("o1", 2)])
+    assert free(state, RULES) == 3 and outs[3].answer[0].reserved == 0 and not outs[3].changed
+
+
+def test_committed_reservation_is_handed_to_the_erp_exactly_once():
+    state, _ = run([position(5, n=1), reserve("o1", 2)])
+    state, [out] = run([CommitStock(sku=SKU, order_key="shopify:o1", erp_sales_order="SO-1",
+                                    erp_created=erp_ts(5), at=T0)], state=state)
+    assert held(state) == 2 and not out.updates  # still ours: the ERP has not shown it yet
+    state, _ = run([position(5, reserved=0, n=4)], state=state)  # older than the sales order
+    assert held(state) == 2 and free(state, RULES) == 3
+    state, [out] = run([position(5, reserved=2, n=5)], state=state)  # the ERP now holds it
+    assert held(state) == 0 and free(state, RULES) == 3 and out.updates == []
+    state, _ = run([position(3, reserved=0, n=9)], state=state)  # shipped
+    assert free(state, RULES) == 3 and state.tombstones == {"shopify:o1#1": "consumed"}
+
+
+def test_commit_after_the_erp_already_showed_it_is_consumed_at_once():
+    state, _ = run([position(5, n=1), reserve("o1", 2), position(5, reserved=2, n=7),
+                    CommitStock(sku=SKU, order_key="shopify:o1", erp_sales_order="SO-1",
+                                erp_created=erp_ts(6), at=T0)])
+    assert held(state) == 0 and free(state, RULES) == 3
+
+
+def test_commit_without_creation_time_waits_for_the_next_erp_change():
+    state, _ = run([position(5, n=1), reserve("o1", 2),
+                    CommitStock(sku=SKU, order_key="shopify:o1", erp_sales_order="SO-1", at=T0)])
+    assert held(state) == 2
+    state, _ = run([position(5, reserved=2, n=2)], state=state)
+    assert held(state) == 0
+
+
+def test_older_or_repeated_erp_positions_are_ignored():
+    state, outs = run([position(5, n=3), position(9, n=2), position(5, n=3)])
+    assert free(state, RULES) == 5 and not outs[1].changed and not outs[2].changed
+
+
+def test_safety_stock_and_allocation_rules():
+    rules = StockRules(channels=CHANNELS, erp_warehouse=W, safety=2, allocation={
+        "amazon": ChannelAllocation(share=0.5), "walmart": ChannelAllocation(cap=3),
+        "regional": ChannelAllocation(buffer=4)})
+    state, _ = run([position(12)], rules=rules)
+    assert ats(state, rules) == {"shopify": 10, "amazon": 5, "walmart": 3, "regional": 6}
+    assert offered_to("regional", 3, rules) == 0  # never below zero
+
+
+def test_allocation_rules_come_from_settings():
+    settings = Settings(stock_safety_by_sku={SKU: 4}, stock_allocation={"amazon": {"cap": 1}},
+                        erp_stock_warehouses="A, B")
+    rules = StockRules.from_settings(settings, SKU, CHANNELS)
+    assert rules.safety == 4 and rules.allocation["amazon"].cap == 1
+    assert rules.warehouses == frozenset({"A", "B"}) and not rules.sellable(W)
+
+
+def test_unsellable_warehouses_do_not_count():
+    rules = StockRules(channels=CHANNELS, erp_warehouse=W, warehouses=frozenset({W}))
+    state, _ = run([position(4), position(50, warehouse="Quarantine - RSD", n=2)], rules=rules)
+    assert free(state, rules) == 4 and "Quarantine - RSD" not in state.bins
+
+
+def test_push_reports_record_what_each_channel_was_told_and_a_failure_re_offers():
+    state, _ = run([position(4)])
+    ok = InventoryPushed(sku=SKU, channel="amazon", quantity=4, pushed_at=T0, ok=True,
+                         mechanism="listings-patch")
+    state, [out] = run([ok], state=state)
+    assert state.told["amazon"].quantity == 4 and out.updates == []
+    failed = InventoryPushed(sku=SKU, channel="walmart", quantity=4, ok=False, error="503",
+                             pushed_at=T0 + timedelta(seconds=1))
+    state, _ = run([failed], state=state)
+    assert "walmart" not in state.offered  # the next change sends walmart its quantity again
+    state, [out] = run([ok], state=state)
+    assert not out.changed  # a replayed report changes nothing
+    assert view(state, RULES, CHANNELS)["told"]["amazon"]["mechanism"] == "listings-patch"
+
+
+def test_view_reports_the_position():
+    state, _ = run([position(7, reserved=1), reserve("o1", 2)])
+    shown = view(state, RULES, CHANNELS)
+    assert (shown["on_hand"], shown["erp_reserved"], shown["reserved_open"], shown["free"]) == (
+        7, 1, 2, 4)
+    assert shown["ats"] == dict.fromkeys(CHANNELS, 4)
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+ORDERS = [f"o{i}" for i in range(8)]
+ops = st.one_of(
+    st.tuples(st.just("receive"), st.integers(0, 6)),
+    st.tuples(st.just("feed"), st.integers(1, 3)),
+    st.tuples(st.just("reserve"), st.sampled_from(ORDERS), st.integers(1, 4),
+              st.sampled_from(CHANNELS)),
+    st.tuples(st.just("release"), st.sampled_from(ORDERS)),
+    st.tuples(st.just("confirm"), st.sampled_from(ORDERS)),
+    st.tuples(st.just("ship"), st.sampled_from(ORDERS)),
+    st.tuples(st.just("replay"), st.integers(0, 10_000)),
+)
+
+
+class Erp:
+    """A tiny ERP for the properties: receipts raise on-hand, confirmed sales orders reserve,
+    shipments lower both; every change is a position on a feed that arrives late but in order."""
+
+    def __init__(self):
+        self.actual = self.reserved = self.clock = self.received = 0
+        self.feed: list[ErpStockChanged] = []
+        self.orders: dict[str, int] = {}  # confirmed sales order -> units reserved in the ERP
+
+    def change(self) -> str:
+        self.clock += 1
+        self.feed.append(position(self.actual, self.reserved, n=self.clock))
+        return erp_ts(self.clock)
+
+
+def play(script, rules=RULES):
+    erp, state, applied, held_by = Erp(), None, [], {}
+    cancelled: set[str] = set()
+
+    def feed(event):
+        nonlocal state
+        out = apply(state, event, rules, T0)
+        for line in out.answer or []:
+            held_by.setdefault(event.order_key, line.reserved if out.tracked else 0)
+        state = out.state
+        applied.append(event)
+        assert all(u.quantity >= 0 for u in out.updates)
+        if state is not None:
+            assert all(q >= 0 for q in ats(state, rules).values())
+            # never promised more than the ERP had received: every unit held, confirmed or
+            # shipped by an order that was not released
+            promised = sum(q for o, q in held_by.items() if o not in cancelled)
+            assert promised <= erp.received
+        return out
+
+    for op in script:
+        if op[0] == "receive":
+            erp.actual += op[1]
+            erp.received += op[1]
+            erp.change()
+        elif op[0] == "feed":
+            for _ in range(min(op[1], len(erp.feed))):
+                feed(erp.feed.pop(0))
+        elif op[0] == "reserve" and f"{op[3]}:{op[1]}" not in held_by:
+            feed(ReserveStock(sku=SKU, order_key=f"{op[3]}:{op[1]}", channel=op[3],
+                              lines=[LineRequest(line_id="1", quantity=op[2])], requested_at=T0))
+        elif op[0] in ("release", "confirm", "ship"):
+            key = next((k for k in held_by if k.endswith(f":{op[1]}")), None)
+            if key is None or key in cancelled:
+                continue
+            if op[0] == "release" and key not in erp.orders:
+                cancelled.add(key)
+                feed(ReleaseStock(sku=SKU, order_key=key, reason="cancelled", at=T0))
+            elif op[0] == "confirm" and key not in erp.orders:
+                erp.orders[key] = held_by[key]
+                erp.reserved += held_by[key]
+                created = erp.change()
+                feed(CommitStock(sku=SKU, order_key=key, erp_sales_order=f"SO-{key}",
+                                 erp_created=created, at=T0))
+            elif op[0] == "ship" and erp.orders.get(key):
+                qty = erp.orders[key]
+                erp.orders[key] = 0
+                erp.actual -= qty
+                erp.reserved -= qty
+                erp.change()
+        elif op[0] == "replay" and applied:
+            before = state
+            out = apply(state, applied[op[1] % len(applied)], rules, T0)
+            assert out.state == before and not out.changed and out.updates == []
+    return erp, state, applied
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ops, max_size=60))
+def test_any_sequence_never_oversells_and_never_goes_negative(script):
+    play(script)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ops, max_size=60), st.integers(0, 60))
+def test_replaying_any_prefix_changes_nothing(script, cut):
+    _, state, applied = play(script)
+    again = state
+    for event in applied[:cut]:
+        out = apply(again, event, RULES, T0)
+        assert not out.changed and out.updates == []
+        again = out.state
+    assert again == state
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ops, max_size=60))
+def test_once_the_feed_catches_up_the_engine_agrees_with_the_erp(script):
+    erp, state, _ = play([*script, ("feed", 10_000)])
+    erp_state, _ = erp, None
+    while erp.feed:
+        state = apply(state, erp.feed.pop(0), RULES, T0).state
+    if state is None:
+        return
+    open_units = sum(r.quantity for r in state.reservations.values() if r.status == "open")
+    # whatever the ERP does not hold yet is held here; nothing more, nothing twice
+    assert free(state, RULES) == max(0, erp.actual - erp.reserved - open_units)
+    assert all(r.status == "open" for r in state.reservations.values())
+
+
+@pytest.mark.parametrize("safety", [0, 3])
+def test_safety_stock_is_never_reserved(safety):
+    rules = StockRules(channels=CHANNELS, erp_warehouse=W, safety=safety)
+    state, outs = run([position(5), reserve("o1", 5)], rules=rules)
+    assert outs[1].answer[0].reserved == 5 - safety
