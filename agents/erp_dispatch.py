@@ -10,23 +10,15 @@ jitter; permanent ones, and transient ones that outlast the budget, become sync 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 
 from agents.exceptions import record_exception
+from agents.retry import backoff_delay
 from connectors.base import ErpConnector, ErpPostResult
 from connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from retail_sync.settings import Settings
 from streams.models import ErpOrderFailed, ErpOrderPosted, ErpPostRequest, ExceptionKind, utcnow
-
-
-def backoff_delay(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
-    """Full-jitter exponential backoff, never shorter than the service's own Retry-After."""
-    cap = min(settings.erp_backoff_max_s, settings.erp_backoff_base_s * 2 ** (attempt - 1))
-    delay = random.uniform(0, cap)  # noqa: S311 - jitter, not crypto
-    return max(delay, retry_after or 0.0)
 
 
 def register(ctx: Context) -> None:
@@ -79,6 +71,7 @@ async def dispatch(ctx: Context, erp: ErpConnector, request: ErpPostRequest) -> 
         await ctx.topics.order_events.send(key=request.order_key, value=ErpOrderPosted(
             order_key=request.order_key, erp_sales_order=result.erp_sales_order,
             created=result.created, posted_at=utcnow(), attempts=attempt,
+            erp_created=getattr(result, "created_at", None),
         ))
         return
     metrics.erp_posts.labels(outcome="exhausted").inc()
@@ -90,6 +83,9 @@ async def _post(ctx: Context, erp: ErpConnector, request: ErpPostRequest) -> Erp
     ctx.metrics.inflight_erp.inc()
     started = time.perf_counter()
     try:
+        if request.backorders:
+            return await erp.create_sales_order(request.order_key, request.order,
+                                                backorders=request.backorders)
         return await erp.create_sales_order(request.order_key, request.order)
     finally:
         ctx.metrics.erp_request_seconds.observe(time.perf_counter() - started)

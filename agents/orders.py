@@ -41,14 +41,15 @@ async def warm_routing_metadata(ctx: Context) -> None:
     aiokafka loads only for topics it has produced to; load it for the changelogs up front so a
     lookup on a freshly started worker finds it."""
     producer = ctx.app.producer._ensure_producer()  # type: ignore[attr-defined]
-    for table in (ctx.tables.orders, ctx.tables.index):
+    for table in (ctx.tables.orders, ctx.tables.index, ctx.tables.stock):
         await producer.partitions_for(table.changelog_topic.get_topic_name())
 
 
 async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
     table = ctx.tables.orders
     previous = table.get(key)
-    outcome = apply(previous, event, utcnow())
+    channel = previous.channel if previous else getattr(getattr(event, "order", None), "channel", "")
+    outcome = apply(previous, event, utcnow(), ctx.settings.policy_for(channel))
     if outcome.problem is not None:
         await record_exception(
             ctx, kind=ExceptionKind.STATE_CONFLICT, exc=outcome.problem,
@@ -64,8 +65,12 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
         for external_id in ids_to_index(previous, outcome.state, recheck=recheck):
             await ctx.topics.index_updates.send(
                 key=external_id, value=IndexEntry(external_id=external_id, order_key=key))
+    for command in outcome.stock_commands:
+        await ctx.topics.stock_events.send(key=command.sku, value=command)
     for request in outcome.erp_requests:
         await ctx.topics.erp_requests.send(key=request.order_key, value=request)
+    for cancel in outcome.marketplace_commands:
+        await ctx.topics.channel_commands.send(key=cancel.order_key, value=cancel)
 
 
 def external_ids(state: OrderState) -> list[str]:
@@ -94,6 +99,9 @@ def _observe(ctx: Context, outcome: Outcome) -> None:
     state = outcome.state
     assert state is not None
     ctx.metrics.orders_by_status.labels(channel=state.channel, status=state.status.value).inc()
+    if outcome.decided and state.stock_decision is not None:
+        ctx.metrics.stock_decisions.labels(channel=state.channel,
+                                           decision=state.stock_decision).inc()
     if outcome.first_confirmation and state.erp_confirmed_at is not None:
         seconds = (state.erp_confirmed_at - state.received_at).total_seconds()
         ctx.metrics.order_to_erp_seconds.labels(channel=state.channel).observe(max(0.0, seconds))

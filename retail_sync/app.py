@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import faust
 
-from agents import erp_dispatch, index, ingest, orders, poller
-from connectors.base import ErpConnector
+from agents import (
+    erp_dispatch,
+    index,
+    ingest,
+    inventory_push,
+    marketplace,
+    orders,
+    poller,
+    stock,
+    stock_feed,
+)
+from connectors.base import ChannelOutbound, ErpConnector, StockFeed
 from connectors.erp import ErpNextConnector
+from connectors.erp_stock import ErpStockFeed
 from connectors.shopify_inbound import InProcessDeduper
 from retail_sync import web
 from retail_sync.channels import channels
@@ -17,7 +29,7 @@ from retail_sync.context import Context, Tables
 from retail_sync.metrics import ConsumerLagCollector, Metrics
 from retail_sync.settings import Settings
 from streams.topics import declare_topics
-from tables.orders import order_index_table, order_state_table, poll_cursor_table
+from tables.orders import order_index_table, order_state_table, poll_cursor_table, stock_table
 
 #: Table changelog records Faust may queue before its conductor stops delivering records to every
 #: agent (Faust's ProducerBuffer.max_messages, 100 by default: each order writes several changelog
@@ -56,8 +68,10 @@ def create_app(
     settings: Settings,
     broker_url: str,
     erp_factory: Callable[[], ErpConnector] | None = None,
+    stock_feed_factory: Callable[[], StockFeed | None] | None = None,
 ) -> Context:
     app = faust_app(settings, broker_url)
+    found = channels(settings)
     metrics = Metrics()
     ctx = Context(
         app=app,
@@ -65,19 +79,39 @@ def create_app(
         topics=declare_topics(app, prefix=settings.app_id, partitions=settings.partitions),
         tables=Tables(orders=order_state_table(app, settings),
                       index=order_index_table(app, settings),
-                      cursors=poll_cursor_table(app, settings)),
+                      cursors=poll_cursor_table(app, settings),
+                      stock=stock_table(app, settings)),
         metrics=metrics,
         erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
         deduper=InProcessDeduper(settings.webhook_dedupe_ttl_s,
                                  settings.webhook_dedupe_max_entries),
-        channels=channels(settings),
+        channels=found,
+        outbound=outbound_connectors(settings, found),
+        stock_feed_factory=stock_feed_factory or (lambda: ErpStockFeed.from_settings(settings)),
     )
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
-    for module in (ingest, orders, index, erp_dispatch, poller, web):
+    for module in (ingest, orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
+                   marketplace, web):
         module.register(ctx)
+
+    @app.on_before_shutdown.connect  # type: ignore[misc]
+    async def _close_outbound(sender: Any, **kwargs: Any) -> None:
+        for outbound in ctx.outbound.values():
+            await outbound.close()
     _tune_running_worker(app, settings)
     return ctx
+
+
+def outbound_connectors(settings: Settings, found: dict[str, Any]) -> dict[str, ChannelOutbound]:
+    """Every channel we can write to (inventory, cancellations): those whose plugin builds an
+    outbound from these settings."""
+    built = {}
+    for name, plugin in found.items():
+        outbound = plugin.outbound(settings) if plugin.outbound else None
+        if outbound is not None:
+            built[name] = outbound
+    return built
 
 
 def _tune_running_worker(app: faust.App, settings: Settings) -> None:

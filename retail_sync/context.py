@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faust
 
-from connectors.base import ChannelPlugin, ErpConnector
+from connectors.base import ChannelOutbound, ChannelPlugin, ErpConnector, StockFeed
 from connectors.shopify_inbound import DeliveryDeduper
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
@@ -19,6 +19,7 @@ class Tables:
     orders: faust.Table
     index: faust.Table
     cursors: faust.Table
+    stock: faust.Table
 
 
 @dataclass
@@ -31,3 +32,5 @@ class Context:
     erp_factory: Callable[[], ErpConnector]
     deduper: DeliveryDeduper
     channels: dict[str, ChannelPlugin]
+    outbound: dict[str, ChannelOutbound] = field(default_factory=dict)  # channel -> its writer
+    stock_feed_factory: Callable[[], StockFeed | None] | None = None

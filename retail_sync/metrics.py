@@ -58,6 +58,40 @@ class Metrics:
             "retail_sync_polls_total", "Polls of polled channels by outcome.",
             ["channel", "outcome"], registry=r,
         )
+        self.stock_reservations = Counter(
+            "retail_sync_stock_reservations_total",
+            "Reservation requests answered by the stock agent (reserved, short, untracked).",
+            ["channel", "outcome"], registry=r,
+        )
+        self.stock_decisions = Counter(
+            "retail_sync_stock_decisions_total",
+            "Orders decided on stock: accepted, partial, backorder, cancelled.",
+            ["channel", "decision"], registry=r,
+        )
+        self.inventory_pushes = Counter(
+            "retail_sync_inventory_pushes_total", "Inventory pushes to marketplaces by outcome.",
+            ["channel", "mechanism", "outcome"], registry=r,
+        )
+        self.inventory_updates_coalesced = Counter(
+            "retail_sync_inventory_updates_coalesced_total",
+            "Inventory updates superseded by a newer one of the same channel and SKU.",
+            registry=r,
+        )
+        self.stock_propagation_seconds = Histogram(
+            "retail_sync_stock_propagation_seconds",
+            "Stock change (ERP position, or an order's reservation) -> the marketplace took the "
+            "new quantity.", ["channel", "cause"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.outbound_request_seconds = Histogram(
+            "retail_sync_outbound_request_seconds",
+            "Duration of one call to a marketplace (with retries).", ["channel", "action"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.marketplace_commands = Counter(
+            "retail_sync_marketplace_commands_total",
+            "Seller actions sent to marketplaces (cancellations) by outcome.",
+            ["channel", "action", "outcome"], registry=r,
+        )
         self.inflight_erp = Gauge(
             "retail_sync_erp_inflight", "ERP requests in flight on this worker.", registry=r,
         )

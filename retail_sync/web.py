@@ -5,6 +5,8 @@
 | POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (orders/create, orders/updated) |
 | GET    | /orders/lookup?id=...                  | order(s) by marketplace id or ERP sales order   |
 | GET    | /orders/{order_key}                    | one order's state and correlation ids           |
+| GET    | /inventory/{sku}                       | on hand, reservations, safety stock, ATS per    |
+|        |                                        | channel, what each channel was last told, when  |
 | GET    | /metrics                               | Prometheus exposition                           |
 | GET    | /health                                | liveness and partition assignment               |
 
@@ -23,6 +25,8 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents import stock as stock_agent
+from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
 from retail_sync.context import Context
@@ -70,6 +74,18 @@ def register(ctx: Context) -> None:
             if state is None:
                 return _json(self, {"error": f"no order {order_key!r}"}, 404)
             return self.bytes(state.model_dump_json().encode(), content_type="application/json")
+
+    @app.page("/inventory/{sku}")
+    class InventoryView(View):
+        @app.table_route(table=ctx.tables.stock, match_info="sku")
+        async def get(self, request: Request, sku: str) -> Response:
+            state = ctx.tables.stock.get(sku)
+            if state is None:
+                return _json(self, {"sku": sku, "tracked": False, "error": (
+                    f"no stock is known for {sku!r}: the ERP has reported no position for it "
+                    "(a non-stock item; its orders are accepted without reservation)")}, 404)
+            return _json(self, stock_logic.view(state, stock_agent.rules_for(ctx, sku),
+                                                list(ctx.channels)))
 
     @app.page("/metrics")
     class MetricsView(View):

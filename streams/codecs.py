@@ -13,7 +13,7 @@ from typing import Any
 from faust.serializers import codecs
 from pydantic import BaseModel, TypeAdapter
 
-from streams import models
+from streams import models, stock
 
 
 class PydanticCodec(codecs.Codec):
@@ -41,6 +41,10 @@ CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.index_entry": TypeAdapter(models.IndexEntry),
     "rs.poll_tick": TypeAdapter(models.PollTick),
     "rs.sync_exception": TypeAdapter(models.SyncException),
+    "rs.stock_event": stock.STOCK_EVENT,
+    "rs.stock_state": TypeAdapter(stock.StockState),
+    "rs.inventory_update": TypeAdapter(stock.InventoryUpdate),
+    "rs.channel_command": TypeAdapter(stock.MarketplaceCancel),
 }
 
 

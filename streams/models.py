@@ -274,6 +274,7 @@ class ExceptionKind(StrEnum):
     ERP_EXHAUSTED = "erp_exhausted"  # transient ERP errors outlasted the retry budget
     POLL = "poll"  # a polled channel refused our request (4xx)
     STATE_CONFLICT = "state_conflict"  # an event that contradicts the order's state (drift)
+    OUTBOUND = "outbound"  # a marketplace refused (or could not be sent) what we told it
     INTERNAL = "internal"  # a bug of ours met this record; kept so it can be replayed
 
 

@@ -9,6 +9,9 @@
 | order-index-updates| external id                 | IndexEntry           |
 | poll-ticks         | channel                     | PollTick             |
 | sync-exceptions    | order_key or source key     | SyncException        |
+| stock-events       | SKU                         | StockEvent (union, streams/stock.py) |
+| inventory-updates  | channel:SKU                 | InventoryUpdate      |
+| channel-commands   | order_key                   | MarketplaceCancel    |
 """
 
 from __future__ import annotations
@@ -63,10 +66,14 @@ class Topics:
     index_updates: faust.TopicT
     poll_ticks: faust.TopicT
     sync_exceptions: faust.TopicT
+    stock_events: faust.TopicT
+    inventory_updates: faust.TopicT
+    channel_commands: faust.TopicT
 
     def all(self) -> list[faust.TopicT]:
         return [self.raw_orders, self.order_events, self.erp_requests, self.index_updates,
-                self.poll_ticks, self.sync_exceptions]
+                self.poll_ticks, self.sync_exceptions, self.stock_events,
+                self.inventory_updates, self.channel_commands]
 
 
 def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) -> RecordingTopic:
@@ -91,6 +98,11 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int) -> Topics:
         index_updates=_topic(app, f"{prefix}.order-index-updates", "rs.index_entry", partitions),
         poll_ticks=_topic(app, f"{prefix}.poll-ticks", "rs.poll_tick", partitions),
         sync_exceptions=dlq,
+        stock_events=_topic(app, f"{prefix}.stock-events", "rs.stock_event", partitions),
+        inventory_updates=_topic(app, f"{prefix}.inventory-updates", "rs.inventory_update",
+                                 partitions),
+        channel_commands=_topic(app, f"{prefix}.channel-commands", "rs.channel_command",
+                                partitions),
     )
     for topic in topics.all():
         topic.dead_letters = dlq  # type: ignore[attr-defined]

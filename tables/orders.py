@@ -60,3 +60,8 @@ def order_index_table(app: faust.App, settings: Settings) -> faust.Table:
 def poll_cursor_table(app: faust.App, settings: Settings) -> faust.Table:
     return _table(app, settings, "poll-cursors", "json",
                   help="Polled channel -> its cursor (where the next poll starts) and counters.")
+
+
+def stock_table(app: faust.App, settings: Settings) -> faust.Table:
+    return _table(app, settings, "stock", "rs.stock_state",
+                  help="SKU -> ERP positions, reservations, what each channel was offered and told.")

@@ -1,0 +1,112 @@
+"""Inventory pusher: tells each marketplace the absolute quantity it may sell.
+
+Reads inventory-updates (keyed by channel:SKU) in batches of up to ``inventory_push_batch``
+gathered for at most ``inventory_push_window_s``; within a batch only the latest quantity per
+(channel, SKU) is kept, so a burst of changes becomes one update with the newest value. Each
+channel's updates go out in one ``ChannelOutbound.push_inventory`` call (its bulk mechanism where
+it has one); the result for every SKU goes back to the stock agent as an InventoryPushed, which
+records what the channel was last told. Propagation latency (the change behind the update ->
+the marketplace took it) is observed here per channel and cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from agents.exceptions import record_exception
+from agents.retry import call_with_retries
+from connectors.base import ChannelOutbound, PushReport, QuantityUpdate
+from connectors.errors import PermanentError, RetryableError
+from retail_sync.context import Context
+from streams.models import ExceptionKind, utcnow
+from streams.stock import InventoryPushed, InventoryUpdate
+
+log = logging.getLogger(__name__)
+
+
+def register(ctx: Context) -> None:
+    @ctx.app.agent(ctx.topics.inventory_updates, name=f"{ctx.settings.app_id}.inventory-push")
+    async def inventory_push(stream: Any) -> None:
+        async for batch in stream.take(ctx.settings.inventory_push_batch,
+                                       within=ctx.settings.inventory_push_window_s):
+            try:
+                await push_batch(ctx, batch)
+            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
+                await record_exception(
+                    ctx, kind=ExceptionKind.INTERNAL, exc=exc,
+                    payload="[" + ",".join(u.model_dump_json() for u in batch) + "]",
+                    source_topic=ctx.topics.inventory_updates.get_topic_name())
+
+
+def coalesce(batch: Sequence[InventoryUpdate]) -> dict[str, list[InventoryUpdate]]:
+    """Channel -> one update per SKU: the latest quantity, with the oldest cause behind it (the
+    propagation latency counts from the first change the marketplace had not seen)."""
+    latest: dict[tuple[str, str], InventoryUpdate] = {}
+    for update in batch:
+        key = (update.channel, update.sku)
+        first = latest.get(key)
+        if first is not None and first.cause_at < update.cause_at:
+            update = update.model_copy(update={"cause": first.cause, "cause_at": first.cause_at})
+        latest[key] = update
+    by_channel: dict[str, list[InventoryUpdate]] = {}
+    for (channel, _), update in latest.items():
+        by_channel.setdefault(channel, []).append(update)
+    return by_channel
+
+
+async def push_batch(ctx: Context, batch: Sequence[InventoryUpdate]) -> None:
+    by_channel = coalesce(batch)
+    ctx.metrics.inventory_updates_coalesced.inc(len(batch) - sum(map(len, by_channel.values())))
+    await asyncio.gather(*(push_channel(ctx, channel, updates)
+                           for channel, updates in by_channel.items()))
+
+
+async def push_channel(ctx: Context, channel: str, updates: list[InventoryUpdate]) -> None:
+    outbound = ctx.outbound.get(channel)
+    if outbound is None:
+        log.warning("no outbound configured for %s: %d inventory updates dropped", channel,
+                    len(updates))
+        return
+    report, error = await _push(ctx, outbound, updates)
+    now = utcnow()
+    outcome = "ok" if error is None and not report.failed else ("failed" if error else "partial")
+    ctx.metrics.inventory_pushes.labels(channel=channel, mechanism=report.mechanism or "-",
+                                        outcome=outcome).inc()
+    applied = set(report.applied)
+    for update in updates:
+        ok = update.sku in applied
+        reason = error or report.failed.get(update.sku) or (None if ok else "not applied")
+        if ok:
+            ctx.metrics.stock_propagation_seconds.labels(channel=channel, cause=update.cause).observe(
+                max(0.0, (now - update.cause_at).total_seconds()))
+        await ctx.topics.stock_events.send(key=update.sku, value=InventoryPushed(
+            sku=update.sku, channel=channel, quantity=update.quantity, pushed_at=now, ok=ok,
+            mechanism=report.mechanism, reference=report.reference, error=reason))
+    if report.failed:
+        await record_exception(
+            ctx, kind=ExceptionKind.OUTBOUND, channel=channel, source_key=channel,
+            exc=f"{channel} refused {len(report.failed)} inventory updates: "
+                + "; ".join(f"{s}: {r}" for s, r in sorted(report.failed.items())[:20]),
+            payload="[" + ",".join(u.model_dump_json() for u in updates) + "]")
+
+
+async def _push(ctx: Context, outbound: ChannelOutbound,
+                updates: list[InventoryUpdate]) -> tuple[PushReport, str | None]:
+    quantities = [QuantityUpdate(sku=u.sku, quantity=u.quantity) for u in updates]
+    started = time.perf_counter()
+    try:
+        report = await call_with_retries(lambda: outbound.push_inventory(quantities), ctx.settings)
+        return report, None
+    except (RetryableError, PermanentError) as exc:
+        await record_exception(
+            ctx, kind=ExceptionKind.OUTBOUND, exc=exc, channel=outbound.channel,
+            source_key=outbound.channel,
+            payload="[" + ",".join(u.model_dump_json() for u in updates) + "]")
+        return PushReport(applied=()), f"{type(exc).__name__}: {exc}"
+    finally:
+        ctx.metrics.outbound_request_seconds.labels(
+            channel=outbound.channel, action="inventory").observe(time.perf_counter() - started)

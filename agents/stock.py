@@ -1,0 +1,58 @@
+"""Stock agent: the single writer of the stock table (one SKU per key).
+
+Reads stock-events keyed by SKU: the ERP's positions (from the stock feed poller), reservation
+requests, releases and commits (from the order agent) and push reports (from the inventory
+pusher). Applies the rules of agents.stock_logic, answers reservations to order-events and sends
+every channel whose available-to-sell changed an absolute InventoryUpdate (inventory-updates,
+keyed by channel:SKU, so the pusher coalesces per channel and SKU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.exceptions import record_exception
+from agents.stock_logic import StockRules, apply
+from retail_sync.context import Context
+from streams.models import ExceptionKind, StockAnswered, utcnow
+from streams.stock import ReserveStock, StockEvent
+
+
+def register(ctx: Context) -> None:
+    @ctx.app.agent(ctx.topics.stock_events, name=f"{ctx.settings.app_id}.stock")
+    async def stock(stream: Any) -> None:
+        async for key, event in stream.items():
+            try:
+                await handle(ctx, key, event)
+            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
+                await record_exception(
+                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=event.model_dump_json(),
+                    order_key=getattr(event, "order_key", None), source_key=key,
+                    source_topic=ctx.topics.stock_events.get_topic_name())
+
+
+def rules_for(ctx: Context, sku: str) -> StockRules:
+    return StockRules.from_settings(ctx.settings, sku, list(ctx.outbound))
+
+
+async def handle(ctx: Context, key: str, event: StockEvent) -> None:
+    if key != event.sku:  # keyed by something else: it would land in another SKU's partition
+        await record_exception(
+            ctx, kind=ExceptionKind.STATE_CONFLICT, payload=event.model_dump_json(),
+            exc=f"stock event for {event.sku!r} arrived keyed {key!r}", source_key=key,
+            source_topic=ctx.topics.stock_events.get_topic_name())
+        return
+    table = ctx.tables.stock
+    out = apply(table.get(key), event, rules_for(ctx, key), utcnow())
+    if out.changed and out.state is not None:
+        table[key] = out.state
+    if out.answer is not None and isinstance(event, ReserveStock):
+        short = sum(a.requested - a.reserved for a in out.answer)
+        ctx.metrics.stock_reservations.labels(
+            channel=event.channel,
+            outcome="untracked" if not out.tracked else ("short" if short else "reserved")).inc()
+        await ctx.topics.order_events.send(key=event.order_key, value=StockAnswered(
+            order_key=event.order_key, sku=event.sku, tracked=out.tracked, lines=out.answer,
+            at=utcnow()))
+    for update in out.updates:
+        await ctx.topics.inventory_updates.send(key=f"{update.channel}:{update.sku}", value=update)
