@@ -2,16 +2,22 @@
 
 What it mirrors (ERPNext v15 / Frappe):
 
-* ``POST /api/resource/Sales Order`` creates a draft Sales Order (``docstatus`` 0, status "Draft")
-  named from the ``SAL-ORD-.YYYY.-`` series and answers ``{"data": doc}``.
-* ``GET /api/resource/Sales Order/{name}`` and ``GET /api/resource/Sales Order?filters=...`` read
-  them back (``fields``, ``filters``, ``limit_start``, ``limit_page_length`` as in Frappe).
+* ``POST /api/resource/Sales Order`` creates a Sales Order named from the ``SAL-ORD-.YYYY.-``
+  series and answers ``{"data": doc}``: a draft (``docstatus`` 0, status "Draft"), or inserted
+  and submitted when the body says ``"docstatus": 1``; submitting reserves stock on its Bins.
+* Stock, as ERPNext models it (see ``simulators.erp_stock``): ``POST`` of ``Stock Entry``
+  (Material Receipt / Material Issue), ``Stock Reconciliation`` and ``Delivery Note`` move stock;
+  ``Bin`` and ``Stock Ledger Entry`` are read-only. Integrations poll Bins by ``modified``:
+  ``GET /api/resource/Bin?filters=[["Bin","modified",">=",ts]]&order_by=modified asc``.
+* ``GET /api/resource/{doctype}/{name}`` and ``GET /api/resource/{doctype}?filters=...`` read them
+  back (``fields``, ``filters``, ``order_by``, ``limit_start``, ``limit_page_length`` as in Frappe).
 * Auth is ``Authorization: token <api_key>:<api_secret>``; failures are 401 AuthenticationError.
 * Validation failures are HTTP 417 ``ValidationError`` with ``_server_messages``, as Frappe does.
 
 What it adds, as a test double: idempotency on ``po_no`` (a repeat post answers the existing
-document with ``X-Idempotent-Replay: true``), fault injection (latency, 5xx, slow answers) and
-test-only control endpoints under ``/_sim``.
+document with ``X-Idempotent-Replay: true`` and reserves nothing again), fault injection (latency,
+5xx, slow answers, on posts only), an oversold-units counter and test-only control endpoints under
+``/_sim`` (``stats``, ``orders``, ``stock``, ``config``, ``reset``).
 """
 
 from __future__ import annotations
@@ -32,9 +38,21 @@ from simulators.erp_docs import (
     list_documents,
     server_messages,
 )
+from simulators.erp_stock import (
+    BIN,
+    DEFAULT_WAREHOUSE,
+    LEDGER,
+    RECONCILIATION,
+    STOCK_DOCTYPES,
+    STOCK_ENTRY,
+    FrappeClock,
+    StockBook,
+)
 from simulators.server import SimulatorServer
 
 DOCTYPE = "Sales Order"
+CREATABLE = (DOCTYPE, *STOCK_DOCTYPES)
+READABLE = (*CREATABLE, BIN, LEDGER)
 JSON = dict[str, Any]
 
 
@@ -91,6 +109,7 @@ _STAT_KEYS = (
     "validation_errors",
     "auth_failures",
     "slow_injected",
+    "stock_documents",
 )
 
 
@@ -106,19 +125,57 @@ class ErpSimulator(SimulatorServer):
     def __init__(self, config: ErpSimConfig | None = None) -> None:
         self.config = config or ErpSimConfig()
         self._rng = random.Random(self.config.seed)
+        self.clock = FrappeClock()  # kept across resets: timestamps never go back
         self.reset()
 
     # --- state ----------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget every order and zero the counters (the naming series restarts too)."""
+        """Forget every order and all stock, zero the counters (the naming series restart too)."""
         self.orders: dict[str, StoredOrder] = {}
         self._by_po_no: dict[str, str] = {}
         self._series: dict[int, int] = {}
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self.stock = StockBook(self.clock)
 
     def stats(self) -> dict[str, int]:
-        return dict(self._stats)
+        return {**self._stats, "oversold_units": self.stock.oversold_units()}
+
+    # --- stock, in process (tests) ---------------------------------------------------------
+
+    def set_stock(self, item_code: str, qty: int, *, warehouse: str = DEFAULT_WAREHOUSE) -> JSON:
+        """Set on hand through a Stock Reconciliation (a ledger entry, a ``modified`` bump);
+        answers the Bin. Raises DocValidationError for a bad quantity."""
+        row = {"item_code": item_code, "warehouse": warehouse, "qty": qty}
+        self._submit_stock(RECONCILIATION, {"purpose": "Stock Reconciliation", "items": [row]})
+        return self.stock.bins[item_code, warehouse].doc()
+
+    def receive(self, item_code: str, qty: int, *, warehouse: str = DEFAULT_WAREHOUSE) -> JSON:
+        """Add ``qty`` on hand through a Material Receipt (creating the Bin); answers the Bin."""
+        row = {"item_code": item_code, "t_warehouse": warehouse, "qty": qty}
+        self._submit_stock(STOCK_ENTRY, {"stock_entry_type": "Material Receipt", "items": [row]})
+        return self.stock.bins[item_code, warehouse].doc()
+
+    def bins(self) -> list[JSON]:
+        """Every Bin (a copy), by item and warehouse."""
+        return [b.doc() for _, b in sorted(self.stock.bins.items())]
+
+    def stock_report(self) -> JSON:
+        """What ``GET /_sim/stock`` answers: every Bin and the oversold units per item."""
+        return {
+            "bins": [
+                {k: b[k] for k in ("name", "item_code", "warehouse", "actual_qty", "reserved_qty",
+                                   "projected_qty", "modified")}
+                for b in self.bins()
+            ],
+            "oversold": dict(sorted(self.stock.oversold.items())),
+            "oversold_units": self.stock.oversold_units(),
+        }  # fmt: skip
+
+    def _submit_stock(self, doctype: str, body: Any) -> JSON:
+        doc = self.stock.submit(doctype, {"docstatus": 1, **body} if isinstance(body, dict) else body)
+        self._stats["stock_documents"] += 1
+        return doc
 
     def order_by_po_no(self, po_no: str) -> StoredOrder | None:
         name = self._by_po_no.get(po_no)
@@ -146,10 +203,11 @@ class ErpSimulator(SimulatorServer):
         app.router.add_get("/api/resource/{doctype}/{name}", self._read)
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_get("/_sim/orders", self._sim_orders)
+        app.router.add_get("/_sim/stock", self._sim_stock)
+        app.router.add_post("/_sim/stock", self._sim_set_stock)
         app.router.add_put("/_sim/config", self._sim_config)
         app.router.add_post("/_sim/reset", self._sim_reset)
         return app
-
 
     async def _inject_latency(self) -> None:
         cfg = self.config
@@ -183,9 +241,11 @@ class ErpSimulator(SimulatorServer):
         await self._inject_latency()
         error = self._injected_error() if inject_errors else None
         error = error or self._auth_error(request)
-        if error is None and request.match_info["doctype"] != DOCTYPE:
-            doctype = request.match_info["doctype"]
+        doctype = request.match_info["doctype"]
+        if error is None and doctype not in READABLE:
             error = frappe_error(404, "DoesNotExistError", f"DocType {doctype} not found")
+        if error is None and request.method == "POST" and doctype not in CREATABLE:
+            error = frappe_error(403, "PermissionError", f"Not permitted to insert {doctype}")
         return error
 
     # --- /api/resource handlers -----------------------------------------------------------
@@ -199,7 +259,15 @@ class ErpSimulator(SimulatorServer):
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._validation_error("Request body is not valid JSON")
-        return self._create_or_replay(body)
+        doctype = request.match_info["doctype"]
+        if doctype == DOCTYPE:
+            return self._create_or_replay(body)
+        try:
+            doc = self.stock.submit(doctype, body)
+        except DocValidationError as exc:
+            return self._validation_error(str(exc))
+        self._stats["stock_documents"] += 1
+        return web.json_response({"data": doc})
 
     def _create_or_replay(self, body: Any) -> web.Response:
         """Idempotent on ``po_no``; no await between lookup and insert, so it is race-free."""
@@ -208,7 +276,7 @@ class ErpSimulator(SimulatorServer):
         if known is not None:
             self._stats["idempotent_replays"] += 1
             return web.json_response({"data": known.doc}, headers={"X-Idempotent-Replay": "true"})
-        now = datetime.now(UTC)
+        now = self.clock.tick()
         try:
             doc = build_sales_order(body, now=now)
         except DocValidationError as exc:
@@ -219,6 +287,8 @@ class ErpSimulator(SimulatorServer):
         self.orders[doc["name"]] = StoredOrder(doc, time.time(), time.monotonic())
         self._by_po_no[doc["po_no"]] = doc["name"]
         self._stats["orders_created"] += 1
+        if doc["docstatus"] == 1:
+            self.stock.submit_sales_order(doc)  # Bins modified after the order's creation
         return web.json_response({"data": doc})
 
     def _validation_error(self, reason: str) -> web.Response:
@@ -231,19 +301,27 @@ class ErpSimulator(SimulatorServer):
         error = await self._guard(request, inject_errors=False)
         if error is not None:
             return error
-        name = request.match_info["name"]
-        stored = self.orders.get(name)
-        if stored is None:
-            return frappe_error(404, "DoesNotExistError", f"{DOCTYPE} {name} not found")
-        return web.json_response({"data": stored.doc})
+        doctype, name = request.match_info["doctype"], request.match_info["name"]
+        if doctype == DOCTYPE:
+            stored = self.orders.get(name)
+            doc = stored.doc if stored else None
+        else:
+            doc = self.stock.find(doctype, name)
+        if doc is None:
+            return frappe_error(404, "DoesNotExistError", f"{doctype} {name} not found")
+        return web.json_response({"data": doc})
 
     async def _list(self, request: web.Request) -> web.Response:
         error = await self._guard(request, inject_errors=False)
         if error is not None:
             return error
-        docs = [stored.doc for stored in reversed(self.orders.values())]  # newest first
+        doctype = request.match_info["doctype"]
+        if doctype == DOCTYPE:
+            docs = [stored.doc for stored in reversed(self.orders.values())]  # newest first
+        else:
+            docs = self.stock.docs(doctype)
         try:
-            rows = list_documents(docs, dict(request.query), doctype=DOCTYPE)
+            rows = list_documents(docs, dict(request.query), doctype=doctype)
         except DocValidationError as exc:
             return self._validation_error(str(exc))
         return web.json_response({"data": rows})
@@ -255,6 +333,22 @@ class ErpSimulator(SimulatorServer):
 
     async def _sim_orders(self, _request: web.Request) -> web.Response:
         return web.json_response([stored.summary() for stored in self.orders.values()])
+
+    async def _sim_stock(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stock_report())
+
+    async def _sim_set_stock(self, request: web.Request) -> web.Response:
+        """``{"item_code", "qty", "warehouse"?}``: set on hand through a Stock Reconciliation."""
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("item_code"), str):
+                raise ValueError("body must be a JSON object with item_code and qty")
+            warehouse = body.get("warehouse") or DEFAULT_WAREHOUSE
+            qty: Any = body.get("qty")  # the reconciliation validates it
+            row = self.set_stock(body["item_code"], qty, warehouse=warehouse)
+        except (ValueError, TypeError) as exc:  # DocValidationError is a ValueError
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(row)
 
     async def _sim_config(self, request: web.Request) -> web.Response:
         try:

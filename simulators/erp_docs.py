@@ -1,15 +1,18 @@
 """Pure document logic of the ERP simulator: Sales Order validation, totals and list queries.
 
 Mirrors what ERPNext's Sales Order controller checks before insert (required fields, positive
-quantities, numeric rates, currency codes, delivery date not before the order date) and how it
-computes ``total``, ``net_total``, ``total_taxes_and_charges`` and ``grand_total``; and how
-Frappe's ``/api/resource`` list endpoint reads ``fields``, ``filters`` and ``limit_*``.
+quantities, numeric rates, currency codes, delivery date not before the order date, the custom
+field ``custom_backorder_qty`` between 0 and the quantity) and how it computes ``total``,
+``net_total``, ``total_taxes_and_charges`` and ``grand_total``; and how Frappe's
+``/api/resource`` list endpoint reads ``fields``, ``filters`` (=, !=, in, not in, >, >=, <, <=),
+``order_by`` ("<field> asc|desc", comma-separated) and ``limit_*``.
 No I/O here, so every rule is unit-testable.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import re
 import uuid
 from datetime import date, datetime
@@ -67,6 +70,24 @@ def _number(value: Any, what: str) -> Decimal:
     return number
 
 
+def _backorder_qty(row: JSON, idx: int, qty: Decimal) -> int:
+    """Custom field ``custom_backorder_qty``: units the seller accepted without stock."""
+    value = _number(row.get("custom_backorder_qty", 0), f"Row #{idx}: Backorder Qty")
+    if value != value.to_integral_value() or not 0 <= value <= qty:
+        raise DocValidationError(
+            f"Row #{idx}: Backorder Qty must be a whole number between 0 and {qty}, got {value}"
+        )
+    return int(value)
+
+
+def parse_docstatus(body: JSON) -> int:
+    """``docstatus`` a client may send on insert: 0 (draft, the default) or 1 (insert and submit)."""
+    docstatus = body.get("docstatus", 0)
+    if isinstance(docstatus, bool) or docstatus not in (0, 1):
+        raise DocValidationError(f"docstatus must be 0 (draft) or 1 (submitted), got {docstatus!r}")
+    return int(docstatus)
+
+
 def _date(value: Any, what: str) -> date:
     if not isinstance(value, str):
         raise DocValidationError(f"{what} must be a date YYYY-MM-DD, got {value!r}")
@@ -103,6 +124,7 @@ def _item(row: Any, idx: int, defaults: JSON) -> JSON:
         raise DocValidationError(f"Row #{idx}: Rate for Item {item_code} cannot be negative")
     delivery = row.get("delivery_date", defaults["delivery_date"])
     _date(delivery, f"Row #{idx}: Delivery Date")
+    backorder = _backorder_qty(row, idx, qty)
     amount = qty * rate
     return {
         **{k: v for k, v in row.items() if k not in ("qty", "rate", "amount")},
@@ -125,6 +147,7 @@ def _item(row: Any, idx: int, defaults: JSON) -> JSON:
         "warehouse": row.get("warehouse", defaults["set_warehouse"]),
         "delivered_qty": 0.0,
         "billed_amt": 0.0,
+        "custom_backorder_qty": backorder,
     }
 
 
@@ -202,9 +225,11 @@ def _totals(items: list[JSON], body: JSON) -> tuple[JSON, list[JSON]]:
 
 
 def build_sales_order(body: Any, *, now: datetime) -> JSON:
-    """Validate a posted Sales Order and return the stored draft document (without ``name``)."""
+    """Validate a posted Sales Order and return the stored document (without ``name``): a draft,
+    or submitted when the body says ``"docstatus": 1``. ``now`` stamps creation and modified."""
     if not isinstance(body, dict):
         raise DocValidationError("Request body must be a JSON object")
+    docstatus = parse_docstatus(body)
     header = _header(body, now)
     items = _items(body, header)
     totals, taxes = _totals(items, body)
@@ -219,7 +244,7 @@ def build_sales_order(body: Any, *, now: datetime) -> JSON:
         "creation": stamp,
         "modified": stamp,
         "modified_by": "Administrator",
-        "docstatus": 0,
+        "docstatus": docstatus,
         "idx": 0,
         "naming_series": NAMING_SERIES,
         "order_type": body.get("order_type", "Sales"),
@@ -227,7 +252,7 @@ def build_sales_order(body: Any, *, now: datetime) -> JSON:
         "selling_price_list": body.get("selling_price_list", "Standard Selling"),
         "price_list_currency": header["currency"],
         "plc_conversion_rate": 1.0,
-        "status": "Draft",
+        "status": "To Deliver and Bill" if docstatus else "Draft",
         "delivery_status": "Not Delivered",
         "billing_status": "Not Billed",
         "per_delivered": 0.0,
@@ -267,15 +292,60 @@ def _conditions(filters: Any, doctype: str) -> list[tuple[str, str, Any]]:
     return conditions
 
 
+_COMPARISONS = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}  # fmt: skip
+_ORDER_BY = re.compile(r"^\s*(?:`?tab[\w ]+`?\.)?`?(\w+)`?(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
+
+
+def _compare(actual: Any, op: str, value: Any) -> bool:
+    """``>``/``>=``/``<``/``<=``: numbers numerically, anything else as strings (so Frappe
+    timestamps, fixed-width, compare in time order); a missing value matches nothing."""
+    if actual is None:
+        return False
+    if isinstance(actual, int | float) and not isinstance(actual, bool):
+        try:
+            return bool(_COMPARISONS[op](float(actual), float(value)))
+        except (TypeError, ValueError):
+            raise DocValidationError(f"Cannot compare a number with {value!r}") from None
+    return bool(_COMPARISONS[op](str(actual), str(value)))
+
+
 def _matches(doc: JSON, field: str, op: str, value: Any) -> bool:
     actual = doc.get(field)
     if op == "=":
         return actual == value or str(actual) == str(value)
     if op == "!=":
         return not _matches(doc, field, "=", value)
-    if op == "in" and isinstance(value, list):
-        return any(_matches(doc, field, "=", v) for v in value)
+    if op in ("in", "not in") and isinstance(value, list):
+        found = any(_matches(doc, field, "=", v) for v in value)
+        return found if op == "in" else not found
+    if op in _COMPARISONS:
+        return _compare(actual, op, value)
     raise DocValidationError(f"Unsupported filter operator {op!r}")
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """NULLs first (as MariaDB sorts them ascending), then numbers, then strings."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (1, float(value))
+    return (2, str(value))
+
+
+def _ordered(docs: list[JSON], order_by: str | None) -> list[JSON]:
+    """Frappe ``order_by``: "<field> [asc|desc]" clauses separated by commas (desc by default)."""
+    if not order_by:
+        return docs
+    result = list(docs)
+    for clause in reversed(order_by.split(",")):
+        match = _ORDER_BY.match(clause)
+        if match is None:
+            raise DocValidationError(f"Unsupported order_by {order_by!r}")
+        field, direction = match.group(1), (match.group(2) or "desc").lower()
+        result.sort(key=lambda doc: _sort_key(doc.get(field)), reverse=direction == "desc")
+    return result
 
 
 def _project(doc: JSON, fields: list[str]) -> JSON:
@@ -292,7 +362,8 @@ def _int_param(query: dict[str, str], key: str, default: int) -> int:
 
 
 def list_documents(docs: list[JSON], query: dict[str, str], *, doctype: str) -> list[JSON]:
-    """Apply Frappe list parameters to ``docs`` (already in the list's default order)."""
+    """Apply Frappe list parameters to ``docs`` (already in the list's default order, which
+    ``order_by`` replaces)."""
     fields = _json_param(query, "fields", ["name"])
     if not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
         raise DocValidationError("fields must be a JSON list of field names")
@@ -300,5 +371,6 @@ def list_documents(docs: list[JSON], query: dict[str, str], *, doctype: str) -> 
     start = _int_param(query, "limit_start", 0)
     length = _int_param(query, "limit_page_length", _int_param(query, "limit", 20))
     hits = [d for d in docs if all(_matches(d, *c) for c in conditions)]
+    hits = _ordered(hits, query.get("order_by"))
     page = hits[start : start + length] if length else hits[start:]
     return [_project(doc, fields) for doc in page]

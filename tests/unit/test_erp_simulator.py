@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
-from simulators.erp_docs import DocValidationError, build_sales_order
+from simulators.erp_docs import DocValidationError, build_sales_order, list_documents
 
 AUTH = {"Authorization": "token demo-key:demo-secret"}
 SO = "/api/resource/Sales%20Order"
@@ -184,3 +184,177 @@ def test_on_net_total_tax_and_discount() -> None:
         build_sales_order(
             doc(taxes=[{"charge_type": "Bogus", "account_head": "X"}]), now=datetime.now(UTC)
         )
+
+
+# --- stock: submitted orders reserve, stock documents, the Bin change feed --------------------
+
+BIN = "/api/resource/Bin"
+WH = "Stores - RSD"
+
+
+async def post(http: aiohttp.ClientSession, doctype: str, body: object) -> tuple[int, dict]:
+    async with http.post(f"/api/resource/{doctype}", json=body, headers=AUTH) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_submitted_order_reserves_once_and_counts_oversold(
+    sim: ErpSimulator, http: aiohttp.ClientSession
+) -> None:
+    sim.receive("SKU-1", 3)
+    before = sim.bins()[0]["modified"]
+    items = [
+        {"item_code": "SKU-1", "qty": 5, "rate": 1, "custom_backorder_qty": 1},
+        {"item_code": "SKU-2", "qty": 1, "rate": 5},  # no Bin: a non-stock item
+    ]
+    status, body = await post(http, "Sales Order", doc("shopify:1", docstatus=1, items=items))
+    assert status == 200
+    data = body["data"]
+    assert (data["docstatus"], data["status"]) == (1, "To Deliver and Bill")
+    assert data["creation"] == data["modified"] > before
+    assert [i["custom_backorder_qty"] for i in data["items"]] == [1, 0]
+    (stock,) = sim.bins()
+    assert (stock["actual_qty"], stock["reserved_qty"], stock["projected_qty"]) == (3, 5, -2)
+    assert stock["modified"] >= data["creation"]
+    status, _ = await post(http, "Sales Order", doc("shopify:1", docstatus=1, items=items))
+    assert status == 200 and sim.bins()[0]["reserved_qty"] == 5  # a replay reserves nothing
+    assert sim.stats()["oversold_units"] == 1  # 5 promised, 3 free, 1 knowingly backordered
+    async with http.get("/_sim/stock") as resp:
+        report = await resp.json()
+    assert report["oversold"] == {"SKU-1": 1} and report["oversold_units"] == 1
+    assert report["bins"][0]["reserved_qty"] == 5
+
+
+async def test_draft_order_reserves_nothing(sim: ErpSimulator, http: aiohttp.ClientSession) -> None:
+    sim.set_stock("SKU-1", 1)
+    status, body = await post(http, "Sales Order", doc())
+    assert status == 200 and body["data"]["docstatus"] == 0
+    assert sim.bins()[0]["reserved_qty"] == 0 and sim.stats()["oversold_units"] == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"docstatus": 2}, "docstatus"),
+        ({"items": [{"item_code": "A", "qty": 2, "rate": 1, "custom_backorder_qty": 3}]},
+         "Backorder Qty"),
+        ({"items": [{"item_code": "A", "qty": 2, "rate": 1, "custom_backorder_qty": -1}]},
+         "Backorder Qty"),
+    ],
+)  # fmt: skip
+async def test_submit_validation_errors_are_417(
+    sim: ErpSimulator, http: aiohttp.ClientSession, overrides: dict[str, object], reason: str
+) -> None:
+    status, body = await post(http, "Sales Order", doc(**overrides))
+    assert status == 417 and reason in body["exception"] and not sim.orders
+
+
+async def test_stock_documents_over_http(sim: ErpSimulator, http: aiohttp.ClientSession) -> None:
+    receipt = {"stock_entry_type": "Material Receipt", "docstatus": 1, "company": "C",
+               "items": [{"item_code": "SKU-1", "qty": 10, "t_warehouse": WH}]}  # fmt: skip
+    status, body = await post(http, "Stock Entry", receipt)
+    assert status == 200
+    entry = body["data"]["name"]
+    status, body = await post(http, "Sales Order", doc("shopify:7", docstatus=1))
+    so_name = body["data"]["name"]
+    note = {"docstatus": 1, "items": [
+        {"item_code": "SKU-1", "qty": 2, "warehouse": WH, "against_sales_order": so_name}]}
+    status, body = await post(http, "Delivery Note", note)
+    assert status == 200 and body["data"]["status"] == "To Bill"
+    (stock,) = sim.bins()
+    assert (stock["actual_qty"], stock["reserved_qty"]) == (8, 0)
+    status, body = await post(http, "Stock Reconciliation", {"docstatus": 1, "items": [
+        {"item_code": "SKU-1", "qty": 4, "warehouse": WH}]})  # fmt: skip
+    assert status == 200 and sim.bins()[0]["actual_qty"] == 4
+    params = {"fields": json.dumps(["voucher_type", "actual_qty", "qty_after_transaction"]),
+              "order_by": "creation asc"}  # fmt: skip
+    async with http.get("/api/resource/Stock Ledger Entry", params=params, headers=AUTH) as resp:
+        ledger = (await resp.json())["data"]
+    assert [(r["voucher_type"], r["actual_qty"], r["qty_after_transaction"]) for r in ledger] == [
+        ("Stock Entry", 10, 10), ("Delivery Note", -2, 8), ("Stock Reconciliation", -4, 4)]
+    async with http.get(f"/api/resource/Stock Entry/{entry}", headers=AUTH) as resp:
+        assert (await resp.json())["data"]["company"] == "C"
+    async with http.get(f"/api/resource/Bin/{stock['name']}", headers=AUTH) as resp:
+        assert (await resp.json())["data"]["actual_qty"] == 4
+    async with http.get("/api/resource/Delivery Note/MAT-DN-1999-00001", headers=AUTH) as resp:
+        assert resp.status == 404
+    assert sim.stats()["stock_documents"] == 3
+
+
+async def test_stock_document_errors(sim: ErpSimulator, http: aiohttp.ClientSession) -> None:
+    issue = {"stock_entry_type": "Material Issue", "docstatus": 1,
+             "items": [{"item_code": "SKU-1", "qty": 1, "s_warehouse": WH}]}  # fmt: skip
+    status, body = await post(http, "Stock Entry", issue)
+    assert status == 417 and "needed in Warehouse" in body["exception"]
+    status, body = await post(http, "Stock Entry", {**issue, "stock_entry_type": "Repack"})
+    assert status == 417 and "not supported" in body["exception"]
+    status, body = await post(http, "Bin", {"item_code": "SKU-1"})
+    assert status == 403 and body["exc_type"] == "PermissionError"
+    async with http.get("/api/resource/Item", headers=AUTH) as resp:
+        assert resp.status == 404
+    assert not sim.bins() and sim.stats()["validation_errors"] == 2
+
+
+async def test_bin_change_feed_by_modified(sim: ErpSimulator, http: aiohttp.ClientSession) -> None:
+    for n in range(4):
+        sim.receive(f"SKU-{n}", n + 1)
+    sim.set_stock("SKU-0", 7)  # now the most recently modified
+    cursor = sim.bins()[2]["modified"]  # SKU-2
+    params = {
+        "fields": json.dumps(["item_code", "actual_qty", "modified"]),
+        "filters": json.dumps([["Bin", "modified", ">=", cursor]]),
+        "order_by": "modified asc",
+        "limit_page_length": "2",
+    }
+    async with http.get(BIN, params=params, headers=AUTH) as resp:
+        rows = (await resp.json())["data"]
+    assert [r["item_code"] for r in rows] == ["SKU-2", "SKU-3"]
+    params |= {"limit_start": "1", "filters": json.dumps([["modified", ">", cursor]])}
+    async with http.get(BIN, params=params, headers=AUTH) as resp:
+        assert [r["item_code"] for r in (await resp.json())["data"]] == ["SKU-0"]
+    async with http.get(BIN, params={"limit_page_length": "0"}, headers=AUTH) as resp:
+        newest_first = [r["name"] for r in (await resp.json())["data"]]
+    assert newest_first[0] == next(b["name"] for b in sim.bins() if b["item_code"] == "SKU-0")
+
+
+async def test_sim_stock_endpoints_and_reset(
+    sim: ErpSimulator, http: aiohttp.ClientSession
+) -> None:
+    async with http.post("/_sim/stock", json={"item_code": "SKU-9", "qty": 6}) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["actual_qty"] == 6
+    async with http.post("/_sim/stock", json={"item_code": "SKU-9", "qty": 2,
+                                              "warehouse": "Outlet - RSD"}) as resp:
+        assert resp.status == 200
+    async with http.post("/_sim/stock", json={"item_code": "SKU-9", "qty": -1}) as resp:
+        assert resp.status == 400
+    async with http.post("/_sim/stock", json={"qty": 1}) as resp:
+        assert resp.status == 400
+    async with http.get("/_sim/stock") as resp:
+        bins = (await resp.json())["bins"]
+    assert [(b["warehouse"], b["actual_qty"], b["projected_qty"]) for b in bins] == [
+        ("Outlet - RSD", 2, 2), (WH, 6, 6)]
+    assert [e["voucher_type"] for e in sim.stock.ledger] == ["Stock Reconciliation"] * 2
+    last = max(b["modified"] for b in bins)
+    async with http.post("/_sim/reset") as resp:
+        assert resp.status == 200
+    assert not sim.bins() and not sim.stock.ledger
+    assert sim.receive("SKU-9", 1)["modified"] > last  # the clock never goes back
+
+
+def test_list_order_by_and_comparisons() -> None:
+    docs = [{"name": n, "qty": q, "w": w} for n, q, w in
+            [("a", 3.0, "X"), ("b", 1.0, "Y"), ("c", 2.0, "X"), ("d", None, "Y")]]  # fmt: skip
+
+    def names(**query: str) -> list[str]:
+        return [r["name"] for r in list_documents(docs, query, doctype="T")]
+
+    assert names(order_by="qty asc") == ["d", "b", "c", "a"]
+    assert names(order_by="`tabT`.qty desc") == ["a", "c", "b", "d"]
+    assert names(order_by="w asc, qty desc") == ["a", "c", "b", "d"]
+    assert names(filters='[["qty", ">=", 2]]') == ["a", "c"]
+    assert names(filters='[["qty", "<", "2"]]') == ["b"]
+    assert names(filters='[["w", "not in", ["X"]]]') == ["b", "d"]
+    with pytest.raises(DocValidationError):
+        names(order_by="qty; drop table")
+    with pytest.raises(DocValidationError):
+        names(filters='[["qty", "like", "1"]]')
