@@ -15,13 +15,17 @@ class ErpPostResult:
 
     erp_sales_order: str  # the ERP's document number, e.g. SAL-ORD-2026-00001
     created: bool  # False when the ERP answered with an order it already had (idempotent repeat)
+    created_at: str | None = None  # the ERP's creation timestamp of the order, in its format
 
 
 class ErpConnector(Protocol):
     """An ERP that accepts sales orders, idempotently on the marketplace order reference."""
 
-    async def create_sales_order(self, order_key: str, order: Order) -> ErpPostResult:
-        """Create (or find) the sales order for ``order_key``.
+    async def create_sales_order(
+        self, order_key: str, order: Order, *, backorders: Mapping[str, int] | None = None
+    ) -> ErpPostResult:
+        """Create (or find) the sales order for ``order_key``, submitted so the ERP reserves its
+        stock; ``backorders`` maps a line_id to its units accepted without stock.
 
         Raises RetryableError / RateLimitedError for transient failures and PermanentError when
         the ERP refuses the document.

@@ -1,12 +1,15 @@
 """ERPNext (Frappe REST) implementation of the ErpConnector contract.
 
 Speaks ``/api/resource/Sales Order`` with ``Authorization: token key:secret``. The canonical
-order becomes a draft Sales Order whose ``po_no`` (customer's purchase order number) is our
-``order_key``; the ERP side is expected to be idempotent on it (a repeat post answers the existing
-document with ``X-Idempotent-Replay: true``). Every HTTP and network failure is converted here, at
-the edge, into the sync error hierarchy:
+order becomes a Sales Order inserted and submitted (``"docstatus": 1``, so the ERP reserves its
+stock) whose ``po_no`` (customer's purchase order number) is our ``order_key``; the ERP side is
+expected to be idempotent on it (a repeat post answers the existing document with
+``X-Idempotent-Replay: true``). Units the engine accepted without stock travel per item in the
+custom field ``custom_backorder_qty``. Every HTTP and network failure is converted here, at the
+edge, into the sync error hierarchy (``FrappeSession`` and ``error_for_status``, shared with the
+stock feed in ``connectors.erp_stock``):
 
-    200/201 with data.name        -> ErpPostResult
+    200/201 with data.name        -> ErpPostResult (created_at = the order's ``creation``)
     429                           -> RateLimitedError (retry_after from Retry-After)
     5xx, timeouts, connection     -> RetryableError
     other 4xx, 2xx without a name -> PermanentError (status, body truncated to 4 KiB)
@@ -46,9 +49,15 @@ def _amount(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _items(order: Order, delivery_date: str, warehouse: str) -> list[JSON]:
-    return [
-        {
+def _items(
+    order: Order, delivery_date: str, warehouse: str, backorders: Mapping[str, int]
+) -> list[JSON]:
+    unknown = set(backorders) - {line.line_id for line in order.lines}
+    if unknown:
+        raise ValueError(f"backorders name lines the order does not have: {sorted(unknown)}")
+    items = []
+    for line in order.lines:
+        item: JSON = {
             "item_code": line.sku,
             "item_name": line.title or line.sku,
             "qty": line.quantity,
@@ -58,8 +67,10 @@ def _items(order: Order, delivery_date: str, warehouse: str) -> list[JSON]:
             "warehouse": warehouse,
             "marketplace_line_id": line.line_id,
         }
-        for line in order.lines
-    ]
+        if backorders.get(line.line_id):
+            item["custom_backorder_qty"] = backorders[line.line_id]
+        items.append(item)
+    return items
 
 
 def _actual_charge(account_head: str, description: str, amount: Decimal) -> JSON:
@@ -93,11 +104,21 @@ def _customer_fields(order: Order) -> JSON:
 
 
 def sales_order_doc(
-    order_key: str, order: Order, *, company: str, customer: str, warehouse: str
+    order_key: str,
+    order: Order,
+    *,
+    company: str,
+    customer: str,
+    warehouse: str,
+    backorders: Mapping[str, int] | None = None,
 ) -> JSON:
-    """The ERPNext Sales Order document for a canonical order (a draft, idempotent on po_no)."""
+    """The ERPNext Sales Order document for a canonical order: submitted on insert (so the ERP
+    reserves stock), idempotent on po_no. ``backorders`` maps a line_id to the units of that line
+    accepted without stock (``custom_backorder_qty``); a line_id not in the order is a ValueError.
+    """
     transaction_date = order.created_at.date().isoformat()  # created_at is UTC
     doc: JSON = {
+        "docstatus": 1,
         "customer": customer,
         "company": company,
         "order_type": "Sales",
@@ -111,7 +132,7 @@ def sales_order_doc(
         "marketplace_order_id": order.marketplace_order_id,
         "marketplace_order_name": order.marketplace_order_name,
         **_customer_fields(order),
-        "items": _items(order, transaction_date, warehouse),
+        "items": _items(order, transaction_date, warehouse, backorders or {}),
         "taxes": _taxes(order),
     }
     if order.discount_total.amount:
@@ -151,11 +172,13 @@ def error_for_status(status: int, body: str, headers: Mapping[str, str], what: s
 
 
 def post_result(status: int, body: str, headers: Mapping[str, str]) -> ErpPostResult:
-    """Read a successful create: the document name, and whether it was an idempotent replay."""
+    """Read a successful create: the document name, its ``creation`` timestamp and whether it
+    was an idempotent replay."""
     try:
-        name = json.loads(body)["data"]["name"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        name = None
+        data = json.loads(body)["data"]
+        name, creation = data["name"], data.get("creation")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        name = creation = None
     if not isinstance(name, str) or not name:
         raise PermanentError(
             f"ERP create sales order: HTTP {status} without data.name",
@@ -163,10 +186,59 @@ def post_result(status: int, body: str, headers: Mapping[str, str]) -> ErpPostRe
             body=body[:MAX_ERROR_BODY],
         )
     replay = headers.get("X-Idempotent-Replay", "").lower() == "true"
-    return ErpPostResult(erp_sales_order=name, created=not replay)
+    created_at = creation if isinstance(creation, str) and creation else None
+    return ErpPostResult(erp_sales_order=name, created=not replay, created_at=created_at)
 
 
 # --- the connector ----------------------------------------------------------------------------
+
+
+class FrappeSession:
+    """One lazily created aiohttp session to a Frappe site, with token auth; network failures
+    become RetryableError here."""
+
+    def __init__(self, base_url: str, api_key: str, api_secret: str, *, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"token {api_key}:{api_secret}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def url(self, doctype: str, name: str | None = None) -> str:
+        url = f"{self.base_url}/api/resource/{quote(doctype)}"
+        return f"{url}/{quote(name, safe='')}" if name else url
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        return self._session
+
+    async def request(
+        self, method: str, url: str, what: str, **kwargs: Any
+    ) -> tuple[int, str, Mapping[str, str]]:
+        """One HTTP exchange: status, body text and headers."""
+        try:
+            async with self._client().request(method, url, **kwargs) as resp:
+                return resp.status, await resp.text(errors="replace"), resp.headers
+        except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError on 3.11
+            raise RetryableError(f"ERP {what}: timed out ({exc!r})") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"ERP {what}: {type(exc).__name__}: {exc}") from exc
+
+    async def get_data(self, url: str, what: str, **kwargs: Any) -> Any:
+        """GET ``url`` and answer its ``data``; any other status than 200 raises its sync error."""
+        status, body, headers = await self.request("GET", url, what, **kwargs)
+        if status != 200:
+            raise error_for_status(status, body, headers, what)
+        return data_of(status, body, what)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class ErpNextConnector:
@@ -183,15 +255,9 @@ class ErpNextConnector:
         customer: str = "Marketplace Customer",
         warehouse: str = "Stores - RSD",
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self._http = FrappeSession(base_url, api_key, api_secret, timeout_s=timeout_s)
+        self.base_url = self._http.base_url
         self.company, self.customer, self.warehouse = company, customer, warehouse
-        self._headers = {
-            "Authorization": f"token {api_key}:{api_secret}",
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-        }
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ErpNextConnector:
@@ -206,43 +272,29 @@ class ErpNextConnector:
         )
 
     def _url(self, name: str | None = None) -> str:
-        url = f"{self.base_url}/api/resource/{quote(SALES_ORDER)}"
-        return f"{url}/{quote(name, safe='')}" if name else url
+        return self._http.url(SALES_ORDER, name)
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
-        return self._session
-
-    async def _request(
-        self, method: str, url: str, what: str, **kwargs: Any
-    ) -> tuple[int, str, Mapping[str, str]]:
-        """One HTTP exchange; network failures become RetryableError here."""
-        try:
-            async with self._client().request(method, url, **kwargs) as resp:
-                return resp.status, await resp.text(errors="replace"), resp.headers
-        except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError on 3.11
-            raise RetryableError(f"ERP {what}: timed out ({exc!r})") from exc
-        except aiohttp.ClientError as exc:
-            raise RetryableError(f"ERP {what}: {type(exc).__name__}: {exc}") from exc
-
-    async def create_sales_order(self, order_key: str, order: Order) -> ErpPostResult:
+    async def create_sales_order(
+        self, order_key: str, order: Order, *, backorders: Mapping[str, int] | None = None
+    ) -> ErpPostResult:
         doc = sales_order_doc(
-            order_key, order, company=self.company, customer=self.customer, warehouse=self.warehouse
+            order_key,
+            order,
+            company=self.company,
+            customer=self.customer,
+            warehouse=self.warehouse,
+            backorders=backorders,
         )
         what = f"create sales order {order_key}"
-        status, body, headers = await self._request("POST", self._url(), what, json=doc)
+        status, body, headers = await self._http.request("POST", self._url(), what, json=doc)
         if status not in (200, 201):
             raise error_for_status(status, body, headers, what)
         return post_result(status, body, headers)
 
     async def get_sales_order(self, name: str) -> JSON:
         """The full Sales Order document ``name`` (PermanentError 404 if it does not exist)."""
-        what = f"get sales order {name}"
-        status, body, headers = await self._request("GET", self._url(name), what)
-        if status != 200:
-            raise error_for_status(status, body, headers, what)
-        return _data(status, body, what)
+        doc: JSON = await self._http.get_data(self._url(name), f"get sales order {name}")
+        return doc
 
     async def find_by_po_no(self, po_no: str) -> JSON | None:
         """The Sales Order whose ``po_no`` is ``po_no`` (our order_key), or None."""
@@ -252,19 +304,15 @@ class ErpNextConnector:
             "fields": json.dumps(["name"]),
             "limit_page_length": "1",
         }
-        status, body, headers = await self._request("GET", self._url(), what, params=params)
-        if status != 200:
-            raise error_for_status(status, body, headers, what)
-        rows = _data(status, body, what)
+        rows = await self._http.get_data(self._url(), what, params=params)
         return await self.get_sales_order(rows[0]["name"]) if rows else None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
 
-def _data(status: int, body: str, what: str) -> Any:
+def data_of(status: int, body: str, what: str) -> Any:
+    """The ``data`` of a Frappe answer (PermanentError when there is none)."""
     try:
         return json.loads(body)["data"]
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -275,6 +323,8 @@ def _data(status: int, body: str, what: str) -> Any:
 
 __all__ = [
     "ErpNextConnector",
+    "FrappeSession",
+    "data_of",
     "error_for_status",
     "post_result",
     "sales_order_doc",

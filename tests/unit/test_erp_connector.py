@@ -67,6 +67,7 @@ async def erp(sim: ErpSimulator) -> AsyncIterator[ErpNextConnector]:
 def test_sales_order_doc_maps_the_canonical_order() -> None:
     doc = sales_order_doc("shopify:1", make_order(), company="C", customer="Cust", warehouse="W")
     assert doc["po_no"] == "shopify:1" and doc["marketplace_order_id"] == "450789469"
+    assert doc["docstatus"] == 1  # submitted on insert, so the ERP reserves
     assert doc["transaction_date"] == doc["delivery_date"] == "2026-01-11"  # UTC date
     assert (doc["customer"], doc["company"], doc["set_warehouse"]) == ("Cust", "C", "W")
     assert doc["customer_email"] == "bob@example.com"
@@ -84,6 +85,45 @@ def test_sales_order_doc_maps_the_canonical_order() -> None:
     ]
     assert [t["tax_amount"] for t in doc["taxes"]] == ["11.94", "4.99"]
     assert doc["discount_amount"] == "10.00"
+
+
+def test_sales_order_doc_carries_backorders() -> None:
+    order = make_order()
+    doc = sales_order_doc("shopify:1", order, company="C", customer="Cust", warehouse="W",
+                          backorders={"466157049": 1})  # fmt: skip
+    assert doc["items"][0]["custom_backorder_qty"] == 1
+    plain = sales_order_doc("shopify:1", order, company="C", customer="Cust", warehouse="W",
+                            backorders={"466157049": 0})  # fmt: skip
+    assert "custom_backorder_qty" not in plain["items"][0]
+    with pytest.raises(ValueError, match="999"):
+        sales_order_doc("shopify:1", order, company="C", customer="Cust", warehouse="W",
+                        backorders={"999": 1})  # fmt: skip
+
+
+async def test_create_submits_reserves_and_returns_created_at(
+    sim: ErpSimulator, erp: ErpNextConnector
+) -> None:
+    sim.set_stock("IPOD2008GREEN", 1)
+    result = await erp.create_sales_order(
+        "shopify:10", make_order("10", quantity=3), backorders={"466157049": 1}
+    )
+    stored = sim.orders[result.erp_sales_order].doc
+    assert stored["docstatus"] == 1 and stored["items"][0]["custom_backorder_qty"] == 1
+    assert result.created_at == stored["creation"]
+    assert sim.bins()[0]["reserved_qty"] == 3
+    assert sim.stats()["oversold_units"] == 1  # 3 promised, 1 free, 1 accepted as backorder
+    again = await erp.create_sales_order("shopify:10", make_order("10", quantity=3))
+    assert not again.created and again.created_at == result.created_at
+    assert sim.bins()[0]["reserved_qty"] == 3
+
+
+async def test_backorder_beyond_quantity_is_permanent(
+    sim: ErpSimulator, erp: ErpNextConnector
+) -> None:
+    with pytest.raises(PermanentError) as info:
+        await erp.create_sales_order("shopify:11", make_order("11"), backorders={"466157049": 5})
+    assert info.value.status == 417 and "Backorder Qty" in str(info.value)
+    assert not sim.orders
 
 
 async def test_create_then_repeat_is_idempotent(sim: ErpSimulator, erp: ErpNextConnector) -> None:
@@ -181,6 +221,11 @@ def test_response_mapping_edge_cases() -> None:
     with pytest.raises(PermanentError, match="without data.name"):
         post_result(200, '{"data": {}}', {})
     assert post_result(201, '{"data": {"name": "X"}}', {}).created
+    assert post_result(201, '{"data": {"name": "X"}}', {}).created_at is None
+    stamped = post_result(200, '{"data": {"name": "X", "creation": "2026-01-10 12:00:00.5"}}', {})
+    assert stamped.created_at == "2026-01-10 12:00:00.5"
+    with pytest.raises(PermanentError):
+        post_result(200, '{"data": []}', {})
     err = error_for_status(409, "x" * 10_000, {}, "create")
     assert isinstance(err, PermanentError) and len(err.body or "") == 4096
     assert isinstance(error_for_status(502, "<html>", {}, "create"), RetryableError)
