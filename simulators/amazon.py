@@ -1,4 +1,5 @@
-"""An Amazon Selling Partner API simulator: Orders v0 ``getOrders`` and ``getOrderItems``.
+"""An Amazon Selling Partner API simulator: Orders v0 ``getOrders`` and ``getOrderItems``, and the
+seller side (Listings Items, Feeds: quantities and order acknowledgements) in ``amazon_listings``.
 
 What it mirrors (models/orders-api-model/ordersV0.json):
 
@@ -20,6 +21,13 @@ What it mirrors (models/orders-api-model/ordersV0.json):
 Test-double extras: ``time_scale`` (buckets refill that many times faster, and the rate header
 reports the effective rate so a client's ``1/rate`` back-off stays right), ``rate_overrides``,
 injected 5xx and latency, ``/_sim`` control endpoints, seeded order generation and status updates.
+
+Stock: a ``Listings`` (``listings``) holds what the seller last set (patchListingsItem or a
+JSON_LISTINGS_FEED); every order the simulator creates is a sale on it first, and a refused sale
+(``listing_mode`` "refuse") creates no order (``SaleRefused``; ``POST /_sim/orders`` answers 409).
+``GET /_sim/inventory`` is its snapshot and ``GET /_sim/cancellations`` the seller's cancellations
+(order acknowledgement feeds). Generated orders buy from ``skus`` (default: the built-in
+catalogue), 1 to ``max_quantity`` units a line; ``POST /_sim/orders`` also takes explicit ``items``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from typing import Any
 
 from aiohttp import web
 
+from simulators.amazon_listings import USAGE_PLANS as SELLER_PLANS
+from simulators.amazon_listings import ApiError, ListingsApi, operation_of
 from simulators.amazon_orders import (
     AWAITING_PAYMENT,
     ORDER_STATUSES,
@@ -48,11 +58,13 @@ from simulators.amazon_orders import (
     set_status,
     visible,
 )
+from simulators.listings import Listings
 from simulators.server import SimulatorServer
 
 JSON = dict[str, Any]
 GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"
-USAGE_PLANS: dict[str, tuple[float, int]] = {GET_ORDERS: (0.0167, 20), GET_ORDER_ITEMS: (0.5, 30)}
+USAGE_PLANS: dict[str, tuple[float, int]] = {
+    GET_ORDERS: (0.0167, 20), GET_ORDER_ITEMS: (0.5, 30), **SELLER_PLANS}
 _ERRORS = {
     403: ("Unauthorized", "Access to requested resource is denied."),
     404: ("NotFound", "The resource specified does not exist."),
@@ -64,6 +76,10 @@ _ERRORS = {
 
 class InvalidInput(Exception):
     """A request parameter the spec forbids; answered 400 ``InvalidInput``."""
+
+
+class SaleRefused(Exception):
+    """The listings refused the order's sale (not enough quantity in ``refuse`` mode)."""
 
 
 def parse_iso(value: str, name: str) -> datetime:
@@ -94,6 +110,12 @@ class AmazonSimConfig:
     fail_next: int = 0  # answer the next N API calls with fail_status
     fail_status: int = 503
     latency_ms: float = 0
+    seller_id: str = "A2SIMSELLER01"  # the only sellerId Listings Items answers for
+    listing_mode: str = "refuse"  # "refuse" | "allow": an order beyond a listing's quantity
+    feed_processing_ms: float = 200  # createFeed -> DONE / FATAL
+    skus: list[str] | None = None  # what generated orders buy; None: the built-in catalogue
+    max_quantity: int = 3  # units per generated line, 1..max_quantity
+    mfn_rate: float = 0.7  # share of generated orders the seller fulfils (only those can be cancelled)
 
     def updated(self, changes: JSON) -> AmazonSimConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
@@ -103,6 +125,13 @@ class AmazonSimConfig:
         if bad:
             raise ValueError(f"unknown operations in rate_overrides: {sorted(bad)}")
         new = AmazonSimConfig(**{**asdict(self), **changes})
+        if new.listing_mode not in ("refuse", "allow"):
+            raise ValueError(f"listing_mode must be 'refuse' or 'allow', got {new.listing_mode!r}")
+        if int(new.max_quantity) < 1 or not 0 <= float(new.mfn_rate) <= 1:
+            raise ValueError("max_quantity must be >= 1 and mfn_rate within 0..1")
+        if new.skus is not None and (not isinstance(new.skus, list) or not new.skus
+                                     or not all(isinstance(k, str) and k for k in new.skus)):
+            raise ValueError("skus must be a non-empty list of SKUs (or null)")
         for operation in USAGE_PLANS:
             new.plan(operation)  # ValueError / TypeError now rather than on the next request
         return new
@@ -223,6 +252,32 @@ class AmazonSimulator(SimulatorServer):
         self.records: dict[str, OrderRecord] = {}
         self.buckets = {op: TokenBucket(*self._scaled(op)) for op in USAGE_PLANS}
         self.counts: Counter[str] = Counter()
+        self.listings = Listings()
+        self.cancellations: list[JSON] = []  # {order_id, line_id, sku, quantity, reason, at, feed_id}
+        self.seller = ListingsApi(self)
+        self._follow_config()
+
+    # what the listings side reads of the simulator (amazon_listings.Host)
+    @property
+    def seller_id(self) -> str:
+        return self.config.seller_id
+
+    @property
+    def marketplace_id(self) -> str:
+        return self.config.marketplace_id
+
+    @property
+    def feed_processing_s(self) -> float:
+        return self.config.feed_processing_ms / 1000
+
+    def touched(self) -> None:
+        self.counts["orders_updated"] += 1
+
+    def _follow_config(self) -> None:
+        cfg = self.config
+        self.listings.mode = "allow" if cfg.listing_mode == "allow" else "refuse"
+        self.factory.skus, self.factory.max_quantity = cfg.skus, int(cfg.max_quantity)
+        self.factory.mfn_rate = float(cfg.mfn_rate)
 
     def _scaled(self, operation: str) -> tuple[float, int]:
         rate, burst = self.config.plan(operation)
@@ -236,6 +291,7 @@ class AmazonSimulator(SimulatorServer):
         """Apply ``changes`` to the config (ValueError if unknown); new usage plans act at once."""
         self.config = self.config.updated(changes)
         self.factory.market = self._market()
+        self._follow_config()
         for operation, bucket in self.buckets.items():
             bucket.reshape(*self._scaled(operation))
 
@@ -246,17 +302,34 @@ class AmazonSimulator(SimulatorServer):
 
     def add_order(self, status: str = "Unshipped", *, lines: list[JSON] | None = None,
                   order_id: str | None = None) -> str:  # fmt: skip
-        """Place one order; ``lines``: dicts of sku, quantity, unit_price [, tax, discount, ...]."""
+        """Place one order; ``lines``: dicts of sku, quantity, unit_price [, tax, discount, ...].
+
+        The order is a sale on ``listings`` first: SaleRefused (and no order) when it refuses."""
+        lines = lines or self.factory.random_lines()
+        if status not in ORDER_STATUSES:
+            raise ValueError(f"unknown OrderStatus {status!r}; known: {', '.join(ORDER_STATUSES)}")
+        wanted = [(str(line["sku"]), int(line["quantity"])) for line in lines]
+        if not self.listings.sell(wanted):
+            self.counts["orders_refused"] += 1
+            shown = {sku: self.listings.quantity(sku) for sku, _ in wanted}
+            raise SaleRefused(f"not enough listed quantity for {wanted} (listings show {shown})")
         order_id = order_id or self.factory.order_id()
         while order_id in self.records:
             order_id = self.factory.order_id()
-        record = self.factory.order(order_id, status, self.now(), lines or self.factory.random_lines())
+        record = self.factory.order(order_id, status, self.now(), lines)
         self.records[order_id] = record
         self.counts["orders_created"] += 1
         return order_id
 
     def generate_orders(self, n: int, status: str = "Unshipped") -> list[str]:
-        return [self.add_order(status) for _ in range(n)]
+        """Up to ``n`` orders; those the listings refuse are skipped (``orders_refused`` counts)."""
+        ids = []
+        for _ in range(n):
+            try:
+                ids.append(self.add_order(status))
+            except SaleRefused:
+                continue
+        return ids
 
     def update_order(self, order_id: str, *, status: str) -> None:
         """Change an order's status (KeyError if unknown); pollers see it as an update."""
@@ -266,6 +339,7 @@ class AmazonSimulator(SimulatorServer):
     def stats(self) -> JSON:
         return {
             "orders": len(self.records), **dict(self.counts),
+            "feeds": dict(self.seller.feeds_by_type), "cancellations": len(self.cancellations),
             "throttled": sum(v for k, v in self.counts.items() if k.startswith("429 ")),
             "tokens": {op: round(b.tokens, 3) for op, b in self.buckets.items()},
         }  # fmt: skip
@@ -276,20 +350,30 @@ class AmazonSimulator(SimulatorServer):
         app = web.Application(middlewares=[self._gateway])
         app.router.add_get("/orders/v0/orders", self._get_orders)
         app.router.add_get("/orders/v0/orders/{orderId}/orderItems", self._get_order_items)
+        self.seller.add_routes(app.router)
         app.router.add_get("/_sim/stats", self._sim_stats)
+        app.router.add_get("/_sim/inventory", self._sim_inventory)
+        app.router.add_get("/_sim/cancellations", self._sim_cancellations)
         app.router.add_put("/_sim/config", self._sim_config)
         app.router.add_post("/_sim/orders", self._sim_create)
         app.router.add_patch("/_sim/orders/{orderId}", self._sim_update)
         return app
 
+    async def stop(self) -> None:
+        self.seller.cancel_timers()
+        await super().stop()
+
     @staticmethod
     def _operation(request: web.Request) -> str:
+        seller_side = operation_of(request.method, request.path)
+        if seller_side is not None:
+            return seller_side
         return GET_ORDER_ITEMS if request.path.endswith("/orderItems") else GET_ORDERS
 
     @web.middleware
     async def _gateway(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Auth, usage plans, injected faults and the x-amzn headers, as Amazon's gateway does."""
-        if request.path.startswith("/_sim/"):
+        if request.path.startswith(("/_sim/", "/_docs/")):  # control; presigned document URLs
             return await handler(request)
         operation = self._operation(request)
         response = await self._guarded(request, handler, operation)
@@ -315,6 +399,8 @@ class AmazonSimulator(SimulatorServer):
             return await handler(request)
         except InvalidInput as exc:
             return web.json_response(error_body("InvalidInput", "Invalid Input", str(exc)), status=400)
+        except ApiError as exc:
+            return self._error(exc.status, exc.details)
         except web.HTTPException as exc:  # unknown path or method
             return self._error(404 if exc.status == 404 else exc.status, exc.reason)
 
@@ -369,11 +455,30 @@ class AmazonSimulator(SimulatorServer):
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(asdict(self.config))
 
+    async def _sim_inventory(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.listings.snapshot())
+
+    async def _sim_cancellations(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.cancellations)
+
     async def _sim_create(self, request: web.Request) -> web.Response:
+        """``{"count": n, "status": ...}`` generates orders; ``{"items": [{"sku", "quantity"
+        [, "unit_price"]}], "status", "order_id"}`` places that one order. 409 when the listings
+        refuse a sale (the body says which; orders created before it are listed)."""
+        ids: list[str] = []
         try:
             body = await request.json()
-            ids = self.generate_orders(int(body.get("count", 1)), body.get("status", "Unshipped"))
-        except (ValueError, TypeError, AttributeError) as exc:
+            status = body.get("status", "Unshipped")
+            if "items" in body:
+                ids.append(self.add_order(status, lines=_explicit_lines(body["items"]),
+                                          order_id=body.get("order_id")))
+            else:
+                for _ in range(int(body.get("count", 1))):
+                    ids.append(self.add_order(status))
+        except SaleRefused as exc:
+            return web.json_response({"error": f"sale refused: {exc}", "AmazonOrderIds": ids,
+                                      "refused": 1}, status=409)  # fmt: skip
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"AmazonOrderIds": ids}, status=201)
 
@@ -388,6 +493,19 @@ class AmazonSimulator(SimulatorServer):
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(visible(self.records[order_id])[0])
 
+
+
+def _explicit_lines(items: Any) -> list[JSON]:
+    if not isinstance(items, list) or not items:
+        raise ValueError("items must be a non-empty list of {sku, quantity[, unit_price]}")
+    lines = []
+    for item in items:
+        quantity = item["quantity"]
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            raise ValueError(f"quantity must be an integer >= 1, got {quantity!r}")
+        lines.append({"sku": str(item["sku"]), "quantity": quantity, "title": str(item["sku"]),
+                      "unit_price": str(item.get("unit_price", "10.00"))})  # fmt: skip
+    return lines
 
 
 def _items_offset(token: str | None, order_id: str) -> int:
@@ -407,6 +525,7 @@ __all__ = [
     "AmazonSimConfig",
     "AmazonSimulator",
     "ORDER_STATUSES",
+    "SaleRefused",
     "TokenBucket",
     "USAGE_PLANS",
 ]

@@ -10,12 +10,19 @@ sandbox example does (``OrderTotal`` 11.01 = ``ItemPrice`` 10.00 + ``ItemTax`` 1
 While an order is ``Pending`` / ``PendingAvailability`` Amazon shows no ``OrderTotal`` and no item
 prices, taxes or promotions (``visible``). Buyer data is PII-restricted: an anonymised
 ``BuyerEmail`` and a partial ``ShippingAddress`` (city, region, postal code, country).
+
+Seller cancellations (``cancel_units``): an item the seller cancels part of shows the units left in
+``QuantityOrdered`` and its amounts scaled to them (a fully cancelled item of an open order shows
+0, as Amazon does); once every unit is cancelled the order is ``Canceled`` and shows its items as
+ordered, like an order Amazon cancelled as a whole.
 """
 
 from __future__ import annotations
 
+import copy
 import random
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -64,13 +71,24 @@ class OrderRecord:
     items: list[JSON]
     purchased: datetime
     updated: datetime
+    as_ordered: list[JSON] = field(default_factory=list)  # the items before any cancellation
+    cancelled: dict[str, int] = field(default_factory=dict)  # OrderItemId -> units cancelled
+
+    def __post_init__(self) -> None:
+        if not self.as_ordered:
+            self.as_ordered = copy.deepcopy(self.items)
+
+    def item(self, item_id: str) -> JSON | None:
+        return next((i for i in self.as_ordered if i["OrderItemId"] == item_id), None)
 
 
 class OrderFactory:
     """Seeded Amazon orders: 3-7-7 ids, consistent money, partial (PII-restricted) addresses."""
 
-    def __init__(self, market: Market, seed: int | None = None):
+    def __init__(self, market: Market, seed: int | None = None, *, skus: Sequence[str] | None = None,
+                 max_quantity: int = 3, mfn_rate: float = 0.7):
         self.market, self.rng = market, random.Random(seed)  # noqa: S311
+        self.skus, self.max_quantity, self.mfn_rate = skus, max_quantity, mfn_rate
 
     def order_id(self) -> str:
         r = self.rng.randint
@@ -93,17 +111,24 @@ class OrderFactory:
             "ConditionSubtypeId": "New", "IsTransparency": False, "SerialNumberRequired": False,
         }  # fmt: skip
 
+    def catalogue(self) -> list[tuple[str, str, str, str]]:
+        """What buyers order from: ``CATALOGUE``, or the configured SKUs at 10.00 each."""
+        if not self.skus:
+            return CATALOGUE
+        return [(sku, f"B0{n:08d}", sku, "10.00") for n, sku in enumerate(self.skus, start=1)]
+
     def random_lines(self) -> list[JSON]:
         lines = []
-        for sku, asin, title, unit in self.rng.sample(CATALOGUE, self.rng.randint(1, 3)):
-            qty = self.rng.randint(1, 3)
+        catalogue = self.catalogue()
+        for sku, asin, title, unit in self.rng.sample(catalogue, self.rng.randint(1, min(3, len(catalogue)))):
+            qty = self.rng.randint(1, self.max_quantity)
             off = Decimal(unit) * qty / 10 if self.rng.random() < 0.2 else Decimal(0)
             lines.append({"sku": sku, "asin": asin, "title": title, "unit_price": unit,
                           "quantity": qty, "discount": off.quantize(CENT)})  # fmt: skip
         return lines
 
     def order(self, order_id: str, status: str, now: datetime, lines: list[JSON]) -> OrderRecord:
-        prime, mfn = self.rng.random() < 0.4, self.rng.random() < 0.7
+        prime, mfn = self.rng.random() < 0.4, self.rng.random() < self.mfn_rate
         items = [self.item(line, i == 0, prime) for i, line in enumerate(lines)]
         city, state, postal = self.rng.choice(_CITIES)
         order = {
@@ -152,6 +177,44 @@ def set_status(record: OrderRecord, status: str, now: datetime) -> None:
                         NumberOfItemsShipped=shipped, NumberOfItemsUnshipped=open_qty)  # fmt: skip
 
 
+def cancel_units(record: OrderRecord, item_id: str, units: int, now: datetime) -> int:
+    """The seller cancels ``units`` of item ``item_id`` in all (a total, not an increment, so a
+    repeated cancellation changes nothing); returns the units newly cancelled.
+
+    KeyError for an unknown item, ValueError for a quantity below 1."""
+    item = record.item(item_id)
+    if item is None:
+        raise KeyError(item_id)
+    if units < 1:
+        raise ValueError(f"cancelled quantity must be >= 1, got {units}")
+    ordered = int(item["QuantityOrdered"])
+    before = record.cancelled.get(item_id, 0)
+    after = min(ordered, max(before, units))
+    if after == before:
+        return 0
+    record.cancelled[item_id] = after
+    if all(record.cancelled.get(i["OrderItemId"], 0) >= i["QuantityOrdered"] for i in record.as_ordered):
+        record.items = copy.deepcopy(record.as_ordered)
+        set_status(record, "Canceled", now)
+        return after - before
+    record.items = [_remaining(i, i["QuantityOrdered"] - record.cancelled.get(i["OrderItemId"], 0))
+                    for i in record.as_ordered]
+    currency = record.order["OrderTotal"]["CurrencyCode"]
+    record.order["OrderTotal"] = money(sum((_total(i) for i in record.items), Decimal(0)), currency)
+    set_status(record, record.order["OrderStatus"], now)
+    return after - before
+
+
+def _remaining(item: JSON, left: int) -> JSON:
+    """``item`` as ordered, with ``left`` units: line amounts scale, shipping goes with the last unit."""
+    ordered, shown = int(item["QuantityOrdered"]), copy.deepcopy(item)
+    shown["QuantityOrdered"] = left
+    for name in ("ItemPrice", "ItemTax", "PromotionDiscount") + (() if left else ("ShippingPrice",)):
+        amount = Decimal(item[name]["Amount"]) * left / ordered
+        shown[name] = money(amount, item[name]["CurrencyCode"])
+    return shown
+
+
 def visible(record: OrderRecord) -> tuple[JSON, list[JSON]]:
     """What Amazon shows: no amounts while the order awaits payment."""
     if record.order["OrderStatus"] not in AWAITING_PAYMENT:
@@ -167,6 +230,7 @@ __all__ = [
     "ORDER_STATUSES",
     "OrderFactory",
     "OrderRecord",
+    "cancel_units",
     "iso",
     "money",
     "set_status",

@@ -93,7 +93,7 @@ async def sim_factory(clock: Clock) -> AsyncIterator[Callable[..., Any]]:
 
 @pytest.fixture
 async def sim(sim_factory: Callable[..., Any]) -> AmazonSimulator:
-    return await sim_factory(time_scale=1000)
+    return await sim_factory(time_scale=1000, feed_processing_ms=20)
 
 
 @pytest.fixture
@@ -405,3 +405,322 @@ async def test_sim_endpoints_create_and_update_orders(sim, http, clock) -> None:
     async with http.patch(f"{sim.base_url}/_sim/orders/{ids[0]}", json={"OrderStatus": "Lost"}) as resp:
         assert resp.status == 400
     assert sim.stats()["orders_updated"] == 1
+
+
+# --- listings, feeds and seller cancellations ---------------------------------------------------
+
+SELLER = "A2SIMSELLER01"
+SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "amazon"
+needs_specs = pytest.mark.skipif(not SPECS.is_dir(), reason="reference specs not checked out")
+
+
+def spec_validator(file: str, definition: str | None = None) -> Any:
+    """A validator of the reference spec (Swagger definitions: Draft 4; JSON schemas: Draft 7)."""
+    from jsonschema import Draft7Validator
+
+    spec = json.loads((SPECS / file).read_text())
+    if definition is None:
+        return Draft7Validator(spec)
+    uri = f"urn:spec:{file}"
+    registry = Registry().with_resource(uri, Resource.from_contents(spec, default_specification=DRAFT4))
+    return Draft4Validator({"$ref": f"{uri}#/definitions/{definition}"}, registry=registry)
+
+
+async def send(http: aiohttp.ClientSession, sim: AmazonSimulator, method: str, path: str, *,
+               body: Any = None, **params: Any) -> tuple[int, Any, Any]:
+    headers = {"x-amz-access-token": TOKEN}
+    async with http.request(method, f"{sim.base_url}{path}", json=body, params=params,
+                            headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None), resp.headers
+
+
+def qty_patch(quantity: Any, op: str = "replace") -> JSON:
+    return {"productType": "PRODUCT", "patches": [{
+        "op": op, "path": "/attributes/fulfillment_availability",
+        "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": quantity}]}]}
+
+
+async def patch(http: aiohttp.ClientSession, sim: AmazonSimulator, sku: str, body: Any,
+                seller: str = SELLER, **params: Any) -> tuple[int, Any, Any]:
+    params.setdefault("marketplaceIds", MARKET)
+    return await send(http, sim, "PATCH", f"/listings/2021-08-01/items/{seller}/{sku}", body=body, **params)
+
+
+async def sim_order(http: aiohttp.ClientSession, sim: AmazonSimulator,
+                    *items: tuple[str, int]) -> tuple[int, JSON]:
+    body = {"items": [{"sku": s, "quantity": q} for s, q in items]}
+    async with http.post(f"{sim.base_url}/_sim/orders", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_patch_sets_the_listing_and_get_reads_it_back(sim, http) -> None:
+    status, body, headers = await patch(http, sim, "SKU-1", qty_patch(7))
+    assert status == 200 and body["status"] == "ACCEPTED" and body["sku"] == "SKU-1"
+    assert body["submissionId"] and body["issues"] == [] and headers["x-amzn-RateLimit-Limit"]
+    assert sim.listings.quantity("SKU-1") == 7
+    path = f"/listings/2021-08-01/items/{SELLER}/SKU-1"
+    status, item, _ = await send(http, sim, "GET", path, marketplaceIds=MARKET,
+                                 includedData="summaries,fulfillmentAvailability")
+    assert status == 200
+    assert item["fulfillmentAvailability"] == [{"fulfillmentChannelCode": "DEFAULT", "quantity": 7}]
+    assert item["summaries"][0]["marketplaceId"] == MARKET
+    status, item, _ = await send(http, sim, "GET", path, marketplaceIds=MARKET)
+    assert "fulfillmentAvailability" not in item and item["summaries"]  # default: summaries
+    async with http.get(f"{sim.base_url}/_sim/inventory") as resp:
+        assert (await resp.json())["items"]["SKU-1"]["quantity"] == 7
+
+
+@needs_specs
+async def test_listings_answers_validate_against_the_spec(sim, http) -> None:
+    submission = spec_validator("listingsItems_2021-08-01.json", "ListingsItemSubmissionResponse")
+    item = spec_validator("listingsItems_2021-08-01.json", "Item")
+    errors = spec_validator("listingsItems_2021-08-01.json", "ErrorList")
+    for body in ((await patch(http, sim, "SKU-1", qty_patch(3)))[1],
+                 (await patch(http, sim, "SKU-2", qty_patch(-1)))[1]):
+        assert_valid(submission, body)
+    got = (await send(http, sim, "GET", f"/listings/2021-08-01/items/{SELLER}/SKU-1", marketplaceIds=MARKET,
+                      includedData="summaries,fulfillmentAvailability,issues"))[1]
+    assert_valid(item, got)
+    assert_valid(errors, (await patch(http, sim, "SKU-1", {"patches": []}))[1])
+
+
+@pytest.mark.parametrize(("quantity", "sku"), [(-1, "SKU-1"), ("5", "SKU-1"), (True, "SKU-1"),
+                                              (3, "X" * 41)])
+async def test_a_bad_value_is_invalid_with_issues(sim, http, quantity, sku) -> None:
+    status, body, _ = await patch(http, sim, sku, qty_patch(quantity))
+    assert status == 200 and body["status"] == "INVALID" and body["issues"][0]["severity"] == "ERROR"
+    assert sim.listings.items == {}
+
+
+@pytest.mark.parametrize(("body", "params", "seller", "expected"), [
+    ({"patches": [{"op": "replace", "path": "/x"}]}, {}, SELLER, 400),  # no productType
+    ({"productType": "PRODUCT", "patches": []}, {}, SELLER, 400),
+    ({"productType": "PRODUCT", "patches": [{"op": "move", "path": "/x"}]}, {}, SELLER, 400),
+    (qty_patch(1), {"marketplaceIds": ""}, SELLER, 400),
+    (qty_patch(1), {"marketplaceIds": "A1PA6795UKMFR9"}, SELLER, 400),
+    (qty_patch(1), {}, "SOMEONE-ELSE", 403),
+])
+async def test_bad_requests_are_spec_errors(sim, http, body, params, seller, expected) -> None:
+    status, answer, _ = await patch(http, sim, "SKU-1", body, seller=seller, **params)
+    assert status == expected and answer["errors"][0]["code"] and answer["errors"][0]["details"]
+
+
+async def test_get_of_an_unknown_sku_is_404_and_unknown_included_data_400(sim, http) -> None:
+    path = f"/listings/2021-08-01/items/{SELLER}/NOPE"
+    assert (await send(http, sim, "GET", path, marketplaceIds=MARKET))[0] == 404
+    await patch(http, sim, "NOPE", qty_patch(1))
+    assert (await send(http, sim, "GET", path, marketplaceIds=MARKET, includedData="prices"))[0] == 400
+
+
+async def test_seller_side_usage_plans_come_from_the_spec(sim_factory, http) -> None:
+    sim = await sim_factory()
+    headers = (await patch(http, sim, "SKU-1", qty_patch(1)))[2]
+    assert headers["x-amzn-RateLimit-Limit"] == "5"
+    plans = {op: (b.rate, b.burst) for op, b in sim.buckets.items()}
+    assert {op: plan for op, plan in plans.items() if op not in ("getOrders", "getOrderItems")} == {
+        "patchListingsItem": (5, 5), "getListingsItem": (5, 10), "createFeedDocument": (0.5, 15),
+        "createFeed": (0.0083, 15), "getFeed": (2, 15), "getFeedDocument": (0.0222, 10)}
+    statuses = [(await patch(http, sim, f"S{i}", qty_patch(1)))[0] for i in range(5)]
+    assert statuses == [200, 200, 200, 200, 429]  # burst 5, one already spent
+    assert sim.stats()["429 patchListingsItem"] == 1
+
+
+async def feed(http: aiohttp.ClientSession, sim: AmazonSimulator, feed_type: str, content: bytes) -> JSON:
+    """Upload ``content``, create the feed, wait for it; the finished Feed and its report."""
+    status, doc, _ = await send(http, sim, "POST", "/feeds/2021-06-30/documents",
+                                body={"contentType": "application/json; charset=UTF-8"})
+    assert status == 201 and doc["url"].startswith(sim.base_url)
+    async with http.put(doc["url"], data=content) as resp:
+        assert resp.status == 200
+    status, created, _ = await send(http, sim, "POST", "/feeds/2021-06-30/feeds", body={
+        "feedType": feed_type, "marketplaceIds": [MARKET], "inputFeedDocumentId": doc["feedDocumentId"]})
+    assert status == 202, created
+    seen = []
+    while True:
+        status, got, _ = await send(http, sim, "GET", f"/feeds/2021-06-30/feeds/{created['feedId']}")
+        seen.append(got["processingStatus"])
+        if got["processingStatus"] in ("DONE", "FATAL"):
+            break
+        await asyncio.sleep(0.02)
+    _, where, _ = await send(http, sim, "GET", f"/feeds/2021-06-30/documents/{got['resultFeedDocumentId']}")
+    async with http.get(where["url"]) as resp:
+        got["report"] = await resp.read()
+    got["seen"] = seen
+    return got
+
+
+def listings_feed(*messages: JSON, seller: str = SELLER) -> bytes:
+    return json.dumps({"header": {"sellerId": seller, "version": "2.0"}, "messages": list(messages)}).encode()
+
+
+def message(n: int, sku: str, quantity: Any) -> JSON:
+    return {"messageId": n, "sku": sku, "operationType": "PATCH", **qty_patch(quantity)}
+
+
+async def test_listings_feed_applies_when_processed_and_reports_issues(sim_factory, http) -> None:
+    sim = await sim_factory(time_scale=1000, feed_processing_ms=100)
+    content = listings_feed(message(1, "A", 5), message(2, "B", -3), message(3, "X" * 41, 1),
+                            {"messageId": 4, "sku": "C", "operationType": "PARTIAL_UPDATE",
+                             "productType": "P",
+                             "attributes": {"fulfillment_availability": [
+                                 {"fulfillment_channel_code": "DEFAULT", "quantity": 9}]}})
+    done = await feed(http, sim, "JSON_LISTINGS_FEED", content)
+    assert done["processingStatus"] == "DONE" and done["seen"][0] == "IN_QUEUE"
+    report = json.loads(done["report"])
+    assert report["header"] == {"sellerId": SELLER, "version": "2.0", "feedId": done["feedId"]}
+    assert sorted(i["messageId"] for i in report["issues"]) == [2, 3]
+    assert report["summary"] == {"errors": 2, "warnings": 0, "messagesProcessed": 4,
+                                 "messagesAccepted": 2, "messagesInvalid": 2}
+    assert [sim.listings.quantity(s) for s in ("A", "B", "C")] == [5, None, 9]
+
+
+@needs_specs
+@pytest.mark.parametrize("content", [listings_feed(message(1, "A", 5), message(2, "B", -1)), b"{not json"])
+async def test_processing_reports_validate_against_the_spec(sim, http, content) -> None:
+    done = await feed(http, sim, "JSON_LISTINGS_FEED", content)
+    assert_valid(spec_validator("listings-feed-processing-report-schema-v2.json"), json.loads(done["report"]))
+    assert_valid(spec_validator("feeds_2021-06-30.json", "Feed"),
+                 {k: v for k, v in done.items() if k not in ("report", "seen")})
+
+
+@pytest.mark.parametrize("content", [b"{not json", listings_feed(message(1, "A", 1), seller="OTHER"),
+                                     json.dumps({"header": {"sellerId": SELLER}, "messages": []}).encode()])
+async def test_a_feed_that_is_not_a_listings_feed_is_fatal(sim, http, content) -> None:
+    done = await feed(http, sim, "JSON_LISTINGS_FEED", content)
+    assert done["processingStatus"] == "FATAL"
+    assert json.loads(done["report"])["issues"][0]["severity"] == "ERROR"
+    assert sim.listings.items == {}
+
+
+async def test_feed_requests_are_checked(sim, http) -> None:
+    base = "/feeds/2021-06-30"
+    assert (await send(http, sim, "POST", f"{base}/documents", body={}))[0] == 400
+    bad_type = {"feedType": "POST_PRODUCT_DATA", "marketplaceIds": [MARKET], "inputFeedDocumentId": "x"}
+    assert (await send(http, sim, "POST", f"{base}/feeds", body=bad_type))[0] == 400
+    no_doc = {**bad_type, "feedType": "JSON_LISTINGS_FEED"}
+    assert (await send(http, sim, "POST", f"{base}/feeds", body=no_doc))[0] == 400
+    assert (await send(http, sim, "GET", f"{base}/feeds/404"))[0] == 404
+    assert (await send(http, sim, "GET", f"{base}/documents/nope"))[0] == 404
+
+
+# --- stock: sales, modes, generators -----------------------------------------------------------
+
+
+async def test_sales_decrement_listings_and_refuse_mode_creates_no_order(sim, http) -> None:
+    sim.listings.set("SCARCE", 3)
+    assert (await sim_order(http, sim, ("SCARCE", 2)))[0] == 201
+    status, body = await sim_order(http, sim, ("SCARCE", 2), ("OTHER", 1))
+    assert status == 409 and "sale refused" in body["error"] and body["AmazonOrderIds"] == []
+    assert len(sim.records) == 1 and sim.stats()["orders_refused"] == 1
+    async with http.get(f"{sim.base_url}/_sim/inventory") as resp:
+        snapshot = await resp.json()
+    item = snapshot["items"]["SCARCE"]
+    assert (item["quantity"], item["sold_units"], item["refused_units"]) == (1, 2, 2)
+    assert snapshot["mode"] == "refuse" and "OTHER" not in snapshot["items"]  # untracked sells freely
+
+
+async def test_allow_mode_oversells_and_counts_it(sim, http) -> None:
+    async with http.put(f"{sim.base_url}/_sim/config", json={"listing_mode": "allow"}) as resp:
+        assert resp.status == 200
+    sim.listings.set("SCARCE", 1)
+    status, body = await sim_order(http, sim, ("SCARCE", 3))
+    assert status == 201
+    [order_id] = body["AmazonOrderIds"]
+    assert sim.records[order_id].items[0]["SellerSKU"] == "SCARCE"
+    totals = sim.listings.snapshot()["totals"]
+    assert (sim.listings.quantity("SCARCE"), totals["oversold_units"], totals["sold_units"]) == (0, 2, 3)
+    async with http.put(f"{sim.base_url}/_sim/config", json={"listing_mode": "sometimes"}) as resp:
+        assert resp.status == 400
+
+
+async def test_generated_orders_buy_the_configured_skus(sim) -> None:
+    sim.configure({"skus": ["S1", "S2", "S3"], "max_quantity": 2})
+    for sku in ("S1", "S2", "S3"):
+        sim.listings.set(sku, 4)
+    created = sim.generate_orders(30)
+    lines = [(i["SellerSKU"], i["QuantityOrdered"]) for o in created for i in sim.records[o].items]
+    assert {s for s, _ in lines} <= {"S1", "S2", "S3"} and max(q for _, q in lines) <= 2
+    assert sum(q for _, q in lines) <= 12 and len(created) < 30  # the rest were refused
+    assert sim.stats()["orders_refused"] == 30 - len(created)
+    assert sim.listings.snapshot()["totals"]["oversold_units"] == 0
+
+
+# --- seller cancellations: POST_ORDER_ACKNOWLEDGEMENT_DATA ------------------------------------------
+
+
+ACK = "POST_ORDER_ACKNOWLEDGEMENT_DATA"
+
+
+def acknowledgement(order_id: str, status: str = "Failure", *items: tuple[str, int | None]) -> bytes:
+    parts = "".join(
+        f"<Item><AmazonOrderItemCode>{code}</AmazonOrderItemCode><CancelReason>NoInventory</CancelReason>"
+        + (f"<Quantity>{qty}</Quantity>" if qty else "") + "</Item>" for code, qty in items)
+    return (f'<?xml version="1.0" encoding="UTF-8"?><AmazonEnvelope><Header><DocumentVersion>1.01'
+            f"</DocumentVersion><MerchantIdentifier>{SELLER}</MerchantIdentifier></Header>"
+            f"<MessageType>OrderAcknowledgement</MessageType><Message><MessageID>1</MessageID>"
+            f"<OrderAcknowledgement><AmazonOrderID>{order_id}</AmazonOrderID><StatusCode>{status}"
+            f"</StatusCode>{parts}</OrderAcknowledgement></Message></AmazonEnvelope>").encode()
+
+
+def mfn_order(sim: AmazonSimulator, clock: Clock) -> tuple[str, list[str]]:
+    sim.configure({"mfn_rate": 1.0})
+    order_id = sim.add_order(lines=[{"sku": "A", "quantity": 3, "unit_price": "10.00", "shipping": "0"},
+                                    {"sku": "B", "quantity": 1, "unit_price": "5.00", "shipping": "0"}])
+    clock.advance(60)
+    return order_id, [i["OrderItemId"] for i in sim.records[order_id].items]
+
+
+async def test_partial_cancellation_then_the_rest_cancels_the_order(sim, http, clock) -> None:
+    order_id, (item_a, item_b) = mfn_order(sim, clock)
+    done = await feed(http, sim, ACK, acknowledgement(order_id, "Failure", (item_a, 2)))
+    assert done["processingStatus"] == "DONE" and b"<MessagesWithError>0<" in done["report"]
+    _, items, _ = await call(http, sim, f"/orders/v0/orders/{order_id}/orderItems")
+    shown = {i["OrderItemId"]: i for i in items["payload"]["OrderItems"]}
+    assert shown[item_a]["QuantityOrdered"] == 1 and shown[item_a]["ItemPrice"]["Amount"] == "10.00"
+    _, body, _ = await get_orders(http, sim, LastUpdatedAfter="2026-03-02T09:31:00Z")
+    [order] = body["payload"]["Orders"]
+    assert order["OrderStatus"] == "Unshipped" and order["NumberOfItemsUnshipped"] == 2
+    assert order["OrderTotal"]["Amount"] == "16.20"  # (10 + 5) * 1.08
+    again = await feed(http, sim, ACK, acknowledgement(order_id, "Failure", (item_a, 2)))
+    assert again["processingStatus"] == "DONE" and len(sim.cancellations) == 1  # a repeat: harmless
+    clock.advance(60)
+    await feed(http, sim, "POST_ORDER_ACKNOWLEDGEMENT_DATA",
+               acknowledgement(order_id, "Success", (item_a, None), (item_b, None)))
+    _, body, _ = await get_orders(http, sim, LastUpdatedAfter="2026-03-02T09:32:00Z")
+    assert body["payload"]["Orders"][0]["OrderStatus"] == "Canceled"
+    async with http.get(f"{sim.base_url}/_sim/cancellations") as resp:
+        cancellations = await resp.json()
+    assert [(c["line_id"], c["sku"], c["quantity"]) for c in cancellations] == [
+        (item_a, "A", 2), (item_a, "A", 1), (item_b, "B", 1)]
+    assert all(c["order_id"] == order_id and c["reason"] == "NoInventory" and c["at"] for c in cancellations)
+    assert sim.listings.snapshot()["totals"]["seller_cancelled_units"] == 0  # A, B untracked
+
+
+async def test_whole_order_cancellation_is_idempotent(sim, http, clock) -> None:
+    sim.listings.set("A", 10)
+    order_id, _ = mfn_order(sim, clock)
+    for _ in range(2):
+        done = await feed(http, sim, ACK, acknowledgement(order_id))
+        assert done["processingStatus"] == "DONE" and b"<MessagesWithError>0<" in done["report"]
+    assert sim.records[order_id].order["OrderStatus"] == "Canceled"
+    assert sorted((c["sku"], c["quantity"]) for c in sim.cancellations) == [("A", 3), ("B", 1)]
+    assert sim.listings.items["A"].seller_cancelled_units == 3 and sim.listings.quantity("A") == 7
+
+
+async def test_acknowledgements_that_cannot_apply_are_report_errors(sim, http, clock) -> None:
+    order_id, _ = mfn_order(sim, clock)
+    sim.update_order(shipped := sim.add_order(), status="Shipped")
+    sim.configure({"mfn_rate": 0.0})
+    afn = sim.add_order()
+    for target, expected in (("111-0000000-0000000", b"not found"), (afn, b"AFN"), (shipped, b"Shipped")):
+        done = await feed(http, sim, ACK, acknowledgement(target))
+        assert done["processingStatus"] == "DONE" and expected in done["report"]
+    done = await feed(http, sim, ACK, acknowledgement(order_id, "Failure", ("999", 1)))
+    assert b"<ResultCode>Error</ResultCode>" in done["report"] and sim.cancellations == []
+
+
+@pytest.mark.parametrize("content", [b"<AmazonEnvelope><Message>", b"not xml at all",
+                                     b"<Other/>", b'<!DOCTYPE x [<!ENTITY a "b">]><AmazonEnvelope/>'])
+async def test_malformed_acknowledgement_feed_is_fatal_with_a_report(sim, http, content) -> None:
+    done = await feed(http, sim, ACK, content)
+    assert done["processingStatus"] == "FATAL" and b"ProcessingReport" in done["report"]

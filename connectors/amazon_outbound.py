@@ -1,0 +1,341 @@
+"""Amazon as a ChannelOutbound: listing quantities (Listings Items or JSON_LISTINGS_FEED) and seller
+cancellations (POST_ORDER_ACKNOWLEDGEMENT_DATA), over the Selling Partner API.
+
+Inventory, by the size of the push (``feed_min_skus``, setting ``amazon_feed_min_skus``):
+
+* fewer SKUs: one ``patchListingsItem`` per SKU (``replace /attributes/fulfillment_availability``
+  with the ``DEFAULT`` channel's quantity), one at a time, paced at the rate Amazon reports in
+  ``x-amzn-RateLimit-Limit``; a 429 waits ``1 / rate`` and tries again. ``INVALID`` answers go to
+  ``failed`` with their issues. ``mechanism="listings-patch"``.
+* otherwise one ``JSON_LISTINGS_FEED``: createFeedDocument, upload to its URL, createFeed, getFeed
+  until ``DONE`` (bounded by ``feed_timeout_s``: RetryableError after that), getFeedDocument and
+  the processing report, whose ERROR issues (by ``messageId``) go to ``failed``.
+  ``mechanism="JSON_LISTINGS_FEED"``, ``reference`` = the feed id.
+
+Cancellations: Amazon's Orders API has no cancel call; a seller cancels an MFN order with an order
+acknowledgement feed: ``StatusCode`` ``Failure`` for the whole order, or items with a
+``CancelReason`` and the ``Quantity`` cancelled in all (our canonical ``line_id`` for Amazon is the
+``OrderItemId``, see streams/mappers/amazon.py). Its XML processing report's errors raise
+PermanentError.
+
+Errors, at the edge (connectors.amazon.error_for_status): 429 -> RateLimitedError (retry_after
+= 1 / rate), 5xx / timeouts / connection -> RetryableError, other 4xx, FATAL feeds -> PermanentError.
+Document URLs are presigned: they get no access token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+import xml.etree.ElementTree as ET  # noqa: S405 - only builds XML and reads Amazon's own reports
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from connectors.amazon import USER_AGENT, error_for_status, rate_limit
+from connectors.base import CancelLine, PushReport, QuantityUpdate
+from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
+from connectors.ratelimit import TokenBucket
+
+JSON = dict[str, Any]
+CHANNEL = "amazon"
+QUANTITY_PATH = "/attributes/fulfillment_availability"
+JSON_CONTENT = "application/json; charset=UTF-8"
+XML_CONTENT = "text/xml; charset=UTF-8"
+FEEDS, DOCUMENTS = "/feeds/2021-06-30/feeds", "/feeds/2021-06-30/documents"
+FINISHED = ("DONE", "FATAL", "CANCELLED")
+
+
+def quantity_patch(quantity: int) -> list[JSON]:
+    return [{"op": "replace", "path": QUANTITY_PATH,
+             "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": quantity}]}]  # fmt: skip
+
+
+def listings_feed(seller_id: str, product_type: str, updates: Sequence[QuantityUpdate]) -> JSON:
+    """A JSON_LISTINGS_FEED (listings-feed-schema-v2) patching each SKU's quantity; messageId =
+    position + 1."""
+    return {
+        "header": {"sellerId": seller_id, "version": "2.0", "issueLocale": "en_US"},
+        "messages": [{"messageId": n, "sku": u.sku, "operationType": "PATCH",
+                      "productType": product_type, "patches": quantity_patch(u.quantity)}
+                     for n, u in enumerate(updates, start=1)],
+    }  # fmt: skip
+
+
+def failures_from_report(report: JSON, updates: Sequence[QuantityUpdate]) -> dict[str, str]:
+    """SKU -> reason for every ERROR issue of a listings processing report. Issues without a
+    messageId concern the whole feed: every SKU fails with them."""
+    by_message = {n: u.sku for n, u in enumerate(updates, start=1)}
+    reasons: dict[str, list[str]] = {}
+    feed_wide: list[str] = []
+    for found in report.get("issues") or []:
+        if not isinstance(found, dict) or found.get("severity") != "ERROR":
+            continue
+        text = f"{found.get('code', '?')}: {found.get('message', '')}".strip()
+        message_id = found.get("messageId")
+        sku = (by_message.get(message_id) if isinstance(message_id, int) else None) or found.get("sku")
+        if found.get("messageId") is None and sku is None:
+            feed_wide.append(text)
+        elif sku in {u.sku for u in updates}:
+            reasons.setdefault(str(sku), []).append(text)
+    if feed_wide:
+        for update in updates:
+            reasons.setdefault(update.sku, []).extend(feed_wide)
+    return {sku: "; ".join(texts) for sku, texts in reasons.items()}
+
+
+def acknowledgement_feed(seller_id: str, order_id: str, lines: Sequence[CancelLine], *,
+                         whole_order: bool, reason: str) -> bytes:  # fmt: skip
+    """POST_ORDER_ACKNOWLEDGEMENT_DATA: ``Failure`` cancels the order; listed items are cancelled
+    by ``Quantity`` units in all (a total: sending it again changes nothing)."""
+    root = ET.Element("AmazonEnvelope")
+    header = ET.SubElement(root, "Header")
+    ET.SubElement(header, "DocumentVersion").text = "1.01"
+    ET.SubElement(header, "MerchantIdentifier").text = seller_id
+    ET.SubElement(root, "MessageType").text = "OrderAcknowledgement"
+    message = ET.SubElement(root, "Message")
+    ET.SubElement(message, "MessageID").text = "1"
+    ack = ET.SubElement(message, "OrderAcknowledgement")
+    ET.SubElement(ack, "AmazonOrderID").text = order_id
+    ET.SubElement(ack, "StatusCode").text = "Failure"
+    for line in [] if whole_order else lines:
+        item = ET.SubElement(ack, "Item")
+        ET.SubElement(item, "AmazonOrderItemCode").text = line.line_id
+        ET.SubElement(item, "CancelReason").text = reason
+        ET.SubElement(item, "Quantity").text = str(line.quantity)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def acknowledgement_errors(report: bytes) -> list[str]:
+    """The ResultDescription of every Error result of an XML ProcessingReport."""
+    try:
+        root = ET.fromstring(report)  # noqa: S314 - Amazon's own report
+    except ET.ParseError as exc:
+        raise DecodeError(f"Amazon order acknowledgement report is not XML: {exc}",
+                          body=report[:4096].decode(errors="replace")) from exc
+    return [(r.findtext("ResultDescription") or "").strip() or "error"
+            for r in root.iter("Result") if r.findtext("ResultCode") == "Error"]  # fmt: skip
+
+
+class AmazonOutbound:
+    """Listings quantities and order acknowledgements over one lazily created aiohttp session."""
+
+    channel = CHANNEL
+
+    def __init__(self, base_url: str, access_token: str, *, seller_id: str,
+                 marketplace_ids: Sequence[str], feed_min_skus: int = 20,
+                 product_type: str = "PRODUCT", timeout_s: float = 10.0,
+                 feed_timeout_s: float = 300.0, max_poll_s: float = 10.0,
+                 max_retries: int = 5) -> None:  # fmt: skip
+        self.base_url = base_url.rstrip("/")
+        self.seller_id, self.marketplace_ids = seller_id, list(marketplace_ids)
+        self.feed_min_skus, self.product_type = feed_min_skus, product_type
+        self.feed_timeout_s, self.max_poll_s, self.max_retries = feed_timeout_s, max_poll_s, max_retries
+        self._auth = {"x-amz-access-token": access_token, "Accept": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.rate_limits: dict[str, float] = {}  # operation -> the rate Amazon last reported
+        self._budgets: dict[str, TokenBucket] = {}
+        self.throttled = 0  # 429s met (and waited out)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AmazonOutbound | None:
+        if settings.amazon_base_url is None:
+            return None
+        return cls(str(settings.amazon_base_url), settings.amazon_access_token.get_secret_value(),
+                   seller_id=settings.amazon_seller_id,
+                   marketplace_ids=settings.amazon_marketplace_ids.split(","),
+                   feed_min_skus=settings.amazon_feed_min_skus)  # fmt: skip
+
+    # --- ChannelOutbound ------------------------------------------------------------------------
+
+    async def push_inventory(self, updates: Sequence[QuantityUpdate]) -> PushReport:
+        if not updates:
+            return PushReport(applied=[], mechanism="none")
+        if len(updates) < self.feed_min_skus:
+            return await self._patch_each(updates)
+        feed = listings_feed(self.seller_id, self.product_type, updates)
+        feed_id, status, report = await self._run_feed("JSON_LISTINGS_FEED", JSON_CONTENT,
+                                                       json.dumps(feed).encode())  # fmt: skip
+        if status != "DONE":
+            raise PermanentError(f"Amazon JSON_LISTINGS_FEED {feed_id} is {status}: "
+                                 f"{report[:500].decode(errors='replace') or 'no report'}",
+                                 body=report[:4096].decode(errors="replace"))  # fmt: skip
+        parsed = _json(report, f"JSON_LISTINGS_FEED {feed_id} report")
+        failed = failures_from_report(parsed, updates)
+        return PushReport(applied=[u.sku for u in updates if u.sku not in failed], failed=failed,
+                          mechanism="JSON_LISTINGS_FEED", reference=feed_id)
+
+    async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[CancelLine], *,
+                           whole_order: bool, reason: str) -> None:  # fmt: skip
+        if not whole_order and not lines:
+            return
+        content = acknowledgement_feed(self.seller_id, marketplace_order_id, lines,
+                                       whole_order=whole_order, reason=amazon_cancel_reason(reason))
+        feed_id, status, report = await self._run_feed("POST_ORDER_ACKNOWLEDGEMENT_DATA", XML_CONTENT,
+                                                       content)  # fmt: skip
+        errors = acknowledgement_errors(report) if report else []
+        if status != "DONE" or errors:
+            raise PermanentError(f"Amazon cancellation of {marketplace_order_id} (feed {feed_id}, "
+                                 f"{status}): {'; '.join(errors) or 'no report'}",
+                                 body=report[:4096].decode(errors="replace"))  # fmt: skip
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- listings patches -----------------------------------------------------------------------
+
+    async def _patch_each(self, updates: Sequence[QuantityUpdate]) -> PushReport:
+        applied: list[str] = []
+        failed: dict[str, str] = {}
+        for update in updates:
+            path = f"/listings/2021-08-01/items/{quote(self.seller_id, safe='')}/{quote(update.sku, safe='')}"
+            body = {"productType": self.product_type, "patches": quantity_patch(update.quantity)}
+            answer = await self._call("PATCH", path, "patchListingsItem", json_body=body,
+                                      params={"marketplaceIds": ",".join(self.marketplace_ids)})
+            if answer.get("status") == "ACCEPTED":
+                applied.append(update.sku)
+            else:
+                issues = answer.get("issues") or []
+                failed[update.sku] = "; ".join(f"{i.get('code', '?')}: {i.get('message', '')}"
+                                               for i in issues if isinstance(i, dict)) or str(answer)
+        return PushReport(applied=applied, failed=failed, mechanism="listings-patch")
+
+    # --- feeds ----------------------------------------------------------------------------------
+
+    async def _run_feed(self, feed_type: str, content_type: str, content: bytes) -> tuple[str, str, bytes]:
+        """Upload, create and wait for one feed: (feed id, final status, processing report)."""
+        doc = await self._call("POST", DOCUMENTS, "createFeedDocument",
+                               json_body={"contentType": content_type}, expect=201)
+        await self._document("PUT", doc["url"], content, content_type)
+        created = await self._call("POST", FEEDS, "createFeed", expect=202, json_body={
+            "feedType": feed_type, "marketplaceIds": self.marketplace_ids,
+            "inputFeedDocumentId": doc["feedDocumentId"]})  # fmt: skip
+        feed_id = str(created["feedId"])
+        feed = await self._wait(feed_id)
+        if feed["processingStatus"] == "CANCELLED":
+            raise RetryableError(f"Amazon {feed_type} {feed_id} was cancelled before processing")
+        result_id = feed.get("resultFeedDocumentId")
+        if not result_id:
+            return feed_id, feed["processingStatus"], b""
+        where = await self._call("GET", f"{DOCUMENTS}/{quote(str(result_id), safe='')}", "getFeedDocument")
+        report = await self._document("GET", where["url"])
+        if where.get("compressionAlgorithm") == "GZIP":
+            report = gzip.decompress(report)
+        return feed_id, feed["processingStatus"], report
+
+    async def _wait(self, feed_id: str) -> JSON:
+        """getFeed until the feed is finished; RetryableError after ``feed_timeout_s``."""
+        deadline, pause = time.monotonic() + self.feed_timeout_s, 0.05
+        while True:
+            feed = await self._call("GET", f"{FEEDS}/{quote(feed_id, safe='')}", "getFeed")
+            if feed.get("processingStatus") in FINISHED:
+                return feed
+            if time.monotonic() + pause > deadline:
+                raise RetryableError(f"Amazon feed {feed_id} still {feed.get('processingStatus')} "
+                                     f"after {self.feed_timeout_s:g} s", retry_after=self.max_poll_s)
+            await asyncio.sleep(pause)
+            pause = min(self.max_poll_s, pause * 2)
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}, timeout=self._timeout)
+        return self._session
+
+    async def _pace(self, operation: str) -> None:
+        """Stay inside the usage plan Amazon reports, one call at a time (as AmazonSource does)."""
+        rate = self.rate_limits.get(operation)
+        if rate is None:
+            return
+        bucket = self._budgets.get(operation)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._budgets[operation] = TokenBucket(rate, 1)
+            bucket.tokens = 0  # the call that reported the rate just spent the token
+        await bucket.acquire()
+
+    async def _call(self, method: str, path: str, operation: str, *, json_body: JSON | None = None,
+                    params: dict[str, str] | None = None, expect: int = 200) -> JSON:  # fmt: skip
+        """One SP-API call, paced, with 429s waited out ``max_retries`` times."""
+        for attempt in range(self.max_retries + 1):
+            await self._pace(operation)
+            try:
+                return await self._send(method, path, operation, json_body, params, expect)
+            except RateLimitedError as exc:
+                self.throttled += 1
+                if attempt == self.max_retries:
+                    raise
+                await asyncio.sleep(exc.retry_after or 1.0)
+        raise AssertionError("unreachable")
+
+    async def _send(self, method: str, path: str, operation: str, json_body: JSON | None,
+                    params: dict[str, str] | None, expect: int) -> JSON:  # fmt: skip
+        what = f"{operation} {path.rsplit('/', 1)[-1]}"
+        try:
+            async with self._client().request(method, f"{self.base_url}{path}", json=json_body,
+                                              params=params, headers=self._auth) as resp:
+                status, body, headers = resp.status, await resp.text(errors="replace"), resp.headers
+        except TimeoutError as exc:
+            raise RetryableError(f"Amazon {what}: timed out ({exc!r})") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"Amazon {what}: {type(exc).__name__}: {exc}") from exc
+        rate = rate_limit(headers)
+        if rate is not None:
+            self.rate_limits[operation] = rate
+        if status not in (expect, 200):
+            raise error_for_status(status, body, headers, what)
+        return _json(body.encode(), f"Amazon {what}")
+
+    async def _document(self, method: str, url: str, content: bytes | None = None,
+                        content_type: str | None = None) -> bytes:  # fmt: skip
+        """Upload to / download from a presigned document URL (no SP-API headers)."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        try:
+            async with self._client().request(method, url, data=content, headers=headers) as resp:
+                status, body = resp.status, await resp.read()
+        except TimeoutError as exc:
+            raise RetryableError(f"Amazon feed document {method}: timed out ({exc!r})") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"Amazon feed document {method}: {type(exc).__name__}: {exc}") from exc
+        if status >= 500 or status == 429:
+            raise RetryableError(f"Amazon feed document {method}: HTTP {status}", status=status)
+        if status >= 300:
+            raise PermanentError(f"Amazon feed document {method}: HTTP {status} "
+                                 f"{body[:200].decode(errors='replace')}", status=status)  # fmt: skip
+        return body
+
+
+def amazon_cancel_reason(reason: str) -> str:
+    """Amazon's CancelReason for ours: an OrderAcknowledgement value passes, anything else (our
+    "out of stock" wording) is ``NoInventory``."""
+    known = ("NoInventory", "ShippingAddressUndeliverable", "CustomerExchange", "BuyerCanceled",
+             "GeneralAdjustment", "CarrierCreditDecision", "RiskAssessmentInformationNotValid",
+             "CarrierCoverageFailure", "CustomerReturn", "MerchandiseNotReceived")  # fmt: skip
+    return reason if reason in known else "NoInventory"
+
+
+def _json(body: bytes, what: str) -> JSON:
+    try:
+        parsed = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise DecodeError(f"{what}: not a JSON object", body=body[:4096].decode(errors="replace"))
+    return parsed
+
+
+__all__ = [
+    "AmazonOutbound",
+    "acknowledgement_errors",
+    "acknowledgement_feed",
+    "amazon_cancel_reason",
+    "failures_from_report",
+    "listings_feed",
+]

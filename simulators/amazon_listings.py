@@ -1,0 +1,647 @@
+"""The simulated Amazon seller side: Listings Items 2021-08-01 and Feeds 2021-06-30.
+
+What it mirrors (listingsItems_2021-08-01.json, feeds_2021-06-30.json, listings-feed-*-v2.json):
+
+* ``PATCH /listings/2021-08-01/items/{sellerId}/{sku}?marketplaceIds=`` with a
+  ``ListingsItemPatchRequest``; a ``replace`` (or ``add`` / ``merge``) of
+  ``/attributes/fulfillment_availability`` with ``[{"fulfillment_channel_code": "DEFAULT",
+  "quantity": N}]`` sets the listing's quantity. Answer: ``ListingsItemSubmissionResponse``
+  (``ACCEPTED``, or ``INVALID`` with ``issues`` when a value is wrong). A request the schema
+  forbids (no ``productType``, no ``patches``, unknown ``op``) is 400 ``InvalidInput``.
+* ``GET`` of the same path: an ``Item`` with ``summaries`` (default) and, with
+  ``includedData=fulfillmentAvailability``, ``fulfillmentAvailability: [{fulfillmentChannelCode,
+  quantity}]``; 404 for a SKU the seller never listed.
+* Feeds: ``createFeedDocument`` answers an upload URL on the simulator itself (``/_docs/{id}``,
+  ``PUT`` the content, as to S3's presigned URL), ``createFeed`` (202 ``{feedId}``), ``getFeed``
+  (``IN_QUEUE`` -> ``IN_PROGRESS`` -> ``DONE`` / ``FATAL`` over ``feed_processing_ms``, then a
+  ``resultFeedDocumentId``), ``getFeedDocument`` (a download URL of the processing report).
+* ``JSON_LISTINGS_FEED`` (listings-feed-schema-v2: header ``sellerId`` / ``version`` "2.0",
+  messages with ``PATCH`` or ``PARTIAL_UPDATE``); the JSON processing report lists issues by
+  ``messageId`` and a summary. A document that is not such a feed is ``FATAL`` with a report.
+* ``POST_ORDER_ACKNOWLEDGEMENT_DATA`` (XML ``AmazonEnvelope`` of ``OrderAcknowledgement``
+  messages): how a seller cancels an MFN order. ``StatusCode`` ``Failure`` without items cancels
+  the order; items with a ``CancelReason`` (under either status code) cancel those items, all
+  their units or ``Quantity`` units in all (a total, so a repeated acknowledgement changes
+  nothing). The processing report is Amazon's XML ``ProcessingReport``; malformed XML is
+  ``FATAL``. Amazon's Orders API has no cancel operation, so this feed is the documented way.
+
+Usage plans are the spec's (``USAGE_PLANS`` here); the simulator's gateway enforces them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+import xml.etree.ElementTree as ET  # noqa: S405 - parses feeds our own engine wrote; DTDs refused
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from simulators.amazon_orders import OrderRecord, cancel_units, iso
+from simulators.listings import Listings
+
+JSON = dict[str, Any]
+PATCH_LISTINGS_ITEM, GET_LISTINGS_ITEM = "patchListingsItem", "getListingsItem"
+CREATE_FEED_DOCUMENT, CREATE_FEED = "createFeedDocument", "createFeed"
+GET_FEED, GET_FEED_DOCUMENT = "getFeed", "getFeedDocument"
+USAGE_PLANS: dict[str, tuple[float, int]] = {  # the spec's descriptions: rate per second, burst
+    PATCH_LISTINGS_ITEM: (5.0, 5), GET_LISTINGS_ITEM: (5.0, 10),
+    CREATE_FEED_DOCUMENT: (0.5, 15), CREATE_FEED: (0.0083, 15),
+    GET_FEED: (2.0, 15), GET_FEED_DOCUMENT: (0.0222, 10),
+}  # fmt: skip
+LISTINGS_FEED, ACK_FEED = "JSON_LISTINGS_FEED", "POST_ORDER_ACKNOWLEDGEMENT_DATA"
+FEED_TYPES = (LISTINGS_FEED, ACK_FEED)
+ITEMS_PATH = "/listings/2021-08-01/items/{sellerId}/{sku}"
+FEEDS, DOCUMENTS = "/feeds/2021-06-30/feeds", "/feeds/2021-06-30/documents"
+DOC_URL = "/_docs/{documentId}"  # what S3's presigned URLs are to Amazon
+QUANTITY_PATH = "/attributes/fulfillment_availability"
+PATCH_OPS = ("add", "replace", "merge", "delete")
+INCLUDED_DATA = ("summaries", "attributes", "issues", "offers", "fulfillmentAvailability",
+                 "procurement", "relationships", "productTypes")  # fmt: skip
+MAX_SKU = 40  # Amazon's SellerSKU limit
+SHIPPED = ("Shipped", "InvoiceUnconfirmed", "Unfulfillable")
+_OPERATIONS = [
+    ("PATCH", re.compile(r"^/listings/2021-08-01/items/[^/]+/[^/]+$"), PATCH_LISTINGS_ITEM),
+    ("GET", re.compile(r"^/listings/2021-08-01/items/[^/]+/[^/]+$"), GET_LISTINGS_ITEM),
+    ("POST", re.compile(r"^/feeds/2021-06-30/documents$"), CREATE_FEED_DOCUMENT),
+    ("GET", re.compile(r"^/feeds/2021-06-30/documents/[^/]+$"), GET_FEED_DOCUMENT),
+    ("POST", re.compile(r"^/feeds/2021-06-30/feeds$"), CREATE_FEED),
+    ("GET", re.compile(r"^/feeds/2021-06-30/feeds/[^/]+$"), GET_FEED),
+]
+
+
+def operation_of(method: str, path: str) -> str | None:
+    """The SP-API operation a Listings / Feeds request calls, or None."""
+    return next((op for m, pattern, op in _OPERATIONS if m == method and pattern.match(path)), None)
+
+
+class ApiError(Exception):
+    """Answered with the spec's ErrorList and ``status`` by the simulator's gateway."""
+
+    def __init__(self, status: int, details: str) -> None:
+        super().__init__(details)
+        self.status, self.details = status, details
+
+
+class Host(Protocol):
+    """What the listings side needs of the simulator (AmazonSimulator)."""
+
+    listings: Listings
+    records: dict[str, OrderRecord]
+    cancellations: list[JSON]
+
+    @property
+    def seller_id(self) -> str: ...
+
+    @property
+    def marketplace_id(self) -> str: ...
+
+    @property
+    def feed_processing_s(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+    def touched(self) -> None: ...  # an order changed (cancellation)
+
+
+# --- validating a quantity patch ---------------------------------------------------------------
+
+
+def issue(code: str, message: str, attribute: str | None = "fulfillment_availability") -> JSON:
+    found: JSON = {"code": code, "message": message, "severity": "ERROR",
+                   "categories": ["INVALID_ATTRIBUTE"]}
+    if attribute:
+        found["attributeNames"] = [attribute]
+    return found
+
+
+def sku_issues(sku: str) -> list[JSON]:
+    if not sku or len(sku) > MAX_SKU or sku != sku.strip():
+        return [issue("8560", f"SKU {sku!r} is not valid: 1 to {MAX_SKU} characters, no outer "
+                              "spaces.", None)]  # fmt: skip
+    return []
+
+
+def availability_quantity(value: Any) -> tuple[int | None, list[JSON]]:
+    """The DEFAULT (merchant-fulfilled) quantity in a ``fulfillment_availability`` value."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        return None, [issue("4000001", "fulfillment_availability must be a non-empty list of objects.")]
+    quantity: int | None = None
+    for entry in value:
+        if not isinstance(entry.get("fulfillment_channel_code"), str):
+            return None, [issue("4000001", "fulfillment_channel_code is required.")]
+        if entry["fulfillment_channel_code"] != "DEFAULT":
+            continue  # Amazon's own networks (AMAZON_NA, ...): not the seller's quantity
+        qty = entry.get("quantity")
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 0:
+            return None, [issue("4000001", f"quantity must be an integer >= 0, got {qty!r}.")]
+        quantity = qty
+    return quantity, []
+
+
+def patch_shape_error(patches: Any) -> str | None:
+    """Why ``patches`` breaks the request schema (a 400), or None."""
+    if not isinstance(patches, list) or not patches:
+        return "patches must be a non-empty array of JSON Patch operations."
+    for patch in patches:
+        if not isinstance(patch, dict) or patch.get("op") not in PATCH_OPS:
+            return f"each patch needs an op among {', '.join(PATCH_OPS)}."
+        if not isinstance(patch.get("path"), str):
+            return "each patch needs a path."
+    return None
+
+
+def patched_quantity(patches: list[JSON]) -> tuple[int | None, list[JSON]]:
+    """The quantity the (schema-valid) ``patches`` set, or issues; None when they set none."""
+    quantity: int | None = None
+    for patch in patches:
+        if patch["path"] != QUANTITY_PATH:
+            continue  # other attributes are accepted and not modelled
+        if patch["op"] == "delete":
+            return None, [issue("4000002", "fulfillment_availability cannot be deleted; set 0.")]
+        quantity, issues = availability_quantity(patch.get("value"))
+        if issues:
+            return None, issues
+    return quantity, []
+
+
+# --- documents and feeds -------------------------------------------------------------------
+
+
+@dataclass
+class Document:
+    document_id: str
+    content_type: str
+    content: bytes | None = None
+
+
+@dataclass
+class Feed:
+    feed_id: str
+    feed_type: str
+    marketplace_ids: list[str]
+    input_document_id: str
+    created: str
+    status: str = "IN_QUEUE"
+    started: str | None = None
+    ended: str | None = None
+    result_document_id: str | None = None
+
+    def view(self) -> JSON:
+        shown: JSON = {"feedId": self.feed_id, "feedType": self.feed_type,
+                       "marketplaceIds": self.marketplace_ids, "createdTime": self.created,
+                       "processingStatus": self.status}  # fmt: skip
+        for key, value in (("processingStartTime", self.started), ("processingEndTime", self.ended),
+                           ("resultFeedDocumentId", self.result_document_id)):
+            if value:
+                shown[key] = value
+        return shown
+
+
+@dataclass
+class Outcome:
+    """A processed feed: DONE or FATAL, and its report."""
+
+    status: str
+    report: bytes
+    content_type: str
+
+
+# --- JSON_LISTINGS_FEED --------------------------------------------------------------------
+
+
+def listings_report(seller_id: str, feed_id: str, issues: list[JSON], processed: int,
+                    invalid: int) -> bytes:  # fmt: skip
+    report = {
+        "header": {"sellerId": seller_id, "version": "2.0", "feedId": feed_id},
+        "issues": issues,
+        "summary": {"errors": sum(i["severity"] == "ERROR" for i in issues),
+                    "warnings": sum(i["severity"] == "WARNING" for i in issues),
+                    "messagesProcessed": processed, "messagesAccepted": processed - invalid,
+                    "messagesInvalid": invalid},
+    }  # fmt: skip
+    return json.dumps(report).encode()
+
+
+def message_issues(message: Any) -> tuple[int | None, list[JSON]]:
+    """(quantity to set or None, issues) for one listings feed message."""
+    if not isinstance(message, dict):
+        return None, [issue("100", "message is not an object.", None)]
+    sku, operation = message.get("sku"), message.get("operationType")
+    if not isinstance(sku, str):
+        return None, [issue("100", "sku is required.", None)]
+    if problems := sku_issues(sku):
+        return None, problems
+    if operation not in ("PATCH", "PARTIAL_UPDATE"):
+        return None, [issue("101", f"operationType {operation!r} is not supported here "
+                                   "(PATCH, PARTIAL_UPDATE).", None)]  # fmt: skip
+    if not isinstance(message.get("productType"), str) or not message["productType"]:
+        return None, [issue("90220", "'productType' is required but not supplied.", None)]
+    if operation == "PARTIAL_UPDATE":
+        attributes = message.get("attributes")
+        if not isinstance(attributes, dict) or not attributes:
+            return None, [issue("90220", "'attributes' is required but not supplied.", None)]
+        if "fulfillment_availability" not in attributes:
+            return None, []
+        return availability_quantity(attributes["fulfillment_availability"])
+    if shape := patch_shape_error(message.get("patches")):
+        return None, [issue("100", shape, None)]
+    return patched_quantity(message["patches"])
+
+
+def report_issue(problem: JSON, message: Any) -> JSON:
+    """A Listings Items ``Issue`` as the processing report writes it, with its message's id / SKU."""
+    found = {k: v for k, v in problem.items() if k not in ("attributeNames", "categories")}
+    if problem.get("attributeNames"):
+        found["attributeName"] = problem["attributeNames"][0]
+    if isinstance(message, dict):
+        message_id, sku = message.get("messageId"), message.get("sku")
+        if isinstance(message_id, int) and not isinstance(message_id, bool) and message_id >= 1:
+            found["messageId"] = message_id
+        if isinstance(sku, str) and sku:
+            found["sku"] = sku
+    return found
+
+
+def process_listings_feed(content: bytes, seller_id: str, feed_id: str,
+                          apply: Callable[[str, int, str], None]) -> Outcome:  # fmt: skip
+    """Validate and apply a JSON_LISTINGS_FEED; ``apply(sku, quantity, productType)`` per message."""
+    def fatal(message: str) -> Outcome:
+        report = listings_report(seller_id, feed_id, [issue("100001", message, None)], 0, 0)
+        return Outcome("FATAL", report, "application/json")
+
+    try:
+        feed = json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return fatal(f"The feed is not valid JSON: {exc}")
+    header = feed.get("header") if isinstance(feed, dict) else None
+    if not isinstance(header, dict) or header.get("version") != "2.0":
+        return fatal("The feed needs a header with version \"2.0\".")
+    if header.get("sellerId") != seller_id:
+        return fatal(f"header.sellerId {header.get('sellerId')!r} is not this seller.")
+    messages = feed.get("messages")
+    if not isinstance(messages, list) or not 1 <= len(messages) <= 25_000:
+        return fatal("messages must be a list of 1 to 25000 messages.")
+    issues, invalid, seen = [], 0, set()
+    for message in messages:
+        message_id = message.get("messageId") if isinstance(message, dict) else None
+        if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 1:
+            quantity, found = None, [issue("100", "messageId must be an integer >= 1.", None)]
+        elif message_id in seen:
+            quantity, found = None, [issue("100", f"messageId {message_id} is repeated.", None)]
+        else:
+            seen.add(message_id)
+            quantity, found = message_issues(message)
+        issues += [report_issue(problem, message) for problem in found]
+        if found:
+            invalid += 1
+        elif quantity is not None:
+            apply(message["sku"], quantity, message["productType"])
+    report = listings_report(seller_id, feed_id, issues, len(messages), invalid)
+    return Outcome("DONE", report, "application/json")
+
+
+# --- POST_ORDER_ACKNOWLEDGEMENT_DATA -----------------------------------------------------------
+
+
+@dataclass
+class AckItem:
+    item_code: str
+    reason: str | None
+    quantity: int | None
+
+
+@dataclass
+class Acknowledgement:
+    message_id: str
+    order_id: str
+    status_code: str
+    items: list[AckItem] = field(default_factory=list)
+
+
+def _text(element: ET.Element, tag: str, *, required: bool = True) -> str | None:
+    found = element.find(tag)
+    value = (found.text or "").strip() if found is not None else ""
+    if required and not value:
+        raise ValueError(f"<{element.tag}> lacks <{tag}>")
+    return value or None
+
+
+def parse_acknowledgements(content: bytes) -> list[Acknowledgement]:
+    """The OrderAcknowledgement messages of an AmazonEnvelope; ValueError if it is not one."""
+    if b"<!DOCTYPE" in content.upper() or b"<!ENTITY" in content.upper():
+        raise ValueError("DTDs and entities are not accepted")
+    try:
+        root = ET.fromstring(content)  # noqa: S314 - no DTD (refused above)
+    except ET.ParseError as exc:
+        raise ValueError(f"not well-formed XML: {exc}") from None
+    if root.tag != "AmazonEnvelope" or _text(root, "MessageType") != "OrderAcknowledgement":
+        raise ValueError("expected an AmazonEnvelope with MessageType OrderAcknowledgement")
+    acks = []
+    for message in root.findall("Message"):
+        body = message.find("OrderAcknowledgement")
+        if body is None:
+            raise ValueError("<Message> lacks <OrderAcknowledgement>")
+        status = _text(body, "StatusCode")
+        if status not in ("Success", "Failure"):
+            raise ValueError(f"StatusCode must be Success or Failure, got {status!r}")
+        items = []
+        for item in body.findall("Item"):
+            quantity = _text(item, "Quantity", required=False)
+            if quantity is not None and (not quantity.isdigit() or int(quantity) < 1):
+                raise ValueError(f"Quantity must be a positive integer, got {quantity!r}")
+            items.append(AckItem(str(_text(item, "AmazonOrderItemCode")),
+                                 _text(item, "CancelReason", required=False),
+                                 int(quantity) if quantity else None))  # fmt: skip
+        acks.append(Acknowledgement(str(_text(message, "MessageID")),
+                                    str(_text(body, "AmazonOrderID")), str(status), items))
+    if not acks:
+        raise ValueError("the envelope has no <Message>")
+    return acks
+
+
+def processing_report_xml(seller_id: str, feed_id: str, processed: int,
+                          errors: list[tuple[str, str, str]]) -> bytes:  # fmt: skip
+    """Amazon's XML ProcessingReport; ``errors``: (MessageID, AmazonOrderID, description)."""
+    root = ET.Element("AmazonEnvelope")
+    header = ET.SubElement(root, "Header")
+    ET.SubElement(header, "DocumentVersion").text = "1.02"
+    ET.SubElement(header, "MerchantIdentifier").text = seller_id
+    ET.SubElement(root, "MessageType").text = "ProcessingReport"
+    message = ET.SubElement(root, "Message")
+    ET.SubElement(message, "MessageID").text = "1"
+    report = ET.SubElement(message, "ProcessingReport")
+    ET.SubElement(report, "DocumentTransactionID").text = feed_id
+    ET.SubElement(report, "StatusCode").text = "Complete"
+    summary = ET.SubElement(report, "ProcessingSummary")
+    failed = len({e[0] for e in errors})
+    for tag, count in (("MessagesProcessed", processed), ("MessagesSuccessful", processed - failed),
+                       ("MessagesWithError", failed), ("MessagesWithWarning", 0)):
+        ET.SubElement(summary, tag).text = str(count)
+    for message_id, order_id, description in errors:
+        result = ET.SubElement(report, "Result")
+        ET.SubElement(result, "MessageID").text = message_id
+        ET.SubElement(result, "ResultCode").text = "Error"
+        ET.SubElement(result, "ResultMessageCode").text = "18028"
+        ET.SubElement(result, "ResultDescription").text = description
+        if order_id:
+            ET.SubElement(ET.SubElement(result, "AdditionalInfo"), "AmazonOrderID").text = order_id
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+# --- the HTTP side -------------------------------------------------------------------------
+
+
+class ListingsApi:
+    """Listings Items, Feeds and the document URLs of one simulator (``host``)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.product_types: dict[str, str] = {}
+        self.created: dict[str, str] = {}
+        self.documents: dict[str, Document] = {}
+        self.feeds: dict[str, Feed] = {}
+        self.feeds_by_type: dict[str, int] = {}
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_patch(ITEMS_PATH, self._patch_item)
+        router.add_get(ITEMS_PATH, self._get_item)
+        router.add_post(DOCUMENTS, self._create_document)
+        router.add_get(DOCUMENTS + "/{feedDocumentId}", self._get_document)
+        router.add_post(FEEDS, self._create_feed)
+        router.add_get(FEEDS + "/{feedId}", self._get_feed)
+        router.add_put(DOC_URL, self._upload)
+        router.add_get(DOC_URL, self._download)
+
+    def cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    # --- listings -------------------------------------------------------------------------------
+
+    def set_quantity(self, sku: str, quantity: int, product_type: str) -> None:
+        self.host.listings.set(sku, quantity)
+        self.product_types[sku] = product_type
+        self.created.setdefault(sku, iso(self.host.now()))
+
+    def _check_seller(self, request: web.Request) -> str:
+        if request.match_info["sellerId"] != self.host.seller_id:
+            raise ApiError(403, f"sellerId {request.match_info['sellerId']!r} is not this seller.")
+        ids = [v for raw in request.query.getall("marketplaceIds", []) for v in raw.split(",") if v]
+        if not ids:
+            raise ApiError(400, "marketplaceIds is required.")
+        if self.host.marketplace_id not in ids:
+            raise ApiError(400, f"marketplaceIds {ids} does not include {self.host.marketplace_id}.")
+        return request.match_info["sku"]
+
+    async def _patch_item(self, request: web.Request) -> web.Response:
+        sku = self._check_seller(request)
+        body = await _json_body(request)
+        if not isinstance(body.get("productType"), str) or not body["productType"]:
+            raise ApiError(400, "productType is required.")
+        if shape := patch_shape_error(body.get("patches")):
+            raise ApiError(400, shape)
+        quantity, issues = patched_quantity(body["patches"])
+        issues = sku_issues(sku) + issues
+        submission: JSON = {"sku": sku, "status": "INVALID" if issues else "ACCEPTED",
+                            "submissionId": uuid.uuid4().hex, "issues": issues}  # fmt: skip
+        if not issues and quantity is not None:
+            self.set_quantity(sku, quantity, body["productType"])
+        return web.json_response(submission)
+
+    async def _get_item(self, request: web.Request) -> web.Response:
+        sku = self._check_seller(request)
+        included = [v for raw in request.query.getall("includedData", ["summaries"])
+                    for v in raw.split(",") if v]  # fmt: skip
+        unknown = set(included) - set(INCLUDED_DATA)
+        if unknown:
+            raise ApiError(400, f"includedData {sorted(unknown)} not among {', '.join(INCLUDED_DATA)}.")
+        listing = self.host.listings.items.get(sku)
+        if listing is None:
+            raise ApiError(404, f"SKU {sku!r} is not listed for this seller.")
+        item: JSON = {"sku": sku}
+        if "summaries" in included:
+            item["summaries"] = [{
+                "marketplaceId": self.host.marketplace_id,
+                "productType": self.product_types.get(sku, "PRODUCT"),
+                "conditionType": "new_new", "itemName": sku,
+                "status": ["BUYABLE", "DISCOVERABLE"] if listing.quantity else ["DISCOVERABLE"],
+                "createdDate": self.created.get(sku, listing.updated_at),
+                "lastUpdatedDate": listing.updated_at,
+            }]  # fmt: skip
+        if "fulfillmentAvailability" in included:
+            item["fulfillmentAvailability"] = [
+                {"fulfillmentChannelCode": "DEFAULT", "quantity": listing.quantity}]
+        if "issues" in included:
+            item["issues"] = []
+        return web.json_response(item)
+
+    # --- feeds ----------------------------------------------------------------------------------
+
+    async def _create_document(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body.get("contentType"), str) or not body["contentType"]:
+            raise ApiError(400, "contentType is required.")
+        doc = Document(f"amzn1.tortuga.4.na.{uuid.uuid4()}", body["contentType"])
+        self.documents[doc.document_id] = doc
+        return web.json_response({"feedDocumentId": doc.document_id, "url": self._url(request, doc)},
+                                 status=201)
+
+    @staticmethod
+    def _url(request: web.Request, doc: Document) -> str:
+        return f"{request.url.origin()}{DOC_URL.format(documentId=doc.document_id)}"
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        doc = self.documents.get(request.match_info["documentId"])
+        if doc is None or doc.content is not None:
+            return web.Response(status=403, text="AccessDenied: no such upload URL (or used)")
+        doc.content = await request.read()
+        return web.Response(status=200)
+
+    async def _download(self, request: web.Request) -> web.Response:
+        doc = self.documents.get(request.match_info["documentId"])
+        if doc is None or doc.content is None:
+            return web.Response(status=404, text="NoSuchKey")
+        return web.Response(body=doc.content, headers={"Content-Type": doc.content_type})
+
+    async def _get_document(self, request: web.Request) -> web.Response:
+        doc = self.documents.get(request.match_info["feedDocumentId"])
+        if doc is None or doc.content is None:
+            raise ApiError(404, f"No feed document {request.match_info['feedDocumentId']!r}.")
+        return web.json_response({"feedDocumentId": doc.document_id, "url": self._url(request, doc)})
+
+    async def _create_feed(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        feed_type, ids = body.get("feedType"), body.get("marketplaceIds")
+        doc_id = body.get("inputFeedDocumentId")
+        if feed_type not in FEED_TYPES:
+            raise ApiError(400, f"feedType {feed_type!r} is not supported here ({', '.join(FEED_TYPES)}).")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 25 or self.host.marketplace_id not in ids:
+            raise ApiError(400, f"marketplaceIds must be 1-25 ids including {self.host.marketplace_id}.")
+        if doc_id not in self.documents:
+            raise ApiError(400, f"inputFeedDocumentId {doc_id!r} is not a feed document of this seller.")
+        feed = Feed(str(50_000 + len(self.feeds) + 1), feed_type, ids, doc_id, iso(self.host.now()))
+        self.feeds[feed.feed_id] = feed
+        self.feeds_by_type[feed_type] = self.feeds_by_type.get(feed_type, 0) + 1
+        self._schedule(feed)
+        return web.json_response({"feedId": feed.feed_id}, status=202)
+
+    async def _get_feed(self, request: web.Request) -> web.Response:
+        feed = self.feeds.get(request.match_info["feedId"])
+        if feed is None:
+            raise ApiError(404, f"No feed {request.match_info['feedId']!r}.")
+        return web.json_response(feed.view())
+
+    def _schedule(self, feed: Feed) -> None:
+        loop, delay = asyncio.get_running_loop(), self.host.feed_processing_s
+        self._timers.append(loop.call_later(delay / 2, self._start, feed))
+        self._timers.append(loop.call_later(delay, self.process, feed))
+
+    def _start(self, feed: Feed) -> None:
+        if feed.status == "IN_QUEUE":
+            feed.status, feed.started = "IN_PROGRESS", iso(self.host.now())
+
+    def process(self, feed: Feed) -> None:
+        """Process ``feed`` now (its timer does this ``feed_processing_ms`` after createFeed)."""
+        if feed.status not in ("IN_QUEUE", "IN_PROGRESS"):
+            return
+        self._start(feed)
+        content = self.documents[feed.input_document_id].content
+        if content is None:
+            outcome = Outcome("FATAL", b"The input feed document was never uploaded.", "text/plain")
+        elif feed.feed_type == LISTINGS_FEED:
+            outcome = process_listings_feed(content, self.host.seller_id, feed.feed_id, self.set_quantity)
+        else:
+            outcome = self._acknowledge(content, feed.feed_id)
+        report = Document(f"amzn1.tortuga.4.na.{uuid.uuid4()}", outcome.content_type, outcome.report)
+        self.documents[report.document_id] = report
+        feed.status, feed.result_document_id = outcome.status, report.document_id
+        feed.ended = iso(self.host.now())
+
+    # --- order acknowledgements (seller cancellations) -------------------------------------------
+
+    def _acknowledge(self, content: bytes, feed_id: str) -> Outcome:
+        seller = self.host.seller_id
+        try:
+            acks = parse_acknowledgements(content)
+        except ValueError as exc:
+            report = processing_report_xml(seller, feed_id, 0, [("0", "", f"Fatal: {exc}")])
+            return Outcome("FATAL", report, "text/xml; charset=UTF-8")
+        errors = [(ack.message_id, ack.order_id, error) for ack in acks
+                  if (error := self._apply(ack, feed_id))]  # fmt: skip
+        return Outcome("DONE", processing_report_xml(seller, feed_id, len(acks), errors),
+                       "text/xml; charset=UTF-8")
+
+    def _apply(self, ack: Acknowledgement, feed_id: str) -> str | None:
+        """Cancel what ``ack`` asks; the error description when it cannot."""
+        record = self.host.records.get(ack.order_id)
+        if record is None:
+            return f"The order id {ack.order_id} was not found for this seller."
+        cancels = [i for i in ack.items if ack.status_code == "Failure" or i.reason]
+        if not cancels and ack.status_code == "Success":
+            return None  # a plain acknowledgement
+        status = record.order["OrderStatus"]
+        if status == "Canceled":
+            return None  # already cancelled: nothing to do
+        if record.order["FulfillmentChannel"] != "MFN":
+            return f"Order {ack.order_id} is fulfilled by Amazon (AFN); the seller cannot cancel it."
+        if status in SHIPPED:
+            return f"Order {ack.order_id} is {status}; it can no longer be cancelled."
+        targets: list[tuple[str, int, str]] = []
+        if not cancels:  # Failure without items: the whole order
+            targets = [(i["OrderItemId"], i["QuantityOrdered"], "NoInventory") for i in record.as_ordered]
+        for item in cancels:
+            ordered = record.item(item.item_code)
+            if ordered is None:
+                return f"AmazonOrderItemCode {item.item_code} is not an item of order {ack.order_id}."
+            units = item.quantity or ordered["QuantityOrdered"]
+            targets.append((item.item_code, units, item.reason or "NoInventory"))
+        self._cancel(record, targets, feed_id)
+        return None
+
+    def _cancel(self, record: OrderRecord, targets: list[tuple[str, int, str]], feed_id: str) -> None:
+        changed = False
+        for item_id, units, reason in targets:
+            item = record.item(item_id)
+            assert item is not None  # checked by the caller
+            now = self.host.now()
+            done = cancel_units(record, item_id, units, now)
+            if not done:
+                continue
+            changed = True
+            self.host.listings.seller_cancelled(item["SellerSKU"], done)
+            self.host.cancellations.append({
+                "order_id": record.order["AmazonOrderId"], "line_id": item_id, "sku": item["SellerSKU"],
+                "quantity": done, "reason": reason, "at": iso(now), "feed_id": feed_id})  # fmt: skip
+        if changed:
+            self.host.touched()
+
+
+async def _json_body(request: web.Request) -> JSON:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "The request body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return body
+
+
+__all__ = [
+    "ACK_FEED",
+    "ApiError",
+    "LISTINGS_FEED",
+    "ListingsApi",
+    "USAGE_PLANS",
+    "iso",
+    "operation_of",
+    "parse_acknowledgements",
+    "process_listings_feed",
+]
