@@ -12,7 +12,7 @@ import pytest
 
 from connectors.errors import PermanentError
 from connectors.regional import RegionalFileSource
-from simulators.regional import COLUMNS, RegionalSimulator
+from simulators.regional import COLUMNS, RegionalSimConfig, RegionalSimulator
 from streams.mappers.regional import STATUS_CODES, make_mapper, map_order
 from streams.mappers.shopify import MappingError
 
@@ -202,3 +202,96 @@ async def test_unparsable_file_is_a_permanent_error_naming_it(tmp_path: Path, co
     (tmp_path / "orders_20261127000000_0001.csv").write_bytes(content)
     with pytest.raises(PermanentError, match="orders_20261127000000_0001.csv"):
         await RegionalFileSource(tmp_path).poll(None)
+
+
+# --- stock: listings, generator SKUs and the outbox ----------------------------------------------
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _sold_lines(file: Path) -> list[tuple[str, int]]:
+    with file.open(newline="") as fh:
+        return [(r["sku"], int(r["qty"])) for r in csv.DictReader(fh)]
+
+
+def test_orders_buy_configured_skus_and_refused_sales_are_skipped(tmp_path: Path) -> None:
+    sim = RegionalSimulator(tmp_path / "drop", seed=3,
+                            config=RegionalSimConfig(skus=["S1", "S2", "S3"], max_quantity=2))
+    for sku in ("S1", "S2", "S3"):
+        sim.listings.set(sku, 3)
+    lines = _sold_lines(sim.write_batch(20))
+    assert {s for s, _ in lines} <= {"S1", "S2", "S3"} and max(q for _, q in lines) <= 2
+    assert sum(q for _, q in lines) <= 9 and sim.stats()["orders_refused"] > 0
+    assert sim.stats()["orders"] + sim.stats()["orders_refused"] == 20
+    totals = sim.listings.snapshot()["totals"]
+    assert totals["sold_units"] == sum(q for _, q in lines) and totals["oversold_units"] == 0
+    sim.configure({"listing_mode": "allow"})
+    sim.write_batch(10)
+    assert sim.listings.snapshot()["totals"]["oversold_units"] > 0
+    with pytest.raises(ValueError):
+        sim.configure({"listing_mode": "maybe"})
+
+
+def test_inventory_files_are_applied_once_and_bad_rows_rejected(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    sim = RegionalSimulator(tmp_path / "drop", seed=1, outbox_dir=outbox)
+    _write(outbox / "inventory_20261127T100000000000Z_000001_aaaaaa.csv",
+           "sku,quantity\nS1,5\nS2,abc\n,3\nS3,-1\nS4,0\n")
+    _write(outbox / "inventory_20261127T100000000001Z_000002_bbbbbb.csv.tmp", "sku,quantity\nS1,99\n")
+    [result] = sim.process_outbox()
+    assert result.kind == "inventory" and result.applied == 2
+    assert [r["row"] for r in result.rejected] == [2, 3, 4]
+    assert "quantity" in result.rejected[0]["reason"] and result.rejected[0]["values"]["sku"] == "S2"
+    assert (sim.listings.quantity("S1"), sim.listings.quantity("S4")) == (5, 0)
+    assert (outbox / "processed" / result.file).exists() and not (outbox / result.file).exists()
+    sim.listings.set("S1", 1)
+    assert sim.process_outbox() == [] and sim.listings.quantity("S1") == 1  # applied once
+    _write(outbox / "inventory_20261127T100000000002Z_000003_cccccc.csv", "sku;quantity\nS9;4\n")
+    sim.write_batch(1)  # each generator tick picks the outbox up first
+    assert sim.listings.quantity("S9") == 4 and len(sim.outbox_results) == 2
+
+
+def test_an_unreadable_outbox_file_is_rejected_whole(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    sim = RegionalSimulator(tmp_path / "drop", outbox_dir=outbox)
+    (outbox / "inventory_1.csv").parent.mkdir(parents=True)
+    (outbox / "inventory_1.csv").write_bytes(b"\xff\xfe\x00garbage")
+    _write(outbox / "inventory_2.csv", "item,qty\nS1,1\n")
+    results = sim.process_outbox()
+    assert [(r.applied, r.rejected[0]["row"]) for r in results] == [(0, 0), (0, 0)]
+    assert "lacks sku" in results[1].rejected[0]["reason"]
+    assert len(list((outbox / "processed").iterdir())) == 2
+
+
+def test_cancellation_files_cancel_lines_idempotently(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    sim = RegionalSimulator(tmp_path / "drop", seed=6, outbox_dir=outbox,
+                            config=RegionalSimConfig(skus=["S1", "S2"], max_quantity=3))
+    sim.listings.set("S1", 100)
+    sim.write_batch(4)
+    ref, order = next((r, o) for r, o in sim.orders.items() if len(o.lines) >= 2)
+    (line_id, (sku, qty, _)), (other_id, _) = list(order.lines.items())[:2]
+    header = "order_id,line_id,sku,quantity,reason\n"
+    rows = (f"{ref},{line_id},{sku},1,NoInventory\n"
+            f"NOPE,1,S1,1,NoInventory\n{ref},99,S1,1,x\n{ref},{line_id},WRONG,1,x\n{ref},{line_id},{sku},0,x\n")
+    _write(outbox / "cancellations_20261127T100000000000Z_000001_aaaaaa.csv", header + rows)
+    [result] = sim.process_outbox()
+    assert result.applied == 1 and [r["row"] for r in result.rejected] == [2, 3, 4, 5]
+    _write(outbox / "cancellations_20261127T100000000001Z_000002_bbbbbb.csv",
+           header + f"{ref},{line_id},{sku},1,NoInventory\n")  # the same again: nothing new
+    sim.process_outbox()
+    assert [(c["order_id"], c["line_id"], c["quantity"]) for c in sim.cancellations] == [(ref, line_id, 1)]
+    assert order.status != "cancelled"
+    _write(outbox / "cancellations_20261127T100000000002Z_000003_cccccc.csv",
+           header + f"{ref},*,,,NoInventory\n")
+    sim.process_outbox()
+    assert order.status == "cancelled"
+    cancelled = {(c["line_id"], c["quantity"]) for c in sim.cancellations}
+    assert (line_id, qty - 1) in cancelled or qty == 1
+    assert other_id in {c["line_id"] for c in sim.cancellations}
+    assert sum(c["quantity"] for c in sim.cancellations) == sum(q for _, q, _ in order.lines.values())
+    assert sim.listings.snapshot()["totals"]["seller_cancelled_units"] == sum(
+        c["quantity"] for c in sim.cancellations if c["sku"] == "S1")
