@@ -541,6 +541,7 @@ class ListingsApi:
 
     def _schedule(self, feed: Feed) -> None:
         loop, delay = asyncio.get_running_loop(), self.host.feed_processing_s
+        self._timers = [t for t in self._timers if t.when() > loop.time()]  # forget the ones run
         self._timers.append(loop.call_later(delay / 2, self._start, feed))
         self._timers.append(loop.call_later(delay, self.process, feed))
 
@@ -640,7 +641,6 @@ __all__ = [
     "LISTINGS_FEED",
     "ListingsApi",
     "USAGE_PLANS",
-    "iso",
     "operation_of",
     "parse_acknowledgements",
     "process_listings_feed",
