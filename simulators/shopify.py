@@ -1,4 +1,4 @@
-"""A Shopify-like marketplace: an ``orders/create`` webhook sender and a read-only Admin REST API.
+"""A Shopify-like marketplace: an ``orders/create`` webhook sender and a slice of the Admin REST API.
 
 What it mirrors (see Shopify's webhook and REST docs):
 
@@ -9,9 +9,28 @@ What it mirrors (see Shopify's webhook and REST docs):
 * Shopify waits 1 s to connect and 5 s in total, and retries any non-2xx answer with backoff.
 * The Admin API authenticates with ``X-Shopify-Access-Token`` and meters calls with a leaky bucket
   (40 calls, leaking 2/s), reported in ``X-Shopify-Shop-Api-Call-Limit``; full bucket -> 429.
+* Admin REST served: ``orders.json``, ``orders/{id}.json``, ``locations.json`` (one active
+  location), ``products.json`` (one product per SKU, its variant carrying ``sku`` and
+  ``inventory_item_id``; ``limit``/``since_id`` and a ``Link: <...page_info=...>; rel="next"``
+  header), ``inventory_levels.json`` and ``inventory_levels/set.json`` (422 ``{"errors": [...]}``
+  for an unknown location or item or a bad ``available``), ``orders/{id}/cancel.json`` (422
+  ``{"error": "Order has already been cancelled"}`` on a repeat; the remaining units of every line
+  become a refund with ``restock_type: cancel``, as Shopify refunds a cancelled order) and
+  ``orders/{id}/refunds.json`` (GET lists, POST creates; refunding more than is left is a 422).
+
+Stock (``listings``, see simulators/listings.py): the seller sets it through ``inventory_levels``;
+every good order the sender generates is a sale. A refused sale is a buyer who saw "out of stock"
+and left: no webhook is sent, ``orders_refused`` counts it, and the event still counts towards
+``send_orders(count)`` (so a sold-out catalogue cannot stall a run). Malformed and unmappable events
+are not orders and take no stock. Cancellations and cancel-type refunds are recorded as seller
+cancellations (``GET /_sim/cancellations``) and in ``listings.seller_cancelled``; they do not put
+units back on the listing (the seller's next absolute quantity does).
 
 Test-double extras: paced load generation, duplicate / malformed / unmappable injection, delivery
-statistics and per-order send times (for end-to-end latency and loss checks).
+statistics and per-order send times (for end-to-end latency and loss checks); ``PUT /_sim/config``
+(generated SKUs, ``max_quantity``, ``listing_mode``, the call-limit bucket, rates),
+``POST /_sim/orders`` (``{"lines": [{"sku", "quantity"}]}`` sends one order with exactly those
+lines, ``{"count": n}`` sends n generated events), ``GET /_sim/inventory``, ``GET /_sim/cancellations``.
 """
 
 from __future__ import annotations
@@ -25,15 +44,26 @@ import math
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from simulators.listings import Listings
 from simulators.server import SimulatorServer
-from simulators.shopify_orders import ShopifyOrderFactory
+from simulators.shopify_orders import (
+    CANCEL_REASONS,
+    DEFAULT_SKUS,
+    RESTOCK_TYPES,
+    ShopifyOrderFactory,
+    add_refund,
+    catalog_entry,
+    catalog_ids,
+    mark_cancelled,
+    remaining_quantities,
+)
 
 JSON = dict[str, Any]
 TOPIC = "orders/create"
@@ -67,6 +97,43 @@ class ShopifySimConfig:
     concurrency: int = 32
     seed: int | None = None
     access_token: str = "shpat_demo"  # noqa: S105 - demo credential of a simulator
+    api_bucket_capacity: int = 40  # Shopify Plus: 80
+    api_leak_per_s: float = 2.0  # Shopify Plus: 4
+    location_id: int = 905684977
+    listing_mode: str = "refuse"  # "refuse" | "allow" (see simulators/listings.py)
+    skus: list[str] | None = None  # SKUs generated orders draw from; None: the factory's default
+    extra_skus: list[str] = field(default_factory=list)  # more products, never ordered
+    max_quantity: int = 3  # units per generated line: 1..max_quantity
+
+    def updated(self, changes: JSON) -> ShopifySimConfig:
+        """A copy with ``changes`` applied (coerced to each field's type); unknown fields raise."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        merged = asdict(self)
+        for name, value in changes.items():
+            merged[name] = _coerce(name, merged[name], value)
+        if merged["listing_mode"] not in ("refuse", "allow"):
+            raise ValueError("listing_mode must be 'refuse' or 'allow'")
+        if merged["max_quantity"] < 1 or merged["api_bucket_capacity"] < 1:
+            raise ValueError("max_quantity and api_bucket_capacity must be >= 1")
+        return ShopifySimConfig(**merged)
+
+
+def _coerce(name: str, current: Any, value: Any) -> Any:
+    if name in ("skus", "extra_skus"):
+        if value is None and name == "skus":
+            return None
+        if not isinstance(value, list) or not value and name == "skus":
+            raise ValueError(f"{name} must be a non-empty list of SKUs")
+        return [str(v) for v in value]
+    if name == "seed":
+        return None if value is None else int(value)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return value
+    return type(current)(value)
 
 
 @dataclass(frozen=True)
@@ -91,6 +158,7 @@ class SenderStats:
     retries: int = 0
     duplicates_sent: int = 0
     malformed_sent: int = 0
+    orders_refused: int = 0  # good orders not created: the listing refused the sale
     unmappable_sent: int = 0
     failed_deliveries: int = 0
     status_counts: Counter[str] = field(default_factory=Counter)  # every attempt
@@ -112,6 +180,10 @@ class LeakyBucket:
         self.capacity, self.leak_per_s, self.clock = capacity, leak_per_s, clock
         self.level = 0.0
         self._at = clock()
+
+    def reconfigure(self, capacity: int, leak_per_s: float) -> None:
+        self._leak()
+        self.capacity, self.leak_per_s = capacity, leak_per_s
 
     def _leak(self) -> None:
         now = self.clock()
@@ -137,12 +209,63 @@ class ShopifySimulator(SimulatorServer):
         self.config = config
         self.factory = factory or ShopifyOrderFactory(config.seed, config.shop_domain)
         self.rng = self.factory.rng
+        self.listings = Listings()
+        self.cancellations: list[JSON] = []  # seller cancellations, oldest first
+        self.catalog: dict[str, JSON] = {}  # sku -> product resource (only grows)
+        self._next_refund_id = 1_000_000_000
         self.orders: dict[str, JSON] = {}  # order id -> order resource, good orders only
         self.first_sent_at: dict[str, float] = {}  # order id -> time.time() of first attempt
         self._accepted: set[str] = set()
         self._stats = SenderStats()
         self._stop = asyncio.Event()
         self._bucket = LeakyBucket()
+        self.set_config({})
+
+    # --- configuration and catalogue ---------------------------------------------------------
+
+    def set_config(self, changes: JSON) -> ShopifySimConfig:
+        """Apply ``changes`` (as ``PUT /_sim/config``) to the config, factory, listings, bucket."""
+        cfg = self.config = self.config.updated(changes)
+        if "skus" in changes or cfg.skus is not None:
+            self.factory.skus = list(cfg.skus or DEFAULT_SKUS)
+        self.factory.max_quantity = cfg.max_quantity
+        self.listings.mode = "allow" if cfg.listing_mode == "allow" else "refuse"
+        self._bucket.reconfigure(cfg.api_bucket_capacity, cfg.api_leak_per_s)
+        for sku in [*DEFAULT_SKUS, *self.factory.skus, *cfg.extra_skus]:
+            self._ensure_product(sku)
+        return cfg
+
+    def _ensure_product(self, sku: str) -> JSON:
+        if sku not in self.catalog:
+            ids = catalog_ids(sku)
+            title, variant, price = catalog_entry(sku)
+            self.catalog[sku] = {
+                "id": ids["product_id"],
+                "title": title,
+                "status": "active",
+                "variants": [{
+                    "id": ids["variant_id"], "product_id": ids["product_id"], "title": variant,
+                    "sku": sku, "price": price, "inventory_item_id": ids["inventory_item_id"],
+                    "inventory_management": "shopify", "inventory_policy": "deny",
+                }],
+            }
+        return self.catalog[sku]
+
+    def _product(self, sku: str) -> JSON:
+        """The product resource as served now (stock and policy from the listings)."""
+        product = self._ensure_product(sku)
+        variant = product["variants"][0]
+        policy = "continue" if self.listings.mode == "allow" else "deny"
+        quantity = self.listings.quantity(sku)
+        return {**product, "variants": [{
+            **variant, "inventory_quantity": quantity or 0, "inventory_policy": policy,
+        }]}
+
+    def _sku_of_item(self, inventory_item_id: int) -> str | None:
+        for sku, product in self.catalog.items():
+            if product["variants"][0]["inventory_item_id"] == inventory_item_id:
+                return sku
+        return None
 
     # --- statistics ----------------------------------------------------------------------------
 
@@ -184,14 +307,19 @@ class ShopifySimulator(SimulatorServer):
             return UNMAPPABLE
         return GOOD
 
-    def next_delivery(self) -> Delivery:
-        """The next event to send; good orders are registered for the Admin API and stats."""
-        kind = self._pick_kind()
+    def next_delivery(self, lines: list[tuple[str, int]] | None = None) -> Delivery | None:
+        """The next event to send; good orders are registered for the Admin API and stats.
+
+        ``lines`` makes it a good order with exactly those lines. None when the buyer's order
+        was refused (not enough stock on a listing in ``refuse`` mode): nothing is sent."""
+        kind = self._pick_kind() if lines is None else GOOD
         if kind == MALFORMED:
             self._stats.malformed_sent += 1
             body = self.factory.malformed_body()
             return Delivery(kind, body, self._headers(body), None)
-        order = self.factory.order() if kind == GOOD else self.factory.unmappable_order()
+        order = self.factory.order(lines) if kind == GOOD else self.factory.unmappable_order()
+        if kind == GOOD and not self._sell(order):
+            return None
         body = json.dumps(order, separators=(",", ":")).encode()
         if kind == UNMAPPABLE:
             self._stats.unmappable_sent += 1
@@ -200,6 +328,14 @@ class ShopifySimulator(SimulatorServer):
         self.orders[order_id] = order
         self._stats.orders_generated += 1
         return Delivery(kind, body, self._headers(body), order_id)
+
+    def _sell(self, order: JSON) -> bool:
+        sold = self.listings.sell([(li["sku"], li["quantity"]) for li in order["line_items"]])
+        if not sold:
+            self._stats.orders_refused += 1
+        for line in order["line_items"]:
+            self._ensure_product(line["sku"])
+        return sold
 
     # --- delivering ----------------------------------------------------------------------------
 
@@ -280,15 +416,26 @@ class ShopifySimulator(SimulatorServer):
         async with self._session() as session:
             while self._should_continue(sent, count, deadline):
                 await self._pace(start, sent)
+                sent += 1
+                delivery = self.next_delivery()
+                if delivery is None:
+                    continue
                 await slots.acquire()
-                task = asyncio.create_task(
-                    self._deliver_event(session, self.next_delivery(), slots)
-                )
+                task = asyncio.create_task(self._deliver_event(session, delivery, slots))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                sent += 1
             await asyncio.gather(*tasks)
         return self.stats()
+
+    async def send_order(self, lines: list[tuple[str, int]]) -> JSON | None:
+        """Create one order with exactly ``lines`` ``[(sku, quantity)]`` and deliver its webhook
+        (with retries). Returns the order, or None when the listings refused the sale."""
+        delivery = self.next_delivery(lines)
+        if delivery is None:
+            return None
+        async with self._session() as session:
+            await self.deliver(session, delivery)
+        return self.orders[str(delivery.order_id)]
 
     async def _pace(self, start: float, sent: int) -> None:
         """Sleep until event number ``sent`` is due, or until stop_sending is called."""
@@ -299,13 +446,25 @@ class ShopifySimulator(SimulatorServer):
             except TimeoutError:
                 pass
 
-    # --- Admin REST API (read-only) --------------------------------------------------------
+    # --- Admin REST API --------------------------------------------------------------------
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._admin_guard])
-        app.router.add_get("/admin/api/{version}/orders.json", self._list_orders)
-        app.router.add_get("/admin/api/{version}/orders/{order_id}.json", self._get_order)
+        admin = "/admin/api/{version}"
+        app.router.add_get(f"{admin}/orders.json", self._list_orders)
+        app.router.add_get(f"{admin}/orders/{{order_id}}.json", self._get_order)
+        app.router.add_post(f"{admin}/orders/{{order_id}}/cancel.json", self._cancel_order)
+        app.router.add_get(f"{admin}/orders/{{order_id}}/refunds.json", self._list_refunds)
+        app.router.add_post(f"{admin}/orders/{{order_id}}/refunds.json", self._create_refund)
+        app.router.add_get(f"{admin}/locations.json", self._locations)
+        app.router.add_get(f"{admin}/products.json", self._products)
+        app.router.add_get(f"{admin}/inventory_levels.json", self._inventory_levels)
+        app.router.add_post(f"{admin}/inventory_levels/set.json", self._set_inventory_level)
         app.router.add_get("/_sim/stats", self._sim_stats)
+        app.router.add_put("/_sim/config", self._sim_config)
+        app.router.add_post("/_sim/orders", self._sim_orders)
+        app.router.add_get("/_sim/inventory", self._sim_inventory)
+        app.router.add_get("/_sim/cancellations", self._sim_cancellations)
         return app
 
     @web.middleware
@@ -347,9 +506,204 @@ class ShopifySimulator(SimulatorServer):
     async def _sim_stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats())
 
+    async def _sim_config(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            config = self.set_config(changes)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(asdict(config))
+
+    async def _sim_orders(self, request: web.Request) -> web.Response:
+        """``{"lines": [{"sku", "quantity"}]}``: one order with those lines; ``{"count": n}``:
+        n generated events. Answers with what was created (or refused)."""
+        try:
+            body = await request.json()
+            if "lines" in body:
+                lines = [(str(li["sku"]), int(li["quantity"])) for li in body["lines"]]
+                if not lines or any(q < 1 for _, q in lines):
+                    raise ValueError("lines need a sku and a quantity >= 1")
+            else:
+                count = int(body["count"])
+        except (ValueError, TypeError, KeyError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        if "lines" in body:
+            order = await self.send_order(lines)
+            if order is None:
+                return web.json_response({"refused": True, "order": None})
+            return web.json_response({"refused": False, "order": order,
+                                      "delivered": str(order["id"]) in self._accepted})
+        return web.json_response(await self.send_orders(count=count))
+
+    async def _sim_inventory(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.listings.snapshot())
+
+    async def _sim_cancellations(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.cancellations)
+
+    # --- Admin REST: locations, products, inventory levels -------------------------------------
+
+    def _location(self) -> JSON:
+        return {
+            "id": self.config.location_id, "name": "Main warehouse", "active": True,
+            "address1": "126 York St.", "city": "Ottawa", "province_code": "ON",
+            "country_code": "CA", "zip": "K1N 5T5", "legacy": False,
+            "admin_graphql_api_id": f"gid://shopify/Location/{self.config.location_id}",
+        }
+
+    async def _locations(self, _request: web.Request) -> web.Response:
+        return web.json_response({"locations": [self._location()]})
+
+    async def _products(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            limit = min(250, max(1, int(query.get("limit", "50"))))
+            since = query.get("since_id", "0")
+            if "page_info" in query:
+                since = base64.urlsafe_b64decode(query["page_info"].encode()).decode()
+            since_id = int(since)
+        except ValueError:
+            return web.json_response({"errors": "Bad Request"}, status=400)
+        products = sorted((self._product(s) for s in self.catalog), key=lambda p: p["id"])
+        hits = [p for p in products if p["id"] > since_id]
+        page = hits[:limit]
+        response = web.json_response({"products": page})
+        if len(hits) > limit:
+            cursor = base64.urlsafe_b64encode(str(page[-1]["id"]).encode()).decode()
+            url = request.url.with_query({"limit": str(limit), "page_info": cursor})
+            response.headers["Link"] = f'<{url}>; rel="next"'
+        return response
+
+    def _level(self, sku: str, inventory_item_id: int) -> JSON:
+        listing = self.listings.items.get(sku)
+        return {
+            "inventory_item_id": inventory_item_id,
+            "location_id": self.config.location_id,
+            "available": None if listing is None else listing.quantity,
+            "updated_at": None if listing is None else listing.updated_at,
+        }
+
+    async def _inventory_levels(self, request: web.Request) -> web.Response:
+        try:
+            raw = request.query.get("inventory_item_ids", "")
+            wanted = {int(i) for i in raw.split(",") if i.strip()}
+        except ValueError:
+            return web.json_response({"errors": "Bad Request"}, status=400)
+        if not wanted and "location_ids" not in request.query:
+            return _unprocessable(["inventory_item_ids or location_ids is required"])
+        levels = [
+            self._level(sku, p["variants"][0]["inventory_item_id"])
+            for sku, p in sorted(self.catalog.items())
+            if not wanted or p["variants"][0]["inventory_item_id"] in wanted
+        ]
+        return web.json_response({"inventory_levels": levels})
+
+    async def _set_inventory_level(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            location_id, item_id = body["location_id"], body["inventory_item_id"]
+            available = body["available"]
+        except (ValueError, TypeError, KeyError):
+            return _unprocessable(["location_id, inventory_item_id and available are required"])
+        if str(location_id) != str(self.config.location_id):
+            return _unprocessable(["Location not found"])
+        sku = self._sku_of_item(int(item_id)) if str(item_id).isdigit() else None
+        if sku is None:
+            return _unprocessable(["Inventory item does not exist"])
+        try:
+            self.listings.set(sku, available)
+        except ValueError:
+            return _unprocessable({"available": ["must be a whole number of at least 0"]})
+        return web.json_response({"inventory_level": self._level(sku, int(item_id))})
+
+    # --- Admin REST: cancellation and refunds ------------------------------------------------
+
+    def _record_cancellations(self, order: JSON, items: list[tuple[int, int, str]], reason: str) -> None:
+        by_id = {li["id"]: li for li in order["line_items"]}
+        at = datetime.now(UTC).isoformat()
+        for line_id, qty, kind in items:
+            if kind != "cancel":
+                continue
+            sku = by_id[line_id]["sku"]
+            self.listings.seller_cancelled(sku, qty)
+            self.cancellations.append({"order_id": str(order["id"]), "line_id": str(line_id),
+                                       "sku": sku, "quantity": qty, "reason": reason, "at": at})
+
+    def _refund(self, order: JSON, items: list[tuple[int, int, str]], note: str | None,
+                reason: str) -> JSON:
+        self._next_refund_id += 1000
+        refund = add_refund(order, items, note=note, refund_id=self._next_refund_id,
+                            location_id=self.config.location_id)
+        self._record_cancellations(order, items, reason)
+        return refund
+
+    async def _cancel_order(self, request: web.Request) -> web.Response:
+        order = self.orders.get(request.match_info["order_id"])
+        if order is None:
+            return web.json_response({"errors": "Not Found"}, status=404)
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return web.json_response({"errors": "Bad Request"}, status=400)
+        reason = body.get("reason", "other")
+        if reason not in CANCEL_REASONS:
+            return _unprocessable({"reason": ["is not included in the list"]})
+        if order["cancelled_at"] is not None:
+            return web.json_response({"error": "Order has already been cancelled"}, status=422)
+        left = [(i, q, "cancel") for i, q in remaining_quantities(order).items() if q > 0]
+        if left:
+            self._refund(order, left, None, reason)
+        mark_cancelled(order, reason)
+        return web.json_response({"order": order})
+
+    async def _list_refunds(self, request: web.Request) -> web.Response:
+        order = self.orders.get(request.match_info["order_id"])
+        if order is None:
+            return web.json_response({"errors": "Not Found"}, status=404)
+        return web.json_response({"refunds": order.get("refunds", [])})
+
+    async def _create_refund(self, request: web.Request) -> web.Response:
+        order = self.orders.get(request.match_info["order_id"])
+        if order is None:
+            return web.json_response({"errors": "Not Found"}, status=404)
+        try:
+            refund = (await request.json())["refund"]
+            items = [(int(i["line_item_id"]), int(i["quantity"]), str(i.get("restock_type", "no_restock")))
+                     for i in refund.get("refund_line_items", [])]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return web.json_response({"errors": "Bad Request"}, status=400)
+        problem = _refund_problem(order, items)
+        if problem is not None:
+            return _unprocessable({"refund_line_items": [problem]})
+        note = refund.get("note")
+        created = self._refund(order, items, note, str(note or "refund"))
+        return web.json_response({"refund": created}, status=201)
+
     async def stop(self) -> None:
         self.stop_sending()
         await super().stop()
+
+
+def _unprocessable(errors: Any) -> web.Response:
+    return web.json_response({"errors": errors}, status=422)
+
+
+def _refund_problem(order: JSON, items: list[tuple[int, int, str]]) -> str | None:
+    """Why Shopify would refuse refunding ``items`` of ``order``, or None."""
+    left = remaining_quantities(order)
+    asked: dict[int, int] = {}
+    for line_id, qty, kind in items:
+        if line_id not in left:
+            return f"Line item {line_id} does not belong to this order"
+        if qty < 1 or kind not in RESTOCK_TYPES:
+            return f"Line item {line_id}: quantity must be >= 1 and restock_type one of {RESTOCK_TYPES}"
+        asked[line_id] = asked.get(line_id, 0) + qty
+    over = [i for i, q in asked.items() if q > left[i]]
+    return f"Quantity cannot refund more items than were purchased (line {over[0]})" if over else None
 
 
 async def run_shopify_simulator(

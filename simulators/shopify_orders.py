@@ -9,10 +9,16 @@ way Shopify's are:
                    = total_line_items_price + total_tax + shipping - total_discounts
 
 ``total_tax`` is the sum of the line items' ``tax_lines`` (tax on the discounted line amount).
+
+Every SKU has one catalogue entry with stable ids (``catalog_ids``): the product, its single variant
+and the variant's inventory item, derived from the SKU so that line items, ``products.json`` and
+``inventory_levels`` agree across runs. Generated orders pick 1-3 SKUs of ``skus`` with 1..
+``max_quantity`` units each; ``order(lines=...)`` builds one with exactly the given lines.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -45,6 +51,21 @@ _SHIPPING = [("Free Shipping", "0.00"), ("Standard", "4.99"), ("Express", "9.99"
 TAX_RATE = Decimal("0.06")
 
 
+def catalog_ids(sku: str) -> JSON:
+    """Stable ``product_id``, ``variant_id`` and ``inventory_item_id`` of ``sku``'s one variant."""
+    h = int.from_bytes(hashlib.sha256(sku.encode()).digest()[:5], "big") % 10**11
+    return {
+        "product_id": 7_000_000_000_000 + h,
+        "variant_id": 40_000_000_000_000 + h,
+        "inventory_item_id": 42_000_000_000_000 + h,
+    }
+
+
+def catalog_entry(sku: str) -> tuple[str, str, str]:
+    """(product title, variant title, price) of ``sku``."""
+    return _TITLES.get(sku, (f"Product {sku}", "Default", "10.00"))
+
+
 def money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
@@ -62,11 +83,13 @@ class ShopifyOrderFactory:
         shop_domain: str = "retail-sync-demo.myshopify.com",
         currency: str = "USD",
         skus: list[str] | None = None,
+        max_quantity: int = 3,
     ) -> None:
         self.rng = random.Random(seed)
         self.shop_domain = shop_domain
         self.currency = currency
-        self.skus = skus or DEFAULT_SKUS
+        self.skus = list(skus or DEFAULT_SKUS)
+        self.max_quantity = max(1, max_quantity)
         # seeded runs repeat their ids; unseeded runs start from the clock so ids never recur
         base = self.rng.randrange(10**9) if seed is not None else int(time.time() * 1000) % 10**12
         self._next_id = 5_000_000_000_000 + base * 10
@@ -78,9 +101,9 @@ class ShopifyOrderFactory:
 
     # --- parts -----------------------------------------------------------------------------
 
-    def _line_item(self, sku: str) -> JSON:
-        title, variant, price = _TITLES.get(sku, (f"Product {sku}", "Default", "10.00"))
-        qty = self.rng.randint(1, 3)
+    def _line_item(self, sku: str, qty: int | None = None) -> JSON:
+        title, variant, price = catalog_entry(sku)
+        qty = self.rng.randint(1, self.max_quantity) if qty is None else qty
         gross = Decimal(price) * qty
         discount = (
             (gross * Decimal("0.10")).quantize(CENT) if self.rng.random() < 0.2 else Decimal(0)
@@ -88,8 +111,8 @@ class ShopifyOrderFactory:
         tax = ((gross - discount) * TAX_RATE).quantize(CENT, rounding=ROUND_HALF_UP)
         return {
             "id": self._id(),
-            "variant_id": self._id(),
-            "product_id": self._id(),
+            "variant_id": catalog_ids(sku)["variant_id"],
+            "product_id": catalog_ids(sku)["product_id"],
             "title": title,
             "variant_title": variant,
             "name": f"{title} - {variant}",
@@ -163,17 +186,23 @@ class ShopifyOrderFactory:
 
     # --- orders ------------------------------------------------------------------------------
 
-    def order(self) -> JSON:
-        """A new, valid order (the body of an ``orders/create`` webhook)."""
+    def _lines(self, lines: list[tuple[str, int]] | None) -> list[JSON]:
+        if lines is not None:
+            return [self._line_item(sku, qty) for sku, qty in lines]
+        count = self.rng.randint(1, min(3, len(self.skus)))
+        return [self._line_item(sku) for sku in self.rng.sample(self.skus, count)]
+
+    def order(self, lines: list[tuple[str, int]] | None = None) -> JSON:
+        """A new, valid order (the body of an ``orders/create`` webhook); ``lines`` as
+        ``[(sku, quantity)]`` fixes its line items, otherwise they are drawn from ``skus``."""
         order_id = self._id()
         self._order_number += 1
         first, last = self.rng.choice(_FIRST), self.rng.choice(_LAST)
         email = f"{first}.{last}.{order_id % 100000}@example.com".lower()
         created = shop_time(time.time())
-        count = self.rng.randint(1, min(3, len(self.skus)))
-        lines = [self._line_item(sku) for sku in self.rng.sample(self.skus, count)]
+        items = self._lines(lines)
         ship_title, ship_price = self.rng.choice(_SHIPPING)
-        totals = self._totals(lines, ship_price)
+        totals = self._totals(items, ship_price)
         address = self._address(first, last)
         return {
             "id": order_id,
@@ -206,7 +235,7 @@ class ShopifyOrderFactory:
                 if Decimal(totals["total_discounts"])
                 else []
             ),
-            "line_items": lines,
+            "line_items": items,
             "shipping_lines": [
                 {"code": ship_title, "title": ship_title, "price": ship_price, "source": "shopify"}
             ],
@@ -234,3 +263,66 @@ class ShopifyOrderFactory:
         """Bytes that are not JSON: an order cut off mid-document."""
         body = json.dumps(self.order(), separators=(",", ":")).encode()
         return body[: self.rng.randint(10, len(body) // 2)]
+
+
+# --- after the sale: seller cancellations and refunds ------------------------------------------
+
+CANCEL_REASONS = ("customer", "inventory", "fraud", "declined", "other")
+RESTOCK_TYPES = ("no_restock", "cancel", "return", "legacy_restock")
+
+
+def refunded_quantities(order: JSON) -> dict[int, int]:
+    """Units already refunded (or cancelled) per line item id, over every refund of ``order``."""
+    done: dict[int, int] = {}
+    for refund in order.get("refunds", []):
+        for item in refund["refund_line_items"]:
+            done[item["line_item_id"]] = done.get(item["line_item_id"], 0) + item["quantity"]
+    return done
+
+
+def remaining_quantities(order: JSON) -> dict[int, int]:
+    """Units of each line item neither refunded nor cancelled yet."""
+    done = refunded_quantities(order)
+    return {li["id"]: li["quantity"] - done.get(li["id"], 0) for li in order["line_items"]}
+
+
+def add_refund(
+    order: JSON, items: list[tuple[int, int, str]], *, note: str | None, refund_id: int,
+    location_id: int,
+) -> JSON:
+    """Record a refund of ``items`` ``[(line_item_id, quantity, restock_type)]`` on ``order``
+    (quantities already validated) and update each line's ``fulfillable_quantity``."""
+    by_id = {li["id"]: li for li in order["line_items"]}
+    now = shop_time(time.time())
+    refund = {
+        "id": refund_id,
+        "order_id": order["id"],
+        "created_at": now,
+        "note": note,
+        "restock": any(kind != "no_restock" for _, _, kind in items),
+        "refund_line_items": [
+            {
+                "id": refund_id + n + 1,
+                "line_item_id": line_id,
+                "quantity": qty,
+                "restock_type": kind,
+                "location_id": location_id if kind != "no_restock" else None,
+                "line_item": dict(by_id[line_id]),
+                "subtotal": money(Decimal(by_id[line_id]["price"]) * qty),
+            }
+            for n, (line_id, qty, kind) in enumerate(items)
+        ],
+        "transactions": [],
+        "order_adjustments": [],
+    }
+    order.setdefault("refunds", []).append(refund)
+    left = remaining_quantities(order)
+    for line in order["line_items"]:
+        line["fulfillable_quantity"] = left[line["id"]]
+    order["updated_at"] = now
+    return refund
+
+
+def mark_cancelled(order: JSON, reason: str) -> None:
+    now = shop_time(time.time())
+    order.update(cancelled_at=now, cancel_reason=reason, closed_at=now, updated_at=now)

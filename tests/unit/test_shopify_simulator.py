@@ -265,3 +265,106 @@ def test_leaky_bucket_leaks() -> None:
     assert bucket.header() == "40/40"
     now[0] = 1.0
     assert bucket.take() and bucket.take() and not bucket.take()
+
+
+# --- stock: listings, inventory levels, seller cancellations ---------------------------------
+
+ADMIN = "/admin/api/2024-04"
+TOKEN = {"X-Shopify-Access-Token": "shpat_demo"}
+
+
+@pytest.fixture
+async def stock_sim(receiver_factory: Callable[[int], Receiver]) -> AsyncIterator[ShopifySimulator]:
+    receiver = receiver_factory(0)
+    sim = ShopifySimulator(config(await receiver.start()))
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def test_inventory_levels_set_products_and_locations(stock_sim: ShopifySimulator) -> None:
+    async with aiohttp.ClientSession(base_url=stock_sim.base_url) as http:
+        async with http.get(f"{ADMIN}/locations.json", headers=TOKEN) as resp:
+            (location,) = (await resp.json())["locations"]
+        assert location["active"] and location["id"] == stock_sim.config.location_id
+        async with http.get(f"{ADMIN}/products.json", headers=TOKEN) as resp:
+            products = (await resp.json())["products"]
+        variants = {p["variants"][0]["sku"]: p["variants"][0] for p in products}
+        assert set(variants) == set(ShopifyOrderFactory().skus)
+        item = variants["IPOD2008RED"]["inventory_item_id"]
+        body = {"location_id": location["id"], "inventory_item_id": item, "available": 6}
+        async with http.post(f"{ADMIN}/inventory_levels/set.json", json=body, headers=TOKEN) as resp:
+            assert resp.status == 200 and "X-Shopify-Shop-Api-Call-Limit" in resp.headers
+            level = (await resp.json())["inventory_level"]
+        assert level["available"] == 6 and level["inventory_item_id"] == item
+        assert stock_sim.listings.quantity("IPOD2008RED") == 6
+        levels = f"{ADMIN}/inventory_levels.json?inventory_item_ids={item}"
+        async with http.get(levels, headers=TOKEN) as resp:
+            assert [lv["available"] for lv in (await resp.json())["inventory_levels"]] == [6]
+        for bad in ({**body, "available": -1}, {**body, "inventory_item_id": 1}, {**body, "location_id": 2}):
+            async with http.post(f"{ADMIN}/inventory_levels/set.json", json=bad, headers=TOKEN) as resp:
+                assert resp.status == 422 and "errors" in await resp.json()
+        async with http.get("/_sim/inventory") as resp:
+            snapshot = await resp.json()
+        assert snapshot["items"]["IPOD2008RED"]["quantity"] == 6 and snapshot["mode"] == "refuse"
+
+
+async def test_generated_orders_sell_from_listings_refuse_then_allow(stock_sim: ShopifySimulator) -> None:
+    async with aiohttp.ClientSession(base_url=stock_sim.base_url) as http:
+        changes = {"skus": ["SCARCE-1", "SCARCE-2", "SCARCE-3"], "max_quantity": 1}
+        async with http.put("/_sim/config", json=changes) as resp:
+            assert resp.status == 200 and (await resp.json())["skus"] == changes["skus"]
+        async with http.put("/_sim/config", json={"listing_mode": "maybe"}) as resp:
+            assert resp.status == 400
+    for sku in changes["skus"]:
+        stock_sim.listings.set(sku, 1)
+    stats = await stock_sim.send_orders(count=10)
+    assert stats["orders_generated"] + stats["orders_refused"] == 10 and stats["orders_refused"] >= 7
+    skus = {li["sku"] for o in stock_sim.orders.values() for li in o["line_items"]}
+    assert skus <= set(changes["skus"])
+    totals = stock_sim.listings.snapshot()["totals"]
+    assert totals["sold_units"] <= 3 and totals["refused_units"] >= 7 and totals["oversold_units"] == 0
+    stock_sim.set_config({"listing_mode": "allow"})
+    assert (await stock_sim.send_orders(count=3))["orders_refused"] == stats["orders_refused"]
+    assert stock_sim.listings.snapshot()["totals"]["oversold_units"] >= 3
+
+
+async def test_sim_orders_endpoint_creates_one_specific_order(stock_sim: ShopifySimulator) -> None:
+    stock_sim.listings.set("MUG-CLASSIC", 2)
+    async with aiohttp.ClientSession(base_url=stock_sim.base_url) as http:
+        body = {"lines": [{"sku": "MUG-CLASSIC", "quantity": 2}]}
+        async with http.post("/_sim/orders", json=body) as resp:
+            made = await resp.json()
+        assert not made["refused"] and made["delivered"]
+        assert [(li["sku"], li["quantity"]) for li in made["order"]["line_items"]] == [("MUG-CLASSIC", 2)]
+        async with http.post("/_sim/orders", json=body) as resp:
+            assert (await resp.json())["refused"]
+    assert stock_sim.listings.quantity("MUG-CLASSIC") == 0
+
+
+async def test_cancel_and_refunds_like_shopify(stock_sim: ShopifySimulator) -> None:
+    order = await stock_sim.send_order([("IPOD2008RED", 3), ("MUG-CLASSIC", 1)])
+    assert order is not None
+    oid, red = order["id"], order["line_items"][0]["id"]
+    refund = {"refund": {"note": "oos", "refund_line_items": [
+        {"line_item_id": red, "quantity": 2, "restock_type": "cancel"}]}}
+    async with aiohttp.ClientSession(base_url=stock_sim.base_url) as http:
+        async with http.post(f"{ADMIN}/orders/{oid}/refunds.json", json=refund, headers=TOKEN) as resp:
+            assert resp.status == 201 and (await resp.json())["refund"]["order_id"] == oid
+        refund["refund"]["refund_line_items"][0]["quantity"] = 2  # only 1 left
+        async with http.post(f"{ADMIN}/orders/{oid}/refunds.json", json=refund, headers=TOKEN) as resp:
+            assert resp.status == 422
+        async with http.post(f"{ADMIN}/orders/{oid}/cancel.json", json={"reason": "inventory"},
+                             headers=TOKEN) as resp:
+            cancelled = (await resp.json())["order"]
+        assert cancelled["cancel_reason"] == "inventory" and cancelled["cancelled_at"]
+        async with http.post(f"{ADMIN}/orders/{oid}/cancel.json", json={"reason": "inventory"},
+                             headers=TOKEN) as resp:
+            assert resp.status == 422 and "already been cancelled" in (await resp.json())["error"]
+        async with http.get(f"{ADMIN}/orders/{oid}/refunds.json", headers=TOKEN) as resp:
+            assert len((await resp.json())["refunds"]) == 2
+        async with http.get("/_sim/cancellations") as resp:
+            records = await resp.json()
+    assert [(r["sku"], r["quantity"], r["reason"]) for r in records] == [
+        ("IPOD2008RED", 2, "oos"), ("IPOD2008RED", 1, "inventory"), ("MUG-CLASSIC", 1, "inventory")]
+    assert set(records[0]) == {"order_id", "line_id", "sku", "quantity", "reason", "at"}

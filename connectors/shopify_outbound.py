@@ -1,0 +1,320 @@
+"""Shopify Admin REST as a ChannelOutbound: inventory levels out, seller cancellations out.
+
+Inventory: Shopify REST has no bulk inventory call, so a push is one
+``POST /admin/api/{v}/inventory_levels/set.json`` (``location_id``, ``inventory_item_id``,
+``available``) per SKU. SKUs resolve to inventory items through ``products.json`` (every page,
+following ``Link: <...>; rel="next"``), cached; an SKU missing from the cache reloads it once per
+push, and an SKU the shop still does not have is reported in ``PushReport.failed``, as is a 422 on
+its level. The location is ``shopify_location_id`` or the first active one of ``locations.json``.
+
+Pacing: Shopify's REST call limit is a leaky bucket (40 calls leaking 2/s; Plus 80 and 4/s)
+reported after every call in ``X-Shopify-Shop-Api-Call-Limit: used/size``. ``CallLimitPacer``
+keeps its own estimate of the bucket from that header, leaking at ``size / 20`` per second unless
+told otherwise, and waits before a call that would leave less than ``headroom`` free. A 429 (other
+clients share the bucket) is waited out for ``Retry-After`` and the call retried, at most
+``max_attempts`` times in all; then it is a RateLimitedError.
+
+Cancellations: a whole order is ``POST orders/{id}/cancel.json`` with ``reason: inventory``; the
+422 "Order has already been cancelled" is success. Part of an order is a refund with
+``restock_type: cancel`` per line (``POST orders/{id}/refunds.json``). A line's ``quantity`` is read
+as the units of that line that must end up cancelled: the refunds already on the order are read
+first and only the difference is asked for, so repeating a cancellation changes nothing.
+
+Errors at the edge: 429 -> RateLimitedError (``Retry-After``), 5xx, timeouts and connection
+failures -> RetryableError, other 4xx -> PermanentError, a 2xx that is not the JSON promised ->
+DecodeError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from connectors.base import CancelLine, PushReport, QuantityUpdate
+from connectors.errors import (
+    DecodeError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+    SyncError,
+    parse_retry_after,
+)
+
+JSON = dict[str, Any]
+CALL_LIMIT_HEADER = "X-Shopify-Shop-Api-Call-Limit"
+ALREADY_CANCELLED = "already been cancelled"
+MAX_ERROR_BODY = 4 * 1024
+
+
+def error_for_status(status: int, body: str, headers: Mapping[str, str], what: str) -> SyncError:
+    """The sync error an unsuccessful Shopify answer means."""
+    clipped = body[:MAX_ERROR_BODY]
+    message = f"Shopify {what}: HTTP {status} {shopify_errors(clipped)}"
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if status == 429:
+        return RateLimitedError(message, status=status, body=clipped, retry_after=retry_after)
+    if status >= 500:
+        return RetryableError(message, status=status, body=clipped, retry_after=retry_after)
+    return PermanentError(message, status=status, body=clipped)
+
+
+def shopify_errors(body: str) -> str:
+    """The text of Shopify's ``{"errors": ...}`` / ``{"error": ...}`` body (any of its shapes)."""
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError:
+        return body[:200]
+    errors = payload.get("errors", payload.get("error")) if isinstance(payload, dict) else payload
+    if isinstance(errors, dict):
+        return "; ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                         for k, v in errors.items())
+    if isinstance(errors, list):
+        return "; ".join(map(str, errors))
+    return str(errors if errors is not None else body[:200])
+
+
+def parse_call_limit(value: str | None) -> tuple[int, int] | None:
+    """``"32/40"`` -> (32, 40); None if absent or odd."""
+    used, _, size = (value or "").partition("/")
+    try:
+        parsed = int(used), int(size)
+    except ValueError:
+        return None
+    return parsed if parsed[1] > 0 else None
+
+
+class CallLimitPacer:
+    """Keeps calls under Shopify's leaky bucket, from what ``X-Shopify-Shop-Api-Call-Limit`` says."""
+
+    def __init__(self, *, leak_per_s: float | None = None, headroom: int = 2, size: int = 40,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.leak_per_s, self.headroom, self.size, self.clock = leak_per_s, headroom, size, clock
+        self.level = 0.0
+        self._at = clock()
+        self._blocked_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def _leak_rate(self) -> float:
+        return self.leak_per_s or self.size / 20  # Shopify: 40 -> 2/s, Plus 80 -> 4/s
+
+    def _current(self) -> float:
+        return max(0.0, self.level - (self.clock() - self._at) * self._leak_rate())
+
+    def wait_time(self) -> float:
+        """Seconds until one more call leaves ``headroom`` calls free (and any 429 pause is over)."""
+        room = max(1, self.size - self.headroom)
+        over = self._current() + 1 - room
+        return max(over / self._leak_rate() if over > 0 else 0.0, self._blocked_until - self.clock())
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while (delay := self.wait_time()) > 0:
+                await asyncio.sleep(delay)
+            self.level, self._at = self._current() + 1, self.clock()  # counted until told otherwise
+
+    def observe(self, header: str | None) -> None:
+        """Adopt the bucket level Shopify reported."""
+        parsed = parse_call_limit(header)
+        if parsed is not None:
+            self.level, self.size, self._at = float(parsed[0]), parsed[1], self.clock()
+
+    def throttled(self, retry_after: float | None) -> None:
+        self._blocked_until = self.clock() + (retry_after if retry_after is not None else 1.0)
+
+
+class ShopifyOutbound:
+    """Inventory levels and seller cancellations through Shopify Admin REST (one aiohttp session)."""
+
+    channel = "shopify"
+
+    def __init__(
+        self, base_url: str, access_token: str, *, api_version: str = "2024-04",
+        location_id: int | None = None, timeout_s: float = 10.0, leak_per_s: float | None = None,
+        max_attempts: int = 3, page_limit: int = 250,
+    ) -> None:
+        self.api = f"{base_url.rstrip('/')}/admin/api/{api_version}"
+        self._token = access_token
+        self._location_id = location_id
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.pacer = CallLimitPacer(leak_per_s=leak_per_s)
+        self.max_attempts = max(1, max_attempts)
+        self.page_limit = page_limit
+        self._items: dict[str, int] = {}  # sku -> inventory_item_id
+        self.calls = 0
+        self.throttled = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ShopifyOutbound | None:
+        if settings.shopify_admin_base_url is None:
+            return None
+        return cls(str(settings.shopify_admin_base_url),
+                   settings.shopify_access_token.get_secret_value(),
+                   api_version=settings.shopify_api_version,
+                   location_id=settings.shopify_location_id)
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def _exchange(self, method: str, url: str, what: str, body: JSON | None) -> tuple[int, str, Any]:
+        headers = {"X-Shopify-Access-Token": self._token, "Accept": "application/json"}
+        await self.pacer.acquire()
+        self.calls += 1
+        try:
+            async with self._client().request(method, url, json=body, headers=headers) as resp:
+                self.pacer.observe(resp.headers.get(CALL_LIMIT_HEADER))
+                return resp.status, await resp.text(errors="replace"), resp
+        except TimeoutError as exc:
+            raise RetryableError(f"Shopify {what}: timed out ({exc!r})") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"Shopify {what}: {type(exc).__name__}: {exc}") from exc
+
+    async def _call(self, method: str, url: str, what: str, body: JSON | None = None) -> tuple[int, str, Any]:
+        """One call, paced; a 429 waits ``Retry-After`` and tries again (``max_attempts`` in all).
+        Returns status, text and the response (for its headers and links)."""
+        for attempt in range(1, self.max_attempts + 1):
+            status, text, resp = await self._exchange(method, url, what, body)
+            if status != 429:
+                return status, text, resp
+            self.throttled += 1
+            self.pacer.throttled(parse_retry_after(resp.headers.get("Retry-After")))
+            if attempt == self.max_attempts:
+                raise error_for_status(status, text, resp.headers, what)
+        raise AssertionError("unreachable")
+
+    async def _json(self, method: str, path: str, what: str, body: JSON | None = None) -> JSON:
+        status, text, resp = await self._call(method, f"{self.api}/{path}", what, body)
+        if not 200 <= status < 300:
+            raise error_for_status(status, text, resp.headers, what)
+        return _object(text, what)
+
+    # --- catalogue and location ----------------------------------------------------------------
+
+    async def _load_items(self) -> None:
+        """Every variant's sku -> inventory_item_id, over every page of products.json."""
+        items: dict[str, int] = {}
+        url: str | None = f"{self.api}/products.json?limit={self.page_limit}"
+        while url is not None:
+            status, text, resp = await self._call("GET", url, "products")
+            if status != 200:
+                raise error_for_status(status, text, resp.headers, "products")
+            for product in _object(text, "products").get("products", []):
+                for variant in product.get("variants", []):
+                    if variant.get("sku") and variant.get("inventory_item_id"):
+                        items[str(variant["sku"])] = int(variant["inventory_item_id"])
+            following = resp.links.get("next")
+            url = str(following["url"]) if following else None
+        self._items = items
+
+    async def location_id(self) -> int:
+        if self._location_id is None:
+            locations = (await self._json("GET", "locations.json", "locations")).get("locations", [])
+            active = [loc for loc in locations if loc.get("active", True)]
+            if not active:
+                raise PermanentError("Shopify locations: the shop has no active location")
+            self._location_id = int(active[0]["id"])
+        return self._location_id
+
+    async def _resolve(self, skus: Sequence[str]) -> dict[str, int]:
+        if any(sku not in self._items for sku in skus):
+            await self._load_items()  # new or first: reload once for this push
+        return {sku: self._items[sku] for sku in skus if sku in self._items}
+
+    # --- ChannelOutbound -------------------------------------------------------------------------
+
+    async def push_inventory(self, updates: Sequence[QuantityUpdate]) -> PushReport:
+        items = await self._resolve([u.sku for u in updates])
+        location = await self.location_id() if items else 0
+        applied: list[str] = []
+        failed: dict[str, str] = {
+            u.sku: f"Shopify has no product variant with SKU {u.sku}" for u in updates if u.sku not in items
+        }
+        for update in (u for u in updates if u.sku in items):
+            body = {"location_id": location, "inventory_item_id": items[update.sku],
+                    "available": update.quantity}
+            what = f"set inventory level of {update.sku}"
+            status, text, resp = await self._call("POST", f"{self.api}/inventory_levels/set.json", what, body)
+            if 200 <= status < 300:
+                applied.append(update.sku)
+            elif status == 422:
+                failed[update.sku] = f"HTTP 422 {shopify_errors(text)}"
+            else:
+                raise error_for_status(status, text, resp.headers, what)
+        return PushReport(applied=applied, failed=failed, mechanism="inventory_levels/set")
+
+    async def cancel_lines(
+        self, marketplace_order_id: str, lines: Sequence[CancelLine], *, whole_order: bool,
+        reason: str,
+    ) -> None:
+        if whole_order:
+            await self._cancel_order(marketplace_order_id)
+        else:
+            await self._cancel_units(marketplace_order_id, lines, reason)
+
+    async def _cancel_order(self, order_id: str) -> None:
+        what = f"cancel order {order_id}"
+        body = {"reason": "inventory", "email": False, "restock": False}
+        status, text, resp = await self._call("POST", f"{self.api}/orders/{order_id}/cancel.json", what, body)
+        if 200 <= status < 300 or (status == 422 and ALREADY_CANCELLED in text):
+            return
+        raise error_for_status(status, text, resp.headers, what)
+
+    async def _cancel_units(self, order_id: str, lines: Sequence[CancelLine], reason: str) -> None:
+        refunds = await self._json("GET", f"orders/{order_id}/refunds.json", f"refunds of {order_id}")
+        done = _refunded(refunds.get("refunds", []))
+        wanted: dict[int, int] = {}
+        for line in lines:
+            line_item_id = _line_item_id(line, order_id)
+            wanted[line_item_id] = max(wanted.get(line_item_id, 0), line.quantity)
+        items = [
+            {"line_item_id": line_id, "quantity": qty - done.get(line_id, 0), "restock_type": "cancel"}
+            for line_id, qty in wanted.items() if qty > done.get(line_id, 0)
+        ]
+        if items:
+            body = {"refund": {"note": reason, "notify": False, "refund_line_items": items}}
+            await self._json("POST", f"orders/{order_id}/refunds.json", f"refund lines of {order_id}", body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _refunded(refunds: Any) -> dict[int, int]:
+    """Units already refunded or cancelled per line item, over the order's refunds."""
+    done: dict[int, int] = {}
+    for refund in refunds if isinstance(refunds, list) else []:
+        for item in refund.get("refund_line_items", []):
+            line_id = int(item["line_item_id"])
+            done[line_id] = done.get(line_id, 0) + int(item["quantity"])
+    return done
+
+
+def _line_item_id(line: CancelLine, order_id: str) -> int:
+    try:
+        return int(line.line_id)
+    except ValueError:
+        message = f"Shopify order {order_id}: line id {line.line_id!r} is not a line item id"
+        raise PermanentError(message) from None
+
+
+def _object(text: str, what: str) -> JSON:
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        raise DecodeError(f"Shopify {what}: answer is not JSON", body=text[:MAX_ERROR_BODY]) from None
+    if not isinstance(payload, dict):
+        raise DecodeError(f"Shopify {what}: answer is not a JSON object", body=text[:MAX_ERROR_BODY])
+    return payload
+
+
+__all__ = ["CallLimitPacer", "ShopifyOutbound", "error_for_status", "parse_call_limit", "shopify_errors"]

@@ -1,0 +1,208 @@
+"""ShopifyOutbound against the real Shopify simulator on loopback: inventory levels, pacing under
+the call limit, whole and partial seller cancellations (repeatable), error mapping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from connectors.base import CancelLine, QuantityUpdate
+from connectors.errors import PermanentError, RateLimitedError, RetryableError
+from connectors.shopify_outbound import CallLimitPacer, ShopifyOutbound, parse_call_limit
+from simulators.shopify import ShopifySimConfig, ShopifySimulator
+from tests.unit.test_shopify_simulator import Receiver
+
+TOKEN = "shpat_demo"
+
+
+@asynccontextmanager
+async def fake_shopify(handler: Any) -> AsyncIterator[str]:
+    """A server answering every request with ``handler`` (for answers the simulator never gives)."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[str]:
+    r = Receiver()
+    url = await r.start()
+    yield url
+    assert r.runner is not None
+    await r.runner.cleanup()
+
+
+@pytest.fixture
+async def sim(receiver: str) -> AsyncIterator[ShopifySimulator]:
+    simulator = ShopifySimulator(ShopifySimConfig(webhook_url=receiver, secret="s", seed=5, rate_per_s=500))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def outbound(sim: ShopifySimulator) -> AsyncIterator[ShopifyOutbound]:
+    client = ShopifyOutbound(str(sim.base_url), TOKEN)
+    yield client
+    await client.close()
+
+
+async def test_push_sets_levels_by_sku_and_reports_unknown(sim, outbound) -> None:
+    report = await outbound.push_inventory(
+        [QuantityUpdate("IPOD2008RED", 4), QuantityUpdate("MUG-CLASSIC", 0), QuantityUpdate("NOPE", 2)]
+    )
+    assert report.mechanism == "inventory_levels/set"
+    assert sorted(report.applied) == ["IPOD2008RED", "MUG-CLASSIC"]
+    assert list(report.failed) == ["NOPE"] and "no product variant" in report.failed["NOPE"]
+    assert sim.listings.quantity("IPOD2008RED") == 4 and sim.listings.quantity("MUG-CLASSIC") == 0
+    assert await outbound.location_id() == sim.config.location_id
+
+
+async def test_sku_added_later_is_found_by_one_refresh(sim, outbound) -> None:
+    await outbound.push_inventory([QuantityUpdate("IPOD2008RED", 1)])
+    sim.set_config({"extra_skus": ["NEW-SKU"]})
+    report = await outbound.push_inventory([QuantityUpdate("NEW-SKU", 7)])
+    assert report.applied == ["NEW-SKU"] and sim.listings.quantity("NEW-SKU") == 7
+
+
+async def test_products_are_paged(sim) -> None:
+    sim.set_config({"extra_skus": [f"P-{i:03}" for i in range(12)]})
+    client = ShopifyOutbound(str(sim.base_url), TOKEN, page_limit=5)
+    try:
+        report = await client.push_inventory([QuantityUpdate("P-011", 3), QuantityUpdate("P-000", 2)])
+    finally:
+        await client.close()
+    assert sorted(report.applied) == ["P-000", "P-011"] and len(client._items) == 17
+
+
+async def test_sixty_skus_paced_without_a_429(sim) -> None:
+    skus = [f"S-{i:02}" for i in range(60)]
+    sim.set_config({"extra_skus": skus, "api_bucket_capacity": 20, "api_leak_per_s": 40})
+    client = ShopifyOutbound(str(sim.base_url), TOKEN, leak_per_s=40)
+    try:
+        report = await client.push_inventory([QuantityUpdate(s, 5) for s in skus])
+    finally:
+        await client.close()
+    assert sorted(report.applied) == skus and client.throttled == 0
+    assert sim.stats()["status_counts"] == {} and all(sim.listings.quantity(s) == 5 for s in skus)
+
+
+async def test_a_429_is_waited_out_then_raised_when_it_persists() -> None:
+    calls: list[float] = []
+
+    async def throttled(_request: web.Request) -> web.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 2:  # one 429 for the first SKU, then fine; later always 429
+            limit = {"X-Shopify-Shop-Api-Call-Limit": "1/40"}
+            return web.json_response({"inventory_level": {}}, headers=limit)
+        headers = {"Retry-After": "0.05", "X-Shopify-Shop-Api-Call-Limit": "40/40"}
+        return web.json_response({"errors": "Exceeded 2 calls per second"}, status=429, headers=headers)
+
+    async with fake_shopify(throttled) as base:
+        client = ShopifyOutbound(base, TOKEN, location_id=1, max_attempts=3, leak_per_s=1000)
+        client._items = {"A": 11, "B": 12}
+        try:
+            assert (await client.push_inventory([QuantityUpdate("A", 1)])).applied == ["A"]
+            with pytest.raises(RateLimitedError) as caught:
+                await client.push_inventory([QuantityUpdate("B", 1)])
+        finally:
+            await client.close()
+    assert caught.value.retry_after == 0.05 and len(calls) == 5 and client.throttled == 4
+    assert calls[1] - calls[0] >= 0.05 and calls[4] - calls[3] >= 0.05
+
+
+def test_pacer_waits_for_the_leak() -> None:
+    now = [0.0]
+    pacer = CallLimitPacer(headroom=2, clock=lambda: now[0])
+    pacer.observe("38/40")
+    assert pacer.wait_time() == pytest.approx(0.5)  # leaks 2/s: one call free in 0.5 s
+    now[0] = 0.5
+    assert pacer.wait_time() == 0
+    assert parse_call_limit("1/80") == (1, 80) and parse_call_limit("x") is None
+
+
+async def _order(sim: ShopifySimulator, lines: list[tuple[str, int]]) -> dict[str, Any]:
+    order = await sim.send_order(lines)
+    assert order is not None
+    return order
+
+
+async def test_whole_cancel_is_recorded_once(sim, outbound) -> None:
+    order = await _order(sim, [("IPOD2008RED", 2), ("MUG-CLASSIC", 1)])
+    oid = str(order["id"])
+    lines = [CancelLine(str(li["id"]), li["sku"], li["quantity"]) for li in order["line_items"]]
+    await outbound.cancel_lines(oid, lines, whole_order=True, reason="out of stock")
+    await outbound.cancel_lines(oid, lines, whole_order=True, reason="out of stock")  # 422 = done
+    assert sim.orders[oid]["cancel_reason"] == "inventory" and sim.orders[oid]["cancelled_at"]
+    cancelled = sorted((c["sku"], c["quantity"]) for c in sim.cancellations)
+    assert cancelled == [("IPOD2008RED", 2), ("MUG-CLASSIC", 1)]
+    # a partial repeat after the whole cancellation asks for nothing more
+    await outbound.cancel_lines(oid, lines[:1], whole_order=False, reason="out of stock")
+    assert len(sim.cancellations) == 2
+
+
+async def test_partial_cancel_refunds_only_what_is_missing(sim, outbound) -> None:
+    sim.listings.set("IPOD2008RED", 10)
+    order = await _order(sim, [("IPOD2008RED", 3), ("MUG-CLASSIC", 1)])
+    oid, red = str(order["id"]), order["line_items"][0]
+    cancel = [CancelLine(str(red["id"]), "IPOD2008RED", 2)]
+    await outbound.cancel_lines(oid, cancel, whole_order=False, reason="stock promised elsewhere")
+    await outbound.cancel_lines(oid, cancel, whole_order=False, reason="stock promised elsewhere")
+    refunds = sim.orders[oid]["refunds"]
+    assert len(refunds) == 1 and refunds[0]["refund_line_items"][0]["restock_type"] == "cancel"
+    assert [(c["line_id"], c["quantity"], c["reason"]) for c in sim.cancellations] == [
+        (str(red["id"]), 2, "stock promised elsewhere")
+    ]
+    assert sim.listings.items["IPOD2008RED"].seller_cancelled_units == 2
+    assert sim.orders[oid]["cancelled_at"] is None
+
+
+async def test_errors_map_to_the_hierarchy(sim, outbound) -> None:
+    with pytest.raises(PermanentError):
+        await outbound.cancel_lines("1", [], whole_order=True, reason="x")  # 404
+    bad = ShopifyOutbound(str(sim.base_url), "wrong-token")
+    try:
+        with pytest.raises(PermanentError) as caught:
+            await bad.push_inventory([QuantityUpdate("IPOD2008RED", 1)])
+        assert caught.value.status == 401
+    finally:
+        await bad.close()
+    down = ShopifyOutbound("http://127.0.0.1:9", TOKEN)
+    try:
+        with pytest.raises(RetryableError):
+            await down.push_inventory([QuantityUpdate("IPOD2008RED", 1)])
+    finally:
+        await down.close()
+
+
+async def test_5xx_is_retryable() -> None:
+    async def fail(_request: web.Request) -> web.Response:
+        headers = {"Retry-After": "1.5"}
+        return web.json_response({"errors": "Internal Server Error"}, status=503, headers=headers)
+
+    async with fake_shopify(fail) as base:
+        client = ShopifyOutbound(base, TOKEN)
+        try:
+            with pytest.raises(RetryableError) as caught:
+                await client.push_inventory([QuantityUpdate("A", 1)])
+        finally:
+            await client.close()
+    assert caught.value.retry_after == 1.5 and not isinstance(caught.value, RateLimitedError)
+
+
+def test_from_settings() -> None:
+    class S:
+        shopify_admin_base_url = None
+
+    assert ShopifyOutbound.from_settings(S()) is None
