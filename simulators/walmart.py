@@ -15,9 +15,33 @@ What it mirrors (Walmart's OpenAPI documents in ../shared/specs/walmart, Aug 202
   answers ``{"order": ...}``; ``GET /v3/orders/{purchaseOrderId}`` reads one order.
 * Throttling is a token bucket per operation; every throttled operation answers with
   ``x-current-token-count`` and ``x-next-replenish-time`` (epoch ms) and 429 when empty.
+* Inventory (us-mp-inventory): ``PUT /v3/inventory?sku=`` with ``{"sku", "quantity": {"unit":
+  "EACH", "amount": N}}`` sets the listing at once and answers the same shape; ``GET
+  /v3/inventory?sku=`` reads it. An SKU that is not one of the seller's items answers 404
+  ``CONTENT_NOT_FOUND.GMP_INVENTORY_API``. ``POST /v3/feeds?feedType=inventory`` (multipart with a
+  ``file`` part, as the spec, or the same JSON as the body) answers ``{"feedId"}``; the feed is
+  RECEIVED, INPROGRESS after half of ``feed_processing_ms`` and PROCESSED (quantities applied, per
+  item SUCCESS or DATA_ERROR with ``ingestionErrors``) once it has passed; a file that is not an
+  inventory feed ends in ERROR. ``GET /v3/feeds/{feedId}?includeDetails=true&offset=&limit=`` (limit
+  at most 50) reports it as the feeds spec's PartnerFeedResponse.
+* ``POST /v3/orders/{purchaseOrderId}/cancel`` with ``orderCancellation.orderLines.orderLine[]``
+  (``lineNumber``, ``orderLineStatuses.orderLineStatus[]`` with status Cancelled, a
+  ``cancellationReason`` of the spec's enum and ``statusQuantity``) moves those units to a
+  ``Cancelled`` status entry and answers ``{"order": ...}``. Asking for more units than are still
+  Created/Acknowledged (e.g. repeating a cancellation) is a 400 ``INVALID_REQUEST_CONTENT``; a
+  client that wants idempotency reads the order first.
+* Rate limits, our guesses (Walmart publishes per-endpoint limits; recalled, not in the specs
+  here): inventory PUT/GET 200 per minute (burst 200), bulk inventory feeds 10 per hour (burst
+  10), feed status 20/s, cancel 10/s; all in the config (and scaled by ``time_scale``).
 
 Test-double extras: deterministic orders from a seed, ``time_scale`` (bucket refill runs that many
-times faster), runtime budget changes (``PUT /_sim/config``), counters (``GET /_sim/stats``).
+times faster), runtime budget changes (``PUT /_sim/config``), counters (``GET /_sim/stats``); stock in
+``listings`` (simulators/listings.py: ``GET /_sim/inventory``, mode ``listing_mode``); seller
+cancellations (``GET /_sim/cancellations``). Every order ``generate_orders`` / ``create_order`` /
+``POST /_sim/orders`` makes is a sale on the listings; a refused one (refuse mode, not enough
+stock) is not stored, ``orders_refused`` counts it and ``generate_orders(n)`` simply returns fewer
+than n (a buyer who saw "out of stock" left). ``add_order`` stores a given order as is (no sale).
+Generated orders draw from config ``skus`` (default: the CATALOG) with 1..``max_quantity`` units.
 The cursor's ``poIndex`` is the last purchase order of the page (a keyset), so acknowledging orders
 while paging neither skips nor repeats any. Every simulated order is seller-fulfilled, so
 ``shipNodeType=WFSFulfilled`` or ``3PLFulfilled`` finds nothing.
@@ -25,20 +49,26 @@ while paging neither skips nor repeats any. Every simulated order is seller-fulf
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import math
 import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from simulators.listings import Listings
 from simulators.server import SimulatorServer
 from simulators.walmart_orders import (
+    CANCELLATION_REASONS,
+    CATALOG,
     ListQuery,
     OrderBook,
     WalmartOrderFactory,
@@ -50,7 +80,10 @@ from simulators.walmart_orders import (
 
 JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_OPTIONAL_INTS = ("seed", "base_time_ms")
+_OPTIONAL_INTS = ("seed", "base_time_ms", "max_quantity")
+_SKU_LISTS = ("skus", "extra_skus")
+FEED_TYPES = ("inventory", "MP_INVENTORY")
+FEED_DETAILS_LIMIT = 50
 
 
 @dataclass
@@ -74,6 +107,19 @@ class WalmartSimConfig:
     base_time_ms: int | None = None  # orderDate of generated orders; None = wall clock
     order_interval_ms: int = 60_000
     max_lines: int = 3
+    inventory_rate_per_s: float = 200 / 60  # PUT/GET /v3/inventory (guess: 200 per minute)
+    inventory_burst: int = 200
+    feeds_rate_per_s: float = 10 / 3600  # POST /v3/feeds (guess: 10 inventory feeds per hour)
+    feeds_burst: int = 10
+    feed_status_rate_per_s: float = 20.0  # GET /v3/feeds/{feedId}
+    feed_status_burst: int = 20
+    cancel_rate_per_s: float = 10.0  # POST /v3/orders/{po}/cancel
+    cancel_burst: int = 10
+    feed_processing_ms: int = 200  # a feed is PROCESSED (and applied) this long after upload
+    listing_mode: str = "refuse"  # "refuse" | "allow" (simulators/listings.py)
+    skus: list[str] | None = None  # SKUs generated orders draw from; None: CATALOG
+    extra_skus: list[str] = field(default_factory=list)  # more items of the seller (no orders)
+    max_quantity: int | None = None  # units per generated line 1..max; None: mostly 1, up to 3
 
     def updated(self, changes: JSON) -> WalmartSimConfig:
         """A copy with ``changes`` applied (coerced to each field's type); unknown fields raise."""
@@ -83,10 +129,18 @@ class WalmartSimConfig:
         merged = asdict(self)
         for name, value in changes.items():
             merged[name] = _coerce(name, merged[name], value)
+        if merged["listing_mode"] not in ("refuse", "allow"):
+            raise ValueError("listing_mode must be 'refuse' or 'allow'")
         return WalmartSimConfig(**merged)
 
 
 def _coerce(name: str, current: Any, value: Any) -> Any:
+    if name in _SKU_LISTS:
+        if value is None and name == "skus":
+            return None
+        if not isinstance(value, list) or (not value and name == "skus"):
+            raise ValueError(f"{name} must be a non-empty list of SKUs")
+        return [str(v) for v in value]
     if name in _OPTIONAL_INTS:
         return None if value is None else int(value)
     if isinstance(current, bool):
@@ -156,9 +210,9 @@ def _unauthorized(info: str) -> web.Response:
     return walmart_error(401, "UNAUTHORIZED.GMP_GATEWAY_API", "UNAUTHORIZED", "Unauthorized", info)
 
 
-def _bad_param(field: str, description: str) -> web.Response:
+def _bad_param(field: str, description: str, *, api: str = "GMP_ORDER_API") -> web.Response:
     info = "Request has invalid input param."
-    return walmart_error(400, "INVALID_REQUEST_PARAM.GMP_ORDER_API", field, description, info)
+    return walmart_error(400, f"INVALID_REQUEST_PARAM.{api}", field, description, info)
 
 
 def _not_found(description: str) -> web.Response:
@@ -171,13 +225,20 @@ def _not_found(description: str) -> web.Response:
 class WalmartSimulator(SimulatorServer):
     """The Walmart Orders API as a real HTTP server; ``orders`` gives tests in-process access."""
 
-    OPERATIONS = ("released", "orders", "acknowledge")
+    OPERATIONS = ("released", "orders", "acknowledge", "inventory", "feeds", "feed_status", "cancel")
+    ROUTE_OPERATION = {"order": "orders", "inventory_get": "inventory", "inventory_put": "inventory"}
 
     def __init__(self, config: WalmartSimConfig | None = None, clock: Any = time.monotonic) -> None:
         self.config = config or WalmartSimConfig()
         self.clock = clock
-        self.book = OrderBook(WalmartOrderFactory(self.config.seed, self.config.max_lines))
+        cfg = self.config
+        factory = WalmartOrderFactory(cfg.seed, cfg.max_lines, cfg.skus, cfg.max_quantity)
+        self.book = OrderBook(factory)
         self.orders = self.book.orders  # purchaseOrderId -> order, for in-process inspection
+        self.listings = Listings(mode="allow" if cfg.listing_mode == "allow" else "refuse")
+        self.cancellations: list[JSON] = []  # seller cancellations, oldest first
+        self.feeds: dict[str, JSON] = {}  # feedId -> feed record
+        self._feed_timers: list[asyncio.TimerHandle] = []
         self._tokens: dict[str, float] = {}  # access token -> expiry (clock)
         self._buckets = {op: self._bucket(op) for op in self.OPERATIONS}
         self._stats: Counter[str] = Counter()
@@ -193,10 +254,20 @@ class WalmartSimulator(SimulatorServer):
         return getattr(cfg, f"{operation}_rate_per_s"), getattr(cfg, f"{operation}_burst")
 
     def set_config(self, changes: JSON) -> WalmartSimConfig:
-        self.config = self.config.updated(changes)
+        cfg = self.config = self.config.updated(changes)
         for operation, bucket in self._buckets.items():
-            bucket.reconfigure(*self._plan(operation), self.config.time_scale)
-        return self.config
+            bucket.reconfigure(*self._plan(operation), cfg.time_scale)
+        factory = self.book.factory
+        factory.skus, factory.max_quantity = cfg.skus, cfg.max_quantity
+        factory.max_lines = max(1, cfg.max_lines)
+        self.listings.mode = "allow" if cfg.listing_mode == "allow" else "refuse"
+        return cfg
+
+    def known_skus(self) -> set[str]:
+        """The seller's items: the catalogue, configured SKUs and every SKU ever ordered."""
+        ordered = {ln["item"]["sku"] for o in self.orders.values() for ln in o["orderLines"]["orderLine"]}
+        configured = set(self.config.skus or ()) | set(self.config.extra_skus)
+        return {s for s, _, _ in CATALOG} | configured | ordered
 
     def stats(self) -> JSON:
         released = sum(1 for order in self.orders.values() if "Created" in line_statuses(order))
@@ -209,8 +280,25 @@ class WalmartSimulator(SimulatorServer):
         }
 
     def generate_orders(self, n: int) -> list[JSON]:
-        """Create ``n`` orders in Created status (deterministic for a seed); returns copies."""
-        return self.book.generate(n, self.config.base_time_ms, self.config.order_interval_ms)
+        """``n`` buyers order (deterministic for a seed); the orders the listings accepted are
+        stored in Created status and returned (copies). Refused ones are counted, not stored."""
+        cfg = self.config
+        return self.book.generate(n, cfg.base_time_ms, cfg.order_interval_ms, self._sell)
+
+    def create_order(self, lines: list[tuple[str, int]]) -> JSON | None:
+        """One order with exactly ``lines`` ``[(sku, quantity)]``; None when refused."""
+        cfg = self.config
+        made = self.book.generate(1, cfg.base_time_ms, cfg.order_interval_ms, self._sell, lines)
+        return made[0] if made else None
+
+    def _sell(self, order: JSON) -> bool:
+        lines = [
+            (ln["item"]["sku"], int(ln["orderLineQuantity"]["amount"]))
+            for ln in order["orderLines"]["orderLine"]
+        ]
+        sold = self.listings.sell(lines)
+        self._stats["orders_sold" if sold else "orders_refused"] += 1
+        return sold
 
     def add_order(self, order: JSON) -> JSON:
         """Store an order as given (replacing one with the same purchaseOrderId)."""
@@ -236,8 +324,16 @@ class WalmartSimulator(SimulatorServer):
         app.router.add_get("/v3/orders", self._all_orders, name="orders")
         app.router.add_get("/v3/orders/{purchaseOrderId}", self._get_order, name="order")
         app.router.add_post("/v3/orders/{purchaseOrderId}/acknowledge", self._ack, name="acknowledge")
+        app.router.add_post("/v3/orders/{purchaseOrderId}/cancel", self._cancel, name="cancel")
+        app.router.add_get("/v3/inventory", self._get_inventory, name="inventory_get")
+        app.router.add_put("/v3/inventory", self._put_inventory, name="inventory_put")
+        app.router.add_post("/v3/feeds", self._post_feed, name="feeds")
+        app.router.add_get("/v3/feeds/{feedId}", self._feed_status, name="feed_status")
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_put("/_sim/config", self._sim_config)
+        app.router.add_post("/_sim/orders", self._sim_orders)
+        app.router.add_get("/_sim/inventory", self._sim_inventory)
+        app.router.add_get("/_sim/cancellations", self._sim_cancellations)
         return app
 
     # --- gateway: headers, token, throttling -------------------------------------------------
@@ -300,7 +396,7 @@ class WalmartSimulator(SimulatorServer):
         rejected = self._missing_header(request) or self._token_error(request)
         if rejected is not None:
             return rejected
-        rejected, headers = self._throttle("orders" if route == "order" else route)
+        rejected, headers = self._throttle(self.ROUTE_OPERATION.get(route, route))
         response: web.StreamResponse = rejected or await handler(request)
         response.headers.update(headers)
         return response
@@ -394,6 +490,262 @@ class WalmartSimulator(SimulatorServer):
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(asdict(config))
+
+
+    async def _sim_orders(self, request: web.Request) -> web.Response:
+        """``{"lines": [{"sku", "quantity"}]}``: one order with those lines; ``{"count": n}``: n
+        generated orders. Answers ``{"created": [purchaseOrderId...], "refused": k}``."""
+        try:
+            body = await request.json()
+            lines = None
+            if "lines" in body:
+                lines = [(str(ln["sku"]), int(ln["quantity"])) for ln in body["lines"]]
+            count = 1 if lines is not None else int(body["count"])
+            if (lines is not None and (not lines or any(q < 1 for _, q in lines))) or count < 0:
+                raise ValueError("lines need a sku and a quantity >= 1; count >= 0")
+        except (ValueError, TypeError, KeyError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        made = [self.create_order(lines)] if lines is not None else self.generate_orders(count)
+        created = [o["purchaseOrderId"] for o in made if o is not None]
+        return web.json_response({"created": created, "refused": count - len(created)})
+
+    async def _sim_inventory(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.listings.snapshot())
+
+    async def _sim_cancellations(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.cancellations)
+
+    # --- inventory ---------------------------------------------------------------------------
+
+    def _inventory_body(self, sku: str) -> JSON:
+        return {"sku": sku, "quantity": {"unit": "EACH", "amount": self.listings.quantity(sku) or 0}}
+
+    def _sku_param(self, request: web.Request) -> tuple[str | None, web.Response | None]:
+        sku = request.query.get("sku")
+        if not sku:
+            return None, _bad_param("sku", "sku is required", api="GMP_INVENTORY_API")
+        if sku not in self.known_skus():
+            info = "Requested content could not be found."
+            return None, walmart_error(404, "CONTENT_NOT_FOUND.GMP_INVENTORY_API", "sku",
+                                       f"Item not found for sku {sku}", info, category="REQUEST")
+        return sku, None
+
+    async def _get_inventory(self, request: web.Request) -> web.Response:
+        sku, error = self._sku_param(request)
+        return error or web.json_response(self._inventory_body(str(sku)))
+
+    async def _put_inventory(self, request: web.Request) -> web.Response:
+        sku, error = self._sku_param(request)
+        if error is not None:
+            return error
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        problem = _inventory_problem(body, str(sku))
+        if problem is not None:
+            self._stats["bad_requests"] += 1
+            return _bad_param("quantity", problem, api="GMP_INVENTORY_API")
+        self.listings.set(str(sku), int(body["quantity"]["amount"]))
+        self._stats["inventory_updates"] += 1
+        return web.json_response(self._inventory_body(str(sku)))
+
+    # --- bulk feeds ---------------------------------------------------------------------------
+
+    async def _post_feed(self, request: web.Request) -> web.Response:
+        feed_type = request.query.get("feedType")
+        if feed_type not in FEED_TYPES:
+            return _bad_param("feedType", f"feedType must be one of {', '.join(FEED_TYPES)}",
+                              api="GMP_FEED_API")
+        raw = await _feed_file(request)
+        if raw is None:
+            return _bad_param("file", "multipart part 'file' is required", api="GMP_FEED_API")
+        feed_id = f"{secrets.token_hex(16).upper()}@AQMBAQA"
+        self.feeds[feed_id] = {"feedId": feed_id, "submitted": time.monotonic(),
+                               "feedSubmissionDate": now_ms(), "raw": raw, "result": None}
+        self._stats["feeds_received"] += 1
+        delay = self.config.feed_processing_ms / 1000
+        self._feed_timers.append(asyncio.get_running_loop().call_later(delay, self._process_feed, feed_id))
+        return web.json_response({"feedId": feed_id})
+
+    def _process_feed(self, feed_id: str) -> None:
+        feed = self.feeds[feed_id]
+        if feed["result"] is not None:
+            return
+        items = _feed_items(feed["raw"])
+        if items is None:
+            feed["result"] = {"feedStatus": "ERROR", "statuses": [], "ingestionErrors": {"ingestionError": [
+                {"type": "DATA_ERROR", "code": "ERR_INVALID_FEED",
+                 "description": "The file is not an inventory feed (InventoryHeader/Inventory)"}]}}
+            return
+        known = self.known_skus()
+        statuses = [self._ingest(index, item, known) for index, item in enumerate(items)]
+        feed["result"] = {"feedStatus": "PROCESSED", "statuses": statuses}
+        self._stats["feeds_processed"] += 1
+
+    def _ingest(self, index: int, item: Any, known: set[str]) -> JSON:
+        sku = str(item.get("sku", "")) if isinstance(item, dict) else ""
+        problem = (f"Item not found for sku {sku}" if sku and sku not in known
+                   else _inventory_problem(item, sku))
+        status: JSON = {"martId": 0, "sku": sku, "index": index, "ingestionStatus": "SUCCESS"}
+        if problem is None:
+            self.listings.set(sku, int(item["quantity"]["amount"]))
+            return status
+        error = {"type": "DATA_ERROR", "code": "ERR_EXT_DATA_0801001", "description": problem}
+        return {**status, "ingestionStatus": "DATA_ERROR",
+                "ingestionErrors": {"ingestionError": [error]}}
+
+    def _feed_state(self, feed: JSON) -> str:
+        if feed["result"] is not None:
+            return str(feed["result"]["feedStatus"])
+        elapsed_ms = (time.monotonic() - feed["submitted"]) * 1000
+        return "INPROGRESS" if elapsed_ms >= self.config.feed_processing_ms / 2 else "RECEIVED"
+
+    async def _feed_status(self, request: web.Request) -> web.Response:
+        feed = self.feeds.get(request.match_info["feedId"])
+        if feed is None:
+            info = "Requested content could not be found."
+            return walmart_error(404, "CONTENT_NOT_FOUND.GMP_FEED_API", "feedId", "Feed not found",
+                                 info, category="REQUEST")
+        try:
+            offset = max(0, int(request.query.get("offset", "0")))
+            limit = min(FEED_DETAILS_LIMIT, max(1, int(request.query.get("limit", "50"))))
+        except ValueError:
+            return _bad_param("offset", "offset and limit must be numbers", api="GMP_FEED_API")
+        details = request.query.get("includeDetails", "false").lower() == "true"
+        return web.json_response(self._feed_report(feed, offset, limit, details))
+
+    def _feed_report(self, feed: JSON, offset: int, limit: int, details: bool) -> JSON:
+        result = feed["result"] or {}
+        statuses = result.get("statuses", [])
+        received = len(statuses) if feed["result"] is not None else len(_feed_items(feed["raw"]) or [])
+        failed = sum(1 for s in statuses if s["ingestionStatus"] != "SUCCESS")
+        report: JSON = {
+            "feedId": feed["feedId"], "feedStatus": self._feed_state(feed),
+            "feedSubmissionDate": feed["feedSubmissionDate"], "itemsReceived": received,
+            "itemsSucceeded": len(statuses) - failed, "itemsFailed": failed,
+            "itemsProcessing": received - len(statuses), "offset": offset, "limit": limit,
+        }
+        if "ingestionErrors" in result:
+            report["ingestionErrors"] = result["ingestionErrors"]
+        if details:
+            report["itemDetails"] = {"itemIngestionStatus": statuses[offset : offset + limit]}
+        return report
+
+    # --- seller cancellation -------------------------------------------------------------------
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        po = request.match_info["purchaseOrderId"]
+        if po not in self.orders:
+            return _not_found("Order not found")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        try:
+            requests = _cancel_requests(body)
+            applied = self.book.cancel(po, requests)
+        except ValueError as exc:
+            self._stats["bad_requests"] += 1
+            info = "Request content is invalid."
+            return walmart_error(400, "INVALID_REQUEST_CONTENT.GMP_ORDER_API", "orderCancellation",
+                                 str(exc), info)
+        at = datetime.now(UTC).isoformat()
+        for line, qty, reason in applied:
+            sku = line["item"]["sku"]
+            self.listings.seller_cancelled(sku, qty)
+            self.cancellations.append({"order_id": po, "line_id": line["lineNumber"], "sku": sku,
+                                       "quantity": qty, "reason": reason, "at": at})
+        self._stats["cancelled_lines"] += len(applied)
+        return web.json_response({"order": self.orders[po]})
+
+    async def stop(self) -> None:
+        for timer in self._feed_timers:
+            timer.cancel()
+        self._feed_timers.clear()
+        await super().stop()
+
+
+def _inventory_problem(body: Any, sku: str) -> str | None:
+    """Why ``body`` is not a valid ``{"sku", "quantity": {"unit": "EACH", "amount"}}`` for sku."""
+    if not isinstance(body, dict) or not isinstance(body.get("quantity"), dict):
+        return "body must be {sku, quantity: {unit, amount}}"
+    if str(body.get("sku")) != sku:
+        return f"sku in the body ({body.get('sku')!r}) differs from the sku parameter ({sku!r})"
+    quantity = body["quantity"]
+    amount = quantity.get("amount")
+    if quantity.get("unit") != "EACH":
+        return "quantity.unit must be EACH"
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        return f"quantity.amount must be a whole number >= 0, got {amount!r}"
+    return None
+
+
+async def _feed_file(request: web.Request) -> bytes | None:
+    """The uploaded feed: the multipart ``file`` part, or the body itself."""
+    if not request.content_type.startswith("multipart/"):
+        return await request.read()
+    form = await request.post()
+    part = form.get("file")
+    if part is None:
+        return None
+    if isinstance(part, str):
+        return part.encode()
+    if isinstance(part, bytes | bytearray):
+        return bytes(part)
+    return bytes(part.file.read())
+
+
+def _feed_items(raw: bytes) -> list[Any] | None:
+    """The items of an inventory feed (spec 1.4 ``Inventory``; 1.5 ``inventory[].shipNodes``
+    read as the first node's quantity), or None when it is not one."""
+    try:
+        feed = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(feed, dict):
+        return None
+    if isinstance(feed.get("Inventory"), list):
+        return list(feed["Inventory"])
+    if isinstance(feed.get("inventory"), list):
+        return [_multi_node(item) for item in feed["inventory"]]
+    return None
+
+
+def _multi_node(item: Any) -> Any:
+    nodes = item.get("shipNodes") if isinstance(item, dict) else None
+    if not nodes or not isinstance(nodes[0], dict):
+        return item
+    return {"sku": item.get("sku"), "quantity": nodes[0].get("quantity")}
+
+
+def _cancel_requests(body: Any) -> list[tuple[str, int, str]]:
+    """``[(lineNumber, quantity, cancellationReason)]`` of an ``orderCancellation`` body."""
+    try:
+        lines = body["orderCancellation"]["orderLines"]["orderLine"]
+        if not isinstance(lines, list) or not lines:
+            raise ValueError
+        found = [
+            (str(line["lineNumber"]), status)
+            for line in lines for status in line["orderLineStatuses"]["orderLineStatus"]
+        ]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("orderCancellation.orderLines.orderLine[] with lineNumber and "
+                         "orderLineStatuses.orderLineStatus[] is required") from None
+    requests = []
+    for number, status in found:
+        reason = status.get("cancellationReason")
+        if status.get("status") != "Cancelled" or reason not in CANCELLATION_REASONS:
+            raise ValueError(f"lineNumber {number}: status must be Cancelled and cancellationReason "
+                             f"one of {', '.join(CANCELLATION_REASONS)}")
+        try:
+            quantity = int(str(status["statusQuantity"]["amount"]))
+        except (KeyError, TypeError, ValueError):
+            quantity = 0
+        if quantity < 1:
+            raise ValueError(f"lineNumber {number}: statusQuantity.amount must be a whole number >= 1")
+        requests.append((number, quantity, str(reason)))
+    return requests
 
 
 async def run_walmart_simulator(

@@ -11,6 +11,12 @@ some lines, a SHIPPING charge. Amounts are JSON numbers in USD, as in the spec. 
 ``parse_list_query`` validates a query string (limit 1..200, Walmart date formats, status,
 ``createdStartDate`` defaulting to seven days ago) and ``OrderBook.page`` selects one page, oldest
 first, after the cursor's ``poIndex`` (the last purchase order of the previous page).
+
+Generated lines draw from ``CATALOG`` (or the factory's ``skus``) with Walmart's usual quantities
+(mostly 1; or 1..``max_quantity``); ``order(at, lines=[(sku, qty)])`` builds one with exactly those
+lines. ``OrderBook.cancel`` applies a seller cancellation the way the cancel endpoint answers it: the
+cancelled units leave the line's Created/Acknowledged status quantity and join a ``Cancelled``
+entry carrying the ``cancellationReason``, so a partly cancelled line has two status entries.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -30,6 +37,14 @@ FIRST_PO = 1_796_277_083_000
 MAX_LIMIT = 200
 SHIP_NODE_TYPES = ("SellerFulfilled", "WFSFulfilled", "3PLFulfilled")
 LINE_STATUSES = ("Created", "Acknowledged", "Shipped", "Delivered", "Cancelled", "Refund")
+CANCELLABLE = ("Created", "Acknowledged")
+CANCELLATION_REASONS = (
+    "CUSTOMER_REQUESTED_SELLER_TO_CANCEL",
+    "SELLER_CANCEL_PRICING_ERROR",
+    "SELLER_CANCEL_OUT_OF_STOCK",
+    "SELLER_CANCEL_FRAUD_STOP_SHIPMENT",
+    "SELLER_CANCEL_ADDRESS_NOT_SERVICEABLE",
+)
 
 CATALOG = [
     ("WM-KETTLE-01", "Electric Kettle 1.7L Stainless", Decimal("34.99")),
@@ -69,18 +84,27 @@ def _cents(amount: Decimal) -> Decimal:
 class WalmartOrderFactory:
     """Deterministic purchase orders (same seed, same orders); ``count`` orders made so far."""
 
-    def __init__(self, seed: int | None = None, max_lines: int = 3) -> None:
+    def __init__(
+        self, seed: int | None = None, max_lines: int = 3, skus: list[str] | None = None,
+        max_quantity: int | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.max_lines = max(1, max_lines)
+        self.skus = skus  # None: CATALOG
+        self.max_quantity = max_quantity  # None: Walmart's usual mix (mostly 1, up to 3)
         self.count = 0
 
-    def order(self, order_date_ms: int) -> JSON:
+    def order(self, order_date_ms: int, lines: list[tuple[str, int]] | None = None) -> JSON:
+        """The next purchase order; ``lines`` ``[(sku, quantity)]`` fixes its lines."""
         self.count += 1
         street, city, state, postal, tax_rate = self.rng.choice(ADDRESSES)
         method, ship_method = self.rng.choice(METHODS)
-        lines = [
-            self._line(n, order_date_ms, tax_rate, ship_method)
-            for n in range(1, self.rng.randint(1, self.max_lines) + 1)
+        picks: list[tuple[str, int] | None] = (
+            list(lines) if lines else [None] * self.rng.randint(1, self.max_lines)
+        )
+        order_lines = [
+            self._line(n, order_date_ms, tax_rate, ship_method, pick)
+            for n, pick in enumerate(picks, start=1)
         ]
         return {
             "purchaseOrderId": str(FIRST_PO + self.count),
@@ -102,12 +126,23 @@ class WalmartOrderFactory:
                     "addressType": "RESIDENTIAL",
                 },
             },
-            "orderLines": {"orderLine": lines},
+            "orderLines": {"orderLine": order_lines},
         }
 
-    def _line(self, number: int, order_date_ms: int, tax_rate: Decimal, ship_method: str) -> JSON:
-        sku, name, unit_price = self.rng.choice(CATALOG)
-        quantity = self.rng.choice((1, 1, 1, 2, 3))
+    def _item(self) -> tuple[str, int]:
+        sku = self.rng.choice(CATALOG)[0] if self.skus is None else self.rng.choice(self.skus)
+        if self.max_quantity is None:
+            return sku, self.rng.choice((1, 1, 1, 2, 3))
+        return sku, self.rng.randint(1, max(1, self.max_quantity))
+
+    def _line(
+        self, number: int, order_date_ms: int, tax_rate: Decimal, ship_method: str,
+        pick: tuple[str, int] | None = None,
+    ) -> JSON:
+        sku, quantity = pick or self._item()
+        name, unit_price = next(
+            ((n, p) for s, n, p in CATALOG if s == sku), (f"Item {sku}", Decimal("10.00"))
+        )
         amount = unit_price * quantity
         charges = [self._charge("PRODUCT", "ItemPrice", amount, tax_rate)]
         if self.rng.random() < 0.5:
@@ -219,12 +254,19 @@ class OrderBook:
         self.orders: dict[str, JSON] = {}  # purchaseOrderId -> order, in creation order
         self.modified_ms: dict[str, int] = {}
 
-    def generate(self, n: int, base_time_ms: int | None, interval_ms: int) -> list[JSON]:
-        """Create ``n`` orders in Created status (deterministic for a seed); returns copies."""
+    def generate(
+        self, n: int, base_time_ms: int | None, interval_ms: int,
+        accept: Callable[[JSON], bool] | None = None, lines: list[tuple[str, int]] | None = None,
+    ) -> list[JSON]:
+        """Make ``n`` orders in Created status (deterministic for a seed) and keep those
+        ``accept`` takes (a refused order is not stored; its purchase order id stays unused).
+        Returns copies of the stored ones."""
         created = []
         for _ in range(n):
             at = self._next_order_date(base_time_ms, interval_ms)
-            created.append(self.add(self.factory.order(at)))
+            order = self.factory.order(at, lines)
+            if accept is None or accept(order):
+                created.append(self.add(order))
         return created
 
     def _next_order_date(self, base_time_ms: int | None, interval_ms: int) -> int:
@@ -266,6 +308,46 @@ class OrderBook:
                 self._set_status(po, line, "Acknowledged")
         return copy.deepcopy(order)
 
+    def cancel(self, po: str, requests: list[tuple[str, int, str]]) -> list[tuple[JSON, int, str]]:
+        """Cancel ``[(lineNumber, quantity, reason)]`` of ``po``: all or nothing, ValueError when a
+        line is unknown or has fewer Created/Acknowledged units than asked. Returns
+        ``[(line, quantity, reason)]`` as applied."""
+        order = self.orders[po]
+        by_number = {ln["lineNumber"]: ln for ln in order["orderLines"]["orderLine"]}
+        asked: dict[str, int] = {}
+        for number, qty, _ in requests:
+            if number not in by_number:
+                raise ValueError(f"lineNumber {number} is not a line of purchase order {po}")
+            asked[number] = asked.get(number, 0) + qty
+        for number, qty in asked.items():
+            if qty > cancellable_units(by_number[number]):
+                raise ValueError(
+                    f"lineNumber {number}: cannot cancel {qty}, "
+                    f"{cancellable_units(by_number[number])} unit(s) are cancellable"
+                )
+        for number, qty, reason in requests:
+            self._cancel_units(po, by_number[number], qty, reason)
+        return [(by_number[number], qty, reason) for number, qty, reason in requests]
+
+    def _cancel_units(self, po: str, line: JSON, qty: int, reason: str) -> None:
+        entries = line["orderLineStatuses"]["orderLineStatus"]
+        left = qty
+        for entry in [e for e in entries if e["status"] in CANCELLABLE]:
+            take = min(left, _units(entry))
+            entry["statusQuantity"]["amount"] = str(_units(entry) - take)
+            left -= take
+        kept = [e for e in entries if e["status"] not in CANCELLABLE or _units(e) > 0]
+        done = next((e for e in kept if e["status"] == "Cancelled"
+                     and e.get("cancellationReason") == reason), None)
+        if done is None:
+            unit = line["orderLineQuantity"].get("unitOfMeasurement", "EACH")
+            done = {"status": "Cancelled", "cancellationReason": reason,
+                    "statusQuantity": {"unitOfMeasurement": unit, "amount": "0"}}
+            kept.append(done)
+        done["statusQuantity"]["amount"] = str(_units(done) + qty)
+        line["orderLineStatuses"]["orderLineStatus"] = kept
+        line["statusDate"] = self.modified_ms[po] = now_ms()
+
     def _matches(self, order: JSON, q: ListQuery, released: bool) -> bool:
         statuses = line_statuses(order)
         po = order["purchaseOrderId"]
@@ -296,12 +378,28 @@ class OrderBook:
         return page, len(hits), start + q.limit < len(hits)
 
 
+def _units(entry: JSON) -> int:
+    return int(Decimal(str(entry["statusQuantity"]["amount"])))
+
+
+def cancellable_units(line: JSON) -> int:
+    """Units of ``line`` still Created or Acknowledged (what a seller can cancel)."""
+    return sum(_units(e) for e in line["orderLineStatuses"]["orderLineStatus"] if e["status"] in CANCELLABLE)
+
+
+def cancelled_units(line: JSON) -> int:
+    return sum(_units(e) for e in line["orderLineStatuses"]["orderLineStatus"] if e["status"] == "Cancelled")
+
+
 __all__ = [
+    "CANCELLATION_REASONS",
     "CATALOG",
     "LINE_STATUSES",
     "ListQuery",
     "OrderBook",
     "WalmartOrderFactory",
+    "cancellable_units",
+    "cancelled_units",
     "line_statuses",
     "now_ms",
     "parse_list_query",

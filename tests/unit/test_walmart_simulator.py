@@ -365,3 +365,179 @@ def test_walmart_dates() -> None:
     assert parse_walmart_date("2023-11-14") == 1_699_920_000_000
     assert parse_walmart_date("2023-11-14T22:13:20Z") == BASE_MS
     assert parse_walmart_date("2023-11-14T22:13:20.701Z") == BASE_MS + 701
+
+
+# --- stock: inventory, bulk feeds, sales from listings, seller cancellation -----------------
+
+FEEDS_SPEC = Path("/work/shared/specs/walmart/us-mp-feeds.openapi.json")
+
+
+@pytest.fixture
+async def stock_sim() -> AsyncIterator[WalmartSimulator]:
+    simulator = WalmartSimulator(WalmartSimConfig(seed=7, base_time_ms=BASE_MS, feed_processing_ms=100))
+    await simulator.start("127.0.0.1", 0)
+    yield simulator
+    await simulator.stop()
+
+
+def feed_schema() -> JSON:
+    components = json.loads(FEEDS_SPEC.read_text())["components"]
+    return {"$ref": "#/components/schemas/PartnerFeedResponse", "components": components}
+
+
+def inventory(sku: str, amount: Any) -> JSON:
+    return {"sku": sku, "quantity": {"unit": "EACH", "amount": amount}}
+
+
+async def test_inventory_put_and_get(stock_sim: WalmartSimulator, http: aiohttp.ClientSession) -> None:
+    token = await get_token(http, stock_sim)
+    status, body, headers = await call(
+        http, stock_sim, "PUT", "/v3/inventory?sku=WM-KETTLE-01", token, json=inventory("WM-KETTLE-01", 9)
+    )
+    assert status == 200 and body == inventory("WM-KETTLE-01", 9) and "x-current-token-count" in headers
+    assert stock_sim.listings.quantity("WM-KETTLE-01") == 9
+    status, body, _ = await call(http, stock_sim, "GET", "/v3/inventory?sku=WM-KETTLE-01", token)
+    assert body == inventory("WM-KETTLE-01", 9)
+    status, body, _ = await call(
+        http, stock_sim, "PUT", "/v3/inventory?sku=NOPE", token, json=inventory("NOPE", 1)
+    )
+    assert status == 404 and first_error(body)["code"] == "CONTENT_NOT_FOUND.GMP_INVENTORY_API"
+    for bad in (inventory("WM-KETTLE-01", -1), inventory("OTHER", 1), {"sku": "WM-KETTLE-01"}):
+        status, body, _ = await call(
+            http, stock_sim, "PUT", "/v3/inventory?sku=WM-KETTLE-01", token, json=bad
+        )
+        assert status == 400 and first_error(body)["code"] == "INVALID_REQUEST_PARAM.GMP_INVENTORY_API"
+
+
+async def test_inventory_has_its_own_bucket(stock_sim: WalmartSimulator, http: aiohttp.ClientSession) -> None:
+    stock_sim.set_config({"inventory_rate_per_s": 0.001, "inventory_burst": 2})
+    token = await get_token(http, stock_sim)
+    statuses = []
+    for _ in range(3):
+        status, body, headers = await call(
+            http, stock_sim, "PUT", "/v3/inventory?sku=WM-MUG-4PK", token, json=inventory("WM-MUG-4PK", 1)
+        )
+        statuses.append(status)
+    assert statuses == [200, 200, 429] and "x-next-replenish-time" in headers
+    assert stock_sim.stats()["throttled_429_inventory"] == 1
+    status, _, _ = await call(
+        http, stock_sim, "GET", "/v3/orders/released?createdStartDate=2023-11-01", token
+    )
+    assert status != 429  # other operations keep their own budget
+
+
+async def test_bulk_feed_is_applied_when_processed(
+    stock_sim: WalmartSimulator, http: aiohttp.ClientSession
+) -> None:
+    token = await get_token(http, stock_sim)
+    feed = {
+        "InventoryHeader": {"version": "1.4"},
+        "Inventory": [inventory("WM-KETTLE-01", 3), inventory("UNKNOWN-1", 2), inventory("WM-LEGO-CITY", -4)],
+    }
+    form = aiohttp.FormData()
+    form.add_field("file", json.dumps(feed).encode(), filename="feed.json", content_type="application/json")
+    status, body, _ = await call(http, stock_sim, "POST", "/v3/feeds?feedType=inventory", token, data=form)
+    assert status == 200 and set(body) == {"feedId"}
+    path = f"/v3/feeds/{body['feedId'].replace('@', '%40')}?includeDetails=true"
+    _, report, _ = await call(http, stock_sim, "GET", path, token)
+    assert (
+        report["feedStatus"] in ("RECEIVED", "INPROGRESS")
+        and stock_sim.listings.quantity("WM-KETTLE-01") is None
+    )
+    await asyncio.sleep(0.15)
+    _, report, _ = await call(http, stock_sim, "GET", path, token)
+    jsonschema.validate(report, feed_schema())
+    assert (
+        report["feedStatus"],
+        report["itemsReceived"],
+        report["itemsSucceeded"],
+        report["itemsFailed"],
+    ) == ("PROCESSED", 3, 1, 2)
+    statuses = {i["sku"]: i["ingestionStatus"] for i in report["itemDetails"]["itemIngestionStatus"]}
+    assert statuses == {"WM-KETTLE-01": "SUCCESS", "UNKNOWN-1": "DATA_ERROR", "WM-LEGO-CITY": "DATA_ERROR"}
+    assert (
+        stock_sim.listings.quantity("WM-KETTLE-01") == 3 and stock_sim.listings.quantity("UNKNOWN-1") is None
+    )
+    # the same JSON as the body works too; a file that is no inventory feed ends in ERROR
+    _, plain, _ = await call(http, stock_sim, "POST", "/v3/feeds?feedType=inventory", token, json=feed)
+    _, junk, _ = await call(http, stock_sim, "POST", "/v3/feeds?feedType=inventory", token, data=b"<x/>")
+    await asyncio.sleep(0.15)
+    _, report, _ = await call(http, stock_sim, "GET", f"/v3/feeds/{junk['feedId']}", token)
+    assert report["feedStatus"] == "ERROR" and "itemDetails" not in report
+    assert stock_sim.stats()["feeds_processed"] == 2
+
+
+async def test_generated_orders_take_stock_refuse_and_allow(stock_sim: WalmartSimulator, http) -> None:
+    stock_sim.set_config({"skus": ["SCARCE-1", "SCARCE-2", "SCARCE-3"], "max_quantity": 1, "max_lines": 1})
+    for sku in ("SCARCE-1", "SCARCE-2", "SCARCE-3"):
+        stock_sim.listings.set(sku, 1)
+    made = stock_sim.generate_orders(10)
+    assert len(made) <= 3 and stock_sim.stats()["orders_refused"] == 10 - len(made)
+    assert {ln["item"]["sku"] for o in made for ln in o["orderLines"]["orderLine"]} <= {
+        "SCARCE-1",
+        "SCARCE-2",
+        "SCARCE-3",
+    }
+    async with http.put(f"{stock_sim.base_url}/_sim/config", json={"listing_mode": "allow"}) as resp:
+        assert resp.status == 200
+    body = {"lines": [{"sku": "SCARCE-1", "quantity": 2}]}
+    async with http.post(f"{stock_sim.base_url}/_sim/orders", json=body) as resp:
+        created = await resp.json()
+    assert len(created["created"]) == 1 and created["refused"] == 0
+    async with http.get(f"{stock_sim.base_url}/_sim/inventory") as resp:
+        snapshot = await resp.json()
+    assert snapshot["mode"] == "allow" and snapshot["items"]["SCARCE-1"]["quantity"] == 0
+    assert snapshot["totals"]["oversold_units"] >= 1 and snapshot["totals"]["refused_units"] >= 7
+
+
+async def test_cancel_lines_partially_then_wholly(
+    stock_sim: WalmartSimulator, http: aiohttp.ClientSession
+) -> None:
+    order = stock_sim.create_order([("WM-KETTLE-01", 3), ("WM-MUG-4PK", 1)])
+    assert order is not None
+    po = order["purchaseOrderId"]
+    stock_sim.acknowledge(po)
+    token = await get_token(http, stock_sim)
+
+    def cancel(number: str, amount: int, reason: str = "SELLER_CANCEL_OUT_OF_STOCK") -> JSON:
+        status = {
+            "status": "Cancelled",
+            "cancellationReason": reason,
+            "statusQuantity": {"unitOfMeasurement": "EACH", "amount": str(amount)},
+        }
+        return {
+            "orderCancellation": {
+                "orderLines": {
+                    "orderLine": [{"lineNumber": number, "orderLineStatuses": {"orderLineStatus": [status]}}]
+                }
+            }
+        }
+
+    status, body, _ = await call(
+        http, stock_sim, "POST", f"/v3/orders/{po}/cancel", token, json=cancel("1", 2)
+    )
+    assert status == 200
+    line = body["order"]["orderLines"]["orderLine"][0]
+    assert [
+        (s["status"], s["statusQuantity"]["amount"]) for s in line["orderLineStatuses"]["orderLineStatus"]
+    ] == [("Acknowledged", "1"), ("Cancelled", "2")]
+    status, body, _ = await call(
+        http, stock_sim, "POST", f"/v3/orders/{po}/cancel", token, json=cancel("1", 2)
+    )
+    assert status == 400 and first_error(body)["code"] == "INVALID_REQUEST_CONTENT.GMP_ORDER_API"
+    for bad in (cancel("9", 1), cancel("2", 1, "BECAUSE"), cancel("2", 0), {}):
+        status, _, _ = await call(http, stock_sim, "POST", f"/v3/orders/{po}/cancel", token, json=bad)
+        assert status == 400
+    status, body, _ = await call(
+        http, stock_sim, "POST", f"/v3/orders/{po}/cancel", token, json=cancel("2", 1)
+    )
+    assert status == 200
+    async with http.get(f"{stock_sim.base_url}/_sim/cancellations") as resp:
+        records = await resp.json()
+    assert [(r["order_id"], r["line_id"], r["sku"], r["quantity"]) for r in records] == [
+        (po, "1", "WM-KETTLE-01", 2),
+        (po, "2", "WM-MUG-4PK", 1),
+    ]
+    assert records[0]["reason"] == "SELLER_CANCEL_OUT_OF_STOCK"
+    status, _, _ = await call(http, stock_sim, "POST", "/v3/orders/404/cancel", token, json=cancel("1", 1))
+    assert status == 404

@@ -1,0 +1,310 @@
+"""Walmart Marketplace (US) as a ChannelOutbound: inventory out, seller cancellations out.
+
+Auth, headers and error conversion are the Orders client's (connectors/walmart.py): the
+client-credentials token cached and refreshed once on a 401, ``WM_SEC.ACCESS_TOKEN``,
+``WM_QOS.CORRELATION_ID``, ``WM_SVC.NAME``; ``WalmartApi`` only adds calls that carry a body.
+
+Inventory: a push of fewer than ``bulk_min_skus`` SKUs is one ``PUT /v3/inventory?sku=`` per SKU
+(``mechanism="inventory"``; a 400/404 for one SKU goes to ``failed``). A larger push is one bulk
+feed, ``POST /v3/feeds?feedType=inventory`` (multipart ``file``, spec 1.4 ``InventoryHeader`` /
+``Inventory``; ``mechanism="inventory-feed"``, ``reference`` = the feedId), whose status is polled
+(``GET /v3/feeds/{feedId}?includeDetails=true``, pages of 50) until PROCESSED or ERROR, for at most
+``feed_timeout_s`` (then RetryableError: pushing the same absolute quantities again is harmless).
+Per item SUCCESS is applied, DATA_ERROR failed with its ``ingestionErrors``; a SYSTEM_ERROR or
+TIMEOUT_ERROR item, or a feed in ERROR for a system reason, makes the push retryable.
+
+Cancellations: ``POST /v3/orders/{purchaseOrderId}/cancel`` with ``SELLER_CANCEL_OUT_OF_STOCK``
+per line. Our canonical ``line_id`` for Walmart is the ``lineNumber`` (streams/mappers/walmart.py).
+The order is read first; a line's ``quantity`` is the number of its units that must end up
+Cancelled, so only the difference is asked for, and a whole-order cancellation cancels every unit
+still Created or Acknowledged. Repeating a cancellation therefore sends nothing. Units already
+shipped cannot be cancelled (PermanentError).
+
+Errors: as connectors/walmart.py (429 -> RateLimitedError with the replenish time, 5xx/timeouts/
+connection -> RetryableError, other 4xx -> PermanentError, bad JSON -> DecodeError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from yarl import URL
+
+from connectors.base import CancelLine, PushReport, QuantityUpdate
+from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
+from connectors.walmart import WalmartOrdersClient, error_for_status
+
+JSON = dict[str, Any]
+CANCEL_REASON = "SELLER_CANCEL_OUT_OF_STOCK"
+CANCELLABLE = ("Created", "Acknowledged")
+FEED_DONE = ("PROCESSED", "ERROR")
+FEED_PAGE = 50
+TRANSIENT = ("SYSTEM_ERROR", "TIMEOUT_ERROR")
+PER_SKU_FAILURES = (400, 404)
+
+
+class WalmartApi(WalmartOrdersClient):
+    """The Orders client plus authenticated calls with a JSON or multipart body."""
+
+    async def send(
+        self, method: str, url: str | URL, what: str, body: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> tuple[int, str, Mapping[str, str]]:
+        """One call (``body()`` gives aiohttp's ``json=``/``data=``, rebuilt for a retry); a 401
+        drops the cached token and tries once more with a new one."""
+        for attempt in (1, 2):
+            headers = {**self._headers(), "WM_SEC.ACCESS_TOKEN": await self._access_token()}
+            kwargs = dict(body()) if body is not None else {}
+            status, text, resp_headers = await self._request(method, url, what, headers=headers, **kwargs)
+            if status != 401 or attempt == 2:
+                return status, text, resp_headers
+            self._token = None
+        raise AssertionError("unreachable")
+
+    async def send_json(
+        self, method: str, url: str | URL, what: str, body: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> JSON:
+        status, text, headers = await self.send(method, url, what, body)
+        if status != 200:
+            raise error_for_status(status, text, headers, what, time.time())
+        return _object(text, what)
+
+
+class WalmartOutbound:
+    """Inventory pushes (single PUTs or one bulk feed) and seller cancellations for Walmart."""
+
+    channel = "walmart"
+
+    def __init__(
+        self, api: WalmartApi, *, bulk_min_skus: int = 20, feed_timeout_s: float = 30.0,
+        feed_poll_s: float = 0.1, feed_poll_max_s: float = 2.0,
+    ) -> None:
+        self.api = api
+        self.bulk_min_skus = bulk_min_skus
+        self.feed_timeout_s = feed_timeout_s
+        self.feed_poll_s, self.feed_poll_max_s = feed_poll_s, feed_poll_max_s
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WalmartOutbound | None:
+        if settings.walmart_base_url is None:
+            return None
+        api = WalmartApi(str(settings.walmart_base_url), settings.walmart_client_id,
+                         settings.walmart_client_secret.get_secret_value(),
+                         svc_name=settings.walmart_svc_name)
+        return cls(api, bulk_min_skus=settings.walmart_bulk_min_skus)
+
+    def _url(self, path: str, **query: str) -> URL:
+        encoded = urlencode(query, quote_via=quote) if query else ""
+        return URL(f"{self.api.base_url}{path}" + (f"?{encoded}" if encoded else ""), encoded=True)
+
+    # --- inventory -------------------------------------------------------------------------------
+
+    async def push_inventory(self, updates: Sequence[QuantityUpdate]) -> PushReport:
+        if not updates:
+            return PushReport(applied=[], mechanism="inventory")
+        if len(updates) < self.bulk_min_skus:
+            return await self._put_each(updates)
+        return await self._feed(updates)
+
+    async def _put_each(self, updates: Sequence[QuantityUpdate]) -> PushReport:
+        applied: list[str] = []
+        failed: dict[str, str] = {}
+        for update in updates:
+            what = f"update inventory of {update.sku}"
+            body = _json_body(_inventory_item(update))
+            status, text, headers = await self.api.send(
+                "PUT", self._url("/v3/inventory", sku=update.sku), what, body
+            )
+            if status == 200:
+                applied.append(update.sku)
+            elif status in PER_SKU_FAILURES:
+                failed[update.sku] = str(error_for_status(status, text, headers, what, time.time()))
+            else:
+                raise error_for_status(status, text, headers, what, time.time())
+        return PushReport(applied=applied, failed=failed, mechanism="inventory")
+
+    async def _feed(self, updates: Sequence[QuantityUpdate]) -> PushReport:
+        document = json.dumps({"InventoryHeader": {"version": "1.4"},
+                               "Inventory": [_inventory_item(u) for u in updates]}).encode()
+
+        def multipart() -> Mapping[str, Any]:
+            form = aiohttp.FormData()
+            form.add_field("file", document, filename="inventory.json", content_type="application/json")
+            return {"data": form}
+
+        answer = await self.api.send_json("POST", self._url("/v3/feeds", feedType="inventory"),
+                                          "inventory feed", multipart)
+        feed_id = answer.get("feedId")
+        if not isinstance(feed_id, str) or not feed_id:
+            raise DecodeError("Walmart inventory feed: answer has no feedId")
+        statuses = await self._feed_result(feed_id)
+        return _feed_report(feed_id, [u.sku for u in updates], *statuses)
+
+    async def _feed_status(self, feed_id: str, offset: int) -> JSON:
+        url = self._url(f"/v3/feeds/{quote(feed_id, safe='')}", includeDetails="true",
+                        offset=str(offset), limit=str(FEED_PAGE))
+        return await self.api.send_json("GET", url, f"feed {feed_id} status")
+
+    async def _feed_result(self, feed_id: str) -> tuple[JSON, list[JSON]]:
+        """The final status of the feed and every item's ingestion status."""
+        first = await self._wait_for_feed(feed_id)
+        items = list(_item_statuses(first))
+        received = int(first.get("itemsReceived") or 0)
+        while items and len(items) < received:
+            page = _item_statuses(await self._feed_status(feed_id, len(items)))
+            if not page:
+                break
+            items.extend(page)
+        return first, items
+
+    async def _wait_for_feed(self, feed_id: str) -> JSON:
+        deadline = time.monotonic() + self.feed_timeout_s
+        pause = self.feed_poll_s
+        while True:
+            try:
+                status = await self._feed_status(feed_id, 0)
+                if status.get("feedStatus") in FEED_DONE:
+                    return status
+                wait = pause
+            except RateLimitedError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else pause
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RetryableError(f"Walmart feed {feed_id}: not processed within {self.feed_timeout_s} s")
+            await asyncio.sleep(min(wait, left))
+            pause = min(self.feed_poll_max_s, pause * 1.5)
+
+    # --- cancellations ---------------------------------------------------------------------------
+
+    async def cancel_lines(
+        self, marketplace_order_id: str, lines: Sequence[CancelLine], *, whole_order: bool,
+        reason: str,
+    ) -> None:
+        po = marketplace_order_id
+        todo = _still_to_cancel(await self.api.get_order(po), lines, whole_order=whole_order)
+        if not todo:
+            return
+        url = self._url(f"/v3/orders/{quote(po, safe='')}/cancel")
+        body = _cancellation(todo)
+        status, text, headers = await self.api.send("POST", url, f"cancel {po}", _json_body(body))
+        if status == 200:
+            return
+        error = error_for_status(status, text, headers, f"cancel {po}", time.time())
+        if status == 400 and not _still_to_cancel(await self.api.get_order(po), lines,
+                                                  whole_order=whole_order):
+            return  # cancelled meanwhile (a concurrent repeat): what we wanted holds
+        raise error
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+# --- pure helpers -----------------------------------------------------------------------------
+
+
+def _json_body(payload: JSON) -> Callable[[], Mapping[str, Any]]:
+    return lambda: {"json": payload}
+
+
+def _inventory_item(update: QuantityUpdate) -> JSON:
+    return {"sku": update.sku, "quantity": {"unit": "EACH", "amount": update.quantity}}
+
+
+def _item_statuses(status: JSON) -> list[JSON]:
+    details = status.get("itemDetails") or {}
+    items = details.get("itemIngestionStatus") if isinstance(details, dict) else None
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _errors_text(holder: JSON) -> str:
+    errors = (holder.get("ingestionErrors") or {}).get("ingestionError") or []
+    return "; ".join(f"{e.get('type')} {e.get('code')}: {e.get('description', '')}" for e in errors)
+
+
+def _feed_report(feed_id: str, skus: list[str], status: JSON, items: list[JSON]) -> PushReport:
+    if status.get("feedStatus") == "ERROR":
+        errors = (status.get("ingestionErrors") or {}).get("ingestionError") or []
+        if not errors or any(e.get("type") != "DATA_ERROR" for e in errors):
+            raise RetryableError(f"Walmart feed {feed_id}: ERROR {_errors_text(status)}")
+        reason = f"feed {feed_id} in ERROR: {_errors_text(status)}"
+        return PushReport(applied=[], failed=dict.fromkeys(skus, reason),
+                          mechanism="inventory-feed", reference=feed_id)
+    by_sku = {str(i.get("sku")): i for i in items}
+    transient = [s for s, i in by_sku.items() if i.get("ingestionStatus") in TRANSIENT]
+    if transient:
+        raise RetryableError(f"Walmart feed {feed_id}: transient errors for {', '.join(transient[:10])}")
+    applied = [s for s in skus if by_sku.get(s, {}).get("ingestionStatus") == "SUCCESS"]
+    failed = {
+        s: (f"{by_sku[s].get('ingestionStatus')} {_errors_text(by_sku[s])}" if s in by_sku
+            else f"not in the report of feed {feed_id}")
+        for s in skus if s not in applied
+    }
+    return PushReport(applied=applied, failed=failed, mechanism="inventory-feed", reference=feed_id)
+
+
+def _units(entry: Any) -> int:
+    try:
+        return int(Decimal(str(entry["statusQuantity"]["amount"])))
+    except (KeyError, TypeError, InvalidOperation):
+        raise DecodeError(f"Walmart order line status without a quantity: {entry!r}") from None
+
+
+def _line_units(line: JSON) -> tuple[int, int]:
+    """(units still cancellable, units already Cancelled) of one order line."""
+    entries = (line.get("orderLineStatuses") or {}).get("orderLineStatus") or []
+    open_units = sum(_units(e) for e in entries if e.get("status") in CANCELLABLE)
+    cancelled = sum(_units(e) for e in entries if e.get("status") == "Cancelled")
+    return open_units, cancelled
+
+
+def _still_to_cancel(order: JSON, lines: Sequence[CancelLine], *, whole_order: bool) -> dict[str, int]:
+    """lineNumber -> units to cancel now so that the request holds."""
+    by_number = {str(ln.get("lineNumber")): ln for ln in (order.get("orderLines") or {}).get("orderLine", [])}
+    if whole_order:
+        todo = {n: _line_units(ln)[0] for n, ln in by_number.items()}
+        return {n: q for n, q in todo.items() if q > 0}
+    wanted: dict[str, int] = {}
+    for line in lines:
+        if line.line_id not in by_number:
+            raise PermanentError(f"Walmart order {order.get('purchaseOrderId')}: no line {line.line_id}")
+        wanted[line.line_id] = max(wanted.get(line.line_id, 0), line.quantity)
+    todo = {}
+    for number, quantity in wanted.items():
+        open_units, cancelled = _line_units(by_number[number])
+        missing = quantity - cancelled
+        if missing > open_units:
+            raise PermanentError(f"Walmart order {order.get('purchaseOrderId')} line {number}: "
+                                 f"{missing} unit(s) to cancel, only {open_units} not yet shipped")
+        if missing > 0:
+            todo[number] = missing
+    return todo
+
+
+def _cancellation(todo: Mapping[str, int]) -> JSON:
+    lines = [
+        {"lineNumber": number, "orderLineStatuses": {"orderLineStatus": [{
+            "status": "Cancelled", "cancellationReason": CANCEL_REASON,
+            "statusQuantity": {"unitOfMeasurement": "EACH", "amount": str(quantity)},
+        }]}}
+        for number, quantity in todo.items()
+    ]
+    return {"orderCancellation": {"orderLines": {"orderLine": lines}}}
+
+
+def _object(text: str, what: str) -> JSON:
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        raise DecodeError(f"Walmart {what}: answer is not JSON", body=text[:4096]) from None
+    if not isinstance(payload, dict):
+        raise DecodeError(f"Walmart {what}: answer is not a JSON object", body=text[:4096])
+    return payload
+
+
+__all__ = ["WalmartApi", "WalmartOutbound"]
