@@ -12,9 +12,13 @@ import importlib
 from typing import Any
 
 from connectors.amazon import AmazonSource
+from connectors.amazon_outbound import AmazonOutbound
 from connectors.base import ChannelPlugin
 from connectors.regional import RegionalFileSource
+from connectors.regional_outbound import RegionalOutbound
+from connectors.shopify_outbound import ShopifyOutbound
 from connectors.walmart import WalmartSource
+from connectors.walmart_outbound import WalmartOutbound
 from retail_sync.settings import Settings
 from streams.mappers import amazon, regional, shopify, walmart
 from streams.mappers.shopify import MappingError
@@ -28,12 +32,16 @@ def _amazon(payload: Any) -> Any:
 
 
 BUILTIN: tuple[ChannelPlugin, ...] = (
-    ChannelPlugin("shopify", shopify.map_order, None, "Shopify Admin webhooks (push)"),
-    ChannelPlugin("amazon", _amazon, AmazonSource.from_settings, "SP-API Orders v0 (poll)"),
+    ChannelPlugin("shopify", shopify.map_order, None, "Shopify Admin webhooks (push)",
+                  outbound=ShopifyOutbound.from_settings),
+    ChannelPlugin("amazon", _amazon, AmazonSource.from_settings, "SP-API Orders v0 (poll)",
+                  outbound=AmazonOutbound.from_settings),
     ChannelPlugin("walmart", walmart.map_order, WalmartSource.from_settings,
-                  "Marketplace Orders v3 released + acknowledge (poll)"),
+                  "Marketplace Orders v3 released + acknowledge (poll)",
+                  outbound=WalmartOutbound.from_settings),
     ChannelPlugin("regional", regional.map_order, RegionalFileSource.from_settings,
-                  "regional marketplace CSV batch files (file drop)"),
+                  "regional marketplace CSV batch files (file drop)",
+                  outbound=RegionalOutbound.from_settings),
 )
 
 

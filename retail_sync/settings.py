@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     # --- marketplace outbound (inventory and cancellations) -------------------------------
     shopify_admin_base_url: AnyHttpUrl | None = Field(
         None, description="Shopify Admin API, e.g. https://shop.myshopify.com; unset: no pushes.")
-    shopify_access_token: SecretStr = SecretStr("shpat_demo_access_token")
+    shopify_access_token: SecretStr = SecretStr("shpat_demo")
     shopify_api_version: str = "2024-04"
     shopify_location_id: int | None = Field(
         None, description="Location whose inventory level is set; unset: the first active one.")

@@ -198,6 +198,9 @@ class StockBook:
         self.documents: dict[str, dict[str, JSON]] = {d: {} for d in STOCK_DOCTYPES}
         self.oversold: dict[str, int] = {}  # item_code -> units
         self._reserved: dict[tuple[str, str, str], float] = {}  # (order, item, warehouse) -> qty
+        #: of those, units the seller accepted without stock (backorders): they wait for receipts
+        #: and do not make a later order's line oversold
+        self._backordered: dict[tuple[str, str, str], float] = {}
         self._submitted_orders: set[str] = set()
         self._series: dict[tuple[str, int], int] = {}
 
@@ -314,6 +317,11 @@ class StockBook:
         if released:
             self._reserved[key] -= released
             stock.reserved_qty = max(0.0, stock.reserved_qty - released)
+            # what ships first is the part that had stock; then the backordered units
+            in_stock = self._reserved[key] + released - self._backordered.get(key, 0.0)
+            from_backorder = max(0.0, released - max(0.0, in_stock))
+            if from_backorder and key in self._backordered:
+                self._backordered[key] = max(0.0, self._backordered[key] - from_backorder)
 
     def _ledger_entry(self, doc: JSON, line: _Line, stock: Bin, change: float) -> JSON:
         at = datetime.strptime(stock.modified, "%Y-%m-%d %H:%M:%S.%f")  # noqa: DTZ007 - naive UTC
@@ -345,11 +353,15 @@ class StockBook:
                 continue  # a non-stock item, or none of it in this warehouse: nothing reserved
             stock = self._bin(key, stamps)
             qty = float(item["qty"])
-            available = max(0.0, stock.actual_qty - stock.reserved_qty)
-            accepted = qty - float(item.get("custom_backorder_qty") or 0)
+            backordered = sum(v for (_, *k), v in self._backordered.items() if tuple(k) == key)
+            available = max(0.0, stock.actual_qty - (stock.reserved_qty - backordered))
+            backorder = float(item.get("custom_backorder_qty") or 0)
+            accepted = qty - backorder
             oversold = round(max(0.0, accepted - available))
             if oversold:
                 self.oversold[key[0]] = self.oversold.get(key[0], 0) + oversold
             stock.reserved_qty += qty
             reserved_key = (order["name"], *key)
             self._reserved[reserved_key] = self._reserved.get(reserved_key, 0.0) + qty
+            if backorder:
+                self._backordered[reserved_key] = self._backordered.get(reserved_key, 0.0) + backorder
