@@ -39,6 +39,7 @@ from yarl import URL
 
 from connectors.base import CancelLine, PushReport, QuantityUpdate
 from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
+from connectors.ratelimit import TokenBucket
 from connectors.walmart import WalmartOrdersClient, error_for_status
 
 JSON = dict[str, Any]
@@ -84,9 +85,13 @@ class WalmartOutbound:
     def __init__(
         self, api: WalmartApi, *, bulk_min_skus: int = 20, feed_timeout_s: float = 30.0,
         feed_poll_s: float = 0.1, feed_poll_max_s: float = 2.0,
+        inventory_budget: TokenBucket | None = None, feed_budget: TokenBucket | None = None,
     ) -> None:
         self.api = api
         self.bulk_min_skus = bulk_min_skus
+        # client-side budgets, below Walmart's limits, so pushes wait instead of earning 429s
+        self.inventory_budget = inventory_budget or TokenBucket(3.0, 10)
+        self.feed_budget = feed_budget or TokenBucket(9 / 3600, 9)
         self.feed_timeout_s = feed_timeout_s
         self.feed_poll_s, self.feed_poll_max_s = feed_poll_s, feed_poll_max_s
 
@@ -97,7 +102,11 @@ class WalmartOutbound:
         api = WalmartApi(str(settings.walmart_base_url), settings.walmart_client_id,
                          settings.walmart_client_secret.get_secret_value(),
                          svc_name=settings.walmart_svc_name)
-        return cls(api, bulk_min_skus=settings.walmart_bulk_min_skus)
+        return cls(api, bulk_min_skus=settings.walmart_bulk_min_skus,
+                   inventory_budget=TokenBucket(settings.walmart_inventory_rate_per_s,
+                                                settings.walmart_inventory_burst),
+                   feed_budget=TokenBucket(settings.walmart_feeds_per_hour / 3600,
+                                           max(1, int(settings.walmart_feeds_per_hour))))
 
     def _url(self, path: str, **query: str) -> URL:
         encoded = urlencode(query, quote_via=quote) if query else ""
@@ -108,14 +117,16 @@ class WalmartOutbound:
     async def push_inventory(self, updates: Sequence[QuantityUpdate]) -> PushReport:
         if not updates:
             return PushReport(applied=[], mechanism="inventory")
-        if len(updates) < self.bulk_min_skus:
-            return await self._put_each(updates)
+        if len(updates) < self.bulk_min_skus or self.feed_budget.wait_time() > 0:
+            return await self._put_each(updates)  # few SKUs, or the feed budget is spent
+        await self.feed_budget.acquire()
         return await self._feed(updates)
 
     async def _put_each(self, updates: Sequence[QuantityUpdate]) -> PushReport:
         applied: list[str] = []
         failed: dict[str, str] = {}
         for update in updates:
+            await self.inventory_budget.acquire()
             what = f"update inventory of {update.sku}"
             body = _json_body(_inventory_item(update))
             status, text, headers = await self.api.send(

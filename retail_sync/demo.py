@@ -1,17 +1,21 @@
-"""`retail-sync demo`: the order path end to end, on the embedded broker, with live progress.
+"""`retail-sync demo`: orders and stock end to end, on the embedded broker, with live progress.
 
 Starts the embedded Kafka-compatible broker (unless RETAIL_SYNC_BROKER_URL is set), the ERP
-simulator, the marketplace simulators of ``--mix`` and one Faust worker process. The Shopify-like
-simulator sends signed ``orders/create`` webhooks (with injected duplicates, malformed and
-unmappable bodies); the Amazon- and Walmart-like simulators create orders the worker polls.
+simulator (stocked with the demo catalogue), the marketplace simulators of ``--mix`` and one Faust
+worker process. The Shopify-like simulator sends signed ``orders/create`` webhooks (with injected
+duplicates, malformed and unmappable bodies); the Amazon-, Walmart- and regional-like simulators
+create orders the worker polls or reads. All of them sell the same SKUs, so they compete for the
+stock; the ERP receives goods once a second; the worker pushes every channel's available-to-sell.
 Runs until Ctrl-C or ``--duration``, drains, prints a per-channel summary and exits non-zero if
-any order did not reach the ERP.
+any order was neither posted to the ERP nor cancelled by its channel's stock policy, if the ERP
+was oversold, or if a marketplace does not show the final available-to-sell.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import signal
 import sys
 import time
@@ -22,7 +26,7 @@ from typing import Any
 import orjson
 
 from retail_sync.cli import load_settings
-from retail_sync.demo_channels import Driver, ShopifyDriver, make_driver, parse_mix
+from retail_sync.demo_channels import DEMO_SKUS, Driver, ShopifyDriver, make_driver, parse_mix
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.stack import ROOT, Stack, WorkerProcess
 from simulators.erp import ErpSimConfig
@@ -46,6 +50,14 @@ class DemoRun:
     def expected_keys(self) -> set[str]:
         return set().union(*(d.expected() for d in self.drivers.values()))
 
+    def cancelled_keys(self) -> set[str]:
+        """Orders the seller cancelled on their marketplace (wholly or partly) for lack of stock."""
+        return {f"{name}:{c['order_id']}" for name, d in self.drivers.items()
+                for c in d.sim.cancellations}
+
+    def handled_keys(self) -> set[str]:
+        return self.erp_keys() | self.cancelled_keys()
+
 
 def run_demo(args: argparse.Namespace) -> int:
     try:
@@ -63,13 +75,22 @@ async def _demo(args: argparse.Namespace) -> int:
     stack = Stack(app_id=app_id, workdir=ROOT / "var" / "demo", broker_url=settings.broker_url,
                   erp_config=erp_config, tansu=settings.tansu_compat)
     secret = settings.shopify_webhook_secret.get_secret_value()
-    drivers = {name: make_driver(name, secret, args, stack.workdir / app_id) for name in mix}
+    worker_url = f"http://127.0.0.1:{settings.web_port}"
+    drivers = {name: make_driver(name, secret, args, stack.workdir / app_id, worker_url)
+               for name in mix}
     print("retail-sync demo: starting the broker, the simulators and a worker…", flush=True)
     await stack.start()
+    assert stack.erp is not None
+    stock_rng = random.Random(7)
+    for sku in DEMO_SKUS:  # a few scarce SKUs run out and show the stock policies at work
+        stack.erp.set_stock(sku, stock_rng.choice((3, 6, 12, 25, 50, 100, 200)))
     try:
         for driver in drivers.values():
             stack.env.update(await driver.prepare())
         stack.env.setdefault("RETAIL_SYNC_POLL_INTERVAL_S", "1")
+        stack.env.setdefault("RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S", "0.5")
+        stack.env.setdefault("RETAIL_SYNC_STOCK_POLICY",
+                             '{"walmart": "partial", "regional": "backorder"}')
         worker = stack.new_worker("worker-1", port=settings.web_port).start()
         await worker.wait_ready()
         run = DemoRun(args, stack, worker, drivers, mix)
@@ -89,9 +110,11 @@ def _print_parts(run: DemoRun) -> None:
     mix = ", ".join(f"{name} {share * args.rate:g}/s" for name, share in run.mix.items())
     rows = [
         ("broker", f"{stack.broker_url} ({broker})"),
-        ("worker", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, /metrics, /health)"),
+        ("worker", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, /inventory/<sku>, "
+                   "/metrics, /health)"),
         ("worker log", str(run.worker.log_path)),
-        ("ERP simulator", f"{stack.erp_url}  (/_sim/stats)"),
+        ("ERP simulator", f"{stack.erp_url}  (/_sim/stats, /_sim/stock; {len(DEMO_SKUS)} SKUs "
+                          "stocked, goods received once a second)"),
         *((f"{name} simulator", d.describe()) for name, d in run.drivers.items()),
         ("offered load", f"{mix}; {duration}"),
     ]
@@ -113,9 +136,10 @@ def _install_interrupt(run: DemoRun) -> None:
 
 async def _send_with_progress(run: DemoRun) -> None:
     _install_interrupt(run)
-    sending = asyncio.gather(*(
-        d.run(run.worker.url, run.args.rate * run.mix[name], run.args.duration, run.stop)
-        for name, d in run.drivers.items()))
+    sending = asyncio.gather(
+        *(d.run(run.worker.url, run.args.rate * run.mix[name], run.args.duration, run.stop)
+          for name, d in run.drivers.items()),
+        _receive_goods(run))
     await asyncio.sleep(0.3)  # the webhook simulator's server is up once sending began
     _print_parts(run)
     progress = Progress()
@@ -127,16 +151,34 @@ async def _send_with_progress(run: DemoRun) -> None:
     sending.result()
 
 
+async def _receive_goods(run: DemoRun) -> None:
+    """The warehouse receives goods into the ERP once a second: each receipt is an ERP stock
+    change the worker reads from the ERP's feed and pushes to every marketplace."""
+    rng, erp = random.Random(11), run.stack.erp
+    assert erp is not None
+    start = time.monotonic()
+    while not run.stop.is_set() and (not run.args.duration
+                                     or time.monotonic() - start < run.args.duration):
+        erp.receive(rng.choice(DEMO_SKUS), rng.randint(2, 12))
+        try:
+            await asyncio.wait_for(run.stop.wait(), 1.0)
+        except TimeoutError:
+            pass
+
+
 async def _status_line(run: DemoRun) -> str:
     elapsed = time.monotonic() - run.started
     metrics = await _worker_metrics(run.worker)
     received = len(run.expected_keys())
     posted = len(run.erp_keys())
+    cancelled = len(run.cancelled_keys() - run.erp_keys())
     failed = int(metrics.get("retail_sync_sync_exceptions_total"))
+    pushes = int(metrics.count("retail_sync_stock_propagation_seconds"))
     head = (f"{bar(elapsed / run.args.duration)} {elapsed:5.1f}/{run.args.duration:.0f}s"
             if run.args.duration else f"{elapsed:6.1f}s (Ctrl-C to stop)")
-    return (f"{head}  received {received}  posted to ERP {posted}  "
-            f"failed {failed}  in flight {max(0, received - posted)}")
+    return (f"{head}  received {received}  posted to ERP {posted}  cancelled (stock) {cancelled}  "
+            f"exceptions {failed}  stock pushes {pushes}  "
+            f"in flight {max(0, received - posted - cancelled)}")
 
 
 async def _worker_metrics(worker: WorkerProcess) -> Samples:
@@ -147,29 +189,58 @@ async def _worker_metrics(worker: WorkerProcess) -> Samples:
 
 
 async def _drain(run: DemoRun) -> None:
-    """Wait until every order the channels produced is in the ERP (or the drain timeout)."""
+    """Wait until every order the channels produced is in the ERP or cancelled by the seller, and
+    every marketplace shows the available-to-sell the worker computed (or the drain timeout)."""
     deadline = time.monotonic() + run.args.drain_timeout
     progress = Progress()
-    while time.monotonic() < deadline and not run.expected_keys() <= run.erp_keys():
-        missing = len(run.expected_keys() - run.erp_keys())
+    while time.monotonic() < deadline and not run.expected_keys() <= run.handled_keys():
+        missing = len(run.expected_keys() - run.handled_keys())
         progress.update(f"draining: {missing} orders still on their way to the ERP")
         await asyncio.sleep(0.25)
+    while time.monotonic() < deadline:
+        behind = await _listings_behind(run)
+        if not behind:
+            break
+        progress.update(f"draining: {len(behind)} marketplace listings not yet at the final ATS")
+        await asyncio.sleep(0.5)
     progress.done()
+
+
+async def _listings_behind(run: DemoRun) -> list[tuple[str, str, int | None, int]]:
+    """(channel, sku, what the marketplace shows, the ATS the worker computed) where they differ."""
+    behind = []
+    for sku in DEMO_SKUS:
+        try:
+            status, view = await run.worker.get_json(f"/inventory/{sku}")
+        except Exception:  # noqa: BLE001 - reported as behind
+            status, view = 0, {}
+        for name, driver in run.drivers.items():
+            if name == "regional":
+                driver.sim.process_outbox()
+            shown = driver.sim.listings.quantity(sku)
+            want = view.get("ats", {}).get(name) if status == 200 else None
+            if want is None or shown != want:
+                behind.append((name, sku, shown, want if want is not None else -1))
+    return behind
 
 
 async def _summary(run: DemoRun) -> int:
     stack, erp = run.stack, run.stack.erp
     assert erp is not None
-    expected, in_erp = run.expected_keys(), run.erp_keys()
-    lost = sorted(expected - in_erp)
+    expected, in_erp, cancelled = run.expected_keys(), run.erp_keys(), run.cancelled_keys()
+    lost = sorted(expected - in_erp - cancelled)
+    unknown = sorted(in_erp - expected)
     kinds = Counter(orjson.loads(r.value)["kind"] for r in await stack.read_topic("sync-exceptions"))
     e = erp.stats()
-    print(table(list(_channel_rows(run, in_erp)), "per channel (created -> ERP sales order)"))
+    print(table(list(_channel_rows(run, in_erp, cancelled)),
+                "per channel (created -> ERP sales order)"))
+    metrics = await _worker_metrics(run.worker)
+    behind = await _listings_behind(run)
+    print(table(list(_stock_rows(run, metrics, behind)), "stock (ERP -> marketplaces)"))
     rows: list[tuple[str, object]] = []
     shopify = run.drivers.get("shopify")
-    if isinstance(shopify, ShopifyDriver) and shopify.shop is not None:
+    if isinstance(shopify, ShopifyDriver):
         s = shopify.shop.stats()
-        metrics = await _worker_metrics(run.worker)
         deduped = int(metrics.get("retail_sync_webhooks_total", outcome="duplicate"))
         rows += [
             ("shopify webhook deliveries / retries", f"{s['deliveries_attempted']} / {s['retries']}"),
@@ -182,6 +253,7 @@ async def _summary(run: DemoRun) -> int:
     rows += [
         ("sync-exception records", dict(kinds) or 0),
         ("ERP: orders posted (unique)", e["orders_created"]),
+        ("ERP: oversold units", e.get("oversold_units", 0)),
         ("ERP: idempotent replays", e["idempotent_replays"]),
         ("ERP: injected errors (retried)", e["errors_injected"]),
         ("lost orders", len(lost)),
@@ -189,19 +261,54 @@ async def _summary(run: DemoRun) -> int:
     ]
     print(table(rows, "summary"))
     if lost:
-        print(f"LOST: {len(lost)} orders never reached the ERP, e.g. {lost[:5]}", file=sys.stderr)
-    ok = not lost and e["orders_created"] == len(expected)
-    print(f"{e['orders_created']} orders posted to the ERP; "
-          + ("no order lost." if ok else "FAILED: see above."))
+        print(f"LOST: {len(lost)} orders neither reached the ERP nor were cancelled, e.g. "
+              f"{lost[:5]}", file=sys.stderr)
+    if unknown:
+        print(f"UNKNOWN: {len(unknown)} ERP orders no marketplace accepted, e.g. {unknown[:5]}",
+              file=sys.stderr)
+    if behind:
+        print(f"BEHIND: {len(behind)} listings differ from the worker's ATS, e.g. {behind[:5]}",
+              file=sys.stderr)
+    oversold = e.get("oversold_units", 0)
+    ok = not lost and not unknown and not behind and not oversold
+    print(f"{e['orders_created']} orders posted to the ERP, {len(cancelled - in_erp)} cancelled "
+          f"for lack of stock; " + ("no order lost, nothing oversold, every marketplace in step."
+                                    if ok else "FAILED: see above."))
     return 0 if ok else 1
 
 
-def _channel_rows(run: DemoRun, in_erp: set[str]) -> Any:
+def _channel_rows(run: DemoRun, in_erp: set[str], cancelled: set[str]) -> Any:
     for name, driver in run.drivers.items():
         expected = driver.expected()
         latencies = _latencies(run, expected & in_erp)
-        yield (name, f"{len(expected)} created, {len(expected & in_erp)} in ERP, "
-                     f"{len(expected - in_erp)} lost; {_latency_text(latencies)}")
+        gone = expected & cancelled - in_erp
+        yield (name, f"{len(expected)} created, {len(expected & in_erp)} in ERP, {len(gone)} "
+                     f"cancelled (stock), {len(expected - in_erp - cancelled)} lost; "
+                     f"{_latency_text(latencies)}")
+
+
+def _stock_rows(run: DemoRun, metrics: Samples, behind: list[Any]) -> Any:
+    """Per channel: stock decisions, pushes and the propagation latency histogram's p50/p99."""
+    name = "retail_sync_stock_propagation_seconds"
+    for channel, driver in run.drivers.items():
+        decisions = {d: int(metrics.get("retail_sync_stock_decisions_total", channel=channel,
+                                        decision=d))
+                     for d in ("accepted", "partial", "backorder", "cancelled")}
+        shown = ", ".join(f"{d} {n}" for d, n in decisions.items() if n)
+        listing = driver.sim.listings.snapshot()["totals"]
+        yield (f"{channel} orders", f"{shown or 'none'}; buyers refused at zero stock "
+                                    f"{listing['refused_units']} units")
+        for cause in ("erp", "order"):
+            count = int(metrics.count(name, channel=channel, cause=cause))
+            yield (f"{channel} <- {'ERP change' if cause == 'erp' else 'reservation'}",
+                   f"p50 {ms(metrics.quantile(name, 0.5, channel=channel, cause=cause))}  "
+                   f"p99 {ms(metrics.quantile(name, 0.99, channel=channel, cause=cause))}  "
+                   f"(n={count})")
+    coalesced = int(metrics.get("retail_sync_inventory_updates_coalesced_total"))
+    yield ("updates coalesced away", coalesced)
+    yield ("listings at the final ATS",
+           f"{len(DEMO_SKUS) * len(run.drivers) - len(behind)} of "
+           f"{len(DEMO_SKUS) * len(run.drivers)} (SKU x channel)")
 
 
 def _latency_text(values: list[float]) -> str:

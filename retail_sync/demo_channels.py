@@ -1,8 +1,11 @@
 """The demo's marketplaces: each drives one simulator and knows which orders it expects in the ERP.
 
-A driver starts its simulator (``prepare``, returning the worker settings that point at it),
-creates orders at its share of the offered rate (``run``), and reports the order keys that must
-reach the ERP with the wall-clock time each order was created (for end-to-end latency).
+A driver starts its simulator (``prepare``, returning the worker settings that point at it, for
+orders in and for inventory and cancellations out), creates orders at its share of the offered
+rate (``run``), and reports the order keys its marketplace accepted with the wall-clock time each
+was created (for end-to-end latency), and the orders the seller cancelled there. Every simulator
+sells from the one demo catalogue (``DEMO_SKUS``), so the channels compete for the same stock;
+buyers are refused once a listing shows zero, as on a real marketplace.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.regional import RegionalSimulator
+from simulators.regional import RegionalSimConfig, RegionalSimulator
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
 from simulators.walmart import WalmartSimConfig, WalmartSimulator
+
+DEMO_SKUS = [f"DEMO-{n:03d}" for n in range(1, 25)]
 
 
 class Driver(Protocol):
     channel: str
     created_at: dict[str, float]  # order key -> time.time() the marketplace created it
+    sim: Any  # the simulator: ``listings`` and ``cancellations``
 
     async def prepare(self) -> dict[str, str]: ...
     async def run(self, worker_url: str, rate: float, duration: float | None,
@@ -47,24 +53,26 @@ async def _paced(rate: float, duration: float | None, stop: asyncio.Event, make:
 class ShopifyDriver:
     channel = "shopify"
 
-    def __init__(self, secret: str, args: Any) -> None:
+    def __init__(self, secret: str, args: Any, worker_url: str) -> None:
         self.secret, self.args = secret, args
-        self.shop: ShopifySimulator | None = None
+        self.shop = self.sim = ShopifySimulator(ShopifySimConfig(
+            webhook_url=f"{worker_url}/webhooks/shopify/orders/create", secret=self.secret,
+            duplicate_rate=self.args.duplicate_rate,
+            malformed_rate=self.args.malformed_rate, unmappable_rate=self.args.unmappable_rate,
+            max_attempts=8, skus=DEMO_SKUS, max_quantity=2, api_bucket_capacity=80,
+            api_leak_per_s=40,  # Shopify Plus's bucket, leaking x10 as the demo runs sped up
+        ))
         self.url = ""
         self.created_at: dict[str, float] = {}
 
     async def prepare(self) -> dict[str, str]:
-        return {}
+        self.url = await self.shop.start()
+        return {"RETAIL_SYNC_SHOPIFY_ADMIN_BASE_URL": self.url,
+                "RETAIL_SYNC_SHOPIFY_ACCESS_TOKEN": self.shop.config.access_token}
 
     async def run(self, worker_url: str, rate: float, duration: float | None,
                   stop: asyncio.Event) -> None:
-        self.shop = ShopifySimulator(ShopifySimConfig(
-            webhook_url=f"{worker_url}/webhooks/shopify/orders/create", secret=self.secret,
-            rate_per_s=rate, duplicate_rate=self.args.duplicate_rate,
-            malformed_rate=self.args.malformed_rate, unmappable_rate=self.args.unmappable_rate,
-            max_attempts=8,
-        ))
-        self.url = await self.shop.start()
+        self.shop.set_config({"rate_per_s": rate})
         sending = asyncio.create_task(self.shop.send_orders(duration_s=duration))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({sending, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -73,18 +81,15 @@ class ShopifyDriver:
         await sending
 
     def expected(self) -> set[str]:
-        if self.shop is None:
-            return set()
         for oid, sent in self.shop.first_sent_at.items():
             self.created_at.setdefault(f"shopify:{oid}", sent)
         return {f"shopify:{oid}" for oid in self.shop.accepted_order_ids()}
 
     def describe(self) -> str:
-        return f"{self.url}  (webhooks; Admin REST /admin/api/2024-04/orders.json)"
+        return f"{self.url}  (webhooks; Admin REST: orders, inventory_levels/set, cancel)"
 
     async def close(self) -> None:
-        if self.shop is not None:
-            await self.shop.stop()
+        await self.shop.stop()
 
 
 class AmazonDriver:
@@ -94,7 +99,9 @@ class AmazonDriver:
     channel = "amazon"
 
     def __init__(self) -> None:
-        self.sim = AmazonSimulator(AmazonSimConfig(time_scale=100))
+        # every order seller-fulfilled (MFN): Amazon-fulfilled orders ship from Amazon's stock
+        self.sim = AmazonSimulator(AmazonSimConfig(time_scale=100, skus=DEMO_SKUS, max_quantity=2,
+                                                   mfn_rate=1.0))
         self.url = ""
         self.created_at: dict[str, float] = {}
 
@@ -106,14 +113,15 @@ class AmazonDriver:
     async def run(self, worker_url: str, rate: float, duration: float | None,
                   stop: asyncio.Event) -> None:
         def make() -> None:
-            self.created_at[f"amazon:{self.sim.add_order()}"] = time.time()
+            for order_id in self.sim.generate_orders(1):  # a refused buyer makes no order
+                self.created_at[f"amazon:{order_id}"] = time.time()
         await _paced(rate, duration, stop, make)
 
     def expected(self) -> set[str]:
         return set(self.created_at)
 
     def describe(self) -> str:
-        return f"{self.url}  (SP-API Orders v0, polled; usage plans ×100)"
+        return f"{self.url}  (SP-API Orders v0 polled, Listings/Feeds; usage plans ×100)"
 
     async def close(self) -> None:
         await self.sim.stop()
@@ -123,7 +131,9 @@ class WalmartDriver:
     channel = "walmart"
 
     def __init__(self) -> None:
-        self.sim = WalmartSimulator(WalmartSimConfig())
+        self.sim = WalmartSimulator(WalmartSimConfig(  # limits x100, as the demo runs sped up
+            skus=DEMO_SKUS, max_quantity=2, inventory_rate_per_s=333, inventory_burst=200,
+            feeds_rate_per_s=1000 / 3600, feeds_burst=10))
         self.url = ""
         self.created_at: dict[str, float] = {}
 
@@ -131,7 +141,10 @@ class WalmartDriver:
         self.url = await self.sim.start()
         return {"RETAIL_SYNC_WALMART_BASE_URL": self.url,
                 "RETAIL_SYNC_WALMART_CLIENT_ID": self.sim.config.client_id,
-                "RETAIL_SYNC_WALMART_CLIENT_SECRET": self.sim.config.client_secret}
+                "RETAIL_SYNC_WALMART_CLIENT_SECRET": self.sim.config.client_secret,
+                "RETAIL_SYNC_WALMART_INVENTORY_RATE_PER_S": "300",
+                "RETAIL_SYNC_WALMART_INVENTORY_BURST": "100",
+                "RETAIL_SYNC_WALMART_FEEDS_PER_HOUR": "900"}
 
     async def run(self, worker_url: str, rate: float, duration: float | None,
                   stop: asyncio.Event) -> None:
@@ -144,7 +157,7 @@ class WalmartDriver:
         return set(self.created_at)
 
     def describe(self) -> str:
-        return f"{self.url}  (Marketplace Orders v3: released + acknowledge, polled)"
+        return f"{self.url}  (Orders v3 polled + acknowledge; inventory; limits ×100)"
 
     async def close(self) -> None:
         await self.sim.stop()
@@ -159,11 +172,14 @@ class RegionalDriver:
     def __init__(self, drop_dir: Path) -> None:
         drop_dir.mkdir(parents=True, exist_ok=True)
         self.drop_dir = drop_dir
-        self.sim = RegionalSimulator(drop_dir, seed=int(time.time()))
+        self.outbox = drop_dir.parent / "regional-outbox"
+        self.sim = RegionalSimulator(drop_dir, seed=int(time.time()), outbox_dir=self.outbox,
+                                     config=RegionalSimConfig(skus=DEMO_SKUS, max_quantity=2))
         self.created_at: dict[str, float] = {}
 
     async def prepare(self) -> dict[str, str]:
-        return {"RETAIL_SYNC_REGIONAL_DROP_DIR": str(self.drop_dir)}
+        return {"RETAIL_SYNC_REGIONAL_DROP_DIR": str(self.drop_dir),
+                "RETAIL_SYNC_REGIONAL_OUTBOX_DIR": str(self.outbox)}
 
     async def run(self, worker_url: str, rate: float, duration: float | None,
                   stop: asyncio.Event) -> None:
@@ -173,7 +189,7 @@ class RegionalDriver:
             owed[0] += rate
             if owed[0] >= 1:
                 before = len(self.sim.good_refs)
-                self.sim.write_batch(int(owed[0]), unknown_rate=0.02)
+                self.sim.write_batch(int(owed[0]), unknown_rate=0.02)  # reads the outbox too
                 owed[0] -= int(owed[0])
                 for ref in self.sim.good_refs[before:]:
                     self.created_at[f"regional:{ref}"] = time.time()
@@ -206,9 +222,9 @@ def parse_mix(text: str) -> dict[str, float]:
 DRIVERS = ("shopify", "amazon", "walmart", "regional")
 
 
-def make_driver(channel: str, secret: str, args: Any, workdir: Path) -> Driver:
+def make_driver(channel: str, secret: str, args: Any, workdir: Path, worker_url: str) -> Driver:
     if channel == "shopify":
-        return ShopifyDriver(secret, args)
+        return ShopifyDriver(secret, args, worker_url)
     if channel == "amazon":
         return AmazonDriver()
     if channel == "regional":

@@ -37,6 +37,35 @@ class Samples:
                    if n == name and all(lab.get(k) == v for k, v in labels.items()))
 
 
+    def quantile(self, name: str, q: float, **labels: str) -> float:
+        """``histogram_quantile`` as Prometheus computes it (linear inside the bucket) over the
+        ``<name>_bucket`` samples matching ``labels``, summed over the other labels; q in 0..1.
+        NaN when the histogram is empty."""
+        buckets: dict[float, float] = {}
+        for n, lab, value in self.samples:
+            if n == f"{name}_bucket" and all(lab.get(k) == v for k, v in labels.items()):
+                le = float(lab["le"])
+                buckets[le] = buckets.get(le, 0.0) + value
+        bounds = sorted(buckets)
+        if not bounds or buckets[bounds[-1]] == 0:
+            return math.nan
+        rank = q * buckets[bounds[-1]]
+        lower, below = 0.0, 0.0
+        for le in bounds:
+            count = buckets[le]
+            if count >= rank:
+                if math.isinf(le):
+                    return lower
+                inside = count - below
+                return lower + (le - lower) * ((rank - below) / inside if inside else 1.0)
+            lower, below = le, count
+        return lower
+
+    def count(self, name: str, **labels: str) -> float:
+        """Observations of histogram ``name`` matching ``labels``."""
+        return self.get(f"{name}_count", **labels)
+
+
 def bar(fraction: float, width: int = 24) -> str:
     fraction = min(1.0, max(0.0, fraction))
     full = int(fraction * width)

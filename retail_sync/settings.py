@@ -160,6 +160,12 @@ class Settings(BaseSettings):
     walmart_bulk_min_skus: int = Field(
         20, ge=1, description="Pushes of at least this many SKUs use the bulk inventory feed; "
         "smaller ones PUT /v3/inventory per SKU.")
+    walmart_inventory_rate_per_s: float = Field(
+        3.0, gt=0, description="Client-side budget for PUT /v3/inventory (90% of 200/min).")
+    walmart_inventory_burst: int = Field(10, ge=1)
+    walmart_feeds_per_hour: float = Field(
+        9.0, gt=0, description="Client-side budget for bulk inventory feeds (90% of 10/hour); "
+        "when it is spent, large pushes fall back to paced single updates.")
     regional_outbox_dir: Path | None = Field(
         None, description="Directory we write inventory and cancellation CSV files to for the "
         "regional marketplace; unset: no pushes.")

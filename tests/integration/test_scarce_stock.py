@@ -116,6 +116,7 @@ async def test_four_channels_racing_for_scarce_stock_never_oversell(stack: Stack
         "RETAIL_SYNC_STOCK_POLICY": '{"walmart":"partial","regional":"backorder"}',
         "RETAIL_SYNC_POLL_INTERVAL_S": "0.3",
         "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3",
+        "RETAIL_SYNC_WALMART_INVENTORY_RATE_PER_S": "40",
     })
     try:
         worker = await stack.start_worker(port=port)

@@ -8,13 +8,13 @@ from agents.lifecycle import apply
 from streams import codecs as _registered  # noqa: F401
 from streams.mappers.shopify import map_order
 from streams.models import (
-    LineAllocation,
-    StockAnswered,
     ErpOrderFailed,
     ErpOrderPosted,
+    LineAllocation,
     OrderReceived,
     OrderState,
     OrderStatus,
+    StockAnswered,
 )
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
@@ -58,7 +58,7 @@ def test_new_order_reserves_every_sku_then_requests_the_erp():
     assert sorted(c.sku for c in out.stock_commands) == ["IPOD2008BLACK", "IPOD2008GREEN",
                                                          "IPOD2008RED"]
     assert out.erp_requests == []
-    state, *rest = out.state, None
+    state = out.state
     for answer in answers(out.state):
         step = apply(state, answer, T0)
         state = step.state

@@ -17,7 +17,6 @@ from streams.stock import (
     LineRequest,
     ReleaseStock,
     ReserveStock,
-    StockState,
 )
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -268,7 +267,6 @@ def test_replaying_any_prefix_changes_nothing(script, cut):
 @given(st.lists(ops, max_size=60))
 def test_once_the_feed_catches_up_the_engine_agrees_with_the_erp(script):
     erp, state, _ = play([*script, ("feed", 10_000)])
-    erp_state, _ = erp, None
     while erp.feed:
         state = apply(state, erp.feed.pop(0), RULES, T0).state
     if state is None:

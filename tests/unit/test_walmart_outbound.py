@@ -161,3 +161,23 @@ def test_from_settings() -> None:
         walmart_base_url = None
 
     assert WalmartOutbound.from_settings(S()) is None
+
+
+async def test_spent_feed_budget_falls_back_to_paced_single_updates(sim: WalmartSimulator) -> None:
+    """Walmart allows few bulk feeds an hour: once our budget is spent a large push goes out as
+    single updates, paced below the inventory limit, and Walmart never has to throttle us."""
+    from connectors.ratelimit import TokenBucket
+
+    assert sim.base_url
+    skus = [f"BULK-{i:02}" for i in range(25)]
+    sim.set_config({"extra_skus": skus, "inventory_rate_per_s": 200, "inventory_burst": 5})
+    client = outbound_for(sim.base_url, feed_budget=TokenBucket(1 / 3600, 1),
+                          inventory_budget=TokenBucket(150, 5))
+    try:
+        first = await client.push_inventory([QuantityUpdate(s, 1) for s in skus])
+        second = await client.push_inventory([QuantityUpdate(s, 2) for s in skus])
+    finally:
+        await client.close()
+    assert first.mechanism == "inventory-feed" and second.mechanism == "inventory"
+    assert sorted(second.applied) == skus and all(sim.listings.quantity(s) == 2 for s in skus)
+    assert sim.stats().get("throttled_429", 0) == 0
