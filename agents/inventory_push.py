@@ -1,10 +1,11 @@
 """Inventory pusher: tells each marketplace the absolute quantity it may sell.
 
-Reads inventory-updates (keyed by channel:SKU) in batches of up to ``inventory_push_batch``
-gathered for at most ``inventory_push_window_s``; within a batch only the latest quantity per
-(channel, SKU) is kept, so a burst of changes becomes one update with the newest value. Each
-channel's updates go out in one ``ChannelOutbound.push_inventory`` call (its bulk mechanism where
-it has one); the result for every SKU goes back to the stock agent as an InventoryPushed, which
+One agent per channel we push to, reading that channel's inventory-updates topic (keyed by SKU)
+in batches of up to ``inventory_push_batch`` gathered for at most ``inventory_push_window_s``;
+within a batch only the latest quantity per SKU is kept, so a burst of changes becomes one update
+with the newest value. A batch goes out in one ``ChannelOutbound.push_inventory`` call (the
+marketplace's bulk mechanism where it has one); a slow or unreachable marketplace holds back only
+its own agent; the result for every SKU goes back to the stock agent as an InventoryPushed, which
 records what the channel was last told. Propagation latency (the change behind the update ->
 the marketplace took it) is observed here per channel and cause.
 """
@@ -29,7 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def register(ctx: Context) -> None:
-    @ctx.app.agent(ctx.topics.inventory_updates, name=f"{ctx.settings.app_id}.inventory-push")
+    for channel, topic in ctx.topics.inventory.items():
+        _register_channel(ctx, channel, topic)
+
+
+def _register_channel(ctx: Context, channel: str, topic: Any) -> None:
     async def inventory_push(stream: Any) -> None:
         async for batch in stream.take(ctx.settings.inventory_push_batch,
                                        within=ctx.settings.inventory_push_window_s):
@@ -37,9 +42,11 @@ def register(ctx: Context) -> None:
                 await push_batch(ctx, batch)
             except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
                 await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc,
+                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, channel=channel,
                     payload="[" + ",".join(u.model_dump_json() for u in batch) + "]",
-                    source_topic=ctx.topics.inventory_updates.get_topic_name())
+                    source_topic=topic.get_topic_name())
+
+    ctx.app.agent(topic, name=f"{ctx.settings.app_id}.inventory-push.{channel}")(inventory_push)
 
 
 def coalesce(batch: Sequence[InventoryUpdate]) -> dict[str, list[InventoryUpdate]]:

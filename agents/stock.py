@@ -3,8 +3,8 @@
 Reads stock-events keyed by SKU: the ERP's positions (from the stock feed poller), reservation
 requests, releases and commits (from the order agent) and push reports (from the inventory
 pusher). Applies the rules of agents.stock_logic, answers reservations to order-events and sends
-every channel whose available-to-sell changed an absolute InventoryUpdate (inventory-updates,
-keyed by channel:SKU, so the pusher coalesces per channel and SKU).
+every channel whose available-to-sell changed an absolute InventoryUpdate (on that channel's
+inventory-updates topic, keyed by SKU, so its pusher coalesces per SKU).
 """
 
 from __future__ import annotations
@@ -55,4 +55,6 @@ async def handle(ctx: Context, key: str, event: StockEvent) -> None:
             order_key=event.order_key, sku=event.sku, tracked=out.tracked, lines=out.answer,
             at=utcnow()))
     for update in out.updates:
-        await ctx.topics.inventory_updates.send(key=f"{update.channel}:{update.sku}", value=update)
+        topic = ctx.topics.inventory.get(update.channel)
+        if topic is not None:
+            await topic.send(key=update.sku, value=update)

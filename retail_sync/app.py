@@ -72,11 +72,13 @@ def create_app(
 ) -> Context:
     app = faust_app(settings, broker_url)
     found = channels(settings)
+    outbound = outbound_connectors(settings, found)
     metrics = Metrics()
     ctx = Context(
         app=app,
         settings=settings,
-        topics=declare_topics(app, prefix=settings.app_id, partitions=settings.partitions),
+        topics=declare_topics(app, prefix=settings.app_id, partitions=settings.partitions,
+                              outbound_channels=outbound),
         tables=Tables(orders=order_state_table(app, settings),
                       index=order_index_table(app, settings),
                       cursors=poll_cursor_table(app, settings),
@@ -86,7 +88,7 @@ def create_app(
         deduper=InProcessDeduper(settings.webhook_dedupe_ttl_s,
                                  settings.webhook_dedupe_max_entries),
         channels=found,
-        outbound=outbound_connectors(settings, found),
+        outbound=outbound,
         stock_feed_factory=stock_feed_factory or (lambda: ErpStockFeed.from_settings(settings)),
     )
     metrics.registry.register(ConsumerLagCollector(

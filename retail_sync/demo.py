@@ -40,6 +40,7 @@ class DemoRun:
     drivers: dict[str, Driver]
     mix: dict[str, float]
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    baseline: Samples = field(default_factory=Samples)  # worker metrics once stock was loaded
     started: float = field(default_factory=time.monotonic)
     interrupted: int = 0
 
@@ -83,7 +84,7 @@ async def _demo(args: argparse.Namespace) -> int:
     assert stack.erp is not None
     stock_rng = random.Random(7)
     for sku in DEMO_SKUS:  # a few scarce SKUs run out and show the stock policies at work
-        stack.erp.set_stock(sku, stock_rng.choice((3, 6, 12, 25, 50, 100, 200)))
+        stack.erp.set_stock(sku, stock_rng.choice((6, 25, 100, 250, 500, 800)))
     try:
         for driver in drivers.values():
             stack.env.update(await driver.prepare())
@@ -94,6 +95,7 @@ async def _demo(args: argparse.Namespace) -> int:
         worker = stack.new_worker("worker-1", port=settings.web_port).start()
         await worker.wait_ready()
         run = DemoRun(args, stack, worker, drivers, mix)
+        await _initial_stock(run)
         await _send_with_progress(run)
         await _drain(run)
         return await _summary(run)
@@ -149,6 +151,20 @@ async def _send_with_progress(run: DemoRun) -> None:
     progress.update(await _status_line(run))
     progress.done()
     sending.result()
+
+
+async def _initial_stock(run: DemoRun) -> None:
+    """Wait until every marketplace shows the ERP's opening stock, then take the metrics baseline:
+    the summary's propagation figures are those of the run, not of the worker's start."""
+    progress, deadline = Progress(), time.monotonic() + 60
+    while time.monotonic() < deadline:
+        behind = await _listings_behind(run)
+        if not behind:
+            break
+        progress.update(f"loading the opening stock: {len(behind)} listings to go")
+        await asyncio.sleep(0.5)
+    progress.done()
+    run.baseline = await _worker_metrics(run.worker)
 
 
 async def _receive_goods(run: DemoRun) -> None:
@@ -236,7 +252,8 @@ async def _summary(run: DemoRun) -> int:
                 "per channel (created -> ERP sales order)"))
     metrics = await _worker_metrics(run.worker)
     behind = await _listings_behind(run)
-    print(table(list(_stock_rows(run, metrics, behind)), "stock (ERP -> marketplaces)"))
+    print(table(list(_stock_rows(run, metrics.minus(run.baseline), behind)),
+                "stock (ERP -> marketplaces, during the run)"))
     rows: list[tuple[str, object]] = []
     shopify = run.drivers.get("shopify")
     if isinstance(shopify, ShopifyDriver):

@@ -32,6 +32,14 @@ class Samples:
             for sample in family.samples
         ]
 
+    def minus(self, earlier: Samples) -> Samples:
+        """What happened since ``earlier`` (counters and histogram buckets of the same series)."""
+        before = {(n, tuple(sorted(lab.items()))): v for n, lab, v in earlier.samples}
+        out = Samples()
+        out.samples = [(n, lab, v - before.get((n, tuple(sorted(lab.items()))), 0.0))
+                       for n, lab, v in self.samples]
+        return out
+
     def get(self, name: str, **labels: str) -> float:
         return sum(value for n, lab, value in self.samples
                    if n == name and all(lab.get(k) == v for k, v in labels.items()))

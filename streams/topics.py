@@ -10,14 +10,15 @@
 | poll-ticks         | channel                     | PollTick             |
 | sync-exceptions    | order_key or source key     | SyncException        |
 | stock-events       | SKU                         | StockEvent (union, streams/stock.py) |
-| inventory-updates  | channel:SKU                 | InventoryUpdate      |
+| inventory-updates.<channel> | SKU                | InventoryUpdate (one topic per channel we push to) |
 | channel-commands   | order_key                   | MarketplaceCancel    |
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -67,13 +68,15 @@ class Topics:
     poll_ticks: faust.TopicT
     sync_exceptions: faust.TopicT
     stock_events: faust.TopicT
-    inventory_updates: faust.TopicT
     channel_commands: faust.TopicT
+    #: channel -> its inventory-updates topic: one per channel, so a slow or unreachable
+    #: marketplace never holds back another's quantities
+    inventory: dict[str, faust.TopicT] = field(default_factory=dict)
 
     def all(self) -> list[faust.TopicT]:
         return [self.raw_orders, self.order_events, self.erp_requests, self.index_updates,
                 self.poll_ticks, self.sync_exceptions, self.stock_events,
-                self.inventory_updates, self.channel_commands]
+                self.channel_commands, *self.inventory.values()]
 
 
 def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) -> RecordingTopic:
@@ -88,7 +91,8 @@ def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) ->
     )
 
 
-def declare_topics(app: faust.App, *, prefix: str, partitions: int) -> Topics:
+def declare_topics(app: faust.App, *, prefix: str, partitions: int,
+                   outbound_channels: Iterable[str] = ()) -> Topics:
     """Create the topic handles for one app; names are ``<prefix>.<topic>``."""
     dlq = _topic(app, f"{prefix}.sync-exceptions", "rs.sync_exception", partitions)
     topics = Topics(
@@ -98,9 +102,9 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int) -> Topics:
         index_updates=_topic(app, f"{prefix}.order-index-updates", "rs.index_entry", partitions),
         poll_ticks=_topic(app, f"{prefix}.poll-ticks", "rs.poll_tick", partitions),
         sync_exceptions=dlq,
+        inventory={c: _topic(app, f"{prefix}.inventory-updates.{c}", "rs.inventory_update",
+                             partitions) for c in outbound_channels},
         stock_events=_topic(app, f"{prefix}.stock-events", "rs.stock_event", partitions),
-        inventory_updates=_topic(app, f"{prefix}.inventory-updates", "rs.inventory_update",
-                                 partitions),
         channel_commands=_topic(app, f"{prefix}.channel-commands", "rs.channel_command",
                                 partitions),
     )

@@ -34,3 +34,11 @@ def test_quantile_sums_over_labels_not_asked_for_and_is_nan_when_empty():
 def test_quantile_in_the_open_top_bucket_is_its_lower_bound():
     samples = exposition({"a": [30.0] * 5})
     assert samples.quantile("t_seconds", 0.99, channel="a") == 5
+
+
+def test_minus_keeps_only_what_happened_since():
+    before = exposition({"a": [3.0] * 10})
+    after = exposition({"a": [3.0] * 10 + [0.05] * 4})
+    since = after.minus(before)
+    assert since.count("t_seconds", channel="a") == 4
+    assert since.quantile("t_seconds", 0.99, channel="a") < 0.1
