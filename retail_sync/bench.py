@@ -6,6 +6,10 @@
                order is confirmed by the ERP (ingest -> order state -> ERP post -> state again)
 3. latency   - webhooks at a fixed offered rate through HTTP: p50/p99 from the simulator's
                send to the ERP simulator's receipt
+4. stock     - ``--stock-changes`` ERP receipts at ``--stock-rate`` per second on the demo
+               catalogue, pushed to the four marketplace simulators: p50/p99 of the worker's
+               ``retail_sync_stock_propagation_seconds{cause="erp"}`` histogram per channel
+               (ERP change -> marketplace took the quantity), measured after the opening stock
 
 Prints pipeline/ceiling. Results go to docs/BENCHMARKS.md by hand, with the command.
 """
@@ -45,24 +49,33 @@ async def _bench(args: argparse.Namespace) -> int:
     url = settings.broker_url or broker.url  # type: ignore[union-attr]
     tansu = settings.tansu_compat if settings.tansu_compat is not None else broker is not None
     try:
-        records = _raw_records(args.messages)
+        records = _raw_records(args.messages if not args.only or "ceiling" in args.only
+                               or "pipeline" in args.only else 0)
         print(f"bench: {len(records)} raw Shopify order records, {settings.partitions} partitions, "
               f"broker {url} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
-        ceiling = await _ceiling(url, records, settings.partitions)
-        pipeline = await _pipeline(url, records, tansu, settings.partitions, args.workers)
-        latency = await _latency(url, args.rate, args.latency_seconds, tansu)
+        runs = set(args.only.split(",")) if args.only else {"ceiling", "pipeline", "latency",
+                                                             "stock"}
+        results: dict[str, Any] = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                       f"Python {platform.python_version()}"}
+        if "ceiling" in runs or "pipeline" in runs:
+            results["messages"] = len(records)
+        if "ceiling" in runs:
+            results["ceiling_msgs_per_s"] = round(await _ceiling(url, records, settings.partitions))
+        if "pipeline" in runs:
+            pipeline = await _pipeline(url, records, tansu, settings.partitions, args.workers)
+            results.update(pipeline_workers=args.workers, pipeline_orders_per_s=round(pipeline))
+            if "ceiling_msgs_per_s" in results:
+                results["ratio_pipeline_to_ceiling"] = round(
+                    pipeline / results["ceiling_msgs_per_s"], 4)
+        if "latency" in runs:
+            results.update(await _latency(url, args.rate, args.latency_seconds, tansu))
+        if "stock" in runs:
+            results.update(await _stock_propagation(url, tansu, args.stock_changes,
+                                                    args.stock_rate))
     finally:
         if broker is not None:
             broker.stop()
-    results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "messages": len(records),
-        "ceiling_msgs_per_s": round(ceiling),
-        "pipeline_workers": args.workers,
-        "pipeline_orders_per_s": round(pipeline),
-        "ratio_pipeline_to_ceiling": round(pipeline / ceiling, 4),
-        **latency,
-    }
     print(table([(k.replace("_", " "), v) for k, v in results.items()], "benchmark"))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240
@@ -206,4 +219,74 @@ async def _latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[s
             "lost": len(expected) - len(values),
         }
     finally:
+        await stack.close()
+
+
+async def _stock_propagation(url: str, tansu: bool, changes: int, rate: float) -> dict[str, Any]:
+    """ERP receipts -> every marketplace, through the real worker and simulators."""
+    import random
+    import tempfile
+    from types import SimpleNamespace
+
+    from retail_sync.demo_channels import DEMO_SKUS, make_driver
+
+    stack = Stack(app_id=f"bench-stock-{int(time.time())}", workdir=ROOT / "var" / "bench",
+                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu)
+    await stack.start()
+    erp = stack.erp
+    assert erp is not None
+    rng = random.Random(3)
+    for sku in DEMO_SKUS:
+        erp.set_stock(sku, rng.randint(50, 500))
+    fake_args = SimpleNamespace(duplicate_rate=0, malformed_rate=0, unmappable_rate=0)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-stock-"))
+    drivers = {c: make_driver(c, "shpss_demo_secret", fake_args, workdir, "http://127.0.0.1:9")
+               for c in ("shopify", "amazon", "walmart", "regional")}
+    try:
+        for driver in drivers.values():
+            stack.env.update(await driver.prepare())
+        stack.env["RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S"] = "0.5"
+        worker = await stack.start_worker("bench-stock")
+
+        async def in_step() -> bool:
+            for sku in DEMO_SKUS:
+                status, view = await worker.get_json(f"/inventory/{sku}")
+                if status != 200:
+                    return False
+                for name, driver in drivers.items():
+                    if name == "regional":
+                        driver.sim.process_outbox()
+                    if driver.sim.listings.quantity(sku) != view["ats"][name]:
+                        return False
+            return True
+
+        deadline = time.monotonic() + 120
+        while not await in_step() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        baseline = Samples(await worker.metrics_text())
+        print(f"stock: {changes} ERP receipts at {rate:g}/s, pushed to 4 marketplaces…", flush=True)
+        progress = Progress()
+        for i in range(changes):
+            erp.receive(rng.choice(DEMO_SKUS), rng.randint(1, 20))
+            progress.update(f"stock: {bar((i + 1) / changes)} {i + 1}/{changes} ERP receipts")
+            await asyncio.sleep(1 / rate)
+        progress.done()
+        deadline = time.monotonic() + 120
+        await asyncio.sleep(1.0)
+        while not await in_step() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        since = Samples(await worker.metrics_text()).minus(baseline)
+        name = "retail_sync_stock_propagation_seconds"
+        out: dict[str, Any] = {"stock_erp_changes": changes, "stock_change_rate_per_s": rate}
+        for channel in drivers:
+            out[f"stock_{channel}_p50"] = ms(since.quantile(name, 0.5, channel=channel, cause="erp"))
+            out[f"stock_{channel}_p99"] = ms(since.quantile(name, 0.99, channel=channel, cause="erp"))
+            out[f"stock_{channel}_pushes"] = int(since.count(name, channel=channel, cause="erp"))
+        out["stock_updates_coalesced"] = int(
+            since.get("retail_sync_inventory_updates_coalesced_total"))
+        out["stock_in_step_at_end"] = await in_step()
+        return out
+    finally:
+        for driver in drivers.values():
+            await driver.close()
         await stack.close()

@@ -97,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=1, help="workers for the pipeline run")
     b.add_argument("--rate", type=float, default=100.0, help="offered rate for the latency run")
     b.add_argument("--latency-seconds", type=float, default=20.0)
+    b.add_argument("--only", default="",
+                   help="comma-separated runs: ceiling, pipeline, latency, stock (default: all)")
+    b.add_argument("--stock-changes", type=int, default=200,
+                   help="ERP receipts for the stock propagation run")
+    b.add_argument("--stock-rate", type=float, default=20.0,
+                   help="ERP receipts per second in the stock propagation run")
     b.add_argument("--json", dest="json_out", default=None, help="also write results here")
     b.set_defaults(func=cmd_bench)
 
