@@ -144,8 +144,13 @@ def _reserve_commands(state: OrderState, now: datetime) -> list[ReserveStock]:
                          requested_at=now) for sku, lines in by_sku.items()]
 
 
-def _tracked_skus(state: OrderState) -> list[str]:
-    return sorted({s.sku for s in state.stock.values() if s.tracked})
+def _tracked_lines(state: OrderState) -> dict[str, list[str]]:
+    """SKU -> the order's line ids on it, for every SKU the stock agent tracks."""
+    by_sku: dict[str, list[str]] = defaultdict(list)
+    for line_id, stock in sorted(state.stock.items()):
+        if stock.tracked:
+            by_sku[stock.sku].append(line_id)
+    return dict(sorted(by_sku.items()))
 
 
 def _on_received(state: OrderState | None, event: OrderReceived, now: datetime) -> Outcome:
@@ -232,9 +237,9 @@ def _decide(state: OrderState, now: datetime, policy: str) -> Outcome:
     out = Outcome(state=state, changed=True, decided=True)
     if decision == "cancelled":
         update["status"] = OrderStatus.CANCELLED
-        out.stock_commands = [ReleaseStock(sku=sku, order_key=state.order_key,
+        out.stock_commands = [ReleaseStock(sku=sku, order_key=state.order_key, line_ids=ids,
                                            reason="order cancelled: not enough stock", at=now)
-                              for sku in _tracked_skus(state)]
+                              for sku, ids in _tracked_lines(state).items()]
         out.marketplace_commands = [_cancel(state, short, whole=True, now=now)]
     else:
         update["status"] = OrderStatus.ERP_PENDING
@@ -273,9 +278,9 @@ def _on_notified(state: OrderState, event: MarketplaceNotified) -> Outcome:
 
 def _on_erp_posted(state: OrderState, event: ErpOrderPosted, now: datetime) -> Outcome:
     known = state.correlation.erp_sales_order
-    commits = [CommitStock(sku=sku, order_key=state.order_key,
+    commits = [CommitStock(sku=sku, order_key=state.order_key, line_ids=ids,
                            erp_sales_order=event.erp_sales_order, erp_created=event.erp_created,
-                           at=now) for sku in _tracked_skus(state)]
+                           at=now) for sku, ids in _tracked_lines(state).items()]
     if known == event.erp_sales_order:  # replayed confirmation: commits again (idempotent)
         return Outcome(state=state, stock_commands=list(commits))
     if known is not None:  # the ERP holds two sales orders for one marketplace order

@@ -42,8 +42,10 @@ async def handle(ctx: Context, key: str, event: StockEvent) -> None:
             exc=f"stock event for {event.sku!r} arrived keyed {key!r}", source_key=key,
             source_topic=ctx.topics.stock_events.get_topic_name())
         return
-    table = ctx.tables.stock
-    out = apply(table.get(key), event, rules_for(ctx, key), utcnow())
+    table, lines = ctx.tables.stock, ctx.tables.reservations
+    out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), lines)
+    for line_key, reservation in out.writes.items():
+        lines[line_key] = reservation
     if out.changed and out.state is not None:
         table[key] = out.state
     if out.answer is not None and isinstance(event, ReserveStock):

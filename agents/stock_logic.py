@@ -2,21 +2,25 @@
 
 The stock agent owns each SKU (its input topic is keyed by SKU) and calls ``apply``; nothing here
 touches Faust, so the rules are tested exhaustively (tests/unit/test_stock_logic.py, hypothesis).
+State is split in two so an event costs the same whatever the SKU's order volume: a small
+``StockState`` per SKU (ERP positions, units held, committed reservations awaiting the ERP, what
+each channel was offered and told) and one ``Reservation`` per order line, read through
+``lines`` (a mapping) and written back as ``StockOutcome.writes``.
 
 The arithmetic, per SKU:
 
     erp_available = sum over sellable warehouses of (actual_qty - reserved_qty)    [ERP's view]
-    held          = open reservations + committed ones the ERP's position does not show yet
+    held          = open reservations + committed ones the ERP does not show yet
     free          = max(0, erp_available - held - safety_stock)
     offered[c]    = max(0, min(cap_c, floor(free * share_c)) - buffer_c)           [per channel]
 
 A reservation is taken against ``free`` (the whole pool: the allocation rules shape what each
-channel *shows*, not what a sale may take). An order line is reserved at most once: its key is
-``order_key#line_id``; a released or consumed one is remembered (a bounded tombstone list) so a
-replayed reservation stays a no-op. A committed reservation stops counting once the ERP's bin of
-the order's warehouse is at least as new as the sales order, because from then on the ERP's
-``reserved_qty`` (and, after shipment, its ``actual_qty``) includes it: the hand-over never counts
-the units twice and never forgets them.
+channel *shows*, not what a sale may take). An order line is reserved at most once: its record
+stays after it is released, consumed or accepted untracked, so a replayed reservation is a no-op.
+A committed reservation stops counting once the ERP's bin of the order's warehouse is at least as
+new as the sales order, because from then on the ERP's ``reserved_qty`` (and, after shipment, its
+``actual_qty``) includes it: the hand-over never counts the units twice in a way that lets them
+be sold, and never forgets them.
 
 A SKU with no ERP position is *untracked* (a non-stock item in ERPNext terms): its lines are
 accepted without reservation and nothing is offered for it.
@@ -37,6 +41,7 @@ from streams.stock import (
     InventoryPushed,
     InventoryUpdate,
     LineAllocation,
+    Pending,
     ReleaseStock,
     Reservation,
     ReserveStock,
@@ -59,14 +64,13 @@ class StockRules:
     safety: int = 0
     allocation: Mapping[str, ChannelAllocation] = field(default_factory=dict)
     warehouses: frozenset[str] = frozenset()  # sellable warehouses; empty: all
-    tombstones: int = 512
 
     @classmethod
     def from_settings(cls, settings: Settings, sku: str, channels: Sequence[str]) -> StockRules:
         warehouses = frozenset(w.strip() for w in settings.erp_stock_warehouses.split(",") if w.strip())
         return cls(channels=tuple(channels), erp_warehouse=settings.erp_warehouse,
                    safety=settings.safety_for(sku), allocation=settings.stock_allocation,
-                   warehouses=warehouses, tombstones=settings.stock_tombstones)
+                   warehouses=warehouses)
 
     def sellable(self, warehouse: str) -> bool:
         return not self.warehouses or warehouse in self.warehouses
@@ -79,6 +83,10 @@ class StockOutcome:
     answer: list[LineAllocation] | None = None  # for a ReserveStock: each line's allocation
     tracked: bool = True
     updates: list[InventoryUpdate] = field(default_factory=list)
+    writes: dict[str, Reservation] = field(default_factory=dict)  # stock-reservations changes
+
+
+Lines = Mapping[str, Reservation]
 
 
 # --- the arithmetic ---------------------------------------------------------------------------
@@ -97,23 +105,21 @@ def erp_available(state: StockState, rules: StockRules) -> int:
                if rules.sellable(b.warehouse))
 
 
-def covered(reservation: Reservation, state: StockState, rules: StockRules) -> bool:
+def covered(pending: Pending, state: StockState, rules: StockRules) -> bool:
     """Whether the ERP's own position already includes this committed reservation."""
-    if reservation.status != "committed" or reservation.erp_created is None:
-        return False
     erp_bin = state.bins.get(rules.erp_warehouse)
     if erp_bin is None:  # the ERP holds no stock of it where it reserves: nothing to hand over
         return True
-    return erp_bin.modified >= reservation.erp_created
+    return erp_bin.modified >= pending.erp_created
 
 
 def held(state: StockState) -> int:
     """Units our reservations hold that the ERP does not show yet (covered ones are gone)."""
-    return sum(r.quantity for r in state.reservations.values())
+    return state.held
 
 
 def free(state: StockState, rules: StockRules) -> int:
-    return max(0, erp_available(state, rules) - held(state) - rules.safety)
+    return max(0, erp_available(state, rules) - state.held - rules.safety)
 
 
 def offered_to(channel: str, available: int, rules: StockRules) -> int:
@@ -132,19 +138,21 @@ def ats(state: StockState, rules: StockRules, channels: Sequence[str] | None = N
 # --- applying events ----------------------------------------------------------------------------
 
 
-def apply(state: StockState | None, event: StockEvent, rules: StockRules,
-          now: datetime) -> StockOutcome:
+def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: datetime,
+          lines: Lines | None = None) -> StockOutcome:
+    """``lines`` reads the stock-reservations table (reservation_key -> Reservation)."""
+    lines = lines if lines is not None else {}
     if isinstance(event, ErpStockChanged):
-        outcome = _on_erp(state, event, rules)
+        outcome = _on_erp(state, event, rules, lines)
         cause, cause_at = "erp", _erp_time(event.modified) or event.observed_at
     elif isinstance(event, ReserveStock):
-        outcome = _on_reserve(state, event, rules)
+        outcome = _on_reserve(state, event, rules, lines)
         cause, cause_at = "order", event.requested_at
     elif isinstance(event, ReleaseStock):
-        outcome = _on_release(state, event, rules)
+        outcome = _on_release(state, event, lines)
         cause, cause_at = "order", event.at
     elif isinstance(event, CommitStock):
-        outcome = _on_commit(state, event, rules)
+        outcome = _on_commit(state, event, rules, lines)
         cause, cause_at = "order", event.at
     elif isinstance(event, InventoryPushed):
         return _on_pushed(state, event)
@@ -177,24 +185,23 @@ def _updates(state: StockState, rules: StockRules, cause: str, cause_at: datetim
     ]
 
 
-def _retire(state: StockState, keys: Sequence[str], why: str, rules: StockRules) -> StockState:
-    """Drop reservations ``keys`` and remember them (bounded: the oldest are forgotten first)."""
-    if not keys:
+def _consume_covered(state: StockState, rules: StockRules, lines: Lines,
+                     writes: dict[str, Reservation]) -> StockState:
+    """Hand every covered committed reservation over to the ERP."""
+    done = [k for k, p in state.pending.items() if covered(p, state, rules)]
+    if not done:
         return state
-    reservations = {k: r for k, r in state.reservations.items() if k not in keys}
-    tombstones = {**state.tombstones, **dict.fromkeys(keys, why)}
-    excess = len(tombstones) - rules.tombstones
-    if excess > 0:
-        tombstones = dict(list(tombstones.items())[excess:])
-    return state.model_copy(update={"reservations": reservations, "tombstones": tombstones})
+    for key in done:
+        line = writes.get(key) or lines.get(key)
+        if line is not None:
+            writes[key] = line.model_copy(update={"status": "consumed"})
+    units = sum(state.pending[k].quantity for k in done)
+    pending = {k: p for k, p in state.pending.items() if k not in done}
+    return state.model_copy(update={"held": state.held - units, "pending": pending})
 
 
-def _consume_covered(state: StockState, rules: StockRules) -> StockState:
-    done = [k for k, r in state.reservations.items() if covered(r, state, rules)]
-    return _retire(state, done, "consumed", rules)
-
-
-def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules) -> StockOutcome:
+def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules,
+            lines: Lines) -> StockOutcome:
     if not rules.sellable(event.warehouse) and event.warehouse != rules.erp_warehouse:
         return StockOutcome(state=state)
     state = state or StockState(sku=event.sku)
@@ -205,84 +212,102 @@ def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules)
                      reserved_qty=event.reserved_qty, modified=event.modified,
                      observed_at=event.observed_at)
     new = state.model_copy(update={"bins": {**state.bins, event.warehouse: erp_bin}})
-    return StockOutcome(state=_consume_covered(new, rules), changed=True)
+    writes: dict[str, Reservation] = {}
+    new = _consume_covered(new, rules, lines, writes)
+    return StockOutcome(state=new, changed=True, writes=writes)
 
 
-def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules) -> StockOutcome:
-    keys = [reservation_key(event.order_key, ln.line_id) for ln in event.lines]
-    if not tracked(state) or (state and all(state.tombstones.get(k) == "untracked" for k in keys)):
-        return _accept_untracked(state, event, rules)
-    assert state is not None
-    reservations = dict(state.reservations)
+RECENT = 20
+
+
+def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules,
+                lines: Lines) -> StockOutcome:
     answer: list[LineAllocation] = []
-    available = free(state, rules)
+    writes: dict[str, Reservation] = {}
+    is_tracked = tracked(state)
+    known = {ln.line_id: lines.get(reservation_key(event.sku, event.order_key, ln.line_id))
+             for ln in event.lines}
+    if known and all(r is not None and r.status == "untracked" for r in known.values()):
+        is_tracked = False  # accepted untracked before: stays so, even if tracked since
+    available = free(state, rules) if state is not None and is_tracked else 0
+    taken_total = 0
     for line in event.lines:
-        key = reservation_key(event.order_key, line.line_id)
-        known = reservations.get(key)
-        if known is not None:
-            answer.append(LineAllocation(line_id=line.line_id, requested=known.requested,
-                                         reserved=known.quantity))
+        key = reservation_key(event.sku, event.order_key, line.line_id)
+        record = known[line.line_id]
+        if record is not None:  # a replay: answer what was answered, hold nothing more
+            reserved = {"released": 0, "untracked": record.requested}.get(record.status,
+                                                                          record.quantity)
+            answer.append(LineAllocation(line_id=line.line_id, requested=record.requested,
+                                         reserved=reserved))
             continue
-        if key in state.tombstones:  # released, consumed or untracked: a replay, hold nothing
-            was_untracked = state.tombstones[key] == "untracked"
-            answer.append(LineAllocation(line_id=line.line_id, requested=line.quantity,
-                                         reserved=line.quantity if was_untracked else 0))
-            continue
-        taken = min(line.quantity, available)
-        available -= taken
-        reservations[key] = Reservation(
+        taken = min(line.quantity, available) if is_tracked else line.quantity
+        if is_tracked:
+            available -= taken
+            taken_total += taken
+        writes[key] = Reservation(
             order_key=event.order_key, channel=event.channel, line_id=line.line_id,
-            requested=line.quantity, quantity=taken, reserved_at=event.requested_at)
+            requested=line.quantity, quantity=taken if is_tracked else 0,
+            status="open" if is_tracked else "untracked", reserved_at=event.requested_at)
         answer.append(LineAllocation(line_id=line.line_id, requested=line.quantity, reserved=taken))
-    changed = reservations != state.reservations
-    new = state.model_copy(update={"reservations": reservations}) if changed else state
-    return StockOutcome(state=new, changed=changed, answer=answer)
+    if not writes or not is_tracked or state is None:
+        return StockOutcome(state=state, answer=answer, tracked=is_tracked, writes=writes)
+    new = state.model_copy(update={
+        "held": state.held + taken_total,
+        "open_lines": state.open_lines + len(writes),
+        "recent": [*state.recent, *writes][-RECENT:],
+    })
+    return StockOutcome(state=new, changed=True, answer=answer, writes=writes)
 
 
-def _accept_untracked(state: StockState | None, event: ReserveStock,
-                      rules: StockRules) -> StockOutcome:
-    """No ERP position: accept the lines as they are, and remember them (as tombstones) so a
-    replay after the SKU becomes tracked does not reserve them then."""
-    lines = [LineAllocation(line_id=ln.line_id, requested=ln.quantity, reserved=ln.quantity)
-             for ln in event.lines]
-    state = state or StockState(sku=event.sku)
-    keys = [reservation_key(event.order_key, ln.line_id) for ln in event.lines]
-    if all(k in state.tombstones for k in keys):
-        return StockOutcome(state=state, answer=lines, tracked=False)
-    return StockOutcome(state=_retire(state, keys, "untracked", rules), changed=True,
-                        answer=lines, tracked=False)
-
-
-def _of_order(state: StockState, order_key: str) -> list[str]:
-    return [k for k, r in state.reservations.items() if r.order_key == order_key]
-
-
-def _on_release(state: StockState | None, event: ReleaseStock, rules: StockRules) -> StockOutcome:
+def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines) -> StockOutcome:
     if state is None:
         return StockOutcome(state=None)
-    keys = _of_order(state, event.order_key)
-    if not keys:
+    writes: dict[str, Reservation] = {}
+    units, opened = 0, 0
+    pending = dict(state.pending)
+    for line_id in event.line_ids:
+        key = reservation_key(event.sku, event.order_key, line_id)
+        record = lines.get(key)
+        if record is None or record.status not in ("open", "committed"):
+            continue
+        if record.status == "open":
+            units += record.quantity
+            opened += 1
+        elif key in pending:
+            units += pending.pop(key).quantity
+        writes[key] = record.model_copy(update={"status": "released"})
+    if not writes:
         return StockOutcome(state=state)
-    return StockOutcome(state=_retire(state, keys, "released", rules), changed=True)
+    new = state.model_copy(update={"held": state.held - units, "pending": pending,
+                                   "open_lines": state.open_lines - opened})
+    return StockOutcome(state=new, changed=True, writes=writes)
 
 
-def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules) -> StockOutcome:
+def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
+               lines: Lines) -> StockOutcome:
     if state is None:
         return StockOutcome(state=None)
-    keys = [k for k in _of_order(state, event.order_key) if state.reservations[k].status == "open"]
-    if not keys:
-        return StockOutcome(state=state)
     erp_created = event.erp_created
     if erp_created is None:  # no creation time from the ERP: covered by its next change
         erp_bin = state.bins.get(rules.erp_warehouse)
         erp_created = (erp_bin.modified + AFTER) if erp_bin else ""
-    reservations = dict(state.reservations)
-    for key in keys:
-        reservations[key] = reservations[key].model_copy(update={
+    writes: dict[str, Reservation] = {}
+    pending = dict(state.pending)
+    for line_id in event.line_ids:
+        key = reservation_key(event.sku, event.order_key, line_id)
+        record = lines.get(key)
+        if record is None or record.status != "open":
+            continue
+        writes[key] = record.model_copy(update={
             "status": "committed", "erp_sales_order": event.erp_sales_order,
             "erp_created": erp_created})
-    new = state.model_copy(update={"reservations": reservations})
-    return StockOutcome(state=_consume_covered(new, rules), changed=True)
+        pending[key] = Pending(quantity=record.quantity, erp_created=erp_created)
+    if not writes:
+        return StockOutcome(state=state)
+    new = state.model_copy(update={"pending": pending,
+                                   "open_lines": state.open_lines - len(writes)})
+    new = _consume_covered(new, rules, lines, writes)
+    return StockOutcome(state=new, changed=True, writes=writes)
 
 
 def _on_pushed(state: StockState | None, event: InventoryPushed) -> StockOutcome:
@@ -300,25 +325,29 @@ def _on_pushed(state: StockState | None, event: InventoryPushed) -> StockOutcome
     return StockOutcome(state=state.model_copy(update=update), changed=True)
 
 
-def view(state: StockState, rules: StockRules, channels: Sequence[str]) -> dict[str, object]:
+def view(state: StockState, rules: StockRules, channels: Sequence[str],
+         lines: Lines | None = None) -> dict[str, object]:
     """``GET /inventory/{sku}``: the position, the reservations and every channel's numbers."""
-    open_ = [r for r in state.reservations.values() if r.status == "open"]
-    committed = [r for r in state.reservations.values() if r.status == "committed"]
+    lines = lines or {}
+    pending_units = sum(p.quantity for p in state.pending.values())
+    recent = [lines[k].model_dump(mode="json") for k in reversed(state.recent) if k in lines]
     return {
         "sku": state.sku,
         "tracked": tracked(state),
         "on_hand": on_hand(state, rules),
-        "erp_reserved": sum(b.reserved_qty for b in state.bins.values() if rules.sellable(b.warehouse)),
+        "erp_reserved": sum(b.reserved_qty for b in state.bins.values()
+                            if rules.sellable(b.warehouse)),
         "erp_available": erp_available(state, rules),
-        "reserved_open": sum(r.quantity for r in open_),
-        "reserved_committed_pending_erp": sum(r.quantity for r in committed),
+        "reserved_open": state.held - pending_units,
+        "open_lines": state.open_lines,
+        "reserved_committed_pending_erp": pending_units,
         "safety_stock": rules.safety,
         "free": free(state, rules),
         "ats": ats(state, rules, channels),
         "offered": dict(state.offered),
         "told": {c: t.model_dump(mode="json") for c, t in state.told.items()},
         "bins": {w: b.model_dump(mode="json") for w, b in state.bins.items()},
-        "reservations": [r.model_dump(mode="json") for r in state.reservations.values()],
-        "tombstones": len(state.tombstones),
+        "pending_erp": {k: p.model_dump(mode="json") for k, p in state.pending.items()},
+        "recent_reservations": recent,
         "updated_at": state.updated_at.isoformat() if state.updated_at else None,
     }

@@ -29,7 +29,13 @@ from retail_sync.context import Context, Tables
 from retail_sync.metrics import ConsumerLagCollector, Metrics
 from retail_sync.settings import Settings
 from streams.topics import declare_topics
-from tables.orders import order_index_table, order_state_table, poll_cursor_table, stock_table
+from tables.orders import (
+    order_index_table,
+    order_state_table,
+    poll_cursor_table,
+    stock_reservations_table,
+    stock_table,
+)
 
 #: Table changelog records Faust may queue before its conductor stops delivering records to every
 #: agent (Faust's ProducerBuffer.max_messages, 100 by default: each order writes several changelog
@@ -82,7 +88,8 @@ def create_app(
         tables=Tables(orders=order_state_table(app, settings),
                       index=order_index_table(app, settings),
                       cursors=poll_cursor_table(app, settings),
-                      stock=stock_table(app, settings)),
+                      stock=stock_table(app, settings),
+                      reservations=stock_reservations_table(app, settings)),
         metrics=metrics,
         erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
         deduper=InProcessDeduper(settings.webhook_dedupe_ttl_s,

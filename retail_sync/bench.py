@@ -3,7 +3,8 @@
 1. ceiling   - raw aiokafka consume rate of the same raw-order records (no Faust, no work)
 2. pipeline  - the same records produced into orders-raw as fast as the broker takes them, to
                ``--workers`` ready workers: orders/s from the first record produced until every
-               order is confirmed by the ERP (ingest -> order state -> ERP post -> state again)
+               order is confirmed by the ERP (ingest -> order state -> stock reservation per SKU
+               -> order state -> ERP post -> state -> stock commit); every SKU is stocked
 3. latency   - webhooks at a fixed offered rate through HTTP: p50/p99 from the simulator's
                send to the ERP simulator's receipt
 4. stock     - ``--stock-changes`` ERP receipts at ``--stock-rate`` per second on the demo
@@ -94,6 +95,14 @@ def _raw_records(n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def _skus(records: list[tuple[bytes, bytes]]) -> set[str]:
+    skus = set()
+    for _, value in records:
+        body = json.loads(RawOrderMessage.model_validate_json(value).body)
+        skus |= {line["sku"] for line in body.get("line_items", []) if line.get("sku")}
+    return skus
+
+
 def _bootstrap(url: str) -> str:
     return ",".join(h.split("://", 1)[-1] for h in url.split(","))
 
@@ -151,6 +160,9 @@ async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool,
     stack = Stack(app_id=f"bench-pipe-{int(time.time())}", workdir=ROOT / "var" / "bench",
                   broker_url=url, erp_config=ErpSimConfig(), tansu=tansu, partitions=partitions)
     await stack.start()
+    assert stack.erp is not None
+    for sku in _skus(records):  # every SKU stocked: each order line is reserved, as in production
+        stack.erp.set_stock(sku, 10_000_000)
     try:
         group = [stack.new_worker(f"bench-{i + 1}").start() for i in range(workers)]
         await asyncio.gather(*(w.wait_ready() for w in group))

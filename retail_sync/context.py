@@ -20,6 +20,7 @@ class Tables:
     index: faust.Table
     cursors: faust.Table
     stock: faust.Table
+    reservations: faust.Table
 
 
 @dataclass

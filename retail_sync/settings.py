@@ -138,9 +138,6 @@ class Settings(BaseSettings):
     stock_allocation: dict[str, ChannelAllocation] = Field(
         default_factory=dict,
         description='Per-channel allocation, JSON, e.g. {"amazon":{"share":0.5,"cap":100,"buffer":2}}.')
-    stock_tombstones: int = Field(
-        512, ge=16, le=100_000,
-        description="Released or consumed reservations remembered per SKU, so replays are no-ops.")
     inventory_push_batch: int = Field(
         500, ge=1, le=10_000, description="Inventory updates coalesced into one push at most.")
     inventory_push_window_s: float = Field(

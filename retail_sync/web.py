@@ -85,7 +85,7 @@ def register(ctx: Context) -> None:
                     f"no stock is known for {sku!r}: the ERP has reported no position for it "
                     "(a non-stock item; its orders are accepted without reservation)")}, 404)
             return _json(self, stock_logic.view(state, stock_agent.rules_for(ctx, sku),
-                                                list(ctx.channels)))
+                                                list(ctx.channels), _Lines(ctx)))
 
     @app.page("/metrics")
     class MetricsView(View):
@@ -101,6 +101,26 @@ def register(ctx: Context) -> None:
             ready = not app.rebalancing and assigned > 0
             return _json(self, {"status": "ok" if ready else "starting", "app_id": app.conf.id,
                                 "assigned_partitions": assigned}, 200 if ready else 503)
+
+
+class _Lines:
+    """Reservation records read for the view: a view runs outside stream iteration, so each key
+    is looked up in every partition this worker holds (Faust's table get does that)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.table = ctx.tables.reservations
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return self.table.get(key) is not None
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.table.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
 
 def lookup_candidates(external_id: str, indexed: list[str], channels: Iterable[str]) -> list[str]:

@@ -43,6 +43,7 @@ CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.sync_exception": TypeAdapter(models.SyncException),
     "rs.stock_event": stock.STOCK_EVENT,
     "rs.stock_state": TypeAdapter(stock.StockState),
+    "rs.reservation": TypeAdapter(stock.Reservation),
     "rs.inventory_update": TypeAdapter(stock.InventoryUpdate),
     "rs.channel_command": TypeAdapter(stock.MarketplaceCancel),
 }

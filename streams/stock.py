@@ -55,11 +55,12 @@ class ReserveStock(Frozen):
 
 
 class ReleaseStock(Frozen):
-    """Give back every reservation of ``order_key`` on ``sku`` (cancelled, rejected)."""
+    """Give back the reservations of ``order_key``'s lines ``line_ids`` on ``sku``."""
 
     kind: Literal["release_stock"] = "release_stock"
     sku: Sku
     order_key: str
+    line_ids: list[str] = Field(min_length=1)
     reason: str
     at: UtcDatetime
 
@@ -73,6 +74,7 @@ class CommitStock(Frozen):
     kind: Literal["commit_stock"] = "commit_stock"
     sku: Sku
     order_key: str
+    line_ids: list[str] = Field(min_length=1)
     erp_sales_order: str
     erp_created: str | None = None
     at: UtcDatetime
@@ -133,19 +135,34 @@ class MarketplaceCancel(Frozen):
     requested_at: UtcDatetime
 
 
-# --- the stock agent's state per SKU ------------------------------------------------------------
+# --- the stock agent's state: one small record per SKU, one per reserved order line ------------
+
+ReservationStatus = Literal["open", "committed", "consumed", "released", "untracked"]
 
 
 class Reservation(Frozen):
+    """One order line's reservation (table ``stock-reservations``, key ``reservation_key``).
+
+    ``open`` and ``committed`` hold units; ``consumed`` (the ERP took it over), ``released``
+    and ``untracked`` (accepted without stock) are final and stay as the record that makes a
+    replayed reservation a no-op."""
+
     order_key: str
     channel: str
     line_id: str
     requested: int
     quantity: int  # units held (0 when nothing was available)
-    status: Literal["open", "committed"] = "open"
+    status: ReservationStatus = "open"
     erp_sales_order: str | None = None
     erp_created: str | None = None  # covered once the ERP's bin is at least this new
     reserved_at: UtcDatetime
+
+
+class Pending(Frozen):
+    """A committed reservation the ERP's position does not show yet: still held here."""
+
+    quantity: int
+    erp_created: str
 
 
 class ErpBin(Frozen):
@@ -168,14 +185,19 @@ class Told(Frozen):
 
 
 class StockState(Frozen):
+    """Table ``stock``, key SKU: small whatever the number of orders (their lines are in
+    ``stock-reservations``), so every event reads and writes a few hundred bytes."""
+
     sku: str
     bins: dict[str, ErpBin] = Field(default_factory=dict)
-    reservations: dict[str, Reservation] = Field(default_factory=dict)  # "order_key#line_id"
-    tombstones: dict[str, str] = Field(default_factory=dict)  # key -> released|consumed, bounded
+    held: int = 0  # units of open reservations plus pending ones
+    open_lines: int = 0
+    pending: dict[str, Pending] = Field(default_factory=dict)  # reservation key -> committed
+    recent: list[str] = Field(default_factory=list)  # the last reservation keys, for the view
     offered: dict[str, int] = Field(default_factory=dict)  # channel -> last quantity sent out
     told: dict[str, Told] = Field(default_factory=dict)  # channel -> last push report
     updated_at: UtcDatetime | None = None
 
 
-def reservation_key(order_key: str, line_id: str) -> str:
-    return f"{order_key}#{line_id}"
+def reservation_key(sku: str, order_key: str, line_id: str) -> str:
+    return f"{sku}|{order_key}#{line_id}"

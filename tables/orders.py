@@ -64,4 +64,12 @@ def poll_cursor_table(app: faust.App, settings: Settings) -> faust.Table:
 
 def stock_table(app: faust.App, settings: Settings) -> faust.Table:
     return _table(app, settings, "stock", "rs.stock_state",
-                  help="SKU -> ERP positions, reservations, what each channel was offered and told.")
+                  help="SKU -> ERP positions, units held, what each channel was offered and told.")
+
+
+def stock_reservations_table(app: faust.App, settings: Settings) -> faust.Table:
+    """``SKU|order_key#line_id`` -> Reservation. Written only by the stock agent, whose input is
+    keyed by SKU: Faust sends a table write to the changelog partition of the event being
+    processed and stores it under that partition, so these composite keys live with their SKU."""
+    return _table(app, settings, "stock-reservations", "rs.reservation",
+                  help="SKU|order line -> its reservation (open, committed, consumed, released).")

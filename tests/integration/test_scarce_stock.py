@@ -195,9 +195,15 @@ async def test_four_channels_racing_for_scarce_stock_never_oversell(stack: Stack
     # 3. every marketplace shows the final available-to-sell
     for sku in SKUS:
         async def settled(s=sku) -> dict | None:
+            """Every order decided and confirmed: nothing is held here any more (the ERP holds
+            what was sold), and every marketplace shows the ATS."""
             view = await _inventory(worker, s)
-            return view if all(shops.quantity(c, s) == view["ats"][c] for c in channels) else None
+            idle = view["reserved_open"] == 0 and view["reserved_committed_pending_erp"] == 0
+            in_step = all(shops.quantity(c, s) == view["ats"][c] for c in channels)
+            return view if idle and in_step else None
         view = await eventually(settled, timeout_s=60)
-        assert view["free"] == max(0, view["erp_available"] - view["reserved_open"]
-                                   - view["reserved_committed_pending_erp"])
+        bins = {b["item_code"]: b for b in erp.bins() if b["warehouse"] == "Stores - RSD"}
+        erp_bin = bins[sku]
+        assert view["on_hand"] == erp_bin["actual_qty"]  # the engine agrees with the ERP
+        assert view["free"] == max(0, erp_bin["actual_qty"] - erp_bin["reserved_qty"])
         assert all(view["told"][c]["quantity"] == view["ats"][c] for c in channels)

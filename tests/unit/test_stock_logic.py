@@ -41,13 +41,30 @@ def reserve(order, qty, line="1", channel="shopify"):
                         lines=[LineRequest(line_id=line, quantity=qty)], requested_at=T0)
 
 
-def run(events, rules=RULES, state=None):
+LINES: dict = {}  # the stock-reservations table of the example being run
+
+
+def run(events, rules=RULES, state=None, lines=None):
+    lines = LINES if lines is None else lines
+    if state is None:
+        lines.clear()
     outs = []
     for event in events:
-        out = apply(state, event, rules, T0)
+        out = apply(state, event, rules, T0, lines)
+        lines.update(out.writes)
         state = out.state
         outs.append(out)
     return state, outs
+
+
+def release(order, line="1", channel="shopify"):
+    return ReleaseStock(sku=SKU, order_key=f"{channel}:{order}", line_ids=[line], reason="cancel",
+                        at=T0)
+
+
+def commit(order, created=None, line="1", channel="shopify"):
+    return CommitStock(sku=SKU, order_key=f"{channel}:{order}", line_ids=[line],
+                       erp_sales_order=f"SO-{order}", erp_created=created, at=T0)
 
 
 # --- examples ----------------------------------------------------------------------------------
@@ -55,8 +72,8 @@ def run(events, rules=RULES, state=None):
 
 def test_untracked_sku_accepts_everything_and_offers_nothing():
     state, [out] = run([reserve("o1", 5)])
-    assert not out.tracked and out.answer[0].reserved == 5 and out.updates == []
-    assert state.bins == {} and state.tombstones == {"shopify:o1#1": "untracked"}
+    assert state is None and not out.tracked and out.answer[0].reserved == 5 and out.updates == []
+    assert LINES[f"{SKU}|shopify:o1#1"].status == "untracked"
 
 
 def test_first_erp_position_offers_every_channel():
@@ -74,34 +91,31 @@ def test_reservation_takes_what_is_free_and_a_replay_answers_the_same():
 
 
 def test_release_gives_units_back_and_a_replayed_reservation_stays_released():
-    state, outs = run([position(3), reserve("o1", 2), ReleaseStock(
-        sku=SKU, order_key="shopify:o1", reason="cancel", at=T0), reserve("o1", 2)])
+    state, outs = run([position(3), reserve("o1", 2), release("o1"), reserve("o1", 2)])
     assert free(state, RULES) == 3 and outs[3].answer[0].reserved == 0 and not outs[3].changed
 
 
 def test_committed_reservation_is_handed_to_the_erp_exactly_once():
     state, _ = run([position(5, n=1), reserve("o1", 2)])
-    state, [out] = run([CommitStock(sku=SKU, order_key="shopify:o1", erp_sales_order="SO-1",
-                                    erp_created=erp_ts(5), at=T0)], state=state)
+    state, [out] = run([commit("o1", erp_ts(5))], state=state)
     assert held(state) == 2 and not out.updates  # still ours: the ERP has not shown it yet
     state, _ = run([position(5, reserved=0, n=4)], state=state)  # older than the sales order
     assert held(state) == 2 and free(state, RULES) == 3
     state, [out] = run([position(5, reserved=2, n=5)], state=state)  # the ERP now holds it
     assert held(state) == 0 and free(state, RULES) == 3 and out.updates == []
     state, _ = run([position(3, reserved=0, n=9)], state=state)  # shipped
-    assert free(state, RULES) == 3 and state.tombstones == {"shopify:o1#1": "consumed"}
+    assert free(state, RULES) == 3 and LINES[f"{SKU}|shopify:o1#1"].status == "consumed"
+    assert state.pending == {}
 
 
 def test_commit_after_the_erp_already_showed_it_is_consumed_at_once():
     state, _ = run([position(5, n=1), reserve("o1", 2), position(5, reserved=2, n=7),
-                    CommitStock(sku=SKU, order_key="shopify:o1", erp_sales_order="SO-1",
-                                erp_created=erp_ts(6), at=T0)])
+                    commit("o1", erp_ts(6))])
     assert held(state) == 0 and free(state, RULES) == 3
 
 
 def test_commit_without_creation_time_waits_for_the_next_erp_change():
-    state, _ = run([position(5, n=1), reserve("o1", 2),
-                    CommitStock(sku=SKU, order_key="shopify:o1", erp_sales_order="SO-1", at=T0)])
+    state, _ = run([position(5, n=1), reserve("o1", 2), commit("o1")])
     assert held(state) == 2
     state, _ = run([position(5, reserved=2, n=2)], state=state)
     assert held(state) == 0
@@ -189,12 +203,13 @@ class Erp:
 
 
 def play(script, rules=RULES):
-    erp, state, applied, held_by = Erp(), None, [], {}
+    erp, state, applied, held_by, lines = Erp(), None, [], {}, {}
     cancelled: set[str] = set()
 
     def feed(event):
         nonlocal state
-        out = apply(state, event, rules, T0)
+        out = apply(state, event, rules, T0, lines)
+        lines.update(out.writes)
         for line in out.answer or []:
             held_by.setdefault(event.order_key, line.reserved if out.tracked else 0)
         state = out.state
@@ -225,13 +240,14 @@ def play(script, rules=RULES):
                 continue
             if op[0] == "release" and key not in erp.orders:
                 cancelled.add(key)
-                feed(ReleaseStock(sku=SKU, order_key=key, reason="cancelled", at=T0))
+                feed(ReleaseStock(sku=SKU, order_key=key, line_ids=["1"], reason="cancelled",
+                                  at=T0))
             elif op[0] == "confirm" and key not in erp.orders:
                 erp.orders[key] = held_by[key]
                 erp.reserved += held_by[key]
                 created = erp.change()
-                feed(CommitStock(sku=SKU, order_key=key, erp_sales_order=f"SO-{key}",
-                                 erp_created=created, at=T0))
+                feed(CommitStock(sku=SKU, order_key=key, line_ids=["1"],
+                                 erp_sales_order=f"SO-{key}", erp_created=created, at=T0))
             elif op[0] == "ship" and erp.orders.get(key):
                 qty = erp.orders[key]
                 erp.orders[key] = 0
@@ -240,25 +256,32 @@ def play(script, rules=RULES):
                 erp.change()
         elif op[0] == "replay" and applied:
             before = state
-            out = apply(state, applied[op[1] % len(applied)], rules, T0)
+            out = apply(state, applied[op[1] % len(applied)], rules, T0, lines)
             assert out.state == before and not out.changed and out.updates == []
-    return erp, state, applied
+            assert all(lines.get(k) == r for k, r in out.writes.items())
+    return erp, state, applied, lines
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, max_size=60))
 def test_any_sequence_never_oversells_and_never_goes_negative(script):
-    play(script)
+    _, state, _, lines = play(script)
+    if state is not None:  # the small state agrees with the reservation records
+        held = [r for r in lines.values() if r.status == "open"]
+        assert state.open_lines == len(held)
+        assert state.held == sum(r.quantity for r in held) + sum(
+            p.quantity for p in state.pending.values())
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(ops, max_size=60), st.integers(0, 60))
 def test_replaying_any_prefix_changes_nothing(script, cut):
-    _, state, applied = play(script)
+    _, state, applied, lines = play(script)
     again = state
     for event in applied[:cut]:
-        out = apply(again, event, RULES, T0)
+        out = apply(again, event, RULES, T0, lines)
         assert not out.changed and out.updates == []
+        assert all(lines.get(k) == r for k, r in out.writes.items())
         again = out.state
     assert again == state
 
@@ -266,15 +289,17 @@ def test_replaying_any_prefix_changes_nothing(script, cut):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(ops, max_size=60))
 def test_once_the_feed_catches_up_the_engine_agrees_with_the_erp(script):
-    erp, state, _ = play([*script, ("feed", 10_000)])
+    erp, state, _, lines = play([*script, ("feed", 10_000)])
     while erp.feed:
-        state = apply(state, erp.feed.pop(0), RULES, T0).state
+        out = apply(state, erp.feed.pop(0), RULES, T0, lines)
+        lines.update(out.writes)
+        state = out.state
     if state is None:
         return
-    open_units = sum(r.quantity for r in state.reservations.values() if r.status == "open")
+    open_units = sum(r.quantity for r in lines.values() if r.status == "open")
     # whatever the ERP does not hold yet is held here; nothing more, nothing twice
     assert free(state, RULES) == max(0, erp.actual - erp.reserved - open_units)
-    assert all(r.status == "open" for r in state.reservations.values())
+    assert state.pending == {} and not any(r.status == "committed" for r in lines.values())
 
 
 @pytest.mark.parametrize("safety", [0, 3])
