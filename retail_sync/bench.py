@@ -275,6 +275,7 @@ async def _stock_propagation(url: str, tansu: bool, changes: int, rate: float) -
         deadline = time.monotonic() + 120
         while not await in_step() and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)  # a feed's push report lands after the listing changed
         baseline = Samples(await worker.metrics_text())
         print(f"stock: {changes} ERP receipts at {rate:g}/s, pushed to 4 marketplaces…", flush=True)
         progress = Progress()

@@ -164,6 +164,7 @@ async def _initial_stock(run: DemoRun) -> None:
         progress.update(f"loading the opening stock: {len(behind)} listings to go")
         await asyncio.sleep(0.5)
     progress.done()
+    await asyncio.sleep(2.0)  # a feed's push report lands after the listing changed
     run.baseline = await _worker_metrics(run.worker)
 
 
