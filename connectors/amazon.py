@@ -299,6 +299,21 @@ class PollMark:
         self.done.append(order_id)
 
 
+async def pace(budgets: dict[str, TokenBucket], rate_limits: Mapping[str, float],
+               operation: str) -> None:
+    """Stay inside the usage plan Amazon reports for ``operation`` (``x-amzn-RateLimit-Limit``,
+    kept in ``rate_limits``), one call at a time (burst 1: the plan's burst is not reported, and a
+    429 costs more than a wait). ``budgets`` holds one bucket per operation for the caller."""
+    rate = rate_limits.get(operation)
+    if rate is None or rate <= 0:
+        return
+    bucket = budgets.get(operation)
+    if bucket is None or bucket.rate != rate:
+        bucket = budgets[operation] = TokenBucket(rate, 1)
+        bucket.tokens = 0  # the call that reported the rate just spent the token
+    await bucket.acquire()
+
+
 class AmazonSource:
     """The Amazon channel as an OrderSource: orders updated since the cursor, with their items.
 
@@ -359,16 +374,7 @@ class AmazonSource:
         return PollResult(orders=polled, cursor=PollMark(end).dump() if end else read.dump())
 
     async def _pace(self, operation: str) -> None:
-        """Stay inside the usage plan Amazon reports (``x-amzn-RateLimit-Limit``), one call at a
-        time (burst 1: the plan's burst is not reported, and a 429 costs more than a wait)."""
-        rate = self.client.rate_limits.get(operation)
-        if rate is None or rate <= 0:
-            return
-        bucket = self._budgets.get(operation)
-        if bucket is None or bucket.rate != rate:
-            bucket = self._budgets[operation] = TokenBucket(rate, 1)
-            bucket.tokens = 0  # the call that reported the rate just spent the token
-        await bucket.acquire()
+        await pace(self._budgets, self.client.rate_limits, operation)
 
     async def _with_items(self, order: JSON) -> PolledOrder:
         order_id = str(order["AmazonOrderId"])

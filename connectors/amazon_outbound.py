@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.amazon import USER_AGENT, error_for_status, rate_limit
+from connectors.amazon import USER_AGENT, error_for_status, pace, rate_limit
 from connectors.base import CancelLine, PushReport, QuantityUpdate
 from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from connectors.ratelimit import TokenBucket
@@ -251,15 +251,7 @@ class AmazonOutbound:
         return self._session
 
     async def _pace(self, operation: str) -> None:
-        """Stay inside the usage plan Amazon reports, one call at a time (as AmazonSource does)."""
-        rate = self.rate_limits.get(operation)
-        if rate is None:
-            return
-        bucket = self._budgets.get(operation)
-        if bucket is None or bucket.rate != rate:
-            bucket = self._budgets[operation] = TokenBucket(rate, 1)
-            bucket.tokens = 0  # the call that reported the rate just spent the token
-        await bucket.acquire()
+        await pace(self._budgets, self.rate_limits, operation)
 
     async def _call(self, method: str, path: str, operation: str, *, json_body: JSON | None = None,
                     params: dict[str, str] | None = None, expect: int = 200) -> JSON:  # fmt: skip
