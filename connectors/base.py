@@ -32,6 +32,142 @@ class ErpConnector(Protocol):
         """
         ...
 
+    # --- after the order (issue 5) --------------------------------------------------------------
+
+    async def post_shipment(self, order_key: str, erp_sales_order: str,
+                            shipment: Shipment) -> ErpShipmentResult:
+        """Record a warehouse shipment against the sales order: a submitted Delivery Note (stock
+        leaves, the order's reservation is freed) and the Sales Invoice the ERP raises for it.
+        Idempotent on ``shipment.shipment_id``."""
+        ...
+
+    async def cancel_sales_order(self, erp_sales_order: str, reason: str) -> None:
+        """Cancel the sales order (its reservation is freed). Idempotent; PermanentError if the
+        ERP refuses (e.g. something was already delivered)."""
+        ...
+
+    async def post_return(self, order_key: str, erp_sales_order: str,
+                          refund: Refund) -> ErpReturnResult:
+        """Goods back and money back: a return Delivery Note for ``refund.lines`` with
+        ``restock`` (stock back on hand when the ERP books it) and a Credit Note (return Sales
+        Invoice) for ``refund.amount``. Idempotent on ``refund.refund_id``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentLine:
+    """Units of one order line in a shipment (or a return, or a cancellation)."""
+
+    line_id: str
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    """A warehouse shipment: what left, how, when. ``carrier`` is canonical (UPS, USPS, FEDEX,
+    DHL, OTHER); each marketplace connector translates it into that channel's carrier codes."""
+
+    shipment_id: str  # the WMS's reference, stable: the idempotency key everywhere downstream
+    order_key: str
+    lines: Sequence[ShipmentLine]
+    carrier: str
+    tracking_number: str
+    shipped_at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class ErpShipmentResult:
+    delivery_note: str
+    sales_invoice: str | None  # the invoice the ERP raised for it (None if it raises none)
+    created: bool  # False: an idempotent repeat
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """Money (and possibly goods) back to the buyer for some lines of an order."""
+
+    refund_id: str  # stable: the marketplace's refund/return id, or ours
+    lines: Sequence[ShipmentLine]
+    amount: str  # decimal string, in the order's currency
+    currency: str
+    reason: str
+    restock: bool  # goods came back and return to stock
+
+
+@dataclass(frozen=True, slots=True)
+class ErpReturnResult:
+    return_delivery_note: str | None  # None when nothing came back (refund only)
+    credit_note: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErpOrderChange:
+    """A sales order the ERP changed on its own (cancelled for fraud or stock, closed)."""
+
+    erp_sales_order: str
+    order_key: str  # the order's po_no
+    status: str  # ERPNext status, e.g. "Cancelled"
+    reason: str | None
+    modified: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErpOrderFeedResult:
+    changes: Sequence[ErpOrderChange]
+    cursor: str | None
+
+
+class ErpOrderFeed(Protocol):
+    """Sales orders changed in the ERP since ``cursor`` (polled by ``modified``, like stock)."""
+
+    async def poll(self, cursor: str | None) -> ErpOrderFeedResult: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WmsEvent:
+    """What the warehouse reports: a shipment, or goods received back from a return."""
+
+    kind: str  # "shipment" | "return_received"
+    shipment: Shipment | None = None
+    return_id: str | None = None  # for return_received: the refund/return id it was announced as
+    order_key: str | None = None
+    lines: Sequence[ShipmentLine] = ()
+    at: str = ""  # ISO 8601, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class WmsFeedResult:
+    events: Sequence[WmsEvent]
+    cursor: str | None
+
+
+class WmsConnector(Protocol):
+    """The warehouse: takes fulfilment orders, announces returns, reports what happened."""
+
+    async def create_fulfilment_order(self, order_key: str, erp_sales_order: str,
+                                      lines: Sequence[ShipmentLine],
+                                      ship_to: Mapping[str, Any] | None) -> str:
+        """Release the order for picking; returns the WMS fulfilment reference. Idempotent on
+        ``order_key``."""
+        ...
+
+    async def cancel_fulfilment_order(self, order_key: str) -> bool:
+        """Stop it if not shipped yet; False when (part of) it already shipped."""
+        ...
+
+    async def expect_return(self, order_key: str, return_id: str,
+                            lines: Sequence[ShipmentLine]) -> None:
+        """Tell the warehouse goods are coming back (idempotent on ``return_id``)."""
+        ...
+
+    async def poll(self, cursor: str | None) -> WmsFeedResult:
+        """Events since ``cursor``, oldest first; restartable (repeats allowed, no skips)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -150,6 +286,15 @@ class ChannelOutbound(Protocol):
     ) -> None:
         """Cancel the order (``whole_order``) or the given quantities of its lines, as the
         seller, for lack of stock. Idempotent: cancelling what is already cancelled is fine."""
+        ...
+
+    async def confirm_shipment(self, marketplace_order_id: str, shipment: Shipment) -> None:
+        """Tell the marketplace these lines shipped, with carrier (translated to the channel's
+        codes) and tracking number. Idempotent on ``shipment.shipment_id``."""
+        ...
+
+    async def refund(self, marketplace_order_id: str, refund: Refund) -> None:
+        """Refund the buyer on the marketplace. Idempotent on ``refund.refund_id``."""
         ...
 
     async def close(self) -> None: ...
