@@ -167,6 +167,15 @@ class Settings(BaseSettings):
         None, description="Directory we write inventory and cancellation CSV files to for the "
         "regional marketplace; unset: no pushes.")
 
+    # --- warehouse (WMS) and the ERP's own order changes (issue 5) ---------------------------
+    wms_base_url: AnyHttpUrl | None = Field(
+        None, description="Warehouse management system (or its simulator); unset: no fulfilment.")
+    wms_api_key: SecretStr = SecretStr("demo-wms-key")
+    wms_timeout_s: float = Field(10.0, gt=0)
+    wms_poll_interval_s: float = Field(1.0, gt=0, description="How often WMS events are read.")
+    erp_order_poll_interval_s: float = Field(
+        2.0, gt=0, description="How often sales orders the ERP changed itself are read.")
+
     # --- shared infrastructure (used from the resilience issue on) ----------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
 
