@@ -19,15 +19,25 @@ died after writing the state but before the command reached Kafka.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
+from agents import aftersale
+from streams.commands import ErpCancelRequest
 from streams.models import (
+    CancelRequested,
     Correlation,
+    ErpOrderCancelled,
     ErpOrderFailed,
     ErpOrderPosted,
     ErpPostRequest,
+    ErpReturnPosted,
+    ErpShipmentPosted,
+    FulfilmentCancelled,
+    FulfilmentReleased,
     LineStock,
     MarketplaceNotified,
     Money,
@@ -36,6 +46,9 @@ from streams.models import (
     OrderReceived,
     OrderState,
     OrderStatus,
+    ReturnReceived,
+    ReturnRequested,
+    ShipmentReported,
     StockAnswered,
     TimelineEntry,
 )
@@ -59,11 +72,13 @@ CENT = Decimal("0.01")
 @dataclass
 class Outcome:
     state: OrderState | None
-    erp_requests: list[ErpPostRequest] = field(default_factory=list)
+    erp_requests: list[Any] = field(default_factory=list)  # streams.commands.ErpCommand
     stock_commands: list[StockCommand] = field(default_factory=list)
-    marketplace_commands: list[MarketplaceCancel] = field(default_factory=list)
+    marketplace_commands: list[Any] = field(default_factory=list)  # ChannelCommand
+    wms_commands: list[Any] = field(default_factory=list)  # WmsCommand
     changed: bool = False
     first_confirmation: bool = False
+    first_refund_posted: bool = False
     decided: bool = False  # the stock decision was taken by this event
     problem: str | None = None  # drift to report as a sync exception; the state is kept as is
 
@@ -72,19 +87,36 @@ def apply(state: OrderState | None, event: OrderEvent, now: datetime,
           policy: str = "cancel") -> Outcome:
     """``policy`` is the order's channel policy for lines that cannot all be reserved."""
     if isinstance(event, OrderReceived):
-        return _on_received(state, event, now)
+        out = _on_received(state, event, now)
+        if state is not None and out.state is not None and \
+                aftersale.is_cancelled_by_marketplace(event):
+            cancel = aftersale.on_cancel(out.state, CancelRequested(
+                order_key=event.order_key, by=out.state.channel, at=event.received_at,
+                reason="cancelled on the marketplace"), now)
+            return _merge(out, cancel)
+        return out
     if state is None:  # an answer for an order we do not know: nothing to attach it to
         return Outcome(state=None, problem=f"{event.kind} for {event.order_key}, an order this "
                                            "engine has no state for")
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise TypeError(f"unknown order event {type(event).__name__}")
     if isinstance(event, StockAnswered):
         return _on_stock(state, event, now, policy)
-    if isinstance(event, ErpOrderPosted):
-        return _on_erp_posted(state, event, now)
-    if isinstance(event, ErpOrderFailed):
-        return _on_erp_failed(state, event)
-    if isinstance(event, MarketplaceNotified):
-        return _on_notified(state, event)
-    raise TypeError(f"unknown order event {type(event).__name__}")
+    return handler(state, event, now)
+
+
+def _merge(first: Outcome, second: Outcome) -> Outcome:
+    """Two steps of one event as one outcome (the state of the second, commands of both)."""
+    return Outcome(
+        state=second.state, changed=first.changed or second.changed,
+        erp_requests=[*first.erp_requests, *second.erp_requests],
+        stock_commands=[*first.stock_commands, *second.stock_commands],
+        marketplace_commands=[*first.marketplace_commands, *second.marketplace_commands],
+        wms_commands=[*first.wms_commands, *second.wms_commands],
+        first_confirmation=first.first_confirmation or second.first_confirmation,
+        decided=first.decided or second.decided,
+        problem=second.problem or first.problem)
 
 
 def _request(state: OrderState, now: datetime) -> ErpPostRequest:
@@ -154,6 +186,17 @@ def _tracked_lines(state: OrderState) -> dict[str, list[str]]:
 
 
 def _on_received(state: OrderState | None, event: OrderReceived, now: datetime) -> Outcome:
+    if state is None and aftersale.is_cancelled_by_marketplace(event):
+        order = event.order  # first seen already cancelled: nothing to reserve or post
+        return Outcome(state=OrderState(
+            order_key=event.order_key, channel=order.channel, status=OrderStatus.CANCELLED,
+            order=order, cancel_reason=f"{order.channel}: cancelled before we saw it",
+            correlation=Correlation(marketplace_order_id=order.marketplace_order_id,
+                                    marketplace_order_name=order.marketplace_order_name,
+                                    delivery_ids=[event.delivery_id]),
+            timeline=[TimelineEntry(event="order_received_cancelled", system=order.channel,
+                                    at=event.received_at)],
+            received_at=event.received_at), changed=True)
     if state is None:
         order = event.order
         new = OrderState(
@@ -201,6 +244,14 @@ def _same_lines(a: Order, b: Order) -> bool:
 
 
 def _on_stock(state: OrderState, event: StockAnswered, now: datetime, policy: str) -> Outcome:
+    if state.status is OrderStatus.CANCELLED and state.stock_decision is None:
+        # cancelled while waiting: whatever this answer holds goes straight back
+        held = [a.line_id for a in event.lines if a.reserved > 0]
+        if not event.tracked or not held:
+            return Outcome(state=state)
+        return Outcome(state=state, stock_commands=[ReleaseStock(
+            sku=event.sku, order_key=state.order_key, line_ids=held,
+            reason="order cancelled while reserving", at=now)])
     if state.status is not OrderStatus.STOCK_PENDING:
         return Outcome(state=state)  # a replayed answer: the decision is taken
     skus = {ln.line_id: ln.sku for ln in state.order.lines}
@@ -267,41 +318,48 @@ def _cancel(state: OrderState, short: dict[str, LineStock], *, whole: bool,
         lines=lines, reason="NoInventory", requested_at=now)
 
 
-def _on_notified(state: OrderState, event: MarketplaceNotified) -> Outcome:
-    name = f"marketplace_{event.action}_{'done' if event.ok else 'failed'}"
-    if any(t.event == name and t.at == event.at for t in state.timeline):
-        return Outcome(state=state)
-    timeline = [*state.timeline, TimelineEntry(event=name, system=state.channel, at=event.at,
-                                               detail=event.detail[:500])]
-    return Outcome(state=state.model_copy(update={"timeline": timeline}), changed=True)
-
-
 def _on_erp_posted(state: OrderState, event: ErpOrderPosted, now: datetime) -> Outcome:
     known = state.correlation.erp_sales_order
     commits = [CommitStock(sku=sku, order_key=state.order_key, line_ids=ids,
                            erp_sales_order=event.erp_sales_order, erp_created=event.erp_created,
                            at=now) for sku, ids in _tracked_lines(state).items()]
-    if known == event.erp_sales_order:  # replayed confirmation: commits again (idempotent)
-        return Outcome(state=state, stock_commands=list(commits))
+    if known == event.erp_sales_order:  # replayed confirmation: re-issue what it started
+        again: list[Any] = []
+        if state.status is OrderStatus.ERP_CONFIRMED and not state.correlation.wms_fulfilment_id:
+            again = [aftersale.release_command(state)]
+        return Outcome(state=state, stock_commands=list(commits), wms_commands=again)
     if known is not None:  # the ERP holds two sales orders for one marketplace order
         return Outcome(state=state, problem=f"ERP answered sales order {event.erp_sales_order} "
                                             f"for {state.order_key}, already confirmed as {known}")
     first = state.erp_confirmed_at is None
+    cancelling = state.status in (OrderStatus.CANCEL_PENDING, OrderStatus.CANCELLED)
+    confirmed = aftersale.advance(state.status, OrderStatus.ERP_CONFIRMED)
+    if state.shipments:  # shipments reported before this confirmation
+        confirmed = aftersale.advance(confirmed, aftersale.shipping_status(state))
     new = state.model_copy(update={
-        "status": OrderStatus.ERP_CONFIRMED,
+        "status": state.status if cancelling else confirmed,
         "correlation": state.correlation.model_copy(
             update={"erp_sales_order": event.erp_sales_order}),
         "erp_confirmed_at": state.erp_confirmed_at or event.posted_at,
-        "timeline": [
-            *state.timeline,
-            TimelineEntry(event="erp_sales_order_created", system="erp", at=event.posted_at,
-                          detail=event.erp_sales_order),
-        ],
+        "timeline": aftersale.timeline(state, TimelineEntry(
+            event="erp_sales_order_created", system="erp", at=event.posted_at,
+            detail=event.erp_sales_order)),
     })
-    return Outcome(state=new, changed=True, first_confirmation=first, stock_commands=list(commits))
+    out = Outcome(state=new, changed=True, first_confirmation=first, stock_commands=list(commits))
+    if cancelling:  # cancelled while the post was in flight: now cancel it in the ERP
+        reason = state.cancel.reason if state.cancel else (state.cancel_reason or "cancelled")
+        out.erp_requests = [ErpCancelRequest(order_key=state.order_key, channel=state.channel,
+                                             erp_sales_order=event.erp_sales_order,
+                                             reason=reason)]
+        return out
+    out.wms_commands = [aftersale.release_command(new)]
+    out.erp_requests = [  # what arrived before this confirmation
+        *(aftersale.erp_shipment_request(new, s) for s in aftersale.unposted_shipments(new)),
+        *aftersale.unposted_returns(new)]
+    return out
 
 
-def _on_erp_failed(state: OrderState, event: ErpOrderFailed) -> Outcome:
+def _on_erp_failed(state: OrderState, event: ErpOrderFailed, now: datetime) -> Outcome:
     if state.status is not OrderStatus.ERP_PENDING:
         return Outcome(state=state)  # a late failure never undoes a confirmation
     new = state.model_copy(update={
@@ -313,3 +371,20 @@ def _on_erp_failed(state: OrderState, event: ErpOrderFailed) -> Outcome:
         ],
     })
     return Outcome(state=new, changed=True)
+
+
+_HANDLERS: dict[type, Callable[..., Outcome]] = {
+    StockAnswered: _on_stock,
+    ErpOrderPosted: _on_erp_posted,
+    ErpOrderFailed: _on_erp_failed,
+    MarketplaceNotified: lambda s, e, now: aftersale.on_notified(s, e),
+    FulfilmentReleased: lambda s, e, now: aftersale.on_released(s, e),
+    FulfilmentCancelled: aftersale.on_fulfilment_cancelled,
+    ShipmentReported: aftersale.on_shipment,
+    ErpShipmentPosted: aftersale.on_shipment_posted,
+    CancelRequested: aftersale.on_cancel,
+    ErpOrderCancelled: aftersale.on_erp_cancelled,
+    ReturnRequested: aftersale.on_return_requested,
+    ReturnReceived: aftersale.on_return_received,
+    ErpReturnPosted: aftersale.on_return_posted,
+}

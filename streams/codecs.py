@@ -13,7 +13,7 @@ from typing import Any
 from faust.serializers import codecs
 from pydantic import BaseModel, TypeAdapter
 
-from streams import models, stock
+from streams import commands, models, stock
 
 
 class PydanticCodec(codecs.Codec):
@@ -36,7 +36,7 @@ class PydanticCodec(codecs.Codec):
 CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.raw_order": TypeAdapter(models.RawOrderMessage),
     "rs.order_event": models.ORDER_EVENT,
-    "rs.erp_request": TypeAdapter(models.ErpPostRequest),
+    "rs.erp_request": commands.ERP_COMMAND,
     "rs.order_state": TypeAdapter(models.OrderState),
     "rs.index_entry": TypeAdapter(models.IndexEntry),
     "rs.poll_tick": TypeAdapter(models.PollTick),
@@ -45,7 +45,8 @@ CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.stock_state": TypeAdapter(stock.StockState),
     "rs.reservation": TypeAdapter(stock.Reservation),
     "rs.inventory_update": TypeAdapter(stock.InventoryUpdate),
-    "rs.channel_command": TypeAdapter(stock.MarketplaceCancel),
+    "rs.channel_command": commands.CHANNEL_COMMAND,
+    "rs.wms_command": commands.WMS_COMMAND,
 }
 
 

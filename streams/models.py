@@ -55,7 +55,20 @@ class OrderStatus(StrEnum):
     ERP_PENDING = "erp_pending"  # ERP post requested, not yet confirmed
     ERP_CONFIRMED = "erp_confirmed"  # ERP answered with its sales-order number
     ERP_FAILED = "erp_failed"  # ERP refused it permanently or retries ran out (see exceptions)
+    CANCEL_PENDING = "cancel_pending"  # a cancellation is on its way to the ERP and the WMS
+    PARTIALLY_SHIPPED = "partially_shipped"  # some units left the warehouse
+    SHIPPED = "shipped"  # every accepted unit left the warehouse
+    PARTIALLY_REFUNDED = "partially_refunded"  # some shipped units refunded
+    REFUNDED = "refunded"  # every shipped unit refunded
 
+
+#: how far along the lifecycle a status is; a state never moves back to a lower rank
+STATUS_RANK = {
+    OrderStatus.RECEIVED: 0, OrderStatus.STOCK_PENDING: 1, OrderStatus.ERP_PENDING: 2,
+    OrderStatus.ERP_FAILED: 2, OrderStatus.ERP_CONFIRMED: 3, OrderStatus.CANCEL_PENDING: 4,
+    OrderStatus.PARTIALLY_SHIPPED: 5, OrderStatus.SHIPPED: 6, OrderStatus.PARTIALLY_REFUNDED: 7,
+    OrderStatus.REFUNDED: 8, OrderStatus.CANCELLED: 9,
+}
 
 class Customer(Frozen):
     email: str | None = None
@@ -101,6 +114,7 @@ class Order(Frozen):
     taxes_included: bool = False
     financial_status: str | None = None
     fulfillment_status: str | None = None
+    cancelled_at: UtcDatetime | None = None  # the marketplace cancelled it (buyer or merchant)
     customer: Customer = Customer()
     shipping_address: Address | None = None
 
@@ -182,14 +196,125 @@ class MarketplaceNotified(Frozen):
 
     kind: Literal["marketplace_notified"] = "marketplace_notified"
     order_key: str
-    action: str  # "cancel"
+    action: str  # "cancel", "ship", "refund"
+    ok: bool
+    detail: str
+    at: UtcDatetime
+    reference: str | None = None  # the shipment or refund id it was about
+
+
+class ShipmentRecord(Frozen):
+    """One warehouse shipment as the order keeps it (and what became of it downstream)."""
+
+    shipment_id: str
+    lines: dict[str, int]  # line_id -> units
+    carrier: str
+    tracking_number: str
+    shipped_at: UtcDatetime
+    delivery_note: str | None = None  # ERP, once posted
+    sales_invoice: str | None = None  # ERP finance, raised for it
+    marketplace_confirmed_at: UtcDatetime | None = None
+
+
+class RefundRecord(Frozen):
+    """A return/refund of some shipped units, and what became of it in every system."""
+
+    refund_id: str
+    lines: dict[str, int]  # line_id -> units
+    amount: Decimal = Field(max_digits=18, decimal_places=4)
+    reason: str
+    restock: bool  # goods come back to the warehouse
+    source: str  # the channel (the marketplace refunded already) or "erp" (we refund there)
+    requested_at: UtcDatetime
+    goods_received_at: UtcDatetime | None = None
+    credit_note: str | None = None
+    return_delivery_note: str | None = None
+    marketplace_refunded_at: UtcDatetime | None = None
+
+
+class FulfilmentReleased(Frozen):
+    kind: Literal["fulfilment_released"] = "fulfilment_released"
+    order_key: str
+    wms_reference: str
+    at: UtcDatetime
+
+
+class FulfilmentCancelled(Frozen):
+    """The warehouse's answer to our cancellation: stopped (ok) or already shipped."""
+
+    kind: Literal["fulfilment_cancelled"] = "fulfilment_cancelled"
+    order_key: str
     ok: bool
     detail: str
     at: UtcDatetime
 
 
+class ShipmentReported(Frozen):
+    """The warehouse shipped (some of) the order."""
+
+    kind: Literal["shipment_reported"] = "shipment_reported"
+    order_key: str
+    shipment: ShipmentRecord
+    at: UtcDatetime
+
+
+class ErpShipmentPosted(Frozen):
+    kind: Literal["erp_shipment_posted"] = "erp_shipment_posted"
+    order_key: str
+    shipment_id: str
+    delivery_note: str
+    sales_invoice: str | None
+    at: UtcDatetime
+
+
+class CancelRequested(Frozen):
+    """Someone other than the marketplace asks to cancel: the ERP (fraud, no stock) or an
+    operator. A marketplace's own cancellation arrives as an OrderReceived with cancelled_at."""
+
+    kind: Literal["cancel_requested"] = "cancel_requested"
+    order_key: str
+    by: str  # "erp" | "operator"
+    reason: str
+    at: UtcDatetime
+
+
+class ErpOrderCancelled(Frozen):
+    """The ERP confirmed the sales order is cancelled (our request, or its own doing)."""
+
+    kind: Literal["erp_order_cancelled"] = "erp_order_cancelled"
+    order_key: str
+    erp_sales_order: str
+    reason: str
+    at: UtcDatetime
+
+
+class ReturnRequested(Frozen):
+    kind: Literal["return_requested"] = "return_requested"
+    order_key: str
+    refund: RefundRecord
+
+
+class ReturnReceived(Frozen):
+    kind: Literal["return_received"] = "return_received"
+    order_key: str
+    refund_id: str
+    at: UtcDatetime
+
+
+class ErpReturnPosted(Frozen):
+    kind: Literal["erp_return_posted"] = "erp_return_posted"
+    order_key: str
+    refund_id: str
+    credit_note: str
+    return_delivery_note: str | None
+    at: UtcDatetime
+
+
 OrderEvent = Annotated[
-    OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified,
+    OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified
+    | FulfilmentReleased | FulfilmentCancelled | ShipmentReported | ErpShipmentPosted
+    | CancelRequested
+    | ErpOrderCancelled | ReturnRequested | ReturnReceived | ErpReturnPosted,
     Field(discriminator="kind"),
 ]
 ORDER_EVENT = TypeAdapter(OrderEvent)
@@ -198,6 +323,7 @@ ORDER_EVENT = TypeAdapter(OrderEvent)
 class ErpPostRequest(Frozen):
     """Command: create this order in the ERP (idempotent on order_key)."""
 
+    kind: Literal["post_order"] = "post_order"
     order_key: str
     order: Order  # the lines to post: reduced to what was reserved under the partial policy
     received_at: UtcDatetime
@@ -227,6 +353,7 @@ class TimelineEntry(Frozen):
     system: str
     at: UtcDatetime
     detail: str | None = None
+    since_previous_s: float | None = None  # latency from the previous step
 
 
 class Correlation(Frozen):
@@ -235,6 +362,7 @@ class Correlation(Frozen):
     marketplace_order_id: str
     marketplace_order_name: str | None = None
     erp_sales_order: str | None = None
+    wms_fulfilment_id: str | None = None
     delivery_ids: list[str] = Field(default_factory=list)
 
 
@@ -262,6 +390,10 @@ class OrderState(Frozen):
     stock: dict[str, LineStock] = Field(default_factory=dict)  # line_id -> its reservation
     stock_decision: StockDecision | None = None
     stock_policy: str | None = None  # the channel policy that decided a shortfall
+    shipments: dict[str, ShipmentRecord] = Field(default_factory=dict)  # by shipment id
+    refunds: dict[str, RefundRecord] = Field(default_factory=dict)  # by refund id
+    cancel: CancelRequested | None = None  # a cancellation waiting for the ERP's answer
+    cancel_reason: str | None = None
 
 
 # --- dead letters --------------------------------------------------------------------------

@@ -65,6 +65,7 @@ def map_order(payload: Any) -> Order:
             taxes_included=bool(payload.get("taxes_included", False)),
             financial_status=payload.get("financial_status"),
             fulfillment_status=payload.get("fulfillment_status"),
+            cancelled_at=payload.get("cancelled_at") or None,
             customer=_customer(payload),
             shipping_address=_address(payload.get("shipping_address")),
         )

@@ -1,0 +1,428 @@
+"""After the order, as pure functions: fulfilment, shipments, cancellations, returns and refunds.
+
+Called by ``agents.lifecycle.apply``; each takes the order's state and one event and returns an
+``Outcome`` (new state, commands). The rules that make the final state right whatever the arrival
+order of the events:
+
+- a status never moves back (``STATUS_RANK``): a late or duplicate webhook cannot undo a shipment;
+- every fact is recorded under its own id (shipment id, refund id), so a repeat changes nothing;
+- a fact that arrives before what it depends on is kept and acted on when that arrives (a
+  shipment before the ERP confirmed the order is posted to the ERP on confirmation);
+- an impossible transition (a cancellation after shipment, a refund of units never shipped) is
+  refused: the state stays, and the reason goes to the exception topic (``Outcome.problem``).
+
+Flows (ERP first, then the marketplace):
+
+    ERP confirmed -> WmsRelease -> FulfilmentReleased
+    ShipmentReported (WMS) -> ErpShipmentRequest -> ErpShipmentPosted (delivery note + invoice)
+        -> MarketplaceShipment -> MarketplaceNotified(ship)
+    cancellation (marketplace, operator or ERP) before shipment -> WmsCancel -> FulfilmentCancelled
+        -> ErpCancelRequest -> ErpOrderCancelled -> cancelled, stock released (+ marketplace told
+        when it did not ask)
+    ReturnRequested -> WmsExpectReturn -> ReturnReceived (goods back) -> ErpReturnRequest
+        -> ErpReturnPosted (credit note) -> MarketplaceRefund when the refund did not start there
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from streams.commands import (
+    ErpCancelRequest,
+    ErpReturnRequest,
+    ErpShipmentRequest,
+    LineUnits,
+    MarketplaceRefund,
+    MarketplaceShipment,
+    WmsCancel,
+    WmsExpectReturn,
+    WmsRelease,
+)
+from streams.models import (
+    STATUS_RANK,
+    CancelRequested,
+    ErpOrderCancelled,
+    ErpReturnPosted,
+    ErpShipmentPosted,
+    FulfilmentCancelled,
+    FulfilmentReleased,
+    MarketplaceNotified,
+    OrderReceived,
+    OrderState,
+    OrderStatus,
+    RefundRecord,
+    ReturnReceived,
+    ReturnRequested,
+    ShipmentRecord,
+    ShipmentReported,
+    TimelineEntry,
+)
+from streams.stock import CancelLineRequest, MarketplaceCancel, ReleaseStock
+
+if TYPE_CHECKING:
+    from agents.lifecycle import Outcome
+
+SHIPPED_OR_LATER = {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED,
+                    OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+
+
+def outcome(**kw: object) -> Outcome:
+    from agents.lifecycle import Outcome
+    return Outcome(**kw)  # type: ignore[arg-type]
+
+
+# --- small pieces ------------------------------------------------------------------------------
+
+
+def timeline(state: OrderState, *entries: TimelineEntry) -> list[TimelineEntry]:
+    """``state``'s timeline with ``entries`` appended, each with its latency from the previous."""
+    out = list(state.timeline)
+    for entry in entries:
+        previous = out[-1].at if out else None
+        since = (entry.at - previous).total_seconds() if previous else None
+        out.append(entry.model_copy(update={"since_previous_s": since}))
+    return out
+
+
+def advance(current: OrderStatus, proposed: OrderStatus) -> OrderStatus:
+    """The later of two statuses: a state never moves back."""
+    return proposed if STATUS_RANK[proposed] >= STATUS_RANK[current] else current
+
+
+def accepted_units(state: OrderState) -> dict[str, int]:
+    """Line id -> units the order holds after its stock decision (what the ERP got)."""
+    units = {ln.line_id: ln.quantity for ln in state.order.lines}
+    if state.stock_decision == "partial":
+        units = {i: min(q, state.stock[i].reserved) if i in state.stock else q
+                 for i, q in units.items()}
+    return {i: q for i, q in units.items() if q > 0}
+
+
+def shipped_units(state: OrderState) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for shipment in state.shipments.values():
+        for line_id, qty in shipment.lines.items():
+            out[line_id] = out.get(line_id, 0) + qty
+    return out
+
+
+def refunded_units(state: OrderState) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for refund in state.refunds.values():
+        for line_id, qty in refund.lines.items():
+            out[line_id] = out.get(line_id, 0) + qty
+    return out
+
+
+def _line_units(state: OrderState, units: dict[str, int]) -> list[LineUnits]:
+    skus = {ln.line_id: ln.sku for ln in state.order.lines}
+    return [LineUnits(line_id=i, sku=skus.get(i, "?"), quantity=q)
+            for i, q in sorted(units.items()) if q > 0]
+
+
+def shipping_status(state: OrderState) -> OrderStatus:
+    want, done = accepted_units(state), shipped_units(state)
+    complete = all(done.get(i, 0) >= q for i, q in want.items())
+    return OrderStatus.SHIPPED if complete else OrderStatus.PARTIALLY_SHIPPED
+
+
+def _refund_status(state: OrderState) -> OrderStatus:
+    shipped, refunded = shipped_units(state), refunded_units(state)
+    complete = all(refunded.get(i, 0) >= q for i, q in shipped.items())
+    return OrderStatus.REFUNDED if complete else OrderStatus.PARTIALLY_REFUNDED
+
+
+def release_commands(state: OrderState, now: datetime, reason: str) -> list[ReleaseStock]:
+    by_sku: dict[str, list[str]] = {}
+    for line_id, stock in sorted(state.stock.items()):
+        if stock.tracked:
+            by_sku.setdefault(stock.sku, []).append(line_id)
+    return [ReleaseStock(sku=sku, order_key=state.order_key, line_ids=ids, reason=reason, at=now)
+            for sku, ids in sorted(by_sku.items())]
+
+
+def release_command(state: OrderState) -> WmsRelease:
+    address = state.order.shipping_address
+    return WmsRelease(order_key=state.order_key,
+                      erp_sales_order=state.correlation.erp_sales_order or "",
+                      lines=_line_units(state, accepted_units(state)),
+                      ship_to=address.model_dump() if address else None)
+
+
+def erp_shipment_request(state: OrderState, shipment: ShipmentRecord) -> ErpShipmentRequest:
+    return ErpShipmentRequest(order_key=state.order_key, channel=state.channel,
+                              erp_sales_order=state.correlation.erp_sales_order or "",
+                              shipment=shipment, lines=_line_units(state, shipment.lines))
+
+
+def unposted_shipments(state: OrderState) -> Iterable[ShipmentRecord]:
+    return (s for s in state.shipments.values() if s.delivery_note is None)
+
+
+# --- fulfilment and shipments --------------------------------------------------------------------
+
+
+def on_released(state: OrderState, event: FulfilmentReleased) -> Outcome:
+    if state.correlation.wms_fulfilment_id == event.wms_reference:
+        return outcome(state=state)
+    new = state.model_copy(update={
+        "correlation": state.correlation.model_copy(update={"wms_fulfilment_id": event.wms_reference}),
+        "timeline": timeline(state, TimelineEntry(event="released_to_warehouse", system="wms",
+                                                  at=event.at, detail=event.wms_reference)),
+    })
+    return outcome(state=new, changed=True)
+
+
+def on_shipment(state: OrderState, event: ShipmentReported, now: datetime) -> Outcome:
+    shipment = event.shipment
+    if shipment.shipment_id in state.shipments:
+        return outcome(state=state)  # the warehouse told us again
+    ordered = {ln.line_id for ln in state.order.lines}
+    unknown = sorted(set(shipment.lines) - ordered)
+    if unknown:
+        return outcome(state=state, problem=f"shipment {shipment.shipment_id} names lines "
+                                            f"{unknown} that {state.order_key} does not have")
+    entry = TimelineEntry(event="shipped", system="wms", at=shipment.shipped_at,
+                          detail=f"{shipment.shipment_id}: {shipment.carrier} "
+                                 f"{shipment.tracking_number}")
+    new = state.model_copy(update={"shipments": {**state.shipments,
+                                                 shipment.shipment_id: shipment}})
+    problem = None
+    if state.status is OrderStatus.CANCELLED:
+        problem = (f"the warehouse shipped {shipment.shipment_id} for {state.order_key}, which is "
+                   "cancelled: goods left for a cancelled order")
+    status = shipping_status(new)
+    update: dict[str, object] = {"timeline": timeline(state, entry)}
+    if state.status is OrderStatus.CANCEL_PENDING:  # too late to cancel: it shipped
+        problem = (f"cancellation of {state.order_key} refused: shipment {shipment.shipment_id} "
+                   "already left the warehouse")
+        update.update(cancel=None, status=status)
+    elif STATUS_RANK[state.status] >= STATUS_RANK[OrderStatus.ERP_CONFIRMED] and \
+            state.status is not OrderStatus.CANCELLED:
+        update["status"] = advance(state.status, status)
+    # earlier (the ERP has not confirmed yet): kept, and the status follows on confirmation
+    new = new.model_copy(update=update)
+    requests = [erp_shipment_request(new, shipment)] if state.correlation.erp_sales_order else []
+    return outcome(state=new, changed=True, erp_requests=requests, problem=problem)
+
+
+def on_shipment_posted(state: OrderState, event: ErpShipmentPosted, now: datetime) -> Outcome:
+    shipment = state.shipments.get(event.shipment_id)
+    if shipment is None:
+        return outcome(state=state, problem=f"ERP delivery note {event.delivery_note} names "
+                                            f"shipment {event.shipment_id}, unknown to "
+                                            f"{state.order_key}")
+    command = MarketplaceShipment(order_key=state.order_key, channel=state.channel,
+                                  marketplace_order_id=state.correlation.marketplace_order_id,
+                                  shipment=shipment, lines=_line_units(state, shipment.lines),
+                                  requested_at=now)
+    if shipment.delivery_note is not None:  # a repeat: ask the marketplace again if not done
+        again = [command] if shipment.marketplace_confirmed_at is None else []
+        return outcome(state=state, marketplace_commands=again)
+    posted = shipment.model_copy(update={"delivery_note": event.delivery_note,
+                                         "sales_invoice": event.sales_invoice})
+    entries = [TimelineEntry(event="erp_delivery_note", system="erp", at=event.at,
+                             detail=f"{event.delivery_note} for {event.shipment_id}")]
+    if event.sales_invoice:
+        entries.append(TimelineEntry(event="erp_invoice", system="erp-finance", at=event.at,
+                                     detail=event.sales_invoice))
+    new = state.model_copy(update={"shipments": {**state.shipments, event.shipment_id: posted},
+                                   "timeline": timeline(state, *entries)})
+    command = command.model_copy(update={"shipment": posted})
+    return outcome(state=new, changed=True, marketplace_commands=[command])
+
+
+def on_notified(state: OrderState, event: MarketplaceNotified) -> Outcome:
+    name = f"marketplace_{event.action}_{'done' if event.ok else 'failed'}"
+    detail = f"{event.reference}: {event.detail}" if event.reference else event.detail
+    if event.ok and event.action == "ship" and event.reference in state.shipments and \
+            state.shipments[event.reference].marketplace_confirmed_at is not None:
+        return outcome(state=state)
+    if event.ok and event.action == "refund" and event.reference in state.refunds and \
+            state.refunds[event.reference].marketplace_refunded_at is not None:
+        return outcome(state=state)
+    if any(t.event == name and t.at == event.at and t.detail == detail[:500]
+           for t in state.timeline):
+        return outcome(state=state)
+    update: dict[str, object] = {"timeline": timeline(state, TimelineEntry(
+        event=name, system=state.channel, at=event.at, detail=detail[:500]))}
+    if event.ok and event.action == "ship" and event.reference in state.shipments:
+        shipment = state.shipments[event.reference]
+        update["shipments"] = {**state.shipments, event.reference: shipment.model_copy(
+            update={"marketplace_confirmed_at": shipment.marketplace_confirmed_at or event.at})}
+    if event.ok and event.action == "refund" and event.reference in state.refunds:
+        refund = state.refunds[event.reference]
+        update["refunds"] = {**state.refunds, event.reference: refund.model_copy(
+            update={"marketplace_refunded_at": refund.marketplace_refunded_at or event.at})}
+    return outcome(state=state.model_copy(update=update), changed=True)
+
+
+# --- cancellations -------------------------------------------------------------------------------
+
+
+def is_cancelled_by_marketplace(event: OrderReceived) -> bool:
+    return event.order.cancelled_at is not None or event.order.fulfillment_status == "cancelled"
+
+
+def on_cancel(state: OrderState, request: CancelRequested, now: datetime) -> Outcome:
+    """A cancellation from the marketplace (``by`` = its channel), an operator or the ERP."""
+    if state.status is OrderStatus.CANCELLED or (state.cancel is not None
+                                                 and state.status is OrderStatus.CANCEL_PENDING):
+        return outcome(state=state)
+    entry = TimelineEntry(event="cancel_requested", system=request.by, at=request.at,
+                          detail=request.reason)
+    if state.status in SHIPPED_OR_LATER:
+        return outcome(state=state, problem=(
+            f"cancellation of {state.order_key} by {request.by} refused: already "
+            f"{state.status.value} ({len(state.shipments)} shipment(s))"))
+    if state.status in (OrderStatus.STOCK_PENDING, OrderStatus.ERP_FAILED, OrderStatus.RECEIVED):
+        # nothing in the ERP or the warehouse yet: cancelled here and now
+        return _cancelled(state, request.by, request.reason, now, [entry])
+    new = state.model_copy(update={
+        "status": OrderStatus.CANCEL_PENDING, "cancel": request,
+        "timeline": timeline(state, entry)})
+    if state.status is OrderStatus.ERP_PENDING:  # the ERP post is in flight: cancel on its answer
+        return outcome(state=new, changed=True)
+    return outcome(state=new, changed=True, wms_commands=[WmsCancel(order_key=state.order_key)])
+
+
+def on_fulfilment_cancelled(state: OrderState, event: FulfilmentCancelled,
+                            now: datetime) -> Outcome:
+    if state.status is not OrderStatus.CANCEL_PENDING or state.cancel is None:
+        return outcome(state=state)
+    if not event.ok:  # it left the warehouse first: the shipment event will follow
+        status = shipping_status(state) if state.shipments else OrderStatus.ERP_CONFIRMED
+        new = state.model_copy(update={
+            "cancel": None, "status": status,
+            "timeline": timeline(state, TimelineEntry(event="cancel_refused", system="wms",
+                                                      at=event.at, detail=event.detail))})
+        return outcome(state=new, changed=True, problem=(
+            f"cancellation of {state.order_key} by {state.cancel.by} refused: {event.detail}"))
+    erp = state.correlation.erp_sales_order
+    requests = [ErpCancelRequest(order_key=state.order_key, channel=state.channel,
+                                 erp_sales_order=erp, reason=state.cancel.reason)] if erp else []
+    new = state.model_copy(update={"timeline": timeline(state, TimelineEntry(
+        event="warehouse_stopped", system="wms", at=event.at, detail=event.detail))})
+    return outcome(state=new, changed=True, erp_requests=requests)
+
+
+def on_erp_cancelled(state: OrderState, event: ErpOrderCancelled, now: datetime) -> Outcome:
+    if state.status is OrderStatus.CANCELLED:
+        return outcome(state=state)
+    entry = TimelineEntry(event="erp_sales_order_cancelled", system="erp", at=event.at,
+                          detail=f"{event.erp_sales_order}: {event.reason}")
+    if state.status in SHIPPED_OR_LATER:
+        return outcome(state=state, problem=(
+            f"the ERP cancelled {event.erp_sales_order} for {state.order_key}, which already "
+            f"{state.status.value}: refused, the marketplace is not told"))
+    by = state.cancel.by if state.cancel is not None else "erp"
+    out = _cancelled(state, by, event.reason, now, [entry])
+    if state.cancel is None:  # the ERP's own decision: stop the warehouse too
+        out.wms_commands = [WmsCancel(order_key=state.order_key)]
+    return out
+
+
+def _cancelled(state: OrderState, by: str, reason: str, now: datetime,
+               entries: list[TimelineEntry]) -> Outcome:
+    """Final: stock released; the marketplace told unless the cancellation came from it."""
+    new = state.model_copy(update={
+        "status": OrderStatus.CANCELLED, "cancel": None, "cancel_reason": f"{by}: {reason}",
+        "timeline": timeline(state, *entries, TimelineEntry(event="cancelled", system="retail-sync",
+                                                            at=now, detail=f"by {by}"))})
+    commands = []
+    if by in ("erp", "operator"):
+        commands = [MarketplaceCancel(
+            order_key=state.order_key, channel=state.channel,
+            marketplace_order_id=state.correlation.marketplace_order_id, whole_order=True,
+            lines=[CancelLineRequest(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+                   for ln in state.order.lines],
+            reason=reason, requested_at=now)]
+    return outcome(state=new, changed=True, marketplace_commands=commands,
+                   stock_commands=release_commands(state, now, f"order cancelled by {by}"))
+
+
+# --- returns and refunds -------------------------------------------------------------------------
+
+
+def on_return_requested(state: OrderState, event: ReturnRequested, now: datetime) -> Outcome:
+    refund = event.refund
+    if refund.refund_id in state.refunds:
+        return outcome(state=state)
+    shipped, refunded = shipped_units(state), refunded_units(state)
+    too_many = {i: q for i, q in refund.lines.items()
+                if q > shipped.get(i, 0) - refunded.get(i, 0)}
+    if too_many:
+        return outcome(state=state, problem=(
+            f"refund {refund.refund_id} of {state.order_key} refused: lines {sorted(too_many)} "
+            "were not shipped (or are refunded already); cancel unshipped units instead"))
+    new = state.model_copy(update={
+        "refunds": {**state.refunds, refund.refund_id: refund},
+        "timeline": timeline(state, TimelineEntry(
+            event="return_requested", system=refund.source, at=refund.requested_at,
+            detail=f"{refund.refund_id}: {refund.amount} {state.order.currency}, "
+                   f"{'goods back' if refund.restock else 'refund only'}; {refund.reason}"))})
+    if refund.restock:
+        return outcome(state=new, changed=True, wms_commands=[WmsExpectReturn(
+            order_key=state.order_key, refund_id=refund.refund_id,
+            lines=_line_units(state, refund.lines))])
+    return outcome(state=new, changed=True, erp_requests=_return_request(new, refund))
+
+
+def unposted_returns(state: OrderState) -> list[ErpReturnRequest]:
+    """Returns ready for the ERP (goods back, or nothing to wait for) without a credit note."""
+    return [r for refund in state.refunds.values()
+            if refund.credit_note is None and (refund.goods_received_at or not refund.restock)
+            for r in _return_request(state, refund)]
+
+
+def _return_request(state: OrderState, refund: RefundRecord) -> list[ErpReturnRequest]:
+    erp = state.correlation.erp_sales_order
+    if not erp:
+        return []
+    return [ErpReturnRequest(order_key=state.order_key, channel=state.channel,
+                             erp_sales_order=erp, refund=refund,
+                             lines=_line_units(state, refund.lines),
+                             currency=state.order.currency)]
+
+
+def on_return_received(state: OrderState, event: ReturnReceived, now: datetime) -> Outcome:
+    refund = state.refunds.get(event.refund_id)
+    if refund is None:
+        return outcome(state=state, problem=f"goods of return {event.refund_id} arrived for "
+                                            f"{state.order_key}, which expects no such return")
+    if refund.goods_received_at is not None:
+        return outcome(state=state)
+    received = refund.model_copy(update={"goods_received_at": event.at})
+    new = state.model_copy(update={
+        "refunds": {**state.refunds, event.refund_id: received},
+        "timeline": timeline(state, TimelineEntry(event="return_received", system="wms",
+                                                  at=event.at, detail=event.refund_id))})
+    return outcome(state=new, changed=True, erp_requests=_return_request(new, received))
+
+
+def on_return_posted(state: OrderState, event: ErpReturnPosted, now: datetime) -> Outcome:
+    refund = state.refunds.get(event.refund_id)
+    if refund is None:
+        return outcome(state=state, problem=f"ERP credit note {event.credit_note} names refund "
+                                            f"{event.refund_id}, unknown to {state.order_key}")
+    command = MarketplaceRefund(order_key=state.order_key, channel=state.channel,
+                                marketplace_order_id=state.correlation.marketplace_order_id,
+                                refund=refund, lines=_line_units(state, refund.lines),
+                                currency=state.order.currency, requested_at=now)
+    to_marketplace = refund.source in ("erp", "operator")
+    if refund.credit_note is not None:
+        again = [command] if to_marketplace and refund.marketplace_refunded_at is None else []
+        return outcome(state=state, marketplace_commands=again)
+    posted = refund.model_copy(update={"credit_note": event.credit_note,
+                                       "return_delivery_note": event.return_delivery_note})
+    new = state.model_copy(update={"refunds": {**state.refunds, event.refund_id: posted}})
+    new = new.model_copy(update={
+        "status": advance(state.status, _refund_status(new)),
+        "timeline": timeline(state, TimelineEntry(
+            event="erp_credit_note", system="erp-finance", at=event.at,
+            detail=f"{event.credit_note} for {event.refund_id}"))})
+    command = command.model_copy(update={"refund": posted})
+    return outcome(state=new, changed=True, first_refund_posted=True,
+                   marketplace_commands=[command] if to_marketplace else [])

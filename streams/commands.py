@@ -1,0 +1,120 @@
+"""Commands of the flows after the order (issue 5): what the order agent asks the ERP, the
+warehouse and the marketplaces to do. Each is keyed by order_key on its topic; each carries what
+its handler needs, so handlers keep no state; each is idempotent at its target (shipment id,
+refund id, order reference).
+
+| topic            | value                                                                  |
+|------------------|------------------------------------------------------------------------|
+| erp-requests     | ErpCommand: ErpPostRequest, ErpShipmentRequest, ErpCancelRequest, ErpReturnRequest |
+| wms-requests     | WmsCommand: WmsRelease, WmsCancel, WmsExpectReturn                     |
+| channel-commands | ChannelCommand: MarketplaceCancel, MarketplaceShipment, MarketplaceRefund |
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from streams.models import ErpPostRequest, Frozen, RefundRecord, ShipmentRecord, UtcDatetime
+from streams.stock import MarketplaceCancel
+
+
+class LineUnits(Frozen):
+    line_id: str
+    sku: str
+    quantity: int = Field(gt=0)
+
+
+# --- ERP -------------------------------------------------------------------------------------
+
+
+class ErpShipmentRequest(Frozen):
+    kind: Literal["post_shipment"] = "post_shipment"
+    order_key: str
+    channel: str
+    erp_sales_order: str
+    shipment: ShipmentRecord
+    lines: list[LineUnits]
+
+
+class ErpCancelRequest(Frozen):
+    kind: Literal["cancel_order"] = "cancel_order"
+    order_key: str
+    channel: str
+    erp_sales_order: str
+    reason: str
+
+
+class ErpReturnRequest(Frozen):
+    kind: Literal["post_return"] = "post_return"
+    order_key: str
+    channel: str
+    erp_sales_order: str
+    refund: RefundRecord
+    lines: list[LineUnits]
+    currency: str
+
+
+ErpCommand = Annotated[
+    ErpPostRequest | ErpShipmentRequest | ErpCancelRequest | ErpReturnRequest,
+    Field(discriminator="kind"),
+]
+ERP_COMMAND = TypeAdapter(ErpCommand)
+
+
+# --- warehouse -------------------------------------------------------------------------------
+
+
+class WmsRelease(Frozen):
+    kind: Literal["release"] = "release"
+    order_key: str
+    erp_sales_order: str
+    lines: list[LineUnits]
+    ship_to: dict[str, str | None] | None = None
+
+
+class WmsCancel(Frozen):
+    kind: Literal["cancel"] = "cancel"
+    order_key: str
+
+
+class WmsExpectReturn(Frozen):
+    kind: Literal["expect_return"] = "expect_return"
+    order_key: str
+    refund_id: str
+    lines: list[LineUnits]
+
+
+WmsCommand = Annotated[WmsRelease | WmsCancel | WmsExpectReturn, Field(discriminator="kind")]
+WMS_COMMAND = TypeAdapter(WmsCommand)
+
+
+# --- marketplaces ----------------------------------------------------------------------------
+
+
+class MarketplaceShipment(Frozen):
+    kind: Literal["ship"] = "ship"
+    order_key: str
+    channel: str
+    marketplace_order_id: str
+    shipment: ShipmentRecord
+    lines: list[LineUnits]
+    requested_at: UtcDatetime
+
+
+class MarketplaceRefund(Frozen):
+    kind: Literal["refund"] = "refund"
+    order_key: str
+    channel: str
+    marketplace_order_id: str
+    refund: RefundRecord
+    lines: list[LineUnits]
+    currency: str
+    requested_at: UtcDatetime
+
+
+ChannelCommand = Annotated[
+    MarketplaceCancel | MarketplaceShipment | MarketplaceRefund, Field(discriminator="kind")]
+CHANNEL_COMMAND = TypeAdapter(ChannelCommand)
+
