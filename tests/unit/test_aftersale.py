@@ -24,7 +24,6 @@ from streams.commands import (
 )
 from streams.mappers.shopify import map_order
 from streams.models import (
-    CancelRequested,
     ErpOrderCancelled,
     ErpOrderPosted,
     ErpPostRequest,
