@@ -1,5 +1,6 @@
-"""Amazon as a ChannelOutbound: listing quantities (Listings Items or JSON_LISTINGS_FEED) and seller
-cancellations (POST_ORDER_ACKNOWLEDGEMENT_DATA), over the Selling Partner API.
+"""Amazon as a ChannelOutbound: listing quantities (Listings Items or JSON_LISTINGS_FEED), seller
+cancellations (POST_ORDER_ACKNOWLEDGEMENT_DATA), shipment confirmations (Orders v0
+confirmShipment) and refunds (POST_PAYMENT_ADJUSTMENT_DATA), over the Selling Partner API.
 
 Inventory, by the size of the push (``feed_min_skus``, setting ``amazon_feed_min_skus``):
 
@@ -18,6 +19,26 @@ acknowledgement feed: ``StatusCode`` ``Failure`` for the whole order, or items w
 ``OrderItemId``, see streams/mappers/amazon.py). Its XML processing report's errors raise
 PermanentError.
 
+Shipments: one ``confirmShipment`` per shipment (paced like every call, by the reported usage
+plan), ``orderItems`` = the shipment's lines (canonical ``line_id`` = ``OrderItemId``), the
+carrier translated by ``AMAZON_CARRIERS`` (canonical -> Amazon ``carrierCode``; an unknown one goes
+as ``Other`` with its name as ``carrierName``). ``packageReferenceId`` must be a positive number,
+so it is ``package_reference_id(shipment_id)``: the id itself when numeric, else a stable number
+derived from it; a repeat of the same shipment is the same package, which Amazon takes again
+without change. Amazon answers 400 when the units are already shipped (e.g. the shipment was
+confirmed under another package, or by hand in Seller Central): on a 400 the order's items are
+read (getOrderItems) and the shipment counts as confirmed when every line shows at least its
+quantity shipped; otherwise the 400 is a PermanentError.
+
+Refunds: one ``POST_PAYMENT_ADJUSTMENT_DATA`` feed (XML ``OrderAdjustment``) per refund,
+``MerchantAdjustmentID`` = ``refund_id`` (Amazon ignores an adjustment id it already has, so a
+repeat refunds nothing more). Amazon adjusts per item: the refund amount is split over the
+refund's lines in proportion to what the buyer paid for the units (``ItemPrice`` per unit, read
+with getOrderItems; a refund without lines spreads over every item), as ``Principal``
+components, the last line taking the rounding cents. ``AdjustmentReason``: an Amazon value passes,
+else ``CustomerReturn`` when goods come back (``restock``), ``GeneralAdjustment`` otherwise.
+The feed must end ``DONE`` without Error results, else PermanentError.
+
 Errors, at the edge (connectors.amazon.error_for_status): 429 -> RateLimitedError (retry_after
 = 1 / rate), 5xx / timeouts / connection -> RetryableError, other 4xx, FATAL feeds -> PermanentError.
 Document URLs are presigned: they get no access token.
@@ -27,17 +48,19 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - only builds XML and reads Amazon's own reports
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from connectors.amazon import USER_AGENT, error_for_status, pace, rate_limit
-from connectors.base import CancelLine, PushReport, QuantityUpdate
+from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from connectors.ratelimit import TokenBucket
 
@@ -48,6 +71,91 @@ JSON_CONTENT = "application/json; charset=UTF-8"
 XML_CONTENT = "text/xml; charset=UTF-8"
 FEEDS, DOCUMENTS = "/feeds/2021-06-30/feeds", "/feeds/2021-06-30/documents"
 FINISHED = ("DONE", "FATAL", "CANCELLED")
+ORDERS_PATH = "/orders/v0/orders"
+CENT = Decimal("0.01")
+# canonical carrier (connectors.base.Shipment.carrier) -> Amazon carrierCode
+AMAZON_CARRIERS: dict[str, str] = {"UPS": "UPS", "USPS": "USPS", "FEDEX": "FedEx", "DHL": "DHL",
+                                   "OTHER": "Other"}  # fmt: skip
+ADJUSTMENT_REASONS = ("NoInventory", "CustomerReturn", "GeneralAdjustment", "CouldNotShip",
+                      "DifferentItem", "Abandoned", "CustomerCancel", "PriceError",
+                      "ProductOutofStock", "CustomerAddressIncorrect", "Exchange", "Other",
+                      "CarrierCreditDecision", "RiskAssessmentInformationNotValid",
+                      "CarrierCoverageFailure", "TransactionRecord", "Undeliverable",
+                      "RefusedDelivery")  # fmt: skip
+
+
+def package_reference_id(shipment_id: str) -> str:
+    """Amazon's packageReferenceId (a positive number) for ``shipment_id``: the id itself when it
+    is one, else a stable 15-digit number derived from it (same shipment, same package)."""
+    if shipment_id.isdigit() and int(shipment_id) > 0:
+        return str(int(shipment_id))
+    digest = int(hashlib.sha256(shipment_id.encode()).hexdigest(), 16)
+    return str(10**14 + digest % (9 * 10**14))
+
+
+def carrier_code(carrier: str) -> tuple[str, str | None]:
+    """(carrierCode, carrierName) for a canonical carrier; unknown ones go as Other by name."""
+    code = AMAZON_CARRIERS.get(carrier.strip().upper())
+    if code is None:
+        return "Other", carrier.strip() or "Other"
+    return code, ("Other" if code == "Other" else None)
+
+
+def confirm_shipment_request(marketplace_id: str, shipment: Shipment) -> JSON:
+    """The ConfirmShipmentRequest for ``shipment`` (lines of one OrderItemId are added up)."""
+    units: dict[str, int] = {}
+    for line in shipment.lines:
+        units[line.line_id] = units.get(line.line_id, 0) + line.quantity
+    code, name = carrier_code(shipment.carrier)
+    detail: JSON = {"packageReferenceId": package_reference_id(shipment.shipment_id),
+                    "carrierCode": code, "trackingNumber": shipment.tracking_number,
+                    "shipDate": shipment.shipped_at,
+                    "orderItems": [{"orderItemId": i, "quantity": q} for i, q in units.items() if q > 0]}
+    if name:
+        detail["carrierName"] = name
+    return {"marketplaceId": marketplace_id, "packageDetail": detail}
+
+
+def adjustment_reason(reason: str, restock: bool) -> str:
+    """Amazon's AdjustmentReason for a refund: an Amazon value passes, else CustomerReturn when
+    goods come back, GeneralAdjustment otherwise."""
+    if reason in ADJUSTMENT_REASONS:
+        return reason
+    return "CustomerReturn" if restock else "GeneralAdjustment"
+
+
+def split_amount(amount: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
+    """``amount`` over ``weights`` in cents (even split when they are all 0); the last share takes
+    the rounding difference, so the shares add up to ``amount``."""
+    total = sum(weights, Decimal(0))
+    if total <= 0:
+        weights, total = [Decimal(1)] * len(weights), Decimal(len(weights))
+    shares = [(amount * w / total).quantize(CENT) for w in weights[:-1]]
+    return [*shares, amount - sum(shares, Decimal(0))]
+
+
+def adjustment_feed(seller_id: str, order_id: str, adjustment_id: str,
+                    items: Sequence[tuple[str, Decimal]], currency: str, reason: str) -> bytes:
+    """POST_PAYMENT_ADJUSTMENT_DATA: one OrderAdjustment refunding ``(OrderItemId, amount)``s as
+    Principal."""
+    root = ET.Element("AmazonEnvelope")
+    header = ET.SubElement(root, "Header")
+    ET.SubElement(header, "DocumentVersion").text = "1.01"
+    ET.SubElement(header, "MerchantIdentifier").text = seller_id
+    ET.SubElement(root, "MessageType").text = "OrderAdjustment"
+    message = ET.SubElement(root, "Message")
+    ET.SubElement(message, "MessageID").text = "1"
+    body = ET.SubElement(message, "OrderAdjustment")
+    ET.SubElement(body, "AmazonOrderID").text = order_id
+    ET.SubElement(body, "MerchantAdjustmentID").text = adjustment_id
+    for item_id, amount in items:
+        item = ET.SubElement(body, "AdjustedItem")
+        ET.SubElement(item, "AmazonOrderItemCode").text = item_id
+        ET.SubElement(item, "AdjustmentReason").text = reason
+        component = ET.SubElement(ET.SubElement(item, "ItemPriceAdjustments"), "Component")
+        ET.SubElement(component, "Type").text = "Principal"
+        ET.SubElement(component, "Amount", currency=currency).text = str(amount.quantize(CENT))
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
 def quantity_patch(quantity: int) -> list[JSON]:
@@ -122,7 +230,8 @@ def acknowledgement_errors(report: bytes) -> list[str]:
 
 
 class AmazonOutbound:
-    """Listings quantities and order acknowledgements over one lazily created aiohttp session."""
+    """Listings quantities, order acknowledgements, shipment confirmations and payment adjustments
+    over one lazily created aiohttp session."""
 
     channel = CHANNEL
 
@@ -184,10 +293,91 @@ class AmazonOutbound:
                                  f"{status}): {'; '.join(errors) or 'no report'}",
                                  body=report[:4096].decode(errors="replace"))  # fmt: skip
 
+    async def confirm_shipment(self, marketplace_order_id: str, shipment: Shipment) -> None:
+        body = confirm_shipment_request(self.marketplace_ids[0], shipment)
+        if not body["packageDetail"]["orderItems"]:
+            return
+        path = f"{ORDERS_PATH}/{quote(marketplace_order_id, safe='')}/shipmentConfirmation"
+        try:
+            await self._call("POST", path, "confirmShipment", json_body=body, expect=204)
+        except PermanentError as exc:
+            if exc.status != 400 or not await self._already_shipped(marketplace_order_id, shipment):
+                raise
+
+    async def refund(self, marketplace_order_id: str, refund: Refund) -> None:
+        try:
+            amount = Decimal(refund.amount)
+        except InvalidOperation:
+            raise PermanentError(f"refund {refund.refund_id}: amount {refund.amount!r} is not a "
+                                 "number") from None  # fmt: skip
+        if not amount.is_finite() or amount <= 0:
+            raise PermanentError(f"refund {refund.refund_id}: amount must be > 0, got {refund.amount}")
+        items = await self._refund_items(marketplace_order_id, refund, amount)
+        content = adjustment_feed(self.seller_id, marketplace_order_id, refund.refund_id, items,
+                                  refund.currency, adjustment_reason(refund.reason, refund.restock))
+        feed_id, status, report = await self._run_feed("POST_PAYMENT_ADJUSTMENT_DATA", XML_CONTENT,
+                                                       content)  # fmt: skip
+        errors = acknowledgement_errors(report) if report else []
+        if status != "DONE" or errors:
+            raise PermanentError(f"Amazon refund {refund.refund_id} of {marketplace_order_id} (feed "
+                                 f"{feed_id}, {status}): {'; '.join(errors) or 'no report'}",
+                                 body=report[:4096].decode(errors="replace"))  # fmt: skip
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    # --- shipments and refunds: the order's items -----------------------------------------------
+
+    async def order_items(self, order_id: str) -> list[JSON]:
+        """Every OrderItem of ``order_id`` (getOrderItems, following NextToken)."""
+        path = f"{ORDERS_PATH}/{quote(order_id, safe='')}/orderItems"
+        items: list[JSON] = []
+        params: dict[str, str] | None = None
+        while True:
+            answer = await self._call("GET", path, "getOrderItems", params=params)
+            payload = answer.get("payload")
+            if not isinstance(payload, dict) or not isinstance(payload.get("OrderItems"), list):
+                raise DecodeError(f"Amazon getOrderItems {order_id}: no payload.OrderItems")
+            items += [i for i in payload["OrderItems"] if isinstance(i, dict)]
+            if not payload.get("NextToken"):
+                return items
+            params = {"NextToken": str(payload["NextToken"])}
+
+    async def _already_shipped(self, order_id: str, shipment: Shipment) -> bool:
+        """Whether Amazon shows every line of ``shipment`` shipped (a 400 then means "already")."""
+        shipped = {str(i.get("OrderItemId")): int(i.get("QuantityShipped") or 0)
+                   for i in await self.order_items(order_id)}  # fmt: skip
+        wanted: dict[str, int] = {}
+        for line in shipment.lines:
+            wanted[line.line_id] = wanted.get(line.line_id, 0) + line.quantity
+        return all(shipped.get(item, 0) >= quantity for item, quantity in wanted.items())
+
+    async def _refund_items(self, order_id: str, refund: Refund,
+                            amount: Decimal) -> list[tuple[str, Decimal]]:  # fmt: skip
+        """(OrderItemId, amount) per refunded item, ``amount`` split by what the units cost."""
+        unit_price: dict[str, Decimal] = {}
+        paid: dict[str, Decimal] = {}
+        for item in await self.order_items(order_id):
+            price, ordered = item.get("ItemPrice") or {}, int(item.get("QuantityOrdered") or 0)
+            item_id = str(item.get("OrderItemId"))
+            paid[item_id] = Decimal(str(price.get("Amount", "0"))) if isinstance(price, dict) else Decimal(0)
+            unit_price[item_id] = paid[item_id] / ordered if ordered else paid[item_id]
+        units: dict[str, int] = {}
+        for line in refund.lines:
+            if line.line_id not in unit_price:
+                raise PermanentError(f"refund {refund.refund_id}: line {line.line_id} is not an item "
+                                     f"of Amazon order {order_id}")  # fmt: skip
+            units[line.line_id] = units.get(line.line_id, 0) + max(line.quantity, 0)
+        if not units:  # money only: spread over the whole order
+            weights = paid
+        else:
+            weights = {i: unit_price[i] * max(q, 1) for i, q in units.items()}
+        if not weights:
+            raise PermanentError(f"refund {refund.refund_id}: Amazon order {order_id} has no items")
+        shares = split_amount(amount, list(weights.values()))
+        return list(zip(weights, shares, strict=True))
 
     # --- listings patches -----------------------------------------------------------------------
 
@@ -283,6 +473,8 @@ class AmazonOutbound:
             self.rate_limits[operation] = rate
         if status not in (expect, 200):
             raise error_for_status(status, body, headers, what)
+        if status == 204:
+            return {}
         return _json(body.encode(), f"Amazon {what}")
 
     async def _document(self, method: str, url: str, content: bytes | None = None,
@@ -324,10 +516,17 @@ def _json(body: bytes, what: str) -> JSON:
 
 
 __all__ = [
+    "AMAZON_CARRIERS",
     "AmazonOutbound",
     "acknowledgement_errors",
     "acknowledgement_feed",
+    "adjustment_feed",
+    "adjustment_reason",
     "amazon_cancel_reason",
+    "carrier_code",
+    "confirm_shipment_request",
     "failures_from_report",
     "listings_feed",
+    "package_reference_id",
+    "split_amount",
 ]

@@ -14,9 +14,19 @@ What it mirrors (models/orders-api-model/ordersV0.json):
   or ``PendingAvailability`` Amazon withholds ``OrderTotal`` and every item price, tax and
   promotion; they appear once payment is authorised.
 * Auth: ``x-amz-access-token`` must equal the configured LWA token, else 403 ``Unauthorized``.
+* ``POST /orders/v0/orders/{orderId}/shipmentConfirmation`` (``confirmShipment``) with a
+  ``ConfirmShipmentRequest`` (``marketplaceId``, ``packageDetail``: ``packageReferenceId`` (a
+  positive number), ``carrierCode`` (``CARRIER_CODES``; ``Other`` needs ``carrierName``),
+  ``trackingNumber``, ``shipDate`` (ISO 8601), ``orderItems`` [``orderItemId``, ``quantity``]): 204;
+  the items' ``QuantityShipped`` grow, the order becomes ``PartiallyShipped`` or ``Shipped`` and its
+  ``LastUpdateDate`` moves on. A package whose ``packageReferenceId`` the order already has is a
+  repeat: 204 and nothing changes (400 if it names other items). Shipping more than is left
+  unshipped, an unknown item, an AFN / cancelled / pending order: 400 ``InvalidInput``.
+  ``shipments`` (``GET /_sim/shipments[?order_id=]``) lists the confirmed packages.
 * Usage plans as token buckets per operation (getOrders 0.0167/s burst 20, getOrderItems 0.5/s
-  burst 30); over budget -> 429 ``QuotaExceeded``. Every answer carries ``x-amzn-RequestId`` and
-  ``x-amzn-RateLimit-Limit``. Errors are the spec's ``{"errors": [{code, message, details}]}``.
+  burst 30, confirmShipment 2/s burst 10); over budget -> 429 ``QuotaExceeded``. Every answer
+  carries ``x-amzn-RequestId`` and ``x-amzn-RateLimit-Limit``. Errors are the spec's
+  ``{"errors": [{code, message, details}]}``.
 
 Test-double extras: ``time_scale`` (buckets refill that many times faster, and the rate header
 reports the effective rate so a client's ``1/rate`` back-off stays right), ``rate_overrides``,
@@ -26,8 +36,15 @@ Stock: a ``Listings`` (``listings``) holds what the seller last set (patchListin
 JSON_LISTINGS_FEED); every order the simulator creates is a sale on it first, and a refused sale
 (``listing_mode`` "refuse") creates no order (``SaleRefused``; ``POST /_sim/orders`` answers 409).
 ``GET /_sim/inventory`` is its snapshot and ``GET /_sim/cancellations`` the seller's cancellations
-(order acknowledgement feeds). Generated orders buy from ``skus`` (default: the built-in
-catalogue), 1 to ``max_quantity`` units a line; ``POST /_sim/orders`` also takes explicit ``items``.
+(order acknowledgement feeds); ``GET /_sim/refunds[?order_id=]`` the refunds (payment adjustment
+feeds, see amazon_listings).
+
+Buyer cancellations: ``cancel_by_buyer(order_id)`` / ``POST /_sim/orders/{orderId}/buyer-cancel``
+cancels a Pending / Unshipped order (``Canceled``, ``LastUpdateDate`` moves on, so pollers by
+``LastUpdatedAfter`` see it); an order with anything shipped is refused (ValueError / 409).
+
+Generated orders buy from ``skus`` (default: the built-in catalogue), 1 to ``max_quantity`` units a
+line; ``POST /_sim/orders`` also takes explicit ``items``.
 """
 
 from __future__ import annotations
@@ -55,16 +72,20 @@ from simulators.amazon_orders import (
     OrderFactory,
     OrderRecord,
     iso,
+    parse_package,
     set_status,
+    ship_units,
+    shipment_error,
     visible,
 )
 from simulators.listings import Listings
 from simulators.server import SimulatorServer
 
 JSON = dict[str, Any]
-GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"
+GET_ORDERS, GET_ORDER_ITEMS, CONFIRM_SHIPMENT = "getOrders", "getOrderItems", "confirmShipment"
 USAGE_PLANS: dict[str, tuple[float, int]] = {
-    GET_ORDERS: (0.0167, 20), GET_ORDER_ITEMS: (0.5, 30), **SELLER_PLANS}
+    GET_ORDERS: (0.0167, 20), GET_ORDER_ITEMS: (0.5, 30), CONFIRM_SHIPMENT: (2.0, 10), **SELLER_PLANS}
+BUYER_CANCELLABLE = ("PendingAvailability", "Pending", "Unshipped")
 _ERRORS = {
     403: ("Unauthorized", "Access to requested resource is denied."),
     404: ("NotFound", "The resource specified does not exist."),
@@ -254,6 +275,9 @@ class AmazonSimulator(SimulatorServer):
         self.counts: Counter[str] = Counter()
         self.listings = Listings()
         self.cancellations: list[JSON] = []  # {order_id, line_id, sku, quantity, reason, at, feed_id}
+        self.shipments: list[JSON] = []  # confirmed packages, see Package.record
+        self.refunds: list[JSON] = []  # payment adjustments, see amazon_listings
+        self.buyer_cancellations: list[JSON] = []  # {order_id, status_before, at}
         self.seller = ListingsApi(self)
         self._follow_config()
 
@@ -336,10 +360,51 @@ class AmazonSimulator(SimulatorServer):
         set_status(self.records[order_id], status, self.now())
         self.counts["orders_updated"] += 1
 
+    def confirm_shipment(self, order_id: str, body: JSON) -> bool:
+        """confirmShipment in process: False for a repeated package (nothing changes). KeyError
+        for an unknown order, InvalidInput when the request or the order's state forbids it."""
+        record = self.records[order_id]
+        try:
+            package = parse_package(body, self.config.marketplace_id)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        earlier = next((s for s in self.shipments if s["order_id"] == order_id
+                        and s["package_reference_id"] == package.reference_id), None)  # fmt: skip
+        if earlier is not None:
+            if {i["order_item_id"]: i["quantity"] for i in earlier["items"]} != package.items:
+                raise InvalidInput(f"packageReferenceId {package.reference_id} of order {order_id} "
+                                   "was confirmed with other items.")  # fmt: skip
+            return False
+        if problem := shipment_error(record, package):
+            raise InvalidInput(problem)
+        now = self.now()
+        ship_units(record, package.items, now)
+        self.shipments.append(package.record(order_id, iso(now)))
+        self.counts["orders_updated"] += 1
+        return True
+
+    def cancel_by_buyer(self, order_id: str) -> bool:
+        """The buyer cancels an order not shipped yet (False if it already is Canceled); KeyError
+        for an unknown order, ValueError once something shipped."""
+        record = self.records[order_id]
+        status = record.order["OrderStatus"]
+        if status == "Canceled":
+            return False
+        if status not in BUYER_CANCELLABLE or record.shipped:
+            raise ValueError(f"order {order_id} is {status}; a buyer can only cancel an order "
+                             "that has not shipped")  # fmt: skip
+        now = self.now()
+        set_status(record, "Canceled", now)
+        self.buyer_cancellations.append({"order_id": order_id, "status_before": status, "at": iso(now)})
+        self.counts["orders_updated"] += 1
+        return True
+
     def stats(self) -> JSON:
         return {
             "orders": len(self.records), **dict(self.counts),
             "feeds": dict(self.seller.feeds_by_type), "cancellations": len(self.cancellations),
+            "shipments": len(self.shipments), "refunds": len(self.refunds),
+            "buyer_cancellations": len(self.buyer_cancellations),
             "throttled": sum(v for k, v in self.counts.items() if k.startswith("429 ")),
             "tokens": {op: round(b.tokens, 3) for op, b in self.buckets.items()},
         }  # fmt: skip
@@ -350,10 +415,14 @@ class AmazonSimulator(SimulatorServer):
         app = web.Application(middlewares=[self._gateway])
         app.router.add_get("/orders/v0/orders", self._get_orders)
         app.router.add_get("/orders/v0/orders/{orderId}/orderItems", self._get_order_items)
+        app.router.add_post("/orders/v0/orders/{orderId}/shipmentConfirmation", self._confirm_shipment)
         self.seller.add_routes(app.router)
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_get("/_sim/inventory", self._sim_inventory)
         app.router.add_get("/_sim/cancellations", self._sim_cancellations)
+        app.router.add_get("/_sim/shipments", self._sim_shipments)
+        app.router.add_get("/_sim/refunds", self._sim_refunds)
+        app.router.add_post("/_sim/orders/{orderId}/buyer-cancel", self._sim_buyer_cancel)
         app.router.add_put("/_sim/config", self._sim_config)
         app.router.add_post("/_sim/orders", self._sim_create)
         app.router.add_patch("/_sim/orders/{orderId}", self._sim_update)
@@ -368,6 +437,8 @@ class AmazonSimulator(SimulatorServer):
         seller_side = operation_of(request.method, request.path)
         if seller_side is not None:
             return seller_side
+        if request.path.endswith("/shipmentConfirmation"):
+            return CONFIRM_SHIPMENT
         return GET_ORDER_ITEMS if request.path.endswith("/orderItems") else GET_ORDERS
 
     @web.middleware
@@ -443,7 +514,36 @@ class AmazonSimulator(SimulatorServer):
             payload["NextToken"] = base64.urlsafe_b64encode(f"{order_id}|{end}".encode()).decode()
         return web.json_response({"payload": payload})
 
+    async def _confirm_shipment(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["orderId"]
+        if order_id not in self.records:
+            return self._error(404, f"No order {order_id!r} for this seller.")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidInput("The request body is not JSON.") from None
+        self.confirm_shipment(order_id, body)
+        return web.Response(status=204)
+
     # --- /_sim control endpoints (test-only) ----------------------------------------------
+
+    async def _sim_shipments(self, request: web.Request) -> web.Response:
+        order_id = request.query.get("order_id")
+        return web.json_response([s for s in self.shipments if order_id in (None, s["order_id"])])
+
+    async def _sim_refunds(self, request: web.Request) -> web.Response:
+        order_id = request.query.get("order_id")
+        return web.json_response([r for r in self.refunds if order_id in (None, r["order_id"])])
+
+    async def _sim_buyer_cancel(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["orderId"]
+        if order_id not in self.records:
+            return web.json_response({"error": f"no order {order_id}"}, status=404)
+        try:
+            self.cancel_by_buyer(order_id)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return web.json_response(visible(self.records[order_id])[0])
 
     async def _sim_stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats())
@@ -524,6 +624,8 @@ __all__ = [
     "AWAITING_PAYMENT",
     "AmazonSimConfig",
     "AmazonSimulator",
+    "BUYER_CANCELLABLE",
+    "CONFIRM_SHIPMENT",
     "ORDER_STATUSES",
     "SaleRefused",
     "TokenBucket",

@@ -24,6 +24,14 @@ What it mirrors (listingsItems_2021-08-01.json, feeds_2021-06-30.json, listings-
   their units or ``Quantity`` units in all (a total, so a repeated acknowledgement changes
   nothing). The processing report is Amazon's XML ``ProcessingReport``; malformed XML is
   ``FATAL``. Amazon's Orders API has no cancel operation, so this feed is the documented way.
+* ``POST_PAYMENT_ADJUSTMENT_DATA`` (XML ``AmazonEnvelope`` of ``OrderAdjustment`` messages:
+  ``AmazonOrderID``, ``MerchantAdjustmentID``, ``AdjustedItem``s with ``AmazonOrderItemCode``,
+  ``AdjustmentReason`` (``ADJUSTMENT_REASONS``), ``ItemPriceAdjustments`` / ``Component`` (``Type``
+  e.g. ``Principal``, ``Amount currency=``) and optionally ``QuantityCancelled``): how a seller
+  refunds an MFN order. Each applied adjustment is one entry of the host's ``refunds``; a
+  ``MerchantAdjustmentID`` the order already has is a repeat and changes nothing. An unknown
+  order or item, an AFN / pending / cancelled order, another currency, or more principal than
+  the item's ``ItemPrice`` less earlier refunds is an Error result of the ``ProcessingReport``.
 
 Usage plans are the spec's (``USAGE_PLANS`` here); the simulator's gateway enforces them.
 """
@@ -38,6 +46,7 @@ import xml.etree.ElementTree as ET  # noqa: S405 - parses feeds our own engine w
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -55,7 +64,18 @@ USAGE_PLANS: dict[str, tuple[float, int]] = {  # the spec's descriptions: rate p
     GET_FEED: (2.0, 15), GET_FEED_DOCUMENT: (0.0222, 10),
 }  # fmt: skip
 LISTINGS_FEED, ACK_FEED = "JSON_LISTINGS_FEED", "POST_ORDER_ACKNOWLEDGEMENT_DATA"
-FEED_TYPES = (LISTINGS_FEED, ACK_FEED)
+PAYMENT_FEED = "POST_PAYMENT_ADJUSTMENT_DATA"
+FEED_TYPES = (LISTINGS_FEED, ACK_FEED, PAYMENT_FEED)
+ADJUSTMENT_REASONS = ("NoInventory", "CustomerReturn", "GeneralAdjustment", "CouldNotShip",
+                      "DifferentItem", "Abandoned", "CustomerCancel", "PriceError",
+                      "ProductOutofStock", "CustomerAddressIncorrect", "Exchange", "Other",
+                      "CarrierCreditDecision", "RiskAssessmentInformationNotValid",
+                      "CarrierCoverageFailure", "TransactionRecord", "Undeliverable",
+                      "RefusedDelivery")  # fmt: skip
+COMPONENT_TYPES = ("Principal", "Shipping", "Tax", "ShippingTax", "RestockingFee",
+                   "RestockingFeeTax", "GiftWrap", "GiftWrapTax", "Surcharge", "ReturnShipping",
+                   "Goodwill", "ExportCharge", "COD", "CODTax", "Other")  # fmt: skip
+NOT_REFUNDABLE = ("Pending", "PendingAvailability", "Canceled")
 ITEMS_PATH = "/listings/2021-08-01/items/{sellerId}/{sku}"
 FEEDS, DOCUMENTS = "/feeds/2021-06-30/feeds", "/feeds/2021-06-30/documents"
 DOC_URL = "/_docs/{documentId}"  # what S3's presigned URLs are to Amazon
@@ -94,6 +114,7 @@ class Host(Protocol):
     listings: Listings
     records: dict[str, OrderRecord]
     cancellations: list[JSON]
+    refunds: list[JSON]
 
     @property
     def seller_id(self) -> str: ...
@@ -559,6 +580,8 @@ class ListingsApi:
             outcome = Outcome("FATAL", b"The input feed document was never uploaded.", "text/plain")
         elif feed.feed_type == LISTINGS_FEED:
             outcome = process_listings_feed(content, self.host.seller_id, feed.feed_id, self.set_quantity)
+        elif feed.feed_type == PAYMENT_FEED:
+            outcome = self._adjust(content, feed.feed_id)
         else:
             outcome = self._acknowledge(content, feed.feed_id)
         report = Document(f"amzn1.tortuga.4.na.{uuid.uuid4()}", outcome.content_type, outcome.report)
@@ -625,6 +648,143 @@ class ListingsApi:
             self.host.touched()
 
 
+    # --- payment adjustments (refunds) ---------------------------------------------------------
+
+    def _adjust(self, content: bytes, feed_id: str) -> Outcome:
+        seller = self.host.seller_id
+        try:
+            adjustments = parse_adjustments(content)
+        except ValueError as exc:
+            report = processing_report_xml(seller, feed_id, 0, [("0", "", f"Fatal: {exc}")])
+            return Outcome("FATAL", report, "text/xml; charset=UTF-8")
+        errors = [(a.message_id, a.order_id, error) for a in adjustments
+                  if (error := self._refund(a, feed_id))]  # fmt: skip
+        return Outcome("DONE", processing_report_xml(seller, feed_id, len(adjustments), errors),
+                       "text/xml; charset=UTF-8")
+
+    def _refund(self, adjustment: Adjustment, feed_id: str) -> str | None:
+        """Record the refund ``adjustment`` asks for; the error description when it cannot."""
+        order_id = adjustment.order_id
+        record = self.host.records.get(order_id)
+        if record is None:
+            return f"The order id {order_id} was not found for this seller."
+        if any(r["order_id"] == order_id and r["adjustment_id"] == adjustment.adjustment_id
+               for r in self.host.refunds):  # fmt: skip
+            return None  # a repeat: already refunded
+        if problem := refund_error(record, adjustment, self.host.refunds):
+            return problem
+        items = [{"order_item_id": i.item_code, "sku": (record.item(i.item_code) or {}).get("SellerSKU"),
+                  "reason": i.reason, "quantity": i.quantity,
+                  "components": {k: str(v) for k, v in i.components.items()}}
+                 for i in adjustment.items]  # fmt: skip
+        total = sum((v for i in adjustment.items for v in i.components.values()), Decimal(0))
+        self.host.refunds.append({
+            "order_id": order_id, "adjustment_id": adjustment.adjustment_id, "items": items,
+            "amount": str(total), "currency": record.order["OrderTotal"]["CurrencyCode"],
+            "at": iso(self.host.now()), "feed_id": feed_id})  # fmt: skip
+        return None
+
+
+@dataclass
+class AdjustedItem:
+    item_code: str
+    reason: str
+    components: dict[str, Decimal]  # Type -> amount (>= 0, what goes back to the buyer)
+    currency: str
+    quantity: int | None = None
+
+
+@dataclass
+class Adjustment:
+    message_id: str
+    order_id: str
+    adjustment_id: str
+    items: list[AdjustedItem]
+
+
+def _root(content: bytes, message_type: str) -> ET.Element:
+    if b"<!DOCTYPE" in content.upper() or b"<!ENTITY" in content.upper():
+        raise ValueError("DTDs and entities are not accepted")
+    try:
+        root = ET.fromstring(content)  # noqa: S314 - no DTD (refused above)
+    except ET.ParseError as exc:
+        raise ValueError(f"not well-formed XML: {exc}") from None
+    if root.tag != "AmazonEnvelope" or _text(root, "MessageType") != message_type:
+        raise ValueError(f"expected an AmazonEnvelope with MessageType {message_type}")
+    return root
+
+
+def _adjusted_item(item: ET.Element) -> AdjustedItem:
+    reason = str(_text(item, "AdjustmentReason"))
+    if reason not in ADJUSTMENT_REASONS:
+        raise ValueError(f"AdjustmentReason {reason!r} is not one of {', '.join(ADJUSTMENT_REASONS)}")
+    components: dict[str, Decimal] = {}
+    currencies = set()
+    for component in item.findall("ItemPriceAdjustments/Component"):
+        kind, amount = _text(component, "Type"), component.find("Amount")
+        if kind not in COMPONENT_TYPES:
+            raise ValueError(f"Component Type {kind!r} is not one of {', '.join(COMPONENT_TYPES)}")
+        try:
+            value = Decimal((amount.text or "").strip()) if amount is not None else None
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite() or value < 0 or amount is None:
+            raise ValueError(f"Component {kind}: Amount must be a decimal >= 0")
+        currencies.add(amount.get("currency", ""))
+        components[str(kind)] = components.get(str(kind), Decimal(0)) + value
+    if not components:
+        raise ValueError("<AdjustedItem> lacks ItemPriceAdjustments/Component")
+    if len(currencies) != 1 or not re.fullmatch(r"[A-Z]{3}", next(iter(currencies))):
+        raise ValueError("every Amount needs the same currency attribute (ISO 4217)")
+    quantity = _text(item, "QuantityCancelled", required=False)
+    if quantity is not None and (not quantity.isdigit() or int(quantity) < 1):
+        raise ValueError(f"QuantityCancelled must be a positive integer, got {quantity!r}")
+    return AdjustedItem(str(_text(item, "AmazonOrderItemCode")), reason, components,
+                        currencies.pop(), int(quantity) if quantity else None)  # fmt: skip
+
+
+def parse_adjustments(content: bytes) -> list[Adjustment]:
+    """The OrderAdjustment messages of an AmazonEnvelope; ValueError if it is not one."""
+    root = _root(content, "OrderAdjustment")
+    adjustments = []
+    for message in root.findall("Message"):
+        body = message.find("OrderAdjustment")
+        if body is None:
+            raise ValueError("<Message> lacks <OrderAdjustment>")
+        items = [_adjusted_item(item) for item in body.findall("AdjustedItem")]
+        if not items:
+            raise ValueError("<OrderAdjustment> lacks <AdjustedItem>")
+        adjustments.append(Adjustment(str(_text(message, "MessageID")), str(_text(body, "AmazonOrderID")),
+                                      str(_text(body, "MerchantAdjustmentID")), items))  # fmt: skip
+    if not adjustments:
+        raise ValueError("the envelope has no <Message>")
+    return adjustments
+
+
+def refund_error(record: OrderRecord, adjustment: Adjustment, refunds: list[JSON]) -> str | None:
+    """Why ``adjustment`` cannot be refunded on ``record``, or None."""
+    order, order_id = record.order, adjustment.order_id
+    if order["FulfillmentChannel"] != "MFN":
+        return f"Order {order_id} is fulfilled by Amazon (AFN); refund it through Amazon."
+    if order["OrderStatus"] in NOT_REFUNDABLE:
+        return f"Order {order_id} is {order['OrderStatus']}; it has not been charged."
+    currency = order["OrderTotal"]["CurrencyCode"]
+    for item in adjustment.items:
+        ordered = record.item(item.item_code)
+        if ordered is None:
+            return f"AmazonOrderItemCode {item.item_code} is not an item of order {order_id}."
+        if item.currency != currency:
+            return f"Order {order_id} is in {currency}, the adjustment in {item.currency}."
+        earlier = sum((Decimal(i["components"].get("Principal", "0")) for r in refunds
+                       if r["order_id"] == order_id for i in r["items"]
+                       if i["order_item_id"] == item.item_code), Decimal(0))  # fmt: skip
+        paid = Decimal(ordered["ItemPrice"]["Amount"])
+        if earlier + item.components.get("Principal", Decimal(0)) > paid:
+            return (f"AmazonOrderItemCode {item.item_code}: Principal refunds would exceed the item "
+                    f"price {paid} ({earlier} refunded already).")
+    return None
+
+
 async def _json_body(request: web.Request) -> JSON:
     try:
         body = await request.json()
@@ -640,8 +800,10 @@ __all__ = [
     "ApiError",
     "LISTINGS_FEED",
     "ListingsApi",
+    "PAYMENT_FEED",
     "USAGE_PLANS",
     "operation_of",
     "parse_acknowledgements",
+    "parse_adjustments",
     "process_listings_feed",
 ]

@@ -15,6 +15,10 @@ Seller cancellations (``cancel_units``): an item the seller cancels part of show
 ``QuantityOrdered`` and its amounts scaled to them (a fully cancelled item of an open order shows
 0, as Amazon does); once every unit is cancelled the order is ``Canceled`` and shows its items as
 ordered, like an order Amazon cancelled as a whole.
+
+Shipments (``ship_units``, confirmShipment): ``shipped`` keeps the units confirmed per item, which
+``QuantityShipped`` shows; the order is ``PartiallyShipped`` until every unit still ordered has
+shipped, then ``Shipped``.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class OrderRecord:
     updated: datetime
     as_ordered: list[JSON] = field(default_factory=list)  # the items before any cancellation
     cancelled: dict[str, int] = field(default_factory=dict)  # OrderItemId -> units cancelled
+    shipped: dict[str, int] = field(default_factory=dict)  # OrderItemId -> units confirmed shipped
 
     def __post_init__(self) -> None:
         if not self.as_ordered:
@@ -167,14 +172,123 @@ def set_status(record: OrderRecord, status: str, now: datetime) -> None:
         raise ValueError(f"unknown OrderStatus {status!r}; known: {', '.join(ORDER_STATUSES)}")
     shipped_all = status in ("Shipped", "InvoiceUnconfirmed")
     for index, item in enumerate(record.items):
-        partial = status == "PartiallyShipped" and index == 0
-        item["QuantityShipped"] = item["QuantityOrdered"] if shipped_all or partial else 0
+        partial = status == "PartiallyShipped" and index == 0 and not record.shipped
+        confirmed = record.shipped.get(item["OrderItemId"], 0)
+        item["QuantityShipped"] = item["QuantityOrdered"] if shipped_all or partial else confirmed
     shipped = sum(i["QuantityShipped"] for i in record.items)
     open_qty = 0 if status in ("Canceled", "Unfulfillable") else sum(
         i["QuantityOrdered"] for i in record.items) - shipped  # fmt: skip
     record.updated = max(record.updated, now)
     record.order.update(OrderStatus=status, LastUpdateDate=iso(record.updated),
                         NumberOfItemsShipped=shipped, NumberOfItemsUnshipped=open_qty)  # fmt: skip
+
+
+def unshipped(record: OrderRecord) -> dict[str, int]:
+    """OrderItemId -> units still to ship (ordered, not cancelled, not yet confirmed shipped)."""
+    return {i["OrderItemId"]: int(i["QuantityOrdered"]) - record.shipped.get(i["OrderItemId"], 0)
+            for i in record.items}  # fmt: skip
+
+
+def ship_units(record: OrderRecord, units: dict[str, int], now: datetime) -> None:
+    """Confirm ``units`` (OrderItemId -> units, checked by the caller against ``unshipped``) as
+    shipped: ``PartiallyShipped`` until nothing is left to ship, then ``Shipped``."""
+    for item_id, count in units.items():
+        record.shipped[item_id] = record.shipped.get(item_id, 0) + count
+    done = all(left <= 0 for left in unshipped(record).values())
+    set_status(record, "Shipped" if done else "PartiallyShipped", now)
+
+
+# --- confirmShipment ------------------------------------------------------------------------
+
+# Amazon's CarrierCode values the simulator accepts (a subset of Amazon's list; "Other" needs a
+# carrierName).
+CARRIER_CODES = ("UPS", "UPS Mail Innovations", "USPS", "FedEx", "FedEx SmartPost", "DHL",
+                 "DHL eCommerce", "OnTrac", "Amazon Shipping", "Canada Post", "Royal Mail", "DPD",
+                 "Hermes", "GLS", "Other")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Package:
+    """A ``ConfirmShipmentRequest.packageDetail`` that passed the schema checks."""
+
+    reference_id: str
+    carrier_code: str
+    carrier_name: str | None
+    tracking_number: str
+    ship_date: str
+    items: dict[str, int]  # orderItemId -> quantity
+
+    def record(self, order_id: str, at: str) -> JSON:
+        return {"order_id": order_id, "package_reference_id": self.reference_id,
+                "carrier_code": self.carrier_code, "carrier_name": self.carrier_name,
+                "tracking_number": self.tracking_number, "ship_date": self.ship_date,
+                "items": [{"order_item_id": k, "quantity": v} for k, v in self.items.items()],
+                "at": at}  # fmt: skip
+
+
+def _required_text(detail: JSON, name: str) -> str:
+    value = detail.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"packageDetail.{name} is required.")
+    return value.strip()
+
+
+def parse_package(body: Any, marketplace_id: str) -> Package:
+    """The package of a confirmShipment body; ValueError (-> 400 InvalidInput) when the request
+    schema or the marketplace forbids it."""
+    if not isinstance(body, dict):
+        raise ValueError("The request body must be a ConfirmShipmentRequest object.")
+    if body.get("marketplaceId") != marketplace_id:
+        raise ValueError(f"marketplaceId must be {marketplace_id}, got {body.get('marketplaceId')!r}.")
+    detail = body.get("packageDetail")
+    if not isinstance(detail, dict):
+        raise ValueError("packageDetail is required.")
+    reference = _required_text(detail, "packageReferenceId")
+    if not reference.isdigit() or int(reference) < 1:
+        raise ValueError(f"packageReferenceId must be a positive number, got {reference!r}.")
+    carrier = _required_text(detail, "carrierCode")
+    if carrier not in CARRIER_CODES:
+        raise ValueError(f"carrierCode {carrier!r} is not a known carrier code.")
+    name = detail.get("carrierName")
+    if carrier == "Other" and not (isinstance(name, str) and name.strip()):
+        raise ValueError("carrierName is required when carrierCode is Other.")
+    ship_date = _required_text(detail, "shipDate")
+    try:
+        datetime.fromisoformat(ship_date)
+    except ValueError:
+        raise ValueError(f"shipDate must be an ISO 8601 date-time, got {ship_date!r}.") from None
+    items = detail.get("orderItems")
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        raise ValueError("packageDetail.orderItems must be a non-empty list of order items.")
+    units: dict[str, int] = {}
+    for item in items:
+        item_id, quantity = item.get("orderItemId"), item.get("quantity")
+        if not isinstance(item_id, str) or not item_id:
+            raise ValueError("orderItems[].orderItemId is required.")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            raise ValueError(f"orderItems[].quantity must be an integer >= 1, got {quantity!r}.")
+        if item_id in units:
+            raise ValueError(f"orderItemId {item_id} is listed twice.")
+        units[item_id] = quantity
+    return Package(reference, carrier, name if isinstance(name, str) else None,
+                   _required_text(detail, "trackingNumber"), ship_date, units)
+
+
+def shipment_error(record: OrderRecord, package: Package) -> str | None:
+    """Why ``package`` cannot ship from ``record`` now, or None."""
+    order, order_id = record.order, record.order["AmazonOrderId"]
+    if order["FulfillmentChannel"] != "MFN":
+        return f"Order {order_id} is fulfilled by Amazon (AFN); the seller cannot confirm its shipment."
+    if order["OrderStatus"] not in ("Unshipped", "PartiallyShipped", "Shipped"):
+        return f"Order {order_id} is {order['OrderStatus']}; its shipment cannot be confirmed."
+    left = unshipped(record)
+    for item_id, quantity in package.items.items():
+        if item_id not in left:
+            return f"orderItemId {item_id} is not an item of order {order_id}."
+        if quantity > left[item_id]:
+            return (f"orderItemId {item_id}: quantity {quantity} is more than the {left[item_id]} "
+                    "unit(s) not yet shipped.")
+    return None
 
 
 def cancel_units(record: OrderRecord, item_id: str, units: int, now: datetime) -> int:
@@ -225,14 +339,20 @@ def visible(record: OrderRecord) -> tuple[JSON, list[JSON]]:
 
 __all__ = [
     "AWAITING_PAYMENT",
+    "CARRIER_CODES",
     "CATALOGUE",
     "Market",
     "ORDER_STATUSES",
     "OrderFactory",
     "OrderRecord",
+    "Package",
     "cancel_units",
     "iso",
     "money",
+    "parse_package",
     "set_status",
+    "shipment_error",
+    "ship_units",
+    "unshipped",
     "visible",
 ]

@@ -12,14 +12,21 @@ import pytest
 
 from connectors.amazon import AmazonOrdersClient
 from connectors.amazon_outbound import (
+    AMAZON_CARRIERS,
     AmazonOutbound,
     acknowledgement_feed,
+    adjustment_reason,
+    carrier_code,
+    confirm_shipment_request,
     failures_from_report,
     listings_feed,
+    package_reference_id,
+    split_amount,
 )
-from connectors.base import CancelLine, QuantityUpdate
+from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RetryableError
 from simulators.amazon import AmazonSimConfig, AmazonSimulator
+from simulators.amazon_orders import CARRIER_CODES
 
 TOKEN = "Atza|outbound-test"  # noqa: S105
 SELLER = "A2SIMSELLER01"
@@ -224,3 +231,140 @@ def test_acknowledgement_feed_shape() -> None:
     assert "<Quantity>2</Quantity>" in xml and "<MessageType>OrderAcknowledgement</MessageType>" in xml
     whole = acknowledgement_feed(SELLER, "111-1", [CancelLine("42", "A", 2)], whole_order=True, reason="x")
     assert b"<Item>" not in whole
+
+
+# --- shipments -------------------------------------------------------------------------------
+
+CANONICAL_CARRIERS = ("UPS", "USPS", "FEDEX", "DHL", "OTHER")
+
+
+def shipment(shipment_id: str, *lines: tuple[str, str, int], carrier: str = "UPS") -> Shipment:
+    return Shipment(shipment_id=shipment_id, order_key="amazon:x",
+                    lines=[ShipmentLine(i, sku, q) for i, sku, q in lines], carrier=carrier,
+                    tracking_number="1Z999", shipped_at="2026-03-02T10:00:00Z")
+
+
+def test_every_canonical_carrier_has_an_amazon_code_the_marketplace_knows() -> None:
+    assert set(AMAZON_CARRIERS) == set(CANONICAL_CARRIERS)
+    assert all(code in CARRIER_CODES for code in AMAZON_CARRIERS.values())
+    assert carrier_code("FEDEX") == ("FedEx", None) and carrier_code("fedex") == ("FedEx", None)
+    assert carrier_code("OTHER") == ("Other", "Other")
+    assert carrier_code("Hermes Germany") == ("Other", "Hermes Germany")
+
+
+def test_package_reference_ids_are_stable_positive_numbers() -> None:
+    assert package_reference_id("42") == "42" and package_reference_id("007") == "7"
+    derived = package_reference_id("WMS-SHP-000123")
+    assert derived.isdigit() and int(derived) > 0 and derived == package_reference_id("WMS-SHP-000123")
+    assert derived != package_reference_id("WMS-SHP-000124") and package_reference_id("0") != "0"
+
+
+@pytest.mark.skipif(not SPECS.is_dir(), reason="reference specs not checked out")
+def test_the_confirmation_we_send_validates_against_the_spec() -> None:
+    from jsonschema import Draft4Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    spec = json.loads((SPECS / "ordersV0.json").read_text())
+    registry = Registry().with_resource("urn:o", Resource.from_contents(spec, default_specification=DRAFT4))
+    validator = Draft4Validator({"$ref": "urn:o#/definitions/ConfirmShipmentRequest"}, registry=registry)
+    for carrier in CANONICAL_CARRIERS:
+        body = confirm_shipment_request(MARKET, shipment("S-1", ("1", "A", 1), ("1", "A", 2),
+                                                         carrier=carrier))
+        assert not list(validator.iter_errors(body)), carrier
+        assert body["packageDetail"]["orderItems"] == [{"orderItemId": "1", "quantity": 3}]
+
+
+async def test_partial_then_full_shipment_and_repeats_are_harmless(make_sim, outbound_for) -> None:
+    sim = await make_sim()
+    order_id, [(item_a, _), (item_b, _)] = await placed(sim)
+    client = outbound_for(sim)
+    first = shipment("WMS-1", (item_a, "A", 1), carrier="FEDEX")
+    await client.confirm_shipment(order_id, first)
+    await client.confirm_shipment(order_id, first)  # the same package again
+    status, _ = await statuses(sim, order_id)
+    assert status == "PartiallyShipped" and len(sim.shipments) == 1
+    assert sim.shipments[0]["carrier_code"] == "FedEx"
+    assert sim.shipments[0]["package_reference_id"] == package_reference_id("WMS-1")
+    rest = shipment("WMS-2", (item_a, "A", 1), (item_b, "B", 1), carrier="OTHER")
+    await client.confirm_shipment(order_id, rest)
+    assert (await statuses(sim, order_id))[0] == "Shipped"
+    await client.confirm_shipment(order_id, shipment("WMS-2-replay", (item_b, "B", 1)))  # 400: shipped
+    assert len(sim.shipments) == 2 and sim.stats()["400 confirmShipment"] == 1
+    assert client.rate_limits["confirmShipment"] == 2000  # time_scale 1000
+
+
+async def test_a_confirmation_amazon_refuses_is_permanent(make_sim, outbound_for) -> None:
+    sim = await make_sim()
+    order_id, [(item_a, _), _] = await placed(sim)
+    client = outbound_for(sim)
+    with pytest.raises(PermanentError, match="not yet shipped"):
+        await client.confirm_shipment(order_id, shipment("W", (item_a, "A", 5)))
+    with pytest.raises(PermanentError, match="404"):
+        await client.confirm_shipment("111-0000000-0000000", shipment("W", ("1", "A", 1)))
+    assert sim.shipments == []
+
+
+async def test_confirmations_are_paced_by_the_usage_plan(make_sim, outbound_for) -> None:
+    sim = await make_sim(time_scale=20, rate_overrides={"confirmShipment": {"burst": 2}})  # 40/s
+    ids = [(await placed(sim))[0] for _ in range(6)]
+    client = outbound_for(sim)
+    for order_id in ids:
+        [item_a, item_b] = [i["OrderItemId"] for i in sim.records[order_id].items]
+        await client.confirm_shipment(order_id, shipment("1", (item_a, "A", 2), (item_b, "B", 1)))
+    assert client.throttled == 0 and sim.stats()["throttled"] == 0
+    assert {sim.records[i].order["OrderStatus"] for i in ids} == {"Shipped"}
+
+
+# --- refunds ---------------------------------------------------------------------------------
+
+
+def refund(refund_id: str, amount: str, *lines: tuple[str, str, int], reason: str = "damaged",
+           restock: bool = True) -> Refund:
+    return Refund(refund_id=refund_id, lines=[ShipmentLine(i, sku, q) for i, sku, q in lines],
+                  amount=amount, currency="USD", reason=reason, restock=restock)
+
+
+def test_amounts_split_to_the_cent_and_reasons_map() -> None:
+    from decimal import Decimal
+
+    assert split_amount(Decimal("10.00"), [Decimal(1)] * 3) == [Decimal("3.33"), Decimal("3.33"),
+                                                                Decimal("3.34")]
+    assert split_amount(Decimal("6"), [Decimal(0), Decimal(0)]) == [Decimal("3.00"), Decimal("3.00")]
+    assert adjustment_reason("CustomerReturn", False) == "CustomerReturn"
+    assert adjustment_reason("damaged", True) == "CustomerReturn"
+    assert adjustment_reason("goodwill", False) == "GeneralAdjustment"
+
+
+async def test_refund_is_a_payment_adjustment_feed_and_idempotent(make_sim, outbound_for) -> None:
+    sim = await make_sim()
+    order_id, [(item_a, _), (item_b, _)] = await placed(sim)  # A: 2 x 10.00, B: 1 x 4.00
+    sim.update_order(order_id, status="Shipped")
+    client = outbound_for(sim)
+    money_back = refund("RMA-1", "14.00", (item_a, "A", 1), (item_b, "B", 1), (item_a, "A", 0))
+    await client.refund(order_id, money_back)
+    await client.refund(order_id, money_back)
+    [recorded] = sim.refunds
+    assert (recorded["adjustment_id"], recorded["amount"], recorded["currency"]) == ("RMA-1", "14.00", "USD")
+    assert {i["order_item_id"]: (i["reason"], i["components"]["Principal"]) for i in recorded["items"]} == {
+        item_a: ("CustomerReturn", "10.00"), item_b: ("CustomerReturn", "4.00")}
+    assert sim.seller.feeds_by_type == {"POST_PAYMENT_ADJUSTMENT_DATA": 2}
+    other, _ = await placed(sim)
+    sim.update_order(other, status="Shipped")
+    await client.refund(other, refund("GOODWILL-1", "2.40", restock=False, reason="late"))
+    assert [(i["reason"], i["components"]["Principal"]) for i in sim.refunds[1]["items"]] == [
+        ("GeneralAdjustment", "2.00"), ("GeneralAdjustment", "0.40")]
+
+
+async def test_a_refund_amazon_refuses_is_permanent(make_sim, outbound_for) -> None:
+    sim = await make_sim()
+    order_id, [(item_a, _), _] = await placed(sim)
+    sim.update_order(order_id, status="Shipped")
+    client = outbound_for(sim)
+    with pytest.raises(PermanentError, match="exceed"):
+        await client.refund(order_id, refund("R-9", "25.00", (item_a, "A", 2)))
+    with pytest.raises(PermanentError, match="not an item"):
+        await client.refund(order_id, refund("R-9", "1.00", ("999", "Z", 1)))
+    with pytest.raises(PermanentError, match="> 0"):
+        await client.refund(order_id, refund("R-9", "0", (item_a, "A", 1)))
+    assert sim.refunds == []

@@ -517,7 +517,8 @@ async def test_seller_side_usage_plans_come_from_the_spec(sim_factory, http) -> 
     headers = (await patch(http, sim, "SKU-1", qty_patch(1)))[2]
     assert headers["x-amzn-RateLimit-Limit"] == "5"
     plans = {op: (b.rate, b.burst) for op, b in sim.buckets.items()}
-    assert {op: plan for op, plan in plans.items() if op not in ("getOrders", "getOrderItems")} == {
+    assert {op: plan for op, plan in plans.items()
+            if op not in ("getOrders", "getOrderItems", "confirmShipment")} == {
         "patchListingsItem": (5, 5), "getListingsItem": (5, 10), "createFeedDocument": (0.5, 15),
         "createFeed": (0.0083, 15), "getFeed": (2, 15), "getFeedDocument": (0.0222, 10)}
     statuses = [(await patch(http, sim, f"S{i}", qty_patch(1)))[0] for i in range(5)]
@@ -723,4 +724,200 @@ async def test_acknowledgements_that_cannot_apply_are_report_errors(sim, http, c
                                      b"<Other/>", b'<!DOCTYPE x [<!ENTITY a "b">]><AmazonEnvelope/>'])
 async def test_malformed_acknowledgement_feed_is_fatal_with_a_report(sim, http, content) -> None:
     done = await feed(http, sim, ACK, content)
+    assert done["processingStatus"] == "FATAL" and b"ProcessingReport" in done["report"]
+
+
+# --- shipment confirmations, refunds, buyer cancellations --------------------------------------
+
+
+def usage_plan(description: str) -> tuple[float, int]:
+    """(rate, burst) of a spec operation's "Usage Plan" table."""
+    import re
+
+    rate, burst = re.search(r"\|\s*([\d.]+)\s*\|\s*(\d+)\s*\|\s*$", description, re.M).groups()
+    return float(rate), int(burst)
+
+
+@needs_specs
+async def test_confirm_shipment_usage_plan_is_the_specs(sim_factory, http, clock) -> None:
+    spec = json.loads((SPECS / "ordersV0.json").read_text())
+    operation = spec["paths"]["/orders/v0/orders/{orderId}/shipmentConfirmation"]["post"]
+    rate, burst = usage_plan(operation["description"])
+    sim = await sim_factory()
+    assert (sim.buckets["confirmShipment"].rate, sim.buckets["confirmShipment"].burst) == (rate, burst)
+    order_id, _ = mfn_order(sim, clock)
+    answers = [await send(http, sim, "POST", f"/orders/v0/orders/{order_id}/shipmentConfirmation",
+                          body={"marketplaceId": MARKET}) for _ in range(burst + 1)]
+    assert [a[0] for a in answers] == [400] * burst + [429]
+    assert answers[0][2]["x-amzn-RateLimit-Limit"] == format(rate, "g")
+
+
+def package(reference: str, *items: tuple[str, int], carrier: str = "UPS", **extra: Any) -> JSON:
+    return {"marketplaceId": MARKET, "packageDetail": {
+        "packageReferenceId": reference, "carrierCode": carrier, "trackingNumber": f"1Z{reference}",
+        "shipDate": "2026-03-02T10:00:00Z", **extra,
+        "orderItems": [{"orderItemId": i, "quantity": q} for i, q in items]}}
+
+
+async def confirm(http: aiohttp.ClientSession, sim: AmazonSimulator, order_id: str,
+                  body: Any) -> tuple[int, Any]:
+    headers = {"x-amz-access-token": TOKEN}
+    path = f"{sim.base_url}/orders/v0/orders/{order_id}/shipmentConfirmation"
+    async with http.post(path, json=body, headers=headers) as resp:
+        return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+@needs_specs
+async def test_partial_then_full_shipment_is_visible_to_pollers(sim, http, clock) -> None:
+    order_id, (item_a, item_b) = mfn_order(sim, clock)
+    request_schema = spec_validator("ordersV0.json", "ConfirmShipmentRequest")
+    body = package("1", (item_a, 2))
+    assert not list(request_schema.iter_errors(body))
+    assert await confirm(http, sim, order_id, body) == (204, None)
+    assert await confirm(http, sim, order_id, body) == (204, None)  # a repeat: nothing changes
+    _, page, _ = await get_orders(http, sim, LastUpdatedAfter="2026-03-02T09:31:00Z")
+    [order] = page["payload"]["Orders"]
+    assert order["OrderStatus"] == "PartiallyShipped" and order["LastUpdateDate"] == "2026-03-02T09:31:00Z"
+    assert (order["NumberOfItemsShipped"], order["NumberOfItemsUnshipped"]) == (2, 2)
+    _, items, _ = await call(http, sim, f"/orders/v0/orders/{order_id}/orderItems")
+    assert {i["OrderItemId"]: i["QuantityShipped"] for i in items["payload"]["OrderItems"]} == {
+        item_a: 2, item_b: 0}
+    clock.advance(60)
+    assert (await confirm(http, sim, order_id, package("2", (item_a, 1), (item_b, 1),
+                                                       carrier="Other", carrierName="Kurier")))[0] == 204
+    _, page, _ = await get_orders(http, sim, LastUpdatedAfter="2026-03-02T09:32:00Z")
+    [order] = page["payload"]["Orders"]
+    assert order["OrderStatus"] == "Shipped" and order["NumberOfItemsUnshipped"] == 0
+    async with http.get(f"{sim.base_url}/_sim/shipments", params={"order_id": order_id}) as resp:
+        shipments = await resp.json()
+    assert [(s["package_reference_id"], s["carrier_code"], s["items"]) for s in shipments] == [
+        ("1", "UPS", [{"order_item_id": item_a, "quantity": 2}]),
+        ("2", "Other", [{"order_item_id": item_a, "quantity": 1}, {"order_item_id": item_b, "quantity": 1}])]
+    assert sim.stats()["204 confirmShipment"] == 3
+
+
+async def test_shipping_more_than_ordered_is_a_spec_400(sim, http, clock) -> None:
+    order_id, (item_a, item_b) = mfn_order(sim, clock)
+    status, body = await confirm(http, sim, order_id, package("1", (item_a, 4)))
+    assert status == 400 and body["errors"][0]["code"] == "InvalidInput"
+    assert "not yet shipped" in body["errors"][0]["details"]
+    if SPECS.is_dir():
+        assert_valid(spec_validator("ordersV0.json", "ConfirmShipmentErrorResponse"), body)
+    await confirm(http, sim, order_id, package("1", (item_a, 3), (item_b, 1)))
+    status, body = await confirm(http, sim, order_id, package("2", (item_b, 1)))  # already shipped
+    assert status == 400 and "not yet shipped" in body["errors"][0]["details"]
+    status, body = await confirm(http, sim, order_id, package("1", (item_b, 1)))  # reused, other items
+    assert status == 400 and "other items" in body["errors"][0]["details"]
+    assert sim.records[order_id].shipped == {item_a: 3, item_b: 1}
+
+
+@pytest.mark.parametrize("change", [
+    {"marketplaceId": "A1PA6795UKMFR9"}, {"packageDetail": None},
+    {"packageDetail": {"packageReferenceId": "P-1"}}, {"carrierCode": "Pigeon"}, {"carrierCode": "Other"},
+    {"shipDate": "02/21/2022"}, {"trackingNumber": ""}, {"orderItems": []}, {"quantity": 0},
+    {"orderItemId": "999"}])
+async def test_malformed_confirmations_are_400(sim, http, clock, change) -> None:
+    order_id, (item_a, _) = mfn_order(sim, clock)
+    body = package("1", (item_a, 1))
+    detail, item = body["packageDetail"], body["packageDetail"]["orderItems"][0]
+    for key, value in change.items():
+        target = body if key in body else item if key in item else detail
+        target[key] = value
+    status, answer = await confirm(http, sim, order_id, body)
+    assert status == 400 and answer["errors"][0]["code"] == "InvalidInput", answer
+    assert sim.shipments == [] and sim.records[order_id].order["OrderStatus"] == "Unshipped"
+
+
+async def test_confirmation_of_unknown_afn_or_cancelled_orders_is_refused(sim, http, clock) -> None:
+    assert (await confirm(http, sim, "111-0000000-0000000", package("1", ("1", 1))))[0] == 404
+    sim.configure({"mfn_rate": 0.0})
+    afn = sim.add_order()
+    status, body = await confirm(http, sim, afn, package("1", (sim.records[afn].items[0]["OrderItemId"], 1)))
+    assert status == 400 and "AFN" in body["errors"][0]["details"]
+    order_id, (item_a, _) = mfn_order(sim, clock)
+    sim.cancel_by_buyer(order_id)
+    status, body = await confirm(http, sim, order_id, package("1", (item_a, 1)))
+    assert status == 400 and "Canceled" in body["errors"][0]["details"]
+
+
+async def test_buyer_cancellation_is_seen_by_pollers_later(sim, http, clock) -> None:
+    order_id, _ = mfn_order(sim, clock)
+    before = sim.records[order_id].order["LastUpdateDate"]
+    async with http.post(f"{sim.base_url}/_sim/orders/{order_id}/buyer-cancel") as resp:
+        assert resp.status == 200 and (await resp.json())["OrderStatus"] == "Canceled"
+    _, page, _ = await get_orders(http, sim, LastUpdatedAfter="2026-03-02T09:31:00Z")
+    [order] = page["payload"]["Orders"]
+    assert order["OrderStatus"] == "Canceled" and order["LastUpdateDate"] > before
+    assert sim.cancel_by_buyer(order_id) is False  # already cancelled
+    assert [c["status_before"] for c in sim.buyer_cancellations] == ["Unshipped"]
+    async with http.post(f"{sim.base_url}/_sim/orders/111-0000000-0000000/buyer-cancel") as resp:
+        assert resp.status == 404
+
+
+async def test_buyer_cannot_cancel_what_shipped(sim, http, clock) -> None:
+    order_id, (item_a, _) = mfn_order(sim, clock)
+    sim.confirm_shipment(order_id, package("7", (item_a, 1)))
+    async with http.post(f"{sim.base_url}/_sim/orders/{order_id}/buyer-cancel") as resp:
+        assert resp.status == 409 and "PartiallyShipped" in (await resp.json())["error"]
+    with pytest.raises(ValueError, match="not shipped"):
+        sim.cancel_by_buyer(sim.add_order("Shipped"))
+
+
+PAYMENT = "POST_PAYMENT_ADJUSTMENT_DATA"
+
+
+def adjustment(order_id: str, adjustment_id: str, *items: tuple[str, str], currency: str = "USD",
+               reason: str = "CustomerReturn") -> bytes:
+    parts = "".join(
+        f"<AdjustedItem><AmazonOrderItemCode>{code}</AmazonOrderItemCode>"
+        f"<AdjustmentReason>{reason}</AdjustmentReason><ItemPriceAdjustments><Component>"
+        f'<Type>Principal</Type><Amount currency="{currency}">{amount}</Amount></Component>'
+        f"</ItemPriceAdjustments></AdjustedItem>" for code, amount in items)
+    return (f'<?xml version="1.0" encoding="UTF-8"?><AmazonEnvelope><Header><DocumentVersion>1.01'
+            f"</DocumentVersion><MerchantIdentifier>{SELLER}</MerchantIdentifier></Header>"
+            f"<MessageType>OrderAdjustment</MessageType><Message><MessageID>1</MessageID>"
+            f"<OrderAdjustment><AmazonOrderID>{order_id}</AmazonOrderID><MerchantAdjustmentID>"
+            f"{adjustment_id}</MerchantAdjustmentID>{parts}</OrderAdjustment></Message>"
+            f"</AmazonEnvelope>").encode()
+
+
+async def test_payment_adjustment_feed_records_refunds_once(sim, http, clock) -> None:
+    order_id, (item_a, item_b) = mfn_order(sim, clock)
+    sim.update_order(order_id, status="Shipped")
+    for _ in range(2):
+        content = adjustment(order_id, "R-1", (item_a, "10.00"), (item_b, "5.00"))
+        done = await feed(http, sim, PAYMENT, content)
+        assert done["processingStatus"] == "DONE" and b"<MessagesWithError>0<" in done["report"]
+    async with http.get(f"{sim.base_url}/_sim/refunds", params={"order_id": order_id}) as resp:
+        [refund] = await resp.json()
+    assert (refund["adjustment_id"], refund["amount"], refund["currency"]) == ("R-1", "15.00", "USD")
+    assert [(i["order_item_id"], i["sku"], i["reason"], i["components"]) for i in refund["items"]] == [
+        (item_a, "A", "CustomerReturn", {"Principal": "10.00"}), (item_b, "B", "CustomerReturn",
+                                                                  {"Principal": "5.00"})]
+    assert sim.seller.feeds_by_type == {PAYMENT: 2} and sim.stats()["refunds"] == 1
+
+
+async def test_refunds_that_cannot_apply_are_report_errors(sim, http, clock) -> None:
+    order_id, (item_a, item_b) = mfn_order(sim, clock)
+    sim.update_order(order_id, status="Shipped")
+    pending = sim.add_order("Pending")
+    cases = [(adjustment("111-0000000-0000000", "R", (item_a, "1.00")), b"not found"),
+             (adjustment(order_id, "R", ("999", "1.00")), b"not an item"),
+             (adjustment(order_id, "R", (item_a, "1.00"), currency="EUR"), b"in USD"),
+             (adjustment(order_id, "R", (item_b, "5.01")), b"exceed"),
+             (adjustment(pending, "R", (sim.records[pending].items[0]["OrderItemId"], "1.00")), b"Pending")]
+    for content, expected in cases:
+        done = await feed(http, sim, PAYMENT, content)
+        assert done["processingStatus"] == "DONE" and expected in done["report"], done["report"]
+    await feed(http, sim, PAYMENT, adjustment(order_id, "R-1", (item_b, "3.00")))
+    done = await feed(http, sim, PAYMENT, adjustment(order_id, "R-2", (item_b, "2.01")))
+    assert b"exceed" in done["report"] and [r["adjustment_id"] for r in sim.refunds] == ["R-1"]
+
+
+@pytest.mark.parametrize("content", [
+    b"<AmazonEnvelope><Message>", b"<Other/>",
+    adjustment("1", "R", ("1", "1.00"), reason="Because"), adjustment("1", "R", ("1", "-1")),
+    adjustment("1", "R", ("1", "ten")), adjustment("1", "R")])
+async def test_malformed_payment_adjustment_feed_is_fatal(sim, http, content) -> None:
+    done = await feed(http, sim, PAYMENT, content)
     assert done["processingStatus"] == "FATAL" and b"ProcessingReport" in done["report"]
