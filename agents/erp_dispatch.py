@@ -14,11 +14,21 @@ import time
 from typing import Any
 
 from agents.exceptions import record_exception
-from agents.retry import backoff_delay
-from connectors.base import ErpConnector, ErpPostResult
+from agents.retry import backoff_delay, call_with_retries
+from connectors.base import ErpConnector, ErpPostResult, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from streams.models import ErpOrderFailed, ErpOrderPosted, ErpPostRequest, ExceptionKind, utcnow
+from streams.commands import ErpCancelRequest, ErpCommand, ErpReturnRequest, ErpShipmentRequest
+from streams.models import (
+    ErpOrderCancelled,
+    ErpOrderFailed,
+    ErpOrderPosted,
+    ErpPostRequest,
+    ErpReturnPosted,
+    ErpShipmentPosted,
+    ExceptionKind,
+    utcnow,
+)
 
 
 def register(ctx: Context) -> None:
@@ -41,7 +51,8 @@ def register(ctx: Context) -> None:
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the agent or lose it
                 await record_exception(
                     ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=request.model_dump_json(),
-                    channel=request.order.channel, order_key=request.order_key,
+                    channel=getattr(request, "channel", None) or request.order.channel,
+                    order_key=request.order_key,
                     source_topic=ctx.topics.erp_requests.get_topic_name(),
                 )
 
@@ -51,7 +62,10 @@ def register(ctx: Context) -> None:
             await state["erp"].close()
 
 
-async def dispatch(ctx: Context, erp: ErpConnector, request: ErpPostRequest) -> None:
+async def dispatch(ctx: Context, erp: ErpConnector, request: ErpCommand) -> None:
+    if not isinstance(request, ErpPostRequest):
+        await dispatch_after_order(ctx, erp, request)
+        return
     settings, metrics = ctx.settings, ctx.metrics
     last_error: RetryableError | None = None
     for attempt in range(1, settings.erp_max_attempts + 1):
@@ -77,6 +91,61 @@ async def dispatch(ctx: Context, erp: ErpConnector, request: ErpPostRequest) -> 
     metrics.erp_posts.labels(outcome="exhausted").inc()
     reason = f"ERP still failing after {settings.erp_max_attempts} attempts: {last_error}"
     await _fail(ctx, request, ExceptionKind.ERP_EXHAUSTED, reason, settings.erp_max_attempts)
+
+
+async def dispatch_after_order(
+    ctx: Context, erp: ErpConnector,
+    request: ErpShipmentRequest | ErpCancelRequest | ErpReturnRequest,
+) -> None:
+    """Shipments, cancellations and returns: the ERP's answer goes back to the order as an
+    event; a refusal or spent retries become a sync exception (the order waits, visibly)."""
+    key = request.order_key
+    started = time.perf_counter()
+    try:
+        event = await call_with_retries(lambda: _after_order_call(erp, request), ctx.settings)
+    except (RetryableError, PermanentError) as exc:
+        permanent = isinstance(exc, PermanentError)
+        ctx.metrics.erp_posts.labels(outcome="permanent" if permanent else "exhausted").inc()
+        await record_exception(
+            ctx, kind=ExceptionKind.ERP_PERMANENT if permanent else ExceptionKind.ERP_EXHAUSTED,
+            exc=f"ERP {request.kind} for {key}: {exc}", payload=request.model_dump_json(),
+            channel=request.channel, order_key=key,
+            source_topic=ctx.topics.erp_requests.get_topic_name())
+        return
+    finally:
+        ctx.metrics.erp_request_seconds.observe(time.perf_counter() - started)
+    ctx.metrics.erp_posts.labels(outcome=request.kind).inc()
+    await ctx.topics.order_events.send(key=key, value=event)
+
+
+async def _after_order_call(erp: ErpConnector, request: Any) -> Any:
+    now = utcnow
+    if isinstance(request, ErpShipmentRequest):
+        s = request.shipment
+        result = await erp.post_shipment(request.order_key, request.erp_sales_order, Shipment(
+            shipment_id=s.shipment_id, order_key=request.order_key,
+            lines=[ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+                   for ln in request.lines],
+            carrier=s.carrier, tracking_number=s.tracking_number,
+            shipped_at=s.shipped_at.isoformat()))
+        return ErpShipmentPosted(order_key=request.order_key, shipment_id=s.shipment_id,
+                                 delivery_note=result.delivery_note,
+                                 sales_invoice=result.sales_invoice, at=now())
+    if isinstance(request, ErpCancelRequest):
+        await erp.cancel_sales_order(request.erp_sales_order, request.reason)
+        return ErpOrderCancelled(order_key=request.order_key,
+                                 erp_sales_order=request.erp_sales_order, reason=request.reason,
+                                 at=now())
+    r = request.refund
+    result = await erp.post_return(request.order_key, request.erp_sales_order, Refund(
+        refund_id=r.refund_id,
+        lines=[ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+               for ln in request.lines],
+        amount=format(r.amount, "f"), currency=request.currency, reason=r.reason,
+        restock=r.restock))
+    return ErpReturnPosted(order_key=request.order_key, refund_id=r.refund_id,
+                           credit_note=result.credit_note,
+                           return_delivery_note=result.return_delivery_note, at=now())
 
 
 async def _post(ctx: Context, erp: ErpConnector, request: ErpPostRequest) -> ErpPostResult:

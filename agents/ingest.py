@@ -14,12 +14,15 @@ import orjson
 
 from agents.exceptions import record_exception
 from retail_sync.context import Context
+from streams.mappers import shopify
 from streams.mappers.shopify import MappingError
-from streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage
+from streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, ReturnRequested
 
 
-def to_event(raw: RawOrderMessage, mappers: Mapping[str, Callable[[Any], Order]]) -> OrderReceived:
-    """Map one raw delivery; raises MappingError with a reason when it cannot."""
+def to_event(raw: RawOrderMessage,
+             mappers: Mapping[str, Callable[[Any], Order]]) -> OrderReceived | ReturnRequested:
+    """Map one raw delivery; raises MappingError with a reason when it cannot. Shopify's
+    ``refunds/create`` deliveries become ReturnRequested (a refund made on the marketplace)."""
     mapper = mappers.get(raw.channel)
     if mapper is None:
         raise MappingError(f"no mapper for channel {raw.channel!r}")
@@ -27,6 +30,9 @@ def to_event(raw: RawOrderMessage, mappers: Mapping[str, Callable[[Any], Order]]
         payload = orjson.loads(raw.body)
     except orjson.JSONDecodeError as exc:
         raise MappingError(f"body is not JSON: {exc}") from exc
+    if raw.channel == "shopify" and raw.topic == "refunds/create":
+        key, refund = shopify.map_refund(payload, raw.received_at)
+        return ReturnRequested(order_key=key, refund=refund)
     order = mapper(payload)
     return OrderReceived(
         order_key=order.order_key, order=order, delivery_id=raw.delivery_id,
@@ -59,5 +65,6 @@ async def ingest_one(ctx: Context, key: str | None, raw: RawOrderMessage) -> Non
             source_key=key,
         )
         return
-    ctx.metrics.orders_ingested.labels(channel=raw.channel).inc()
+    if isinstance(event, OrderReceived):
+        ctx.metrics.orders_ingested.labels(channel=raw.channel).inc()
     await ctx.topics.order_events.send(key=event.order_key, value=event)

@@ -1,8 +1,9 @@
 """Marketplace-outbound agent: carries out what the engine must tell a marketplace about an order
-(seller cancellations for lack of stock, from the stock decision), through that channel's
-ChannelOutbound, with retries for transient errors. Every outcome goes back to the order as a
-MarketplaceNotified event (its timeline shows it); a refusal or a channel we cannot write to is
-also a sync exception, so nothing is dropped silently.
+(seller cancellations, shipment confirmations with the channel's carrier codes, refunds), through
+that channel's ChannelOutbound, with retries for transient errors. Every outcome goes back to the
+order as a MarketplaceNotified event (its timeline shows it); a refusal or a channel we cannot
+write to is also a sync exception, so nothing is dropped silently. Shipment and refund latency
+(warehouse shipped / refund requested -> the marketplace took it) is observed here.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 
 from agents.exceptions import record_exception
 from agents.retry import call_with_retries
-from connectors.base import CancelLine
+from connectors.base import CancelLine, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
+from streams.commands import ChannelCommand, MarketplaceRefund, MarketplaceShipment
 from streams.models import ExceptionKind, MarketplaceNotified, utcnow
 from streams.stock import MarketplaceCancel
 
@@ -33,7 +35,10 @@ def register(ctx: Context) -> None:
                     source_topic=ctx.topics.channel_commands.get_topic_name())
 
 
-async def carry_out(ctx: Context, command: MarketplaceCancel) -> None:
+async def carry_out(ctx: Context, command: ChannelCommand) -> None:
+    if not isinstance(command, MarketplaceCancel):
+        await carry_out_after_order(ctx, command)
+        return
     outbound = ctx.outbound.get(command.channel)
     what = ("the whole order" if command.whole_order else
             ", ".join(f"{ln.quantity} x {ln.sku} (line {ln.line_id})" for ln in command.lines))
@@ -63,3 +68,59 @@ async def carry_out(ctx: Context, command: MarketplaceCancel) -> None:
     await ctx.topics.order_events.send(key=command.order_key, value=MarketplaceNotified(
         order_key=command.order_key, action="cancel", ok=error is None, at=utcnow(),
         detail=f"cancelled {what} ({command.reason})" if error is None else error))
+
+
+async def carry_out_after_order(ctx: Context, command: MarketplaceShipment | MarketplaceRefund) -> None:
+    outbound = ctx.outbound.get(command.channel)
+    action = command.kind
+    error: str | None = None
+    started = time.perf_counter()
+    if isinstance(command, MarketplaceShipment):
+        reference = command.shipment.shipment_id
+        what = (f"shipment {reference}: {command.shipment.carrier} "
+                f"{command.shipment.tracking_number}")
+        since = command.shipment.shipped_at
+    else:
+        reference = command.refund.refund_id
+        what = f"refund {reference}: {command.refund.amount} {command.currency}"
+        since = command.refund.requested_at
+    lines = [ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+             for ln in command.lines]
+    if outbound is None:
+        error = f"no outbound configured for {command.channel}: tell it by hand ({what})"
+    else:
+        try:
+            if isinstance(command, MarketplaceShipment):
+                s = command.shipment
+                shipment = Shipment(shipment_id=s.shipment_id, order_key=command.order_key,
+                                    lines=lines, carrier=s.carrier,
+                                    tracking_number=s.tracking_number,
+                                    shipped_at=s.shipped_at.isoformat())
+                await call_with_retries(lambda: outbound.confirm_shipment(
+                    command.marketplace_order_id, shipment), ctx.settings)
+            else:
+                r = command.refund
+                refund = Refund(refund_id=r.refund_id, lines=lines, amount=format(r.amount, "f"),
+                                currency=command.currency, reason=r.reason, restock=r.restock)
+                await call_with_retries(lambda: outbound.refund(
+                    command.marketplace_order_id, refund), ctx.settings)
+        except (RetryableError, PermanentError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            ctx.metrics.outbound_request_seconds.labels(
+                channel=command.channel, action=action).observe(time.perf_counter() - started)
+    ctx.metrics.marketplace_commands.labels(channel=command.channel, action=action,
+                                            outcome="ok" if error is None else "failed").inc()
+    now = utcnow()
+    if error is None:
+        flow = "shipment_to_marketplace" if action == "ship" else "refund_to_marketplace"
+        ctx.metrics.flow_seconds.labels(flow=flow, channel=command.channel).observe(
+            max(0.0, (now - since).total_seconds()))
+    else:
+        await record_exception(ctx, kind=ExceptionKind.OUTBOUND, exc=error,
+                               payload=command.model_dump_json(), channel=command.channel,
+                               order_key=command.order_key,
+                               source_topic=ctx.topics.channel_commands.get_topic_name())
+    await ctx.topics.order_events.send(key=command.order_key, value=MarketplaceNotified(
+        order_key=command.order_key, action=action, ok=error is None, at=now,
+        reference=reference, detail=what if error is None else error))

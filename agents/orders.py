@@ -13,6 +13,7 @@ from agents.exceptions import record_exception
 from agents.lifecycle import Outcome, apply
 from retail_sync.context import Context
 from streams.models import (
+    ErpReturnPosted,
     ExceptionKind,
     IndexEntry,
     OrderEvent,
@@ -60,7 +61,7 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
     if outcome.state is not None:
         if outcome.changed:
             table[key] = outcome.state
-            _observe(ctx, outcome)
+            _observe(ctx, outcome, event)
         recheck = not outcome.changed or isinstance(event, OrderReceived)
         for external_id in ids_to_index(previous, outcome.state, recheck=recheck):
             await ctx.topics.index_updates.send(
@@ -69,15 +70,23 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
         await ctx.topics.stock_events.send(key=command.sku, value=command)
     for request in outcome.erp_requests:
         await ctx.topics.erp_requests.send(key=request.order_key, value=request)
-    for cancel in outcome.marketplace_commands:
-        await ctx.topics.channel_commands.send(key=cancel.order_key, value=cancel)
+    for command in outcome.marketplace_commands:
+        await ctx.topics.channel_commands.send(key=command.order_key, value=command)
+    for command in outcome.wms_commands:
+        await ctx.topics.wms_requests.send(key=command.order_key, value=command)
 
 
 def external_ids(state: OrderState) -> list[str]:
-    """The ids of other systems that the index must map to this order. The marketplace order id
-    is not among them: the order key is derived from it (``channel:id``), so a lookup tries that
-    directly instead of paying an index record per order. Later flows add WMS and finance ids."""
-    return [i for i in (state.correlation.erp_sales_order,) if i]
+    """The ids of other systems that the index must map to this order: ERP sales order, WMS
+    fulfilment, shipments, tracking numbers, delivery notes, invoices, refunds, credit notes. The
+    marketplace order id is not among them: the order key is derived from it (``channel:id``), so
+    a lookup tries that directly instead of paying an index record per order."""
+    ids = [state.correlation.erp_sales_order, state.correlation.wms_fulfilment_id]
+    for s in state.shipments.values():
+        ids += [s.shipment_id, s.tracking_number, s.delivery_note, s.sales_invoice]
+    for r in state.refunds.values():
+        ids += [r.refund_id, r.credit_note, r.return_delivery_note]
+    return list(dict.fromkeys(i for i in ids if i))
 
 
 def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: bool) -> list[str]:
@@ -95,9 +104,13 @@ def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: boo
 
 
 
-def _observe(ctx: Context, outcome: Outcome) -> None:
+def _observe(ctx: Context, outcome: Outcome, event: OrderEvent) -> None:
     state = outcome.state
     assert state is not None
+    if outcome.first_refund_posted and isinstance(event, ErpReturnPosted):
+        refund = state.refunds[event.refund_id]
+        ctx.metrics.flow_seconds.labels(flow="refund_to_erp", channel=state.channel).observe(
+            max(0.0, (event.at - refund.requested_at).total_seconds()))
     ctx.metrics.orders_by_status.labels(channel=state.channel, status=state.status.value).inc()
     if outcome.decided and state.stock_decision is not None:
         ctx.metrics.stock_decisions.labels(channel=state.channel,
@@ -105,3 +118,5 @@ def _observe(ctx: Context, outcome: Outcome) -> None:
     if outcome.first_confirmation and state.erp_confirmed_at is not None:
         seconds = (state.erp_confirmed_at - state.received_at).total_seconds()
         ctx.metrics.order_to_erp_seconds.labels(channel=state.channel).observe(max(0.0, seconds))
+        ctx.metrics.flow_seconds.labels(flow="order_to_erp", channel=state.channel).observe(
+            max(0.0, seconds))

@@ -10,6 +10,7 @@ import faust
 
 from agents import (
     erp_dispatch,
+    erp_orders,
     index,
     ingest,
     inventory_push,
@@ -18,11 +19,13 @@ from agents import (
     poller,
     stock,
     stock_feed,
+    warehouse,
 )
 from connectors.base import ChannelOutbound, ErpConnector, StockFeed
 from connectors.erp import ErpNextConnector
 from connectors.erp_stock import ErpStockFeed
 from connectors.shopify_inbound import InProcessDeduper
+from connectors.wms import WmsClient
 from retail_sync import web
 from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
@@ -97,11 +100,13 @@ def create_app(
         channels=found,
         outbound=outbound,
         stock_feed_factory=stock_feed_factory or (lambda: ErpStockFeed.from_settings(settings)),
+        wms_factory=lambda: WmsClient.from_settings(settings),
+        erp_order_feed_factory=lambda: _erp_order_feed(settings),
     )
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
     for module in (ingest, orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
-                   marketplace, web):
+                   marketplace, warehouse, erp_orders, web):
         module.register(ctx)
 
     @app.on_before_shutdown.connect  # type: ignore[misc]
@@ -110,6 +115,11 @@ def create_app(
             await outbound.close()
     _tune_running_worker(app, settings)
     return ctx
+
+
+def _erp_order_feed(settings: Settings) -> Any:
+    from connectors.erp_orders import ErpOrderFeed
+    return ErpOrderFeed.from_settings(settings)
 
 
 def outbound_connectors(settings: Settings, found: dict[str, Any]) -> dict[str, ChannelOutbound]:

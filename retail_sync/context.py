@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 
 import faust
 
-from connectors.base import ChannelOutbound, ChannelPlugin, ErpConnector, StockFeed
+from connectors.base import (
+    ChannelOutbound,
+    ChannelPlugin,
+    ErpConnector,
+    ErpOrderFeed,
+    StockFeed,
+    WmsConnector,
+)
 from connectors.shopify_inbound import DeliveryDeduper
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
@@ -35,3 +42,5 @@ class Context:
     channels: dict[str, ChannelPlugin]
     outbound: dict[str, ChannelOutbound] = field(default_factory=dict)  # channel -> its writer
     stock_feed_factory: Callable[[], StockFeed | None] | None = None
+    wms_factory: Callable[[], WmsConnector | None] | None = None
+    erp_order_feed_factory: Callable[[], ErpOrderFeed | None] | None = None

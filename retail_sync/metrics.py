@@ -92,6 +92,14 @@ class Metrics:
             "Seller actions sent to marketplaces (cancellations) by outcome.",
             ["channel", "action", "outcome"], registry=r,
         )
+        self.flow_seconds = Histogram(
+            "retail_sync_flow_seconds",
+            "Sync latency per flow: order_to_erp (received -> ERP sales order), "
+            "shipment_to_marketplace (warehouse shipped -> marketplace confirmed), "
+            "refund_to_erp (refund requested -> credit note), refund_to_marketplace (refund "
+            "requested -> marketplace refunded).",
+            ["flow", "channel"], buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.inflight_erp = Gauge(
             "retail_sync_erp_inflight", "ERP requests in flight on this worker.", registry=r,
         )

@@ -5,6 +5,9 @@
 | POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (orders/create, orders/updated) |
 | GET    | /orders/lookup?id=...                  | order(s) by marketplace id or ERP sales order   |
 | GET    | /orders/{order_key}                    | one order's state and correlation ids           |
+| POST   | /orders/{order_key}/cancel             | operator cancellation {"reason"}               |
+| POST   | /orders/{order_key}/returns            | return/refund authorised here (customer        |
+|        |                                        | service, the ERP): {"lines", "amount", ...}     |
 | GET    | /inventory/{sku}                       | on hand, reservations, safety stock, ATS per    |
 |        |                                        | channel, what each channel was last told, when  |
 | GET    | /metrics                               | Prometheus exposition                           |
@@ -17,7 +20,9 @@ Order views are routed to the worker that owns the key (``app.table_route``). Fa
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -30,11 +35,19 @@ from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
 from retail_sync.context import Context
-from streams.models import ExceptionKind, RawOrderMessage, order_key, utcnow
+from streams.models import (
+    CancelRequested,
+    ExceptionKind,
+    RawOrderMessage,
+    RefundRecord,
+    ReturnRequested,
+    order_key,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
-SHOPIFY_TOPICS = {"orders/create", "orders/updated"}
+SHOPIFY_TOPICS = {"orders/create", "orders/updated", "orders/cancelled", "refunds/create"}
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
@@ -74,6 +87,40 @@ def register(ctx: Context) -> None:
             if state is None:
                 return _json(self, {"error": f"no order {order_key!r}"}, 404)
             return self.bytes(state.model_dump_json().encode(), content_type="application/json")
+
+    @app.page("/orders/{order_key}/cancel")
+    class CancelOrder(View):
+        async def post(self, request: Request, order_key: str) -> Response:
+            body = await _json_body(request)
+            reason = str(body.get("reason") or "cancelled by an operator") if body else None
+            if reason is None:
+                return _json(self, {"error": "body must be a JSON object"}, 400)
+            await ctx.topics.order_events.send(key=order_key, value=CancelRequested(
+                order_key=order_key, by="operator", reason=reason, at=utcnow()))
+            return _json(self, {"status": "accepted", "order_key": order_key,
+                                "see": f"/orders/{order_key}"}, 202)
+
+    @app.page("/orders/{order_key}/returns")
+    class AuthoriseReturn(View):
+        async def post(self, request: Request, order_key: str) -> Response:
+            body = await _json_body(request)
+            try:
+                refund = RefundRecord(
+                    refund_id=str((body or {}).get("refund_id") or f"RMA-{uuid.uuid4().hex[:10]}"),
+                    lines={str(k): int(v) for k, v in (body or {}).get("lines", {}).items()},
+                    amount=Decimal(str((body or {}).get("amount"))),
+                    reason=str((body or {}).get("reason") or "return authorised"),
+                    restock=bool((body or {}).get("restock", True)), source="erp",
+                    requested_at=utcnow())
+            except (ValueError, TypeError, ArithmeticError, AttributeError) as exc:
+                return _json(self, {"error": f"a return needs lines {{line_id: units}}, amount, "
+                                             f"reason, restock: {exc}"}, 400)
+            if not refund.lines:
+                return _json(self, {"error": "a return needs at least one line"}, 400)
+            await ctx.topics.order_events.send(key=order_key, value=ReturnRequested(
+                order_key=order_key, refund=refund))
+            return _json(self, {"status": "accepted", "refund_id": refund.refund_id,
+                                "see": f"/orders/{order_key}"}, 202)
 
     @app.page("/inventory/{sku}")
     class InventoryView(View):
@@ -146,6 +193,15 @@ async def order_state(ctx: Context, key: str) -> Any | None:
         return await resp.json() if resp.status == 200 else None
 
 
+async def _json_body(request: Request) -> dict[str, Any] | None:
+    body = await _read_body(request, 64 * 1024)
+    try:
+        value = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 async def _read_body(request: Request, limit: int) -> bytes | None:
     """The raw body, or None when it is over the limit (checked before and while reading)."""
     if request.content_length is not None and request.content_length > limit:
@@ -205,6 +261,8 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
 
 
 def _raw_key(payload: Any, delivery_id: str) -> str:
+    if isinstance(payload, dict) and isinstance(payload.get("order_id"), int | str):  # a refund
+        return order_key("shopify", str(payload["order_id"]))
     if isinstance(payload, dict) and isinstance(payload.get("id"), int | str):
         return order_key("shopify", str(payload["id"]))
     return order_key("shopify", f"delivery:{delivery_id}")

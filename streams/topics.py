@@ -11,7 +11,9 @@
 | sync-exceptions    | order_key or source key     | SyncException        |
 | stock-events       | SKU                         | StockEvent (union, streams/stock.py) |
 | inventory-updates.<channel> | SKU                | InventoryUpdate (one topic per channel we push to) |
-| channel-commands   | order_key                   | MarketplaceCancel    |
+| channel-commands   | order_key                   | ChannelCommand (cancel, ship, refund) |
+| wms-requests       | order_key                   | WmsCommand (release, cancel, expect return) |
+| erp-requests       | order_key                   | ErpCommand (post order, shipment, cancel, return) |
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Topics:
     sync_exceptions: faust.TopicT
     stock_events: faust.TopicT
     channel_commands: faust.TopicT
+    wms_requests: faust.TopicT
     #: channel -> its inventory-updates topic: one per channel, so a slow or unreachable
     #: marketplace never holds back another's quantities
     inventory: dict[str, faust.TopicT] = field(default_factory=dict)
@@ -76,7 +79,7 @@ class Topics:
     def all(self) -> list[faust.TopicT]:
         return [self.raw_orders, self.order_events, self.erp_requests, self.index_updates,
                 self.poll_ticks, self.sync_exceptions, self.stock_events,
-                self.channel_commands, *self.inventory.values()]
+                self.channel_commands, self.wms_requests, *self.inventory.values()]
 
 
 def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) -> RecordingTopic:
@@ -107,6 +110,7 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int,
         stock_events=_topic(app, f"{prefix}.stock-events", "rs.stock_event", partitions),
         channel_commands=_topic(app, f"{prefix}.channel-commands", "rs.channel_command",
                                 partitions),
+        wms_requests=_topic(app, f"{prefix}.wms-requests", "rs.wms_command", partitions),
     )
     for topic in topics.all():
         topic.dead_letters = dlq  # type: ignore[attr-defined]

@@ -8,13 +8,14 @@ a reason a person can act on.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import ValidationError
 
 from connectors.errors import DecodeError
-from streams.models import Address, Customer, Money, Order, OrderLine
+from streams.models import Address, Customer, Money, Order, OrderLine, RefundRecord
 
 CHANNEL = "shopify"
 
@@ -186,3 +187,39 @@ def _address(address: Any) -> Address | None:
         postal_code=address.get("zip"),
         country_code=country.upper() if isinstance(country, str) and len(country) == 2 else None,
     )
+
+
+# --- refunds (refunds/create webhook) ------------------------------------------------------------
+
+#: what our own Shopify connector writes in a refund's note, so the webhook Shopify sends for a
+#: refund we made maps back to the same refund id (an idempotent repeat, not a second refund)
+OUR_REFUND_NOTE = re.compile(r"retail-sync refund (\S+)")
+
+
+def map_refund(payload: Any, received_at: Any) -> tuple[str, RefundRecord]:
+    """A Shopify refund -> (order key, RefundRecord); raises MappingError."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("order_id"), int | str):
+        raise MappingError("refund has no order_id")
+    lines: dict[str, int] = {}
+    restock = False
+    for item in payload.get("refund_line_items") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("quantity"), int):
+            raise MappingError(f"refund line {item!r} has no quantity")
+        line_id = str(item.get("line_item_id"))
+        lines[line_id] = lines.get(line_id, 0) + item["quantity"]
+        restock = restock or item.get("restock_type") == "return"
+    amount = Decimal(0)
+    for transaction in payload.get("transactions") or []:
+        if isinstance(transaction, dict) and transaction.get("kind", "refund") == "refund":
+            try:
+                amount += Decimal(str(transaction.get("amount", "0")))
+            except ArithmeticError as exc:
+                raise MappingError(f"refund amount {transaction.get('amount')!r}") from exc
+    note = str(payload.get("note") or "")
+    ours = OUR_REFUND_NOTE.search(note)
+    refund_id = ours.group(1) if ours else f"shopify-refund-{payload.get('id')}"
+    if not lines:
+        raise MappingError("refund has no refund_line_items")
+    return f"shopify:{payload['order_id']}", RefundRecord(
+        refund_id=refund_id, lines=lines, amount=amount, reason=note or "refunded on Shopify",
+        restock=restock, source="erp" if ours else "shopify", requested_at=received_at)

@@ -1,0 +1,123 @@
+"""Warehouse agent and feed: fulfilment orders out, shipments and returned goods in.
+
+The agent reads wms-requests (keyed by order_key): a release becomes a fulfilment order in the
+WMS (idempotent on the order key) and a FulfilmentReleased event; a cancellation asks the WMS to
+stop and answers FulfilmentCancelled (ok, or "already shipped"); an expected return is announced.
+The feed (``wms`` ticks, ``wms_poll_interval_s``, agents.feeds) turns the WMS's events into
+ShipmentReported and ReturnReceived on order-events. Without a WMS configured, releases are
+skipped, cancellations are answered ok and announced returns count as received, so the order
+flows still complete (and say so in their timeline).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from agents.exceptions import record_exception
+from agents.feeds import register_feed
+from agents.retry import call_with_retries
+from connectors.base import ShipmentLine, WmsConnector, WmsEvent
+from connectors.errors import PermanentError, RetryableError
+from retail_sync.context import Context
+from streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
+from streams.models import (
+    ExceptionKind,
+    FulfilmentCancelled,
+    FulfilmentReleased,
+    ReturnReceived,
+    ShipmentRecord,
+    ShipmentReported,
+    utcnow,
+)
+
+FEED = "wms"
+
+
+def register(ctx: Context) -> None:
+    wms = ctx.wms_factory() if ctx.wms_factory else None
+
+    @ctx.app.agent(ctx.topics.wms_requests, name=f"{ctx.settings.app_id}.warehouse")
+    async def warehouse(stream: Any) -> None:
+        async for command in stream:
+            try:
+                await carry_out(ctx, wms, command)
+            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
+                await record_exception(
+                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=command.model_dump_json(),
+                    order_key=command.order_key,
+                    source_topic=ctx.topics.wms_requests.get_topic_name())
+
+    if wms is None:
+        return
+
+    async def handle(result: Any) -> list[Any]:
+        sent = []
+        for event in result.events:
+            record = to_order_event(event)
+            if record is not None:
+                sent.append(await ctx.topics.order_events.send(key=record.order_key, value=record))
+        return sent
+
+    register_feed(ctx, FEED, ctx.settings.wms_poll_interval_s, wms, handle)
+
+
+def _lines(command: WmsRelease | WmsExpectReturn) -> list[ShipmentLine]:
+    return [ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+            for ln in command.lines]
+
+
+async def carry_out(ctx: Context, wms: WmsConnector | None, command: WmsCommand) -> None:
+    key, now = command.order_key, utcnow()
+    try:
+        if isinstance(command, WmsRelease):
+            if wms is None:
+                return
+            reference = await call_with_retries(lambda: wms.create_fulfilment_order(
+                key, command.erp_sales_order, _lines(command), command.ship_to), ctx.settings)
+            await ctx.topics.order_events.send(key=key, value=FulfilmentReleased(
+                order_key=key, wms_reference=reference, at=utcnow()))
+        elif isinstance(command, WmsCancel):
+            stopped, detail = True, "no warehouse configured: nothing to stop"
+            if wms is not None:
+                stopped = await call_with_retries(lambda: wms.cancel_fulfilment_order(key),
+                                                  ctx.settings)
+                detail = "fulfilment stopped" if stopped else "already shipped"
+            await ctx.topics.order_events.send(key=key, value=FulfilmentCancelled(
+                order_key=key, ok=stopped, detail=detail, at=utcnow()))
+        elif isinstance(command, WmsExpectReturn):
+            if wms is None:
+                await ctx.topics.order_events.send(key=key, value=ReturnReceived(
+                    order_key=key, refund_id=command.refund_id, at=now))
+                return
+            await call_with_retries(lambda: wms.expect_return(key, command.refund_id,
+                                                              _lines(command)), ctx.settings)
+    except (RetryableError, PermanentError) as exc:
+        await record_exception(ctx, kind=ExceptionKind.OUTBOUND, exc=f"warehouse: {exc}",
+                               payload=command.model_dump_json(), order_key=key,
+                               source_topic=ctx.topics.wms_requests.get_topic_name())
+
+
+def to_order_event(event: WmsEvent) -> ShipmentReported | ReturnReceived | None:
+    at = _time(event.at) or utcnow()
+    if event.kind == "shipment" and event.shipment is not None:
+        s = event.shipment
+        lines: dict[str, int] = {}
+        for line in s.lines:
+            lines[line.line_id] = lines.get(line.line_id, 0) + line.quantity
+        return ShipmentReported(order_key=s.order_key, at=at, shipment=ShipmentRecord(
+            shipment_id=s.shipment_id, lines=lines, carrier=s.carrier,
+            tracking_number=s.tracking_number, shipped_at=_time(s.shipped_at) or at))
+    if event.kind == "return_received" and event.return_id and event.order_key:
+        return ReturnReceived(order_key=event.order_key, refund_id=event.return_id, at=at)
+    return None
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else None
