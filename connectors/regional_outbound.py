@@ -7,7 +7,15 @@ dialect of the batch files it drops for us: comma-separated, UTF-8, a header row
 * ``cancellations_<stamp>_<seq>_<rand>.csv``: ``order_id,line_id,sku,quantity,reason``, one row per
   line (``line_id`` = the batch file's ``line_no``, our canonical line id), ``quantity`` = the units
   of that line cancelled in all (so writing it again changes nothing); a whole-order cancellation
-  adds a ``*`` row, which cancels every line of the order.
+  adds a ``*`` row, which cancels every line of the order;
+* ``shipments_<stamp>_<seq>_<rand>.csv``: ``shipment_id,order_id,line_id,sku,quantity,carrier,
+  tracking_number,shipped_at``, one row per shipped line; the marketplace applies a shipment id
+  and line once, so writing it again changes nothing. ``carrier`` is the marketplace's spelling
+  (``REGIONAL_CARRIERS``: canonical -> its name; an unknown one is ``Sonstige``, "other");
+* ``refunds_<stamp>_<seq>_<rand>.csv``: ``refund_id,order_id,line_id,sku,quantity,amount,currency,
+  reason``, one row per line coming back, ``amount`` the refund's total on every row (the
+  marketplace pays it once per ``refund_id``); a refund without lines is one ``*`` row with
+  quantity 0.
 
 Each file is written under a temporary name in the same folder (``<name>.tmp``, which the
 marketplace ignores), flushed to disk and renamed, so the marketplace never reads half a file. Names
@@ -29,12 +37,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.base import CancelLine, PushReport, QuantityUpdate
+from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from connectors.errors import RetryableError
 
 CHANNEL = "regional"
 INVENTORY_COLUMNS = ("sku", "quantity")
 CANCEL_COLUMNS = ("order_id", "line_id", "sku", "quantity", "reason")
+SHIPMENT_COLUMNS = ("shipment_id", "order_id", "line_id", "sku", "quantity", "carrier",
+                    "tracking_number", "shipped_at")
+REFUND_COLUMNS = ("refund_id", "order_id", "line_id", "sku", "quantity", "amount", "currency", "reason")
+# canonical carrier (connectors.base.Shipment.carrier) -> the regional marketplace's name for it
+REGIONAL_CARRIERS: dict[str, str] = {"UPS": "UPS", "USPS": "USPS", "FEDEX": "FedEx", "DHL": "DHL Paket",
+                                     "OTHER": "Sonstige"}  # fmt: skip
 WHOLE_ORDER = "*"
 _sequence = itertools.count(1)
 
@@ -51,6 +65,11 @@ def render_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     writer.writerow(columns)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def regional_carrier(carrier: str) -> str:
+    """The regional marketplace's name for a canonical carrier (``Sonstige`` if unknown)."""
+    return REGIONAL_CARRIERS.get(carrier.strip().upper(), REGIONAL_CARRIERS["OTHER"])
 
 
 def write_atomically(folder: Path, name: str, text: str) -> Path:
@@ -97,6 +116,19 @@ class RegionalOutbound:
         if rows:
             await self._write("cancellations", CANCEL_COLUMNS, rows)
 
+    async def confirm_shipment(self, marketplace_order_id: str, shipment: Shipment) -> None:
+        carrier = regional_carrier(shipment.carrier)
+        rows = [(shipment.shipment_id, marketplace_order_id, ln.line_id, ln.sku, ln.quantity, carrier,
+                 shipment.tracking_number, shipment.shipped_at) for ln in shipment.lines if ln.quantity > 0]
+        if rows:
+            await self._write("shipments", SHIPMENT_COLUMNS, rows)
+
+    async def refund(self, marketplace_order_id: str, refund: Refund) -> None:
+        head = (refund.refund_id, marketplace_order_id)
+        tail = (refund.amount, refund.currency, refund.reason)
+        rows = [(*head, ln.line_id, ln.sku, ln.quantity, *tail) for ln in refund.lines if ln.quantity > 0]
+        await self._write("refunds", REFUND_COLUMNS, rows or [(*head, WHOLE_ORDER, "", 0, *tail)])
+
     async def close(self) -> None:
         return None
 
@@ -109,4 +141,5 @@ class RegionalOutbound:
         return name
 
 
-__all__ = ["RegionalOutbound", "outbox_name", "render_csv", "write_atomically"]
+__all__ = ["REGIONAL_CARRIERS", "RegionalOutbound", "outbox_name", "regional_carrier", "render_csv",
+           "write_atomically"]

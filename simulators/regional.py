@@ -31,9 +31,26 @@ applies them in name order, then moves each to ``outbox/processed/`` so it is ap
   seller, ``quantity`` units of the order's line (``line_no``) in all: a total, not an increment,
   so a repeated row changes nothing. ``line_id`` ``*`` cancels every line of the order. An order
   whose units are all cancelled becomes ``cancelled``.
+* ``shipments_<stamp>.csv``: ``shipment_id,order_id,line_id,sku,quantity,carrier,tracking_number,
+  shipped_at`` rows ship ``quantity`` more units of the line (``carrier`` as this marketplace spells
+  it, ``CARRIERS``; ``shipped_at`` ISO 8601 with an offset). A row whose ``shipment_id`` and line
+  were applied before changes nothing; more units than are left to ship (ordered, not cancelled,
+  not shipped) is rejected. An order with every unit shipped becomes ``shipped``.
+* ``refunds_<stamp>.csv``: ``refund_id,order_id,line_id,sku,quantity,amount,currency,reason`` rows:
+  ``amount`` is the refund's total (the same on each of its rows: the buyer gets it once per
+  ``refund_id``), each row names a line and the units coming back (``line_id`` ``*`` with
+  ``quantity`` 0: money only). A ``refund_id`` already applied changes nothing for the lines it
+  had; refunds beyond the order's value, another currency, or more units than the line had are
+  rejected.
+
+Buyer cancellations: ``cancel_by_buyer(order_ref)`` cancels an order nothing of which shipped; the
+next ``write_batch`` re-sends its rows with a cancelled status code (``CXL`` / ``CANCELLED``), as
+this marketplace reports changes: the same order again in a later file (with its original
+``order_date``: the format has no update time).
 
 Rows that cannot be applied are listed in the file's ``OutboxResult.rejected`` (row number, reason),
-never raised; the rest of the file is applied. ``cancellations`` lists what was cancelled.
+never raised; the rest of the file is applied. ``cancellations``, ``shipments`` and ``refunds``
+list what was applied.
 """
 
 from __future__ import annotations
@@ -45,7 +62,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -65,6 +82,12 @@ BERLIN = ZoneInfo("Europe/Berlin")
 SKUS = tuple(f"RG-{n:04d}" for n in range(1, 41))
 INVENTORY_COLUMNS = ("sku", "quantity")
 CANCEL_COLUMNS = ("order_id", "line_id", "sku", "quantity", "reason")
+SHIPMENT_COLUMNS = ("shipment_id", "order_id", "line_id", "sku", "quantity", "carrier",
+                    "tracking_number", "shipped_at")
+REFUND_COLUMNS = ("refund_id", "order_id", "line_id", "sku", "quantity", "amount", "currency", "reason")
+OUTBOX_COLUMNS = {"inventory": INVENTORY_COLUMNS, "cancellations": CANCEL_COLUMNS,
+                  "shipments": SHIPMENT_COLUMNS, "refunds": REFUND_COLUMNS}
+CARRIERS = ("DHL Paket", "Deutsche Post", "DPD", "Hermes", "GLS", "UPS", "FedEx", "USPS", "Sonstige")
 WHOLE_ORDER = "*"
 
 
@@ -95,7 +118,7 @@ class OutboxResult:
     """What one outbox file did: rows applied, rows rejected (``{"row", "reason", "values"}``)."""
 
     file: str
-    kind: str  # "inventory" | "cancellations"
+    kind: str  # "inventory" | "cancellations" | "shipments" | "refunds"
     applied: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
@@ -104,6 +127,25 @@ class OutboxResult:
 class RegionalOrder:
     status: str
     lines: dict[str, list[Any]]  # line_no -> [sku, quantity, cancelled units]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # as written in its batch file
+    shipped: dict[str, int] = field(default_factory=dict)  # line_no -> units shipped
+
+    def state(self) -> str:
+        """The canonical status (``pending`` ... ``cancelled``) of whatever code it carries."""
+        return next((canonical for canonical, codes in SPELLINGS.items()
+                     if self.status == canonical or self.status in codes), self.status)  # fmt: skip
+
+    def left_to_ship(self, line_id: str) -> int:
+        _sku, ordered, cancelled = self.lines[line_id]
+        return ordered - cancelled - self.shipped.get(line_id, 0)
+
+    def value(self) -> Decimal:
+        """What the buyer paid: unit price x quantity of every readable row."""
+        total = Decimal(0)
+        for row in self.rows:
+            if str(row[4]).isdigit():
+                total += Decimal(str(row[5]).replace(",", ".")) * int(row[4])
+        return total
 
 
 class RegionalSimulator:
@@ -119,6 +161,10 @@ class RegionalSimulator:
         self.listings = Listings(mode="allow" if self.config.listing_mode == "allow" else "refuse")
         self.orders: dict[str, RegionalOrder] = {}
         self.cancellations: list[dict[str, Any]] = []  # {order_id, line_id, sku, quantity, reason, at}
+        self.shipments: list[dict[str, Any]] = []  # one per applied row, see _apply_shipment
+        self.refunds: list[dict[str, Any]] = []  # one per refund_id, see _apply_refund
+        self.buyer_cancellations: list[str] = []  # order refs, in order
+        self._resend: list[str] = []  # orders the next batch re-sends (buyer cancellations)
         self.outbox_results: list[OutboxResult] = []
         self.rng = random.Random(seed)
         self.seed = seed
@@ -151,6 +197,11 @@ class RegionalSimulator:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(COLUMNS)
+        for ref in self._resend:
+            code = self.rng.choice(SPELLINGS["cancelled"])
+            writer.writerows((*row[:2], code, *row[3:]) for row in self.orders[ref].rows)
+            self.counts["rows"] += len(self.orders[ref].rows)
+        self._resend.clear()
         for _ in range(n_orders):
             ref = f"RG{self.seed:02d}{self.next_ref:06d}"
             self.next_ref += 1
@@ -200,7 +251,20 @@ class RegionalSimulator:
         if not self.listings.sell([(str(sku), int(qty)) for sku, qty, _ in lines.values()]):
             self.counts["orders_refused"] += 1
             return False
-        self.orders[ref] = RegionalOrder(status, lines)
+        self.orders[ref] = RegionalOrder(status, lines, list(rows))
+        return True
+
+    def cancel_by_buyer(self, order_ref: str) -> bool:
+        """The buyer cancels ``order_ref``; the next batch re-sends it with a cancelled code. False
+        if it is cancelled already; KeyError if unknown, ValueError once anything shipped."""
+        order = self.orders[order_ref]
+        if order.state() == "cancelled":
+            return False
+        if order.shipped or order.state() == "shipped":
+            raise ValueError(f"order {order_ref} has shipped; a buyer can only cancel an unshipped order")
+        order.status = "cancelled"
+        self.buyer_cancellations.append(order_ref)
+        self._resend.append(order_ref)
         return True
 
     def _date(self, instant: datetime) -> str:
@@ -215,7 +279,9 @@ class RegionalSimulator:
                 "bad_orders": len(self.bad_refs), "unknown_codes": self.counts["unknown_codes"],
                 "malformed_rows": self.counts["malformed_rows"],
                 "orders_refused": self.counts["orders_refused"],
-                "outbox_files": len(self.outbox_results), "cancellations": len(self.cancellations)}
+                "outbox_files": len(self.outbox_results), "cancellations": len(self.cancellations),
+                "shipments": len(self.shipments), "refunds": len(self.refunds),
+                "buyer_cancellations": len(self.buyer_cancellations)}
 
     # --- the outbox: files our engine writes -------------------------------------------------
 
@@ -227,7 +293,7 @@ class RegionalSimulator:
         results = []
         for path in sorted(self.outbox_dir.glob("*.csv"), key=lambda p: (p.name.split("_", 1)[-1], p.name)):
             kind = path.name.split("_", 1)[0]
-            if kind not in ("inventory", "cancellations") or not path.is_file():
+            if kind not in OUTBOX_COLUMNS or not path.is_file():
                 continue
             result = OutboxResult(path.name, kind)
             self._apply_file(path, result)
@@ -238,13 +304,13 @@ class RegionalSimulator:
         return results
 
     def _apply_file(self, path: Path, result: OutboxResult) -> None:
-        columns = INVENTORY_COLUMNS if result.kind == "inventory" else CANCEL_COLUMNS
         try:
-            rows = read_outbox(path, columns)
+            rows = read_outbox(path, OUTBOX_COLUMNS[result.kind])
         except ValueError as exc:
             result.rejected.append({"row": 0, "reason": str(exc), "values": {}})
             return
-        apply = self._apply_inventory if result.kind == "inventory" else self._apply_cancellation
+        apply = {"inventory": self._apply_inventory, "cancellations": self._apply_cancellation,
+                 "shipments": self._apply_shipment, "refunds": self._apply_refund}[result.kind]
         for number, row in enumerate(rows, start=1):
             try:
                 apply(row, path.name)
@@ -288,6 +354,98 @@ class RegionalSimulator:
                                    "reason": reason, "at": datetime.now(UTC).isoformat(), "file": file})
         if all(done >= qty for _sku, qty, done in order.lines.values()):
             order.status = "cancelled"
+
+
+    def _order_line(self, row: dict[str, str]) -> tuple[str, RegionalOrder, str]:
+        """(ref, order, line_id) a row names; ValueError if unknown or the SKU disagrees."""
+        ref, line_id = (row.get("order_id") or "").strip(), (row.get("line_id") or "").strip()
+        order = self.orders.get(ref)
+        if order is None:
+            raise ValueError(f"unknown order_id {ref!r}")
+        if line_id == WHOLE_ORDER:
+            return ref, order, line_id
+        line = order.lines.get(line_id)
+        if line is None:
+            raise ValueError(f"order {ref} has no line {line_id!r}")
+        sku = (row.get("sku") or "").strip()
+        if sku and sku != line[0]:
+            raise ValueError(f"line {line_id} of order {ref} is {line[0]}, not {sku}")
+        return ref, order, line_id
+
+    def _apply_shipment(self, row: dict[str, str], file: str) -> None:
+        shipment_id = (row.get("shipment_id") or "").strip()
+        if not shipment_id:
+            raise ValueError("shipment_id is empty")
+        ref, order, line_id = self._order_line(row)
+        if line_id == WHOLE_ORDER:
+            raise ValueError("a shipment row names one line, not '*'")
+        units = _count(row.get("quantity"), "quantity", minimum=1)
+        carrier, tracking = (row.get("carrier") or "").strip(), (row.get("tracking_number") or "").strip()
+        if carrier not in CARRIERS:
+            raise ValueError(f"carrier {carrier!r} is not one of {', '.join(CARRIERS)}")
+        if not tracking:
+            raise ValueError("tracking_number is empty")
+        shipped_at = _instant(row.get("shipped_at"), "shipped_at")
+        if any(s["shipment_id"] == shipment_id and s["order_id"] == ref and s["line_id"] == line_id
+               for s in self.shipments):  # fmt: skip
+            return  # applied before
+        if order.state() == "cancelled" or units > order.left_to_ship(line_id):
+            raise ValueError(f"order {ref} line {line_id}: {units} unit(s) to ship, "
+                             f"{order.left_to_ship(line_id)} left to ship ({order.status})")
+        order.shipped[line_id] = order.shipped.get(line_id, 0) + units
+        self.shipments.append({"shipment_id": shipment_id, "order_id": ref, "line_id": line_id,
+                               "sku": order.lines[line_id][0], "quantity": units, "carrier": carrier,
+                               "tracking_number": tracking, "shipped_at": shipped_at, "file": file})
+        if all(order.left_to_ship(n) <= 0 for n in order.lines):
+            order.status = "shipped"
+
+    def _apply_refund(self, row: dict[str, str], file: str) -> None:
+        refund_id, currency = (row.get("refund_id") or "").strip(), (row.get("currency") or "").strip()
+        if not refund_id:
+            raise ValueError("refund_id is empty")
+        ref, order, line_id = self._order_line(row)
+        units = _count(row.get("quantity"), "quantity", minimum=0 if line_id == WHOLE_ORDER else 1)
+        if line_id != WHOLE_ORDER and units > order.lines[line_id][1]:
+            raise ValueError(f"order {ref} line {line_id} had {order.lines[line_id][1]} unit(s), not {units}")
+        amount = _amount(row.get("amount"))
+        paid_in = {str(r[6]) for r in order.rows}
+        if paid_in != {currency}:
+            raise ValueError(f"order {ref} is in {', '.join(sorted(paid_in))}, the refund in {currency!r}")
+        refund = next((r for r in self.refunds if r["refund_id"] == refund_id), None)
+        if refund is None:
+            earlier = sum((Decimal(r["amount"]) for r in self.refunds if r["order_id"] == ref), Decimal(0))
+            if earlier + amount > order.value():
+                raise ValueError(f"refunds of order {ref} would exceed its value {order.value()} "
+                                 f"({earlier} refunded already)")  # fmt: skip
+            refund = {"refund_id": refund_id, "order_id": ref, "amount": str(amount), "currency": currency,
+                      "reason": (row.get("reason") or "").strip(), "lines": [], "file": file}
+            self.refunds.append(refund)
+        elif refund["order_id"] != ref or Decimal(refund["amount"]) != amount:
+            raise ValueError(f"refund {refund_id} was {refund['amount']} for order {refund['order_id']}")
+        if line_id != WHOLE_ORDER and line_id not in {ln["line_id"] for ln in refund["lines"]}:
+            refund["lines"].append({"line_id": line_id, "sku": order.lines[line_id][0], "quantity": units})
+
+
+def _instant(text: str | None, name: str) -> str:
+    value = (text or "").strip()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO 8601 time, got {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} needs an offset, got {text!r}")
+    return moment.astimezone(UTC).isoformat()
+
+
+def _amount(text: str | None) -> Decimal:
+    value = (text or "").strip().replace(",", ".")
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"amount must be a decimal number, got {text!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"amount must be >= 0, got {text!r}")
+    return amount
 
 
 def _count(text: str | None, name: str, *, minimum: int) -> int:

@@ -70,6 +70,31 @@ async def test_simulated_batches_map_as_the_simulator_says(tmp_path: Path) -> No
     assert good == set(sim.good_refs) and bad == set(sim.bad_refs) and bad
 
 
+async def test_buyer_cancellation_comes_again_in_the_next_file_as_cancelled(tmp_path: Path) -> None:
+    sim = RegionalSimulator(tmp_path, seed=5)
+    first = sim.write_batch(12)
+    open_refs = [ref for ref in sim.good_refs if sim.orders[ref].state() in ("pending", "accepted")]
+    shipped_ref = next(ref for ref in sim.good_refs if sim.orders[ref].state() == "shipped")
+    ref = open_refs[0]
+    assert sim.cancel_by_buyer(ref) and not sim.cancel_by_buyer(ref)
+    with pytest.raises(ValueError, match="shipped"):
+        sim.cancel_by_buyer(shipped_ref)
+    second = sim.write_batch(2)
+    source = RegionalFileSource(tmp_path)
+    polled = (await source.poll(first.name)).orders
+    [again] = [o for o in polled if o.marketplace_order_id == ref]
+    assert len(polled) == 3 and again.delivery_id == f"{second.name}#{ref}"
+    original = next(o for o in (await source.poll(None)).orders if o.marketplace_order_id == ref)
+    before, after = map_order(json.loads(original.body)), map_order(json.loads(again.body))
+    assert before.fulfillment_status in ("pending", "accepted") and after.fulfillment_status == "cancelled"
+    assert [(ln.line_id, ln.sku, ln.quantity) for ln in after.lines] == [
+        (ln.line_id, ln.sku, ln.quantity) for ln in before.lines]
+    assert {r["status"] for r in json.loads(again.body)["rows"]} <= {"CXL", "CANCELLED"}
+    assert sim.stats()["buyer_cancellations"] == 1 and sim.buyer_cancellations == [ref]
+    third = sim.write_batch(0)  # re-sent once
+    assert third.read_text().count(ref) == 0
+
+
 # --- mapper -------------------------------------------------------------------------------------
 
 
