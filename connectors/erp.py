@@ -13,6 +13,30 @@ stock feed in ``connectors.erp_stock``):
     429                           -> RateLimitedError (retry_after from Retry-After)
     5xx, timeouts, connection     -> RetryableError
     other 4xx, 2xx without a name -> PermanentError (status, body truncated to 4 KiB)
+
+After the order (issue 5), every call reads the Sales Order first and maps our ``line_id`` to its
+item through ``marketplace_line_id`` (``so_detail`` = that item's ``name``, its rate, warehouse):
+
+* ``post_shipment``: a submitted ``Delivery Note`` (``po_no`` our order key, header
+  ``custom_shipment_id``/``custom_carrier``/``custom_tracking_number``/``custom_shipped_at``,
+  rows ``against_sales_order``/``so_detail``), idempotent on ``custom_shipment_id`` server-side;
+  the invoice the ERP raises for it is read from the note's ``custom_sales_invoice``.
+* ``cancel_sales_order``: ``POST /api/method/frappe.client.cancel`` with ``reason`` (kept in
+  ``custom_cancel_reason``); a 417 on an order that is already cancelled counts as done, any
+  other refusal (e.g. something was delivered) is a PermanentError with Frappe's message.
+* ``post_return``: looked up first by ``custom_return_id`` = ``refund.refund_id`` (so a retry
+  never re-allocates): with ``restock``, a return ``Delivery Note`` (negative quantities, rows
+  ``dn_detail`` of the shipped rows, oldest shipment first, ``return_against`` when they all come
+  from one note); then a Credit Note (``Sales Invoice``, ``is_return`` 1) for exactly
+  ``refund.amount``: the refunded lines at the order's rates, the rest (tax, shipping, partial
+  refunds, or the whole amount when no line is named: one zero-quantity row) as one ``Actual``
+  charge "Refunds and Adjustments". ``return_against`` is the oldest invoice of the order with
+  enough left to credit; when no single invoice has, the credit note goes against the order
+  (``sales_order``) alone, as ERPNext allows.
+
+``rows_modified_since`` is the shared "poll a doctype by ``modified``" paging (see
+``connectors.erp_stock`` for why it pages on the last row's ``modified``), used by the order
+feed in ``connectors.erp_orders``.
 """
 
 from __future__ import annotations
@@ -25,8 +49,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.base import ErpPostResult
+from connectors.base import ErpPostResult, ErpReturnResult, ErpShipmentResult, Refund, Shipment
 from connectors.errors import (
+    DecodeError,
     PermanentError,
     RateLimitedError,
     RetryableError,
@@ -37,6 +62,8 @@ from retail_sync.settings import Settings
 from streams.models import Order
 
 SALES_ORDER = "Sales Order"
+DELIVERY_NOTE, SALES_INVOICE = "Delivery Note", "Sales Invoice"
+ADJUSTMENT_ACCOUNT = "Refunds and Adjustments"
 MAX_ERROR_BODY = 4 * 1024
 JSON = dict[str, Any]
 
@@ -141,6 +168,147 @@ def sales_order_doc(
     return doc
 
 
+# --- after the order: pure document mapping ---------------------------------------------------
+
+
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value or 0))
+
+
+def order_item(so: JSON, line_id: str, sku: str) -> JSON:
+    """The Sales Order item of our line ``line_id`` (by ``marketplace_line_id``; an order typed
+    into the ERP by hand: the first item of ``sku``); PermanentError when there is none."""
+    items = so.get("items") or []
+    found = next((i for i in items if i.get("marketplace_line_id") == line_id), None)
+    found = found or next((i for i in items if i.get("item_code") == sku), None)
+    if found is None:
+        raise PermanentError(f"ERP sales order {so.get('name')} has no line {line_id} ({sku})")
+    return dict(found)
+
+
+def _header(order_key: str, so: JSON) -> JSON:
+    return {
+        "docstatus": 1,
+        "customer": so.get("customer"),
+        "company": so.get("company"),
+        "currency": so.get("currency"),
+        "po_no": order_key,
+        "set_warehouse": so.get("set_warehouse"),
+    }
+
+
+def delivery_note_doc(order_key: str, so: JSON, shipment: Shipment) -> JSON:
+    """The submitted Delivery Note for a warehouse shipment against Sales Order ``so``."""
+    items = []
+    for line in shipment.lines:
+        item = order_item(so, line.line_id, line.sku)
+        items.append({
+            "item_code": item["item_code"], "qty": line.quantity, "rate": item.get("rate"),
+            "warehouse": item.get("warehouse") or so.get("set_warehouse"),
+            "against_sales_order": so["name"], "so_detail": item["name"],
+            "marketplace_line_id": line.line_id,
+        })  # fmt: skip
+    return {
+        **_header(order_key, so),
+        "posting_date": shipment.shipped_at[:10],
+        "custom_shipment_id": shipment.shipment_id,
+        "custom_carrier": shipment.carrier,
+        "custom_tracking_number": shipment.tracking_number,
+        "custom_shipped_at": shipment.shipped_at,
+        "items": items,
+    }
+
+
+def return_rows(so: JSON, notes: list[JSON], refund: Refund) -> list[tuple[str, JSON, int]]:
+    """(Delivery Note, its row, units) sending ``refund.lines`` back: the oldest shipped rows
+    first, each up to what it shipped less what already came back."""
+    rows = []
+    for line in refund.lines:
+        item, need = order_item(so, line.line_id, line.sku), line.quantity
+        for note in notes:
+            for row in note.get("items") or []:
+                if need <= 0 or row.get("so_detail") != item["name"]:
+                    continue
+                take = min(need, int(_dec(row.get("qty")) - _dec(row.get("returned_qty"))))
+                if take > 0:
+                    rows.append((note["name"], row, take))
+                    need -= take
+        if need > 0:
+            raise PermanentError(
+                f"ERP return {refund.refund_id}: {need} units of line {line.line_id} were not "
+                f"delivered (or already returned) on sales order {so.get('name')}"
+            )
+    return rows
+
+
+def return_note_doc(order_key: str, so: JSON, refund: Refund,
+                    rows: list[tuple[str, JSON, int]]) -> JSON:
+    """The submitted return Delivery Note (negative quantities) for ``rows``."""
+    sources = {name for name, _, _ in rows}
+    return {
+        **_header(order_key, so),
+        "is_return": 1,
+        "return_against": sources.pop() if len(sources) == 1 else None,
+        "custom_return_id": refund.refund_id,
+        "custom_return_reason": refund.reason,
+        "items": [{"item_code": row["item_code"], "qty": -qty, "rate": row.get("rate"),
+                   "warehouse": row.get("warehouse"), "against_sales_order": so["name"],
+                   "so_detail": row.get("so_detail"), "dn_detail": row["name"],
+                   "marketplace_line_id": row.get("marketplace_line_id")}
+                  for _, row, qty in rows],
+    }  # fmt: skip
+
+
+def refund_amount(refund: Refund) -> Decimal:
+    try:
+        amount = Decimal(refund.amount)
+    except (ArithmeticError, ValueError):
+        raise PermanentError(f"refund {refund.refund_id}: bad amount {refund.amount!r}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise PermanentError(f"refund {refund.refund_id}: amount must be positive, got {amount}")
+    return amount
+
+
+def credit_note_doc(order_key: str, so: JSON, refund: Refund, return_against: str | None) -> JSON:
+    """The Credit Note for exactly ``refund.amount``: the refunded lines at the order's rates and
+    the difference as one Actual charge (see the module doc)."""
+    amount, items = refund_amount(refund), []
+    for line in refund.lines:
+        item = order_item(so, line.line_id, line.sku)
+        items.append({"item_code": item["item_code"], "qty": -line.quantity,
+                      "rate": item.get("rate"), "sales_order": so["name"],
+                      "so_detail": item["name"], "marketplace_line_id": line.line_id})  # fmt: skip
+    if not items:
+        first = (so.get("items") or [{}])[0]
+        items.append({"item_code": first.get("item_code"), "qty": 0, "rate": 0,
+                      "description": f"Refund {refund.refund_id}"})  # fmt: skip
+    lines_total = sum((_dec(i["qty"]) * _dec(i["rate"]) for i in items), Decimal(0))
+    adjustment = (-lines_total - amount).quantize(Decimal("0.01")) if items else -amount
+    taxes = [] if not adjustment else [{
+        "charge_type": "Actual", "account_head": ADJUSTMENT_ACCOUNT,
+        "description": f"Refund {refund.refund_id}: {refund.reason}",
+        "tax_amount": _amount(adjustment)}]  # fmt: skip
+    return {**_header(order_key, so), "is_return": 1, "return_against": return_against,
+            "sales_order": so["name"], "custom_return_id": refund.refund_id,
+            "custom_refund_reason": refund.reason, "items": items, "taxes": taxes}  # fmt: skip
+
+
+def invoice_to_credit(invoices: list[JSON], amount: Decimal) -> str | None:
+    """The oldest invoice with at least ``amount`` left to credit (its grand total plus the
+    negative totals of the credit notes against it), or None."""
+    credited: dict[str, Decimal] = {}
+    for doc in invoices:
+        if doc.get("is_return") and doc.get("return_against"):
+            key = doc["return_against"]
+            credited[key] = credited.get(key, Decimal(0)) + _dec(doc.get("grand_total"))
+    for doc in invoices:
+        if not doc.get("is_return") and _dec(doc.get("grand_total")) + credited.get(
+            doc["name"], Decimal(0)
+        ) >= amount:
+            return str(doc["name"])
+    return None
+
+
 # --- pure response mapping --------------------------------------------------------------------
 
 
@@ -169,6 +337,17 @@ def error_for_status(status: int, body: str, headers: Mapping[str, str], what: s
         retry_after = parse_retry_after(headers.get("Retry-After"))
         return RetryableError(message, status=status, body=clipped, retry_after=retry_after)
     return PermanentError(message, status=status, body=clipped)
+
+
+def created_doc(status: int, body: str, headers: Mapping[str, str], what: str) -> tuple[JSON, bool]:
+    """A successful create's document and whether it is new (not an idempotent replay)."""
+    if status not in (200, 201):
+        raise error_for_status(status, body, headers, what)
+    doc = data_of(status, body, what)
+    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+        raise PermanentError(f"ERP {what}: HTTP {status} without data.name", status=status,
+                             body=body[:MAX_ERROR_BODY])  # fmt: skip
+    return doc, headers.get("X-Idempotent-Replay", "").lower() != "true"
 
 
 def post_result(status: int, body: str, headers: Mapping[str, str]) -> ErpPostResult:
@@ -241,6 +420,49 @@ class FrappeSession:
             self._session = None
 
 
+def modified_query(doctype: str, since: str | None, fields: list[str],
+                   filters: list[list[Any]], *, start: int, page_size: int) -> dict[str, str]:
+    """Query parameters of one page of ``doctype`` changed at or after ``since``, oldest first."""
+    conditions = [[doctype, "modified", ">=", since]] if since is not None else []
+    return {
+        "fields": json.dumps(fields),
+        "filters": json.dumps(conditions + [[doctype, *f] for f in filters]),
+        "order_by": "modified asc, name asc",
+        "limit_start": str(start),
+        "limit_page_length": str(page_size),
+    }
+
+
+async def rows_modified_since(
+    http: FrappeSession, doctype: str, since: str | None, *, fields: list[str],
+    filters: list[list[Any]] | None = None, page_size: int = 500,
+) -> list[JSON]:
+    """Every row of ``doctype`` changed at or after ``since`` (``>=``: the cursor's instant is
+    read again, never skipped), oldest first, each (name, modified) once. Pages restart at the
+    last row's ``modified`` (``limit_start`` 0), so rows changing between two reads shift
+    nothing; only a full page at one instant is stepped over by ``limit_start``. ``fields`` must
+    hold ``name`` and ``modified``."""
+    found: list[JSON] = []
+    seen: set[tuple[Any, str]] = set()
+    at, start = since, 0
+    what = f"list {doctype} modified since {since}"
+    while True:
+        query = modified_query(doctype, at, fields, filters or [], start=start, page_size=page_size)
+        rows = await http.get_data(http.url(doctype), what, params=query)
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("modified"), str) for r in rows
+        ):
+            raise DecodeError(f"ERP {what}: not a list of rows with modified")
+        for row in rows:
+            if (row.get("name"), row["modified"]) not in seen:
+                seen.add((row.get("name"), row["modified"]))
+                found.append(row)
+        if len(rows) < page_size:
+            return found
+        last = rows[-1]["modified"]
+        at, start = (at, start + len(rows)) if last == at else (last, 0)
+
+
 class ErpNextConnector:
     """ErpConnector over ERPNext's REST API; owns one lazily created aiohttp session."""
 
@@ -307,6 +529,99 @@ class ErpNextConnector:
         rows = await self._http.get_data(self._url(), what, params=params)
         return await self.get_sales_order(rows[0]["name"]) if rows else None
 
+    # --- after the order ------------------------------------------------------------------
+
+    async def post_shipment(
+        self, order_key: str, erp_sales_order: str, shipment: Shipment
+    ) -> ErpShipmentResult:
+        so = await self.get_sales_order(erp_sales_order)
+        doc = delivery_note_doc(order_key, so, shipment)
+        what = f"post shipment {shipment.shipment_id} of {erp_sales_order}"
+        note, created = await self._create(DELIVERY_NOTE, doc, what)
+        invoice = note.get("custom_sales_invoice")
+        return ErpShipmentResult(
+            delivery_note=note["name"],
+            sales_invoice=invoice if isinstance(invoice, str) and invoice else None,
+            created=created,
+        )
+
+    async def cancel_sales_order(self, erp_sales_order: str, reason: str) -> None:
+        what = f"cancel sales order {erp_sales_order}"
+        url = f"{self.base_url}/api/method/frappe.client.cancel"
+        body = {"doctype": SALES_ORDER, "name": erp_sales_order, "reason": reason}
+        status, text, headers = await self._http.request("POST", url, what, json=body)
+        if status == 200:
+            return
+        error = error_for_status(status, text, headers, what)
+        if status == 417 and (await self.get_sales_order(erp_sales_order)).get("docstatus") == 2:
+            return  # Frappe refuses to cancel a cancelled document: already done
+        raise error
+
+    async def post_return(
+        self, order_key: str, erp_sales_order: str, refund: Refund
+    ) -> ErpReturnResult:
+        so = await self.get_sales_order(erp_sales_order)
+        if so.get("currency") and refund.currency != so["currency"]:
+            raise PermanentError(f"refund {refund.refund_id} is in {refund.currency}, sales "
+                                 f"order {erp_sales_order} in {so['currency']}")  # fmt: skip
+        note, note_created = None, False
+        if refund.restock and refund.lines:
+            note, note_created = await self._return_note(order_key, so, refund)
+        credit, credit_created = await self._credit_note(order_key, so, refund)
+        return ErpReturnResult(return_delivery_note=note, credit_note=credit,
+                               created=note_created or credit_created)  # fmt: skip
+
+    async def _return_note(self, order_key: str, so: JSON, refund: Refund) -> tuple[str, bool]:
+        known = await self._find(DELIVERY_NOTE, [["is_return", "=", 1],
+                                                 ["custom_return_id", "=", refund.refund_id]])
+        if known is not None:
+            return known, False
+        shipped = await self._list(DELIVERY_NOTE, [["po_no", "=", order_key], ["is_return", "=", 0],
+                                                   ["docstatus", "=", 1]], ["name"])
+        notes = [await self._get(DELIVERY_NOTE, row["name"]) for row in shipped]
+        notes = [n for n in notes if any(r.get("against_sales_order") == so["name"]
+                                         for r in n.get("items") or [])]  # fmt: skip
+        doc = return_note_doc(order_key, so, refund, return_rows(so, notes, refund))
+        note, created = await self._create(DELIVERY_NOTE, doc, f"post return {refund.refund_id}")
+        return note["name"], created
+
+    async def _credit_note(self, order_key: str, so: JSON, refund: Refund) -> tuple[str, bool]:
+        known = await self._find(SALES_INVOICE, [["is_return", "=", 1],
+                                                 ["custom_return_id", "=", refund.refund_id]])
+        if known is not None:
+            return known, False
+        fields = ["name", "is_return", "return_against", "grand_total"]
+        invoices = await self._list(SALES_INVOICE, [["sales_order", "=", so["name"]],
+                                                    ["docstatus", "=", 1]], fields)
+        against = invoice_to_credit(invoices, refund_amount(refund))
+        doc = credit_note_doc(order_key, so, refund, against)
+        note, created = await self._create(SALES_INVOICE, doc,
+                                           f"post credit note {refund.refund_id}")
+        return note["name"], created
+
+    async def _create(self, doctype: str, doc: JSON, what: str) -> tuple[JSON, bool]:
+        url = self._http.url(doctype)
+        status, body, headers = await self._http.request("POST", url, what, json=doc)
+        return created_doc(status, body, headers, what)
+
+    async def _get(self, doctype: str, name: str) -> JSON:
+        doc: JSON = await self._http.get_data(self._http.url(doctype, name), f"get {doctype} {name}")
+        return doc
+
+    async def _list(self, doctype: str, filters: list[list[Any]], fields: list[str]) -> list[JSON]:
+        what = f"list {doctype} {filters}"
+        params = {"filters": json.dumps([[doctype, *f] for f in filters]),
+                  "fields": json.dumps(fields), "order_by": "creation asc",
+                  "limit_page_length": "0"}  # fmt: skip
+        rows = await self._http.get_data(self._http.url(doctype), what, params=params)
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DecodeError(f"ERP {what}: data is not a list of rows")
+        return rows
+
+    async def _find(self, doctype: str, filters: list[list[Any]]) -> str | None:
+        rows = await self._list(doctype, filters, ["name"])
+        return str(rows[0]["name"]) if rows else None
+
     async def close(self) -> None:
         await self._http.close()
 
@@ -324,8 +639,17 @@ def data_of(status: int, body: str, what: str) -> Any:
 __all__ = [
     "ErpNextConnector",
     "FrappeSession",
+    "created_doc",
+    "credit_note_doc",
     "data_of",
+    "delivery_note_doc",
     "error_for_status",
+    "invoice_to_credit",
+    "modified_query",
+    "order_item",
     "post_result",
+    "return_note_doc",
+    "return_rows",
+    "rows_modified_since",
     "sales_order_doc",
 ]

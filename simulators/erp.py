@@ -14,10 +14,30 @@ What it mirrors (ERPNext v15 / Frappe):
 * Auth is ``Authorization: token <api_key>:<api_secret>``; failures are 401 AuthenticationError.
 * Validation failures are HTTP 417 ``ValidationError`` with ``_server_messages``, as Frappe does.
 
+After the order (see ``simulators.erp_finance`` for the money side):
+
+* ``POST /api/resource/Delivery Note`` submitted, rows with ``against_sales_order`` and
+  ``so_detail``: ships (stock leaves, the order's reservation is freed), raises the rows'
+  ``delivered_qty`` and the order's ``per_delivered``/``delivery_status``/``status``, refuses
+  (417) shipping more than an item has left, and raises a submitted ``Sales Invoice`` for the
+  shipped rows, whose name the note carries in ``custom_sales_invoice`` (what an ERPNext server
+  script "invoice on delivery" would set). Idempotent on ``custom_shipment_id``.
+* A return Delivery Note (``is_return`` 1, negative quantities, ``return_against`` the original,
+  rows with ``dn_detail``) puts goods back on hand and raises the original rows' and the order
+  items' ``returned_qty``; idempotent on ``custom_return_id``. The ERP raises no credit note for
+  it: the integration posts one (``POST /api/resource/Sales Invoice`` with ``is_return`` 1).
+* ``POST /api/method/frappe.client.cancel`` ``{"doctype": "Sales Order", "name", "reason"?}``
+  cancels a submitted order (``docstatus`` 2, "Cancelled", its reservation freed; ``reason``, an
+  extension of the simulator, lands in ``custom_cancel_reason``) and answers ``{"message": doc}``;
+  refused (417) once anything was delivered; cancelling a cancelled order answers it again.
+  ERP-side changes (fraud, no stock): ``cancel_order`` / ``close_order`` in process and
+  ``POST /_sim/orders/{name}/cancel|close`` ``{"reason"}``. Every change of an order bumps its
+  ``modified``, so ``Sales Order`` can be polled by ``modified`` like Bins.
+
 What it adds, as a test double: idempotency on ``po_no`` (a repeat post answers the existing
 document with ``X-Idempotent-Replay: true`` and reserves nothing again), fault injection (latency,
 5xx, slow answers, on posts only), an oversold-units counter and test-only control endpoints under
-``/_sim`` (``stats``, ``orders``, ``stock``, ``config``, ``reset``).
+``/_sim`` (``stats``, ``orders``, ``stock``, ``finance``, ``config``, ``reset``).
 """
 
 from __future__ import annotations
@@ -34,13 +54,23 @@ from aiohttp import web
 
 from simulators.erp_docs import (
     DocValidationError,
+    _number,
+    apply_billing,
+    apply_delivery,
+    apply_return,
     build_sales_order,
+    check_delivery,
+    end_order,
+    fully_delivered,
     list_documents,
+    order_item,
     server_messages,
 )
+from simulators.erp_finance import SALES_INVOICE, FinanceBook
 from simulators.erp_stock import (
     BIN,
     DEFAULT_WAREHOUSE,
+    DELIVERY_NOTE,
     LEDGER,
     RECONCILIATION,
     STOCK_DOCTYPES,
@@ -51,7 +81,7 @@ from simulators.erp_stock import (
 from simulators.server import SimulatorServer
 
 DOCTYPE = "Sales Order"
-CREATABLE = (DOCTYPE, *STOCK_DOCTYPES)
+CREATABLE = (DOCTYPE, *STOCK_DOCTYPES, SALES_INVOICE)
 READABLE = (*CREATABLE, BIN, LEDGER)
 JSON = dict[str, Any]
 
@@ -110,6 +140,7 @@ _STAT_KEYS = (
     "auth_failures",
     "slow_injected",
     "stock_documents",
+    "cancellations",
 )
 
 
@@ -137,9 +168,17 @@ class ErpSimulator(SimulatorServer):
         self._series: dict[int, int] = {}
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
         self.stock = StockBook(self.clock)
+        self.finance = FinanceBook()
+        self._by_shipment_id: dict[str, str] = {}  # custom_shipment_id -> Delivery Note
+        self._by_return_id: dict[str, str] = {}  # custom_return_id -> return Delivery Note
 
     def stats(self) -> dict[str, int]:
-        return {**self._stats, "oversold_units": self.stock.oversold_units()}
+        invoices, credit_notes = self.finance.counts()
+        notes = [d for d in self.stock.documents[DELIVERY_NOTE].values() if d["docstatus"] == 1]
+        returns = sum(1 for d in notes if d.get("is_return"))
+        return {**self._stats, "oversold_units": self.stock.oversold_units(),
+                "invoices": invoices, "credit_notes": credit_notes,
+                "delivery_notes": len(notes) - returns, "returns": returns}  # fmt: skip
 
     # --- stock, in process (tests) ---------------------------------------------------------
 
@@ -201,8 +240,11 @@ class ErpSimulator(SimulatorServer):
         app.router.add_post("/api/resource/{doctype}", self._create)
         app.router.add_get("/api/resource/{doctype}", self._list)
         app.router.add_get("/api/resource/{doctype}/{name}", self._read)
+        app.router.add_post("/api/method/frappe.client.cancel", self._method_cancel)
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_get("/_sim/orders", self._sim_orders)
+        app.router.add_post("/_sim/orders/{name}/{action:cancel|close}", self._sim_end_order)
+        app.router.add_get("/_sim/finance", self._sim_finance)
         app.router.add_get("/_sim/stock", self._sim_stock)
         app.router.add_post("/_sim/stock", self._sim_set_stock)
         app.router.add_put("/_sim/config", self._sim_config)
@@ -236,12 +278,14 @@ class ErpSimulator(SimulatorServer):
         self._stats["auth_failures"] += 1
         return frappe_error(401, "AuthenticationError", "Invalid API key or secret")
 
-    async def _guard(self, request: web.Request, *, inject_errors: bool) -> web.Response | None:
+    async def _guard(
+        self, request: web.Request, *, inject_errors: bool, doctype: str | None = None
+    ) -> web.Response | None:
         """Latency, injected errors, auth and doctype checks shared by the /api routes."""
         await self._inject_latency()
         error = self._injected_error() if inject_errors else None
         error = error or self._auth_error(request)
-        doctype = request.match_info["doctype"]
+        doctype = doctype or request.match_info["doctype"]
         if error is None and doctype not in READABLE:
             error = frappe_error(404, "DoesNotExistError", f"DocType {doctype} not found")
         if error is None and request.method == "POST" and doctype not in CREATABLE:
@@ -262,6 +306,10 @@ class ErpSimulator(SimulatorServer):
         doctype = request.match_info["doctype"]
         if doctype == DOCTYPE:
             return self._create_or_replay(body)
+        if doctype == DELIVERY_NOTE:
+            return self._delivery_or_replay(body)
+        if doctype == SALES_INVOICE:
+            return self._credit_note_or_replay(body)
         try:
             doc = self.stock.submit(doctype, body)
         except DocValidationError as exc:
@@ -297,6 +345,207 @@ class ErpSimulator(SimulatorServer):
             417, "ValidationError", reason, _server_messages=server_messages(reason)
         )
 
+    # --- after the order: shipments, returns, credit notes, cancellations -------------------
+
+    def _replayed(self, doc: JSON) -> web.Response:
+        self._stats["idempotent_replays"] += 1
+        return web.json_response({"data": doc}, headers={"X-Idempotent-Replay": "true"})
+
+    def _delivery_or_replay(self, body: Any) -> web.Response:
+        """Idempotent on ``custom_shipment_id`` (a return: ``custom_return_id``)."""
+        known = self._known_delivery(body)
+        if known is not None:
+            return self._replayed(known)
+        try:
+            doc = self.submit_delivery(body)
+        except DocValidationError as exc:
+            return self._validation_error(str(exc))
+        self._stats["stock_documents"] += 1
+        return web.json_response({"data": doc})
+
+    def _known_delivery(self, body: Any) -> JSON | None:
+        if not isinstance(body, dict):
+            return None
+        index, key = ((self._by_return_id, body.get("custom_return_id")) if body.get("is_return")
+                      else (self._by_shipment_id, body.get("custom_shipment_id")))  # fmt: skip
+        name = index.get(key) if isinstance(key, str) else None
+        return self.stock.find(DELIVERY_NOTE, name) if name else None
+
+    def submit_delivery(self, body: Any) -> JSON:
+        """Insert a Delivery Note (a return when ``is_return``); submitted against Sales Orders it
+        moves them on and raises their invoices. Raises DocValidationError, changing nothing."""
+        if not isinstance(body, dict):
+            raise DocValidationError("Request body must be a JSON object")
+        if body.get("is_return"):
+            return self._submit_return(body)
+        shipped = self._against_orders(body) if body.get("docstatus") == 1 else []
+        note = self.stock.submit(DELIVERY_NOTE, body)
+        if isinstance(body.get("custom_shipment_id"), str):
+            self._by_shipment_id[body["custom_shipment_id"]] = note["name"]
+        invoices = [self._bill(order, note, rows) for order, rows in _by_order(shipped)]
+        if invoices:
+            note.update(custom_sales_invoice=invoices[0], per_billed=100.0, status="Completed")
+        return note
+
+    def _against_orders(self, body: JSON) -> list[tuple[JSON, int, JSON, float]]:
+        """(order, row index, order item, qty) for every row shipping against a Sales Order,
+        checked against what each order item has left to deliver."""
+        shipped = []
+        for idx, row in enumerate(body.get("items") or [], start=1):
+            name = row.get("against_sales_order") if isinstance(row, dict) else None
+            if not name:
+                continue
+            stored = self.orders.get(name)
+            if stored is None:
+                raise DocValidationError(f"Row #{idx}: Sales Order {name} not found")
+            qty = float(_number(row.get("qty"), f"Row #{idx}: Quantity"))
+            shipped.append((stored.doc, idx - 1, order_item(stored.doc, row, idx), qty))
+        for order, rows in _by_order(shipped):
+            check_delivery(order, [(item, qty) for _, item, qty in rows])
+        return shipped
+
+    def _bill(self, order: JSON, note: JSON, rows: list[tuple[int, JSON, float]]) -> str:
+        """Move the order on for ``rows`` of ``note`` and raise their invoice; its name."""
+        apply_delivery(order, [(item, qty) for _, item, qty in rows], self.clock.stamp())
+        pairs = [(item, note["items"][idx]) for idx, item, _ in rows]
+        invoice, billed = self.finance.invoice_delivery(
+            order, note, pairs, self.clock.tick(), completes=fully_delivered(order)
+        )
+        apply_billing(order, billed, self.clock.stamp())
+        return str(invoice["name"])
+
+    def _submit_return(self, body: JSON) -> JSON:
+        original = self._return_against(body.get("return_against"))
+        returned = [self._returned_row(original, row, idx)
+                    for idx, row in enumerate(body.get("items") or [], start=1)]  # fmt: skip
+        note = self.stock.submit(DELIVERY_NOTE, body)
+        if isinstance(body.get("custom_return_id"), str):
+            self._by_return_id[body["custom_return_id"]] = note["name"]
+        if note["docstatus"] != 1:
+            return note
+        for row, qty in (r for r in returned if r is not None):
+            row["returned_qty"] = row.get("returned_qty", 0.0) + qty
+            self._mark_returned(row["parent"])
+            stored = self.orders.get(row.get("against_sales_order") or "")
+            if stored is not None:
+                item = order_item(stored.doc, row, row["idx"])
+                apply_return(stored.doc, [(item, qty)], self.clock.stamp())
+        return note
+
+    def _return_against(self, name: Any) -> JSON | None:
+        if name in (None, ""):
+            return None
+        original = self.stock.find(DELIVERY_NOTE, name) if isinstance(name, str) else None
+        if original is None or original.get("is_return") or original["docstatus"] != 1:
+            raise DocValidationError(f"Return Against: Delivery Note {name!r} not found")
+        return original
+
+    def _returned_row(
+        self, original: JSON | None, row: Any, idx: int
+    ) -> tuple[JSON, float] | None:
+        """The original Delivery Note row a return row sends back (by ``dn_detail``, else by
+        item in ``return_against``) and the units, checked against what is left to return."""
+        if not isinstance(row, dict):
+            return None
+        notes = [original] if original else list(self.stock.documents[DELIVERY_NOTE].values())
+        rows = [r for n in notes if not n.get("is_return") for r in n["items"]]
+        detail = row.get("dn_detail")
+        match = next((r for r in rows if r["name"] == detail), None) if detail else None
+        if match is None and original is not None:
+            match = next((r for r in rows if r["item_code"] == row.get("item_code")), None)
+        if match is None:
+            if detail or original is not None:
+                raise DocValidationError(f"Row #{idx}: the returned row is not in {detail!r}")
+            return None
+        qty = -float(_number(row.get("qty"), f"Row #{idx}: Quantity"))
+        left = match["qty"] - match.get("returned_qty", 0.0)
+        if qty > left:
+            raise DocValidationError(
+                f"Row #{idx}: Returned Qty {qty:g} of Item {match['item_code']} exceeds the "
+                f"{left:g} delivered and not yet returned"
+            )
+        return match, qty
+
+    def _mark_returned(self, name: str) -> None:
+        note = self.stock.documents[DELIVERY_NOTE][name]
+        shipped = sum(r["qty"] for r in note["items"])
+        back = sum(r.get("returned_qty", 0.0) for r in note["items"])
+        note["per_returned"] = round(100.0 * back / shipped, 2) if shipped else 0.0
+        if back >= shipped:
+            note["status"] = "Return Issued"
+        note["modified"] = self.clock.stamp()
+
+    def _credit_note_or_replay(self, body: Any) -> web.Response:
+        known = self.finance.replay(body)
+        if known is not None:
+            return self._replayed(known)
+        try:
+            doc = self.finance.credit_note(body, self._order_of, self.clock.tick())
+        except DocValidationError as exc:
+            return self._validation_error(str(exc))
+        return web.json_response({"data": doc})
+
+    def _order_of(self, sales_order: str | None, po_no: str | None) -> JSON | None:
+        stored = self.orders.get(sales_order or "") or self.order_by_po_no(po_no or "")
+        return stored.doc if stored else None
+
+    def cancel_order(self, name: str, reason: str | None = None) -> JSON:
+        """Cancel a submitted Sales Order (its reservation freed); a cancelled one is answered
+        as is. LookupError if unknown, DocValidationError if a draft or anything was delivered."""
+        doc = self._order_doc(name)
+        if doc["docstatus"] == 2:
+            return doc
+        if doc["docstatus"] == 0:
+            raise DocValidationError(f"Cannot cancel Sales Order {name} before submitting")
+        notes = [n["name"] for n in self.stock.documents[DELIVERY_NOTE].values()
+                 if n["docstatus"] == 1 and not n.get("is_return")
+                 and any(r.get("against_sales_order") == name for r in n["items"])]  # fmt: skip
+        if notes or any(item["delivered_qty"] for item in doc["items"]):
+            raise DocValidationError(
+                f"Cannot cancel because submitted Delivery Note {', '.join(notes)} exists"
+            )
+        end_order(doc, cancel=True, reason=reason, stamp=self.clock.stamp())
+        self.stock.release_sales_order(name)
+        self._stats["cancellations"] += 1
+        return doc
+
+    def close_order(self, name: str, reason: str | None = None) -> JSON:
+        """Close a submitted Sales Order (nothing more ships; what it still reserves is freed)."""
+        doc = self._order_doc(name)
+        if doc["status"] == "Closed":
+            return doc
+        if doc["docstatus"] != 1 or doc["status"] == "Completed":
+            raise DocValidationError(f"Sales Order {name} is {doc['status']}; it cannot be closed")
+        end_order(doc, cancel=False, reason=reason, stamp=self.clock.stamp())
+        self.stock.release_sales_order(name)
+        return doc
+
+    def _order_doc(self, name: str) -> JSON:
+        stored = self.orders.get(name)
+        if stored is None:
+            raise LookupError(name)
+        return stored.doc
+
+    async def _method_cancel(self, request: web.Request) -> web.Response:
+        """Frappe's ``frappe.client.cancel`` for Sales Orders: ``{"doctype", "name", "reason"?}``."""
+        error = await self._guard(request, inject_errors=True, doctype=DOCTYPE)
+        if error is not None:
+            return error
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._validation_error("Request body is not valid JSON")
+        if not isinstance(body, dict) or body.get("doctype") != DOCTYPE:
+            return self._validation_error("Only a Sales Order can be cancelled here")
+        name, reason = str(body.get("name")), body.get("reason")
+        try:
+            doc = self.cancel_order(name, reason if isinstance(reason, str) else None)
+        except LookupError:
+            return frappe_error(404, "DoesNotExistError", f"Sales Order {name} not found")
+        except DocValidationError as exc:
+            return self._validation_error(str(exc))
+        return web.json_response({"message": doc})
+
     async def _read(self, request: web.Request) -> web.Response:
         error = await self._guard(request, inject_errors=False)
         if error is not None:
@@ -305,6 +554,8 @@ class ErpSimulator(SimulatorServer):
         if doctype == DOCTYPE:
             stored = self.orders.get(name)
             doc = stored.doc if stored else None
+        elif doctype == SALES_INVOICE:
+            doc = self.finance.find(name)
         else:
             doc = self.stock.find(doctype, name)
         if doc is None:
@@ -318,6 +569,8 @@ class ErpSimulator(SimulatorServer):
         doctype = request.match_info["doctype"]
         if doctype == DOCTYPE:
             docs = [stored.doc for stored in reversed(self.orders.values())]  # newest first
+        elif doctype == SALES_INVOICE:
+            docs = self.finance.docs()
         else:
             docs = self.stock.docs(doctype)
         try:
@@ -333,6 +586,23 @@ class ErpSimulator(SimulatorServer):
 
     async def _sim_orders(self, _request: web.Request) -> web.Response:
         return web.json_response([stored.summary() for stored in self.orders.values()])
+
+    async def _sim_finance(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.finance.summaries())
+
+    async def _sim_end_order(self, request: web.Request) -> web.Response:
+        """``{"reason"?}``: the ERP itself cancels (or closes) the order."""
+        name, action = request.match_info["name"], request.match_info["action"]
+        try:
+            body = await request.json() if request.can_read_body else {}
+            reason = body.get("reason") if isinstance(body, dict) else None
+            end = self.cancel_order if action == "cancel" else self.close_order
+            doc = end(name, reason)
+        except LookupError:
+            return web.json_response({"error": f"Sales Order {name} not found"}, status=404)
+        except (ValueError, TypeError) as exc:  # DocValidationError is a ValueError
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(doc)
 
     async def _sim_stock(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stock_report())
@@ -363,6 +633,16 @@ class ErpSimulator(SimulatorServer):
     async def _sim_reset(self, _request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"ok": True})
+
+
+def _by_order(
+    shipped: list[tuple[JSON, int, JSON, float]],
+) -> list[tuple[JSON, list[tuple[int, JSON, float]]]]:
+    """Shipped rows grouped by their order, in first-seen order."""
+    groups: dict[str, tuple[JSON, list[tuple[int, JSON, float]]]] = {}
+    for order, idx, item, qty in shipped:
+        groups.setdefault(order["name"], (order, []))[1].append((idx, item, qty))
+    return list(groups.values())
 
 
 async def run_erp_simulator(

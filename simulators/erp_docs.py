@@ -146,6 +146,7 @@ def _item(row: Any, idx: int, defaults: JSON) -> JSON:
         "delivery_date": delivery,
         "warehouse": row.get("warehouse", defaults["set_warehouse"]),
         "delivered_qty": 0.0,
+        "returned_qty": 0.0,
         "billed_amt": 0.0,
         "custom_backorder_qty": backorder,
     }
@@ -374,3 +375,117 @@ def list_documents(docs: list[JSON], query: dict[str, str], *, doctype: str) -> 
     hits = _ordered(hits, query.get("order_by"))
     page = hits[start : start + length] if length else hits[start:]
     return [_project(doc, fields) for doc in page]
+
+
+# --- after the order: deliveries, returns, billing and status --------------------------------
+#
+# ERPNext's status updater, reduced to what the simulator needs: a Delivery Note row against a
+# Sales Order Item raises its ``delivered_qty``; an invoice row raises its ``billed_amt``; a
+# return row raises its ``returned_qty`` (``delivered_qty`` is left as shipped). The order's
+# ``per_delivered`` counts quantities, ``per_billed`` amounts, and ``status`` follows ERPNext's
+# status map: To Deliver and Bill -> To Deliver / To Bill -> Completed; Cancelled and Closed
+# are final.
+
+
+def order_item(order: JSON, row: JSON, idx: int) -> JSON:
+    """The Sales Order Item a Delivery Note row ships: by ``so_detail``, else the first item of
+    the same ``item_code`` with units left to deliver."""
+    items = order["items"]
+    so_detail = row.get("so_detail")
+    if so_detail:
+        found = next((i for i in items if i["name"] == so_detail), None)
+        if found is None:
+            raise DocValidationError(
+                f"Row #{idx}: Sales Order Item {so_detail} is not in Sales Order {order['name']}"
+            )
+        return found
+    same = [i for i in items if i["item_code"] == row.get("item_code")]
+    if not same:
+        raise DocValidationError(
+            f"Row #{idx}: Item {row.get('item_code')} is not in Sales Order {order['name']}"
+        )
+    return next((i for i in same if i["delivered_qty"] < i["qty"]), same[0])
+
+
+def check_delivery(order: JSON, rows: list[tuple[JSON, float]]) -> None:
+    """Refuse a delivery that ships more of an order item than is left to deliver, or any of an
+    order that is not open (draft, cancelled, closed)."""
+    if order["docstatus"] != 1 or order["status"] in ("Closed", "Cancelled"):
+        state = "cancelled" if order["docstatus"] == 2 else order["status"].lower()
+        raise DocValidationError(f"Sales Order {order['name']} is {state}; nothing can ship")
+    shipping: dict[str, float] = {}
+    for item, qty in rows:
+        shipping[item["name"]] = shipping.get(item["name"], 0.0) + qty
+        over = item["delivered_qty"] + shipping[item["name"]] - item["qty"]
+        if over > 0:
+            raise DocValidationError(
+                f"This document is over limit by Qty {over:g} for item {item['item_code']}. Are "
+                "you making another Delivery Note against the same Sales Order Item?"
+            )
+
+
+def apply_delivery(order: JSON, rows: list[tuple[JSON, float]], stamp: str) -> None:
+    for item, qty in rows:
+        item["delivered_qty"] = item["delivered_qty"] + qty
+    refresh_status(order, stamp)
+
+
+def apply_return(order: JSON, rows: list[tuple[JSON, float]], stamp: str) -> None:
+    for item, qty in rows:
+        item["returned_qty"] = item.get("returned_qty", 0.0) + qty
+    refresh_status(order, stamp)
+
+
+def apply_billing(order: JSON, amounts: dict[str, Decimal], stamp: str) -> None:
+    """Invoiced net amounts per Sales Order Item name."""
+    for item in order["items"]:
+        if item["name"] in amounts:
+            item["billed_amt"] = _money(Decimal(str(item["billed_amt"])) + amounts[item["name"]])
+    refresh_status(order, stamp)
+
+
+def fully_delivered(order: JSON) -> bool:
+    return all(item["delivered_qty"] >= item["qty"] for item in order["items"])
+
+
+def _percent(part: float, whole: float) -> float:
+    return round(min(100.0, 100.0 * part / whole), 2) if whole else 100.0
+
+
+def _level(percent: float, none: str, partly: str, fully: str) -> str:
+    return none if percent <= 0 else fully if percent >= 100 else partly
+
+
+def refresh_status(order: JSON, stamp: str) -> None:
+    """Recompute the progress fields and ``status``; every change bumps ``modified``."""
+    items = order["items"]
+    delivered = sum(min(i["delivered_qty"], i["qty"]) for i in items)
+    order["per_delivered"] = _percent(delivered, sum(i["qty"] for i in items))
+    order["per_billed"] = _percent(sum(i["billed_amt"] for i in items),
+                                   sum(i["amount"] for i in items))  # fmt: skip
+    order["delivery_status"] = _level(order["per_delivered"], "Not Delivered",
+                                      "Partly Delivered", "Fully Delivered")  # fmt: skip
+    order["billing_status"] = _level(order["per_billed"], "Not Billed", "Partly Billed",
+                                     "Fully Billed")  # fmt: skip
+    if order["docstatus"] == 1 and order["status"] not in ("Closed", "Draft"):
+        to_deliver, to_bill = order["per_delivered"] < 100, order["per_billed"] < 100
+        order["status"] = (
+            "To Deliver and Bill" if to_deliver and to_bill
+            else "To Deliver" if to_deliver
+            else "To Bill" if to_bill
+            else "Completed"
+        )  # fmt: skip
+    order["modified"] = stamp
+
+
+def end_order(order: JSON, *, cancel: bool, reason: str | None, stamp: str) -> None:
+    """Cancel (``docstatus`` 2, "Cancelled") or close ("Closed") a submitted order, keeping the
+    reason in ``custom_cancel_reason``."""
+    order["status"] = "Cancelled" if cancel else "Closed"
+    if cancel:
+        order["docstatus"] = 2
+    if order["delivery_status"] == "Not Delivered" and not cancel:
+        order["delivery_status"] = "Closed"
+    if reason:
+        order["custom_cancel_reason"] = reason
+    order["modified"] = stamp

@@ -13,6 +13,9 @@ nothing):
 * ``Stock Reconciliation`` (rows with ``warehouse`` and ``qty`` >= 0) sets on hand absolutely.
 * ``Delivery Note`` (rows with ``warehouse``, ``qty``, optional ``against_sales_order``) ships:
   lowers on hand and, against a submitted Sales Order, what that order reserved on the same Bin.
+  A return (``is_return`` 1, negative quantities as ERPNext stores them) puts the goods back on
+  hand (a positive ledger entry) and touches no reservation.
+* Cancelling or closing a Sales Order frees what it still reserves (``release_sales_order``).
 * A submitted Sales Order reserves each line's quantity on its Bin (``submit_sales_order``) and
   counts oversold units: units promised beyond what was available, less the units the seller
   knowingly accepted without stock (``custom_backorder_qty``).
@@ -171,6 +174,23 @@ def _stock_entry(body: JSON) -> tuple[list[JSON], list[_Line]]:
     )
 
 
+def _delivery_return(body: JSON) -> tuple[list[JSON], list[_Line]]:
+    """A return Delivery Note (``is_return`` 1): negative quantities, as ERPNext stores them,
+    that bring the goods back on hand; it frees no reservation (``against_sales_order`` stays on
+    the rows as a reference only)."""
+    rows = _rows(body, DELIVERY_NOTE)
+    flipped = []
+    for idx, row in enumerate(rows, start=1):
+        qty = _number(row.get("qty"), f"Row #{idx}: Quantity")
+        if qty >= 0:
+            raise DocValidationError(f"Row #{idx}: Quantity must be negative in a return")
+        flipped.append({**row, "qty": float(-qty)})
+    items, lines = _parse({**body, "items": flipped}, DELIVERY_NOTE, "warehouse",
+                          body.get("set_warehouse"), "Warehouse", "add")  # fmt: skip
+    items = [{**item, "qty": -item["qty"]} for item in items]
+    return items, [_Line(ln.row, ln.item_code, ln.warehouse, ln.qty, ln.kind) for ln in lines]
+
+
 def parse_stock_document(doctype: str, body: Any) -> tuple[list[JSON], list[_Line]]:
     """Validate a posted stock document's rows: its child rows and the stock lines they mean."""
     if not isinstance(body, dict):
@@ -180,6 +200,8 @@ def parse_stock_document(doctype: str, body: Any) -> tuple[list[JSON], list[_Lin
     default = body.get("set_warehouse")
     if doctype == RECONCILIATION:
         return _parse(body, doctype, "warehouse", default, "Warehouse", "set")
+    if doctype == DELIVERY_NOTE and body.get("is_return"):
+        return _delivery_return(body)
     if doctype == DELIVERY_NOTE:
         return _parse(body, doctype, "warehouse", default, "Warehouse", "sub")
     raise DocValidationError(f"{doctype} is not a stock document")
@@ -251,7 +273,7 @@ class StockBook:
         that no issue or shipment takes more than is on hand and every order is submitted."""
         moving = [
             ln for ln in lines if doctype != DELIVERY_NOTE or self.is_stock_item(ln.item_code)
-        ]
+        ]  # a returned non-stock item comes back to no Bin either
         taken: dict[tuple[str, str], float] = {}
         for line in moving:
             if line.against is not None and line.against not in self._submitted_orders:
@@ -278,7 +300,8 @@ class StockBook:
                "posting_date": now.date().isoformat(), "posting_time": now.strftime("%H:%M:%S.%f"),
                "items": [{**item, "parent": name} for item in items]}  # fmt: skip
         if doctype == DELIVERY_NOTE:
-            doc["status"] = "To Bill" if docstatus == 1 else "Draft"
+            doc["is_return"] = int(bool(body.get("is_return")))
+            doc["status"] = "Draft" if docstatus != 1 else "Return" if doc["is_return"] else "To Bill"
         return doc
 
     def _next_name(self, doctype: str, now: datetime) -> str:
@@ -365,3 +388,15 @@ class StockBook:
             self._reserved[reserved_key] = self._reserved.get(reserved_key, 0.0) + qty
             if backorder:
                 self._backordered[reserved_key] = self._backordered.get(reserved_key, 0.0) + backorder
+
+    def release_sales_order(self, name: str) -> None:
+        """Cancelling or closing a Sales Order: what it still reserves is freed (one ``modified``
+        bump per Bin) and it no longer accepts deliveries."""
+        self._submitted_orders.discard(name)
+        stamps: dict[tuple[str, str], str] = {}
+        for key in [k for k in self._reserved if k[0] == name]:
+            remaining = self._reserved.pop(key)
+            self._backordered.pop(key, None)
+            if remaining and key[1:] in self.bins:
+                stock = self._bin((key[1], key[2]), stamps)
+                stock.reserved_qty = max(0.0, stock.reserved_qty - remaining)

@@ -9,8 +9,10 @@ from decimal import Decimal
 import pytest
 from pydantic import AnyHttpUrl
 
+from connectors.base import ErpReturnResult, ErpShipmentResult, Refund, Shipment, ShipmentLine
 from connectors.erp import ErpNextConnector, error_for_status, post_result, sales_order_doc
-from connectors.errors import PermanentError, RateLimitedError, RetryableError
+from connectors.erp_orders import ErpOrderFeed, order_change
+from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
 from simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
 from streams.models import Address, Customer, Money, Order, OrderLine
@@ -229,3 +231,200 @@ def test_response_mapping_edge_cases() -> None:
     err = error_for_status(409, "x" * 10_000, {}, "create")
     assert isinstance(err, PermanentError) and len(err.body or "") == 4096
     assert isinstance(error_for_status(502, "<html>", {}, "create"), RetryableError)
+
+
+# --- after the order: shipments, cancellations, returns, the order-change feed ----------------
+
+SKU_A, SKU_B = "IPOD2008GREEN", "IPOD2008BLACK"
+
+
+def two_line_order(order_id: str) -> Order:
+    """Line A: 3 x 10.00, line B: 1 x 5.50; tax 1.55, shipping 4.00 -> 41.05."""
+    base = make_order(order_id)
+    lines = [
+        OrderLine(line_id="LA", sku=SKU_A, title="A", quantity=3, unit_price=usd("10.00"),
+                  tax=usd("0"), discount=usd("0")),
+        OrderLine(line_id="LB", sku=SKU_B, title="B", quantity=1, unit_price=usd("5.50"),
+                  tax=usd("0"), discount=usd("0")),
+    ]  # fmt: skip
+    return base.model_copy(update={
+        "lines": lines, "subtotal": usd("35.50"), "tax_total": usd("1.55"),
+        "shipping": usd("4.00"), "discount_total": usd("0"), "total": usd("41.05")})  # fmt: skip
+
+
+def shipment(shipment_id: str, *lines: tuple[str, str, int]) -> Shipment:
+    return Shipment(shipment_id=shipment_id, order_key="shopify:1",
+                    lines=[ShipmentLine(lid, sku, q) for lid, sku, q in lines], carrier="UPS",
+                    tracking_number="1Z999", shipped_at="2026-01-11T10:00:00+00:00")  # fmt: skip
+
+
+def refund(refund_id: str, amount: str, *lines: tuple[str, str, int], restock: bool) -> Refund:
+    return Refund(refund_id=refund_id, lines=[ShipmentLine(lid, s, q) for lid, s, q in lines],
+                  amount=amount, currency="USD", reason="damaged", restock=restock)  # fmt: skip
+
+
+async def placed(sim: ErpSimulator, erp: ErpNextConnector, key: str = "shopify:1") -> str:
+    sim.set_stock(SKU_A, 10)
+    sim.set_stock(SKU_B, 10)
+    return (await erp.create_sales_order(key, two_line_order(key))).erp_sales_order
+
+
+async def test_shipment_posts_a_delivery_note_and_its_invoice_once(
+    sim: ErpSimulator, erp: ErpNextConnector
+) -> None:
+    so = await placed(sim, erp)
+    ship = shipment("WMS-1", ("LA", SKU_A, 3), ("LB", SKU_B, 1))
+    result = await erp.post_shipment("shopify:1", so, ship)
+    assert result.created and result.delivery_note.startswith("MAT-DN-")
+    assert result.sales_invoice and result.sales_invoice.startswith("ACC-SINV-")
+    again = await erp.post_shipment("shopify:1", so, ship)
+    assert again == ErpShipmentResult(result.delivery_note, result.sales_invoice, created=False)
+    note = sim.stock.find("Delivery Note", result.delivery_note)
+    assert note is not None and (note["custom_carrier"], note["custom_tracking_number"]) == (
+        "UPS", "1Z999")
+    invoice = sim.finance.find(result.sales_invoice)
+    assert invoice is not None and invoice["grand_total"] == pytest.approx(41.05)
+    assert (invoice["po_no"], invoice["sales_order"], invoice["is_return"]) == ("shopify:1", so, 0)
+    order = sim.orders[so].doc
+    assert (order["status"], order["per_delivered"], order["per_billed"]) == ("Completed", 100, 100)
+    assert {b["item_code"]: (b["actual_qty"], b["reserved_qty"]) for b in sim.bins()} == {
+        SKU_A: (7, 0), SKU_B: (9, 0)}
+    stats = sim.stats()
+    assert (stats["delivery_notes"], stats["invoices"]) == (1, 1)
+
+
+async def test_partial_then_full_shipment(sim: ErpSimulator, erp: ErpNextConnector) -> None:
+    so = await placed(sim, erp)
+    first = await erp.post_shipment("shopify:1", so, shipment("WMS-1", ("LA", SKU_A, 1)))
+    order = sim.orders[so].doc
+    assert (order["status"], order["delivery_status"]) == ("To Deliver and Bill", "Partly Delivered")
+    assert order["per_delivered"] == 25.0 and order["items"][0]["delivered_qty"] == 1
+    second = await erp.post_shipment(
+        "shopify:1", so, shipment("WMS-2", ("LA", SKU_A, 2), ("LB", SKU_B, 1)))
+    assert (order["status"], order["delivery_status"]) == ("Completed", "Fully Delivered")
+    invoices = [sim.finance.find(str(r.sales_invoice)) for r in (first, second)]
+    totals = [inv["grand_total"] for inv in invoices if inv]
+    assert totals[0] == pytest.approx(10 + 1.55 * 10 / 35.5 + 4 * 10 / 35.5, abs=0.01)
+    assert sum(totals) == pytest.approx(41.05)  # the last invoice takes the rest of the charges
+    with pytest.raises(PermanentError) as info:
+        await erp.post_shipment("shopify:1", so, shipment("WMS-3", ("LA", SKU_A, 1)))
+    assert info.value.status == 417 and "over limit" in str(info.value)
+
+
+async def test_unknown_line_is_permanent(sim: ErpSimulator, erp: ErpNextConnector) -> None:
+    so = await placed(sim, erp)
+    with pytest.raises(PermanentError, match="no line"):
+        await erp.post_shipment("shopify:1", so, shipment("WMS-1", ("LX", "NOPE", 1)))
+
+
+async def test_cancel_frees_the_reservation_and_is_idempotent(
+    sim: ErpSimulator, erp: ErpNextConnector
+) -> None:
+    so = await placed(sim, erp)
+    await erp.cancel_sales_order(so, "buyer asked")
+    await erp.cancel_sales_order(so, "buyer asked")
+    order = sim.orders[so].doc
+    assert (order["docstatus"], order["status"], order["custom_cancel_reason"]) == (
+        2, "Cancelled", "buyer asked")
+    assert all(b["reserved_qty"] == 0 for b in sim.bins()) and sim.stats()["cancellations"] == 1
+    with pytest.raises(PermanentError, match="is cancelled"):
+        await erp.post_shipment("shopify:1", so, shipment("WMS-1", ("LA", SKU_A, 1)))
+
+
+async def test_cancel_after_a_delivery_is_refused(sim: ErpSimulator, erp: ErpNextConnector) -> None:
+    so = await placed(sim, erp)
+    note = (await erp.post_shipment("shopify:1", so, shipment("W", ("LA", SKU_A, 1)))).delivery_note
+    with pytest.raises(PermanentError) as info:
+        await erp.cancel_sales_order(so, "too late")
+    assert info.value.status == 417
+    assert f"Cannot cancel because submitted Delivery Note {note} exists" in str(info.value)
+    with pytest.raises(PermanentError) as missing:
+        await erp.cancel_sales_order("SAL-ORD-1999-99999", "x")
+    assert missing.value.status == 404
+
+
+async def test_return_with_restock_and_credit_note(sim: ErpSimulator, erp: ErpNextConnector) -> None:
+    so = await placed(sim, erp)
+    shipped = await erp.post_shipment(
+        "shopify:1", so, shipment("W", ("LA", SKU_A, 3), ("LB", SKU_B, 1)))
+    back = refund("R-1", "12.00", ("LA", SKU_A, 1), restock=True)  # 10.00 + 2.00 tax/shipping
+    result = await erp.post_return("shopify:1", so, back)
+    assert result.created and result.return_delivery_note and result.credit_note
+    assert sim.stock.bins[SKU_A, "Stores - RSD"].actual_qty == 8  # 10 - 3 + 1
+    note = sim.stock.find("Delivery Note", result.return_delivery_note)
+    assert note is not None and (note["is_return"], note["return_against"]) == (
+        1, shipped.delivery_note)
+    assert note["items"][0]["qty"] == -1 and note["status"] == "Return"
+    credit = sim.finance.find(result.credit_note)
+    assert credit is not None and credit["grand_total"] == -12.0
+    assert (credit["is_return"], credit["return_against"]) == (1, shipped.sales_invoice)
+    assert sim.orders[so].doc["items"][0]["returned_qty"] == 1
+    assert await erp.post_return("shopify:1", so, back) == ErpReturnResult(
+        result.return_delivery_note, result.credit_note, created=False)
+    assert sim.stock.bins[SKU_A, "Stores - RSD"].actual_qty == 8
+    stats = sim.stats()
+    assert (stats["returns"], stats["credit_notes"]) == (1, 1)
+    with pytest.raises(PermanentError, match="not\\s+delivered"):
+        await erp.post_return("shopify:1", so, refund("R-2", "30", ("LA", SKU_A, 3), restock=True))
+
+
+async def test_refund_only_and_limited_to_what_was_invoiced(
+    sim: ErpSimulator, erp: ErpNextConnector
+) -> None:
+    so = await placed(sim, erp)
+    await erp.post_shipment("shopify:1", so, shipment("W1", ("LA", SKU_A, 1)))
+    await erp.post_shipment("shopify:1", so, shipment("W2", ("LA", SKU_A, 2), ("LB", SKU_B, 1)))
+    goodwill = await erp.post_return("shopify:1", so, refund("R-1", "5.00", restock=False))
+    assert goodwill.return_delivery_note is None and goodwill.created
+    credit = sim.finance.find(goodwill.credit_note)
+    assert credit is not None and credit["grand_total"] == -5.0
+    assert sim.stock.bins[SKU_A, "Stores - RSD"].actual_qty == 7  # nothing came back
+    # more than either invoice alone: a credit note against the order
+    big = await erp.post_return("shopify:1", so, refund("R-2", "30.00", restock=False))
+    assert sim.finance.find(big.credit_note)["return_against"] is None  # type: ignore[index]
+    with pytest.raises(PermanentError) as info:
+        await erp.post_return("shopify:1", so, refund("R-3", "6.10", restock=False))
+    assert info.value.status == 417 and "exceeds" in str(info.value)  # 41.05 - 35 = 6.05 left
+    assert [s["grand_total"] for s in sim.finance.summaries()][-2:] == [-5.0, -30.0]
+
+
+async def test_order_feed_reports_erp_side_cancellations(
+    sim: ErpSimulator, erp: ErpNextConnector
+) -> None:
+    assert sim.base_url
+    feed = ErpOrderFeed(sim.base_url, "demo-key", "demo-secret", timeout_s=2.0, page_size=2)
+    try:
+        first = await placed(sim, erp, "shopify:1")
+        assert (await feed.poll(None)).changes == []
+        others = [(await erp.create_sales_order(k, two_line_order(k))).erp_sales_order
+                  for k in ("shopify:2", "shopify:3", "shopify:4")]  # fmt: skip
+        sim.cancel_order(others[0], "fraud")
+        sim.close_order(others[1], "no stock")
+        await erp.cancel_sales_order(others[2], "buyer asked")
+        result = await feed.poll(None)
+        assert [(c.order_key, c.status, c.reason) for c in result.changes] == [
+            ("shopify:2", "Cancelled", "fraud"), ("shopify:3", "Closed", "no stock"),
+            ("shopify:4", "Cancelled", "buyer asked")]  # fmt: skip
+        assert result.cursor == sim.orders[others[2]].doc["modified"]
+        again = await feed.poll(result.cursor)
+        assert [c.erp_sales_order for c in again.changes] == [others[2]]
+        sim.cancel_order(first, None)
+        later = await feed.poll(result.cursor)
+        assert [(c.erp_sales_order, c.reason) for c in later.changes] == [
+            (others[2], "buyer asked"), (first, None)]
+    finally:
+        await feed.close()
+
+
+async def test_order_feed_from_settings_and_errors(sim: ErpSimulator) -> None:
+    assert sim.base_url
+    settings = Settings(erp_base_url=AnyHttpUrl(sim.base_url), erp_api_key="bad")  # type: ignore[call-arg,arg-type]
+    feed = ErpOrderFeed.from_settings(settings)
+    try:
+        with pytest.raises(PermanentError) as info:
+            await feed.poll(None)
+        assert info.value.status == 401
+    finally:
+        await feed.close()
+    with pytest.raises(DecodeError):
+        order_change({"name": "SO-1", "status": "Cancelled"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from simulators.erp_docs import DocValidationError, build_sales_order, list_docu
 
 AUTH = {"Authorization": "token demo-key:demo-secret"}
 SO = "/api/resource/Sales%20Order"
+JSON = dict[str, Any]
 
 
 def doc(po_no: object = "shopify:1", **overrides: object) -> dict[str, object]:
@@ -259,7 +261,8 @@ async def test_stock_documents_over_http(sim: ErpSimulator, http: aiohttp.Client
     note = {"docstatus": 1, "items": [
         {"item_code": "SKU-1", "qty": 2, "warehouse": WH, "against_sales_order": so_name}]}
     status, body = await post(http, "Delivery Note", note)
-    assert status == 200 and body["data"]["status"] == "To Bill"
+    assert status == 200 and body["data"]["status"] == "Completed"  # invoiced on delivery
+    assert body["data"]["custom_sales_invoice"].startswith("ACC-SINV-")
     (stock,) = sim.bins()
     assert (stock["actual_qty"], stock["reserved_qty"]) == (8, 0)
     status, body = await post(http, "Stock Reconciliation", {"docstatus": 1, "items": [
@@ -358,3 +361,85 @@ def test_list_order_by_and_comparisons() -> None:
         names(order_by="qty; drop table")
     with pytest.raises(DocValidationError):
         names(filters='[["qty", "like", "1"]]')
+
+
+# --- after the order --------------------------------------------------------------------------
+
+
+async def shipped_order(sim: ErpSimulator, http: aiohttp.ClientSession) -> tuple[str, JSON]:
+    """A submitted order (SKU-1 x2, SKU-2 x1) with one unit of SKU-1 shipped as WMS-1."""
+    sim.set_stock("SKU-1", 5)
+    _, body = await post(http, "Sales Order", doc("shopify:7", docstatus=1))
+    so = body["data"]
+    note = {"docstatus": 1, "custom_shipment_id": "WMS-1", "items": [
+        {"item_code": "SKU-1", "qty": 1, "warehouse": WH, "against_sales_order": so["name"],
+         "so_detail": so["items"][0]["name"]}]}  # fmt: skip
+    status, body = await post(http, "Delivery Note", note)
+    assert status == 200
+    return so["name"], body["data"]
+
+
+async def cancel(http: aiohttp.ClientSession, body: JSON) -> tuple[int, JSON]:
+    async with http.post("/api/method/frappe.client.cancel", json=body, headers=AUTH) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_cancel_method_over_http(sim: ErpSimulator, http: aiohttp.ClientSession) -> None:
+    sim.set_stock("SKU-1", 5)
+    _, body = await post(http, "Sales Order", doc("shopify:1", docstatus=1))
+    name, created = body["data"]["name"], body["data"]["modified"]
+    assert sim.bins()[0]["reserved_qty"] == 2
+    status, answer = await cancel(http, {"doctype": "Sales Order", "name": name, "reason": "x"})
+    assert status == 200 and answer["message"]["status"] == "Cancelled"
+    assert answer["message"]["modified"] > created and sim.bins()[0]["reserved_qty"] == 0
+    assert (await cancel(http, {"doctype": "Sales Order", "name": name}))[0] == 200
+    _, draft = await post(http, "Sales Order", doc("shopify:2"))
+    assert (await cancel(http, {"doctype": "Sales Order", "name": draft["data"]["name"]}))[0] == 417
+    assert (await cancel(http, {"doctype": "Sales Order", "name": "NOPE"}))[0] == 404
+    assert (await cancel(http, {"doctype": "Bin", "name": name}))[0] == 417
+    assert sim.stats()["cancellations"] == 1
+
+
+async def test_delivery_note_replays_and_moves_the_order(
+    sim: ErpSimulator, http: aiohttp.ClientSession
+) -> None:
+    name, note = await shipped_order(sim, http)
+    order = sim.orders[name].doc
+    assert (order["status"], order["per_delivered"]) == ("To Deliver and Bill", 33.33)
+    assert order["billing_status"] == "Partly Billed"
+    async with http.post("/api/resource/Delivery Note", headers=AUTH, json={
+            "docstatus": 1, "custom_shipment_id": "WMS-1", "items": []}) as resp:  # fmt: skip
+        assert resp.headers["X-Idempotent-Replay"] == "true"
+        assert (await resp.json())["data"]["name"] == note["name"]
+    async with http.get("/_sim/finance") as resp:
+        (invoice,) = await resp.json()
+    assert invoice == {"name": note["custom_sales_invoice"], "is_return": 0, "po_no": "shopify:7",
+                       "sales_order": name, "grand_total": pytest.approx(19.99 + 2.70 * 19.99
+                                                                         / 44.98, abs=0.01),
+                       "return_against": None}  # fmt: skip
+    status, body = await post(http, "Sales Invoice", {"customer": "C", "items": []})
+    assert status == 417 and "only a Credit Note" in body["exception"]
+    status, body = await post(http, "Delivery Note", {"docstatus": 1, "is_return": 1,
+                                                      "return_against": note["name"], "items": [
+        {"item_code": "SKU-1", "qty": -2, "warehouse": WH}]})  # fmt: skip
+    assert status == 417 and "exceeds" in body["exception"]
+
+
+async def test_erp_side_cancel_and_the_order_change_list(
+    sim: ErpSimulator, http: aiohttp.ClientSession
+) -> None:
+    _, body = await post(http, "Sales Order", doc("shopify:1", docstatus=1))
+    name = body["data"]["name"]
+    async with http.post(f"/_sim/orders/{name}/cancel", json={"reason": "fraud"}) as resp:
+        assert resp.status == 200 and (await resp.json())["custom_cancel_reason"] == "fraud"
+    async with http.post("/_sim/orders/NOPE/close", json={}) as resp:
+        assert resp.status == 404
+    async with http.post(f"/_sim/orders/{name}/close", json={}) as resp:
+        assert resp.status == 400  # a cancelled order cannot be closed
+    params = {"fields": json.dumps(["name", "status", "custom_cancel_reason", "modified"]),
+              "filters": json.dumps([["Sales Order", "modified", ">=", body["data"]["modified"]]]),
+              "order_by": "modified asc, name asc"}  # fmt: skip
+    async with http.get(SO, params=params, headers=AUTH) as resp:
+        rows = (await resp.json())["data"]
+    assert [(r["name"], r["status"], r["custom_cancel_reason"]) for r in rows] == [
+        (name, "Cancelled", "fraud")]

@@ -185,6 +185,38 @@ def test_delivery_against_an_order_lowers_on_hand_and_its_reservation() -> None:
     assert qty(stock, "A") == (1, 1)  # not against an order: the reservation stays
 
 
+def test_a_return_puts_goods_back_and_touches_no_reservation() -> None:
+    stock = book()
+    stock.submit(STOCK_ENTRY, receipt(("A", 5)))
+    stock.submit_sales_order(order("SO-1", ("A", 2, 0)))
+    stock.submit(DELIVERY_NOTE, {"docstatus": 1, "items": [
+        {"item_code": "A", "qty": 1, "warehouse": WH, "against_sales_order": "SO-1"}]})  # fmt: skip
+    back = stock.submit(DELIVERY_NOTE, {"docstatus": 1, "is_return": 1, "items": [
+        {"item_code": "A", "qty": -1, "warehouse": WH, "against_sales_order": "SO-1"},
+        {"item_code": "SERVICE", "qty": -1, "warehouse": WH}]})  # fmt: skip
+    assert (back["status"], back["is_return"], back["items"][0]["qty"]) == ("Return", 1, -1)
+    assert qty(stock, "A") == (5, 1)
+    assert stock.ledger[-1]["actual_qty"] == 1 and stock.ledger[-1]["voucher_no"] == back["name"]
+    with pytest.raises(DocValidationError, match="negative"):
+        stock.submit(DELIVERY_NOTE, {"docstatus": 1, "is_return": 1, "items": [
+            {"item_code": "A", "qty": 1, "warehouse": WH}]})  # fmt: skip
+
+
+def test_releasing_an_order_frees_what_it_still_reserves() -> None:
+    stock = book()
+    stock.submit(STOCK_ENTRY, receipt(("A", 5)))
+    stock.submit_sales_order(order("SO-1", ("A", 3, 1)))
+    stock.submit_sales_order(order("SO-2", ("A", 1, 0)))
+    before = stock.bins["A", WH].modified
+    stock.release_sales_order("SO-1")
+    assert qty(stock, "A") == (5, 1) and stock.bins["A", WH].modified > before
+    stock.release_sales_order("SO-1")  # twice: nothing more
+    assert qty(stock, "A") == (5, 1)
+    with pytest.raises(DocValidationError, match="not a submitted order"):
+        stock.submit(DELIVERY_NOTE, {"docstatus": 1, "items": [
+            {"item_code": "A", "qty": 1, "warehouse": WH, "against_sales_order": "SO-1"}]})  # fmt: skip
+
+
 # --- the feed over HTTP -----------------------------------------------------------------------
 
 
