@@ -193,7 +193,7 @@ def _address(address: Any) -> Address | None:
 
 #: what our own Shopify connector writes in a refund's note, so the webhook Shopify sends for a
 #: refund we made maps back to the same refund id (an idempotent repeat, not a second refund)
-OUR_REFUND_NOTE = re.compile(r"retail-sync refund (\S+)")
+OUR_REFUND_NOTE = re.compile(r"retail-sync refund ([^\]\s]+)")
 
 
 def map_refund(payload: Any, received_at: Any) -> tuple[str, RefundRecord]:
