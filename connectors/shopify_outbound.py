@@ -1,4 +1,5 @@
-"""Shopify Admin REST as a ChannelOutbound: inventory levels out, seller cancellations out.
+"""Shopify Admin REST as a ChannelOutbound: inventory levels, seller cancellations, shipment
+confirmations and refunds out.
 
 Inventory: Shopify REST has no bulk inventory call, so a push is one
 ``POST /admin/api/{v}/inventory_levels/set.json`` (``location_id``, ``inventory_item_id``,
@@ -20,6 +21,26 @@ Cancellations: a whole order is ``POST orders/{id}/cancel.json`` with ``reason: 
 as the units of that line that must end up cancelled: the refunds already on the order are read
 first and only the difference is asked for, so repeating a cancellation changes nothing.
 
+Shipments: ``POST orders/{id}/fulfillments.json`` (REST 2021-10 shape) with the shipment's lines
+(``line_id`` is the Shopify line item id), its tracking number and ``tracking_company`` from
+``SHOPIFY_CARRIERS`` (canonical carrier -> Shopify's company name; a carrier not in the table is a
+PermanentError), at the shop's location, ``notify_customer: true``. Shopify fulfillments have no
+field of ours to carry the shipment id, so the tracking number is the idempotency key a real
+integration can see: the order's fulfillments are read first and a successful one that already
+carries the shipment's tracking number means it was confirmed (a shipment without a tracking
+number matches a fulfillment without one for exactly the same line quantities). A 422 after which
+the fulfillment is there (a concurrent repeat) is success too; any other 422 (e.g. more units
+than are left to fulfil) is a PermanentError.
+
+Refunds: ``POST orders/{id}/refunds.json`` with ``refund_line_items`` (``restock_type`` ``return``
+at the shop's location when ``refund.restock``, else ``no_restock``), one transaction ``{"kind":
+"refund", "amount", "gateway"}`` for ``refund.amount`` (the order's gateway; none for a zero
+amount) and the ``note`` "<reason> [retail-sync refund <refund_id>]". Idempotent on refund_id:
+the order's refunds are read first and one whose note carries that marker means done. We send
+no ``parent_id`` (the capture transaction); Shopify accepts the gateway instead for a single
+captured payment (not checked against a real shop). A refund in another currency than the
+order's is a PermanentError.
+
 Errors at the edge: 429 -> RateLimitedError (``Retry-After``), 5xx, timeouts and connection
 failures -> RetryableError, other 4xx -> PermanentError, a 2xx that is not the JSON promised ->
 DecodeError.
@@ -31,11 +52,12 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
 
-from connectors.base import CancelLine, PushReport, QuantityUpdate
+from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment, ShipmentLine
 from connectors.errors import (
     DecodeError,
     PermanentError,
@@ -49,6 +71,15 @@ JSON = dict[str, Any]
 CALL_LIMIT_HEADER = "X-Shopify-Shop-Api-Call-Limit"
 ALREADY_CANCELLED = "already been cancelled"
 MAX_ERROR_BODY = 4 * 1024
+#: canonical carrier (connectors.base.Shipment) -> Shopify ``tracking_company``
+SHOPIFY_CARRIERS: dict[str, str] = {
+    "UPS": "UPS",
+    "USPS": "USPS",
+    "FEDEX": "FedEx",
+    "DHL": "DHL Express",
+    "OTHER": "Other",
+}
+REFUND_MARKER = "retail-sync refund {}"
 
 
 def error_for_status(status: int, body: str, headers: Mapping[str, str], what: str) -> SyncError:
@@ -128,7 +159,8 @@ class CallLimitPacer:
 
 
 class ShopifyOutbound:
-    """Inventory levels and seller cancellations through Shopify Admin REST (one aiohttp session)."""
+    """Inventory levels, seller cancellations, fulfillments and refunds through Shopify Admin REST
+    (one aiohttp session)."""
 
     channel = "shopify"
 
@@ -283,10 +315,123 @@ class ShopifyOutbound:
             body = {"refund": {"note": reason, "notify": False, "refund_line_items": items}}
             await self._json("POST", f"orders/{order_id}/refunds.json", f"refund lines of {order_id}", body)
 
+    # --- shipments ----------------------------------------------------------------------------
+
+    async def confirm_shipment(self, marketplace_order_id: str, shipment: Shipment) -> None:
+        order_id = marketplace_order_id
+        company = shopify_carrier(shipment.carrier)
+        items = _shipment_items(shipment.lines, order_id)
+        if await self._fulfilled(order_id, shipment.tracking_number, items):
+            return
+        body = {"fulfillment": {
+            "location_id": await self.location_id(), "tracking_number": shipment.tracking_number or None,
+            "tracking_company": company, "notify_customer": True,
+            "line_items": [{"id": line_id, "quantity": qty} for line_id, qty in items.items()],
+        }}
+        what = f"fulfil order {order_id} (shipment {shipment.shipment_id})"
+        status, text, resp = await self._call("POST", f"{self.api}/orders/{order_id}/fulfillments.json",
+                                              what, body)
+        if 200 <= status < 300:
+            return
+        if status == 422 and await self._fulfilled(order_id, shipment.tracking_number, items):
+            return  # a concurrent repeat got there first
+        raise error_for_status(status, text, resp.headers, what)
+
+    async def _fulfilled(self, order_id: str, tracking_number: str, items: Mapping[int, int]) -> bool:
+        """Whether a successful fulfillment of the order already carries this shipment."""
+        what = f"fulfillments of {order_id}"
+        answer = await self._json("GET", f"orders/{order_id}/fulfillments.json", what)
+        fulfillments = answer.get("fulfillments")
+        if not isinstance(fulfillments, list):
+            raise DecodeError(f"Shopify fulfillments of {order_id}: answer has no fulfillments list")
+        return any(_same_shipment(f, tracking_number, items) for f in fulfillments if isinstance(f, dict))
+
+    # --- refunds -------------------------------------------------------------------------------
+
+    async def refund(self, marketplace_order_id: str, refund: Refund) -> None:
+        order_id = marketplace_order_id
+        marker = REFUND_MARKER.format(refund.refund_id)
+        if await self._refunded_already(order_id, marker):
+            return
+        order = (await self._json("GET", f"orders/{order_id}.json", f"order {order_id}")).get("order") or {}
+        if str(order.get("currency", refund.currency)).upper() != refund.currency.upper():
+            raise PermanentError(f"Shopify order {order_id} is in {order.get('currency')}, "
+                                 f"refund {refund.refund_id} in {refund.currency}")
+        body = {"refund": {
+            "note": f"{refund.reason} [{marker}]", "notify": True,
+            "refund_line_items": await self._refund_items(refund, order_id),
+            "transactions": _refund_transactions(refund, order.get("gateway")),
+        }}
+        what = f"refund {refund.refund_id} of order {order_id}"
+        url = f"{self.api}/orders/{order_id}/refunds.json"
+        status, text, resp = await self._call("POST", url, what, body)
+        if 200 <= status < 300:
+            return
+        if status == 422 and await self._refunded_already(order_id, marker):
+            return
+        raise error_for_status(status, text, resp.headers, what)
+
+    async def _refund_items(self, refund: Refund, order_id: str) -> list[JSON]:
+        kind = "return" if refund.restock else "no_restock"
+        location = {"location_id": await self.location_id()} if refund.restock and refund.lines else {}
+        return [{"line_item_id": line_id, "quantity": qty, "restock_type": kind, **location}
+                for line_id, qty in _shipment_items(refund.lines, order_id).items()]
+
+    async def _refunded_already(self, order_id: str, marker: str) -> bool:
+        refunds = await self._json("GET", f"orders/{order_id}/refunds.json", f"refunds of {order_id}")
+        listed = refunds.get("refunds")
+        return isinstance(listed, list) and any(
+            marker in str(r.get("note") or "") for r in listed if isinstance(r, dict))
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def shopify_carrier(carrier: str) -> str:
+    """Shopify's ``tracking_company`` for a canonical carrier (PermanentError if not one)."""
+    company = SHOPIFY_CARRIERS.get(carrier.upper())
+    if company is None:
+        raise PermanentError(f"{carrier!r} is not a canonical carrier ({', '.join(SHOPIFY_CARRIERS)})")
+    return company
+
+
+def _shipment_items(lines: Sequence[ShipmentLine], order_id: str) -> dict[int, int]:
+    """line item id -> units, the shipment's (or refund's) lines added up per line."""
+    items: dict[int, int] = {}
+    for line in lines:
+        line_id = _line_item_id(line, order_id)
+        items[line_id] = items.get(line_id, 0) + line.quantity
+    return items
+
+
+def _same_shipment(fulfillment: JSON, tracking_number: str, items: Mapping[int, int]) -> bool:
+    if fulfillment.get("status") not in ("success", "open", "pending"):
+        return False  # cancelled / failure / error: it does not count
+    numbers = {str(n) for n in fulfillment.get("tracking_numbers") or []}
+    numbers |= {str(fulfillment["tracking_number"])} if fulfillment.get("tracking_number") else set()
+    if tracking_number:
+        return tracking_number in numbers
+    shipped: dict[int, int] = {}
+    for item in fulfillment.get("line_items") or []:
+        shipped[int(item["id"])] = shipped.get(int(item["id"]), 0) + int(item["quantity"])
+    return not numbers and shipped == dict(items)
+
+
+def _refund_transactions(refund: Refund, gateway: Any) -> list[JSON]:
+    try:
+        amount = Decimal(refund.amount)
+    except InvalidOperation:
+        raise PermanentError(f"refund {refund.refund_id}: amount {refund.amount!r} is not a number") from None
+    if amount < 0 or not amount.is_finite():
+        raise PermanentError(f"refund {refund.refund_id}: amount {refund.amount!r} must be >= 0")
+    if amount == 0:
+        return []
+    transaction: JSON = {"kind": "refund", "amount": str(amount)}
+    if gateway:
+        transaction["gateway"] = gateway
+    return [transaction]
 
 
 def _refunded(refunds: Any) -> dict[int, int]:
@@ -299,7 +444,7 @@ def _refunded(refunds: Any) -> dict[int, int]:
     return done
 
 
-def _line_item_id(line: CancelLine, order_id: str) -> int:
+def _line_item_id(line: CancelLine | ShipmentLine, order_id: str) -> int:
     try:
         return int(line.line_id)
     except ValueError:
@@ -317,4 +462,12 @@ def _object(text: str, what: str) -> JSON:
     return payload
 
 
-__all__ = ["CallLimitPacer", "ShopifyOutbound", "error_for_status", "parse_call_limit", "shopify_errors"]
+__all__ = [
+    "SHOPIFY_CARRIERS",
+    "CallLimitPacer",
+    "ShopifyOutbound",
+    "error_for_status",
+    "parse_call_limit",
+    "shopify_carrier",
+    "shopify_errors",
+]

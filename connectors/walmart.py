@@ -274,9 +274,11 @@ class WalmartOrdersClient:
         return self._iterate(RELEASED_PATH, "released orders", params)
 
     def orders_modified_since(
-        self, modified_start: datetime, *, created_start: datetime | None = None, limit: int = 100
+        self, modified_start: datetime, *, created_start: datetime | None = None, limit: int = 100,
+        status: str | None = None,
     ) -> AsyncIterator[JSON]:
-        """All purchase orders modified at or after ``modified_start`` (status updates).
+        """All purchase orders modified at or after ``modified_start`` (status updates), or only
+        those with a line in ``status`` (e.g. Cancelled).
 
         Walmart only searches orders created after ``createdStartDate``, which defaults to seven days
         ago; pass ``created_start`` to look further back (at most 180 days).
@@ -284,6 +286,8 @@ class WalmartOrdersClient:
         params = {"lastModifiedStartDate": walmart_date(modified_start), "limit": str(limit)}
         if created_start is not None:
             params["createdStartDate"] = walmart_date(created_start)
+        if status is not None:
+            params["status"] = status
         return self._iterate(ORDERS_PATH, "orders", params)
 
     async def acknowledge(self, purchase_order_id: str) -> JSON:
@@ -333,19 +337,34 @@ __all__ = [
 
 
 class WalmartSource:
-    """The Walmart channel as an OrderSource: released orders in, acknowledged once on Kafka.
+    """The Walmart channel as an OrderSource: released orders in, acknowledged once on Kafka;
+    cancelled orders in as they change.
 
     Walmart keeps an order in the released list until it is acknowledged, so the list itself is
     the cursor: every poll reads released orders created in the last ``lookback`` and the poller
     acknowledges them only after they are on Kafka. A crash before the acknowledgement lists the
     same orders again (same order keys, deduplicated downstream); none is lost.
+
+    Cancellations (the buyer's, Walmart's, and ours echoed back) reach us through
+    ``GET /v3/orders?lastModifiedStartDate=<cursor>&status=Cancelled``: every purchase order with
+    a Cancelled line modified since the cursor, delivered as it is now (the mapper makes a fully
+    cancelled order ``cancelled``; a partly cancelled one keeps its other lines' status), with
+    ``delivery_id`` ``<po>@cancelled@<latest statusDate>``. The cursor is that instant (Walmart's
+    ISO form): the time the poll started, less ``modified_overlap`` for clock skew, so orders at
+    the edge come twice rather than never; no cursor yet starts ``lookback`` ago. The modified
+    list is read to its end (it is sorted by order date, not by modification, so a part of it
+    could not move the cursor safely); the released list is still capped at ``max_per_poll``.
+    The poller stores the cursor only after the orders are on Kafka, so a crash repeats them.
     """
 
     channel = "walmart"
 
     def __init__(self, client: WalmartOrdersClient, *, lookback: timedelta, max_per_poll: int,
-                 acknowledge_budget: TokenBucket | None = None):
+                 acknowledge_budget: TokenBucket | None = None,
+                 modified_overlap: timedelta = timedelta(seconds=5), poll_cancelled: bool = True):
         self.client = client
+        self.modified_overlap = modified_overlap
+        self.poll_cancelled = poll_cancelled
         self.lookback = lookback
         self.max_per_poll = max_per_poll
         self.acknowledge_budget = acknowledge_budget
@@ -364,7 +383,8 @@ class WalmartSource:
                    max_per_poll=settings.poll_max_orders, acknowledge_budget=budget)
 
     async def poll(self, cursor: str | None) -> PollResult:
-        created_start = datetime.now(UTC) - self.lookback
+        started = datetime.now(UTC)
+        created_start = started - self.lookback
         orders: list[PolledOrder] = []
         async for order in self.client.released_orders(created_start):
             po = str(order["purchaseOrderId"])
@@ -372,13 +392,38 @@ class WalmartSource:
                                       delivery_id=f"{po}@released"))
             if len(orders) >= self.max_per_poll:
                 break
-        return PollResult(orders=orders, cursor=None)
+        if not self.poll_cancelled:
+            return PollResult(orders=orders, cursor=None)
+        since = _cursor_time(cursor) or created_start
+        async for order in self.client.orders_modified_since(since, created_start=created_start,
+                                                             status="Cancelled"):
+            po = str(order["purchaseOrderId"])
+            orders.append(PolledOrder(marketplace_order_id=po, body=orjson.dumps(order).decode(),
+                                      delivery_id=f"{po}@cancelled@{_latest_status_date(order)}"))
+        return PollResult(orders=orders, cursor=walmart_date(started - self.modified_overlap))
 
     async def after_persist(self, orders: Sequence[PolledOrder]) -> None:
-        for order in orders:
+        for order in (o for o in orders if o.delivery_id.endswith("@released")):
             if self.acknowledge_budget is not None:
                 await self.acknowledge_budget.acquire()
             await self.client.acknowledge(order.marketplace_order_id)
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _cursor_time(cursor: str | None) -> datetime | None:
+    """The instant a WalmartSource cursor names; None for no cursor (or an unreadable one)."""
+    if not cursor:
+        return None
+    try:
+        parsed = datetime.fromisoformat(cursor.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _latest_status_date(order: JSON) -> int:
+    lines = (order.get("orderLines") or {}).get("orderLine") or []
+    dates = [int(ln["statusDate"]) for ln in lines if isinstance(ln.get("statusDate"), int)]
+    return max(dates, default=0)

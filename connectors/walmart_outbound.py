@@ -1,4 +1,5 @@
-"""Walmart Marketplace (US) as a ChannelOutbound: inventory out, seller cancellations out.
+"""Walmart Marketplace (US) as a ChannelOutbound: inventory, seller cancellations, shipment
+confirmations and refunds out.
 
 Auth, headers and error conversion are the Orders client's (connectors/walmart.py): the
 client-credentials token cached and refreshed once on a 401, ``WM_SEC.ACCESS_TOKEN``,
@@ -20,6 +21,30 @@ Cancelled, so only the difference is asked for, and a whole-order cancellation c
 still Created or Acknowledged. Repeating a cancellation therefore sends nothing. Units already
 shipped cannot be cancelled (PermanentError).
 
+Shipments: ``POST /v3/orders/{purchaseOrderId}/shipping`` (spec ``orderShipment``): per line
+(``lineNumber`` = our line_id) a Shipped status with ``statusQuantity`` and ``trackingInfo``
+(``shipDateTime`` in epoch ms, ``carrierName.carrier`` from ``WALMART_CARRIERS``, the order's own
+``methodCode`` (Standard if it has none the spec allows), ``trackingNumber``); ``sellerOrderId`` is
+the order key, cut to the spec's 30 characters. OTHER has no Walmart carrier code: it goes as
+``otherCarrier`` with a ``trackingURL`` built from ``other_tracking_url`` (a template with
+``{tracking_number}``); without one it is a PermanentError. Walmart keeps the tracking number on
+each Shipped status entry and nothing else of ours, so that is the idempotency key: the order is
+read first, the units of each line already Shipped/Delivered/Refund under this tracking number are
+taken as done, and only the rest is sent (nothing, on a repeat). Units the line no longer has open
+are a PermanentError.
+
+Refunds: ``POST /v3/orders/{purchaseOrderId}/refund`` (spec ``orderRefund``), one line per
+refunded line with ``isFullRefund: false`` and one PRODUCT refund charge (``chargeName``
+ItemPrice, negative amount as in the spec) for that line's share of ``refund.amount``, split in
+proportion to the lines' unit prices times the refunded units (the last line takes the rounding
+rest); tax is not itemised. ``refundReason`` is ``refund.reason`` when it is one of the spec's
+reasons, else "Customer returned item" (restock) or "General adjustment". ``refundComments``
+carries "<reason> [retail-sync refund <refund_id>]": the order is read first and a line whose
+``refund.refundComments`` has that marker means the refund was made (Walmart answers the line's
+``refund`` in the order; that it keeps earlier comments of several refunds of one line is our
+guess, as the simulator does). Walmart has no restock flag on a refund (goods come back through
+its Returns API), so ``refund.restock`` only picks the reason. A zero amount sends nothing.
+
 Errors: as connectors/walmart.py (429 -> RateLimitedError with the replenish time, 5xx/timeouts/
 connection -> RetryableError, other 4xx -> PermanentError, bad JSON -> DecodeError).
 """
@@ -30,14 +55,15 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
 
-from connectors.base import CancelLine, PushReport, QuantityUpdate
+from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from connectors.ratelimit import TokenBucket
 from connectors.walmart import WalmartOrdersClient, error_for_status
@@ -49,6 +75,25 @@ FEED_DONE = ("PROCESSED", "ERROR")
 FEED_PAGE = 50
 TRANSIENT = ("SYSTEM_ERROR", "TIMEOUT_ERROR")
 PER_SKU_FAILURES = (400, 404)
+#: canonical carrier (connectors.base.Shipment) -> Walmart ``carrierName.carrier``; None: not a
+#: Walmart carrier, sent as ``otherCarrier`` (which needs a tracking URL)
+WALMART_CARRIERS: dict[str, str | None] = {
+    "UPS": "UPS",
+    "USPS": "USPS",
+    "FEDEX": "FedEx",
+    "DHL": "DHL",
+    "OTHER": None,
+}
+METHOD_CODES = ("Standard", "Express", "OneDay", "Freight", "WhiteGlove", "Value")
+SHIPPED_STATUSES = ("Shipped", "Delivered", "Refund")
+REFUND_REASONS = (  # RefundChargeType.refundReason of the orders spec, the ones we may pass on
+    "BillingError", "TaxExemptCustomer", "ItemNotAsAdvertised", "IncorrectItemReceived",
+    "CancelledYetShipped", "ItemNotReceivedByCustomer", "IncorrectShippingPrice", "DamagedItem",
+    "DefectiveItem", "CustomerChangedMind", "CustomerReceivedItemLate", "Buyer canceled",
+    "Customer returned item", "General adjustment", "Merchandise not received", "Others",
+)
+REFUND_MARKER = "retail-sync refund {}"
+CENT = Decimal("0.01")
 
 
 class WalmartApi(WalmartOrdersClient):
@@ -86,8 +131,10 @@ class WalmartOutbound:
         self, api: WalmartApi, *, bulk_min_skus: int = 20, feed_timeout_s: float = 30.0,
         feed_poll_s: float = 0.1, feed_poll_max_s: float = 2.0,
         inventory_budget: TokenBucket | None = None, feed_budget: TokenBucket | None = None,
+        other_tracking_url: str | None = None,
     ) -> None:
         self.api = api
+        self.other_tracking_url = other_tracking_url  # e.g. "https://track.example/{tracking_number}"
         self.bulk_min_skus = bulk_min_skus
         # client-side budgets, below Walmart's limits, so pushes wait instead of earning 429s
         self.inventory_budget = inventory_budget or TokenBucket(3.0, 10)
@@ -212,6 +259,60 @@ class WalmartOutbound:
             return  # cancelled meanwhile (a concurrent repeat): what we wanted holds
         raise error
 
+    # --- shipments ------------------------------------------------------------------------------
+
+    async def confirm_shipment(self, marketplace_order_id: str, shipment: Shipment) -> None:
+        po = marketplace_order_id
+        carrier = self._carrier_name(shipment)
+        order = await self.api.get_order(po)
+        todo = _still_to_ship(order, shipment)
+        if not todo:
+            return
+        body = _shipment_body(order, shipment, todo, carrier)
+        url = self._url(f"/v3/orders/{quote(po, safe='')}/shipping")
+        what = f"ship {po} (shipment {shipment.shipment_id})"
+        status, text, headers = await self.api.send("POST", url, what, _json_body(body))
+        if status == 200:
+            return
+        error = error_for_status(status, text, headers, what, time.time())
+        if status == 400 and not _still_to_ship(await self.api.get_order(po), shipment):
+            return  # shipped meanwhile (a concurrent repeat)
+        raise error
+
+    def _carrier_name(self, shipment: Shipment) -> JSON:
+        """``carrierName`` (and for OTHER the ``trackingURL``) of the shipment's carrier."""
+        key = shipment.carrier.upper()
+        if key not in WALMART_CARRIERS:
+            raise PermanentError(f"{shipment.carrier!r} is not a canonical carrier "
+                                 f"({', '.join(WALMART_CARRIERS)})")
+        code = WALMART_CARRIERS[key]
+        if code is not None:
+            return {"carrierName": {"carrier": code}}
+        if self.other_tracking_url is None:
+            raise PermanentError(f"shipment {shipment.shipment_id}: Walmart needs a tracking URL for "
+                                 "a carrier outside its list, and none is configured")
+        url = self.other_tracking_url.format(tracking_number=quote(shipment.tracking_number, safe=""))
+        return {"carrierName": {"otherCarrier": "Other"}, "trackingURL": url}
+
+    # --- refunds --------------------------------------------------------------------------------
+
+    async def refund(self, marketplace_order_id: str, refund: Refund) -> None:
+        po = marketplace_order_id
+        marker = REFUND_MARKER.format(refund.refund_id)
+        order = await self.api.get_order(po)
+        if _has_refund(order, marker) or _decimal(refund.amount, refund.refund_id) == 0:
+            return
+        body = _refund_body(order, refund, marker)
+        url = self._url(f"/v3/orders/{quote(po, safe='')}/refund")
+        what = f"refund {refund.refund_id} of {po}"
+        status, text, headers = await self.api.send("POST", url, what, _json_body(body))
+        if status == 200:
+            return
+        error = error_for_status(status, text, headers, what, time.time())
+        if status == 400 and _has_refund(await self.api.get_order(po), marker):
+            return
+        raise error
+
     async def close(self) -> None:
         await self.api.close()
 
@@ -308,6 +409,122 @@ def _cancellation(todo: Mapping[str, int]) -> JSON:
     return {"orderCancellation": {"orderLines": {"orderLine": lines}}}
 
 
+def _order_lines(order: JSON) -> dict[str, JSON]:
+    return {str(ln.get("lineNumber")): ln for ln in (order.get("orderLines") or {}).get("orderLine", [])}
+
+
+def _shipped_with(line: JSON, tracking_number: str) -> int:
+    """Units of the line shipped (or since delivered / refunded) under ``tracking_number``."""
+    entries = (line.get("orderLineStatuses") or {}).get("orderLineStatus") or []
+    return sum(_units(e) for e in entries if e.get("status") in SHIPPED_STATUSES
+               and (e.get("trackingInfo") or {}).get("trackingNumber") == tracking_number)
+
+
+def _still_to_ship(order: JSON, shipment: Shipment) -> dict[str, int]:
+    """lineNumber -> units of this shipment Walmart does not have as shipped yet."""
+    by_number = _order_lines(order)
+    wanted: dict[str, int] = {}
+    for line in shipment.lines:
+        if line.line_id not in by_number:
+            raise PermanentError(f"Walmart order {order.get('purchaseOrderId')}: no line {line.line_id}")
+        wanted[line.line_id] = wanted.get(line.line_id, 0) + line.quantity
+    todo = {}
+    for number, quantity in wanted.items():
+        missing = quantity - _shipped_with(by_number[number], shipment.tracking_number)
+        open_units = _line_units(by_number[number])[0]
+        if missing > open_units:
+            raise PermanentError(f"Walmart order {order.get('purchaseOrderId')} line {number}: "
+                                 f"{missing} unit(s) to ship, only {open_units} open")
+        if missing > 0:
+            todo[number] = missing
+    return todo
+
+
+def _epoch_ms(iso: str) -> int:
+    try:
+        parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        raise PermanentError(f"shipped_at {iso!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise PermanentError(f"shipped_at {iso!r} has no timezone")
+    return int(parsed.timestamp() * 1000)
+
+
+def _shipment_body(order: JSON, shipment: Shipment, todo: Mapping[str, int], carrier: JSON) -> JSON:
+    method = (order.get("shippingInfo") or {}).get("methodCode")
+    tracking = {"shipDateTime": _epoch_ms(shipment.shipped_at), **carrier,
+                "methodCode": method if method in METHOD_CODES else "Standard",
+                "trackingNumber": shipment.tracking_number}
+    lines = [
+        {"lineNumber": number, "sellerOrderId": shipment.order_key[:30],
+         "orderLineStatuses": {"orderLineStatus": [{
+             "status": "Shipped", "trackingInfo": tracking,
+             "statusQuantity": {"unitOfMeasurement": "EACH", "amount": str(quantity)},
+         }]}}
+        for number, quantity in todo.items()
+    ]
+    return {"orderShipment": {"orderLines": {"orderLine": lines}}}
+
+
+def _has_refund(order: JSON, marker: str) -> bool:
+    return any(marker in str((ln.get("refund") or {}).get("refundComments") or "")
+               for ln in _order_lines(order).values())
+
+
+def _decimal(amount: str, refund_id: str) -> Decimal:
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise PermanentError(f"refund {refund_id}: amount {amount!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise PermanentError(f"refund {refund_id}: amount {amount!r} must be >= 0")
+    return value
+
+
+def _unit_price(line: JSON) -> Decimal:
+    charges = (line.get("charges") or {}).get("charge") or []
+    product = sum((Decimal(str(c["chargeAmount"]["amount"])) for c in charges
+                   if c.get("chargeType") == "PRODUCT"), Decimal(0))
+    quantity = int(Decimal(str((line.get("orderLineQuantity") or {}).get("amount") or 1)))
+    return product / max(1, quantity)
+
+
+def _refund_shares(order: JSON, refund: Refund) -> dict[str, Decimal]:
+    """lineNumber -> its share of the refund amount (by unit price x refunded units)."""
+    by_number = _order_lines(order)
+    weights: dict[str, Decimal] = {}
+    for line in refund.lines:
+        if line.line_id not in by_number:
+            raise PermanentError(f"Walmart order {order.get('purchaseOrderId')}: no line {line.line_id}")
+        weight = _unit_price(by_number[line.line_id]) * line.quantity
+        weights[line.line_id] = weights.get(line.line_id, Decimal(0)) + weight
+    if not weights:
+        raise PermanentError(f"refund {refund.refund_id}: Walmart refunds order lines, and it has none")
+    amount, total = _decimal(refund.amount, refund.refund_id), sum(weights.values(), Decimal(0))
+    numbers = list(weights)
+    shares = {n: (amount * weights[n] / total if total else amount / len(numbers)).quantize(
+        CENT, ROUND_HALF_UP) for n in numbers[:-1]}
+    shares[numbers[-1]] = amount - sum(shares.values(), Decimal(0))
+    return shares
+
+
+def _refund_body(order: JSON, refund: Refund, marker: str) -> JSON:
+    reason = refund.reason if refund.reason in REFUND_REASONS else (
+        "Customer returned item" if refund.restock else "General adjustment")
+    lines = [
+        {"lineNumber": number, "isFullRefund": False, "refunds": {"refund": [{
+            "refundComments": f"{refund.reason} [{marker}]",
+            "refundCharges": {"refundCharge": [{"refundReason": reason, "charge": {
+                "chargeType": "PRODUCT", "chargeName": "ItemPrice",
+                "chargeAmount": {"currency": refund.currency, "amount": float(-share)},
+            }}]},
+        }]}}
+        for number, share in _refund_shares(order, refund).items() if share > 0
+    ]
+    return {"orderRefund": {"purchaseOrderId": str(order.get("purchaseOrderId")),
+                            "orderLines": {"orderLine": lines}}}
+
+
 def _object(text: str, what: str) -> JSON:
     try:
         payload = json.loads(text)
@@ -318,4 +535,4 @@ def _object(text: str, what: str) -> JSON:
     return payload
 
 
-__all__ = ["WalmartApi", "WalmartOutbound"]
+__all__ = ["WALMART_CARRIERS", "WalmartApi", "WalmartOutbound"]

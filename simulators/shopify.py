@@ -17,6 +17,27 @@ What it mirrors (see Shopify's webhook and REST docs):
   ``{"error": "Order has already been cancelled"}`` on a repeat; the remaining units of every line
   become a refund with ``restock_type: cancel``, as Shopify refunds a cancelled order) and
   ``orders/{id}/refunds.json`` (GET lists, POST creates; refunding more than is left is a 422).
+* After the sale (REST 2021-10 shapes): ``orders/{id}/fulfillments.json`` (GET lists; POST
+  ``{"fulfillment": {"location_id", "tracking_number"|"tracking_numbers", "tracking_company",
+  "tracking_urls"?, "line_items": [{"id", "quantity"}]?, "notify_customer"}}`` answers 201 with the
+  fulfillment, status ``success``; no ``line_items`` fulfils everything left; more than a line has
+  left to fulfil, an unknown line, another location or a cancelled order is a 422). The order's
+  ``fulfillment_status`` becomes ``partial`` / ``fulfilled``, each line's ``fulfillable_quantity``
+  drops. Known carriers get a ``tracking_url`` when none is given (TRACKING_URLS). Refunds take
+  ``restock_type`` ``cancel`` (unfulfilled units only), ``return`` (fulfilled units only, not yet
+  returned) or ``no_restock``, and ``transactions: [{"kind": "refund", "amount", "gateway"}]``:
+  money back makes ``financial_status`` ``partially_refunded``, or ``refunded`` once the refunds
+  reach ``total_price`` (more than that is a 422). A fulfilled order cannot be cancelled (422).
+* The shop's own side (the merchant in Shopify admin, or the buyer): ``cancel_by_buyer(order_id)``
+  / ``POST /_sim/orders/{id}/buyer-cancel`` cancels an order nothing of which was fulfilled yet
+  (cancel-type refunds for every unit, ``cancel_reason: customer``, the money refunded if it was
+  captured, otherwise ``financial_status: voided``) and sends an ``orders/cancelled`` webhook
+  (body: the order); ``refund_by_merchant(order_id, lines, amount)`` / ``POST
+  /_sim/orders/{id}/merchant-refund`` (``{"lines": [{"line_item_id", "quantity"}], "amount",
+  "restock_type"?}``) creates a refund and sends ``refunds/create`` (body: the refund). Webhooks of
+  other topics go to ``webhook_url`` with its topic (the last two path segments) replaced, e.g.
+  ``.../webhooks/shopify/orders/create`` -> ``.../webhooks/shopify/orders/cancelled``; they are
+  signed and retried like order webhooks. ``GET /_sim/buyer-cancellations`` lists the former.
 
 Stock (``listings``, see simulators/listings.py): the seller sets it through ``inventory_levels``;
 every good order the sender generates is a sale. A refused sale is a buyer who saw "out of stock"
@@ -46,6 +67,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -58,16 +80,31 @@ from simulators.shopify_orders import (
     DEFAULT_SKUS,
     RESTOCK_TYPES,
     ShopifyOrderFactory,
+    add_fulfillment,
     add_refund,
     catalog_entry,
     catalog_ids,
+    fulfillable_quantities,
+    fulfilled_quantities,
     mark_cancelled,
+    money,
+    refunded_amount,
+    refunded_by_type,
     remaining_quantities,
 )
 
 JSON = dict[str, Any]
 TOPIC = "orders/create"
+CANCELLED_TOPIC, REFUND_TOPIC = "orders/cancelled", "refunds/create"
 GOOD, MALFORMED, UNMAPPABLE, DUPLICATE = "good", "malformed", "unmappable", "duplicate"
+EVENT = "event"  # a webhook of another topic (cancellation, refund): not an order delivery
+#: tracking_company -> the tracking page Shopify links when the fulfillment gives no URL
+TRACKING_URLS = {
+    "UPS": "https://www.ups.com/track?tracknum={}",
+    "USPS": "https://tools.usps.com/go/TrackConfirmAction?tLabels={}",
+    "FedEx": "https://www.fedex.com/fedextrack/?trknbr={}",
+    "DHL Express": "https://www.dhl.com/en/express/tracking.html?AWB={}",
+}
 UNAUTHORIZED = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 THROTTLED = (
     "Exceeded 2 calls per second for api client. "
@@ -213,6 +250,8 @@ class ShopifySimulator(SimulatorServer):
         self.cancellations: list[JSON] = []  # seller cancellations, oldest first
         self.catalog: dict[str, JSON] = {}  # sku -> product resource (only grows)
         self._next_refund_id = 1_000_000_000
+        self._next_fulfillment_id = 4_000_000_000
+        self.buyer_cancellations: list[JSON] = []  # orders the buyer cancelled, oldest first
         self.orders: dict[str, JSON] = {}  # order id -> order resource, good orders only
         self.first_sent_at: dict[str, float] = {}  # order id -> time.time() of first attempt
         self._accepted: set[str] = set()
@@ -285,12 +324,12 @@ class ShopifySimulator(SimulatorServer):
 
     # --- building deliveries ---------------------------------------------------------------
 
-    def _headers(self, body: bytes) -> dict[str, str]:
+    def _headers(self, body: bytes, topic: str = TOPIC) -> dict[str, str]:
         cfg = self.config
         return {
             "Content-Type": "application/json",
             "User-Agent": "Shopify-Captain-Hook",
-            "X-Shopify-Topic": TOPIC,
+            "X-Shopify-Topic": topic,
             "X-Shopify-Hmac-Sha256": sign(body, cfg.secret),
             "X-Shopify-Shop-Domain": cfg.shop_domain,
             "X-Shopify-API-Version": cfg.api_version,
@@ -343,7 +382,7 @@ class ShopifySimulator(SimulatorServer):
         """One POST; returns the status code as text, or "timeout" / "connection_error"."""
         self._stats.deliveries_attempted += 1
         try:
-            url = self.config.webhook_url
+            url = self.topic_url(delivery.headers["X-Shopify-Topic"])
             async with session.post(url, data=delivery.body, headers=delivery.headers) as resp:
                 await resp.read()
                 outcome = str(resp.status)
@@ -397,6 +436,22 @@ class ShopifySimulator(SimulatorServer):
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s, connect=1.0)
         connector = aiohttp.TCPConnector(limit=self.config.concurrency)
         return aiohttp.ClientSession(timeout=timeout, connector=connector)
+
+    def topic_url(self, topic: str) -> str:
+        """Where webhooks of ``topic`` go: ``webhook_url`` with its last two path segments
+        (the orders/create topic) replaced by ``topic``."""
+        url = self.config.webhook_url
+        if topic == TOPIC:
+            return url
+        base, _, query = url.partition("?")
+        parts = base.rstrip("/").rsplit("/", 2)
+        return f"{parts[0]}/{topic}" + (f"?{query}" if query else "")
+
+    async def send_event(self, topic: str, payload: JSON) -> bool:
+        """Sign and deliver one webhook of ``topic`` (with retries); True if answered 2xx."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        async with self._session() as session:
+            return await self.deliver(session, Delivery(EVENT, body, self._headers(body, topic), None))
 
     def _should_continue(self, sent: int, count: int | None, deadline: float | None) -> bool:
         if self._stop.is_set() or (count is not None and sent >= count):
@@ -456,6 +511,8 @@ class ShopifySimulator(SimulatorServer):
         app.router.add_post(f"{admin}/orders/{{order_id}}/cancel.json", self._cancel_order)
         app.router.add_get(f"{admin}/orders/{{order_id}}/refunds.json", self._list_refunds)
         app.router.add_post(f"{admin}/orders/{{order_id}}/refunds.json", self._create_refund)
+        app.router.add_get(f"{admin}/orders/{{order_id}}/fulfillments.json", self._list_fulfillments)
+        app.router.add_post(f"{admin}/orders/{{order_id}}/fulfillments.json", self._create_fulfillment)
         app.router.add_get(f"{admin}/locations.json", self._locations)
         app.router.add_get(f"{admin}/products.json", self._products)
         app.router.add_get(f"{admin}/inventory_levels.json", self._inventory_levels)
@@ -465,6 +522,9 @@ class ShopifySimulator(SimulatorServer):
         app.router.add_post("/_sim/orders", self._sim_orders)
         app.router.add_get("/_sim/inventory", self._sim_inventory)
         app.router.add_get("/_sim/cancellations", self._sim_cancellations)
+        app.router.add_get("/_sim/buyer-cancellations", self._sim_buyer_cancellations)
+        app.router.add_post("/_sim/orders/{order_id}/buyer-cancel", self._sim_buyer_cancel)
+        app.router.add_post("/_sim/orders/{order_id}/merchant-refund", self._sim_merchant_refund)
         return app
 
     @web.middleware
@@ -632,17 +692,22 @@ class ShopifySimulator(SimulatorServer):
                                        "sku": sku, "quantity": qty, "reason": reason, "at": at})
 
     def _refund(self, order: JSON, items: list[tuple[int, int, str]], note: str | None,
-                reason: str) -> JSON:
+                reason: str, transactions: list[JSON] | None = None, *, by_seller: bool = True) -> JSON:
         self._next_refund_id += 1000
         refund = add_refund(order, items, note=note, refund_id=self._next_refund_id,
-                            location_id=self.config.location_id)
-        self._record_cancellations(order, items, reason)
+                            location_id=self.config.location_id, transactions=transactions)
+        if by_seller:
+            self._record_cancellations(order, items, reason)
         return refund
 
-    async def _cancel_order(self, request: web.Request) -> web.Response:
+    def _order_or_404(self, request: web.Request) -> JSON | web.Response:
         order = self.orders.get(request.match_info["order_id"])
-        if order is None:
-            return web.json_response({"errors": "Not Found"}, status=404)
+        return web.json_response({"errors": "Not Found"}, status=404) if order is None else order
+
+    async def _cancel_order(self, request: web.Request) -> web.Response:
+        order = self._order_or_404(request)
+        if isinstance(order, web.Response):
+            return order
         try:
             body = await request.json() if request.can_read_body else {}
         except ValueError:
@@ -654,6 +719,8 @@ class ShopifySimulator(SimulatorServer):
             return _unprocessable({"reason": ["is not included in the list"]})
         if order["cancelled_at"] is not None:
             return web.json_response({"error": "Order has already been cancelled"}, status=422)
+        if any(fulfilled_quantities(order).values()):
+            return web.json_response({"error": "Cannot cancel a fulfilled order"}, status=422)
         left = [(i, q, "cancel") for i, q in remaining_quantities(order).items() if q > 0]
         if left:
             self._refund(order, left, None, reason)
@@ -661,27 +728,157 @@ class ShopifySimulator(SimulatorServer):
         return web.json_response({"order": order})
 
     async def _list_refunds(self, request: web.Request) -> web.Response:
-        order = self.orders.get(request.match_info["order_id"])
-        if order is None:
-            return web.json_response({"errors": "Not Found"}, status=404)
+        order = self._order_or_404(request)
+        if isinstance(order, web.Response):
+            return order
         return web.json_response({"refunds": order.get("refunds", [])})
 
     async def _create_refund(self, request: web.Request) -> web.Response:
-        order = self.orders.get(request.match_info["order_id"])
-        if order is None:
-            return web.json_response({"errors": "Not Found"}, status=404)
+        order = self._order_or_404(request)
+        if isinstance(order, web.Response):
+            return order
         try:
             refund = (await request.json())["refund"]
             items = [(int(i["line_item_id"]), int(i["quantity"]), str(i.get("restock_type", "no_restock")))
                      for i in refund.get("refund_line_items", [])]
-        except (ValueError, TypeError, KeyError, AttributeError):
+            transactions = _transactions(refund.get("transactions", []))
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
             return web.json_response({"errors": "Bad Request"}, status=400)
         problem = _refund_problem(order, items)
         if problem is not None:
             return _unprocessable({"refund_line_items": [problem]})
+        problem = _money_problem(order, transactions)
+        if problem is not None:
+            return _unprocessable({"transactions": [problem]})
         note = refund.get("note")
-        created = self._refund(order, items, note, str(note or "refund"))
+        created = self._refund(order, items, note, str(note or "refund"), transactions)
         return web.json_response({"refund": created}, status=201)
+
+    # --- Admin REST: fulfillments --------------------------------------------------------------
+
+    async def _list_fulfillments(self, request: web.Request) -> web.Response:
+        order = self._order_or_404(request)
+        if isinstance(order, web.Response):
+            return order
+        return web.json_response({"fulfillments": order.get("fulfillments", [])})
+
+    async def _create_fulfillment(self, request: web.Request) -> web.Response:
+        order = self._order_or_404(request)
+        if isinstance(order, web.Response):
+            return order
+        try:
+            body = (await request.json())["fulfillment"]
+            if not isinstance(body, dict):
+                raise TypeError("fulfillment must be an object")
+            items = _fulfillment_items(order, body.get("line_items"))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return web.json_response({"errors": "Bad Request"}, status=400)
+        problem = self._fulfillment_problem(order, body, items)
+        if problem is not None:
+            return _unprocessable({"base": [problem]})
+        numbers = [str(n) for n in body.get("tracking_numbers") or
+                   ([body["tracking_number"]] if body.get("tracking_number") else [])]
+        company = body.get("tracking_company")
+        urls = [str(u) for u in body.get("tracking_urls") or
+                ([body["tracking_url"]] if body.get("tracking_url") else [])]
+        if not urls and company in TRACKING_URLS:
+            urls = [TRACKING_URLS[company].format(n) for n in numbers]
+        self._next_fulfillment_id += 1000
+        created = add_fulfillment(order, items, fulfillment_id=self._next_fulfillment_id,
+                                  location_id=self.config.location_id, tracking_company=company,
+                                  tracking_numbers=numbers, tracking_urls=urls)
+        return web.json_response({"fulfillment": created}, status=201)
+
+    def _fulfillment_problem(self, order: JSON, body: JSON, items: list[tuple[int, int]]) -> str | None:
+        if order["cancelled_at"] is not None:
+            return "Order is cancelled and cannot be fulfilled"
+        if str(body.get("location_id", self.config.location_id)) != str(self.config.location_id):
+            return "Location not found"
+        if not items:
+            return "Line items are already fulfilled"
+        left = fulfillable_quantities(order)
+        asked: dict[int, int] = {}
+        for line_id, qty in items:
+            if line_id not in left:
+                return f"Line item {line_id} does not belong to this order"
+            if qty < 1:
+                return f"Line item {line_id}: quantity must be greater than 0"
+            asked[line_id] = asked.get(line_id, 0) + qty
+        over = [i for i, q in asked.items() if q > left[i]]
+        if over:
+            return f"Invalid fulfillment quantity for line item {over[0]}: exceeds fulfillable quantity"
+        return None
+
+    # --- the shop's side: buyer cancellations and merchant refunds -----------------------------
+
+    async def cancel_by_buyer(self, order_id: str) -> JSON:
+        """The buyer cancels (the merchant does it in Shopify admin, reason ``customer``) an order
+        nothing of which was fulfilled; then the ``orders/cancelled`` webhook is sent (retried
+        like any other). Returns the order. KeyError for an unknown order, ValueError when it is
+        already cancelled or (partly) fulfilled."""
+        order = self.orders[str(order_id)]
+        if order["cancelled_at"] is not None:
+            raise ValueError(f"order {order_id} has already been cancelled")
+        if any(fulfilled_quantities(order).values()):
+            raise ValueError(f"order {order_id} is (partly) fulfilled and cannot be cancelled")
+        left = [(i, q, "cancel") for i, q in remaining_quantities(order).items() if q > 0]
+        captured = order["financial_status"] in ("paid", "partially_paid", "partially_refunded")
+        owed = Decimal(order["total_price"]) - refunded_amount(order)
+        money_back = [{"kind": "refund", "amount": money(owed)}] if captured and owed > 0 else []
+        if left or money_back:
+            self._refund(order, left, "Order cancelled by the customer", "customer", money_back,
+                         by_seller=False)
+        if not captured:
+            order["financial_status"] = "voided"
+        mark_cancelled(order, "customer")
+        self.buyer_cancellations.append({"order_id": str(order["id"]), "at": order["cancelled_at"]})
+        await self.send_event(CANCELLED_TOPIC, order)
+        return order
+
+    async def refund_by_merchant(
+        self, order_id: str, lines: list[tuple[int, int]], amount: str | Decimal, *,
+        restock_type: str = "return", note: str | None = None,
+    ) -> JSON:
+        """The merchant refunds ``lines`` ``[(line_item_id, quantity)]`` and ``amount`` in Shopify
+        admin; the ``refunds/create`` webhook (body: the refund) is sent. Returns the refund.
+        KeyError for an unknown order, ValueError for what the Admin API would refuse."""
+        order = self.orders[str(order_id)]
+        items = [(int(i), int(q), restock_type) for i, q in lines]
+        transactions = _transactions([{"kind": "refund", "amount": str(amount)}])
+        problem = _refund_problem(order, items) or _money_problem(order, transactions)
+        if problem is not None:
+            raise ValueError(problem)
+        refund = self._refund(order, items, note, note or "refund", transactions, by_seller=False)
+        await self.send_event(REFUND_TOPIC, refund)
+        return refund
+
+    async def _sim_buyer_cancel(self, request: web.Request) -> web.Response:
+        try:
+            order = await self.cancel_by_buyer(request.match_info["order_id"])
+        except KeyError:
+            return web.json_response({"error": "no such order"}, status=404)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=422)
+        return web.json_response({"order": order})
+
+    async def _sim_merchant_refund(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            lines = [(int(li["line_item_id"]), int(li["quantity"])) for li in body.get("lines", [])]
+            amount, restock_type = str(body["amount"]), str(body.get("restock_type", "return"))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        try:
+            refund = await self.refund_by_merchant(request.match_info["order_id"], lines, amount,
+                                                   restock_type=restock_type, note=body.get("note"))
+        except KeyError:
+            return web.json_response({"error": "no such order"}, status=404)
+        except (ValueError, ArithmeticError) as exc:
+            return web.json_response({"error": str(exc)}, status=422)
+        return web.json_response({"refund": refund}, status=201)
+
+    async def _sim_buyer_cancellations(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.buyer_cancellations)
 
     async def stop(self) -> None:
         self.stop_sending()
@@ -693,17 +890,70 @@ def _unprocessable(errors: Any) -> web.Response:
 
 
 def _refund_problem(order: JSON, items: list[tuple[int, int, str]]) -> str | None:
-    """Why Shopify would refuse refunding ``items`` of ``order``, or None."""
+    """Why Shopify would refuse refunding ``items`` of ``order``, or None: more than is left of
+    a line, ``cancel`` beyond its unfulfilled units, ``return`` beyond its fulfilled units not
+    yet returned."""
     left = remaining_quantities(order)
-    asked: dict[int, int] = {}
+    asked: dict[tuple[int, str], int] = {}
     for line_id, qty, kind in items:
         if line_id not in left:
             return f"Line item {line_id} does not belong to this order"
         if qty < 1 or kind not in RESTOCK_TYPES:
             return f"Line item {line_id}: quantity must be >= 1 and restock_type one of {RESTOCK_TYPES}"
-        asked[line_id] = asked.get(line_id, 0) + qty
-    over = [i for i, q in asked.items() if q > left[i]]
-    return f"Quantity cannot refund more items than were purchased (line {over[0]})" if over else None
+        asked[line_id, kind] = asked.get((line_id, kind), 0) + qty
+    total: dict[int, int] = {}
+    for (line_id, _), qty in asked.items():
+        total[line_id] = total.get(line_id, 0) + qty
+    over = [i for i, q in total.items() if q > left[i]]
+    if over:
+        return f"Quantity cannot refund more items than were purchased (line {over[0]})"
+    unshipped, shipped = fulfillable_quantities(order), fulfilled_quantities(order)
+    returned = refunded_by_type(order, "return")
+    for (line_id, kind), qty in asked.items():
+        if kind == "cancel" and qty > unshipped[line_id]:
+            return f"Line item {line_id}: cannot cancel more than {unshipped[line_id]} unfulfilled unit(s)"
+        back = shipped.get(line_id, 0) - returned.get(line_id, 0)
+        if kind == "return" and qty > back:
+            return f"Line item {line_id}: cannot return more than the {back} fulfilled unit(s)"
+    return None
+
+
+def _fulfillment_items(order: JSON, raw: Any) -> list[tuple[int, int]]:
+    """``[(line_item_id, quantity)]`` of a fulfillment request; none given: everything left."""
+    left = fulfillable_quantities(order)
+    if raw is None:
+        return [(i, q) for i, q in left.items() if q > 0]
+    if not isinstance(raw, list):
+        raise ValueError("line_items must be a list")
+    items = [(int(li["id"]), li.get("quantity")) for li in raw]
+    return [(i, left.get(i, 0) if q is None else int(q)) for i, q in items]  # no quantity: all left
+
+
+def _transactions(raw: Any) -> list[JSON]:
+    """The refund transactions of a request (ValueError / ArithmeticError when malformed)."""
+    if not isinstance(raw, list):
+        raise ValueError("transactions must be a list")
+    parsed = []
+    for t in raw:
+        amount = Decimal(str(t["amount"]))
+        if not amount.is_finite():
+            raise ValueError("amount must be a number")
+        parsed.append({"kind": str(t.get("kind", "refund")), "amount": amount,
+                       "gateway": t.get("gateway"), "parent_id": t.get("parent_id")})
+    return parsed
+
+
+def _money_problem(order: JSON, transactions: list[JSON]) -> str | None:
+    """Why Shopify would refuse these refund transactions, or None."""
+    if any(t["kind"] != "refund" or t["amount"] <= 0 for t in transactions):
+        return "kind must be refund and amount greater than 0"
+    if order.get("financial_status") == "voided" and transactions:
+        return "Order has no captured payment to refund"
+    asked = sum((t["amount"] for t in transactions), Decimal(0))
+    available = Decimal(order["total_price"]) - refunded_amount(order)
+    if asked > available:
+        return f"Refund amount {money(asked)} exceeds the {money(available)} left to refund"
+    return None
 
 
 async def run_shopify_simulator(

@@ -286,12 +286,113 @@ def remaining_quantities(order: JSON) -> dict[int, int]:
     return {li["id"]: li["quantity"] - done.get(li["id"], 0) for li in order["line_items"]}
 
 
+def refunded_by_type(order: JSON, *kinds: str) -> dict[int, int]:
+    """Units refunded with one of the restock types ``kinds``, per line item id."""
+    done: dict[int, int] = {}
+    for refund in order.get("refunds", []):
+        for item in refund["refund_line_items"]:
+            if item["restock_type"] in kinds:
+                done[item["line_item_id"]] = done.get(item["line_item_id"], 0) + item["quantity"]
+    return done
+
+
+def fulfilled_quantities(order: JSON) -> dict[int, int]:
+    """Units shipped per line item id, over the order's successful fulfillments."""
+    done: dict[int, int] = {}
+    for fulfillment in order.get("fulfillments", []):
+        if fulfillment["status"] == "success":
+            for item in fulfillment["line_items"]:
+                done[item["id"]] = done.get(item["id"], 0) + item["quantity"]
+    return done
+
+
+def fulfillable_quantities(order: JSON) -> dict[int, int]:
+    """Units of each line item that can still be fulfilled: neither shipped nor cancelled.
+
+    Refunded units without a cancellation (``return``, ``no_restock``) count against the shipped
+    units first; only what exceeds them takes units off the unshipped rest (a simplification:
+    the simulator does not remember which units a ``no_restock`` refund was for)."""
+    shipped, cancelled = fulfilled_quantities(order), refunded_by_type(order, "cancel")
+    other = refunded_by_type(order, "return", "no_restock", "legacy_restock")
+    left = {}
+    for line in order["line_items"]:
+        i = line["id"]
+        beyond = max(0, other.get(i, 0) - shipped.get(i, 0))
+        left[i] = max(0, line["quantity"] - shipped.get(i, 0) - cancelled.get(i, 0) - beyond)
+    return left
+
+
+def refunded_amount(order: JSON) -> Decimal:
+    """Money paid back so far: the refund transactions of every refund."""
+    return sum(
+        (Decimal(t["amount"]) for r in order.get("refunds", []) for t in r["transactions"]
+         if t["kind"] == "refund" and t.get("status", "success") == "success"),
+        Decimal(0),
+    )
+
+
+def _update_line_states(order: JSON) -> None:
+    """Each line's ``fulfillable_quantity`` / ``fulfillment_status`` and the order's
+    ``fulfillment_status`` (null, partial, fulfilled) from its fulfillments and refunds."""
+    left, shipped = fulfillable_quantities(order), fulfilled_quantities(order)
+    for line in order["line_items"]:
+        line["fulfillable_quantity"] = left[line["id"]]
+        if shipped.get(line["id"]):
+            line["fulfillment_status"] = "partial" if left[line["id"]] else "fulfilled"
+    if any(shipped.values()):
+        order["fulfillment_status"] = "partial" if any(left.values()) else "fulfilled"
+
+
+def _update_financial_status(order: JSON) -> None:
+    refunded = refunded_amount(order)
+    if refunded > 0:
+        full = refunded >= Decimal(order["total_price"])
+        order["financial_status"] = "refunded" if full else "partially_refunded"
+
+
+def add_fulfillment(
+    order: JSON, items: list[tuple[int, int]], *, fulfillment_id: int, location_id: int,
+    tracking_company: str | None, tracking_numbers: list[str], tracking_urls: list[str],
+) -> JSON:
+    """Record a successful fulfillment of ``items`` ``[(line_item_id, quantity)]`` (already
+    validated) and update the line and order fulfillment statuses."""
+    by_id = {li["id"]: li for li in order["line_items"]}
+    now = shop_time(time.time())
+    number = len(order.get("fulfillments", [])) + 1
+    fulfillment = {
+        "id": fulfillment_id,
+        "order_id": order["id"],
+        "name": f"{order['name']}.{number}",
+        "status": "success",
+        "service": "manual",
+        "location_id": location_id,
+        "created_at": now,
+        "updated_at": now,
+        "shipment_status": None,
+        "tracking_company": tracking_company,
+        "tracking_number": tracking_numbers[0] if tracking_numbers else None,
+        "tracking_numbers": tracking_numbers,
+        "tracking_url": tracking_urls[0] if tracking_urls else None,
+        "tracking_urls": tracking_urls,
+        "line_items": [
+            {**by_id[line_id], "quantity": qty, "fulfillment_status": "fulfilled"}
+            for line_id, qty in items
+        ],
+    }
+    order.setdefault("fulfillments", []).append(fulfillment)
+    _update_line_states(order)
+    order["updated_at"] = now
+    return fulfillment
+
+
 def add_refund(
     order: JSON, items: list[tuple[int, int, str]], *, note: str | None, refund_id: int,
-    location_id: int,
+    location_id: int, transactions: list[JSON] | None = None,
 ) -> JSON:
     """Record a refund of ``items`` ``[(line_item_id, quantity, restock_type)]`` on ``order``
-    (quantities already validated) and update each line's ``fulfillable_quantity``."""
+    (quantities already validated) with its ``transactions`` (``{"kind": "refund", "amount",
+    "gateway"}``), and update each line's ``fulfillable_quantity`` and the order's
+    ``financial_status`` (partially_refunded / refunded once money went back)."""
     by_id = {li["id"]: li for li in order["line_items"]}
     now = shop_time(time.time())
     refund = {
@@ -312,13 +413,25 @@ def add_refund(
             }
             for n, (line_id, qty, kind) in enumerate(items)
         ],
-        "transactions": [],
+        "transactions": [
+            {
+                "id": refund_id + len(items) + n + 1,
+                "order_id": order["id"],
+                "kind": "refund",
+                "amount": money(Decimal(str(t["amount"]))),
+                "gateway": t.get("gateway") or order.get("gateway"),
+                "status": "success",
+                "currency": order["currency"],
+                "created_at": now,
+                "parent_id": t.get("parent_id"),
+            }
+            for n, t in enumerate(transactions or [])
+        ],
         "order_adjustments": [],
     }
     order.setdefault("refunds", []).append(refund)
-    left = remaining_quantities(order)
-    for line in order["line_items"]:
-        line["fulfillable_quantity"] = left[line["id"]]
+    _update_line_states(order)
+    _update_financial_status(order)
     order["updated_at"] = now
     return refund
 

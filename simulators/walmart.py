@@ -30,9 +30,28 @@ What it mirrors (Walmart's OpenAPI documents in ../shared/specs/walmart, Aug 202
   ``Cancelled`` status entry and answers ``{"order": ...}``. Asking for more units than are still
   Created/Acknowledged (e.g. repeating a cancellation) is a 400 ``INVALID_REQUEST_CONTENT``; a
   client that wants idempotency reads the order first.
+* ``POST /v3/orders/{purchaseOrderId}/shipping`` with ``orderShipment.orderLines.orderLine[]``
+  (``lineNumber``, ``sellerOrderId``, ``orderLineStatuses.orderLineStatus[]`` with status Shipped,
+  ``statusQuantity`` and ``trackingInfo`` {``shipDateTime`` epoch ms, ``carrierName`` {``carrier``
+  of the spec's enum, or ``otherCarrier`` with a ``trackingURL``}, ``methodCode`` of the spec's enum,
+  ``trackingNumber``}) moves those units to a ``Shipped`` entry with that trackingInfo (a partly
+  shipped line has several entries) and answers ``{"order": ...}``. More units than are still
+  Created/Acknowledged is a 400 ``INVALID_REQUEST_CONTENT``.
+* ``POST /v3/orders/{purchaseOrderId}/refund`` with ``orderRefund`` (``purchaseOrderId``,
+  ``orderLines.orderLine[]`` with ``lineNumber``, ``isFullRefund``, ``refunds.refund[]`` with
+  ``refundComments`` and ``refundCharges.refundCharge[]`` {``refundReason`` of the spec's enum,
+  ``charge`` {chargeType PRODUCT|SHIPPING, chargeName, ``chargeAmount`` negative, ``tax``?}})
+  records the refund on the line (``refund``, see simulators/walmart_orders.py; a fully refunded
+  line's shipped units become ``Refund``) and answers ``{"order": ...}``. A line not shipped, or
+  refunded beyond its charges and taxes, is a 400. Every refund gets a Walmart ``refundId``.
+* Buyer cancellation (test-double side): ``cancel_by_buyer(po)`` / ``POST
+  /_sim/orders/{po}/buyer-cancel`` cancels every open unit with ``CUSTOMER_REQUESTED_SELLER_TO_CANCEL``
+  and bumps the order's last-modified time, so ``GET /v3/orders?lastModifiedStartDate=`` (and
+  ``status=Cancelled``) lists it. ``GET /_sim/refunds`` lists every refund recorded.
 * Rate limits, our guesses (Walmart publishes per-endpoint limits; recalled, not in the specs
   here): inventory PUT/GET 200 per minute (burst 200), bulk inventory feeds 10 per hour (burst
-  10), feed status 20/s, cancel 10/s; all in the config (and scaled by ``time_scale``).
+  10), feed status 20/s, cancel, shipping and refund 10/s each; all in the config (and scaled by
+  ``time_scale``).
 
 Test-double extras: deterministic orders from a seed, ``time_scale`` (bucket refill runs that many
 times faster), runtime budget changes (``PUT /_sim/config``), counters (``GET /_sim/stats``); stock in
@@ -51,6 +70,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import math
 import secrets
@@ -59,6 +79,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -68,7 +89,10 @@ from simulators.listings import Listings
 from simulators.server import SimulatorServer
 from simulators.walmart_orders import (
     CANCELLATION_REASONS,
+    CARRIERS,
     CATALOG,
+    METHOD_CODES,
+    REFUND_REASONS,
     ListQuery,
     OrderBook,
     WalmartOrderFactory,
@@ -115,6 +139,10 @@ class WalmartSimConfig:
     feed_status_burst: int = 20
     cancel_rate_per_s: float = 10.0  # POST /v3/orders/{po}/cancel
     cancel_burst: int = 10
+    shipping_rate_per_s: float = 10.0  # POST /v3/orders/{po}/shipping
+    shipping_burst: int = 10
+    refund_rate_per_s: float = 10.0  # POST /v3/orders/{po}/refund
+    refund_burst: int = 10
     feed_processing_ms: int = 200  # a feed is PROCESSED (and applied) this long after upload
     listing_mode: str = "refuse"  # "refuse" | "allow" (simulators/listings.py)
     skus: list[str] | None = None  # SKUs generated orders draw from; None: CATALOG
@@ -225,7 +253,8 @@ def _not_found(description: str) -> web.Response:
 class WalmartSimulator(SimulatorServer):
     """The Walmart Orders API as a real HTTP server; ``orders`` gives tests in-process access."""
 
-    OPERATIONS = ("released", "orders", "acknowledge", "inventory", "feeds", "feed_status", "cancel")
+    OPERATIONS = ("released", "orders", "acknowledge", "inventory", "feeds", "feed_status", "cancel",
+                  "shipping", "refund")
     ROUTE_OPERATION = {"order": "orders", "inventory_get": "inventory", "inventory_put": "inventory"}
 
     def __init__(self, config: WalmartSimConfig | None = None, clock: Any = time.monotonic) -> None:
@@ -237,6 +266,8 @@ class WalmartSimulator(SimulatorServer):
         self.orders = self.book.orders  # purchaseOrderId -> order, for in-process inspection
         self.listings = Listings(mode="allow" if cfg.listing_mode == "allow" else "refuse")
         self.cancellations: list[JSON] = []  # seller cancellations, oldest first
+        self.buyer_cancellations: list[JSON] = []  # cancelled by the buyer, oldest first
+        self.refunds: list[JSON] = []  # one record per refunded line, oldest first
         self.feeds: dict[str, JSON] = {}  # feedId -> feed record
         self._feed_timers: list[asyncio.TimerHandle] = []
         self._tokens: dict[str, float] = {}  # access token -> expiry (clock)
@@ -311,6 +342,19 @@ class WalmartSimulator(SimulatorServer):
     def acknowledge(self, po: str) -> JSON:
         return self.book.acknowledge(po)
 
+    def cancel_by_buyer(self, po: str) -> JSON:
+        """The buyer cancels the order: every unit still Created/Acknowledged becomes Cancelled
+        (``CUSTOMER_REQUESTED_SELLER_TO_CANCEL``) and the order's last-modified time moves, so the
+        modified-orders list shows it. Returns a copy of the order. KeyError for an unknown order,
+        ValueError when nothing is open any more."""
+        applied = self.book.buyer_cancel(po)
+        at = datetime.now(UTC).isoformat()
+        for line, qty, reason in applied:
+            self.buyer_cancellations.append({"order_id": po, "line_id": line["lineNumber"],
+                                             "sku": line["item"]["sku"], "quantity": qty,
+                                             "reason": reason, "at": at})
+        return copy.deepcopy(self.orders[po])
+
     def expire_tokens(self) -> None:
         """Make every issued access token expire now (the next call answers 401)."""
         self._tokens = dict.fromkeys(self._tokens, float("-inf"))
@@ -325,6 +369,8 @@ class WalmartSimulator(SimulatorServer):
         app.router.add_get("/v3/orders/{purchaseOrderId}", self._get_order, name="order")
         app.router.add_post("/v3/orders/{purchaseOrderId}/acknowledge", self._ack, name="acknowledge")
         app.router.add_post("/v3/orders/{purchaseOrderId}/cancel", self._cancel, name="cancel")
+        app.router.add_post("/v3/orders/{purchaseOrderId}/shipping", self._ship, name="shipping")
+        app.router.add_post("/v3/orders/{purchaseOrderId}/refund", self._refund, name="refund")
         app.router.add_get("/v3/inventory", self._get_inventory, name="inventory_get")
         app.router.add_put("/v3/inventory", self._put_inventory, name="inventory_put")
         app.router.add_post("/v3/feeds", self._post_feed, name="feeds")
@@ -334,6 +380,8 @@ class WalmartSimulator(SimulatorServer):
         app.router.add_post("/_sim/orders", self._sim_orders)
         app.router.add_get("/_sim/inventory", self._sim_inventory)
         app.router.add_get("/_sim/cancellations", self._sim_cancellations)
+        app.router.add_get("/_sim/refunds", self._sim_refunds)
+        app.router.add_post("/_sim/orders/{purchaseOrderId}/buyer-cancel", self._sim_buyer_cancel)
         return app
 
     # --- gateway: headers, token, throttling -------------------------------------------------
@@ -659,6 +707,62 @@ class WalmartSimulator(SimulatorServer):
         self._stats["cancelled_lines"] += len(applied)
         return web.json_response({"order": self.orders[po]})
 
+    # --- shipping and refunds ------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> Any:
+        try:
+            return await request.json()
+        except ValueError:
+            return None
+
+    def _invalid(self, field: str, exc: ValueError) -> web.Response:
+        self._stats["bad_requests"] += 1
+        info = "Request content is invalid."
+        return walmart_error(400, "INVALID_REQUEST_CONTENT.GMP_ORDER_API", field, str(exc), info)
+
+    async def _ship(self, request: web.Request) -> web.Response:
+        po = request.match_info["purchaseOrderId"]
+        if po not in self.orders:
+            return _not_found("Order not found")
+        try:
+            requests = _ship_requests(await self._body(request))
+            self.book.ship(po, requests)
+        except ValueError as exc:
+            return self._invalid("orderShipment", exc)
+        self._stats["shipped_lines"] += len(requests)
+        return web.json_response({"order": self.orders[po]})
+
+    async def _refund(self, request: web.Request) -> web.Response:
+        po = request.match_info["purchaseOrderId"]
+        if po not in self.orders:
+            return _not_found("Order not found")
+        refund_id = secrets.token_hex(8)
+        try:
+            requests = _refund_requests(await self._body(request), po)
+            self.book.refund(po, requests, refund_id)
+        except ValueError as exc:
+            return self._invalid("orderRefund", exc)
+        at = datetime.now(UTC).isoformat()
+        for number, charges, comments, full in requests:
+            amount = -sum(_charge_amount(c) for c in charges)
+            self.refunds.append({"order_id": po, "line_id": number, "refund_id": refund_id,
+                                 "amount": str(amount), "comments": comments, "full": full,
+                                 "reasons": sorted({c["refundReason"] for c in charges}), "at": at})
+        self._stats["refunded_lines"] += len(requests)
+        return web.json_response({"order": self.orders[po]})
+
+    async def _sim_buyer_cancel(self, request: web.Request) -> web.Response:
+        try:
+            order = self.cancel_by_buyer(request.match_info["purchaseOrderId"])
+        except KeyError:
+            return web.json_response({"error": "no such order"}, status=404)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return web.json_response({"order": order})
+
+    async def _sim_refunds(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.refunds)
+
     async def stop(self) -> None:
         for timer in self._feed_timers:
             timer.cancel()
@@ -745,6 +849,113 @@ def _cancel_requests(body: Any) -> list[tuple[str, int, str]]:
         if quantity < 1:
             raise ValueError(f"lineNumber {number}: statusQuantity.amount must be a whole number >= 1")
         requests.append((number, quantity, str(reason)))
+    return requests
+
+
+def _status_lines(body: Any, root: str) -> list[tuple[JSON, JSON]]:
+    """``[(orderLine, orderLineStatus)]`` of a ``{root: {"orderLines": {"orderLine": [...]}}}`` body."""
+    try:
+        lines = body[root]["orderLines"]["orderLine"]
+        if not isinstance(lines, list) or not lines:
+            raise ValueError
+        return [(line, status) for line in lines
+                for status in line["orderLineStatuses"]["orderLineStatus"]]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{root}.orderLines.orderLine[] with lineNumber and "
+                         "orderLineStatuses.orderLineStatus[] is required") from None
+
+
+def _quantity(status: JSON, number: str) -> int:
+    try:
+        quantity = int(str(status["statusQuantity"]["amount"]))
+    except (KeyError, TypeError, ValueError):
+        quantity = 0
+    if quantity < 1:
+        raise ValueError(f"lineNumber {number}: statusQuantity.amount must be a whole number >= 1")
+    return quantity
+
+
+def _tracking_problem(tracking: Any) -> str | None:
+    """Why ``trackingInfo`` is not one the spec's TrackingInfoType allows, or None."""
+    if not isinstance(tracking, dict):
+        return "trackingInfo is required"
+    carrier = tracking.get("carrierName")
+    if not isinstance(carrier, dict):
+        return "trackingInfo.carrierName is required"
+    if carrier.get("otherCarrier"):
+        if not tracking.get("trackingURL"):
+            return "trackingInfo.trackingURL is required with carrierName.otherCarrier"
+    elif carrier.get("carrier") not in CARRIERS:
+        return f"carrierName.carrier {carrier.get('carrier')!r} is not a valid carrier"
+    if tracking.get("methodCode") not in METHOD_CODES:
+        return f"trackingInfo.methodCode must be one of {', '.join(METHOD_CODES)}"
+    if not tracking.get("trackingNumber"):
+        return "trackingInfo.trackingNumber is required"
+    ship_time = tracking.get("shipDateTime")
+    if isinstance(ship_time, bool) or not isinstance(ship_time, int):
+        return "trackingInfo.shipDateTime must be epoch milliseconds"
+    return None
+
+
+def _ship_requests(body: Any) -> list[tuple[str, int, JSON]]:
+    """``[(lineNumber, quantity, trackingInfo)]`` of an ``orderShipment`` body."""
+    requests = []
+    for line, status in _status_lines(body, "orderShipment"):
+        number = str(line.get("lineNumber"))
+        if not line.get("sellerOrderId"):
+            raise ValueError(f"lineNumber {number}: sellerOrderId is required")
+        if status.get("status") != "Shipped":
+            raise ValueError(f"lineNumber {number}: status must be Shipped")
+        problem = _tracking_problem(status.get("trackingInfo"))
+        if problem is not None:
+            raise ValueError(f"lineNumber {number}: {problem}")
+        requests.append((number, _quantity(status, number), status["trackingInfo"]))
+    return requests
+
+
+def _charge_amount(refund_charge: JSON) -> Decimal:
+    charge = refund_charge["charge"]
+    tax = (charge.get("tax") or {}).get("taxAmount")
+    return Decimal(str(charge["chargeAmount"]["amount"])) + (Decimal(str(tax["amount"])) if tax else 0)
+
+
+def _refund_charges(refund: Any, number: str) -> list[JSON]:
+    charges = refund["refundCharges"]["refundCharge"]
+    if not isinstance(charges, list) or not charges:
+        raise ValueError(f"lineNumber {number}: refundCharges.refundCharge[] is required")
+    for item in charges:
+        if item.get("refundReason") not in REFUND_REASONS:
+            raise ValueError(f"lineNumber {number}: refundReason {item.get('refundReason')!r} "
+                             "is not one of the spec's reasons")
+        charge = item["charge"]
+        if charge.get("chargeType") not in ("PRODUCT", "SHIPPING") or not charge.get("chargeName"):
+            raise ValueError(f"lineNumber {number}: charge needs chargeType PRODUCT or SHIPPING "
+                             "and a chargeName")
+        if _charge_amount(item) >= 0 or Decimal(str(charge["chargeAmount"]["amount"])) > 0:
+            raise ValueError(f"lineNumber {number}: refund amounts are negative numbers")
+    return charges
+
+
+def _refund_requests(body: Any, po: str) -> list[tuple[str, list[JSON], str | None, bool]]:
+    """``[(lineNumber, refundCharges, refundComments, isFullRefund)]`` of an ``orderRefund`` body."""
+    try:
+        refund = body["orderRefund"]
+        lines = refund["orderLines"]["orderLine"]
+        if str(refund.get("purchaseOrderId", po)) != po or not isinstance(lines, list) or not lines:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"orderRefund with purchaseOrderId {po} and orderLines.orderLine[] "
+                         "is required") from None
+    requests = []
+    for line in lines:
+        number = str(line.get("lineNumber"))
+        try:
+            for item in line["refunds"]["refund"]:
+                charges = _refund_charges(item, number)
+                requests.append((number, charges, item.get("refundComments"), bool(line.get("isFullRefund"))))
+        except (KeyError, TypeError, ArithmeticError):
+            raise ValueError(f"lineNumber {number}: refunds.refund[] with refundCharges "
+                             "is required") from None
     return requests
 
 

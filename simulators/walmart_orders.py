@@ -17,6 +17,14 @@ Generated lines draw from ``CATALOG`` (or the factory's ``skus``) with Walmart's
 lines. ``OrderBook.cancel`` applies a seller cancellation the way the cancel endpoint answers it: the
 cancelled units leave the line's Created/Acknowledged status quantity and join a ``Cancelled``
 entry carrying the ``cancellationReason``, so a partly cancelled line has two status entries.
+``OrderBook.ship`` does the same for a shipment: the units move to a ``Shipped`` entry carrying the
+``trackingInfo`` (one entry per tracking number). ``OrderBook.refund`` records money back on a line
+that has shipped units: the line's ``refund`` (spec ``RefundType``: ``refundId``,
+``refundComments``, ``refundCharges.refundCharge[]``) accumulates every refund of the line (the
+comments joined with " | ", ``refundId`` the latest), and once the line is fully refunded
+(``isFullRefund``, or the refunded item price reaches its PRODUCT charge) its shipped units move to
+``Refund`` (keeping their ``trackingInfo``). ``OrderBook.buyer_cancel`` cancels every open unit
+with ``CUSTOMER_REQUESTED_SELLER_TO_CANCEL``. Each of these bumps the order's last-modified time.
 """
 
 from __future__ import annotations
@@ -38,6 +46,31 @@ MAX_LIMIT = 200
 SHIP_NODE_TYPES = ("SellerFulfilled", "WFSFulfilled", "3PLFulfilled")
 LINE_STATUSES = ("Created", "Acknowledged", "Shipped", "Delivered", "Cancelled", "Refund")
 CANCELLABLE = ("Created", "Acknowledged")
+SHIPPED = ("Shipped", "Delivered")
+BUYER_CANCEL_REASON = "CUSTOMER_REQUESTED_SELLER_TO_CANCEL"
+METHOD_CODES = ("Standard", "Express", "OneDay", "Freight", "WhiteGlove", "Value")
+#: ``CarrierNameType.carrier`` of the orders spec
+CARRIERS = (
+    "UPS", "USPS", "FedEx", "Airborne", "OnTrac", "DHL Ecommerce - US", "DHL", "LS", "UDS", "UPSMI",
+    "FDX", "PILOT", "ESTES", "SAIA", "FDS Express", "Seko Worldwide", "HIT Delivery", "FEDEXSP",
+    "RL Carriers", "Metropolitan Warehouse & Delivery", "China Post", "YunExpress",
+    "Yellow Freight Sys", "AIT Worldwide Logistics", "Chukou1", "Sendle", "Landmark Global",
+    "Sunyou", "Yanwen", "4PX", "GLS", "OSM Worldwide", "FIRST MILE", "AM Trucking", "CEVA",
+    "India Post", "SF Express", "CNE", "TForce Freight", "AxleHire", "LSO", "Royal Mail",
+    "ABF Freight System", "WanB", "Roadrunner Freight", "Meyer Distribution", "AAA Cooper",
+    "Canada Post", "Southeastern Freight Lines", "Japan Post", "Correos de Mexico", "XPO Logistics",
+    "JD Logistics", "YDH", "JCEX", "Flyt", "Deutsche Post",
+)
+#: ``RefundChargeType.refundReason`` of the orders spec
+REFUND_REASONS = (
+    "BillingError", "TaxExemptCustomer", "ItemNotAsAdvertised", "IncorrectItemReceived",
+    "CancelledYetShipped", "ItemNotReceivedByCustomer", "IncorrectShippingPrice", "DamagedItem",
+    "DefectiveItem", "CustomerChangedMind", "CustomerReceivedItemLate",
+    "Missing Parts / Instructions", "Finance -> Goodwill", "Finance -> Rollback", "Buyer canceled",
+    "Customer returned item", "General adjustment", "Merchandise not received",
+    "Quality -> Missing Parts / Instructions", "Shipping & Delivery -> Damaged",
+    "Shipping & Delivery -> Shipping Price Discrepancy", "Others",
+)
 CANCELLATION_REASONS = (
     "CUSTOMER_REQUESTED_SELLER_TO_CANCEL",
     "SELLER_CANCEL_PRICING_ERROR",
@@ -330,13 +363,7 @@ class OrderBook:
         return [(by_number[number], qty, reason) for number, qty, reason in requests]
 
     def _cancel_units(self, po: str, line: JSON, qty: int, reason: str) -> None:
-        entries = line["orderLineStatuses"]["orderLineStatus"]
-        left = qty
-        for entry in [e for e in entries if e["status"] in CANCELLABLE]:
-            take = min(left, _units(entry))
-            entry["statusQuantity"]["amount"] = str(_units(entry) - take)
-            left -= take
-        kept = [e for e in entries if e["status"] not in CANCELLABLE or _units(e) > 0]
+        kept = self._take_open(line, qty)
         done = next((e for e in kept if e["status"] == "Cancelled"
                      and e.get("cancellationReason") == reason), None)
         if done is None:
@@ -346,6 +373,100 @@ class OrderBook:
             kept.append(done)
         done["statusQuantity"]["amount"] = str(_units(done) + qty)
         line["orderLineStatuses"]["orderLineStatus"] = kept
+        line["statusDate"] = self.modified_ms[po] = now_ms()
+
+    def buyer_cancel(self, po: str) -> list[tuple[JSON, int, str]]:
+        """The buyer cancels: every unit still Created/Acknowledged becomes Cancelled with
+        ``CUSTOMER_REQUESTED_SELLER_TO_CANCEL``. ValueError when nothing is open any more."""
+        lines = self.orders[po]["orderLines"]["orderLine"]
+        requests = [(ln["lineNumber"], cancellable_units(ln), BUYER_CANCEL_REASON)
+                    for ln in lines if cancellable_units(ln) > 0]
+        if not requests:
+            raise ValueError(f"purchase order {po} has nothing left to cancel")
+        return self.cancel(po, requests)
+
+    def ship(self, po: str, requests: list[tuple[str, int, JSON]]) -> None:
+        """Ship ``[(lineNumber, quantity, trackingInfo)]`` of ``po``: all or nothing, ValueError
+        when a line is unknown or has fewer Created/Acknowledged units than asked."""
+        order = self.orders[po]
+        by_number = {ln["lineNumber"]: ln for ln in order["orderLines"]["orderLine"]}
+        asked: dict[str, int] = {}
+        for number, qty, _ in requests:
+            if number not in by_number:
+                raise ValueError(f"lineNumber {number} is not a line of purchase order {po}")
+            asked[number] = asked.get(number, 0) + qty
+        for number, qty in asked.items():
+            if qty > cancellable_units(by_number[number]):
+                raise ValueError(f"lineNumber {number}: cannot ship {qty}, "
+                                 f"{cancellable_units(by_number[number])} unit(s) are open")
+        for number, qty, tracking in requests:
+            self._ship_units(po, by_number[number], qty, tracking)
+
+    def _take_open(self, line: JSON, qty: int) -> list[JSON]:
+        """Take ``qty`` units off the line's Created/Acknowledged entries; the entries left."""
+        entries = line["orderLineStatuses"]["orderLineStatus"]
+        left = qty
+        for entry in [e for e in entries if e["status"] in CANCELLABLE]:
+            take = min(left, _units(entry))
+            entry["statusQuantity"]["amount"] = str(_units(entry) - take)
+            left -= take
+        return [e for e in entries if e["status"] not in CANCELLABLE or _units(e) > 0]
+
+    def _ship_units(self, po: str, line: JSON, qty: int, tracking: JSON) -> None:
+        kept = self._take_open(line, qty)
+        number = tracking.get("trackingNumber")
+        done = next((e for e in kept if e["status"] == "Shipped"
+                     and (e.get("trackingInfo") or {}).get("trackingNumber") == number), None)
+        if done is None:
+            unit = line["orderLineQuantity"].get("unitOfMeasurement", "EACH")
+            done = {"status": "Shipped", "statusQuantity": {"unitOfMeasurement": unit, "amount": "0"},
+                    "trackingInfo": copy.deepcopy(tracking)}
+            kept.append(done)
+        done["statusQuantity"]["amount"] = str(_units(done) + qty)
+        line["orderLineStatuses"]["orderLineStatus"] = kept
+        line["statusDate"] = self.modified_ms[po] = now_ms()
+
+    def refund(self, po: str, requests: list[tuple[str, list[JSON], str | None, bool]],
+               refund_id: str) -> None:
+        """Refund ``[(lineNumber, refundCharges, refundComments, isFullRefund)]`` of ``po`` (charge
+        amounts negative, as in the spec): all or nothing, ValueError when a line is unknown, has
+        nothing shipped, or would be refunded more than its charges and taxes."""
+        order = self.orders[po]
+        by_number = {ln["lineNumber"]: ln for ln in order["orderLines"]["orderLine"]}
+        asked: dict[str, Decimal] = {}
+        for number, charges, _, _ in requests:
+            line = by_number.get(number)
+            if line is None:
+                raise ValueError(f"lineNumber {number} is not a line of purchase order {po}")
+            statuses = {e["status"] for e in line["orderLineStatuses"]["orderLineStatus"]}
+            if not statuses & {*SHIPPED, "Refund"}:
+                raise ValueError(f"lineNumber {number} has not been shipped; cancel it instead")
+            amount = sum((_charge_total(c) for c in charges), Decimal(0))
+            asked[number] = asked.get(number, Decimal(0)) + amount
+        for number, amount in asked.items():
+            room = _line_total(by_number[number]) - _refunded_total(by_number[number])
+            if -amount > room:
+                raise ValueError(f"lineNumber {number}: cannot refund {-amount}, {room} is left")
+        for number, charges, comments, full in requests:
+            self._refund_line(po, by_number[number], charges, comments, full, refund_id)
+
+    def _refund_line(self, po: str, line: JSON, charges: list[JSON], comments: str | None,
+                     full: bool, refund_id: str) -> None:
+        refund = line.setdefault("refund", {"refundCharges": {"refundCharge": []}})
+        refund["refundId"] = refund_id
+        if comments:
+            earlier = refund.get("refundComments")
+            refund["refundComments"] = f"{earlier} | {comments}" if earlier else comments
+        refund["refundCharges"]["refundCharge"].extend(copy.deepcopy(charges))
+        product = sum((_amount(c["chargeAmount"]) for c in line["charges"]["charge"]
+                       if c["chargeType"] == "PRODUCT"), Decimal(0))
+        refunded_product = -sum((_amount(c["charge"]["chargeAmount"]) for c in
+                                 refund["refundCharges"]["refundCharge"]
+                                 if c["charge"].get("chargeType") == "PRODUCT"), Decimal(0))
+        if full or refunded_product >= product:
+            for entry in line["orderLineStatuses"]["orderLineStatus"]:
+                if entry["status"] in SHIPPED:
+                    entry["status"] = "Refund"
         line["statusDate"] = self.modified_ms[po] = now_ms()
 
     def _matches(self, order: JSON, q: ListQuery, released: bool) -> bool:
@@ -387,13 +508,44 @@ def cancellable_units(line: JSON) -> int:
     return sum(_units(e) for e in line["orderLineStatuses"]["orderLineStatus"] if e["status"] in CANCELLABLE)
 
 
+def shipped_units(line: JSON) -> int:
+    """Units of ``line`` Shipped or Delivered (refunded ones not counted)."""
+    return sum(_units(e) for e in line["orderLineStatuses"]["orderLineStatus"] if e["status"] in SHIPPED)
+
+
+def _amount(money: Any) -> Decimal:
+    return Decimal(str(money["amount"]))
+
+
+def _charge_total(refund_charge: JSON) -> Decimal:
+    """A refund charge's amount with its tax (negative)."""
+    charge = refund_charge["charge"]
+    tax = charge.get("tax") or {}
+    return _amount(charge["chargeAmount"]) + (_amount(tax["taxAmount"]) if tax.get("taxAmount") else 0)
+
+
+def _line_total(line: JSON) -> Decimal:
+    """What the buyer paid for a line: its charges and their taxes."""
+    return sum((_amount(c["chargeAmount"]) + (_amount(c["tax"]["taxAmount"]) if c.get("tax") else 0)
+                for c in line["charges"]["charge"]), Decimal(0))
+
+
+def _refunded_total(line: JSON) -> Decimal:
+    charges = ((line.get("refund") or {}).get("refundCharges") or {}).get("refundCharge") or []
+    return -sum((_charge_total(c) for c in charges), Decimal(0))
+
+
 def cancelled_units(line: JSON) -> int:
     return sum(_units(e) for e in line["orderLineStatuses"]["orderLineStatus"] if e["status"] == "Cancelled")
 
 
 __all__ = [
+    "BUYER_CANCEL_REASON",
     "CANCELLATION_REASONS",
+    "CARRIERS",
     "CATALOG",
+    "METHOD_CODES",
+    "REFUND_REASONS",
     "LINE_STATUSES",
     "ListQuery",
     "OrderBook",
@@ -404,4 +556,5 @@ __all__ = [
     "now_ms",
     "parse_list_query",
     "parse_walmart_date",
+    "shipped_units",
 ]

@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from connectors.base import CancelLine, QuantityUpdate
+from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RateLimitedError, RetryableError
-from connectors.shopify_outbound import CallLimitPacer, ShopifyOutbound, parse_call_limit
+from connectors.shopify_outbound import (
+    SHOPIFY_CARRIERS,
+    CallLimitPacer,
+    ShopifyOutbound,
+    parse_call_limit,
+    shopify_carrier,
+)
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.unit.test_shopify_simulator import Receiver
 
@@ -206,3 +212,66 @@ def test_from_settings() -> None:
         shopify_admin_base_url = None
 
     assert ShopifyOutbound.from_settings(S()) is None
+
+
+# --- shipments and refunds --------------------------------------------------------------------
+
+
+def shipment(lines: list[tuple[int, int]], *, tracking: str = "1Z1", carrier: str = "UPS",
+             sid: str = "SHP-1") -> Shipment:
+    return Shipment(shipment_id=sid, order_key="shopify:o", carrier=carrier, tracking_number=tracking,
+                    lines=[ShipmentLine(str(i), "SKU", q) for i, q in lines],
+                    shipped_at="2026-01-02T10:00:00Z")
+
+
+def test_carrier_table_covers_every_canonical_carrier() -> None:
+    assert set(SHOPIFY_CARRIERS) == {"UPS", "USPS", "FEDEX", "DHL", "OTHER"}
+    assert [shopify_carrier(c) for c in ("ups", "USPS", "FedEx", "DHL", "OTHER")] == [
+        "UPS", "USPS", "FedEx", "DHL Express", "Other"]
+    with pytest.raises(PermanentError, match="canonical carrier"):
+        shopify_carrier("PIGEON")
+
+
+async def test_partial_then_full_shipment_and_repeats_are_no_ops(sim, outbound) -> None:
+    order = await sim.send_order([("IPOD2008RED", 2), ("MUG-CLASSIC", 1)])
+    assert order is not None
+    oid, (red, mug) = str(order["id"]), [li["id"] for li in order["line_items"]]
+    first, second = shipment([(red, 1)]), shipment([(red, 1), (mug, 1)], tracking="FX9", carrier="FEDEX")
+    await outbound.confirm_shipment(oid, first)
+    assert sim.orders[oid]["fulfillment_status"] == "partial"
+    await outbound.confirm_shipment(oid, first)
+    await outbound.confirm_shipment(oid, second)
+    await outbound.confirm_shipment(oid, second)
+    fulfillments = sim.orders[oid]["fulfillments"]
+    assert [(f["tracking_number"], f["tracking_company"]) for f in fulfillments] == [
+        ("1Z1", "UPS"), ("FX9", "FedEx")]
+    assert sim.orders[oid]["fulfillment_status"] == "fulfilled"
+
+
+async def test_shipping_more_than_is_left_is_permanent(sim, outbound) -> None:
+    order = await sim.send_order([("IPOD2008RED", 1)])
+    assert order is not None
+    with pytest.raises(PermanentError) as caught:
+        await outbound.confirm_shipment(str(order["id"]), shipment([(order["line_items"][0]["id"], 2)]))
+    assert caught.value.status == 422
+
+
+async def test_refunds_with_and_without_restock_are_idempotent(sim, outbound) -> None:
+    order = await sim.send_order([("TSHIRT-M-BLU", 2)])
+    assert order is not None
+    oid, line = str(order["id"]), order["line_items"][0]["id"]
+    sim.orders[oid]["financial_status"] = "paid"
+    await outbound.confirm_shipment(oid, shipment([(line, 2)]))
+    back = Refund(refund_id="RMA-1", lines=[ShipmentLine(str(line), "TSHIRT-M-BLU", 1)], amount="24.50",
+                  currency="USD", reason="too small", restock=True)
+    goodwill = Refund(refund_id="GW-2", lines=[ShipmentLine(str(line), "TSHIRT-M-BLU", 1)], amount="3.00",
+                      currency="USD", reason="late", restock=False)
+    for refund in (back, back, goodwill, goodwill):
+        await outbound.refund(oid, refund)
+    refunds = sim.orders[oid]["refunds"]
+    assert [(r["refund_line_items"][0]["restock_type"], r["transactions"][0]["amount"]) for r in refunds] == [
+        ("return", "24.50"), ("no_restock", "3.00")]
+    assert refunds[0]["note"] == "too small [retail-sync refund RMA-1]"
+    assert sim.orders[oid]["financial_status"] == "partially_refunded"
+    with pytest.raises(PermanentError, match="EUR"):
+        await outbound.refund(oid, Refund("X", [], "1", "EUR", "x", False))

@@ -36,11 +36,14 @@ class Receiver:
 
     async def start(self) -> str:
         app = web.Application()
-        app.router.add_post("/webhooks/shopify/orders/create", self.handle)
+        app.router.add_post("/webhooks/shopify/{resource}/{event}", self.handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
         return f"http://127.0.0.1:{self.runner.addresses[0][1]}/webhooks/shopify/orders/create"
+
+    def topics(self) -> list[str]:
+        return [h["X-Shopify-Topic"] for h, _ in self.calls]
 
     def webhook_ids(self) -> Counter[str]:
         return Counter(h["X-Shopify-Webhook-Id"] for h, _ in self.calls)
@@ -368,3 +371,109 @@ async def test_cancel_and_refunds_like_shopify(stock_sim: ShopifySimulator) -> N
     assert [(r["sku"], r["quantity"], r["reason"]) for r in records] == [
         ("IPOD2008RED", 2, "oos"), ("IPOD2008RED", 1, "inventory"), ("MUG-CLASSIC", 1, "inventory")]
     assert set(records[0]) == {"order_id", "line_id", "sku", "quantity", "reason", "at"}
+
+
+# --- fulfillments, money refunds, buyer cancellations, merchant refunds -----------------------
+
+
+async def admin_call(sim: ShopifySimulator, method: str, path: str,
+                     body: dict | None = None) -> tuple[int, dict]:
+    url = f"{sim.base_url}/admin/api/2021-10/{path}"
+    async with aiohttp.ClientSession() as http, http.request(
+            method, url, json=body, headers={"X-Shopify-Access-Token": "shpat_demo"}) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def shop(receiver_factory) -> AsyncIterator[tuple[ShopifySimulator, Receiver]]:
+    receiver = receiver_factory()
+    url = await receiver.start()
+    simulator = ShopifySimulator(ShopifySimConfig(webhook_url=url, secret=SECRET, seed=9))
+    await simulator.start()
+    yield simulator, receiver
+    await simulator.stop()
+
+
+async def test_partial_then_full_fulfillment_and_over_fulfilment_is_422(shop) -> None:
+    sim, _ = shop
+    order = await sim.send_order([("IPOD2008RED", 2), ("MUG-CLASSIC", 1)])
+    assert order is not None
+    oid, (red, mug) = order["id"], [li["id"] for li in order["line_items"]]
+    body = {"fulfillment": {"location_id": sim.config.location_id, "tracking_number": "1Z1",
+                            "tracking_company": "UPS", "line_items": [{"id": red, "quantity": 1}],
+                            "notify_customer": True}}
+    status, created = await admin_call(sim, "POST", f"orders/{oid}/fulfillments.json", body)
+    fulfillment = created["fulfillment"]
+    assert status == 201 and fulfillment["status"] == "success" and fulfillment["order_id"] == oid
+    assert fulfillment["tracking_urls"] == ["https://www.ups.com/track?tracknum=1Z1"]
+    assert sim.orders[str(oid)]["fulfillment_status"] == "partial"
+    body["fulfillment"]["line_items"] = [{"id": red, "quantity": 2}]
+    status, error = await admin_call(sim, "POST", f"orders/{oid}/fulfillments.json", body)
+    assert status == 422 and "exceeds fulfillable" in error["errors"]["base"][0]
+    body["fulfillment"]["line_items"] = [{"id": red, "quantity": 1}, {"id": mug, "quantity": 1}]
+    assert (await admin_call(sim, "POST", f"orders/{oid}/fulfillments.json", body))[0] == 201
+    assert sim.orders[str(oid)]["fulfillment_status"] == "fulfilled"
+    status, listed = await admin_call(sim, "GET", f"orders/{oid}/fulfillments.json")
+    names = [f["name"] for f in listed["fulfillments"]]
+    assert status == 200 and names == [f"{order['name']}.1", f"{order['name']}.2"]
+    status, error = await admin_call(sim, "POST", f"orders/{oid}/cancel.json", {"reason": "other"})
+    assert status == 422 and "fulfilled" in error["error"]
+
+
+async def test_money_refunds_set_financial_status(shop) -> None:
+    sim, _ = shop
+    order = await sim.send_order([("TSHIRT-M-BLU", 2)])
+    assert order is not None
+    oid, line = order["id"], order["line_items"][0]["id"]
+    sim.orders[str(oid)]["financial_status"] = "paid"
+    everything = {"fulfillment": {"tracking_number": "X"}}  # no line_items: all of it
+    await admin_call(sim, "POST", f"orders/{oid}/fulfillments.json", everything)
+
+    def refund(kind: str, amount: str) -> dict:
+        return {"refund": {"note": kind, "refund_line_items": [
+            {"line_item_id": line, "quantity": 1, "restock_type": kind}],
+            "transactions": [{"kind": "refund", "amount": amount, "gateway": "shopify_payments"}]}}
+
+    status, created = await admin_call(sim, "POST", f"orders/{oid}/refunds.json", refund("return", "10.00"))
+    assert status == 201 and created["refund"]["transactions"][0]["amount"] == "10.00"
+    assert sim.orders[str(oid)]["financial_status"] == "partially_refunded"
+    status, error = await admin_call(sim, "POST", f"orders/{oid}/refunds.json", refund("no_restock", "99999"))
+    assert status == 422 and "exceeds" in error["errors"]["transactions"][0]
+    rest = str(Decimal(order["total_price"]) - Decimal("10.00"))
+    assert (await admin_call(sim, "POST", f"orders/{oid}/refunds.json", refund("no_restock", rest)))[0] == 201
+    assert sim.orders[str(oid)]["financial_status"] == "refunded"
+    status, listed = await admin_call(sim, "GET", f"orders/{oid}/refunds.json")
+    assert [r["refund_line_items"][0]["restock_type"] for r in listed["refunds"]] == ["return", "no_restock"]
+
+
+async def test_buyer_cancellation_sends_a_signed_orders_cancelled_webhook(shop) -> None:
+    sim, receiver = shop
+    order = await sim.send_order([("IPOD2008GREEN", 1)])
+    assert order is not None
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{sim.base_url}/_sim/orders/{order['id']}/buyer-cancel") as resp:
+        assert resp.status == 200
+    headers, body = receiver.calls[-1]
+    assert receiver.topics() == ["orders/create", "orders/cancelled"]
+    assert headers["X-Shopify-Hmac-Sha256"] == sign(body, SECRET)
+    cancelled = json.loads(body)
+    assert cancelled["id"] == order["id"] and cancelled["cancel_reason"] == "customer"
+    assert cancelled["cancelled_at"]
+    assert cancelled["refunds"][0]["refund_line_items"][0]["restock_type"] == "cancel"
+    assert sim.cancellations == [] and len(sim.buyer_cancellations) == 1
+    with pytest.raises(ValueError, match="already been cancelled"):
+        await sim.cancel_by_buyer(str(order["id"]))
+
+
+async def test_merchant_refund_sends_refunds_create(shop) -> None:
+    sim, receiver = shop
+    order = await sim.send_order([("MUG-CLASSIC", 2)])
+    assert order is not None
+    sim.orders[str(order["id"])]["financial_status"] = "paid"
+    line = order["line_items"][0]["id"]
+    refund = await sim.refund_by_merchant(str(order["id"]), [(line, 1)], "5.00", restock_type="no_restock")
+    assert receiver.topics()[-1] == "refunds/create"
+    assert json.loads(receiver.calls[-1][1])["id"] == refund["id"]
+    assert sim.orders[str(order["id"])]["financial_status"] == "partially_refunded"
+    with pytest.raises(ValueError, match="fulfilled unit"):
+        await sim.refund_by_merchant(str(order["id"]), [(line, 1)], "1.00")  # return: nothing shipped

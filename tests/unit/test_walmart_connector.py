@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -251,3 +252,38 @@ def test_error_mapping_is_pure() -> None:
     error = error_for_status(400, body, {}, "ack 1", now)
     assert isinstance(error, PermanentError)
     assert str(error) == "Walmart ack 1: HTTP 400 INVALID_REQUEST_CONTENT.GMP_ORDER_API: bad"
+
+
+# --- WalmartSource: buyer cancellations through the modified-orders poll ------------------------
+
+
+async def test_source_delivers_buyer_cancellations_from_the_modified_poll() -> None:
+    from connectors.walmart import WalmartSource
+    from streams.mappers.walmart import map_order
+
+    sim = WalmartSimulator(WalmartSimConfig(seed=4, acknowledge_burst=100))
+    await sim.start("127.0.0.1", 0)
+    assert sim.base_url
+    client = WalmartOrdersClient(sim.base_url, "demo-client-id", "demo-client-secret", timeout_s=2.0)
+    source = WalmartSource(client, lookback=timedelta(days=1), max_per_poll=50)
+    try:
+        sim.generate_orders(2)
+        first = await source.poll(None)
+        assert sorted(o.delivery_id.split("@")[1] for o in first.orders) == ["released", "released"]
+        await source.after_persist(first.orders)
+        assert first.cursor is not None and first.cursor.endswith("Z")
+        po = first.orders[0].marketplace_order_id
+        sim.cancel_by_buyer(po)
+        second = await source.poll(first.cursor)
+        kinds = [(o.marketplace_order_id, o.delivery_id.split("@")[1]) for o in second.orders]
+        assert kinds == [(po, "cancelled")]
+        assert map_order(json.loads(second.orders[0].body)).fulfillment_status == "cancelled"
+        await source.after_persist(second.orders)  # not acknowledged again: nothing to acknowledge
+        assert sim.stats()["acknowledged"] == 2
+        again = await source.poll(first.cursor)  # a restart from the stored cursor repeats it
+        assert [o.delivery_id for o in again.orders] == [o.delivery_id for o in second.orders]
+        sim.book.modified_ms[po] -= 60_000  # changed long before the newest cursor
+        assert (await source.poll(second.cursor)).orders == []
+    finally:
+        await source.close()
+        await sim.stop()

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from connectors.base import CancelLine, QuantityUpdate
+from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RateLimitedError, RetryableError
-from connectors.walmart_outbound import WalmartApi, WalmartOutbound
+from connectors.walmart_outbound import WALMART_CARRIERS, WalmartApi, WalmartOutbound
 from simulators.walmart import WalmartSimConfig, WalmartSimulator
+from simulators.walmart_orders import CARRIERS
 
 JSON = dict[str, Any]
 
@@ -181,3 +182,100 @@ async def test_spent_feed_budget_falls_back_to_paced_single_updates(sim: Walmart
     assert first.mechanism == "inventory-feed" and second.mechanism == "inventory"
     assert sorted(second.applied) == skus and all(sim.listings.quantity(s) == 2 for s in skus)
     assert sim.stats().get("throttled_429", 0) == 0
+
+
+# --- shipments and refunds --------------------------------------------------------------------
+
+
+def shipment(lines: list[tuple[str, int]], *, sid: str = "SHP-1", tracking: str = "1Z1",
+             carrier: str = "UPS") -> Shipment:
+    return Shipment(shipment_id=sid, order_key="walmart:po", carrier=carrier, tracking_number=tracking,
+                    lines=[ShipmentLine(n, "SKU", q) for n, q in lines], shipped_at="2026-01-02T10:00:00Z")
+
+
+def shipped(sim: WalmartSimulator, po: str, line: str = "1") -> list[tuple[str, str, str | None]]:
+    entry = next(ln for ln in sim.orders[po]["orderLines"]["orderLine"] if ln["lineNumber"] == line)
+    return [(s["status"], s["statusQuantity"]["amount"], (s.get("trackingInfo") or {}).get("trackingNumber"))
+            for s in entry["orderLineStatuses"]["orderLineStatus"]]
+
+
+def test_carrier_table_covers_every_canonical_carrier_with_spec_codes() -> None:
+    assert set(WALMART_CARRIERS) == {"UPS", "USPS", "FEDEX", "DHL", "OTHER"}
+    assert all(code in CARRIERS for code in WALMART_CARRIERS.values() if code is not None)
+    assert WALMART_CARRIERS["FEDEX"] == "FedEx" and WALMART_CARRIERS["OTHER"] is None
+
+
+async def test_partial_then_full_shipment_and_repeats_are_no_ops(sim, outbound) -> None:
+    order = sim.create_order([("WM-KETTLE-01", 3), ("WM-MUG-4PK", 1)])
+    assert order is not None
+    po = order["purchaseOrderId"]
+    first = shipment([("1", 1)], tracking="1ZA")
+    await outbound.confirm_shipment(po, first)
+    assert shipped(sim, po) == [("Created", "2", None), ("Shipped", "1", "1ZA")]
+    second = shipment([("1", 2), ("2", 1)], sid="SHP-2", tracking="9400", carrier="usps")
+    await outbound.confirm_shipment(po, second)
+    await outbound.confirm_shipment(po, first)
+    await outbound.confirm_shipment(po, second)
+    assert shipped(sim, po) == [("Shipped", "1", "1ZA"), ("Shipped", "2", "9400")]
+    assert shipped(sim, po, "2") == [("Shipped", "1", "9400")]
+    assert sim.stats()["requests_shipping"] == 2
+    entries = sim.orders[po]["orderLines"]["orderLine"][1]["orderLineStatuses"]["orderLineStatus"]
+    info = entries[0]["trackingInfo"]
+    assert info["carrierName"] == {"carrier": "USPS"} and info["shipDateTime"] == 1767348000000
+
+
+async def test_other_carrier_needs_a_tracking_url(sim) -> None:
+    order = sim.create_order([("WM-KETTLE-01", 1)])
+    assert order is not None and sim.base_url
+    plain, with_url = outbound_for(sim.base_url), outbound_for(
+        sim.base_url, other_tracking_url="https://track.example/{tracking_number}")
+    try:
+        with pytest.raises(PermanentError, match="tracking URL"):
+            await plain.confirm_shipment(order["purchaseOrderId"], shipment([("1", 1)], carrier="OTHER"))
+        await with_url.confirm_shipment(order["purchaseOrderId"], shipment([("1", 1)], carrier="OTHER"))
+        with pytest.raises(PermanentError, match="canonical carrier"):
+            await with_url.confirm_shipment(order["purchaseOrderId"], shipment([("1", 1)], carrier="PIGEON"))
+    finally:
+        await plain.close()
+        await with_url.close()
+    status = sim.orders[order["purchaseOrderId"]]["orderLines"]["orderLine"][0]["orderLineStatuses"]
+    assert status["orderLineStatus"][0]["trackingInfo"]["trackingURL"] == "https://track.example/1Z1"
+
+
+async def test_shipping_more_than_is_open_is_permanent(sim, outbound) -> None:
+    order = sim.create_order([("WM-KETTLE-01", 1)])
+    assert order is not None
+    await outbound.cancel_lines(order["purchaseOrderId"], [CancelLine("1", "WM-KETTLE-01", 1)],
+                                whole_order=False, reason="stock")
+    with pytest.raises(PermanentError, match="only 0 open"):
+        await outbound.confirm_shipment(order["purchaseOrderId"], shipment([("1", 1)]))
+
+
+async def test_refund_splits_money_over_lines_and_is_idempotent(sim, outbound) -> None:
+    order = sim.create_order([("WM-KETTLE-01", 2), ("WM-USB-C-2M", 1)])
+    assert order is not None
+    po = order["purchaseOrderId"]
+    await outbound.confirm_shipment(po, shipment([("1", 2), ("2", 1)]))
+    refund = Refund(refund_id="RET-7", lines=[ShipmentLine("1", "K", 1), ShipmentLine("2", "U", 1)],
+                    amount="44.96", currency="USD", reason="damaged", restock=True)
+    await outbound.refund(po, refund)
+    await outbound.refund(po, refund)
+    assert [(r["line_id"], r["amount"], r["reasons"]) for r in sim.refunds] == [
+        ("1", "34.99", ["Customer returned item"]), ("2", "9.97", ["Customer returned item"])]
+    comments = sim.orders[po]["orderLines"]["orderLine"][0]["refund"]["refundComments"]
+    assert "retail-sync refund RET-7" in comments
+    money_only = Refund(refund_id="ADJ-1", lines=[ShipmentLine("1", "WM-KETTLE-01", 1)], amount="5",
+                        currency="USD", reason="DamagedItem", restock=False)
+    await outbound.refund(po, money_only)
+    await outbound.refund(po, money_only)
+    assert [(float(r["amount"]), r["reasons"]) for r in sim.refunds[2:]] == [(5.0, ["DamagedItem"])]
+    assert sim.stats()["requests_refund"] == 2
+
+
+async def test_refund_of_an_unshipped_line_is_permanent(sim, outbound) -> None:
+    order = sim.create_order([("WM-KETTLE-01", 1)])
+    assert order is not None
+    refund = Refund(refund_id="R", lines=[ShipmentLine("1", "K", 1)], amount="1", currency="USD",
+                    reason="x", restock=False)
+    with pytest.raises(PermanentError, match="not been shipped"):
+        await outbound.refund(order["purchaseOrderId"], refund)

@@ -541,3 +541,104 @@ async def test_cancel_lines_partially_then_wholly(
     assert records[0]["reason"] == "SELLER_CANCEL_OUT_OF_STOCK"
     status, _, _ = await call(http, stock_sim, "POST", "/v3/orders/404/cancel", token, json=cancel("1", 1))
     assert status == 404
+
+
+# --- shipping, refunds, buyer cancellation ---------------------------------------------------
+
+
+def shipment_body(lines: list[tuple[str, int]], tracking: str = "1Z999", carrier: str = "UPS") -> JSON:
+    info = {"shipDateTime": BASE_MS, "carrierName": {"carrier": carrier}, "methodCode": "Standard",
+            "trackingNumber": tracking}
+    return {"orderShipment": {"orderLines": {"orderLine": [
+        {"lineNumber": n, "sellerOrderId": "SO-1", "orderLineStatuses": {"orderLineStatus": [
+            {"status": "Shipped", "statusQuantity": {"unitOfMeasurement": "EACH", "amount": str(q)},
+             "trackingInfo": info}]}}
+        for n, q in lines]}}}
+
+
+def refund_body(po: str, line: str, amount: float, reason: str = "DamagedItem", full: bool = False) -> JSON:
+    return {"orderRefund": {"purchaseOrderId": po, "orderLines": {"orderLine": [
+        {"lineNumber": line, "isFullRefund": full, "refunds": {"refund": [
+            {"refundComments": "broken", "refundCharges": {"refundCharge": [
+                {"refundReason": reason, "charge": {
+                    "chargeType": "PRODUCT", "chargeName": "ItemPrice",
+                    "chargeAmount": {"currency": "USD", "amount": -amount}}}]}}]}}]}}}
+
+
+def statuses(order: JSON, line: str = "1") -> list[tuple[str, str]]:
+    entry = next(ln for ln in order["orderLines"]["orderLine"] if ln["lineNumber"] == line)
+    entries = entry["orderLineStatuses"]["orderLineStatus"]
+    return [(s["status"], s["statusQuantity"]["amount"]) for s in entries]
+
+
+async def test_shipping_splits_line_statuses_and_refuses_more_than_open(sim, http) -> None:
+    order = sim.create_order([("WM-KETTLE-01", 3)])
+    assert order is not None
+    po, token = order["purchaseOrderId"], await get_token(http, sim)
+    schema = spec_schema("OrderShipment")  # the spec points orderLines at RefundLinesType (a defect)
+    schema["components"]["schemas"]["OrderShipmentRecord"]["properties"]["orderLines"] = {
+        "$ref": "#/components/schemas/ShippingLinesType"}
+    jsonschema.validate(shipment_body([("1", 1)]), schema)
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/shipping", token,
+                                 json=shipment_body([("1", 1)]))
+    assert status == 200 and statuses(body["order"]) == [("Created", "2"), ("Shipped", "1")]
+    shipped = body["order"]["orderLines"]["orderLine"][0]["orderLineStatuses"]["orderLineStatus"][1]
+    assert shipped["trackingInfo"]["carrierName"] == {"carrier": "UPS"}
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/shipping", token,
+                                 json=shipment_body([("1", 3)], tracking="1Z2"))
+    assert status == 400 and first_error(body)["code"] == "INVALID_REQUEST_CONTENT.GMP_ORDER_API"
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/shipping", token,
+                                 json=shipment_body([("1", 2)], tracking="1Z2", carrier="FedEx"))
+    assert status == 200 and statuses(body["order"]) == [("Shipped", "1"), ("Shipped", "2")]
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/shipping", token,
+                                 json=shipment_body([("1", 1)], carrier="Pigeon Post"))
+    assert status == 400 and "not a valid carrier" in first_error(body)["description"]
+
+
+async def test_refund_records_money_and_full_refund_moves_units_to_refund(sim, http) -> None:
+    order = sim.create_order([("WM-MUG-4PK", 1), ("WM-USB-C-2M", 2)])
+    assert order is not None
+    po, token = order["purchaseOrderId"], await get_token(http, sim)
+    jsonschema.validate(refund_body(po, "1", 5), spec_schema("OrderRefund_json"))
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/refund", token,
+                                 json=refund_body(po, "1", 5))
+    assert status == 400 and "not been shipped" in first_error(body)["description"]
+    sim.book.ship(po, [("1", 1, {"trackingNumber": "T1"}), ("2", 2, {"trackingNumber": "T1"})])
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/refund", token,
+                                 json=refund_body(po, "1", 5))
+    line = body["order"]["orderLines"]["orderLine"][0]
+    assert status == 200 and statuses(body["order"]) == [("Shipped", "1")]
+    assert line["refund"]["refundComments"] == "broken" and line["refund"]["refundId"]
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/refund", token,
+                                 json=refund_body(po, "1", 14.88, reason="Customer returned item"))
+    assert status == 200 and statuses(body["order"]) == [("Refund", "1")]  # 5 + 14.88 = the item price
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/refund", token,
+                                 json=refund_body(po, "2", 500))
+    assert status == 400 and "cannot refund" in first_error(body)["description"]
+    status, body, _ = await call(http, sim, "POST", f"/v3/orders/{po}/refund", token,
+                                 json=refund_body(po, "2", 1, reason="Because"))
+    assert status == 400 and "refundReason" in first_error(body)["description"]
+    assert [(r["line_id"], r["amount"]) for r in sim.refunds] == [("1", "5"), ("1", "14.88")]
+
+
+async def test_buyer_cancel_shows_in_the_modified_orders_list(sim, http) -> None:
+    sim.generate_orders(3)
+    order = sim.create_order([("WM-LEGO-CITY", 2)])
+    assert order is not None
+    po, token = order["purchaseOrderId"], await get_token(http, sim)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    query = f"/v3/orders?createdStartDate=2023-11-01&lastModifiedStartDate={since}"
+    status, _, _ = await call(http, sim, "GET", query, token)
+    assert status == 404  # nothing modified after a minute from now
+    async with http.post(f"{sim.base_url}/_sim/orders/{po}/buyer-cancel") as resp:
+        assert resp.status == 200
+    sim.book.modified_ms[po] += 120_000  # as if cancelled two minutes from now
+    status, body, _ = await call(http, sim, "GET", query + "&status=Cancelled", token)
+    assert status == 200 and [o["purchaseOrderId"] for o in body["list"]["elements"]["order"]] == [po]
+    entry = body["list"]["elements"]["order"][0]["orderLines"]["orderLine"][0]["orderLineStatuses"]
+    assert entry["orderLineStatus"] == [{"status": "Cancelled",
+                                         "cancellationReason": "CUSTOMER_REQUESTED_SELLER_TO_CANCEL",
+                                         "statusQuantity": {"unitOfMeasurement": "EACH", "amount": "2"}}]
+    with pytest.raises(ValueError, match="nothing left"):
+        sim.cancel_by_buyer(po)
+    assert sim.buyer_cancellations[0]["quantity"] == 2 and sim.cancellations == []
