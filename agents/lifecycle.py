@@ -86,6 +86,25 @@ class Outcome:
 def apply(state: OrderState | None, event: OrderEvent, now: datetime,
           policy: str = "cancel") -> Outcome:
     """``policy`` is the order's channel policy for lines that cannot all be reserved."""
+    out = _apply(state, event, now, policy)
+    if out.changed and out.state is not None:
+        out.state = _with_latencies(out.state)
+    return out
+
+
+def _with_latencies(state: OrderState) -> OrderState:
+    """Every timeline entry after the first says how long after the previous one it came."""
+    timeline = state.timeline
+    if all(t.since_previous_s is not None for t in timeline[1:]):
+        return state
+    filled = [timeline[0], *(
+        t if t.since_previous_s is not None else
+        t.model_copy(update={"since_previous_s": (t.at - prev.at).total_seconds()})
+        for prev, t in zip(timeline, timeline[1:], strict=False))]
+    return state.model_copy(update={"timeline": filled})
+
+
+def _apply(state: OrderState | None, event: OrderEvent, now: datetime, policy: str) -> Outcome:
     if isinstance(event, OrderReceived):
         out = _on_received(state, event, now)
         if state is not None and out.state is not None and \
