@@ -471,3 +471,42 @@ __all__ = [
     "shopify_carrier",
     "shopify_errors",
 ]
+
+
+# --- read-only: the shop's orders (reconciliation, retail_sync/reconcile.py) ---------------------
+
+
+async def list_orders(outbound: ShopifyOutbound, *, created_at_min: str | None = None,
+                      status: str = "any") -> list[JSON]:
+    """Every order of the shop (``GET orders.json?status=any&limit=...&created_at_min=...``),
+    paced by the same call-limit bucket as every other call. Pages follow ``Link: rel="next"``
+    (page_info) when Shopify sends it, else ``since_id`` = the last id of a full page. Each order
+    once. Read only: changes nothing in the shop."""
+    from urllib.parse import urlencode
+
+    params = {"status": status, "limit": str(outbound.page_limit)}
+    if created_at_min is not None:
+        params["created_at_min"] = created_at_min
+    base = f"{outbound.api}/orders.json"
+    url: str | None = f"{base}?{urlencode(params)}"
+    orders: list[JSON] = []
+    seen: set[Any] = set()
+    while url is not None:
+        code, text, resp = await outbound._call("GET", url, "list orders")
+        if code != 200:
+            raise error_for_status(code, text, resp.headers, "list orders")
+        page = _object(text, "list orders").get("orders")
+        if not isinstance(page, list) or not all(isinstance(o, dict) for o in page):
+            raise DecodeError("Shopify list orders: orders is not a list of objects")
+        fresh = [o for o in page if o.get("id") not in seen]
+        seen.update(o.get("id") for o in fresh)
+        orders += fresh
+        following = resp.links.get("next")
+        if following:
+            url = str(following["url"])
+        elif fresh and len(page) >= outbound.page_limit:
+            last = max(int(o["id"]) for o in fresh)
+            url = f"{base}?{urlencode({**params, 'since_id': str(last)})}"
+        else:
+            url = None
+    return orders
