@@ -143,11 +143,21 @@ def release_commands(state: OrderState, now: datetime, reason: str) -> list[Rele
             for sku, ids in sorted(by_sku.items())]
 
 
+def releasable_units(state: OrderState) -> dict[str, int]:
+    """What the warehouse may pick now: accepted units less backordered ones (those wait for
+    goods to arrive; releasing them on a receipt is not built yet)."""
+    units = accepted_units(state)
+    if state.stock_decision == "backorder":
+        units = {i: min(q, state.stock[i].reserved) if i in state.stock and state.stock[i].tracked
+                 else q for i, q in units.items()}
+    return {i: q for i, q in units.items() if q > 0}
+
+
 def release_command(state: OrderState) -> WmsRelease:
     address = state.order.shipping_address
     return WmsRelease(order_key=state.order_key,
                       erp_sales_order=state.correlation.erp_sales_order or "",
-                      lines=_line_units(state, accepted_units(state)),
+                      lines=_line_units(state, releasable_units(state)),
                       ship_to=address.model_dump() if address else None)
 
 

@@ -345,7 +345,7 @@ def _on_erp_posted(state: OrderState, event: ErpOrderPosted, now: datetime) -> O
     if known == event.erp_sales_order:  # replayed confirmation: re-issue what it started
         again: list[Any] = []
         if state.status is OrderStatus.ERP_CONFIRMED and not state.correlation.wms_fulfilment_id:
-            again = [aftersale.release_command(state)]
+            again = [c for c in [aftersale.release_command(state)] if c.lines]
         return Outcome(state=state, stock_commands=list(commits), wms_commands=again)
     if known is not None:  # the ERP holds two sales orders for one marketplace order
         return Outcome(state=state, problem=f"ERP answered sales order {event.erp_sales_order} "
@@ -371,7 +371,7 @@ def _on_erp_posted(state: OrderState, event: ErpOrderPosted, now: datetime) -> O
                                              erp_sales_order=event.erp_sales_order,
                                              reason=reason)]
         return out
-    out.wms_commands = [aftersale.release_command(new)]
+    out.wms_commands = [c for c in [aftersale.release_command(new)] if c.lines]
     out.erp_requests = [  # what arrived before this confirmation
         *(aftersale.erp_shipment_request(new, s) for s in aftersale.unposted_shipments(new)),
         *aftersale.unposted_returns(new)]

@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 
 from retail_sync.cli import load_settings
@@ -30,6 +31,7 @@ from retail_sync.demo_channels import DEMO_SKUS, Driver, ShopifyDriver, make_dri
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.stack import ROOT, Stack, WorkerProcess
 from simulators.erp import ErpSimConfig
+from simulators.wms import WmsSimConfig, WmsSimulator
 
 
 @dataclass
@@ -41,6 +43,8 @@ class DemoRun:
     mix: dict[str, float]
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     baseline: Samples = field(default_factory=Samples)  # worker metrics once stock was loaded
+    wms: WmsSimulator | None = None
+    returns: dict[str, str] = field(default_factory=dict)  # order key -> refund id asked for
     started: float = field(default_factory=time.monotonic)
     interrupted: int = 0
 
@@ -85,16 +89,21 @@ async def _demo(args: argparse.Namespace) -> int:
     stock_rng = random.Random(7)
     for sku in DEMO_SKUS:  # a few scarce SKUs run out and show the stock policies at work
         stack.erp.set_stock(sku, stock_rng.choice((6, 25, 100, 250, 500, 800)))
+    wms = WmsSimulator(WmsSimConfig(ship_delay_ms=600, ship_jitter_ms=400, partial_rate=0.15,
+                                    return_delay_ms=500))
     try:
         for driver in drivers.values():
             stack.env.update(await driver.prepare())
+        stack.env.update({"RETAIL_SYNC_WMS_BASE_URL": await wms.start(),
+                          "RETAIL_SYNC_WMS_POLL_INTERVAL_S": "0.5",
+                          "RETAIL_SYNC_ERP_ORDER_POLL_INTERVAL_S": "1"})
         stack.env.setdefault("RETAIL_SYNC_POLL_INTERVAL_S", "1")
         stack.env.setdefault("RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S", "0.5")
         stack.env.setdefault("RETAIL_SYNC_STOCK_POLICY",
                              '{"walmart": "partial", "regional": "backorder"}')
         worker = stack.new_worker("worker-1", port=settings.web_port).start()
         await worker.wait_ready()
-        run = DemoRun(args, stack, worker, drivers, mix)
+        run = DemoRun(args, stack, worker, drivers, mix, wms=wms)
         await _initial_stock(run)
         await _send_with_progress(run)
         await _drain(run)
@@ -102,6 +111,7 @@ async def _demo(args: argparse.Namespace) -> int:
     finally:
         for driver in drivers.values():
             await driver.close()
+        await wms.stop()
         await stack.close()
 
 
@@ -115,8 +125,10 @@ def _print_parts(run: DemoRun) -> None:
         ("worker", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, /inventory/<sku>, "
                    "/metrics, /health)"),
         ("worker log", str(run.worker.log_path)),
-        ("ERP simulator", f"{stack.erp_url}  (/_sim/stats, /_sim/stock; {len(DEMO_SKUS)} SKUs "
-                          "stocked, goods received once a second)"),
+        ("ERP simulator", f"{stack.erp_url}  (/_sim/stats, /_sim/stock, /_sim/finance; "
+                          f"{len(DEMO_SKUS)} SKUs stocked, goods received once a second)"),
+        ("WMS simulator", f"{run.wms.base_url if run.wms else '-'}  (ships 0.6 ± 0.4 s after "
+                          "release, 15 % in two parts; a return every 2 s)"),
         *((f"{name} simulator", d.describe()) for name, d in run.drivers.items()),
         ("offered load", f"{mix}; {duration}"),
     ]
@@ -141,7 +153,7 @@ async def _send_with_progress(run: DemoRun) -> None:
     sending = asyncio.gather(
         *(d.run(run.worker.url, run.args.rate * run.mix[name], run.args.duration, run.stop)
           for name, d in run.drivers.items()),
-        _receive_goods(run))
+        _receive_goods(run), _ask_for_returns(run))
     await asyncio.sleep(0.3)  # the webhook simulator's server is up once sending began
     _print_parts(run)
     progress = Progress()
@@ -183,6 +195,33 @@ async def _receive_goods(run: DemoRun) -> None:
             pass
 
 
+async def _ask_for_returns(run: DemoRun) -> None:
+    """Customer service authorises a return every two seconds: one unit of a shipped order comes
+    back (the warehouse receives it, the ERP books it and a credit note, the marketplace refunds)."""
+    start = time.monotonic()
+    while not run.stop.is_set() and (not run.args.duration
+                                     or time.monotonic() - start < run.args.duration):
+        try:
+            await asyncio.wait_for(run.stop.wait(), 2.0)
+        except TimeoutError:
+            pass
+        shipped = [o for o in (run.wms.orders if run.wms else [])
+                   if o["status"] == "shipped" and o["reference"] not in run.returns]
+        if not shipped:
+            continue
+        order = shipped[0]
+        line = order["lines"][0]
+        try:
+            async with aiohttp.ClientSession() as session, session.post(
+                    f"{run.worker.url}/orders/{order['reference']}/returns",
+                    data=orjson.dumps({"lines": {line["line_id"]: 1}, "amount": "1.00",
+                                       "reason": "damaged in transit", "restock": True})) as resp:
+                if resp.status == 202:
+                    run.returns[order["reference"]] = (await resp.json())["refund_id"]
+        except aiohttp.ClientError:
+            continue
+
+
 async def _status_line(run: DemoRun) -> str:
     elapsed = time.monotonic() - run.started
     metrics = await _worker_metrics(run.worker)
@@ -215,11 +254,20 @@ async def _drain(run: DemoRun) -> None:
         progress.update(f"draining: {missing} orders still on their way to the ERP")
         await asyncio.sleep(0.25)
     while time.monotonic() < deadline:
+        metrics = (await _worker_metrics(run.worker)).minus(run.baseline)
+        refunded = metrics.count("retail_sync_flow_seconds", flow="refund_to_marketplace")
+        if refunded >= len(run.returns):
+            break
+        progress.update(f"draining: {len(run.returns) - int(refunded)} refunds on their way")
+        await asyncio.sleep(0.5)
+    steady = 0  # two checks in a row a second apart: the last returns' goods have been pushed
+    while time.monotonic() < deadline and steady < 2:
         behind = await _listings_behind(run)
-        if not behind:
+        steady = steady + 1 if not behind else 0
+        if steady >= 2:
             break
         progress.update(f"draining: {len(behind)} marketplace listings not yet at the final ATS")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
     progress.done()
 
 
@@ -255,6 +303,8 @@ async def _summary(run: DemoRun) -> int:
     behind = await _listings_behind(run)
     print(table(list(_stock_rows(run, metrics.minus(run.baseline), behind)),
                 "stock (ERP -> marketplaces, during the run)"))
+    print(table(list(_flow_rows(run, metrics.minus(run.baseline))),
+                "after the order: sync latency per flow, p50 / p99 (n)"))
     rows: list[tuple[str, object]] = []
     shopify = run.drivers.get("shopify")
     if isinstance(shopify, ShopifyDriver):
@@ -303,6 +353,32 @@ def _channel_rows(run: DemoRun, in_erp: set[str], cancelled: set[str]) -> Any:
         yield (name, f"{len(expected)} created, {len(expected & in_erp)} in ERP, {len(gone)} "
                      f"cancelled (stock), {len(expected - in_erp - cancelled)} lost; "
                      f"{_latency_text(latencies)}")
+
+
+FLOWS = (("order_to_erp", "order -> ERP"), ("shipment_to_marketplace", "shipped -> marketplace"),
+         ("refund_to_erp", "refund -> ERP credit note"),
+         ("refund_to_marketplace", "refund -> marketplace"))
+
+
+def _flow_rows(run: DemoRun, metrics: Samples) -> Any:
+    name = "retail_sync_flow_seconds"
+    for channel in run.drivers:
+        parts = []
+        for flow, label in FLOWS:
+            n = int(metrics.count(name, flow=flow, channel=channel))
+            if n:
+                parts.append(f"{label} {ms(metrics.quantile(name, 0.5, flow=flow, channel=channel))}"
+                             f" / {ms(metrics.quantile(name, 0.99, flow=flow, channel=channel))}"
+                             f" ({n})")
+        yield (channel, "; ".join(parts) or "-")
+    e = run.stack.erp.stats() if run.stack.erp else {}
+    wms = run.wms.stats() if run.wms else {}
+    yield ("warehouse", ", ".join(f"{k} {v}" for k, v in wms.items()) or "-")
+    yield ("ERP documents", f"delivery notes {e.get('delivery_notes', 0)}, invoices "
+                            f"{e.get('invoices', 0)}, returns {e.get('returns', 0)}, credit notes "
+                            f"{e.get('credit_notes', 0)}, cancellations {e.get('cancellations', 0)}")
+    yield ("returns asked / refunded", f"{len(run.returns)} / "
+                                       f"{int(metrics.count(name, flow='refund_to_marketplace'))}")
 
 
 def _stock_rows(run: DemoRun, metrics: Samples, behind: list[Any]) -> Any:

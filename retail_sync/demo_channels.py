@@ -192,7 +192,8 @@ class RegionalDriver:
                 self.sim.write_batch(int(owed[0]), unknown_rate=0.02)  # reads the outbox too
                 owed[0] -= int(owed[0])
                 for ref in self.sim.good_refs[before:]:
-                    self.created_at[f"regional:{ref}"] = time.time()
+                    if self.sim.orders[ref].state() != "cancelled":  # not cancelled before we
+                        self.created_at[f"regional:{ref}"] = time.time()  # could see it
         await _paced(1.0, duration, stop, make)
 
     def expected(self) -> set[str]:
