@@ -55,6 +55,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import timedelta
+
+    from retail_sync.reconcile import reconcile
+
+    settings = load_settings()
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()] or None
+    report = asyncio.run(reconcile(settings, channels, lookback=timedelta(days=args.days)))
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.table(limit=args.limit))
+    return 0 if report.ok else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from retail_sync.bench import run_bench
 
@@ -105,6 +118,15 @@ def parser() -> argparse.ArgumentParser:
                    help="ERP receipts per second in the stock propagation run")
     b.add_argument("--json", dest="json_out", default=None, help="also write results here")
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("reconcile",
+                       help="compare each marketplace's orders with the ERP's sales orders")
+    r.add_argument("--channels", default="",
+                   help="comma-separated channels (default: every configured one)")
+    r.add_argument("--days", type=float, default=7.0, help="orders created in the last N days")
+    r.add_argument("--limit", type=int, default=20, help="mismatches shown in the table")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.set_defaults(func=cmd_reconcile)
 
     s = sub.add_parser("sim", help="run a simulator as a server")
     s.add_argument("system", choices=["erp", "shopify"])

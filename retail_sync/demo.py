@@ -28,7 +28,9 @@ import orjson
 
 from retail_sync.cli import load_settings
 from retail_sync.demo_channels import DEMO_SKUS, Driver, ShopifyDriver, make_driver, parse_mix
+from retail_sync.reconcile import reconcile
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
+from retail_sync.settings import ENV_PREFIX, Settings
 from retail_sync.stack import ROOT, Stack, WorkerProcess
 from simulators.erp import ErpSimConfig
 from simulators.wms import WmsSimConfig, WmsSimulator
@@ -271,6 +273,15 @@ async def _drain(run: DemoRun) -> None:
     progress.done()
 
 
+async def _reconcile(run: DemoRun) -> Any:
+    """What an operator would run at the end of the day: every marketplace's orders (through
+    its own API) against the ERP's sales orders, invoices and credit notes."""
+    env = {k[len(ENV_PREFIX):].lower(): orjson.loads(v) if v[:1] in "{[" else v
+           for k, v in run.stack.env.items() if k.startswith(ENV_PREFIX)}
+    settings = Settings.model_validate({**env, "erp_base_url": run.stack.erp_url})
+    return await reconcile(settings)
+
+
 async def _listings_behind(run: DemoRun) -> list[tuple[str, str, int | None, int]]:
     """(channel, sku, what the marketplace shows, the ATS the worker computed) where they differ."""
     behind = []
@@ -305,6 +316,8 @@ async def _summary(run: DemoRun) -> int:
                 "stock (ERP -> marketplaces, during the run)"))
     print(table(list(_flow_rows(run, metrics.minus(run.baseline))),
                 "after the order: sync latency per flow, p50 / p99 (n)"))
+    report = await _reconcile(run)
+    print(report.table(limit=10))
     rows: list[tuple[str, object]] = []
     shopify = run.drivers.get("shopify")
     if isinstance(shopify, ShopifyDriver):
@@ -338,7 +351,10 @@ async def _summary(run: DemoRun) -> int:
         print(f"BEHIND: {len(behind)} listings differ from the worker's ATS, e.g. {behind[:5]}",
               file=sys.stderr)
     oversold = e.get("oversold_units", 0)
-    ok = not lost and not unknown and not behind and not oversold
+    if not report.ok:
+        print(f"RECONCILIATION: {len(report.mismatches)} mismatches between the marketplaces and "
+              "the ERP (see above)", file=sys.stderr)
+    ok = not lost and not unknown and not behind and not oversold and report.ok
     print(f"{e['orders_created']} orders posted to the ERP, {len(cancelled - in_erp)} cancelled "
           f"for lack of stock; " + ("no order lost, nothing oversold, every marketplace in step."
                                     if ok else "FAILED: see above."))

@@ -174,7 +174,8 @@ class RegionalDriver:
         self.drop_dir = drop_dir
         self.outbox = drop_dir.parent / "regional-outbox"
         self.sim = RegionalSimulator(drop_dir, seed=int(time.time()), outbox_dir=self.outbox,
-                                     config=RegionalSimConfig(skus=DEMO_SKUS, max_quantity=2))
+                                     config=RegionalSimConfig(skus=DEMO_SKUS, max_quantity=2,
+                                                              statuses=["pending", "accepted"]))
         self.created_at: dict[str, float] = {}
 
     async def prepare(self) -> dict[str, str]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -510,10 +511,50 @@ def _read_regional(drop: Path, outbox: Path | None, mapper: Mapper, since: datet
         for polled in group_orders(path.name, rows):  # a later file restates the order
             latest[polled.marketplace_order_id] = polled
     cancelled = _regional_seller_cancellations(outbox)
+    shipped, refunded = _regional_outbox_units(outbox, "shipments"), \
+        _regional_outbox_units(outbox, "refunds")
     for ref, polled in latest.items():
-        _map(read, "regional", ref, orjson.loads(polled.body), mapper, ref in cancelled)
+        order = _map(read, "regional", ref, orjson.loads(polled.body), mapper, ref in cancelled)
+        if order is None or read.orders[-1].status == "cancelled":
+            continue
+        # the marketplace never restates an order after our shipment and refund files: its view
+        # is its order file plus what we told it (as for seller cancellations)
+        ordered = sum(line.quantity for line in order.lines)
+        status = read.orders[-1].status
+        if refunded.get(ref):
+            status = "partially_refunded"
+        elif shipped.get(ref, 0) >= ordered:
+            status = "shipped"
+        elif shipped.get(ref):
+            status = "partially_shipped"
+        read.orders[-1] = dataclasses.replace(read.orders[-1], status=status)
     read.orders = [o for o in read.orders if o.created_at is None or o.created_at >= since]
     return read
+
+
+def _regional_outbox_units(outbox: Path | None, kind: str) -> dict[str, int]:
+    """Order ref -> units named in our ``<kind>_*.csv`` files to the regional marketplace
+    (pending and processed); each shipment or refund id counted once."""
+    units: dict[str, int] = {}
+    seen: set[tuple[str, str, str]] = set()
+    if outbox is None:
+        return units
+    id_column = "shipment_id" if kind == "shipments" else "refund_id"
+    for folder in (Path(outbox), Path(outbox) / "processed"):
+        for path in sorted(folder.glob(f"{kind}_*.csv")) if folder.is_dir() else ():
+            try:
+                with path.open(encoding="utf-8-sig", newline="") as handle:
+                    for row in csv.DictReader(handle):
+                        key = (row.get(id_column, ""), row.get("order_id", ""),
+                               row.get("line_id", ""))
+                        if key in seen or not row.get("order_id"):
+                            continue
+                        seen.add(key)
+                        qty = int(row.get("quantity") or 0)
+                        units[row["order_id"]] = units.get(row["order_id"], 0) + max(qty, 1)
+            except (OSError, csv.Error, KeyError, ValueError):
+                continue
+    return units
 
 
 def _regional_seller_cancellations(outbox: Path | None) -> set[str]:

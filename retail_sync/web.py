@@ -8,6 +8,7 @@
 | POST   | /orders/{order_key}/cancel             | operator cancellation {"reason"}               |
 | POST   | /orders/{order_key}/returns            | return/refund authorised here (customer        |
 |        |                                        | service, the ERP): {"lines", "amount", ...}     |
+| GET    | /reconciliation?channels=&days=        | each marketplace's orders vs the ERP's postings |
 | GET    | /inventory/{sku}                       | on hand, reservations, safety stock, ATS per    |
 |        |                                        | channel, what each channel was last told, when  |
 | GET    | /metrics                               | Prometheus exposition                           |
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +37,7 @@ from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
 from retail_sync.context import Context
+from retail_sync.reconcile import reconcile
 from streams.models import (
     CancelRequested,
     ExceptionKind,
@@ -121,6 +124,18 @@ def register(ctx: Context) -> None:
                 order_key=order_key, refund=refund))
             return _json(self, {"status": "accepted", "refund_id": refund.refund_id,
                                 "see": f"/orders/{order_key}"}, 202)
+
+    @app.page("/reconciliation")
+    class Reconciliation(View):
+        async def get(self, request: Request) -> Response:
+            raw = request.query.get("channels", "")
+            channels = [c.strip() for c in raw.split(",") if c.strip()] or None
+            try:
+                days = float(request.query.get("days", "7"))
+            except ValueError:
+                return _json(self, {"error": "days must be a number"}, 400)
+            report = await reconcile(ctx.settings, channels, lookback=timedelta(days=days))
+            return _json(self, report.as_json())
 
     @app.page("/inventory/{sku}")
     class InventoryView(View):

@@ -98,6 +98,7 @@ class RegionalSimConfig:
     skus: list[str] | None = None  # what buyers order; None: SKUS
     max_quantity: int = 4  # units per line, 1..max_quantity
     listing_mode: str = "refuse"  # "refuse" | "allow": an order beyond a listing's quantity
+    statuses: list[str] | None = None  # canonical statuses new orders start in; None: any
 
     def updated(self, changes: dict[str, Any]) -> RegionalSimConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
@@ -210,7 +211,8 @@ class RegionalSimulator:
                 status, bad = self.rng.choice(UNKNOWN_CODES), True
                 self.counts["unknown_codes"] += 1
             else:
-                status = self.rng.choice(SPELLINGS[self.rng.choice(tuple(SPELLINGS))])
+                status = self.rng.choice(SPELLINGS[self.rng.choice(
+                    tuple(self.config.statuses or SPELLINGS))])
             malformed_line = None
             n_lines = self.rng.randint(1, 3)
             if self.rng.random() < malformed_rate and not bad:
