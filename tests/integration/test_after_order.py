@@ -227,6 +227,16 @@ async def test_partial_shipment_cancellations_return_and_out_of_order(stack: Sta
             bins = {b["item_code"]: b["actual_qty"] for b in erp.bins()}
             assert bins[line["sku"]] == stock_before[line["sku"]] + 1
 
+        # a refund made on Shopify by the merchant: credited in the ERP, not refunded twice
+        other = shipped["order"]["lines"][1]
+        before = len(world.shopify.orders[str(second["id"])].get("refunds", []))
+        await world.shopify.refund_by_merchant(second["id"], [(int(other["line_id"]), 1)], "2.00",
+                                               restock_type="no_restock", note="goodwill")
+        credited = await until(worker, ship_me, lambda s: any(
+            r["source"] == "shopify" and r["credit_note"] for r in s["refunds"].values()))
+        assert credited["status"] == "refunded"
+        assert len(world.shopify.orders[str(second["id"])]["refunds"]) == before + 1
+
         # a shipment that arrives before the ERP acknowledged the order still converges
         erp.set_config({"latency_ms": 2500})
         late = await world.shopify.send_order([(SKUS[0], 1)])
