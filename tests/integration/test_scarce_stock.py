@@ -46,7 +46,8 @@ class Marketplaces:
         self.drop = workdir / "regional-drop"
         self.drop.mkdir(parents=True)
         self.regional = RegionalSimulator(self.drop, seed=14, outbox_dir=self.outbox,
-                                          config=RegionalSimConfig(skus=SKUS, max_quantity=2))
+                                          config=RegionalSimConfig(skus=SKUS, max_quantity=2,
+                                                                   statuses=["pending", "accepted"]))
         self.amazon_ids: list[str] = []
         self.walmart_ids: list[str] = []
 
