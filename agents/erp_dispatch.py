@@ -63,6 +63,8 @@ def register(ctx: Context) -> None:
 
 
 async def dispatch(ctx: Context, erp: ErpConnector, request: ErpCommand) -> None:
+    breaker = ctx.breaker("erp")
+    await breaker.wait_ready()  # the ERP is down: requests wait here and behind us in Kafka
     if not isinstance(request, ErpPostRequest):
         await dispatch_after_order(ctx, erp, request)
         return
@@ -81,6 +83,7 @@ async def dispatch(ctx: Context, erp: ErpConnector, request: ErpCommand) -> None
             metrics.erp_posts.labels(outcome="permanent").inc()
             await _fail(ctx, request, ExceptionKind.ERP_PERMANENT, exc, attempt)
             return
+        breaker.record_success()
         metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
         await ctx.topics.order_events.send(key=request.order_key, value=ErpOrderPosted(
             order_key=request.order_key, erp_sales_order=result.erp_sales_order,
@@ -88,6 +91,8 @@ async def dispatch(ctx: Context, erp: ErpConnector, request: ErpCommand) -> None
             erp_created=getattr(result, "created_at", None),
         ))
         return
+    breaker.record_failure()
+    metrics.circuit_open.labels(system="erp").set(int(breaker.state != "closed"))
     metrics.erp_posts.labels(outcome="exhausted").inc()
     reason = f"ERP still failing after {settings.erp_max_attempts} attempts: {last_error}"
     await _fail(ctx, request, ExceptionKind.ERP_EXHAUSTED, reason, settings.erp_max_attempts)

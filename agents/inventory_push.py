@@ -78,7 +78,14 @@ async def push_channel(ctx: Context, channel: str, updates: list[InventoryUpdate
         log.warning("no outbound configured for %s: %d inventory updates dropped", channel,
                     len(updates))
         return
+    breaker = ctx.breaker(channel)
+    await breaker.wait_ready()  # open: this agent waits, and its updates wait in Kafka
     report, error = await _push(ctx, outbound, updates)
+    if error is None or error.startswith("PermanentError"):
+        breaker.record_success()  # it answered (a refusal is an answer)
+    else:
+        breaker.record_failure()
+    ctx.metrics.circuit_open.labels(system=channel).set(int(breaker.state != "closed"))
     now = utcnow()
     outcome = "ok" if error is None and not report.failed else ("failed" if error else "partial")
     ctx.metrics.inventory_pushes.labels(channel=channel, mechanism=report.mechanism or "-",

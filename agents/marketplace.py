@@ -36,9 +36,20 @@ def register(ctx: Context) -> None:
 
 
 async def carry_out(ctx: Context, command: ChannelCommand) -> None:
+    breaker = ctx.breaker(command.channel)
+    await breaker.wait_ready()  # the channel is down: its commands wait (in Kafka past these)
     if not isinstance(command, MarketplaceCancel):
-        await carry_out_after_order(ctx, command)
-        return
+        error = await carry_out_after_order(ctx, command)
+    else:
+        error = await _cancel(ctx, command)
+    if error is not None and ("RetryableError" in error or "RateLimitedError" in error):
+        breaker.record_failure()
+    elif ctx.outbound.get(command.channel) is not None:
+        breaker.record_success()
+    ctx.metrics.circuit_open.labels(system=command.channel).set(int(breaker.state != "closed"))
+
+
+async def _cancel(ctx: Context, command: MarketplaceCancel) -> str | None:
     outbound = ctx.outbound.get(command.channel)
     what = ("the whole order" if command.whole_order else
             ", ".join(f"{ln.quantity} x {ln.sku} (line {ln.line_id})" for ln in command.lines))
@@ -68,9 +79,11 @@ async def carry_out(ctx: Context, command: ChannelCommand) -> None:
     await ctx.topics.order_events.send(key=command.order_key, value=MarketplaceNotified(
         order_key=command.order_key, action="cancel", ok=error is None, at=utcnow(),
         detail=f"cancelled {what} ({command.reason})" if error is None else error))
+    return error
 
 
-async def carry_out_after_order(ctx: Context, command: MarketplaceShipment | MarketplaceRefund) -> None:
+async def carry_out_after_order(ctx: Context,
+                                command: MarketplaceShipment | MarketplaceRefund) -> str | None:
     outbound = ctx.outbound.get(command.channel)
     action = command.kind
     error: str | None = None
@@ -124,3 +137,4 @@ async def carry_out_after_order(ctx: Context, command: MarketplaceShipment | Mar
     await ctx.topics.order_events.send(key=command.order_key, value=MarketplaceNotified(
         order_key=command.order_key, action=action, ok=error is None, at=now,
         reference=reference, detail=what if error is None else error))
+    return error

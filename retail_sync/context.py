@@ -15,6 +15,7 @@ from connectors.base import (
     StockFeed,
     WmsConnector,
 )
+from connectors.breaker import CircuitBreaker
 from connectors.shopify_inbound import DeliveryDeduper
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
@@ -44,3 +45,13 @@ class Context:
     stock_feed_factory: Callable[[], StockFeed | None] | None = None
     wms_factory: Callable[[], WmsConnector | None] | None = None
     erp_order_feed_factory: Callable[[], ErpOrderFeed | None] | None = None
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def breaker(self, system: str) -> CircuitBreaker:
+        """The circuit breaker of one external system (a channel name, "erp", "wms")."""
+        if system not in self.breakers:
+            s = self.settings
+            self.breakers[system] = CircuitBreaker(
+                system, failures=s.breaker_failures, cool_down_s=s.breaker_cool_down_s,
+                max_cool_down_s=s.breaker_max_cool_down_s)
+        return self.breakers[system]

@@ -100,6 +100,11 @@ class Metrics:
             "requested -> marketplace refunded).",
             ["flow", "channel"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.circuit_open = Gauge(
+            "retail_sync_circuit_open",
+            "1 while the circuit breaker of an external system is open or probing.", ["system"],
+            registry=r,
+        )
         self.inflight_erp = Gauge(
             "retail_sync_erp_inflight", "ERP requests in flight on this worker.", registry=r,
         )

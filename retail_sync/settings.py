@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     erp_order_poll_interval_s: float = Field(
         2.0, gt=0, description="How often sales orders the ERP changed itself are read.")
 
+    # --- resilience ----------------------------------------------------------------------
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failed calls to one system that open its circuit.")
+    breaker_cool_down_s: float = Field(
+        5.0, gt=0, description="How long calls wait once a circuit opened (doubles on a failed probe).")
+    breaker_max_cool_down_s: float = Field(120.0, gt=0)
+
     # --- shared infrastructure (used from the resilience issue on) ----------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
 
