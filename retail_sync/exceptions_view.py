@@ -1,0 +1,326 @@
+"""The sync-exception topic as an operator sees it: list, summarise, replay.
+
+Reading: ``<app_id>.sync-exceptions`` is read from the beginning up to its current end (no
+consumer group, no commits: reading never moves anyone's offsets), each record decoded as a
+``SyncException``; undecodable ones are skipped with a note.
+
+Replay: ``plan_replay`` decides, for one record and without any I/O, where its payload goes
+back to (topic suffix under the app id, key, value bytes) or why it cannot; ``replay`` sends the
+planned records with aiokafka. Replay is safe to repeat: every target handler is idempotent —
+the ERP post is idempotent on the order (po_no), the shipment on its shipment id, the return on
+its refund id, the cancellation on the sales order; marketplace and warehouse commands are
+idempotent at the marketplace/warehouse (order reference, shipment id, refund id). Replaying the
+same exception twice (or replaying a record that has meanwhile gone through) therefore creates
+nothing twice; it costs one more call to the target.
+
+The value sent is the exception's payload encoded as UTF-8, byte for byte: the topics' codecs
+are the JSON of the pydantic models (``streams.codecs``), which is what ``record_exception``
+kept. Each payload is validated against the target topic's type before it is planned, so a
+truncated (64 KiB) or foreign payload is reported instead of becoming a new decode exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from streams.codecs import CODECS
+from streams.models import ExceptionKind, SyncException, utcnow
+
+log = logging.getLogger(__name__)
+
+_SYNC_EXCEPTION = TypeAdapter(SyncException)
+
+#: topic suffix (the name after ``<app_id>.``) -> codec of its values
+TOPIC_CODECS: dict[str, str] = {
+    "orders-raw": "rs.raw_order",
+    "order-events": "rs.order_event",
+    "erp-requests": "rs.erp_request",
+    "order-index-updates": "rs.index_entry",
+    "poll-ticks": "rs.poll_tick",
+    "stock-events": "rs.stock_event",
+    "channel-commands": "rs.channel_command",
+    "wms-requests": "rs.wms_command",
+}
+INVENTORY_PREFIX = "inventory-updates."
+
+NOT_REPLAYABLE = {
+    ExceptionKind.POLL: "a polled channel refused our request: the next poll asks again; "
+                        "fix the channel's credentials or query, nothing to resend",
+    ExceptionKind.STATE_CONFLICT: "the event contradicts the order's state: resending it would "
+                                  "conflict again; reconcile the order instead",
+}
+INVENTORY_SUPERSEDED = ("inventory updates are absolute quantities: a newer quantity supersedes "
+                        "them (the next stock change or full push sends the current one)")
+FIX_MAPPING = "fix the mapping and redeliver from the source"
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def decode_records(values: Iterable[bytes | None]) -> tuple[list[SyncException], list[str]]:
+    """Decode raw topic values; the undecodable ones become notes instead of records."""
+    records: list[SyncException] = []
+    notes: list[str] = []
+    for i, value in enumerate(values):
+        try:
+            records.append(_SYNC_EXCEPTION.validate_json(value or b""))
+        except ValidationError as exc:
+            notes.append(f"record #{i} is not a SyncException ({exc.error_count()} errors): "
+                         f"{(value or b'')[:80]!r}")
+    return records, notes
+
+
+async def load_exceptions(bootstrap: str, topic: str,
+                          timeout_s: float = 10.0) -> tuple[list[SyncException], list[str]]:
+    """Every SyncException currently on ``topic`` (oldest offset first) and notes on the
+    records skipped as undecodable."""
+    from retail_sync.stack import read_topic
+
+    messages = await read_topic(bootstrap, topic, timeout_s)
+    records, notes = decode_records(m.value for m in messages)
+    for note in notes:
+        log.warning("%s: %s", topic, note)
+    return records, notes
+
+
+def filter_records(records: Iterable[SyncException], kind: str | ExceptionKind | None = None,
+                   channel: str | None = None, older_than_s: float | None = None,
+                   newer_than_s: float | None = None,
+                   now: datetime | None = None) -> list[SyncException]:
+    """The records matching every given criterion (ages are seconds before ``now``)."""
+    now = now or utcnow()
+    wanted_kind = ExceptionKind(kind) if kind else None
+    out = []
+    for r in records:
+        age = _age(r, now)
+        if wanted_kind is not None and r.kind != wanted_kind:
+            continue
+        if channel is not None and r.channel != channel:
+            continue
+        if older_than_s is not None and age < older_than_s:
+            continue
+        if newer_than_s is not None and age > newer_than_s:
+            continue
+        out.append(r)
+    return out
+
+
+def as_view(records: Iterable[SyncException], now: datetime | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
+    """Newest first, each as JSON-ready dict with ``age_s``."""
+    now = now or utcnow()
+    ordered = sorted(records, key=lambda r: r.occurred_at, reverse=True)
+    if limit is not None:
+        ordered = ordered[:max(0, limit)]
+    return [{**r.model_dump(mode="json"), "age_s": round(_age(r, now), 3)} for r in ordered]
+
+
+async def list_exceptions(bootstrap: str, topic: str, *, kind: str | None = None,
+                          channel: str | None = None, older_than_s: float | None = None,
+                          newer_than_s: float | None = None,
+                          limit: int = 200) -> list[dict[str, Any]]:
+    """The exceptions on ``topic`` matching the filters, newest first, at most ``limit``."""
+    records, _ = await load_exceptions(bootstrap, topic)
+    now = utcnow()
+    matched = filter_records(records, kind, channel, older_than_s, newer_than_s, now)
+    return as_view(matched, now, limit)
+
+
+def summarise(records: Iterable[SyncException], now: datetime | None = None) -> dict[str, Any]:
+    """Counts by kind and by channel, and the oldest age per kind (seconds)."""
+    now = now or utcnow()
+    by_kind: Counter[str] = Counter()
+    by_channel: Counter[str] = Counter()
+    oldest: dict[str, float] = {}
+    total = 0
+    for r in records:
+        total += 1
+        kind = r.kind.value
+        by_kind[kind] += 1
+        by_channel[r.channel or "-"] += 1
+        oldest[kind] = max(oldest.get(kind, 0.0), round(_age(r, now), 3))
+    return {"total": total, "by_kind": dict(sorted(by_kind.items())),
+            "by_channel": dict(sorted(by_channel.items())),
+            "oldest_age_s_by_kind": dict(sorted(oldest.items()))}
+
+
+def _age(record: SyncException, now: datetime) -> float:
+    return max(0.0, (now - record.occurred_at).total_seconds())
+
+
+# --- replay planning -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """Where one exception's payload goes back to, or (``suffix`` None) why it does not."""
+
+    suffix: str | None
+    key: str | None
+    value: bytes | None
+    reason: str
+
+
+def topic_suffix(source_topic: str | None) -> str | None:
+    """``<app_id>.erp-requests`` -> ``erp-requests`` (the app id may itself hold dots)."""
+    if not source_topic:
+        return None
+    for suffix in TOPIC_CODECS:
+        if source_topic == suffix or source_topic.endswith("." + suffix):
+            return suffix
+    marker = source_topic.find(INVENTORY_PREFIX)
+    if marker == 0 or (marker > 0 and source_topic[marker - 1] == "."):
+        channel = source_topic[marker + len(INVENTORY_PREFIX):]
+        return INVENTORY_PREFIX + channel if channel else None
+    return None
+
+
+def _codec_for(suffix: str) -> str:
+    return "rs.inventory_update" if suffix.startswith(INVENTORY_PREFIX) else TOPIC_CODECS[suffix]
+
+
+def _natural_key(suffix: str, obj: Any, record: SyncException) -> str | None:
+    """The key the topic is partitioned by (see streams/topics.py)."""
+    if suffix in ("order-events", "erp-requests", "channel-commands", "wms-requests"):
+        return obj.order_key
+    if suffix == "stock-events" or suffix.startswith(INVENTORY_PREFIX):
+        return obj.sku
+    if suffix == "order-index-updates":
+        return obj.external_id
+    if suffix == "poll-ticks":
+        return obj.channel
+    # orders-raw: channel:marketplace id, known only from the original key
+    return record.source_key or record.order_key
+
+
+def _resend(record: SyncException, suffix: str) -> ReplayPlan:
+    """Plan resending the payload to ``suffix`` if it is a valid record for that topic."""
+    codec = _codec_for(suffix)
+    value = record.payload.encode("utf-8")
+    try:
+        obj = CODECS[codec].validate_json(value)
+    except ValidationError as exc:
+        return ReplayPlan(None, None, None, f"payload is not a valid {codec} for {suffix} "
+                                            f"({exc.error_count()} errors; truncated?)")
+    key = _natural_key(suffix, obj, record)
+    return ReplayPlan(suffix, key, value, f"resend to {suffix} keyed {key}")
+
+
+def explain_replay(record: SyncException) -> ReplayPlan:
+    """The replay plan for one record, with its reason either way (pure, no I/O)."""
+    kind = record.kind
+    suffix = topic_suffix(record.source_topic)
+    if kind in NOT_REPLAYABLE:
+        return ReplayPlan(None, None, None, NOT_REPLAYABLE[kind])
+    if kind in (ExceptionKind.ERP_PERMANENT, ExceptionKind.ERP_EXHAUSTED):
+        # the payload is the command that was on erp-requests
+        return _resend(record, "erp-requests")
+    if kind == ExceptionKind.OUTBOUND:
+        if record.payload.lstrip().startswith("["):
+            return ReplayPlan(None, None, None, INVENTORY_SUPERSEDED)
+        if suffix in ("channel-commands", "wms-requests"):
+            return _resend(record, suffix)
+        return _resend(record, "channel-commands")
+    if kind in (ExceptionKind.MAPPING, ExceptionKind.DECODE):
+        if suffix is None or suffix == "orders-raw":
+            plan = _resend(record, "orders-raw")
+            if plan.suffix is None or not plan.key:
+                return ReplayPlan(None, None, None, FIX_MAPPING)
+            return plan
+        plan = _resend(record, suffix)  # a record our code could not decode then, maybe now
+        return plan if plan.suffix else ReplayPlan(None, None, None,
+                                                   f"{plan.reason}; redeliver from the source")
+    if kind == ExceptionKind.INTERNAL:
+        if suffix is None:
+            return ReplayPlan(None, None, None,
+                              f"source topic {record.source_topic!r} is not one we can resend to")
+        if suffix.startswith(INVENTORY_PREFIX) and record.payload.lstrip().startswith("["):
+            return ReplayPlan(None, None, None, INVENTORY_SUPERSEDED)
+        return _resend(record, suffix)
+    return ReplayPlan(None, None, None, f"kind {kind.value} is not replayable")
+
+
+def plan_replay(record: SyncException) -> tuple[str, str | None, bytes] | None:
+    """(topic suffix, key, value bytes) to resend ``record``'s payload, or None when it cannot
+    be replayed (``explain_replay`` says why). Safe to repeat: the targets are idempotent."""
+    plan = explain_replay(record)
+    if plan.suffix is None or plan.value is None:
+        return None
+    return plan.suffix, plan.key, plan.value
+
+
+def select(records: Iterable[SyncException], *, ids: Sequence[str] | None = None,
+           kind: str | None = None, channel: str | None = None) -> list[SyncException]:
+    """The records named by ``ids`` and/or of ``kind``/``channel`` (at least one is required).
+    When the same exception_id appears twice on the topic it is selected once."""
+    if not ids and not kind and not channel:
+        raise ValueError("select exceptions by ids, kind or channel")
+    wanted = set(ids or ())
+    chosen: dict[str, SyncException] = {}
+    for r in filter_records(records, kind, channel):
+        if wanted and r.exception_id not in wanted:
+            continue
+        chosen.setdefault(r.exception_id, r)
+    return list(chosen.values())
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+async def replay(bootstrap: str, app_id: str,
+                 records: Iterable[SyncException]) -> list[dict[str, Any]]:
+    """Send every replayable record back to ``<app_id>.<suffix>``; one result per record:
+    ``{exception_id, replayed, target, reason}``. Repeating a replay is harmless (idempotent
+    targets); nothing is removed from the exception topic (it is a log)."""
+    from aiokafka import AIOKafkaProducer
+
+    plans = [(r, explain_replay(r)) for r in records]
+    results: list[dict[str, Any]] = []
+    producer = None
+    if any(p.suffix for _, p in plans):
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+    try:
+        for record, plan in plans:
+            target = f"{app_id}.{plan.suffix}" if plan.suffix else None
+            result = {"exception_id": record.exception_id, "replayed": False, "target": target,
+                      "reason": plan.reason}
+            if producer is not None and plan.suffix and plan.value is not None:
+                try:
+                    await producer.send_and_wait(
+                        target, plan.value,
+                        key=plan.key.encode("utf-8") if plan.key is not None else None)
+                    result["replayed"] = True
+                except Exception as exc:  # noqa: BLE001 - report per record, go on with the rest
+                    result["reason"] = f"send failed: {type(exc).__name__}: {exc}"
+            results.append(result)
+    finally:
+        if producer is not None:
+            await producer.stop()
+    return results
+
+
+async def replay_from_topic(bootstrap: str, app_id: str, *, ids: Sequence[str] | None = None,
+                            kind: str | None = None,
+                            channel: str | None = None) -> list[dict[str, Any]]:
+    """Read ``<app_id>.sync-exceptions``, select by ids/kind/channel, replay the selection."""
+    records, _ = await load_exceptions(bootstrap, f"{app_id}.sync-exceptions")
+    return await replay(bootstrap, app_id, select(records, ids=ids, kind=kind, channel=channel))
+
+
+def bootstrap_of(brokers: Iterable[Any] | str) -> str:
+    """``kafka://a:9092,kafka://b:9092`` or Faust's ``app.conf.broker`` (a list of URLs) ->
+    ``a:9092,b:9092`` for aiokafka."""
+    if isinstance(brokers, str):
+        parts = [p.strip() for p in brokers.split(",") if p.strip()]
+        return ",".join(p.split("://", 1)[-1].rstrip("/") for p in parts)
+    # Faust's URLs are yarl.URL, which has no ``netloc``: host and port it is
+    return ",".join(f"{u.host}:{u.port}" if getattr(u, "host", None)
+                    else str(u).split("://", 1)[-1].rstrip("/") for u in brokers)
