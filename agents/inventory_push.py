@@ -79,13 +79,18 @@ async def push_channel(ctx: Context, channel: str, updates: list[InventoryUpdate
                     len(updates))
         return
     breaker = ctx.breaker(channel)
-    await breaker.wait_ready()  # open: this agent waits, and its updates wait in Kafka
-    report, error = await _push(ctx, outbound, updates)
-    if error is None or error.startswith("PermanentError"):
-        breaker.record_success()  # it answered (a refusal is an answer)
-    else:
-        breaker.record_failure()
-    ctx.metrics.circuit_open.labels(system=channel).set(int(breaker.state != "closed"))
+    while True:  # the marketplace is unreachable: hold this batch (and, behind it, the topic)
+        await breaker.wait_ready()  # open: this agent waits, and newer updates wait in Kafka
+        report, error = await _push(ctx, outbound, updates)
+        transient = error is not None and not error.startswith("PermanentError")
+        if transient:
+            breaker.record_failure()
+        else:
+            breaker.record_success()  # it answered (a refusal is an answer)
+        ctx.metrics.circuit_open.labels(system=channel).set(int(breaker.state != "closed"))
+        if not transient:
+            break
+        log.warning("inventory push to %s held until it answers: %s", channel, error)
     now = utcnow()
     outcome = "ok" if error is None and not report.failed else ("failed" if error else "partial")
     ctx.metrics.inventory_pushes.labels(channel=channel, mechanism=report.mechanism or "-",
@@ -113,13 +118,16 @@ async def _push(ctx: Context, outbound: ChannelOutbound,
     quantities = [QuantityUpdate(sku=u.sku, quantity=u.quantity) for u in updates]
     started = time.perf_counter()
     try:
-        report = await call_with_retries(lambda: outbound.push_inventory(quantities), ctx.settings)
+        report = await call_with_retries(lambda: outbound.push_inventory(quantities), ctx.settings,
+                                         attempts=3)
         return report, None
-    except (RetryableError, PermanentError) as exc:
+    except PermanentError as exc:
         await record_exception(
             ctx, kind=ExceptionKind.OUTBOUND, exc=exc, channel=outbound.channel,
             source_key=outbound.channel,
             payload="[" + ",".join(u.model_dump_json() for u in updates) + "]")
+        return PushReport(applied=()), f"{type(exc).__name__}: {exc}"
+    except RetryableError as exc:  # held and tried again by the caller: not an exception yet
         return PushReport(applied=()), f"{type(exc).__name__}: {exc}"
     finally:
         ctx.metrics.outbound_request_seconds.labels(
