@@ -324,3 +324,48 @@ def bootstrap_of(brokers: Iterable[Any] | str) -> str:
     # Faust's URLs are yarl.URL, which has no ``netloc``: host and port it is
     return ",".join(f"{u.host}:{u.port}" if getattr(u, "host", None)
                     else str(u).split("://", 1)[-1].rstrip("/") for u in brokers)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+class ExceptionsCollector:
+    """Prometheus gauges of what is on the exception topic, by kind: how many records and the
+    age of the oldest. ``refresh(records)`` (a periodic timer's job: reading the topic is too
+    slow for a scrape) keeps the count and the oldest time per kind; the age is computed at
+    scrape time, so it keeps growing between refreshes. The topic is a log: "on the topic"
+    includes exceptions already replayed or fixed."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.oldest: dict[str, datetime] = {}
+        self.refreshed_at: datetime | None = None
+
+    def refresh(self, records: Iterable[SyncException], now: datetime | None = None) -> None:
+        counts: Counter[str] = Counter()
+        oldest: dict[str, datetime] = {}
+        for r in records:
+            counts[r.kind.value] += 1
+            if r.kind.value not in oldest or r.occurred_at < oldest[r.kind.value]:
+                oldest[r.kind.value] = r.occurred_at
+        self.counts, self.oldest, self.refreshed_at = dict(counts), oldest, now or utcnow()
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        if self.refreshed_at is None:
+            return
+        now = utcnow()
+        count = GaugeMetricFamily("retail_sync_exceptions_on_topic",
+                                  "Records on the sync-exceptions topic, by kind.",
+                                  labels=["kind"])
+        age = GaugeMetricFamily("retail_sync_exceptions_oldest_age_seconds",
+                                "Age of the oldest record on the sync-exceptions topic, by kind.",
+                                labels=["kind"])
+        for kind in ExceptionKind:
+            count.add_metric([kind.value], self.counts.get(kind.value, 0))
+            if kind.value in self.oldest:
+                age.add_metric([kind.value],
+                               max(0.0, (now - self.oldest[kind.value]).total_seconds()))
+        yield count
+        yield age

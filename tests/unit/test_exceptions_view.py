@@ -283,3 +283,22 @@ def test_every_kind_has_a_plan_or_a_reason() -> None:
     for kind in ExceptionKind:
         plan = explain_replay(exc(kind, "{}"))
         assert plan.reason and (plan.suffix is None) == (plan_replay(exc(kind, "{}")) is None)
+
+
+def test_exceptions_collector_exports_counts_and_oldest_age(records) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from retail_sync.exceptions_view import ExceptionsCollector
+
+    registry = CollectorRegistry()
+    collector = ExceptionsCollector()
+    registry.register(collector)
+    assert b"retail_sync_exceptions_on_topic" not in generate_latest(registry)  # not refreshed
+    collector.refresh(records, NOW)
+    assert registry.get_sample_value("retail_sync_exceptions_on_topic",
+                                     {"kind": "erp_permanent"}) == 2
+    assert registry.get_sample_value("retail_sync_exceptions_on_topic", {"kind": "outbound"}) == 0
+    assert registry.get_sample_value("retail_sync_exceptions_oldest_age_seconds",
+                                     {"kind": "poll"}) >= 3600
+    assert registry.get_sample_value("retail_sync_exceptions_oldest_age_seconds",
+                                     {"kind": "outbound"}) is None
