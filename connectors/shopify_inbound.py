@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
+
+from connectors.redis_support import REDIS_ERRORS, make_client
 
 HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 WEBHOOK_ID_HEADER = "X-Shopify-Webhook-Id"
@@ -85,3 +88,76 @@ class InProcessDeduper:
             if expires > now:
                 return
             del self._seen[oldest]
+
+
+log = logging.getLogger(__name__)
+
+
+class RedisDeduper:
+    """Delivery ids shared by every worker: ``SET <prefix>:<id> 1 NX PX <ttl>``.
+
+    On a Redis error the call falls back to an in-process deduper (logged, once per outage);
+    the order table stays the final guard against duplicates.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ttl_s: float,
+        prefix: str = "rs:webhook:shopify",
+        *,
+        client: Any = None,
+        fallback_max_entries: int = 10_000,
+        timeout_s: float = 0.5,
+    ):
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be > 0")
+        self.url, self.ttl_s, self.prefix = url, ttl_s, prefix
+        self.timeout_s = timeout_s
+        self.fallback = InProcessDeduper(ttl_s, fallback_max_entries)
+        self._client = client
+        self._own_client = client is None
+        self._degraded = False
+
+    def key(self, delivery_id: str) -> str:
+        return f"{self.prefix}:{delivery_id}"
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            self._client = make_client(self.url, self.timeout_s)
+        return self._client
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if not self._degraded:
+            log.warning("webhook dedupe: Redis unavailable for %s (%r); deduplicating in this "
+                        "process only", what, exc)
+        self._degraded = True
+
+    def _recovered(self) -> None:
+        if self._degraded:
+            log.info("webhook dedupe: Redis reachable again")
+        self._degraded = False
+
+    async def first_seen(self, delivery_id: str) -> bool:
+        try:
+            created = await self._redis().set(
+                self.key(delivery_id), 1, nx=True, px=max(1, int(self.ttl_s * 1000)))
+        except REDIS_ERRORS as exc:
+            self._failed("first_seen", exc)
+            return await self.fallback.first_seen(delivery_id)
+        self._recovered()
+        return bool(created)
+
+    async def forget(self, delivery_id: str) -> None:
+        await self.fallback.forget(delivery_id)
+        try:
+            await self._redis().delete(self.key(delivery_id))
+        except REDIS_ERRORS as exc:
+            self._failed("forget", exc)
+        else:
+            self._recovered()
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._own_client:
+            await self._client.aclose()
+        self._client = None

@@ -1,0 +1,65 @@
+"""Webhook delivery dedupe shared by every worker through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from connectors.shopify_inbound import DeliveryDeduper, RedisDeduper
+
+
+@pytest.fixture
+async def pair(redis_url: str, redis_prefix: str):
+    one = RedisDeduper(redis_url, ttl_s=0.3, prefix=f"{redis_prefix}:wh")
+    two = RedisDeduper(redis_url, ttl_s=0.3, prefix=f"{redis_prefix}:wh")
+    yield one, two
+    await one.aclose()
+    await two.aclose()
+
+
+async def test_first_seen_once_across_workers(pair):
+    one, two = pair
+    deduper: DeliveryDeduper = one
+    assert await deduper.first_seen("d-1") is True
+    assert await one.first_seen("d-1") is False
+    assert await two.first_seen("d-1") is False
+    assert await two.first_seen("d-2") is True
+
+
+async def test_concurrent_deliveries_only_one_wins(pair):
+    one, two = pair
+    results = await asyncio.gather(*(w.first_seen("d-race") for w in (one, two) * 5))
+    assert results.count(True) == 1
+
+
+async def test_forget_lets_a_retry_through_on_any_worker(pair):
+    one, two = pair
+    assert await one.first_seen("d-3") is True
+    await one.forget("d-3")
+    assert await two.first_seen("d-3") is True
+    assert await one.first_seen("d-3") is False
+
+
+async def test_entries_expire_after_the_ttl(pair):
+    one, two = pair
+    assert await one.first_seen("d-4") is True
+    await asyncio.sleep(0.4)
+    assert await two.first_seen("d-4") is True
+
+
+async def test_unreachable_redis_falls_back_in_process(closed_redis_url: str, caplog):
+    deduper = RedisDeduper(closed_redis_url, ttl_s=60, prefix="rs:test:wh")
+    with caplog.at_level(logging.WARNING, logger="connectors.shopify_inbound"):
+        assert await deduper.first_seen("d-5") is True
+        assert await deduper.first_seen("d-5") is False
+        await deduper.forget("d-5")
+        assert await deduper.first_seen("d-5") is True
+    assert sum("Redis unavailable" in r.getMessage() for r in caplog.records) == 1
+    await deduper.aclose()
+
+
+def test_ttl_must_be_positive():
+    with pytest.raises(ValueError, match="ttl"):
+        RedisDeduper("redis://127.0.0.1:6379/0", ttl_s=0)
