@@ -125,7 +125,7 @@ def error_for_status(status: int, body: str, headers: Mapping[str, str], what: s
 def json_object(body: str, what: str) -> JSON:
     try:
         doc = json.loads(body)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
         raise DecodeError(f"WMS {what}: answer is not JSON", body=body[:MAX_ERROR_BODY]) from None
     if not isinstance(doc, dict):
         raise DecodeError(f"WMS {what}: answer is not a JSON object", body=body[:MAX_ERROR_BODY])

@@ -72,7 +72,7 @@ class PendingOrderError(MappingError):
 def canonical_status(order: dict[str, Any]) -> str:
     """The canonical lifecycle word for an order's ``OrderStatus`` (MappingError if unknown)."""
     status = order.get("OrderStatus")
-    if status not in STATUS_TO_CANONICAL:
+    if not isinstance(status, str) or status not in STATUS_TO_CANONICAL:
         known = ", ".join(STATUS_TO_CANONICAL)
         raise MappingError(f"order {order.get('AmazonOrderId')!r} has unknown OrderStatus {status!r} "
                            f"(known: {known}); add it to STATUS_TO_CANONICAL")  # fmt: skip
@@ -172,7 +172,11 @@ def _money(value: Any, currency: str | None, what: str) -> Money:
         raise MappingError(f"{what} has no valid ISO-4217 CurrencyCode: {code!r}")
     if currency is not None and code.upper() != currency:
         raise MappingError(f"{what} is in {code}, but the order is in {currency}")
-    return Money(amount=_decimal(value.get("Amount"), f"{what}.Amount"), currency=code.upper())
+    amount = _decimal(value.get("Amount"), f"{what}.Amount")
+    try:
+        return Money(amount=amount, currency=code.upper())
+    except ValidationError as exc:
+        raise MappingError(f"{what} is not a valid amount: {_brief(exc)}") from exc
 
 
 def _amount(item: dict[str, Any], field: str, currency: str) -> Decimal:

@@ -104,7 +104,7 @@ def _map(payload: Any, table: Mapping[str, str]) -> Order:
     try:
         order_lines = [_line(row, where, currency, zero) for row, where, currency in lines]
         subtotal = sum((ln.unit_price.amount * ln.quantity for ln in order_lines), Decimal(0))
-        email = (first.get("buyer_email") or "").strip() or None
+        email = _optional(first.get("buyer_email"))
         return Order(
             channel=CHANNEL,
             marketplace_order_id=ref,
@@ -137,6 +137,11 @@ def _field(row: dict[str, Any], name: str, file: str) -> str:
     return value
 
 
+def _optional(value: Any) -> str | None:
+    """An optional text cell, stripped; None if empty or not text."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
 def _instant(text: str, where: str) -> datetime:
     """ISO with or without offset, or day-first local time; naive times are Europe/Berlin."""
     text = text.strip()
@@ -154,7 +159,10 @@ def _instant(text: str, where: str) -> datetime:
         raise MappingError(f"{where}: field order_date is not a date: {text!r}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=LOCAL_TZ)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise MappingError(f"{where}: field order_date is out of range: {text!r}") from None
 
 
 def parse_decimal(text: str) -> Decimal:
@@ -171,7 +179,7 @@ def parse_decimal(text: str) -> Decimal:
 def _line(row: dict[str, Any], where: str, currency: str, zero: Money) -> OrderLine:
     raw_qty = row.get("qty")
     qty_text = raw_qty.strip() if isinstance(raw_qty, str) else ""
-    if not qty_text.isdigit() or int(qty_text) <= 0:
+    if not qty_text.isdecimal() or int(qty_text) <= 0:
         raise MappingError(f"{where}: field qty is not a positive whole number: {raw_qty!r}")
     raw_price = _field(row, "unit_price", where.split(" row ")[0])
     try:
@@ -181,7 +189,7 @@ def _line(row: dict[str, Any], where: str, currency: str, zero: Money) -> OrderL
     if price < 0:
         raise MappingError(f"{where}: field unit_price is negative: {raw_price!r}")
     sku = _field(row, "sku", where.split(" row ")[0]).strip()
-    line_id = (row.get("line_no") or "").strip() or str(row.get("_row", "1"))
+    line_id = _optional(row.get("line_no")) or str(row.get("_row", "1"))
     return OrderLine(line_id=line_id, sku=sku, quantity=int(qty_text),
                      unit_price=Money(amount=price, currency=currency), tax=zero, discount=zero)
 

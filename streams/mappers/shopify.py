@@ -123,10 +123,23 @@ def _money(payload: dict[str, Any], field: str, currency: str, *, required: bool
 
 
 def _shipping(payload: dict[str, Any]) -> Decimal:
-    lines = payload.get("shipping_lines") or []
-    if not isinstance(lines, list):
-        raise MappingError("shipping_lines must be a list")
+    lines = _objects(payload.get("shipping_lines"), "shipping_lines")
     return sum((_decimal(s.get("price", "0"), "shipping_lines.price") for s in lines), Decimal(0))
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    """An optional list (absent = empty); MappingError if it is anything else."""
+    if not isinstance(value or [], list):
+        raise MappingError(f"{what} must be a list")
+    return value or []
+
+
+def _objects(value: Any, what: str) -> list[dict[str, Any]]:
+    """An optional list of objects (absent = empty); MappingError if it is anything else."""
+    value = value or []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise MappingError(f"{what} must be a list of objects")
+    return value
 
 
 def _line_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -143,7 +156,8 @@ def _line(item: dict[str, Any], currency: str) -> OrderLine:
     if not sku:
         raise MappingError(f"line item {item.get('id')!r} has neither sku nor variant_id")
     tax = sum(
-        (_decimal(t.get("price", "0"), "tax_lines.price") for t in item.get("tax_lines") or []),
+        (_decimal(t.get("price", "0"), "tax_lines.price")
+         for t in _objects(item.get("tax_lines"), "tax_lines")),
         Decimal(0),
     )
     return OrderLine(
@@ -202,14 +216,15 @@ def map_refund(payload: Any, received_at: Any) -> tuple[str, RefundRecord]:
         raise MappingError("refund has no order_id")
     lines: dict[str, int] = {}
     restock = False
-    for item in payload.get("refund_line_items") or []:
-        if not isinstance(item, dict) or not isinstance(item.get("quantity"), int):
-            raise MappingError(f"refund line {item!r} has no quantity")
+    for item in _list(payload.get("refund_line_items"), "refund_line_items"):
+        quantity = item.get("quantity") if isinstance(item, dict) else None
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+            raise MappingError(f"refund line {item!r} has no positive quantity"[:500])
         line_id = str(item.get("line_item_id"))
         lines[line_id] = lines.get(line_id, 0) + item["quantity"]
         restock = restock or item.get("restock_type") == "return"
     amount = Decimal(0)
-    for transaction in payload.get("transactions") or []:
+    for transaction in _list(payload.get("transactions"), "transactions"):
         if isinstance(transaction, dict) and transaction.get("kind", "refund") == "refund":
             try:
                 amount += Decimal(str(transaction.get("amount", "0")))
@@ -220,6 +235,9 @@ def map_refund(payload: Any, received_at: Any) -> tuple[str, RefundRecord]:
     refund_id = ours.group(1) if ours else f"shopify-refund-{payload.get('id')}"
     if not lines:
         raise MappingError("refund has no refund_line_items")
-    return f"shopify:{payload['order_id']}", RefundRecord(
-        refund_id=refund_id, lines=lines, amount=amount, reason=note or "refunded on Shopify",
-        restock=restock, source="erp" if ours else "shopify", requested_at=received_at)
+    try:
+        return f"shopify:{payload['order_id']}", RefundRecord(
+            refund_id=refund_id, lines=lines, amount=amount, reason=note or "refunded on Shopify",
+            restock=restock, source="erp" if ours else "shopify", requested_at=received_at)
+    except ValidationError as exc:
+        raise MappingError(f"refund of order {payload['order_id']!r} is not valid: {_brief(exc)}") from exc

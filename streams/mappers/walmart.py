@@ -81,7 +81,7 @@ def line_status(line: JSON) -> str:
     canonical = []
     for entry in entries:
         status = entry.get("status") if isinstance(entry, dict) else None
-        if status not in LINE_STATUS_TO_CANONICAL:
+        if not isinstance(status, str) or status not in LINE_STATUS_TO_CANONICAL:
             known = ", ".join(LINE_STATUS_TO_CANONICAL)
             raise MappingError(
                 f"line {line.get('lineNumber')!r} has unknown status {status!r} (known: {known})"
@@ -163,17 +163,23 @@ def _optional_text(value: Any) -> str | None:
 
 def _instant(value: Any, field: str) -> datetime:
     """Epoch milliseconds (number or digits) or an ISO-8601 string with an offset, as UTC."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, UTC)
-    if isinstance(value, str) and value.isdigit():
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value / 1000, UTC)
+        if isinstance(value, str) and value.isdecimal():
+            return datetime.fromtimestamp(int(value) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # NaN, inf, beyond year 9999 / time_t
+        raise MappingError(f"{field} is out of range: {value!r}") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
+            try:
+                return parsed.astimezone(UTC)
+            except OverflowError:
+                raise MappingError(f"{field} is out of range in UTC: {value!r}") from None
     raise MappingError(f"{field} is not epoch milliseconds or an ISO time with offset: {value!r}")
 
 
@@ -256,7 +262,7 @@ def _totals(lines: list[JSON]) -> dict[str, Decimal]:
 def _quantity(line: JSON) -> int:
     raw = _dig(line, "orderLineQuantity", "amount")
     text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-    if not text.isdigit() or int(text) <= 0:
+    if not text.isdecimal() or int(text) <= 0:
         raise MappingError(
             f"line {line.get('lineNumber')!r} has no positive whole orderLineQuantity.amount: {raw!r}"
         )
