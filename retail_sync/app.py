@@ -26,7 +26,7 @@ from connectors.erp import ErpNextConnector
 from connectors.erp_stock import ErpStockFeed
 from connectors.shopify_inbound import InProcessDeduper
 from connectors.wms import WmsClient
-from retail_sync import web
+from retail_sync import exceptions_view, web
 from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import ConsumerLagCollector, Metrics
@@ -105,6 +105,16 @@ def create_app(
     )
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
+    exceptions_gauges = exceptions_view.ExceptionsCollector()
+    metrics.registry.register(exceptions_gauges)
+
+    @app.timer(interval=30.0, on_leader=True)
+    async def _refresh_exception_gauges() -> None:
+        records, _ = await exceptions_view.load_exceptions(
+            exceptions_view.bootstrap_of(app.conf.broker),
+            ctx.topics.sync_exceptions.get_topic_name())
+        exceptions_gauges.refresh(records)
+
     for module in (ingest, orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
                    marketplace, warehouse, erp_orders, web):
         module.register(ctx)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from retail_sync.broker import BrokerError
 from retail_sync.channels import PluginError
 from retail_sync.settings import ENV_PREFIX, Settings
+from streams.models import ExceptionKind
 
 
 def load_settings() -> Settings:
@@ -53,6 +54,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from retail_sync.demo import run_demo
 
     return run_demo(args)
+
+
+def cmd_exceptions(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from retail_sync import exceptions_view as ev
+
+    settings = load_settings()
+    if not settings.broker_url:
+        print("retail-sync: set RETAIL_SYNC_BROKER_URL=kafka://host:9092 (the workers' broker)",
+              file=sys.stderr)
+        return 2
+    bootstrap = ev.bootstrap_of(settings.broker_url)
+    topic = f"{settings.app_id}.sync-exceptions"
+    if args.action == "list":
+        records, notes = asyncio.run(ev.load_exceptions(bootstrap, topic))
+        now = ev.utcnow()
+        matched = ev.filter_records(records, args.kind, args.channel, args.older_than_s,
+                                    args.newer_than_s, now)
+        rows = ev.as_view(matched, now, args.limit)
+        if args.json:
+            print(json.dumps({"summary": ev.summarise(records, now), "notes": notes,
+                              "exceptions": rows}, indent=2))
+        else:
+            for row in rows:
+                print(f"{row['exception_id']}  {row['kind']:<14} {row['channel'] or '-':<10} "
+                      f"{row['order_key'] or row['source_key'] or '-':<28} "
+                      f"{row['age_s']:>10.0f}s  {row['reason'][:80]}")
+            print(f"{len(rows)} shown of {len(matched)} matching, {len(records)} on {topic}"
+                  + (f"; {len(notes)} undecodable skipped" if notes else ""))
+        return 0
+    if not (args.ids or args.kind):
+        print("retail-sync: exceptions replay needs IDS or --kind", file=sys.stderr)
+        return 2
+    results = asyncio.run(ev.replay_from_topic(bootstrap, settings.app_id, ids=args.ids or None,
+                                               kind=args.kind, channel=args.channel))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['exception_id']}  {'replayed' if r['replayed'] else 'skipped ':<8} "
+                  f"{r['target'] or '-'}  {r['reason']}")
+    return 0 if all(r["replayed"] for r in results) else 1
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -118,6 +162,18 @@ def parser() -> argparse.ArgumentParser:
                    help="ERP receipts per second in the stock propagation run")
     b.add_argument("--json", dest="json_out", default=None, help="also write results here")
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("exceptions", help="list or replay the sync-exception records "
+                                          "(needs RETAIL_SYNC_BROKER_URL)")
+    x.add_argument("action", choices=["list", "replay"])
+    x.add_argument("ids", nargs="*", help="replay: exception ids")
+    x.add_argument("--kind", default=None, choices=[k.value for k in ExceptionKind])
+    x.add_argument("--channel", default=None)
+    x.add_argument("--older-than-s", type=float, default=None)
+    x.add_argument("--newer-than-s", type=float, default=None)
+    x.add_argument("--limit", type=int, default=50)
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_exceptions)
 
     r = sub.add_parser("reconcile",
                        help="compare each marketplace's orders with the ERP's sales orders")

@@ -8,6 +8,8 @@
 | POST   | /orders/{order_key}/cancel             | operator cancellation {"reason"}               |
 | POST   | /orders/{order_key}/returns            | return/refund authorised here (customer        |
 |        |                                        | service, the ERP): {"lines", "amount", ...}     |
+| GET    | /exceptions?kind=&channel=&older_than_s=| sync exceptions, newest first, with a summary    |
+| POST   | /exceptions/replay                     | {"ids": [...]} or {"kind": ...}: resend them     |
 | GET    | /reconciliation?channels=&days=        | each marketplace's orders vs the ERP's postings |
 | GET    | /inventory/{sku}                       | on hand, reservations, safety stock, ATS per    |
 |        |                                        | channel, what each channel was last told, when  |
@@ -36,6 +38,7 @@ from agents import stock as stock_agent
 from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
+from retail_sync import exceptions_view
 from retail_sync.context import Context
 from retail_sync.reconcile import reconcile
 from streams.models import (
@@ -124,6 +127,53 @@ def register(ctx: Context) -> None:
                 order_key=order_key, refund=refund))
             return _json(self, {"status": "accepted", "refund_id": refund.refund_id,
                                 "see": f"/orders/{order_key}"}, 202)
+
+    def _bootstrap() -> str:
+        return exceptions_view.bootstrap_of(app.conf.broker)
+
+    @app.page("/exceptions")
+    class Exceptions(View):
+        async def get(self, request: Request) -> Response:
+            q = request.query
+            try:
+                kind = q.get("kind") or None
+                if kind:
+                    ExceptionKind(kind)
+                older = float(q["older_than_s"]) if q.get("older_than_s") else None
+                newer = float(q["newer_than_s"]) if q.get("newer_than_s") else None
+                limit = int(q.get("limit") or 200)
+            except ValueError as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            records, notes = await exceptions_view.load_exceptions(
+                _bootstrap(), ctx.topics.sync_exceptions.get_topic_name())
+            now = utcnow()
+            matched = exceptions_view.filter_records(records, kind, q.get("channel") or None,
+                                                     older, newer, now)
+            return _json(self, {"summary": exceptions_view.summarise(records, now),
+                                "matched": len(matched), "notes": notes,
+                                "exceptions": exceptions_view.as_view(matched, now, limit)})
+
+    @app.page("/exceptions/replay")
+    class ExceptionsReplay(View):
+        async def post(self, request: Request) -> Response:
+            body = await _json_body(request)
+            ids = (body or {}).get("ids")
+            kind = (body or {}).get("kind")
+            if body is None or not (ids or kind) or (ids is not None and not (
+                    isinstance(ids, list) and all(isinstance(i, str) for i in ids))):
+                return _json(self, {"error": 'send {"ids": ["..."]} or {"kind": "erp_permanent"}'},
+                             400)
+            try:
+                if kind:
+                    ExceptionKind(kind)
+                results = await exceptions_view.replay_from_topic(
+                    _bootstrap(), ctx.settings.app_id, ids=ids, kind=kind,
+                    channel=body.get("channel"))
+            except ValueError as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            return _json(self, {"replayed": sum(r["replayed"] for r in results),
+                                "skipped": sum(not r["replayed"] for r in results),
+                                "results": results})
 
     @app.page("/reconciliation")
     class Reconciliation(View):

@@ -1,0 +1,79 @@
+"""The ERP misbehaves: a tenth of its answers are 5xx and some take longer than our timeout (the
+order is still created behind our back). Every order reaches the ERP exactly once. Then the ERP
+refuses everything (credentials rotated): the orders become erp_permanent exceptions, visible with
+their reasons at GET /exceptions; once the cause is fixed, POST /exceptions/replay brings them in,
+and replaying again changes nothing."""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+import pytest
+
+from retail_sync.stack import Stack
+from simulators.shopify import ShopifySimConfig, ShopifySimulator
+from tests.integration.helpers import SECRET, eventually
+
+pytestmark = pytest.mark.integration
+
+
+def po_numbers(stack: Stack) -> list[str]:
+    assert stack.erp is not None
+    return [stored.doc["po_no"] for stored in stack.erp.orders.values()]
+
+
+async def post(url: str, body: dict) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session, \
+            session.post(url, data=orjson.dumps(body)) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: Stack) -> None:
+    erp = stack.erp
+    assert erp is not None
+    erp.set_config({"error_rate": 0.1, "slow_rate": 0.1, "slow_ms": 1500, "seed": 41})
+    stack.env.update({"RETAIL_SYNC_ERP_TIMEOUT_S": "1", "RETAIL_SYNC_ERP_BACKOFF_MAX_S": "0.5"})
+    worker = await stack.start_worker()
+    shop = ShopifySimulator(ShopifySimConfig(
+        webhook_url=f"{worker.url}/webhooks/shopify/orders/create", secret=SECRET,
+        rate_per_s=50, seed=42))
+    await shop.send_orders(count=40)
+    first = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
+    await eventually(lambda: set(po_numbers(stack)) == first, timeout_s=90)
+    assert sorted(po_numbers(stack)) == sorted(first)  # exactly once despite the timeouts
+    assert erp.stats()["errors_injected"] > 0 and erp.stats()["slow_injected"] > 0
+
+    erp.set_config({"error_rate": 0.0, "slow_rate": 0.0, "api_secret": "rotated"})
+    await shop.send_orders(count=3)
+    refused = {f"shopify:{oid}" for oid in shop.accepted_order_ids()} - first
+
+    async def listed() -> dict | None:
+        status, body = await worker_json(worker.url, "/exceptions?kind=erp_permanent")
+        keys = {e["order_key"] for e in body.get("exceptions", [])}
+        return body if status == 200 and refused <= keys else None
+
+    body = await eventually(listed, timeout_s=60)
+    assert all("AuthenticationError" in e["reason"] for e in body["exceptions"])
+    assert body["summary"]["by_kind"]["erp_permanent"] >= 3
+
+    erp.set_config({"api_secret": "demo-secret"})  # the cause is fixed
+    status, result = await post(f"{worker.url}/exceptions/replay", {"kind": "erp_permanent"})
+    assert status == 200 and result["replayed"] >= 3, result
+    await eventually(lambda: set(po_numbers(stack)) == first | refused, timeout_s=60)
+    for key in refused:
+        state = await eventually(lambda k=key: _confirmed(worker.url, k), timeout_s=30)
+        assert state["correlation"]["erp_sales_order"]
+    status, again = await post(f"{worker.url}/exceptions/replay", {"kind": "erp_permanent"})
+    assert status == 200
+    await eventually(lambda: erp.stats()["idempotent_replays"] >= 3, timeout_s=30)
+    assert sorted(po_numbers(stack)) == sorted(first | refused)  # a second replay adds nothing
+
+
+async def worker_json(base: str, path: str) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session, session.get(base + path) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def _confirmed(base: str, key: str) -> dict | None:
+    status, state = await worker_json(base, f"/orders/{key}")
+    return state if status == 200 and state["status"] == "erp_confirmed" else None
