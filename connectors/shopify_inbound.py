@@ -51,9 +51,17 @@ def verify_hmac(body: bytes, received: str | None, secret: str) -> bool:
 
 
 class DeliveryDeduper(Protocol):
-    """Remembers delivery ids for a while; `first_seen` is True only the first time."""
+    """Remembers delivery ids for a while.
 
-    async def first_seen(self, delivery_id: str) -> bool: ...
+    ``claim`` answers "new" (this call may persist it), "done" (persisted before: a duplicate) or
+    "pending" (another call is persisting it right now: the sender should retry later);
+    ``confirm`` marks a claimed delivery as persisted; ``forget`` drops it (persisting failed).
+    A claim that is never confirmed (the worker died) expires after a short while, so the
+    sender's retry is accepted then: a delivery is never lost to the dedupe."""
+
+    async def claim(self, delivery_id: str) -> str: ...
+
+    async def confirm(self, delivery_id: str) -> None: ...
 
     async def forget(self, delivery_id: str) -> None: ...
 
@@ -77,6 +85,13 @@ class InProcessDeduper:
         if len(self._seen) > self.max_entries:
             self._seen.popitem(last=False)
         return True
+
+    async def claim(self, delivery_id: str) -> str:
+        """In one process a claim is as good as done: its memory dies with the process."""
+        return "new" if await self.first_seen(delivery_id) else "done"
+
+    async def confirm(self, delivery_id: str) -> None:
+        return None
 
     async def forget(self, delivery_id: str) -> None:
         """Undo `first_seen` when the delivery could not be written, so a retry is accepted."""
@@ -109,11 +124,12 @@ class RedisDeduper:
         client: Any = None,
         fallback_max_entries: int = 10_000,
         timeout_s: float = 0.5,
+        pending_ttl_s: float = 30.0,
     ):
         if ttl_s <= 0:
             raise ValueError("ttl_s must be > 0")
         self.url, self.ttl_s, self.prefix = url, ttl_s, prefix
-        self.timeout_s = timeout_s
+        self.timeout_s, self.pending_ttl_s = timeout_s, pending_ttl_s
         self.fallback = InProcessDeduper(ttl_s, fallback_max_entries)
         self._client = client
         self._own_client = client is None
@@ -147,6 +163,31 @@ class RedisDeduper:
             return await self.fallback.first_seen(delivery_id)
         self._recovered()
         return bool(created)
+
+    async def claim(self, delivery_id: str) -> str:
+        key = self.key(delivery_id)
+        try:
+            for _ in range(2):
+                if await self._redis().set(key, "pending", nx=True,
+                                           px=max(1, int(self.pending_ttl_s * 1000))):
+                    self._recovered()
+                    return "new"
+                value = await self._redis().get(key)
+                if value is not None:
+                    self._recovered()
+                    return "pending" if value in (b"pending", "pending") else "done"
+        except REDIS_ERRORS as exc:
+            self._failed("claim", exc)
+        return await self.fallback.claim(delivery_id)
+
+    async def confirm(self, delivery_id: str) -> None:
+        try:
+            await self._redis().set(self.key(delivery_id), "done",
+                                    px=max(1, int(self.ttl_s * 1000)))
+        except REDIS_ERRORS as exc:
+            self._failed("confirm", exc)
+        else:
+            self._recovered()
 
     async def forget(self, delivery_id: str) -> None:
         await self.fallback.forget(delivery_id)

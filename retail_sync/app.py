@@ -24,7 +24,8 @@ from agents import (
 from connectors.base import ChannelOutbound, ErpConnector, StockFeed
 from connectors.erp import ErpNextConnector
 from connectors.erp_stock import ErpStockFeed
-from connectors.shopify_inbound import InProcessDeduper
+from connectors.redis_support import redis_enabled
+from connectors.shopify_inbound import InProcessDeduper, RedisDeduper
 from connectors.wms import WmsClient
 from retail_sync import exceptions_view, web
 from retail_sync.channels import channels
@@ -95,8 +96,7 @@ def create_app(
                       reservations=stock_reservations_table(app, settings)),
         metrics=metrics,
         erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
-        deduper=InProcessDeduper(settings.webhook_dedupe_ttl_s,
-                                 settings.webhook_dedupe_max_entries),
+        deduper=webhook_deduper(settings),
         channels=found,
         outbound=outbound,
         stock_feed_factory=stock_feed_factory or (lambda: ErpStockFeed.from_settings(settings)),
@@ -125,6 +125,16 @@ def create_app(
             await outbound.close()
     _tune_running_worker(app, settings)
     return ctx
+
+
+def webhook_deduper(settings: Settings) -> Any:
+    """Webhook delivery ids claimed in Redis (any worker can receive any delivery) when a Redis
+    URL is configured; in this process otherwise. Redis trouble falls back per call."""
+    if redis_enabled(settings.redis_url):
+        return RedisDeduper(settings.redis_url, settings.webhook_dedupe_ttl_s,
+                            prefix=f"rs:webhook:{settings.app_id}:shopify",
+                            pending_ttl_s=settings.webhook_pending_ttl_s)
+    return InProcessDeduper(settings.webhook_dedupe_ttl_s, settings.webhook_dedupe_max_entries)
 
 
 def _erp_order_feed(settings: Settings) -> Any:

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(512 * 1024, ge=1024)
     webhook_dedupe_ttl_s: float = Field(3600.0, gt=0)
     webhook_dedupe_max_entries: int = Field(200_000, ge=100)
+    webhook_pending_ttl_s: float = Field(
+        10.0, gt=0, description="A delivery claimed but never confirmed (the worker died before "
+        "Kafka acked it) is accepted again from a retry after this long.")
 
     # --- ERP (ERPNext-style REST) -------------------------------------------------------
     erp_base_url: AnyHttpUrl = Field(AnyHttpUrl("http://127.0.0.1:8100"))

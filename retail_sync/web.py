@@ -296,8 +296,11 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
         return outcome("bad_request", 400, "missing X-Shopify-Webhook-Id")
     if topic not in SHOPIFY_TOPICS:
         return outcome("unsupported_topic", 404, f"topic {topic!r} is not handled here")
-    if not await ctx.deduper.first_seen(delivery_id):
+    claim = await ctx.deduper.claim(delivery_id)
+    if claim == "done":
         return outcome("duplicate", 200, f"delivery {delivery_id} was already received")
+    if claim == "pending":  # another worker is writing it now: the sender retries later
+        return outcome("in_progress", 503, f"delivery {delivery_id} is being received; retry")
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -307,6 +310,7 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
             ctx, kind=ExceptionKind.DECODE, exc=f"webhook body is not JSON: {exc}", payload=body,
             channel="shopify", source_key=f"shopify:delivery:{delivery_id}",
         )
+        await ctx.deduper.confirm(delivery_id)
         return outcome("malformed", 400, f"body is not valid JSON: {exc}")
     raw = RawOrderMessage(
         channel="shopify", topic=topic, delivery_id=delivery_id,
@@ -322,6 +326,7 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
         await ctx.deduper.forget(delivery_id)
         log.exception("could not write webhook %s to Kafka", delivery_id)
         return outcome("unavailable", 503, f"could not persist the delivery: {exc}")
+    await ctx.deduper.confirm(delivery_id)  # only now: a worker dying before this loses nothing
     return outcome("accepted", 200, "received")
 
 

@@ -63,3 +63,33 @@ async def test_unreachable_redis_falls_back_in_process(closed_redis_url: str, ca
 def test_ttl_must_be_positive():
     with pytest.raises(ValueError, match="ttl"):
         RedisDeduper("redis://127.0.0.1:6379/0", ttl_s=0)
+
+
+async def test_claim_is_pending_until_confirmed_then_done(redis_url: str, redis_prefix: str):
+    """Worker one claims a delivery and writes it to Kafka; meanwhile worker two gets the retry
+    (pending: 503, the sender retries); after the confirmation the retry is a duplicate."""
+    one = RedisDeduper(redis_url, ttl_s=30, prefix=f"{redis_prefix}:claim")
+    two = RedisDeduper(redis_url, ttl_s=30, prefix=f"{redis_prefix}:claim")
+    try:
+        assert await one.claim("d1") == "new"
+        assert await two.claim("d1") == "pending"
+        await one.confirm("d1")
+        assert await two.claim("d1") == "done"
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_claim_never_confirmed_expires_so_the_retry_is_accepted(
+        redis_url: str, redis_prefix: str):
+    """The worker died between the claim and the broker's ack: nothing may be lost."""
+    dead = RedisDeduper(redis_url, ttl_s=30, prefix=f"{redis_prefix}:dead", pending_ttl_s=0.2)
+    alive = RedisDeduper(redis_url, ttl_s=30, prefix=f"{redis_prefix}:dead", pending_ttl_s=0.2)
+    try:
+        assert await dead.claim("d2") == "new"
+        assert await alive.claim("d2") == "pending"
+        await asyncio.sleep(0.3)
+        assert await alive.claim("d2") == "new"
+    finally:
+        await dead.aclose()
+        await alive.aclose()
