@@ -65,7 +65,7 @@ from yarl import URL
 
 from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from connectors.ratelimit import TokenBucket
+from connectors.ratelimit import TokenBucket, limiter_for, limiter_key
 from connectors.walmart import WalmartOrdersClient, error_for_status
 
 JSON = dict[str, Any]
@@ -130,13 +130,15 @@ class WalmartOutbound:
     def __init__(
         self, api: WalmartApi, *, bulk_min_skus: int = 20, feed_timeout_s: float = 30.0,
         feed_poll_s: float = 0.1, feed_poll_max_s: float = 2.0,
-        inventory_budget: TokenBucket | None = None, feed_budget: TokenBucket | None = None,
+        inventory_budget: Any = None, feed_budget: TokenBucket | None = None,
         other_tracking_url: str | None = None,
     ) -> None:
         self.api = api
         self.other_tracking_url = other_tracking_url  # e.g. "https://track.example/{tracking_number}"
         self.bulk_min_skus = bulk_min_skus
-        # client-side budgets, below Walmart's limits, so pushes wait instead of earning 429s
+        # client-side budgets, below Walmart's limits, so pushes wait instead of earning 429s;
+        # the inventory budget is a connectors.ratelimit Limiter (shared through Redis by every
+        # worker when one is configured) or a TokenBucket
         self.inventory_budget = inventory_budget or TokenBucket(3.0, 10)
         self.feed_budget = feed_budget or TokenBucket(9 / 3600, 9)
         self.feed_timeout_s = feed_timeout_s
@@ -150,8 +152,9 @@ class WalmartOutbound:
                          settings.walmart_client_secret.get_secret_value(),
                          svc_name=settings.walmart_svc_name)
         return cls(api, bulk_min_skus=settings.walmart_bulk_min_skus,
-                   inventory_budget=TokenBucket(settings.walmart_inventory_rate_per_s,
-                                                settings.walmart_inventory_burst),
+                   inventory_budget=limiter_for(
+                       settings.redis_url, limiter_key(settings.app_id, "walmart", "inventory"),
+                       settings.walmart_inventory_rate_per_s, settings.walmart_inventory_burst),
                    feed_budget=TokenBucket(settings.walmart_feeds_per_hour / 3600,
                                            max(1, int(settings.walmart_feeds_per_hour))))
 
@@ -181,6 +184,10 @@ class WalmartOutbound:
             )
             if status == 200:
                 applied.append(update.sku)
+            elif status == 429 and hasattr(self.inventory_budget, "penalise"):
+                error = error_for_status(status, text, headers, what, time.time())
+                await self.inventory_budget.penalise(getattr(error, "retry_after", None) or 1.0)
+                raise error  # every worker now waits Walmart's replenish time
             elif status in PER_SKU_FAILURES:
                 failed[update.sku] = str(error_for_status(status, text, headers, what, time.time()))
             else:

@@ -27,8 +27,10 @@ def broker_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def stack(broker_url: str, tmp_path) -> AsyncIterator[Stack]:
+async def stack(broker_url: str, redis_url: str, tmp_path) -> AsyncIterator[Stack]:
+    """Workers share the test Redis (tests/conftest.py finds or starts one): webhook dedupe and
+    rate limits are shared by every worker of a test, as in production."""
     tansu = not os.environ.get("RETAIL_SYNC_TEST_BROKER_URL")
     async with Stack(broker_url=broker_url, workdir=tmp_path, erp_config=ErpSimConfig(),
-                     tansu=tansu) as s:
+                     tansu=tansu, env={"RETAIL_SYNC_REDIS_URL": redis_url}) as s:
         yield s
