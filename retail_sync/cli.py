@@ -99,6 +99,12 @@ def cmd_exceptions(args: argparse.Namespace) -> int:
     return 0 if all(r["replayed"] for r in results) else 1
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from retail_sync.chaos import run_chaos
+
+    return run_chaos(args.scenarios)
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import asyncio
     from datetime import timedelta
@@ -174,6 +180,11 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--limit", type=int, default=50)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_exceptions)
+
+    c = sub.add_parser("chaos", help="run resilience scenarios with a pass/fail report")
+    c.add_argument("scenarios", nargs="+",
+                   choices=["all", "erp-flaky", "marketplace-outage", "worker-kill"])
+    c.set_defaults(func=cmd_chaos)
 
     r = sub.add_parser("reconcile",
                        help="compare each marketplace's orders with the ERP's sales orders")
