@@ -153,58 +153,58 @@ async def test_four_channels_racing_for_scarce_stock_never_oversell(stack: Stack
 
         await eventually(lambda: not told_to_cancel(), timeout_s=60)
         states = await _states(worker, list(accepted))
+
+        # 1. nothing oversold: the ERP never had a sales order line it could not cover
+        received = Counter(STOCK)
+        received[RESTOCK[0]] += RESTOCK[1]
+        assert erp.stats()["oversold_units"] == 0, (erp.stock.oversold, erp.stock_report())
+        committed = Counter()
+        for stored in erp.orders.values():
+            for item in stored.doc["items"]:
+                committed[item["item_code"]] += item["qty"] - item.get("custom_backorder_qty", 0)
+        assert all(committed[s] <= received[s] for s in SKUS), (committed, received)
+
+        # 2. every order decided by its channel's policy, and the marketplaces were told
+        decisions = Counter((s["channel"], s["stock_decision"]) for s in states.values())
+        cancelled_on = {c: {x["order_id"] for x in shops.cancellations(c)} for c in POLICY}
+        po_numbers = {stored.doc["po_no"] for stored in erp.orders.values()}
+        short = 0
+        for key, state in states.items():
+            channel, decision = state["channel"], state["stock_decision"]
+            assert decision == "accepted" or decision in {"cancelled", "partial", "backorder"}
+            if decision == "accepted":
+                assert key in po_numbers
+                continue
+            short += 1
+            assert decision == "cancelled" or POLICY[channel] == decision, (key, decision)
+            if decision == "cancelled":
+                assert POLICY[channel] in ("cancel", "partial"), key
+                assert key not in po_numbers
+                assert state["correlation"]["marketplace_order_id"] in cancelled_on[channel], key
+            elif decision == "partial":
+                assert key in po_numbers
+                assert state["correlation"]["marketplace_order_id"] in cancelled_on[channel], key
+            else:  # backorder: the whole order in the ERP, the missing units marked
+                so = erp.order_by_po_no(key)
+                assert so is not None and sum(i["custom_backorder_qty"] for i in so.doc["items"]) > 0
+            assert any(t["event"] == f"stock_{decision}" for t in state["timeline"])
+        assert short > 0, f"no order was short: the test did not race ({decisions})"
+        print("decisions:", dict(decisions), "accepted by marketplaces:", len(accepted))
+
+        # 3. every marketplace shows the final available-to-sell
+        for sku in SKUS:
+            async def settled(s=sku) -> dict | None:
+                """Every order decided and confirmed: nothing is held here any more (the ERP holds
+                what was sold), and every marketplace shows the ATS."""
+                view = await _inventory(worker, s)
+                idle = view["reserved_open"] == 0 and view["reserved_committed_pending_erp"] == 0
+                in_step = all(shops.quantity(c, s) == view["ats"][c] for c in channels)
+                return view if idle and in_step else None
+            view = await eventually(settled, timeout_s=60)
+            bins = {b["item_code"]: b for b in erp.bins() if b["warehouse"] == "Stores - RSD"}
+            erp_bin = bins[sku]
+            assert view["on_hand"] == erp_bin["actual_qty"]  # the engine agrees with the ERP
+            assert view["free"] == max(0, erp_bin["actual_qty"] - erp_bin["reserved_qty"])
+            assert all(view["told"][c]["quantity"] == view["ats"][c] for c in channels)
     finally:
-        await shops.stop()
-
-    # 1. nothing oversold: the ERP never had a sales order line it could not cover
-    received = Counter(STOCK)
-    received[RESTOCK[0]] += RESTOCK[1]
-    assert erp.stats()["oversold_units"] == 0, (erp.stock.oversold, erp.stock_report())
-    committed = Counter()
-    for stored in erp.orders.values():
-        for item in stored.doc["items"]:
-            committed[item["item_code"]] += item["qty"] - item.get("custom_backorder_qty", 0)
-    assert all(committed[s] <= received[s] for s in SKUS), (committed, received)
-
-    # 2. every order decided by its channel's policy, and the marketplaces were told
-    decisions = Counter((s["channel"], s["stock_decision"]) for s in states.values())
-    cancelled_on = {c: {x["order_id"] for x in shops.cancellations(c)} for c in POLICY}
-    po_numbers = {stored.doc["po_no"] for stored in erp.orders.values()}
-    short = 0
-    for key, state in states.items():
-        channel, decision = state["channel"], state["stock_decision"]
-        assert decision == "accepted" or decision in {"cancelled", "partial", "backorder"}
-        if decision == "accepted":
-            assert key in po_numbers
-            continue
-        short += 1
-        assert decision == "cancelled" or POLICY[channel] == decision, (key, decision)
-        if decision == "cancelled":
-            assert POLICY[channel] in ("cancel", "partial"), key
-            assert key not in po_numbers
-            assert state["correlation"]["marketplace_order_id"] in cancelled_on[channel], key
-        elif decision == "partial":
-            assert key in po_numbers
-            assert state["correlation"]["marketplace_order_id"] in cancelled_on[channel], key
-        else:  # backorder: the whole order in the ERP, the missing units marked
-            so = erp.order_by_po_no(key)
-            assert so is not None and sum(i["custom_backorder_qty"] for i in so.doc["items"]) > 0
-        assert any(t["event"] == f"stock_{decision}" for t in state["timeline"])
-    assert short > 0, f"no order was short: the test did not race ({decisions})"
-    print("decisions:", dict(decisions), "accepted by marketplaces:", len(accepted))
-
-    # 3. every marketplace shows the final available-to-sell
-    for sku in SKUS:
-        async def settled(s=sku) -> dict | None:
-            """Every order decided and confirmed: nothing is held here any more (the ERP holds
-            what was sold), and every marketplace shows the ATS."""
-            view = await _inventory(worker, s)
-            idle = view["reserved_open"] == 0 and view["reserved_committed_pending_erp"] == 0
-            in_step = all(shops.quantity(c, s) == view["ats"][c] for c in channels)
-            return view if idle and in_step else None
-        view = await eventually(settled, timeout_s=60)
-        bins = {b["item_code"]: b for b in erp.bins() if b["warehouse"] == "Stores - RSD"}
-        erp_bin = bins[sku]
-        assert view["on_hand"] == erp_bin["actual_qty"]  # the engine agrees with the ERP
-        assert view["free"] == max(0, erp_bin["actual_qty"] - erp_bin["reserved_qty"])
-        assert all(view["told"][c]["quantity"] == view["ats"][c] for c in channels)
+        await shops.stop()  # only now: a late push must still reach them
