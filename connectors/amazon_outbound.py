@@ -138,13 +138,7 @@ def adjustment_feed(seller_id: str, order_id: str, adjustment_id: str,
                     items: Sequence[tuple[str, Decimal]], currency: str, reason: str) -> bytes:
     """POST_PAYMENT_ADJUSTMENT_DATA: one OrderAdjustment refunding ``(OrderItemId, amount)``s as
     Principal."""
-    root = ET.Element("AmazonEnvelope")
-    header = ET.SubElement(root, "Header")
-    ET.SubElement(header, "DocumentVersion").text = "1.01"
-    ET.SubElement(header, "MerchantIdentifier").text = seller_id
-    ET.SubElement(root, "MessageType").text = "OrderAdjustment"
-    message = ET.SubElement(root, "Message")
-    ET.SubElement(message, "MessageID").text = "1"
+    root, message = _envelope(seller_id, "OrderAdjustment")
     body = ET.SubElement(message, "OrderAdjustment")
     ET.SubElement(body, "AmazonOrderID").text = order_id
     ET.SubElement(body, "MerchantAdjustmentID").text = adjustment_id
@@ -196,17 +190,23 @@ def failures_from_report(report: JSON, updates: Sequence[QuantityUpdate]) -> dic
     return {sku: "; ".join(texts) for sku, texts in reasons.items()}
 
 
-def acknowledgement_feed(seller_id: str, order_id: str, lines: Sequence[CancelLine], *,
-                         whole_order: bool, reason: str) -> bytes:  # fmt: skip
-    """POST_ORDER_ACKNOWLEDGEMENT_DATA: ``Failure`` cancels the order; listed items are cancelled
-    by ``Quantity`` units in all (a total: sending it again changes nothing)."""
+def _envelope(seller_id: str, message_type: str) -> tuple[ET.Element, ET.Element]:
+    """An XML feed's ``AmazonEnvelope`` with its header and one ``Message`` (returned to fill)."""
     root = ET.Element("AmazonEnvelope")
     header = ET.SubElement(root, "Header")
     ET.SubElement(header, "DocumentVersion").text = "1.01"
     ET.SubElement(header, "MerchantIdentifier").text = seller_id
-    ET.SubElement(root, "MessageType").text = "OrderAcknowledgement"
+    ET.SubElement(root, "MessageType").text = message_type
     message = ET.SubElement(root, "Message")
     ET.SubElement(message, "MessageID").text = "1"
+    return root, message
+
+
+def acknowledgement_feed(seller_id: str, order_id: str, lines: Sequence[CancelLine], *,
+                         whole_order: bool, reason: str) -> bytes:  # fmt: skip
+    """POST_ORDER_ACKNOWLEDGEMENT_DATA: ``Failure`` cancels the order; listed items are cancelled
+    by ``Quantity`` units in all (a total: sending it again changes nothing)."""
+    root, message = _envelope(seller_id, "OrderAcknowledgement")
     ack = ET.SubElement(message, "OrderAcknowledgement")
     ET.SubElement(ack, "AmazonOrderID").text = order_id
     ET.SubElement(ack, "StatusCode").text = "Failure"
