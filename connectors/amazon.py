@@ -20,8 +20,11 @@ HTTP and network failures become the sync error hierarchy here, at the edge:
     5xx, timeouts, connection      -> RetryableError (retry_after from Retry-After if sent)
     400, 403, 404 and other 4xx    -> PermanentError "code: message (details)" from the ErrorList
 
-Every answer's ``x-amzn-RateLimit-Limit`` is kept in ``rate_limits`` (operation -> requests per
-second), so a poller can pace itself before Amazon has to say 429.
+Every call first waits for its operation's slot in ``budgets`` (connectors.ratelimit.Budgets:
+the usage plans of the spec, shared by every worker through Redis when configured). Every
+answer's ``x-amzn-RateLimit-Limit`` becomes that operation's budget (and is kept in
+``rate_limits``), and a 429 stops every worker calling that operation for ``1 / rate`` seconds,
+so Amazon rarely has to say 429 twice.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from connectors.ratelimit import TokenBucket
+from connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
 from streams.mappers.amazon import AWAITING_PAYMENT
 
 JSON = dict[str, Any]
@@ -161,8 +164,10 @@ def orders_query(
 class AmazonOrdersClient:
     """getOrders / getOrderItems over one lazily created aiohttp session."""
 
-    def __init__(self, base_url: str, access_token: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, access_token: str, *, timeout_s: float = 10.0,
+                 budgets: Budgets | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.budgets = budgets or Budgets("amazon", AMAZON_PLANS)
         self._headers = {
             "x-amz-access-token": access_token,
             "Accept": "application/json",
@@ -178,7 +183,8 @@ class AmazonOrdersClient:
         return self._session
 
     async def _get(self, path: str, params: Mapping[str, str], operation: str, what: str) -> JSON:
-        """One GET; returns the payload or raises a SyncError."""
+        """One GET within the operation's budget; returns the payload or raises a SyncError."""
+        await self.budgets.acquire(operation)
         try:
             async with self._client().get(f"{self.base_url}{path}", params=params) as resp:
                 status, body, headers = resp.status, await resp.text(errors="replace"), resp.headers
@@ -186,9 +192,7 @@ class AmazonOrdersClient:
             raise RetryableError(f"Amazon {what}: timed out ({exc!r})") from exc
         except aiohttp.ClientError as exc:
             raise RetryableError(f"Amazon {what}: {type(exc).__name__}: {exc}") from exc
-        rate = rate_limit(headers)
-        if rate is not None:
-            self.rate_limits[operation] = rate
+        await observe(self.budgets, self.rate_limits, operation, status, headers)
         if status != 200:
             raise error_for_status(status, body, headers, what)
         return payload_of(body, what)
@@ -299,19 +303,18 @@ class PollMark:
         self.done.append(order_id)
 
 
-async def pace(budgets: dict[str, TokenBucket], rate_limits: Mapping[str, float],
-               operation: str) -> None:
-    """Stay inside the usage plan Amazon reports for ``operation`` (``x-amzn-RateLimit-Limit``,
-    kept in ``rate_limits``), one call at a time (burst 1: the plan's burst is not reported, and a
-    429 costs more than a wait). ``budgets`` holds one bucket per operation for the caller."""
-    rate = rate_limits.get(operation)
-    if rate is None or rate <= 0:
-        return
-    bucket = budgets.get(operation)
-    if bucket is None or bucket.rate != rate:
-        bucket = budgets[operation] = TokenBucket(rate, 1)
-        bucket.tokens = 0  # the call that reported the rate just spent the token
-    await bucket.acquire()
+async def observe(budgets: Budgets, rate_limits: dict[str, float], operation: str, status: int,
+                  headers: Mapping[str, str]) -> None:
+    """Follow what an answer said about ``operation``'s budget: the usage plan in
+    ``x-amzn-RateLimit-Limit`` (kept in ``rate_limits`` too) and, on a 429, a pause of one call
+    interval for every worker."""
+    rate = rate_limit(headers)
+    if rate is not None:
+        rate_limits[operation] = rate
+        await budgets.reported_rate(operation, rate)
+    if status == 429:
+        await budgets.throttled(operation, 1.0 / rate if rate else
+                                parse_retry_after(headers.get("Retry-After")))
 
 
 class AmazonSource:
@@ -332,14 +335,14 @@ class AmazonSource:
         self.marketplace_ids = list(marketplace_ids)
         self.lookback = lookback
         self.max_per_poll = max_per_poll
-        self._budgets: dict[str, TokenBucket] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> AmazonSource | None:
         if settings.amazon_base_url is None:
             return None
         client = AmazonOrdersClient(str(settings.amazon_base_url),
-                                    settings.amazon_access_token.get_secret_value())
+                                    settings.amazon_access_token.get_secret_value(),
+                                    budgets=budgets_for(settings, "amazon", AMAZON_PLANS))
         return cls(client, marketplace_ids=settings.amazon_marketplace_ids.split(","),
                    lookback=timedelta(hours=settings.amazon_lookback_hours),
                    max_per_poll=settings.poll_max_orders)
@@ -352,7 +355,6 @@ class AmazonSource:
         token: str | None = None
         try:
             while True:
-                await self._pace(GET_ORDERS)
                 page = await self.client.get_orders(
                     marketplace_ids=self.marketplace_ids, last_updated_after=mark.after,
                     next_token=token)
@@ -373,12 +375,8 @@ class AmazonSource:
             return PollResult(orders=polled, cursor=read.dump(), pause_s=exc.retry_after)
         return PollResult(orders=polled, cursor=PollMark(end).dump() if end else read.dump())
 
-    async def _pace(self, operation: str) -> None:
-        await pace(self._budgets, self.client.rate_limits, operation)
-
     async def _with_items(self, order: JSON) -> PolledOrder:
         order_id = str(order["AmazonOrderId"])
-        await self._pace(GET_ORDER_ITEMS)
         items = await self.client.get_order_items(order_id)
         body = orjson.dumps({"order": order, "items": items}).decode()
         return PolledOrder(marketplace_order_id=order_id, body=body,

@@ -5,9 +5,10 @@ confirmShipment) and refunds (POST_PAYMENT_ADJUSTMENT_DATA), over the Selling Pa
 Inventory, by the size of the push (``feed_min_skus``, setting ``amazon_feed_min_skus``):
 
 * fewer SKUs: one ``patchListingsItem`` per SKU (``replace /attributes/fulfillment_availability``
-  with the ``DEFAULT`` channel's quantity), one at a time, paced at the rate Amazon reports in
-  ``x-amzn-RateLimit-Limit``; a 429 waits ``1 / rate`` and tries again. ``INVALID`` answers go to
-  ``failed`` with their issues. ``mechanism="listings-patch"``.
+  with the ``DEFAULT`` channel's quantity), one at a time, within the operation's budget (the
+  spec's usage plan, then the rate Amazon reports in ``x-amzn-RateLimit-Limit``; shared by every
+  worker through Redis); a 429 stops every worker for ``1 / rate`` and the call tries again.
+  ``INVALID`` answers go to ``failed`` with their issues. ``mechanism="listings-patch"``.
 * otherwise one ``JSON_LISTINGS_FEED``: createFeedDocument, upload to its URL, createFeed, getFeed
   until ``DONE`` (bounded by ``feed_timeout_s``: RetryableError after that), getFeedDocument and
   the processing report, whose ERROR issues (by ``messageId``) go to ``failed``.
@@ -59,10 +60,10 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.amazon import USER_AGENT, error_for_status, pace, rate_limit
+from connectors.amazon import USER_AGENT, error_for_status, observe
 from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from connectors.ratelimit import TokenBucket
+from connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
 
 JSON = dict[str, Any]
 CHANNEL = "amazon"
@@ -239,7 +240,7 @@ class AmazonOutbound:
                  marketplace_ids: Sequence[str], feed_min_skus: int = 20,
                  product_type: str = "PRODUCT", timeout_s: float = 10.0,
                  feed_timeout_s: float = 300.0, max_poll_s: float = 10.0,
-                 max_retries: int = 5) -> None:  # fmt: skip
+                 max_retries: int = 5, budgets: Budgets | None = None) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self.seller_id, self.marketplace_ids = seller_id, list(marketplace_ids)
         self.feed_min_skus, self.product_type = feed_min_skus, product_type
@@ -248,7 +249,7 @@ class AmazonOutbound:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self.rate_limits: dict[str, float] = {}  # operation -> the rate Amazon last reported
-        self._budgets: dict[str, TokenBucket] = {}
+        self.budgets = budgets or Budgets(CHANNEL, AMAZON_PLANS)
         self.throttled = 0  # 429s met (and waited out)
 
     @classmethod
@@ -258,7 +259,8 @@ class AmazonOutbound:
         return cls(str(settings.amazon_base_url), settings.amazon_access_token.get_secret_value(),
                    seller_id=settings.amazon_seller_id,
                    marketplace_ids=settings.amazon_marketplace_ids.split(","),
-                   feed_min_skus=settings.amazon_feed_min_skus)  # fmt: skip
+                   feed_min_skus=settings.amazon_feed_min_skus,
+                   budgets=budgets_for(settings, CHANNEL, AMAZON_PLANS))  # fmt: skip
 
     # --- ChannelOutbound ------------------------------------------------------------------------
 
@@ -440,21 +442,18 @@ class AmazonOutbound:
             self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}, timeout=self._timeout)
         return self._session
 
-    async def _pace(self, operation: str) -> None:
-        await pace(self._budgets, self.rate_limits, operation)
-
     async def _call(self, method: str, path: str, operation: str, *, json_body: JSON | None = None,
                     params: dict[str, str] | None = None, expect: int = 200) -> JSON:  # fmt: skip
-        """One SP-API call, paced, with 429s waited out ``max_retries`` times."""
+        """One SP-API call within the operation's budget; a 429 pauses the budget (see
+        connectors.amazon.observe) and the call waits its turn again, ``max_retries`` times."""
         for attempt in range(self.max_retries + 1):
-            await self._pace(operation)
+            await self.budgets.acquire(operation)
             try:
                 return await self._send(method, path, operation, json_body, params, expect)
-            except RateLimitedError as exc:
+            except RateLimitedError:
                 self.throttled += 1
                 if attempt == self.max_retries:
                     raise
-                await asyncio.sleep(exc.retry_after or 1.0)
         raise AssertionError("unreachable")
 
     async def _send(self, method: str, path: str, operation: str, json_body: JSON | None,
@@ -468,9 +467,7 @@ class AmazonOutbound:
             raise RetryableError(f"Amazon {what}: timed out ({exc!r})") from exc
         except aiohttp.ClientError as exc:
             raise RetryableError(f"Amazon {what}: {type(exc).__name__}: {exc}") from exc
-        rate = rate_limit(headers)
-        if rate is not None:
-            self.rate_limits[operation] = rate
+        await observe(self.budgets, self.rate_limits, operation, status, headers)
         if status not in (expect, 200):
             raise error_for_status(status, body, headers, what)
         if status == 204:

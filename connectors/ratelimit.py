@@ -1,5 +1,10 @@
-"""An in-process token bucket for outbound calls (one worker). Issue 6 shares budgets across
-workers through Redis; the behaviour stays the same: wait for a token instead of earning a 429."""
+"""Client-side rate limits for outbound calls: wait for a slot instead of earning a 429.
+
+``TokenBucket`` is a plain in-process bucket. ``LocalGcra`` / ``RedisGcra`` are the GCRA limiter
+in this process or shared by every worker through Redis (a Lua script per step, so the check
+and the update are atomic), and ``Budgets`` holds one of them per operation of an external
+system, starting from the plans the marketplaces publish and following what their answers say.
+"""
 
 from __future__ import annotations
 
@@ -76,6 +81,10 @@ class Limiter(Protocol):
 
     async def set_rate(self, rate: float, burst: int) -> None: ...
 
+    async def occupy(self, level: float) -> None: ...
+
+    async def take_if_free(self) -> bool: ...  # type: ignore[empty-body]
+
 
 class LocalGcra:
     """GCRA in this process only (no Redis configured, or Redis unreachable)."""
@@ -133,8 +142,27 @@ class LocalGcra:
         self._tat = max(self._tat, self.clock() + retry_after_s + tolerance)
 
     async def set_rate(self, rate: float, burst: int) -> None:
+        """Adopt ``rate``/``burst`` for ``override_ttl_s``. The calls already counted stay
+        counted: TAT is rescaled to the new interval (else a slow plan's TAT, minutes ahead,
+        would block a fast one)."""
         _check_budget(rate, burst)
-        self._override = (float(rate), int(burst), self.clock() + self.override_ttl_s)
+        now = self.clock()
+        old_interval, _ = self._tolerance()
+        level = max(0.0, self._tat - now) / old_interval
+        self._override = (float(rate), int(burst), now + self.override_ttl_s)
+        self._tat = now + level / float(rate)
+
+    async def occupy(self, level: float) -> None:
+        """The marketplace says its bucket holds ``level`` calls (e.g. Shopify's call-limit
+        header): no fewer are counted from now on."""
+        if level <= 0:
+            return
+        interval, _ = self._tolerance()
+        self._tat = max(self._tat, self.clock() + level * interval)
+
+    async def take_if_free(self) -> bool:
+        """Take a slot if one is free now; never waits."""
+        return self.try_acquire() == 0
 
 
 # KEYS[1] = TAT (µs), KEYS[2] = override hash {rate, burst}; ARGV = configured rate, burst.
@@ -176,6 +204,29 @@ return 1
 """
 
 
+# ARGV[3] = the marketplace's bucket level in calls: TAT is at least now + level * interval.
+_OCCUPY_LUA = _GCRA_PRELUDE + """
+local new_tat = now + tonumber(ARGV[3]) * interval
+if new_tat > tat then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+end
+return 1
+"""
+
+
+# ARGV[3], ARGV[4] = the new rate and burst, ARGV[5] = how long they hold (ms). The calls
+# counted so far stay counted: TAT is rescaled from the old interval to the new one.
+_SET_RATE_LUA = _GCRA_PRELUDE + """
+local level = (tat - now) / interval
+local new_rate = tonumber(ARGV[3])
+redis.call('HSET', KEYS[2], 'rate', ARGV[3], 'burst', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
+local new_tat = now + level * 1000000 / new_rate
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 1
+"""
+
+
 class RedisGcra:
     """GCRA shared by every worker through one Redis key, run atomically by a Lua script.
 
@@ -207,6 +258,9 @@ class RedisGcra:
         self._own_client = client is None
         self._acquire_script: Any = None
         self._penalise_script: Any = None
+        self._occupy_script: Any = None
+        self._set_rate_script: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._down_until = 0.0
         self._degraded = False
 
@@ -215,12 +269,23 @@ class RedisGcra:
         return [self.key, f"{self.key}:cfg"]
 
     def _redis(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._own_client and self._client is not None and self._loop is not loop:
+            self._client = self._acquire_script = None  # made on another (finished) event loop
         if self._client is None:
             self._client = make_client(self.url, self.timeout_s)
+            self._loop = loop
         if self._acquire_script is None:
             self._acquire_script = self._client.register_script(_ACQUIRE_LUA)
             self._penalise_script = self._client.register_script(_PENALISE_LUA)
+            self._occupy_script = self._client.register_script(_OCCUPY_LUA)
+            self._set_rate_script = self._client.register_script(_SET_RATE_LUA)
         return self._client
+
+    @property
+    def shared(self) -> bool:
+        """True while the budget is kept in Redis (False: degraded to the in-process one)."""
+        return not self._degraded
 
     def _use_redis(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -256,6 +321,30 @@ class RedisGcra:
                 return
             await asyncio.sleep(int(wait_us) / 1_000_000)
 
+    async def take_if_free(self) -> bool:
+        if not self._use_redis():
+            return await self.fallback.take_if_free()
+        try:
+            self._redis()
+            allowed, _ = await self._acquire_script(keys=self.keys, args=[repr(self.rate), self.burst])
+        except REDIS_ERRORS as exc:
+            self._failed("acquire", exc)
+            return await self.fallback.take_if_free()
+        self._recovered()
+        return int(allowed) == 1
+
+    async def occupy(self, level: float) -> None:
+        await self.fallback.occupy(level)
+        if level <= 0 or not self._use_redis():
+            return
+        try:
+            self._redis()
+            await self._occupy_script(keys=self.keys, args=[repr(self.rate), self.burst, repr(float(level))])
+        except REDIS_ERRORS as exc:
+            self._failed("occupy", exc)
+        else:
+            self._recovered()
+
     async def penalise(self, retry_after_s: float) -> None:
         await self.fallback.penalise(retry_after_s)
         if retry_after_s <= 0 or not self._use_redis():
@@ -275,11 +364,10 @@ class RedisGcra:
         if not self._use_redis():
             return
         try:
-            client = self._redis()
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys[1], mapping={"rate": repr(float(rate)), "burst": int(burst)})
-                pipe.pexpire(self.keys[1], max(1, int(self.override_ttl_s * 1000)))
-                await pipe.execute()
+            self._redis()
+            await self._set_rate_script(keys=self.keys, args=[
+                repr(self.rate), self.burst, repr(float(rate)), int(burst),
+                max(1, int(self.override_ttl_s * 1000))])
         except REDIS_ERRORS as exc:
             self._failed("set_rate", exc)
         else:
@@ -289,6 +377,7 @@ class RedisGcra:
         if self._client is not None and self._own_client:
             await self._client.aclose()
         self._client = self._acquire_script = self._penalise_script = None
+        self._occupy_script = self._set_rate_script = None
 
 
 def limiter_for(
@@ -306,3 +395,169 @@ def limiter_for(
         return RedisGcra(redis_url, key, rate, burst, **options)
     local_options = {k: v for k, v in options.items() if k in ("override_ttl_s", "clock")}
     return LocalGcra(rate, burst, **local_options)
+
+
+# --- budgets of one external system -----------------------------------------------------------
+#
+# What each marketplace publishes (requests per second, burst). Our client-side budget starts
+# there; the marketplace's own signals then move it (Amazon's x-amzn-RateLimit-Limit, Shopify's
+# call-limit header, Walmart's token count, any 429's Retry-After). ``RETAIL_SYNC_RATE_LIMITS``
+# overrides any of them per "channel:operation".
+
+Plan = tuple[float, int]
+
+#: The usage plans in the SP-API specs (../shared/specs/amazon, each operation's description).
+AMAZON_PLANS: dict[str, Plan] = {
+    "getOrders": (0.0167, 20), "getOrder": (0.5, 30), "getOrderItems": (0.5, 30),
+    "confirmShipment": (2.0, 10), "updateShipmentStatus": (5.0, 15),
+    "getListingsItem": (5.0, 10), "patchListingsItem": (5.0, 5), "putListingsItem": (5.0, 10),
+    "createFeedDocument": (0.5, 15), "createFeed": (0.0083, 15), "getFeed": (2.0, 15),
+    "getFeedDocument": (0.0222, 10), "cancelFeed": (2.0, 15),
+}  # fmt: skip
+
+#: Shopify Admin REST: one leaky bucket per store and app, 40 calls leaking at 2/s (Plus: 80 at
+#: 4/s); we keep 2 calls free for other tools of the same app.
+SHOPIFY_BUCKET, SHOPIFY_HEADROOM = 40, 2
+SHOPIFY_PLANS: dict[str, Plan] = {"admin": (SHOPIFY_BUCKET / 20, SHOPIFY_BUCKET - SHOPIFY_HEADROOM)}
+
+#: Walmart publishes limits per seller and reports them live (x-current-token-count,
+#: x-next-replenish-time); these are 90% of the plans our simulator enforces.
+WALMART_PLANS: dict[str, Plan] = {
+    "released": (18.0, 18), "orders": (18.0, 18), "acknowledge": (9.0, 9),
+    "cancel": (9.0, 9), "shipping": (9.0, 9), "refund": (9.0, 9),
+    "inventory": (3.0, 10), "feeds": (9 / 3600, 9), "feed_status": (18.0, 18),
+}  # fmt: skip
+
+
+class Budgets:
+    """The client-side budgets of one external system: one limiter per operation, created on
+    first use from ``plans`` (operation -> rate per second, burst) and shared by every worker
+    through Redis when ``redis_url`` is set. An operation without a plan is not limited.
+
+    Connectors call ``acquire`` before each request and report what the answer said:
+    ``throttled`` (a 429, with its Retry-After), ``reported_rate`` (the plan the marketplace says
+    applies) and ``reported_level`` (how full its bucket is). Counts per operation (calls,
+    throttles, seconds waited) are exported as metrics (``RateLimitCollector``)."""
+
+    def __init__(self, channel: str, plans: dict[str, Plan], *, redis_url: str | None = None,
+                 app_id: str = "retail-sync", **options: Any) -> None:
+        self.channel, self.app_id, self.redis_url = channel, app_id, redis_url
+        self.plans = dict(plans)
+        self.options = options
+        self._limiters: dict[str, LocalGcra | RedisGcra] = {}
+        self._reported: dict[str, tuple[float, int, float]] = {}  # op -> rate, burst, when
+        self.calls: dict[str, int] = {}
+        self.throttles: dict[str, int] = {}
+        self.waited_s: dict[str, float] = {}
+
+    def limiter(self, operation: str) -> LocalGcra | RedisGcra | None:
+        found = self._limiters.get(operation)
+        if found is None and operation in self.plans:
+            rate, burst = self.plans[operation]
+            found = self._limiters[operation] = limiter_for(
+                self.redis_url, limiter_key(self.app_id, self.channel, operation), rate, burst,
+                **self.options)
+        return found
+
+    def shared(self, operation: str) -> bool:
+        found = self._limiters.get(operation)
+        return isinstance(found, RedisGcra) and found.shared
+
+    async def acquire(self, operation: str) -> None:
+        """Wait until ``operation`` may be called (sleeps; never raises)."""
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        limiter = self.limiter(operation)
+        if limiter is None:
+            return
+        started = time.monotonic()
+        await limiter.acquire()
+        waited = time.monotonic() - started
+        if waited > 0.0005:
+            self.waited_s[operation] = self.waited_s.get(operation, 0.0) + waited
+
+    async def take_if_free(self, operation: str) -> bool:
+        """Take a slot only if one is free now (for "feed now, or single calls instead")."""
+        limiter = self.limiter(operation)
+        if limiter is None:
+            return True
+        if await limiter.take_if_free():
+            self.calls[operation] = self.calls.get(operation, 0) + 1
+            return True
+        return False
+
+    async def throttled(self, operation: str, retry_after_s: float | None) -> None:
+        """The marketplace answered 429: nobody calls ``operation`` for ``retry_after_s`` (one
+        call interval when it did not say)."""
+        self.throttles[operation] = self.throttles.get(operation, 0) + 1
+        limiter = self.limiter(operation)
+        if limiter is None:
+            return
+        if retry_after_s is None or retry_after_s <= 0:
+            local = limiter if isinstance(limiter, LocalGcra) else limiter.fallback
+            retry_after_s = 1.0 / local.budget()[0]
+        await limiter.penalise(min(retry_after_s, 3600.0))
+
+    async def pause(self, operation: str, seconds: float) -> None:
+        """The marketplace says ``operation`` has no calls left for ``seconds`` (e.g. Walmart's
+        token count at 0 until its replenish time): nobody calls it before then."""
+        limiter = self.limiter(operation)
+        if limiter is not None and seconds > 0:
+            await limiter.penalise(min(seconds, 3600.0))
+
+    async def reported_rate(self, operation: str, rate: float, burst: int | None = None) -> None:
+        """The marketplace says ``rate`` per second applies (burst: the plan's unless given).
+        Adopted for ``override_ttl_s``; repeated reports of the same plan cost no Redis call
+        until half of that has passed."""
+        limiter = self.limiter(operation)
+        if limiter is None or rate <= 0:
+            return
+        burst = burst or self.plans[operation][1]
+        now = time.monotonic()
+        last = self._reported.get(operation)
+        ttl = limiter.override_ttl_s
+        if last is not None and last[:2] == (rate, burst) and now - last[2] < ttl / 2:
+            return
+        if last is None and (rate, burst) == self.plans[operation]:
+            self._reported[operation] = (rate, burst, now)
+            return  # what we started with: nothing to override
+        self._reported[operation] = (rate, burst, now)
+        await limiter.set_rate(rate, burst)
+
+    async def reported_level(self, operation: str, level: float) -> None:
+        """The marketplace says its bucket for ``operation`` holds ``level`` calls now."""
+        limiter = self.limiter(operation)
+        if limiter is not None:
+            await limiter.occupy(level)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        ops = sorted(set(self.calls) | set(self.throttles) | set(self.waited_s))
+        return {op: {"calls": self.calls.get(op, 0), "throttled": self.throttles.get(op, 0),
+                     "waited_s": round(self.waited_s.get(op, 0.0), 3)} for op in ops}
+
+    async def aclose(self) -> None:
+        for limiter in self._limiters.values():
+            if isinstance(limiter, RedisGcra):
+                await limiter.aclose()
+
+
+_BUDGETS: dict[tuple[str, str, str | None, tuple[tuple[str, Plan], ...]], Budgets] = {}
+
+
+def budgets_for(settings: Any, channel: str, plans: dict[str, Plan]) -> Budgets:
+    """The process-wide Budgets of ``channel`` (inbound poller and outbound connector of one
+    channel share them), with ``settings.rate_limits`` overrides ("channel:operation")."""
+    merged = dict(plans)
+    for name, plan in (getattr(settings, "rate_limits", None) or {}).items():
+        owner, _, operation = name.partition(":")
+        if owner == channel and operation:
+            merged[operation] = (float(plan[0]), int(plan[1]))
+    redis_url = settings.redis_url if redis_enabled(settings.redis_url) else None
+    key = (settings.app_id, channel, redis_url, tuple(sorted(merged.items())))
+    found = _BUDGETS.get(key)
+    if found is None:
+        found = _BUDGETS[key] = Budgets(channel, merged, redis_url=redis_url, app_id=settings.app_id)
+    return found
+
+
+def all_budgets() -> list[Budgets]:
+    return list(_BUDGETS.values())

@@ -8,12 +8,14 @@ following ``Link: <...>; rel="next"``), cached; an SKU missing from the cache re
 push, and an SKU the shop still does not have is reported in ``PushReport.failed``, as is a 422 on
 its level. The location is ``shopify_location_id`` or the first active one of ``locations.json``.
 
-Pacing: Shopify's REST call limit is a leaky bucket (40 calls leaking 2/s; Plus 80 and 4/s)
-reported after every call in ``X-Shopify-Shop-Api-Call-Limit: used/size``. ``CallLimitPacer``
-keeps its own estimate of the bucket from that header, leaking at ``size / 20`` per second unless
-told otherwise, and waits before a call that would leave less than ``headroom`` free. A 429 (other
-clients share the bucket) is waited out for ``Retry-After`` and the call retried, at most
-``max_attempts`` times in all; then it is a RateLimitedError.
+Pacing: Shopify's REST call limit is a leaky bucket per store (40 calls leaking 2/s; Plus 80 and
+4/s) reported after every call in ``X-Shopify-Shop-Api-Call-Limit: used/size``. Calls draw on
+one budget, ``shopify:admin`` in connectors.ratelimit.Budgets (GCRA at the leak rate with the
+bucket less ``SHOPIFY_HEADROOM`` as burst, shared by every worker through Redis), which is exactly
+a leaky bucket; the header's ``used`` is adopted when it is fuller than ours (other tools of the
+shop call too) and a different ``size`` rescales the plan. A 429 pauses the budget for
+``Retry-After`` (every worker) and the call is tried again, at most ``max_attempts`` times in
+all; then it is a RateLimitedError.
 
 Cancellations: a whole order is ``POST orders/{id}/cancel.json`` with ``reason: inventory``; the
 422 "Order has already been cancelled" is success. Part of an order is a refund with
@@ -48,10 +50,8 @@ DecodeError.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -66,8 +66,10 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
+from connectors.ratelimit import SHOPIFY_HEADROOM, SHOPIFY_PLANS, Budgets, budgets_for
 
 JSON = dict[str, Any]
+ADMIN = "admin"  # the one budget of the Admin REST API (per store)
 CALL_LIMIT_HEADER = "X-Shopify-Shop-Api-Call-Limit"
 ALREADY_CANCELLED = "already been cancelled"
 MAX_ERROR_BODY = 4 * 1024
@@ -119,45 +121,6 @@ def parse_call_limit(value: str | None) -> tuple[int, int] | None:
     return parsed if parsed[1] > 0 else None
 
 
-class CallLimitPacer:
-    """Keeps calls under Shopify's leaky bucket, from what ``X-Shopify-Shop-Api-Call-Limit`` says."""
-
-    def __init__(self, *, leak_per_s: float | None = None, headroom: int = 2, size: int = 40,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.leak_per_s, self.headroom, self.size, self.clock = leak_per_s, headroom, size, clock
-        self.level = 0.0
-        self._at = clock()
-        self._blocked_until = 0.0
-        self._lock = asyncio.Lock()
-
-    def _leak_rate(self) -> float:
-        return self.leak_per_s or self.size / 20  # Shopify: 40 -> 2/s, Plus 80 -> 4/s
-
-    def _current(self) -> float:
-        return max(0.0, self.level - (self.clock() - self._at) * self._leak_rate())
-
-    def wait_time(self) -> float:
-        """Seconds until one more call leaves ``headroom`` calls free (and any 429 pause is over)."""
-        room = max(1, self.size - self.headroom)
-        over = self._current() + 1 - room
-        return max(over / self._leak_rate() if over > 0 else 0.0, self._blocked_until - self.clock())
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while (delay := self.wait_time()) > 0:
-                await asyncio.sleep(delay)
-            self.level, self._at = self._current() + 1, self.clock()  # counted until told otherwise
-
-    def observe(self, header: str | None) -> None:
-        """Adopt the bucket level Shopify reported."""
-        parsed = parse_call_limit(header)
-        if parsed is not None:
-            self.level, self.size, self._at = float(parsed[0]), parsed[1], self.clock()
-
-    def throttled(self, retry_after: float | None) -> None:
-        self._blocked_until = self.clock() + (retry_after if retry_after is not None else 1.0)
-
-
 class ShopifyOutbound:
     """Inventory levels, seller cancellations, fulfillments and refunds through Shopify Admin REST
     (one aiohttp session)."""
@@ -167,14 +130,19 @@ class ShopifyOutbound:
     def __init__(
         self, base_url: str, access_token: str, *, api_version: str = "2024-04",
         location_id: int | None = None, timeout_s: float = 10.0, leak_per_s: float | None = None,
-        max_attempts: int = 3, page_limit: int = 250,
+        max_attempts: int = 3, page_limit: int = 250, budgets: Budgets | None = None,
     ) -> None:
         self.api = f"{base_url.rstrip('/')}/admin/api/{api_version}"
         self._token = access_token
         self._location_id = location_id
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
-        self.pacer = CallLimitPacer(leak_per_s=leak_per_s)
+        if budgets is None:
+            plans = dict(SHOPIFY_PLANS)
+            if leak_per_s is not None:
+                plans[ADMIN] = (leak_per_s, plans[ADMIN][1])
+            budgets = Budgets("shopify", plans)
+        self.budgets = budgets
         self.max_attempts = max(1, max_attempts)
         self.page_limit = page_limit
         self._items: dict[str, int] = {}  # sku -> inventory_item_id
@@ -188,7 +156,8 @@ class ShopifyOutbound:
         return cls(str(settings.shopify_admin_base_url),
                    settings.shopify_access_token.get_secret_value(),
                    api_version=settings.shopify_api_version,
-                   location_id=settings.shopify_location_id)
+                   location_id=settings.shopify_location_id,
+                   budgets=budgets_for(settings, "shopify", SHOPIFY_PLANS))
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -199,16 +168,30 @@ class ShopifyOutbound:
 
     async def _exchange(self, method: str, url: str, what: str, body: JSON | None) -> tuple[int, str, Any]:
         headers = {"X-Shopify-Access-Token": self._token, "Accept": "application/json"}
-        await self.pacer.acquire()
+        await self.budgets.acquire(ADMIN)
         self.calls += 1
         try:
             async with self._client().request(method, url, json=body, headers=headers) as resp:
-                self.pacer.observe(resp.headers.get(CALL_LIMIT_HEADER))
+                await self._observe(resp.status, resp.headers)
                 return resp.status, await resp.text(errors="replace"), resp
         except TimeoutError as exc:
             raise RetryableError(f"Shopify {what}: timed out ({exc!r})") from exc
         except aiohttp.ClientError as exc:
             raise RetryableError(f"Shopify {what}: {type(exc).__name__}: {exc}") from exc
+
+    async def _observe(self, status: int, headers: Any) -> None:
+        """Follow the bucket Shopify reports (fuller than ours, or another size) and its 429s."""
+        parsed = parse_call_limit(headers.get(CALL_LIMIT_HEADER))
+        if parsed is not None:
+            used, size = parsed
+            rate, burst = self.budgets.plans[ADMIN]
+            planned_size = burst + SHOPIFY_HEADROOM
+            if size != planned_size:  # e.g. a Plus store: 80 calls leaking twice as fast
+                await self.budgets.reported_rate(ADMIN, rate * size / planned_size,
+                                                 max(1, size - SHOPIFY_HEADROOM))
+            await self.budgets.reported_level(ADMIN, used)
+        if status == 429:
+            await self.budgets.throttled(ADMIN, parse_retry_after(headers.get("Retry-After")) or 1.0)
 
     async def _call(self, method: str, url: str, what: str, body: JSON | None = None) -> tuple[int, str, Any]:
         """One call, paced; a 429 waits ``Retry-After`` and tries again (``max_attempts`` in all).
@@ -217,8 +200,7 @@ class ShopifyOutbound:
             status, text, resp = await self._exchange(method, url, what, body)
             if status != 429:
                 return status, text, resp
-            self.throttled += 1
-            self.pacer.throttled(parse_retry_after(resp.headers.get("Retry-After")))
+            self.throttled += 1  # the budget is paused (_observe); the next try waits for it
             if attempt == self.max_attempts:
                 raise error_for_status(status, text, resp.headers, what)
         raise AssertionError("unreachable")
@@ -464,7 +446,6 @@ def _object(text: str, what: str) -> JSON:
 
 __all__ = [
     "SHOPIFY_CARRIERS",
-    "CallLimitPacer",
     "ShopifyOutbound",
     "error_for_status",
     "parse_call_limit",

@@ -41,7 +41,7 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from connectors.ratelimit import TokenBucket
+from connectors.ratelimit import WALMART_PLANS, Budgets, budgets_for
 
 JSON = dict[str, Any]
 MAX_ERROR_BODY = 4 * 1024
@@ -89,6 +89,35 @@ def retry_after_from(headers: Mapping[str, str], now_s: float) -> float | None:
             except ValueError:
                 continue
     return parse_retry_after(headers.get("Retry-After"))
+
+
+def walmart_operation(method: str, url: str | URL) -> str | None:
+    """The budget (connectors.ratelimit.WALMART_PLANS) a call draws on; None: not limited."""
+    path = URL(str(url)).path.rstrip("/")
+    if path.startswith(RELEASED_PATH):
+        return "released"
+    if path.startswith(ORDERS_PATH):
+        for action in ("acknowledge", "cancel", "shipping", "refund"):
+            if path.endswith(f"/{action}"):
+                return action
+        return "orders"
+    if path.startswith("/v3/inventory"):
+        return "inventory"
+    if path.startswith("/v3/feeds"):
+        return "feeds" if method.upper() == "POST" else "feed_status"
+    return None  # the token call
+
+
+def walmart_budgets(settings: Any) -> Budgets:
+    """Walmart's budgets: WALMART_PLANS with the walmart_* budget settings, then any
+    ``rate_limits`` overrides; shared by the poller and the outbound connector."""
+    plans = dict(WALMART_PLANS)
+    plans["acknowledge"] = (settings.walmart_acknowledge_rate_per_s,
+                            settings.walmart_acknowledge_burst)
+    plans["inventory"] = (settings.walmart_inventory_rate_per_s, settings.walmart_inventory_burst)
+    plans["feeds"] = (settings.walmart_feeds_per_hour / 3600,
+                      max(1, int(settings.walmart_feeds_per_hour)))
+    return budgets_for(settings, "walmart", plans)
 
 
 def error_for_status(
@@ -154,8 +183,10 @@ class WalmartOrdersClient:
         timeout_s: float = 10.0,
         channel_type: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        budgets: Budgets | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.budgets = budgets or Budgets("walmart", WALMART_PLANS)
         self.svc_name = svc_name
         self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self._channel_type = channel_type
@@ -183,16 +214,33 @@ class WalmartOrdersClient:
         return headers
 
     async def _request(
-        self, method: str, url: str | URL, what: str, **kwargs: Any
+        self, method: str, url: str | URL, what: str, *, paid: bool = False, **kwargs: Any
     ) -> tuple[int, str, Mapping[str, str]]:
-        """One HTTP exchange; network failures become RetryableError here."""
+        """One HTTP exchange within its operation's budget (``paid``: the caller already took
+        the slot); network failures become RetryableError here."""
+        operation = walmart_operation(method, url)
+        if operation is not None and not paid:
+            await self.budgets.acquire(operation)
         try:
             async with self._client().request(method, url, **kwargs) as resp:
-                return resp.status, await resp.text(errors="replace"), resp.headers
+                status, text, headers = resp.status, await resp.text(errors="replace"), resp.headers
         except TimeoutError as exc:
             raise RetryableError(f"Walmart {what}: timed out ({exc!r})") from exc
         except aiohttp.ClientError as exc:
             raise RetryableError(f"Walmart {what}: {type(exc).__name__}: {exc}") from exc
+        if operation is not None:
+            await self._observe(operation, status, headers)
+        return status, text, headers
+
+    async def _observe(self, operation: str, status: int, headers: Mapping[str, str]) -> None:
+        """A 429 pauses the operation until Walmart's replenish time (every worker); so does a
+        success that left ``x-current-token-count`` at 0."""
+        if status == 429:
+            await self.budgets.throttled(operation, retry_after_from(headers, time.time()))
+        elif headers.get("x-current-token-count", "").strip() == "0":
+            wait = retry_after_from(headers, time.time())
+            if wait:
+                await self.budgets.pause(operation, wait)
 
     def _fail(self, status: int, body: str, headers: Mapping[str, str], what: str) -> SyncError:
         return error_for_status(status, body, headers, what, time.time())
@@ -360,14 +408,12 @@ class WalmartSource:
     channel = "walmart"
 
     def __init__(self, client: WalmartOrdersClient, *, lookback: timedelta, max_per_poll: int,
-                 acknowledge_budget: TokenBucket | None = None,
                  modified_overlap: timedelta = timedelta(seconds=5), poll_cancelled: bool = True):
         self.client = client
         self.modified_overlap = modified_overlap
         self.poll_cancelled = poll_cancelled
         self.lookback = lookback
         self.max_per_poll = max_per_poll
-        self.acknowledge_budget = acknowledge_budget
 
     @classmethod
     def from_settings(cls, settings: Any) -> WalmartSource | None:
@@ -376,11 +422,10 @@ class WalmartSource:
         client = WalmartOrdersClient(
             str(settings.walmart_base_url), settings.walmart_client_id,
             settings.walmart_client_secret.get_secret_value(), svc_name=settings.walmart_svc_name,
+            budgets=walmart_budgets(settings),
         )
-        budget = TokenBucket(settings.walmart_acknowledge_rate_per_s,
-                             settings.walmart_acknowledge_burst)
         return cls(client, lookback=timedelta(days=settings.walmart_lookback_days),
-                   max_per_poll=settings.poll_max_orders, acknowledge_budget=budget)
+                   max_per_poll=settings.poll_max_orders)
 
     async def poll(self, cursor: str | None) -> PollResult:
         started = datetime.now(UTC)
@@ -404,8 +449,6 @@ class WalmartSource:
 
     async def after_persist(self, orders: Sequence[PolledOrder]) -> None:
         for order in (o for o in orders if o.delivery_id.endswith("@released")):
-            if self.acknowledge_budget is not None:
-                await self.acknowledge_budget.acquire()
             await self.client.acknowledge(order.marketplace_order_id)
 
     async def close(self) -> None:

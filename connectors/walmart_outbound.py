@@ -65,8 +65,7 @@ from yarl import URL
 
 from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from connectors.ratelimit import TokenBucket, limiter_for, limiter_key
-from connectors.walmart import WalmartOrdersClient, error_for_status
+from connectors.walmart import WalmartOrdersClient, error_for_status, walmart_budgets
 
 JSON = dict[str, Any]
 CANCEL_REASON = "SELLER_CANCEL_OUT_OF_STOCK"
@@ -101,13 +100,16 @@ class WalmartApi(WalmartOrdersClient):
 
     async def send(
         self, method: str, url: str | URL, what: str, body: Callable[[], Mapping[str, Any]] | None = None,
+        *, paid: bool = False,
     ) -> tuple[int, str, Mapping[str, str]]:
-        """One call (``body()`` gives aiohttp's ``json=``/``data=``, rebuilt for a retry); a 401
-        drops the cached token and tries once more with a new one."""
+        """One call within its budget (``paid``: the slot was taken already; ``body()`` gives
+        aiohttp's ``json=``/``data=``, rebuilt for a retry); a 401 drops the cached token and
+        tries once more with a new one."""
         for attempt in (1, 2):
             headers = {**self._headers(), "WM_SEC.ACCESS_TOKEN": await self._access_token()}
             kwargs = dict(body()) if body is not None else {}
-            status, text, resp_headers = await self._request(method, url, what, headers=headers, **kwargs)
+            status, text, resp_headers = await self._request(
+                method, url, what, paid=paid and attempt == 1, headers=headers, **kwargs)
             if status != 401 or attempt == 2:
                 return status, text, resp_headers
             self._token = None
@@ -115,8 +117,9 @@ class WalmartApi(WalmartOrdersClient):
 
     async def send_json(
         self, method: str, url: str | URL, what: str, body: Callable[[], Mapping[str, Any]] | None = None,
+        *, paid: bool = False,
     ) -> JSON:
-        status, text, headers = await self.send(method, url, what, body)
+        status, text, headers = await self.send(method, url, what, body, paid=paid)
         if status != 200:
             raise error_for_status(status, text, headers, what, time.time())
         return _object(text, what)
@@ -130,17 +133,14 @@ class WalmartOutbound:
     def __init__(
         self, api: WalmartApi, *, bulk_min_skus: int = 20, feed_timeout_s: float = 30.0,
         feed_poll_s: float = 0.1, feed_poll_max_s: float = 2.0,
-        inventory_budget: Any = None, feed_budget: TokenBucket | None = None,
         other_tracking_url: str | None = None,
     ) -> None:
         self.api = api
         self.other_tracking_url = other_tracking_url  # e.g. "https://track.example/{tracking_number}"
         self.bulk_min_skus = bulk_min_skus
-        # client-side budgets, below Walmart's limits, so pushes wait instead of earning 429s;
-        # the inventory budget is a connectors.ratelimit Limiter (shared through Redis by every
-        # worker when one is configured) or a TokenBucket
-        self.inventory_budget = inventory_budget or TokenBucket(3.0, 10)
-        self.feed_budget = feed_budget or TokenBucket(9 / 3600, 9)
+        # every call draws on its operation's budget in api.budgets (connectors.ratelimit:
+        # shared through Redis by every worker when one is configured), so pushes wait instead
+        # of earning 429s
         self.feed_timeout_s = feed_timeout_s
         self.feed_poll_s, self.feed_poll_max_s = feed_poll_s, feed_poll_max_s
 
@@ -150,13 +150,8 @@ class WalmartOutbound:
             return None
         api = WalmartApi(str(settings.walmart_base_url), settings.walmart_client_id,
                          settings.walmart_client_secret.get_secret_value(),
-                         svc_name=settings.walmart_svc_name)
-        return cls(api, bulk_min_skus=settings.walmart_bulk_min_skus,
-                   inventory_budget=limiter_for(
-                       settings.redis_url, limiter_key(settings.app_id, "walmart", "inventory"),
-                       settings.walmart_inventory_rate_per_s, settings.walmart_inventory_burst),
-                   feed_budget=TokenBucket(settings.walmart_feeds_per_hour / 3600,
-                                           max(1, int(settings.walmart_feeds_per_hour))))
+                         svc_name=settings.walmart_svc_name, budgets=walmart_budgets(settings))
+        return cls(api, bulk_min_skus=settings.walmart_bulk_min_skus)
 
     def _url(self, path: str, **query: str) -> URL:
         encoded = urlencode(query, quote_via=quote) if query else ""
@@ -167,16 +162,14 @@ class WalmartOutbound:
     async def push_inventory(self, updates: Sequence[QuantityUpdate]) -> PushReport:
         if not updates:
             return PushReport(applied=[], mechanism="inventory")
-        if len(updates) < self.bulk_min_skus or self.feed_budget.wait_time() > 0:
+        if len(updates) < self.bulk_min_skus or not await self.api.budgets.take_if_free("feeds"):
             return await self._put_each(updates)  # few SKUs, or the feed budget is spent
-        await self.feed_budget.acquire()
         return await self._feed(updates)
 
     async def _put_each(self, updates: Sequence[QuantityUpdate]) -> PushReport:
         applied: list[str] = []
         failed: dict[str, str] = {}
         for update in updates:
-            await self.inventory_budget.acquire()
             what = f"update inventory of {update.sku}"
             body = _json_body(_inventory_item(update))
             status, text, headers = await self.api.send(
@@ -184,10 +177,6 @@ class WalmartOutbound:
             )
             if status == 200:
                 applied.append(update.sku)
-            elif status == 429 and hasattr(self.inventory_budget, "penalise"):
-                error = error_for_status(status, text, headers, what, time.time())
-                await self.inventory_budget.penalise(getattr(error, "retry_after", None) or 1.0)
-                raise error  # every worker now waits Walmart's replenish time
             elif status in PER_SKU_FAILURES:
                 failed[update.sku] = str(error_for_status(status, text, headers, what, time.time()))
             else:
@@ -204,7 +193,7 @@ class WalmartOutbound:
             return {"data": form}
 
         answer = await self.api.send_json("POST", self._url("/v3/feeds", feedType="inventory"),
-                                          "inventory feed", multipart)
+                                          "inventory feed", multipart, paid=True)
         feed_id = answer.get("feedId")
         if not isinstance(feed_id, str) or not feed_id:
             raise DecodeError("Walmart inventory feed: answer has no feedId")

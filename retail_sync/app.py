@@ -24,13 +24,14 @@ from agents import (
 from connectors.base import ChannelOutbound, ErpConnector, StockFeed
 from connectors.erp import ErpNextConnector
 from connectors.erp_stock import ErpStockFeed
+from connectors.ratelimit import all_budgets
 from connectors.redis_support import redis_enabled
 from connectors.shopify_inbound import InProcessDeduper, RedisDeduper
 from connectors.wms import WmsClient
 from retail_sync import exceptions_view, web
 from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
-from retail_sync.metrics import ConsumerLagCollector, Metrics
+from retail_sync.metrics import ConsumerLagCollector, Metrics, RateLimitCollector
 from retail_sync.settings import Settings
 from streams.topics import declare_topics
 from tables.orders import (
@@ -105,6 +106,7 @@ def create_app(
     )
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
+    metrics.registry.register(RateLimitCollector(all_budgets))
     exceptions_gauges = exceptions_view.ExceptionsCollector()
     metrics.registry.register(exceptions_gauges)
 

@@ -7,11 +7,11 @@ rules in deploy/alerts.yml watch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # the *_created series only double the exposition size
@@ -145,3 +145,38 @@ class ConsumerLagCollector(Collector):
             position = 0 if done is None else done
             lags[tp] = max(0, int(end) - int(position))
         return lags
+
+
+class RateLimitCollector(Collector):
+    """Client-side rate limiting per marketplace operation (connectors.ratelimit.Budgets of this
+    process), read at scrape time: calls, 429s the marketplace still answered, seconds spent
+    waiting for a slot, and whether the budget is shared through Redis right now."""
+
+    def __init__(self, budgets: Callable[[], Iterable[Any]]) -> None:
+        self.budgets = budgets
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["channel", "operation"]
+        calls = CounterMetricFamily(
+            "retail_sync_ratelimit_calls_total", "Outbound calls per marketplace operation.", labels=labels)
+        throttled = CounterMetricFamily(
+            "retail_sync_ratelimit_throttled_total",
+            "429 answers per marketplace operation (each pauses that operation's budget).",
+            labels=labels)
+        waited = CounterMetricFamily(
+            "retail_sync_ratelimit_wait_seconds_total",
+            "Seconds calls waited for a slot in their operation's budget.", labels=labels)
+        shared = GaugeMetricFamily(
+            "retail_sync_ratelimit_shared",
+            "1 while an operation's budget is kept in Redis (shared by every worker), 0 while "
+            "this worker uses an in-process one (no Redis configured, or Redis unreachable).",
+            labels=labels)
+        for budgets in self.budgets():
+            for operation, stats in budgets.stats().items():
+                key = [budgets.channel, operation]
+                calls.add_metric(key, stats["calls"])
+                throttled.add_metric(key, stats["throttled"])
+                waited.add_metric(key, stats["waited_s"])
+                if budgets.limiter(operation) is not None:
+                    shared.add_metric(key, int(budgets.shared(operation)))
+        yield from (calls, throttled, waited, shared)

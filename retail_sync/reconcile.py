@@ -54,13 +54,13 @@ from typing import Any
 
 import orjson
 
-from connectors.amazon import GET_ORDER_ITEMS, GET_ORDERS, AmazonOrdersClient, amazon_time, pace
+from connectors.amazon import AmazonOrdersClient, amazon_time
 from connectors.erp import SALES_INVOICE, SALES_ORDER, FrappeSession
 from connectors.errors import DecodeError, RetryableError, SyncError
-from connectors.ratelimit import TokenBucket
+from connectors.ratelimit import AMAZON_PLANS, budgets_for
 from connectors.regional import group_orders, read_rows
 from connectors.shopify_outbound import ShopifyOutbound, list_orders
-from connectors.walmart import ORDERS_PATH, WalmartOrdersClient, walmart_date
+from connectors.walmart import ORDERS_PATH, WalmartOrdersClient, walmart_budgets, walmart_date
 from retail_sync.settings import Settings
 from streams.mappers.amazon import AWAITING_PAYMENT
 from streams.mappers.shopify import FULFILLMENT_STATUS_TO_CANONICAL, UNFULFILLED
@@ -427,13 +427,12 @@ def _shopify_partly_cancelled(order: JSON) -> bool:
 async def read_amazon(settings: Settings, mapper: Mapper, since: datetime) -> ChannelRead:
     assert settings.amazon_base_url is not None
     client = AmazonOrdersClient(str(settings.amazon_base_url),
-                                settings.amazon_access_token.get_secret_value())
+                                settings.amazon_access_token.get_secret_value(),
+                                budgets=budgets_for(settings, "amazon", AMAZON_PLANS))
     ids = [m for m in settings.amazon_marketplace_ids.split(",") if m]
-    budgets: dict[str, TokenBucket] = {}
     read, token = ChannelRead(), None
     try:
         while True:
-            await pace(budgets, client.rate_limits, GET_ORDERS)
             page = await _retrying(partial(
                 client.get_orders, marketplace_ids=ids,
                 created_after=None if token else amazon_time(since), next_token=token))
@@ -442,7 +441,6 @@ async def read_amazon(settings: Settings, mapper: Mapper, since: datetime) -> Ch
                 if order.get("OrderStatus") in AWAITING_PAYMENT:
                     read.pending += 1
                     continue
-                await pace(budgets, client.rate_limits, GET_ORDER_ITEMS)
                 items = await _retrying(partial(client.get_order_items, order_id))
                 before = len(read.unmapped)
                 zeroed = any(i.get("QuantityOrdered") == 0 for i in items)  # cancelled items
@@ -462,7 +460,8 @@ async def read_walmart(settings: Settings, mapper: Mapper, since: datetime) -> C
     assert settings.walmart_base_url is not None
     client = WalmartOrdersClient(str(settings.walmart_base_url), settings.walmart_client_id,
                                  settings.walmart_client_secret.get_secret_value(),
-                                 svc_name=settings.walmart_svc_name)  # fmt: skip
+                                 svc_name=settings.walmart_svc_name,
+                                 budgets=walmart_budgets(settings))  # fmt: skip
     params = {"createdStartDate": walmart_date(since), "limit": "100"}
     read, seen = ChannelRead(), set()
     cursor: str | None = None

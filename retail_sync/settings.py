@@ -147,6 +147,10 @@ class Settings(BaseSettings):
         0.25, gt=0, le=60, description="How long updates are gathered before a push.")
 
     # --- marketplace outbound (inventory and cancellations) -------------------------------
+    marketplace_command_concurrency: int = Field(
+        1, ge=1, le=16, description="Actors per channel's marketplace-command agent (cancel, "
+        "ship, refund). 1 keeps each order's commands in order; more run a channel's commands "
+        "in parallel but may reorder two commands of one order (Faust's actors share a stream).")
     shopify_admin_base_url: AnyHttpUrl | None = Field(
         None, description="Shopify Admin API, e.g. https://shop.myshopify.com; unset: no pushes.")
     shopify_access_token: SecretStr = SecretStr("shpat_demo")
@@ -185,6 +189,10 @@ class Settings(BaseSettings):
     breaker_cool_down_s: float = Field(
         5.0, gt=0, description="How long calls wait once a circuit opened (doubles on a failed probe).")
     breaker_max_cool_down_s: float = Field(120.0, gt=0)
+    rate_limits: dict[str, tuple[float, int]] = Field(
+        default_factory=dict, description='Client-side budgets per "channel:operation" as '
+        '[calls per second, burst], overriding the published plans in connectors/ratelimit.py, '
+        'e.g. {"amazon:getOrderItems": [1, 30], "shopify:admin": [4, 78]}.')
 
     # --- shared infrastructure (used from the resilience issue on) ----------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -194,6 +202,17 @@ class Settings(BaseSettings):
     def _canonical_url_is_http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("canonical_url must start with http:// or https://")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits_valid(cls, value: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
+        for name, (rate, burst) in value.items():
+            channel, _, operation = name.partition(":")
+            if not channel or not operation:
+                raise ValueError(f'rate_limits key {name!r} must look like "channel:operation"')
+            if rate <= 0 or burst < 1:
+                raise ValueError(f"rate_limits {name}: rate must be > 0 and burst >= 1")
         return value
 
     @field_validator("broker_url")

@@ -25,6 +25,7 @@ from connectors.amazon_outbound import (
 )
 from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RetryableError
+from connectors.ratelimit import AMAZON_PLANS, Budgets
 from simulators.amazon import AmazonSimConfig, AmazonSimulator
 from simulators.amazon_orders import CARRIER_CODES
 
@@ -306,14 +307,32 @@ async def test_a_confirmation_amazon_refuses_is_permanent(make_sim, outbound_for
 
 
 async def test_confirmations_are_paced_by_the_usage_plan(make_sim, outbound_for) -> None:
+    """A seller's plan below the published burst is a setting (rate_limits); with it, Amazon's
+    reported rate and that burst keep every call inside the plan."""
     sim = await make_sim(time_scale=20, rate_overrides={"confirmShipment": {"burst": 2}})  # 40/s
     ids = [(await placed(sim))[0] for _ in range(6)]
-    client = outbound_for(sim)
+    client = outbound_for(sim, budgets=Budgets("amazon", {**AMAZON_PLANS, "confirmShipment": (2.0, 2)}))
     for order_id in ids:
         [item_a, item_b] = [i["OrderItemId"] for i in sim.records[order_id].items]
         await client.confirm_shipment(order_id, shipment("1", (item_a, "A", 2), (item_b, "B", 1)))
     assert client.throttled == 0 and sim.stats()["throttled"] == 0
     assert {sim.records[i].order["OrderStatus"] for i in ids} == {"Shipped"}
+    assert client.budgets.limiter("confirmShipment").budget() == (40.0, 2)  # the reported rate
+
+
+async def test_a_throttle_pauses_the_budget_and_the_call_goes_through(make_sim, outbound_for) -> None:
+    """Without that setting our burst (the published 10) is above the seller's 2: Amazon says
+    429, the budget pauses 1 / rate and every confirmation still goes through, once."""
+    sim = await make_sim(time_scale=20, rate_overrides={"confirmShipment": {"burst": 2}})
+    ids = [(await placed(sim))[0] for _ in range(6)]
+    client = outbound_for(sim)
+    for order_id in ids:
+        [item_a, item_b] = [i["OrderItemId"] for i in sim.records[order_id].items]
+        await client.confirm_shipment(order_id, shipment("1", (item_a, "A", 2), (item_b, "B", 1)))
+    assert {sim.records[i].order["OrderStatus"] for i in ids} == {"Shipped"}
+    assert client.throttled == sim.stats()["throttled"] >= 1
+    assert client.budgets.stats()["confirmShipment"]["throttled"] == client.throttled
+    assert len(sim.shipments) == 6
 
 
 # --- refunds ---------------------------------------------------------------------------------

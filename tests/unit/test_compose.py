@@ -45,7 +45,7 @@ def test_repository_files_pass_the_python_checks():
     assert "7 services" in summary
     assert "profile sim: erp-sim, shopify-sim" in summary
     assert "workers: worker-1, worker-2" in summary
-    assert "deploy/alerts.yml: 4 groups, 10 alerts (2 critical, 8 warning)" in summary
+    assert "deploy/alerts.yml: 4 groups, 11 alerts (2 critical, 9 warning)" in summary
 
 
 def test_repository_files_pass_with_external_tools_when_installed():

@@ -9,8 +9,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from connectors.ratelimit import Limiter, LocalGcra, RedisGcra, limiter_for, limiter_key
+from connectors.ratelimit import (
+    AMAZON_PLANS,
+    Budgets,
+    Limiter,
+    LocalGcra,
+    RedisGcra,
+    budgets_for,
+    limiter_for,
+    limiter_key,
+)
 from connectors.redis_support import redis_enabled
+from retail_sync.settings import Settings
 
 Pair = Callable[..., Awaitable[tuple[Limiter, Limiter]]]
 
@@ -89,6 +99,68 @@ async def test_set_rate_is_followed_by_every_worker_and_lifts_after_ttl(make_pai
     assert time.monotonic() - start < 0.15
 
 
+async def test_a_new_rate_keeps_the_calls_already_counted(make_pair: Pair):
+    """A slow published plan (1 call/min, burst 3) replaced by the fast one the marketplace
+    reports: the calls made under the old plan still count, but nobody waits a minute."""
+    a, b = await make_pair(1 / 60, 3)
+    await a.acquire()
+    await b.acquire()
+    await a.set_rate(20.0, 3)  # 2 of 3 used: one call free now, the next after 1/20 s
+    assert await b.take_if_free() and not await a.take_if_free()
+    started = time.monotonic()
+    await a.acquire()
+    assert 0.02 <= time.monotonic() - started < 0.5
+
+
+async def test_occupy_adopts_a_fuller_bucket_for_every_worker(make_pair: Pair):
+    a, b = await make_pair(10.0, 5)  # the marketplace says 8 calls are in its bucket
+    await a.occupy(8)
+    assert not await b.take_if_free()  # 8 > burst - 1: wait until it drained to 4
+    started = time.monotonic()
+    await b.acquire()
+    assert 0.3 <= time.monotonic() - started < 0.8
+    await a.occupy(0)  # an emptier bucket never gives calls back
+    assert not await a.take_if_free()
+
+
+async def test_budgets_follow_reports_and_count(redis_url: str, redis_prefix: str):
+    """Two workers' Budgets of one channel on Redis: a rate one learns binds the other."""
+    plans = {"getOrderItems": (1 / 60, 2)}
+    one = Budgets("amazon", plans, redis_url=redis_url, app_id=redis_prefix)
+    two = Budgets("amazon", plans, redis_url=redis_url, app_id=redis_prefix)
+    try:
+        await one.acquire("getOrderItems")
+        await one.reported_rate("getOrderItems", 10.0)  # burst stays the plan's
+        assert await two.take_if_free("getOrderItems")
+        assert not await two.take_if_free("getOrderItems")
+        await two.throttled("getOrderItems", 0.3)
+        started = time.monotonic()
+        await one.acquire("getOrderItems")
+        assert time.monotonic() - started >= 0.25
+        await one.acquire("unplanned")  # no plan: not limited, still counted
+        assert one.stats()["unplanned"] == {"calls": 1, "throttled": 0, "waited_s": 0.0}
+        assert two.stats()["getOrderItems"]["throttled"] == 1
+        assert one.stats()["getOrderItems"]["waited_s"] >= 0.25
+        assert one.shared("getOrderItems") and not one.shared("unplanned")
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+def test_budgets_for_applies_settings_and_is_one_per_channel():
+    settings = Settings(redis_url="none", app_id="rl-test",
+                        rate_limits={"amazon:getOrders": (2.0, 4), "walmart:orders": (1.0, 1)})
+    budgets = budgets_for(settings, "amazon", AMAZON_PLANS)
+    assert budgets.plans["getOrders"] == (2.0, 4)
+    assert budgets.plans["getOrderItems"] == AMAZON_PLANS["getOrderItems"]
+    assert budgets_for(settings, "amazon", AMAZON_PLANS) is budgets  # poller and outbound share
+    assert isinstance(budgets.limiter("getOrders"), LocalGcra)
+    with pytest.raises(ValueError, match="channel:operation"):
+        Settings(rate_limits={"getOrders": (1.0, 1)})
+    with pytest.raises(ValueError, match="rate must be"):
+        Settings(rate_limits={"amazon:getOrders": (0, 1)})
+
+
 async def test_invalid_budgets_are_rejected(make_pair: Pair):
     a, _ = await make_pair(10.0, 1)
     with pytest.raises(ValueError, match="rate"):
@@ -145,3 +217,21 @@ def test_factory_and_key():
         assert isinstance(limiter_for(disabled, "k", 1.0, 1), LocalGcra)
     assert isinstance(limiter_for("redis://127.0.0.1:6379/0", "k", 1.0, 1), RedisGcra)
     assert isinstance(limiter_for(None, "k", 1.0, 1), Limiter)
+
+
+async def test_rate_limit_metrics_are_exported():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from retail_sync.metrics import RateLimitCollector
+
+    budgets = Budgets("walmart", {"inventory": (1000.0, 5)})
+    await budgets.acquire("inventory")
+    await budgets.throttled("inventory", 0.001)
+    registry = CollectorRegistry()
+    registry.register(RateLimitCollector(lambda: [budgets]))
+    text = generate_latest(registry).decode()
+    labels = '{channel="walmart",operation="inventory"}'
+    assert f"retail_sync_ratelimit_calls_total{labels} 1.0" in text
+    assert f"retail_sync_ratelimit_throttled_total{labels} 1.0" in text
+    assert f"retail_sync_ratelimit_shared{labels} 0.0" in text  # in-process: not shared
+    assert f"retail_sync_ratelimit_wait_seconds_total{labels}" in text

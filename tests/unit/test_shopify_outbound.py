@@ -13,9 +13,9 @@ from aiohttp import web
 
 from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RateLimitedError, RetryableError
+from connectors.ratelimit import SHOPIFY_PLANS, Budgets
 from connectors.shopify_outbound import (
     SHOPIFY_CARRIERS,
-    CallLimitPacer,
     ShopifyOutbound,
     parse_call_limit,
     shopify_carrier,
@@ -128,13 +128,20 @@ async def test_a_429_is_waited_out_then_raised_when_it_persists() -> None:
     assert calls[1] - calls[0] >= 0.05 and calls[4] - calls[3] >= 0.05
 
 
-def test_pacer_waits_for_the_leak() -> None:
+async def test_the_call_limit_header_sets_the_shared_budget() -> None:
     now = [0.0]
-    pacer = CallLimitPacer(headroom=2, clock=lambda: now[0])
-    pacer.observe("38/40")
-    assert pacer.wait_time() == pytest.approx(0.5)  # leaks 2/s: one call free in 0.5 s
+    budgets = Budgets("shopify", dict(SHOPIFY_PLANS), clock=lambda: now[0])
+    client = ShopifyOutbound("http://shop.invalid", TOKEN, budgets=budgets)
+    await client._observe(200, {"X-Shopify-Shop-Api-Call-Limit": "38/40"})
+    limiter = budgets.limiter("admin")
+    assert limiter.try_acquire() == pytest.approx(0.5)  # leaks 2/s: one call free in 0.5 s
     now[0] = 0.5
-    assert pacer.wait_time() == 0
+    assert limiter.try_acquire() == 0 and limiter.try_acquire() > 0  # 2 kept free
+    now[0] = 100.0
+    await client._observe(200, {"X-Shopify-Shop-Api-Call-Limit": "1/80"})  # a Plus store
+    assert limiter.budget() == (4.0, 78)
+    await client._observe(429, {"Retry-After": "3.0"})
+    assert limiter.try_acquire() == pytest.approx(3.0) and budgets.stats()["admin"]["throttled"] == 1
     assert parse_call_limit("1/80") == (1, 80) and parse_call_limit("x") is None
 
 

@@ -169,16 +169,37 @@ async def test_bad_request_is_permanent(client: WalmartOrdersClient) -> None:
 
 
 async def test_429_is_rate_limited_with_retry_after_from_replenish_time(
-    sim: WalmartSimulator, client: WalmartOrdersClient
+    sim: WalmartSimulator, client: WalmartOrdersClient, clock: FakeClock
 ) -> None:
+    """Another app of the seller spent the budget: Walmart's 429 carries the replenish time,
+    which pauses our budget too."""
     sim.generate_orders(1)
     sim.set_config({"released_rate_per_s": 0.5, "released_burst": 1})
-    assert len(await collect(client)) == 1
+    assert sim.base_url
+    other = WalmartOrdersClient(sim.base_url, "demo-client-id", "demo-client-secret", timeout_s=2.0)
+    try:
+        assert len(await collect(other)) == 1
+    finally:
+        await other.close()
     with pytest.raises(RateLimitedError, match="REQUEST_THRESHOLD_VIOLATED") as caught:
         await collect(client)
     assert caught.value.status == 429
     assert caught.value.retry_after is not None and 1.5 < caught.value.retry_after <= 2.05
     assert sim.stats()["throttled_429"] == 1
+    assert client.budgets.stats()["released"]["throttled"] == 1
+    assert client.budgets.limiter("released").try_acquire() > 1.4  # we wait the replenish out
+
+
+async def test_an_empty_token_count_waits_for_the_replenish_instead_of_a_429(
+    sim: WalmartSimulator, client: WalmartOrdersClient
+) -> None:
+    sim.generate_orders(1)
+    sim.set_config({"released_rate_per_s": 5, "released_burst": 1})
+    assert len(await collect(client)) == 1  # the answer says x-current-token-count: 0
+    started = time.monotonic()
+    assert len(await collect(client)) == 1
+    assert time.monotonic() - started >= 0.1  # waited for Walmart's next token (0.2 s)
+    assert sim.stats().get("throttled_429", 0) == 0
 
 
 async def test_connection_refused_is_retryable(sim: WalmartSimulator) -> None:

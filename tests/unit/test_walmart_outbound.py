@@ -11,6 +11,7 @@ from aiohttp import web
 
 from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RateLimitedError, RetryableError
+from connectors.ratelimit import WALMART_PLANS, Budgets
 from connectors.walmart_outbound import WALMART_CARRIERS, WalmartApi, WalmartOutbound
 from simulators.walmart import WalmartSimConfig, WalmartSimulator
 from simulators.walmart_orders import CARRIERS
@@ -26,8 +27,9 @@ async def sim() -> AsyncIterator[WalmartSimulator]:
     await simulator.stop()
 
 
-def outbound_for(base_url: str, **kw: Any) -> WalmartOutbound:
-    api = WalmartApi(base_url, "demo-client-id", "demo-client-secret", timeout_s=2.0)
+def outbound_for(base_url: str, plans: dict[str, Any] | None = None, **kw: Any) -> WalmartOutbound:
+    budgets = Budgets("walmart", {**WALMART_PLANS, **(plans or {})})
+    api = WalmartApi(base_url, "demo-client-id", "demo-client-secret", timeout_s=2.0, budgets=budgets)
     return WalmartOutbound(api, **{"bulk_min_skus": 20, "feed_poll_s": 0.02, **kw})
 
 
@@ -78,17 +80,20 @@ async def test_feed_not_processed_in_time_is_retryable(sim: WalmartSimulator) ->
         await client.close()
 
 
-async def test_throttled_feed_is_rate_limited(sim: WalmartSimulator) -> None:
+async def test_a_spent_feed_plan_sends_single_updates_instead_of_a_429(sim: WalmartSimulator) -> None:
+    """Walmart's answer to the first feed says no feed token is left (x-current-token-count 0):
+    the next large push goes out as single updates rather than earning a 429."""
     sim.set_config({"feeds_burst": 1})
     assert sim.base_url
     client = outbound_for(sim.base_url, bulk_min_skus=1)
     try:
-        await client.push_inventory([QuantityUpdate("WM-KETTLE-01", 1)])
-        with pytest.raises(RateLimitedError) as caught:
-            await client.push_inventory([QuantityUpdate("WM-KETTLE-01", 2)])
+        first = await client.push_inventory([QuantityUpdate("WM-KETTLE-01", 1)])
+        second = await client.push_inventory([QuantityUpdate("WM-KETTLE-01", 2)])
     finally:
         await client.close()
-    assert caught.value.retry_after is not None and caught.value.retry_after > 60
+    assert (first.mechanism, second.mechanism) == ("inventory-feed", "inventory")
+    assert second.applied == ["WM-KETTLE-01"] and sim.listings.quantity("WM-KETTLE-01") == 2
+    assert sim.stats().get("throttled_429", 0) == 0
 
 
 async def test_partial_then_whole_cancellation_repeats_safely(
@@ -167,13 +172,10 @@ def test_from_settings() -> None:
 async def test_spent_feed_budget_falls_back_to_paced_single_updates(sim: WalmartSimulator) -> None:
     """Walmart allows few bulk feeds an hour: once our budget is spent a large push goes out as
     single updates, paced below the inventory limit, and Walmart never has to throttle us."""
-    from connectors.ratelimit import TokenBucket
-
     assert sim.base_url
     skus = [f"BULK-{i:02}" for i in range(25)]
     sim.set_config({"extra_skus": skus, "inventory_rate_per_s": 200, "inventory_burst": 5})
-    client = outbound_for(sim.base_url, feed_budget=TokenBucket(1 / 3600, 1),
-                          inventory_budget=TokenBucket(150, 5))
+    client = outbound_for(sim.base_url, plans={"feeds": (1 / 3600, 1), "inventory": (150, 5)})
     try:
         first = await client.push_inventory([QuantityUpdate(s, 1) for s in skus])
         second = await client.push_inventory([QuantityUpdate(s, 2) for s in skus])
