@@ -64,7 +64,7 @@ import json
 import math
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -198,6 +198,7 @@ class SenderStats:
     orders_refused: int = 0  # good orders not created: the listing refused the sale
     unmappable_sent: int = 0
     failed_deliveries: int = 0
+    api_throttled_429: int = 0  # Admin API calls refused: the call-limit bucket was full
     status_counts: Counter[str] = field(default_factory=Counter)  # every attempt
     final_status_by_kind: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -258,6 +259,7 @@ class ShopifySimulator(SimulatorServer):
         self._stats = SenderStats()
         self._stop = asyncio.Event()
         self._bucket = LeakyBucket()
+        self.admin_calls: deque[float] = deque(maxlen=100_000)  # when each admitted Admin call came
         self.set_config({})
 
     # --- configuration and catalogue ---------------------------------------------------------
@@ -538,7 +540,9 @@ class ShopifySimulator(SimulatorServer):
         elif not self._bucket.take():
             response = web.json_response({"errors": THROTTLED}, status=429)
             headers["Retry-After"] = "2.0"
+            self._stats.api_throttled_429 += 1
         else:
+            self.admin_calls.append(time.monotonic())
             response = await handler(request)
         response.headers.update({**headers, "X-Shopify-Shop-Api-Call-Limit": self._bucket.header()})
         return response
