@@ -1,9 +1,24 @@
-"""Marketplace-outbound agent: carries out what the engine must tell a marketplace about an order
+"""Marketplace-outbound agents: carry out what the engine must tell a marketplace about an order
 (seller cancellations, shipment confirmations with the channel's carrier codes, refunds), through
 that channel's ChannelOutbound, with retries for transient errors. Every outcome goes back to the
 order as a MarketplaceNotified event (its timeline shows it); a refusal or a channel we cannot
 write to is also a sync exception, so nothing is dropped silently. Shipment and refund latency
 (warehouse shipped / refund requested -> the marketplace took it) is observed here.
+
+One agent per channel we write to, reading that channel's ``channel-commands.<channel>`` topic
+(keyed by order_key), as the inventory pushers do: while a marketplace is unreachable its
+circuit breaker makes its agent wait, and only that channel's commands wait behind it (in
+Kafka); the other channels' agents go on. Commands of a channel with no outbound configured go
+to the shared ``channel-commands`` topic, whose fallback agent turns each into a sync exception
+("tell it by hand"); a command for a channel that has its own topic found there (written before
+the channel had one, or an old exception replayed) is forwarded to that topic.
+
+Concurrency: ``marketplace_command_concurrency`` actors per agent, 1 by default. Faust's
+concurrent actors share one stream and take events in turn, so with more than one, two commands
+of the same order (a shipment then a refund, a cancel then a ship) can reach the marketplace in
+the wrong order; with one, each channel's commands go out in topic-partition order, which keeps
+every order's commands in the order the order agent sent them. Isolation between channels comes
+from the separate agents, not from actors.
 """
 
 from __future__ import annotations
@@ -22,26 +37,62 @@ from streams.stock import MarketplaceCancel
 
 
 def register(ctx: Context) -> None:
-    @ctx.app.agent(ctx.topics.channel_commands, name=f"{ctx.settings.app_id}.marketplace-outbound",
-                   concurrency=4)
+    for channel, topic in ctx.topics.commands.items():
+        _register_channel(ctx, channel, topic)
+    _register_fallback(ctx)
+
+
+def _register_channel(ctx: Context, channel: str, topic: Any) -> None:
+    source = topic.get_topic_name()
+
     async def marketplace_outbound(stream: Any) -> None:
         async for command in stream:
-            try:
-                await carry_out(ctx, command)
+            await _guarded(ctx, command, source)
+
+    ctx.app.agent(topic, name=f"{ctx.settings.app_id}.marketplace-outbound.{channel}",
+                  concurrency=ctx.settings.marketplace_command_concurrency)(marketplace_outbound)
+
+
+def _register_fallback(ctx: Context) -> None:
+    topic = ctx.topics.channel_commands
+    source = topic.get_topic_name()
+
+    async def marketplace_outbound(stream: Any) -> None:
+        async for command in stream:
+            own = ctx.topics.commands.get(command.channel)
+            if own is None:  # no outbound for this channel: an exception record, as always
+                await _guarded(ctx, command, source)
+                continue
+            try:  # its channel has its own topic and agent now
+                await own.send(key=command.order_key, value=command)
             except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
                 await record_exception(
                     ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=command.model_dump_json(),
-                    channel=command.channel, order_key=command.order_key,
-                    source_topic=ctx.topics.channel_commands.get_topic_name())
+                    channel=command.channel, order_key=command.order_key, source_topic=source)
+
+    ctx.app.agent(topic, name=f"{ctx.settings.app_id}.marketplace-outbound",
+                  concurrency=ctx.settings.marketplace_command_concurrency)(marketplace_outbound)
 
 
-async def carry_out(ctx: Context, command: ChannelCommand) -> None:
+async def _guarded(ctx: Context, command: ChannelCommand, source_topic: str) -> None:
+    try:
+        await carry_out(ctx, command, source_topic)
+    except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
+        await record_exception(
+            ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=command.model_dump_json(),
+            channel=command.channel, order_key=command.order_key, source_topic=source_topic)
+
+
+async def carry_out(ctx: Context, command: ChannelCommand, source_topic: str | None = None) -> None:
+    """Carry out one command; ``source_topic`` (the topic it was read from, by default the one
+    its channel's commands go to) is what its exception records name for a replay."""
+    source = source_topic or ctx.topics.commands_for(command.channel).get_topic_name()
     breaker = ctx.breaker(command.channel)
     await breaker.wait_ready()  # the channel is down: its commands wait (in Kafka past these)
     if not isinstance(command, MarketplaceCancel):
-        error = await carry_out_after_order(ctx, command)
+        error = await carry_out_after_order(ctx, command, source)
     else:
-        error = await _cancel(ctx, command)
+        error = await _cancel(ctx, command, source)
     if error is not None and ("RetryableError" in error or "RateLimitedError" in error):
         breaker.record_failure()
     elif ctx.outbound.get(command.channel) is not None:
@@ -49,7 +100,7 @@ async def carry_out(ctx: Context, command: ChannelCommand) -> None:
     ctx.metrics.circuit_open.labels(system=command.channel).set(int(breaker.state != "closed"))
 
 
-async def _cancel(ctx: Context, command: MarketplaceCancel) -> str | None:
+async def _cancel(ctx: Context, command: MarketplaceCancel, source_topic: str) -> str | None:
     outbound = ctx.outbound.get(command.channel)
     what = ("the whole order" if command.whole_order else
             ", ".join(f"{ln.quantity} x {ln.sku} (line {ln.line_id})" for ln in command.lines))
@@ -75,15 +126,15 @@ async def _cancel(ctx: Context, command: MarketplaceCancel) -> str | None:
         await record_exception(ctx, kind=ExceptionKind.OUTBOUND, exc=error,
                                payload=command.model_dump_json(), channel=command.channel,
                                order_key=command.order_key,
-                               source_topic=ctx.topics.channel_commands.get_topic_name())
+                               source_topic=source_topic)
     await ctx.topics.order_events.send(key=command.order_key, value=MarketplaceNotified(
         order_key=command.order_key, action="cancel", ok=error is None, at=utcnow(),
         detail=f"cancelled {what} ({command.reason})" if error is None else error))
     return error
 
 
-async def carry_out_after_order(ctx: Context,
-                                command: MarketplaceShipment | MarketplaceRefund) -> str | None:
+async def carry_out_after_order(ctx: Context, command: MarketplaceShipment | MarketplaceRefund,
+                                source_topic: str) -> str | None:
     outbound = ctx.outbound.get(command.channel)
     action = command.kind
     error: str | None = None
@@ -133,7 +184,7 @@ async def carry_out_after_order(ctx: Context,
         await record_exception(ctx, kind=ExceptionKind.OUTBOUND, exc=error,
                                payload=command.model_dump_json(), channel=command.channel,
                                order_key=command.order_key,
-                               source_topic=ctx.topics.channel_commands.get_topic_name())
+                               source_topic=source_topic)
     await ctx.topics.order_events.send(key=command.order_key, value=MarketplaceNotified(
         order_key=command.order_key, action=action, ok=error is None, at=now,
         reference=reference, detail=what if error is None else error))

@@ -71,7 +71,8 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
     for request in outcome.erp_requests:
         await ctx.topics.erp_requests.send(key=request.order_key, value=request)
     for command in outcome.marketplace_commands:
-        await ctx.topics.channel_commands.send(key=command.order_key, value=command)
+        await ctx.topics.commands_for(command.channel).send(key=command.order_key,
+                                                              value=command)
     for command in outcome.wms_commands:
         await ctx.topics.wms_requests.send(key=command.order_key, value=command)
 

@@ -48,7 +48,13 @@ TOPIC_CODECS: dict[str, str] = {
     "channel-commands": "rs.channel_command",
     "wms-requests": "rs.wms_command",
 }
+#: per-channel topics: ``<prefix><channel>`` (streams/topics.py)
 INVENTORY_PREFIX = "inventory-updates."
+COMMANDS_PREFIX = "channel-commands."
+PER_CHANNEL_CODECS: dict[str, str] = {
+    INVENTORY_PREFIX: "rs.inventory_update",
+    COMMANDS_PREFIX: "rs.channel_command",
+}
 
 NOT_REPLAYABLE = {
     ExceptionKind.POLL: "a polled channel refused our request: the next poll asks again; "
@@ -169,26 +175,39 @@ class ReplayPlan:
 
 
 def topic_suffix(source_topic: str | None) -> str | None:
-    """``<app_id>.erp-requests`` -> ``erp-requests`` (the app id may itself hold dots)."""
+    """``<app_id>.erp-requests`` -> ``erp-requests``, ``<app_id>.channel-commands.amazon`` ->
+    ``channel-commands.amazon`` (the app id may itself hold dots)."""
     if not source_topic:
         return None
     for suffix in TOPIC_CODECS:
         if source_topic == suffix or source_topic.endswith("." + suffix):
             return suffix
-    marker = source_topic.find(INVENTORY_PREFIX)
-    if marker == 0 or (marker > 0 and source_topic[marker - 1] == "."):
-        channel = source_topic[marker + len(INVENTORY_PREFIX):]
-        return INVENTORY_PREFIX + channel if channel else None
+    for prefix in PER_CHANNEL_CODECS:
+        marker = source_topic.rfind(prefix)
+        if marker == 0 or (marker > 0 and source_topic[marker - 1] == "."):
+            channel = source_topic[marker + len(prefix):]
+            return prefix + channel if channel else None
     return None
 
 
+def _per_channel_prefix(suffix: str) -> str | None:
+    return next((p for p in PER_CHANNEL_CODECS if suffix.startswith(p)), None)
+
+
+def _is_command_topic(suffix: str | None) -> bool:
+    """The shared channel-commands topic or a channel's own."""
+    return suffix is not None and (suffix == "channel-commands"
+                                   or suffix.startswith(COMMANDS_PREFIX))
+
+
 def _codec_for(suffix: str) -> str:
-    return "rs.inventory_update" if suffix.startswith(INVENTORY_PREFIX) else TOPIC_CODECS[suffix]
+    prefix = _per_channel_prefix(suffix)
+    return PER_CHANNEL_CODECS[prefix] if prefix else TOPIC_CODECS[suffix]
 
 
 def _natural_key(suffix: str, obj: Any, record: SyncException) -> str | None:
     """The key the topic is partitioned by (see streams/topics.py)."""
-    if suffix in ("order-events", "erp-requests", "channel-commands", "wms-requests"):
+    if suffix in ("order-events", "erp-requests", "wms-requests") or _is_command_topic(suffix):
         return obj.order_key
     if suffix == "stock-events" or suffix.startswith(INVENTORY_PREFIX):
         return obj.sku
@@ -225,8 +244,8 @@ def explain_replay(record: SyncException) -> ReplayPlan:
     if kind == ExceptionKind.OUTBOUND:
         if record.payload.lstrip().startswith("["):
             return ReplayPlan(None, None, None, INVENTORY_SUPERSEDED)
-        if suffix in ("channel-commands", "wms-requests"):
-            return _resend(record, suffix)
+        if suffix == "wms-requests" or _is_command_topic(suffix):
+            return _resend(record, suffix)  # back to the channel's own topic where it has one
         return _resend(record, "channel-commands")
     if kind in (ExceptionKind.MAPPING, ExceptionKind.DECODE):
         if suffix is None or suffix == "orders-raw":

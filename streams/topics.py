@@ -11,7 +11,8 @@
 | sync-exceptions    | order_key or source key     | SyncException        |
 | stock-events       | SKU                         | StockEvent (union, streams/stock.py) |
 | inventory-updates.<channel> | SKU                | InventoryUpdate (one topic per channel we push to) |
-| channel-commands   | order_key                   | ChannelCommand (cancel, ship, refund) |
+| channel-commands.<channel> | order_key           | ChannelCommand (cancel, ship, refund; one per channel) |
+| channel-commands   | order_key                   | ChannelCommand of a channel with no outbound (fallback) |
 | wms-requests       | order_key                   | WmsCommand (release, cancel, expect return) |
 | erp-requests       | order_key                   | ErpCommand (post order, shipment, cancel, return) |
 """
@@ -75,11 +76,21 @@ class Topics:
     #: channel -> its inventory-updates topic: one per channel, so a slow or unreachable
     #: marketplace never holds back another's quantities
     inventory: dict[str, faust.TopicT] = field(default_factory=dict)
+    #: channel -> its channel-commands topic (cancel, ship, refund): one per channel we write
+    #: to, for the same reason; ``channel_commands`` is the fallback for any other channel
+    commands: dict[str, faust.TopicT] = field(default_factory=dict)
+
+    def commands_for(self, channel: str) -> faust.TopicT:
+        """Where a command to ``channel``'s marketplace goes: its own topic, or the shared
+        fallback when no outbound is configured for it (its agent records the command as an
+        exception for a human)."""
+        return self.commands.get(channel, self.channel_commands)
 
     def all(self) -> list[faust.TopicT]:
         return [self.raw_orders, self.order_events, self.erp_requests, self.index_updates,
                 self.poll_ticks, self.sync_exceptions, self.stock_events,
-                self.channel_commands, self.wms_requests, *self.inventory.values()]
+                self.channel_commands, self.wms_requests, *self.inventory.values(),
+                *self.commands.values()]
 
 
 def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) -> RecordingTopic:
@@ -96,7 +107,9 @@ def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) ->
 
 def declare_topics(app: faust.App, *, prefix: str, partitions: int,
                    outbound_channels: Iterable[str] = ()) -> Topics:
-    """Create the topic handles for one app; names are ``<prefix>.<topic>``."""
+    """Create the topic handles for one app; names are ``<prefix>.<topic>``. Each of the
+    ``outbound_channels`` gets its own inventory-updates and channel-commands topic."""
+    outbound_channels = list(outbound_channels)  # read twice below
     dlq = _topic(app, f"{prefix}.sync-exceptions", "rs.sync_exception", partitions)
     topics = Topics(
         raw_orders=_topic(app, f"{prefix}.orders-raw", "rs.raw_order", partitions),
@@ -110,6 +123,8 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int,
         stock_events=_topic(app, f"{prefix}.stock-events", "rs.stock_event", partitions),
         channel_commands=_topic(app, f"{prefix}.channel-commands", "rs.channel_command",
                                 partitions),
+        commands={c: _topic(app, f"{prefix}.channel-commands.{c}", "rs.channel_command",
+                            partitions) for c in outbound_channels},
         wms_requests=_topic(app, f"{prefix}.wms-requests", "rs.wms_command", partitions),
     )
     for topic in topics.all():

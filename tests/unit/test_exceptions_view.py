@@ -137,6 +137,10 @@ def test_topic_suffix_and_bootstrap() -> None:
     assert topic_suffix(f"{APP}.erp-requests") == "erp-requests"
     assert topic_suffix("my.app.v2.orders-raw") == "orders-raw"
     assert topic_suffix(f"{APP}.inventory-updates.amazon") == "inventory-updates.amazon"
+    assert topic_suffix(f"{APP}.channel-commands") == "channel-commands"
+    assert topic_suffix(f"{APP}.channel-commands.amazon") == "channel-commands.amazon"
+    assert topic_suffix("my.app.v2.channel-commands.walmart") == "channel-commands.walmart"
+    assert topic_suffix(f"{APP}.channel-commands.") is None
     assert topic_suffix(f"{APP}.elsewhere") is None
     assert topic_suffix(None) is None
     assert bootstrap_of("kafka://a:9092,kafka://b:9093") == "a:9092,b:9093"
@@ -174,16 +178,38 @@ def test_truncated_erp_payload_is_not_replayed() -> None:
     assert "not a valid rs.erp_request" in explain_replay(record).reason
 
 
+def ship_command() -> MarketplaceShipment:
+    return MarketplaceShipment(order_key="shopify:1001", channel="shopify",
+                               marketplace_order_id="1001", shipment=shipment(),
+                               lines=[LineUnits(line_id="l1", sku="SKU-1", quantity=2)],
+                               requested_at=NOW)
+
+
 def test_outbound_channel_command_goes_back_to_channel_commands() -> None:
-    cmd = MarketplaceShipment(order_key="shopify:1001", channel="shopify",
-                              marketplace_order_id="1001", shipment=shipment(),
-                              lines=[LineUnits(line_id="l1", sku="SKU-1", quantity=2)],
-                              requested_at=NOW)
+    """A record from the shared topic (before per-channel topics, or a channel without an
+    outbound) goes back there; the fallback agent forwards it to the channel's own topic."""
+    cmd = ship_command()
     record = exc(ExceptionKind.OUTBOUND, cmd.model_dump_json(),
                  source_topic=f"{APP}.channel-commands", order_key=cmd.order_key)
     suffix, key, value = plan_replay(record)
     assert (suffix, key) == ("channel-commands", "shopify:1001")
     assert codecs.loads("rs.channel_command", value) == cmd
+    no_topic = exc(ExceptionKind.OUTBOUND, cmd.model_dump_json(), order_key=cmd.order_key)
+    assert plan_replay(no_topic)[:2] == ("channel-commands", "shopify:1001")
+
+
+@pytest.mark.parametrize("kind", [ExceptionKind.OUTBOUND, ExceptionKind.INTERNAL])
+def test_channel_command_goes_back_to_its_channels_own_topic(kind) -> None:
+    cmd = ship_command()
+    record = exc(kind, cmd.model_dump_json(), source_topic=f"{APP}.channel-commands.shopify",
+                 order_key=cmd.order_key)
+    suffix, key, value = plan_replay(record)
+    assert (suffix, key) == ("channel-commands.shopify", "shopify:1001")
+    assert codecs.loads("rs.channel_command", value) == cmd
+    truncated = exc(kind, cmd.model_dump_json()[:40],
+                    source_topic=f"{APP}.channel-commands.shopify")
+    assert plan_replay(truncated) is None
+    assert "not a valid rs.channel_command" in explain_replay(truncated).reason
 
 
 def test_outbound_warehouse_command_goes_back_to_wms_requests() -> None:
