@@ -22,7 +22,7 @@ HTTP and network failures become the sync error hierarchy here, at the edge:
 
 Every call first waits for its operation's slot in ``budgets`` (connectors.ratelimit.Budgets:
 the usage plans of the spec, shared by every worker through Redis when configured). Every
-answer's ``x-amzn-RateLimit-Limit`` becomes that operation's budget (and is kept in
+answer's ``x-amzn-RateLimit-Limit`` (90 % of it) becomes that operation's budget (and is kept in
 ``rate_limits``), and a 429 stops every worker calling that operation for ``1 / rate`` seconds,
 so Amazon rarely has to say 429 twice.
 """
@@ -55,6 +55,7 @@ JSON = dict[str, Any]
 GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"
 ORDERS_PATH = "/orders/v0/orders"
 MAX_ERROR_BODY = 4 * 1024
+REPORTED_RATE_SHARE = 0.9  # of x-amzn-RateLimit-Limit that our budget uses
 USER_AGENT = "retail-sync/0.1 (Language=Python/3.11)"
 
 
@@ -311,7 +312,8 @@ async def observe(budgets: Budgets, rate_limits: dict[str, float], operation: st
     rate = rate_limit(headers)
     if rate is not None:
         rate_limits[operation] = rate
-        await budgets.reported_rate(operation, rate)
+        # 90 % of it: Amazon's figure is the limit itself, and network jitter bunches calls up
+        await budgets.reported_rate(operation, rate * REPORTED_RATE_SHARE)
     if status == 429:
         await budgets.throttled(operation, 1.0 / rate if rate else
                                 parse_retry_after(headers.get("Retry-After")))

@@ -416,6 +416,16 @@ def _stock_rows(run: DemoRun, metrics: Samples, behind: list[Any]) -> Any:
                    f"(n={count})")
     coalesced = int(metrics.get("retail_sync_inventory_updates_coalesced_total"))
     yield ("updates coalesced away", coalesced)
+    for channel in run.drivers:
+        calls = int(metrics.get("retail_sync_ratelimit_calls_total", channel=channel))
+        if calls:
+            throttled = Counter({lab["operation"]: int(v) for n, lab, v in metrics.samples
+                                 if n == "retail_sync_ratelimit_throttled_total"
+                                 and lab.get("channel") == channel and v})
+            waited = metrics.get("retail_sync_ratelimit_wait_seconds_total", channel=channel)
+            where = f" ({', '.join(f'{op} {n}' for op, n in throttled.items())})" if throttled else ""
+            yield (f"{channel} API calls", f"{calls}, answered 429: {sum(throttled.values())}"
+                                           f"{where}, waited for the budget {waited:.1f} s in all")
     yield ("listings at the final ATS",
            f"{len(DEMO_SKUS) * len(run.drivers) - len(behind)} of "
            f"{len(DEMO_SKUS) * len(run.drivers)} (SKU x channel)")
