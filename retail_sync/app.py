@@ -60,6 +60,7 @@ def faust_app(settings: Settings, broker_url: str) -> faust.App:
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.table_standby_replicas,
         web_host=settings.web_host,
         web_port=settings.web_port,
         canonical_url=settings.web_url,

@@ -11,6 +11,9 @@
                catalogue, pushed to the four marketplace simulators: p50/p99 of the worker's
                ``retail_sync_stock_propagation_seconds{cause="erp"}`` histogram per channel
                (ERP change -> marketplace took the quantity), measured after the opening stock
+5. failover  - two workers, ``--failover-orders`` orders through both, then one SIGKILLed: seconds
+               until the survivor holds every partition, and until it answers every order and
+               SKU from its tables; once with standby replicas (the default, 1) and once without
 
 Prints pipeline/ceiling. Results go to docs/BENCHMARKS.md by hand, with the command.
 """
@@ -55,7 +58,7 @@ async def _bench(args: argparse.Namespace) -> int:
         print(f"bench: {len(records)} raw Shopify order records, {settings.partitions} partitions, "
               f"broker {url} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
         runs = set(args.only.split(",")) if args.only else {"ceiling", "pipeline", "latency",
-                                                             "stock"}
+                                                             "stock", "failover"}
         results: dict[str, Any] = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                        f"Python {platform.python_version()}"}
@@ -74,6 +77,10 @@ async def _bench(args: argparse.Namespace) -> int:
         if "stock" in runs:
             results.update(await _stock_propagation(url, tansu, args.stock_changes,
                                                     args.stock_rate))
+        if "failover" in runs:
+            for standby in (1, 0):
+                results.update(await _failover(url, tansu, settings.partitions,
+                                               args.failover_orders, standby))
     finally:
         if broker is not None:
             broker.stop()
@@ -303,3 +310,67 @@ async def _stock_propagation(url: str, tansu: bool, changes: int, rate: float) -
         for driver in drivers.values():
             await driver.close()
         await stack.close()
+
+
+async def _failover(url: str, tansu: bool, partitions: int, orders: int,
+                    standby: int) -> dict[str, Any]:
+    """Kill one of two loaded workers: how long until the survivor owns and serves everything."""
+    records = _raw_records(orders)
+    stack = Stack(app_id=f"bench-fail{standby}-{int(time.time())}", workdir=ROOT / "var" / "bench",
+                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu, partitions=partitions)
+    stack.env["RETAIL_SYNC_TABLE_STANDBY_REPLICAS"] = str(standby)
+    await stack.start()
+    assert stack.erp is not None
+    skus = sorted(_skus(records))
+    for sku in skus:
+        stack.erp.set_stock(sku, 10_000_000)
+    keys = [key.decode() for key, _ in records]
+    sample = keys[:: max(1, len(keys) // 200)]  # ~200 orders spread over every partition
+    try:
+        survivor, victim = group = [stack.new_worker(f"bench-fail-{i + 1}").start() for i in range(2)]
+        await asyncio.gather(*(w.wait_ready() for w in group))
+        await _settled(group)
+        await _preload(url, stack.topic("orders-raw"), records, partitions)
+        progress = Progress()
+        while True:
+            texts = await asyncio.gather(*(w.metrics_text() for w in group))
+            done = sum(Samples(t).get("retail_sync_order_to_erp_seconds_count") for t in texts)
+            progress.update(f"failover (standby {standby}): {bar(done / len(records))} "
+                            f"{int(done)}/{len(records)} orders in the ERP before the kill")
+            if done >= len(records):
+                break
+            await asyncio.sleep(0.25)
+        progress.done()
+        total = sum([(await w.get_json("/health"))[1]["assigned_partitions"] for w in group])
+        await asyncio.sleep(3.0)  # standbys catch up with the last changelog writes
+        await victim.kill()
+        killed = time.monotonic()
+        owned_at = serving_at = None
+        while time.monotonic() - killed < 180:
+            status, health = await survivor.get_json("/health")
+            if owned_at is None and status == 200 and health["assigned_partitions"] >= total:
+                owned_at = time.monotonic() - killed
+            if owned_at is not None and await _serves(survivor, sample, skus):
+                serving_at = time.monotonic() - killed
+                break
+            await asyncio.sleep(0.1)
+        assert stack.erp.stats()["orders_created"] == len(records)
+        print(f"failover (standby {standby}): every partition after {owned_at:.1f} s, serving "
+              f"every order and SKU after {serving_at or float('nan'):.1f} s", flush=True)
+        return {f"failover_standby{standby}_orders": len(records),
+                f"failover_standby{standby}_partitions_s": round(owned_at or -1, 1),
+                f"failover_standby{standby}_serving_s": round(serving_at or -1, 1)}
+    finally:
+        await stack.close()
+
+
+async def _serves(worker: Any, keys: list[str], skus: list[str]) -> bool:
+    for key in keys:
+        status, body = await worker.get_json(f"/orders/{key}")
+        if status != 200 or body.get("status") != "erp_confirmed":
+            return False
+    for sku in skus:
+        status, _ = await worker.get_json(f"/inventory/{sku}")
+        if status != 200:
+            return False
+    return True

@@ -161,11 +161,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--rate", type=float, default=100.0, help="offered rate for the latency run")
     b.add_argument("--latency-seconds", type=float, default=20.0)
     b.add_argument("--only", default="",
-                   help="comma-separated runs: ceiling, pipeline, latency, stock (default: all)")
+                   help="comma-separated runs: ceiling, pipeline, latency, stock, failover "
+                   "(default: all)")
     b.add_argument("--stock-changes", type=int, default=200,
                    help="ERP receipts for the stock propagation run")
     b.add_argument("--stock-rate", type=float, default=20.0,
                    help="ERP receipts per second in the stock propagation run")
+    b.add_argument("--failover-orders", type=int, default=2000,
+                   help="orders through two workers before one is killed (failover run)")
     b.add_argument("--json", dest="json_out", default=None, help="also write results here")
     b.set_defaults(func=cmd_bench)
 
@@ -183,7 +186,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("chaos", help="run resilience scenarios with a pass/fail report")
     c.add_argument("scenarios", nargs="+",
-                   choices=["all", "erp-flaky", "marketplace-outage", "worker-kill"])
+                   choices=["all", "erp-flaky", "marketplace-outage", "worker-kill",
+                            "worker-restart"])
     c.set_defaults(func=cmd_chaos)
 
     r = sub.add_parser("reconcile",

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     )
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic we create.")
     replication_factor: int = Field(1, ge=1, le=5)
+    table_standby_replicas: int = Field(
+        1, ge=0, le=5, description="Standby copies of each table partition that other workers "
+        "keep up to date from the changelog, so a take-over after a crash starts warm.")
     broker_session_timeout_s: float = Field(10.0, gt=0)
     broker_rebalance_timeout_s: float = Field(6.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)

@@ -4,8 +4,8 @@ and the per-SKU state the stock agent keeps.
 | topic             | key                | value                                  |
 |-------------------|--------------------|----------------------------------------|
 | stock-events      | SKU                | StockEvent (ERP position, reserve, release, commit, pushed) |
-| inventory-updates | channel:SKU        | InventoryUpdate (absolute quantity to offer)                |
-| channel-commands  | order_key          | MarketplaceCancel                                          |
+| inventory-updates.<channel> | SKU      | InventoryUpdate (absolute quantity to offer)                |
+| channel-commands.<channel>  | order_key | MarketplaceCancel (and the after-order commands)          |
 
 Quantities are whole units. ERP timestamps stay in the ERP's own sortable format (Frappe:
 ``YYYY-MM-DD HH:MM:SS.ffffff``) so they compare as strings without clock conversions.
