@@ -4,7 +4,7 @@ Each scenario starts its own world (embedded broker unless RETAIL_SYNC_BROKER_UR
 ERP simulator, the marketplace simulators it needs, real worker processes), injects its fault
 through the simulators' test-only controls, and checks the guarantees the integration tests
 check. The same faults are driven by tests/integration (test_erp_faults, test_marketplace_outage,
-test_worker_failover); this command is for watching them happen.
+test_worker_failover, test_restart_under_load); this command is for watching them happen.
 
 - ``erp-flaky``: the ERP answers 10 % 5xx and 10 % slower than our timeout; passes when every
   order is in the ERP exactly once.
@@ -12,6 +12,10 @@ test_worker_failover); this command is for watching them happen.
   channel is not held up and Amazon gets the final quantity after it is back.
 - ``worker-kill``: one of two workers SIGKILLed mid-run, not restarted; passes when every order
   is in the ERP once and nothing is oversold.
+- ``worker-restart``: the only worker SIGKILLed in the middle of a 200-order run on partly scarce
+  stock (while reservations hold units) and restarted on the same disk; passes when every order
+  is in the ERP once or cancelled for lack of stock, nothing is oversold, and every SKU's stock
+  table equals its recomputation from the ERP's bins.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
 from retail_sync.report import Progress, table
 from retail_sync.stack import ROOT, Stack
@@ -142,10 +147,105 @@ async def worker_kill(stack: Stack, rows: list[tuple[str, object]]) -> None:
         raise Failed("duplicated or oversold")
 
 
+RESTART_STOCK = {"CHAOS-R1": 1000, "CHAOS-R2": 1000, "CHAOS-R3": 60, "CHAOS-R4": 80}
+
+
+def _stock_drift(view: dict, erp_bins: list[dict], sku: str) -> dict[str, tuple[object, int]]:
+    """Where the worker's stock view of ``sku`` differs from its recomputation from the ERP's
+    bins (nothing held, on hand and free from the ERP): field -> (worker, recomputed)."""
+    bins = [b for b in erp_bins if b["item_code"] == sku]
+    actual = sum(int(b["actual_qty"]) for b in bins)
+    reserved = sum(int(b["reserved_qty"]) for b in bins)
+    expected = {"on_hand": actual, "erp_reserved": reserved, "reserved_open": 0,
+                "reserved_committed_pending_erp": 0, "free": max(0, actual - reserved)}
+    return {k: (view.get(k), v) for k, v in expected.items() if view.get(k) != v}
+
+
+async def worker_restart(stack: Stack, rows: list[tuple[str, object]]) -> None:
+    erp = stack.erp
+    assert erp is not None
+    skus = list(RESTART_STOCK)
+    for sku, qty in RESTART_STOCK.items():
+        erp.set_stock(sku, qty)
+    port = free_port()
+    shop = ShopifySimulator(ShopifySimConfig(
+        webhook_url=f"http://127.0.0.1:{port}/webhooks/shopify/orders/create", secret=SECRET,
+        rate_per_s=20, skus=skus, max_quantity=2, duplicate_rate=0.1, max_attempts=12,
+        listing_mode="allow", api_bucket_capacity=80, api_leak_per_s=40))
+    stack.env.update({"RETAIL_SYNC_SHOPIFY_ADMIN_BASE_URL": await shop.start(),
+                      "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3"})
+    try:
+        worker = await stack.start_worker(port=port)
+        sending = asyncio.create_task(shop.send_orders(count=200))
+
+        async def reservations_held() -> bool:
+            if len(erp.orders) < 50:
+                return False
+            for sku in skus:
+                status, view = await worker.get_json(f"/inventory/{sku}")
+                if status == 200 and view["reserved_open"] + view["reserved_committed_pending_erp"]:
+                    return True
+            return False
+
+        await until(reservations_held, 90, "50 orders in the ERP and reservations holding units")
+        rows.append(("killed (SIGKILL) with sales orders in the ERP", len(erp.orders)))
+        await worker.kill()
+        down = time.monotonic()
+        worker.start()
+        await worker.wait_ready()
+        rows.append(("restarted on the same disk, ready after", f"{time.monotonic() - down:.1f}s"))
+        await sending
+        keys = sorted(f"shopify:{oid}" for oid in shop.accepted_order_ids())
+        states: dict[str, dict] = {}
+
+        async def all_decided() -> bool:
+            for key in keys:
+                if states.get(key, {}).get("status") not in ("erp_confirmed", "cancelled"):
+                    status, state = await worker.get_json(f"/orders/{key}")
+                    if status != 200 or state["status"] not in ("erp_confirmed", "cancelled"):
+                        return False
+                    states[key] = state
+            return True
+
+        await until(all_decided, 120, "every order in the ERP or cancelled for lack of stock")
+        po_numbers = Counter(_po_numbers(stack))
+        twice = [k for k, n in po_numbers.items() if n > 1]
+        cancelled = [k for k, s in states.items() if s["stock_decision"] == "cancelled"]
+        lost = [k for k, s in states.items()
+                if (s["status"] == "erp_confirmed") != (k in po_numbers)
+                or (s["status"] == "cancelled" and s["stock_decision"] != "cancelled")]
+        rows += [("orders", len(keys)), ("in the ERP", len(po_numbers)),
+                 ("cancelled for lack of stock", len(cancelled)),
+                 ("sales orders twice", len(twice)), ("orders lost or misfiled", len(lost)),
+                 ("oversold units", erp.stats()["oversold_units"])]
+        if twice or lost or erp.stats()["oversold_units"]:
+            raise Failed(f"duplicated {twice[:5]}, lost {lost[:5]} or oversold")
+        drift: dict[str, dict] = {}
+
+        async def stock_agrees() -> bool:
+            drift.clear()
+            for sku in skus:
+                _, view = await worker.get_json(f"/inventory/{sku}")
+                wrong = _stock_drift(view, erp.bins(), sku)
+                if wrong:
+                    drift[sku] = wrong
+            return not drift
+
+        try:
+            await until(stock_agrees, 60, "the stock table equal to its recomputation from the ERP")
+        finally:
+            rows.append(("SKUs whose stock table drifted from the ERP", len(drift)))
+            if drift:
+                rows.append(("drift (worker, recomputed from the ERP)", drift))
+    finally:
+        await shop.stop()
+
+
 SCENARIOS: dict[str, Callable[[Stack, list[tuple[str, object]]], Awaitable[None]]] = {
     "erp-flaky": erp_flaky,
     "marketplace-outage": marketplace_outage,
     "worker-kill": worker_kill,
+    "worker-restart": worker_restart,
 }
 
 

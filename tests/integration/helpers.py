@@ -52,3 +52,42 @@ async def post_webhook(url: str, body: bytes, hdrs: dict[str, str],
 def order_body(factory: ShopifyOrderFactory, **changes: Any) -> tuple[dict[str, Any], bytes]:
     order = {**factory.order(), **changes}
     return order, json.dumps(order).encode()
+
+
+def stock_from_erp(erp: Any, sku: str, *, safety: int = 0) -> dict[str, int]:
+    """What the stock table must show for ``sku`` once nothing is in flight, recomputed from the
+    ERP's bins alone (every warehouse sellable, the worker's default): on hand is the ERP's
+    ``actual_qty``, nothing is held by open or not-yet-covered committed reservations (the ERP's
+    ``reserved_qty`` holds every confirmed sales order), and free is what the ERP has unreserved."""
+    bins = [b for b in erp.bins() if b["item_code"] == sku]
+    actual = sum(int(b["actual_qty"]) for b in bins)
+    reserved = sum(int(b["reserved_qty"]) for b in bins)
+    return {"on_hand": actual, "erp_reserved": reserved, "erp_available": actual - reserved,
+            "reserved_open": 0, "reserved_committed_pending_erp": 0,
+            "free": max(0, actual - reserved - safety)}
+
+
+async def stock_agrees_with_erp(worker: Any, erp: Any, skus: list[str],
+                                timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
+    """Wait until the worker's ``/inventory/{sku}`` of every SKU equals ``stock_from_erp``;
+    answers the views. Fails with each SKU's differences (worker, recomputed from the ERP)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views: dict[str, dict[str, Any]] = {}
+        diffs: dict[str, Any] = {}
+        for sku in skus:
+            status, view = await worker.get_json(f"/inventory/{sku}")
+            expected = stock_from_erp(erp, sku)
+            if status != 200:
+                diffs[sku] = {"status": (status, 200)}
+                continue
+            views[sku] = view
+            wrong = {k: (view.get(k), v) for k, v in expected.items() if view.get(k) != v}
+            if wrong:
+                diffs[sku] = wrong
+        if not diffs:
+            return views
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"stock table disagrees with the ERP after {timeout_s:.0f}s "
+                                 f"(field: (worker, recomputed from the ERP)): {diffs}")
+        await asyncio.sleep(0.5)

@@ -12,7 +12,7 @@ import pytest
 
 from retail_sync.stack import Stack
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
-from tests.integration.helpers import SECRET, eventually
+from tests.integration.helpers import SECRET, eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration
 
@@ -47,20 +47,7 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
     assert erp.stats()["oversold_units"] == 0
 
     # the stock table, now all on the survivor, agrees with the ERP once everything settled
-    bins = {b["item_code"]: b for b in erp.bins()}
-    for sku in SKUS:
-        async def settled(s=sku) -> dict | None:
-            status, view = await survivor.get_json(f"/inventory/{s}")
-            ok = status == 200 and view["reserved_open"] == 0 and \
-                view["reserved_committed_pending_erp"] == 0 and \
-                view["on_hand"] == erp_bins()[s]["actual_qty"]
-            return view if ok else None
-
-        def erp_bins() -> dict:
-            return {b["item_code"]: b for b in erp.bins()}
-
-        view = await eventually(settled, timeout_s=60, every=0.5)
-        assert view["free"] == max(0, bins[sku]["actual_qty"] - erp_bins()[sku]["reserved_qty"])
+    await stock_agrees_with_erp(survivor, erp, SKUS)
 
 
 async def _both_assigned(*workers) -> bool:
