@@ -163,6 +163,7 @@ async def test_sigkill_and_restart_under_load_loses_duplicates_and_drifts_nothin
               f"{still_sending}), (held, free) per SKU "
               f"{at_kill}; {len(cancelled)} cancelled for stock; free at the end "
               f"{ {s: views[s]['free'] for s in SKUS} }; {stats['duplicates_sent']} duplicate "
-              f"deliveries, {stats['retries']} retries")
+              f"deliveries, {stats['retries']} retries, "
+              f"{erp.stats()['idempotent_replays']} ERP posts answered as replays")
     finally:
         await shop.stop()
