@@ -22,9 +22,9 @@ HTTP and network failures become the sync error hierarchy here, at the edge:
 
 Every call first waits for its operation's slot in ``budgets`` (connectors.ratelimit.Budgets:
 the usage plans of the spec, shared by every worker through Redis when configured). Every
-answer's ``x-amzn-RateLimit-Limit`` (90 % of it) becomes that operation's budget (and is kept in
-``rate_limits``), and a 429 stops every worker calling that operation for ``1 / rate`` seconds,
-so Amazon rarely has to say 429 twice.
+answer's ``x-amzn-RateLimit-Limit`` (90 % of it, with one call less of burst) becomes that
+operation's budget (and is kept in ``rate_limits``), and a 429 stops every worker calling that
+operation for ``1 / rate`` seconds, so Amazon rarely has to say 429 twice.
 """
 
 from __future__ import annotations
@@ -312,8 +312,11 @@ async def observe(budgets: Budgets, rate_limits: dict[str, float], operation: st
     rate = rate_limit(headers)
     if rate is not None:
         rate_limits[operation] = rate
-        # 90 % of it: Amazon's figure is the limit itself, and network jitter bunches calls up
-        await budgets.reported_rate(operation, rate * REPORTED_RATE_SHARE)
+        # 90 % of it and one call less of burst: Amazon's figures are the limit itself, and
+        # calls leave (and arrive) a little later than their slot was granted, bunched up
+        plan = budgets.plans.get(operation)
+        burst = max(1, plan[1] - 1) if plan else None
+        await budgets.reported_rate(operation, rate * REPORTED_RATE_SHARE, burst)
     if status == 429:
         await budgets.throttled(operation, 1.0 / rate if rate else
                                 parse_retry_after(headers.get("Retry-After")))
