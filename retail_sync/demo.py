@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
 import sys
@@ -99,6 +100,8 @@ async def _demo(args: argparse.Namespace) -> int:
         stack.env.update({"RETAIL_SYNC_WMS_BASE_URL": await wms.start(),
                           "RETAIL_SYNC_WMS_POLL_INTERVAL_S": "0.5",
                           "RETAIL_SYNC_ERP_ORDER_POLL_INTERVAL_S": "1"})
+        # one worker: webhook dedupe and rate limits in process unless a Redis is configured
+        stack.env["RETAIL_SYNC_REDIS_URL"] = os.environ.get("RETAIL_SYNC_REDIS_URL", "none")
         stack.env.setdefault("RETAIL_SYNC_POLL_INTERVAL_S", "1")
         stack.env.setdefault("RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S", "0.5")
         stack.env.setdefault("RETAIL_SYNC_STOCK_POLICY",
@@ -127,6 +130,8 @@ def _print_parts(run: DemoRun) -> None:
         ("worker", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, /inventory/<sku>, "
                    "/metrics, /health)"),
         ("worker log", str(run.worker.log_path)),
+        ("Redis", stack.env["RETAIL_SYNC_REDIS_URL"] if stack.env["RETAIL_SYNC_REDIS_URL"] != "none"
+         else "none: dedupe and rate limits in process (set RETAIL_SYNC_REDIS_URL to share them)"),
         ("ERP simulator", f"{stack.erp_url}  (/_sim/stats, /_sim/stock, /_sim/finance; "
                           f"{len(DEMO_SKUS)} SKUs stocked, goods received once a second)"),
         ("WMS simulator", f"{run.wms.base_url if run.wms else '-'}  (ships 0.6 ± 0.4 s after "
