@@ -21,9 +21,10 @@ from streams.stock import ReserveStock, StockEvent
 def register(ctx: Context) -> None:
     @ctx.app.agent(ctx.topics.stock_events, name=f"{ctx.settings.app_id}.stock")
     async def stock(stream: Any) -> None:
-        async for key, event in stream.items():
+        async for record in stream.events():  # with its offset: see agents.stock_logic
+            key, event = record.key, record.value
             try:
-                await handle(ctx, key, event)
+                await handle(ctx, key, event, offset=record.message.offset)
             except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
                 await record_exception(
                     ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=event.model_dump_json(),
@@ -35,7 +36,7 @@ def rules_for(ctx: Context, sku: str) -> StockRules:
     return StockRules.from_settings(ctx.settings, sku, list(ctx.outbound))
 
 
-async def handle(ctx: Context, key: str, event: StockEvent) -> None:
+async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None = None) -> None:
     if key != event.sku:  # keyed by something else: it would land in another SKU's partition
         await record_exception(
             ctx, kind=ExceptionKind.STATE_CONFLICT, payload=event.model_dump_json(),
@@ -43,11 +44,11 @@ async def handle(ctx: Context, key: str, event: StockEvent) -> None:
             source_topic=ctx.topics.stock_events.get_topic_name())
         return
     table, lines = ctx.tables.stock, ctx.tables.reservations
-    out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), lines)
+    out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), lines, offset=offset)
+    if out.changed and out.state is not None:
+        table[key] = out.state  # it alone carries what is counted; the lines may lag it
     for line_key, reservation in out.writes.items():
         lines[line_key] = reservation
-    if out.changed and out.state is not None:
-        table[key] = out.state
     if out.answer is not None and isinstance(event, ReserveStock):
         short = sum(a.requested - a.reserved for a in out.answer)
         ctx.metrics.stock_reservations.labels(

@@ -7,7 +7,10 @@ refund id, order reference).
 |------------------|------------------------------------------------------------------------|
 | erp-requests     | ErpCommand: ErpPostRequest, ErpShipmentRequest, ErpCancelRequest, ErpReturnRequest |
 | wms-requests     | WmsCommand: WmsRelease, WmsCancel, WmsExpectReturn                     |
-| channel-commands.<channel> | ChannelCommand: MarketplaceCancel, MarketplaceShipment, MarketplaceRefund (one topic per channel we write to; plain channel-commands for a channel without an outbound) |
+| channel-commands.<channel> | ChannelCommand: MarketplaceCancel, MarketplaceShipment, MarketplaceRefund |
+
+One channel-commands topic per channel we write to; plain channel-commands for a channel without
+an outbound.
 """
 
 from __future__ import annotations
