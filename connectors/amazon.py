@@ -378,7 +378,12 @@ class AmazonSource:
             if not polled:
                 raise
             return PollResult(orders=polled, cursor=read.dump(), pause_s=exc.retry_after)
-        return PollResult(orders=polled, cursor=PollMark(end).dump() if end else read.dump())
+        if not end:
+            return PollResult(orders=polled, cursor=read.dump())
+        # Amazon's bounds are inclusive and its times whole seconds: the orders read at the new
+        # cursor's second are remembered, so the next poll does not spend getOrderItems on them
+        done = read.done if read.after == end else []
+        return PollResult(orders=polled, cursor=PollMark(end, list(done)).dump())
 
     async def _with_items(self, order: JSON) -> PolledOrder:
         order_id = str(order["AmazonOrderId"])

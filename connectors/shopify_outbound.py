@@ -186,9 +186,11 @@ class ShopifyOutbound:
             used, size = parsed
             rate, burst = self.budgets.plans[ADMIN]
             planned_size = burst + SHOPIFY_HEADROOM
-            if size != planned_size:  # e.g. a Plus store: 80 calls leaking twice as fast
-                await self.budgets.reported_rate(ADMIN, rate * size / planned_size,
-                                                 max(1, size - SHOPIFY_HEADROOM))
+            # the bucket's size sets the leak (a Plus store: 80 calls leaking twice as fast);
+            # reported on every answer (cheap: repeats are not re-sent), so a bucket that
+            # shrank and grew back is followed both ways
+            await self.budgets.reported_rate(ADMIN, rate * size / planned_size,
+                                             max(1, size - SHOPIFY_HEADROOM))
             await self.budgets.reported_level(ADMIN, used)
         if status == 429:
             await self.budgets.throttled(ADMIN, parse_retry_after(headers.get("Retry-After")) or 1.0)

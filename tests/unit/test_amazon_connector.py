@@ -262,3 +262,21 @@ def test_poll_mark_skips_orders_read_at_the_same_timestamp() -> None:
     assert again == mark and again.covers(later)
     assert PollMark.load("2026-11-27T10:00:00Z") == PollMark("2026-11-27T10:00:00Z")
     assert PollMark.load(None) is None
+
+
+async def test_a_poll_does_not_read_the_boundary_second_again(sim, client, clock) -> None:
+    """Both bounds are inclusive: orders updated at the cursor's second come back in the next
+    getOrders, and their items are not fetched again (getOrderItems is 0.5 calls/s)."""
+    from connectors.amazon import AmazonSource
+
+    source = AmazonSource(client, marketplace_ids=MARKET, lookback=timedelta(days=400),
+                          max_per_poll=100)
+    ids = sim.generate_orders(3)
+    first = await source.poll(None)
+    assert sorted(o.marketplace_order_id for o in first.orders) == sorted(ids)
+    again = await source.poll(first.cursor)  # nothing changed, the same second
+    assert again.orders == [] and sim.stats()["200 getOrderItems"] == 3
+    clock.now += timedelta(seconds=1)
+    sim.update_order(ids[0], status="Shipped")
+    later = await source.poll(again.cursor)
+    assert [o.marketplace_order_id for o in later.orders] == [ids[0]]  # an update still comes

@@ -282,3 +282,12 @@ async def test_refunds_with_and_without_restock_are_idempotent(sim, outbound) ->
     assert sim.orders[oid]["financial_status"] == "partially_refunded"
     with pytest.raises(PermanentError, match="EUR"):
         await outbound.refund(oid, Refund("X", [], "1", "EUR", "x", False))
+
+
+async def test_a_bucket_that_shrank_and_grew_back_is_followed_both_ways() -> None:
+    budgets = Budgets("shopify", dict(SHOPIFY_PLANS))
+    client = ShopifyOutbound("http://shop.invalid", TOKEN, budgets=budgets)
+    await client._observe(200, {"X-Shopify-Shop-Api-Call-Limit": "1/10"})  # cut at a peak
+    assert budgets.limiter("admin").budget() == (0.5, 8)
+    await client._observe(200, {"X-Shopify-Shop-Api-Call-Limit": "1/40"})  # back to normal
+    assert budgets.limiter("admin").budget() == (2.0, 38)
