@@ -45,10 +45,12 @@ async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None =
         return
     table, lines = ctx.tables.stock, ctx.tables.reservations
     out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), lines, offset=offset)
-    if out.changed and out.state is not None:
-        table[key] = out.state  # it alone carries what is counted; the lines may lag it
+    # the lines first, then the SKU's record: one table, one changelog partition, in this order,
+    # so a crash never keeps a SKU record without the line records it counts (stock_logic)
     for line_key, reservation in out.writes.items():
         lines[line_key] = reservation
+    if out.changed and out.state is not None:
+        table[key] = out.state
     if out.answer is not None and isinstance(event, ReserveStock):
         short = sum(a.requested - a.reserved for a in out.answer)
         ctx.metrics.stock_reservations.labels(

@@ -3,17 +3,18 @@
 The stock agent owns each SKU (its input topic is keyed by SKU) and calls ``apply``; nothing here
 touches Faust, so the rules are tested exhaustively (tests/unit/test_stock_logic.py, hypothesis).
 State is split in two so an event costs the same whatever the SKU's order volume: a small
-``StockState`` per SKU (ERP positions, the lines that hold units now, what each channel was
-offered and told) and one ``Reservation`` per order line ever reserved (its history, and what
-makes a replayed reservation a no-op), read through ``lines`` (a mapping) and written back as
-``StockOutcome.writes``.
+``StockState`` per SKU (ERP positions, units held, committed reservations awaiting the ERP, what
+each channel was offered and told) and one ``Reservation`` per order line, read through
+``lines`` (a mapping) and written back as ``StockOutcome.writes``.
 
-Everything counted is in ``StockState`` (``active``), so one write moves it all: a worker killed
-between the two tables' changelog writes cannot leave the totals and the lines apart. The events
-are applied with their stock-events offset (``offset``): ``StockState.seq`` is the last one
-applied, so after a take-over an event the record already has is not applied twice, and a
-line whose reservation record is newer than the stock record (``stock_seq > seq``: the stock
-write was lost) is held again from that record before the event is replayed.
+After a crash. Both kinds of record live in one table (the line's key is ``SKU|order#line``) and
+the agent writes an event's line records before the SKU's record, so their changelog (one
+partition per SKU) holds them in that order and whatever survives a SIGKILL is a prefix of it:
+the SKU's record never runs ahead of its lines, and at most the one event after it can have its
+line records without its SKU record. Events are applied with their stock-events offset
+(``StockState.seq`` is the last one applied): an event at or below ``seq`` is already in the
+record and is only answered again; a line record written after ``seq`` (``stock_seq``) was
+written by the event being replayed, and the line is read as it was before that event.
 
 The arithmetic, per SKU:
 
@@ -46,10 +47,10 @@ from streams.stock import (
     CommitStock,
     ErpBin,
     ErpStockChanged,
-    Held,
     InventoryPushed,
     InventoryUpdate,
     LineAllocation,
+    Pending,
     ReleaseStock,
     Reservation,
     ReserveStock,
@@ -113,7 +114,7 @@ def erp_available(state: StockState, rules: StockRules) -> int:
                if rules.sellable(b.warehouse))
 
 
-def covered(pending: Held, state: StockState, rules: StockRules) -> bool:
+def covered(pending: Pending, state: StockState, rules: StockRules) -> bool:
     """Whether the ERP's own position already includes this committed reservation."""
     erp_bin = state.bins.get(rules.erp_warehouse)
     if erp_bin is None:  # the ERP holds no stock of it where it reserves: nothing to hand over
@@ -148,31 +149,34 @@ def ats(state: StockState, rules: StockRules, channels: Sequence[str] | None = N
 
 def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: datetime,
           lines: Lines | None = None, offset: int | None = None) -> StockOutcome:
-    """``lines`` reads the stock-reservations table (reservation_key -> Reservation); ``offset``
-    is the event's position on stock-events (None: the next after ``state.seq``)."""
+    """``lines`` reads the line records (reservation_key -> Reservation); ``offset`` is the
+    event's position on stock-events (None: the next after ``state.seq``)."""
     lines = lines if lines is not None else {}
     if state is not None and offset is not None and offset <= state.seq:
         return _already_applied(state, event, lines)
     seq = offset if offset is not None else (state.seq + 1 if state is not None else 1)
+    lines = _AsBefore(lines, state)
     if isinstance(event, ErpStockChanged):
-        outcome = _on_erp(state, event, rules, lines, seq)
+        outcome = _on_erp(state, event, rules, lines)
         cause, cause_at = "erp", _erp_time(event.modified) or event.observed_at
     elif isinstance(event, ReserveStock):
-        outcome = _on_reserve(state, event, rules, lines, seq)
+        outcome = _on_reserve(state, event, rules, lines)
         cause, cause_at = "order", event.requested_at
     elif isinstance(event, ReleaseStock):
-        outcome = _on_release(state, event, lines, seq)
+        outcome = _on_release(state, event, lines)
         cause, cause_at = "order", event.at
     elif isinstance(event, CommitStock):
-        outcome = _on_commit(state, event, rules, lines, seq)
+        outcome = _on_commit(state, event, rules, lines)
         cause, cause_at = "order", event.at
     elif isinstance(event, InventoryPushed):
         outcome = _on_pushed(state, event)
         cause, cause_at = "", now
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown stock event {type(event).__name__}")
+    outcome.writes = {k: r.model_copy(update={"stock_seq": seq}) for k, r in outcome.writes.items()}
     if outcome.changed and outcome.state is not None:
-        outcome.state = outcome.state.model_copy(update={"updated_at": now, "seq": seq})
+        outcome.state = outcome.state.model_copy(update={"seq": seq} if not cause else
+                                                 {"seq": seq, "updated_at": now})
         if cause:
             outcome.updates = _updates(outcome.state, rules, cause, cause_at, now)
         if outcome.updates:
@@ -181,24 +185,59 @@ def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: d
     return outcome
 
 
+class _AsBefore(Mapping[str, Reservation]):
+    """The line records as they were before the event being applied. A record written after the
+    SKU's record (``stock_seq > seq``) that holds units, or was let go, was written by this very
+    event before a crash lost the SKU's record (the changelog keeps a prefix, lines first): read
+    it as it was. Untracked acceptances change no SKU record and stay as they are."""
+
+    def __init__(self, lines: Lines, state: StockState | None) -> None:
+        self.lines, self.state = lines, state
+
+    def get(self, key: str, default: Reservation | None = None) -> Reservation | None:  # type: ignore[override]
+        record = self.lines.get(key)
+        state = self.state
+        if record is None or state is None or record.stock_seq <= state.seq \
+                or record.status == "untracked":
+            return record if record is not None else default
+        if key in state.pending:  # committed before this event: let go or consumed by it
+            return record.model_copy(update={"status": "committed",
+                                             "erp_created": state.pending[key].erp_created})
+        if record.status == "open":  # reserved by this very event: not there before it
+            return default
+        # released or committed (and maybe consumed) by this event: it was open before it
+        return record.model_copy(update={"status": "open", "erp_sales_order": None,
+                                         "erp_created": None})
+
+    def __getitem__(self, key: str) -> Reservation:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
 def _already_applied(state: StockState, event: StockEvent, lines: Lines) -> StockOutcome:
-    """An event the stock record already has (replayed after a take-over): nothing changes; a
-    reservation is answered again from what is held (or was, by the line's record)."""
+    """An event the SKU's record already has (replayed after a take-over): nothing changes; a
+    reservation is answered again from its line records (which the changelog kept: they come
+    before the SKU's record)."""
     if not isinstance(event, ReserveStock):
         return StockOutcome(state=state)
     answer: list[LineAllocation] = []
     records = []
     for line in event.lines:
-        key = reservation_key(event.sku, event.order_key, line.line_id)
-        held_now, record = state.active.get(key), lines.get(key)
+        record = lines.get(reservation_key(event.sku, event.order_key, line.line_id))
         records.append(record)
-        if held_now is not None:
-            reserved = held_now.quantity
-        elif record is not None:
-            reserved = {"released": 0, "untracked": record.requested}.get(record.status,
-                                                                          record.quantity)
-        else:  # applied, and its line record lost: it holds nothing here any more
-            reserved = 0
+        reserved = 0 if record is None else {"released": 0, "untracked": record.requested}.get(
+            record.status, record.quantity)
         answer.append(LineAllocation(line_id=line.line_id, requested=line.quantity,
                                      reserved=reserved))
     untracked = bool(records) and all(r is not None and r.status == "untracked" for r in records)
@@ -223,56 +262,23 @@ def _updates(state: StockState, rules: StockRules, cause: str, cause_at: datetim
     ]
 
 
-def _record(key: str, held_now: Held, lines: Lines, writes: dict[str, Reservation],
-            order_key: str, now: datetime | None = None) -> Reservation:
-    """The line's reservation record to update: this event's write, the table's, or (the record
-    was lost in a take-over) one rebuilt from what the stock record holds."""
-    found = writes.get(key) or lines.get(key)
-    if found is not None:
-        return found
-    line_id = key.rsplit("#", 1)[-1]
-    return Reservation(order_key=order_key, channel=held_now.channel, line_id=line_id,
-                       requested=held_now.quantity, quantity=held_now.quantity,
-                       status=held_now.status, erp_created=held_now.erp_created,
-                       reserved_at=now or datetime.now(UTC))
-
-
-def _order_of(key: str) -> str:
-    return key.split("|", 1)[-1].rsplit("#", 1)[0]
-
-
-def _restore(state: StockState, keys: Sequence[str], lines: Lines) -> StockState:
-    """Lines whose reservation record is newer than the stock record and still holds units (the
-    stock record's write was lost in a take-over after a SIGKILL): held again, as they were."""
-    restored: dict[str, Held] = {}
-    for key in keys:
-        record = lines.get(key)
-        if key in state.active or record is None or record.stock_seq <= state.seq:
-            continue
-        if record.status in ("open", "committed"):
-            restored[key] = Held(quantity=record.quantity, channel=record.channel,
-                                 status=record.status, erp_created=record.erp_created)
-    if not restored:
-        return state
-    return state.model_copy(update={"active": {**state.active, **restored}})
-
-
 def _consume_covered(state: StockState, rules: StockRules, lines: Lines,
-                     writes: dict[str, Reservation], seq: int) -> StockState:
+                     writes: dict[str, Reservation]) -> StockState:
     """Hand every covered committed reservation over to the ERP."""
-    done = [k for k, h in state.active.items()
-            if h.status == "committed" and covered(h, state, rules)]
+    done = [k for k, p in state.pending.items() if covered(p, state, rules)]
     if not done:
         return state
     for key in done:
-        record = _record(key, state.active[key], lines, writes, _order_of(key))
-        writes[key] = record.model_copy(update={"status": "consumed", "stock_seq": seq})
-    active = {k: h for k, h in state.active.items() if k not in done}
-    return state.model_copy(update={"active": active})
+        line = writes.get(key) or lines.get(key)
+        if line is not None:
+            writes[key] = line.model_copy(update={"status": "consumed"})
+    units = sum(state.pending[k].quantity for k in done)
+    pending = {k: p for k, p in state.pending.items() if k not in done}
+    return state.model_copy(update={"held": state.held - units, "pending": pending})
 
 
 def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules,
-            lines: Lines, seq: int) -> StockOutcome:
+            lines: Lines) -> StockOutcome:
     if not rules.sellable(event.warehouse) and event.warehouse != rules.erp_warehouse:
         return StockOutcome(state=state)
     state = state or StockState(sku=event.sku)
@@ -284,7 +290,7 @@ def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules,
                      observed_at=event.observed_at)
     new = state.model_copy(update={"bins": {**state.bins, event.warehouse: erp_bin}})
     writes: dict[str, Reservation] = {}
-    new = _consume_covered(new, rules, lines, writes, seq)
+    new = _consume_covered(new, rules, lines, writes)
     return StockOutcome(state=new, changed=True, writes=writes)
 
 
@@ -292,94 +298,92 @@ RECENT = 20
 
 
 def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules,
-                lines: Lines, seq: int) -> StockOutcome:
+                lines: Lines) -> StockOutcome:
     answer: list[LineAllocation] = []
     writes: dict[str, Reservation] = {}
-    keys = [reservation_key(event.sku, event.order_key, ln.line_id) for ln in event.lines]
-    restored = False
-    if state is not None:
-        before, state = state, _restore(state, keys, lines)
-        restored = state is not before
     is_tracked = tracked(state)
-    known = {ln.line_id: lines.get(key) for ln, key in zip(event.lines, keys, strict=True)}
+    known = {ln.line_id: lines.get(reservation_key(event.sku, event.order_key, ln.line_id))
+             for ln in event.lines}
     if known and all(r is not None and r.status == "untracked" for r in known.values()):
         is_tracked = False  # accepted untracked before: stays so, even if tracked since
     available = free(state, rules) if state is not None and is_tracked else 0
-    active = dict(state.active) if state is not None else {}
-    for line, key in zip(event.lines, keys, strict=True):
-        record, held_now = known[line.line_id], active.get(key)
-        if held_now is not None or record is not None:  # a replay: answer, hold nothing more
-            if held_now is not None:
-                reserved = held_now.quantity
-            else:
-                assert record is not None
-                reserved = {"released": 0, "untracked": record.requested}.get(record.status,
-                                                                              record.quantity)
-            answer.append(LineAllocation(line_id=line.line_id, requested=line.quantity,
+    taken_total = 0
+    for line in event.lines:
+        key = reservation_key(event.sku, event.order_key, line.line_id)
+        record = known[line.line_id]
+        if record is not None:  # a replay: answer what was answered, hold nothing more
+            reserved = {"released": 0, "untracked": record.requested}.get(record.status,
+                                                                          record.quantity)
+            answer.append(LineAllocation(line_id=line.line_id, requested=record.requested,
                                          reserved=reserved))
             continue
         taken = min(line.quantity, available) if is_tracked else line.quantity
         if is_tracked:
             available -= taken
-            active[key] = Held(quantity=taken, channel=event.channel)
+            taken_total += taken
         writes[key] = Reservation(
             order_key=event.order_key, channel=event.channel, line_id=line.line_id,
             requested=line.quantity, quantity=taken if is_tracked else 0,
-            status="open" if is_tracked else "untracked", reserved_at=event.requested_at,
-            stock_seq=seq)
+            status="open" if is_tracked else "untracked", reserved_at=event.requested_at)
         answer.append(LineAllocation(line_id=line.line_id, requested=line.quantity, reserved=taken))
-    if state is None or not is_tracked or (not writes and not restored):
+    if not writes or not is_tracked or state is None:
         return StockOutcome(state=state, answer=answer, tracked=is_tracked, writes=writes)
-    new = state.model_copy(update={"active": active, "recent": [*state.recent, *writes][-RECENT:]})
+    new = state.model_copy(update={
+        "held": state.held + taken_total,
+        "open_lines": state.open_lines + len(writes),
+        "recent": [*state.recent, *writes][-RECENT:],
+    })
     return StockOutcome(state=new, changed=True, answer=answer, writes=writes)
 
 
-def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines,
-                seq: int) -> StockOutcome:
+def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines) -> StockOutcome:
     if state is None:
         return StockOutcome(state=None)
-    keys = [reservation_key(event.sku, event.order_key, line_id) for line_id in event.line_ids]
-    restored = _restore(state, keys, lines)
     writes: dict[str, Reservation] = {}
-    active = dict(restored.active)
-    for key in keys:
-        held_now = active.pop(key, None)
-        if held_now is None:
+    units, opened = 0, 0
+    pending = dict(state.pending)
+    for line_id in event.line_ids:
+        key = reservation_key(event.sku, event.order_key, line_id)
+        record = lines.get(key)
+        if record is None or record.status not in ("open", "committed"):
             continue
-        record = _record(key, held_now, lines, writes, event.order_key, event.at)
-        writes[key] = record.model_copy(update={"status": "released", "stock_seq": seq})
+        if record.status == "open":
+            units += record.quantity
+            opened += 1
+        elif key in pending:
+            units += pending.pop(key).quantity
+        writes[key] = record.model_copy(update={"status": "released"})
     if not writes:
-        return StockOutcome(state=restored, changed=restored is not state)
-    return StockOutcome(state=restored.model_copy(update={"active": active}), changed=True,
-                        writes=writes)
+        return StockOutcome(state=state)
+    new = state.model_copy(update={"held": state.held - units, "pending": pending,
+                                   "open_lines": state.open_lines - opened})
+    return StockOutcome(state=new, changed=True, writes=writes)
 
 
 def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
-               lines: Lines, seq: int) -> StockOutcome:
+               lines: Lines) -> StockOutcome:
     if state is None:
         return StockOutcome(state=None)
     erp_created = event.erp_created
     if erp_created is None:  # no creation time from the ERP: covered by its next change
         erp_bin = state.bins.get(rules.erp_warehouse)
         erp_created = (erp_bin.modified + AFTER) if erp_bin else ""
-    keys = [reservation_key(event.sku, event.order_key, line_id) for line_id in event.line_ids]
-    restored = _restore(state, keys, lines)
     writes: dict[str, Reservation] = {}
-    active = dict(restored.active)
-    for key in keys:
-        held_now = active.get(key)
-        if held_now is None or held_now.status != "open":
+    pending = dict(state.pending)
+    for line_id in event.line_ids:
+        key = reservation_key(event.sku, event.order_key, line_id)
+        record = lines.get(key)
+        if record is None or record.status != "open":
             continue
-        active[key] = held_now.model_copy(update={"status": "committed",
-                                                  "erp_created": erp_created})
-        record = _record(key, held_now, lines, writes, event.order_key, event.at)
         writes[key] = record.model_copy(update={
             "status": "committed", "erp_sales_order": event.erp_sales_order,
-            "erp_created": erp_created, "stock_seq": seq})
+            "erp_created": erp_created})
+        pending[key] = Pending(quantity=record.quantity, erp_created=erp_created)
     if not writes:
-        return StockOutcome(state=restored, changed=restored is not state)
-    new = restored.model_copy(update={"active": active})
-    new = _consume_covered(new, rules, lines, writes, seq)
+        return StockOutcome(state=state)
+    new = state.model_copy(update={"pending": pending,
+                                   "open_lines": state.open_lines - len(writes)})
+    new = _consume_covered(new, rules, lines, writes)
     return StockOutcome(state=new, changed=True, writes=writes)
 
 
@@ -421,8 +425,7 @@ def view(state: StockState, rules: StockRules, channels: Sequence[str],
         "offered": dict(state.offered),
         "told": {c: t.model_dump(mode="json") for c, t in state.told.items()},
         "bins": {w: b.model_dump(mode="json") for w, b in state.bins.items()},
-        "pending_erp": {k: p.model_dump(mode="json", include={"quantity", "erp_created"})
-                        for k, p in state.pending.items()},
+        "pending_erp": {k: p.model_dump(mode="json") for k, p in state.pending.items()},
         "recent_reservations": recent,
         "updated_at": state.updated_at.isoformat() if state.updated_at else None,
     }

@@ -50,6 +50,7 @@ from streams.models import (
     order_key,
     utcnow,
 )
+from streams.stock import StockState
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def register(ctx: Context) -> None:
         @app.table_route(table=ctx.tables.stock, match_info="sku")
         async def get(self, request: Request, sku: str) -> Response:
             state = ctx.tables.stock.get(sku)
-            if state is None:
+            if not isinstance(state, StockState):  # unknown, or an order line's key
                 return _json(self, {"sku": sku, "tracked": False, "error": (
                     f"no stock is known for {sku!r}: the ERP has reported no position for it "
                     "(a non-stock item; its orders are accepted without reservation)")}, 404)

@@ -141,13 +141,13 @@ ReservationStatus = Literal["open", "committed", "consumed", "released", "untrac
 
 
 class Reservation(Frozen):
-    """One order line's reservation (table ``stock-reservations``, key ``reservation_key``): the
-    line's history and what makes a replayed reservation a no-op. What is *held* is counted in
-    the SKU's ``StockState.active``, in the same record as the totals, so one write changes both;
-    this record may lag that one after a take-over (``stock_seq`` says which write is newer).
+    """One order line's reservation (table ``stock``, key ``reservation_key``: ``SKU|order#line``,
+    beside the SKU's own ``StockState``, so both go to one changelog partition in order).
 
     ``open`` and ``committed`` hold units; ``consumed`` (the ERP took it over), ``released``
-    and ``untracked`` (accepted without stock) are final."""
+    and ``untracked`` (accepted without stock) are final and stay as the record that makes a
+    replayed reservation a no-op. ``stock_seq``: the stock-events offset of the event that
+    wrote it."""
 
     order_key: str
     channel: str
@@ -158,18 +158,14 @@ class Reservation(Frozen):
     erp_sales_order: str | None = None
     erp_created: str | None = None  # covered once the ERP's bin is at least this new
     reserved_at: UtcDatetime
-    stock_seq: int = 0  # the StockState.seq written with this record
+    stock_seq: int = 0
 
 
-class Held(Frozen):
-    """Units one order line holds on a SKU: ``open`` until the ERP confirmed the order, then
-    ``committed`` until the ERP's own position of the warehouse is at least as new as the sales
-    order (``erp_created``): from then on the ERP's ``reserved_qty`` has them."""
+class Pending(Frozen):
+    """A committed reservation the ERP's position does not show yet: still held here."""
 
     quantity: int
-    channel: str
-    status: Literal["open", "committed"] = "open"
-    erp_created: str | None = None
+    erp_created: str
 
 
 class ErpBin(Frozen):
@@ -192,39 +188,28 @@ class Told(Frozen):
 
 
 class StockState(Frozen):
-    """Table ``stock``, key SKU: the ERP's position, every unit our reservations hold (the lines
-    still in flight, a handful per SKU: a line leaves once the ERP's position includes it) and
-    what each channel was offered and told. Everything that is counted is in this one record,
-    so one changelog write moves it all at once (a SIGKILL cannot leave the totals and the lines
-    apart); the finished lines live on in ``stock-reservations``.
+    """Table ``stock``, key SKU: small whatever the number of orders (their lines are records of
+    their own in the same table), so every event reads and writes a few hundred bytes.
 
-    ``seq`` is the offset of the last stock-events record applied here: an event at or below it
-    is already in this record (a replay after a take-over), and a reservation record written
-    with a higher ``stock_seq`` is newer than this record."""
+    ``seq`` is the stock-events offset of the last event applied here: an event at or below it
+    is already in this record (a replay after a take-over)."""
 
     sku: str
     seq: int = 0
     bins: dict[str, ErpBin] = Field(default_factory=dict)
-    active: dict[str, Held] = Field(default_factory=dict)  # reservation key -> units held
+    held: int = 0  # units of open reservations plus pending ones
+    open_lines: int = 0
+    pending: dict[str, Pending] = Field(default_factory=dict)  # reservation key -> committed
     recent: list[str] = Field(default_factory=list)  # the last reservation keys, for the view
     offered: dict[str, int] = Field(default_factory=dict)  # channel -> last quantity sent out
     told: dict[str, Told] = Field(default_factory=dict)  # channel -> last push report
     updated_at: UtcDatetime | None = None
 
-    @property
-    def held(self) -> int:
-        """Units of open reservations plus committed ones the ERP does not show yet."""
-        return sum(h.quantity for h in self.active.values())
-
-    @property
-    def open_lines(self) -> int:
-        return sum(1 for h in self.active.values() if h.status == "open")
-
-    @property
-    def pending(self) -> dict[str, Held]:
-        """Committed reservations the ERP's position does not show yet."""
-        return {k: h for k, h in self.active.items() if h.status == "committed"}
-
 
 def reservation_key(sku: str, order_key: str, line_id: str) -> str:
     return f"{sku}|{order_key}#{line_id}"
+
+
+#: a value of the ``stock`` table: a SKU's state, or one of its order lines (key with ``|``)
+StockRecord = StockState | Reservation
+STOCK_RECORD = TypeAdapter(StockRecord)

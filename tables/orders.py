@@ -63,13 +63,11 @@ def poll_cursor_table(app: faust.App, settings: Settings) -> faust.Table:
 
 
 def stock_table(app: faust.App, settings: Settings) -> faust.Table:
-    return _table(app, settings, "stock", "rs.stock_state",
-                  help="SKU -> ERP positions, units held, what each channel was offered and told.")
-
-
-def stock_reservations_table(app: faust.App, settings: Settings) -> faust.Table:
-    """``SKU|order_key#line_id`` -> Reservation. Written only by the stock agent, whose input is
-    keyed by SKU: Faust sends a table write to the changelog partition of the event being
-    processed and stores it under that partition, so these composite keys live with their SKU."""
-    return _table(app, settings, "stock-reservations", "rs.reservation",
-                  help="SKU|order line -> its reservation (open, committed, consumed, released).")
+    """SKU -> StockState, and ``SKU|order_key#line_id`` -> Reservation: one table for both, so a
+    SKU's record and its lines share one changelog partition, written in order (lines first).
+    Written only by the stock agent, whose input is keyed by SKU: Faust sends a table write to
+    the changelog partition of the event being processed and stores it under that partition, so
+    the composite keys live with their SKU."""
+    return _table(app, settings, "stock", "rs.stock_record",
+                  help="SKU -> ERP positions, units held, what each channel was offered and "
+                       "told; SKU|order line -> its reservation.")
