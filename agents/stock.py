@@ -1,4 +1,4 @@
-"""Stock agent: the single writer of the stock table (one SKU per key).
+"""Stock agent: the single writer of the stock table (SKU records and their order lines).
 
 Reads stock-events keyed by SKU: the ERP's positions (from the stock feed poller), reservation
 requests, releases and commits (from the order agent) and push reports (from the inventory

@@ -92,7 +92,7 @@ class StockOutcome:
     answer: list[LineAllocation] | None = None  # for a ReserveStock: each line's allocation
     tracked: bool = True
     updates: list[InventoryUpdate] = field(default_factory=list)
-    writes: dict[str, Reservation] = field(default_factory=dict)  # stock-reservations changes
+    writes: dict[str, Reservation] = field(default_factory=dict)  # line records to write
 
 
 Lines = Mapping[str, Reservation]

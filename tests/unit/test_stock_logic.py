@@ -41,7 +41,7 @@ def reserve(order, qty, line="1", channel="shopify"):
                         lines=[LineRequest(line_id=line, quantity=qty)], requested_at=T0)
 
 
-LINES: dict = {}  # the stock-reservations table of the example being run
+LINES: dict = {}  # the line records of the example being run
 
 
 def run(events, rules=RULES, state=None, lines=None):
