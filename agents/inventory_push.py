@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.exceptions import record_exception
-from agents.retry import call_with_retries
+from agents.retry import RetryPolicy, call_with_retries
 from connectors.base import ChannelOutbound, PushReport, QuantityUpdate
 from connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
@@ -119,7 +119,7 @@ async def _push(ctx: Context, outbound: ChannelOutbound,
     started = time.perf_counter()
     try:
         report = await call_with_retries(lambda: outbound.push_inventory(quantities), ctx.settings,
-                                         attempts=3)
+                                         policy=RetryPolicy.marketplace(ctx.settings))
         return report, None
     except PermanentError as exc:
         await record_exception(

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from agents.exceptions import record_exception
-from agents.retry import call_with_retries
+from agents.retry import RetryPolicy, call_with_retries
 from connectors.base import CancelLine, Refund, Shipment, ShipmentLine
 from connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
@@ -114,7 +114,7 @@ async def _cancel(ctx: Context, command: MarketplaceCancel, source_topic: str) -
         try:
             await call_with_retries(lambda: outbound.cancel_lines(
                 command.marketplace_order_id, lines, whole_order=command.whole_order,
-                reason=command.reason), ctx.settings)
+                reason=command.reason), ctx.settings, policy=RetryPolicy.marketplace(ctx.settings))
         except (RetryableError, PermanentError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -161,13 +161,15 @@ async def carry_out_after_order(ctx: Context, command: MarketplaceShipment | Mar
                                     tracking_number=s.tracking_number,
                                     shipped_at=s.shipped_at.isoformat())
                 await call_with_retries(lambda: outbound.confirm_shipment(
-                    command.marketplace_order_id, shipment), ctx.settings)
+                    command.marketplace_order_id, shipment), ctx.settings,
+                    policy=RetryPolicy.marketplace(ctx.settings))
             else:
                 r = command.refund
                 refund = Refund(refund_id=r.refund_id, lines=lines, amount=format(r.amount, "f"),
                                 currency=command.currency, reason=r.reason, restock=r.restock)
                 await call_with_retries(lambda: outbound.refund(
-                    command.marketplace_order_id, refund), ctx.settings)
+                    command.marketplace_order_id, refund), ctx.settings,
+                    policy=RetryPolicy.marketplace(ctx.settings))
         except (RetryableError, PermanentError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         finally:

@@ -1,10 +1,12 @@
-"""Retrying a call to an external system: transient errors with full-jitter backoff."""
+"""Retrying a call to an external system: transient errors with full-jitter backoff, up to a
+limit from settings (one policy for the ERP and the warehouse, one for the marketplaces)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from connectors.errors import RetryableError
@@ -13,23 +15,43 @@ from retail_sync.settings import Settings
 T = TypeVar("T")
 
 
-def backoff_delay(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int
+    base_s: float
+    max_s: float
+
+    @classmethod
+    def erp(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.erp_max_attempts, settings.erp_backoff_base_s, settings.erp_backoff_max_s)
+
+    @classmethod
+    def marketplace(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.marketplace_max_attempts, settings.marketplace_backoff_base_s,
+                   settings.marketplace_backoff_max_s)
+
+
+def backoff_delay(attempt: int, settings: Settings, retry_after: float | None = None,
+                  policy: RetryPolicy | None = None) -> float:
     """Full-jitter exponential backoff, never shorter than the service's own Retry-After."""
-    cap = min(settings.erp_backoff_max_s, settings.erp_backoff_base_s * 2 ** (attempt - 1))
+    policy = policy or RetryPolicy.erp(settings)
+    cap = min(policy.max_s, policy.base_s * 2 ** (attempt - 1))
     delay = random.uniform(0, cap)  # noqa: S311 - jitter, not crypto
     return max(delay, retry_after or 0.0)
 
 
 async def call_with_retries(call: Callable[[], Awaitable[T]], settings: Settings,
-                            attempts: int | None = None) -> T:
+                            attempts: int | None = None, policy: RetryPolicy | None = None) -> T:
     """``call()`` until it succeeds, raises a PermanentError, or ``attempts`` transient failures
-    (default ``erp_max_attempts``) have passed; the last RetryableError is raised then."""
-    limit = attempts or settings.erp_max_attempts
+    (default: the policy's, the ERP's unless given) have passed; the last RetryableError is
+    raised then."""
+    policy = policy or RetryPolicy.erp(settings)
+    limit = attempts or policy.attempts
     for attempt in range(1, limit + 1):
         try:
             return await call()
         except RetryableError as exc:
             if attempt == limit:
                 raise
-            await asyncio.sleep(backoff_delay(attempt, settings, exc.retry_after))
+            await asyncio.sleep(backoff_delay(attempt, settings, exc.retry_after, policy))
     raise AssertionError("unreachable")  # pragma: no cover

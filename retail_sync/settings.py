@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         2.0, gt=0, description="How often sales orders the ERP changed itself are read.")
 
     # --- resilience ----------------------------------------------------------------------
+    marketplace_max_attempts: int = Field(
+        4, ge=1, le=100, description="Attempts of one marketplace call (push, cancel, ship, "
+        "refund) on transient errors (timeouts, resets, 5xx, 429) before it counts as failed: a "
+        "command becomes an outbound exception, a push is held and its circuit counts a failure.")
+    marketplace_backoff_base_s: float = Field(0.2, gt=0)
+    marketplace_backoff_max_s: float = Field(5.0, gt=0)
     breaker_failures: int = Field(
         5, ge=1, description="Consecutive failed calls to one system that open its circuit.")
     breaker_cool_down_s: float = Field(
@@ -233,6 +239,8 @@ class Settings(BaseSettings):
             raise ValueError("broker_heartbeat_interval_s must be below broker_session_timeout_s")
         if self.erp_backoff_base_s > self.erp_backoff_max_s:
             raise ValueError("erp_backoff_base_s must not exceed erp_backoff_max_s")
+        if self.marketplace_backoff_base_s > self.marketplace_backoff_max_s:
+            raise ValueError("marketplace_backoff_base_s must not exceed marketplace_backoff_max_s")
         return self
 
     def policy_for(self, channel: str) -> StockPolicy:

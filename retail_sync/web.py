@@ -210,10 +210,17 @@ def register(ctx: Context) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             consumer = getattr(app, "_consumer", None)
-            assigned = len(consumer.assignment()) if consumer is not None else 0
-            ready = not app.rebalancing and assigned > 0
-            return _json(self, {"status": "ok" if ready else "starting", "app_id": app.conf.id,
-                                "assigned_partitions": assigned}, 200 if ready else 503)
+            tps = consumer.assignment() if consumer is not None else set()
+            sources = {t.get_topic_name() for t in ctx.topics.all()}
+            inputs = sum(1 for tp in tps if tp.topic in sources)
+            ready = not app.rebalancing and len(tps) > 0
+            return _json(self, {
+                "status": "ok" if ready else "starting", "app_id": app.conf.id,
+                "assigned_partitions": len(tps),
+                # of which: our input topics' partitions, and table changelogs (active tables
+                # and standby copies)
+                "input_partitions": inputs, "changelog_partitions": len(tps) - inputs,
+            }, 200 if ready else 503)
 
 
 class _Lines:

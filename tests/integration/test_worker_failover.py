@@ -33,6 +33,7 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
         rate_per_s=30, seed=61, max_attempts=10, skus=SKUS, max_quantity=2))
     sending = asyncio.create_task(shop.send_orders(count=150))
     await asyncio.sleep(2.0)
+    inputs = sum([(await w.get_json("/health"))[1]["input_partitions"] for w in (survivor, victim)])
     await victim.kill()  # mid-run, no goodbye, not restarted
     await sending
     keys = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
@@ -42,6 +43,8 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
         return {stored.doc["po_no"] for stored in erp.orders.values()}
 
     await eventually(lambda: in_erp() == keys, timeout_s=120, every=1.0)
+    status, health = await survivor.get_json("/health")
+    assert status == 200 and health["input_partitions"] == inputs  # it took every one over
     counts = Counter(stored.doc["po_no"] for stored in erp.orders.values())
     assert max(counts.values()) == 1  # no sales order twice
     assert erp.stats()["oversold_units"] == 0
