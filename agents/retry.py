@@ -30,22 +30,21 @@ class RetryPolicy:
         return cls(settings.marketplace_max_attempts, settings.marketplace_backoff_base_s,
                    settings.marketplace_backoff_max_s)
 
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Full-jitter exponential backoff, never shorter than the service's own Retry-After."""
+        cap = min(self.max_s, self.base_s * 2 ** (attempt - 1))
+        return max(random.uniform(0, cap), retry_after or 0.0)  # noqa: S311 - jitter, not crypto
+
 
 def backoff_delay(attempt: int, settings: Settings, retry_after: float | None = None,
                   policy: RetryPolicy | None = None) -> float:
-    """Full-jitter exponential backoff, never shorter than the service's own Retry-After."""
-    policy = policy or RetryPolicy.erp(settings)
-    cap = min(policy.max_s, policy.base_s * 2 ** (attempt - 1))
-    delay = random.uniform(0, cap)  # noqa: S311 - jitter, not crypto
-    return max(delay, retry_after or 0.0)
+    return (policy or RetryPolicy.erp(settings)).delay(attempt, retry_after)
 
 
-async def call_with_retries(call: Callable[[], Awaitable[T]], settings: Settings,
-                            attempts: int | None = None, policy: RetryPolicy | None = None) -> T:
+async def retry(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
+                attempts: int | None = None) -> T:
     """``call()`` until it succeeds, raises a PermanentError, or ``attempts`` transient failures
-    (default: the policy's, the ERP's unless given) have passed; the last RetryableError is
-    raised then."""
-    policy = policy or RetryPolicy.erp(settings)
+    (default: the policy's) have passed; the last RetryableError is raised then."""
     limit = attempts or policy.attempts
     for attempt in range(1, limit + 1):
         try:
@@ -53,5 +52,11 @@ async def call_with_retries(call: Callable[[], Awaitable[T]], settings: Settings
         except RetryableError as exc:
             if attempt == limit:
                 raise
-            await asyncio.sleep(backoff_delay(attempt, settings, exc.retry_after, policy))
+            await asyncio.sleep(policy.delay(attempt, exc.retry_after))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def call_with_retries(call: Callable[[], Awaitable[T]], settings: Settings,
+                            attempts: int | None = None, policy: RetryPolicy | None = None) -> T:
+    """``retry`` with ``policy``, the ERP's from ``settings`` unless given."""
+    return await retry(call, policy or RetryPolicy.erp(settings), attempts)

@@ -43,12 +43,12 @@ async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None =
             exc=f"stock event for {event.sku!r} arrived keyed {key!r}", source_key=key,
             source_topic=ctx.topics.stock_events.get_topic_name())
         return
-    table, lines = ctx.tables.stock, ctx.tables.reservations
-    out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), lines, offset=offset)
+    table = ctx.tables.stock  # the SKU's record and its order lines (keys SKU|order#line)
+    out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), table, offset=offset)
     # the lines first, then the SKU's record: one table, one changelog partition, in this order,
     # so a crash never keeps a SKU record without the line records it counts (stock_logic)
     for line_key, reservation in out.writes.items():
-        lines[line_key] = reservation
+        table[line_key] = reservation
     if out.changed and out.state is not None:
         table[key] = out.state
     if out.answer is not None and isinstance(event, ReserveStock):

@@ -19,13 +19,12 @@ other 4xx PermanentError; a row without item_code, warehouse or modified is a De
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from connectors.base import StockFeedResult, StockLevel
-from connectors.erp import FrappeSession
+from connectors.erp import FrappeSession, modified_query, rows_modified_since
 from connectors.errors import DecodeError
 from retail_sync.settings import Settings
 
@@ -70,18 +69,12 @@ def bin_query(
     since: str | None, warehouses: Sequence[str], *, start: int, page_size: int
 ) -> dict[str, str]:
     """Query parameters of one page of Bins changed at or after ``since``, oldest first."""
-    filters: list[list[Any]] = []
-    if since is not None:
-        filters.append([BIN, "modified", ">=", since])
-    if warehouses:
-        filters.append([BIN, "warehouse", "in", list(warehouses)])
-    return {
-        "fields": json.dumps(FIELDS),
-        "filters": json.dumps(filters),
-        "order_by": "modified asc, name asc",
-        "limit_start": str(start),
-        "limit_page_length": str(page_size),
-    }
+    return modified_query(BIN, since, FIELDS, _warehouse_filter(warehouses), start=start,
+                          page_size=page_size)
+
+
+def _warehouse_filter(warehouses: Sequence[str]) -> list[list[Any]]:
+    return [["warehouse", "in", list(warehouses)]] if warehouses else []
 
 
 def parse_warehouses(value: str) -> tuple[str, ...]:
@@ -119,32 +112,13 @@ class ErpStockFeed:
             warehouses=parse_warehouses(settings.erp_stock_warehouses),
         )
 
-    async def _page(self, since: str | None, start: int) -> list[Any]:
-        query = bin_query(since, self.warehouses, start=start, page_size=self.page_size)
-        what = f"list Bins modified since {since}"
-        rows = await self._http.get_data(self._http.url(BIN), what, params=query)
-        if not isinstance(rows, list):
-            raise DecodeError(f"ERP {what}: data is not a list")
-        return rows
-
     async def poll(self, cursor: str | None) -> StockFeedResult:
         """Every Bin changed at or after ``cursor`` (all Bins when None), oldest first; the new
         cursor is the last row's ``modified`` (or ``cursor`` when nothing changed)."""
-        levels: list[StockLevel] = []
-        seen: set[tuple[str, str, str]] = set()
-        since, start = cursor, 0
-        while True:
-            rows = [stock_level(row) for row in await self._page(since, start)]
-            for level in rows:
-                key = (level.sku, level.warehouse, level.modified)
-                if key not in seen:
-                    seen.add(key)
-                    levels.append(level)
-            if len(rows) < self.page_size:
-                break
-            last = rows[-1].modified
-            # a full page at one instant: step over it; otherwise restart at the last instant
-            since, start = (since, start + len(rows)) if last == since else (last, 0)
+        rows = await rows_modified_since(self._http, BIN, cursor, fields=FIELDS,
+                                         filters=_warehouse_filter(self.warehouses),
+                                         page_size=self.page_size)
+        levels = [stock_level(row) for row in rows]
         return StockFeedResult(levels=levels, cursor=levels[-1].modified if levels else cursor)
 
     async def close(self) -> None:

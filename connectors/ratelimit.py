@@ -1,9 +1,9 @@
 """Client-side rate limits for outbound calls: wait for a slot instead of earning a 429.
 
-``TokenBucket`` is a plain in-process bucket. ``LocalGcra`` / ``RedisGcra`` are the GCRA limiter
-in this process or shared by every worker through Redis (a Lua script per step, so the check
-and the update are atomic), and ``Budgets`` holds one of them per operation of an external
-system, starting from the plans the marketplaces publish and following what their answers say.
+``LocalGcra`` / ``RedisGcra`` are the GCRA limiter in this process or shared by every worker
+through Redis (a Lua script per step, so the check and the update are atomic), and ``Budgets``
+holds one of them per operation of an external system, starting from the plans the marketplaces
+publish and following what their answers say.
 """
 
 from __future__ import annotations
@@ -15,35 +15,6 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from connectors.redis_support import REDIS_ERRORS, make_client, redis_enabled
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up; ``acquire`` waits for one."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens = float(burst)
-        self._at = clock()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-
-    def wait_time(self) -> float:
-        """Seconds until a token is available (0 if one is)."""
-        self._refill()
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while (delay := self.wait_time()) > 0:
-                await asyncio.sleep(delay)
-            self.tokens -= 1
-
 
 # --- shared budgets (issue 6) ---------------------------------------------------------------
 #

@@ -93,8 +93,7 @@ def create_app(
         tables=Tables(orders=order_state_table(app, settings),
                       index=order_index_table(app, settings),
                       cursors=poll_cursor_table(app, settings),
-                      stock=(stock_records := stock_table(app, settings)),
-                      reservations=stock_records),  # the line records share the stock table
+                      stock=stock_table(app, settings)),
         metrics=metrics,
         erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
         deduper=webhook_deduper(settings),

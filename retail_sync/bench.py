@@ -178,17 +178,8 @@ async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool,
         await _settled(group)
         started = time.perf_counter()
         await _preload(url, stack.topic("orders-raw"), records, partitions)
-        progress = Progress()
-        while True:
-            texts = await asyncio.gather(*(w.metrics_text() for w in group))
-            done = sum(Samples(t).get("retail_sync_order_to_erp_seconds_count") for t in texts)
-            progress.update(f"pipeline: {bar(done / len(records))} {int(done)}/{len(records)} "
-                            "orders confirmed by the ERP")
-            if done >= len(records):
-                break
-            await asyncio.sleep(0.25)
+        await _until_confirmed(group, len(records), "pipeline:", "orders confirmed by the ERP")
         elapsed = time.perf_counter() - started
-        progress.done()
         assert stack.erp is not None and stack.erp.stats()["orders_created"] == len(records)
         rate = len(records) / elapsed
         print(f"pipeline: {rate:,.0f} orders/s ({workers} worker{'s' if workers > 1 else ''})",
@@ -196,6 +187,19 @@ async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool,
         return rate
     finally:
         await stack.close()
+
+
+async def _until_confirmed(group: list[Any], total: int, label: str, what: str) -> None:
+    """Until the workers' ERP confirmations add up to ``total``, with a progress bar."""
+    progress = Progress()
+    while True:
+        texts = await asyncio.gather(*(w.metrics_text() for w in group))
+        done = sum(Samples(t).get("retail_sync_order_to_erp_seconds_count") for t in texts)
+        progress.update(f"{label} {bar(done / total)} {int(done)}/{total} {what}")
+        if done >= total:
+            break
+        await asyncio.sleep(0.25)
+    progress.done()
 
 
 async def _settled(group: list[Any], timeout_s: float = 60.0) -> None:
@@ -333,16 +337,8 @@ async def _failover(url: str, tansu: bool, partitions: int, orders: int,
         await asyncio.gather(*(w.wait_ready() for w in group))
         await _settled(group)
         await _preload(url, stack.topic("orders-raw"), records, partitions)
-        progress = Progress()
-        while True:
-            texts = await asyncio.gather(*(w.metrics_text() for w in group))
-            done = sum(Samples(t).get("retail_sync_order_to_erp_seconds_count") for t in texts)
-            progress.update(f"failover (standby {standby}): {bar(done / len(records))} "
-                            f"{int(done)}/{len(records)} orders in the ERP before the kill")
-            if done >= len(records):
-                break
-            await asyncio.sleep(0.25)
-        progress.done()
+        await _until_confirmed(group, len(records), f"failover (standby {standby}):",
+                               "orders in the ERP before the kill")
         await asyncio.sleep(3.0)  # standbys catch up with the last changelog writes
         await victim.kill()
         killed = time.monotonic()

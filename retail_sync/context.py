@@ -27,8 +27,7 @@ class Tables:
     orders: faust.Table
     index: faust.Table
     cursors: faust.Table
-    stock: faust.Table
-    reservations: faust.Table
+    stock: faust.Table  # SKU -> StockState, and SKU|order#line -> Reservation
 
 
 @dataclass

@@ -54,9 +54,10 @@ from typing import Any
 
 import orjson
 
+from agents.retry import RetryPolicy, retry
 from connectors.amazon import AmazonOrdersClient, amazon_time
 from connectors.erp import SALES_INVOICE, SALES_ORDER, FrappeSession
-from connectors.errors import DecodeError, RetryableError, SyncError
+from connectors.errors import DecodeError, SyncError
 from connectors.ratelimit import AMAZON_PLANS, budgets_for
 from connectors.regional import group_orders, read_rows
 from connectors.shopify_outbound import ShopifyOutbound, list_orders
@@ -387,18 +388,12 @@ def _map(read: ChannelRead, channel: str, order_id: str, payload: Any, mapper: M
     return order
 
 
-async def _retrying(call: Callable[[], Awaitable[Any]], attempts: int = 6,
-                    max_wait_s: float = 30.0) -> Any:
-    """``call()``, again after a throttle or a transient failure (the service's wait, else backoff)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except RetryableError as exc:
-            if attempt == attempts:
-                raise
-            wait = exc.retry_after if exc.retry_after is not None else 0.25 * 2 ** attempt
-            await asyncio.sleep(min(max_wait_s, wait))
-    raise AssertionError("unreachable")
+#: reading a marketplace for reconciliation: a throttle or a transient failure is waited out
+RETRIES = RetryPolicy(attempts=6, base_s=0.5, max_s=30.0)
+
+
+async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
+    return await retry(call, RETRIES)
 
 
 async def read_shopify(settings: Settings, mapper: Mapper, since: datetime) -> ChannelRead:

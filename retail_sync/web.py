@@ -228,7 +228,7 @@ class _Lines:
     is looked up in every partition this worker holds (Faust's table get does that)."""
 
     def __init__(self, ctx: Context) -> None:
-        self.table = ctx.tables.reservations
+        self.table = ctx.tables.stock
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key, default)

@@ -91,3 +91,12 @@ async def stock_agrees_with_erp(worker: Any, erp: Any, skus: list[str],
             raise AssertionError(f"stock table disagrees with the ERP after {timeout_s:.0f}s "
                                  f"(field: (worker, recomputed from the ERP)): {diffs}")
         await asyncio.sleep(0.5)
+
+
+async def all_assigned(*workers: Any) -> bool:
+    """Every worker is up and holds partitions (the group has settled)."""
+    for worker in workers:
+        status, health = await worker.get_json("/health")
+        if status != 200 or health["assigned_partitions"] == 0:
+            return False
+    return True

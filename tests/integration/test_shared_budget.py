@@ -12,7 +12,7 @@ import pytest
 from retail_sync.stack import Stack
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
 from simulators.walmart import WalmartSimConfig, WalmartSimulator
-from tests.integration.helpers import eventually
+from tests.integration.helpers import all_assigned, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,9 @@ async def test_two_workers_share_one_marketplace_budget(stack: Stack) -> None:
         "RETAIL_SYNC_WALMART_BULK_MIN_SKUS": "100000",  # single updates only: the budget binds
         "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3",
     })
-    erp = stack.erp
-    assert erp is not None
     try:
-        first, second = stack.new_worker().start(), stack.new_worker().start()
-        await asyncio.gather(first.wait_ready(), second.wait_ready())
-        await eventually(lambda: _both_assigned(first, second), timeout_s=60, every=0.5)
-        for i, sku in enumerate(skus):
-            erp.set_stock(sku, 5 + i)
-        await eventually(lambda: all(walmart.listings.quantity(s) == 5 + i
-                                     for i, s in enumerate(skus)), timeout_s=60)
         # both workers pushed: each owns some of the SKUs' partitions
-        pushed_by = [await w.metrics_text() for w in (first, second)]
+        pushed_by = await _stock_pushed_by_two_workers(stack, walmart.listings, skus)
         assert all('retail_sync_inventory_pushes_total{channel="walmart"' in m for m in pushed_by)
     finally:
         await walmart.stop()
@@ -67,17 +58,8 @@ async def test_two_workers_share_one_shopify_call_limit(stack: Stack) -> None:
         "RETAIL_SYNC_RATE_LIMITS": f'{{"shopify:admin": [{OURS}, {int(B) - 2}]}}',
         "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3",
     })
-    erp = stack.erp
-    assert erp is not None
     try:
-        first, second = stack.new_worker().start(), stack.new_worker().start()
-        await asyncio.gather(first.wait_ready(), second.wait_ready())
-        await eventually(lambda: _both_assigned(first, second), timeout_s=60, every=0.5)
-        for i, sku in enumerate(skus):
-            erp.set_stock(sku, 5 + i)
-        await eventually(lambda: all(shop.listings.quantity(s) == 5 + i
-                                     for i, s in enumerate(skus)), timeout_s=60)
-        pushed_by = [await w.metrics_text() for w in (first, second)]
+        pushed_by = await _stock_pushed_by_two_workers(stack, shop.listings, skus)
         assert all('retail_sync_inventory_pushes_total{channel="shopify"' in m for m in pushed_by)
         assert all('retail_sync_ratelimit_shared{channel="shopify",operation="admin"} 1.0' in m
                    for m in pushed_by)
@@ -99,9 +81,16 @@ def _assert_within_budget(times: list[float], burst: int = BURST) -> None:
     assert rate >= 0.9 * B, rate
 
 
-async def _both_assigned(*workers) -> bool:
-    for worker in workers:
-        status, body = await worker.get_json("/health")
-        if status != 200 or body["assigned_partitions"] == 0:
-            return False
-    return True
+async def _stock_pushed_by_two_workers(stack: Stack, listings, skus: list[str]) -> list[str]:
+    """Two workers in one group; every SKU gets ERP stock, until the marketplace's listings show
+    it all. Returns each worker's metrics."""
+    erp = stack.erp
+    assert erp is not None
+    first, second = stack.new_worker().start(), stack.new_worker().start()
+    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    await eventually(lambda: all_assigned(first, second), timeout_s=60, every=0.5)
+    for i, sku in enumerate(skus):
+        erp.set_stock(sku, 5 + i)
+    await eventually(lambda: all(listings.quantity(s) == 5 + i for i, s in enumerate(skus)),
+                     timeout_s=60)
+    return [await w.metrics_text() for w in (first, second)]

@@ -6,7 +6,7 @@ import pytest
 
 from retail_sync.stack import Stack
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
-from tests.integration.helpers import SECRET, eventually
+from tests.integration.helpers import SECRET, all_assigned, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 async def test_views_and_lookups_are_routed_to_the_owning_worker(stack: Stack) -> None:
     first = await stack.start_worker("w1")
     second = await stack.start_worker("w2")
-    await eventually(lambda: _both_assigned(first, second), timeout_s=60)
+    await eventually(lambda: all_assigned(first, second), timeout_s=60)
     shop = ShopifySimulator(ShopifySimConfig(
         webhook_url=f"{first.url}/webhooks/shopify/orders/create", secret=SECRET,
         rate_per_s=100, seed=41, max_attempts=8,
@@ -36,12 +36,6 @@ async def test_views_and_lookups_are_routed_to_the_owning_worker(stack: Stack) -
                 assert [o["order_key"] for o in found["orders"]] == [key]
 
 
-async def _both_assigned(*workers) -> bool:
-    for worker in workers:
-        status, health = await worker.get_json("/health")
-        if status != 200 or health["assigned_partitions"] == 0:
-            return False
-    return True
 
 
 async def _confirmed_on(worker, key):

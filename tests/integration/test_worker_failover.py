@@ -12,7 +12,7 @@ import pytest
 
 from retail_sync.stack import Stack
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
-from tests.integration.helpers import SECRET, eventually, stock_agrees_with_erp
+from tests.integration.helpers import SECRET, all_assigned, eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
     stack.env["RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S"] = "0.3"
     survivor = await stack.start_worker("w1")
     victim = await stack.start_worker("w2")
-    await eventually(lambda: _both_assigned(survivor, victim), timeout_s=60, every=0.5)
+    await eventually(lambda: all_assigned(survivor, victim), timeout_s=60, every=0.5)
     shop = ShopifySimulator(ShopifySimConfig(
         webhook_url=f"{survivor.url}/webhooks/shopify/orders/create", secret=SECRET,
         rate_per_s=30, seed=61, max_attempts=10, skus=SKUS, max_quantity=2))
@@ -51,11 +51,3 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
 
     # the stock table, now all on the survivor, agrees with the ERP once everything settled
     await stock_agrees_with_erp(survivor, erp, SKUS)
-
-
-async def _both_assigned(*workers) -> bool:
-    for worker in workers:
-        status, body = await worker.get_json("/health")
-        if status != 200 or body["assigned_partitions"] == 0:
-            return False
-    return True

@@ -270,17 +270,17 @@ async def test_changes_between_pages_skip_nothing(sim: ErpSimulator, feed: ErpSt
     for n in range(1000):
         sim.receive(f"SKU-{n:04d}", 1)
     pages = 0
-    read_page = feed._page
+    read_page = feed._http.get_data
 
-    async def page_then_change(since: str | None, start: int) -> list[Any]:
+    async def page_then_change(*args: Any, **kwargs: Any) -> Any:
         nonlocal pages
         pages += 1
-        rows = await read_page(since, start)
+        rows = await read_page(*args, **kwargs)
         if pages == 1:
             sim.set_stock("SKU-0000", 9)
         return rows
 
-    feed._page = page_then_change  # type: ignore[method-assign]
+    feed._http.get_data = page_then_change  # type: ignore[method-assign]
     levels = (await feed.poll(None)).levels
     assert set(skus(levels)) == {f"SKU-{n:04d}" for n in range(1000)}
     assert [lv.actual_qty for lv in levels if lv.sku == "SKU-0000"] == [1, 9]
