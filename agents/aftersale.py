@@ -13,7 +13,8 @@ order of the events:
 
 Flows (ERP first, then the marketplace):
 
-    ERP confirmed -> WmsRelease -> FulfilmentReleased
+    ERP confirmed -> WmsRelease -> FulfilmentReleased (backordered units wait)
+    BackorderReleased (goods arrived) -> WmsRelease <order_key>#bo<n> -> FulfilmentReleased
     ShipmentReported (WMS) -> ErpShipmentRequest -> ErpShipmentPosted (delivery note + invoice)
         -> MarketplaceShipment -> MarketplaceNotified(ship)
     cancellation (marketplace, operator or ERP) before shipment -> WmsCancel -> FulfilmentCancelled
@@ -42,6 +43,8 @@ from streams.commands import (
 )
 from streams.models import (
     STATUS_RANK,
+    BackorderFulfilment,
+    BackorderReleased,
     CancelRequested,
     ErpOrderCancelled,
     ErpReturnPosted,
@@ -143,22 +146,33 @@ def release_commands(state: OrderState, now: datetime, reason: str) -> list[Rele
             for sku, ids in sorted(by_sku.items())]
 
 
+def backordered_units(state: OrderState) -> dict[str, int]:
+    """Line id -> units accepted without stock (policy backorder): they wait for goods."""
+    if state.stock_decision != "backorder":
+        return {}
+    return {i: s.requested - s.reserved for i, s in state.stock.items()
+            if s.tracked and s.reserved < s.requested}
+
+
 def releasable_units(state: OrderState) -> dict[str, int]:
-    """What the warehouse may pick now: accepted units less backordered ones (those wait for
-    goods to arrive; releasing them on a receipt is not built yet)."""
-    units = accepted_units(state)
-    if state.stock_decision == "backorder":
-        units = {i: min(q, state.stock[i].reserved) if i in state.stock and state.stock[i].tracked
-                 else q for i, q in units.items()}
+    """What the warehouse may pick on ERP confirmation: accepted units less backordered ones
+    (those go when goods arrive: ``on_backorder_released``)."""
+    waiting = backordered_units(state)
+    units = {i: q - waiting.get(i, 0) for i, q in accepted_units(state).items()}
     return {i: q for i, q in units.items() if q > 0}
 
 
-def release_command(state: OrderState) -> WmsRelease:
+def release_command(state: OrderState, units: dict[str, int] | None = None,
+                    reference: str | None = None) -> WmsRelease:
     address = state.order.shipping_address
     return WmsRelease(order_key=state.order_key,
                       erp_sales_order=state.correlation.erp_sales_order or "",
-                      lines=_line_units(state, releasable_units(state)),
-                      ship_to=address.model_dump() if address else None)
+                      lines=_line_units(state, releasable_units(state) if units is None else units),
+                      ship_to=address.model_dump() if address else None, reference=reference)
+
+
+def backorder_references(state: OrderState) -> list[str]:
+    return [b.reference for b in state.backorders.values()]
 
 
 def erp_shipment_request(state: OrderState, shipment: ShipmentRecord) -> ErpShipmentRequest:
@@ -174,7 +188,67 @@ def unposted_shipments(state: OrderState) -> Iterable[ShipmentRecord]:
 # --- fulfilment and shipments --------------------------------------------------------------------
 
 
+def on_backorder_released(state: OrderState, event: BackorderReleased, now: datetime) -> Outcome:
+    """Goods arrived for backordered units: they go to the warehouse as a fulfilment order of
+    their own. A repeat asks the warehouse again (idempotent on the reference) until it answered.
+    While a cancellation waits for the warehouse the release is kept, and sent only if the
+    cancellation is refused; after a cancellation the units are not wanted (the ERP's
+    cancellation freed what its sales order reserved)."""
+    if state.status is OrderStatus.CANCELLED:
+        return outcome(state=state)
+    known = state.backorders.get(event.release_id)
+    if known is not None:
+        return outcome(state=state, wms_commands=unreleased_backorders(state, [known]))
+    if not state.correlation.erp_sales_order:
+        return outcome(state=state, problem=(
+            f"goods arrived for backordered units of {state.order_key} ({event.sku}: "
+            f"{event.lines}) before the ERP confirmed it: not released"))
+    waiting = backordered_units(state)
+    already: dict[str, int] = {}
+    for b in state.backorders.values():
+        for i, q in b.lines.items():
+            already[i] = already.get(i, 0) + q
+    lines = {i: min(q, waiting.get(i, 0) - already.get(i, 0)) for i, q in event.lines.items()}
+    lines = {i: q for i, q in lines.items() if q > 0}
+    if not lines:
+        return outcome(state=state, problem=(
+            f"goods arrived for backordered units of {state.order_key} ({event.sku}: "
+            f"{event.lines}) that it does not wait for"))
+    record = BackorderFulfilment(
+        release_id=event.release_id, reference=f"{state.order_key}#bo{len(state.backorders) + 1}",
+        sku=event.sku, lines=lines, released_at=event.at, waited_s=event.waited_s)
+    units = ", ".join(f"line {i}: {q}" for i, q in sorted(lines.items()))
+    new = state.model_copy(update={
+        "backorders": {**state.backorders, event.release_id: record},
+        "timeline": timeline(state, TimelineEntry(
+            event="backorder_released", system="retail-sync", at=event.at,
+            detail=f"{event.sku} {units} -> {record.reference}")),
+    })
+    return outcome(state=new, changed=True, wms_commands=unreleased_backorders(new, [record]))
+
+
+def unreleased_backorders(state: OrderState,
+                          records: Iterable[BackorderFulfilment] | None = None) -> list[WmsRelease]:
+    """Releases of backordered units the warehouse has not confirmed (none while cancelling)."""
+    if state.status in (OrderStatus.CANCEL_PENDING, OrderStatus.CANCELLED):
+        return []
+    return [release_command(state, b.lines, b.reference)
+            for b in (state.backorders.values() if records is None else records)
+            if b.wms_fulfilment_id is None]
+
+
 def on_released(state: OrderState, event: FulfilmentReleased) -> Outcome:
+    if event.reference is not None and event.reference != state.order_key:
+        found = next((b for b in state.backorders.values() if b.reference == event.reference), None)
+        if found is None or found.wms_fulfilment_id == event.wms_reference:
+            return outcome(state=state)
+        new = state.model_copy(update={
+            "backorders": {**state.backorders, found.release_id: found.model_copy(
+                update={"wms_fulfilment_id": event.wms_reference})},
+            "timeline": timeline(state, TimelineEntry(
+                event="released_to_warehouse", system="wms", at=event.at,
+                detail=f"{event.wms_reference} ({event.reference})"))})
+        return outcome(state=new, changed=True)
     if state.correlation.wms_fulfilment_id == event.wms_reference:
         return outcome(state=state)
     new = state.model_copy(update={
@@ -295,7 +369,8 @@ def on_cancel(state: OrderState, request: CancelRequested, now: datetime) -> Out
         "timeline": timeline(state, entry)})
     if state.status is OrderStatus.ERP_PENDING:  # the ERP post is in flight: cancel on its answer
         return outcome(state=new, changed=True)
-    return outcome(state=new, changed=True, wms_commands=[WmsCancel(order_key=state.order_key)])
+    return outcome(state=new, changed=True, wms_commands=[WmsCancel(
+        order_key=state.order_key, references=backorder_references(state))])
 
 
 def on_fulfilment_cancelled(state: OrderState, event: FulfilmentCancelled,
@@ -308,7 +383,7 @@ def on_fulfilment_cancelled(state: OrderState, event: FulfilmentCancelled,
             "cancel": None, "status": status,
             "timeline": timeline(state, TimelineEntry(event="cancel_refused", system="wms",
                                                       at=event.at, detail=event.detail))})
-        return outcome(state=new, changed=True, problem=(
+        return outcome(state=new, changed=True, wms_commands=unreleased_backorders(new), problem=(
             f"cancellation of {state.order_key} by {state.cancel.by} refused: {event.detail}"))
     erp = state.correlation.erp_sales_order
     requests = [ErpCancelRequest(order_key=state.order_key, channel=state.channel,
@@ -330,7 +405,8 @@ def on_erp_cancelled(state: OrderState, event: ErpOrderCancelled, now: datetime)
     by = state.cancel.by if state.cancel is not None else "erp"
     out = _cancelled(state, by, event.reason, now, [entry])
     if state.cancel is None:  # the ERP's own decision: stop the warehouse too
-        out.wms_commands = [WmsCancel(order_key=state.order_key)]
+        out.wms_commands = [WmsCancel(order_key=state.order_key,
+                                      references=backorder_references(state))]
     return out
 
 

@@ -14,6 +14,10 @@ died after writing the state but before the command reached Kafka.
                                          as backordered in the ERP)
     erp_pending --ERP sales order--> erp_confirmed (commit the reservations to the ERP)
     erp_pending --ERP refused------> erp_failed (reservations kept until replay or cancel)
+
+A backordered order goes to the warehouse in parts: on ERP confirmation what had stock; each
+time goods arrive for the rest, the stock agent's BackorderReleased becomes a fulfilment order of
+its own (``<order_key>#bo<n>``, agents.aftersale.on_backorder_released).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from agents import aftersale
 from streams.commands import ErpCancelRequest
 from streams.models import (
+    BackorderReleased,
     CancelRequested,
     Correlation,
     ErpOrderCancelled,
@@ -339,13 +344,16 @@ def _cancel(state: OrderState, short: dict[str, LineStock], *, whole: bool,
 
 def _on_erp_posted(state: OrderState, event: ErpOrderPosted, now: datetime) -> Outcome:
     known = state.correlation.erp_sales_order
+    waiting = aftersale.backordered_units(state)
     commits = [CommitStock(sku=sku, order_key=state.order_key, line_ids=ids,
                            erp_sales_order=event.erp_sales_order, erp_created=event.erp_created,
-                           at=now) for sku, ids in _tracked_lines(state).items()]
+                           at=now, backorders={i: waiting[i] for i in ids if i in waiting})
+               for sku, ids in _tracked_lines(state).items()]
     if known == event.erp_sales_order:  # replayed confirmation: re-issue what it started
         again: list[Any] = []
         if state.status is OrderStatus.ERP_CONFIRMED and not state.correlation.wms_fulfilment_id:
             again = [c for c in [aftersale.release_command(state)] if c.lines]
+        again += aftersale.unreleased_backorders(state)
         return Outcome(state=state, stock_commands=list(commits), wms_commands=again)
     if known is not None:  # the ERP holds two sales orders for one marketplace order
         return Outcome(state=state, problem=f"ERP answered sales order {event.erp_sales_order} "
@@ -401,6 +409,7 @@ _HANDLERS: dict[type, Callable[..., Outcome]] = {
     FulfilmentCancelled: aftersale.on_fulfilment_cancelled,
     ShipmentReported: aftersale.on_shipment,
     ErpShipmentPosted: aftersale.on_shipment_posted,
+    BackorderReleased: aftersale.on_backorder_released,
     CancelRequested: aftersale.on_cancel,
     ErpOrderCancelled: aftersale.on_erp_cancelled,
     ReturnRequested: aftersale.on_return_requested,

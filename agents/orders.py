@@ -13,6 +13,7 @@ from agents.exceptions import record_exception
 from agents.lifecycle import Outcome, apply
 from retail_sync.context import Context
 from streams.models import (
+    BackorderReleased,
     ErpReturnPosted,
     ExceptionKind,
     IndexEntry,
@@ -79,10 +80,12 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
 
 def external_ids(state: OrderState) -> list[str]:
     """The ids of other systems that the index must map to this order: ERP sales order, WMS
-    fulfilment, shipments, tracking numbers, delivery notes, invoices, refunds, credit notes. The
-    marketplace order id is not among them: the order key is derived from it (``channel:id``), so
-    a lookup tries that directly instead of paying an index record per order."""
-    ids = [state.correlation.erp_sales_order, state.correlation.wms_fulfilment_id]
+    fulfilments (the first, and each backorder release's), shipments, tracking numbers,
+    delivery notes, invoices, refunds, credit notes. The marketplace order id is not among
+    them: the order key is derived from it (``channel:id``), so a lookup tries that directly
+    instead of paying an index record per order."""
+    ids = [state.correlation.erp_sales_order, state.correlation.wms_fulfilment_id,
+           *(b.wms_fulfilment_id for b in state.backorders.values())]
     for s in state.shipments.values():
         ids += [s.shipment_id, s.tracking_number, s.delivery_note, s.sales_invoice]
     for r in state.refunds.values():
@@ -112,6 +115,8 @@ def _observe(ctx: Context, outcome: Outcome, event: OrderEvent) -> None:
         refund = state.refunds[event.refund_id]
         ctx.metrics.flow_seconds.labels(flow="refund_to_erp", channel=state.channel).observe(
             max(0.0, (event.at - refund.requested_at).total_seconds()))
+    if isinstance(event, BackorderReleased) and event.release_id in state.backorders:
+        ctx.metrics.backorder_wait_seconds.labels(channel=state.channel).observe(event.waited_s)
     ctx.metrics.orders_by_status.labels(channel=state.channel, status=state.status.value).inc()
     if outcome.decided and state.stock_decision is not None:
         ctx.metrics.stock_decisions.labels(channel=state.channel,

@@ -2,9 +2,10 @@
 
 Reads stock-events keyed by SKU: the ERP's positions (from the stock feed poller), reservation
 requests, releases and commits (from the order agent) and push reports (from the inventory
-pusher). Applies the rules of agents.stock_logic, answers reservations to order-events and sends
-every channel whose available-to-sell changed an absolute InventoryUpdate (on that channel's
-inventory-updates topic, keyed by SKU, so its pusher coalesces per SKU).
+pusher). Applies the rules of agents.stock_logic, answers reservations to order-events, tells
+an order when goods arrived for its backordered units (BackorderReleased, on order-events too),
+and sends every channel whose available-to-sell changed an absolute InventoryUpdate (on that
+channel's inventory-updates topic, keyed by SKU, so its pusher coalesces per SKU).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 from agents.exceptions import record_exception
 from agents.stock_logic import StockRules, apply
 from retail_sync.context import Context
-from streams.models import ExceptionKind, StockAnswered, utcnow
-from streams.stock import ReserveStock, StockEvent
+from streams.models import BackorderReleased, ExceptionKind, StockAnswered, utcnow
+from streams.stock import BackorderRelease, ReserveStock, StockEvent
 
 
 def register(ctx: Context) -> None:
@@ -59,7 +60,20 @@ async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None =
         await ctx.topics.order_events.send(key=event.order_key, value=StockAnswered(
             order_key=event.order_key, sku=event.sku, tracked=out.tracked, lines=out.answer,
             at=utcnow()))
+    for release in _by_order(key, out.releases):
+        await ctx.topics.order_events.send(key=release.order_key, value=release)
     for update in out.updates:
         topic = ctx.topics.inventory.get(update.channel)
         if topic is not None:
             await topic.send(key=update.sku, value=update)
+
+
+def _by_order(sku: str, releases: list[BackorderRelease]) -> list[BackorderReleased]:
+    """One message per order and release: its lines on this SKU that goods arrived for."""
+    grouped: dict[tuple[str, str], list[BackorderRelease]] = {}
+    for release in releases:
+        grouped.setdefault((release.order_key, release.release_id), []).append(release)
+    return [BackorderReleased(order_key=order_key, sku=sku,
+                              release_id=release_id, lines={r.line_id: r.units for r in group},
+                              waited_s=max(r.waited_s for r in group), at=utcnow())
+            for (order_key, release_id), group in grouped.items()]

@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 
 from retail_sync.settings import ChannelAllocation, Settings
 from streams.stock import (
+    Backorder,
+    BackorderRelease,
     CommitStock,
     ErpBin,
     ErpStockChanged,
@@ -93,6 +95,7 @@ class StockOutcome:
     tracked: bool = True
     updates: list[InventoryUpdate] = field(default_factory=list)
     writes: dict[str, Reservation] = field(default_factory=dict)  # line records to write
+    releases: list[BackorderRelease] = field(default_factory=list)  # backorders goods arrived for
 
 
 Lines = Mapping[str, Reservation]
@@ -153,7 +156,7 @@ def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: d
     event's position on stock-events (None: the next after ``state.seq``)."""
     lines = lines if lines is not None else {}
     if state is not None and offset is not None and offset <= state.seq:
-        return _already_applied(state, event, lines)
+        return _already_applied(state, event, lines, offset)
     seq = offset if offset is not None else (state.seq + 1 if state is not None else 1)
     lines = _AsBefore(lines, state)
     if isinstance(event, ErpStockChanged):
@@ -174,6 +177,11 @@ def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: d
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown stock event {type(event).__name__}")
     outcome.writes = {k: r.model_copy(update={"stock_seq": seq}) for k, r in outcome.writes.items()}
+    if outcome.state is not None and outcome.state.backorders and \
+            isinstance(event, ErpStockChanged | CommitStock | ReleaseStock):
+        released, outcome.releases = _release_backorders(outcome.state, rules, seq, now)
+        outcome.changed = outcome.changed or bool(outcome.releases)
+        outcome.state = released
     if outcome.changed and outcome.state is not None:
         outcome.state = outcome.state.model_copy(update={"seq": seq} if not cause else
                                                  {"seq": seq, "updated_at": now})
@@ -225,12 +233,13 @@ class _AsBefore(Mapping[str, Reservation]):
         return len(self.lines)
 
 
-def _already_applied(state: StockState, event: StockEvent, lines: Lines) -> StockOutcome:
+def _already_applied(state: StockState, event: StockEvent, lines: Lines,
+                     offset: int) -> StockOutcome:
     """An event the SKU's record already has (replayed after a take-over): nothing changes; a
     reservation is answered again from its line records (which the changelog kept: they come
     before the SKU's record)."""
-    if not isinstance(event, ReserveStock):
-        return StockOutcome(state=state)
+    if not isinstance(event, ReserveStock):  # releases it made are sent again (idempotent)
+        return StockOutcome(state=state, releases=[r for r in state.released if r.seq == offset])
     answer: list[LineAllocation] = []
     records = []
     for line in event.lines:
@@ -342,6 +351,8 @@ def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines) -> 
     writes: dict[str, Reservation] = {}
     units, opened = 0, 0
     pending = dict(state.pending)
+    keys = {reservation_key(event.sku, event.order_key, i) for i in event.line_ids}
+    waiting = {k: b for k, b in state.backorders.items() if k not in keys}  # no longer wanted
     for line_id in event.line_ids:
         key = reservation_key(event.sku, event.order_key, line_id)
         record = lines.get(key)
@@ -353,10 +364,10 @@ def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines) -> 
         elif key in pending:
             units += pending.pop(key).quantity
         writes[key] = record.model_copy(update={"status": "released"})
-    if not writes:
+    if not writes and len(waiting) == len(state.backorders):
         return StockOutcome(state=state)
     new = state.model_copy(update={"held": state.held - units, "pending": pending,
-                                   "open_lines": state.open_lines - opened})
+                                   "open_lines": state.open_lines - opened, "backorders": waiting})
     return StockOutcome(state=new, changed=True, writes=writes)
 
 
@@ -370,6 +381,7 @@ def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
         erp_created = (erp_bin.modified + AFTER) if erp_bin else ""
     writes: dict[str, Reservation] = {}
     pending = dict(state.pending)
+    backorders = dict(state.backorders)
     for line_id in event.line_ids:
         key = reservation_key(event.sku, event.order_key, line_id)
         record = lines.get(key)
@@ -379,12 +391,56 @@ def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
             "status": "committed", "erp_sales_order": event.erp_sales_order,
             "erp_created": erp_created})
         pending[key] = Pending(quantity=record.quantity, erp_created=erp_created)
+        units = min(event.backorders.get(line_id, 0), record.requested - record.quantity)
+        if units > 0:
+            backorders[key] = Backorder(order_key=event.order_key, line_id=line_id, units=units,
+                                        erp_created=erp_created, since=event.at)
     if not writes:
         return StockOutcome(state=state)
-    new = state.model_copy(update={"pending": pending,
+    new = state.model_copy(update={"pending": pending, "backorders": backorders,
                                    "open_lines": state.open_lines - len(writes)})
     new = _consume_covered(new, rules, lines, writes)
     return StockOutcome(state=new, changed=True, writes=writes)
+
+
+#: releases kept in the SKU's record, to send again when the event that made them is replayed
+#: (the events between the last committed offset and ``seq``: a few seconds' worth)
+RELEASE_LOG = 32
+
+
+def _release_backorders(state: StockState, rules: StockRules, seq: int,
+                        now: datetime) -> tuple[StockState, list[BackorderRelease]]:
+    """Give waiting backorders the goods that arrived for them, oldest first.
+
+    Only backorders the ERP shows (its bin at least as new as their sales order) count: from
+    then on its ``reserved_qty`` includes them, so what its bin has for them is
+    ``actual - reserved + their units``, less the units our own reservations hold that the ERP
+    does not show yet. A line is released whole; the first that does not fit stops the rest
+    (first accepted, first served). Safety stock is a buffer for the marketplaces' listings,
+    not for orders already sold: it is not kept back here."""
+    erp_bin = state.bins.get(rules.erp_warehouse)
+    if erp_bin is None:
+        return state, []
+    shown = sorted(((k, b) for k, b in state.backorders.items()
+                    if erp_bin.modified >= b.erp_created),
+                   key=lambda kb: (kb[1].erp_created, kb[1].since, kb[0]))
+    supply = erp_bin.actual_qty - erp_bin.reserved_qty + sum(b.units for _, b in shown) - state.held
+    releases: list[BackorderRelease] = []
+    for _key, waiting in shown:
+        if waiting.units > supply:
+            break
+        supply -= waiting.units
+        releases.append(BackorderRelease(
+            release_id=f"{state.sku}@{seq}", order_key=waiting.order_key,
+            line_id=waiting.line_id, units=waiting.units, seq=seq,
+            waited_s=max(0.0, (now - waiting.since).total_seconds())))
+    if not releases:
+        return state, []
+    done = {reservation_key(state.sku, r.order_key, r.line_id) for r in releases}
+    return state.model_copy(update={
+        "backorders": {k: b for k, b in state.backorders.items() if k not in done},
+        "released": [*state.released, *releases][-RELEASE_LOG:],
+    }), releases
 
 
 def _on_pushed(state: StockState | None, event: InventoryPushed) -> StockOutcome:
@@ -426,6 +482,8 @@ def view(state: StockState, rules: StockRules, channels: Sequence[str],
         "told": {c: t.model_dump(mode="json") for c, t in state.told.items()},
         "bins": {w: b.model_dump(mode="json") for w, b in state.bins.items()},
         "pending_erp": {k: p.model_dump(mode="json") for k, p in state.pending.items()},
+        "backordered_units": sum(b.units for b in state.backorders.values()),
+        "backorders": [b.model_dump(mode="json") for b in state.backorders.values()],
         "recent_reservations": recent,
         "updated_at": state.updated_at.isoformat() if state.updated_at else None,
     }

@@ -1,12 +1,13 @@
 """Warehouse agent and feed: fulfilment orders out, shipments and returned goods in.
 
-The agent reads wms-requests (keyed by order_key): a release becomes a fulfilment order in the
-WMS (idempotent on the order key) and a FulfilmentReleased event; a cancellation asks the WMS to
-stop and answers FulfilmentCancelled (ok, or "already shipped"); an expected return is announced.
-The feed (``wms`` ticks, ``wms_poll_interval_s``, agents.feeds) turns the WMS's events into
-ShipmentReported and ReturnReceived on order-events. Without a WMS configured, releases are
-skipped, cancellations are answered ok and announced returns count as received, so the order
-flows still complete (and say so in their timeline).
+The agent reads wms-requests (keyed by order_key): a release becomes a fulfilment order in the WMS
+(idempotent on its reference: the order key, or ``<order_key>#bo<n>`` for backordered units
+released when goods arrived) and a FulfilmentReleased event; a cancellation asks the WMS to stop
+the order and its backorder releases and answers FulfilmentCancelled (ok, or "already shipped");
+an expected return is announced. The feed (``wms`` ticks, ``wms_poll_interval_s``, agents.feeds)
+turns the WMS's events into ShipmentReported and ReturnReceived on order-events. Without a WMS
+configured, releases are skipped, cancellations are answered ok and announced returns count as
+received, so the order flows still complete (and say so in their timeline).
 """
 
 from __future__ import annotations
@@ -74,15 +75,20 @@ async def carry_out(ctx: Context, wms: WmsConnector | None, command: WmsCommand)
             if wms is None:
                 return
             reference = await call_with_retries(lambda: wms.create_fulfilment_order(
-                key, command.erp_sales_order, _lines(command), command.ship_to), ctx.settings)
+                key, command.erp_sales_order, _lines(command), command.ship_to,
+                command.reference), ctx.settings)
             await ctx.topics.order_events.send(key=key, value=FulfilmentReleased(
-                order_key=key, wms_reference=reference, at=utcnow()))
+                order_key=key, wms_reference=reference, at=utcnow(), reference=command.reference))
         elif isinstance(command, WmsCancel):
             stopped, detail = True, "no warehouse configured: nothing to stop"
             if wms is not None:
-                stopped = await call_with_retries(lambda: wms.cancel_fulfilment_order(key),
-                                                  ctx.settings)
-                detail = "fulfilment stopped" if stopped else "already shipped"
+                shipped = []
+                for ref in [key, *command.references]:  # the order and its backorder releases
+                    if not await call_with_retries(
+                            lambda r=ref: wms.cancel_fulfilment_order(r), ctx.settings):
+                        shipped.append(ref)
+                stopped = not shipped
+                detail = "fulfilment stopped" if stopped else f"already shipped: {', '.join(shipped)}"
             await ctx.topics.order_events.send(key=key, value=FulfilmentCancelled(
                 order_key=key, ok=stopped, detail=detail, at=utcnow()))
         elif isinstance(command, WmsExpectReturn):

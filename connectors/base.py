@@ -150,12 +150,14 @@ class WmsConnector(Protocol):
 
     async def create_fulfilment_order(self, order_key: str, erp_sales_order: str,
                                       lines: Sequence[ShipmentLine],
-                                      ship_to: Mapping[str, Any] | None) -> str:
-        """Release the order for picking; returns the WMS fulfilment reference. Idempotent on
-        ``order_key``."""
+                                      ship_to: Mapping[str, Any] | None,
+                                      reference: str | None = None) -> str:
+        """Release (part of) the order for picking under ``reference`` (default: the order
+        key; a backorder release has its own); returns the WMS's id for it. Idempotent on the
+        reference."""
         ...
 
-    async def cancel_fulfilment_order(self, order_key: str) -> bool:
+    async def cancel_fulfilment_order(self, reference: str) -> bool:
         """Stop it if not shipped yet; False when (part of) it already shipped."""
         ...
 

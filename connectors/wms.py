@@ -7,11 +7,14 @@ Calls (``Authorization: Bearer <wms_api_key>``)::
     POST /api/v1/returns                                announce a return, idempotent on id
     GET  /api/v1/events?after=<cursor>&limit=N          shipments and received returns
 
-Our ``order_key`` is the fulfilment order's ``reference``. ``poll`` follows ``next`` while pages
-come back full, at most ``max_pages`` pages per call (the rest comes with the next poll); the
-cursor it answers is the last ``next`` (or the one it was given when nothing came), so polling
-again from it neither skips nor repeats. Events of other kinds are skipped (the cursor still moves
-past them). Carriers become canonical (UPS, USPS, FEDEX, DHL, else OTHER).
+Our ``order_key`` is the fulfilment order's ``reference``; units released later, when goods
+arrived for a backorder, go as ``<order_key>#bo<n>`` (``order_key_of`` maps both back).
+
+``poll`` follows ``next`` while pages come back full, at most ``max_pages`` pages per call (the
+rest comes with the next poll); the cursor it answers is the last ``next`` (or the one it was
+given when nothing came), so polling again from it neither skips nor repeats. Events of other
+kinds are skipped (the cursor still moves past them). Carriers become canonical (UPS, USPS, FEDEX,
+DHL, else OTHER).
 
 Errors, converted here at the edge:
 
@@ -24,6 +27,7 @@ Errors, converted here at the edge:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +55,15 @@ JSON = dict[str, Any]
 
 
 # --- pure mapping -----------------------------------------------------------------------------
+
+BACKORDER_REFERENCE = re.compile(r"(?P<order_key>.+)#bo[1-9][0-9]*")
+
+
+def order_key_of(reference: str) -> str:
+    """The order a fulfilment reference belongs to: the key itself, or ``<key>#bo<n>``."""
+    found = BACKORDER_REFERENCE.fullmatch(reference)
+    return found["order_key"] if found else reference
+
 
 
 def line_docs(lines: Sequence[ShipmentLine]) -> list[JSON]:
@@ -91,7 +104,7 @@ def wms_event(raw: Any) -> WmsEvent | None:
     if kind == "shipment":
         shipment = Shipment(
             shipment_id=_text(data, "id", "shipment"),
-            order_key=_text(data, "reference", "shipment"),
+            order_key=order_key_of(_text(data, "reference", "shipment")),
             lines=shipment_lines(data.get("lines"), "shipment"),
             carrier=canonical_carrier(_text(data, "carrier", "shipment")),
             tracking_number=_text(data, "tracking_number", "shipment"),
@@ -178,10 +191,12 @@ class WmsClient:
 
     async def create_fulfilment_order(self, order_key: str, erp_sales_order: str,
                                       lines: Sequence[ShipmentLine],
-                                      ship_to: Mapping[str, Any] | None) -> str:  # fmt: skip
-        what = f"create fulfilment order {order_key}"
+                                      ship_to: Mapping[str, Any] | None,
+                                      reference: str | None = None) -> str:  # fmt: skip
+        reference = reference or order_key
+        what = f"create fulfilment order {reference}"
         body = {
-            "reference": order_key,
+            "reference": reference,
             "erp_sales_order": erp_sales_order,
             "lines": line_docs(lines),
             "ship_to": dict(ship_to) if ship_to is not None else None,
@@ -189,9 +204,9 @@ class WmsClient:
         doc = await self._call("POST", "/fulfillment-orders", what, json=body)
         return _text(doc, "id", what)
 
-    async def cancel_fulfilment_order(self, order_key: str) -> bool:
-        what = f"cancel fulfilment order {order_key}"
-        path = f"/fulfillment-orders/{quote(order_key, safe='')}/cancel"
+    async def cancel_fulfilment_order(self, reference: str) -> bool:
+        what = f"cancel fulfilment order {reference}"
+        path = f"/fulfillment-orders/{quote(reference, safe='')}/cancel"
         status, body, headers = await self._request("POST", path, what)
         if status == 409:
             return False

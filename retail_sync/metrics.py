@@ -17,6 +17,8 @@ from prometheus_client.registry import Collector
 disable_created_metrics()  # the *_created series only double the exposition size
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: a backorder waits for a delivery: seconds in a demo, days in a shop
+BACKORDER_BUCKETS = (1, 10, 60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 
 
 class Metrics:
@@ -67,6 +69,12 @@ class Metrics:
             "retail_sync_stock_decisions_total",
             "Orders decided on stock: accepted, partial, backorder, cancelled.",
             ["channel", "decision"], registry=r,
+        )
+        self.backorder_wait_seconds = Histogram(
+            "retail_sync_backorder_wait_seconds",
+            "Backordered units released to the warehouse once goods arrived: the wait from the "
+            "ERP's acceptance of the order to the release (count: releases).",
+            ["channel"], buckets=BACKORDER_BUCKETS, registry=r,
         )
         self.inventory_pushes = Counter(
             "retail_sync_inventory_pushes_total", "Inventory pushes to marketplaces by outcome.",

@@ -75,11 +75,13 @@ class WmsRelease(Frozen):
     erp_sales_order: str
     lines: list[LineUnits]
     ship_to: dict[str, str | None] | None = None
+    reference: str | None = None  # the fulfilment order's reference; None: the order key
 
 
 class WmsCancel(Frozen):
     kind: Literal["cancel"] = "cancel"
     order_key: str
+    references: list[str] = Field(default_factory=list)  # backorder fulfilments, beside the first
 
 
 class WmsExpectReturn(Frozen):

@@ -235,10 +235,36 @@ class RefundRecord(Frozen):
     marketplace_refunded_at: UtcDatetime | None = None
 
 
+class BackorderFulfilment(Frozen):
+    """Backordered units released to the warehouse once goods arrived: a fulfilment order of
+    their own (our ``reference``: ``<order_key>#bo<n>``)."""
+
+    release_id: str  # the stock agent's (SKU@offset): a repeat of the release changes nothing
+    reference: str
+    sku: str
+    lines: dict[str, int]  # line_id -> units
+    released_at: UtcDatetime
+    waited_s: float = 0.0  # from the ERP's acceptance of the order to the release
+    wms_fulfilment_id: str | None = None
+
+
 class FulfilmentReleased(Frozen):
     kind: Literal["fulfilment_released"] = "fulfilment_released"
     order_key: str
     wms_reference: str
+    at: UtcDatetime
+    reference: str | None = None  # ours, for a backorder release (None: the order's first)
+
+
+class BackorderReleased(Frozen):
+    """From the stock agent: goods arrived for units of ``order_key`` accepted without stock."""
+
+    kind: Literal["backorder_released"] = "backorder_released"
+    order_key: str
+    sku: str
+    release_id: str
+    lines: dict[str, int]  # line_id -> units
+    waited_s: float = 0.0
     at: UtcDatetime
 
 
@@ -316,7 +342,7 @@ class ErpReturnPosted(Frozen):
 OrderEvent = Annotated[
     OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified
     | FulfilmentReleased | FulfilmentCancelled | ShipmentReported | ErpShipmentPosted
-    | CancelRequested
+    | CancelRequested | BackorderReleased
     | ErpOrderCancelled | ReturnRequested | ReturnReceived | ErpReturnPosted,
     Field(discriminator="kind"),
 ]
@@ -395,6 +421,7 @@ class OrderState(Frozen):
     stock_policy: str | None = None  # the channel policy that decided a shortfall
     shipments: dict[str, ShipmentRecord] = Field(default_factory=dict)  # by shipment id
     refunds: dict[str, RefundRecord] = Field(default_factory=dict)  # by refund id
+    backorders: dict[str, BackorderFulfilment] = Field(default_factory=dict)  # by release id
     cancel: CancelRequested | None = None  # a cancellation waiting for the ERP's answer
     cancel_reason: str | None = None
 

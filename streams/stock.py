@@ -78,6 +78,9 @@ class CommitStock(Frozen):
     erp_sales_order: str
     erp_created: str | None = None
     at: UtcDatetime
+    #: line_id -> units the order was accepted with but could not reserve (policy backorder):
+    #: they wait here for goods to arrive, then go to the warehouse (``BackorderReleased``)
+    backorders: dict[str, int] = Field(default_factory=dict)
 
 
 class InventoryPushed(Frozen):
@@ -168,6 +171,31 @@ class Pending(Frozen):
     erp_created: str
 
 
+class Backorder(Frozen):
+    """Units of one order line accepted without stock, waiting for goods (``StockState``).
+
+    The ERP counts them in its ``reserved_qty`` once it shows the sales order (its bin at least as
+    new as ``erp_created``); from then on a receipt that covers them releases them, oldest first."""
+
+    order_key: str
+    line_id: str
+    units: int
+    erp_created: str
+    since: UtcDatetime
+
+
+class BackorderRelease(Frozen):
+    """Backordered units the stock agent gave to their order (``StockState.released`` keeps the
+    last few, to send them again when the event that released them is replayed)."""
+
+    release_id: str  # SKU@stock-events offset: with the order key, the same on every replay
+    order_key: str
+    line_id: str
+    units: int
+    seq: int
+    waited_s: float = 0.0
+
+
 class ErpBin(Frozen):
     warehouse: str
     actual_qty: int
@@ -203,6 +231,9 @@ class StockState(Frozen):
     recent: list[str] = Field(default_factory=list)  # the last reservation keys, for the view
     offered: dict[str, int] = Field(default_factory=dict)  # channel -> last quantity sent out
     told: dict[str, Told] = Field(default_factory=dict)  # channel -> last push report
+    #: reservation key -> units waiting for goods, in the order they were accepted
+    backorders: dict[str, Backorder] = Field(default_factory=dict)
+    released: list[BackorderRelease] = Field(default_factory=list)  # the last releases
     updated_at: UtcDatetime | None = None
 
 
