@@ -60,7 +60,7 @@ async def test_receipts_release_backorders_oldest_first_and_they_ship(stack: Sta
         first, second, third = keys
         decisions = [(await state_of(worker, k))["stock_decision"] for k in keys]
         assert decisions == ["accepted", "backorder", "backorder"]
-        await eventually(lambda: _status(worker, first, "shipped"), timeout_s=60)
+        await eventually(lambda: _shipped_everywhere(worker, first), timeout_s=60)
 
         async def waiting(units: int) -> dict | None:
             view = await inventory(worker)
@@ -70,7 +70,7 @@ async def test_receipts_release_backorders_oldest_first_and_they_ship(stack: Sta
         assert (await state_of(worker, second))["status"] == "erp_confirmed"  # nothing to pick
 
         erp.receive(SKU, 1)  # covers the oldest backorder only
-        done = await eventually(lambda: _status(worker, second, "shipped"), timeout_s=60)
+        done = await eventually(lambda: _shipped_everywhere(worker, second), timeout_s=60)
         released = [t for t in done["timeline"] if t["event"] == "backorder_released"]
         assert len(released) == 1 and f"{second}#bo1" in released[0]["detail"]
         [fulfilment] = done["backorders"].values()
@@ -83,7 +83,7 @@ async def test_receipts_release_backorders_oldest_first_and_they_ship(stack: Sta
         assert view["ats"]["shopify"] == 0  # the arrived unit was the backorder's, not for sale
 
         erp.receive(SKU, 2)  # the last backorder, and one unit for sale
-        await eventually(lambda: _status(worker, third, "shipped"), timeout_s=60)
+        await eventually(lambda: _shipped_everywhere(worker, third), timeout_s=60)
 
         async def one_for_sale() -> dict | None:
             view = await inventory(worker)
@@ -95,9 +95,11 @@ async def test_receipts_release_backorders_oldest_first_and_they_ship(stack: Sta
         assert references == sorted([first, f"{second}#bo1", f"{third}#bo1"])
         assert all(o["status"] == "shipped" for o in wms.orders)
         # every id of a backorder fulfilment finds its order
-        status, found = await worker.get_json(
-            f"/orders/lookup?id={fulfilment['wms_fulfilment_id']}")
-        assert status == 200 and [o["order_key"] for o in found["orders"]] == [second]
+        async def lookup() -> list[str] | None:
+            status, found = await worker.get_json(
+                f"/orders/lookup?id={fulfilment['wms_fulfilment_id']}")
+            return [o["order_key"] for o in found["orders"]] if status == 200 else None
+        assert await eventually(lookup, timeout_s=20) == [second]
     finally:
         await shopify.stop()
         await wms.stop()
@@ -107,6 +109,12 @@ async def _decided(worker: WorkerProcess, key: str) -> bool:
     return (await state_of(worker, key)).get("stock_decision") is not None
 
 
-async def _status(worker: WorkerProcess, key: str, status: str) -> dict | None:
+async def _shipped_everywhere(worker: WorkerProcess, key: str) -> dict | None:
+    """Shipped, every shipment in the ERP (delivery note) and confirmed on the marketplace, every
+    backorder release confirmed by the warehouse: the steps after the shipment land later."""
     state = await state_of(worker, key)
-    return state if state.get("status") == status else None
+    shipments = list(state.get("shipments", {}).values())
+    done = state.get("status") == "shipped" and bool(shipments) and all(
+        s["delivery_note"] and s["marketplace_confirmed_at"] for s in shipments) and all(
+        b["wms_fulfilment_id"] for b in state["backorders"].values())
+    return state if done else None
