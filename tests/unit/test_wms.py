@@ -159,6 +159,24 @@ async def test_cancel_before_shipment_stops_it(sim: WmsSimulator, wms: WmsClient
     assert sim.orders[0]["status"] == "cancelled" and sim.stats()["cancellations"] == 1
 
 
+async def test_a_backorder_release_is_its_own_fulfilment_order_of_the_same_order(
+        sim: WmsSimulator, wms: WmsClient) -> None:
+    await create(wms, "shop:8")
+    later = await wms.create_fulfilment_order("shop:8", "SO-shop:8", [ShipmentLine("2", "SKU-B", 1)],
+                                              None, "shop:8#bo1")
+    assert later != sim.orders[0]["id"]
+    assert [o["reference"] for o in sim.orders] == ["shop:8", "shop:8#bo1"]
+    events = await events_until(wms, 2)
+    assert {e.order_key for e in events} == {"shop:8"}  # both map back to the order
+    by_lines = {tuple(ln.line_id for ln in e.shipment.lines) for e in events if e.shipment}
+    assert ("2",) in by_lines
+    sim.set_config({"ship_delay_ms": 5000})
+    await wms.create_fulfilment_order("shop:8", "SO-shop:8", [ShipmentLine("1", "SKU-A", 1)],
+                                      None, "shop:8#bo2")
+    assert await wms.cancel_fulfilment_order("shop:8#bo2") is True  # '#' travels in the path
+    assert sim.orders[2]["status"] == "cancelled" and sim.orders[0]["status"] == "shipped"
+
+
 async def test_cancel_after_shipment_is_refused(sim: WmsSimulator, wms: WmsClient) -> None:
     await create(wms, "shop:7")
     await events_until(wms, 1)
