@@ -24,6 +24,7 @@ from streams.commands import (
 )
 from streams.mappers.shopify import map_order
 from streams.models import (
+    BackorderReleased,
     ErpOrderCancelled,
     ErpOrderPosted,
     ErpPostRequest,
@@ -42,7 +43,7 @@ from streams.models import (
     ShipmentReported,
     StockAnswered,
 )
-from streams.stock import MarketplaceCancel, ReleaseStock, ReserveStock
+from streams.stock import CommitStock, MarketplaceCancel, ReleaseStock, ReserveStock
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -69,21 +70,28 @@ def refund(rid, lines, restock=True, source="erp"):
 
 
 class World:
-    """The other systems, answering every command the way they would (deterministically)."""
+    """The other systems, answering every command the way they would (deterministically).
+    ``short``: lines with no stock (a backorder's units arrive as soon as the ERP confirmed)."""
 
-    def __init__(self):
+    def __init__(self, short=frozenset()):
         self.so = "SAL-ORD-2026-00001"
+        self.short = short
 
     def answer(self, command):
         if isinstance(command, ReserveStock):
             return [StockAnswered(order_key=KEY, sku=command.sku, tracked=True, at=T0, lines=[
-                LineAllocation(line_id=ln.line_id, requested=ln.quantity, reserved=ln.quantity)
+                LineAllocation(line_id=ln.line_id, requested=ln.quantity,
+                               reserved=0 if ln.line_id in self.short else ln.quantity)
                 for ln in command.lines])]
+        if isinstance(command, CommitStock) and command.backorders:
+            return [BackorderReleased(order_key=KEY, sku=command.sku, lines=command.backorders,
+                                      release_id=f"{command.sku}@1", at=T0)]
         if isinstance(command, ErpPostRequest):
             return [ErpOrderPosted(order_key=KEY, erp_sales_order=self.so, created=True,
                                    posted_at=T0, attempts=1, erp_created="2026-11-27 12:00:01")]
         if isinstance(command, WmsRelease):
-            return [FulfilmentReleased(order_key=KEY, wms_reference="FO-1", at=T0)]
+            return [FulfilmentReleased(order_key=KEY, wms_reference=f"FO-{command.reference or 1}",
+                                       at=T0, reference=command.reference)]
         if isinstance(command, ErpShipmentRequest):
             sid = command.shipment.shipment_id
             return [ErpShipmentPosted(order_key=KEY, shipment_id=sid, delivery_note=f"DN-{sid}",
@@ -113,10 +121,12 @@ def commands(out):
             *out.marketplace_commands]
 
 
-def run(external, rng=None, duplicate_rate=0.0):
+def run(external, rng=None, duplicate_rate=0.0, short=frozenset()):
     """Deliver ``external`` events and every answer in an order ``rng`` picks (or in order), with
-    duplicates; returns the final state and every command sent."""
-    world, state, sent, problems = World(), None, [], []
+    duplicates; returns the final state and every command sent. ``short``: lines without stock,
+    accepted as a backorder."""
+    world, state, sent, problems = World(short), None, [], []
+    policy = "backorder" if short else "cancel"
     pending = list(external)  # outside events, each caused by the one before it
     queue, delivered = [pending.pop(0)], []
     while queue or pending:
@@ -128,7 +138,7 @@ def run(external, rng=None, duplicate_rate=0.0):
             queue.append(pending.pop(0))  # out of order: it may overtake every answer
         if rng and delivered and rng.random() < duplicate_rate:
             queue.append(rng.choice(delivered))  # a redelivery, later
-        out = apply(state, event, T0 + timedelta(minutes=len(delivered)))
+        out = apply(state, event, T0 + timedelta(minutes=len(delivered)), policy)
         delivered.append(event)
         if out.problem:
             problems.append(out.problem)
@@ -148,6 +158,8 @@ def final(state):
         "refunds": {k: (v.credit_note, v.goods_received_at is not None,
                         v.marketplace_refunded_at is not None) for k, v in state.refunds.items()},
         "stock_decision": state.stock_decision,
+        "backorders": {k: (v.reference, v.lines, v.wms_fulfilment_id)
+                       for k, v in state.backorders.items()},
     }
 
 
@@ -246,6 +258,8 @@ def test_refund_of_unshipped_units_is_refused():
 
 SCENARIOS = {
     "shipped": [received(), shipment("S1", LINES[:2]), shipment("S2", LINES[2:], 9)],
+    # the last line had no stock: it waits, goods arrive, it ships in a fulfilment of its own
+    "backordered": [received(), shipment("S1", LINES[:2]), shipment("S2", LINES[2:], 9)],
     "refunded": [received(), shipment("S1", LINES), refund("R1", LINES[:1]),
                  refund("R2", LINES[1:], restock=False, source="shopify")],
     "redelivered": [received(), received(delivery="d2"), shipment("S1", LINES),
@@ -259,6 +273,11 @@ SCENARIOS = {
 def test_any_arrival_order_converges_to_the_same_final_state(name, seed, duplicates):
     """Every answer of every system, and the warehouse's and marketplace's own events, arrive in
     a random order, some twice: the final state is the one of the in-order run."""
-    expected, _, _ = run(SCENARIOS[name])
-    state, _, _ = run(SCENARIOS[name], rng=random.Random(seed), duplicate_rate=duplicates)
+    short = frozenset(LINES[2:]) if name == "backordered" else frozenset()
+    expected, _, _ = run(SCENARIOS[name], short=short)
+    state, _, _ = run(SCENARIOS[name], rng=random.Random(seed), duplicate_rate=duplicates,
+                      short=short)
     assert final(state) == final(expected)
+    if name == "backordered":
+        assert expected.status is OrderStatus.SHIPPED and expected.stock_decision == "backorder"
+        assert [b.reference for b in expected.backorders.values()] == [f"{KEY}#bo1"]
