@@ -167,7 +167,9 @@ class WalmartDriver:
 
 class RegionalDriver:
     """CSV batch files dropped into a folder, one file a second; 2 % of the orders carry an
-    unknown status code, so the summary shows them as mapping exceptions, not as lost."""
+    unknown status code, so the summary shows them as mapping exceptions, not as lost. The
+    marketplace keeps taking orders past zero stock (its listings in ``allow`` mode), so under
+    the demo's ``backorder`` policy for it some orders wait for goods and ship when they come."""
 
     channel = "regional"
 
@@ -177,7 +179,8 @@ class RegionalDriver:
         self.outbox = drop_dir.parent / "regional-outbox"
         self.sim = RegionalSimulator(drop_dir, seed=int(time.time()), outbox_dir=self.outbox,
                                      config=RegionalSimConfig(skus=DEMO_SKUS, max_quantity=2,
-                                                              statuses=["pending", "accepted"]))
+                                                              statuses=["pending", "accepted"],
+                                                              listing_mode="allow"))
         self.created_at: dict[str, float] = {}
 
     async def prepare(self) -> dict[str, str]:
