@@ -157,9 +157,30 @@ async def test_worker_restart_mid_stream_loses_and_duplicates_nothing(stack: Sta
     expected = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
     assert len(expected) == 240
 
-    await eventually(lambda: set(erp_po_numbers(stack)) == expected, timeout_s=90)
+    try:
+        await eventually(lambda: set(erp_po_numbers(stack)) == expected, timeout_s=90)
+    except AssertionError:
+        raise AssertionError(await _where_they_are(stack, worker, expected)) from None
     assert len(erp_po_numbers(stack)) == len(expected)  # none twice
     assert stack.erp is not None and stack.erp.stats()["orders_created"] == 240
+
+
+async def _where_they_are(stack: Stack, worker, expected: set[str]) -> str:
+    """Why the ERP does not hold exactly ``expected``: what is missing and where those orders
+    are in the engine, what is extra, the worker's health and its consumer lag."""
+    have = set(erp_po_numbers(stack))
+    missing, extra = sorted(expected - have), sorted(have - expected)
+    states = {}
+    for key in missing[:10]:
+        status, body = await worker.get_json(f"/orders/{key}")
+        states[key] = body.get("status") if status == 200 else status
+    health = await worker.get_json("/health")
+    lag = [ln for ln in (await worker.metrics_text()).splitlines()
+           if ln.startswith("retail_sync_consumer_lag") and not ln.endswith(" 0.0")]
+    raw = len(await stack.read_topic("orders-raw"))
+    return (f"ERP has {len(have)} of {len(expected)}: missing {len(missing)} "
+            f"(their states: {states}), extra {extra[:10]}; orders-raw holds {raw} records; "
+            f"health {health}; lag {lag[:20]}; worker log:\n{worker.log_tail()}")
 
 
 async def test_order_state_recovers_from_the_changelog_onto_an_empty_disk(stack: Stack) -> None:
