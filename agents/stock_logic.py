@@ -404,7 +404,8 @@ def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
 
 
 #: releases kept in the SKU's record, to send again when the event that made them is replayed
-#: (the events between the last committed offset and ``seq``: a few seconds' worth)
+#: (the events between the last committed offset and ``seq``: a few seconds' worth); never fewer
+#: than every release of the last event
 RELEASE_LOG = 32
 
 
@@ -439,7 +440,7 @@ def _release_backorders(state: StockState, rules: StockRules, seq: int,
     done = {reservation_key(state.sku, r.order_key, r.line_id) for r in releases}
     return state.model_copy(update={
         "backorders": {k: b for k, b in state.backorders.items() if k not in done},
-        "released": [*state.released, *releases][-RELEASE_LOG:],
+        "released": [*state.released, *releases][-max(RELEASE_LOG, len(releases)):],
     }), releases
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.stock_logic import StockRules, apply, ats, free, held, offered_to, view
+from agents.stock_logic import RELEASE_LOG, StockRules, apply, ats, free, held, offered_to, view
 from retail_sync.settings import ChannelAllocation, Settings
 from streams.stock import (
     CommitStock,
@@ -249,6 +249,22 @@ def test_a_replayed_event_sends_its_releases_again_and_changes_nothing():
     # a replayed commit does not make the line wait again
     out = apply(state, events[2], RULES, T0, lines)
     assert out.state.backorders == {} and out.releases == []
+
+
+def test_one_receipt_releasing_more_than_the_log_keeps_still_resends_them_all():
+    many = RELEASE_LOG + 8
+    events = [position(0, n=1)]
+    for i in range(many):
+        events += [reserve(f"o{i}", 1, channel="regional"), backorder(f"o{i}", 1, erp_ts(2))]
+    events.append(position(many, reserved=many, n=3))
+    state, lines = None, {}
+    for offset, event in enumerate(events):
+        out = apply(state, event, RULES, T0, lines, offset=offset)
+        lines.update(out.writes)
+        state = out.state
+    assert len(out.releases) == many
+    again = apply(state, events[-1], RULES, T0, lines, offset=len(events) - 1)
+    assert len(again.releases) == many
 
 
 # --- properties -----------------------------------------------------------------------------------
