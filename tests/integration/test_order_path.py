@@ -158,7 +158,8 @@ async def test_worker_restart_mid_stream_loses_and_duplicates_nothing(stack: Sta
     assert len(expected) == 240
 
     try:
-        await eventually(lambda: set(erp_po_numbers(stack)) == expected, timeout_s=90)
+        # generous: this claims nothing is lost, not a recovery time (that is in BENCHMARKS)
+        await eventually(lambda: set(erp_po_numbers(stack)) == expected, timeout_s=180)
     except AssertionError:
         raise AssertionError(await _where_they_are(stack, worker, expected)) from None
     assert len(erp_po_numbers(stack)) == len(expected)  # none twice
