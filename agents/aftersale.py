@@ -103,20 +103,22 @@ def accepted_units(state: OrderState) -> dict[str, int]:
     return {i: q for i, q in units.items() if q > 0}
 
 
-def shipped_units(state: OrderState) -> dict[str, int]:
+def _line_totals(records: Iterable[ShipmentRecord | RefundRecord | BackorderFulfilment]
+                 ) -> dict[str, int]:
+    """Line id -> units, summed over records that each carry ``lines``."""
     out: dict[str, int] = {}
-    for shipment in state.shipments.values():
-        for line_id, qty in shipment.lines.items():
+    for record in records:
+        for line_id, qty in record.lines.items():
             out[line_id] = out.get(line_id, 0) + qty
     return out
+
+
+def shipped_units(state: OrderState) -> dict[str, int]:
+    return _line_totals(state.shipments.values())
 
 
 def refunded_units(state: OrderState) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for refund in state.refunds.values():
-        for line_id, qty in refund.lines.items():
-            out[line_id] = out.get(line_id, 0) + qty
-    return out
+    return _line_totals(state.refunds.values())
 
 
 def _line_units(state: OrderState, units: dict[str, int]) -> list[LineUnits]:
@@ -204,10 +206,7 @@ def on_backorder_released(state: OrderState, event: BackorderReleased, now: date
             f"goods arrived for backordered units of {state.order_key} ({event.sku}: "
             f"{event.lines}) before the ERP confirmed it: not released"))
     waiting = backordered_units(state)
-    already: dict[str, int] = {}
-    for b in state.backorders.values():
-        for i, q in b.lines.items():
-            already[i] = already.get(i, 0) + q
+    already = _line_totals(state.backorders.values())
     lines = {i: min(q, waiting.get(i, 0) - already.get(i, 0)) for i, q in event.lines.items()}
     lines = {i: q for i, q in lines.items() if q > 0}
     if not lines:

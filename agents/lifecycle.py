@@ -145,15 +145,12 @@ def _merge(first: Outcome, second: Outcome) -> Outcome:
 
 def _request(state: OrderState, now: datetime) -> ErpPostRequest:
     """The ERP post for ``state``: the lines its stock decision accepted."""
-    order, backorders = state.order, {}
+    order = state.order
     if state.stock_decision == "partial":
         order = reduced_order(state.order, {i: s.reserved for i, s in state.stock.items()})
-    elif state.stock_decision == "backorder":
-        backorders = {i: s.requested - s.reserved for i, s in state.stock.items()
-                      if s.reserved < s.requested}
     return ErpPostRequest(
         order_key=state.order_key, order=order, received_at=state.received_at,
-        requested_at=now, backorders=backorders,
+        requested_at=now, backorders=aftersale.backordered_units(state),
     )
 
 

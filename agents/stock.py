@@ -69,11 +69,12 @@ async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None =
 
 
 def _by_order(sku: str, releases: list[BackorderRelease]) -> list[BackorderReleased]:
-    """One message per order and release: its lines on this SKU that goods arrived for."""
-    grouped: dict[tuple[str, str], list[BackorderRelease]] = {}
+    """One message per order: its lines on this SKU that goods arrived for (one event's
+    releases share their id)."""
+    grouped: dict[str, list[BackorderRelease]] = {}
     for release in releases:
-        grouped.setdefault((release.order_key, release.release_id), []).append(release)
-    return [BackorderReleased(order_key=order_key, sku=sku,
-                              release_id=release_id, lines={r.line_id: r.units for r in group},
+        grouped.setdefault(release.order_key, []).append(release)
+    return [BackorderReleased(order_key=order_key, sku=sku, release_id=group[0].release_id,
+                              lines={r.line_id: r.units for r in group},
                               waited_s=max(r.waited_s for r in group), at=utcnow())
-            for (order_key, release_id), group in grouped.items()]
+            for order_key, group in grouped.items()]
