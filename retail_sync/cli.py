@@ -162,13 +162,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--latency-seconds", type=float, default=20.0)
     b.add_argument("--only", default="",
                    help="comma-separated runs: ceiling, pipeline, latency, stock, failover "
-                   "(default: all)")
+                   "(default: all), soak (only when named)")
     b.add_argument("--stock-changes", type=int, default=200,
                    help="ERP receipts for the stock propagation run")
     b.add_argument("--stock-rate", type=float, default=20.0,
                    help="ERP receipts per second in the stock propagation run")
     b.add_argument("--failover-orders", type=int, default=2000,
                    help="orders through two workers before one is killed (failover run)")
+    b.add_argument("--soak-rate", type=float, default=50.0,
+                   help="orders per second, all channels, in the soak run")
+    b.add_argument("--soak-orders", type=int, default=2500,
+                   help="soak run: worker RSS after this many orders (N) and after 4N")
     b.add_argument("--json", dest="json_out", default=None, help="also write results here")
     b.set_defaults(func=cmd_bench)
 
