@@ -14,7 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from connectors.redis_support import REDIS_ERRORS, make_client, redis_enabled
+from connectors.redis_support import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT_S,
+    REDIS_ERRORS,
+    make_client,
+    redis_enabled,
+)
 
 # --- shared budgets (issue 6) ---------------------------------------------------------------
 #
@@ -204,6 +210,8 @@ class RedisGcra:
     If Redis fails, the call goes through the in-process ``fallback`` limiter (with a warning,
     once per outage) and Redis is tried again after ``retry_redis_after_s``. ``penalise`` and
     ``set_rate`` are mirrored into the fallback so it follows the marketplace's signals too.
+    Its client's pool is bounded (``max_connections``) and a call waits up to ``pool_timeout_s``
+    for a free connection rather than failing over to the in-process limiter.
     """
 
     def __init__(
@@ -217,9 +225,12 @@ class RedisGcra:
         retry_redis_after_s: float = 5.0,
         client: Any = None,
         timeout_s: float = 0.5,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
     ):
         _check_budget(rate, burst)
         self.url, self.key = url, key
+        self.max_connections, self.pool_timeout_s = max_connections, pool_timeout_s
         self.rate, self.burst = float(rate), int(burst)
         self.override_ttl_s = override_ttl_s
         self.retry_redis_after_s = retry_redis_after_s
@@ -244,7 +255,9 @@ class RedisGcra:
         if self._own_client and self._client is not None and self._loop is not loop:
             self._client = self._acquire_script = None  # made on another (finished) event loop
         if self._client is None:
-            self._client = make_client(self.url, self.timeout_s)
+            self._client = make_client(self.url, self.timeout_s,
+                                       max_connections=self.max_connections,
+                                       pool_timeout_s=self.pool_timeout_s)
             self._loop = loop
         if self._acquire_script is None:
             self._acquire_script = self._client.register_script(_ACQUIRE_LUA)
@@ -359,8 +372,8 @@ def limiter_for(
     **options: Any,
 ) -> LocalGcra | RedisGcra:
     """A Redis-shared limiter when ``redis_url`` is set (not empty/"none"), else an in-process
-    one. ``options``: ``override_ttl_s`` for both; ``retry_redis_after_s``, ``client`` and
-    ``timeout_s`` for the Redis one only."""
+    one. ``options``: ``override_ttl_s`` for both; ``retry_redis_after_s``, ``client``,
+    ``timeout_s``, ``max_connections`` and ``pool_timeout_s`` for the Redis one only."""
     if redis_enabled(redis_url):
         assert redis_url is not None
         return RedisGcra(redis_url, key, rate, burst, **options)
@@ -526,8 +539,16 @@ def budgets_for(settings: Any, channel: str, plans: dict[str, Plan]) -> Budgets:
     key = (settings.app_id, channel, redis_url, tuple(sorted(merged.items())))
     found = _BUDGETS.get(key)
     if found is None:
-        found = _BUDGETS[key] = Budgets(channel, merged, redis_url=redis_url, app_id=settings.app_id)
+        found = _BUDGETS[key] = Budgets(channel, merged, redis_url=redis_url, app_id=settings.app_id,
+                                        **redis_pool_options(settings))
     return found
+
+
+def redis_pool_options(settings: Any) -> dict[str, Any]:
+    """The Redis client options of the settings (pool size, pool wait, per-call timeout)."""
+    return {"max_connections": getattr(settings, "redis_max_connections", DEFAULT_MAX_CONNECTIONS),
+            "pool_timeout_s": getattr(settings, "redis_pool_timeout_s", DEFAULT_POOL_TIMEOUT_S),
+            "timeout_s": getattr(settings, "redis_timeout_s", 0.5)}
 
 
 def all_budgets() -> list[Budgets]:

@@ -3,6 +3,11 @@
 Redis is an optimisation for sharing state between workers, never a hard dependency: callers
 catch ``REDIS_ERRORS`` and fall back to an in-process equivalent. Clients are therefore built
 with short timeouts and no client-side retries, so an outage costs one fast failure per call.
+
+A busy worker is not an outage: each client has a bounded pool (``max_connections``) and a call
+that finds every connection in use WAITS for one (up to ``pool_timeout_s``) instead of failing.
+redis-py's default asyncio pool raises ``MaxConnectionsError`` at its 101st concurrent call,
+which made the webhook dedupe silently fall back to per-process under a burst of webhooks.
 """
 
 from __future__ import annotations
@@ -31,18 +36,51 @@ def redis_enabled(url: str | None) -> bool:
     return url is not None and url.strip().lower() not in _DISABLED
 
 
-def make_client(url: str, timeout_s: float = 0.5) -> aioredis.Redis:
-    """An asyncio client that fails fast (no retries, ``timeout_s`` to connect and per call).
+#: Defaults of the pool (the worker passes its settings: RETAIL_SYNC_REDIS_MAX_CONNECTIONS,
+#: RETAIL_SYNC_REDIS_POOL_TIMEOUT_S, RETAIL_SYNC_REDIS_TIMEOUT_S).
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_POOL_TIMEOUT_S = 2.0
+
+
+def make_client(url: str, timeout_s: float = 0.5, *,
+                max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S) -> aioredis.Redis:
+    """An asyncio client that fails fast on a dead server (no retries, ``timeout_s`` to connect
+    and per call) but waits up to ``pool_timeout_s`` for one of its ``max_connections`` pooled
+    connections when they are all busy (then ``redis.ConnectionError("No connection
+    available.")``, one of ``REDIS_ERRORS``).
 
     ``unix:///path/redis.sock?db=0`` URLs work as well as ``redis://host:port/db``.
     """
-    return aioredis.Redis.from_url(
+    if max_connections < 1:
+        raise ValueError("max_connections must be >= 1")
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=pool_timeout_s,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
         decode_responses=False,
     )
+    return aioredis.Redis.from_pool(pool)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short label for why a Redis call failed, for metrics: ``pool_exhausted`` (no pooled
+    connection within the pool timeout), ``timeout``, ``connection`` or ``error``."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MaxConnectionsError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, MaxConnectionsError) or (
+            isinstance(exc, RedisConnectionError) and "No connection available" in str(exc)):
+        return "pool_exhausted"
+    if isinstance(exc, RedisTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "connection"
+    return "error"
 
 
 # --- a Redis to run against (tests, chaos scenarios) -------------------------------------------

@@ -14,10 +14,16 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from connectors.redis_support import REDIS_ERRORS, make_client
+from connectors.redis_support import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT_S,
+    REDIS_ERRORS,
+    failure_reason,
+    make_client,
+)
 
 HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 WEBHOOK_ID_HEADER = "X-Shopify-Webhook-Id"
@@ -111,8 +117,12 @@ log = logging.getLogger(__name__)
 class RedisDeduper:
     """Delivery ids shared by every worker: ``SET <prefix>:<id> 1 NX PX <ttl>``.
 
-    On a Redis error the call falls back to an in-process deduper (logged, once per outage);
-    the order table stays the final guard against duplicates.
+    Its client has a bounded pool (``max_connections``); a call that finds every connection busy
+    waits up to ``pool_timeout_s`` for one. Only a real Redis failure (down, too slow, pool still
+    exhausted after the wait) makes the call fall back to an in-process deduper: logged once per
+    outage, and every fallback counted (``fallbacks`` by reason, and ``on_fallback(reason)``,
+    which the worker wires to ``retail_sync_dedupe_fallback_total``). The order table stays the
+    final guard against duplicates.
     """
 
     def __init__(
@@ -125,11 +135,17 @@ class RedisDeduper:
         fallback_max_entries: int = 10_000,
         timeout_s: float = 0.5,
         pending_ttl_s: float = 30.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
+        on_fallback: Callable[[str], None] | None = None,
     ):
         if ttl_s <= 0:
             raise ValueError("ttl_s must be > 0")
         self.url, self.ttl_s, self.prefix = url, ttl_s, prefix
         self.timeout_s, self.pending_ttl_s = timeout_s, pending_ttl_s
+        self.max_connections, self.pool_timeout_s = max_connections, pool_timeout_s
+        self.on_fallback = on_fallback
+        self.fallbacks: dict[str, int] = {}
         self.fallback = InProcessDeduper(ttl_s, fallback_max_entries)
         self._client = client
         self._own_client = client is None
@@ -140,10 +156,16 @@ class RedisDeduper:
 
     def _redis(self) -> Any:
         if self._client is None:
-            self._client = make_client(self.url, self.timeout_s)
+            self._client = make_client(self.url, self.timeout_s,
+                                       max_connections=self.max_connections,
+                                       pool_timeout_s=self.pool_timeout_s)
         return self._client
 
     def _failed(self, what: str, exc: BaseException) -> None:
+        reason = failure_reason(exc)
+        self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+        if self.on_fallback is not None:
+            self.on_fallback(reason)
         if not self._degraded:
             log.warning("webhook dedupe: Redis unavailable for %s (%r); deduplicating in this "
                         "process only", what, exc)

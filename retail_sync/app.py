@@ -96,7 +96,7 @@ def create_app(
                       stock=stock_table(app, settings)),
         metrics=metrics,
         erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
-        deduper=webhook_deduper(settings),
+        deduper=webhook_deduper(settings, metrics),
         channels=found,
         outbound=outbound,
         stock_feed_factory=stock_feed_factory or (lambda: ErpStockFeed.from_settings(settings)),
@@ -128,13 +128,20 @@ def create_app(
     return ctx
 
 
-def webhook_deduper(settings: Settings) -> Any:
+def webhook_deduper(settings: Settings, metrics: Metrics | None = None) -> Any:
     """Webhook delivery ids claimed in Redis (any worker can receive any delivery) when a Redis
-    URL is configured; in this process otherwise. Redis trouble falls back per call."""
+    URL is configured; in this process otherwise. A busy pool is waited for; real Redis trouble
+    falls back per call, counted in retail_sync_dedupe_fallback_total."""
     if redis_enabled(settings.redis_url):
+        counter = metrics.dedupe_fallbacks if metrics is not None else None
         return RedisDeduper(settings.redis_url, settings.webhook_dedupe_ttl_s,
                             prefix=f"rs:webhook:{settings.app_id}:shopify",
-                            pending_ttl_s=settings.webhook_pending_ttl_s)
+                            pending_ttl_s=settings.webhook_pending_ttl_s,
+                            timeout_s=settings.redis_timeout_s,
+                            max_connections=settings.redis_max_connections,
+                            pool_timeout_s=settings.redis_pool_timeout_s,
+                            on_fallback=(lambda reason: counter.labels(reason=reason).inc())
+                            if counter is not None else None)
     return InProcessDeduper(settings.webhook_dedupe_ttl_s, settings.webhook_dedupe_max_entries)
 
 

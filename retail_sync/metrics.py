@@ -19,6 +19,8 @@ disable_created_metrics()  # the *_created series only double the exposition siz
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 #: a backorder waits for a delivery: seconds in a demo, days in a shop
 BACKORDER_BUCKETS = (1, 10, 60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
+#: reasons of connectors.redis_support.failure_reason
+DEDUPE_FALLBACK_REASONS = ("pool_exhausted", "timeout", "connection", "error")
 
 
 class Metrics:
@@ -116,6 +118,15 @@ class Metrics:
         self.inflight_erp = Gauge(
             "retail_sync_erp_inflight", "ERP requests in flight on this worker.", registry=r,
         )
+        self.dedupe_fallbacks = Counter(
+            "retail_sync_dedupe_fallback_total",
+            "Webhook dedupe calls that could not use Redis and deduplicated in this worker only "
+            "(a duplicate delivered to another worker is then not recognised): pool_exhausted "
+            "(no pooled connection within RETAIL_SYNC_REDIS_POOL_TIMEOUT_S), timeout, "
+            "connection, error.", ["reason"], registry=r,
+        )
+        for reason in DEDUPE_FALLBACK_REASONS:  # every series exists from the start at 0
+            self.dedupe_fallbacks.labels(reason=reason)
 
 
 class ConsumerLagCollector(Collector):

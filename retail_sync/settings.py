@@ -205,6 +205,15 @@ class Settings(BaseSettings):
 
     # --- shared infrastructure (used from the resilience issue on) ----------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = Field(
+        64, ge=1, le=10_000, description="Connections each Redis client of a worker (webhook "
+        "dedupe, each shared rate limit) may open; a call that finds them all busy waits for one.")
+    redis_pool_timeout_s: float = Field(
+        2.0, gt=0, le=30, description="How long a Redis call waits for a free pooled connection "
+        "before it counts as a Redis failure (dedupe then falls back to this process, counted in "
+        "retail_sync_dedupe_fallback_total).")
+    redis_timeout_s: float = Field(
+        0.5, gt=0, le=30, description="Connect and per-call timeout of Redis calls (no retries).")
 
     @field_validator("canonical_url")
     @classmethod

@@ -93,3 +93,44 @@ async def test_a_claim_never_confirmed_expires_so_the_retry_is_accepted(
     finally:
         await dead.aclose()
         await alive.aclose()
+
+
+async def test_a_busy_pool_is_waited_for_not_a_reason_to_fall_back(redis_url: str,
+                                                                   redis_prefix: str):
+    """400 claims at once through a pool of 4 connections: each waits for a connection; none
+    falls back to this process (redis-py's default pool raised MaxConnectionsError past 100)."""
+    one = RedisDeduper(redis_url, ttl_s=30, prefix=f"{redis_prefix}:busy", max_connections=4,
+                       pool_timeout_s=10)
+    two = RedisDeduper(redis_url, ttl_s=30, prefix=f"{redis_prefix}:busy", max_connections=4,
+                       pool_timeout_s=10)
+    try:
+        ids = [f"d{i}" for i in range(200)]
+        answers = await asyncio.gather(*(w.claim(i) for i in ids for w in (one, two)))
+        assert answers.count("new") == 200  # one claim per id won, across both "workers"
+        assert one.fallbacks == {} and two.fallbacks == {}
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_every_fallback_is_counted_with_its_reason(redis_url: str, redis_prefix: str,
+                                                         closed_redis_url: str):
+    seen: list[str] = []
+    busy = RedisDeduper(redis_url, ttl_s=30, prefix=f"{redis_prefix}:held", max_connections=1,
+                        pool_timeout_s=0.2, timeout_s=5, on_fallback=seen.append)
+    holder = asyncio.ensure_future(busy._redis().blpop([f"{redis_prefix}:never"], timeout=2))
+    await asyncio.sleep(0.1)  # the pool's only connection is now held for 2 s
+    try:
+        assert await busy.claim("x1") == "new"  # from the in-process fallback
+        assert await busy.claim("x1") == "done"
+        assert busy.fallbacks == {"pool_exhausted": 2} and seen == ["pool_exhausted"] * 2
+    finally:
+        await holder
+        await busy.aclose()
+    down = RedisDeduper(closed_redis_url, ttl_s=30, on_fallback=seen.append)
+    try:
+        await down.claim("x2")
+        await down.confirm("x2")
+        assert down.fallbacks == {"connection": 2}
+    finally:
+        await down.aclose()
