@@ -45,7 +45,7 @@ def test_repository_files_pass_the_python_checks():
     assert "7 services" in summary
     assert "profile sim: erp-sim, shopify-sim" in summary
     assert "workers: worker-1, worker-2" in summary
-    assert "deploy/alerts.yml: 4 groups, 11 alerts (2 critical, 9 warning)" in summary
+    assert "deploy/alerts.yml: 4 groups, 12 alerts (2 critical, 10 warning)" in summary
 
 
 def test_repository_files_pass_with_external_tools_when_installed():
@@ -141,6 +141,7 @@ def test_alert_expressions_use_only_metrics_that_exist():
         ("SyncExceptionsRising", "warning", "increase(retail_sync_sync_exceptions_total[10m])"),
         ("ErpPostsExhausted", "critical", 'retail_sync_erp_posts_total{outcome="exhausted"}'),
         ("WebhookSignatureFailures", "warning", 'outcome="bad_signature"'),
+        ("WebhookDedupeFallback", "warning", "increase(retail_sync_dedupe_fallback_total[5m])"),
         ("WorkerDown", "critical", 'up{job="retail-sync"} == 0'),
     ],
 )
