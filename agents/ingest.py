@@ -2,7 +2,11 @@
 
 Reads orders-raw (key channel:marketplace order id), maps with the channel's mapper, and emits
 OrderReceived on order-events keyed by order_key. A delivery that cannot be mapped becomes a
-sync-exception record with the reason and the verbatim body; the agent goes on.
+sync-exception record with the reason and the delivery as it was read (the ``RawOrderMessage``,
+whose ``body`` is the verbatim body); the agent goes on. Keeping the whole message (not the bare
+body) makes a ``mapping`` exception replayable: ``retail-sync exceptions replay`` /
+``POST /exceptions/replay`` put it back on orders-raw, and it is mapped again under the rules then
+in force (ARCHITECTURE §5f.4). The validation rules come from this worker's settings.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from retail_sync.context import Context
 from streams.mappers import shopify
 from streams.mappers.shopify import MappingError
 from streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, ReturnRequested
+from streams.validation import OrderRules, use_rules
 
 
 def to_event(raw: RawOrderMessage,
@@ -51,10 +56,11 @@ def register(ctx: Context) -> None:
 
 async def ingest_one(ctx: Context, key: str | None, raw: RawOrderMessage) -> None:
     try:
-        event = to_event(raw, {name: c.mapper for name, c in ctx.channels.items()})
+        with use_rules(OrderRules.from_settings(ctx.settings)):
+            event = to_event(raw, {name: c.mapper for name, c in ctx.channels.items()})
     except MappingError as exc:
         await record_exception(
-            ctx, kind=ExceptionKind.MAPPING, exc=exc, payload=raw.body, channel=raw.channel,
+            ctx, kind=ExceptionKind.MAPPING, exc=exc, payload=raw.model_dump_json(), channel=raw.channel,
             source_topic=ctx.topics.raw_orders.get_topic_name(), source_key=key,
         )
         return

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     regional_status_codes: dict[str, str] = Field(
         default_factory=dict, description="Extra status codes, JSON object code -> canonical status.")
 
+    # --- Order validation (streams/validation.py, ARCHITECTURE §5f.4) -----------------------
+    order_total_tolerance_units: float = Field(
+        1.0, ge=0, le=1e9, description="How far a marketplace's stated order total may be from lines "
+        "+ shipping + tax - discounts: this many minor units of the order currency (cents for USD) "
+        "per line, plus one allowance for the order. Raise it (and replay) to let such orders in.")
+
     # --- Shopify-style inbound ----------------------------------------------------------
     shopify_webhook_secret: SecretStr = Field(
         SecretStr("shpss_demo_secret"), description="App client secret used to sign webhooks."

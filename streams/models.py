@@ -93,7 +93,8 @@ class OrderLine(Frozen):
     line_id: str = Field(min_length=1)
     sku: str = Field(min_length=1, max_length=128)
     title: str = ""
-    quantity: int = Field(gt=0, le=100_000)
+    # strict: a JSON true is not 1, 2.0 and "2" are not 2 (mappers parse text where the channel sends text)
+    quantity: int = Field(strict=True, gt=0, le=100_000)
     unit_price: Money
     tax: Money
     discount: Money

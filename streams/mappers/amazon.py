@@ -16,6 +16,13 @@ Amazon specifics this mapper is careful about:
   ``discount_total`` = PromotionDiscount, ``total`` = OrderTotal. ``taxes_included`` is inferred:
   true when tax is non-zero and OrderTotal equals the tax-exclusive sum (VAT marketplaces).
 * Buyer data is PII-restricted: usually only an anonymised ``BuyerEmail`` and a partial address.
+* The order is then checked by ``streams.validation`` (ARCHITECTURE §5f.4): ``OrderTotal`` must
+  be Σ ItemPrice − PromotionDiscount + ShippingPrice − ShippingDiscount (+ gift wrap, COD fee)
+  plus ItemTax + ShippingTax (US: tax on top), or without them (VAT marketplaces: tax inside the
+  prices), or with the discounts' own tax taken off too, within the tolerance. Line totals are
+  Amazon's ``ItemPrice`` (exact, not the rounded unit price x quantity). ``QuantityOrdered`` is a
+  JSON integer (``true``, ``2.0``, ``"2"`` are refused); ``PurchaseDate`` / ``LastUpdateDate``
+  must be plausible (the sandbox's 1970 dates are not).
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.mappers.shopify import MappingError
 from streams.models import Address, Customer, Money, Order, OrderLine
+from streams.validation import Expected, FieldNames, MappingError, canonical_total, validate_order
 
 CHANNEL = "amazon"
 UNIT_PRICE_PLACES = Decimal("0.0001")
@@ -63,6 +70,10 @@ FINANCIAL_STATUS: dict[str, str] = {
     "unfulfillable": "voided",
 }
 AWAITING_PAYMENT = frozenset(s for s, word in STATUS_TO_CANONICAL.items() if word == "pending")
+#: Amazon's names of the fields the validation rules are about
+FIELDS = FieldNames(total="OrderTotal", currency="OrderTotal.CurrencyCode", created_at="PurchaseDate",
+                    updated_at="LastUpdateDate", lines="OrderItems", line_id="OrderItemId",
+                    quantity="QuantityOrdered")
 
 
 class PendingOrderError(MappingError):
@@ -91,9 +102,38 @@ def map_order(order: Any, items: Any) -> Order:
     total = _money(order.get("OrderTotal"), None, f"order {order_id!r} OrderTotal")
     lines = _lines(order_id, items, total.currency)
     try:
-        return _order(order, lines, total, status)
+        canonical = _order(order, lines, total, status)
     except ValidationError as exc:
         raise MappingError(f"order {order_id!r} is not a valid order: {_brief(exc)}") from exc
+    return validate_order(canonical, expected=stated_totals(canonical, [item for _, item in lines]),
+                          names=FIELDS, line_names=[f"OrderItems[{i}]" for i, _ in _kept(items)])
+
+
+def _kept(items: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(index in getOrderItems, item) of the items that make canonical lines."""
+    return [(i, item) for i, item in enumerate(items) if item.get("QuantityOrdered") != 0]
+
+
+def stated_totals(order: Order, items: list[dict[str, Any]]) -> list[Expected]:
+    """The readings of ``OrderTotal`` the items allow (see the module docstring)."""
+    currency = order.currency
+
+    def total(field: str) -> Decimal:
+        return sum((_amount(item, field, currency) for item in items), Decimal(0))
+
+    extra = total("CODFee") - total("CODFeeDiscount")
+    for item in items:
+        buyer = item.get("BuyerInfo")
+        if isinstance(buyer, dict):
+            extra += sum((_amount(buyer, f, currency) for f in ("GiftWrapPrice", "GiftWrapTax")), Decimal(0))
+    lines, extra_name = total("ItemPrice"), "gift wrap and COD fee"
+    discount_tax = total("PromotionDiscountTax") + total("ShippingDiscountTax")
+    readings = [canonical_total(order, lines=lines, tax_included=False, extra=extra, extra_name=extra_name),
+                canonical_total(order, lines=lines, tax_included=True, extra=extra, extra_name=extra_name)]
+    if discount_tax:
+        readings.append(canonical_total(order, lines=lines, tax=order.tax_total.amount - discount_tax,
+                                        tax_included=False, extra=extra, extra_name=extra_name))
+    return readings
 
 
 def _order(order: dict[str, Any], lines: list[tuple[OrderLine, dict[str, Any]]], total: Money,
@@ -190,7 +230,7 @@ def _lines(order_id: Any, items: Any, currency: str) -> list[tuple[OrderLine, di
     """Canonical lines (with their source items), skipping items Amazon zeroed on cancellation."""
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise MappingError(f"order {order_id!r}: order items must be a list of objects")
-    lines = [(_line(item, currency), item) for item in items if item.get("QuantityOrdered") != 0]
+    lines = [(_line(item, currency), item) for _, item in _kept(items)]
     if not lines:
         raise MappingError(f"order {order_id!r} has no items with a quantity "
                            "(getOrderItems returned none, or all were cancelled)")  # fmt: skip

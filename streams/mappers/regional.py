@@ -14,6 +14,9 @@ each with ``_row``, its 1-based data row number in the file.
 * ``unit_price`` is per unit, a decimal with either a point or a decimal comma (``12,50``).
 
 Anything that cannot become a valid order raises MappingError naming the file, row and field.
+The order is then checked by ``streams.validation`` (ARCHITECTURE §5f.4): ISO 4217 currency,
+unique ``line_no`` within the order, plausible ``order_date``; ``qty`` is text of whole digits > 0.
+The file states no order total (unit prices only), so there is none to compare with.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from streams.mappers.shopify import MappingError
 from streams.models import Customer, Money, Order, OrderLine
+from streams.validation import NO_STATED_TOTAL, FieldNames, MappingError, validate_order
 
 CHANNEL = "regional"
 LOCAL_TZ = ZoneInfo("Europe/Berlin")
@@ -45,6 +48,9 @@ STATUS_CODES: dict[str, str] = {
 }
 LOCAL_FORMATS = ("%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d.%m.%Y %H:%M")
 SETTING = "RETAIL_SYNC_REGIONAL_STATUS_CODES"
+#: the file's names of the fields the validation rules are about
+FIELDS = FieldNames(currency="currency", created_at="order_date", updated_at="order_date",
+                    lines="rows", line_id="line_no", quantity="qty")
 
 
 def status_table(extra_codes: Mapping[str, str]) -> dict[str, str]:
@@ -105,7 +111,7 @@ def _map(payload: Any, table: Mapping[str, str]) -> Order:
         order_lines = [_line(row, where, currency, zero) for row, where, currency in lines]
         subtotal = sum((ln.unit_price.amount * ln.quantity for ln in order_lines), Decimal(0))
         email = _optional(first.get("buyer_email"))
-        return Order(
+        order = Order(
             channel=CHANNEL,
             marketplace_order_id=ref,
             created_at=min(dates),
@@ -124,6 +130,8 @@ def _map(payload: Any, table: Mapping[str, str]) -> Order:
     except ValidationError as exc:
         brief = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise MappingError(f"order {ref} in {file} is not a valid order: {brief}") from exc
+    return validate_order(order, expected=NO_STATED_TOTAL, names=FIELDS,
+                          line_names=[where for _, where, _ in lines])
 
 
 def _where(file: str, row: dict[str, Any]) -> str:

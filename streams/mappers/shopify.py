@@ -4,6 +4,14 @@ An ``orders/create`` webhook body is the bare order object (not wrapped in ``{"o
 Money fields arrive as decimal strings in the shop currency; timestamps carry the shop's offset
 and are converted to UTC. Anything that cannot become a valid order raises ``MappingError`` with
 a reason a person can act on.
+
+The order is then checked by ``streams.validation`` (ARCHITECTURE §5f.4) against what Shopify
+states: ``total_price`` = Σ line ``price`` x ``quantity`` − ``total_discounts`` + shipping lines
++ ``total_tax`` (left out when ``taxes_included``) + ``total_tip_received`` + duties, within the
+tolerance; shipping read either before or after shipping discounts (``price`` or
+``discounted_price`` of the shipping lines). ``quantity`` must be a JSON integer > 0 (Shopify's
+contract types it as one: ``true``, ``2.0`` and ``"2"`` are refused). A failure is an
+``InvalidOrder`` naming Shopify's field (``total_price``, ``line_items[1].id`` ...).
 """
 
 from __future__ import annotations
@@ -14,8 +22,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connectors.errors import DecodeError
 from streams.models import Address, Customer, Money, Order, OrderLine, RefundRecord
+from streams.validation import (
+    Expected,
+    FieldNames,
+    InvalidOrder,
+    MappingError,
+    canonical_total,
+    validate_order,
+)
 
 CHANNEL = "shopify"
 
@@ -38,8 +53,10 @@ FULFILLMENT_STATUS_TO_CANONICAL: dict[str, str] = {
 CANONICAL_TO_FULFILLMENT_STATUS: dict[str, str] = {v: k for k, v in FULFILLMENT_STATUS_TO_CANONICAL.items()}
 
 
-class MappingError(DecodeError):
-    """A channel payload that is valid JSON but cannot become a canonical order."""
+#: Shopify's names of the fields the validation rules are about
+FIELDS = FieldNames(total="total_price", currency="currency", created_at="created_at",
+                    updated_at="updated_at", cancelled_at="cancelled_at", lines="line_items",
+                    line_id="id", quantity="quantity")
 
 
 def map_order(payload: Any) -> Order:
@@ -50,14 +67,14 @@ def map_order(payload: Any) -> Order:
         payload = payload["order"]
     currency = _currency(payload)
     try:
-        return Order(
+        order = Order(
             channel=CHANNEL,
             marketplace_order_id=_required_id(payload, "id"),
             marketplace_order_name=payload.get("name"),
             created_at=_required(payload, "created_at"),
             updated_at=payload.get("updated_at") or payload["created_at"],
             currency=currency,
-            lines=[_line(item, currency) for item in _line_items(payload)],
+            lines=[_line(item, currency, i) for i, item in enumerate(_line_items(payload))],
             subtotal=_money(payload, "subtotal_price", currency),
             shipping=Money(amount=_shipping(payload), currency=currency),
             tax_total=_money(payload, "total_tax", currency),
@@ -72,6 +89,38 @@ def map_order(payload: Any) -> Order:
         )
     except ValidationError as exc:
         raise MappingError(f"order {payload.get('id')!r} is not a valid order: {_brief(exc)}") from exc
+    except InvalidOrder as exc:  # a line's rule: say which order
+        raise InvalidOrder(exc.field, exc.reason, order=f"{CHANNEL}:{payload.get('id')}") from None
+    return validate_order(order, expected=stated_totals(payload, order), names=FIELDS)
+
+
+def stated_totals(payload: dict[str, Any], order: Order) -> list[Expected]:
+    """The readings of ``total_price`` Shopify's other fields allow (see the module docstring)."""
+    extra, names = Decimal(0), []
+    tip = payload.get("total_tip_received")
+    if tip not in (None, ""):
+        extra += _decimal(tip, "total_tip_received")
+        names.append("total_tip_received")
+    duties = _shop_money(payload.get("current_total_duties_set") or payload.get("original_total_duties_set"))
+    if duties is not None:
+        extra += _decimal(duties, "total_duties_set")
+        names.append("duties")
+    readings = [canonical_total(order, extra=extra, extra_name=" + ".join(names))]
+    lines = _objects(payload.get("shipping_lines"), "shipping_lines")
+    if any(s.get("discounted_price") not in (None, "") for s in lines):
+        discounted = sum((_decimal(s.get("discounted_price", s.get("price", "0")),
+                                   "shipping_lines.discounted_price") for s in lines), Decimal(0))
+        if discounted != order.shipping.amount:
+            readings.append(canonical_total(order, shipping=discounted, extra=extra,
+                                            extra_name=" + ".join(names)))
+    return readings
+
+
+def _shop_money(money_set: Any) -> Any:
+    """``{"shop_money": {"amount": ...}}`` -> the amount, or None."""
+    if isinstance(money_set, dict) and isinstance(money_set.get("shop_money"), dict):
+        return money_set["shop_money"].get("amount")
+    return None
 
 
 def _brief(exc: ValidationError) -> str:
@@ -151,7 +200,18 @@ def _line_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def _line(item: dict[str, Any], currency: str) -> OrderLine:
+def _quantity(item: dict[str, Any], index: int) -> int:
+    """A JSON integer > 0 (Shopify's contract); bool, float and text are refused."""
+    quantity = item.get("quantity")
+    if type(quantity) is not int or quantity <= 0:
+        kinds = {bool: "a boolean", str: "text", float: "a number with decimals"}
+        what = "" if type(quantity) is int else f" ({kinds.get(type(quantity), type(quantity).__name__)})"
+        raise InvalidOrder(f"line_items[{index}].quantity",
+                           f"must be a whole number > 0, got {quantity!r}{what}")
+    return quantity
+
+
+def _line(item: dict[str, Any], currency: str, index: int) -> OrderLine:
     sku = item.get("sku") or (f"variant-{item['variant_id']}" if item.get("variant_id") else None)
     if not sku:
         raise MappingError(f"line item {item.get('id')!r} has neither sku nor variant_id")
@@ -164,7 +224,7 @@ def _line(item: dict[str, Any], currency: str) -> OrderLine:
         line_id=str(_required(item, "id")),
         sku=str(sku),
         title=str(item.get("name") or item.get("title") or ""),
-        quantity=item.get("quantity"),
+        quantity=_quantity(item, index),
         unit_price=Money(amount=_decimal(item.get("price"), "line_items.price"), currency=currency),
         tax=Money(amount=tax, currency=currency),
         discount=Money(

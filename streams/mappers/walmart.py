@@ -12,6 +12,12 @@ line and order totals stay exact). Amounts are JSON numbers and become Decimal v
 Line statuses translate through ``LINE_STATUS_TO_CANONICAL`` (data, both directions), and
 ``order_status`` derives one order status from the line statuses. Anything that cannot become a
 valid order raises ``MappingError`` with a reason a person can act on.
+
+The order is then checked by ``streams.validation`` (ARCHITECTURE §5f.4): ISO 4217 currency,
+unique ``lineNumber``, plausible ``orderDate`` / ``statusDate``. ``orderLineQuantity.amount`` is
+text in Walmart's contract: whole digits (or a JSON integer) > 0, nothing else (``true``, ``"1.5"``).
+Walmart states no order total (only per-line charges, from which the total is built), so there
+is no stated total to compare with.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.mappers.shopify import MappingError
 from streams.models import Address, Customer, Money, Order, OrderLine
+from streams.validation import NO_STATED_TOTAL, FieldNames, MappingError, validate_order
 
 CHANNEL = "walmart"
 JSON = dict[str, Any]
@@ -45,6 +51,10 @@ ORDER_STATUSES = (
     "partially_refunded",
 )
 COUNTRY_CODES = {"USA": "US", "US": "US", "PRI": "PR", "CAN": "CA", "MEX": "MX"}
+#: Walmart's names of the fields the validation rules are about
+FIELDS = FieldNames(currency="charges.charge[].chargeAmount.currency", created_at="orderDate",
+                    updated_at="orderLines.orderLine[].statusDate", lines="orderLines.orderLine",
+                    line_id="lineNumber", quantity="orderLineQuantity.amount")
 
 
 # --- statuses ---------------------------------------------------------------------------------
@@ -101,11 +111,12 @@ def map_order(order: Any) -> Order:
         order = order["order"]
     po = _text(order, "purchaseOrderId", "purchase order")
     try:
-        return _build(order, po)
+        canonical = _build(order, po)
     except MappingError as exc:
         raise MappingError(f"purchase order {po}: {exc}") from exc
     except ValidationError as exc:
         raise MappingError(f"purchase order {po} is not a valid order: {_brief(exc)}") from exc
+    return validate_order(canonical, expected=NO_STATED_TOTAL, names=FIELDS)
 
 
 def _build(order: JSON, po: str) -> Order:

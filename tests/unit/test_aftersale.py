@@ -2,11 +2,9 @@
 through agents/lifecycle.apply), example by example, and as a property: whatever order the other
 systems' answers arrive in, duplicated or late, the order converges to the same final state."""
 
-import json
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -44,8 +42,9 @@ from streams.models import (
     StockAnswered,
 )
 from streams.stock import CommitStock, MarketplaceCancel, ReleaseStock, ReserveStock
+from tests.fixture_orders import shopify_order
 
-FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
+FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 KEY = "shopify:450789469"
 LINES = ["466157049", "518995019", "703073504"]  # one unit each

@@ -21,6 +21,7 @@ from streams.mappers.amazon import (
     map_order,
 )
 from streams.mappers.shopify import MappingError as ShopifyMappingError
+from tests.fixture_orders import amazon_example
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -29,7 +30,7 @@ CANONICAL_WORDS = {"pending", "accepted", "partially_shipped", "shipped", "cance
 
 @pytest.fixture
 def example() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    data = json.loads((FIXTURES / "amazon_order_example.json").read_text())
+    data = amazon_example()  # placed in 2026, not 1970 (tests/fixture_orders.py)
     return data["order"], data["order_items"]
 
 
@@ -50,8 +51,8 @@ def test_the_spec_sandbox_example_maps(example) -> None:
     order = map_order(*example)
     assert (order.channel, order.marketplace_order_id) == ("amazon", "902-1845936-5435065")
     assert order.order_key == "amazon:902-1845936-5435065"
-    assert order.created_at == datetime(1970, 1, 19, 3, 58, 30, tzinfo=UTC)
-    assert order.updated_at == datetime(1970, 1, 19, 3, 58, 32, tzinfo=UTC)
+    assert order.created_at == datetime(2026, 3, 2, 3, 58, 30, tzinfo=UTC)
+    assert order.updated_at == datetime(2026, 3, 2, 3, 58, 32, tzinfo=UTC)
     assert order.currency == "USD" and order.total.amount == Decimal("11.01")
     assert (order.subtotal.amount, order.tax_total.amount, order.shipping.amount) == (
         Decimal("10.00"),

@@ -3,9 +3,7 @@ told which units have no stock, the stock agent is told to keep them waiting, an
 arrive (BackorderReleased) they go to the warehouse as a fulfilment order of their own, once, and
 never for an order that is being cancelled or is cancelled."""
 
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from agents.lifecycle import apply
 from connectors.wms import order_key_of
@@ -26,8 +24,9 @@ from streams.models import (
     StockAnswered,
 )
 from streams.stock import CommitStock
+from tests.fixture_orders import shopify_order
 
-FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
+FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 KEY = "shopify:450789469"
 GREEN, RED, BLACK = "466157049", "518995019", "703073504"  # one unit each

@@ -44,10 +44,11 @@ from streams.models import (
     RefundRecord,
     ReturnRequested,
 )
+from tests.fixture_orders import amazon_example, shopify_order
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
-SHOPIFY_ORDER = json.loads((FIXTURES / "shopify_order.json").read_text())
-_AMAZON = json.loads((FIXTURES / "amazon_order_example.json").read_text())
+SHOPIFY_ORDER = shopify_order()  # the fixtures as plausible orders (tests/fixture_orders.py)
+_AMAZON = amazon_example()
 AMAZON_DELIVERY = {"order": _AMAZON["order"], "items": _AMAZON["order_items"]}
 WALMART_ORDER = json.loads((FIXTURES / "walmart_order_example.json").read_text())
 SHOPIFY_REFUND = {

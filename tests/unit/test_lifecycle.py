@@ -1,6 +1,4 @@
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from faust.serializers import codecs
 
@@ -16,8 +14,9 @@ from streams.models import (
     OrderStatus,
     StockAnswered,
 )
+from tests.fixture_orders import shopify_order
 
-FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
+FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 

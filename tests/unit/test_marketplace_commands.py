@@ -6,10 +6,8 @@ plain async iterators, and every topic's ``send`` is recorded."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -32,10 +30,11 @@ from streams.models import (
 )
 from streams.stock import CancelLineRequest, MarketplaceCancel
 from streams.topics import Topics, declare_topics
+from tests.fixture_orders import shopify_order
 
 APP = "t-cmd"
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
+FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)
 
 
 def cancel(channel: str, oid: str = "1001") -> MarketplaceCancel:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from retail_sync.reconcile import (
 from streams.mappers import shopify
 from streams.models import Money, Order, OrderLine
 from streams.status import CANONICAL_STATUSES
+from tests.fixture_orders import shopify_order
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SINCE = NOW - timedelta(days=7)
@@ -73,7 +73,7 @@ def test_shopify_status_from_its_own_words(fulfillment: str | None, financial: s
 
 
 def test_shopify_fixture_and_cancelled_at_wins() -> None:
-    payload = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
+    payload = shopify_order()
     order = shopify.map_order(payload)
     assert marketplace_status(order) in COMPATIBLE
     cancelled = order.model_copy(update={"cancelled_at": NOW})

@@ -1,14 +1,13 @@
 import copy
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from streams.mappers.shopify import MappingError, map_order
+from tests.fixture_orders import shopify_order
 
-FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "shopify_order.json").read_text())
+FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)
 
 
 def payload(**changes):
@@ -24,7 +23,7 @@ def test_real_shaped_order_maps_to_canonical():
     assert order.created_at == datetime(2008, 1, 10, 16, 0, tzinfo=UTC)  # -05:00 -> UTC
     assert order.created_at.tzinfo is UTC
     assert order.currency == "USD"
-    assert order.total.amount == Decimal("409.94") and order.total.currency == "USD"
+    assert order.total.amount == Decimal("608.94") and order.total.currency == "USD"
     assert order.tax_total.amount == Decimal("11.94")
     assert order.shipping.amount == Decimal("0.00")
     assert [line.sku for line in order.lines] == ["IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"]
@@ -40,8 +39,11 @@ def test_rest_envelope_is_accepted_too():
 
 
 def test_money_keeps_decimal_precision():
-    order = map_order(payload(total_price="0.10", subtotal_price="0.10"))
+    line = {**FIXTURE["line_items"][0], "price": "0.10"}
+    order = map_order(payload(line_items=[line], total_price="0.10", subtotal_price="0.10",
+                              total_tax="0.00"))
     assert order.total.amount == Decimal("0.10")
+    assert order.lines[0].unit_price.amount == Decimal("0.10")
     assert isinstance(order.total.amount, Decimal)
 
 
