@@ -63,7 +63,23 @@ class Settings(BaseSettings):
 
     # --- worker state and web -----------------------------------------------------------
     datadir: Path = Field(Path("var/data"), description="Per-worker RocksDB directory.")
-    rocksdb_block_cache_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
+    rocksdb_block_cache_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024 * 1024, description="RocksDB block cache shared by every table "
+        "partition of the worker (tables/rocks.py).")
+    rocksdb_write_buffer_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024 * 1024, description="RocksDB memtables of every table partition "
+        "of the worker together: past it the largest is flushed to disk (tables/rocks.py).")
+    order_retention_days: float = Field(
+        30.0, gt=0, description="A closed order (shipped, refunded or cancelled, nothing "
+        "pending) leaves the hot tables this long after its last change; it stays readable from "
+        "the order archive topic. Keep it longer than any marketplace redelivers an order "
+        "(ARCHITECTURE 5f.5).")
+    order_retention_sweep_interval_s: float = Field(
+        60.0, gt=0, description="How often each worker sweeps its order-state partitions for "
+        "closed orders past the retention age.")
+    order_retention_sweep_batch: int = Field(
+        500, ge=1, description="Order-state records one sweep of a partition reads at most; the "
+        "next sweep continues from where it stopped.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     canonical_url: str | None = Field(

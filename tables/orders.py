@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from retail_sync.settings import Settings
+from tables import rocks
 
 
 class CodecTable(faust.Table):
@@ -40,7 +41,9 @@ def _table(app: faust.App, settings: Settings, name: str, codec: str, **kw: Any)
         value_codec=codec,
         key_type=str,
         partitions=settings.partitions,
-        options={"block_cache_size": settings.rocksdb_block_cache_bytes},
+        store=f"{rocks.SCHEME}:{name}",  # one RocksDB memory budget per worker (tables/rocks.py)
+        options={"block_cache_size": settings.rocksdb_block_cache_bytes,
+                 "write_buffer_budget": settings.rocksdb_write_buffer_bytes},
         **kw,
     )
     app.tables.add(table)
