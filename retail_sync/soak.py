@@ -116,7 +116,7 @@ async def _stocked(drivers: dict[str, Any], timeout_s: float = 60.0) -> None:
         for name, driver in drivers.items():
             if name == "regional":
                 driver.sim.process_outbox()
-        if all(driver.sim.listings.quantity(sku) > 0 for driver in drivers.values()
+        if all((driver.sim.listings.quantity(sku) or 0) > 0 for driver in drivers.values()
                for sku in DEMO_SKUS):
             return
         await asyncio.sleep(0.5)
