@@ -33,5 +33,13 @@ def register(ctx: Context) -> None:
 def apply_entry(ctx: Context, entry: IndexEntry) -> None:
     table = ctx.tables.index
     keys = table.get(entry.external_id) or []
+    if entry.remove:  # the order was retired (tables/retention.py)
+        if entry.order_key in keys:
+            rest = [k for k in keys if k != entry.order_key]
+            if rest:
+                table[entry.external_id] = rest
+            else:
+                del table[entry.external_id]
+        return
     if entry.order_key not in keys:
         table[entry.external_id] = [*keys, entry.order_key][-MAX_KEYS_PER_ID:]

@@ -16,6 +16,7 @@ from streams.models import (
     BackorderReleased,
     ErpReturnPosted,
     ExceptionKind,
+    ExpireOrder,
     IndexEntry,
     OrderEvent,
     OrderReceived,
@@ -25,6 +26,10 @@ from streams.models import (
 
 
 def register(ctx: Context) -> None:
+    from tables import retention
+
+    retention.register(ctx)  # this worker's sweep: closed orders past their age leave the table
+
     @ctx.app.agent(ctx.topics.order_events, name=f"{ctx.settings.app_id}.orders")
     async def orders(stream: Any) -> None:
         await warm_routing_metadata(ctx)
@@ -48,8 +53,26 @@ async def warm_routing_metadata(ctx: Context) -> None:
 
 
 async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
+    from tables import retention
+
     table = ctx.tables.orders
+    if isinstance(event, ExpireOrder):  # from the retention sweep: this agent owns the key
+        state = table.get(key)
+        if state is not None:
+            await retention.expire(ctx, key, event, external_ids(state))
+        return
     previous = table.get(key)
+    if previous is None and isinstance(event, OrderReceived) and retention.too_old_to_take(
+            event.order.created_at, utcnow(), retention.retention(ctx.settings)):
+        await record_exception(  # a copy of a retired order: never a second ERP order
+            ctx, kind=ExceptionKind.STATE_CONFLICT, payload=event.model_dump_json(),
+            exc=f"order {key} was created {event.order.created_at.isoformat()}, more than the "
+                f"retention age ({ctx.settings.order_retention_days:g} days) ago, and is not in "
+                "the order table: it was retired (GET /orders/{key} shows the archive) or is "
+                "older than anything taken; not taken as a new order",
+            order_key=key, channel=event.order.channel,
+            source_topic=ctx.topics.order_events.get_topic_name())
+        return
     channel = previous.channel if previous else getattr(getattr(event, "order", None), "channel", "")
     outcome = apply(previous, event, utcnow(), ctx.settings.policy_for(channel))
     if outcome.problem is not None:

@@ -16,7 +16,13 @@ from agents.exceptions import record_exception
 from agents.stock_logic import StockRules, apply
 from retail_sync.context import Context
 from streams.models import BackorderReleased, ExceptionKind, StockAnswered, utcnow
-from streams.stock import BackorderRelease, ReserveStock, StockEvent
+from streams.stock import (
+    BackorderRelease,
+    ForgetLines,
+    ReserveStock,
+    StockEvent,
+    reservation_key,
+)
 
 
 def register(ctx: Context) -> None:
@@ -45,6 +51,9 @@ async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None =
             source_topic=ctx.topics.stock_events.get_topic_name())
         return
     table = ctx.tables.stock  # the SKU's record and its order lines (keys SKU|order#line)
+    if isinstance(event, ForgetLines):  # the order was retired (tables/retention.py)
+        forget_lines(table, event)
+        return
     out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), table, offset=offset)
     # the lines first, then the SKU's record: one table, one changelog partition, in this order,
     # so a crash never keeps a SKU record without the line records it counts (stock_logic)
@@ -78,3 +87,18 @@ def _by_order(sku: str, releases: list[BackorderRelease]) -> list[BackorderRelea
                               lines={r.line_id: r.units for r in group},
                               waited_s=max(r.waited_s for r in group), at=utcnow())
             for order_key, group in grouped.items()]
+
+
+def forget_lines(table: Any, event: ForgetLines) -> int:
+    """Delete the retired order's line records on this SKU that hold nothing; a line still
+    holding units (open, committed) stays, as its SKU's record counts it. Returns how many."""
+    from tables.retention import FINAL_LINES
+
+    deleted = 0
+    for line_id in event.line_ids:
+        key = reservation_key(event.sku, event.order_key, line_id)
+        record = table.get(key)
+        if record is not None and getattr(record, "status", None) in FINAL_LINES:
+            del table[key]
+            deleted += 1
+    return deleted

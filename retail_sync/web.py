@@ -51,6 +51,7 @@ from streams.models import (
     utcnow,
 )
 from streams.stock import StockState
+from tables import retention
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ def register(ctx: Context) -> None:
                 state = await order_state(ctx, key)
                 if state is not None:
                     states.append(state)
+            if not states:  # retired orders (tables/retention.py) are read from the archive
+                states = await retention.archived_views(
+                    ctx, lookup_candidates(external_id, indexed, ctx.channels))
             if not states:
                 return _json(self, {"error": f"no order is known by id {external_id!r}"}, 404)
             return _json(self, {"id": external_id, "orders": states})
@@ -91,7 +95,10 @@ def register(ctx: Context) -> None:
         @app.table_route(table=orders, match_info="order_key")
         async def get(self, request: Request, order_key: str) -> Response:
             state = orders.get(order_key)
-            if state is None:
+            if state is None:  # a retired order (tables/retention.py): from the archive
+                archived = await retention.archived_views(ctx, [order_key])
+                if archived:
+                    return _json(self, archived[0])
                 return _json(self, {"error": f"no order {order_key!r}"}, 404)
             return self.bytes(state.model_dump_json().encode(), content_type="application/json")
 

@@ -340,11 +340,20 @@ class ErpReturnPosted(Frozen):
     at: UtcDatetime
 
 
+class ExpireOrder(Frozen):
+    """Command to the order agent (from its own retention sweep, tables/retention.py): archive
+    and delete this order if it is still closed and past the retention age."""
+
+    kind: Literal["expire_order"] = "expire_order"
+    order_key: str
+    at: UtcDatetime
+
+
 OrderEvent = Annotated[
     OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified
     | FulfilmentReleased | FulfilmentCancelled | ShipmentReported | ErpShipmentPosted
     | CancelRequested | BackorderReleased
-    | ErpOrderCancelled | ReturnRequested | ReturnReceived | ErpReturnPosted,
+    | ErpOrderCancelled | ReturnRequested | ReturnReceived | ErpReturnPosted | ExpireOrder,
     Field(discriminator="kind"),
 ]
 ORDER_EVENT = TypeAdapter(OrderEvent)
@@ -369,10 +378,12 @@ class PollTick(Frozen):
 
 
 class IndexEntry(Frozen):
-    """Command to the index agent: ``external_id`` also names the order ``order_key``."""
+    """Command to the index agent: ``external_id`` also names the order ``order_key`` (with
+    ``remove``: no longer, the order left the hot tables, tables/retention.py)."""
 
     external_id: str = Field(min_length=1, max_length=256)
     order_key: str
+    remove: bool = False
 
 
 # --- state ---------------------------------------------------------------------------------

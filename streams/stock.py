@@ -97,8 +97,19 @@ class InventoryPushed(Frozen):
     error: str | None = None
 
 
+class ForgetLines(Frozen):
+    """Command to the stock agent: the order left the hot tables (tables/retention.py); delete
+    its line records on this SKU that hold nothing (consumed, released, untracked)."""
+
+    kind: Literal["forget_lines"] = "forget_lines"
+    sku: Sku
+    order_key: str
+    line_ids: list[str] = Field(min_length=1)
+    at: UtcDatetime
+
+
 StockEvent = Annotated[
-    ErpStockChanged | ReserveStock | ReleaseStock | CommitStock | InventoryPushed,
+    ErpStockChanged | ReserveStock | ReleaseStock | CommitStock | InventoryPushed | ForgetLines,
     Field(discriminator="kind"),
 ]
 STOCK_EVENT = TypeAdapter(StockEvent)
