@@ -24,6 +24,7 @@ from connectors.redis_support import (
     failure_reason,
     make_client,
 )
+from retail_sync.redact import mask_url
 
 HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 WEBHOOK_ID_HEADER = "X-Shopify-Webhook-Id"
@@ -167,8 +168,9 @@ class RedisDeduper:
         if self.on_fallback is not None:
             self.on_fallback(reason)
         if not self._degraded:
-            log.warning("webhook dedupe: Redis unavailable for %s (%r); deduplicating in this "
-                        "process only", what, exc)
+            log.warning("webhook dedupe: Redis unavailable for %s at %s (%s: %r); deduplicating "
+                        "in this process only (counted in retail_sync_dedupe_fallback_total)",
+                        what, mask_url(self.url), reason, exc)
         self._degraded = True
 
     def _recovered(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -16,7 +16,14 @@ from streams.models import ExceptionKind
 
 
 def load_settings() -> Settings:
-    """Settings from the environment, or one clear message per bad variable and exit 2."""
+    """Settings from the environment, or one clear message per bad variable and exit 2 (an
+    unknown RETAIL_SYNC_* variable, e.g. a typo, is a bad variable too)."""
+    from retail_sync.startup_checks import unknown_variables, unknown_variables_message
+
+    unknown = unknown_variables()
+    if unknown:
+        print(f"retail-sync: {unknown_variables_message(unknown)}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         return Settings()
     except ValidationError as exc:
@@ -36,6 +43,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     embedded = not settings.broker_url
+    if embedded and not (args.embedded_broker or settings.embedded_broker):
+        print("retail-sync: no broker: set RETAIL_SYNC_BROKER_URL=kafka://host:9092, or pass "
+              "--embedded-broker (or RETAIL_SYNC_EMBEDDED_BROKER=true) for an in-memory broker "
+              "whose orders are lost when the worker stops", file=sys.stderr)
+        return 2
+    _warn_unsafe_start(settings, embedded)
     if settings.tansu_compat or (settings.tansu_compat is None and embedded):
         tansu_compat.install()
     with broker_for(settings.broker_url) as url:
@@ -43,6 +56,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker = faust.Worker(ctx.app, loglevel=settings.log_level, quiet=not args.verbose)
         worker.execute_from_commandline()
     return 0
+
+
+def _warn_unsafe_start(settings: Settings, embedded: bool) -> None:
+    """Say loudly, on stderr (the worker's log) and through logging, what is unsafe here."""
+    import logging
+
+    from retail_sync.startup_checks import demo_secrets
+
+    log = logging.getLogger("retail_sync.cli")
+    warnings = []
+    if embedded:
+        warnings.append("EMBEDDED BROKER: no RETAIL_SYNC_BROKER_URL, so this worker starts an "
+                        "in-memory broker; every order it accepts is LOST when it stops. For "
+                        "demos and tests only.")
+    secrets = demo_secrets(settings)
+    if secrets:
+        warnings.append(f"DEMO SECRETS in use: {', '.join(secrets)} still have their demo "
+                        "default (or 'change-me'); set real ones before taking real traffic.")
+    for text in warnings:
+        print(f"retail-sync: WARNING: {text}", file=sys.stderr, flush=True)
+        log.warning(text)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -130,13 +164,52 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return run_simulator(args)
 
 
+def _checked(read: Callable[[dict[str, str]], object]) -> Callable[[str], object]:
+    """An argparse type from a retail_sync.query_params reader (the views' rules)."""
+    from retail_sync import query_params as qp
+
+    def convert(text: str) -> object:
+        try:
+            return read({"value": text})
+        except qp.BadParam as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value must", "must")) from None
+    return convert
+
+
+def _days(text: str) -> object:
+    from retail_sync import query_params as qp
+    from retail_sync.web import MAX_RECONCILE_DAYS
+
+    return _checked(lambda q: qp.number(q, "value", None, minimum=0, above_minimum=True,
+                                        maximum=MAX_RECONCILE_DAYS, unit="days"))(text)
+
+
+def _seconds(text: str) -> object:
+    from retail_sync import query_params as qp
+    from retail_sync.web import MAX_AGE_S
+
+    return _checked(lambda q: qp.number(q, "value", None, minimum=0, maximum=MAX_AGE_S,
+                                        unit="seconds"))(text)
+
+
+def _limit(text: str) -> object:
+    from retail_sync import query_params as qp
+    from retail_sync.web import MAX_EXCEPTIONS_LIMIT
+
+    return _checked(lambda q: qp.integer(q, "value", 0, minimum=0,
+                                         maximum=MAX_EXCEPTIONS_LIMIT))(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retail-sync", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    w = sub.add_parser("worker", help="run one Faust worker (starts an embedded broker if "
-                                      "RETAIL_SYNC_BROKER_URL is unset)")
+    w = sub.add_parser("worker", help="run one Faust worker on RETAIL_SYNC_BROKER_URL")
     w.add_argument("--verbose", action="store_true", help="show Faust's startup banner")
+    w.add_argument("--embedded-broker", action="store_true",
+                   help="without RETAIL_SYNC_BROKER_URL, start an in-memory embedded broker "
+                        "(orders are lost when the worker stops; demos and tests only; same as "
+                        "RETAIL_SYNC_EMBEDDED_BROKER=true)")
     w.set_defaults(func=cmd_worker)
 
     d = sub.add_parser("demo", help="broker + simulators + a worker, with live progress")
@@ -182,9 +255,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("ids", nargs="*", help="replay: exception ids")
     x.add_argument("--kind", default=None, choices=[k.value for k in ExceptionKind])
     x.add_argument("--channel", default=None)
-    x.add_argument("--older-than-s", type=float, default=None)
-    x.add_argument("--newer-than-s", type=float, default=None)
-    x.add_argument("--limit", type=int, default=50)
+    x.add_argument("--older-than-s", type=_seconds, default=None)
+    x.add_argument("--newer-than-s", type=_seconds, default=None)
+    x.add_argument("--limit", type=_limit, default=50)
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_exceptions)
 
@@ -198,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
                        help="compare each marketplace's orders with the ERP's sales orders")
     r.add_argument("--channels", default="",
                    help="comma-separated channels (default: every configured one)")
-    r.add_argument("--days", type=float, default=7.0, help="orders created in the last N days")
+    r.add_argument("--days", type=_days, default=7.0, help="orders created in the last N days")
     r.add_argument("--limit", type=int, default=20, help="mismatches shown in the table")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     r.set_defaults(func=cmd_reconcile)
@@ -217,7 +290,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from retail_sync.startup_checks import mask_credentials_in_logs
+
     args = parser().parse_args(argv)
+    mask_credentials_in_logs()
     try:
         return int(args.func(args) or 0)
     except (BrokerError, PluginError) as exc:

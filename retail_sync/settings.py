@@ -44,7 +44,14 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         None,
-        description="Kafka bootstrap URL, e.g. kafka://kafka:9092. Unset: start the embedded broker.",
+        description="Kafka bootstrap URL, e.g. kafka://kafka:9092. Unset: `retail-sync worker` "
+        "refuses to start unless the embedded broker is asked for (embedded_broker).",
+    )
+    embedded_broker: bool = Field(
+        False,
+        description="Let `retail-sync worker` without broker_url start an embedded in-memory "
+        "broker (same as --embedded-broker): everything on it is lost when the worker stops. "
+        "For trying things out only; demo, bench, chaos and the tests start their own.",
     )
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic we create.")
     replication_factor: int = Field(1, ge=1, le=5)
@@ -307,5 +314,9 @@ class Settings(BaseSettings):
         return f"{self.app_id}.{name}"
 
     def masked(self) -> dict[str, object]:
-        """Settings as a dict with secrets masked, for `retail-sync settings` and logs."""
-        return {k: ("***" if isinstance(v, SecretStr) else v) for k, v in self.__dict__.items()}
+        """Settings as a dict with secrets masked, for `retail-sync settings` and logs: secret
+        values are ``***`` and every URL's credentials ``user:***@`` (retail_sync.redact)."""
+        from retail_sync.redact import mask_value
+
+        return {k: ("***" if isinstance(v, SecretStr) else mask_value(v))
+                for k, v in self.__dict__.items() if k in type(self).model_fields}

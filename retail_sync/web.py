@@ -41,6 +41,7 @@ from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
 from retail_sync import broker_watch, exceptions_view
+from retail_sync import query_params as qp
 from retail_sync.context import Context
 from retail_sync.reconcile import reconcile
 from streams.models import (
@@ -58,6 +59,10 @@ from tables import retention
 log = logging.getLogger(__name__)
 
 SHOPIFY_TOPICS = {"orders/create", "orders/updated", "orders/cancelled", "refunds/create"}
+#: bounds of the views' query parameters (a bad value is a 400 naming the bound)
+MAX_RECONCILE_DAYS = 3650.0
+MAX_AGE_S = 10 * 365 * 86400.0
+MAX_EXCEPTIONS_LIMIT = 10_000
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
@@ -76,8 +81,16 @@ def register(ctx: Context) -> None:
 
     @app.page("/orders/lookup")
     class OrderLookup(View):
-        @app.table_route(table=index, query_param="id")
         async def get(self, request: Request) -> Response:
+            try:  # before routing: Faust's table_route reads query["id"] (no id was a 500)
+                qp.required_text(request.query, "id", "a marketplace order id, an order key "
+                                 "(channel:id) or an ERP sales order name")
+            except qp.BadParam as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            return await self.routed(request)
+
+        @app.table_route(table=index, query_param="id")
+        async def routed(self, request: Request) -> Response:
             external_id = request.query["id"]
             states = []
             indexed = index.get(external_id) or []
@@ -108,9 +121,10 @@ def register(ctx: Context) -> None:
     class CancelOrder(View):
         async def post(self, request: Request, order_key: str) -> Response:
             body = await _json_body(request)
-            reason = str(body.get("reason") or "cancelled by an operator") if body else None
-            if reason is None:
-                return _json(self, {"error": "body must be a JSON object"}, 400)
+            if body is None:  # {} or an empty body is fine: the reason is optional
+                return _json(self, {"error": 'body must be a JSON object such as {"reason": '
+                                             '"..."} (or empty)'}, 400)
+            reason = str(body.get("reason") or "cancelled by an operator")
             await ctx.topics.order_events.send(key=order_key, value=CancelRequested(
                 order_key=order_key, by="operator", reason=reason, at=utcnow()))
             return _json(self, {"status": "accepted", "order_key": order_key,
@@ -146,13 +160,13 @@ def register(ctx: Context) -> None:
         async def get(self, request: Request) -> Response:
             q = request.query
             try:
-                kind = q.get("kind") or None
-                if kind:
-                    ExceptionKind(kind)
-                older = float(q["older_than_s"]) if q.get("older_than_s") else None
-                newer = float(q["newer_than_s"]) if q.get("newer_than_s") else None
-                limit = int(q.get("limit") or 200)
-            except ValueError as exc:
+                kind = qp.choice(q, "kind", (k.value for k in ExceptionKind))
+                older = qp.number(q, "older_than_s", None, minimum=0, maximum=MAX_AGE_S,
+                                  unit="seconds")
+                newer = qp.number(q, "newer_than_s", None, minimum=0, maximum=MAX_AGE_S,
+                                  unit="seconds")
+                limit = qp.integer(q, "limit", 200, minimum=0, maximum=MAX_EXCEPTIONS_LIMIT)
+            except qp.BadParam as exc:
                 return _json(self, {"error": str(exc)}, 400)
             records, notes = await exceptions_view.load_exceptions(
                 _bootstrap(), ctx.topics.sync_exceptions.get_topic_name())
@@ -173,9 +187,11 @@ def register(ctx: Context) -> None:
                     isinstance(ids, list) and all(isinstance(i, str) for i in ids))):
                 return _json(self, {"error": 'send {"ids": ["..."]} or {"kind": "erp_permanent"}'},
                              400)
+            kinds = [k.value for k in ExceptionKind]
+            if kind and kind not in kinds:
+                return _json(self, {"error": f"kind must be one of {', '.join(kinds)}, "
+                                             f"not {str(kind)[:40]!r}"}, 400)
             try:
-                if kind:
-                    ExceptionKind(kind)
                 results = await exceptions_view.replay_from_topic(
                     _bootstrap(), ctx.settings.app_id, ids=ids, kind=kind,
                     channel=body.get("channel"))
@@ -191,9 +207,11 @@ def register(ctx: Context) -> None:
             raw = request.query.get("channels", "")
             channels = [c.strip() for c in raw.split(",") if c.strip()] or None
             try:
-                days = float(request.query.get("days", "7"))
-            except ValueError:
-                return _json(self, {"error": "days must be a number"}, 400)
+                days = qp.number(request.query, "days", 7.0, minimum=0, above_minimum=True,
+                                 maximum=MAX_RECONCILE_DAYS, unit="days")
+            except qp.BadParam as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            assert days is not None
             report = await reconcile(ctx.settings, channels, lookback=timedelta(days=days))
             return _json(self, report.as_json())
 

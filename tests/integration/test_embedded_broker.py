@@ -44,7 +44,8 @@ def test_missing_binary_tells_the_user_what_to_do(tmp_path) -> None:
     )
     env = {"PYTHONPATH": f"{tmp_path}:{'.'}", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-m", "retail_sync.cli", "worker"], env=env, capture_output=True,
+        [sys.executable, "-m", "retail_sync.cli", "worker", "--embedded-broker"], env=env,
+        capture_output=True,
         text=True, timeout=60,
     )
     assert result.returncode == 3
