@@ -67,7 +67,7 @@ async def test_regional_batches_reach_the_erp_once_and_bad_rows_become_exception
     for ref in sim.bad_refs:
         record = by_key[f"regional:{ref}"]
         assert second.name in record["reason"] and " row " in record["reason"]
-        payload = json.loads(record["payload"])
+        payload = json.loads(json.loads(record["payload"])["body"])  # the raw message's body
         assert payload["file"] == second.name
         assert {row["order_ref"] for row in payload["rows"]} == {ref}
         assert all("_row" in row for row in payload["rows"])
