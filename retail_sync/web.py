@@ -40,7 +40,7 @@ from agents import stock as stock_agent
 from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
-from retail_sync import broker_watch, exceptions_view
+from retail_sync import broker_watch, exceptions_view, http_body
 from retail_sync import query_params as qp
 from retail_sync.context import Context
 from retail_sync.reconcile import reconcile
@@ -71,6 +71,8 @@ def _json(view: View, body: Any, status: int = 200) -> Response:
 
 def register(ctx: Context) -> None:
     app = ctx.app
+    http_body.guard_faust_web(app, header_timeout_s=ctx.settings.web_header_timeout_s,
+                              body_timeout_s=ctx.settings.web_body_timeout_s)
     orders, index = ctx.tables.orders, ctx.tables.index
 
     @app.page("/webhooks/shopify/{resource}/{event}")
@@ -317,12 +319,11 @@ async def _json_body(request: Request) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The raw body, or None when it is over the limit (checked before and while reading)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    body = await request.content.read(limit + 1)
-    return None if len(body) > limit else body
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole raw body, Content-Length or chunked, however it is split; raises
+    ``http_body.BodyRejected`` (a Faust WebError: 413 over ``limit``, 408 past the listener's body
+    time, 400 broken framing), and the connection is closed after that answer."""
+    return await http_body.read_body(request, limit)  # type: ignore[arg-type]
 
 
 async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[int, dict]:
@@ -333,10 +334,10 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
         metrics.webhooks.labels(channel="shopify", outcome=name).inc()
         return status, {"status": name, "message": message}
 
-    body = await _read_body(request, settings.webhook_max_body_bytes)
-    if body is None:
-        return outcome("too_large", 413,
-                       f"body exceeds the {settings.webhook_max_body_bytes}-byte limit")
+    try:
+        body = await _read_body(request, settings.webhook_max_body_bytes)
+    except http_body.BodyRejected as exc:  # too_large 413, body_timeout 408, bad_framing 400
+        return outcome(exc.outcome, exc.code, exc.detail)
     headers = request.headers
     secret = settings.shopify_webhook_secret.get_secret_value()
     if not shopify.verify_hmac(body, shopify.header(headers, shopify.HMAC_HEADER), secret):
