@@ -292,13 +292,13 @@ def canonical_order(data: Mapping[str, Any], *, expected: Iterable[Expected] | N
                     names: FieldNames = CANONICAL, rules: OrderRules | None = None,
                     now: datetime | None = None) -> Order:
     """Build an Order from canonical ``data`` and validate it; every failure is an InvalidOrder
-    naming the field (a model error names its location, e.g. ``lines.0.quantity``)."""
+    naming the field (a model error names its location, e.g. ``lines[0].quantity``)."""
     try:
         order = Order.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "order"
-        raise InvalidOrder(field, f"{first['msg']} (got {first.get('input')!r})"[:300],
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+        raise InvalidOrder(field or "order", f"{first['msg']} (got {first.get('input')!r})"[:300],
                            order=_key_of(data)) from exc
     return validate_order(order, expected=expected, names=names, rules=rules, now=now)
 
