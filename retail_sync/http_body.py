@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 from aiohttp.web_server import Server
 from faust.web.exceptions import WebError
 
@@ -138,10 +138,18 @@ class GuardedRequestHandler(RequestHandler):
             self._arm()
         seen = self._request_count
         super().data_received(data)
-        if self._request_count != seen:  # a request's headers are complete
+        if self._request_count != seen:  # a request's headers are complete, or bytes were bad
             self._disarm()
-            if self._messages:
-                self._last_payload = self._messages[-1][1]
+            message, payload = self._messages[-1] if self._messages else (None, None)
+            current = self._last_payload
+            if isinstance(message, _ErrInfo) and current is not None and not current.is_eof():
+                # aiohttp queues a body's framing error as a next "request" (its 400) and leaves
+                # the body being read waiting; fail that read instead, so it answers 400 now
+                exc = message.exc
+                current.set_exception(exc if isinstance(exc, HttpProcessingError)
+                                      else BadHttpMessage(message.message))
+            elif payload is not None:
+                self._last_payload = payload
 
     async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
                               start_time: float | None) -> tuple[web.StreamResponse, bool]:

@@ -152,6 +152,14 @@ async def test_large_valid_bodies_are_accepted_when_the_limit_allows(server: int
         assert (answer.status, answer.json()) == (200, {"status": "accepted", "length": size})
 
 
+async def test_broken_chunk_framing_is_400(server: int) -> None:
+    body, hdrs = signed(3500)
+    answer = await post(server, [raw_http.head(PATH, hdrs, chunked=True), raw_http.chunk(body[:100]),
+                                 0.1, b"zz\r\n" + body[100:] + b"\r\n0\r\n\r\n"])
+    assert answer.status == 400 and answer.closed, answer
+    assert answer.json()["status"] == "bad_framing"  # type: ignore[index]
+
+
 async def test_a_trickling_body_is_408_after_the_body_time(server: int) -> None:
     body, hdrs = signed(3500)
     plan: list[bytes | float] = [raw_http.head(PATH, hdrs, content_length=len(body))]
@@ -162,7 +170,7 @@ async def test_a_trickling_body_is_408_after_the_body_time(server: int) -> None:
     took = time.monotonic() - started
     assert answer.status == 408 and answer.json()["status"] == "body_timeout"
     assert answer.closed and not answer.plan_done
-    assert BODY_TIMEOUT_S <= took < BODY_TIMEOUT_S + 3.0, took
+    assert BODY_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 3.0, took
 
 
 async def test_slow_headers_are_dropped_after_the_header_time(server: int) -> None:
@@ -175,7 +183,7 @@ async def test_slow_headers_are_dropped_after_the_header_time(server: int) -> No
     took = time.monotonic() - started
     assert answer.closed and not answer.plan_done
     assert answer.status in (408, None)
-    assert HEADER_TIMEOUT_S <= took < HEADER_TIMEOUT_S + 3.0, took
+    assert HEADER_TIMEOUT_S - 0.1 <= took < HEADER_TIMEOUT_S + 3.0, took
 
 
 async def test_an_idle_connection_is_dropped_after_the_header_time(server: int) -> None:
