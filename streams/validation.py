@@ -22,7 +22,8 @@ Rules:
   currency per line plus one for the order (default 1: $0.04 for a 3-line USD order, ¥4 in JPY).
   Each mapper says what its marketplace states (``Expected``); a channel that states no order
   total (Walmart charges per line, the regional CSV has unit prices only) is not checked against
-  one we would have to invent from the same numbers.
+  one we would have to invent from the same numbers. Nor is a cancelled order's (``is_cancelled``):
+  it never goes to the ERP as an order, and refusing it would lose the cancellation.
 
 The rules in force come from ``use_rules`` (the ingest agent sets them from its settings per
 record) or else from the environment (``active_rules``).
@@ -249,9 +250,17 @@ def validate_order(order: Order, *, expected: Iterable[Expected] | None = None,
         seen[line.line_id] = i
 
     readings = [canonical_total(order)] if expected is None else list(expected)
-    if readings:
+    if readings and not is_cancelled(order):
         _check_total(order, readings, names, rules, fail)
     return order
+
+
+def is_cancelled(order: Order) -> bool:
+    """The marketplace says the whole order is cancelled: it is never posted to the ERP as an
+    order, and its amounts are whatever the marketplace left (Amazon lists a cancelled order's
+    items as ordered next to an OrderTotal of what was left before the last cancellation), so
+    its total is not checked: refusing it would lose the cancellation itself."""
+    return order.cancelled_at is not None or order.fulfillment_status == "cancelled"
 
 
 def _amounts(order: Order) -> Iterator[tuple[str, Any]]:

@@ -66,19 +66,21 @@ def order_status(line_statuses: Iterable[str]) -> str:
     All lines alike -> that status. Cancelled lines do not hold back the others. Otherwise:
     any refunded -> partially_refunded; all shipped or delivered -> shipped; some shipped or
     delivered -> partially_shipped; a mix of pending and accepted -> pending (still to acknowledge).
+    A line's own status may already be partial (some of its units shipped or refunded, see
+    ``line_status``) and counts as such.
     """
     statuses = set(line_statuses)
-    unknown = statuses - set(CANONICAL_TO_LINE_STATUS)
+    unknown = statuses - set(ORDER_STATUSES)
     if not statuses or unknown:
         raise MappingError(f"cannot derive an order status from line statuses {sorted(statuses)}")
     live = statuses - {"cancelled"} or statuses
     if len(live) == 1:
         return next(iter(live))
-    if "refunded" in live:
+    if live & {"refunded", "partially_refunded"}:
         return "partially_refunded"
     if live <= {"shipped", "delivered"}:
         return "shipped"
-    if live & {"shipped", "delivered"}:
+    if live & {"shipped", "delivered", "partially_shipped"}:
         return "partially_shipped"
     return "pending"
 

@@ -456,6 +456,41 @@ def test_simulated_amazon_orders_all_pass_also_after_partial_cancellation() -> N
                 amazon.map_order(*visible(record))
 
 
+def test_amazon_order_cancelled_in_steps_still_maps_so_the_cancellation_is_not_lost() -> None:
+    """Seen in the demo: after a partial and then a full cancellation the simulator (like Amazon)
+    lists the items as ordered next to the OrderTotal left before the last step. The order is
+    cancelled, goes nowhere near the ERP as an order, and refusing it would lose the cancel."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    factory = OrderFactory(Market(), 3)
+    record = factory.order(factory.order_id(), "Unshipped", now,
+                           [{**factory.random_lines()[0], "quantity": 2}])
+    item = record.items[0]
+    assert item["QuantityOrdered"] == 2
+    cancel_units(record, item["OrderItemId"], 1, now)
+    assert amazon.map_order(*visible(record)).total.amount == Decimal(record.order["OrderTotal"]["Amount"])
+    cancel_units(record, item["OrderItemId"], 2, now)
+    order = amazon.map_order(*visible(record))
+    assert order.fulfillment_status == "cancelled" and order.lines[0].quantity == 2
+
+
+def test_walmart_line_partly_shipped_next_to_a_cancelled_line_maps() -> None:
+    """Seen in the demo: one line with a unit shipped and one open, another line cancelled."""
+    body = walmart_payload()
+    first = body["orderLines"]["orderLine"][0]
+    first["orderLineQuantity"]["amount"] = "2"
+    first["orderLineStatuses"]["orderLineStatus"] = [
+        {"status": "Shipped", "statusQuantity": {"unitOfMeasurement": "EACH", "amount": "1"}},
+        {"status": "Acknowledged", "statusQuantity": {"unitOfMeasurement": "EACH", "amount": "1"}}]
+    second = {**copy.deepcopy(first), "lineNumber": "4"}
+    second["orderLineStatuses"]["orderLineStatus"] = [
+        {"status": "Cancelled", "statusQuantity": {"unitOfMeasurement": "EACH", "amount": "2"}}]
+    body["orderLines"]["orderLine"].append(second)
+    assert walmart.map_order(body).fulfillment_status == "partially_shipped"
+    second["orderLineStatuses"]["orderLineStatus"] = [
+        {"status": "Refund", "statusQuantity": {"unitOfMeasurement": "EACH", "amount": "2"}}]
+    assert walmart.map_order(body).fulfillment_status == "partially_refunded"
+
+
 def test_simulated_walmart_orders_all_pass() -> None:
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     for seed in range(20):
