@@ -130,7 +130,9 @@ def test_one_agent_per_channel_plus_the_fallback() -> None:
 
 
 def received(channel: str, oid: str) -> OrderReceived:
-    order = map_order({**FIXTURE, "id": int(oid)}).model_copy(update={"channel": channel})
+    # created now: an order older than the retention age that the table does not hold is refused
+    order = map_order({**FIXTURE, "id": int(oid)}).model_copy(
+        update={"channel": channel, "created_at": datetime.now(UTC)})
     return OrderReceived(order_key=order.order_key, order=order, delivery_id=f"d-{oid}",
                          received_at=NOW)
 
