@@ -220,6 +220,11 @@ class GuardedAppRunner(web.AppRunner):
                              body_timeout_s=self.body_timeout_s, **plain._kwargs)
 
 
+#: How long an idle kept-alive connection stays open between requests (aiohttp's default is
+#: 3630 s, which lets idle clients hold connections for an hour; nginx's default is 75 s).
+IDLE_KEEPALIVE_S = 75.0
+
+
 def guard_faust_web(app: Any, *, header_timeout_s: float, body_timeout_s: float) -> None:
     """Serve a Faust app's web views through a ``GuardedAppRunner``. Call before the worker
     starts: Faust's aiohttp driver builds ``AppRunner(web_app, access_log=None)`` in its
@@ -230,7 +235,8 @@ def guard_faust_web(app: Any, *, header_timeout_s: float, body_timeout_s: float)
                            "cannot bound header and body times")
     driver._runner = GuardedAppRunner(driver.web_app, access_log=None,
                                       header_timeout_s=header_timeout_s,
-                                      body_timeout_s=body_timeout_s)
+                                      body_timeout_s=body_timeout_s,
+                                      keepalive_timeout=IDLE_KEEPALIVE_S)
 
 
 __all__ = [

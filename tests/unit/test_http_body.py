@@ -211,3 +211,16 @@ async def test_kept_alive_connection_serves_requests_after_long_ones(server: int
         assert head.startswith(b"HTTP/1.1 200")
     finally:
         writer.close()
+
+
+def test_faust_web_idle_keepalive_is_bounded() -> None:
+    """aiohttp keeps an idle connection 3630 s by default; the worker's runner bounds it."""
+    import faust
+
+    from retail_sync.http_body import IDLE_KEEPALIVE_S, guard_faust_web
+
+    app = faust.App("keepalive-test", broker="memory://", autodiscover=False)
+    guard_faust_web(app, header_timeout_s=5, body_timeout_s=5)
+    runner = app.web._runner
+    assert isinstance(runner, GuardedAppRunner)
+    assert runner._kwargs["keepalive_timeout"] == IDLE_KEEPALIVE_S < 3630
