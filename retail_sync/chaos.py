@@ -31,6 +31,11 @@ test_worker_failover, test_restart_under_load); this command is for watching the
   pauses, chunked variants), oversize bodies and slow clients, over raw sockets
   (retail_sync/chaos_fragmented.py); passes when every valid order got 200 and is in the ERP
   once, every oversize body got 413, every slow client was dropped and the worker is healthy.
+- ``broker-outage``: the broker cut off for 15 s in the middle of a 15 orders/s webhook load
+  (its own embedded broker behind a proxy, see retail_sync/chaos_broker.py); passes when every
+  attempt is answered 200 or 503 (503 within the persist timeout), /health says 503 and
+  /health/live 200 during the outage, the worker never exits, and every offered order is
+  accepted after the sender's retries and in the ERP exactly once.
 """
 
 from __future__ import annotations
@@ -543,6 +548,12 @@ async def _webhook_fragmented(stack: Stack, rows: list[tuple[str, object]]) -> N
     await webhook_fragmented(stack, rows)
 
 
+async def _broker_outage(stack: Stack, rows: list[tuple[str, object]]) -> None:
+    from retail_sync.chaos_broker import chaos_scenario  # it imports Failed from here
+
+    await chaos_scenario(stack, rows)
+
+
 SCENARIOS: dict[str, Callable[[Stack, list[tuple[str, object]]], Awaitable[None]]] = {
     "erp-flaky": erp_flaky,
     "marketplace-outage": marketplace_outage,
@@ -550,6 +561,7 @@ SCENARIOS: dict[str, Callable[[Stack, list[tuple[str, object]]], Awaitable[None]
     "worker-restart": worker_restart,
     "marketplace-throttle": marketplace_throttle,
     "webhook-fragmented": _webhook_fragmented,
+    "broker-outage": _broker_outage,
 }
 
 

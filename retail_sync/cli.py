@@ -264,7 +264,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chaos", help="run resilience scenarios with a pass/fail report")
     c.add_argument("scenarios", nargs="+",
                    choices=["all", "erp-flaky", "marketplace-outage", "worker-kill",
-                            "worker-restart", "marketplace-throttle", "webhook-fragmented"])
+                            "worker-restart", "marketplace-throttle", "webhook-fragmented",
+                            "broker-outage"])
     c.set_defaults(func=cmd_chaos)
 
     r = sub.add_parser("reconcile",
