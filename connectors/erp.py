@@ -2,14 +2,25 @@
 
 Speaks ``/api/resource/Sales Order`` with ``Authorization: token key:secret``. The canonical
 order becomes a Sales Order inserted and submitted (``"docstatus": 1``, so the ERP reserves its
-stock) whose ``po_no`` (customer's purchase order number) is our ``order_key``; the ERP side is
-expected to be idempotent on it (a repeat post answers the existing document with
-``X-Idempotent-Replay: true``). Units the engine accepted without stock travel per item in the
-custom field ``custom_backorder_qty``. Every HTTP and network failure is converted here, at the
-edge, into the sync error hierarchy (``FrappeSession`` and ``error_for_status``, shared with the
-stock feed in ``connectors.erp_stock``):
+stock) under the channel's Customer (``RETAIL_SYNC_ERP_CHANNEL_CUSTOMERS``: one Customer per
+marketplace, the buyer in ``contact_email``/``custom_buyer_*``), whose ``po_no`` and unique Custom
+Field ``custom_marketplace_order_key`` are our ``order_key``. Units the engine accepted without
+stock travel per item in the Custom Field ``custom_backorder_qty``. Every field it writes is an
+ERPNext field or one of ``connectors.erp_fields.CUSTOM_FIELDS``.
+
+Exactly once, on the ERP as it is (ERPNext has no idempotent insert): every create first looks
+the document up by its unique reference (Sales Order ``custom_marketplace_order_key``, Delivery
+Note ``custom_shipment_id``, return note and credit note ``custom_return_id``) and answers the
+one found (``created=False``), so a retry after a post that timed out once the ERP had created
+it finds it. Two posts racing past the lookup are settled by the field's unique index: Frappe
+refuses the second with 417 (``UniqueValidationError``; 409 ``DuplicateEntryError`` is also
+accepted), and a refused create that the lookup then finds is that document, not an error.
+
+Every HTTP and network failure is converted here, at the edge, into the sync error hierarchy
+(``FrappeSession`` and ``error_for_status``, shared with the stock feed in ``connectors.erp_stock``):
 
     200/201 with data.name        -> ErpPostResult (created_at = the order's ``creation``)
+    409/417 and the lookup finds  -> the existing document (created=False)
     429                           -> RateLimitedError (retry_after from Retry-After)
     5xx, timeouts, connection     -> RetryableError
     other 4xx, 2xx without a name -> PermanentError (status, body truncated to 4 KiB)
@@ -19,7 +30,7 @@ item through ``marketplace_line_id`` (``so_detail`` = that item's ``name``, its 
 
 * ``post_shipment``: a submitted ``Delivery Note`` (``po_no`` our order key, header
   ``custom_shipment_id``/``custom_carrier``/``custom_tracking_number``/``custom_shipped_at``,
-  rows ``against_sales_order``/``so_detail``), idempotent on ``custom_shipment_id`` server-side;
+  rows ``against_sales_order``/``so_detail``), looked up by ``custom_shipment_id`` first;
   the invoice the ERP raises for it is read from the note's ``custom_sales_invoice``.
 * ``cancel_sales_order``: ``POST /api/method/frappe.client.cancel`` with ``reason`` (kept in
   ``custom_cancel_reason``); a 417 on an order that is already cancelled counts as done, any
@@ -50,6 +61,17 @@ from urllib.parse import quote
 import aiohttp
 
 from connectors.base import ErpPostResult, ErpReturnResult, ErpShipmentResult, Refund, Shipment
+from connectors.erp_fields import (
+    CHANNEL_CUSTOMERS,
+    DEFAULT_COMPANY,
+    DEFAULT_CUSTOMER,
+    DEFAULT_WAREHOUSE,
+    LINE_FIELD,
+    ORDER_KEY_FIELD,
+    RETURN_FIELD,
+    SHIPMENT_FIELD,
+    parse_channel_customers,
+)
 from connectors.errors import (
     DecodeError,
     PermanentError,
@@ -92,7 +114,7 @@ def _items(
             "uom": "Nos",
             "delivery_date": delivery_date,
             "warehouse": warehouse,
-            "marketplace_line_id": line.line_id,
+            LINE_FIELD: line.line_id,
         }
         if backorders.get(line.line_id):
             item["custom_backorder_qty"] = backorders[line.line_id]
@@ -122,11 +144,12 @@ def _taxes(order: Order) -> list[JSON]:
 
 
 def _customer_fields(order: Order) -> JSON:
-    """Buyer details in custom fields (``customer_name`` is ERPNext's, fetched from Customer)."""
+    """The buyer: email in ERPNext's ``contact_email``, name and marketplace id in Custom
+    Fields (``customer``/``customer_name`` are the channel's Customer)."""
     return {
-        "customer_email": order.customer.email,
-        "marketplace_customer_name": order.customer.name,
-        "marketplace_customer_id": order.customer.marketplace_customer_id,
+        "contact_email": order.customer.email,
+        "custom_buyer_name": order.customer.name,
+        "custom_buyer_id": order.customer.marketplace_customer_id,
     }
 
 
@@ -140,8 +163,9 @@ def sales_order_doc(
     backorders: Mapping[str, int] | None = None,
 ) -> JSON:
     """The ERPNext Sales Order document for a canonical order: submitted on insert (so the ERP
-    reserves stock), idempotent on po_no. ``backorders`` maps a line_id to the units of that line
-    accepted without stock (``custom_backorder_qty``); a line_id not in the order is a ValueError.
+    reserves stock), ``po_no`` and the unique ``custom_marketplace_order_key`` our order key.
+    ``backorders`` maps a line_id to the units of that line accepted without stock
+    (``custom_backorder_qty``); a line_id not in the order is a ValueError.
     """
     transaction_date = order.created_at.date().isoformat()  # created_at is UTC
     doc: JSON = {
@@ -150,14 +174,15 @@ def sales_order_doc(
         "company": company,
         "order_type": "Sales",
         "po_no": order_key,
+        ORDER_KEY_FIELD: order_key,
         "po_date": transaction_date,
         "transaction_date": transaction_date,
         "delivery_date": transaction_date,
         "currency": order.currency,
         "set_warehouse": warehouse,
-        "marketplace": order.channel,
-        "marketplace_order_id": order.marketplace_order_id,
-        "marketplace_order_name": order.marketplace_order_name,
+        "custom_marketplace": order.channel,
+        "custom_marketplace_order_id": order.marketplace_order_id,
+        "custom_marketplace_order_name": order.marketplace_order_name,
         **_customer_fields(order),
         "items": _items(order, transaction_date, warehouse, backorders or {}),
         "taxes": _taxes(order),
@@ -176,10 +201,10 @@ def _dec(value: Any) -> Decimal:
 
 
 def order_item(so: JSON, line_id: str, sku: str) -> JSON:
-    """The Sales Order item of our line ``line_id`` (by ``marketplace_line_id``; an order typed
-    into the ERP by hand: the first item of ``sku``); PermanentError when there is none."""
+    """The Sales Order item of our line ``line_id`` (by ``custom_marketplace_line_id``; an order
+    typed into the ERP by hand: the first item of ``sku``); PermanentError when there is none."""
     items = so.get("items") or []
-    found = next((i for i in items if i.get("marketplace_line_id") == line_id), None)
+    found = next((i for i in items if i.get(LINE_FIELD) == line_id), None)
     found = found or next((i for i in items if i.get("item_code") == sku), None)
     if found is None:
         raise PermanentError(f"ERP sales order {so.get('name')} has no line {line_id} ({sku})")
@@ -206,12 +231,12 @@ def delivery_note_doc(order_key: str, so: JSON, shipment: Shipment) -> JSON:
             "item_code": item["item_code"], "qty": line.quantity, "rate": item.get("rate"),
             "warehouse": item.get("warehouse") or so.get("set_warehouse"),
             "against_sales_order": so["name"], "so_detail": item["name"],
-            "marketplace_line_id": line.line_id,
+            LINE_FIELD: line.line_id,
         })  # fmt: skip
     return {
         **_header(order_key, so),
         "posting_date": shipment.shipped_at[:10],
-        "custom_shipment_id": shipment.shipment_id,
+        SHIPMENT_FIELD: shipment.shipment_id,
         "custom_carrier": shipment.carrier,
         "custom_tracking_number": shipment.tracking_number,
         "custom_shipped_at": shipment.shipped_at,
@@ -249,12 +274,12 @@ def return_note_doc(order_key: str, so: JSON, refund: Refund,
         **_header(order_key, so),
         "is_return": 1,
         "return_against": sources.pop() if len(sources) == 1 else None,
-        "custom_return_id": refund.refund_id,
+        RETURN_FIELD: refund.refund_id,
         "custom_return_reason": refund.reason,
         "items": [{"item_code": row["item_code"], "qty": -qty, "rate": row.get("rate"),
                    "warehouse": row.get("warehouse"), "against_sales_order": so["name"],
                    "so_detail": row.get("so_detail"), "dn_detail": row["name"],
-                   "marketplace_line_id": row.get("marketplace_line_id")}
+                   LINE_FIELD: row.get(LINE_FIELD)}
                   for _, row, qty in rows],
     }  # fmt: skip
 
@@ -277,10 +302,11 @@ def credit_note_doc(order_key: str, so: JSON, refund: Refund, return_against: st
         item = order_item(so, line.line_id, line.sku)
         items.append({"item_code": item["item_code"], "qty": -line.quantity,
                       "rate": item.get("rate"), "sales_order": so["name"],
-                      "so_detail": item["name"], "marketplace_line_id": line.line_id})  # fmt: skip
+                      "so_detail": item["name"], LINE_FIELD: line.line_id})  # fmt: skip
     if not items:
         first = (so.get("items") or [{}])[0]
         items.append({"item_code": first.get("item_code"), "qty": 0, "rate": 0,
+                      "sales_order": so["name"],
                       "description": f"Refund {refund.refund_id}"})  # fmt: skip
     lines_total = sum((_dec(i["qty"]) * _dec(i["rate"]) for i in items), Decimal(0))
     adjustment = (-lines_total - amount).quantize(Decimal("0.01")) if items else -amount
@@ -289,8 +315,8 @@ def credit_note_doc(order_key: str, so: JSON, refund: Refund, return_against: st
         "description": f"Refund {refund.refund_id}: {refund.reason}",
         "tax_amount": _amount(adjustment)}]  # fmt: skip
     return {**_header(order_key, so), "is_return": 1, "return_against": return_against,
-            "sales_order": so["name"], "custom_return_id": refund.refund_id,
-            "custom_refund_reason": refund.reason, "items": items, "taxes": taxes}  # fmt: skip
+            RETURN_FIELD: refund.refund_id, "custom_refund_reason": refund.reason,
+            "items": items, "taxes": taxes}  # fmt: skip
 
 
 def invoice_to_credit(invoices: list[JSON], amount: Decimal) -> str | None:
@@ -339,20 +365,26 @@ def error_for_status(status: int, body: str, headers: Mapping[str, str], what: s
     return PermanentError(message, status=status, body=clipped)
 
 
-def created_doc(status: int, body: str, headers: Mapping[str, str], what: str) -> tuple[JSON, bool]:
-    """A successful create's document and whether it is new (not an idempotent replay)."""
+def created_doc(status: int, body: str, headers: Mapping[str, str], what: str) -> JSON:
+    """A successful create's document (any other status raises its sync error)."""
     if status not in (200, 201):
         raise error_for_status(status, body, headers, what)
     doc = data_of(status, body, what)
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         raise PermanentError(f"ERP {what}: HTTP {status} without data.name", status=status,
                              body=body[:MAX_ERROR_BODY])  # fmt: skip
-    return doc, headers.get("X-Idempotent-Replay", "").lower() != "true"
+    return doc
+
+
+def may_be_duplicate(status: int) -> bool:
+    """A refused create that may mean "it exists already": Frappe's 417 (ValidationError:
+    UniqueValidationError on a unique field, or ``validate_po``'s refusal of a second order for
+    the same po_no) or 409 (DuplicateEntryError)."""
+    return status in (409, 417)
 
 
 def post_result(status: int, body: str, headers: Mapping[str, str]) -> ErpPostResult:
-    """Read a successful create: the document name, its ``creation`` timestamp and whether it
-    was an idempotent replay."""
+    """Read a successful create: the document name and its ``creation`` timestamp."""
     try:
         data = json.loads(body)["data"]
         name, creation = data["name"], data.get("creation")
@@ -364,9 +396,15 @@ def post_result(status: int, body: str, headers: Mapping[str, str]) -> ErpPostRe
             status=status,
             body=body[:MAX_ERROR_BODY],
         )
-    replay = headers.get("X-Idempotent-Replay", "").lower() == "true"
     created_at = creation if isinstance(creation, str) and creation else None
-    return ErpPostResult(erp_sales_order=name, created=not replay, created_at=created_at)
+    return ErpPostResult(erp_sales_order=name, created=True, created_at=created_at)
+
+
+def existing_result(doc: JSON) -> ErpPostResult:
+    """A Sales Order found by its order key: the order was created before (``created=False``)."""
+    creation = doc.get("creation")
+    return ErpPostResult(erp_sales_order=str(doc["name"]), created=False,
+                         created_at=creation if isinstance(creation, str) and creation else None)
 
 
 # --- the connector ----------------------------------------------------------------------------
@@ -473,13 +511,21 @@ class ErpNextConnector:
         api_secret: str,
         *,
         timeout_s: float = 10.0,
-        company: str = "Retail Sync Demo Ltd",
-        customer: str = "Marketplace Customer",
-        warehouse: str = "Stores - RSD",
+        company: str = DEFAULT_COMPANY,
+        customer: str = DEFAULT_CUSTOMER,
+        warehouse: str = DEFAULT_WAREHOUSE,
+        channel_customers: Mapping[str, str] | None = None,
     ) -> None:
         self._http = FrappeSession(base_url, api_key, api_secret, timeout_s=timeout_s)
         self.base_url = self._http.base_url
         self.company, self.customer, self.warehouse = company, customer, warehouse
+        self.channel_customers = dict(CHANNEL_CUSTOMERS if channel_customers is None
+                                      else channel_customers)  # fmt: skip
+
+    def customer_for(self, channel: str) -> str:
+        """The ERP Customer a channel's orders are posted under (the default one when the
+        channel has none configured)."""
+        return self.channel_customers.get(channel, self.customer)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ErpNextConnector:
@@ -491,6 +537,7 @@ class ErpNextConnector:
             company=settings.erp_company,
             customer=settings.erp_default_customer,
             warehouse=settings.erp_warehouse,
+            channel_customers=parse_channel_customers(settings.erp_channel_customers),
         )
 
     def _url(self, name: str | None = None) -> str:
@@ -499,45 +546,63 @@ class ErpNextConnector:
     async def create_sales_order(
         self, order_key: str, order: Order, *, backorders: Mapping[str, int] | None = None
     ) -> ErpPostResult:
+        """The order's Sales Order: the one the ERP holds under ``order_key`` if any (a retry,
+        a replay, a restarted worker), else a new one; exactly one either way (module doc)."""
         doc = sales_order_doc(
             order_key,
             order,
             company=self.company,
-            customer=self.customer,
+            customer=self.customer_for(order.channel),
             warehouse=self.warehouse,
             backorders=backorders,
         )
+        known = await self.find_sales_order(order_key)
+        if known is not None:
+            return existing_result(known)
         what = f"create sales order {order_key}"
         status, body, headers = await self._http.request("POST", self._url(), what, json=doc)
-        if status not in (200, 201):
-            raise error_for_status(status, body, headers, what)
-        return post_result(status, body, headers)
+        if status in (200, 201):
+            return post_result(status, body, headers)
+        error = error_for_status(status, body, headers, what)
+        if may_be_duplicate(status):
+            known = await self.find_sales_order(order_key)
+            if known is not None:
+                return existing_result(known)
+        raise error
 
     async def get_sales_order(self, name: str) -> JSON:
         """The full Sales Order document ``name`` (PermanentError 404 if it does not exist)."""
         doc: JSON = await self._http.get_data(self._url(name), f"get sales order {name}")
         return doc
 
-    async def find_by_po_no(self, po_no: str) -> JSON | None:
-        """The Sales Order whose ``po_no`` is ``po_no`` (our order_key), or None."""
-        what = f"find sales order by po_no {po_no}"
-        params = {
-            "filters": json.dumps([[SALES_ORDER, "po_no", "=", po_no]]),
-            "fields": json.dumps(["name"]),
-            "limit_page_length": "1",
-        }
-        rows = await self._http.get_data(self._url(), what, params=params)
-        return await self.get_sales_order(rows[0]["name"]) if rows else None
+    async def find_sales_order(self, order_key: str) -> JSON | None:
+        """The Sales Order of ``order_key`` (by the unique ``custom_marketplace_order_key``),
+        cancelled ones included, or None."""
+        name = await self._find(SALES_ORDER, [[ORDER_KEY_FIELD, "=", order_key]])
+        return await self.get_sales_order(name) if name else None
+
+    async def find_by_po_no(self, po_no: str, customer: str | None = None) -> JSON | None:
+        """The oldest Sales Order with ``po_no`` (of ``customer`` when given), or None. ``po_no``
+        is not unique in ERPNext: exactly-once uses ``find_sales_order``."""
+        filters: list[list[Any]] = [["po_no", "=", po_no]]
+        if customer:
+            filters.append(["customer", "=", customer])
+        name = await self._find(SALES_ORDER, filters)
+        return await self.get_sales_order(name) if name else None
 
     # --- after the order ------------------------------------------------------------------
 
     async def post_shipment(
         self, order_key: str, erp_sales_order: str, shipment: Shipment
     ) -> ErpShipmentResult:
-        so = await self.get_sales_order(erp_sales_order)
-        doc = delivery_note_doc(order_key, so, shipment)
-        what = f"post shipment {shipment.shipment_id} of {erp_sales_order}"
-        note, created = await self._create(DELIVERY_NOTE, doc, what)
+        unique = [[SHIPMENT_FIELD, "=", shipment.shipment_id]]
+        note = await self._find_doc(DELIVERY_NOTE, unique)
+        created = note is None
+        if note is None:
+            so = await self.get_sales_order(erp_sales_order)
+            doc = delivery_note_doc(order_key, so, shipment)
+            what = f"post shipment {shipment.shipment_id} of {erp_sales_order}"
+            note, created = await self._create(DELIVERY_NOTE, doc, what, unique)
         invoice = note.get("custom_sales_invoice")
         return ErpShipmentResult(
             delivery_note=note["name"],
@@ -572,8 +637,8 @@ class ErpNextConnector:
                                created=note_created or credit_created)  # fmt: skip
 
     async def _return_note(self, order_key: str, so: JSON, refund: Refund) -> tuple[str, bool]:
-        known = await self._find(DELIVERY_NOTE, [["is_return", "=", 1],
-                                                 ["custom_return_id", "=", refund.refund_id]])
+        unique = [[RETURN_FIELD, "=", refund.refund_id]]
+        known = await self._find(DELIVERY_NOTE, unique)
         if known is not None:
             return known, False
         shipped = await self._list(DELIVERY_NOTE, [["po_no", "=", order_key], ["is_return", "=", 0],
@@ -582,27 +647,42 @@ class ErpNextConnector:
         notes = [n for n in notes if any(r.get("against_sales_order") == so["name"]
                                          for r in n.get("items") or [])]  # fmt: skip
         doc = return_note_doc(order_key, so, refund, return_rows(so, notes, refund))
-        note, created = await self._create(DELIVERY_NOTE, doc, f"post return {refund.refund_id}")
+        note, created = await self._create(DELIVERY_NOTE, doc, f"post return {refund.refund_id}",
+                                           unique)
         return note["name"], created
 
     async def _credit_note(self, order_key: str, so: JSON, refund: Refund) -> tuple[str, bool]:
-        known = await self._find(SALES_INVOICE, [["is_return", "=", 1],
-                                                 ["custom_return_id", "=", refund.refund_id]])
+        unique = [[RETURN_FIELD, "=", refund.refund_id]]
+        known = await self._find(SALES_INVOICE, unique)
         if known is not None:
             return known, False
         fields = ["name", "is_return", "return_against", "grand_total"]
-        invoices = await self._list(SALES_INVOICE, [["sales_order", "=", so["name"]],
+        invoices = await self._list(SALES_INVOICE, [["po_no", "=", order_key],
+                                                    ["customer", "=", so.get("customer")],
                                                     ["docstatus", "=", 1]], fields)
         against = invoice_to_credit(invoices, refund_amount(refund))
         doc = credit_note_doc(order_key, so, refund, against)
         note, created = await self._create(SALES_INVOICE, doc,
-                                           f"post credit note {refund.refund_id}")
+                                           f"post credit note {refund.refund_id}", unique)
         return note["name"], created
 
-    async def _create(self, doctype: str, doc: JSON, what: str) -> tuple[JSON, bool]:
+    async def _create(self, doctype: str, doc: JSON, what: str,
+                      unique: list[list[Any]]) -> tuple[JSON, bool]:
+        """Insert ``doc``: (the new document, True); refused as a duplicate of the document
+        ``unique`` finds: (that document, False)."""
         url = self._http.url(doctype)
         status, body, headers = await self._http.request("POST", url, what, json=doc)
-        return created_doc(status, body, headers, what)
+        if status in (200, 201) or not may_be_duplicate(status):
+            return created_doc(status, body, headers, what), True
+        error = error_for_status(status, body, headers, what)
+        known = await self._find_doc(doctype, unique)
+        if known is None:
+            raise error
+        return known, False
+
+    async def _find_doc(self, doctype: str, filters: list[list[Any]]) -> JSON | None:
+        name = await self._find(doctype, filters)
+        return await self._get(doctype, name) if name else None
 
     async def _get(self, doctype: str, name: str) -> JSON:
         doc: JSON = await self._http.get_data(self._http.url(doctype, name), f"get {doctype} {name}")
@@ -644,6 +724,8 @@ __all__ = [
     "data_of",
     "delivery_note_doc",
     "error_for_status",
+    "existing_result",
+    "may_be_duplicate",
     "invoice_to_credit",
     "modified_query",
     "order_item",

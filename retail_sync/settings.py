@@ -170,7 +170,15 @@ class Settings(BaseSettings):
     erp_api_key: SecretStr = SecretStr("demo-key")
     erp_api_secret: SecretStr = SecretStr("demo-secret")
     erp_company: str = "Retail Sync Demo Ltd"
-    erp_default_customer: str = "Marketplace Customer"
+    erp_default_customer: str = Field(
+        "Marketplace Customer",
+        description="ERP Customer of orders from a channel RETAIL_SYNC_ERP_CHANNEL_CUSTOMERS "
+                    "does not name.")
+    erp_channel_customers: str = Field(
+        "shopify=Shopify Customer,amazon=Amazon Customer,walmart=Walmart Customer,"
+        "regional=Regional Customer",
+        description="channel=ERP Customer pairs, comma-separated: each channel's orders are "
+                    "posted under its own Customer (the buyer is kept on the order).")
     erp_warehouse: str = "Stores - RSD"
     erp_timeout_s: float = Field(10.0, gt=0)
     erp_max_attempts: int = Field(8, ge=1, le=100)
@@ -272,6 +280,14 @@ class Settings(BaseSettings):
     def _canonical_url_is_http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("canonical_url must start with http:// or https://")
+        return value
+
+    @field_validator("erp_channel_customers")
+    @classmethod
+    def _channel_customers(cls, value: str) -> str:
+        from connectors.erp_fields import parse_channel_customers
+
+        parse_channel_customers(value)  # ValueError names the malformed pair
         return value
 
     @field_validator("rate_limits")

@@ -34,10 +34,26 @@ After the order (see ``simulators.erp_finance`` for the money side):
   ``POST /_sim/orders/{name}/cancel|close`` ``{"reason"}``. Every change of an order bumps its
   ``modified``, so ``Sales Order`` can be polled by ``modified`` like Bins.
 
-What it adds, as a test double: idempotency on ``po_no`` (a repeat post answers the existing
-document with ``X-Idempotent-Replay: true`` and reserves nothing again), fault injection (latency,
-5xx, slow answers, on posts only), an oversold-units counter and test-only control endpoints under
-``/_sim`` (``stats``, ``orders``, ``stock``, ``finance``, ``config``, ``reset``).
+Duplicates, as ERPNext answers them (no replay header, no idempotency of its own):
+
+* ``po_no`` is not unique. A second Sales Order with the ``po_no`` of an open one *for the same
+  customer* is refused with 417 ValidationError "Sales Order X already exists against Customer's
+  Purchase Order Y ..." (ERPNext v15 ``validate_po`` with the Selling Setting
+  ``allow_against_multiple_purchase_orders`` off, config of the same name) or, with it on,
+  created with a warning in ``_server_messages``.
+* Unique Custom Fields (``connectors.erp_fields.CUSTOM_FIELDS``: ``custom_marketplace_order_key``
+  on Sales Order, ``custom_shipment_id``/``custom_return_id`` on Delivery Note,
+  ``custom_return_id`` on Sales Invoice) refuse a second document with the same value: 417
+  ``UniqueValidationError`` "<Label> must be unique", what Frappe raises on the database's unique
+  index. Nothing is created or moved by a refused post.
+* Fields a doctype does not define are dropped, links (Customer, Company, Warehouse, Item) are
+  checked, and foreign currencies are converted, see ``simulators.erp_meta``; totals follow
+  ERPNext's discounts (``simulators.erp_docs._totals``).
+
+What it adds, as a test double: fault injection (latency, 5xx, slow answers, on posts only), an
+oversold-units counter and test-only control endpoints under ``/_sim`` (``stats``, ``orders``,
+``stock``, ``finance``, ``config``, ``reset``). ``stats()["duplicates_refused"]`` counts the
+posts refused as duplicates (``idempotent_replays`` is the same number, kept for older readers).
 """
 
 from __future__ import annotations
@@ -52,8 +68,11 @@ from typing import Any
 
 from aiohttp import web
 
+from connectors.erp_fields import CUSTOM_FIELDS, unique_fields
 from simulators.erp_docs import (
     DocValidationError,
+    LinkValidationError,
+    UniqueValidationError,
     _number,
     apply_billing,
     apply_delivery,
@@ -67,6 +86,7 @@ from simulators.erp_docs import (
     server_messages,
 )
 from simulators.erp_finance import SALES_INVOICE, FinanceBook
+from simulators.erp_meta import MASTER_DOCTYPES, Masters, keep_defined
 from simulators.erp_stock import (
     BIN,
     DEFAULT_WAREHOUSE,
@@ -81,7 +101,7 @@ from simulators.erp_stock import (
 from simulators.server import SimulatorServer
 
 DOCTYPE = "Sales Order"
-CREATABLE = (DOCTYPE, *STOCK_DOCTYPES, SALES_INVOICE)
+CREATABLE = (DOCTYPE, *STOCK_DOCTYPES, SALES_INVOICE, *MASTER_DOCTYPES)
 READABLE = (*CREATABLE, BIN, LEDGER)
 JSON = dict[str, Any]
 
@@ -99,6 +119,12 @@ class ErpSimConfig:
     api_key: str = "demo-key"
     api_secret: str = "demo-secret"  # noqa: S105 - demo credential of a simulator
     seed: int | None = None
+    #: Selling Settings: allow a second Sales Order for the same customer and po_no (with a
+    #: warning) instead of refusing it
+    allow_against_multiple_purchase_orders: bool = False
+    #: an Item the ERP does not know: "refuse" (417 LinkValidationError, as ERPNext) or "create"
+    #: it on first sight (for worker tests that do not model the item master)
+    unknown_items: str = "refuse"
 
     def updated(self, changes: JSON) -> ErpSimConfig:
         """A copy with ``changes`` applied; unknown fields or wrong types raise ValueError."""
@@ -110,6 +136,10 @@ class ErpSimConfig:
         for name in ("latency_ms", "latency_jitter_ms", "error_rate", "slow_rate", "slow_ms"):
             merged[name] = float(merged[name])
         merged["error_status"] = int(merged["error_status"])
+        merged["allow_against_multiple_purchase_orders"] = bool(
+            merged["allow_against_multiple_purchase_orders"])
+        if merged["unknown_items"] not in ("refuse", "create"):
+            raise ValueError("unknown_items must be 'refuse' or 'create'")
         return ErpSimConfig(**merged)
 
 
@@ -134,7 +164,7 @@ class StoredOrder:
 _STAT_KEYS = (
     "posts_received",
     "orders_created",
-    "idempotent_replays",
+    "duplicates_refused",
     "errors_injected",
     "validation_errors",
     "auth_failures",
@@ -169,14 +199,17 @@ class ErpSimulator(SimulatorServer):
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
         self.stock = StockBook(self.clock)
         self.finance = FinanceBook()
-        self._by_shipment_id: dict[str, str] = {}  # custom_shipment_id -> Delivery Note
-        self._by_return_id: dict[str, str] = {}  # custom_return_id -> return Delivery Note
+        self.masters = Masters(create_unknown_items=self.config.unknown_items == "create")
+        #: (doctype, unique custom field) -> value -> document name: the unique index
+        self._unique: dict[tuple[str, str], dict[str, str]] = {}
 
     def stats(self) -> dict[str, int]:
         invoices, credit_notes = self.finance.counts()
         notes = [d for d in self.stock.documents[DELIVERY_NOTE].values() if d["docstatus"] == 1]
         returns = sum(1 for d in notes if d.get("is_return"))
-        return {**self._stats, "oversold_units": self.stock.oversold_units(),
+        return {**self._stats, "idempotent_replays": self._stats["duplicates_refused"],
+                "items_created_on_sight": self.masters.items_created_on_sight,
+                "oversold_units": self.stock.oversold_units(),
                 "invoices": invoices, "credit_notes": credit_notes,
                 "delivery_notes": len(notes) - returns, "returns": returns}  # fmt: skip
 
@@ -185,15 +218,24 @@ class ErpSimulator(SimulatorServer):
     def set_stock(self, item_code: str, qty: int, *, warehouse: str = DEFAULT_WAREHOUSE) -> JSON:
         """Set on hand through a Stock Reconciliation (a ledger entry, a ``modified`` bump);
         answers the Bin. Raises DocValidationError for a bad quantity."""
+        self.add_item(item_code, warehouse=warehouse)
         row = {"item_code": item_code, "warehouse": warehouse, "qty": qty}
         self._submit_stock(RECONCILIATION, {"purpose": "Stock Reconciliation", "items": [row]})
         return self.stock.bins[item_code, warehouse].doc()
 
     def receive(self, item_code: str, qty: int, *, warehouse: str = DEFAULT_WAREHOUSE) -> JSON:
         """Add ``qty`` on hand through a Material Receipt (creating the Bin); answers the Bin."""
+        self.add_item(item_code, warehouse=warehouse)
         row = {"item_code": item_code, "t_warehouse": warehouse, "qty": qty}
         self._submit_stock(STOCK_ENTRY, {"stock_entry_type": "Material Receipt", "items": [row]})
         return self.stock.bins[item_code, warehouse].doc()
+
+    def add_item(self, item_code: str, *, warehouse: str | None = None) -> None:
+        """Create the Item (and the Warehouse) master record, as a seller does before selling or
+        receiving it; known ones are left as they are."""
+        self.masters.items.add(item_code)
+        if warehouse:
+            self.masters.warehouses.add(warehouse)
 
     def bins(self) -> list[JSON]:
         """Every Bin (a copy), by item and warehouse."""
@@ -217,11 +259,13 @@ class ErpSimulator(SimulatorServer):
         return doc
 
     def order_by_po_no(self, po_no: str) -> StoredOrder | None:
+        """The first Sales Order created with ``po_no`` (there may be more: see the module doc)."""
         name = self._by_po_no.get(po_no)
         return self.orders[name] if name else None
 
     def set_config(self, changes: JSON) -> ErpSimConfig:
         new = self.config.updated(changes)
+        self.masters.create_unknown_items = new.unknown_items == "create"
         if new.seed != self.config.seed:
             self._rng = random.Random(new.seed)
         self.config = new
@@ -304,84 +348,108 @@ class ErpSimulator(SimulatorServer):
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._validation_error("Request body is not valid JSON")
         doctype = request.match_info["doctype"]
-        if doctype == DOCTYPE:
-            return self._create_or_replay(body)
-        if doctype == DELIVERY_NOTE:
-            return self._delivery_or_replay(body)
-        if doctype == SALES_INVOICE:
-            return self._credit_note_or_replay(body)
+        # no await from here to the answer: checks and insert are atomic, like a transaction
         try:
-            doc = self.stock.submit(doctype, body)
+            if doctype == DOCTYPE:
+                return self._create_sales_order(body)
+            if doctype in MASTER_DOCTYPES:
+                doc = self.masters.create(doctype, body if isinstance(body, dict) else {})
+            elif doctype == DELIVERY_NOTE:
+                self._check_unique(DELIVERY_NOTE, body)
+                doc = self.submit_delivery(body)
+                self._index_unique(DELIVERY_NOTE, doc)
+                self._stats["stock_documents"] += 1
+            elif doctype == SALES_INVOICE:
+                self._check_unique(SALES_INVOICE, body)
+                body = keep_defined(SALES_INVOICE, body) if isinstance(body, dict) else body
+                doc = self.finance.credit_note(body, self._order_of, self.clock.tick())
+                self._index_unique(SALES_INVOICE, doc)
+            else:
+                doc = self.stock.submit(doctype, body)
+                self._stats["stock_documents"] += 1
         except DocValidationError as exc:
-            return self._validation_error(str(exc))
-        self._stats["stock_documents"] += 1
+            return self._validation_error(exc)
         return web.json_response({"data": doc})
 
-    def _create_or_replay(self, body: Any) -> web.Response:
-        """Idempotent on ``po_no``; no await between lookup and insert, so it is race-free."""
-        po_no = body.get("po_no") if isinstance(body, dict) else None
-        known = self.order_by_po_no(po_no) if isinstance(po_no, str) else None
-        if known is not None:
-            self._stats["idempotent_replays"] += 1
-            return web.json_response({"data": known.doc}, headers={"X-Idempotent-Replay": "true"})
+    def _check_unique(self, doctype: str, body: Any) -> None:
+        """Frappe's unique index: a unique Custom Field's value may be stored once per doctype
+        (empty values are NULL and never clash)."""
+        if not isinstance(body, dict):
+            return
+        for name in unique_fields(doctype):
+            value = body.get(name)
+            if isinstance(value, str) and value.strip() and value in self._unique.get(
+                    (doctype, name), {}):
+                self._stats["duplicates_refused"] += 1
+                label = CUSTOM_FIELDS[doctype][name]["label"]
+                raise UniqueValidationError(f"{label} must be unique")
+
+    def _index_unique(self, doctype: str, doc: JSON) -> None:
+        for name in unique_fields(doctype):
+            value = doc.get(name)
+            if isinstance(value, str) and value.strip():
+                self._unique.setdefault((doctype, name), {})[value] = doc["name"]
+
+    def _same_po_no(self, body: JSON) -> str | None:
+        """An open (draft or submitted) Sales Order of the same customer with this po_no."""
+        return next((name for name, stored in self.orders.items()
+                     if stored.doc["po_no"] == body.get("po_no")
+                     and stored.doc["customer"] == body.get("customer")
+                     and stored.doc["docstatus"] < 2), None)  # fmt: skip
+
+    def _create_sales_order(self, body: Any) -> web.Response:
+        """Insert a Sales Order as ERPNext does: validate (links, po_no per customer), then the
+        unique index, then store and (submitted) reserve."""
         now = self.clock.tick()
-        try:
-            doc = build_sales_order(body, now=now)
-        except DocValidationError as exc:
-            return self._validation_error(str(exc))
+        doc = build_sales_order(body, now=now, masters=self.masters)
+        warning = None
+        existing = self._same_po_no(doc)
+        if existing is not None:
+            if not self.config.allow_against_multiple_purchase_orders:
+                self._stats["duplicates_refused"] += 1
+                raise DocValidationError(
+                    f"Sales Order {existing} already exists against Customer's Purchase Order "
+                    f"{doc['po_no']}. To allow multiple Sales Orders, Enable 'Allow Multiple "
+                    "Sales Orders Against a Customer's Purchase Order' in Selling Settings"
+                )
+            warning = (f"Warning: Sales Order {existing} already exists against Customer's "
+                       f"Purchase Order {doc['po_no']}")  # fmt: skip
+        self._check_unique(DOCTYPE, doc)
         doc = {**doc, "name": self._next_name(now)}
-        for item in doc["items"]:
-            item["parent"] = doc["name"]
+        for row in (*doc["items"], *doc["taxes"]):
+            row["parent"] = doc["name"]
         self.orders[doc["name"]] = StoredOrder(doc, time.time(), time.monotonic())
-        self._by_po_no[doc["po_no"]] = doc["name"]
+        self._by_po_no.setdefault(doc["po_no"], doc["name"])
+        self._index_unique(DOCTYPE, doc)
         self._stats["orders_created"] += 1
         if doc["docstatus"] == 1:
             self.stock.submit_sales_order(doc)  # Bins modified after the order's creation
-        return web.json_response({"data": doc})
+        answer: JSON = {"data": doc}
+        if warning:
+            answer["_server_messages"] = json.dumps([json.dumps(
+                {"message": warning, "title": "Message", "indicator": "orange"})])
+        return web.json_response(answer)
 
-    def _validation_error(self, reason: str) -> web.Response:
+    def _validation_error(self, exc: DocValidationError | str) -> web.Response:
         self._stats["validation_errors"] += 1
-        return frappe_error(
-            417, "ValidationError", reason, _server_messages=server_messages(reason)
-        )
+        reason = str(exc)
+        exc_type = exc.exc_type if isinstance(exc, DocValidationError) else "ValidationError"
+        status = exc.status if isinstance(exc, DocValidationError) else 417
+        return frappe_error(status, exc_type, reason, _server_messages=server_messages(reason))
 
     # --- after the order: shipments, returns, credit notes, cancellations -------------------
-
-    def _replayed(self, doc: JSON) -> web.Response:
-        self._stats["idempotent_replays"] += 1
-        return web.json_response({"data": doc}, headers={"X-Idempotent-Replay": "true"})
-
-    def _delivery_or_replay(self, body: Any) -> web.Response:
-        """Idempotent on ``custom_shipment_id`` (a return: ``custom_return_id``)."""
-        known = self._known_delivery(body)
-        if known is not None:
-            return self._replayed(known)
-        try:
-            doc = self.submit_delivery(body)
-        except DocValidationError as exc:
-            return self._validation_error(str(exc))
-        self._stats["stock_documents"] += 1
-        return web.json_response({"data": doc})
-
-    def _known_delivery(self, body: Any) -> JSON | None:
-        if not isinstance(body, dict):
-            return None
-        index, key = ((self._by_return_id, body.get("custom_return_id")) if body.get("is_return")
-                      else (self._by_shipment_id, body.get("custom_shipment_id")))  # fmt: skip
-        name = index.get(key) if isinstance(key, str) else None
-        return self.stock.find(DELIVERY_NOTE, name) if name else None
 
     def submit_delivery(self, body: Any) -> JSON:
         """Insert a Delivery Note (a return when ``is_return``); submitted against Sales Orders it
         moves them on and raises their invoices. Raises DocValidationError, changing nothing."""
         if not isinstance(body, dict):
             raise DocValidationError("Request body must be a JSON object")
+        body = keep_defined(DELIVERY_NOTE, body)
+        self._check_links(body)
         if body.get("is_return"):
             return self._submit_return(body)
         shipped = self._against_orders(body) if body.get("docstatus") == 1 else []
         note = self.stock.submit(DELIVERY_NOTE, body)
-        if isinstance(body.get("custom_shipment_id"), str):
-            self._by_shipment_id[body["custom_shipment_id"]] = note["name"]
         invoices = [self._bill(order, note, rows) for order, rows in _by_order(shipped)]
         if invoices:
             note.update(custom_sales_invoice=invoices[0], per_billed=100.0, status="Completed")
@@ -419,8 +487,6 @@ class ErpSimulator(SimulatorServer):
         returned = [self._returned_row(original, row, idx)
                     for idx, row in enumerate(body.get("items") or [], start=1)]  # fmt: skip
         note = self.stock.submit(DELIVERY_NOTE, body)
-        if isinstance(body.get("custom_return_id"), str):
-            self._by_return_id[body["custom_return_id"]] = note["name"]
         if note["docstatus"] != 1:
             return note
         for row, qty in (r for r in returned if r is not None):
@@ -475,15 +541,21 @@ class ErpSimulator(SimulatorServer):
             note["status"] = "Return Issued"
         note["modified"] = self.clock.stamp()
 
-    def _credit_note_or_replay(self, body: Any) -> web.Response:
-        known = self.finance.replay(body)
-        if known is not None:
-            return self._replayed(known)
-        try:
-            doc = self.finance.credit_note(body, self._order_of, self.clock.tick())
-        except DocValidationError as exc:
-            return self._validation_error(str(exc))
-        return web.json_response({"data": doc})
+    def _check_links(self, body: JSON) -> None:
+        """Customer, Company, Warehouse and Item links of a posted document (LinkValidationError)."""
+        masters = self.masters
+        checks = [("Customer", body.get("customer"), masters.customers),
+                  ("Company", body.get("company"), masters.companies),
+                  ("Set Source Warehouse", body.get("set_warehouse"), masters.warehouses)]
+        for idx, row in enumerate(body.get("items") or [], start=1):
+            if isinstance(row, dict):
+                code = row.get("item_code")
+                if isinstance(code, str) and code and not masters.has_item(code):
+                    raise LinkValidationError(f"Could not find Row #{idx}: Item Code: {code}")
+                checks.append((f"Row #{idx}: Warehouse", row.get("warehouse"), masters.warehouses))
+        for label, value, known in checks:
+            if isinstance(value, str) and value and value not in known:
+                raise LinkValidationError(f"Could not find {label}: {value}")
 
     def _order_of(self, sales_order: str | None, po_no: str | None) -> JSON | None:
         stored = self.orders.get(sales_order or "") or self.order_by_po_no(po_no or "")
@@ -543,8 +615,14 @@ class ErpSimulator(SimulatorServer):
         except LookupError:
             return frappe_error(404, "DoesNotExistError", f"Sales Order {name} not found")
         except DocValidationError as exc:
-            return self._validation_error(str(exc))
+            return self._validation_error(exc)
         return web.json_response({"message": doc})
+
+    def _master_docs(self, doctype: str) -> list[JSON]:
+        masters = self.masters
+        names = {"Item": masters.items, "Customer": masters.customers,
+                 "Warehouse": masters.warehouses}[doctype]  # fmt: skip
+        return [{"doctype": doctype, "name": n} for n in sorted(names)]
 
     async def _read(self, request: web.Request) -> web.Response:
         error = await self._guard(request, inject_errors=False)
@@ -556,6 +634,8 @@ class ErpSimulator(SimulatorServer):
             doc = stored.doc if stored else None
         elif doctype == SALES_INVOICE:
             doc = self.finance.find(name)
+        elif doctype in MASTER_DOCTYPES:
+            doc = next((d for d in self._master_docs(doctype) if d["name"] == name), None)
         else:
             doc = self.stock.find(doctype, name)
         if doc is None:
@@ -571,6 +651,8 @@ class ErpSimulator(SimulatorServer):
             docs = [stored.doc for stored in reversed(self.orders.values())]  # newest first
         elif doctype == SALES_INVOICE:
             docs = self.finance.docs()
+        elif doctype in MASTER_DOCTYPES:
+            docs = self._master_docs(doctype)
         else:
             docs = self.stock.docs(doctype)
         try:

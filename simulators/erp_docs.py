@@ -17,7 +17,10 @@ import re
 import uuid
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulators.erp_meta import Masters
 
 JSON = dict[str, Any]
 CENT = Decimal("0.01")
@@ -29,13 +32,36 @@ _SERVER_FIELDS = {
     "name", "doctype", "docstatus", "idx", "owner", "creation", "modified", "modified_by",
     "naming_series", "status", "delivery_status", "billing_status", "per_delivered", "per_billed",
     "total_qty", "total", "net_total", "total_taxes_and_charges", "grand_total", "rounded_total",
-    "customer_name", "conversion_rate", "plc_conversion_rate", "price_list_currency", "items",
-    "taxes",
+    "customer_name", "plc_conversion_rate", "price_list_currency", "items", "taxes",
+    "base_total", "base_net_total", "base_grand_total", "base_rounded_total",
+    "base_total_taxes_and_charges", "base_discount_amount",
 }  # fmt: skip
 
 
 class DocValidationError(ValueError):
     """The document breaks a rule; the server answers 417 ValidationError with this reason."""
+
+    exc_type = "ValidationError"
+    status = 417
+
+
+class LinkValidationError(DocValidationError):
+    """A Link field names a record that does not exist (Frappe: 417, "Could not find ...")."""
+
+    exc_type = "LinkValidationError"
+
+
+class UniqueValidationError(DocValidationError):
+    """A unique field's value is taken (Frappe: 417, raised on the database's unique index)."""
+
+    exc_type = "UniqueValidationError"
+
+
+class DuplicateEntryError(DocValidationError):
+    """A record of that name exists (Frappe: 409 DuplicateEntryError, a primary key clash)."""
+
+    exc_type = "DuplicateEntryError"
+    status = 409
 
 
 def server_messages(reason: str) -> str:
@@ -111,23 +137,63 @@ def _money(amount: Decimal) -> float:
 # --- child rows -------------------------------------------------------------------------------
 
 
-def _item(row: Any, idx: int, defaults: JSON) -> JSON:
-    """One Sales Order Item row with ``amount = qty * rate`` computed."""
+def _link(ok: bool, what: str) -> None:
+    """Frappe's link check: 417 LinkValidationError "Could not find <label>: <value>"."""
+    if not ok:
+        raise LinkValidationError(f"Could not find {what}")
+
+
+def _optional_number(row: JSON, key: str, what: str) -> Decimal | None:
+    return None if row.get(key) in (None, "") else _number(row[key], what)
+
+
+def _rate(row: JSON, idx: int) -> tuple[Decimal, JSON]:
+    """A row's rate and the price-list fields it came from: ``price_list_rate`` less
+    ``discount_percentage`` (or less ``discount_amount`` per unit) when a price list rate is
+    given, as ERPNext's ``calculate_item_values`` sets it; else the row's ``rate``."""
+    plr = _optional_number(row, "price_list_rate", f"Row #{idx}: Price List Rate")
+    pct = _optional_number(row, "discount_percentage", f"Row #{idx}: Discount (%)")
+    off = _optional_number(row, "discount_amount", f"Row #{idx}: Discount Amount")
+    if pct is not None and not 0 <= pct <= 100:
+        raise DocValidationError(f"Row #{idx}: Discount (%) must be between 0 and 100")
+    if plr is not None and (pct or off):
+        rate = plr * (1 - (pct or 0) / 100) if pct else plr - (off or 0)
+        off = plr - rate
+        pct = (off / plr * 100) if plr else Decimal(0)
+    else:
+        rate = _number(row.get("rate", plr or 0), f"Row #{idx}: Rate")
+        if plr is not None and plr >= rate:
+            off, pct = plr - rate, ((plr - rate) / plr * 100) if plr else Decimal(0)
+    if rate < 0:
+        raise DocValidationError(f"Row #{idx}: Rate cannot be negative")
+    fields = {"price_list_rate": float(plr if plr is not None else rate),
+              "discount_percentage": float(round(pct or 0, 6)),
+              "discount_amount": _money(off or Decimal(0))}  # fmt: skip
+    return rate, fields
+
+
+def _item(row: Any, idx: int, defaults: JSON, masters: Masters | None) -> JSON:
+    """One Sales Order Item row with ``amount = qty * rate`` computed (``net_*`` and ``base_*``
+    are set with the order's totals)."""
     if not isinstance(row, dict):
         raise DocValidationError(f"Row #{idx}: item must be an object")
     item_code = _required_str(row, "item_code", f"Row #{idx} Item Code")
+    if masters is not None:
+        _link(masters.has_item(item_code), f"Row #{idx}: Item Code: {item_code}")
     qty = _number(row.get("qty"), f"Row #{idx}: Quantity")
     if qty <= 0:
         raise DocValidationError(f"Row #{idx}: Quantity for Item {item_code} must be positive")
-    rate = _number(row.get("rate", 0), f"Row #{idx}: Rate")
-    if rate < 0:
-        raise DocValidationError(f"Row #{idx}: Rate for Item {item_code} cannot be negative")
+    rate, price_fields = _rate(row, idx)
     delivery = row.get("delivery_date", defaults["delivery_date"])
     _date(delivery, f"Row #{idx}: Delivery Date")
+    warehouse = row.get("warehouse", defaults["set_warehouse"])
+    if masters is not None and warehouse:
+        _link(warehouse in masters.warehouses, f"Row #{idx}: Warehouse: {warehouse}")
     backorder = _backorder_qty(row, idx, qty)
     amount = qty * rate
     return {
         **{k: v for k, v in row.items() if k not in ("qty", "rate", "amount")},
+        **price_fields,
         "name": uuid.uuid4().hex[:10],
         "doctype": "Sales Order Item",
         "parenttype": "Sales Order",
@@ -138,13 +204,12 @@ def _item(row: Any, idx: int, defaults: JSON) -> JSON:
         "qty": float(qty),
         "stock_qty": float(qty),
         "uom": row.get("uom", "Nos"),
+        "stock_uom": "Nos",
         "conversion_factor": 1.0,
         "rate": float(rate),
         "amount": _money(amount),
-        "net_rate": float(rate),
-        "net_amount": _money(amount),
         "delivery_date": delivery,
-        "warehouse": row.get("warehouse", defaults["set_warehouse"]),
+        "warehouse": warehouse,
         "delivered_qty": 0.0,
         "returned_qty": 0.0,
         "billed_amt": 0.0,
@@ -152,11 +217,11 @@ def _item(row: Any, idx: int, defaults: JSON) -> JSON:
     }
 
 
-def _items(body: JSON, defaults: JSON) -> list[JSON]:
+def _items(body: JSON, defaults: JSON, masters: Masters | None) -> list[JSON]:
     rows = body.get("items")
     if not isinstance(rows, list) or not rows:
         raise DocValidationError("Error: Value missing for Sales Order: Items")
-    return [_item(row, idx, defaults) for idx, row in enumerate(rows, start=1)]
+    return [_item(row, idx, defaults, masters) for idx, row in enumerate(rows, start=1)]
 
 
 def _tax(row: Any, idx: int, base: Decimal) -> JSON:
@@ -175,6 +240,7 @@ def _tax(row: Any, idx: int, base: Decimal) -> JSON:
         **row,
         "name": uuid.uuid4().hex[:10],
         "doctype": "Sales Taxes and Charges",
+        "parenttype": "Sales Order",
         "parentfield": "taxes",
         "idx": idx,
         "description": row.get("description") or account,
@@ -185,10 +251,16 @@ def _tax(row: Any, idx: int, base: Decimal) -> JSON:
 # --- the document ----------------------------------------------------------------------------
 
 
-def _header(body: JSON, now: datetime) -> JSON:
+def _header(body: JSON, now: datetime, masters: Masters | None) -> JSON:
     customer = _required_str(body, "customer", "Sales Order Customer")
     company = _required_str(body, "company", "Sales Order Company")
     po_no = _required_str(body, "po_no", "Sales Order Customer's Purchase Order")
+    warehouse = body.get("set_warehouse")
+    if masters is not None:
+        _link(customer in masters.customers, f"Customer: {customer}")
+        _link(company in masters.companies, f"Company: {company}")
+        if warehouse:
+            _link(warehouse in masters.warehouses, f"Set Source Warehouse: {warehouse}")
     transaction = body.get("transaction_date", now.date().isoformat())
     delivery = body.get("delivery_date", transaction)
     if _date(delivery, "Delivery Date") < _date(transaction, "Date"):
@@ -201,42 +273,108 @@ def _header(body: JSON, now: datetime) -> JSON:
         "transaction_date": transaction,
         "delivery_date": delivery,
         "currency": _currency(body),
-        "set_warehouse": body.get("set_warehouse"),
+        "set_warehouse": warehouse,
     }
 
 
-def _totals(items: list[JSON], body: JSON) -> tuple[JSON, list[JSON]]:
+def _conversion_rate(body: JSON, header: JSON, masters: Masters | None) -> Decimal:
+    """The document's ``conversion_rate`` to the company currency: the body's, else the
+    Currency Exchange rate; none is ERPNext's "Exchange Rate is mandatory" refusal."""
+    given = _optional_number(body, "conversion_rate", "Exchange Rate")
+    if given is not None and given > 0:
+        return given
+    if masters is None:
+        return Decimal(1)
+    rate = masters.rate(header["currency"], header["company"])
+    if rate is None:
+        base = masters.companies.get(header["company"], "USD")
+        raise DocValidationError(
+            f"Exchange Rate is mandatory. Maybe Currency Exchange record is not created for "
+            f"{header['currency']} to {base}"
+        )
+    return rate
+
+
+def _totals(items: list[JSON], body: JSON, conversion: Decimal) -> tuple[JSON, list[JSON]]:
+    """ERPNext's ``taxes_and_totals`` for Actual and On Net Total charges: the additional
+    discount (``discount_amount``, or ``additional_discount_percentage`` of the net total or,
+    by default, of the grand total) comes off the items' net amounts in proportion; charges "On
+    Net Total" apply to the discounted net total when ``apply_discount_on`` is "Net Total".
+    Every amount also in the company currency (``base_*`` = amount * ``conversion_rate``)."""
     total = sum((Decimal(str(i["amount"])) for i in items), Decimal(0))
-    discount = _number(body.get("discount_amount", 0), "Additional Discount Amount")
-    apply_on = body.get("apply_discount_on", "Grand Total")
-    tax_base = total - discount if apply_on == "Net Total" else total
-    taxes = [_tax(row, i, tax_base) for i, row in enumerate(body.get("taxes") or [], start=1)]
-    tax_total = sum((Decimal(str(t["tax_amount"])) for t in taxes), Decimal(0))
-    grand = total - discount + tax_total
+    apply_on = body.get("apply_discount_on") or "Grand Total"
+    if apply_on not in ("Grand Total", "Net Total"):
+        raise DocValidationError(f"Apply Additional Discount On {apply_on!r} is not valid")
+    pct = _optional_number(body, "additional_discount_percentage", "Additional Discount %")
+    discount = _optional_number(body, "discount_amount", "Additional Discount Amount")
+    if apply_on == "Net Total":
+        if pct:
+            discount = total * pct / 100
+        discount = (discount or Decimal(0)).quantize(CENT)
+        net = total - discount
+        taxes = [_tax(row, i, net) for i, row in enumerate(body.get("taxes") or [], start=1)]
+        tax_total = sum((Decimal(str(t["tax_amount"])) for t in taxes), Decimal(0))
+        grand = net + tax_total
+    else:
+        taxes = [_tax(row, i, total) for i, row in enumerate(body.get("taxes") or [], start=1)]
+        tax_total = sum((Decimal(str(t["tax_amount"])) for t in taxes), Decimal(0))
+        before = total + tax_total
+        if pct:
+            discount = before * pct / 100
+        discount = (discount or Decimal(0)).quantize(CENT)
+        grand = before - discount
+        net = total - (discount * total / before if before else Decimal(0))
+    if discount < 0 or discount > total + tax_total:
+        raise DocValidationError("Additional Discount Amount cannot exceed the total")
+    share = net / total if total else Decimal(1)
+    for item in items:
+        net_amount = Decimal(str(item["amount"])) * share
+        item.update(net_amount=_money(net_amount), net_rate=_money(net_amount / Decimal(
+            str(item["qty"]))), base_rate=_money(Decimal(str(item["rate"])) * conversion),
+            base_amount=_money(Decimal(str(item["amount"])) * conversion),
+            base_net_rate=_money(net_amount / Decimal(str(item["qty"])) * conversion),
+            base_net_amount=_money(net_amount * conversion),
+            base_price_list_rate=_money(Decimal(str(item["price_list_rate"])) * conversion))
+    for tax in taxes:
+        tax.update(base_tax_amount=_money(Decimal(str(tax["tax_amount"])) * conversion))
     return {
         "total_qty": sum(i["qty"] for i in items),
         "total": _money(total),
-        "net_total": _money(total),
+        "net_total": _money(net),
         "discount_amount": _money(discount),
+        "additional_discount_percentage": float(pct or 0),
         "apply_discount_on": apply_on,
         "total_taxes_and_charges": _money(tax_total),
         "grand_total": _money(grand),
         "rounded_total": _money(grand),
+        "disable_rounded_total": 1,
+        "conversion_rate": float(conversion),
+        "base_total": _money(total * conversion),
+        "base_net_total": _money(net * conversion),
+        "base_discount_amount": _money(discount * conversion),
+        "base_total_taxes_and_charges": _money(tax_total * conversion),
+        "base_grand_total": _money(grand * conversion),
+        "base_rounded_total": _money(grand * conversion),
     }, taxes
 
 
-def build_sales_order(body: Any, *, now: datetime) -> JSON:
+def build_sales_order(body: Any, *, now: datetime, masters: Masters | None = None) -> JSON:
     """Validate a posted Sales Order and return the stored document (without ``name``): a draft,
-    or submitted when the body says ``"docstatus": 1``. ``now`` stamps creation and modified."""
+    or submitted when the body says ``"docstatus": 1``. ``now`` stamps creation and modified.
+    With ``masters``, links are checked (LinkValidationError) and foreign currencies take its
+    exchange rates. Fields the doctype does not define are dropped, as Frappe does."""
     if not isinstance(body, dict):
         raise DocValidationError("Request body must be a JSON object")
     docstatus = parse_docstatus(body)
-    header = _header(body, now)
-    items = _items(body, header)
-    totals, taxes = _totals(items, body)
+    header = _header(body, now, masters)
+    items = _items(body, header, masters)
+    conversion = _conversion_rate(body, header, masters)
+    totals, taxes = _totals(items, body, conversion)
     custom = {k: v for k, v in body.items() if k not in _SERVER_FIELDS and k not in header}
     stamp = frappe_timestamp(now)
-    return {
+    from simulators.erp_meta import keep_defined
+
+    return keep_defined("Sales Order", {
         **custom,
         **header,
         **totals,
@@ -249,10 +387,9 @@ def build_sales_order(body: Any, *, now: datetime) -> JSON:
         "idx": 0,
         "naming_series": NAMING_SERIES,
         "order_type": body.get("order_type", "Sales"),
-        "conversion_rate": 1.0,
         "selling_price_list": body.get("selling_price_list", "Standard Selling"),
         "price_list_currency": header["currency"],
-        "plc_conversion_rate": 1.0,
+        "plc_conversion_rate": totals["conversion_rate"],
         "status": "To Deliver and Bill" if docstatus else "Draft",
         "delivery_status": "Not Delivered",
         "billing_status": "Not Billed",
@@ -260,7 +397,7 @@ def build_sales_order(body: Any, *, now: datetime) -> JSON:
         "per_billed": 0.0,
         "items": items,
         "taxes": taxes,
-    }
+    })
 
 
 # --- list queries ----------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 The simulated ERP is configured to invoice on delivery: each submitted Delivery Note against a
 Sales Order makes one submitted ``Sales Invoice`` (series ``ACC-SINV-.YYYY.-``) for the rows it
-shipped, at the order's rates, with ``po_no`` (our order key), ``sales_order`` and
-``delivery_note`` on the header and ``sales_order``/``so_detail``/``delivery_note``/``dn_detail``
-on every row. The order's charges (tax and shipping rows, its discount) are billed
+shipped, at the order's rates, with ``po_no`` (our order key) on the header and
+``sales_order``/``so_detail``/``delivery_note``/``dn_detail`` on every row (ERPNext's Sales
+Invoice has no header link to the order: the rows carry it; fields the doctype does not define
+are dropped, ``simulators.erp_meta``). The order's charges (tax and shipping rows, its discount) are billed
 **proportionally**: each invoice carries the share of every charge that its net amount is of the
 order's net total, and the invoice that completes the delivery takes what is left, so the
 invoices of a fully shipped order add up to its grand total to the cent.
@@ -12,11 +13,13 @@ invoices of a fully shipped order add up to its grand total to the cent.
 A **Credit Note** is a ``Sales Invoice`` with ``is_return`` 1, posted by the integration:
 negative ``qty`` rows (0 is allowed: an amount-only adjustment row) at non-negative rates, plus
 ``Actual`` charge rows of any sign; its ``grand_total`` must be negative. ``return_against`` (the
-original invoice) is optional, as in ERPNext; without it, ``sales_order`` or ``po_no`` names the
-order. What it credits may not exceed what is left of the original invoice (its grand total less
-earlier credit notes against it) nor of the whole order. It lowers the original's
-``outstanding_amount`` and marks it "Credit Note Issued". Idempotent on ``custom_return_id`` (or
-``custom_refund_id``). Posting a regular (non-return) invoice is refused: the ERP raises those.
+original invoice) is optional, as in ERPNext; without it, a row's ``sales_order`` or the
+header's ``po_no`` names the order. What it credits may not exceed what is left of the
+original invoice (its grand total less earlier credit notes against it) nor of the whole
+order. It lowers the original's ``outstanding_amount`` and marks it "Credit Note Issued".
+``custom_return_id`` is a unique Custom Field: the server (``simulators.erp``) refuses a
+second credit note with the same one.
+Posting a regular (non-return) invoice is refused: the ERP raises those.
 No I/O here.
 """
 
@@ -36,6 +39,7 @@ from simulators.erp_docs import (
     _required_str,
     frappe_timestamp,
 )
+from simulators.erp_meta import keep_defined
 
 JSON = dict[str, Any]
 SALES_INVOICE = "Sales Invoice"
@@ -63,6 +67,8 @@ class FinanceBook:
         self._series: dict[int, int] = {}
         self._by_return_id: dict[str, str] = {}
         self._charged: dict[str, dict[int, Decimal]] = {}  # order -> charge idx -> billed
+        #: invoice -> its Sales Order (ERPNext keeps it on the rows, ``Sales Invoice Item``)
+        self.order_of: dict[str, str] = {}
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -79,8 +85,9 @@ class FinanceBook:
         return self.invoices[self._by_return_id[key]] if key in self._by_return_id else None
 
     def summaries(self) -> list[JSON]:
-        keys = ("name", "is_return", "po_no", "sales_order", "grand_total", "return_against")
-        return [{k: doc.get(k) for k in keys} for doc in self.invoices.values()]
+        keys = ("name", "is_return", "po_no", "grand_total", "return_against")
+        return [{**{k: doc.get(k) for k in keys}, "sales_order": self.order_of.get(doc["name"])}
+                for doc in self.invoices.values()]  # fmt: skip
 
     def counts(self) -> tuple[int, int]:
         """(invoices, credit notes)."""
@@ -88,7 +95,7 @@ class FinanceBook:
         return len(self.invoices) - returns, returns
 
     def _left_on_order(self, order: str) -> Decimal:
-        docs = [d for d in self.invoices.values() if d.get("sales_order") == order]
+        docs = [d for d in self.invoices.values() if self.order_of.get(d["name"]) == order]
         return sum((_dec(d["grand_total"]) for d in docs), Decimal(0))
 
     def _left_on_invoice(self, invoice: JSON) -> Decimal:
@@ -128,9 +135,10 @@ class FinanceBook:
         ]  # fmt: skip
         header = {"customer": order["customer"], "company": order.get("company"),
                   "currency": order.get("currency"), "po_no": order["po_no"],
-                  "sales_order": order["name"], "delivery_note": note["name"],
+                  "conversion_rate": order.get("conversion_rate", 1.0),
                   "discount_amount": _money(discount)}  # fmt: skip
-        doc = self._store(header, items, taxes, net - discount, now, is_return=False)
+        doc = self._store(header, items, taxes, net - discount, now, is_return=False,
+                          order=order["name"])
         return doc, billed
 
     # --- credit notes ----------------------------------------------------------------------
@@ -146,9 +154,11 @@ class FinanceBook:
                 "(is_return 1) can be posted"
             )
         original = self._original(body.get("return_against"))
-        order = order_of(
-            original["sales_order"] if original else body.get("sales_order"), body.get("po_no")
-        )
+        rows = [r for r in body.get("items") or [] if isinstance(r, dict)]
+        named = next((r.get("sales_order") for r in rows if r.get("sales_order")),
+                     body.get("sales_order"))  # the server drops the header one (no such field)
+        order = order_of(self.order_of.get(original["name"]) if original else named,
+                         body.get("po_no"))  # fmt: skip
         if order is None:
             raise DocValidationError("Credit Note: Sales Order (sales_order or po_no) not found")
         items = [_credit_item(row, idx) for idx, row in enumerate(_rows(body), start=1)]
@@ -163,9 +173,9 @@ class FinanceBook:
         custom = {k: v for k, v in body.items() if k not in _SERVER_FIELDS}
         header = {**custom, "customer": order["customer"], "company": order.get("company"),
                   "currency": order.get("currency"), "po_no": order["po_no"],
-                  "sales_order": order["name"],
+                  "conversion_rate": order.get("conversion_rate", 1.0),
                   "return_against": original["name"] if original else None}  # fmt: skip
-        doc = self._store(header, items, taxes, net, now, is_return=True)
+        doc = self._store(header, items, taxes, net, now, is_return=True, order=order["name"])
         if original is not None:
             outstanding = max(Decimal(0), _dec(original["outstanding_amount"]) + grand)
             original.update(outstanding_amount=_money(outstanding), status="Credit Note Issued",
@@ -192,7 +202,7 @@ class FinanceBook:
     # --- storing ---------------------------------------------------------------------------
 
     def _store(self, header: JSON, items: list[JSON], taxes: list[JSON], net: Decimal,
-               now: datetime, *, is_return: bool) -> JSON:
+               now: datetime, *, is_return: bool, order: str) -> JSON:
         name = self._next_name(now)
         stamp = frappe_timestamp(now)
         tax_total = sum((_dec(t["tax_amount"]) for t in taxes), Decimal(0))
@@ -211,7 +221,14 @@ class FinanceBook:
             "taxes": [{**t, "doctype": "Sales Taxes and Charges", "parent": name} for t in taxes],
         }  # fmt: skip
         doc.setdefault("return_against", None)
+        rate = _dec(doc.get("conversion_rate") or 1)
+        for key in ("total", "net_total", "total_taxes_and_charges", "grand_total",
+                    "rounded_total", "discount_amount"):
+            if key in doc:
+                doc[f"base_{key}"] = _money(_dec(doc[key]) * rate)
+        doc = keep_defined(SALES_INVOICE, doc)
         self.invoices[name] = doc
+        self.order_of[name] = order
         return doc
 
     def _next_name(self, now: datetime) -> str:
@@ -245,7 +262,8 @@ def _invoice_item(idx: int, order: JSON, note: JSON, so_item: JSON, dn_item: JSO
         "qty": dn_item["qty"], "rate": so_item["rate"], "amount": _money(amount),
         "warehouse": dn_item.get("warehouse"), "sales_order": order["name"],
         "so_detail": so_item["name"], "delivery_note": note["name"],
-        "dn_detail": dn_item["name"], "marketplace_line_id": so_item.get("marketplace_line_id"),
+        "dn_detail": dn_item["name"],
+        "custom_marketplace_line_id": so_item.get("custom_marketplace_line_id"),
     }  # fmt: skip
 
 
@@ -260,6 +278,7 @@ def _credit_item(row: Any, idx: int) -> JSON:
             f"Row #{idx}: a Credit Note row needs a negative (or zero) Quantity and a rate >= 0"
         )
     return {**row, "name": uuid.uuid4().hex[:10], "doctype": "Sales Invoice Item", "idx": idx,
+            "parenttype": SALES_INVOICE, "parentfield": "items",
             "item_code": code, "qty": float(qty), "rate": float(rate),
             "amount": _money(qty * rate)}  # fmt: skip
 

@@ -68,11 +68,13 @@ async def erp(sim: ErpSimulator) -> AsyncIterator[ErpNextConnector]:
 
 def test_sales_order_doc_maps_the_canonical_order() -> None:
     doc = sales_order_doc("shopify:1", make_order(), company="C", customer="Cust", warehouse="W")
-    assert doc["po_no"] == "shopify:1" and doc["marketplace_order_id"] == "450789469"
+    assert doc["po_no"] == doc["custom_marketplace_order_key"] == "shopify:1"
+    assert doc["custom_marketplace_order_id"] == "450789469"
     assert doc["docstatus"] == 1  # submitted on insert, so the ERP reserves
     assert doc["transaction_date"] == doc["delivery_date"] == "2026-01-11"  # UTC date
     assert (doc["customer"], doc["company"], doc["set_warehouse"]) == ("Cust", "C", "W")
-    assert doc["customer_email"] == "bob@example.com"
+    assert doc["contact_email"] == "bob@example.com"
+    assert (doc["custom_buyer_name"], doc["custom_buyer_id"]) == ("Bob Norman", "7")
     assert doc["items"] == [
         {
             "item_code": "IPOD2008GREEN",
@@ -82,7 +84,7 @@ def test_sales_order_doc_maps_the_canonical_order() -> None:
             "uom": "Nos",
             "delivery_date": "2026-01-11",
             "warehouse": "W",
-            "marketplace_line_id": "466157049",
+            "custom_marketplace_line_id": "466157049",
         }
     ]
     assert [t["tax_amount"] for t in doc["taxes"]] == ["11.94", "4.99"]
@@ -150,7 +152,7 @@ async def test_read_back_by_name_and_po_no(erp: ErpNextConnector) -> None:
 
 
 async def test_validation_error_is_permanent(sim: ErpSimulator, erp: ErpNextConnector) -> None:
-    erp.customer = ""  # the ERP refuses a Sales Order without a customer
+    erp.customer, erp.channel_customers = "", {}  # the ERP refuses an order without a customer
     with pytest.raises(PermanentError) as info:
         await erp.create_sales_order("shopify:3", make_order("3"))
     assert info.value.status == 417
@@ -210,6 +212,7 @@ async def test_connection_refused_is_retryable(sim: ErpSimulator) -> None:
 
 async def test_from_settings(sim: ErpSimulator) -> None:
     assert sim.base_url
+    sim.masters.companies["ACME"] = "USD"  # a company the ERP knows
     settings = Settings(erp_base_url=AnyHttpUrl(sim.base_url), erp_company="ACME")  # type: ignore[call-arg]
     erp = ErpNextConnector.from_settings(settings)
     try:
@@ -284,7 +287,8 @@ async def test_shipment_posts_a_delivery_note_and_its_invoice_once(
         "UPS", "1Z999")
     invoice = sim.finance.find(result.sales_invoice)
     assert invoice is not None and invoice["grand_total"] == pytest.approx(41.05)
-    assert (invoice["po_no"], invoice["sales_order"], invoice["is_return"]) == ("shopify:1", so, 0)
+    assert (invoice["po_no"], invoice["is_return"]) == ("shopify:1", 0)
+    assert {row["sales_order"] for row in invoice["items"]} == {so}
     order = sim.orders[so].doc
     assert (order["status"], order["per_delivered"], order["per_billed"]) == ("Completed", 100, 100)
     assert {b["item_code"]: (b["actual_qty"], b["reserved_qty"]) for b in sim.bins()} == {

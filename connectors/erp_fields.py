@@ -1,0 +1,116 @@
+"""The Custom Fields the integration needs in ERPNext, and the master data its documents link to.
+
+One list, read by the connector (what it writes and looks up), the ERP simulator (which fields
+it keeps: ERPNext stores only fields its doctype defines, so an undeclared one is dropped) and
+the docs ("Custom Fields the integration needs", docs/ARCHITECTURE.md §6). Create them in the
+ERPNext desk (Customize Form) or with ``POST /api/resource/Custom Field`` before the first order;
+Frappe prefixes fields made in the desk with ``custom_``, so the names below are what it stores.
+
+``unique`` fields are what exactly-once rests on: Frappe answers a second insert with the same
+value with HTTP 417 ``UniqueValidationError`` ("... must be unique", raised by the database's
+unique index, so it also holds between two concurrent requests); the connector then reads the
+existing document instead. ``po_no`` alone cannot do this: ERPNext either warns and creates a
+second Sales Order with the same ``po_no`` or refuses it for the same customer only, depending on
+the Selling Setting ``allow_against_multiple_purchase_orders`` (``SalesOrder.validate_po``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: doctype -> fieldname -> Custom Field definition (fieldtype, label, unique, options)
+CUSTOM_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
+    "Sales Order": {
+        "custom_marketplace_order_key": {
+            "fieldtype": "Data", "label": "Marketplace Order Key", "unique": 1, "no_copy": 1,
+            "description": "The engine's order key (channel:marketplace order id); one order each",
+        },
+        "custom_marketplace": {"fieldtype": "Data", "label": "Marketplace"},
+        "custom_marketplace_order_id": {"fieldtype": "Data", "label": "Marketplace Order ID"},
+        "custom_marketplace_order_name": {"fieldtype": "Data", "label": "Marketplace Order Name"},
+        "custom_buyer_name": {"fieldtype": "Data", "label": "Buyer Name"},
+        "custom_buyer_id": {"fieldtype": "Data", "label": "Buyer ID (marketplace)"},
+        "custom_cancel_reason": {"fieldtype": "Small Text", "label": "Cancel Reason",
+                                 "allow_on_submit": 1},
+    },
+    "Sales Order Item": {
+        "custom_marketplace_line_id": {"fieldtype": "Data", "label": "Marketplace Line ID"},
+        "custom_backorder_qty": {"fieldtype": "Int", "label": "Backorder Qty"},
+    },
+    "Delivery Note": {
+        "custom_shipment_id": {"fieldtype": "Data", "label": "Shipment ID", "unique": 1,
+                               "no_copy": 1},
+        "custom_carrier": {"fieldtype": "Data", "label": "Carrier"},
+        "custom_tracking_number": {"fieldtype": "Data", "label": "Tracking Number"},
+        "custom_shipped_at": {"fieldtype": "Data", "label": "Shipped At (ISO 8601)"},
+        "custom_sales_invoice": {"fieldtype": "Link", "options": "Sales Invoice",
+                                 "label": "Sales Invoice", "allow_on_submit": 1},
+        "custom_return_id": {"fieldtype": "Data", "label": "Return ID", "unique": 1,
+                             "no_copy": 1},
+        "custom_return_reason": {"fieldtype": "Small Text", "label": "Return Reason"},
+    },
+    "Delivery Note Item": {
+        "custom_marketplace_line_id": {"fieldtype": "Data", "label": "Marketplace Line ID"},
+    },
+    "Sales Invoice": {
+        "custom_return_id": {"fieldtype": "Data", "label": "Return ID", "unique": 1,
+                             "no_copy": 1},
+        "custom_refund_reason": {"fieldtype": "Small Text", "label": "Refund Reason"},
+    },
+    "Sales Invoice Item": {
+        "custom_marketplace_line_id": {"fieldtype": "Data", "label": "Marketplace Line ID"},
+    },
+}  # fmt: skip
+
+#: the unique reference each document the engine creates is looked up by
+ORDER_KEY_FIELD = "custom_marketplace_order_key"
+SHIPMENT_FIELD = "custom_shipment_id"
+RETURN_FIELD = "custom_return_id"
+LINE_FIELD = "custom_marketplace_line_id"
+
+#: master data the demo configuration links to (the ERP simulator knows these)
+DEFAULT_COMPANY = "Retail Sync Demo Ltd"
+COMPANY_CURRENCY = "USD"
+DEFAULT_WAREHOUSE = "Stores - RSD"
+DEFAULT_CUSTOMER = "Marketplace Customer"
+#: one Customer per channel (RETAIL_SYNC_ERP_CHANNEL_CUSTOMERS' default)
+CHANNEL_CUSTOMERS = {
+    "shopify": "Shopify Customer",
+    "amazon": "Amazon Customer",
+    "walmart": "Walmart Customer",
+    "regional": "Regional Customer",
+}
+
+
+def unique_fields(doctype: str) -> list[str]:
+    return [name for name, df in CUSTOM_FIELDS.get(doctype, {}).items() if df.get("unique")]
+
+
+def parse_channel_customers(value: str) -> dict[str, str]:
+    """``"shopify=Shopify Customer,amazon=Amazon Customer"`` as a dict; ValueError if malformed."""
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        channel, sep, customer = part.partition("=")
+        if not sep or not channel.strip() or not customer.strip():
+            raise ValueError(f"channel customer {part!r} must look like 'channel=Customer Name'")
+        mapping[channel.strip()] = customer.strip()
+    return mapping
+
+
+def custom_field_docs() -> list[dict[str, Any]]:
+    """The ``Custom Field`` documents to insert (``POST /api/resource/Custom Field``)."""
+    return [{"dt": doctype, "fieldname": name, **df}
+            for doctype, fields in CUSTOM_FIELDS.items() for name, df in fields.items()]  # fmt: skip
+
+
+__all__ = [
+    "CHANNEL_CUSTOMERS",
+    "CUSTOM_FIELDS",
+    "LINE_FIELD",
+    "ORDER_KEY_FIELD",
+    "RETURN_FIELD",
+    "SHIPMENT_FIELD",
+    "custom_field_docs",
+    "parse_channel_customers",
+    "unique_fields",
+]
