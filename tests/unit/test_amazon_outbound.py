@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,11 +27,11 @@ from connectors.errors import PermanentError, RetryableError
 from connectors.ratelimit import AMAZON_PLANS, Budgets
 from simulators.amazon import AmazonSimConfig, AmazonSimulator
 from simulators.amazon_orders import CARRIER_CODES
+from tests.specs import needs_spec, spec_path
 
 TOKEN = "Atza|outbound-test"  # noqa: S105
 SELLER = "A2SIMSELLER01"
 MARKET = "ATVPDKIKX0DER"
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "amazon"
 
 
 @pytest.fixture
@@ -156,11 +155,11 @@ def test_from_settings(monkeypatch) -> None:
     assert client.channel == "amazon"
 
 
-@pytest.mark.skipif(not SPECS.is_dir(), reason="reference specs not checked out")
+@needs_spec("amazon")
 def test_the_feed_we_write_validates_against_the_listings_feed_schema() -> None:
     from jsonschema import Draft7Validator
 
-    schema = json.loads((SPECS / "listings-feed-schema-v2.json").read_text())
+    schema = json.loads(spec_path("amazon", "listings-feed-schema-v2.json").read_text())
     errors = list(Draft7Validator(schema).iter_errors(listings_feed(SELLER, "PRODUCT", updates(3))))
     assert not errors, [e.message for e in errors[:3]]
 
@@ -260,13 +259,13 @@ def test_package_reference_ids_are_stable_positive_numbers() -> None:
     assert derived != package_reference_id("WMS-SHP-000124") and package_reference_id("0") != "0"
 
 
-@pytest.mark.skipif(not SPECS.is_dir(), reason="reference specs not checked out")
+@needs_spec("amazon")
 def test_the_confirmation_we_send_validates_against_the_spec() -> None:
     from jsonschema import Draft4Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT4
 
-    spec = json.loads((SPECS / "ordersV0.json").read_text())
+    spec = json.loads(spec_path("amazon", "ordersV0.json").read_text())
     registry = Registry().with_resource("urn:o", Resource.from_contents(spec, default_specification=DRAFT4))
     validator = Draft4Validator({"$ref": "urn:o#/definitions/ConfirmShipmentRequest"}, registry=registry)
     for carrier in CANONICAL_CARRIERS:

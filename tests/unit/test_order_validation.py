@@ -45,20 +45,19 @@ from tests.fixture_orders import (
     shopify_order,
     shopify_order_verbatim,
 )
+from tests.specs import needs_spec, spec_path
 
 NOW = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
 RULES = OrderRules()
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs"
 ZONES = [UTC, ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo"), ZoneInfo("Europe/Berlin")]
 
 
 # --- the shipped ISO 4217 list -------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (SPECS / "fx" / "iso4217" / "codes-all.csv").exists(),
-                    reason="../shared/specs is not beside this clone")
+@needs_spec("fx", "iso4217", "codes-all.csv")
 def test_shipped_iso4217_tables_are_the_specs_csv() -> None:
-    text = (SPECS / "fx" / "iso4217" / "codes-all.csv").read_text(encoding="utf-8")
+    text = spec_path("fx", "iso4217", "codes-all.csv").read_text(encoding="utf-8")
     current, no_minor, withdrawn = iso4217.tables(text)
     assert (current, no_minor, withdrawn) == (iso4217.CURRENT_MINOR_UNITS, iso4217.NO_MINOR_UNIT,
                                               iso4217.WITHDRAWN)
@@ -339,9 +338,9 @@ def test_amazon_totals_as_amazon_states_them() -> None:
     assert amazon.map_order({**order, "OrderTotal": {"CurrencyCode": "USD", "Amount": "9.91"}}, promo)
 
 
-@pytest.mark.skipif(not (SPECS / "amazon" / "ordersV0.json").exists(), reason="no ../shared/specs")
+@needs_spec("amazon", "ordersV0.json")
 def test_amazon_every_spec_example_with_amounts_is_refused_only_for_its_sandbox_date() -> None:
-    spec = json.loads((SPECS / "amazon" / "ordersV0.json").read_text())
+    spec = json.loads(spec_path("amazon", "ordersV0.json").read_text())
     listed = spec["paths"]["/orders/v0/orders"]["get"]["responses"]["200"]
     pages = [listed["examples"]["application/json"]["payload"]] + \
         [s["response"]["payload"] for s in listed["x-amzn-api-sandbox"]["static"]]
@@ -388,9 +387,9 @@ def test_walmart_the_issues_orders_are_refused_naming_the_field() -> None:
             walmart.map_order(body)
 
 
-@pytest.mark.skipif(not (SPECS / "walmart" / "us-mp-orders.openapi.json").exists(), reason="no specs")
+@needs_spec("walmart", "us-mp-orders.openapi.json")
 def test_walmart_every_spec_example_order_still_maps() -> None:
-    spec = json.loads((SPECS / "walmart" / "us-mp-orders.openapi.json").read_text())
+    spec = json.loads(spec_path("walmart", "us-mp-orders.openapi.json").read_text())
     found: list[dict[str, Any]] = []
 
     def walk(node: Any) -> None:

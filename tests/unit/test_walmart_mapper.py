@@ -21,6 +21,7 @@ from streams.mappers.walmart import (
     map_order,
     order_status,
 )
+from tests.specs import spec_path
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "walmart_order_example.json"
 JSON = dict[str, Any]
@@ -130,7 +131,7 @@ def test_every_line_status_maps_both_ways(walmart: str, canonical: str) -> None:
 
 
 def test_status_tables_cover_the_spec_enum() -> None:
-    spec = json.loads(Path("/work/shared/specs/walmart/us-mp-orders.openapi.json").read_text())
+    spec = json.loads(spec_path("walmart", "us-mp-orders.openapi.json").read_text())
     enum = spec["components"]["schemas"]["OrderLineStatusType"]["properties"]["status"]["enum"]
     assert set(LINE_STATUS_TO_CANONICAL) == set(enum)
 

@@ -8,7 +8,6 @@ import copy
 import json
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,8 +15,8 @@ import jsonschema
 import pytest
 
 from simulators.walmart import TokenBucket, WalmartSimConfig, WalmartSimulator, parse_walmart_date
+from tests.specs import spec_path
 
-SPEC = Path("/work/shared/specs/walmart/us-mp-orders.openapi.json")
 BASE_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 JSON = dict[str, Any]
 
@@ -33,7 +32,8 @@ class FakeClock:
 def spec_schema(name: str) -> JSON:
     """A spec component as a JSON schema. The spec points GetOrderResponseRecord.orderLines at
     RefundLinesType (a known defect of Walmart's document); the order lines are OrderLinesType."""
-    components = copy.deepcopy(json.loads(SPEC.read_text())["components"])
+    spec = json.loads(spec_path("walmart", "us-mp-orders.openapi.json").read_text())
+    components = copy.deepcopy(spec["components"])
     record = components["schemas"]["GetOrderResponseRecord"]["properties"]
     record["orderLines"] = {"$ref": "#/components/schemas/OrderLinesType"}
     return {"$ref": f"#/components/schemas/{name}", "components": components}
@@ -369,7 +369,6 @@ def test_walmart_dates() -> None:
 
 # --- stock: inventory, bulk feeds, sales from listings, seller cancellation -----------------
 
-FEEDS_SPEC = Path("/work/shared/specs/walmart/us-mp-feeds.openapi.json")
 
 
 @pytest.fixture
@@ -381,7 +380,7 @@ async def stock_sim() -> AsyncIterator[WalmartSimulator]:
 
 
 def feed_schema() -> JSON:
-    components = json.loads(FEEDS_SPEC.read_text())["components"]
+    components = json.loads(spec_path("walmart", "us-mp-feeds.openapi.json").read_text())["components"]
     return {"$ref": "#/components/schemas/PartnerFeedResponse", "components": components}
 
 
