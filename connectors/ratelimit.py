@@ -30,10 +30,16 @@ from connectors.redis_support import (
 # ``max(TAT, now) + interval``; otherwise the caller sleeps ``TAT - tolerance - now``. In any
 # window of W seconds at most ``rate * W + burst`` calls get through.
 #
-# The marketplace's own signals: ``penalise(s)`` (a 429 with Retry-After) moves TAT so that no
-# call is allowed for ``s`` seconds; ``set_rate(rate, burst)`` (e.g. x-amzn-RateLimit-Limit)
-# overrides the configured budget for ``override_ttl_s`` seconds, after which it lifts back
-# unless set again.
+# The marketplace's own signals: ``penalise(s)`` (a 429 with Retry-After) blocks every call
+# until ``now + s`` and counts the bucket as full at that moment (so one call goes out then, the
+# next one interval later), whatever budget is in force by then; ``set_rate(rate, burst)`` (e.g.
+# x-amzn-RateLimit-Limit) overrides the configured budget for ``override_ttl(...)`` seconds (at
+# least ``override_ttl_s`` and at least OVERRIDE_INTERVALS calls of the new rate, so a plan
+# reported once a minute does not lapse between two calls), after which it lifts back unless set
+# again. Whenever the budget in force changes (override set, override lapsed) the calls counted
+# so far stay counted: TAT is kept together with the interval it was computed with and is
+# rescaled to the new one (else a slow plan's TAT, minutes ahead, would block a fast one, and a
+# lapsed override would turn its TAT into a different number of calls).
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,17 @@ log = logging.getLogger(__name__)
 def limiter_key(app_id: str, channel: str, operation: str) -> str:
     """The Redis key of one marketplace operation's budget, e.g. ``rs:rl:retail-sync:amazon:orders``."""
     return f"rs:rl:{app_id}:{channel}:{operation}"
+
+
+#: An override holds for at least this many calls of its own rate (see ``override_ttl``).
+OVERRIDE_INTERVALS = 3.0
+
+
+def override_ttl(base_s: float, rate: float) -> float:
+    """How long a reported plan of ``rate`` calls/s holds: ``base_s``, or longer for a slow plan
+    (getOrders, one call a minute, would otherwise lapse between two calls and flip the budget
+    back and forth)."""
+    return max(base_s, OVERRIDE_INTERVALS / rate)
 
 
 def _check_budget(rate: float, burst: int) -> None:
@@ -80,6 +97,8 @@ class LocalGcra:
         self.clock = clock
         self._override: tuple[float, int, float] | None = None  # rate, burst, expires at
         self._tat = clock()
+        self._tat_interval = 1.0 / self.rate  # the interval _tat was computed with
+        self._blocked_until = float("-inf")  # a 429: no call before this, bucket full then
 
     def budget(self) -> tuple[float, int]:
         """The budget in force: an unexpired ``set_rate`` override, else the configured one."""
@@ -90,16 +109,21 @@ class LocalGcra:
             self._override = None
         return self.rate, self.burst
 
-    def _tolerance(self) -> tuple[float, float]:
+    def _state(self) -> tuple[float, float, float]:
+        """``now``, interval and tolerance of the budget in force, with ``_tat`` rescaled to it
+        (the number of calls counted stays the same when the budget changed)."""
         rate, burst = self.budget()
         interval = 1.0 / rate
-        return interval, (burst - 1) * interval
+        now = self.clock()
+        if interval != self._tat_interval:
+            level = max(0.0, self._tat - now) / self._tat_interval
+            self._tat, self._tat_interval = now + level * interval, interval
+        return now, interval, (burst - 1) * interval
 
     def try_acquire(self) -> float:
         """Take a slot and return 0, or return the seconds to wait before trying again."""
-        now = self.clock()
-        interval, tolerance = self._tolerance()
-        tat = max(self._tat, now)
+        now, interval, tolerance = self._state()
+        tat = max(self._tat, now, self._blocked_until + tolerance)
         wait = tat - tolerance - now
         if wait > 0:
             return wait
@@ -108,43 +132,44 @@ class LocalGcra:
 
     async def acquire(self) -> None:
         # No await between the check and the update, so concurrent tasks cannot both take the
-        # last slot; each waiter sleeps what it was told, then checks again.
+        # last slot; each waiter sleeps what it was told, then checks again. The sleep is a
+        # plain asyncio.sleep: cancelling the caller (a worker shutting down) ends it at once.
         while (wait := self.try_acquire()) > 0:
             await asyncio.sleep(wait)
 
     async def penalise(self, retry_after_s: float) -> None:
+        """No call before ``now + retry_after_s``; then the bucket counts as full (one call at
+        that moment, the next one interval later), in whatever budget is in force then."""
         if retry_after_s <= 0:
             return
-        _, tolerance = self._tolerance()
-        self._tat = max(self._tat, self.clock() + retry_after_s + tolerance)
+        self._blocked_until = max(self._blocked_until, self.clock() + retry_after_s)
 
     async def set_rate(self, rate: float, burst: int) -> None:
-        """Adopt ``rate``/``burst`` for ``override_ttl_s``. The calls already counted stay
-        counted: TAT is rescaled to the new interval (else a slow plan's TAT, minutes ahead,
-        would block a fast one)."""
+        """Adopt ``rate``/``burst`` for ``override_ttl(override_ttl_s, rate)``. The calls already
+        counted stay counted (TAT is rescaled to the new interval)."""
         _check_budget(rate, burst)
+        self._state()  # TAT in the interval of the budget in force until now
         now = self.clock()
-        old_interval, _ = self._tolerance()
-        level = max(0.0, self._tat - now) / old_interval
-        self._override = (float(rate), int(burst), now + self.override_ttl_s)
-        self._tat = now + level / float(rate)
+        self._override = (float(rate), int(burst), now + override_ttl(self.override_ttl_s, rate))
+        self._state()
 
     async def occupy(self, level: float) -> None:
         """The marketplace says its bucket holds ``level`` calls (e.g. Shopify's call-limit
         header): no fewer are counted from now on."""
         if level <= 0:
             return
-        interval, _ = self._tolerance()
-        self._tat = max(self._tat, self.clock() + level * interval)
+        now, interval, _ = self._state()
+        self._tat = max(self._tat, now + level * interval)
 
     async def take_if_free(self) -> bool:
         """Take a slot if one is free now; never waits."""
         return self.try_acquire() == 0
 
 
-# KEYS[1] = TAT (µs), KEYS[2] = override hash {rate, burst}; ARGV = configured rate, burst.
-# Returns {1, 0} when allowed, {0, wait_us} otherwise. Time comes from the Redis server, so
-# workers on different hosts agree on it.
+# KEYS[1] = "TAT:interval" (µs; TAT and the interval it was computed with, so a change of budget
+# keeps the calls counted: TAT is rescaled to the interval in force), KEYS[2] = override hash
+# {rate, burst}, KEYS[3] = blocked until (µs, a 429); ARGV = configured rate, burst. Time comes
+# from the Redis server, so workers on different hosts agree on it.
 _GCRA_PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -157,25 +182,43 @@ if cfg[1] and cfg[2] then
 end
 local interval = 1000000 / rate
 local tolerance = (burst - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat = now
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local sep = string.find(raw, ':', 1, true)
+  if sep then
+    local stored = tonumber(string.sub(raw, 1, sep - 1)) or now
+    local per = tonumber(string.sub(raw, sep + 1)) or interval
+    if stored > now and per > 0 then tat = now + (stored - now) * interval / per end
+  else
+    tat = tonumber(raw) or now
+  end
+end
 if tat < now then tat = now end
+local blocked = tonumber(redis.call('GET', KEYS[3]) or '0')
+local function save(new_tat)
+  redis.call('SET', KEYS[1], string.format('%.0f:%.6f', new_tat, interval),
+             'PX', math.ceil((new_tat - now) / 1000) + 1000)
+end
 """
 
 _ACQUIRE_LUA = _GCRA_PRELUDE + """
+if blocked + tolerance > tat then tat = blocked + tolerance end
 local wait = tat - tolerance - now
 if wait > 0 then
   return {0, math.ceil(wait)}
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+save(tat + interval)
 return {1, 0}
 """
 
-# ARGV[3] = retry-after in µs: no call is allowed before now + retry-after.
+# ARGV[3] = retry-after in µs: no call is allowed before now + retry-after, and the bucket is
+# full then (kept an hour past it; by then any plan's bucket has drained).
 _PENALISE_LUA = _GCRA_PRELUDE + """
-local new_tat = now + tonumber(ARGV[3]) + tolerance
-if new_tat > tat then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+local until_us = now + tonumber(ARGV[3])
+if until_us > blocked then
+  redis.call('SET', KEYS[3], string.format('%.0f', until_us),
+             'PX', math.ceil(tonumber(ARGV[3]) / 1000) + 3600000)
 end
 return 1
 """
@@ -184,22 +227,17 @@ return 1
 # ARGV[3] = the marketplace's bucket level in calls: TAT is at least now + level * interval.
 _OCCUPY_LUA = _GCRA_PRELUDE + """
 local new_tat = now + tonumber(ARGV[3]) * interval
-if new_tat > tat then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-end
+if new_tat > tat then save(new_tat) end
 return 1
 """
 
 
 # ARGV[3], ARGV[4] = the new rate and burst, ARGV[5] = how long they hold (ms). The calls
-# counted so far stay counted: TAT is rescaled from the old interval to the new one.
+# counted so far stay counted: TAT is stored with its interval and rescaled when read.
 _SET_RATE_LUA = _GCRA_PRELUDE + """
-local level = (tat - now) / interval
-local new_rate = tonumber(ARGV[3])
+if tat > now then save(tat) end
 redis.call('HSET', KEYS[2], 'rate', ARGV[3], 'burst', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
-local new_tat = now + level * 1000000 / new_rate
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return 1
 """
 
@@ -248,7 +286,7 @@ class RedisGcra:
 
     @property
     def keys(self) -> list[str]:
-        return [self.key, f"{self.key}:cfg"]
+        return [self.key, f"{self.key}:cfg", f"{self.key}:blocked"]
 
     def _redis(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -351,7 +389,7 @@ class RedisGcra:
             self._redis()
             await self._set_rate_script(keys=self.keys, args=[
                 repr(self.rate), self.burst, repr(float(rate)), int(burst),
-                max(1, int(self.override_ttl_s * 1000))])
+                max(1, int(override_ttl(self.override_ttl_s, rate) * 1000))])
         except REDIS_ERRORS as exc:
             self._failed("set_rate", exc)
         else:
@@ -470,15 +508,16 @@ class Budgets:
         return False
 
     async def throttled(self, operation: str, retry_after_s: float | None) -> None:
-        """The marketplace answered 429: nobody calls ``operation`` for ``retry_after_s`` (one
-        call interval when it did not say)."""
+        """The marketplace answered 429: nobody calls ``operation`` for ``retry_after_s``; when
+        it did not say, one call interval of the plan (the published one, or the budget in
+        force if that is faster): a 429 costs at most one plan interval."""
         self.throttles[operation] = self.throttles.get(operation, 0) + 1
         limiter = self.limiter(operation)
         if limiter is None:
             return
         if retry_after_s is None or retry_after_s <= 0:
             local = limiter if isinstance(limiter, LocalGcra) else limiter.fallback
-            retry_after_s = 1.0 / local.budget()[0]
+            retry_after_s = 1.0 / max(self.plans[operation][0], local.budget()[0])
         await limiter.penalise(min(retry_after_s, 3600.0))
 
     async def pause(self, operation: str, seconds: float) -> None:
@@ -490,15 +529,15 @@ class Budgets:
 
     async def reported_rate(self, operation: str, rate: float, burst: int | None = None) -> None:
         """The marketplace says ``rate`` per second applies (burst: the plan's unless given).
-        Adopted for ``override_ttl_s``; repeated reports of the same plan cost no Redis call
-        until half of that has passed."""
+        Adopted for ``override_ttl(override_ttl_s, rate)``; repeated reports of the same plan
+        cost no Redis call until half of that has passed."""
         limiter = self.limiter(operation)
         if limiter is None or rate <= 0:
             return
         burst = burst or self.plans[operation][1]
         now = time.monotonic()
         last = self._reported.get(operation)
-        ttl = limiter.override_ttl_s
+        ttl = override_ttl(limiter.override_ttl_s, rate)
         if last is not None and last[:2] == (rate, burst) and now - last[2] < ttl / 2:
             return
         if last is None and (rate, burst) == self.plans[operation]:

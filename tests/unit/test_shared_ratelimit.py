@@ -235,3 +235,74 @@ async def test_rate_limit_metrics_are_exported():
     assert f"retail_sync_ratelimit_throttled_total{labels} 1.0" in text
     assert f"retail_sync_ratelimit_shared{labels} 0.0" in text  # in-process: not shared
     assert f"retail_sync_ratelimit_wait_seconds_total{labels}" in text
+
+
+# --- a 429 costs at most one plan interval (issue 12 item 4) ---------------------------------
+
+
+def _next_free(limiter: LocalGcra, now: list[float], until: float, step: float = 0.5) -> float:
+    """Walk the fake clock until a call is allowed; returns that moment (or ``until``)."""
+    while now[0] < until and limiter.try_acquire() > 0:
+        now[0] += step
+    return now[0]
+
+
+async def test_a_429_on_amazons_get_orders_costs_one_plan_interval():
+    """getOrders: published 1/60 s, burst 20; Amazon's header turns it into 90 % and burst 19
+    (what connectors.amazon adopts). A 429 at t=10 s: the next call at 70 s and the one after it a
+    budget interval later. Before, the penalty was counted in the override's burst and the
+    override lapsed after 60 s: the next call came at ~130 s (the issue saw 10, 130, 323 s)."""
+    now = [0.0]
+    limiter = LocalGcra(1 / 60, 20, override_ttl_s=60, clock=lambda: now[0])
+    await limiter.set_rate(0.9 / 60, 19)
+    assert limiter.try_acquire() == 0
+    now[0] = 10.0
+    await limiter.penalise(60.0)  # Amazon said 429; its bucket is empty
+    first = _next_free(limiter, now, 1000)
+    assert first == pytest.approx(70.0)
+    second = _next_free(limiter, now, 1000)
+    assert second == pytest.approx(70.0 + 60 / 0.9, abs=0.5)
+
+
+async def test_an_override_lapsing_during_the_block_gives_one_call_then_the_plan():
+    """The reported plan lapses while a 429 blocks: at the block's end one call, then the
+    published plan's interval (the bucket counts as full then, whichever budget is in force),
+    never a burst into an empty marketplace bucket."""
+    now = [0.0]
+    limiter = LocalGcra(1 / 60, 20, override_ttl_s=60, clock=lambda: now[0])
+    await limiter.set_rate(0.9 / 60, 19)  # holds 200 s (3 calls of its rate)
+    now[0] = 190.0
+    await limiter.penalise(60.0)
+    first = _next_free(limiter, now, 1000)
+    assert first == pytest.approx(250.0)
+    assert limiter.budget() == (1 / 60, 20)  # lapsed meanwhile
+    assert _next_free(limiter, now, 1000) == pytest.approx(310.0)
+
+
+async def test_a_lapsing_override_keeps_the_calls_counted():
+    """A slow override lapses back to the published plan: the calls it counted stay counted
+    (before, its TAT was read with the plan's interval and burst: a different number of calls)."""
+    now = [0.0]
+    limiter = LocalGcra(1.0, 5, override_ttl_s=10, clock=lambda: now[0])
+    await limiter.set_rate(0.25, 5)  # holds 12 s (3 calls of its rate)
+    for _ in range(5):
+        assert limiter.try_acquire() == 0
+    now[0] = 12.5  # lapsed; 12.5 s at 0.25/s drained 3.125 of the 5 calls: 1.875 still count
+    assert [limiter.try_acquire() for _ in range(3)] == [0, 0, 0]  # up to 4.875 (burst 5)
+    assert limiter.try_acquire() > 0
+
+
+async def test_a_429_blocks_every_worker_then_one_call_then_one_interval(make_pair: Pair):
+    """Redis and local: a penalty longer than the reported plan's life. The first call comes when
+    the penalty ends, the second one (published) interval later, not at once."""
+    a, b = await make_pair(1.0, 20, override_ttl_s=1.0)
+    await a.set_rate(0.9, 19)  # lapses after 3.3 s, during the 4 s block
+    await a.acquire()
+    started = time.monotonic()
+    await b.penalise(4.0)
+    await a.acquire()
+    first = time.monotonic() - started
+    await b.acquire()
+    second = time.monotonic() - started
+    assert 3.9 <= first < 4.5, first
+    assert second - first >= 0.9, (first, second)
