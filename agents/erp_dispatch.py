@@ -2,9 +2,12 @@
 
 Reads erp-requests keyed by order_key with several actors (settings.erp_concurrency), so a slow
 ERP does not serialise the whole partition; Faust commits only offsets below the oldest
-unfinished request, so a crash re-posts at most the in-flight ones, and the ERP post is
-idempotent on the order reference. Transient errors are retried with exponential backoff and
-jitter; permanent ones, and transient ones that outlast the budget, become sync exceptions.
+unfinished request, so a crash re-posts at most the in-flight ones, and a re-post is harmless:
+the connector looks the order up by its unique reference (the Custom Field
+``custom_marketplace_order_key``) before creating and reads the existing one when the ERP
+refuses a duplicate, so the result is the same Sales Order (``created=False``, counted as
+``outcome="replay"``). ERPNext itself is not idempotent (see ``connectors.erp``).
+Transient errors are retried with exponential backoff and jitter; permanent ones, and transient ones that outlast the budget, become sync exceptions.
 """
 
 from __future__ import annotations

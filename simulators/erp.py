@@ -295,14 +295,20 @@ class ErpSimulator(SimulatorServer):
         app.router.add_post("/_sim/reset", self._sim_reset)
         return app
 
-    async def _inject_latency(self) -> None:
+    async def _inject_latency(self, *, slow: bool = True) -> None:
         cfg = self.config
         delay_ms = cfg.latency_ms + self._rng.uniform(-1, 1) * cfg.latency_jitter_ms
-        if cfg.slow_rate and self._rng.random() < cfg.slow_rate:
-            self._stats["slow_injected"] += 1
-            delay_ms += cfg.slow_ms
+        if slow:
+            delay_ms += self._slow_ms()
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
+
+    def _slow_ms(self) -> float:
+        cfg = self.config
+        if cfg.slow_rate and self._rng.random() < cfg.slow_rate:
+            self._stats["slow_injected"] += 1
+            return cfg.slow_ms
+        return 0.0
 
     def _injected_error(self) -> web.Response | None:
         cfg = self.config
@@ -323,10 +329,11 @@ class ErpSimulator(SimulatorServer):
         return frappe_error(401, "AuthenticationError", "Invalid API key or secret")
 
     async def _guard(
-        self, request: web.Request, *, inject_errors: bool, doctype: str | None = None
+        self, request: web.Request, *, inject_errors: bool, doctype: str | None = None,
+        slow: bool = True,
     ) -> web.Response | None:
         """Latency, injected errors, auth and doctype checks shared by the /api routes."""
-        await self._inject_latency()
+        await self._inject_latency(slow=slow)
         error = self._injected_error() if inject_errors else None
         error = error or self._auth_error(request)
         doctype = doctype or request.match_info["doctype"]
@@ -340,9 +347,18 @@ class ErpSimulator(SimulatorServer):
 
     async def _create(self, request: web.Request) -> web.Response:
         self._stats["posts_received"] += 1
-        error = await self._guard(request, inject_errors=True)
+        error = await self._guard(request, inject_errors=True, slow=False)
         if error is not None:
             return error
+        answer = await self._insert(request)
+        # a slow answer comes after the commit: the document exists even when the client has
+        # given up waiting (a post that "timed out" may well have created it)
+        slow_ms = self._slow_ms()
+        if slow_ms:
+            await asyncio.sleep(slow_ms / 1000)
+        return answer
+
+    async def _insert(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -625,7 +641,7 @@ class ErpSimulator(SimulatorServer):
         return [{"doctype": doctype, "name": n} for n in sorted(names)]
 
     async def _read(self, request: web.Request) -> web.Response:
-        error = await self._guard(request, inject_errors=False)
+        error = await self._guard(request, inject_errors=False, slow=False)
         if error is not None:
             return error
         doctype, name = request.match_info["doctype"], request.match_info["name"]
@@ -643,7 +659,7 @@ class ErpSimulator(SimulatorServer):
         return web.json_response({"data": doc})
 
     async def _list(self, request: web.Request) -> web.Response:
-        error = await self._guard(request, inject_errors=False)
+        error = await self._guard(request, inject_errors=False, slow=False)
         if error is not None:
             return error
         doctype = request.match_info["doctype"]

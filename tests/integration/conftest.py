@@ -31,6 +31,9 @@ async def stack(broker_url: str, redis_url: str, tmp_path) -> AsyncIterator[Stac
     """Workers share the test Redis (tests/conftest.py finds or starts one): webhook dedupe and
     rate limits are shared by every worker of a test, as in production."""
     tansu = not os.environ.get("RETAIL_SYNC_TEST_BROKER_URL")
-    async with Stack(broker_url=broker_url, workdir=tmp_path, erp_config=ErpSimConfig(),
+    # worker tests invent SKUs without modelling the ERP's item master: the simulated ERP
+    # creates their Item on first sight (customers, company, warehouse are still checked)
+    erp = ErpSimConfig(unknown_items="create")
+    async with Stack(broker_url=broker_url, workdir=tmp_path, erp_config=erp,
                      tansu=tansu, env={"RETAIL_SYNC_REDIS_URL": redis_url}) as s:
         yield s

@@ -65,8 +65,19 @@ async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: 
         assert state["correlation"]["erp_sales_order"]
     status, again = await post(f"{worker.url}/exceptions/replay", {"kind": "erp_permanent"})
     assert status == 200
-    await eventually(lambda: erp.stats()["idempotent_replays"] >= 3, timeout_s=30)
+
+    async def found_existing() -> bool:  # the replayed posts found their orders by key
+        text = await worker.metrics_text()
+        return _metric(text, 'retail_sync_erp_posts_total{outcome="replay"}') >= 3
+
+    await eventually(found_existing, timeout_s=30)
     assert sorted(po_numbers(stack)) == sorted(first | refused)  # a second replay adds nothing
+    assert erp.stats()["orders_created"] == len(first | refused)
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name))
 
 
 async def worker_json(base: str, path: str) -> tuple[int, dict]:
