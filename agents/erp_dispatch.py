@@ -7,7 +7,8 @@ the connector looks the order up by its unique reference (the Custom Field
 ``custom_marketplace_order_key``) before creating and reads the existing one when the ERP
 refuses a duplicate, so the result is the same Sales Order (``created=False``, counted as
 ``outcome="replay"``). ERPNext itself is not idempotent (see ``connectors.erp``).
-Transient errors are retried with exponential backoff and jitter; permanent ones, and transient ones that outlast the budget, become sync exceptions.
+Transient errors are retried with exponential backoff and jitter; permanent ones, and transient
+ones that outlast the budget, become sync exceptions.
 """
 
 from __future__ import annotations

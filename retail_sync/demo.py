@@ -341,7 +341,7 @@ async def _summary(run: DemoRun) -> int:
         ("sync-exception records", dict(kinds) or 0),
         ("ERP: orders posted (unique)", e["orders_created"]),
         ("ERP: oversold units", e.get("oversold_units", 0)),
-        ("ERP: idempotent replays", e["idempotent_replays"]),
+        ("ERP: duplicates refused", e["duplicates_refused"]),
         ("ERP: injected errors (retried)", e["errors_injected"]),
         ("lost orders", len(lost)),
         ("end-to-end latency, all", _latency_text(all_latencies)),
