@@ -305,8 +305,9 @@ async def replay(bootstrap: str, app_id: str,
     producer = None
     if any(p.suffix for _, p in plans):
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
     try:
+        if producer is not None:
+            await producer.start()  # inside: a start that fails (broker away) is stopped too
         for record, plan in plans:
             target = f"{app_id}.{plan.suffix}" if plan.suffix else None
             result = {"exception_id": record.exception_id, "replayed": False, "target": target,

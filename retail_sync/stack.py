@@ -208,8 +208,8 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 5.0) -> list
     """All records of a topic up to its current end offsets (no consumer group, no commits)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails (broker away) is stopped too
         partitions = await _partitions(consumer, topic, timeout_s)
         if not partitions:
             return []

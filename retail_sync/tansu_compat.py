@@ -35,8 +35,8 @@ async def true_end_offsets(
     if not behind:
         return result
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails (broker away) is stopped too
         tps = [TopicPartition(tp.topic, tp.partition) for tp in behind]
         consumer.assign(tps)
         for tp, end in zip(tps, behind.values(), strict=True):
