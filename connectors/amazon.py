@@ -16,7 +16,9 @@ HTTP and network failures become the sync error hierarchy here, at the edge:
     200 with a payload             -> OrdersPage / list of order items
     200 without one, or not JSON   -> DecodeError
     429 QuotaExceeded              -> RateLimitedError, retry_after = 1 / x-amzn-RateLimit-Limit
-                                      (else Retry-After, else None)
+                                      (which the spec does not send on a 429), else Retry-After,
+                                      else 1 / the rate the operation's last answer reported,
+                                      else None (the budget then uses the published plan's)
     5xx, timeouts, connection      -> RetryableError (retry_after from Retry-After if sent)
     400, 403, 404 and other 4xx    -> PermanentError "code: message (details)" from the ErrorList
 
@@ -24,12 +26,15 @@ Every call first waits for its operation's slot in ``budgets`` (connectors.ratel
 the usage plans of the spec, shared by every worker through Redis when configured). Every
 answer's ``x-amzn-RateLimit-Limit`` (90 % of it, with one call less of burst) becomes that
 operation's budget (and is kept in ``rate_limits``), and a 429 stops every worker calling that
-operation for ``1 / rate`` seconds, so Amazon rarely has to say 429 twice.
+operation for one plan interval (``1 / rate``, the rate Amazon last reported, else the published
+plan's), after which one call goes out: a 429 costs at most one plan interval, and Amazon rarely
+has to say 429 twice.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -101,20 +106,33 @@ def amazon_reason(body: str) -> str:
     return f"{reason} ({first['details']})" if first.get("details") else reason
 
 
-def error_for_status(status: int, body: str, headers: Mapping[str, str], what: str) -> SyncError:
-    """The sync error an unsuccessful SP-API answer means."""
+def error_for_status(status: int, body: str, headers: Mapping[str, str], what: str,
+                     known_rate: float | None = None) -> SyncError:
+    """The sync error an unsuccessful SP-API answer means; ``known_rate``: the operation's rate
+    as its last answer reported (a 429 carries no rate header in the spec)."""
     clipped = body[:MAX_ERROR_BODY]
     request_id = headers.get("x-amzn-RequestId")
     message = f"Amazon {what}: HTTP {status} {amazon_reason(clipped)}"
     message += f" [x-amzn-RequestId {request_id}]" if request_id else ""
     if status == 429:
-        rate = rate_limit(headers)
-        retry_after = 1 / rate if rate else parse_retry_after(headers.get("Retry-After"))
+        retry_after = throttle_pause(headers, known_rate)
         return RateLimitedError(message, status=status, body=clipped, retry_after=retry_after)
     if status >= 500:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         return RetryableError(message, status=status, body=clipped, retry_after=retry_after)
     return PermanentError(message, status=status, body=clipped)
+
+
+def throttle_pause(headers: Mapping[str, str], known_rate: float | None = None) -> float | None:
+    """How long a 429 stops the operation: one interval of the rate the answer names, else its
+    Retry-After, else one interval of ``known_rate``, else None (unknown)."""
+    rate = rate_limit(headers)
+    if rate:
+        return 1 / rate
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if retry_after is not None and retry_after > 0:
+        return retry_after
+    return 1 / known_rate if known_rate else None
 
 
 def payload_of(body: str, what: str) -> JSON:
@@ -195,7 +213,7 @@ class AmazonOrdersClient:
             raise RetryableError(f"Amazon {what}: {type(exc).__name__}: {exc}") from exc
         await observe(self.budgets, self.rate_limits, operation, status, headers)
         if status != 200:
-            raise error_for_status(status, body, headers, what)
+            raise error_for_status(status, body, headers, what, self.rate_limits.get(operation))
         return payload_of(body, what)
 
     async def get_orders(
@@ -307,8 +325,8 @@ class PollMark:
 async def observe(budgets: Budgets, rate_limits: dict[str, float], operation: str, status: int,
                   headers: Mapping[str, str]) -> None:
     """Follow what an answer said about ``operation``'s budget: the usage plan in
-    ``x-amzn-RateLimit-Limit`` (kept in ``rate_limits`` too) and, on a 429, a pause of one call
-    interval for every worker."""
+    ``x-amzn-RateLimit-Limit`` (kept in ``rate_limits`` too) and, on a 429, a pause of one plan
+    interval for every worker (``throttle_pause``)."""
     rate = rate_limit(headers)
     if rate is not None:
         rate_limits[operation] = rate
@@ -318,8 +336,20 @@ async def observe(budgets: Budgets, rate_limits: dict[str, float], operation: st
         burst = max(1, plan[1] - 1) if plan else None
         await budgets.reported_rate(operation, rate * REPORTED_RATE_SHARE, burst)
     if status == 429:
-        await budgets.throttled(operation, 1.0 / rate if rate else
-                                parse_retry_after(headers.get("Retry-After")))
+        await budgets.throttled(operation, throttle_pause(headers, rate_limits.get(operation)))
+
+
+@dataclass
+class _HeldPass:
+    """The rest of a pass cut short (a 429 on getOrderItems, ``max_per_poll``): the orders listed
+    but not read yet and where the listing goes on, kept for the poll that starts at ``cursor``
+    (the cursor the short pass handed back). getOrders allows one call a minute, so listing the
+    same orders again would cost a plan interval per throttle."""
+
+    cursor: str
+    orders: deque[JSON]
+    end: str | None
+    token: str | None
 
 
 class AmazonSource:
@@ -327,7 +357,10 @@ class AmazonSource:
 
     The cursor is a ``LastUpdatedAfter`` time. A complete pass stores the response's
     ``LastUpdatedBefore`` (Amazon's recommended next start); a pass cut short (``max_per_poll``
-    reached, or throttled on getOrderItems) stores the newest ``LastUpdateDate`` it fully read.
+    reached, or throttled on getOrderItems) keeps the orders it read (they are returned and go
+    to Kafka), stores the newest ``LastUpdateDate`` it fully read and holds the rest of its
+    listing in memory: the next poll from that cursor goes on with getOrderItems for the orders
+    not read yet, without a new getOrders call and without reading any order twice.
     Both bounds are inclusive, so an overlap may bring an order twice; it has the same order key.
     Pending orders are skipped: Amazon withholds their amounts and they come back when updated.
     """
@@ -340,6 +373,7 @@ class AmazonSource:
         self.marketplace_ids = list(marketplace_ids)
         self.lookback = lookback
         self.max_per_poll = max_per_poll
+        self._held: _HeldPass | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> AmazonSource | None:
@@ -356,27 +390,32 @@ class AmazonSource:
         mark = PollMark.load(cursor) or PollMark(amazon_time(datetime.now(UTC) - self.lookback))
         polled: list[PolledOrder] = []
         read = PollMark(mark.after, list(mark.done))
-        end: str | None = None
-        token: str | None = None
+        held, self._held = self._held, None
+        if held is not None and held.cursor == cursor:
+            queue, end, token, more = held.orders, held.end, held.token, held.token is not None
+        else:
+            queue, end, token, more = deque(), None, None, True
         try:
-            while True:
-                page = await self.client.get_orders(
-                    marketplace_ids=self.marketplace_ids, last_updated_after=mark.after,
-                    next_token=token)
-                for order in page.orders:
-                    if len(polled) >= self.max_per_poll:
-                        return PollResult(orders=polled, cursor=read.dump())
-                    if mark.covers(order):
-                        continue  # read in an earlier, cut-short pass
-                    if order.get("OrderStatus") not in AWAITING_PAYMENT:
-                        polled.append(await self._with_items(order))
-                    read.advance(order)
-                end, token = page.last_updated_before or end, page.next_token
-                if not token:
-                    break
+            while queue or more:
+                if not queue:
+                    page = await self._list(mark.after, token)
+                    queue.extend(page.orders)
+                    end, token = page.last_updated_before or end, page.next_token
+                    more = token is not None
+                    continue
+                order = queue[0]
+                if len(polled) >= self.max_per_poll:
+                    self._held = _HeldPass(read.dump(), queue, end, token)
+                    return PollResult(orders=polled, cursor=read.dump())
+                if not mark.covers(order) and order.get("OrderStatus") not in AWAITING_PAYMENT:
+                    polled.append(await self._with_items(order))
+                if not mark.covers(order):
+                    read.advance(order)  # read in an earlier, cut-short pass otherwise
+                queue.popleft()
         except RateLimitedError as exc:
-            if not polled:
-                raise
+            if not polled and not queue and token is None:
+                raise  # getOrders itself said no before anything was listed
+            self._held = _HeldPass(read.dump(), queue, end, token)
             return PollResult(orders=polled, cursor=read.dump(), pause_s=exc.retry_after)
         if not end:
             return PollResult(orders=polled, cursor=read.dump())
@@ -384,6 +423,18 @@ class AmazonSource:
         # cursor's second are remembered, so the next poll does not spend getOrderItems on them
         done = read.done if read.after == end else []
         return PollResult(orders=polled, cursor=PollMark(end, list(done)).dump())
+
+    async def _list(self, after: str, token: str | None) -> OrdersPage:
+        """One getOrders page; a NextToken kept from an earlier poll that Amazon no longer takes
+        (400) starts the listing again from ``after``."""
+        try:
+            return await self.client.get_orders(
+                marketplace_ids=self.marketplace_ids, last_updated_after=after, next_token=token)
+        except PermanentError:
+            if token is None:
+                raise
+            return await self.client.get_orders(
+                marketplace_ids=self.marketplace_ids, last_updated_after=after)
 
     async def _with_items(self, order: JSON) -> PolledOrder:
         order_id = str(order["AmazonOrderId"])

@@ -16,8 +16,11 @@ Inventory, by the size of the push (``feed_min_skus``, setting ``amazon_feed_min
 
 Cancellations: Amazon's Orders API has no cancel call; a seller cancels an MFN order with an order
 acknowledgement feed: ``StatusCode`` ``Failure`` for the whole order, or items with a
-``CancelReason`` and the ``Quantity`` cancelled in all (our canonical ``line_id`` for Amazon is the
-``OrderItemId``, see streams/mappers/amazon.py). Its XML processing report's errors raise
+``CancelReason`` and the ``Quantity`` cancelled in all. A buyer's cancellation request
+(``BuyerRequestedCancel``) is answered with every item listed under ``CancelReason``
+``BuyerCanceled``, which Amazon does not count against the seller's cancellation rate (our
+canonical ``line_id`` for Amazon is the ``OrderItemId``, see streams/mappers/amazon.py). Its XML
+processing report's errors raise
 PermanentError.
 
 Shipments: one ``confirmShipment`` per shipment (paced like every call, by the reported usage
@@ -206,12 +209,13 @@ def _envelope(seller_id: str, message_type: str) -> tuple[ET.Element, ET.Element
 def acknowledgement_feed(seller_id: str, order_id: str, lines: Sequence[CancelLine], *,
                          whole_order: bool, reason: str) -> bytes:  # fmt: skip
     """POST_ORDER_ACKNOWLEDGEMENT_DATA: ``Failure`` cancels the order; listed items are cancelled
-    by ``Quantity`` units in all (a total: sending it again changes nothing)."""
+    by ``Quantity`` units in all (a total: sending it again changes nothing). A whole-order
+    cancellation lists its items only to give them a reason Amazon must see (BuyerCanceled)."""
     root, message = _envelope(seller_id, "OrderAcknowledgement")
     ack = ET.SubElement(message, "OrderAcknowledgement")
     ET.SubElement(ack, "AmazonOrderID").text = order_id
     ET.SubElement(ack, "StatusCode").text = "Failure"
-    for line in [] if whole_order else lines:
+    for line in [] if whole_order and reason != "BuyerCanceled" else lines:
         item = ET.SubElement(ack, "Item")
         ET.SubElement(item, "AmazonOrderItemCode").text = line.line_id
         ET.SubElement(item, "CancelReason").text = reason
@@ -469,7 +473,7 @@ class AmazonOutbound:
             raise RetryableError(f"Amazon {what}: {type(exc).__name__}: {exc}") from exc
         await observe(self.budgets, self.rate_limits, operation, status, headers)
         if status not in (expect, 200):
-            raise error_for_status(status, body, headers, what)
+            raise error_for_status(status, body, headers, what, self.rate_limits.get(operation))
         if status == 204:
             return {}
         return _json(body.encode(), f"Amazon {what}")

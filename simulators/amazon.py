@@ -25,7 +25,8 @@ What it mirrors (models/orders-api-model/ordersV0.json):
   ``shipments`` (``GET /_sim/shipments[?order_id=]``) lists the confirmed packages.
 * Usage plans as token buckets per operation (getOrders 0.0167/s burst 20, getOrderItems 0.5/s
   burst 30, confirmShipment 2/s burst 10); over budget -> 429 ``QuotaExceeded``. Every answer
-  carries ``x-amzn-RequestId`` and ``x-amzn-RateLimit-Limit``. Errors are the spec's
+  carries ``x-amzn-RequestId``; ``x-amzn-RateLimit-Limit`` comes with every answer but a 429,
+  as the spec documents (``rate_limit_header_on_429`` adds it there too). Errors are the spec's
   ``{"errors": [{code, message, details}]}``.
 
 Test-double extras: ``time_scale`` (buckets refill that many times faster, and the rate header
@@ -125,6 +126,7 @@ class AmazonSimConfig:
     seed: int | None = None
     time_scale: float = 1.0
     rate_overrides: dict[str, dict[str, float]] = field(default_factory=dict)  # op -> rate/burst
+    rate_limit_header_on_429: bool = False  # the spec documents only x-amzn-RequestId on a 429
     visibility_lag_s: float = 0.0  # Amazon: upper bounds at least 120 s before now
     items_page_size: int = 100
     tax_rate: str = "0.08"
@@ -450,7 +452,8 @@ class AmazonSimulator(SimulatorServer):
         response = await self._guarded(request, handler, operation)
         rate = self.buckets[operation].rate
         response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
-        response.headers["x-amzn-RateLimit-Limit"] = format(rate, "g")
+        if response.status != 429 or self.config.rate_limit_header_on_429:
+            response.headers["x-amzn-RateLimit-Limit"] = format(rate, "g")
         self.counts[f"{response.status} {operation}"] += 1
         return response
 

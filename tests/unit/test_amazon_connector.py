@@ -280,3 +280,34 @@ async def test_a_poll_does_not_read_the_boundary_second_again(sim, client, clock
     sim.update_order(ids[0], status="Shipped")
     later = await source.poll(again.cursor)
     assert [o.marketplace_order_id for o in later.orders] == [ids[0]]  # an update still comes
+
+
+async def test_a_429_on_order_items_keeps_what_was_read_and_the_listing(make_sim, client_for, clock) -> None:
+    """getOrderItems allows 2 calls, then one every 0.5 s; 6 orders listed by one getOrders. A
+    429 part-way keeps the orders already read (returned, cursor past them) and the rest of the
+    listing: the next polls go on with getOrderItems only. Every order's items are read once and
+    getOrders is called once (it allows one call a minute; before, each pass listed again, and a
+    429 on a pass's first order raised and lost the listing)."""
+    from connectors.amazon import AmazonSource
+
+    sim = await make_sim(time_scale=1, rate_overrides={"getOrderItems": {"rate": 2.0, "burst": 2}})
+    source = AmazonSource(client_for(sim), marketplace_ids=MARKET, lookback=timedelta(days=400),
+                          max_per_poll=100)
+    ids = []
+    for _ in range(6):  # one order a second: each its own LastUpdateDate
+        ids += sim.generate_orders(1)
+        clock.now += timedelta(seconds=1)
+    got: list[str] = []
+    cursor, passes, paused = None, 0, 0
+    while len(got) < len(ids) and passes < 20:
+        result = await source.poll(cursor)
+        got += [o.marketplace_order_id for o in result.orders]
+        paused += result.pause_s is not None
+        cursor, passes = result.cursor, passes + 1
+    stats = sim.stats()
+    assert sorted(got) == sorted(ids) and len(got) == len(set(got))
+    assert paused >= 1 and stats["throttled"] >= 1  # it did hit the 429
+    assert stats["200 getOrderItems"] == len(ids)  # nothing read twice
+    assert stats["200 getOrders"] == 1  # the listing was kept
+    final = await source.poll(cursor)  # a new pass from Amazon's bound: nothing new
+    assert final.orders == [] and sim.stats()["200 getOrderItems"] == len(ids)

@@ -362,9 +362,24 @@ async def test_burst_exhausted_is_429_quota_exceeded(sim_factory, http) -> None:
     assert statuses == [200] * 20 and status == 429
     assert_valid(ORDERS_SCHEMA, body)
     assert body["errors"][0]["code"] == "QuotaExceeded"
-    assert headers["x-amzn-RateLimit-Limit"] == "0.0167"
+    assert headers["x-amzn-RequestId"] and "x-amzn-RateLimit-Limit" not in headers  # as the spec
     stats = sim.stats()
     assert stats["throttled"] == 1 and stats["429 getOrders"] == 1 and stats["200 getOrders"] == 20
+
+
+@needs_spec("amazon")
+async def test_a_429_carries_the_headers_the_spec_documents(sim_factory, http) -> None:
+    """ordersV0.json documents only x-amzn-RequestId on a 429 (the rate header on 200 and 4xx);
+    ``rate_limit_header_on_429`` adds the rate header there too, for clients that read it."""
+    spec = json.loads(spec_path("amazon", "ordersV0.json").read_text())
+    documented = spec["paths"]["/orders/v0/orders"]["get"]["responses"]["429"]["headers"]
+    assert set(documented) == {"x-amzn-RequestId"}
+    sim = await sim_factory(rate_overrides={"getOrders": {"rate": 0.0001, "burst": 1}})
+    ok, throttled = [(await get_orders(http, sim))[2] for _ in range(2)]
+    assert "x-amzn-RateLimit-Limit" in ok
+    assert {h for h in throttled if h.lower().startswith("x-amzn")} == set(documented)
+    sim.configure({"rate_limit_header_on_429": True})
+    assert (await get_orders(http, sim))[2]["x-amzn-RateLimit-Limit"] == "0.0001"
 
 
 async def test_time_scale_refills_the_bucket_faster(sim_factory, http) -> None:
