@@ -349,6 +349,40 @@ def is_cancelled_by_marketplace(event: OrderReceived) -> bool:
     return event.order.cancelled_at is not None or event.order.fulfillment_status == "cancelled"
 
 
+#: the reason a marketplace cancellation answering a buyer's request carries (Amazon's
+#: OrderAcknowledgement CancelReason; connectors.amazon_outbound lists the items with it)
+BUYER_CANCELED = "BuyerCanceled"
+
+
+def buyer_cancels_whole_order(state: OrderState, event: OrderReceived) -> bool:
+    request = event.order.buyer_cancel_request
+    return request is not None and {ln.line_id for ln in state.order.lines} <= set(request.line_ids)
+
+
+def on_buyer_cancel_request(state: OrderState, event: OrderReceived, now: datetime) -> Outcome:
+    """The buyer asked the marketplace to cancel (Amazon BuyerRequestedCancel): a request for every
+    line cancels the order like any cancellation (refused once shipped, the marketplace told with
+    reason BuyerCanceled); one for some lines only is left to a human (exception), once."""
+    request = event.order.buyer_cancel_request
+    assert request is not None
+    said = f"buyer requested cancellation{f': {request.reason}' if request.reason else ''}"[:500]
+    whole = buyer_cancels_whole_order(state, event)
+    refused = state.status in SHIPPED_OR_LATER
+    if not whole or refused:
+        name = "buyer_cancel_refused" if refused else "buyer_cancel_partial"
+        if state.status is OrderStatus.CANCELLED or any(t.event == name for t in state.timeline):
+            return outcome(state=state)
+        why = (f"already {state.status.value}" if refused else
+               f"it names items {sorted(request.line_ids)} only; cancel them by hand on "
+               f"{state.channel} and amend the ERP order")
+        new = state.model_copy(update={"timeline": timeline(state, TimelineEntry(
+            event=name, system=state.channel, at=event.received_at, detail=said))})
+        return outcome(state=new, changed=True, problem=(
+            f"{said} for {state.order_key} not applied: {why}"))
+    return on_cancel(state, CancelRequested(order_key=state.order_key, by="buyer", reason=said,
+                                            at=event.received_at), now)
+
+
 def on_cancel(state: OrderState, request: CancelRequested, now: datetime) -> Outcome:
     """A cancellation from the marketplace (``by`` = its channel), an operator or the ERP."""
     if state.status is OrderStatus.CANCELLED or (state.cancel is not None
@@ -417,13 +451,13 @@ def _cancelled(state: OrderState, by: str, reason: str, now: datetime,
         "timeline": timeline(state, *entries, TimelineEntry(event="cancelled", system="retail-sync",
                                                             at=now, detail=f"by {by}"))})
     commands = []
-    if by in ("erp", "operator"):
+    if by in ("erp", "operator", "buyer"):  # "buyer": asked the marketplace, the seller cancels
         commands = [MarketplaceCancel(
             order_key=state.order_key, channel=state.channel,
             marketplace_order_id=state.correlation.marketplace_order_id, whole_order=True,
             lines=[CancelLineRequest(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
                    for ln in state.order.lines],
-            reason=reason, requested_at=now)]
+            reason=BUYER_CANCELED if by == "buyer" else reason, requested_at=now)]
     return outcome(state=new, changed=True, marketplace_commands=commands,
                    stock_commands=release_commands(state, now, f"order cancelled by {by}"))
 

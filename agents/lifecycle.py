@@ -15,6 +15,21 @@ died after writing the state but before the command reached Kafka.
     erp_pending --ERP sales order--> erp_confirmed (commit the reservations to the ERP)
     erp_pending --ERP refused------> erp_failed (reservations kept until replay or cancel)
 
+Edits (issue 12 item 3): a redelivery whose lines differ from the order's is an edit on the
+marketplace, unless it only shows what we cancelled ourselves (the lines cut to what the stock
+decision accepted). Under the channel's edit policy ``apply`` (RETAIL_SYNC_ORDER_EDIT_POLICY) a
+reduction before the ERP has the order (stock_pending, erp_failed) is taken: the order's lines
+become the edited ones, removed lines' reservations are released (a reduced line keeps its
+reservation until the ERP's own takes over) and the stock decision is taken if nothing is left to
+answer. Anything else (lines added, an edit once the ERP has the order, policy ``exception``) is
+recorded on the order's timeline (``order_edit_not_applied``) and as a state_conflict exception
+for a human to amend the ERP sales order; never dropped.
+
+Buyer cancellation requests (Amazon ``BuyerRequestedCancel``, ``Order.buyer_cancel_request``)
+naming every line cancel the order through agents.aftersale.on_cancel (``by="buyer"``): before
+shipment it is cancelled everywhere and the marketplace is told with reason BuyerCanceled; an
+order first seen with one reserves nothing.
+
 A backordered order goes to the warehouse in parts: on ERP confirmation what had stock; each
 time goods arrive for the rest, the stock agent's BackorderReleased becomes a fulfilment order of
 its own (``<order_key>#bo<n>``, agents.aftersale.on_backorder_released).
@@ -89,9 +104,10 @@ class Outcome:
 
 
 def apply(state: OrderState | None, event: OrderEvent, now: datetime,
-          policy: str = "cancel") -> Outcome:
-    """``policy`` is the order's channel policy for lines that cannot all be reserved."""
-    out = _apply(state, event, now, policy)
+          policy: str = "cancel", edit_policy: str = "apply") -> Outcome:
+    """``policy`` is the order's channel policy for lines that cannot all be reserved,
+    ``edit_policy`` its policy for edits of the lines (see the module docstring)."""
+    out = _apply(state, event, now, policy, edit_policy)
     if out.changed and out.state is not None:
         out.state = _with_latencies(out.state)
     return out
@@ -109,15 +125,21 @@ def _with_latencies(state: OrderState) -> OrderState:
     return state.model_copy(update={"timeline": filled})
 
 
-def _apply(state: OrderState | None, event: OrderEvent, now: datetime, policy: str) -> Outcome:
+def _apply(state: OrderState | None, event: OrderEvent, now: datetime, policy: str,
+           edit_policy: str = "apply") -> Outcome:
     if isinstance(event, OrderReceived):
-        out = _on_received(state, event, now)
+        out = _on_received(state, event, now, policy, edit_policy)
         if state is not None and out.state is not None and \
                 aftersale.is_cancelled_by_marketplace(event):
             cancel = aftersale.on_cancel(out.state, CancelRequested(
                 order_key=event.order_key, by=out.state.channel, at=event.received_at,
                 reason="cancelled on the marketplace"), now)
             return _merge(out, cancel)
+        if out.state is not None and event.order.buyer_cancel_request is not None and \
+                not aftersale.is_cancelled_by_marketplace(event):
+            if state is None and aftersale.buyer_cancels_whole_order(out.state, event):
+                out.stock_commands = []  # first seen with the request: nothing to reserve
+            return _merge(out, aftersale.on_buyer_cancel_request(out.state, event, now))
         return out
     if state is None:  # an answer for an order we do not know: nothing to attach it to
         return Outcome(state=None, problem=f"{event.kind} for {event.order_key}, an order this "
@@ -206,7 +228,8 @@ def _tracked_lines(state: OrderState) -> dict[str, list[str]]:
     return dict(sorted(by_sku.items()))
 
 
-def _on_received(state: OrderState | None, event: OrderReceived, now: datetime) -> Outcome:
+def _on_received(state: OrderState | None, event: OrderReceived, now: datetime,
+                 policy: str = "cancel", edit_policy: str = "apply") -> Outcome:
     if state is None and aftersale.is_cancelled_by_marketplace(event):
         order = event.order  # first seen already cancelled: nothing to reserve or post
         return Outcome(state=OrderState(
@@ -237,10 +260,11 @@ def _on_received(state: OrderState | None, event: OrderReceived, now: datetime) 
             received_at=event.received_at,
         )
         return Outcome(state=new, stock_commands=list(_reserve_commands(new, now)), changed=True)
-    return _on_redelivery(state, event, now)
+    return _on_redelivery(state, event, now, policy, edit_policy)
 
 
-def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime) -> Outcome:
+def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime,
+                   policy: str = "cancel", edit_policy: str = "apply") -> Outcome:
     updates: dict[str, object] = {}
     if event.delivery_id not in state.correlation.delivery_ids:
         ids = [*state.correlation.delivery_ids, event.delivery_id][-MAX_DELIVERY_IDS:]
@@ -250,18 +274,101 @@ def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime) -> Ou
             TimelineEntry(event="order_redelivered", system=state.channel, at=event.received_at,
                           detail=event.delivery_id),
         ]
-    if event.order.updated_at > state.order.updated_at and _same_lines(state.order, event.order):
-        updates["order"] = event.order  # lines are what was reserved: an edit keeps them
+    edited = False
+    if event.order.updated_at > state.order.updated_at:
+        if _same_lines(state.order, event.order):
+            updates["order"] = event.order  # lines are what was reserved
+        else:
+            edited = not _our_cancellation(state, event.order) and \
+                state.status is not OrderStatus.CANCELLED
     new = state.model_copy(update=updates) if updates else state
+    if edited:
+        out = _on_edit(new, event, now, policy, edit_policy)
+        out.changed = out.changed or bool(updates)
+        if out.decided or out.state is None:
+            return out
+        new = out.state
+    else:
+        out = Outcome(state=new, changed=bool(updates))
     requests = [_request(new, now)] if new.status is OrderStatus.ERP_PENDING else []
     reserve = _reserve_commands(new, now) if new.status is OrderStatus.STOCK_PENDING else []
-    return Outcome(state=new, erp_requests=requests, stock_commands=list(reserve),
-                   changed=bool(updates))
+    return _merge(out, Outcome(state=new, erp_requests=requests, stock_commands=list(reserve)))
 
 
 def _same_lines(a: Order, b: Order) -> bool:
     return [(ln.line_id, ln.sku, ln.quantity) for ln in a.lines] == \
         [(ln.line_id, ln.sku, ln.quantity) for ln in b.lines]
+
+
+def _our_cancellation(state: OrderState, order: Order) -> bool:
+    """``order``'s lines are ours cut to what the stock decision accepted: the marketplace shows
+    the partial cancellation we sent it, not an edit."""
+    skus = {ln.line_id: ln.sku for ln in state.order.lines}
+    return all(skus.get(ln.line_id) == ln.sku for ln in order.lines) and \
+        {ln.line_id: ln.quantity for ln in order.lines} == aftersale.accepted_units(state)
+
+
+def _edit_detail(before: Order, after: Order) -> str:
+    old = {ln.line_id: ln for ln in before.lines}
+    new = {ln.line_id: ln for ln in after.lines}
+    parts = []
+    for line_id in [*old, *(i for i in new if i not in old)]:
+        was, now_ = old.get(line_id), new.get(line_id)
+        if now_ is None and was is not None:
+            parts.append(f"line {line_id} ({was.sku}) {was.quantity} -> removed")
+        elif was is None and now_ is not None:
+            parts.append(f"line {line_id} ({now_.sku}) added, {now_.quantity}")
+        elif was is not None and now_ is not None and (was.sku, was.quantity) != (now_.sku, now_.quantity):
+            parts.append(f"line {line_id} ({was.sku}) {was.quantity} -> {now_.sku} {now_.quantity}")
+    return "; ".join(parts)[:500]
+
+
+def _on_edit(state: OrderState, event: OrderReceived, now: datetime, policy: str,
+             edit_policy: str) -> Outcome:
+    """The marketplace changed the order's lines (see the module docstring)."""
+    edited = event.order
+    detail = _edit_detail(state.order, edited)
+    if any(t.event in ("order_edited", "order_edit_not_applied") and t.detail == detail
+           for t in state.timeline):
+        return Outcome(state=state)  # this edit was seen already
+    old = {ln.line_id: ln for ln in state.order.lines}
+    reduction = all(ln.line_id in old and old[ln.line_id].sku == ln.sku
+                    and ln.quantity <= old[ln.line_id].quantity for ln in edited.lines)
+    before_erp = state.status in (OrderStatus.STOCK_PENDING, OrderStatus.ERP_FAILED) and \
+        state.correlation.erp_sales_order is None
+    if edit_policy == "apply" and reduction and before_erp:
+        kept = {ln.line_id for ln in edited.lines}
+        removed = [i for i in old if i not in kept]
+        released: dict[str, list[str]] = defaultdict(list)
+        for line_id in removed:
+            held = state.stock.get(line_id)
+            if held is not None and held.tracked:
+                released[held.sku].append(line_id)
+        new = state.model_copy(update={
+            "order": edited, "stock": {i: s for i, s in state.stock.items() if i in kept},
+            "timeline": aftersale.timeline(state, TimelineEntry(
+                event="order_edited", system=state.channel, at=event.received_at, detail=detail))})
+        out = Outcome(state=new, changed=True, stock_commands=[
+            ReleaseStock(sku=sku, order_key=state.order_key, line_ids=ids, at=now,
+                         reason="order edited on the marketplace: line removed")
+            for sku, ids in sorted(released.items())])
+        if new.status is OrderStatus.STOCK_PENDING and kept <= set(new.stock):
+            return _merge(out, _decide(new, now, policy))
+        return out
+    erp = state.correlation.erp_sales_order
+    if edit_policy != "apply":
+        why = f"the edit policy for {state.channel} is {edit_policy!r}"
+    elif not reduction:
+        why = "lines were added or changed (only reductions are taken automatically)"
+    else:
+        why = f"the order is {state.status.value}" + (f", in the ERP as {erp}" if erp else "")
+    new = state.model_copy(update={"timeline": aftersale.timeline(state, TimelineEntry(
+        event="order_edit_not_applied", system=state.channel, at=event.received_at,
+        detail=detail))})
+    return Outcome(state=new, changed=True, problem=(
+        f"{state.order_key} was edited on {state.channel} ({detail}) and the edit was not "
+        f"applied: {why}. Amend the ERP sales order by hand{f' ({erp})' if erp else ''}, or "
+        "cancel the order and enter it again"))
 
 
 def _on_stock(state: OrderState, event: StockAnswered, now: datetime, policy: str) -> Outcome:

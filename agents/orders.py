@@ -74,7 +74,8 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
             source_topic=ctx.topics.order_events.get_topic_name())
         return
     channel = previous.channel if previous else getattr(getattr(event, "order", None), "channel", "")
-    outcome = apply(previous, event, utcnow(), ctx.settings.policy_for(channel))
+    outcome = apply(previous, event, utcnow(), ctx.settings.policy_for(channel),
+                    ctx.settings.edit_policy_for(channel))
     if outcome.problem is not None:
         await record_exception(
             ctx, kind=ExceptionKind.STATE_CONFLICT, exc=outcome.problem,

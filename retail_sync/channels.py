@@ -65,6 +65,9 @@ def load_plugin(ref: str) -> ChannelPlugin:
 def channels(settings: Settings) -> dict[str, ChannelPlugin]:
     """Every channel of this engine by name; a configured plugin may replace a built-in one."""
     found = {plugin.channel: plugin for plugin in BUILTIN}
+    if settings.shopify_custom_item_code != shopify.DEFAULT_CUSTOM_ITEM_CODE:
+        found["shopify"] = dataclasses.replace(
+            found["shopify"], mapper=shopify.make_mapper(settings.shopify_custom_item_code or None))
     if settings.regional_status_codes:  # the regional status table is extended from settings
         found["regional"] = dataclasses.replace(
             found["regional"], mapper=regional.make_mapper(settings.regional_status_codes))

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "RETAIL_SYNC_"
 
 StockPolicy = Literal["cancel", "partial", "backorder"]
+EditPolicy = Literal["apply", "exception"]
 
 
 class ChannelAllocation(BaseModel):
@@ -158,6 +159,11 @@ class Settings(BaseSettings):
     shopify_webhook_secret: SecretStr = Field(
         SecretStr("shpss_demo_secret"), description="App client secret used to sign webhooks."
     )
+    shopify_custom_item_code: str = Field(
+        "MARKETPLACE-CUSTOM-ITEM", max_length=128,
+        description="ERP item (a non-stock service item) that Shopify custom line items (no sku, "
+        "no variant) are posted as, with their own title and price; never reserved in stock. "
+        "Empty: such lines are a mapping exception.")
     webhook_max_body_bytes: int = Field(512 * 1024, ge=1024)
     webhook_dedupe_ttl_s: float = Field(3600.0, gt=0)
     webhook_dedupe_max_entries: int = Field(200_000, ge=100)
@@ -198,6 +204,12 @@ class Settings(BaseSettings):
     stock_policy: dict[str, StockPolicy] = Field(
         default_factory=dict,
         description='Policy per channel, JSON, e.g. {"walmart":"partial","regional":"backorder"}.')
+    order_edit_default_policy: EditPolicy = Field(
+        "apply", description="What a marketplace's edit of an order's lines does: 'apply' takes "
+        "a reduction before the ERP has the order (releasing what was removed) and records an "
+        "exception for a human once it has; 'exception' always records one. Never dropped.")
+    order_edit_policy: dict[str, EditPolicy] = Field(
+        default_factory=dict, description='Edit policy per channel, JSON, e.g. {"shopify":"exception"}.')
     stock_safety_stock: int = Field(0, ge=0, description="Units per SKU never offered anywhere.")
     stock_safety_by_sku: dict[str, int] = Field(
         default_factory=dict, description='Safety stock per SKU, JSON, e.g. {"SKU-1": 5}.')
@@ -322,6 +334,9 @@ class Settings(BaseSettings):
 
     def policy_for(self, channel: str) -> StockPolicy:
         return self.stock_policy.get(channel, self.stock_default_policy)
+
+    def edit_policy_for(self, channel: str) -> EditPolicy:
+        return self.order_edit_policy.get(channel, self.order_edit_default_policy)
 
     def allocation_for(self, channel: str) -> ChannelAllocation:
         return self.stock_allocation.get(channel) or ChannelAllocation()

@@ -16,6 +16,13 @@ Seller cancellations (``cancel_units``): an item the seller cancels part of show
 0, as Amazon does); once every unit is cancelled the order is ``Canceled`` and shows its items as
 ordered, like an order Amazon cancelled as a whole.
 
+Buyer cancellation requests (``request_cancel_by_buyer``): on an MFN order not yet shipped the
+buyer cannot cancel by himself; Amazon marks the items ``BuyerRequestedCancel``
+(``{"IsBuyerRequestedCancel": "true", "BuyerCancelReason": ...}``, the shape of ordersV0.json's
+examples), the order stays ``Unshipped`` and its ``LastUpdateDate`` moves on, so a poller by
+``LastUpdatedAfter`` sees it again. The seller answers with an order acknowledgement cancelling
+the items with ``CancelReason`` ``BuyerCanceled``.
+
 Shipments (``ship_units``, confirmShipment): ``shipped`` keeps the units confirmed per item, which
 ``QuantityShipped`` shows; the order is ``PartiallyShipped`` until every unit still ordered has
 shipped, then ``Shipped``.
@@ -319,6 +326,25 @@ def cancel_units(record: OrderRecord, item_id: str, units: int, now: datetime) -
     return after - before
 
 
+def request_cancel_by_buyer(record: OrderRecord, reason: str | None, now: datetime, *,
+                            item_ids: Sequence[str] | None = None) -> None:
+    """The buyer asks to cancel ``item_ids`` (default: every item) of an MFN order not shipped
+    yet; ValueError otherwise (an AFN or pending order the buyer cancels by himself)."""
+    order = record.order
+    if order["FulfillmentChannel"] != "MFN" or order["OrderStatus"] != "Unshipped" or record.shipped:
+        raise ValueError(f"order {order['AmazonOrderId']} is {order['FulfillmentChannel']} "
+                         f"{order['OrderStatus']}: a buyer requests cancellation of an unshipped "
+                         "MFN order only")
+    wanted = set(item_ids) if item_ids is not None else {i["OrderItemId"] for i in record.as_ordered}
+    flag: JSON = {"IsBuyerRequestedCancel": "true"}
+    if reason:
+        flag["BuyerCancelReason"] = reason
+    for item in [*record.as_ordered, *record.items]:
+        if item["OrderItemId"] in wanted:
+            item["BuyerRequestedCancel"] = dict(flag)
+    set_status(record, order["OrderStatus"], now)
+
+
 def _remaining(item: JSON, left: int) -> JSON:
     """``item`` as ordered, with ``left`` units: line amounts scale, shipping goes with the last unit."""
     ordered, shown = int(item["QuantityOrdered"]), copy.deepcopy(item)
@@ -350,6 +376,7 @@ __all__ = [
     "iso",
     "money",
     "parse_package",
+    "request_cancel_by_buyer",
     "set_status",
     "shipment_error",
     "ship_units",

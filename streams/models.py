@@ -100,6 +100,15 @@ class OrderLine(Frozen):
     discount: Money
 
 
+class BuyerCancelRequest(Frozen):
+    """The buyer asked the marketplace to cancel and the seller must do it (Amazon's
+    ``BuyerRequestedCancel`` on an MFN order): cancelled here before shipment and answered on the
+    marketplace with its buyer-cancel reason (agents/aftersale.py)."""
+
+    reason: str | None = None  # the buyer's words (Amazon BuyerCancelReason)
+    line_ids: list[str] = Field(default_factory=list)  # the lines it names
+
+
 class Order(Frozen):
     """One marketplace order in canonical form; identity is (channel, marketplace_order_id)."""
 
@@ -119,6 +128,7 @@ class Order(Frozen):
     financial_status: str | None = None
     fulfillment_status: str | None = None
     cancelled_at: UtcDatetime | None = None  # the marketplace cancelled it (buyer or merchant)
+    buyer_cancel_request: BuyerCancelRequest | None = None  # asked, not yet cancelled
     customer: Customer = Customer()
     shipping_address: Address | None = None
 
@@ -303,7 +313,7 @@ class CancelRequested(Frozen):
 
     kind: Literal["cancel_requested"] = "cancel_requested"
     order_key: str
-    by: str  # "erp" | "operator"
+    by: str  # "erp" | "operator" | "buyer" (a buyer's request the seller must carry out)
     reason: str
     at: UtcDatetime
 

@@ -16,6 +16,9 @@ Amazon specifics this mapper is careful about:
   ``discount_total`` = PromotionDiscount, ``total`` = OrderTotal. ``taxes_included`` is inferred:
   true when tax is non-zero and OrderTotal equals the tax-exclusive sum (VAT marketplaces).
 * Buyer data is PII-restricted: usually only an anonymised ``BuyerEmail`` and a partial address.
+* ``BuyerRequestedCancel`` (``IsBuyerRequestedCancel: "true"`` and ``BuyerCancelReason`` on an
+  item of an order not yet cancelled) becomes ``Order.buyer_cancel_request`` (the items it names
+  and the buyer's reason): the seller has to cancel such an order, with reason BuyerCanceled.
 * The order is then checked by ``streams.validation`` (ARCHITECTURE §5f.4): ``OrderTotal`` must
   be Σ ItemPrice − PromotionDiscount + ShippingPrice − ShippingDiscount (+ gift wrap, COD fee)
   plus ItemTax + ShippingTax (US: tax on top), or without them (VAT marketplaces: tax inside the
@@ -33,7 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.models import Address, Customer, Money, Order, OrderLine
+from streams.models import Address, BuyerCancelRequest, Customer, Money, Order, OrderLine
 from streams.validation import Expected, FieldNames, MappingError, canonical_total, validate_order
 
 CHANNEL = "amazon"
@@ -165,7 +168,24 @@ def _order(order: dict[str, Any], lines: list[tuple[OrderLine, dict[str, Any]]],
         fulfillment_status=status,
         customer=_customer(order),
         shipping_address=_address(order.get("ShippingAddress")),
+        buyer_cancel_request=None if status == "cancelled" else buyer_cancel_request(
+            [item for _, item in lines]),
     )
+
+
+def buyer_cancel_request(items: list[dict[str, Any]]) -> BuyerCancelRequest | None:
+    """The buyer's cancellation request the items show (``BuyerRequestedCancel``), or None."""
+    named, reasons = [], []
+    for item in items:
+        request = item.get("BuyerRequestedCancel")
+        if isinstance(request, dict) and str(request.get("IsBuyerRequestedCancel")).lower() == "true":
+            named.append(str(item.get("OrderItemId") or ""))
+            reason = request.get("BuyerCancelReason")
+            if isinstance(reason, str) and reason.strip() and reason.strip() not in reasons:
+                reasons.append(reason.strip())
+    if not named:
+        return None
+    return BuyerCancelRequest(reason="; ".join(reasons)[:500] or None, line_ids=named)
 
 
 def _brief(exc: ValidationError) -> str:

@@ -12,12 +12,33 @@ tolerance; shipping read either before or after shipping discounts (``price`` or
 ``discounted_price`` of the shipping lines). ``quantity`` must be a JSON integer > 0 (Shopify's
 contract types it as one: ``true``, ``2.0`` and ``"2"`` are refused). A failure is an
 ``InvalidOrder`` naming Shopify's field (``total_price``, ``line_items[1].id`` ...).
+
+Line discounts are the sum of the line's ``discount_allocations`` (Shopify's own advice; 2024-04
+bodies leave ``total_discount`` at "0.00"), falling back to ``total_discount`` when a body has no
+allocations.
+
+Edits and removals (issue 12 item 3): ``quantity`` stays what was ordered; ``current_quantity``
+(the quantity minus what order edits and cancel-type refunds removed) is what is still wanted.
+The canonical line carries that: ``current_quantity``, plus units refunded as returns
+(``refunds[].refund_line_items`` with ``restock_type`` return / no_restock / legacy_restock: goods
+that shipped and came back are a return, not an edit), at most ``quantity``; without
+``current_quantity`` it is ``quantity`` less cancel-type refunded units. A line left with 0 units
+is dropped, its tax and discount scaled with the units kept; ``total_price`` is checked against
+the order as ordered (it is Shopify's original total; ``current_total_price`` follows the edits).
+A cancelled order keeps its lines as ordered. The lifecycle decides what an edit does
+(agents/lifecycle.py, RETAIL_SYNC_ORDER_EDIT_POLICY).
+
+Custom items (a line without ``sku`` and ``variant_id``, typed in by the merchant) become lines of
+the configured non-stock ERP item (``make_mapper(custom_item_code)``, setting
+RETAIL_SYNC_SHOPIFY_CUSTOM_ITEM_CODE, default ``MARKETPLACE-CUSTOM-ITEM``), keeping their title;
+with no code configured they are a mapping exception.
 """
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,6 +54,10 @@ from streams.validation import (
 )
 
 CHANNEL = "shopify"
+DEFAULT_CUSTOM_ITEM_CODE = "MARKETPLACE-CUSTOM-ITEM"
+CENT = Decimal("0.01")
+#: refund restock types that give back shipped goods (a return), not units removed before shipment
+RETURN_RESTOCK_TYPES = frozenset({"return", "no_restock", "legacy_restock"})
 
 # Order ``fulfillment_status`` -> canonical lifecycle word (data, walked by tests/unit/test_status_tables).
 # Shopify sends ``null`` for an unfulfilled order; this table spells that ``"unfulfilled"`` (the word
@@ -59,7 +84,14 @@ FIELDS = FieldNames(total="total_price", currency="currency", created_at="create
                     line_id="id", quantity="quantity")
 
 
-def map_order(payload: Any) -> Order:
+def make_mapper(custom_item_code: str | None = DEFAULT_CUSTOM_ITEM_CODE) -> Callable[[Any], Order]:
+    """``map_order`` with custom items mapped to ``custom_item_code`` (None/"": an exception)."""
+    def mapper(payload: Any) -> Order:
+        return map_order(payload, custom_item_code=custom_item_code)
+    return mapper
+
+
+def map_order(payload: Any, *, custom_item_code: str | None = DEFAULT_CUSTOM_ITEM_CODE) -> Order:
     """Map a Shopify order object to the canonical model, or raise MappingError."""
     if not isinstance(payload, dict):
         raise MappingError(f"expected a JSON object for an order, got {type(payload).__name__}")
@@ -74,7 +106,8 @@ def map_order(payload: Any) -> Order:
             created_at=_required(payload, "created_at"),
             updated_at=payload.get("updated_at") or payload["created_at"],
             currency=currency,
-            lines=[_line(item, currency, i) for i, item in enumerate(_line_items(payload))],
+            lines=[_line(item, currency, i, custom_item_code)
+                   for i, item in enumerate(_line_items(payload))],
             subtotal=_money(payload, "subtotal_price", currency),
             shipping=Money(amount=_shipping(payload), currency=currency),
             tax_total=_money(payload, "total_tax", currency),
@@ -91,7 +124,57 @@ def map_order(payload: Any) -> Order:
         raise MappingError(f"order {payload.get('id')!r} is not a valid order: {_brief(exc)}") from exc
     except InvalidOrder as exc:  # a line's rule: say which order
         raise InvalidOrder(exc.field, exc.reason, order=f"{CHANNEL}:{payload.get('id')}") from None
-    return validate_order(order, expected=stated_totals(payload, order), names=FIELDS)
+    order = validate_order(order, expected=stated_totals(payload, order), names=FIELDS)
+    return order if order.cancelled_at is not None else _current(order, payload)
+
+
+def wanted_quantities(payload: dict[str, Any]) -> dict[str, int]:
+    """Line id -> units still wanted (see the module docstring): ``current_quantity`` plus
+    returned units, at most ``quantity``; else ``quantity`` less cancel-type refunded units."""
+    returned: dict[str, int] = {}
+    cancelled: dict[str, int] = {}
+    for refund in _objects(payload.get("refunds"), "refunds"):
+        for item in _objects(refund.get("refund_line_items"), "refunds.refund_line_items"):
+            qty = item.get("quantity")
+            if type(qty) is not int or qty <= 0:
+                continue
+            into = returned if item.get("restock_type") in RETURN_RESTOCK_TYPES else cancelled
+            key = str(item.get("line_item_id"))
+            into[key] = into.get(key, 0) + qty
+    wanted = {}
+    for item in _line_items(payload):
+        key, ordered = str(item.get("id")), item.get("quantity")
+        if type(ordered) is not int:
+            continue
+        current = item.get("current_quantity")
+        if type(current) is int and 0 <= current <= ordered:
+            wanted[key] = min(ordered, current + returned.get(key, 0))
+        else:
+            wanted[key] = max(0, ordered - cancelled.get(key, 0))
+    return wanted
+
+
+def _current(order: Order, payload: dict[str, Any]) -> Order:
+    """``order`` with each line at the units still wanted (lines left with none dropped)."""
+    wanted = wanted_quantities(payload)
+    if all(wanted.get(ln.line_id, ln.quantity) == ln.quantity for ln in order.lines):
+        return order
+    lines = []
+    for line in order.lines:
+        qty = wanted.get(line.line_id, line.quantity)
+        if qty <= 0:
+            continue
+        factor = Decimal(qty) / Decimal(line.quantity)
+        lines.append(line.model_copy(update={"quantity": qty, "tax": _scaled(line.tax, factor),
+                                             "discount": _scaled(line.discount, factor)}))
+    if not lines:
+        raise MappingError(f"order {order.marketplace_order_id!r}: every line was removed "
+                           "(current_quantity 0) but the order is not cancelled")
+    return order.model_copy(update={"lines": lines})
+
+
+def _scaled(money: Money, factor: Decimal) -> Money:
+    return Money(amount=(money.amount * factor).quantize(CENT, ROUND_HALF_UP), currency=money.currency)
 
 
 def stated_totals(payload: dict[str, Any], order: Order) -> list[Expected]:
@@ -211,10 +294,15 @@ def _quantity(item: dict[str, Any], index: int) -> int:
     return quantity
 
 
-def _line(item: dict[str, Any], currency: str, index: int) -> OrderLine:
+def _line(item: dict[str, Any], currency: str, index: int,
+          custom_item_code: str | None = DEFAULT_CUSTOM_ITEM_CODE) -> OrderLine:
     sku = item.get("sku") or (f"variant-{item['variant_id']}" if item.get("variant_id") else None)
+    if not sku and custom_item_code:
+        sku = custom_item_code  # a custom item: the configured non-stock ERP item
     if not sku:
-        raise MappingError(f"line item {item.get('id')!r} has neither sku nor variant_id")
+        raise MappingError(f"line item {item.get('id')!r} has neither sku nor variant_id (a custom "
+                           "item; set RETAIL_SYNC_SHOPIFY_CUSTOM_ITEM_CODE to the ERP's non-stock "
+                           "item for them)")
     tax = sum(
         (_decimal(t.get("price", "0"), "tax_lines.price")
          for t in _objects(item.get("tax_lines"), "tax_lines")),
@@ -227,11 +315,17 @@ def _line(item: dict[str, Any], currency: str, index: int) -> OrderLine:
         quantity=_quantity(item, index),
         unit_price=Money(amount=_decimal(item.get("price"), "line_items.price"), currency=currency),
         tax=Money(amount=tax, currency=currency),
-        discount=Money(
-            amount=_decimal(item.get("total_discount", "0"), "line_items.total_discount"),
-            currency=currency,
-        ),
+        discount=Money(amount=_line_discount(item), currency=currency),
     )
+
+
+def _line_discount(item: dict[str, Any]) -> Decimal:
+    """Σ ``discount_allocations[].amount``; ``total_discount`` when there are none."""
+    allocations = _objects(item.get("discount_allocations"), "line_items.discount_allocations")
+    if allocations:
+        return sum((_decimal(a.get("amount", "0"), "line_items.discount_allocations.amount")
+                    for a in allocations), Decimal(0))
+    return _decimal(item.get("total_discount") or "0", "line_items.total_discount")
 
 
 def _customer(payload: dict[str, Any]) -> Customer:
