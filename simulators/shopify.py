@@ -371,10 +371,11 @@ class ShopifySimulator(SimulatorServer):
         return Delivery(kind, body, self._headers(body), order_id)
 
     def _sell(self, order: JSON) -> bool:
-        sold = self.listings.sell([(li["sku"], li["quantity"]) for li in order["line_items"]])
+        stocked = [li for li in order["line_items"] if li.get("sku")]  # custom items: no stock
+        sold = self.listings.sell([(li["sku"], li["quantity"]) for li in stocked])
         if not sold:
             self._stats.orders_refused += 1
-        for line in order["line_items"]:
+        for line in stocked:
             self._ensure_product(line["sku"])
         return sold
 

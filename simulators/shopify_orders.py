@@ -10,6 +10,15 @@ way Shopify's are:
 
 ``total_tax`` is the sum of the line items' ``tax_lines`` (tax on the discounted line amount).
 
+As real 2024-04 bodies do, a line's discount is only in ``discount_allocations`` (with its
+``amount_set``); the line's ``total_discount`` stays "0.00". Every line has ``current_quantity``
+and ``price_set``; the order has ``*_set`` amounts in shop and presentment money (the
+presentment currency is the shop's unless ``presentment_rates`` offers others, then drawn at
+random), ``current_*`` totals and ``refunds`` (``edit_quantity`` models an order edit: the line's
+``current_quantity`` and the ``current_*`` totals drop, ``quantity`` and ``total_price`` stay as
+ordered). ``custom_item_rate`` adds custom items (no sku, variant or product: typed in by the
+merchant, e.g. an engraving) to that share of generated orders.
+
 Every SKU has one catalogue entry with stable ids (``catalog_ids``): the product, its single variant
 and the variant's inventory item, derived from the SKU so that line items, ``products.json`` and
 ``inventory_levels`` agree across runs. Generated orders pick 1-3 SKUs of ``skus`` with 1..
@@ -84,12 +93,16 @@ class ShopifyOrderFactory:
         currency: str = "USD",
         skus: list[str] | None = None,
         max_quantity: int = 3,
+        presentment_rates: dict[str, str] | None = None,
+        custom_item_rate: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
         self.shop_domain = shop_domain
         self.currency = currency
         self.skus = list(skus or DEFAULT_SKUS)
         self.max_quantity = max(1, max_quantity)
+        self.presentment_rates = {k: Decimal(v) for k, v in (presentment_rates or {}).items()}
+        self.custom_item_rate = custom_item_rate
         # seeded runs repeat their ids; unseeded runs start from the clock so ids never recur
         base = self.rng.randrange(10**9) if seed is not None else int(time.time() * 1000) % 10**12
         self._next_id = 5_000_000_000_000 + base * 10
@@ -126,9 +139,12 @@ class ShopifyOrderFactory:
             "gift_card": False,
             "fulfillment_service": "manual",
             "fulfillment_status": None,
-            "total_discount": money(discount),
+            "current_quantity": qty,
+            "fulfillable_quantity": qty,
+            "total_discount": "0.00",  # 2024-04: the discount is only in discount_allocations
             "discount_allocations": (
-                [{"amount": money(discount), "discount_application_index": 0}] if discount else []
+                [{"amount": money(discount), "discount_application_index": 0,
+                  "amount_set": None}] if discount else []
             ),
             "tax_lines": [{"price": money(tax), "rate": float(TAX_RATE), "title": "State Tax"}],
             "properties": [],
@@ -169,10 +185,21 @@ class ShopifyOrderFactory:
             "updated_at": created,
         }
 
+    def _custom_item(self) -> JSON:
+        """A custom item: typed in by the merchant, no sku, variant or product."""
+        item = self._line_item("CUSTOM", 1)
+        item.update(variant_id=None, product_id=None, sku=None, title="Gift engraving",
+                    variant_title=None, name="Gift engraving", product_exists=False,
+                    requires_shipping=False, price="5.00", discount_allocations=[],
+                    tax_lines=[{"price": money(Decimal("5.00") * TAX_RATE), "rate": float(TAX_RATE),
+                                "title": "State Tax"}])
+        return item
+
     @staticmethod
     def _totals(lines: list[JSON], shipping: str) -> JSON:
         items = sum((Decimal(li["price"]) * li["quantity"] for li in lines), Decimal(0))
-        discounts = sum((Decimal(li["total_discount"]) for li in lines), Decimal(0))
+        discounts = sum((Decimal(a["amount"]) for li in lines for a in li["discount_allocations"]),
+                        Decimal(0))
         tax = sum((Decimal(t["price"]) for li in lines for t in li["tax_lines"]), Decimal(0))
         subtotal = items - discounts
         return {
@@ -201,6 +228,8 @@ class ShopifyOrderFactory:
         email = f"{first}.{last}.{order_id % 100000}@example.com".lower()
         created = shop_time(time.time())
         items = self._lines(lines)
+        if lines is None and self.rng.random() < self.custom_item_rate:
+            items.append(self._custom_item())
         ship_title, ship_price = self.rng.choice(_SHIPPING)
         totals = self._totals(items, ship_price)
         address = self._address(first, last)
@@ -218,6 +247,7 @@ class ShopifyOrderFactory:
             "currency": self.currency,
             "presentment_currency": self.currency,
             **totals,
+            "refunds": [],
             "taxes_included": False,
             "financial_status": self.rng.choice(_STATUSES),
             "fulfillment_status": None,
@@ -242,7 +272,28 @@ class ShopifyOrderFactory:
             "billing_address": address,
             "shipping_address": dict(address),
             "customer": self._customer(first, last, email, created),
-        }
+        } | self._presentment(totals, items)
+
+    def _presentment(self, totals: JSON, items: list[JSON]) -> JSON:
+        """``presentment_currency``, the ``*_set`` amounts and the ``current_*`` totals."""
+        currency, rate = self.currency, Decimal(1)
+        if self.presentment_rates and self.rng.random() < 0.3:
+            currency = self.rng.choice(sorted(self.presentment_rates))
+            rate = self.presentment_rates[currency]
+        set_of = money_set(self.currency, currency, rate)
+        for item in items:
+            item["price_set"] = set_of(item["price"])
+            item["total_discount_set"] = set_of(item["total_discount"])
+            for allocation in item["discount_allocations"]:
+                allocation["amount_set"] = set_of(allocation["amount"])
+        out: JSON = {"presentment_currency": currency}
+        for name in ("total_price", "subtotal_price", "total_tax", "total_discounts",
+                     "total_line_items_price"):
+            out[f"{name}_set"] = set_of(totals[name])
+        for name in ("total_price", "subtotal_price", "total_tax", "total_discounts"):
+            out[f"current_{name}"] = totals[name]
+            out[f"current_{name}_set"] = set_of(totals[name])
+        return out
 
     def unmappable_order(self) -> JSON:
         """Valid JSON that cannot become a canonical order (the defect varies)."""
@@ -263,6 +314,43 @@ class ShopifyOrderFactory:
         """Bytes that are not JSON: an order cut off mid-document."""
         body = json.dumps(self.order(), separators=(",", ":")).encode()
         return body[: self.rng.randint(10, len(body) // 2)]
+
+
+def money_set(shop: str, presentment: str, rate: Decimal) -> Any:
+    """``amount`` -> ``{"shop_money": ..., "presentment_money": ...}``."""
+    def of(amount: str) -> JSON:
+        shown = Decimal(amount) * rate
+        return {"shop_money": {"amount": amount, "currency_code": shop},
+                "presentment_money": {"amount": money(shown), "currency_code": presentment}}
+    return of
+
+
+def edit_quantity(order: JSON, line_id: int, quantity: int) -> None:
+    """An order edit: line ``line_id`` now wants ``quantity`` units (0: removed). Its
+    ``current_quantity`` and the order's ``current_*`` totals follow; ``quantity`` and
+    ``total_price`` stay what was ordered, as Shopify keeps them."""
+    line = next(li for li in order["line_items"] if li["id"] == line_id)
+    if not 0 <= quantity <= line["current_quantity"]:
+        raise ValueError(f"line {line_id} has {line['current_quantity']} units; cannot make {quantity}")
+    line["current_quantity"] = line["fulfillable_quantity"] = quantity
+    current = [dict(li, quantity=li["current_quantity"]) for li in order["line_items"]]
+    for li in current:
+        share = Decimal(li["quantity"]) / Decimal(next(x["quantity"] for x in order["line_items"]
+                                                       if x["id"] == li["id"]))
+        li["discount_allocations"] = [{"amount": money(Decimal(a["amount"]) * share)}
+                                      for a in li["discount_allocations"]]
+        li["tax_lines"] = [{"price": money(Decimal(t["price"]) * share)} for t in li["tax_lines"]]
+    shipping = sum((Decimal(s["price"]) for s in order["shipping_lines"]), Decimal(0))
+    totals = ShopifyOrderFactory._totals(current, money(shipping))
+    for name in ("total_price", "subtotal_price", "total_tax", "total_discounts"):
+        order[f"current_{name}"] = totals[name]
+        shop = order[f"current_{name}_set"]["shop_money"]["currency_code"]
+        shown = order[f"current_{name}_set"]["presentment_money"]["currency_code"]
+        rate = Decimal(1) if shop == shown else (
+            Decimal(order["total_price_set"]["presentment_money"]["amount"])
+            / Decimal(order["total_price"]))
+        order[f"current_{name}_set"] = money_set(shop, shown, rate)(totals[name])
+    order["updated_at"] = shop_time(time.time())
 
 
 # --- after the sale: seller cancellations and refunds ------------------------------------------
@@ -335,8 +423,12 @@ def _update_line_states(order: JSON) -> None:
     """Each line's ``fulfillable_quantity`` / ``fulfillment_status`` and the order's
     ``fulfillment_status`` (null, partial, fulfilled) from its fulfillments and refunds."""
     left, shipped = fulfillable_quantities(order), fulfilled_quantities(order)
+    removed = refunded_by_type(order, "cancel")
     for line in order["line_items"]:
         line["fulfillable_quantity"] = left[line["id"]]
+        if "current_quantity" in line:  # cancel-type refunds remove units, as edits do
+            line["current_quantity"] = min(line["current_quantity"],
+                                           line["quantity"] - removed.get(line["id"], 0))
         if shipped.get(line["id"]):
             line["fulfillment_status"] = "partial" if left[line["id"]] else "fulfilled"
     if any(shipped.values()):
