@@ -90,6 +90,9 @@ def keep_defined(doctype: str, doc: JSON) -> JSON:
 # --- master data ------------------------------------------------------------------------------
 
 DEMO_ITEMS = [f"DEMO-{n:03d}" for n in range(1, 25)]  # retail_sync.demo_channels.DEMO_SKUS
+#: the non-stock item Shopify custom lines (no SKU) are booked as
+#: (RETAIL_SYNC_SHOPIFY_CUSTOM_ITEM_CODE's default)
+SERVICE_ITEMS = ["MARKETPLACE-CUSTOM-ITEM"]
 
 
 def catalogue_items() -> set[str]:
@@ -100,7 +103,7 @@ def catalogue_items() -> set[str]:
     from simulators.walmart_orders import CATALOG
 
     return ({row[0] for row in CATALOGUE} | set(SKUS) | set(DEFAULT_SKUS)
-            | {row[0] for row in CATALOG} | set(DEMO_ITEMS))  # fmt: skip
+            | {row[0] for row in CATALOG} | set(DEMO_ITEMS) | set(SERVICE_ITEMS))  # fmt: skip
 
 
 @dataclass
