@@ -1,12 +1,23 @@
 """Poller: asks polled channels (APIs, batch files) for new orders and puts them on orders-raw.
 
-The leader's timer sends a PollTick per polled channel to poll-ticks (keyed by channel); the
-poller agent, single writer of the poll-cursors table, polls from the stored cursor, writes every
+The leader's timer sends a PollTick per polled channel to poll-ticks (keyed by channel). Each
+channel has its own poller agent (``<app>.poller-<channel>``, every one reads poll-ticks and
+keeps its own channel's ticks), so a channel that waits for its rate limit (Amazon's getOrders:
+one call a minute) never delays another one. A poll is single flight: the agent runs two actors,
+one polls while the other drops the ticks that arrive meanwhile (and ticks older than
+``STALE_TICKS`` poll intervals, e.g. queued while the worker was down), so ticks never queue up
+behind a slow poll. The polling actor (single writer of the channel's entry in poll-cursors; the
+table and poll-ticks are both keyed by channel) polls from the stored cursor, writes every
 order to orders-raw and waits for the broker's acknowledgements, lets the source acknowledge
 (Walmart-style), and only then stores the new cursor. A crash in between polls the same orders
 again; they are the same order keys, so nothing is duplicated downstream and nothing is skipped.
-A throttled or failing channel skips its tick (its own rate limit is respected by the connector);
-other channels are not delayed.
+
+A throttled or failing channel skips its ticks until the pause it was given has passed (its own
+rate limit is respected by the connector, which may also sleep in its limiter). That sleep, or
+any other wait of a poll, is cancelled as soon as the worker stops or a rebalance starts (checked
+every ``STOP_CHECK_S``): the cursor is not moved, the next tick (here or on the partition's new
+owner) polls again from it, and Faust's shutdown, which waits for every event in progress, is
+not held up by a limiter sleep.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from agents.exceptions import record_exception
@@ -24,6 +36,9 @@ from streams.models import ExceptionKind, PollTick, RawOrderMessage, order_key, 
 
 log = logging.getLogger(__name__)
 
+STOP_CHECK_S = 0.25  # how often a running poll looks whether the worker is stopping
+STALE_TICKS = 3  # a tick older than this many poll intervals (at least 10 s) is dropped
+
 
 def register(ctx: Context) -> None:
     sources: dict[str, OrderSource] = {}
@@ -33,7 +48,6 @@ def register(ctx: Context) -> None:
             sources[name] = source
     if not sources:
         return
-    resume_at: dict[str, float] = {}
 
     @ctx.app.timer(ctx.settings.poll_interval_s, on_leader=True)
     async def tick() -> None:
@@ -41,20 +55,85 @@ def register(ctx: Context) -> None:
             await ctx.topics.poll_ticks.send(
                 key=channel, value=PollTick(channel=channel, requested_at=utcnow()))
 
-    @ctx.app.agent(ctx.topics.poll_ticks, name=f"{ctx.settings.app_id}.poller")
-    async def poller(stream: Any) -> None:
-        async for command in stream:
-            source = sources.get(command.channel)
-            if source is None or time.monotonic() < resume_at.get(command.channel, 0.0):
-                continue
-            pause = await poll_once(ctx, source)
-            if pause:
-                resume_at[command.channel] = time.monotonic() + pause
+    for source in sources.values():
+        _register_channel(ctx, ChannelPoller(ctx, source))
 
     @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
     async def _close(sender: Any, **kwargs: Any) -> None:
         for source in sources.values():
             await source.close()
+
+
+def _register_channel(ctx: Context, channel_poller: ChannelPoller) -> None:
+    async def poller(stream: Any) -> None:
+        async for command in stream:
+            if command.channel == channel_poller.channel:
+                await channel_poller.on_tick(command)
+
+    # two actors: one polls, the other drops the ticks that arrive meanwhile
+    ctx.app.agent(ctx.topics.poll_ticks, concurrency=2,
+                  name=f"{ctx.settings.app_id}.poller-{channel_poller.channel}")(poller)
+
+
+class ChannelPoller:
+    """One channel's polls: single flight, paused after a throttle, cancelled on stop."""
+
+    def __init__(self, ctx: Context, source: OrderSource) -> None:
+        self.ctx, self.source, self.channel = ctx, source, source.channel
+        self.busy = False
+        self.resume_at = 0.0
+        self.stale_after = timedelta(seconds=max(10.0, STALE_TICKS * ctx.settings.poll_interval_s))
+
+    def _skip(self, command: PollTick) -> str | None:
+        """Why this tick is not polled (None: poll now)."""
+        if self.busy:
+            return "skipped_busy"
+        if utcnow() - command.requested_at > self.stale_after:
+            return "skipped_stale"
+        if time.monotonic() < self.resume_at:
+            return "skipped_paused"
+        if _stopping(self.ctx.app):
+            return "skipped_stopping"
+        return None
+
+    async def on_tick(self, command: PollTick) -> None:
+        skip = self._skip(command)
+        if skip is not None:
+            if skip != "skipped_paused":  # a paused channel skips every tick: not worth a count
+                self.ctx.metrics.polls.labels(channel=self.channel, outcome=skip).inc()
+            return
+        self.busy = True  # no await since the check: the other actor cannot get in between
+        try:
+            pause = await self._run(poll_once(self.ctx, self.source))
+        finally:
+            self.busy = False
+        if pause:
+            self.resume_at = time.monotonic() + pause
+
+    async def _run(self, poll: Any) -> float | None:
+        """Run one poll as a task (it inherits the tick's event context, so its table write
+        goes to the tick's partition); cancel it when the worker stops or rebalances."""
+        task = asyncio.ensure_future(poll)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=STOP_CHECK_S)
+                if done:
+                    return task.result()
+                if _stopping(self.ctx.app) or getattr(self.ctx.app, "rebalancing", False):
+                    break
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self.ctx.metrics.polls.labels(channel=self.channel, outcome="cancelled").inc()
+        log.info("poll of %s cancelled (worker stopping or rebalancing); the cursor is unchanged",
+                 self.channel)
+        return None
+
+
+def _stopping(app: Any) -> bool:
+    return bool(getattr(app, "should_stop", False))
 
 
 async def poll_once(ctx: Context, source: OrderSource) -> float | None:
