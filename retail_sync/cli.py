@@ -35,9 +35,7 @@ def load_settings() -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import faust
-
-    from retail_sync import tansu_compat
+    from retail_sync import log_throttle, tansu_compat
     from retail_sync.app import create_app
     from retail_sync.broker import broker_for
 
@@ -53,7 +51,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         tansu_compat.install()
     with broker_for(settings.broker_url) as url:
         ctx = create_app(settings, url)
-        worker = faust.Worker(ctx.app, loglevel=settings.log_level, quiet=not args.verbose)
+        worker = log_throttle.worker(ctx.app, settings.log_repeat_window_s,  # §5f.2
+                                     loglevel=settings.log_level, quiet=not args.verbose)
         worker.execute_from_commandline()
     return 0
 

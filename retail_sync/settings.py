@@ -117,6 +117,10 @@ class Settings(BaseSettings):
         None, description="URL other workers use to reach this one (default http://host:port)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_repeat_window_s: float = Field(
+        30.0, ge=0, description="Repeats of the same aiokafka/Faust warning or error (e.g. "
+        "'Unable connect to node' while the broker is away) are logged once, then at most once "
+        "per this many seconds with a count of those dropped. 0 logs every one.")
 
     # --- channels -------------------------------------------------------------------------
     channel_plugins: str = Field(
@@ -186,6 +190,11 @@ class Settings(BaseSettings):
         description="channel=ERP Customer pairs, comma-separated: each channel's orders are "
                     "posted under its own Customer (the buyer is kept on the order).")
     erp_warehouse: str = "Stores - RSD"
+    erp_marketplace_warehouse: str = Field(
+        "Marketplace Fulfilled - RSD",
+        description="ERP warehouse of orders the marketplace ships from its own stock (Amazon "
+                    "AFN): they reach the ERP (skip_delivery_note) but never reserve our stock "
+                    "nor reach our WMS.")
     erp_timeout_s: float = Field(10.0, gt=0)
     erp_max_attempts: int = Field(8, ge=1, le=100)
     erp_backoff_base_s: float = Field(0.2, gt=0)
