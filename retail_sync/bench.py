@@ -43,6 +43,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.cli import load_settings
+from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.stack import ROOT, Stack
@@ -52,7 +53,8 @@ from streams.models import RawOrderMessage, utcnow
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    return asyncio.run(_bench(args))
+    with sigterm_as_ctrl_c():  # SIGTERM stops the workers and the broker, as Ctrl-C does
+        return asyncio.run(_bench(args))
 
 
 async def _bench(args: argparse.Namespace) -> int:

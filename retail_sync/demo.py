@@ -29,6 +29,7 @@ import orjson
 
 from retail_sync.cli import load_settings
 from retail_sync.demo_channels import DEMO_SKUS, Driver, ShopifyDriver, make_driver, parse_mix
+from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.reconcile import reconcile
 from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
@@ -69,8 +70,9 @@ class DemoRun:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_demo(args))
+    try:  # SIGTERM while starting or closing stops the worker too, as Ctrl-C does
+        with sigterm_as_ctrl_c():
+            return asyncio.run(_demo(args))
     except KeyboardInterrupt:
         return 130
 
