@@ -127,7 +127,7 @@ class ChannelPoller:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         self.ctx.metrics.polls.labels(channel=self.channel, outcome="cancelled").inc()
-        log.info("poll of %s cancelled (worker stopping or rebalancing); the cursor is unchanged",
+        log.warning("poll of %s cancelled (worker stopping or rebalancing); the cursor is unchanged",
                  self.channel)
         return None
 
