@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from streams.commands import (
@@ -37,6 +38,8 @@ from streams.commands import (
     LineUnits,
     MarketplaceRefund,
     MarketplaceShipment,
+    ReleaseLineDetail,
+    ShippingInstructions,
     WmsCancel,
     WmsExpectReturn,
     WmsRelease,
@@ -139,6 +142,24 @@ def _refund_status(state: OrderState) -> OrderStatus:
     return OrderStatus.REFUNDED if complete else OrderStatus.PARTIALLY_REFUNDED
 
 
+def refund_value(state: OrderState, units: dict[str, int]) -> Decimal:
+    """What the buyer paid for ``units`` (line id -> units): each line's price less its discount
+    (Shopify ``discount_allocations``, Amazon promotions, Walmart negative charges) plus its tax
+    (unless inside the price), per unit; the amount of a return authorised without one, so the
+    ERP credit note and the marketplace refund are at the discounted price (issue 12 item 2)."""
+    lines = {ln.line_id: ln for ln in state.order.lines}
+    total = Decimal(0)
+    for line_id, qty in units.items():
+        line = lines.get(line_id)
+        if line is None or qty <= 0:
+            continue
+        paid = line.unit_price.amount * line.quantity - line.discount.amount
+        if not state.order.taxes_included:
+            paid += line.tax.amount
+        total += paid * qty / line.quantity
+    return total.quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
 def release_commands(state: OrderState, now: datetime, reason: str) -> list[ReleaseStock]:
     by_sku: dict[str, list[str]] = {}
     for line_id, stock in sorted(state.stock.items()):
@@ -166,11 +187,26 @@ def releasable_units(state: OrderState) -> dict[str, int]:
 
 def release_command(state: OrderState, units: dict[str, int] | None = None,
                     reference: str | None = None) -> WmsRelease:
-    address = state.order.shipping_address
-    return WmsRelease(order_key=state.order_key,
-                      erp_sales_order=state.correlation.erp_sales_order or "",
-                      lines=_line_units(state, releasable_units(state) if units is None else units),
-                      ship_to=address.model_dump() if address else None, reference=reference)
+    """The fulfilment order for the warehouse: the units, the address, how and by when to ship
+    and what each line needs (engraving, condition). An order the marketplace fulfils itself
+    (Amazon AFN) releases nothing: it has no lines here."""
+    order = state.order
+    address = order.shipping_address
+    if order.fulfilled_by_marketplace:
+        units = {}
+    lines = _line_units(state, releasable_units(state) if units is None else units)
+    wanted = {ln.line_id for ln in lines}
+    return WmsRelease(
+        order_key=state.order_key, erp_sales_order=state.correlation.erp_sales_order or "",
+        lines=lines, ship_to=address.model_dump() if address else None, reference=reference,
+        shipping=ShippingInstructions(
+            channel=order.channel, marketplace_order_id=order.marketplace_order_id,
+            method=order.shipping_method, ship_by=order.ship_by, deliver_by=order.deliver_by,
+            priority=order.is_prime, gift=order.is_gift, note=order.note,
+            order_type=order.order_type, original_order_id=order.original_order_id),
+        line_details={ln.line_id: ReleaseLineDetail(title=ln.title, properties=ln.properties,
+                                                    condition=ln.condition)
+                      for ln in order.lines if ln.line_id in wanted})
 
 
 def backorder_references(state: OrderState) -> list[str]:
@@ -402,6 +438,11 @@ def on_cancel(state: OrderState, request: CancelRequested, now: datetime) -> Out
         "timeline": timeline(state, entry)})
     if state.status is OrderStatus.ERP_PENDING:  # the ERP post is in flight: cancel on its answer
         return outcome(state=new, changed=True)
+    if state.order.fulfilled_by_marketplace:  # our warehouse never had it: straight to the ERP
+        erp = state.correlation.erp_sales_order
+        return outcome(state=new, changed=True, erp_requests=[ErpCancelRequest(
+            order_key=state.order_key, channel=state.channel, erp_sales_order=erp,
+            reason=request.reason)] if erp else [])
     return outcome(state=new, changed=True, wms_commands=[WmsCancel(
         order_key=state.order_key, references=backorder_references(state))])
 
@@ -437,7 +478,8 @@ def on_erp_cancelled(state: OrderState, event: ErpOrderCancelled, now: datetime)
             f"{state.status.value}: refused, the marketplace is not told"))
     by = state.cancel.by if state.cancel is not None else "erp"
     out = _cancelled(state, by, event.reason, now, [entry])
-    if state.cancel is None:  # the ERP's own decision: stop the warehouse too
+    if state.cancel is None and not state.order.fulfilled_by_marketplace:
+        # the ERP's own decision: stop the warehouse too
         out.wms_commands = [WmsCancel(order_key=state.order_key,
                                       references=backorder_references(state))]
     return out

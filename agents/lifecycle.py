@@ -30,6 +30,11 @@ naming every line cancel the order through agents.aftersale.on_cancel (``by="buy
 shipment it is cancelled everywhere and the marketplace is told with reason BuyerCanceled; an
 order first seen with one reserves nothing.
 
+An order the marketplace fulfils from its own stock (Amazon AFN, ``Order.fulfilled_by`` =
+"marketplace") goes to the ERP only: nothing is reserved (its stock is the marketplace's), it is
+posted at once (received -> erp_pending, booked in the ERP's marketplace warehouse) and never
+released to our warehouse; a cancellation goes straight to the ERP (issue 12 item 2).
+
 A backordered order goes to the warehouse in parts: on ERP confirmation what had stock; each
 time goods arrive for the rest, the stock agent's BackorderReleased becomes a fulfilment order of
 its own (``<order_key>#bo<n>``, agents.aftersale.on_backorder_released).
@@ -241,6 +246,8 @@ def _on_received(state: OrderState | None, event: OrderReceived, now: datetime,
             timeline=[TimelineEntry(event="order_received_cancelled", system=order.channel,
                                     at=event.received_at)],
             received_at=event.received_at), changed=True)
+    if state is None and event.order.fulfilled_by_marketplace:
+        return _marketplace_fulfilled(event, now)
     if state is None:
         order = event.order
         new = OrderState(
@@ -261,6 +268,26 @@ def _on_received(state: OrderState | None, event: OrderReceived, now: datetime,
         )
         return Outcome(state=new, stock_commands=list(_reserve_commands(new, now)), changed=True)
     return _on_redelivery(state, event, now, policy, edit_policy)
+
+
+def _marketplace_fulfilled(event: OrderReceived, now: datetime) -> Outcome:
+    """A new order the marketplace ships from its own stock: straight to the ERP, no stock."""
+    order = event.order
+    new = OrderState(
+        order_key=event.order_key, channel=order.channel, status=OrderStatus.ERP_PENDING,
+        order=order, stock_decision="accepted",
+        correlation=Correlation(marketplace_order_id=order.marketplace_order_id,
+                                marketplace_order_name=order.marketplace_order_name,
+                                delivery_ids=[event.delivery_id]),
+        timeline=[
+            TimelineEntry(event="order_received", system=order.channel, at=event.received_at),
+            TimelineEntry(event="fulfilled_by_marketplace", system="retail-sync", at=now,
+                          detail=f"{order.channel} ships it from its own stock: ERP only, "
+                                 "no reservation, no warehouse release"),
+            TimelineEntry(event="erp_requested", system="retail-sync", at=now),
+        ],
+        received_at=event.received_at)
+    return Outcome(state=new, changed=True, erp_requests=[_request(new, now)])
 
 
 def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime,

@@ -74,9 +74,12 @@ async def carry_out(ctx: Context, wms: WmsConnector | None, command: WmsCommand)
         if isinstance(command, WmsRelease):
             if wms is None:
                 return
+            shipping = command.shipping.model_dump(mode="json") if command.shipping else None
+            details = {i: d.model_dump(mode="json") for i, d in command.line_details.items()}
             reference = await call_with_retries(lambda: wms.create_fulfilment_order(
                 key, command.erp_sales_order, _lines(command), command.ship_to,
-                command.reference), ctx.settings)
+                command.reference, shipping=shipping, line_details=details or None),
+                ctx.settings)
             await ctx.topics.order_events.send(key=key, value=FulfilmentReleased(
                 order_key=key, wms_reference=reference, at=utcnow(), reference=command.reference))
         elif isinstance(command, WmsCancel):

@@ -151,10 +151,14 @@ class WmsConnector(Protocol):
     async def create_fulfilment_order(self, order_key: str, erp_sales_order: str,
                                       lines: Sequence[ShipmentLine],
                                       ship_to: Mapping[str, Any] | None,
-                                      reference: str | None = None) -> str:
+                                      reference: str | None = None, *,
+                                      shipping: Mapping[str, Any] | None = None,
+                                      line_details: Mapping[str, Mapping[str, Any]] | None = None,
+                                      ) -> str:
         """Release (part of) the order for picking under ``reference`` (default: the order
         key; a backorder release has its own); returns the WMS's id for it. Idempotent on the
-        reference."""
+        reference. ``shipping``: method, ship-by/deliver-by, priority, gift...; ``line_details``
+        by line id: title, properties (engraving), condition."""
         ...
 
     async def cancel_fulfilment_order(self, reference: str) -> bool:

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -67,6 +67,7 @@ from connectors.erp_fields import (
     DEFAULT_CUSTOMER,
     DEFAULT_WAREHOUSE,
     LINE_FIELD,
+    MARKETPLACE_WAREHOUSE,
     ORDER_KEY_FIELD,
     RETURN_FIELD,
     SHIPMENT_FIELD,
@@ -81,13 +82,15 @@ from connectors.errors import (
     parse_retry_after,
 )
 from retail_sync.settings import Settings
-from streams.models import Order
+from streams.models import Address, NameValue, Order, OrderLine
 
 SALES_ORDER = "Sales Order"
 DELIVERY_NOTE, SALES_INVOICE = "Delivery Note", "Sales Invoice"
 ADJUSTMENT_ACCOUNT = "Refunds and Adjustments"
 MAX_ERROR_BODY = 4 * 1024
 JSON = dict[str, Any]
+CENT, RATE_PLACES = Decimal("0.01"), Decimal("0.0001")
+TAX_ACCOUNT, SHIPPING_ACCOUNT = "Sales Tax", "Freight and Forwarding Charges"
 
 
 # --- pure mapping -----------------------------------------------------------------------------
@@ -98,28 +101,61 @@ def _amount(value: Decimal) -> str:
     return format(value, "f")
 
 
+def discounted_rate(line: OrderLine) -> Decimal:
+    """The unit price the buyer paid: the line's price less its discount spread over its units
+    (Shopify ``discount_allocations``, Amazon ``PromotionDiscount``, Walmart negative PRODUCT
+    charges), to 4 places when it does not divide (as unit prices are, streams.models)."""
+    rate = line.unit_price.amount - line.discount.amount / line.quantity
+    exponent = rate.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4:
+        rate = rate.quantize(RATE_PLACES, ROUND_HALF_EVEN)
+    return max(rate, Decimal(0))
+
+
+def _pairs(pairs: list[NameValue]) -> str | None:
+    return "\n".join(f"{p.name}: {p.value}" for p in pairs) or None
+
+
 def _items(
     order: Order, delivery_date: str, warehouse: str, backorders: Mapping[str, int]
 ) -> list[JSON]:
+    """One item per line at the discounted rate: ``price_list_rate`` the marketplace's unit
+    price, ``discount_amount`` the discount per unit, ``rate`` what the buyer paid per unit."""
     unknown = set(backorders) - {line.line_id for line in order.lines}
     if unknown:
         raise ValueError(f"backorders name lines the order does not have: {sorted(unknown)}")
     items = []
     for line in order.lines:
+        rate = discounted_rate(line)
         item: JSON = {
             "item_code": line.sku,
             "item_name": line.title or line.sku,
             "qty": line.quantity,
-            "rate": _amount(line.unit_price.amount),
+            "rate": _amount(rate),
             "uom": "Nos",
             "delivery_date": delivery_date,
             "warehouse": warehouse,
             LINE_FIELD: line.line_id,
         }
+        if rate != line.unit_price.amount:
+            item["price_list_rate"] = _amount(line.unit_price.amount)
+            item["discount_amount"] = _amount(line.unit_price.amount - rate)
+        if line.properties:  # e.g. the engraving text the warehouse must apply
+            item["additional_notes"] = _pairs(line.properties)
+        if line.marketplace_product_id:  # the marketplace's own code of the item (ASIN)
+            item["customer_item_code"] = line.marketplace_product_id
+        if line.condition:
+            item["custom_item_condition"] = line.condition
         if backorders.get(line.line_id):
             item["custom_backorder_qty"] = backorders[line.line_id]
         items.append(item)
     return items
+
+
+def line_discounts(order: Order) -> Decimal:
+    """What the items' discounted rates take off, in the order's currency (to the cent)."""
+    return sum(((ln.unit_price.amount - discounted_rate(ln)) * ln.quantity
+                for ln in order.lines), Decimal(0)).quantize(CENT)
 
 
 def _actual_charge(account_head: str, description: str, amount: Decimal) -> JSON:
@@ -131,26 +167,90 @@ def _actual_charge(account_head: str, description: str, amount: Decimal) -> JSON
     }
 
 
+def _tax_rows(order: Order) -> list[JSON]:
+    """One ``Actual`` row per tax of the order by name and rate (``description`` "State Tax
+    6.25%", ``rate`` the percentage), their amounts summing to ``tax_total`` (spread in proportion
+    when the order was cut to fewer units); one "Marketplace sales tax" row when the channel
+    names no tax (Amazon). Rows are fixed amounts: the marketplace computed the tax, the ERP must
+    not compute it again."""
+    total = order.tax_total.amount
+    named = [t for t in order.tax_lines if t.amount.amount]
+    stated = sum((t.amount.amount for t in named), Decimal(0))
+    if not named or not stated:
+        return [_actual_charge(TAX_ACCOUNT, "Marketplace sales tax", total)]
+    rows, left = [], total
+    for i, tax in enumerate(named):
+        amount = left if i == len(named) - 1 else (tax.amount.amount * total / stated).quantize(CENT)
+        left -= amount
+        percent = None if tax.rate is None else (tax.rate * 100).normalize()
+        row = _actual_charge(TAX_ACCOUNT, tax.title if percent is None else
+                             f"{tax.title} {format(percent, 'f')}%", amount)
+        if percent is not None:
+            row["rate"] = _amount(percent)
+        rows.append(row)
+    return rows
+
+
 def _taxes(order: Order) -> list[JSON]:
     """Tax (unless already inside the prices) and shipping as fixed-amount rows."""
     rows = []
     if order.tax_total.amount and not order.taxes_included:
-        rows.append(_actual_charge("Sales Tax", "Marketplace sales tax", order.tax_total.amount))
+        rows.extend(_tax_rows(order))
     if order.shipping.amount:
-        rows.append(
-            _actual_charge("Freight and Forwarding Charges", "Shipping", order.shipping.amount)
-        )
+        method = f"Shipping: {order.shipping_method}" if order.shipping_method else "Shipping"
+        rows.append(_actual_charge(SHIPPING_ACCOUNT, method, order.shipping.amount))
     return rows
+
+
+def address_text(address: Address | None) -> str | None:
+    """An address as ERPNext displays one (its address template: lines, city, region and postal
+    code, country, phone), for the read-only display fields."""
+    if address is None:
+        return None
+    place = " ".join(p for p in (address.city, address.region, address.postal_code) if p)
+    rows = [address.name, address.company, address.line1, address.line2, place,
+            address.country_code, f"Phone: {address.phone}" if address.phone else None]
+    return "\n".join(r for r in rows if r) or None
+
+
+def _date_not_before(moment: Any, floor: str) -> str:
+    return max(moment.date().isoformat(), floor) if moment is not None else floor
 
 
 def _customer_fields(order: Order) -> JSON:
     """The buyer: email in ERPNext's ``contact_email``, name and marketplace id in Custom
     Fields (``customer``/``customer_name`` are the channel's Customer)."""
+    billing, shipping = order.billing_address, order.shipping_address
+    phone = order.customer.phone or (billing and billing.phone) or (shipping and shipping.phone)
+    more = {"contact_phone": phone or None, "address_display": address_text(billing),
+            "shipping_address": address_text(shipping)}
     return {
         "contact_email": order.customer.email,
         "custom_buyer_name": order.customer.name,
         "custom_buyer_id": order.customer.marketplace_customer_id,
+        **{k: v for k, v in more.items() if v is not None},
     }
+
+
+def _carried_fields(order: Order) -> JSON:
+    """The rest of what finance and the warehouse need, in Custom Fields (erp_fields; absent
+    when the order has nothing to say)."""
+    codes = ", ".join(d.code if d.amount is None else f"{d.code} ({d.amount.amount})"
+                      for d in order.discount_codes)
+    fields: JSON = {
+        "custom_ship_by": order.ship_by.strftime("%Y-%m-%d %H:%M:%S") if order.ship_by else None,
+        "custom_shipping_method": order.shipping_method,
+        "custom_fulfilled_by": order.fulfilled_by,
+        "custom_is_prime": 1 if order.is_prime else None,
+        "custom_is_gift": 1 if order.is_gift else None,
+        "custom_marketplace_order_type": order.order_type,
+        "custom_original_order_id": order.original_order_id,
+        "custom_discount_codes": codes or None,
+        "custom_buyer_note": order.note,
+        "custom_note_attributes": _pairs(order.note_attributes),
+        "custom_buyer_po_no": order.buyer_po_number,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def sales_order_doc(
@@ -161,13 +261,21 @@ def sales_order_doc(
     customer: str,
     warehouse: str,
     backorders: Mapping[str, int] | None = None,
+    marketplace_warehouse: str = MARKETPLACE_WAREHOUSE,
 ) -> JSON:
     """The ERPNext Sales Order document for a canonical order: submitted on insert (so the ERP
     reserves stock), ``po_no`` and the unique ``custom_marketplace_order_key`` our order key.
     ``backorders`` maps a line_id to the units of that line accepted without stock
-    (``custom_backorder_qty``); a line_id not in the order is a ValueError.
+    (``custom_backorder_qty``); a line_id not in the order is a ValueError. Items are at the
+    discounted rate; ``delivery_date`` is the promised delivery date when the channel states one.
+    An order the marketplace fulfils from its own stock (Amazon AFN) is booked in
+    ``marketplace_warehouse`` (so it reserves none of ours) with ``skip_delivery_note``: our
+    warehouse never ships it (docs/ARCHITECTURE.md §5g).
     """
     transaction_date = order.created_at.date().isoformat()  # created_at is UTC
+    delivery_date = _date_not_before(order.deliver_by, transaction_date)
+    if order.fulfilled_by_marketplace:
+        warehouse = marketplace_warehouse
     doc: JSON = {
         "docstatus": 1,
         "customer": customer,
@@ -177,19 +285,24 @@ def sales_order_doc(
         ORDER_KEY_FIELD: order_key,
         "po_date": transaction_date,
         "transaction_date": transaction_date,
-        "delivery_date": transaction_date,
+        "delivery_date": delivery_date,
         "currency": order.currency,
         "set_warehouse": warehouse,
         "custom_marketplace": order.channel,
         "custom_marketplace_order_id": order.marketplace_order_id,
         "custom_marketplace_order_name": order.marketplace_order_name,
         **_customer_fields(order),
-        "items": _items(order, transaction_date, warehouse, backorders or {}),
+        **_carried_fields(order),
+        "items": _items(order, delivery_date, warehouse, backorders or {}),
         "taxes": _taxes(order),
     }
-    if order.discount_total.amount:
+    if order.fulfilled_by_marketplace:
+        doc["skip_delivery_note"] = 1
+    # what the items' rates do not already take off (an order-level or shipping discount)
+    rest = order.discount_total.amount - line_discounts(order)
+    if rest > 0:
         doc["apply_discount_on"] = "Net Total"
-        doc["discount_amount"] = _amount(order.discount_total.amount)
+        doc["discount_amount"] = _amount(rest)
     return doc
 
 
@@ -515,10 +628,12 @@ class ErpNextConnector:
         customer: str = DEFAULT_CUSTOMER,
         warehouse: str = DEFAULT_WAREHOUSE,
         channel_customers: Mapping[str, str] | None = None,
+        marketplace_warehouse: str = MARKETPLACE_WAREHOUSE,
     ) -> None:
         self._http = FrappeSession(base_url, api_key, api_secret, timeout_s=timeout_s)
         self.base_url = self._http.base_url
         self.company, self.customer, self.warehouse = company, customer, warehouse
+        self.marketplace_warehouse = marketplace_warehouse
         self.channel_customers = dict(CHANNEL_CUSTOMERS if channel_customers is None
                                       else channel_customers)  # fmt: skip
 
@@ -538,6 +653,7 @@ class ErpNextConnector:
             customer=settings.erp_default_customer,
             warehouse=settings.erp_warehouse,
             channel_customers=parse_channel_customers(settings.erp_channel_customers),
+            marketplace_warehouse=settings.erp_marketplace_warehouse,
         )
 
     def _url(self, name: str | None = None) -> str:
@@ -555,6 +671,7 @@ class ErpNextConnector:
             customer=self.customer_for(order.channel),
             warehouse=self.warehouse,
             backorders=backorders,
+            marketplace_warehouse=self.marketplace_warehouse,
         )
         known = await self.find_sales_order(order_key)
         if known is not None:

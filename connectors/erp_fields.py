@@ -32,10 +32,34 @@ CUSTOM_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
         "custom_buyer_id": {"fieldtype": "Data", "label": "Buyer ID (marketplace)"},
         "custom_cancel_reason": {"fieldtype": "Small Text", "label": "Cancel Reason",
                                  "allow_on_submit": 1},
+        # what the warehouse and finance need that ERPNext has no field for (issue 12 item 2;
+        # the fields ERPNext has are used: shipping_address, address_display, contact_phone,
+        # delivery_date, taxes by name and rate, item price_list_rate/discount_amount/rate,
+        # additional_notes, customer_item_code; docs/ARCHITECTURE.md §5g)
+        "custom_ship_by": {"fieldtype": "Datetime", "label": "Ship By (UTC)",
+                           "description": "The latest ship date the marketplace promised"},
+        "custom_shipping_method": {"fieldtype": "Data", "label": "Shipping Method"},
+        "custom_fulfilled_by": {"fieldtype": "Select", "options": "merchant\nmarketplace",
+                                "label": "Fulfilled By",
+                                "description": "marketplace: shipped by the marketplace from "
+                                               "its own stock (Amazon AFN)"},
+        "custom_is_prime": {"fieldtype": "Check", "label": "Prime"},
+        "custom_is_gift": {"fieldtype": "Check", "label": "Gift"},
+        "custom_marketplace_order_type": {"fieldtype": "Data", "label": "Marketplace Order Type"},
+        "custom_original_order_id": {"fieldtype": "Data", "label": "Replaces Marketplace Order"},
+        "custom_discount_codes": {"fieldtype": "Small Text", "label": "Discount Codes"},
+        "custom_buyer_note": {"fieldtype": "Small Text", "label": "Buyer Note"},
+        "custom_note_attributes": {"fieldtype": "Small Text", "label": "Note Attributes"},
+        "custom_buyer_po_no": {"fieldtype": "Data", "label": "Buyer's PO Number",
+                               "description": "The buyer's own PO number (po_no is the "
+                                              "marketplace order key)"},
     },
     "Sales Order Item": {
         "custom_marketplace_line_id": {"fieldtype": "Data", "label": "Marketplace Line ID"},
         "custom_backorder_qty": {"fieldtype": "Int", "label": "Backorder Qty"},
+        "custom_item_condition": {"fieldtype": "Data", "label": "Item Condition",
+                                  "description": "e.g. Used/Good (Amazon ConditionId/"
+                                                 "ConditionSubtypeId)"},
     },
     "Delivery Note": {
         "custom_shipment_id": {"fieldtype": "Data", "label": "Shipment ID", "unique": 1,
@@ -72,6 +96,9 @@ LINE_FIELD = "custom_marketplace_line_id"
 DEFAULT_COMPANY = "Retail Sync Demo Ltd"
 COMPANY_CURRENCY = "USD"
 DEFAULT_WAREHOUSE = "Stores - RSD"
+#: where orders the marketplace fulfils from its own stock (Amazon AFN) are booked: not ours, so
+#: they reserve none of our stock (RETAIL_SYNC_ERP_MARKETPLACE_WAREHOUSE's default)
+MARKETPLACE_WAREHOUSE = "Marketplace Fulfilled - RSD"
 DEFAULT_CUSTOMER = "Marketplace Customer"
 #: one Customer per channel (RETAIL_SYNC_ERP_CHANNEL_CUSTOMERS' default)
 CHANNEL_CUSTOMERS = {
@@ -107,6 +134,7 @@ __all__ = [
     "CHANNEL_CUSTOMERS",
     "CUSTOM_FIELDS",
     "LINE_FIELD",
+    "MARKETPLACE_WAREHOUSE",
     "ORDER_KEY_FIELD",
     "RETURN_FIELD",
     "SHIPMENT_FIELD",

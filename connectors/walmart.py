@@ -47,6 +47,9 @@ JSON = dict[str, Any]
 MAX_ERROR_BODY = 4 * 1024
 RELEASED_PATH = "/v3/orders/released"
 ORDERS_PATH = "/v3/orders"
+#: without it Walmart leaves out ``orderType`` (REGULAR / REPLACEMENT) and a replacement's
+#: ``originalCustomerOrderID`` (us-mp-orders.openapi.json; ARCHITECTURE §5g)
+REPLACEMENT_INFO = {"replacementInfo": "true"}
 EMPTY_LIST_CODE = "CONTENT_NOT_FOUND.GMP_ORDER_API"
 REPLENISH_HEADERS = ("x-next-replenish-time", "x-next-replenishment-time")  # MP / DSV spelling
 
@@ -318,7 +321,8 @@ class WalmartOrdersClient:
 
     def released_orders(self, created_start: datetime, limit: int = 100) -> AsyncIterator[JSON]:
         """Released purchase orders (lines in Created) created at or after ``created_start``."""
-        params = {"createdStartDate": walmart_date(created_start), "limit": str(limit)}
+        params = {"createdStartDate": walmart_date(created_start), "limit": str(limit),
+                  **REPLACEMENT_INFO}
         return self._iterate(RELEASED_PATH, "released orders", params)
 
     def orders_modified_since(
@@ -331,7 +335,8 @@ class WalmartOrdersClient:
         Walmart only searches orders created after ``createdStartDate``, which defaults to seven days
         ago; pass ``created_start`` to look further back (at most 180 days).
         """
-        params = {"lastModifiedStartDate": walmart_date(modified_start), "limit": str(limit)}
+        params = {"lastModifiedStartDate": walmart_date(modified_start), "limit": str(limit),
+                  **REPLACEMENT_INFO}
         if created_start is not None:
             params["createdStartDate"] = walmart_date(created_start)
         if status is not None:

@@ -3,6 +3,7 @@
 Calls (``Authorization: Bearer <wms_api_key>``)::
 
     POST /api/v1/fulfillment-orders                     create, idempotent on reference
+                                                        (ship_to, shipping, lines' details)
     POST /api/v1/fulfillment-orders/{reference}/cancel  200 cancelled, 409 already shipped
     POST /api/v1/returns                                announce a return, idempotent on id
     GET  /api/v1/events?after=<cursor>&limit=N          shipments and received returns
@@ -66,8 +67,17 @@ def order_key_of(reference: str) -> str:
 
 
 
-def line_docs(lines: Sequence[ShipmentLine]) -> list[JSON]:
-    return [{"line_id": ln.line_id, "sku": ln.sku, "quantity": ln.quantity} for ln in lines]
+def line_docs(lines: Sequence[ShipmentLine],
+              details: Mapping[str, Mapping[str, Any]] | None = None) -> list[JSON]:
+    """Line documents; with ``details`` each also carries its title, properties (e.g. the
+    engraving text) and condition, where there are any."""
+    docs = []
+    for ln in lines:
+        doc: JSON = {"line_id": ln.line_id, "sku": ln.sku, "quantity": ln.quantity}
+        extra = (details or {}).get(ln.line_id) or {}
+        doc.update({k: v for k, v in extra.items() if v not in (None, "", [])})
+        docs.append(doc)
+    return docs
 
 
 def canonical_carrier(code: str) -> str:
@@ -192,15 +202,20 @@ class WmsClient:
     async def create_fulfilment_order(self, order_key: str, erp_sales_order: str,
                                       lines: Sequence[ShipmentLine],
                                       ship_to: Mapping[str, Any] | None,
-                                      reference: str | None = None) -> str:  # fmt: skip
+                                      reference: str | None = None, *,
+                                      shipping: Mapping[str, Any] | None = None,
+                                      line_details: Mapping[str, Mapping[str, Any]] | None = None,
+                                      ) -> str:  # fmt: skip
         reference = reference or order_key
         what = f"create fulfilment order {reference}"
         body = {
             "reference": reference,
             "erp_sales_order": erp_sales_order,
-            "lines": line_docs(lines),
+            "lines": line_docs(lines, line_details),
             "ship_to": dict(ship_to) if ship_to is not None else None,
         }
+        if shipping is not None:
+            body["shipping"] = dict(shipping)
         doc = await self._call("POST", "/fulfillment-orders", what, json=body)
         return _text(doc, "id", what)
 

@@ -41,6 +41,7 @@ from connectors.erp_fields import (
     DEFAULT_COMPANY,
     DEFAULT_CUSTOMER,
     DEFAULT_WAREHOUSE,
+    MARKETPLACE_WAREHOUSE,
 )
 
 JSON = dict[str, Any]
@@ -114,7 +115,9 @@ class Masters:
         default_factory=lambda: {DEFAULT_CUSTOMER, *CHANNEL_CUSTOMERS.values()})
     companies: dict[str, str] = field(
         default_factory=lambda: {DEFAULT_COMPANY: COMPANY_CURRENCY})  # company -> currency
-    warehouses: set[str] = field(default_factory=lambda: {DEFAULT_WAREHOUSE})
+    #: ours, and the one marketplace-fulfilled (Amazon AFN) orders are booked in
+    warehouses: set[str] = field(
+        default_factory=lambda: {DEFAULT_WAREHOUSE, MARKETPLACE_WAREHOUSE})
     items: set[str] = field(default_factory=catalogue_items)
     #: (from, to) -> rate, as ERPNext's Currency Exchange records
     exchange_rates: dict[tuple[str, str], Decimal] = field(default_factory=lambda: {

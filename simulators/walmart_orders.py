@@ -256,7 +256,8 @@ def parse_list_query(query: Any, at_ms: int) -> ListQuery:
         raise ValueError("status", f"Invalid value for status: {status!r}")
     dates = _dates(query)
     default_start = at_ms - int(timedelta(days=7).total_seconds() * 1000)
-    echo = {k: query[k] for k in ("status", "sku", *_DATE_PARAMS) if k in query}
+    echo = {k: query[k] for k in ("status", "sku", "replacementInfo", *_DATE_PARAMS)
+            if k in query}
     return ListQuery(
         limit=limit,
         created_start=dates["createdStartDate"] or default_start,

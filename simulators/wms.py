@@ -7,7 +7,9 @@ commonly look (ShipBob, ShipHero, Logiwa style), not copied from any of them:
   Validation failures are 422 ``{"errors": ["..."]}``; injected faults are 5xx (or 429 with
   ``Retry-After``) ``{"errors": [...]}``.
 * ``POST /api/v1/fulfillment-orders`` ``{"reference", "erp_sales_order", "lines": [{"line_id",
-  "sku", "quantity"}], "ship_to": {...} | null}`` -> 201 the order ``{"id": "FO-000001",
+  "sku", "quantity"[, "title", "properties": [{"name", "value"}], "condition"]}], "ship_to":
+  {...} | null[, "shipping": {"method", "ship_by", "deliver_by", "priority", "gift", ...}]}``
+  (what the picker and the carrier need; kept and answered back) -> 201 the order ``{"id": "FO-000001",
   "reference", "status": "released", ...}``; idempotent on ``reference`` (a repeat answers 200
   with the stored order). ``GET /api/v1/fulfillment-orders/{reference}`` reads it (404 unknown).
 * ``POST /api/v1/fulfillment-orders/{reference}/cancel`` -> 200 ``{"cancelled": true}`` while
@@ -110,7 +112,14 @@ def validate_lines(lines: Any, errors: list[str]) -> list[JSON]:
         elif isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
             errors.append(f"lines[{i}].quantity must be a positive integer")
         else:
-            clean.append({"line_id": line_id, "sku": sku, "quantity": qty})
+            properties = line.get("properties", [])
+            if not isinstance(properties, list) or not all(
+                    isinstance(p, dict) and isinstance(p.get("name"), str) for p in properties):
+                errors.append(f"lines[{i}].properties must be a list of {{name, value}}")
+                continue
+            clean.append({"line_id": line_id, "sku": sku, "quantity": qty,
+                          **{k: line[k] for k in ("title", "properties", "condition")
+                             if line.get(k) not in (None, "", [])}})
     if len({line["line_id"] for line in clean}) != len(clean):
         errors.append("line_id values must be unique")
     return clean
@@ -147,6 +156,7 @@ class FulfilmentOrder:
     lines: list[JSON]
     ship_to: JSON | None
     created_at: str
+    shipping: JSON | None = None
     cancelled: bool = False
     shipped: dict[str, int] = field(default_factory=dict)  # line_id -> units shipped
     shipments: list[JSON] = field(default_factory=list)
@@ -167,7 +177,8 @@ class FulfilmentOrder:
         doc: JSON = {
             "id": self.id, "reference": self.reference, "erp_sales_order": self.erp_sales_order,
             "status": self.status, "lines": self.lines, "ship_to": self.ship_to,
-            "created_at": self.created_at, "shipment_ids": [s["id"] for s in self.shipments],
+            "shipping": self.shipping, "created_at": self.created_at,
+            "shipment_ids": [s["id"] for s in self.shipments],
         }  # fmt: skip
         if with_shipments:
             doc["shipments"] = self.shipments
@@ -368,11 +379,14 @@ class WmsSimulator(SimulatorServer):
         ship_to = body.get("ship_to")
         if ship_to is not None and not isinstance(ship_to, dict):
             errors.append("ship_to must be an object or null")
+        shipping = body.get("shipping")
+        if shipping is not None and not isinstance(shipping, dict):
+            errors.append("shipping must be an object or null")
         if errors:
             return self._invalid(errors)
         self._stats["orders_created"] += 1
         order = FulfilmentOrder(f"FO-{self._stats['orders_created']:06d}", reference, erp_so,
-                                lines, ship_to, utc_now())  # fmt: skip
+                                lines, ship_to, utc_now(), shipping)  # fmt: skip
         self._orders[reference] = order
         self._spawn(self._fulfil(order), reference)
         return web.json_response(order.doc(), status=201)

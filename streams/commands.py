@@ -19,7 +19,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from streams.models import ErpPostRequest, Frozen, RefundRecord, ShipmentRecord, UtcDatetime
+from streams.models import (
+    ErpPostRequest,
+    Frozen,
+    NameValue,
+    RefundRecord,
+    ShipmentRecord,
+    UtcDatetime,
+)
 from streams.stock import MarketplaceCancel
 
 
@@ -69,6 +76,30 @@ ERP_COMMAND = TypeAdapter(ErpCommand)
 # --- warehouse -------------------------------------------------------------------------------
 
 
+class ShippingInstructions(Frozen):
+    """What the warehouse needs to ship an order as the marketplace promised it (issue 12
+    item 2, docs/ARCHITECTURE.md §5g)."""
+
+    channel: str | None = None
+    marketplace_order_id: str | None = None
+    method: str | None = None  # Shopify shipping line titles, Amazon ShipServiceLevel, ...
+    ship_by: UtcDatetime | None = None  # the latest ship date promised
+    deliver_by: UtcDatetime | None = None
+    priority: bool = False  # Amazon Prime
+    gift: bool = False
+    note: str | None = None  # the buyer's note
+    order_type: str | None = None  # e.g. Walmart REPLACEMENT
+    original_order_id: str | None = None
+
+
+class ReleaseLineDetail(Frozen):
+    """Per line: what the picker must see (engraving text, the item's condition)."""
+
+    title: str = ""
+    properties: list[NameValue] = Field(default_factory=list)
+    condition: str | None = None
+
+
 class WmsRelease(Frozen):
     kind: Literal["release"] = "release"
     order_key: str
@@ -76,6 +107,8 @@ class WmsRelease(Frozen):
     lines: list[LineUnits]
     ship_to: dict[str, str | None] | None = None
     reference: str | None = None  # the fulfilment order's reference; None: the order key
+    shipping: ShippingInstructions | None = None
+    line_details: dict[str, ReleaseLineDetail] = Field(default_factory=dict)  # by line_id
 
 
 class WmsCancel(Frozen):

@@ -77,6 +77,7 @@ class Customer(Frozen):
     email: str | None = None
     name: str | None = None
     marketplace_customer_id: str | None = None
+    phone: str | None = None  # the order's own phone (Shopify ``phone``), personal data
 
 
 class Address(Frozen):
@@ -87,6 +88,38 @@ class Address(Frozen):
     region: str | None = None
     postal_code: str | None = None
     country_code: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    phone: str | None = None  # personal data, as the rest of the address
+    company: str | None = None
+
+
+# Fields added for issue 12 item 2 (what the ERP, the warehouse and finance need) all have
+# defaults, so orders stored before them still decode. docs/ARCHITECTURE.md §5g maps each one
+# from every marketplace to the canonical order and on to the ERP and the WMS.
+
+
+class NameValue(Frozen):
+    """A free name/value pair the buyer or the shop attached (Shopify line ``properties``, order
+    ``note_attributes``): e.g. ``Engraving`` = ``Happy Birthday``."""
+
+    name: str
+    value: str = ""
+
+
+class TaxLine(Frozen):
+    """One tax by name and rate (Shopify ``tax_lines``, Walmart ``taxName``), summed over the
+    order; ``rate`` is a fraction (0.0625 = 6.25 %), None when the channel does not say."""
+
+    title: str
+    rate: Decimal | None = Field(None, allow_inf_nan=False, max_digits=12, decimal_places=8)
+    amount: Money
+
+
+class DiscountCode(Frozen):
+    """A discount code the buyer entered (Shopify ``discount_codes``)."""
+
+    code: str
+    amount: Money | None = None
+    kind: str | None = None  # fixed_amount, percentage, shipping
 
 
 class OrderLine(Frozen):
@@ -97,7 +130,10 @@ class OrderLine(Frozen):
     quantity: int = Field(strict=True, gt=0, le=100_000)
     unit_price: Money
     tax: Money
-    discount: Money
+    discount: Money  # the line's whole discount (all units): the ERP rate is price less this / qty
+    properties: list[NameValue] = Field(default_factory=list)  # e.g. engraving text
+    marketplace_product_id: str | None = None  # Amazon ASIN
+    condition: str | None = None  # Amazon ConditionId/ConditionSubtypeId, e.g. "Used/Good"
 
 
 class BuyerCancelRequest(Frozen):
@@ -131,6 +167,27 @@ class Order(Frozen):
     buyer_cancel_request: BuyerCancelRequest | None = None  # asked, not yet cancelled
     customer: Customer = Customer()
     shipping_address: Address | None = None
+    # --- carried for the ERP, the warehouse and finance (issue 12 item 2; §5g) ---
+    billing_address: Address | None = None
+    tax_lines: list[TaxLine] = Field(default_factory=list)  # by name and rate; Σ = tax_total
+    discount_codes: list[DiscountCode] = Field(default_factory=list)
+    shipping_method: str | None = None  # Shopify shipping line titles, Amazon ShipServiceLevel...
+    note: str | None = None
+    note_attributes: list[NameValue] = Field(default_factory=list)
+    buyer_po_number: str | None = None  # the buyer's own purchase order number (Shopify po_number)
+    ship_by: UtcDatetime | None = None  # the latest ship date promised (Amazon LatestShipDate)
+    deliver_by: UtcDatetime | None = None  # the latest delivery date promised
+    #: "merchant": we ship it (our WMS, our stock); "marketplace": the marketplace ships it from
+    #: its own stock (Amazon AFN): it goes to the ERP only, never to our WMS nor our stock
+    fulfilled_by: Literal["merchant", "marketplace"] = "merchant"
+    is_prime: bool = False
+    is_gift: bool = False
+    order_type: str | None = None  # Amazon OrderType, Walmart orderType (REGULAR, REPLACEMENT)
+    original_order_id: str | None = None  # a replacement's original order (Walmart, Amazon)
+
+    @property
+    def fulfilled_by_marketplace(self) -> bool:
+        return self.fulfilled_by == "marketplace"
 
     @property
     def order_key(self) -> str:

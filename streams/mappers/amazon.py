@@ -19,6 +19,12 @@ Amazon specifics this mapper is careful about:
 * ``BuyerRequestedCancel`` (``IsBuyerRequestedCancel: "true"`` and ``BuyerCancelReason`` on an
   item of an order not yet cancelled) becomes ``Order.buyer_cancel_request`` (the items it names
   and the buyer's reason): the seller has to cancel such an order, with reason BuyerCanceled.
+* Carried for the ERP and the warehouse (issue 12 item 2, ARCHITECTURE §5g): ``LatestShipDate`` /
+  ``LatestDeliveryDate`` (the ship-by and deliver-by promise), ``ShipServiceLevel``,
+  ``FulfillmentChannel`` (AFN: fulfilled by Amazon from its stock, ``fulfilled_by="marketplace"``:
+  the ERP gets it, our warehouse and our stock never do), ``IsPrime``, ``OrderType``,
+  ``IsReplacementOrder``/``ReplacedOrderId``, the items' ``IsGift``, ``ASIN`` and condition
+  (``ConditionId``/``ConditionSubtypeId``), the address's ``Phone``/``CompanyName``.
 * The order is then checked by ``streams.validation`` (ARCHITECTURE §5f.4): ``OrderTotal`` must
   be Σ ItemPrice − PromotionDiscount + ShippingPrice − ShippingDiscount (+ gift wrap, COD fee)
   plus ItemTax + ShippingTax (US: tax on top), or without them (VAT marketplaces: tax inside the
@@ -170,7 +176,29 @@ def _order(order: dict[str, Any], lines: list[tuple[OrderLine, dict[str, Any]]],
         shipping_address=_address(order.get("ShippingAddress")),
         buyer_cancel_request=None if status == "cancelled" else buyer_cancel_request(
             [item for _, item in lines]),
+        ship_by=_optional_timestamp(order, "LatestShipDate"),
+        deliver_by=_optional_timestamp(order, "LatestDeliveryDate"),
+        shipping_method=_text(order.get("ShipServiceLevel")),
+        fulfilled_by="marketplace" if order.get("FulfillmentChannel") == "AFN" else "merchant",
+        is_prime=_flag(order.get("IsPrime")),
+        is_gift=any(_flag(item.get("IsGift")) for _, item in lines),
+        order_type=_text(order.get("OrderType")),
+        original_order_id=_text(order.get("ReplacedOrderId")) if _flag(
+            order.get("IsReplacementOrder")) else None,
     )
+
+
+def _flag(value: Any) -> bool:
+    """An SP-API boolean: JSON true, or the text "true" (OrderItem ``IsGift`` is text)."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _optional_timestamp(order: dict[str, Any], field: str) -> datetime | None:
+    return _timestamp(order, field) if order.get(field) else None
 
 
 def buyer_cancel_request(items: list[dict[str, Any]]) -> BuyerCancelRequest | None:
@@ -277,6 +305,9 @@ def _line(item: dict[str, Any], currency: str) -> OrderLine:
             unit_price=Money(amount=_unit_price(line_total, quantity), currency=currency),
             tax=Money(amount=_amount(item, "ItemTax", currency), currency=currency),
             discount=Money(amount=_amount(item, "PromotionDiscount", currency), currency=currency),
+            marketplace_product_id=_text(item.get("ASIN")),
+            condition="/".join(c for c in (_text(item.get("ConditionId")),
+                                           _text(item.get("ConditionSubtypeId"))) if c) or None,
         )
     except ValidationError as exc:
         raise MappingError(f"item {item_id!r} is not a valid order line: {_brief(exc)}") from exc
@@ -310,6 +341,8 @@ def _address(address: Any) -> Address | None:
         region=address.get("StateOrRegion"),
         postal_code=address.get("PostalCode"),
         country_code=country.upper() if isinstance(country, str) and len(country) == 2 else None,
+        phone=_text(address.get("Phone")),
+        company=_text(address.get("CompanyName")),
     )
 
 

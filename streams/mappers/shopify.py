@@ -43,7 +43,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.models import Address, Customer, Money, Order, OrderLine, RefundRecord
+from streams.models import (
+    Address,
+    Customer,
+    DiscountCode,
+    Money,
+    NameValue,
+    Order,
+    OrderLine,
+    RefundRecord,
+    TaxLine,
+)
 from streams.validation import (
     Expected,
     FieldNames,
@@ -119,6 +129,7 @@ def map_order(payload: Any, *, custom_item_code: str | None = DEFAULT_CUSTOM_ITE
             cancelled_at=payload.get("cancelled_at") or None,
             customer=_customer(payload),
             shipping_address=_address(payload.get("shipping_address")),
+            **carried(payload, currency),
         )
     except ValidationError as exc:
         raise MappingError(f"order {payload.get('id')!r} is not a valid order: {_brief(exc)}") from exc
@@ -316,6 +327,7 @@ def _line(item: dict[str, Any], currency: str, index: int,
         unit_price=Money(amount=_decimal(item.get("price"), "line_items.price"), currency=currency),
         tax=Money(amount=tax, currency=currency),
         discount=Money(amount=_line_discount(item), currency=currency),
+        properties=_name_values(item.get("properties"), "line_items.properties"),
     )
 
 
@@ -326,6 +338,67 @@ def _line_discount(item: dict[str, Any]) -> Decimal:
         return sum((_decimal(a.get("amount", "0"), "line_items.discount_allocations.amount")
                     for a in allocations), Decimal(0))
     return _decimal(item.get("total_discount") or "0", "line_items.total_discount")
+
+
+# --- what the ERP, the warehouse and finance need (issue 12 item 2, ARCHITECTURE §5g) ------------
+
+
+def carried(payload: dict[str, Any], currency: str) -> dict[str, Any]:
+    """The order fields beyond lines and totals: billing address, taxes by name and rate,
+    discount codes, shipping line titles, note and note attributes, the buyer's PO number."""
+    titles = [str(s.get("title") or s.get("code") or "").strip()
+              for s in _objects(payload.get("shipping_lines"), "shipping_lines")]
+    note = payload.get("note")
+    po_number = payload.get("po_number")
+    return {
+        "billing_address": _address(payload.get("billing_address")),
+        "tax_lines": tax_lines(payload, currency),
+        "discount_codes": [DiscountCode(
+            code=str(d.get("code") or ""), kind=_text_or_none(d.get("type")),
+            amount=None if d.get("amount") in (None, "") else Money(
+                amount=_decimal(d["amount"], "discount_codes.amount"), currency=currency))
+            for d in _objects(payload.get("discount_codes"), "discount_codes") if d.get("code")],
+        "shipping_method": " + ".join(t for t in titles if t) or None,
+        "note": note.strip() or None if isinstance(note, str) else None,
+        "note_attributes": _name_values(payload.get("note_attributes"), "note_attributes"),
+        "buyer_po_number": _text_or_none(po_number),
+    }
+
+
+def tax_lines(payload: dict[str, Any], currency: str) -> list[TaxLine]:
+    """The order's taxes by (title, rate): its own ``tax_lines`` (Shopify's sum over lines and
+    shipping), else the line items' and shipping lines' ``tax_lines`` added up."""
+    rows = _objects(payload.get("tax_lines"), "tax_lines")
+    if not rows:
+        rows = [t for source in (*_objects(payload.get("line_items"), "line_items"),
+                                 *_objects(payload.get("shipping_lines"), "shipping_lines"))
+                for t in _objects(source.get("tax_lines"), "tax_lines")]
+    sums: dict[tuple[str, Decimal | None], Decimal] = {}
+    for row in rows:
+        rate = None if row.get("rate") in (None, "") else _decimal(row["rate"], "tax_lines.rate")
+        key = (str(row.get("title") or "Tax"), rate)
+        sums[key] = sums.get(key, Decimal(0)) + _decimal(row.get("price", "0"), "tax_lines.price")
+    return [TaxLine(title=title, rate=rate, amount=Money(amount=amount, currency=currency))
+            for (title, rate), amount in sums.items() if amount]
+
+
+def _text_or_none(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return str(value).strip() or None
+
+
+def _name_values(value: Any, what: str) -> list[NameValue]:
+    """Shopify's ``[{"name", "value"}]`` (line properties, note attributes); other shapes are
+    ignored rather than refused (they are the buyer's free text, not the order)."""
+    if not isinstance(value, list):
+        return []
+    pairs = []
+    for row in value:
+        if isinstance(row, dict) and _text_or_none(row.get("name")):
+            pairs.append(NameValue(name=str(row["name"]),
+                                   value="" if row.get("value") is None else str(row["value"])))
+    return pairs
 
 
 def _customer(payload: dict[str, Any]) -> Customer:
@@ -339,6 +412,7 @@ def _customer(payload: dict[str, Any]) -> Customer:
         email=payload.get("email") or customer.get("email"),
         name=name,
         marketplace_customer_id=str(cid) if cid is not None else None,
+        phone=_text_or_none(payload.get("phone")) or _text_or_none(customer.get("phone")),
     )
 
 
@@ -354,6 +428,8 @@ def _address(address: Any) -> Address | None:
         region=address.get("province_code") or address.get("province"),
         postal_code=address.get("zip"),
         country_code=country.upper() if isinstance(country, str) and len(country) == 2 else None,
+        phone=_text_or_none(address.get("phone")),
+        company=_text_or_none(address.get("company")),
     )
 
 

@@ -18,6 +18,12 @@ unique ``lineNumber``, plausible ``orderDate`` / ``statusDate``. ``orderLineQuan
 text in Walmart's contract: whole digits (or a JSON integer) > 0, nothing else (``true``, ``"1.5"``).
 Walmart states no order total (only per-line charges, from which the total is built), so there
 is no stated total to compare with.
+
+Carried for the ERP and the warehouse (issue 12 item 2, ARCHITECTURE §5g): ``orderType``
+(REGULAR / REPLACEMENT, sent when the request asks ``replacementInfo=true``) with
+``originalCustomerOrderID``, ``shippingInfo.phone`` (on the shipping address),
+``shippingInfo.methodCode``, ``estimatedShipDate`` / ``estimatedDeliveryDate`` (the ship-by and
+deliver-by promise) and the charges' ``tax.taxName`` (taxes by name; Walmart states no rate).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.models import Address, Customer, Money, Order, OrderLine
+from streams.models import Address, Customer, Money, Order, OrderLine, TaxLine
 from streams.validation import NO_STATED_TOTAL, FieldNames, MappingError, validate_order
 
 CHANNEL = "walmart"
@@ -145,8 +151,34 @@ def _build(order: JSON, po: str) -> Order:
         taxes_included=False,
         fulfillment_status=order_status(line_status(raw) for raw in raw_lines),
         customer=_customer(order),
-        shipping_address=_address(_dig(order, "shippingInfo", "postalAddress")),
+        shipping_address=_address(_dig(order, "shippingInfo", "postalAddress"),
+                                  phone=_optional_text(_dig(order, "shippingInfo", "phone"))),
+        tax_lines=_tax_lines(raw_lines, currency),
+        shipping_method=_optional_text(_dig(order, "shippingInfo", "methodCode")),
+        ship_by=_optional_instant(_dig(order, "shippingInfo", "estimatedShipDate"),
+                                  "shippingInfo.estimatedShipDate"),
+        deliver_by=_optional_instant(_dig(order, "shippingInfo", "estimatedDeliveryDate"),
+                                     "shippingInfo.estimatedDeliveryDate"),
+        order_type=_optional_text(order.get("orderType")),
+        original_order_id=_optional_text(order.get("originalCustomerOrderID")),
     )
+
+
+def _optional_instant(value: Any, field: str) -> datetime | None:
+    return None if value in (None, "") else _instant(value, field)
+
+
+def _tax_lines(lines: list[JSON], currency: str) -> list[TaxLine]:
+    """The charges' taxes summed by ``taxName`` (Walmart gives no rate)."""
+    sums: dict[str, Decimal] = {}
+    for line in lines:
+        for charge in _charges(line):
+            if charge.get("tax") is not None:
+                name = _optional_text(_dig(charge, "tax", "taxName")) or "Tax"
+                amount = _amount(_dig(charge, "tax", "taxAmount"), "tax.taxAmount")[0]
+                sums[name] = sums.get(name, Decimal(0)) + amount
+    return [TaxLine(title=name, amount=Money(amount=amount, currency=currency))
+            for name, amount in sums.items() if amount]
 
 
 def _brief(exc: ValidationError) -> str:
@@ -315,7 +347,7 @@ def _customer(order: JSON) -> Customer:
     )
 
 
-def _address(address: Any) -> Address | None:
+def _address(address: Any, phone: str | None = None) -> Address | None:
     if not isinstance(address, dict):
         return None
     country = address.get("country")
@@ -328,6 +360,7 @@ def _address(address: Any) -> Address | None:
         region=_optional_text(address.get("state")),
         postal_code=_optional_text(address.get("postalCode")),
         country_code=code,
+        phone=phone,
     )
 
 

@@ -80,15 +80,17 @@ def test_sales_order_doc_maps_the_canonical_order() -> None:
             "item_code": "IPOD2008GREEN",
             "item_name": "IPod Nano - 8gb",
             "qty": 2,
-            "rate": "199.005",
+            "rate": "194.005",  # the discounted rate: 10.00 off two units (issue 12 item 2)
             "uom": "Nos",
             "delivery_date": "2026-01-11",
             "warehouse": "W",
             "custom_marketplace_line_id": "466157049",
+            "price_list_rate": "199.005",
+            "discount_amount": "5.000",
         }
     ]
     assert [t["tax_amount"] for t in doc["taxes"]] == ["11.94", "4.99"]
-    assert doc["discount_amount"] == "10.00"
+    assert "discount_amount" not in doc  # the line discount is in the rate, not taken twice
 
 
 def test_sales_order_doc_carries_backorders() -> None:
