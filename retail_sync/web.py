@@ -36,8 +36,8 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents import aftersale, stock_logic
 from agents import stock as stock_agent
-from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
 from retail_sync import broker_watch, exceptions_view, http_body
@@ -47,6 +47,7 @@ from retail_sync.reconcile import reconcile
 from streams.models import (
     CancelRequested,
     ExceptionKind,
+    OrderState,
     RawOrderMessage,
     RefundRecord,
     ReturnRequested,
@@ -136,11 +137,22 @@ def register(ctx: Context) -> None:
     class AuthoriseReturn(View):
         async def post(self, request: Request, order_key: str) -> Response:
             body = await _json_body(request)
+            amount = (body or {}).get("amount")
+            if amount is None and isinstance((body or {}).get("lines"), dict):
+                # none given: what the buyer paid for those units (discounted price and tax)
+                known = await order_state(ctx, order_key)
+                if known is None:
+                    return _json(self, {"error": f"no order {order_key!r}: give the amount"}, 404)
+                try:
+                    amount = aftersale.refund_value(OrderState.model_validate(known), {
+                        str(k): int(v) for k, v in body["lines"].items()})
+                except (ValueError, TypeError) as exc:
+                    return _json(self, {"error": f"lines must be {{line_id: units}}: {exc}"}, 400)
             try:
                 refund = RefundRecord(
                     refund_id=str((body or {}).get("refund_id") or f"RMA-{uuid.uuid4().hex[:10]}"),
                     lines={str(k): int(v) for k, v in (body or {}).get("lines", {}).items()},
-                    amount=Decimal(str((body or {}).get("amount"))),
+                    amount=Decimal(str(amount)),
                     reason=str((body or {}).get("reason") or "return authorised"),
                     restock=bool((body or {}).get("restock", True)), source="erp",
                     requested_at=utcnow())
