@@ -421,4 +421,7 @@ def _raw_key(payload: Any, delivery_id: str) -> str:
 async def _persist(ctx: Context, key: str, raw: RawOrderMessage) -> None:
     """Send and wait for the broker's acknowledgement before the sender hears 200."""
     pending = await ctx.topics.raw_orders.send(key=key, value=raw)
-    await pending
+    # shielded: when the caller gives up waiting (the persist timeout), the record stays with
+    # the producer, which may still deliver it (a duplicate, never a loss); cancelling Faust's
+    # future instead logged a CancelledError traceback from Topic._on_published per webhook
+    await asyncio.shield(pending)
