@@ -1,0 +1,93 @@
+"""Admin tokens: parsing, hashing, constant-time lookup, rotation of the tokens file."""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+
+from retail_sync import admin_auth
+from retail_sync.admin_auth import Principal, TokenStore, hash_token, new_token, token_entry
+
+
+def _doc(**entries: tuple[str, list[str]]) -> str:
+    return orjson.dumps({name: {"token_sha256": hash_token(tok), "scopes": scopes}
+                         for name, (tok, scopes) in entries.items()}).decode()
+
+
+def test_inline_tokens_authenticate_by_hash_only() -> None:
+    alice, bob = new_token(), new_token()
+    store = TokenStore(_doc(alice=(alice, ["viewer"]), bob=(bob, ["viewer", "operator"])))
+    assert store.authenticate(alice) == Principal("alice", frozenset({"viewer"}))
+    assert store.authenticate(bob).scopes == {"viewer", "operator"}  # type: ignore[union-attr]
+    assert store.authenticate("rsat_wrong") is None
+    assert store.authenticate("") is None and store.authenticate(None) is None
+    assert store.authenticate(hash_token(alice)) is None  # the configured hash is no token
+    assert all(alice not in repr(v) for v in vars(store).values())  # nothing holds the token
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[1]", "JSON object"),
+    ("{", "not JSON"),
+    ('{"x y": {"token_sha256": "' + "a" * 64 + '", "scopes": ["viewer"]}}', "token name"),
+    ('{"x": {"token_sha256": "secret", "scopes": ["viewer"]}}', "64 hex"),
+    ('{"x": {"token_sha256": "' + "a" * 64 + '", "scopes": ["root"]}}', "scopes must be"),
+    ('{"x": {"token_sha256": "' + "a" * 64 + '", "scopes": []}}', "scopes must be"),
+    ('{"x": {"token": "abc", "scopes": ["viewer"]}}', "must be"),
+])
+def test_bad_documents_are_refused_with_the_reason(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        TokenStore(text)
+
+
+def test_duplicate_names_and_hashes_are_refused(tmp_path) -> None:
+    tok = new_token()
+    path = tmp_path / "tokens.json"
+    path.write_text(_doc(a=(tok, ["viewer"])))
+    with pytest.raises(ValueError, match="configured twice"):
+        TokenStore(_doc(a=(new_token(), ["viewer"])), path)
+    with pytest.raises(ValueError, match="share one token_sha256"):
+        TokenStore(_doc(b=(tok, ["viewer"])), path)
+
+
+def test_missing_file_at_start_is_fatal(tmp_path) -> None:
+    with pytest.raises(ValueError, match="cannot read"):
+        TokenStore("", tmp_path / "absent.json")
+
+
+def test_file_rotation_without_restart(tmp_path) -> None:
+    now = [0.0]
+    old, new = new_token(), new_token()
+    path = tmp_path / "tokens.json"
+    path.write_text(_doc(ops=(old, ["operator"])))
+    store = TokenStore("", path, clock=lambda: now[0])
+    assert store.authenticate(old) is not None
+
+    path.write_text(_doc(ops=(new, ["operator", "viewer"])))  # rotate: new token, old revoked
+    os.utime(path, ns=(1, 10**18))  # a different mtime even on coarse clocks
+    now[0] += admin_auth.RELOAD_CHECK_S + 0.01
+    assert store.authenticate(old) is None
+    assert store.authenticate(new) == Principal("ops", frozenset({"operator", "viewer"}))
+    assert store.reloads == 1
+
+    path.write_text("{ broken")  # a broken edit keeps the last good tokens
+    os.utime(path, ns=(1, 2 * 10**18))
+    now[0] += admin_auth.RELOAD_CHECK_S + 0.01
+    assert store.authenticate(new) is not None and store.reload_errors == 1
+
+
+def test_token_entry_round_trips_and_validates() -> None:
+    tok = new_token()
+    entry = token_entry("ci-bot", ["viewer", "metrics"], tok)
+    store = TokenStore(orjson.dumps(entry).decode())
+    assert store.authenticate(tok) == Principal("ci-bot", frozenset({"viewer", "metrics"}))
+    with pytest.raises(ValueError):
+        token_entry("ci-bot", ["admin"], tok)
+
+
+def test_bearer_parsing() -> None:
+    assert admin_auth.bearer_token({"Authorization": "Bearer abc"}) == "abc"
+    assert admin_auth.bearer_token({"Authorization": "bearer  abc "}) == "abc"
+    assert admin_auth.bearer_token({"Authorization": "Basic abc"}) is None
+    assert admin_auth.bearer_token({}) is None
