@@ -13,7 +13,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,11 +24,10 @@ from connectors.errors import PermanentError, RetryableError
 from simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
 from simulators.erp_docs import build_sales_order
 from simulators.erp_meta import DEFAULT_FIELDS, Masters, doctype_fields
+from tests.specs import spec_path
 from tests.unit.test_erp_connector import SKU_A, SKU_B, make_order, refund, shipment
 from tests.unit.test_erp_connector import two_line_order as order_of_two
 
-REPO = Path(__file__).resolve().parents[2]
-SPECS = REPO.parent / "shared" / "specs" / "erpnext"  # ../shared beside the repository
 JSON = dict[str, Any]
 AUTH = {"Authorization": "token demo-key:demo-secret"}
 
@@ -211,8 +209,7 @@ TEXT = {"Data", "Link", "Select", "Small Text", "Text", "Text Editor", "Date", "
 
 
 def spec_fields(doctype: str) -> dict[str, JSON]:
-    path = SPECS / SPEC_FILES[doctype]
-    assert path.exists(), f"{path} is missing: ../shared/specs must sit beside the repository"
+    path = spec_path("erpnext", SPEC_FILES[doctype])  # fails in CI, skips elsewhere, if absent
     return {f["fieldname"]: f for f in json.loads(path.read_text())["fields"]}
 
 
