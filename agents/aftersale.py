@@ -8,8 +8,12 @@ order of the events:
 - every fact is recorded under its own id (shipment id, refund id), so a repeat changes nothing;
 - a fact that arrives before what it depends on is kept and acted on when that arrives (a
   shipment before the ERP confirmed the order is posted to the ERP on confirmation);
-- an impossible transition (a cancellation after shipment, a refund of units never shipped) is
-  refused: the state stays, and the reason goes to the exception topic (``Outcome.problem``).
+- an impossible transition (a cancellation after shipment, a refund of units never shipped or
+  of more than was paid) is refused: the state stays, the refusal is on the order's timeline
+  (``cancel_refused``, ``return_refused``, with the admin caller and request id when there is
+  one) and its reason goes to the exception topic (``Outcome.problem``);
+- refunds are bounded (``return_refusal``): refunded units never exceed shipped ones nor go
+  below zero, the refunded amount never exceeds what was paid (property-tested).
 
 Flows (ERP first, then the marketplace):
 
@@ -26,7 +30,7 @@ Flows (ERP first, then the marketplace):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
@@ -158,6 +162,59 @@ def refund_value(state: OrderState, units: dict[str, int]) -> Decimal:
             paid += line.tax.amount
         total += paid * qty / line.quantity
     return total.quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
+def paid_amount(state: OrderState) -> Decimal:
+    """What the buyer paid for the order (its total, shipping and tax included): the ceiling of
+    everything refunded on it."""
+    return state.order.total.amount
+
+
+def refunded_amount(state: OrderState) -> Decimal:
+    return sum((r.amount for r in state.refunds.values()), Decimal(0))
+
+
+def requested_by(actor: str | None, request_id: str | None) -> str:
+    """``by alice, request id 3f2a...`` for an admin action's timeline entries ('' otherwise)."""
+    parts = [f"by {actor}"] if actor else []
+    if request_id:
+        parts.append(f"request id {request_id}")
+    return ", ".join(parts)
+
+
+def return_refusal(state: OrderState, lines: Mapping[str, int], amount: Decimal) -> str | None:
+    """Why a return of ``lines`` (line id -> units) for ``amount`` cannot be taken on ``state``,
+    or None when it can: every line is the order's, each refunds at least one unit and at most
+    what was shipped less what was refunded already, and the amount is between 0 and what was
+    paid less what was refunded already. The order agent refuses by this rule (so no sequence of
+    events makes refunded units negative or above the shipped ones, nor the refunded amount above
+    what was paid); ``POST /orders/{key}/returns`` asks it at the door (422)."""
+    if not lines:
+        return "a return needs at least one line {line_id: units}"
+    bad = {i: q for i, q in lines.items() if isinstance(q, bool) or not isinstance(q, int) or q <= 0}
+    if bad:
+        return (f"units must be whole numbers of at least 1 per line, not "
+                f"{', '.join(f'line {i}: {q!r}' for i, q in sorted(bad.items()))}")
+    ordered = [ln.line_id for ln in state.order.lines]
+    unknown = sorted(set(lines) - set(ordered))
+    if unknown:
+        return f"lines {unknown} are not lines of {state.order_key} (its lines: {ordered})"
+    shipped, refunded = shipped_units(state), refunded_units(state)
+    too_many = {i: q for i, q in lines.items() if q > shipped.get(i, 0) - refunded.get(i, 0)}
+    if too_many:
+        return ("lines " + ", ".join(
+            f"{i}: {q} unit(s) asked, {max(0, shipped.get(i, 0) - refunded.get(i, 0))} returnable "
+            f"({shipped.get(i, 0)} shipped, {refunded.get(i, 0)} refunded)"
+            for i, q in sorted(too_many.items()))
+            + " were not shipped (or are refunded already); cancel unshipped units instead")
+    if not amount.is_finite() or amount < 0:
+        return f"the amount must be 0 or more, not {amount}"
+    left = paid_amount(state) - refunded_amount(state)
+    if amount > left:
+        return (f"the amount {amount} {state.order.currency} is more than was paid less what was "
+                f"refunded already: {left} (paid {paid_amount(state)}, refunded "
+                f"{refunded_amount(state)})")
+    return None
 
 
 def release_commands(state: OrderState, now: datetime, reason: str) -> list[ReleaseStock]:
@@ -317,7 +374,11 @@ def on_shipment(state: OrderState, event: ShipmentReported, now: datetime) -> Ou
     if state.status is OrderStatus.CANCEL_PENDING:  # too late to cancel: it shipped
         problem = (f"cancellation of {state.order_key} refused: shipment {shipment.shipment_id} "
                    "already left the warehouse")
-        update.update(cancel=None, status=status)
+        who = requested_by(state.cancel.actor, state.cancel.request_id) if state.cancel else ""
+        update.update(cancel=None, status=status, timeline=timeline(state, entry, TimelineEntry(
+            event="cancel_refused", system="wms", at=shipment.shipped_at,
+            detail=f"cancellation {who or 'requested'} refused: shipment "
+                   f"{shipment.shipment_id} already left the warehouse"[:500])))
     elif STATUS_RANK[state.status] >= STATUS_RANK[OrderStatus.ERP_CONFIRMED] and \
             state.status is not OrderStatus.CANCELLED:
         update["status"] = advance(state.status, status)
@@ -424,12 +485,15 @@ def on_cancel(state: OrderState, request: CancelRequested, now: datetime) -> Out
     if state.status is OrderStatus.CANCELLED or (state.cancel is not None
                                                  and state.status is OrderStatus.CANCEL_PENDING):
         return outcome(state=state)
+    who = requested_by(request.actor, request.request_id)
     entry = TimelineEntry(event="cancel_requested", system=request.by, at=request.at,
-                          detail=request.reason)
+                          detail=f"cancel requested {who}: {request.reason}"[:500] if who
+                          else request.reason)
     if state.status in SHIPPED_OR_LATER:
-        return outcome(state=state, problem=(
-            f"cancellation of {state.order_key} by {request.by} refused: already "
-            f"{state.status.value} ({len(state.shipments)} shipment(s))"))
+        why = f"already {state.status.value} ({len(state.shipments)} shipment(s))"
+        return refused(state, "cancel_refused", request.by, request.at,
+                       f"cancellation {who or f'by {request.by}'} refused: {why}",
+                       f"cancellation of {state.order_key} by {request.by} refused: {why}")
     if state.status in (OrderStatus.STOCK_PENDING, OrderStatus.ERP_FAILED, OrderStatus.RECEIVED):
         # nothing in the ERP or the warehouse yet: cancelled here and now
         return _cancelled(state, request.by, request.reason, now, [entry])
@@ -447,16 +511,31 @@ def on_cancel(state: OrderState, request: CancelRequested, now: datetime) -> Out
         order_key=state.order_key, references=backorder_references(state))])
 
 
+def refused(state: OrderState, name: str, system: str, at: datetime, detail: str,
+            problem: str) -> Outcome:
+    """A request refused by the order's state: the state stays, the refusal is on the order's
+    timeline (once per distinct refusal) and goes to the exception topic (``problem``)."""
+    detail = detail[:500]
+    if any(t.event == name and t.detail == detail for t in state.timeline):
+        return outcome(state=state, problem=problem)
+    new = state.model_copy(update={"timeline": timeline(state, TimelineEntry(
+        event=name, system=system, at=at, detail=detail))})
+    return outcome(state=new, changed=True, problem=problem)
+
+
 def on_fulfilment_cancelled(state: OrderState, event: FulfilmentCancelled,
                             now: datetime) -> Outcome:
     if state.status is not OrderStatus.CANCEL_PENDING or state.cancel is None:
         return outcome(state=state)
     if not event.ok:  # it left the warehouse first: the shipment event will follow
         status = shipping_status(state) if state.shipments else OrderStatus.ERP_CONFIRMED
+        who = requested_by(state.cancel.actor, state.cancel.request_id)
         new = state.model_copy(update={
             "cancel": None, "status": status,
-            "timeline": timeline(state, TimelineEntry(event="cancel_refused", system="wms",
-                                                      at=event.at, detail=event.detail))})
+            "timeline": timeline(state, TimelineEntry(
+                event="cancel_refused", system="wms", at=event.at,
+                detail=f"cancellation {who} refused: {event.detail}"[:500] if who
+                else event.detail))})
         return outcome(state=new, changed=True, wms_commands=unreleased_backorders(new), problem=(
             f"cancellation of {state.order_key} by {state.cancel.by} refused: {event.detail}"))
     erp = state.correlation.erp_sales_order
@@ -473,9 +552,11 @@ def on_erp_cancelled(state: OrderState, event: ErpOrderCancelled, now: datetime)
     entry = TimelineEntry(event="erp_sales_order_cancelled", system="erp", at=event.at,
                           detail=f"{event.erp_sales_order}: {event.reason}")
     if state.status in SHIPPED_OR_LATER:
-        return outcome(state=state, problem=(
-            f"the ERP cancelled {event.erp_sales_order} for {state.order_key}, which already "
-            f"{state.status.value}: refused, the marketplace is not told"))
+        return refused(state, "cancel_refused", "erp", event.at,
+                       f"the ERP's cancellation of {event.erp_sales_order} refused: already "
+                       f"{state.status.value}; the marketplace is not told",
+                       f"the ERP cancelled {event.erp_sales_order} for {state.order_key}, which "
+                       f"already {state.status.value}: refused, the marketplace is not told")
     by = state.cancel.by if state.cancel is not None else "erp"
     out = _cancelled(state, by, event.reason, now, [entry])
     if state.cancel is None and not state.order.fulfilled_by_marketplace:
@@ -511,19 +592,19 @@ def on_return_requested(state: OrderState, event: ReturnRequested, now: datetime
     refund = event.refund
     if refund.refund_id in state.refunds:
         return outcome(state=state)
-    shipped, refunded = shipped_units(state), refunded_units(state)
-    too_many = {i: q for i, q in refund.lines.items()
-                if q > shipped.get(i, 0) - refunded.get(i, 0)}
-    if too_many:
-        return outcome(state=state, problem=(
-            f"refund {refund.refund_id} of {state.order_key} refused: lines {sorted(too_many)} "
-            "were not shipped (or are refunded already); cancel unshipped units instead"))
+    who = requested_by(event.actor, event.request_id)
+    why = return_refusal(state, refund.lines, refund.amount)
+    if why is not None:
+        return refused(state, "return_refused", refund.source, refund.requested_at,
+                       f"{refund.refund_id}{f' ({who})' if who else ''} refused: {why}",
+                       f"refund {refund.refund_id} of {state.order_key} refused: {why}")
     new = state.model_copy(update={
         "refunds": {**state.refunds, refund.refund_id: refund},
         "timeline": timeline(state, TimelineEntry(
             event="return_requested", system=refund.source, at=refund.requested_at,
-            detail=f"{refund.refund_id}: {refund.amount} {state.order.currency}, "
-                   f"{'goods back' if refund.restock else 'refund only'}; {refund.reason}"))})
+            detail=(f"{refund.refund_id}{f' requested {who}' if who else ''}: {refund.amount} "
+                    f"{state.order.currency}, {'goods back' if refund.restock else 'refund only'}"
+                    f"; {refund.reason}")[:500]))})
     if refund.restock:
         return outcome(state=new, changed=True, wms_commands=[WmsExpectReturn(
             order_key=state.order_key, refund_id=refund.refund_id,

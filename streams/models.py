@@ -287,12 +287,19 @@ class ShipmentRecord(Frozen):
     marketplace_confirmed_at: UtcDatetime | None = None
 
 
+#: units of one line in a refund: at least one (a refund of -5 units is no refund: issue 13)
+RefundUnits = Annotated[int, Field(gt=0, le=100_000)]
+
+
 class RefundRecord(Frozen):
-    """A return/refund of some shipped units, and what became of it in every system."""
+    """A return/refund of some shipped units, and what became of it in every system. Validated:
+    every line refunds at least one unit and the amount is not negative; that the units were
+    shipped and not refunded yet, and that the amount is within what was paid, is the order's to
+    say (``agents.aftersale.return_refusal``)."""
 
     refund_id: str
-    lines: dict[str, int]  # line_id -> units
-    amount: Decimal = Field(max_digits=18, decimal_places=4)
+    lines: dict[str, RefundUnits] = Field(min_length=1)  # line_id -> units
+    amount: Decimal = Field(ge=0, allow_inf_nan=False, max_digits=18, decimal_places=4)
     reason: str
     restock: bool  # goods come back to the warehouse
     source: str  # the channel (the marketplace refunded already) or "erp" (we refund there)
@@ -373,6 +380,9 @@ class CancelRequested(Frozen):
     by: str  # "erp" | "operator" | "buyer" (a buyer's request the seller must carry out)
     reason: str
     at: UtcDatetime
+    #: an admin action's caller (token name) and request id (X-Request-Id), for the timeline
+    actor: str | None = None
+    request_id: str | None = None
 
 
 class ErpOrderCancelled(Frozen):
@@ -389,6 +399,9 @@ class ReturnRequested(Frozen):
     kind: Literal["return_requested"] = "return_requested"
     order_key: str
     refund: RefundRecord
+    #: an admin action's caller (token name) and request id (X-Request-Id), for the timeline
+    actor: str | None = None
+    request_id: str | None = None
 
 
 class ReturnReceived(Frozen):
