@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
+from retail_sync.pii import mask_text
 from retail_sync.redact import mask_url
 from retail_sync.settings import ENV_PREFIX, Settings
 
@@ -79,10 +80,20 @@ def demo_secrets(settings: Settings) -> list[str]:
 
 
 class MaskedLogRecord(logging.LogRecord):
-    """A log record whose message has every URL's credentials masked."""
+    """A log record whose message has every URL's credentials masked, and customers' emails,
+    phones and personal ``"key": "value"`` pairs too (``retail_sync.pii.mask_text``), traceback
+    included."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.exc_info and self.exc_info[0] is not None:  # formatters reuse exc_text
+            self.exc_text = mask_text(mask_url(_FORMATTER.formatException(self.exc_info)))
 
     def getMessage(self) -> str:  # noqa: N802 - logging's name
-        return mask_url(super().getMessage())
+        return mask_text(mask_url(super().getMessage()))
+
+
+_FORMATTER = logging.Formatter()
 
 
 def mask_credentials_in_logs() -> None:
