@@ -142,7 +142,11 @@ class LocalGcra:
         that moment, the next one interval later), in whatever budget is in force then."""
         if retry_after_s <= 0:
             return
-        self._blocked_until = max(self._blocked_until, self.clock() + retry_after_s)
+        now, _, tolerance = self._state()
+        self._blocked_until = max(self._blocked_until, now + retry_after_s)
+        # the marketplace's bucket is empty now: ours is full at the block's end, not later
+        # (the refused call, and any counted beyond, did not happen for the marketplace)
+        self._tat = min(self._tat, now + retry_after_s + tolerance)
 
     async def set_rate(self, rate: float, burst: int) -> None:
         """Adopt ``rate``/``burst`` for ``override_ttl(override_ttl_s, rate)``. The calls already
@@ -213,9 +217,10 @@ return {1, 0}
 """
 
 # ARGV[3] = retry-after in µs: no call is allowed before now + retry-after, and the bucket is
-# full then (kept an hour past it; by then any plan's bucket has drained).
+# full then, not fuller (kept an hour past it; by then any plan's bucket has drained).
 _PENALISE_LUA = _GCRA_PRELUDE + """
 local until_us = now + tonumber(ARGV[3])
+if tat > until_us + tolerance then save(until_us + tolerance) end
 if until_us > blocked then
   redis.call('SET', KEYS[3], string.format('%.0f', until_us),
              'PX', math.ceil(tonumber(ARGV[3]) / 1000) + 3600000)

@@ -264,6 +264,18 @@ async def test_a_429_on_amazons_get_orders_costs_one_plan_interval():
     assert second == pytest.approx(70.0 + 60 / 0.9, abs=0.5)
 
 
+async def test_the_refused_call_does_not_push_the_next_one_past_the_plan_interval():
+    """Our budget spent (the 429'd call took a slot, the next one 67 s on at 90 % of the plan):
+    Amazon's bucket is empty, one token 60 s later, and that is when the next call goes out."""
+    now = [0.0]
+    limiter = LocalGcra(1 / 60, 20, override_ttl_s=60, clock=lambda: now[0])
+    await limiter.set_rate(0.9 / 60, 19)
+    while limiter.try_acquire() == 0:  # the burst, the last call of it refused
+        pass
+    await limiter.penalise(60.0)
+    assert _next_free(limiter, now, 1000) == pytest.approx(60.0)
+
+
 async def test_an_override_lapsing_during_the_block_gives_one_call_then_the_plan():
     """The reported plan lapses while a 429 blocks: at the block's end one call, then the
     published plan's interval (the bucket counts as full then, whichever budget is in force),
