@@ -63,6 +63,9 @@ def faust_app(settings: Settings, broker_url: str) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.table_standby_replicas,
+        # the admin listener: web_bind is the address bound (Faust's default binds every
+        # interface); web_host only names this worker in the default canonical_url
+        web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         canonical_url=settings.web_url,

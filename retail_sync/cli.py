@@ -151,6 +151,19 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_admin_token(args: argparse.Namespace) -> int:
+    from retail_sync import admin_auth
+
+    if args.action == "create":
+        return admin_auth.cli_create(args.name, args.scopes, args.file, args.rotate,
+                                     sys.stdout, sys.stderr)
+    if not args.file:
+        print("retail-sync: admin-token revoke needs --file (the tokens file to edit); for "
+              "RETAIL_SYNC_ADMIN_TOKENS remove the entry and restart", file=sys.stderr)
+        return 2
+    return admin_auth.cli_revoke(args.name, args.file, sys.stdout, sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from retail_sync.bench import run_bench
 
@@ -276,11 +289,25 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     r.set_defaults(func=cmd_reconcile)
 
+    t = sub.add_parser("admin-token", help="create or revoke an admin API token (README "
+                                           "'Admin listener')")
+    t.add_argument("action", choices=["create", "revoke"])
+    t.add_argument("name", help="who holds it (shown as 'who' in audit records)")
+    t.add_argument("--scopes", default="viewer",
+                   help="comma-separated: viewer, operator, pii, metrics (default viewer)")
+    t.add_argument("--file", default=None,
+                   help="add it to (or revoke it from) this tokens file, the one "
+                        "RETAIL_SYNC_ADMIN_TOKENS_FILE names; without it the entry is printed")
+    t.add_argument("--rotate", action="store_true",
+                   help="create: replace an existing token of that name in --file")
+    t.set_defaults(func=cmd_admin_token)
+
     s = sub.add_parser("sim", help="run a simulator as a server")
     s.add_argument("system", choices=["erp", "shopify"])
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8100)
-    s.add_argument("--webhook-url", default="http://127.0.0.1:6066/webhooks/shopify/orders/create")
+    s.add_argument("--webhook-url", default="http://127.0.0.1:6065/webhooks/shopify/orders/create",
+                   help="a worker's ingress listener (RETAIL_SYNC_INGRESS_PORT)")
     s.add_argument("--rate", type=float, default=5.0)
     s.set_defaults(func=cmd_sim)
 

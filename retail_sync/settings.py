@@ -103,8 +103,25 @@ class Settings(BaseSettings):
     order_retention_sweep_batch: int = Field(
         500, ge=1, description="Order-state records one sweep of a partition reads at most; the "
         "next sweep continues from where it stopped.")
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(6066, ge=1, le=65535)
+    web_host: str = Field(
+        "127.0.0.1", description="Admin listener (views, actions, /metrics, /health, table "
+        "routing between workers): the address it binds, and its host in the default "
+        "canonical_url. Keep it on loopback or a private network; every view but /health needs "
+        "a token (admin_tokens).")
+    web_port: int = Field(6066, ge=1, le=65535, description="Admin listener's port.")
+    ingress_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the public listener; the admin one stays on loopback
+        description="Ingress listener (only POST /webhooks/shopify/...: signed, "
+        "public by design): the address it binds. All interfaces by default so marketplaces "
+        "(through your load balancer) reach it; 127.0.0.1 when a proxy on this host fronts it.")
+    ingress_port: int = Field(6065, ge=1, le=65535, description="Ingress listener's port.")
+    admin_tokens: str = Field(
+        "", description='Admin API tokens, JSON {"name": {"token_sha256": "<hex>", "scopes": '
+        '["viewer", "operator", "pii", "metrics"]}}: only hashes, never tokens (`retail-sync '
+        'admin-token create NAME --scopes ...` makes one). Same on every worker.')
+    admin_tokens_file: Path | None = Field(
+        None, description="A file (Docker/Kubernetes secret) with more tokens in the same JSON; "
+        "re-read when it changes, so tokens are added, rotated and revoked without a restart.")
     web_header_timeout_s: float = Field(
         10.0, gt=0, le=300, description="A request's headers must be complete this long after "
         "its first byte (or after the connection opened); else 408 and the connection is closed "
@@ -303,6 +320,14 @@ class Settings(BaseSettings):
             raise ValueError("canonical_url must start with http:// or https://")
         return value
 
+    @field_validator("admin_tokens")
+    @classmethod
+    def _admin_tokens_valid(cls, value: str) -> str:
+        from retail_sync.admin_auth import parse_tokens
+
+        parse_tokens(value)  # ValueError names the bad entry
+        return value
+
     @field_validator("erp_channel_customers")
     @classmethod
     def _channel_customers(cls, value: str) -> str:
@@ -337,6 +362,9 @@ class Settings(BaseSettings):
             raise ValueError("broker_heartbeat_interval_s must be below broker_session_timeout_s")
         if self.erp_backoff_base_s > self.erp_backoff_max_s:
             raise ValueError("erp_backoff_base_s must not exceed erp_backoff_max_s")
+        if self.ingress_port == self.web_port:
+            raise ValueError(f"ingress_port and web_port are both {self.web_port}: the ingress "
+                             "(webhooks) and admin listeners need their own ports")
         if self.marketplace_backoff_base_s > self.marketplace_backoff_max_s:
             raise ValueError("marketplace_backoff_base_s must not exceed marketplace_backoff_max_s")
         return self

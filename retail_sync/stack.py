@@ -2,13 +2,21 @@
 
 Used by `retail-sync demo`, `retail-sync bench` and the integration tests, so all three run the
 same real parts: the embedded Tansu broker (or a configured Kafka), the ERP simulator as an HTTP
-server, and each worker as its own `retail-sync worker` process with its own app id, topics, web
-port and RocksDB directory.
+server, and each worker as its own `retail-sync worker` process with its own app id, topics,
+ports and RocksDB directory.
+
+Each worker has two listeners on 127.0.0.1: ``worker.url`` is the admin listener (views, actions,
+metrics, health) and ``worker.ingress_url`` the ingress listener (webhooks only; ``worker.webhook_url
+(topic)``). The stack configures admin tokens for every combination of scopes (hashes only in the
+workers' RETAIL_SYNC_ADMIN_TOKENS): ``stack.admin_headers()`` is a token with every scope,
+``stack.admin_headers("viewer")`` one with only ``viewer``, ``stack.admin_headers("viewer", "pii")``
+one with exactly those two; ``worker.get_json``/``post_json``/``metrics_text`` use every scope.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -20,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from retail_sync.admin_auth import SCOPES, hash_token, new_token
 from retail_sync.broker import EmbeddedBroker, free_port
 from retail_sync.tansu_compat import true_end_offsets
 from simulators.erp import ErpSimConfig, ErpSimulator
@@ -35,17 +45,33 @@ class WorkerFailed(RuntimeError):
 
 @dataclass
 class WorkerProcess:
-    """One `retail-sync worker` process and its web endpoint."""
+    """One `retail-sync worker` process and its two listeners."""
 
     name: str
     env: dict[str, str]
     log_path: Path
-    port: int
+    port: int  # the admin listener
     proc: subprocess.Popen[bytes] | None = None
+    ingress_port: int = 0
+    admin_token: str = ""  # one with every scope
 
     @property
     def url(self) -> str:
+        """The admin listener (views, actions, metrics, health)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ingress_url(self) -> str:
+        """The ingress listener (webhooks only)."""
+        return f"http://127.0.0.1:{self.ingress_port}"
+
+    def webhook_url(self, topic: str = "orders/create") -> str:
+        return f"{self.ingress_url}/webhooks/shopify/{topic}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization with every scope, for the admin listener."""
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
 
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,11 +130,19 @@ class WorkerProcess:
             self.proc.wait(5)
 
     async def get_json(self, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as session, session.get(self.url + path) as resp:
+        async with aiohttp.ClientSession(headers=self.headers) as session, \
+                session.get(self.url + path) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def post_json(self, path: str, body: Any = None) -> tuple[int, Any]:
+        """POST JSON to the admin listener with every scope."""
+        async with aiohttp.ClientSession(headers=self.headers) as session, \
+                session.post(self.url + path, json=body if body is not None else {}) as resp:
             return resp.status, await resp.json(content_type=None)
 
     async def metrics_text(self) -> str:
-        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as resp:
+        async with aiohttp.ClientSession(headers=self.headers) as session, \
+                session.get(f"{self.url}/metrics") as resp:
             return await resp.text()
 
 
@@ -127,6 +161,28 @@ class Stack:
     erp: ErpSimulator | None = None
     erp_url: str = ""
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: token name -> token, one for every non-empty combination of scopes (see admin_headers)
+    admin_tokens: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.admin_tokens:
+            for n in range(1, len(SCOPES) + 1):
+                for combo in itertools.combinations(SCOPES, n):
+                    self.admin_tokens[token_name(combo)] = new_token()
+
+    def admin_token(self, *scopes: str) -> str:
+        """The token with exactly ``scopes`` (every scope when none are named)."""
+        return self.admin_tokens[token_name(scopes or SCOPES)]
+
+    def admin_headers(self, *scopes: str) -> dict[str, str]:
+        """``Authorization`` for the admin listener with exactly ``scopes`` (default: all)."""
+        return {"Authorization": f"Bearer {self.admin_token(*scopes)}"}
+
+    def admin_tokens_setting(self) -> str:
+        """RETAIL_SYNC_ADMIN_TOKENS for the workers: the hashes of ``admin_tokens``."""
+        return orjson.dumps({name: {"token_sha256": hash_token(tok),
+                                    "scopes": name.removeprefix("stack-").split("-")}
+                             for name, tok in self.admin_tokens.items()}).decode()
 
     async def __aenter__(self) -> Stack:
         await self.start()
@@ -149,7 +205,7 @@ class Stack:
         assert self.broker_url
         return ",".join(h.split("://", 1)[-1] for h in self.broker_url.split(","))
 
-    def worker_env(self, name: str, port: int) -> dict[str, str]:
+    def worker_env(self, name: str, port: int, ingress_port: int | None = None) -> dict[str, str]:
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         return {
             **os.environ,
@@ -158,6 +214,9 @@ class Stack:
             "RETAIL_SYNC_BROKER_URL": self.broker_url or "",
             "RETAIL_SYNC_WEB_PORT": str(port),
             "RETAIL_SYNC_WEB_HOST": "127.0.0.1",
+            "RETAIL_SYNC_INGRESS_PORT": str(ingress_port or free_port()),
+            "RETAIL_SYNC_INGRESS_HOST": "127.0.0.1",
+            "RETAIL_SYNC_ADMIN_TOKENS": self.admin_tokens_setting(),
             "RETAIL_SYNC_ERP_BASE_URL": self.erp_url,
             "RETAIL_SYNC_DATADIR": str(self.workdir / self.app_id / name),
             "RETAIL_SYNC_PARTITIONS": str(self.partitions),
@@ -165,19 +224,23 @@ class Stack:
             **self.env,
         }
 
-    def new_worker(self, name: str | None = None, port: int | None = None) -> WorkerProcess:
+    def new_worker(self, name: str | None = None, port: int | None = None,
+                   ingress_port: int | None = None) -> WorkerProcess:
+        """A worker (not started): ``port`` is its admin listener, ``ingress_port`` its webhook
+        listener (free ports when not given)."""
         name = name or f"w{len(self.workers) + 1}"
         port = port or free_port()
+        env = self.worker_env(name, port, ingress_port)
         worker = WorkerProcess(
-            name=name, env=self.worker_env(name, port), port=port,
-            log_path=self.workdir / self.app_id / f"{name}.log",
+            name=name, env=env, port=port, ingress_port=int(env["RETAIL_SYNC_INGRESS_PORT"]),
+            admin_token=self.admin_token(), log_path=self.workdir / self.app_id / f"{name}.log",
         )
         self.workers.append(worker)
         return worker
 
     async def start_worker(self, name: str | None = None, port: int | None = None,
-                           timeout_s: float = 90.0) -> WorkerProcess:
-        worker = self.new_worker(name, port).start()
+                           timeout_s: float = 90.0, ingress_port: int | None = None) -> WorkerProcess:
+        worker = self.new_worker(name, port, ingress_port).start()
         await worker.wait_ready(timeout_s)
         return worker
 
@@ -202,6 +265,14 @@ class Stack:
     async def read_topic(self, name: str, timeout_s: float = 5.0) -> list[Any]:
         """Every record currently on ``<app_id>.<name>``, from the beginning."""
         return await read_topic(self.bootstrap, self.topic(name), timeout_s)
+
+
+def token_name(scopes: tuple[str, ...] | list[str]) -> str:
+    """The stack's name of the token with exactly these scopes, e.g. ``stack-operator-viewer``."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes {sorted(unknown)}: one of {', '.join(SCOPES)}")
+    return "stack-" + "-".join(sorted(set(scopes)))
 
 
 async def read_topic(bootstrap: str, topic: str, timeout_s: float = 5.0) -> list[Any]:

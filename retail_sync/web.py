@@ -1,8 +1,16 @@
 """HTTP surface of a worker: inbound webhooks, order views, metrics and health.
 
+Two listeners (ARCHITECTURE §10). The **ingress** listener (retail_sync/ingress.py,
+RETAIL_SYNC_INGRESS_HOST/_PORT, public) serves only:
+
+| POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (receive_shopify below)         |
+
+The **admin** listener (Faust's web server, RETAIL_SYNC_WEB_HOST/_PORT, 127.0.0.1 by default)
+serves the rest; each view needs a token with the scope in brackets (retail_sync/admin_auth.py:
+401 without, 403 with the wrong scope, 415 for a POST that is not application/json):
+
 | method | path                                   | what                                            |
 |--------|----------------------------------------|-------------------------------------------------|
-| POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (orders/create, orders/updated) |
 | GET    | /orders/lookup?id=...                  | order(s) by marketplace id or ERP sales order   |
 | GET    | /orders/{order_key}                    | one order's state and correlation ids           |
 | POST   | /orders/{order_key}/cancel             | operator cancellation {"reason"}               |
@@ -13,9 +21,13 @@
 | GET    | /reconciliation?channels=&days=        | each marketplace's orders vs the ERP's postings |
 | GET    | /inventory/{sku}                       | on hand, reservations, safety stock, ATS per    |
 |        |                                        | channel, what each channel was last told, when  |
-| GET    | /metrics                               | Prometheus exposition                           |
+| GET    | /metrics                               | Prometheus exposition [metrics]                 |
 | GET    | /health                                | readiness: partitions assigned, broker reachable|
 | GET    | /health/live                           | liveness: 200 while the worker runs             |
+
+[viewer]: GET /orders/..., /exceptions, /inventory/...; [operator]: cancel, returns, replay,
+reconciliation. /health and /health/live are open (orchestrators probe them; they show no order
+or customer data).
 
 Order views are routed to the worker that owns the key (``app.table_route``). Faust's built-in
 ``/table/...`` view is disabled in the app factory because it exposes raw table data.
@@ -40,7 +52,7 @@ from agents import aftersale, stock_logic
 from agents import stock as stock_agent
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
-from retail_sync import broker_watch, exceptions_view, http_body
+from retail_sync import admin_auth, broker_watch, exceptions_view, http_body, ingress
 from retail_sync import query_params as qp
 from retail_sync.context import Context
 from retail_sync.reconcile import reconcile
@@ -75,15 +87,12 @@ def register(ctx: Context) -> None:
     http_body.guard_faust_web(app, header_timeout_s=ctx.settings.web_header_timeout_s,
                               body_timeout_s=ctx.settings.web_body_timeout_s)
     orders, index = ctx.tables.orders, ctx.tables.index
-
-    @app.page("/webhooks/shopify/{resource}/{event}")
-    class ShopifyWebhook(View):
-        async def post(self, request: Request, resource: str, event: str) -> Response:
-            status, body = await receive_shopify(ctx, request, f"{resource}/{event}")
-            return _json(self, body, status)
+    admin_auth.install(app, admin_auth.TokenStore.from_settings(ctx.settings))
+    ingress.register(ctx)  # the webhooks' own listener; none is served on this one
 
     @app.page("/orders/lookup")
     class OrderLookup(View):
+        @admin_auth.requires("viewer")
         async def get(self, request: Request) -> Response:
             try:  # before routing: Faust's table_route reads query["id"] (no id was a 500)
                 qp.required_text(request.query, "id", "a marketplace order id, an order key "
@@ -98,7 +107,7 @@ def register(ctx: Context) -> None:
             states = []
             indexed = index.get(external_id) or []
             for key in lookup_candidates(external_id, indexed, ctx.channels):
-                state = await order_state(ctx, key)
+                state = await order_state(ctx, key, admin_auth.authorization_of(request))
                 if state is not None:
                     states.append(state)
             if not states:  # retired orders (tables/retention.py) are read from the archive
@@ -110,6 +119,7 @@ def register(ctx: Context) -> None:
 
     @app.page("/orders/{order_key}")
     class OrderView(View):
+        @admin_auth.requires("viewer")
         @app.table_route(table=orders, match_info="order_key")
         async def get(self, request: Request, order_key: str) -> Response:
             state = orders.get(order_key)
@@ -122,6 +132,7 @@ def register(ctx: Context) -> None:
 
     @app.page("/orders/{order_key}/cancel")
     class CancelOrder(View):
+        @admin_auth.requires("operator")
         async def post(self, request: Request, order_key: str) -> Response:
             body = await _json_body(request)
             if body is None:  # {} or an empty body is fine: the reason is optional
@@ -135,12 +146,13 @@ def register(ctx: Context) -> None:
 
     @app.page("/orders/{order_key}/returns")
     class AuthoriseReturn(View):
+        @admin_auth.requires("operator")
         async def post(self, request: Request, order_key: str) -> Response:
             body = await _json_body(request)
             amount = (body or {}).get("amount")
             if amount is None and isinstance((body or {}).get("lines"), dict):
                 # none given: what the buyer paid for those units (discounted price and tax)
-                known = await order_state(ctx, order_key)
+                known = await order_state(ctx, order_key, admin_auth.authorization_of(request))
                 if known is None:
                     return _json(self, {"error": f"no order {order_key!r}: give the amount"}, 404)
                 try:
@@ -171,6 +183,7 @@ def register(ctx: Context) -> None:
 
     @app.page("/exceptions")
     class Exceptions(View):
+        @admin_auth.requires("viewer")
         async def get(self, request: Request) -> Response:
             q = request.query
             try:
@@ -193,6 +206,7 @@ def register(ctx: Context) -> None:
 
     @app.page("/exceptions/replay")
     class ExceptionsReplay(View):
+        @admin_auth.requires("operator")
         async def post(self, request: Request) -> Response:
             body = await _json_body(request)
             ids = (body or {}).get("ids")
@@ -217,6 +231,7 @@ def register(ctx: Context) -> None:
 
     @app.page("/reconciliation")
     class Reconciliation(View):
+        @admin_auth.requires("operator")  # it spends every marketplace's API budget
         async def get(self, request: Request) -> Response:
             raw = request.query.get("channels", "")
             channels = [c.strip() for c in raw.split(",") if c.strip()] or None
@@ -231,6 +246,7 @@ def register(ctx: Context) -> None:
 
     @app.page("/inventory/{sku}")
     class InventoryView(View):
+        @admin_auth.requires("viewer")
         @app.table_route(table=ctx.tables.stock, match_info="sku")
         async def get(self, request: Request, sku: str) -> Response:
             state = ctx.tables.stock.get(sku)
@@ -243,6 +259,7 @@ def register(ctx: Context) -> None:
 
     @app.page("/metrics")
     class MetricsView(View):
+        @admin_auth.requires("metrics")
         async def get(self, request: Request) -> Response:
             return self.bytes(generate_latest(ctx.metrics.registry),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -308,8 +325,10 @@ def lookup_candidates(external_id: str, indexed: list[str], channels: Iterable[s
     return list(dict.fromkeys([*own, *derived, *indexed]))
 
 
-async def order_state(ctx: Context, key: str) -> Any | None:
-    """The order's state as JSON-able data, from this worker or the one that owns the key."""
+async def order_state(ctx: Context, key: str,
+                      headers: dict[str, str] | None = None) -> Any | None:
+    """The order's state as JSON-able data, from this worker or the one that owns the key
+    (asked on its admin listener with ``headers``: the caller's Authorization, checked there)."""
     table = ctx.tables.orders
     try:
         owner = str(ctx.app.router.key_store(table.name, key)).rstrip("/")
@@ -318,7 +337,8 @@ async def order_state(ctx: Context, key: str) -> Any | None:
     if owner == ctx.settings.web_url.rstrip("/"):
         state = table.get(key)
         return orjson.loads(state.model_dump_json()) if state is not None else None
-    async with aiohttp.ClientSession() as session, session.get(f"{owner}/orders/{key}") as resp:
+    async with aiohttp.ClientSession() as session, session.get(f"{owner}/orders/{key}",
+                                                               headers=headers) as resp:
         return await resp.json() if resp.status == 200 else None
 
 
