@@ -83,6 +83,27 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streams import schemas
+
+    root = Path(args.dir) if args.dir else schemas.DEFAULT_DIR
+    if args.action == "check":
+        problems = schemas.check(root)
+        for problem in problems:
+            print(problem)
+        print(f"{len(problems)} problem(s) in {root}" if problems else f"{root}: up to date")
+        return 1 if problems else 0
+    try:
+        lines = schemas.export(root)
+    except ValueError as exc:
+        print(f"retail-sync schemas: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from retail_sync.demo import run_demo
 
@@ -313,6 +334,12 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("settings", help="print the effective settings (secrets masked)") \
         .set_defaults(func=cmd_settings)
+
+    sc = sub.add_parser("schemas", help="JSON Schemas of the records on Kafka (schemas/): "
+                                        "export the current versions, or check them")
+    sc.add_argument("action", choices=["export", "check"])
+    sc.add_argument("--dir", default=None, help="default: schemas/ of the source tree")
+    sc.set_defaults(func=cmd_schemas)
     return p
 
 

@@ -28,14 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from streams.codecs import CODECS
+from streams.codecs import decode
 from streams.models import ExceptionKind, SyncException, utcnow
 
 log = logging.getLogger(__name__)
-
-_SYNC_EXCEPTION = TypeAdapter(SyncException)
 
 #: topic suffix (the name after ``<app_id>.``) -> codec of its values
 TOPIC_CODECS: dict[str, str] = {
@@ -76,7 +74,7 @@ def decode_records(values: Iterable[bytes | None]) -> tuple[list[SyncException],
     notes: list[str] = []
     for i, value in enumerate(values):
         try:
-            records.append(_SYNC_EXCEPTION.validate_json(value or b""))
+            records.append(decode("rs.sync_exception", value or b""))
         except ValidationError as exc:
             notes.append(f"record #{i} is not a SyncException ({exc.error_count()} errors): "
                          f"{(value or b'')[:80]!r}")
@@ -224,7 +222,7 @@ def _resend(record: SyncException, suffix: str) -> ReplayPlan:
     codec = _codec_for(suffix)
     value = record.payload.encode("utf-8")
     try:
-        obj = CODECS[codec].validate_json(value)
+        obj = decode(codec, value)
     except ValidationError as exc:
         return ReplayPlan(None, None, None, f"payload is not a valid {codec} for {suffix} "
                                             f"({exc.error_count()} errors; truncated?)")

@@ -4,32 +4,113 @@ Faust models are not pydantic models, so each record type gets a codec registere
 name; topics and tables name it as ``value_serializer`` (no ``value_type``). Decoding validates:
 bytes that are not the record they claim to be raise, and the topic turns that into a
 sync-exception record (see ``streams.topics.RecordingTopic``).
+
+Every record carries its codec's schema version as its first key, ``{"schema_version": N, ...}``
+(``streams.schemas``): absent means 1; a record newer than this reader has the fields this reader
+does not know dropped instead of refused (a reader of version N reads N+1). Code that reads
+these topics outside Faust uses ``decode(codec, bytes)``, never the models' own JSON parsing.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import orjson
 from faust.serializers import codecs
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from streams import commands, models, stock
+from streams.schemas import VERSION_KEY, version_of
+
+_VERSION_PREFIX = re.compile(rb'^\s*\{\s*"schema_version"\s*:\s*(\d{1,9})\s*(,?)')
 
 
 class PydanticCodec(codecs.Codec):
-    """JSON on the wire, validated into ``adapter``'s type on the way in."""
+    """JSON on the wire with the schema version first, validated into ``adapter``'s type on
+    the way in."""
 
-    def __init__(self, adapter: TypeAdapter[Any], **kwargs: Any) -> None:
+    def __init__(self, adapter: TypeAdapter[Any], name: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.adapter = adapter
+        self.name = name
 
     def _loads(self, s: bytes) -> Any:
-        return self.adapter.validate_json(s)
+        return _decode(self.adapter, version_of(self.name), s)
 
     def _dumps(self, obj: Any) -> bytes:
         if isinstance(obj, BaseModel):
-            return obj.model_dump_json().encode()
-        return self.adapter.dump_json(self.adapter.validate_python(obj))
+            body = obj.model_dump_json().encode()
+        else:
+            body = self.adapter.dump_json(self.adapter.validate_python(obj))
+        return with_version(body, version_of(self.name))
+
+
+def with_version(body: bytes, version: int) -> bytes:
+    """``{"schema_version": version, ...body's keys}`` (a JSON object body)."""
+    if body[:1] != b"{":
+        return body
+    head = b'{"schema_version":%d' % version
+    return head + (b"}" if body.strip() == b"{}" else b"," + body[1:])
+
+
+def split_version(s: bytes) -> tuple[int, bytes]:
+    """(the record's schema version, the record without it); 1 when it carries none."""
+    m = _VERSION_PREFIX.match(s)
+    if m is not None:
+        rest = s[m.end():]
+        return int(m[1]), (b"{" + rest) if m[2] else b"{" + rest.lstrip()
+    if b'"schema_version"' in s:  # written elsewhere, not first: the slow way
+        try:
+            data = orjson.loads(s)
+        except orjson.JSONDecodeError:
+            return 1, s
+        if isinstance(data, dict) and isinstance(data.get(VERSION_KEY), int):
+            version = data.pop(VERSION_KEY)
+            return version, orjson.dumps(data)
+    return 1, s
+
+
+def _decode(adapter: TypeAdapter[Any], reader_version: int, s: bytes) -> Any:
+    version, body = split_version(s)
+    try:
+        return adapter.validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if version <= reader_version or not all(e["type"] == "extra_forbidden" for e in errors):
+            raise
+        # a newer writer's record: drop the fields this reader does not know
+        data = orjson.loads(body)
+        for error in errors:
+            _drop(data, error["loc"])
+        return adapter.validate_json(orjson.dumps(data))
+
+
+def _drop(data: Any, loc: tuple[Any, ...]) -> None:
+    """Delete the field at pydantic's error location (union tags and class names in ``loc``,
+    which are not keys of the data, are skipped)."""
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            if last:
+                del node[part]
+                return
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        # else: a union tag or member name; stay on this node
+
+
+def encode(codec: str, obj: Any) -> bytes:
+    """``obj`` as codec ``codec`` writes it on its topic (schema version included)."""
+    return codecs.get_codec(codec).dumps(obj)
+
+
+def decode(codec: str, value: bytes) -> Any:
+    """A record of codec ``codec`` read from its topic (any version up to this reader's own +
+    later ones, whose unknown fields are dropped); raises pydantic's ValidationError."""
+    return _decode(CODECS[codec], version_of(codec), value)
 
 
 #: codec name -> the type it carries
@@ -52,7 +133,7 @@ CODECS: dict[str, TypeAdapter[Any]] = {
 def register_codecs() -> None:
     """Make every codec known to Faust by name (idempotent)."""
     for name, adapter in CODECS.items():
-        codecs.register(name, PydanticCodec(adapter))
+        codecs.register(name, PydanticCodec(adapter, name))
 
 
 register_codecs()

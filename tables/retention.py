@@ -30,6 +30,7 @@ longer than the clock skew between a marketplace and us.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.codecs import decode as codec_decode
 from streams.models import (
     ExpireOrder,
     IndexEntry,
@@ -142,7 +144,7 @@ class Sweeper:
         store = table.data
         if not hasattr(store, "_db_for_partition"):
             return []  # not RocksDB (unit tests): nothing to sweep
-        decode = OrderState.model_validate_json
+        decode = functools.partial(codec_decode, "rs.order_state")  # versioned (streams.schemas)
         keys: list[str] = []
         for partition in self.owned_partitions():
             db = store._db_for_partition(partition)  # noqa: SLF001 - Faust has no public call
@@ -237,7 +239,7 @@ async def read_archived(bootstrap: str, topic: str, keys: Iterable[str],
                 for m in msgs:
                     if m.key in wanted:
                         found[m.key] = m.value
-        return {k.decode(): OrderState.model_validate_json(v) for k, v in found.items() if v}
+        return {k.decode(): codec_decode("rs.order_state", v) for k, v in found.items() if v}
     finally:
         await consumer.stop()
 
