@@ -11,6 +11,7 @@ from typing import Any
 
 from agents.exceptions import record_exception
 from agents.lifecycle import Outcome, apply
+from retail_sync import audit
 from retail_sync.context import Context
 from streams.models import (
     BackorderReleased,
@@ -83,6 +84,7 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
             channel=previous.channel if previous else None,
             source_topic=ctx.topics.order_events.get_topic_name(),
         )
+        await audit.refused_later(ctx, key, previous, event, outcome.problem, outcome.state)
     if outcome.state is not None:
         if outcome.changed:
             table[key] = outcome.state

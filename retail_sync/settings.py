@@ -100,6 +100,22 @@ class Settings(BaseSettings):
     order_retention_sweep_interval_s: float = Field(
         60.0, gt=0, description="How often each worker sweeps its order-state partitions for "
         "closed orders past the retention age.")
+    audit_retention_days: float = Field(
+        365.0, gt=0, le=36_500, description="How long admin-action audit records are kept: the "
+        "retention.ms of the <app>.admin-audit topic, set when the worker creates it (an existing "
+        "topic keeps its own setting). Apache Kafka deletes by it; the embedded Tansu stores it "
+        "but keeps records in memory until it stops (ARCHITECTURE §10).")
+    audit_write_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="The longest an admin action waits for the broker to "
+        "acknowledge its audit record; past it (or with the broker away) the action answers 503 "
+        "and nothing is done.")
+    audit_view_scan: int = Field(
+        10_000, ge=1, le=1_000_000, description="GET /audit reads at most this many of the "
+        "newest records of each audit-topic partition (its answer says when older ones exist).")
+    reconciliation_jobs_kept: int = Field(
+        20, ge=1, le=1000, description="Finished reconciliation jobs (with their reports) a "
+        "worker keeps in memory for GET /reconciliation/jobs; older ones are dropped, and all of "
+        "them on a restart (the CLI `retail-sync reconcile` keeps nothing).")
     order_retention_sweep_batch: int = Field(
         500, ge=1, description="Order-state records one sweep of a partition reads at most; the "
         "next sweep continues from where it stopped.")

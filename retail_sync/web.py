@@ -18,7 +18,11 @@ serves the rest; each view needs a token with the scope in brackets (retail_sync
 |        |                                        | service, the ERP): {"lines", "amount", ...}     |
 | GET    | /exceptions?kind=&channel=&older_than_s=| sync exceptions, newest first, with a summary    |
 | POST   | /exceptions/replay                     | {"ids": [...]} or {"kind": ...}: resend them     |
-| GET    | /reconciliation?channels=&days=        | each marketplace's orders vs the ERP's postings |
+| POST   | /reconciliation/jobs                   | {"channels", "days"}: start a reconciliation job |
+|        |                                        | (202 + job id; 409 while one runs for a channel) |
+| GET    | /reconciliation/jobs[/{job_id}]        | jobs' status and kept reports                    |
+| GET    | /reconciliation                        | 410: pointer to the job API                      |
+| GET    | /audit?target=&actor=&since=&limit=    | admin actions' audit records, newest first       |
 | GET    | /inventory/{sku}                       | on hand, reservations, safety stock, ATS per    |
 |        |                                        | channel, what each channel was last told, when  |
 | GET    | /metrics                               | Prometheus exposition [metrics]                 |
@@ -26,8 +30,9 @@ serves the rest; each view needs a token with the scope in brackets (retail_sync
 | GET    | /health/live                           | liveness: 200 while the worker runs             |
 
 [viewer]: GET /orders/..., /exceptions, /inventory/...; [operator]: cancel, returns, replay,
-reconciliation. /health and /health/live are open (orchestrators probe them; they show no order
-or customer data).
+reconciliation (jobs: POST; their GETs and /audit: viewer). Actions answer X-Request-Id and are
+audited before they take effect (retail_sync/admin_actions.py, audit.py). /health and
+/health/live are open (orchestrators probe them; they show no order or customer data).
 
 Order views are routed to the worker that owns the key (``app.table_route``). Faust's built-in
 ``/table/...`` view is disabled in the app factory because it exposes raw table data.
@@ -37,10 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Iterable
-from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -48,21 +50,16 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents import aftersale, stock_logic
 from agents import stock as stock_agent
+from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
-from retail_sync import admin_auth, broker_watch, exceptions_view, http_body, ingress
+from retail_sync import admin_actions, admin_auth, broker_watch, exceptions_view, http_body, ingress
 from retail_sync import query_params as qp
 from retail_sync.context import Context
-from retail_sync.reconcile import reconcile
 from streams.models import (
-    CancelRequested,
     ExceptionKind,
-    OrderState,
     RawOrderMessage,
-    RefundRecord,
-    ReturnRequested,
     order_key,
     utcnow,
 )
@@ -134,49 +131,15 @@ def register(ctx: Context) -> None:
     class CancelOrder(View):
         @admin_auth.requires("operator")
         async def post(self, request: Request, order_key: str) -> Response:
-            body = await _json_body(request)
-            if body is None:  # {} or an empty body is fine: the reason is optional
-                return _json(self, {"error": 'body must be a JSON object such as {"reason": '
-                                             '"..."} (or empty)'}, 400)
-            reason = str(body.get("reason") or "cancelled by an operator")
-            await ctx.topics.order_events.send(key=order_key, value=CancelRequested(
-                order_key=order_key, by="operator", reason=reason, at=utcnow()))
-            return _json(self, {"status": "accepted", "order_key": order_key,
-                                "see": f"/orders/{order_key}"}, 202)
+            # validated (404, 409), audited, then sent: retail_sync/admin_actions.py
+            return await admin_actions.cancel(ctx, self, request, order_key)
 
     @app.page("/orders/{order_key}/returns")
     class AuthoriseReturn(View):
         @admin_auth.requires("operator")
         async def post(self, request: Request, order_key: str) -> Response:
-            body = await _json_body(request)
-            amount = (body or {}).get("amount")
-            if amount is None and isinstance((body or {}).get("lines"), dict):
-                # none given: what the buyer paid for those units (discounted price and tax)
-                known = await order_state(ctx, order_key, admin_auth.authorization_of(request))
-                if known is None:
-                    return _json(self, {"error": f"no order {order_key!r}: give the amount"}, 404)
-                try:
-                    amount = aftersale.refund_value(OrderState.model_validate(known), {
-                        str(k): int(v) for k, v in body["lines"].items()})
-                except (ValueError, TypeError) as exc:
-                    return _json(self, {"error": f"lines must be {{line_id: units}}: {exc}"}, 400)
-            try:
-                refund = RefundRecord(
-                    refund_id=str((body or {}).get("refund_id") or f"RMA-{uuid.uuid4().hex[:10]}"),
-                    lines={str(k): int(v) for k, v in (body or {}).get("lines", {}).items()},
-                    amount=Decimal(str(amount)),
-                    reason=str((body or {}).get("reason") or "return authorised"),
-                    restock=bool((body or {}).get("restock", True)), source="erp",
-                    requested_at=utcnow())
-            except (ValueError, TypeError, ArithmeticError, AttributeError) as exc:
-                return _json(self, {"error": f"a return needs lines {{line_id: units}}, amount, "
-                                             f"reason, restock: {exc}"}, 400)
-            if not refund.lines:
-                return _json(self, {"error": "a return needs at least one line"}, 400)
-            await ctx.topics.order_events.send(key=order_key, value=ReturnRequested(
-                order_key=order_key, refund=refund))
-            return _json(self, {"status": "accepted", "refund_id": refund.refund_id,
-                                "see": f"/orders/{order_key}"}, 202)
+            # validated (404, 422: aftersale.return_refusal), audited, then sent
+            return await admin_actions.authorise_return(ctx, self, request, order_key)
 
     def _bootstrap() -> str:
         return exceptions_view.bootstrap_of(app.conf.broker)
@@ -208,41 +171,16 @@ def register(ctx: Context) -> None:
     class ExceptionsReplay(View):
         @admin_auth.requires("operator")
         async def post(self, request: Request) -> Response:
-            body = await _json_body(request)
-            ids = (body or {}).get("ids")
-            kind = (body or {}).get("kind")
-            if body is None or not (ids or kind) or (ids is not None and not (
-                    isinstance(ids, list) and all(isinstance(i, str) for i in ids))):
-                return _json(self, {"error": 'send {"ids": ["..."]} or {"kind": "erp_permanent"}'},
-                             400)
-            kinds = [k.value for k in ExceptionKind]
-            if kind and kind not in kinds:
-                return _json(self, {"error": f"kind must be one of {', '.join(kinds)}, "
-                                             f"not {str(kind)[:40]!r}"}, 400)
-            try:
-                results = await exceptions_view.replay_from_topic(
-                    _bootstrap(), ctx.settings.app_id, ids=ids, kind=kind,
-                    channel=body.get("channel"))
-            except ValueError as exc:
-                return _json(self, {"error": str(exc)}, 400)
-            return _json(self, {"replayed": sum(r["replayed"] for r in results),
-                                "skipped": sum(not r["replayed"] for r in results),
-                                "results": results})
+            return await admin_actions.replay(ctx, self, request)  # audited, then replayed
 
     @app.page("/reconciliation")
     class Reconciliation(View):
         @admin_auth.requires("operator")  # it spends every marketplace's API budget
         async def get(self, request: Request) -> Response:
-            raw = request.query.get("channels", "")
-            channels = [c.strip() for c in raw.split(",") if c.strip()] or None
-            try:
-                days = qp.number(request.query, "days", 7.0, minimum=0, above_minimum=True,
-                                 maximum=MAX_RECONCILE_DAYS, unit="days")
-            except qp.BadParam as exc:
-                return _json(self, {"error": str(exc)}, 400)
-            assert days is not None
-            report = await reconcile(ctx.settings, channels, lookback=timedelta(days=days))
-            return _json(self, report.as_json())
+            # no longer synchronous: 410 pointing at the job API (POST /reconciliation/jobs)
+            return await admin_actions.reconciliation_gone(ctx, self, request)
+
+    admin_actions.register(ctx)  # /audit, /reconciliation/jobs[/{id}], the audit topic
 
     @app.page("/inventory/{sku}")
     class InventoryView(View):

@@ -15,6 +15,7 @@
 | channel-commands   | order_key                   | ChannelCommand of a channel with no outbound (fallback) |
 | wms-requests       | order_key                   | WmsCommand (release, cancel, expect return) |
 | erp-requests       | order_key                   | ErpCommand (post order, shipment, cancel, return) |
+| admin-audit        | target (order key, ...)     | AuditRecord JSON (retail_sync/audit.py), time retention |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -103,6 +105,17 @@ def _topic(app: faust.App, name: str, codec: str, partitions: int, **kw: Any) ->
         partitions=partitions,
         **kw,
     )
+
+
+def admin_audit_topic(app: faust.App, *, prefix: str, partitions: int,
+                      retention_days: float) -> faust.TopicT:
+    """``<prefix>.admin-audit``: one record per admin action (who, what, target, when, outcome,
+    request id), keyed by its target. Deleted by time, not compacted (every record is kept):
+    ``retention.ms`` = ``retention_days``, set when the topic is created (``maybe_declare``; an
+    existing topic keeps its configuration). Values are the records' JSON (raw bytes)."""
+    return faust.Topic(app, topics=[f"{prefix}.admin-audit"], key_type=str, key_serializer="raw",
+                       value_serializer="raw", partitions=partitions, deleting=True,
+                       retention=timedelta(days=retention_days))
 
 
 def declare_topics(app: faust.App, *, prefix: str, partitions: int,
