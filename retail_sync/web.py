@@ -54,7 +54,15 @@ from agents import stock as stock_agent
 from agents import stock_logic
 from agents.exceptions import record_exception
 from connectors import shopify_inbound as shopify
-from retail_sync import admin_actions, admin_auth, broker_watch, exceptions_view, http_body, ingress
+from retail_sync import (
+    admin_actions,
+    admin_auth,
+    broker_watch,
+    exceptions_view,
+    http_body,
+    ingress,
+    pii,
+)
 from retail_sync import query_params as qp
 from retail_sync.context import Context
 from streams.models import (
@@ -112,7 +120,7 @@ def register(ctx: Context) -> None:
                     ctx, lookup_candidates(external_id, indexed, ctx.channels))
             if not states:
                 return _json(self, {"error": f"no order is known by id {external_id!r}"}, 404)
-            return _json(self, {"id": external_id, "orders": states})
+            return _json(self, pii.for_caller(request, {"id": external_id, "orders": states}))
 
     @app.page("/orders/{order_key}")
     class OrderView(View):
@@ -123,9 +131,9 @@ def register(ctx: Context) -> None:
             if state is None:  # a retired order (tables/retention.py): from the archive
                 archived = await retention.archived_views(ctx, [order_key])
                 if archived:
-                    return _json(self, archived[0])
+                    return _json(self, pii.for_caller(request, archived[0]))
                 return _json(self, {"error": f"no order {order_key!r}"}, 404)
-            return self.bytes(state.model_dump_json().encode(), content_type="application/json")
+            return self.bytes(pii.json_for_caller(request, state), content_type="application/json")
 
     @app.page("/orders/{order_key}/cancel")
     class CancelOrder(View):
@@ -163,9 +171,9 @@ def register(ctx: Context) -> None:
             now = utcnow()
             matched = exceptions_view.filter_records(records, kind, q.get("channel") or None,
                                                      older, newer, now)
-            return _json(self, {"summary": exceptions_view.summarise(records, now),
-                                "matched": len(matched), "notes": notes,
-                                "exceptions": exceptions_view.as_view(matched, now, limit)})
+            return _json(self, pii.for_caller(request, {  # payloads' personal data masked
+                "summary": exceptions_view.summarise(records, now), "matched": len(matched),
+                "notes": notes, "exceptions": exceptions_view.as_view(matched, now, limit)}))
 
     @app.page("/exceptions/replay")
     class ExceptionsReplay(View):
