@@ -61,6 +61,7 @@ from retail_sync import (
     exceptions_view,
     http_body,
     ingress,
+    openapi,
     pii,
 )
 from retail_sync import query_params as qp
@@ -189,6 +190,7 @@ def register(ctx: Context) -> None:
             return await admin_actions.reconciliation_gone(ctx, self, request)
 
     admin_actions.register(ctx)  # /audit, /reconciliation/jobs[/{id}], the audit topic
+    openapi.register(ctx)  # GET /openapi.json (open): retail_sync/openapi.py
 
     @app.page("/inventory/{sku}")
     class InventoryView(View):
