@@ -12,6 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RETAIL_SYNC_WEB_HOST=0.0.0.0 \
     RETAIL_SYNC_WEB_PORT=6066 \
+    RETAIL_SYNC_INGRESS_HOST=0.0.0.0 \
+    RETAIL_SYNC_INGRESS_PORT=6065 \
     RETAIL_SYNC_DATADIR=/var/lib/retail-sync
 
 # Every dependency ships binary wheels for CPython 3.11 on linux/amd64, so no compiler is needed.
@@ -39,6 +41,8 @@ RUN groupadd --system --gid 10001 retailsync \
 USER retailsync
 WORKDIR /home/retailsync
 VOLUME ["/var/lib/retail-sync"]
+# 6065: ingress (webhooks, public); 6066: admin (views, metrics, health; keep it private)
+EXPOSE 6065
 EXPOSE 6066
 
 # /health answers 200 once this worker has partitions assigned (503 while starting/rebalancing).

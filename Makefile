@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help demo test bench lint compose-check clean
+.PHONY: help demo test bench lint compose-check compose-secrets clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,13 @@ lint: $(STAMP)  ## ruff over the project
 
 compose-check: $(STAMP)  ## validate docker-compose.yml without a Docker engine
 	$(BIN)/python -m retail_sync.compose_check docker-compose.yml
+
+compose-secrets: $(STAMP)  ## create deploy/secrets/ (admin tokens file, Prometheus token) if absent
+	@mkdir -p deploy/secrets
+	@test -f deploy/secrets/admin-tokens.json || echo '{}' > deploy/secrets/admin-tokens.json
+	@test -s deploy/secrets/prometheus-token || ( umask 077 && $(BIN)/retail-sync admin-token create \
+		prometheus --scopes metrics --file deploy/secrets/admin-tokens.json > deploy/secrets/prometheus-token )
+	@echo "deploy/secrets ready; add people: $(BIN)/retail-sync admin-token create NAME --scopes viewer,operator --file deploy/secrets/admin-tokens.json"
 
 clean:  ## remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache

@@ -171,7 +171,11 @@ class TokenStore:
         except OSError as exc:
             raise ValueError(f"RETAIL_SYNC_ADMIN_TOKENS_FILE {self._file}: cannot read it: "
                              f"{exc.strerror or exc}") from None
-        tokens = parse_tokens(text, origin=f"RETAIL_SYNC_ADMIN_TOKENS_FILE {self._file}")
+        origin = f"RETAIL_SYNC_ADMIN_TOKENS_FILE {self._file}"
+        if not text.strip():  # also what a reader sees in the middle of an in-place rewrite
+            self._signature = signature
+            raise ValueError(f"{origin} is empty (write {{}} for no tokens)")
+        tokens = parse_tokens(text, origin=origin)
         self._signature = signature
         return tokens
 
@@ -341,12 +345,18 @@ __all__ = [
 # --- `retail-sync admin-token ...` ------------------------------------------------------------
 
 
-def _write_atomically(path: Path, doc: dict[str, Any]) -> None:
-    """Replace ``path`` in one rename (readers see the old file or the new one), mode 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+def _write_tokens_file(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` into ``path`` *in place* (same inode, mode 0600 when created): Docker
+    Compose mounts a secret file by its inode, so a rename-replaced file would never reach the
+    containers. A worker reading mid-write sees an empty or partial file, keeps its last good
+    tokens and reads the finished file on its next check."""
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.truncate(0)
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _read_doc(path: Path) -> dict[str, Any]:
@@ -372,7 +382,7 @@ def cli_create(name: str, scopes_text: str, file: str | None, rotate: bool,
                 raise ValueError(f"{path} already has a token named {name!r}: pass --rotate to "
                                  "replace it (the old token stops working)")
             doc.update(entry)
-            _write_atomically(path, doc)
+            _write_tokens_file(path, doc)
     except (ValueError, OSError) as exc:
         print(f"retail-sync: {exc}", file=err)
         return 2
@@ -398,7 +408,7 @@ def cli_revoke(name: str, file: str, out: Any, err: Any) -> int:
             raise ValueError(f"{path} has no token named {name!r} (it has "
                              f"{', '.join(sorted(doc)) or 'none'})")
         del doc[name]
-        _write_atomically(path, doc)
+        _write_tokens_file(path, doc)
     except (ValueError, OSError) as exc:
         print(f"retail-sync: {exc}", file=err)
         return 2

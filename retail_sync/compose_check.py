@@ -18,7 +18,9 @@ Checks, each reported as one line naming the file and the key at fault:
 * retail-sync specifics: every ``RETAIL_SYNC_*`` variable is a real setting (the settings ignore
   unknown ones, so a typo would silently fall back to a default); workers that share an app id
   have distinct, reachable ``RETAIL_SYNC_CANONICAL_URL`` values and distinct datadir volumes;
-  Prometheus scrapes every worker.
+  no worker publishes its admin listener (``RETAIL_SYNC_WEB_PORT``) beyond 127.0.0.1; a
+  ``--webhook-url`` naming a worker uses its ingress port; Prometheus scrapes every worker, with
+  a bearer token (``/metrics`` needs the ``metrics`` scope).
 * Prometheus: the config mounted into the prometheus service parses, its ``rule_files`` are
   mounted too, and each rules file has groups -> rules with ``alert``, a well-formed ``expr``,
   ``labels.severity`` and ``annotations.summary``; the ``retail_sync_*`` metrics an expression
@@ -874,6 +876,7 @@ class ComposeChecker:
                                  f"{url!r} is also {urls[url]}'s: table routing would send "
                                  "requests to the wrong worker")
                     urls[url] = name
+                self._admin_not_published(name, port)
                 datadir = env.get("RETAIL_SYNC_DATADIR", "var/data")
                 mount = next(((k, s) for k, s, t in self.facts[name].mounts
                               if s and _under(datadir, t)), None)
@@ -887,6 +890,43 @@ class ComposeChecker:
                     datadirs[mount] = name
             self.report.summary.append(
                 f"  workers: {', '.join(workers)} (app id {app_id!r}, one consumer group)")
+        self._webhooks_go_to_the_ingress()
+
+    def _admin_not_published(self, name: str, admin_port: str) -> None:
+        """The admin listener (views, actions, metrics) stays off the host's public interfaces;
+        the webhooks have their own ingress listener."""
+        ports = self.services[name].get("ports")
+        for i, spec in enumerate(ports if isinstance(ports, list) else []):
+            if isinstance(spec, dict):
+                container = str(spec.get("target", ""))
+            else:
+                m = PORT_RE.match(str(spec))
+                container = m.group("container") if m else ""
+            for ip, _proto, host_port in _published(spec):
+                if container == admin_port and ip.strip("[]") not in ("127.0.0.1", "::1"):
+                    self.err(f"services.{name}.ports[{i}]",
+                             f"publishes the admin listener (container port {admin_port}) on "
+                             f"{'every interface' if ip == '0.0.0.0' else ip} as {host_port}: "  # noqa: S104
+                             "keep it on the compose network (expose) or on 127.0.0.1; "
+                             "marketplaces reach RETAIL_SYNC_INGRESS_PORT")
+
+    def _webhooks_go_to_the_ingress(self) -> None:
+        """A ``--webhook-url`` naming a worker must use its ingress port, not the admin one."""
+        workers = set(self.worker_services())
+        for name in self.facts:
+            cmd = self.command_of(name)
+            for flag, url in zip(cmd, cmd[1:], strict=False):
+                if flag != "--webhook-url":
+                    continue
+                m = re.match(r"^https?://([^:/]+)(?::(\d+))?", url)
+                if not m or m.group(1) not in workers:
+                    continue
+                env = self.service_env(m.group(1))
+                ingress = env.get("RETAIL_SYNC_INGRESS_PORT", "6065")
+                if (m.group(2) or "80") != ingress:
+                    self.err(f"services.{name}.command",
+                             f"--webhook-url {url} is not {m.group(1)}'s ingress listener "
+                             f"(port {ingress}): webhooks are served only there")
 
     # -- prometheus mounts --------------------------------------------------------------------
 
@@ -1207,6 +1247,9 @@ def check_prometheus(config: Path, report: Report, label: str,
         if job["job_name"] in job_names:
             report.error(where, f"job_name {job['job_name']!r} is used twice")
         job_names.add(job["job_name"])
+        auth = job.get("authorization") if isinstance(job.get("authorization"), dict) else {}
+        has_token = bool(auth.get("credentials_file") or auth.get("credentials")
+                         or job.get("bearer_token_file") or job.get("bearer_token"))
         for sc in job.get("static_configs") or []:
             for target in (sc or {}).get("targets") or []:
                 if not isinstance(target, str) or not re.match(r"^[^\s:/]+:\d+$", target):
@@ -1214,6 +1257,11 @@ def check_prometheus(config: Path, report: Report, label: str,
                     continue
                 targets.add(target)
                 target_host = target.split(":")[0]
+                if compose is not None and target_host in compose.worker_services() \
+                        and not has_token:
+                    report.error(f"{where}", f"scrapes {target} without a token: a worker's "
+                                 "/metrics needs one with the metrics scope (authorization: "
+                                 "{type: Bearer, credentials_file: /run/secrets/...})")
                 if compose is not None and "." not in target_host \
                         and target_host != "localhost" and target_host not in compose.services:
                     report.error(f"{where}.static_configs",

@@ -91,3 +91,45 @@ def test_bearer_parsing() -> None:
     assert admin_auth.bearer_token({"Authorization": "bearer  abc "}) == "abc"
     assert admin_auth.bearer_token({"Authorization": "Basic abc"}) is None
     assert admin_auth.bearer_token({}) is None
+
+
+def test_cli_writes_the_file_in_place_and_a_store_follows(tmp_path) -> None:
+    """Docker Compose mounts a secret file by inode: rotation must rewrite it in place."""
+    import io
+
+    now = [0.0]
+    path = tmp_path / "tokens.json"
+    path.write_text("{}")
+    inode = path.stat().st_ino
+    store = TokenStore("", path, clock=lambda: now[0])
+    out, err = io.StringIO(), io.StringIO()
+    assert admin_auth.cli_create("alice", "viewer,operator", str(path), False, out, err) == 0
+    token = out.getvalue().strip()
+    assert path.stat().st_ino == inode and token not in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) in ("0o600", "0o644")  # kept, not widened
+    now[0] += 1
+    assert store.authenticate(token) == Principal("alice", frozenset({"viewer", "operator"}))
+    # the same name again needs --rotate; with it the old token stops working
+    assert admin_auth.cli_create("alice", "viewer", str(path), False, io.StringIO(), err) == 2
+    out2 = io.StringIO()
+    assert admin_auth.cli_create("alice", "viewer", str(path), True, out2, err) == 0
+    os.utime(path, ns=(1, 3 * 10**18))
+    now[0] += 1
+    assert store.authenticate(token) is None
+    assert store.authenticate(out2.getvalue().strip()) is not None
+    assert admin_auth.cli_revoke("alice", str(path), io.StringIO(), err) == 0
+    os.utime(path, ns=(1, 4 * 10**18))
+    now[0] += 1
+    assert store.authenticate(out2.getvalue().strip()) is None and store.names == []
+
+
+def test_an_empty_file_mid_rewrite_keeps_the_tokens(tmp_path) -> None:
+    now = [0.0]
+    tok = new_token()
+    path = tmp_path / "tokens.json"
+    path.write_text(_doc(a=(tok, ["viewer"])))
+    store = TokenStore("", path, clock=lambda: now[0])
+    path.write_text("")  # what a reader sees between truncate and write
+    os.utime(path, ns=(1, 10**18))
+    now[0] += 1
+    assert store.authenticate(tok) is not None and store.reload_errors == 1

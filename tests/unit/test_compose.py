@@ -84,6 +84,13 @@ def test_compose_matches_the_deployment_design():
         env = w["environment"]
         assert env["RETAIL_SYNC_CANONICAL_URL"] == f"http://worker-{n}:6066"
         assert env["RETAIL_SYNC_WEB_HOST"] == "0.0.0.0"
+        # two listeners: the ingress published, the admin one only on the compose network
+        assert env["RETAIL_SYNC_INGRESS_PORT"] == "6065" and env["RETAIL_SYNC_WEB_PORT"] == "6066"
+        assert all(p.endswith(":6065") for p in w["ports"]), w["ports"]
+        assert w["expose"] == ["6066"]
+        # admin tokens from a Docker secret (hashes only), re-read when it changes
+        assert w["secrets"] == ["admin_tokens"]
+        assert env["RETAIL_SYNC_ADMIN_TOKENS_FILE"] == "/run/secrets/admin_tokens"
         assert env["RETAIL_SYNC_BROKER_URL"] == "kafka://kafka:9092"
         assert w["depends_on"]["kafka"]["condition"] == "service_healthy"
         assert f"worker-{n}-data:/var/lib/retail-sync" in w["volumes"]
@@ -91,6 +98,9 @@ def test_compose_matches_the_deployment_design():
     for sim in ("erp-sim", "shopify-sim"):
         assert services[sim]["profiles"] == ["sim"]
     assert "./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in services["prometheus"]["volumes"]
+    assert services["prometheus"]["secrets"] == ["prometheus_token"]
+    assert set(doc["secrets"]) == {"admin_tokens", "prometheus_token"}
+    assert "http://worker-1:6065/webhooks/shopify/orders/create" in services["shopify-sim"]["command"]
 
 
 def test_dockerfile_essentials():
@@ -99,6 +109,7 @@ def test_dockerfile_essentials():
     assert "pip install ." in text
     assert re.search(r"^USER (?!root\b|0\b)\S+", text, re.M), "must run as a non-root user"
     assert re.search(r"^EXPOSE 6066\b", text, re.M)
+    assert re.search(r"^EXPOSE 6065\b", text, re.M)
     assert re.search(r'^CMD \["retail-sync", "worker"\]', text, re.M)
     assert re.search(r"^HEALTHCHECK .*\n?.*urllib.*/health", text, re.M)
 
@@ -161,6 +172,8 @@ def test_prometheus_scrapes_both_workers_and_loads_the_rules():
     targets = {t for sc in job["static_configs"] for t in sc["targets"]}
     assert {"worker-1:6066", "worker-2:6066"} <= targets
     assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert job["authorization"] == {"type": "Bearer",
+                                    "credentials_file": "/run/secrets/prometheus_token"}
 
 
 # --- broken copies must fail with the right message ----------------------------------------------
@@ -247,16 +260,30 @@ BROKEN = {
         "target 'data' must be an absolute container path",
     ),
     "port out of range": (
-        edit("docker-compose.yml", '"127.0.0.1:6067:6066"', '"127.0.0.1:70000:6066"'),
+        edit("docker-compose.yml", '"6165:6065"', '"70000:6065"'),
         "'70000' is out of range",
     ),
     "malformed port": (
-        edit("docker-compose.yml", '"127.0.0.1:6067:6066"', '"127.0.0.1:6067:6066/http"'),
+        edit("docker-compose.yml", '"6165:6065"', '"6165:6065/http"'),
         "is not [IP:][HOST:]CONTAINER[/PROTOCOL]",
     ),
     "host port published twice": (
-        edit("docker-compose.yml", '"127.0.0.1:6067:6066"', '"127.0.0.1:6066:6066"'),
-        "host port 6066/tcp is also published by worker-1",
+        edit("docker-compose.yml", '"6165:6065"', '"6065:6065"'),
+        "host port 6065/tcp is also published by worker-1",
+    ),
+    "admin listener published on every interface": (
+        edit("docker-compose.yml", '      - "6165:6065"  # ingress (webhooks): public\n',
+             '      - "6165:6065"  # ingress (webhooks): public\n      - "6067:6066"\n'),
+        "services.worker-2.ports[1]: publishes the admin listener (container port 6066) on "
+        "every interface",
+    ),
+    "webhooks sent to the admin listener": (
+        edit("docker-compose.yml", "http://worker-1:6065/webhooks/", "http://worker-1:6066/webhooks/"),
+        "is not worker-1's ingress listener (port 6065)",
+    ),
+    "metrics scraped without a token": (
+        edit("deploy/prometheus.yml", "      credentials_file: /run/secrets/prometheus_token\n", ""),
+        "scrapes worker-1:6066 without a token",
     ),
     "interpolation default without '-'": (
         edit("docker-compose.yml", "${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:-change-me}",
