@@ -33,10 +33,13 @@ compose-check: $(STAMP)  ## validate docker-compose.yml without a Docker engine
 	$(BIN)/python -m retail_sync.compose_check docker-compose.yml
 
 compose-secrets: $(STAMP)  ## create deploy/secrets/ (admin tokens file, Prometheus token) if absent
-	@mkdir -p deploy/secrets
+	@# the directory is private to you; the files stay readable for the containers' own users
+	@# (Compose bind-mounts secrets with the host file's mode: Prometheus runs as nobody)
+	@mkdir -p deploy/secrets && chmod 700 deploy/secrets
 	@test -f deploy/secrets/admin-tokens.json || echo '{}' > deploy/secrets/admin-tokens.json
-	@test -s deploy/secrets/prometheus-token || ( umask 077 && $(BIN)/retail-sync admin-token create \
-		prometheus --scopes metrics --file deploy/secrets/admin-tokens.json > deploy/secrets/prometheus-token )
+	@test -s deploy/secrets/prometheus-token || $(BIN)/retail-sync admin-token create prometheus \
+		--scopes metrics --file deploy/secrets/admin-tokens.json > deploy/secrets/prometheus-token
+	@chmod 644 deploy/secrets/admin-tokens.json deploy/secrets/prometheus-token
 	@echo "deploy/secrets ready; add people: $(BIN)/retail-sync admin-token create NAME --scopes viewer,operator --file deploy/secrets/admin-tokens.json"
 
 clean:  ## remove the virtual environment and local state

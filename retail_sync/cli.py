@@ -50,7 +50,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.tansu_compat or (settings.tansu_compat is None and embedded):
         tansu_compat.install()
     with broker_for(settings.broker_url) as url:
-        ctx = create_app(settings, url)
+        try:
+            ctx = create_app(settings, url)
+        except ValueError as exc:  # e.g. an unreadable or malformed admin tokens file
+            print(f"retail-sync: {exc}", file=sys.stderr)
+            return 2
         worker = log_throttle.worker(ctx.app, settings.log_repeat_window_s,  # §5f.2
                                      loglevel=settings.log_level, quiet=not args.verbose)
         worker.execute_from_commandline()
@@ -69,6 +73,10 @@ def _warn_unsafe_start(settings: Settings, embedded: bool) -> None:
         warnings.append("EMBEDDED BROKER: no RETAIL_SYNC_BROKER_URL, so this worker starts an "
                         "in-memory broker; every order it accepts is LOST when it stops. For "
                         "demos and tests only.")
+    if not settings.admin_tokens and settings.admin_tokens_file is None:
+        warnings.append("NO ADMIN TOKENS: RETAIL_SYNC_ADMIN_TOKENS and _FILE are unset, so every "
+                        "admin view but /health answers 401 (`retail-sync admin-token create "
+                        "NAME --scopes viewer,operator` makes one).")
     secrets = demo_secrets(settings)
     if secrets:
         warnings.append(f"DEMO SECRETS in use: {', '.join(secrets)} still have their demo "
