@@ -4,6 +4,7 @@ and the cursor (a Faust table) survives a worker restart."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -17,7 +18,9 @@ def _append(path, first: int, count: int) -> None:
     with path.open("a") as fh:
         for ref in range(first, first + count):
             fh.write(json.dumps({"ref": f"T{ref}", "sku": "TOY-1", "price": "9.50",
-                                 "ts": 1_790_000_000 + ref}) + "\n")
+                                 # an hour ago: an unknown order older than the retention age
+                                 # is refused as a retired one
+                                 "ts": int(time.time()) - 3600 + ref}) + "\n")
 
 
 def _po_numbers(stack: Stack) -> list[str]:
