@@ -70,21 +70,21 @@ class Door:
         self.actor = audit.actor_of(request)
         self.action, self.target = action, target
 
-    def record(self, outcome: audit.Outcome, status: int | None, reason: str | None = None,
+    def record(self, outcome: audit.Outcome, status: int | None, reason: str | None = None, /,
                **details: Any) -> AuditRecord:
         return AuditRecord(request_id=self.request_id, actor=self.actor, action=self.action,
                            target=self.target, outcome=outcome, status=status,
                            reason=reason[:1000] if reason else None, details=details)
 
-    async def refuse(self, status: int, reason: str, **details: Any) -> Response:
+    async def refuse(self, status: int, reason: str, /, **details: Any) -> Response:
         """Audit the refusal, then answer it (503 when the audit record cannot be written)."""
         try:
             await audit.write(self.ctx, self.record("refused", status, reason, **details))
         except AuditUnavailable as exc:
             return self.unavailable(exc)
-        return _answer(self.view, {"error": reason}, status, self.request_id)
+        return _answer(self.view, {"error": reason, **details}, status, self.request_id)
 
-    async def accept(self, status: int = 202, **details: Any) -> Response | None:
+    async def accept(self, status: int = 202, /, **details: Any) -> Response | None:
         """Audit the acceptance; None when the broker acknowledged it (go ahead), else the 503."""
         try:
             await audit.write(self.ctx, self.record("accepted", status, None, **details))
