@@ -231,7 +231,7 @@ async def _latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[s
     try:
         worker = await stack.start_worker("bench-lat")
         shop = ShopifySimulator(ShopifySimConfig(
-            webhook_url=f"{worker.url}/webhooks/shopify/orders/create",
+            webhook_url=worker.webhook_url(),
             secret="shpss_demo_secret", rate_per_s=rate, max_attempts=8, concurrency=256,  # noqa: S106
         ))
         print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP…", flush=True)

@@ -95,7 +95,7 @@ async def erp_flaky(stack: Stack, rows: list[tuple[str, object]]) -> None:
     stack.env.update({"RETAIL_SYNC_ERP_TIMEOUT_S": "1", "RETAIL_SYNC_ERP_BACKOFF_MAX_S": "0.5"})
     worker = await stack.start_worker()
     shop = ShopifySimulator(ShopifySimConfig(
-        webhook_url=f"{worker.url}/webhooks/shopify/orders/create", secret=SECRET, rate_per_s=40))
+        webhook_url=worker.webhook_url(), secret=SECRET, rate_per_s=40))
     await shop.send_orders(count=100)
     keys = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
     await until(lambda: set(_po_numbers(stack)) == keys, 120, "every order in the ERP")
@@ -158,7 +158,7 @@ async def worker_kill(stack: Stack, rows: list[tuple[str, object]]) -> None:
         erp.set_stock(sku, 1000)
     survivor, victim = await stack.start_worker("w1"), await stack.start_worker("w2")
     shop = ShopifySimulator(ShopifySimConfig(
-        webhook_url=f"{survivor.url}/webhooks/shopify/orders/create", secret=SECRET,
+        webhook_url=survivor.webhook_url(), secret=SECRET,
         rate_per_s=30, max_attempts=10, skus=skus, max_quantity=2))
     sending = asyncio.create_task(shop.send_orders(count=150))
     await asyncio.sleep(2.0)
@@ -202,7 +202,7 @@ async def worker_restart(stack: Stack, rows: list[tuple[str, object]]) -> None:
     stack.env.update({"RETAIL_SYNC_SHOPIFY_ADMIN_BASE_URL": await shop.start(),
                       "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3"})
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         sending = asyncio.create_task(shop.send_orders(count=200))
 
         async def reservations_held() -> bool:

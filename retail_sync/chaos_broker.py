@@ -227,7 +227,7 @@ async def broker_outage(stack: Any, proxy: BrokerProxy, *, rate_per_s: float = 1
     worker = await stack.start_worker()
     report = OutageReport(outage_s=outage_s, persist_timeout_s=persist_timeout_s)
     shop = TimedShopify(ShopifySimConfig(
-        webhook_url=f"{worker.url}/webhooks/shopify/orders/create", secret=SECRET,
+        webhook_url=worker.webhook_url(), secret=SECRET,
         rate_per_s=rate_per_s, max_attempts=12, retry_backoff_s=1.0, concurrency=64))
     sending = asyncio.create_task(shop.send_orders(duration_s=before_s + outage_s + after_s))
     await asyncio.sleep(before_s)

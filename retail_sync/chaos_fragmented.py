@@ -234,7 +234,7 @@ async def webhook_fragmented(stack: Stack, rows: list[tuple[str, object]]) -> No
     gate = asyncio.Semaphore(8)
     # the slow clients first, so they hold connections while the rest arrive
     order = sorted(cases, key=lambda c: c.kind != "slow")
-    await asyncio.gather(*(_run_case(worker.port, c, gate) for c in order))
+    await asyncio.gather(*(_run_case(worker.ingress_port, c, gate) for c in order))
 
     valid = [c for c in cases if c.kind == "valid"]
     accepted = {c.key for c in valid if not c.problems}

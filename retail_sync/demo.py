@@ -86,8 +86,8 @@ async def _demo(args: argparse.Namespace) -> int:
     stack = Stack(app_id=app_id, workdir=ROOT / "var" / "demo", broker_url=settings.broker_url,
                   erp_config=erp_config, tansu=settings.tansu_compat)
     secret = settings.shopify_webhook_secret.get_secret_value()
-    worker_url = f"http://127.0.0.1:{settings.web_port}"
-    drivers = {name: make_driver(name, secret, args, stack.workdir / app_id, worker_url)
+    ingress_url = f"http://127.0.0.1:{settings.ingress_port}"  # where the webhooks go
+    drivers = {name: make_driver(name, secret, args, stack.workdir / app_id, ingress_url)
                for name in mix}
     print("retail-sync demo: starting the broker, the simulators and a worker…", flush=True)
     await stack.start()
@@ -109,7 +109,8 @@ async def _demo(args: argparse.Namespace) -> int:
         stack.env.setdefault("RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S", "0.5")
         stack.env.setdefault("RETAIL_SYNC_STOCK_POLICY",
                              '{"walmart": "partial", "regional": "backorder"}')
-        worker = stack.new_worker("worker-1", port=settings.web_port).start()
+        worker = stack.new_worker("worker-1", port=settings.web_port,
+                                  ingress_port=settings.ingress_port).start()
         await worker.wait_ready()
         run = DemoRun(args, stack, worker, drivers, mix, wms=wms)
         await _initial_stock(run)
@@ -130,8 +131,12 @@ def _print_parts(run: DemoRun) -> None:
     mix = ", ".join(f"{name} {share * args.rate:g}/s" for name, share in run.mix.items())
     rows = [
         ("broker", f"{mask_url(stack.broker_url or '')} ({broker})"),
-        ("worker", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, /inventory/<sku>, "
-                   "/metrics, /health)"),
+        ("worker admin", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, "
+                         "/inventory/<sku>, /exceptions, /metrics, /health)"),
+        ("admin token", f"{stack.admin_token()}  (every scope; this run only: curl -H "
+                        "'Authorization: Bearer <token>' ...)"),
+        ("worker ingress", f"{run.worker.ingress_url}  (POST /webhooks/shopify/...: signed "
+                           "webhooks only)"),
         ("worker log", str(run.worker.log_path)),
         ("Redis", stack.env["RETAIL_SYNC_REDIS_URL"] if stack.env["RETAIL_SYNC_REDIS_URL"] != "none"
          else "none: dedupe and rate limits in process (set RETAIL_SYNC_REDIS_URL to share them)"),
@@ -222,8 +227,9 @@ async def _ask_for_returns(run: DemoRun) -> None:
         order = shipped[0]
         line = order["lines"][0]
         try:
-            async with aiohttp.ClientSession() as session, session.post(
+            async with aiohttp.ClientSession(headers=run.worker.headers) as session, session.post(
                     f"{run.worker.url}/orders/{order['reference']}/returns",
+                    headers={"Content-Type": "application/json"},
                     data=orjson.dumps({"lines": {line["line_id"]: 1}, "amount": "1.00",
                                        "reason": "damaged in transit", "restock": True})) as resp:
                 if resp.status == 202:

@@ -97,7 +97,8 @@ def confirmed_everywhere(state: dict) -> bool:
 
 async def post(worker: WorkerProcess, path: str, body: dict) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session, \
-            session.post(worker.url + path, data=orjson.dumps(body)) as resp:
+            session.post(worker.url + path, data=orjson.dumps(body),
+                         headers={**worker.headers, "Content-Type": "application/json"}) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -110,7 +111,7 @@ async def test_every_channel_ships_through_erp_then_marketplace_with_invoice(sta
     world = World(stack.workdir, port, hold=False)
     stack.env.update(await world.start())
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         keys = await world.one_order_per_channel()
         states = {c: await until(worker, k, confirmed_everywhere) for c, k in keys.items()}
     finally:
@@ -156,7 +157,7 @@ async def test_partial_shipment_cancellations_return_and_out_of_order(stack: Sta
     erp = stack.erp
     assert erp is not None
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         released = lambda s: s["correlation"]["wms_fulfilment_id"] is not None  # noqa: E731
 
         # partial shipment, then the rest (Amazon)

@@ -49,7 +49,7 @@ async def test_receipts_release_backorders_oldest_first_and_they_ship(stack: Sta
         "RETAIL_SYNC_ERP_ORDER_POLL_INTERVAL_S": "0.3",
     })
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         await eventually(lambda: inventory(worker), timeout_s=60)  # the ERP's stock is known
         keys = []
         for _ in range(3):  # one has stock, two wait (in this order)

@@ -67,14 +67,14 @@ async def test_broker_killed_webhooks_answer_503_in_time_and_the_worker_stays(
             factory = ShopifyOrderFactory(seed=11)
             timeout = aiohttp.ClientTimeout(total=12)
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                assert (await _post(session, worker.url, factory))[0] == 200
+                assert (await _post(session, worker.ingress_url, factory))[0] == 200
                 assert broker.process is not None
                 broker.process.send_signal(signal.SIGKILL)
                 broker.process.wait(5)
                 killed = time.monotonic()
                 answers, health, live = [], set(), set()
                 while time.monotonic() - killed < 60:  # the worker exited at ~50 s before
-                    answers.append(await _post(session, worker.url, factory))
+                    answers.append(await _post(session, worker.ingress_url, factory))
                     if time.monotonic() - killed > 5:  # the probe has had its chances
                         health.add(await _status(session, f"{worker.url}/health"))
                     live.add(await _status(session, f"{worker.url}/health/live"))

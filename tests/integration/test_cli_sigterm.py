@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETAIL_SYNC_")}
-    env.update({"PYTHONPATH": str(ROOT), "RETAIL_SYNC_WEB_PORT": str(free_port())})
+    env.update({"PYTHONPATH": str(ROOT), "RETAIL_SYNC_WEB_PORT": str(free_port()),
+                "RETAIL_SYNC_INGRESS_PORT": str(free_port()), "RETAIL_SYNC_INGRESS_HOST": "127.0.0.1"})
     return env
 
 

@@ -32,7 +32,7 @@ async def deliver(session: aiohttp.ClientSession, worker: WorkerProcess, body: b
     await start.wait()
     seen: list[str] = []
     for _ in range(40):
-        async with session.post(worker.url + PATH, data=body,
+        async with session.post(worker.ingress_url + PATH, data=body,
                                 headers=headers(body, webhook_id=webhook_id)) as resp:
             answer = await resp.json(content_type=None)
         seen.append(f"{resp.status}:{answer.get('status')}")

@@ -6,11 +6,9 @@ and replaying again changes nothing."""
 
 from __future__ import annotations
 
-import aiohttp
-import orjson
 import pytest
 
-from retail_sync.stack import Stack
+from retail_sync.stack import Stack, WorkerProcess
 from simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, eventually
 
@@ -22,12 +20,6 @@ def po_numbers(stack: Stack) -> list[str]:
     return [stored.doc["po_no"] for stored in stack.erp.orders.values()]
 
 
-async def post(url: str, body: dict) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session, \
-            session.post(url, data=orjson.dumps(body)) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
 async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: Stack) -> None:
     erp = stack.erp
     assert erp is not None
@@ -35,7 +27,7 @@ async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: 
     stack.env.update({"RETAIL_SYNC_ERP_TIMEOUT_S": "1", "RETAIL_SYNC_ERP_BACKOFF_MAX_S": "0.5"})
     worker = await stack.start_worker()
     shop = ShopifySimulator(ShopifySimConfig(
-        webhook_url=f"{worker.url}/webhooks/shopify/orders/create", secret=SECRET,
+        webhook_url=worker.webhook_url(), secret=SECRET,
         rate_per_s=50, seed=42))
     await shop.send_orders(count=40)
     first = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
@@ -48,7 +40,7 @@ async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: 
     refused = {f"shopify:{oid}" for oid in shop.accepted_order_ids()} - first
 
     async def listed() -> dict | None:
-        status, body = await worker_json(worker.url, "/exceptions?kind=erp_permanent")
+        status, body = await worker.get_json("/exceptions?kind=erp_permanent")
         keys = {e["order_key"] for e in body.get("exceptions", [])}
         return body if status == 200 and refused <= keys else None
 
@@ -57,13 +49,13 @@ async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: 
     assert body["summary"]["by_kind"]["erp_permanent"] >= 3
 
     erp.set_config({"api_secret": "demo-secret"})  # the cause is fixed
-    status, result = await post(f"{worker.url}/exceptions/replay", {"kind": "erp_permanent"})
+    status, result = await worker.post_json("/exceptions/replay", {"kind": "erp_permanent"})
     assert status == 200 and result["replayed"] >= 3, result
     await eventually(lambda: set(po_numbers(stack)) == first | refused, timeout_s=60)
     for key in refused:
-        state = await eventually(lambda k=key: _confirmed(worker.url, k), timeout_s=30)
+        state = await eventually(lambda k=key: _confirmed(worker, k), timeout_s=30)
         assert state["correlation"]["erp_sales_order"]
-    status, again = await post(f"{worker.url}/exceptions/replay", {"kind": "erp_permanent"})
+    status, again = await worker.post_json("/exceptions/replay", {"kind": "erp_permanent"})
     assert status == 200
 
     async def found_existing() -> bool:  # the replayed posts found their orders by key
@@ -80,11 +72,6 @@ def _metric(text: str, name: str) -> float:
                if line.startswith(name))
 
 
-async def worker_json(base: str, path: str) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session, session.get(base + path) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
-async def _confirmed(base: str, key: str) -> dict | None:
-    status, state = await worker_json(base, f"/orders/{key}")
+async def _confirmed(worker: WorkerProcess, key: str) -> dict | None:
+    status, state = await worker.get_json(f"/orders/{key}")
     return state if status == 200 and state["status"] == "erp_confirmed" else None

@@ -131,7 +131,7 @@ async def test_an_unreachable_marketplace_does_not_hold_back_another_channels_co
     shopify_keys = []
     for _ in range(HELD_SHOPIFY_ORDERS):
         order, body = order_body(factory)
-        status, _ = await post_webhook(worker.url, body, headers(body))
+        status, _ = await post_webhook(worker.ingress_url, body, headers(body))
         assert status == 200
         shopify_keys.append(f"shopify:{order['id']}")
     for key in shopify_keys:  # cancelled here; the cancellation for Shopify is on its way

@@ -37,7 +37,7 @@ async def exceptions(stack: Stack, kind: str | None = None) -> list[dict]:
 
 async def test_n_webhooks_become_exactly_n_erp_orders(stack: Stack) -> None:
     worker = await stack.start_worker()
-    shop = simulator(stack, worker.url, rate_per_s=100, seed=7)
+    shop = simulator(stack, worker.ingress_url, rate_per_s=100, seed=7)
     await shop.send_orders(count=60)
     assert shop.stats()["delivered_2xx"] == 60
     expected = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
@@ -67,11 +67,11 @@ async def test_same_webhook_twice_makes_one_erp_order(stack: Stack) -> None:
     worker = await stack.start_worker()
     order, body = order_body(ShopifyOrderFactory(seed=11))
     first = headers(body)
-    assert (await post_webhook(worker.url, body, first))[0] == 200
-    status, answer = await post_webhook(worker.url, body, first)  # Shopify retry: same id
+    assert (await post_webhook(worker.ingress_url, body, first))[0] == 200
+    status, answer = await post_webhook(worker.ingress_url, body, first)  # Shopify retry: same id
     assert status == 200 and answer["status"] == "duplicate"
     # the same order under a new delivery id (another subscription / event) is still one order
-    assert (await post_webhook(worker.url, body, headers(body)))[0] == 200
+    assert (await post_webhook(worker.ingress_url, body, headers(body)))[0] == 200
 
     key = f"shopify:{order['id']}"
     await eventually(lambda: erp_po_numbers(stack) == [key], timeout_s=30)
@@ -93,7 +93,7 @@ async def test_bad_signature_is_401_and_writes_nothing(stack: Stack) -> None:
     missing = {k: v for k, v in headers(body).items() if k != "X-Shopify-Hmac-Sha256"}
     tampered = headers(body)
     for hdrs, payload in ((wrong, body), (missing, body), (tampered, body + b" ")):
-        status, answer = await post_webhook(worker.url, payload, hdrs)
+        status, answer = await post_webhook(worker.ingress_url, payload, hdrs)
         assert status == 401 and "X-Shopify-Hmac-Sha256" in answer["message"]
     assert await stack.read_topic("orders-raw") == []
     await asyncio.sleep(1.0)
@@ -105,21 +105,21 @@ async def test_bad_input_gets_clear_answers_and_exception_records(stack: Stack) 
     factory = ShopifyOrderFactory(seed=13)
 
     garbage = b'{"id": 1, "line_items": ['
-    status, answer = await post_webhook(worker.url, garbage, headers(garbage))
+    status, answer = await post_webhook(worker.ingress_url, garbage, headers(garbage))
     assert status == 400 and "not valid JSON" in answer["message"]
 
     huge = json.dumps({"id": 2, "note": "x" * 600_000}).encode()
-    status, answer = await post_webhook(worker.url, huge, headers(huge))
+    status, answer = await post_webhook(worker.ingress_url, huge, headers(huge))
     assert status == 413 and "limit" in answer["message"]
 
     unmappable = {**factory.order(), "line_items": []}
     raw = json.dumps(unmappable).encode()
-    status, _ = await post_webhook(worker.url, raw, headers(raw))
+    status, _ = await post_webhook(worker.ingress_url, raw, headers(raw))
     assert status == 200  # received; the problem is ours to record, not the sender's to retry
 
     wrong_types = {**factory.order(), "currency": 978, "created_at": "yesterday"}
     raw2 = json.dumps(wrong_types).encode()
-    assert (await post_webhook(worker.url, raw2, headers(raw2)))[0] == 200
+    assert (await post_webhook(worker.ingress_url, raw2, headers(raw2)))[0] == 200
 
     mapping = await eventually(lambda: _kinds(stack, "mapping", 2), timeout_s=30)
     reasons = " | ".join(r["reason"] for r in mapping)
@@ -130,7 +130,7 @@ async def test_bad_input_gets_clear_answers_and_exception_records(stack: Stack) 
     assert [r["payload"] for r in decode] == [garbage.decode()]
 
     good, body = order_body(factory)  # the worker is still alive and keeps working
-    assert (await post_webhook(worker.url, body, headers(body)))[0] == 200
+    assert (await post_webhook(worker.ingress_url, body, headers(body)))[0] == 200
     await eventually(lambda: erp_po_numbers(stack) == [f"shopify:{good['id']}"], timeout_s=30)
     assert worker.alive()
 
@@ -143,7 +143,7 @@ async def _kinds(stack: Stack, kind: str, n: int):
 @pytest.mark.parametrize("how", ["graceful", "sigkill"])
 async def test_worker_restart_mid_stream_loses_and_duplicates_nothing(stack: Stack, how: str):
     worker = await stack.start_worker()
-    shop = simulator(stack, worker.url, rate_per_s=40, seed=21, max_attempts=10,
+    shop = simulator(stack, worker.ingress_url, rate_per_s=40, seed=21, max_attempts=10,
                      retry_backoff_s=0.5, duplicate_rate=0.1)
     sending = asyncio.create_task(shop.send_orders(count=240))
     await eventually(lambda: len(erp_po_numbers(stack)) >= 60, timeout_s=60)
@@ -187,7 +187,7 @@ async def _where_they_are(stack: Stack, worker, expected: set[str]) -> str:
 
 async def test_order_state_recovers_from_the_changelog_onto_an_empty_disk(stack: Stack) -> None:
     worker = await stack.start_worker()
-    shop = simulator(stack, worker.url, rate_per_s=100, seed=31)
+    shop = simulator(stack, worker.ingress_url, rate_per_s=100, seed=31)
     await shop.send_orders(count=40)
     keys = sorted(f"shopify:{oid}" for oid in shop.accepted_order_ids())
     await eventually(lambda: set(erp_po_numbers(stack)) == set(keys), timeout_s=60)

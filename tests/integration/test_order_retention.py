@@ -53,7 +53,7 @@ async def test_a_closed_order_past_its_age_leaves_the_hot_tables_and_is_served_f
         "RETAIL_SYNC_ORDER_RETENTION_SWEEP_INTERVAL_S": "0.5",
     })
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         order = await shop.send_order([(SKU, 1)])
         assert order is not None
         key = f"shopify:{order['id']}"
@@ -95,7 +95,7 @@ async def test_a_closed_order_past_its_age_leaves_the_hot_tables_and_is_served_f
         # a redelivery of the same order now (a new delivery id: past any webhook dedupe)
         # is refused as too old, never a second ERP order
         body = orjson.dumps(order)
-        status, _ = await post_webhook(worker.url, body, headers(body))
+        status, _ = await post_webhook(worker.ingress_url, body, headers(body))
         assert status == 200
 
         async def refused() -> bool:

@@ -39,7 +39,7 @@ async def test_bad_totals_end_at_exceptions_never_in_the_erp_and_replay_once_fix
     rounding_body = json.dumps(rounding).encode()
     good, good_body = order_body(factory)
     for body in (bad_body, rounding_body, good_body):
-        assert (await post_webhook(worker.url, body, headers(body)))[0] == 200
+        assert (await post_webhook(worker.ingress_url, body, headers(body)))[0] == 200
 
     keys = {name: f"shopify:{order['id']}" for name, order in
             (("bad", bad), ("rounding", rounding), ("good", good))}
@@ -58,7 +58,7 @@ async def test_bad_totals_end_at_exceptions_never_in_the_erp_and_replay_once_fix
     worker.env["RETAIL_SYNC_ORDER_TOTAL_TOLERANCE_UNITS"] = "20"
     worker.start()
     await worker.wait_ready()
-    async with aiohttp.ClientSession() as session, session.post(
+    async with aiohttp.ClientSession(headers=worker.headers) as session, session.post(
             f"{worker.url}/exceptions/replay", json={"kind": "mapping"}) as resp:
         assert resp.status == 200, await resp.text()
         answer = await resp.json()

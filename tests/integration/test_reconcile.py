@@ -52,7 +52,7 @@ async def test_reconcile_clean_then_every_injected_fault(stack: Stack) -> None:
         amazon_base_url=urls["amazon"], walmart_base_url=urls["walmart"],
         regional_drop_dir=drop, regional_outbox_dir=outbox)  # every credential: the default
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         keys: dict[str, list[str]] = {"shopify": [], "amazon": [], "walmart": [], "regional": []}
         for lines in ([(SKUS[0], 1)], [(SKUS[0], 1), (SKUS[1], 2)]):
             order = await shop.send_order(lines)

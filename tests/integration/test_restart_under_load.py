@@ -38,7 +38,7 @@ KILL_AFTER = 50  # sales orders in the ERP
 
 async def _states(worker: WorkerProcess, keys: list[str]) -> dict[str, dict[str, Any]]:
     states: dict[str, dict[str, Any]] = {}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=worker.headers) as session:
         for key in keys:
             async with session.get(f"{worker.url}/orders/{key}") as resp:
                 if resp.status == 200:
@@ -75,7 +75,7 @@ async def test_sigkill_and_restart_under_load_loses_duplicates_and_drifts_nothin
         "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3",
     })
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         sending = asyncio.create_task(shop.send_orders(count=ORDERS))
 
         # mid-run: a good share in the ERP, and reservations holding units right now

@@ -120,7 +120,7 @@ async def test_four_channels_racing_for_scarce_stock_never_oversell(stack: Stack
         "RETAIL_SYNC_WALMART_INVENTORY_RATE_PER_S": "40",
     })
     try:
-        worker = await stack.start_worker(port=port)
+        worker = await stack.start_worker(ingress_port=port)
         channels = list(POLICY)
         # every marketplace is told the ERP's stock before the first buyer arrives
         for sku, qty in STOCK.items():

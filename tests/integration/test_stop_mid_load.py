@@ -103,7 +103,7 @@ async def test_no_200_for_a_record_the_broker_lacks_when_stopped_mid_load(
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            senders = [asyncio.create_task(_send(session, worker.url, factory, seen, stop_sending))
+            senders = [asyncio.create_task(_send(session, worker.ingress_url, factory, seen, stop_sending))
                        for _ in range(SENDERS)]
             watching = asyncio.create_task(_first_said_stopping(session, worker.url))
             await asyncio.sleep(LOAD_BEFORE_STOP_S)

@@ -16,7 +16,7 @@ async def test_views_and_lookups_are_routed_to_the_owning_worker(stack: Stack) -
     second = await stack.start_worker("w2")
     await eventually(lambda: all_assigned(first, second), timeout_s=60)
     shop = ShopifySimulator(ShopifySimConfig(
-        webhook_url=f"{first.url}/webhooks/shopify/orders/create", secret=SECRET,
+        webhook_url=first.webhook_url(), secret=SECRET,
         rate_per_s=100, seed=41, max_attempts=8,
     ))
     await shop.send_orders(count=40)

@@ -19,7 +19,7 @@ async def request(worker: WorkerProcess, method: str, path: str,
                   data: bytes | None = None) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session, session.request(
             method, worker.url + path, data=data,
-            headers={"Content-Type": "application/json"} if data is not None else None) as resp:
+            headers={**worker.headers, "Content-Type": "application/json"}) as resp:
         text = await resp.text()
         try:
             return resp.status, await resp.json(content_type=None)
@@ -67,7 +67,7 @@ async def test_cancel_needs_no_body_and_uses_the_default_reason(stack: Stack) ->
     keys = []
     for _ in range(2):
         order, body = order_body(factory)
-        status, _ = await post_webhook(worker.url, body, headers(body))
+        status, _ = await post_webhook(worker.ingress_url, body, headers(body))
         assert status == 200
         keys.append(f"shopify:{order['id']}")
     for key in keys:

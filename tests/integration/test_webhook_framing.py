@@ -35,7 +35,8 @@ PATH = "/webhooks/shopify/orders/create"
 class World:
     def __init__(self, stack: Stack, worker: WorkerProcess) -> None:
         self.stack, self.worker = stack, worker
-        self.port = worker.port
+        self.port = worker.ingress_port  # the webhook's listener
+        self.admin_port = worker.port
         self.factory = ShopifyOrderFactory()
 
     def delivery(self, size: int | None = None) -> tuple[str, bytes, dict[str, str]]:
@@ -43,6 +44,9 @@ class World:
 
     async def send(self, plan: raw_http.Plan, **kw: float) -> raw_http.RawAnswer:
         return await raw_http.send("127.0.0.1", self.port, plan, **kw)
+
+    async def send_admin(self, plan: raw_http.Plan, **kw: float) -> raw_http.RawAnswer:
+        return await raw_http.send("127.0.0.1", self.admin_port, plan, **kw)
 
     async def in_erp_once(self, *keys: str) -> None:
         assert self.stack.erp is not None
@@ -164,13 +168,13 @@ async def test_admin_json_bodies_are_read_whole_too(world: World) -> None:
             ).status == 200
     await world.in_erp_once(key)
     path = f"/orders/{key}/cancel"
-    json_hdrs = {"Content-Type": "application/json"}
+    json_hdrs = {"Content-Type": "application/json", **world.stack.admin_headers("operator")}
     reason = b'{"reason": "' + b"r" * 2000 + b'"}'
-    answer = await world.send([raw_http.head(path, json_hdrs, chunked=True),
+    answer = await world.send_admin([raw_http.head(path, json_hdrs, chunked=True),
                                *raw_http.chunked_body(raw_http.split(reason, 2), 0.2)])
     assert answer.status == 202, answer
     big = b'{"reason": "' + b"r" * (64 * 1024) + b'"}'
-    answer = await world.send([raw_http.head(path, json_hdrs, chunked=True),
+    answer = await world.send_admin([raw_http.head(path, json_hdrs, chunked=True),
                                *raw_http.chunked_body(raw_http.split(big, 4), 0.05)])
     assert answer.status == 413 and answer.json()["outcome"] == "too_large", answer  # type: ignore[index]
     assert answer.closed

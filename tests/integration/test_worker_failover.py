@@ -29,7 +29,7 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
     victim = await stack.start_worker("w2")
     await eventually(lambda: all_assigned(survivor, victim), timeout_s=60, every=0.5)
     shop = ShopifySimulator(ShopifySimConfig(
-        webhook_url=f"{survivor.url}/webhooks/shopify/orders/create", secret=SECRET,
+        webhook_url=survivor.webhook_url(), secret=SECRET,
         rate_per_s=30, seed=61, max_attempts=10, skus=SKUS, max_quantity=2))
     sending = asyncio.create_task(shop.send_orders(count=150))
     await asyncio.sleep(2.0)
