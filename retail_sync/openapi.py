@@ -216,6 +216,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Liveness: 200 while the worker runs (open)",
         "responses": {"200": _json(_ref("Liveness"), "alive"),
                       "503": _json(_ref("Liveness"), "crashed or stopping")}},
+    ("GET", "/"): {
+        "summary": "Faust's index (open): {\"status\": \"OK\"}",
+        "responses": {"200": _json({"type": "object", "properties": {
+            "status": {"type": "string"}}}, "the worker answers")}},
     ("GET", "/openapi.json"): {
         "summary": "This document (open)",
         "responses": {"200": _json({"type": "object", "required": ["openapi", "paths"]},

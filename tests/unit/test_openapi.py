@@ -17,7 +17,9 @@ from streams.schemas import sample_of
 
 @pytest.fixture(scope="module")
 def ctx() -> Any:
-    return create_app(Settings(), "kafka://127.0.0.1:1")  # nothing connects until it starts
+    ctx = create_app(Settings(), "kafka://127.0.0.1:1")  # nothing connects until it starts
+    ctx.app.web.init_server()  # Faust's own blueprints join the routes as when the worker starts
+    return ctx
 
 
 @pytest.fixture(scope="module")
