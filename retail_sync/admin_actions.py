@@ -35,7 +35,7 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from agents import aftersale
-from retail_sync import admin_auth, audit, recon_jobs
+from retail_sync import admin_auth, audit, pii, recon_jobs
 from retail_sync import query_params as qp
 from retail_sync.audit import AuditRecord, AuditUnavailable
 from streams.models import (
@@ -426,9 +426,10 @@ async def audit_view(ctx: Any, view: View, request: Request) -> Response:
                      "were read (RETAIL_SYNC_AUDIT_VIEW_SCAN)")
     if bad:
         notes.append(f"{bad} record(s) are not audit records and were skipped")
-    return _answer(view, {"matched": len(chosen), "notes": notes,
-                          "retention_days": ctx.settings.audit_retention_days,
-                          "records": audit.as_view(chosen)}, 200, None)
+    return _answer(view, pii.for_caller(request, {  # free-text reasons: personal data masked
+        "matched": len(chosen), "notes": notes,
+        "retention_days": ctx.settings.audit_retention_days,
+        "records": audit.as_view(chosen)}), 200, None)
 
 
 def _since(raw: str | None) -> datetime | None:

@@ -59,11 +59,12 @@ _TEXT_KEYS = ("email", "phone", "first_name", "last_name", "firstname", "lastnam
               "line1", "line2", "street", "zip", "postal_code", "postalCode", "PostalCode",
               "buyer_name", "BuyerName", "BuyerEmail", "contact_email", "customerEmailId",
               "buyer_email", "name", "Name")
-# "key": "value" / 'key': 'value' / key=value inside text (JSON fragments, reprs, log lines)
+# "key": "value" / 'key': 'value' / key='value' inside text (JSON fragments, reprs, log lines),
+# also with escaped quotes (\"key\": \"value\": JSON inside a JSON string inside a repr)
 _KEY_VALUE = re.compile(
-    r"""(?P<q1>["']?)(?P<key>[A-Za-z_]*(?:""" + "|".join(sorted(set(map(re.escape, _TEXT_KEYS)),
-                                                                key=len, reverse=True))
-    + r"""))(?P=q1)(?P<sep>\s*[:=]\s*)(?P<q2>["'])(?P<value>[^"'\n]{1,200})(?P=q2)""")
+    r"""(?P<q1>\\*["']?)(?P<key>[A-Za-z_]*(?:""" + "|".join(sorted(set(map(re.escape, _TEXT_KEYS)),
+                                                                   key=len, reverse=True))
+    + r"""))(?P=q1)(?P<sep>\s*[:=]\s*)(?P<q2>\\*["'])(?P<value>[^"'\\\n]{1,200})(?P=q2)""")
 
 
 def norm(key: str) -> str:

@@ -101,3 +101,12 @@ def test_log_records_are_masked(caplog) -> None:
         record = MaskedLogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     assert "jane@example.com" not in logging.Formatter().format(record)
     assert "j***@e***.com" in logging.Formatter().format(record)
+
+
+def test_json_inside_a_string_inside_a_log_line() -> None:
+    # a debug line of the producer: the raw record's bytes, the Shopify body escaped inside it
+    line = ("send: v=b'{\"body\":\"{\\\\\"address1\\\\\": \\\\\"668 Chestnut Street\\\\\", "
+            "\\\\\"name\\\\\": \\\\\"Ingrid Garcia\\\\\", \\\\\"zip\\\\\": \\\\\"10001\\\\\"}\"}'")
+    masked = pii.mask_text(line)
+    assert "Chestnut" not in masked and "Ingrid" not in masked and "10001" not in masked
+    assert "6*** C*** S***" in masked and "I. G." in masked
