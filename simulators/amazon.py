@@ -44,6 +44,16 @@ Buyer cancellations: ``cancel_by_buyer(order_id)`` / ``POST /_sim/orders/{orderI
 cancels a Pending / Unshipped order (``Canceled``, ``LastUpdateDate`` moves on, so pollers by
 ``LastUpdatedAfter`` see it); an order with anything shipped is refused (ValueError / 409).
 
+Buyer cancellation *requests* (an MFN order the buyer cannot cancel by himself once it is
+``Unshipped``): ``request_buyer_cancel(order_id, reason)`` / ``POST
+/_sim/orders/{orderId}/buyer-cancel-request`` (body optional: ``{"reason", "item_ids"}``) mark its
+items ``BuyerRequestedCancel`` (``amazon_orders.request_cancel_by_buyer``); the order stays
+``Unshipped`` until the seller cancels it with an order acknowledgement (``CancelReason``
+``BuyerCanceled``, listed in ``cancellations``). ``buyer_cancel_rate`` is the share of new
+``Unshipped`` MFN orders whose buyer asks so ``buyer_cancel_after_s`` after ordering (applied when
+that moment has passed and Amazon is next asked; a request for an order shipped meanwhile is not
+made, as Amazon no longer offers it). ``buyer_cancel_requests`` lists the requests made.
+
 Generated orders buy from ``skus`` (default: the built-in catalogue), 1 to ``max_quantity`` units a
 line; ``POST /_sim/orders`` also takes explicit ``items``.
 """
@@ -54,6 +64,7 @@ import asyncio
 import base64
 import binascii
 import json
+import random
 import time
 import uuid
 from collections import Counter
@@ -74,6 +85,7 @@ from simulators.amazon_orders import (
     OrderRecord,
     iso,
     parse_package,
+    request_cancel_by_buyer,
     set_status,
     ship_units,
     shipment_error,
@@ -139,6 +151,8 @@ class AmazonSimConfig:
     skus: list[str] | None = None  # what generated orders buy; None: the built-in catalogue
     max_quantity: int = 3  # units per generated line, 1..max_quantity
     mfn_rate: float = 0.7  # share of generated orders the seller fulfils (only those can be cancelled)
+    buyer_cancel_rate: float = 0.0  # share of new Unshipped MFN orders whose buyer asks to cancel
+    buyer_cancel_after_s: float = 2.0  # ... that long after ordering
 
     def updated(self, changes: JSON) -> AmazonSimConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
@@ -152,6 +166,8 @@ class AmazonSimConfig:
             raise ValueError(f"listing_mode must be 'refuse' or 'allow', got {new.listing_mode!r}")
         if int(new.max_quantity) < 1 or not 0 <= float(new.mfn_rate) <= 1:
             raise ValueError("max_quantity must be >= 1 and mfn_rate within 0..1")
+        if not 0 <= float(new.buyer_cancel_rate) <= 1 or float(new.buyer_cancel_after_s) < 0:
+            raise ValueError("buyer_cancel_rate must be within 0..1 and buyer_cancel_after_s >= 0")
         if new.skus is not None and (not isinstance(new.skus, list) or not new.skus
                                      or not all(isinstance(k, str) and k for k in new.skus)):
             raise ValueError("skus must be a non-empty list of SKUs (or null)")
@@ -280,6 +296,9 @@ class AmazonSimulator(SimulatorServer):
         self.shipments: list[JSON] = []  # confirmed packages, see Package.record
         self.refunds: list[JSON] = []  # payment adjustments, see amazon_listings
         self.buyer_cancellations: list[JSON] = []  # {order_id, status_before, at}
+        self.buyer_cancel_requests: list[JSON] = []  # {order_id, reason, item_ids, at}
+        self._buyer_cancels_due: dict[str, datetime] = {}  # order id -> when its buyer asks
+        self._buyer_rng = random.Random(None if self.config.seed is None else self.config.seed + 1)  # noqa: S311
         self.seller = ListingsApi(self)
         self._follow_config()
 
@@ -345,6 +364,11 @@ class AmazonSimulator(SimulatorServer):
         record = self.factory.order(order_id, status, self.now(), lines)
         self.records[order_id] = record
         self.counts["orders_created"] += 1
+        rate = float(self.config.buyer_cancel_rate)
+        if rate and status == "Unshipped" and record.order["FulfillmentChannel"] == "MFN" \
+                and self._buyer_rng.random() < rate:
+            after = timedelta(seconds=float(self.config.buyer_cancel_after_s))
+            self._buyer_cancels_due[order_id] = record.purchased + after
         return order_id
 
     def generate_orders(self, n: int, status: str = "Unshipped") -> list[str]:
@@ -401,12 +425,47 @@ class AmazonSimulator(SimulatorServer):
         self.counts["orders_updated"] += 1
         return True
 
+    def request_buyer_cancel(self, order_id: str, reason: str | None = None, *,
+                             item_ids: list[str] | None = None) -> bool:
+        """The buyer asks to cancel (``item_ids``, default every item of) an unshipped MFN order;
+        False if he already asked. KeyError for an unknown order, ValueError for an order he
+        cannot ask this for (AFN, pending, cancelled, anything shipped) or an unknown item."""
+        record = self.records[order_id]
+        known = {i["OrderItemId"] for i in record.as_ordered}
+        if item_ids is not None and (not item_ids or set(item_ids) - known):
+            raise ValueError(f"item_ids must name items of order {order_id}: {sorted(known)}")
+        wanted = set(item_ids or known)
+        if all(i.get("BuyerRequestedCancel") for i in record.as_ordered if i["OrderItemId"] in wanted):
+            return False
+        now = self.now()
+        request_cancel_by_buyer(record, reason, now, item_ids=sorted(wanted))
+        self.buyer_cancel_requests.append({"order_id": order_id, "reason": reason,
+                                           "item_ids": sorted(wanted), "at": iso(now)})
+        self.counts["orders_updated"] += 1
+        return True
+
+    def _buyers_ask(self) -> None:
+        """Make the buyer cancellation requests ``buyer_cancel_rate`` scheduled whose time came."""
+        if not self._buyer_cancels_due:
+            return
+        now = self.now()
+        for order_id, due in list(self._buyer_cancels_due.items()):
+            if due > now:
+                continue
+            del self._buyer_cancels_due[order_id]
+            try:
+                self.request_buyer_cancel(order_id, "Order placed by mistake.")
+            except ValueError:  # shipped (or cancelled) meanwhile: too late to ask
+                self.counts["buyer_cancel_requests_too_late"] += 1
+
     def stats(self) -> JSON:
+        self._buyers_ask()
         return {
             "orders": len(self.records), **dict(self.counts),
             "feeds": dict(self.seller.feeds_by_type), "cancellations": len(self.cancellations),
             "shipments": len(self.shipments), "refunds": len(self.refunds),
             "buyer_cancellations": len(self.buyer_cancellations),
+            "buyer_cancel_requests": len(self.buyer_cancel_requests),
             "throttled": sum(v for k, v in self.counts.items() if k.startswith("429 ")),
             "tokens": {op: round(b.tokens, 3) for op, b in self.buckets.items()},
         }  # fmt: skip
@@ -425,6 +484,9 @@ class AmazonSimulator(SimulatorServer):
         app.router.add_get("/_sim/shipments", self._sim_shipments)
         app.router.add_get("/_sim/refunds", self._sim_refunds)
         app.router.add_post("/_sim/orders/{orderId}/buyer-cancel", self._sim_buyer_cancel)
+        app.router.add_post("/_sim/orders/{orderId}/buyer-cancel-request",
+                            self._sim_buyer_cancel_request)
+        app.router.add_get("/_sim/buyer-cancel-requests", self._sim_buyer_cancel_requests)
         app.router.add_put("/_sim/config", self._sim_config)
         app.router.add_post("/_sim/orders", self._sim_create)
         app.router.add_patch("/_sim/orders/{orderId}", self._sim_update)
@@ -449,6 +511,7 @@ class AmazonSimulator(SimulatorServer):
         if request.path.startswith(("/_sim/", "/_docs/")):  # control; presigned document URLs
             return await handler(request)
         operation = self._operation(request)
+        self._buyers_ask()
         response = await self._guarded(request, handler, operation)
         rate = self.buckets[operation].rate
         response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
@@ -547,6 +610,31 @@ class AmazonSimulator(SimulatorServer):
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=409)
         return web.json_response(visible(self.records[order_id])[0])
+
+    async def _sim_buyer_cancel_request(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["orderId"]
+        if order_id not in self.records:
+            return web.json_response({"error": f"no order {order_id}"}, status=404)
+        try:
+            body = await request.json() if request.can_read_body else {}
+            if not isinstance(body, dict):
+                raise ValueError("the body must be an object: {reason, item_ids}")
+            reason, item_ids = body.get("reason"), body.get("item_ids")
+            if item_ids is not None and not (isinstance(item_ids, list)
+                                             and all(isinstance(i, str) for i in item_ids)):
+                raise ValueError("item_ids must be a list of OrderItemIds")
+            self.request_buyer_cancel(order_id, None if reason is None else str(reason),
+                                      item_ids=item_ids)
+        except json.JSONDecodeError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        order, items = visible(self.records[order_id])
+        return web.json_response({**order, "OrderItems": items})
+
+    async def _sim_buyer_cancel_requests(self, _request: web.Request) -> web.Response:
+        self._buyers_ask()
+        return web.json_response(self.buyer_cancel_requests)
 
     async def _sim_stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats())

@@ -938,3 +938,71 @@ async def test_refunds_that_cannot_apply_are_report_errors(sim, http, clock) -> 
 async def test_malformed_payment_adjustment_feed_is_fatal(sim, http, content) -> None:
     done = await feed(http, sim, PAYMENT, content)
     assert done["processingStatus"] == "FATAL" and b"ProcessingReport" in done["report"]
+
+
+async def test_a_share_of_buyers_ask_to_cancel_a_moment_after_ordering(sim, http, clock) -> None:
+    """``buyer_cancel_rate``: the request comes ``buyer_cancel_after_s`` after the order, shaped
+    as the spec's OrderItem.BuyerRequestedCancel, seen again by a poller by LastUpdatedAfter;
+    answered with BuyerCanceled it cancels the order."""
+    sim.configure({"buyer_cancel_rate": 1.0, "buyer_cancel_after_s": 30})
+    order_id, (item_a, item_b) = mfn_order(sim, clock)  # 60 s later: the request is due
+    clock.advance(-59)
+    _, page, _ = await get_orders(http, sim)
+    assert [o["OrderStatus"] for o in page["payload"]["Orders"]] == ["Unshipped"]
+    _, items, _ = await call(http, sim, f"/orders/v0/orders/{order_id}/orderItems")
+    assert all("BuyerRequestedCancel" not in i for i in items["payload"]["OrderItems"])
+    assert sim.buyer_cancel_requests == []
+    clock.advance(30)
+    asked_at = sim.now()
+    _, page, _ = await get_orders(http, sim, LastUpdatedAfter=(asked_at - timedelta(seconds=1))
+                                  .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    [order] = page["payload"]["Orders"]
+    assert order["AmazonOrderId"] == order_id and order["OrderStatus"] == "Unshipped"
+    _, items, _ = await call(http, sim, f"/orders/v0/orders/{order_id}/orderItems")
+    assert_valid(ITEMS_SCHEMA, items)
+    assert [i["BuyerRequestedCancel"] for i in items["payload"]["OrderItems"]] == 2 * [
+        {"IsBuyerRequestedCancel": "true", "BuyerCancelReason": "Order placed by mistake."}]
+    assert [r["order_id"] for r in sim.buyer_cancel_requests] == [order_id]
+    assert sim.stats()["buyer_cancel_requests"] == 1
+    answer = acknowledgement(order_id, "Success", (item_a, None), (item_b, None))
+    done = await feed(http, sim, ACK, answer.replace(b"NoInventory", b"BuyerCanceled"))
+    assert done["processingStatus"] == "DONE"
+    assert {(c["line_id"], c["reason"]) for c in sim.cancellations} == {
+        (item_a, "BuyerCanceled"), (item_b, "BuyerCanceled")}
+    assert sim.records[order_id].order["OrderStatus"] == "Canceled"
+
+
+async def test_no_buyer_request_for_an_order_shipped_meanwhile(sim, http, clock) -> None:
+    sim.configure({"buyer_cancel_rate": 1.0, "buyer_cancel_after_s": 30})
+    order_id, (item_a, item_b) = mfn_order(sim, clock)
+    sim.confirm_shipment(order_id, package("1", (item_a, 3), (item_b, 1)))
+    _, page, _ = await get_orders(http, sim)
+    assert sim.buyer_cancel_requests == [] and sim.stats()["buyer_cancel_requests_too_late"] == 1
+    sim.configure({"buyer_cancel_rate": 0.0})
+    sim.add_order()  # rate 0 (the default): no buyer asks
+    clock.advance(3600)
+    await get_orders(http, sim)
+    assert sim.buyer_cancel_requests == []
+
+
+async def test_buyer_cancel_request_route(sim, http, clock) -> None:
+    order_id, (item_a, _item_b) = mfn_order(sim, clock)
+    url = f"{sim.base_url}/_sim/orders/{order_id}/buyer-cancel-request"
+    async with http.post(url, json={"reason": "Wrong size", "item_ids": [item_a]}) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["OrderStatus"] == "Unshipped"
+    assert [i.get("BuyerRequestedCancel") for i in body["OrderItems"]] == [
+        {"IsBuyerRequestedCancel": "true", "BuyerCancelReason": "Wrong size"}, None]
+    async with http.post(url, json={"item_ids": ["nope"]}) as resp:
+        assert resp.status == 409 and "item_ids" in (await resp.json())["error"]
+    async with http.post(url) as resp:  # every item, no reason
+        assert resp.status == 200
+    assert sim.request_buyer_cancel(order_id) is False  # asked already: nothing new
+    assert [r["item_ids"] for r in sim.buyer_cancel_requests] == [[item_a], sorted([item_a, _item_b])]
+    async with http.post(f"{sim.base_url}/_sim/orders/111-0000000-0000000/buyer-cancel-request") as resp:
+        assert resp.status == 404
+    shipped, (ship_a, ship_b) = mfn_order(sim, clock)
+    sim.confirm_shipment(shipped, package("1", (ship_a, 1)))
+    async with http.post(f"{sim.base_url}/_sim/orders/{shipped}/buyer-cancel-request") as resp:
+        assert resp.status == 409 and "unshipped MFN" in (await resp.json())["error"]
