@@ -28,7 +28,14 @@ import aiohttp
 import orjson
 
 from retail_sync.cli import load_settings
-from retail_sync.demo_channels import DEMO_SKUS, Driver, ShopifyDriver, make_driver, parse_mix
+from retail_sync.demo_channels import (
+    DEMO_SKUS,
+    AmazonDriver,
+    Driver,
+    ShopifyDriver,
+    make_driver,
+    parse_mix,
+)
 from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.reconcile import reconcile
 from retail_sync.redact import mask_url
@@ -344,6 +351,11 @@ async def _summary(run: DemoRun) -> int:
             ("malformed bodies injected", f"{s['malformed_sent']} -> 400 + sync exception"),
             ("unmappable orders injected", f"{s['unmappable_sent']} -> 200 + sync exception"),
         ]
+    amazon = run.drivers.get("amazon")
+    if isinstance(amazon, AmazonDriver):
+        asked, answered, too_late = amazon.buyer_cancels()
+        rows.append(("buyer cancel requests", f"{asked} -> cancelled {answered} (the rest had "
+                                              f"shipped: exception); {too_late} too late to ask"))
     all_latencies = _latencies(run, expected & in_erp)
     rows += [
         ("sync-exception records", dict(kinds) or 0),

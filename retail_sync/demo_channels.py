@@ -21,6 +21,7 @@ from simulators.shopify import ShopifySimConfig, ShopifySimulator
 from simulators.walmart import WalmartSimConfig, WalmartSimulator
 
 DEMO_SKUS = [f"DEMO-{n:03d}" for n in range(1, 25)]
+BUYER_CANCEL_RATE = 0.03  # Amazon: share of orders whose buyer asks to cancel a moment later
 
 
 class Driver(Protocol):
@@ -101,9 +102,12 @@ class AmazonDriver:
     channel = "amazon"
 
     def __init__(self) -> None:
-        # every order seller-fulfilled (MFN): Amazon-fulfilled orders ship from Amazon's stock
-        self.sim = AmazonSimulator(AmazonSimConfig(time_scale=100, skus=DEMO_SKUS, max_quantity=2,
-                                                   mfn_rate=1.0))
+        # every order seller-fulfilled (MFN): Amazon-fulfilled orders ship from Amazon's stock;
+        # a few buyers ask to cancel a moment after ordering (BUYER_CANCEL_RATE): before the
+        # warehouse ships, the order is cancelled everywhere and answered BuyerCanceled
+        self.sim = AmazonSimulator(AmazonSimConfig(
+            time_scale=100, skus=DEMO_SKUS, max_quantity=2, mfn_rate=1.0,
+            buyer_cancel_rate=BUYER_CANCEL_RATE, buyer_cancel_after_s=1.0))
         self.url = ""
         self.created_at: dict[str, float] = {}
 
@@ -124,6 +128,13 @@ class AmazonDriver:
 
     def describe(self) -> str:
         return f"{self.url}  (SP-API Orders v0 polled, Listings/Feeds; usage plans ×100)"
+
+    def buyer_cancels(self) -> tuple[int, int, int]:
+        """Buyer cancellation requests made, orders answered BuyerCanceled (cancelled everywhere),
+        and requests the buyer could no longer make (the order had shipped)."""
+        asked = {r["order_id"] for r in self.sim.buyer_cancel_requests}
+        answered = {c["order_id"] for c in self.sim.cancellations if c["reason"] == "BuyerCanceled"}
+        return len(asked), len(asked & answered), self.sim.counts["buyer_cancel_requests_too_late"]
 
     async def close(self) -> None:
         await self.sim.stop()

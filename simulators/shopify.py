@@ -38,6 +38,14 @@ What it mirrors (see Shopify's webhook and REST docs):
   other topics go to ``webhook_url`` with its topic (the last two path segments) replaced, e.g.
   ``.../webhooks/shopify/orders/create`` -> ``.../webhooks/shopify/orders/cancelled``; they are
   signed and retried like order webhooks. ``GET /_sim/buyer-cancellations`` lists the former.
+* Order edits (the merchant edits an open order in Shopify admin): ``edit_order(order_id,
+  line_id, quantity)`` / ``POST /_sim/orders/{id}/edit`` (``{"line_item_id", "quantity"}``)
+  reduces a line's ``current_quantity`` (0 removes it; ``quantity`` stays what was ordered, the
+  ``current_*`` totals follow, ``shopify_orders.edit_quantity``), moves ``updated_at`` on and
+  sends the ``orders/updated`` webhook (body: the order), signed and retried as Shopify does.
+  ``edit_rate`` is the share of good orders the merchant edits ``edit_delay_s`` after their
+  ``orders/create`` was accepted (one unit less of a line with several, else one line of
+  several removed); ``GET /_sim/edits`` lists the edits.
 
 Stock (``listings``, see simulators/listings.py): the seller sets it through ``inventory_levels``;
 every good order the sender generates is a sale. A refused sale is a buyer who saw "out of stock"
@@ -84,6 +92,7 @@ from simulators.shopify_orders import (
     add_refund,
     catalog_entry,
     catalog_ids,
+    edit_quantity,
     fulfillable_quantities,
     fulfilled_quantities,
     mark_cancelled,
@@ -91,11 +100,13 @@ from simulators.shopify_orders import (
     refunded_amount,
     refunded_by_type,
     remaining_quantities,
+    shop_time,
 )
 
 JSON = dict[str, Any]
 TOPIC = "orders/create"
 CANCELLED_TOPIC, REFUND_TOPIC = "orders/cancelled", "refunds/create"
+UPDATED_TOPIC = "orders/updated"
 GOOD, MALFORMED, UNMAPPABLE, DUPLICATE = "good", "malformed", "unmappable", "duplicate"
 EVENT = "event"  # a webhook of another topic (cancellation, refund): not an order delivery
 #: tracking_company -> the tracking page Shopify links when the fulfillment gives no URL
@@ -141,6 +152,8 @@ class ShopifySimConfig:
     skus: list[str] | None = None  # SKUs generated orders draw from; None: the factory's default
     extra_skus: list[str] = field(default_factory=list)  # more products, never ordered
     max_quantity: int = 3  # units per generated line: 1..max_quantity
+    edit_rate: float = 0.0  # share of good orders edited (a unit or a line less) after creation
+    edit_delay_s: float = 0.5  # ... that long after their orders/create was accepted
 
     def updated(self, changes: JSON) -> ShopifySimConfig:
         """A copy with ``changes`` applied (coerced to each field's type); unknown fields raise."""
@@ -154,6 +167,8 @@ class ShopifySimConfig:
             raise ValueError("listing_mode must be 'refuse' or 'allow'")
         if merged["max_quantity"] < 1 or merged["api_bucket_capacity"] < 1:
             raise ValueError("max_quantity and api_bucket_capacity must be >= 1")
+        if not 0 <= merged["edit_rate"] <= 1 or merged["edit_delay_s"] < 0:
+            raise ValueError("edit_rate must be within 0..1 and edit_delay_s >= 0")
         return ShopifySimConfig(**merged)
 
 
@@ -253,6 +268,7 @@ class ShopifySimulator(SimulatorServer):
         self._next_refund_id = 1_000_000_000
         self._next_fulfillment_id = 4_000_000_000
         self.buyer_cancellations: list[JSON] = []  # orders the buyer cancelled, oldest first
+        self.edits: list[JSON] = []  # order edits: {order_id, line_item_id, sku, before, after, at}
         self.orders: dict[str, JSON] = {}  # order id -> order resource, good orders only
         self.first_sent_at: dict[str, float] = {}  # order id -> time.time() of first attempt
         self._accepted: set[str] = set()
@@ -427,6 +443,7 @@ class ShopifySimulator(SimulatorServer):
     async def _deliver_event(
         self, session: aiohttp.ClientSession, delivery: Delivery, slots: asyncio.Semaphore
     ) -> None:
+        ok = False
         try:
             ok = await self.deliver(session, delivery)
             if ok and self.rng.random() < self.config.duplicate_rate:
@@ -434,6 +451,28 @@ class ShopifySimulator(SimulatorServer):
                 await self.deliver(session, delivery, duplicate=True)
         finally:
             slots.release()
+        if ok and delivery.kind == GOOD and delivery.order_id and self.config.edit_rate \
+                and self.rng.random() < self.config.edit_rate:
+            await asyncio.sleep(self.config.edit_delay_s)
+            await self._edit_some_line(delivery.order_id)
+
+    async def _edit_some_line(self, order_id: str) -> None:
+        """The merchant's edit ``edit_rate`` asks for: one unit less of a line with several, else
+        one of several lines removed; nothing for a one-unit order or one that moved on."""
+        order = self.orders[order_id]
+        fulfilled = fulfilled_quantities(order)
+        open_lines = [li for li in order["line_items"] if li["current_quantity"] > 0]
+        several = [li for li in open_lines if li["current_quantity"] > 1 + fulfilled.get(li["id"], 0)]
+        if several:
+            line, quantity = several[0], several[0]["current_quantity"] - 1
+        elif len(open_lines) > 1 and not fulfilled.get(open_lines[-1]["id"]):
+            line, quantity = open_lines[-1], 0
+        else:
+            return
+        try:
+            await self.edit_order(order_id, line["id"], quantity)
+        except ValueError:  # cancelled or fulfilled meanwhile: the merchant no longer edits it
+            return
 
     def _session(self) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s, connect=1.0)
@@ -528,6 +567,8 @@ class ShopifySimulator(SimulatorServer):
         app.router.add_get("/_sim/buyer-cancellations", self._sim_buyer_cancellations)
         app.router.add_post("/_sim/orders/{order_id}/buyer-cancel", self._sim_buyer_cancel)
         app.router.add_post("/_sim/orders/{order_id}/merchant-refund", self._sim_merchant_refund)
+        app.router.add_post("/_sim/orders/{order_id}/edit", self._sim_edit)
+        app.router.add_get("/_sim/edits", self._sim_edits)
         return app
 
     @web.middleware
@@ -840,6 +881,32 @@ class ShopifySimulator(SimulatorServer):
         await self.send_event(CANCELLED_TOPIC, order)
         return order
 
+    async def edit_order(self, order_id: str, line_item_id: int, quantity: int) -> JSON:
+        """The merchant edits the order: line ``line_item_id`` now wants ``quantity`` units (0
+        removes it); then the ``orders/updated`` webhook is sent. Returns the order. KeyError for
+        an unknown order or line, ValueError when Shopify would refuse the edit (a cancelled or
+        closed order, more units than the line has now, fewer than were fulfilled)."""
+        order = self.orders[str(order_id)]
+        line = next((li for li in order["line_items"] if li["id"] == int(line_item_id)), None)
+        if line is None:
+            raise KeyError(line_item_id)
+        if order["cancelled_at"] is not None or order.get("closed_at") is not None:
+            raise ValueError(f"order {order_id} is cancelled or closed and cannot be edited")
+        done = fulfilled_quantities(order).get(line["id"], 0)
+        if not done <= quantity <= line["current_quantity"] or quantity == line["current_quantity"]:
+            raise ValueError(f"line {line['id']} has {line['current_quantity']} unit(s), {done} "
+                             f"fulfilled: an edit can make it {done}..{line['current_quantity'] - 1}")
+        before, previous = line["current_quantity"], order["updated_at"]
+        edit_quantity(order, line["id"], quantity)
+        if order["updated_at"] <= previous:  # same second: Shopify's updated_at still moves on
+            later = datetime.fromisoformat(previous).timestamp() + 1
+            order["updated_at"] = shop_time(later)
+        self.edits.append({"order_id": str(order["id"]), "line_item_id": line["id"],
+                           "sku": line.get("sku"), "before": before, "after": quantity,
+                           "at": order["updated_at"]})
+        await self.send_event(UPDATED_TOPIC, order)
+        return order
+
     async def refund_by_merchant(
         self, order_id: str, lines: list[tuple[int, int]], amount: str | Decimal, *,
         restock_type: str = "return", note: str | None = None,
@@ -881,6 +948,23 @@ class ShopifySimulator(SimulatorServer):
         except (ValueError, ArithmeticError) as exc:
             return web.json_response({"error": str(exc)}, status=422)
         return web.json_response({"refund": refund}, status=201)
+
+    async def _sim_edit(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            line_id, quantity = int(body["line_item_id"]), int(body["quantity"])
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        try:
+            order = await self.edit_order(request.match_info["order_id"], line_id, quantity)
+        except KeyError:
+            return web.json_response({"error": "no such order or line"}, status=404)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=422)
+        return web.json_response({"order": order})
+
+    async def _sim_edits(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.edits)
 
     async def _sim_buyer_cancellations(self, _request: web.Request) -> web.Response:
         return web.json_response(self.buyer_cancellations)

@@ -477,3 +477,57 @@ async def test_merchant_refund_sends_refunds_create(shop) -> None:
     assert sim.orders[str(order["id"])]["financial_status"] == "partially_refunded"
     with pytest.raises(ValueError, match="fulfilled unit"):
         await sim.refund_by_merchant(str(order["id"]), [(line, 1)], "1.00")  # return: nothing shipped
+
+
+async def test_an_order_edit_sends_a_signed_orders_updated_webhook(shop) -> None:
+    sim, receiver = shop
+    order = await sim.send_order([("IPOD2008GREEN", 3), ("MUG-CLASSIC", 1)])
+    assert order is not None
+    first, second = (li["id"] for li in order["line_items"])
+    created_at_update = order["updated_at"]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{sim.base_url}/_sim/orders/{order['id']}/edit",
+                             json={"line_item_id": first, "quantity": 1}) as resp:
+            assert resp.status == 200
+        assert receiver.topics() == ["orders/create", "orders/updated"]
+        headers, body = receiver.calls[-1]
+        assert headers["X-Shopify-Hmac-Sha256"] == sign(body, SECRET)
+        assert receiver.webhook_ids()[headers["X-Shopify-Webhook-Id"]] == 1
+        edited = json.loads(body)
+        assert [(li["quantity"], li["current_quantity"]) for li in edited["line_items"]] == [
+            (3, 1), (1, 1)]
+        assert edited["updated_at"] > created_at_update
+        assert Decimal(edited["current_subtotal_price"]) < Decimal(edited["subtotal_price"])
+        assert sim.edits == [{"order_id": str(order["id"]), "line_item_id": first,
+                              "sku": "IPOD2008GREEN", "before": 3, "after": 1,
+                              "at": edited["updated_at"]}]
+        for change, status in (({"line_item_id": first, "quantity": 1}, 422),  # no change
+                               ({"line_item_id": first, "quantity": 2}, 422),  # more units
+                               ({"line_item_id": 1, "quantity": 0}, 404),
+                               ({"line_item_id": second}, 400)):
+            async with http.post(f"{sim.base_url}/_sim/orders/{order['id']}/edit",
+                                 json=change) as resp:
+                assert resp.status == status, (change, await resp.text())
+    await sim.cancel_by_buyer(str(order["id"]))
+    with pytest.raises(ValueError, match="cancelled"):
+        await sim.edit_order(str(order["id"]), second, 0)
+    assert receiver.topics() == ["orders/create", "orders/updated", "orders/cancelled"]
+
+
+async def test_edit_rate_edits_a_share_of_orders_after_creation(receiver_factory) -> None:
+    receiver = receiver_factory(0)
+    sim = ShopifySimulator(config(await receiver.start(), edit_rate=1.0, edit_delay_s=0.01,
+                                  max_quantity=3))
+    await sim.send_orders(count=12)
+    creates = [json.loads(b) for h, b in receiver.calls if h["X-Shopify-Topic"] == "orders/create"]
+    updates = [json.loads(b) for h, b in receiver.calls if h["X-Shopify-Topic"] == "orders/updated"]
+    editable = [o for o in creates
+                if len(o["line_items"]) > 1 or any(li["quantity"] > 1 for li in o["line_items"])]
+    assert editable and len(updates) == len(sim.edits) == len(editable)
+    for body in updates:
+        assert sum(li["current_quantity"] for li in body["line_items"]) == \
+            sum(li["quantity"] for li in body["line_items"]) - 1 or \
+            any(li["current_quantity"] == 0 for li in body["line_items"])
+    plain = ShopifySimulator(config(await receiver_factory(0).start()))  # default: no edits
+    await plain.send_orders(count=5)
+    assert plain.edits == []
