@@ -47,6 +47,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
               "whose orders are lost when the worker stops", file=sys.stderr)
         return 2
     _warn_unsafe_start(settings, embedded)
+    if not _erp_custom_fields_ok(settings):
+        return 2
     if settings.tansu_compat or (settings.tansu_compat is None and embedded):
         tansu_compat.install()
     with broker_for(settings.broker_url) as url:
@@ -59,6 +61,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                      loglevel=settings.log_level, quiet=not args.verbose)
         worker.execute_from_commandline()
     return 0
+
+
+def _erp_custom_fields_ok(settings: Settings) -> bool:
+    """The ERP's Custom Fields checked at start (retail_sync/erp_fields_check.py): False when
+    one is missing or not unique and RETAIL_SYNC_ERP_CUSTOM_FIELDS_CHECK is 'refuse'."""
+    import logging
+
+    from retail_sync.erp_fields_check import run_startup_check
+
+    lines, refuse = run_startup_check(settings)
+    log = logging.getLogger("retail_sync.cli")
+    for level, text in lines:
+        print(f"retail-sync: {level}: {text}", file=sys.stderr, flush=True)
+        log.log(getattr(logging, level), text)
+    return not refuse
 
 
 def _warn_unsafe_start(settings: Settings, embedded: bool) -> None:

@@ -229,6 +229,10 @@ class Settings(BaseSettings):
                     "AFN): they reach the ERP (skip_delivery_note) but never reserve our stock "
                     "nor reach our WMS.")
     erp_timeout_s: float = Field(10.0, gt=0)
+    erp_custom_fields_check: Literal["warn", "refuse", "off"] = Field(
+        "warn", description="At worker start, ask the ERP for the Custom Fields the integration "
+        "needs (connectors/erp_fields.py): 'warn' logs an error naming each one missing or not "
+        "unique, 'refuse' exits 2 instead of starting, 'off' skips the check.")
     erp_max_attempts: int = Field(8, ge=1, le=100)
     erp_backoff_base_s: float = Field(0.2, gt=0)
     erp_backoff_max_s: float = Field(10.0, gt=0)

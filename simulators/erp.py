@@ -62,7 +62,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,7 +102,8 @@ from simulators.server import SimulatorServer
 
 DOCTYPE = "Sales Order"
 CREATABLE = (DOCTYPE, *STOCK_DOCTYPES, SALES_INVOICE, *MASTER_DOCTYPES)
-READABLE = (*CREATABLE, BIN, LEDGER)
+CUSTOM_FIELD = "Custom Field"
+READABLE = (*CREATABLE, BIN, LEDGER, CUSTOM_FIELD)
 JSON = dict[str, Any]
 
 
@@ -125,6 +126,11 @@ class ErpSimConfig:
     #: an Item the ERP does not know: "refuse" (417 LinkValidationError, as ERPNext) or "create"
     #: it on first sight (for worker tests that do not model the item master)
     unknown_items: str = "refuse"
+    #: the site's Custom Fields (``GET /api/resource/Custom Field``) are ``CUSTOM_FIELDS`` but
+    #: these ("Doctype.fieldname"), missing or not unique: a site set up wrong, for the
+    #: worker's start-up check (the documents the simulator stores do not change)
+    missing_custom_fields: list[str] = field(default_factory=list)
+    non_unique_custom_fields: list[str] = field(default_factory=list)
 
     def updated(self, changes: JSON) -> ErpSimConfig:
         """A copy with ``changes`` applied; unknown fields or wrong types raise ValueError."""
@@ -140,6 +146,10 @@ class ErpSimConfig:
             merged["allow_against_multiple_purchase_orders"])
         if merged["unknown_items"] not in ("refuse", "create"):
             raise ValueError("unknown_items must be 'refuse' or 'create'")
+        for name in ("missing_custom_fields", "non_unique_custom_fields"):
+            value = merged[name]
+            if not isinstance(value, list) or not all(isinstance(v, str) and "." in v for v in value):
+                raise ValueError(f"{name} must be a list of 'Doctype.fieldname'")
         return ErpSimConfig(**merged)
 
 
@@ -658,6 +668,16 @@ class ErpSimulator(SimulatorServer):
             return frappe_error(404, "DoesNotExistError", f"{doctype} {name} not found")
         return web.json_response({"data": doc})
 
+    def custom_field_docs(self) -> list[JSON]:
+        """The site's Custom Field documents: ``CUSTOM_FIELDS`` as ERPNext stores them (name
+        ``<dt>-<fieldname>``, ``unique`` 0/1), less ``missing_custom_fields``, with
+        ``non_unique_custom_fields`` not unique."""
+        missing, plain = set(self.config.missing_custom_fields), set(self.config.non_unique_custom_fields)
+        return [{"name": f"{dt}-{name}", "doctype": CUSTOM_FIELD, "dt": dt, "fieldname": name,
+                 **df, "unique": 0 if f"{dt}.{name}" in plain else int(df.get("unique", 0))}
+                for dt, defined in CUSTOM_FIELDS.items() for name, df in defined.items()
+                if f"{dt}.{name}" not in missing]  # fmt: skip
+
     async def _list(self, request: web.Request) -> web.Response:
         error = await self._guard(request, inject_errors=False, slow=False)
         if error is not None:
@@ -669,6 +689,8 @@ class ErpSimulator(SimulatorServer):
             docs = self.finance.docs()
         elif doctype in MASTER_DOCTYPES:
             docs = self._master_docs(doctype)
+        elif doctype == CUSTOM_FIELD:
+            docs = self.custom_field_docs()
         else:
             docs = self.stock.docs(doctype)
         try:
