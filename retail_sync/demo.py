@@ -327,7 +327,9 @@ async def _summary(run: DemoRun) -> int:
     expected, in_erp, cancelled = run.expected_keys(), run.erp_keys(), run.cancelled_keys()
     lost = sorted(expected - in_erp - cancelled)
     unknown = sorted(in_erp - expected)
-    kinds = Counter(orjson.loads(r.value)["kind"] for r in await stack.read_topic("sync-exceptions"))
+    records = [orjson.loads(r.value) for r in await stack.read_topic("sync-exceptions")]
+    kinds = Counter(r["kind"] for r in records)
+    edits_not_applied = sum("was edited on" in r["reason"] for r in records)
     e = erp.stats()
     print(table(list(_channel_rows(run, in_erp, cancelled)),
                 "per channel (created -> ERP sales order)"))
@@ -350,6 +352,8 @@ async def _summary(run: DemoRun) -> int:
                                     "deliveries as duplicates, incl. retries of malformed ones)"),
             ("malformed bodies injected", f"{s['malformed_sent']} -> 400 + sync exception"),
             ("unmappable orders injected", f"{s['unmappable_sent']} -> 200 + sync exception"),
+            ("shopify order edits", f"{len(shopify.shop.edits)} (orders/updated) -> applied before "
+                                    f"the ERP post, else one exception each: {edits_not_applied}"),
         ]
     amazon = run.drivers.get("amazon")
     if isinstance(amazon, AmazonDriver):

@@ -22,6 +22,7 @@ from simulators.walmart import WalmartSimConfig, WalmartSimulator
 
 DEMO_SKUS = [f"DEMO-{n:03d}" for n in range(1, 25)]
 BUYER_CANCEL_RATE = 0.03  # Amazon: share of orders whose buyer asks to cancel a moment later
+EDIT_RATE = 0.03  # Shopify: share of orders the merchant edits a moment later (orders/updated)
 
 
 class Driver(Protocol):
@@ -62,6 +63,7 @@ class ShopifyDriver:
             malformed_rate=self.args.malformed_rate, unmappable_rate=self.args.unmappable_rate,
             max_attempts=8, skus=DEMO_SKUS, max_quantity=2, api_bucket_capacity=80,
             api_leak_per_s=40,  # Shopify Plus's bucket, leaking x10 as the demo runs sped up
+            edit_rate=EDIT_RATE, edit_delay_s=1.0,  # the merchant edits a few orders (a unit less)
         ))
         self.url = ""
         self.created_at: dict[str, float] = {}
