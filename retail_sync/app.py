@@ -29,7 +29,7 @@ from connectors.ratelimit import all_budgets
 from connectors.redis_support import redis_enabled
 from connectors.shopify_inbound import InProcessDeduper, RedisDeduper
 from connectors.wms import WmsClient
-from retail_sync import broker_watch, exceptions_view, memdebug, web
+from retail_sync import broker_watch, exceptions_view, heap, memdebug, web
 from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import ConsumerLagCollector, Metrics, RateLimitCollector
@@ -138,6 +138,7 @@ def create_app(
                    marketplace, warehouse, erp_orders, web, broker_watch):
         module.register(ctx)
     memdebug.register(ctx)  # GET /debug/memory, only with RETAIL_SYNC_TEST_MEMDEBUG set
+    heap.register(ctx)  # malloc_trim every RETAIL_SYNC_MALLOC_TRIM_INTERVAL_S
 
     @app.on_before_shutdown.connect  # type: ignore[misc]
     async def _close_outbound(sender: Any, **kwargs: Any) -> None:

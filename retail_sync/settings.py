@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_bytes: int = Field(
         16 * 1024 * 1024, ge=1024 * 1024, description="RocksDB memtables of every table partition "
         "of the worker together: past it the largest is flushed to disk (tables/rocks.py).")
+    malloc_trim_interval_s: float = Field(
+        60.0, ge=0, description="Every this many seconds the worker hands the free pages of its "
+        "C heap back to the system (glibc malloc_trim; retail_sync/heap.py); 0 = never.")
     order_retention_days: float = Field(
         30.0, gt=0, description="A closed order (shipped, refunded or cancelled, nothing "
         "pending) leaves the hot tables this long after its last change; it stays readable from "
