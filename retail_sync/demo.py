@@ -352,8 +352,9 @@ async def _summary(run: DemoRun) -> int:
                                     "deliveries as duplicates, incl. retries of malformed ones)"),
             ("malformed bodies injected", f"{s['malformed_sent']} -> 400 + sync exception"),
             ("unmappable orders injected", f"{s['unmappable_sent']} -> 200 + sync exception"),
-            ("shopify order edits", f"{len(shopify.shop.edits)} (orders/updated) -> applied before "
-                                    f"the ERP post, else one exception each: {edits_not_applied}"),
+            ("shopify order edits", f"{len(shopify.shop.edits)} (orders/updated): "
+                                    f"{edits_not_applied} after the ERP post -> one exception "
+                                    "each naming the sales order; the others applied"),
         ]
     amazon = run.drivers.get("amazon")
     if isinstance(amazon, AmazonDriver):
