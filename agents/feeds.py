@@ -7,17 +7,21 @@ cursor in poll-cursors) polls from the stored cursor, hands the result to ``hand
 records and returns the broker's acknowledgements to wait for), waits for them, and only then
 stores the new cursor. A crash repeats work, never skips it: every consumer of these records is
 idempotent.
+
+Polls are single flight (``agents.poller.SingleFlight``, as for the polled channels): ticks that
+arrive while a poll runs (a slow ERP or WMS) and stale ones are dropped, never queued in
+poll-ticks to burst out afterwards; a throttled feed skips its ticks until its pause is over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agents.exceptions import record_exception
+from agents.poller import SingleFlight
 from connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
 from streams.models import ExceptionKind, PollTick, utcnow
@@ -29,7 +33,8 @@ Handle = Callable[[Any], Awaitable[Sequence[Awaitable[Any]]]]
 
 def register_feed(ctx: Context, name: str, interval_s: float, feed: Any, handle: Handle) -> None:
     """``feed.poll(cursor)`` returns a result with ``.cursor``; ``handle(result)`` sends it on."""
-    resume_at = [0.0]
+    flight = SingleFlight(ctx, name, lambda: poll_once(ctx, name, feed, handle, interval_s),
+                          interval_s)
 
     @ctx.app.timer(interval_s, on_leader=True, name=f"{ctx.settings.app_id}.{name}-tick")
     async def tick() -> None:
@@ -38,13 +43,12 @@ def register_feed(ctx: Context, name: str, interval_s: float, feed: Any, handle:
 
     async def poll_agent(stream: Any) -> None:
         async for command in stream:
-            if command.channel != name or time.monotonic() < resume_at[0]:
-                continue
-            pause = await poll_once(ctx, name, feed, handle, interval_s)
-            if pause:
-                resume_at[0] = time.monotonic() + pause
+            if command.channel == name:
+                await flight.on_tick(command)
 
-    ctx.app.agent(ctx.topics.poll_ticks, name=f"{ctx.settings.app_id}.{name}-feed")(poll_agent)
+    # two actors: one polls, the other drops the ticks that arrive meanwhile
+    ctx.app.agent(ctx.topics.poll_ticks, concurrency=2,
+                  name=f"{ctx.settings.app_id}.{name}-feed")(poll_agent)
 
     @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
     async def _close(sender: Any, **kwargs: Any) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -75,14 +76,20 @@ def _register_channel(ctx: Context, channel_poller: ChannelPoller) -> None:
                   name=f"{ctx.settings.app_id}.poller-{channel_poller.channel}")(poller)
 
 
-class ChannelPoller:
-    """One channel's polls: single flight, paused after a throttle, cancelled on stop."""
+class SingleFlight:
+    """One poll at a time for the ticks of ``name`` (a polled channel or a change feed): a tick
+    that arrives while a poll runs, one older than ``STALE_TICKS`` intervals, or one during a
+    throttle pause is dropped (counted in retail_sync_polls_total as skipped_busy,
+    skipped_stale); the running poll is cancelled when the worker stops or rebalances. The
+    agent reading the ticks runs two actors (``concurrency=2``) so that the idle one drains the
+    ticks while the other polls: they never queue in poll-ticks behind a slow poll."""
 
-    def __init__(self, ctx: Context, source: OrderSource) -> None:
-        self.ctx, self.source, self.channel = ctx, source, source.channel
+    def __init__(self, ctx: Context, name: str, poll: Callable[[], Awaitable[float | None]],
+                 interval_s: float) -> None:
+        self.ctx, self.channel, self.poll = ctx, name, poll
         self.busy = False
         self.resume_at = 0.0
-        self.stale_after = timedelta(seconds=max(10.0, STALE_TICKS * ctx.settings.poll_interval_s))
+        self.stale_after = timedelta(seconds=max(10.0, STALE_TICKS * interval_s))
 
     def _skip(self, command: PollTick) -> str | None:
         """Why this tick is not polled (None: poll now)."""
@@ -104,7 +111,7 @@ class ChannelPoller:
             return
         self.busy = True  # no await since the check: the other actor cannot get in between
         try:
-            pause = await self._run(poll_once(self.ctx, self.source))
+            pause = await self._run(self.poll())
         finally:
             self.busy = False
         if pause:
@@ -130,6 +137,15 @@ class ChannelPoller:
         log.warning("poll of %s cancelled (worker stopping or rebalancing); the cursor is unchanged",
                  self.channel)
         return None
+
+
+class ChannelPoller(SingleFlight):
+    """One channel's polls: single flight, paused after a throttle, cancelled on stop."""
+
+    def __init__(self, ctx: Context, source: OrderSource) -> None:
+        super().__init__(ctx, source.channel, lambda: poll_once(ctx, source),
+                         ctx.settings.poll_interval_s)
+        self.source = source
 
 
 def _stopping(app: Any) -> bool:

@@ -32,7 +32,12 @@ from connectors.wms import WmsClient
 from retail_sync import broker_watch, exceptions_view, heap, memdebug, web
 from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
-from retail_sync.metrics import ConsumerLagCollector, Metrics, RateLimitCollector
+from retail_sync.metrics import (
+    ConsumerLagCollector,
+    Metrics,
+    RateLimitCollector,
+    register_faust_metrics,
+)
 from retail_sync.settings import Settings
 from streams.topics import declare_topics
 from tables.orders import (
@@ -118,21 +123,32 @@ def create_app(
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
     metrics.registry.register(RateLimitCollector(all_budgets))
+    register_faust_metrics(app, metrics)  # events per agent, rebalances, commit latency
     exceptions_gauges = exceptions_view.ExceptionsCollector()
     metrics.registry.register(exceptions_gauges)
+    replayed_topic = exceptions_view.declare_replayed_topic(app, settings.app_id,
+                                                            settings.partitions)
+
+    @app.task
+    async def _declare_replayed_topic() -> None:
+        try:
+            await replayed_topic.maybe_declare()
+        except Exception as exc:  # noqa: BLE001 - the first replay's note creates it
+            log.warning("%s not declared at start: %r", replayed_topic.get_topic_name(), exc)
 
     @app.timer(interval=30.0, on_leader=True)
     async def _refresh_exception_gauges() -> None:
         try:
+            bootstrap = exceptions_view.bootstrap_of(app.conf.broker)
             records, _ = await exceptions_view.load_exceptions(
-                exceptions_view.bootstrap_of(app.conf.broker),
-                ctx.topics.sync_exceptions.get_topic_name())
+                bootstrap, ctx.topics.sync_exceptions.get_topic_name())
+            replayed = await exceptions_view.load_replayed(bootstrap, settings.app_id)
         except (TimeoutError, KafkaError, OSError) as exc:
             # a timer that raises crashes the whole worker: during a broker outage this one
             # did ("Unable to bootstrap"), ~30 s after the broker went away
             log.warning("exception gauges not refreshed (broker unreachable?): %r", exc)
             return
-        exceptions_gauges.refresh(records)
+        exceptions_gauges.refresh(records, replayed=replayed)  # replayed ones are not open
 
     for module in (ingest, orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
                    marketplace, warehouse, erp_orders, web, broker_watch):

@@ -53,4 +53,7 @@ class Context:
             self.breakers[system] = CircuitBreaker(
                 system, failures=s.breaker_failures, cool_down_s=s.breaker_cool_down_s,
                 max_cool_down_s=s.breaker_max_cool_down_s)
+            bind = getattr(self.metrics, "bind_breaker", None)  # retail_sync_circuit_open
+            if bind is not None:
+                bind(self.breakers[system])
         return self.breakers[system]

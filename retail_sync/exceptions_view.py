@@ -6,7 +6,20 @@ consumer group, no commits: reading never moves anyone's offsets), each record d
 
 Replay: ``plan_replay`` decides, for one record and without any I/O, where its payload goes
 back to (topic suffix under the app id, key, value bytes) or why it cannot; ``replay`` sends the
-planned records with aiokafka. Replay is safe to repeat: every target handler is idempotent —
+planned records with aiokafka.
+
+Commands built from an order's state are NOT resent as kept: an ERP post (``ErpPostRequest``,
+erp_permanent / erp_exhausted / internal on erp-requests) and a warehouse release (``WmsRelease``,
+outbound / internal on wms-requests) may predate an edit, a cancellation or a confirmation, so
+their replay is a ``RetryErpPost`` / ``RetryWmsRelease`` to the order agent (order-events, keyed
+by the order), which builds the command again from the order as it is now or skips it with the
+reason on the order's timeline (agents.lifecycle). ``replay(..., verdict=...)`` lets the caller
+answer such a record "skipped" at once from the order's current state (the admin door does:
+``agents.lifecycle.erp_retry_refusal`` / ``wms_retry_refusal``); the command still goes to the
+order agent, which decides again and notes the skip on the timeline. Everything else is a fact
+or a command no later event makes wrong (shipments, returns, cancellations, marketplace
+commands, raw orders) and is resent as kept. Replay is safe to repeat: every target handler is
+idempotent —
 the ERP post is idempotent on the order (po_no), the shipment on its shipment id, the return on
 its refund id, the cancellation on the sales order; marketplace and warehouse commands are
 idempotent at the marketplace/warehouse (order reference, shipment id, refund id). Replaying the
@@ -21,6 +34,7 @@ truncated (64 KiB) or foreign payload is reported instead of becoming a new deco
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -63,6 +77,8 @@ NOT_REPLAYABLE = {
 INVENTORY_SUPERSEDED = ("inventory updates are absolute quantities: a newer quantity supersedes "
                         "them (the next stock change or full push sends the current one)")
 FIX_MAPPING = "fix the mapping and redeliver from the source"
+#: topic (under the app id) noting which exception records were replayed, keyed by exception id
+REPLAYED_SUFFIX = "sync-exceptions-replayed"
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -170,6 +186,8 @@ class ReplayPlan:
     key: str | None
     value: bytes | None
     reason: str
+    #: "erp_post" / "wms_release": the order agent rebuilds the command from the order's state
+    owner: str | None = None
 
 
 def topic_suffix(source_topic: str | None) -> str | None:
@@ -230,14 +248,52 @@ def _resend(record: SyncException, suffix: str) -> ReplayPlan:
     return ReplayPlan(suffix, key, value, f"resend to {suffix} keyed {key}")
 
 
-def explain_replay(record: SyncException) -> ReplayPlan:
-    """The replay plan for one record, with its reason either way (pure, no I/O)."""
+def _via_owner(plan: ReplayPlan, record: SyncException, requested_by: str,
+               now: datetime | None) -> ReplayPlan:
+    """A planned resend of an ERP post or a warehouse release becomes a retry command to the
+    order agent (see the module docstring); any other plan is kept."""
+    from streams.codecs import encode
+    from streams.commands import WmsRelease
+    from streams.models import ErpPostRequest, RetryErpPost, RetryWmsRelease
+
+    if plan.suffix not in ("erp-requests", "wms-requests") or plan.value is None:
+        return plan
+    command = decode(_codec_for(plan.suffix), plan.value)
+    at = now or utcnow()
+    event: RetryErpPost | RetryWmsRelease
+    if isinstance(command, ErpPostRequest):
+        owner = "erp_post"
+        event = RetryErpPost(order_key=command.order_key, exception_id=record.exception_id,
+                             requested_by=requested_by, at=at)
+        what = "post the order to the ERP as it is now (not the request kept here)"
+    elif isinstance(command, WmsRelease):
+        owner = "wms_release"
+        event = RetryWmsRelease(order_key=command.order_key, exception_id=record.exception_id,
+                                reference=command.reference, requested_by=requested_by, at=at)
+        what = (f"release {command.reference or command.order_key} to the warehouse as the "
+                "order is now (not the release kept here)")
+    else:
+        return plan
+    return ReplayPlan("order-events", command.order_key, encode("rs.order_event", event),
+                      f"to the order agent ({event.kind}) keyed {command.order_key}: {what}, "
+                      "or skip it with the reason on the order's timeline", owner)
+
+
+def explain_replay(record: SyncException, *, requested_by: str = "replay",
+                   now: datetime | None = None) -> ReplayPlan:
+    """The replay plan for one record, with its reason either way (pure, no I/O; ``now`` and
+    ``requested_by`` go into a retry command to the order agent)."""
+    plan = _explain(record)
+    return _via_owner(plan, record, requested_by, now)
+
+
+def _explain(record: SyncException) -> ReplayPlan:
     kind = record.kind
     suffix = topic_suffix(record.source_topic)
     if kind in NOT_REPLAYABLE:
         return ReplayPlan(None, None, None, NOT_REPLAYABLE[kind])
     if kind in (ExceptionKind.ERP_PERMANENT, ExceptionKind.ERP_EXHAUSTED):
-        # the payload is the command that was on erp-requests
+        # the payload is the command that was on erp-requests (a post goes via the order agent)
         return _resend(record, "erp-requests")
     if kind == ExceptionKind.OUTBOUND:
         if record.payload.lstrip().startswith("["):
@@ -318,11 +374,49 @@ async def replay(bootstrap: str, app_id: str,
                     result["replayed"] = True
                 except Exception as exc:  # noqa: BLE001 - report per record, go on with the rest
                     result["reason"] = f"send failed: {type(exc).__name__}: {exc}"
+                if result["replayed"]:
+                    await _mark_replayed(producer, app_id, record.exception_id, target)
             results.append(result)
     finally:
         if producer is not None:
             await producer.stop()
     return results
+
+
+async def _mark_replayed(producer: Any, app_id: str, exception_id: str, target: str) -> None:
+    """Note on ``<app_id>.sync-exceptions-replayed`` that this record went back to ``target``
+    (the exception gauges stop counting it; a replay that fails again is a new record).
+    Best effort: the replay itself has happened."""
+    marker = json.dumps({"exception_id": exception_id, "target": target,
+                         "replayed_at": utcnow().isoformat()}).encode()
+    try:
+        await producer.send_and_wait(replayed_topic_name(app_id), marker,
+                                     key=exception_id.encode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - the gauge keeps counting it, nothing else is lost
+        log.warning("replay of %s not noted on %s: %r", exception_id,
+                    replayed_topic_name(app_id), exc)
+
+
+def replayed_topic_name(app_id: str) -> str:
+    return f"{app_id}.{REPLAYED_SUFFIX}"
+
+
+async def load_replayed(bootstrap: str, app_id: str, timeout_s: float = 10.0) -> set[str]:
+    """Ids of the exception records replayed so far (``_mark_replayed``'s notes)."""
+    from retail_sync.stack import read_topic
+
+    ids: set[str] = set()
+    for message in await read_topic(bootstrap, replayed_topic_name(app_id), timeout_s):
+        if message.key:
+            ids.add(message.key.decode("utf-8", "replace"))
+    return ids
+
+
+def declare_replayed_topic(app: Any, app_id: str, partitions: int) -> Any:
+    """The markers' topic (compacted: one record per exception id), created at a worker's start
+    so that reading it never waits for a topic that does not exist yet."""
+    return app.topic(replayed_topic_name(app_id), key_serializer="raw", value_serializer="raw",
+                     partitions=partitions, compacting=True)
 
 
 async def replay_from_topic(bootstrap: str, app_id: str, *, ids: Sequence[str] | None = None,
@@ -348,25 +442,36 @@ def bootstrap_of(brokers: Iterable[Any] | str) -> str:
 
 
 class ExceptionsCollector:
-    """Prometheus gauges of what is on the exception topic, by kind: how many records and the
-    age of the oldest. ``refresh(records)`` (a periodic timer's job: reading the topic is too
-    slow for a scrape) keeps the count and the oldest time per kind; the age is computed at
-    scrape time, so it keeps growing between refreshes. The topic is a log: "on the topic"
-    includes exceptions already replayed or fixed."""
+    """Prometheus gauges of what is on the exception topic, by kind: how many records, how many
+    are still open (not replayed since) and the age of the oldest open one. ``refresh(records,
+    replayed=ids)`` (a periodic timer's job: reading the topics is too slow for a scrape) keeps
+    the counts and the oldest open time per kind; the age is computed at scrape time, so it keeps
+    growing between refreshes. The topic is a log: "on the topic" includes exceptions already
+    replayed; a replayed record stops counting as open (a replay that fails again makes a new
+    record, which counts from its own time)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        self.open: dict[str, int] = {}
         self.oldest: dict[str, datetime] = {}
         self.refreshed_at: datetime | None = None
 
-    def refresh(self, records: Iterable[SyncException], now: datetime | None = None) -> None:
+    def refresh(self, records: Iterable[SyncException], now: datetime | None = None,
+                replayed: Iterable[str] = ()) -> None:
+        done = set(replayed)
         counts: Counter[str] = Counter()
+        still_open: Counter[str] = Counter()
         oldest: dict[str, datetime] = {}
         for r in records:
-            counts[r.kind.value] += 1
-            if r.kind.value not in oldest or r.occurred_at < oldest[r.kind.value]:
-                oldest[r.kind.value] = r.occurred_at
-        self.counts, self.oldest, self.refreshed_at = dict(counts), oldest, now or utcnow()
+            kind = r.kind.value
+            counts[kind] += 1
+            if r.exception_id in done:
+                continue
+            still_open[kind] += 1
+            if kind not in oldest or r.occurred_at < oldest[kind]:
+                oldest[kind] = r.occurred_at
+        self.counts, self.open, self.oldest = dict(counts), dict(still_open), oldest
+        self.refreshed_at = now or utcnow()
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -375,15 +480,20 @@ class ExceptionsCollector:
             return
         now = utcnow()
         count = GaugeMetricFamily("retail_sync_exceptions_on_topic",
-                                  "Records on the sync-exceptions topic, by kind.",
-                                  labels=["kind"])
+                                  "Records on the sync-exceptions topic (replayed ones too), "
+                                  "by kind.", labels=["kind"])
+        still_open = GaugeMetricFamily("retail_sync_exceptions_open",
+                                       "Records on the sync-exceptions topic not replayed since, "
+                                       "by kind.", labels=["kind"])
         age = GaugeMetricFamily("retail_sync_exceptions_oldest_age_seconds",
-                                "Age of the oldest record on the sync-exceptions topic, by kind.",
-                                labels=["kind"])
+                                "Age of the oldest record on the sync-exceptions topic not "
+                                "replayed since, by kind.", labels=["kind"])
         for kind in ExceptionKind:
             count.add_metric([kind.value], self.counts.get(kind.value, 0))
+            still_open.add_metric([kind.value], self.open.get(kind.value, 0))
             if kind.value in self.oldest:
                 age.add_metric([kind.value],
                                max(0.0, (now - self.oldest[kind.value]).total_seconds()))
         yield count
+        yield still_open
         yield age

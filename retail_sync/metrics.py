@@ -3,20 +3,47 @@
 Faust's own Prometheus sensor exports offsets but no lag; `ConsumerLagCollector` computes lag per
 assigned partition at scrape time as (end offset - committed offset), which is what the alert
 rules in deploy/alerts.yml watch.
+
+Besides ours, the registry carries what people expect of any Python service: ``process_*``
+(CPU, memory, open files), ``python_info`` and ``python_gc_*`` (prometheus_client's own
+collectors), ``retail_sync_build_info{version,commit}``, and Faust's view of itself
+(``FaustSensor``, ``register_faust_metrics``): events per agent, rebalances, commit latency.
+Faust ships a Prometheus monitor (``faust.sensors.prometheus``) that can take our registry, but it
+replaces ``app.monitor``, updates ~10 series per message and names streams by their repr; the
+sensor here counts only what the dashboard and alerts use.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from faust.sensors import Sensor
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # the *_created series only double the exposition size
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: flows after the order can take minutes (a marketplace down, a refund waiting for the ERP): the
+#: top finite bucket is above FlowLatencyHigh's 300 s, or the alert could never see "slower"
+FLOW_BUCKETS = (*LATENCY_BUCKETS, 600, 1800, 3600)
+#: Faust's commits and rebalances
+FAUST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: a backorder waits for a delivery: seconds in a demo, days in a shop
 BACKORDER_BUCKETS = (1, 10, 60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 #: reasons of connectors.redis_support.failure_reason
@@ -108,11 +135,12 @@ class Metrics:
             "shipment_to_marketplace (warehouse shipped -> marketplace confirmed), "
             "refund_to_erp (refund requested -> credit note), refund_to_marketplace (refund "
             "requested -> marketplace refunded).",
-            ["flow", "channel"], buckets=LATENCY_BUCKETS, registry=r,
+            ["flow", "channel"], buckets=FLOW_BUCKETS, registry=r,
         )
         self.circuit_open = Gauge(
             "retail_sync_circuit_open",
-            "1 while the circuit breaker of an external system is open or probing.", ["system"],
+            "1 while the circuit breaker of an external system is open or probing (read from "
+            "the breaker at scrape time: Context.breaker binds it).", ["system"],
             registry=r,
         )
         self.inflight_erp = Gauge(
@@ -127,6 +155,113 @@ class Metrics:
         )
         for reason in DEDUPE_FALLBACK_REASONS:  # every series exists from the start at 0
             self.dedupe_fallbacks.labels(reason=reason)
+        self.build_info = Gauge(
+            "retail_sync_build_info", "Always 1; the labels say which build runs here.",
+            ["version", "commit"], registry=r,
+        )
+        self.build_info.labels(**build_labels()).set(1)
+        # the standard process and runtime collectors, on our registry (not the global one)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.faust_events = Counter(
+            "retail_sync_faust_events_total", "Stream events Faust delivered, per agent.",
+            ["agent"], registry=r,
+        )
+        self.faust_rebalances = Counter(
+            "retail_sync_faust_rebalances_total", "Consumer group rebalances this worker went "
+            "through.", registry=r,
+        )
+        self.faust_rebalance_seconds = Histogram(
+            "retail_sync_faust_rebalance_seconds",
+            "Rebalance start -> this worker's partitions recovered and processing again.",
+            buckets=FAUST_BUCKETS, registry=r,
+        )
+        self.faust_commit_seconds = Histogram(
+            "retail_sync_faust_commit_seconds", "Duration of one offset commit (count: commits).",
+            buckets=FAUST_BUCKETS, registry=r,
+        )
+
+    def bind_breaker(self, breaker: Any) -> None:
+        """Export ``breaker``'s state at scrape time (a gauge set only after a call kept its last
+        value: after the ERP's breaker opened, a later success never cleared it)."""
+        self.circuit_open.labels(system=breaker.name).set_function(
+            lambda: float(breaker.state != "closed"))
+
+
+@functools.lru_cache(maxsize=1)
+def build_labels() -> dict[str, str]:
+    """``version`` of the installed package; ``commit``: the git commit of the source tree when
+    it is a checkout (``unknown`` in an image built without .git)."""
+    try:
+        version = metadata.version("retail-sync")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"version": version, "commit": _git_commit(Path(__file__).resolve().parent.parent)}
+
+
+def _git_commit(root: Path) -> str:
+    """HEAD of a checkout at ``root``, read from .git (no git binary needed): 12 hex digits."""
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            loose = git / ref
+            if loose.exists():
+                head = loose.read_text().strip()
+            else:
+                packed = (git / "packed-refs").read_text().splitlines()
+                head = next((line.split()[0] for line in packed
+                             if line.endswith(" " + ref)), "unknown")
+    except OSError:
+        return "unknown"
+    return head[:12] if head != "unknown" else head
+
+
+def register_faust_metrics(app: Any, metrics: Metrics) -> Any:
+    """Attach a ``FaustSensor`` to ``app`` (Faust calls it on every event, commit, rebalance)."""
+    sensor = FaustSensor(metrics)
+    app.sensors.add(sensor)
+    return sensor
+
+
+class FaustSensor(Sensor):  # type: ignore[misc]
+    """Faust's own figures, counted as they happen: events per agent (the agent whose actor
+    pulled the event: ``faust.current_agent()``), rebalances and their duration, commits and
+    their latency. One counter increment per event, nothing per message."""
+
+    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metrics = metrics
+        self._agents: dict[Any, Any] = {}
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        from faust.agents import current_agent
+
+        agent = current_agent()
+        child = self._agents.get(agent)
+        if child is None:
+            name = getattr(agent, "name", None) or "-"
+            child = self._agents[agent] = self.metrics.faust_events.labels(agent=name)
+        child.inc()
+        return None
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        return time.monotonic()
+
+    def on_commit_completed(self, consumer: Any, state: Any) -> None:
+        if isinstance(state, float):
+            self.metrics.faust_commit_seconds.observe(time.monotonic() - state)
+
+    def on_rebalance_start(self, app: Any) -> dict[str, Any]:
+        self.metrics.faust_rebalances.inc()
+        return {"time_start": time.monotonic()}
+
+    def on_rebalance_end(self, app: Any, state: dict[str, Any]) -> None:
+        started = (state or {}).get("time_start")
+        if started is not None:
+            self.metrics.faust_rebalance_seconds.observe(time.monotonic() - started)
 
 
 class ConsumerLagCollector(Collector):
@@ -190,12 +325,18 @@ class RateLimitCollector(Collector):
             "1 while an operation's budget is kept in Redis (shared by every worker), 0 while "
             "this worker uses an in-process one (no Redis configured, or Redis unreachable).",
             labels=labels)
+        redis = GaugeMetricFamily(
+            "retail_sync_ratelimit_redis_configured",
+            "1 when an operation's budget is meant to live in Redis (RETAIL_SYNC_REDIS_URL set): "
+            "with retail_sync_ratelimit_shared 0 it has lost Redis.", labels=labels)
         for budgets in self.budgets():
             for operation, stats in budgets.stats().items():
                 key = [budgets.channel, operation]
                 calls.add_metric(key, stats["calls"])
                 throttled.add_metric(key, stats["throttled"])
                 waited.add_metric(key, stats["waited_s"])
-                if budgets.limiter(operation) is not None:
+                limiter = budgets.limiter(operation)
+                if limiter is not None:
                     shared.add_metric(key, int(budgets.shared(operation)))
-        yield from (calls, throttled, waited, shared)
+                    redis.add_metric(key, int(type(limiter).__name__ == "RedisGcra"))
+        yield from (calls, throttled, waited, shared, redis)
