@@ -35,6 +35,14 @@ An order the marketplace fulfils from its own stock (Amazon AFN, ``Order.fulfill
 posted at once (received -> erp_pending, booked in the ERP's marketplace warehouse) and never
 released to our warehouse; a cancellation goes straight to the ERP (issue 12 item 2).
 
+Replays (``POST /exceptions/replay``, ``retail-sync exceptions replay``) of an ERP post or a
+warehouse release that failed come here as RetryErpPost / RetryWmsRelease, never as the command
+kept in the exception record: the order agent builds the command again from the order as it is
+now (an edit applied since the failure, a cancellation, a confirmation that came meanwhile all
+count), or skips it with the reason on the timeline (``erp_retry_skipped``,
+``wms_retry_skipped``). ``erp_retry_refusal`` and ``wms_retry_refusal`` are the rules; the
+replay door applies them too, to answer "skipped" at once.
+
 A backordered order goes to the warehouse in parts: on ERP confirmation what had stock; each
 time goods arrive for the rest, the stock agent's BackorderReleased becomes a fulfilment order of
 its own (``<order_key>#bo<n>``, agents.aftersale.on_backorder_released).
@@ -71,6 +79,8 @@ from streams.models import (
     OrderReceived,
     OrderState,
     OrderStatus,
+    RetryErpPost,
+    RetryWmsRelease,
     ReturnReceived,
     ReturnRequested,
     ShipmentReported,
@@ -531,6 +541,98 @@ def _on_erp_failed(state: OrderState, event: ErpOrderFailed, now: datetime) -> O
     return Outcome(state=new, changed=True)
 
 
+# --- replays of failed commands (through the owner, from the current state) -------------------
+
+
+def erp_retry_refusal(state: OrderState) -> str | None:
+    """Why a replayed ERP post must not go to the ERP for ``state`` as it is now, or None: the
+    order is posted as it is now (its current lines, its stock decision)."""
+    key, erp = state.order_key, state.correlation.erp_sales_order
+    if erp:
+        return f"{key} is in the ERP already as {erp}: nothing to post"
+    if state.status in (OrderStatus.CANCELLED, OrderStatus.CANCEL_PENDING):
+        why = state.cancel_reason or (state.cancel.reason if state.cancel else None)
+        return f"{key} is {state.status.value} ({why or 'no reason given'}): not posted"
+    if state.status in (OrderStatus.RECEIVED, OrderStatus.STOCK_PENDING):
+        return (f"{key} is waiting for its stock answers: it is posted by itself once the stock "
+                "decision is taken")
+    if state.status not in (OrderStatus.ERP_FAILED, OrderStatus.ERP_PENDING):
+        return f"{key} is {state.status.value}: not posted"
+    return None
+
+
+def wms_retry_refusal(state: OrderState, reference: str | None = None) -> str | None:
+    """Why a replayed warehouse release (the order's own, or the backorder fulfilment
+    ``reference``) must not go to the warehouse for ``state`` as it is now, or None."""
+    key = state.order_key
+    if state.status in (OrderStatus.CANCELLED, OrderStatus.CANCEL_PENDING):
+        why = state.cancel_reason or (state.cancel.reason if state.cancel else None)
+        return f"{key} is {state.status.value} ({why or 'no reason given'}): not released"
+    if not state.correlation.erp_sales_order:
+        return f"{key} is not in the ERP yet: it is released when the ERP confirms it"
+    if reference is None or reference == key:
+        if state.correlation.wms_fulfilment_id:
+            return f"{key} is released already as {state.correlation.wms_fulfilment_id}"
+        if state.shipments:
+            return f"{key} has shipped already ({len(state.shipments)} shipment(s))"
+        if not aftersale.release_command(state).lines:
+            return f"{key} has nothing to release to the warehouse"
+        return None
+    found = next((b for b in state.backorders.values() if b.reference == reference), None)
+    if found is None:
+        return f"{reference} is not a backorder release of {key}"
+    if found.wms_fulfilment_id:
+        return f"{reference} is released already as {found.wms_fulfilment_id}"
+    return None
+
+
+def _replay_of(event: RetryErpPost | RetryWmsRelease) -> str:
+    return f"replay of exception {event.exception_id} by {event.requested_by}"
+
+
+def _skipped(state: OrderState, name: str, at: datetime, detail: str) -> Outcome:
+    """A replay the order's state refuses: on the timeline once, no exception (nothing failed)."""
+    detail = detail[:500]
+    if any(t.event == name and t.detail == detail for t in state.timeline):
+        return Outcome(state=state)
+    return Outcome(state=state.model_copy(update={"timeline": aftersale.timeline(
+        state, TimelineEntry(event=name, system="retail-sync", at=at, detail=detail))}),
+        changed=True)
+
+
+def _on_retry_erp_post(state: OrderState, event: RetryErpPost, now: datetime) -> Outcome:
+    why = erp_retry_refusal(state)
+    if why is not None:
+        return _skipped(state, "erp_retry_skipped", event.at, f"{why} ({_replay_of(event)})")
+    if state.status is OrderStatus.ERP_PENDING:
+        # asked already (a second replay, a redelivery): ask again, the ERP post is exactly-once
+        # on the order key (connectors.erp looks the order up before creating)
+        return Outcome(state=state, erp_requests=[_request(state, now)])
+    request = _request(state, now)
+    lines = ", ".join(f"{ln.sku} {ln.quantity}" for ln in request.order.lines)
+    new = state.model_copy(update={
+        "status": OrderStatus.ERP_PENDING,
+        "timeline": aftersale.timeline(state, TimelineEntry(
+            event="erp_retry_requested", system="retail-sync", at=event.at,
+            detail=f"{_replay_of(event)}: posting the order as it is now ({lines})"[:500]))})
+    return Outcome(state=new, changed=True, erp_requests=[request])
+
+
+def _on_retry_wms_release(state: OrderState, event: RetryWmsRelease, now: datetime) -> Outcome:
+    why = wms_retry_refusal(state, event.reference)
+    if why is not None:
+        return _skipped(state, "wms_retry_skipped", event.at, f"{why} ({_replay_of(event)})")
+    if event.reference is None or event.reference == state.order_key:
+        command = aftersale.release_command(state)
+    else:
+        found = next(b for b in state.backorders.values() if b.reference == event.reference)
+        command = aftersale.release_command(state, found.lines, found.reference)
+    detail = f"{_replay_of(event)}: releasing {command.reference or state.order_key} as it is now"
+    out = _skipped(state, "wms_retry_requested", event.at, detail)  # noted once per replay
+    out.wms_commands = [command]
+    return out
+
+
 _HANDLERS: dict[type, Callable[..., Outcome]] = {
     StockAnswered: _on_stock,
     ErpOrderPosted: _on_erp_posted,
@@ -546,4 +648,6 @@ _HANDLERS: dict[type, Callable[..., Outcome]] = {
     ReturnRequested: aftersale.on_return_requested,
     ReturnReceived: aftersale.on_return_received,
     ErpReturnPosted: aftersale.on_return_posted,
+    RetryErpPost: _on_retry_erp_post,
+    RetryWmsRelease: _on_retry_wms_release,
 }

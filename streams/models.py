@@ -429,11 +429,40 @@ class ExpireOrder(Frozen):
     at: UtcDatetime
 
 
+class RetryErpPost(Frozen):
+    """Command to the order agent (an operator's replay of a failed ERP post, ``POST
+    /exceptions/replay``): post the order to the ERP again, built from the order's state as it
+    is now (an edit, a partial decision or a cancellation since the failure counts), never
+    from the request kept in the exception record. The agent skips it, with the reason on the
+    timeline, when the order should no longer be posted (cancelled, already in the ERP)."""
+
+    kind: Literal["retry_erp_post"] = "retry_erp_post"
+    order_key: str
+    exception_id: str  # the sync-exception record replayed
+    requested_by: str = "replay"  # the caller (token name) or "cli"
+    at: UtcDatetime
+
+
+class RetryWmsRelease(Frozen):
+    """Command to the order agent (a replay of a warehouse release that failed): release the
+    order (``reference`` None) or one of its backorder fulfilments to the warehouse again, from
+    the order's state as it is now; skipped with the reason when the order was cancelled or is
+    being cancelled, or the warehouse has that release already."""
+
+    kind: Literal["retry_wms_release"] = "retry_wms_release"
+    order_key: str
+    exception_id: str
+    reference: str | None = None  # a backorder fulfilment's reference; None: the order's own
+    requested_by: str = "replay"
+    at: UtcDatetime
+
+
 OrderEvent = Annotated[
     OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified
     | FulfilmentReleased | FulfilmentCancelled | ShipmentReported | ErpShipmentPosted
     | CancelRequested | BackorderReleased
-    | ErpOrderCancelled | ReturnRequested | ReturnReceived | ErpReturnPosted | ExpireOrder,
+    | ErpOrderCancelled | ReturnRequested | ReturnReceived | ErpReturnPosted | ExpireOrder
+    | RetryErpPost | RetryWmsRelease,
     Field(discriminator="kind"),
 ]
 ORDER_EVENT = TypeAdapter(OrderEvent)

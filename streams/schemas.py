@@ -36,7 +36,9 @@ from pydantic import AwareDatetime, BaseModel, TypeAdapter
 
 VERSION_KEY = "schema_version"
 #: codec name -> its current schema version (bump when its models change; then export)
-VERSIONS: dict[str, int] = {}
+VERSIONS: dict[str, int] = {
+    "rs.order_event": 2,  # v2: RetryErpPost, RetryWmsRelease (a replay goes through the owner)
+}
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
