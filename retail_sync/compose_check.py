@@ -48,6 +48,8 @@ from typing import Any
 import yaml
 
 METRICS_SOURCE = Path(__file__).with_name("metrics.py")
+#: other modules that define metrics (collectors registered by retail_sync/app.py)
+EXTRA_METRICS_SOURCES = (Path(__file__).with_name("exceptions_view.py"),)
 SEVERITIES = ("critical", "warning", "info")
 WORKER_ENV_PREFIX = "RETAIL_SYNC_"
 
@@ -940,6 +942,8 @@ class ComposeChecker:
             cmd = self.command_of(name)
             config = next((c.split("=", 1)[1] for c in cmd if c.startswith("--config.file=")),
                           None)
+            if "alertmanager" in image.split("/")[-1]:  # its --config.file is not Prometheus'
+                continue
             if config is None and "prometheus" not in image.split("/")[-1]:
                 continue
             config = config or "/etc/prometheus/prometheus.yml"
@@ -952,6 +956,60 @@ class ComposeChecker:
                 continue
             found.append((name, host, binds))
         return found
+
+
+    def alertmanager_files(self) -> list[tuple[str, Path]]:
+        """(service, host path of its config) of every Alertmanager service."""
+        found = []
+        for name, svc in self.services.items():
+            if not isinstance(svc, dict) or name not in self.facts:
+                continue
+            if "alertmanager" not in str(svc.get("image", "")).split("/")[-1]:
+                continue
+            cmd = self.command_of(name)
+            config = next((c.split("=", 1)[1] for c in cmd if c.startswith("--config.file=")),
+                          "/etc/alertmanager/alertmanager.yml")
+            binds = {t: (self.root / s).resolve() for k, s, t in self.facts[name].mounts
+                     if k == "bind" and not s.startswith(("/", "~"))}
+            host = _host_path(config, binds)
+            if host is None:
+                self.note(f"services.{name}", f"{config} is not mounted from the repository")
+                continue
+            found.append((name, host))
+        return found
+
+
+def check_alertmanager(path: Path, report: Report, label: str) -> None:
+    """The routing tree names receivers that exist; inhibit rules have source and target
+    matchers. (``amtool check-config`` does the full check when installed.)"""
+    try:
+        doc = load_yaml(path)
+    except CheckError as exc:
+        report.errors.append(str(exc))
+        return
+    if not isinstance(doc, dict):
+        report.error(label, "must be a mapping with 'route' and 'receivers'")
+        return
+    receivers = {r.get("name") for r in doc.get("receivers") or [] if isinstance(r, dict)}
+    route = doc.get("route")
+    if not isinstance(route, dict) or not route.get("receiver"):
+        report.error(f"{label}: route", "needs a default 'receiver'")
+        return
+    routes = [route]
+    count = 0
+    while routes:
+        r = routes.pop()
+        count += 1
+        if r.get("receiver") is not None and r["receiver"] not in receivers:
+            report.error(f"{label}: route", f"receiver {r['receiver']!r} is not defined")
+        routes.extend(x for x in r.get("routes") or [] if isinstance(x, dict))
+    inhibits = doc.get("inhibit_rules") or []
+    for i, rule in enumerate(inhibits):
+        if not isinstance(rule, dict) or not rule.get("source_matchers") \
+                or not rule.get("target_matchers"):
+            report.error(f"{label}: inhibit_rules[{i}]", "needs source_matchers and target_matchers")
+    report.summary.append(f"{label}: {count} routes, {len(receivers)} receivers, "
+                          f"{len(inhibits)} inhibit rules")
 
 
 def _scalar(value: Any) -> str:
@@ -1035,9 +1093,14 @@ def _settings_env_names() -> set[str]:
 
 
 def known_metric_names(source: Path = METRICS_SOURCE) -> set[str]:
-    """Metric names as they appear in string literals of retail_sync/metrics.py."""
-    text = source.read_text(encoding="utf-8")
-    return set(re.findall(r"[\"'](retail_sync_[A-Za-z0-9_]+)[\"']", text))
+    """Metric names as they appear in string literals of retail_sync/metrics.py (and of the
+    other modules defining collectors, EXTRA_METRICS_SOURCES)."""
+    names: set[str] = set()
+    sources = (source, *EXTRA_METRICS_SOURCES) if source == METRICS_SOURCE else (source,)
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        names |= set(re.findall(r"[\"'](retail_sync_[A-Za-z0-9_]+)[\"']", text))
+    return names
 
 
 def expr_metric_names(expr: str) -> set[str]:
@@ -1374,8 +1437,21 @@ def check(compose_path: Path, external: bool = True, env: dict[str, str] | None 
             rlabel = checker.rel(rf)
             check_alert_rules(rf, report, rlabel)
             rules_checked.append((rf, rlabel))
+    am_checked: list[tuple[Path, str]] = []
+    for _service, config in checker.alertmanager_files():
+        label = checker.rel(config)
+        check_alertmanager(config, report, label)
+        am_checked.append((config, label))
     if external and report.ok:
         run_external(compose_path, prom_checked, rules_checked, set(by_profile), report)
+        amtool = shutil.which("amtool")
+        for config, label in am_checked if amtool else []:
+            rc, out = _run([amtool, "check-config", str(config)], root)
+            if rc != 0:
+                report.error(f"amtool check-config {label}", out)
+        if am_checked:
+            report.summary.append(f"amtool: {len(am_checked)} config checked" if amtool
+                                  else "amtool: not installed, skipped")
     return report
 
 

@@ -42,10 +42,11 @@ def test_repository_files_pass_the_python_checks():
     report = check(COMPOSE, external=False, env={})
     assert report.ok, _errors(report)
     summary = "\n".join(report.summary)
-    assert "7 services" in summary
+    assert "9 services" in summary
     assert "profile sim: erp-sim, shopify-sim" in summary
     assert "workers: worker-1, worker-2" in summary
-    assert "deploy/alerts.yml: 4 groups, 12 alerts (2 critical, 10 warning)" in summary
+    assert "deploy/alerts.yml: 4 groups, 15 alerts (2 critical, 13 warning)" in summary
+    assert "deploy/alertmanager.yml: 3 routes, 2 receivers, 2 inhibit rules" in summary
 
 
 def test_repository_files_pass_with_external_tools_when_installed():
@@ -101,6 +102,14 @@ def test_compose_matches_the_deployment_design():
     assert services["prometheus"]["secrets"] == ["prometheus_token"]
     assert set(doc["secrets"]) == {"admin_tokens", "prometheus_token"}
     assert "http://worker-1:6065/webhooks/shopify/orders/create" in services["shopify-sim"]["command"]
+    # issue 14: Alertmanager (routing, inhibition) and Grafana (provisioned dashboard)
+    assert "./deploy/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in \
+        services["alertmanager"]["volumes"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in services["grafana"]["volumes"]
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
+    prometheus = yaml.safe_load(PROMETHEUS.read_text())
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"]
 
 
 def test_dockerfile_essentials():
@@ -119,7 +128,8 @@ def test_dockerfile_essentials():
 
 def _defined_metrics() -> set[str]:
     """Metric names as string literals in retail_sync/metrics.py (read as text on purpose)."""
-    return set(re.findall(r"[\"'](retail_sync_[a-z0-9_]+)[\"']", METRICS_SOURCE.read_text()))
+    text = METRICS_SOURCE.read_text() + (ROOT / "retail_sync" / "exceptions_view.py").read_text()
+    return set(re.findall(r"[\"'](retail_sync_[a-z0-9_]+)[\"']", text))
 
 
 def _alert_rules() -> list[dict]:
@@ -146,13 +156,13 @@ def test_alert_expressions_use_only_metrics_that_exist():
 @pytest.mark.parametrize(
     ("alert", "severity", "needle"),
     [
-        ("ConsumerLagHigh", "warning", "sum by (topic) (retail_sync_consumer_lag) > 1000"),
+        ("ConsumerLagHigh", "warning", "sum by (job, instance, topic) (retail_sync_consumer_lag) > 1000"),
         ("ConsumerLagGrowing", "warning", "deriv(retail_sync_consumer_lag[10m])"),
         ("OrderToErpLatencyHigh", "warning", "rate(retail_sync_order_to_erp_seconds_bucket[5m])"),
-        ("SyncExceptionsRising", "warning", "increase(retail_sync_sync_exceptions_total[10m])"),
+        ("SyncExceptionsRising", "warning", "increase(retail_sync_sync_exceptions_total[15m])"),
         ("ErpPostsExhausted", "critical", 'retail_sync_erp_posts_total{outcome="exhausted"}'),
         ("WebhookSignatureFailures", "warning", 'outcome="bad_signature"'),
-        ("WebhookDedupeFallback", "warning", "increase(retail_sync_dedupe_fallback_total[5m])"),
+        ("WebhookDedupeFallback", "warning", "increase(retail_sync_dedupe_fallback_total[10m])"),
         ("WorkerDown", "critical", 'up{job="retail-sync"} == 0'),
     ],
 )
@@ -386,12 +396,12 @@ BROKEN = {
         "WorkerDown.expr: missing",
     ),
     "alert on a renamed metric": (
-        edit("deploy/alerts.yml", "sum by (topic) (retail_sync_consumer_lag) > 1000",
+        edit("deploy/alerts.yml", "sum by (job, instance, topic) (retail_sync_consumer_lag) > 1000",
              "sum by (topic) (retail_sync_consumer_lag_messages) > 1000"),
         "metric retail_sync_consumer_lag_messages is not defined in retail_sync/metrics.py",
     ),
     "unbalanced expression": (
-        edit("deploy/alerts.yml", "sum by (topic) (retail_sync_consumer_lag) > 1000",
+        edit("deploy/alerts.yml", "sum by (job, instance, topic) (retail_sync_consumer_lag) > 1000",
              "sum by (topic) (retail_sync_consumer_lag > 1000"),
         "unclosed '('",
     ),
