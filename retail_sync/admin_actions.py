@@ -243,10 +243,27 @@ async def replay(ctx: Any, view: View, request: Request) -> Response:
     refused = await door.accept(200, ids=ids, kind=kind, channel=channel)
     if refused is not None:
         return refused
+    async def verdict(record: Any, plan: Any) -> str | None:
+        """An ERP post or warehouse release goes to the order agent, which rebuilds it from the
+        order as it is now; answer "skipped" at once when the order's state refuses it."""
+        from agents.lifecycle import erp_retry_refusal, wms_retry_refusal
+
+        try:
+            state = await _order(ctx, request, plan.key)
+        except Exception as exc:  # noqa: BLE001 - the order agent decides anyway
+            log.warning("replay: order %s not looked up: %r", plan.key, exc)
+            return None
+        if state is None:
+            return None  # not here (retired, or not found now): the order agent answers
+        if plan.owner == "erp_post":
+            return erp_retry_refusal(state)
+        event = exceptions_view.decode("rs.order_event", plan.value)
+        return wms_retry_refusal(state, getattr(event, "reference", None))
+
     try:
         results = await exceptions_view.replay_from_topic(
             exceptions_view.bootstrap_of(ctx.app.conf.broker), ctx.settings.app_id, ids=ids,
-            kind=kind, channel=channel)
+            kind=kind, channel=channel, requested_by=door.actor or "operator", verdict=verdict)
     except ValueError as exc:
         await audit.note(ctx, door.record("failed", 400, str(exc)))
         return door.answer({"error": str(exc)}, 400)

@@ -168,7 +168,8 @@ def cmd_exceptions(args: argparse.Namespace) -> int:
         print("retail-sync: exceptions replay needs IDS or --kind", file=sys.stderr)
         return 2
     results = asyncio.run(ev.replay_from_topic(bootstrap, settings.app_id, ids=args.ids or None,
-                                               kind=args.kind, channel=args.channel))
+                                               kind=args.kind, channel=args.channel,
+                                               requested_by="cli"))
     if args.json:
         print(json.dumps(results, indent=2))
     else:

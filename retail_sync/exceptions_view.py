@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -347,14 +347,14 @@ def select(records: Iterable[SyncException], *, ids: Sequence[str] | None = None
 # --- replay ----------------------------------------------------------------------------------
 
 
-async def replay(bootstrap: str, app_id: str,
-                 records: Iterable[SyncException]) -> list[dict[str, Any]]:
+async def replay(bootstrap: str, app_id: str, records: Iterable[SyncException], *,
+                 requested_by: str = "replay") -> list[dict[str, Any]]:
     """Send every replayable record back to ``<app_id>.<suffix>``; one result per record:
     ``{exception_id, replayed, target, reason}``. Repeating a replay is harmless (idempotent
     targets); nothing is removed from the exception topic (it is a log)."""
     from aiokafka import AIOKafkaProducer
 
-    plans = [(r, explain_replay(r)) for r in records]
+    plans = [(r, explain_replay(r, requested_by=requested_by)) for r in records]
     results: list[dict[str, Any]] = []
     producer = None
     if any(p.suffix for _, p in plans):
@@ -419,12 +419,39 @@ def declare_replayed_topic(app: Any, app_id: str, partitions: int) -> Any:
                      partitions=partitions, compacting=True)
 
 
+#: ``verdict(record, plan)``: for a plan to the order agent, why the order's current state
+#: refuses it (the answer is "skipped"), or None
+Verdict = Callable[[SyncException, ReplayPlan], Awaitable[str | None]]
+
+
 async def replay_from_topic(bootstrap: str, app_id: str, *, ids: Sequence[str] | None = None,
-                            kind: str | None = None,
-                            channel: str | None = None) -> list[dict[str, Any]]:
-    """Read ``<app_id>.sync-exceptions``, select by ids/kind/channel, replay the selection."""
+                            kind: str | None = None, channel: str | None = None,
+                            requested_by: str = "replay",
+                            verdict: Verdict | None = None) -> list[dict[str, Any]]:
+    """Read ``<app_id>.sync-exceptions``, select by ids/kind/channel, replay the selection.
+    With ``verdict``, a record the order agent will refuse (its order cancelled meanwhile,
+    already in the ERP, ...) is answered ``replayed: false, skipped: true`` with the reason; it
+    is still sent, so that the owner decides (again) and notes the skip on the order's
+    timeline."""
     records, _ = await load_exceptions(bootstrap, f"{app_id}.sync-exceptions")
-    return await replay(bootstrap, app_id, select(records, ids=ids, kind=kind, channel=channel))
+    chosen = select(records, ids=ids, kind=kind, channel=channel)
+    skips: dict[str, str] = {}
+    if verdict is not None:
+        for record in chosen:
+            plan = explain_replay(record, requested_by=requested_by)
+            why = await verdict(record, plan) if plan.owner else None
+            if why is not None:
+                skips[record.exception_id] = why
+    results = await replay(bootstrap, app_id, chosen, requested_by=requested_by)
+    return [with_skip(r, skips.get(r["exception_id"])) for r in results]
+
+
+def with_skip(result: dict[str, Any], why: str | None) -> dict[str, Any]:
+    """A replay result answered "skipped" because the order's state refuses it (``why``)."""
+    if why is None or not result["replayed"]:
+        return result
+    return {**result, "replayed": False, "skipped": True,
+            "reason": f"skipped: {why} (the order agent notes it on the order's timeline)"}
 
 
 def bootstrap_of(brokers: Iterable[Any] | str) -> str:

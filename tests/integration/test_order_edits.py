@@ -62,12 +62,6 @@ async def _setup(stack: Stack) -> tuple[WorkerProcess, ShopifySimulator, WmsSimu
     return worker, shop, wms
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN BUG (found by this test): POST /exceptions/replay resends the erp_permanent record's "
-    "payload, the ErpPostRequest as it was before the edit (exceptions_view.explain_replay -> "
-    "erp-requests), so the ERP gets the pre-edit lines (EDIT-A 3, EDIT-B 2) and reserves the "
-    "units the worker already released. Fix: replay ERP posts through the order agent, which "
-    "issues the request from the order's current state."))
 async def test_an_edit_before_the_erp_post_reaches_the_erp_and_releases_stock(stack: Stack) -> None:
     erp = stack.erp
     assert erp is not None
@@ -93,8 +87,12 @@ async def test_an_edit_before_the_erp_post_reaches_the_erp_and_releases_stock(st
         erp.set_config({"api_secret": "demo-secret"})  # the cause is fixed: replay the order
         status, result = await worker.post_json("/exceptions/replay", {"kind": "erp_permanent"})
         assert status == 200 and result["replayed"] >= 1, result
-        await eventually(lambda: _state(worker, key, lambda s: s["status"] == "erp_confirmed"),
-                         timeout_s=60)
+        # the replay went to the order agent (not the kept request to the ERP dispatch)
+        assert all(r["target"].endswith(".order-events") for r in result["results"]), result
+        state = await eventually(lambda: _state(
+            worker, key, lambda s: s["status"] == "erp_confirmed"), timeout_s=60)
+        [retry] = [t for t in state["timeline"] if t["event"] == "erp_retry_requested"]
+        assert f"{SKUS[0]} 1" in retry["detail"] and SKUS[1] not in retry["detail"]
         stored = erp.order_by_po_no(key)
         assert stored is not None
         assert [(i["item_code"], i["qty"]) for i in stored.doc["items"]] == [(SKUS[0], 1)]
@@ -147,6 +145,48 @@ async def test_an_edit_after_the_erp_post_is_one_exception_naming_the_sales_orde
                                         >= 3), timeout_s=30)
         assert len(await _edit_exceptions(stack, key)) == 1
         assert erp.stats()["orders_created"] == 1
+    finally:
+        await shop.stop()
+        await wms.stop()
+
+
+async def test_a_replay_of_an_order_cancelled_meanwhile_is_skipped(stack: Stack) -> None:
+    """The ERP refused the order, an operator cancelled it (its stock comes back), then the
+    ERP is fixed and the exception replayed: the answer is "skipped" with the reason, the
+    order's timeline says so, and the ERP never gets the order."""
+    erp = stack.erp
+    assert erp is not None
+    worker, shop, wms = await _setup(stack)
+    try:
+        erp.set_config({"api_secret": "rotated"})
+        order = await shop.send_order([(SKUS[0], 2)])
+        assert order is not None
+        key = f"shopify:{order['id']}"
+        await eventually(lambda: _state(worker, key, lambda s: s["status"] == "erp_failed"),
+                         timeout_s=60)
+        status, answer = await worker.post_json(f"/orders/{key}/cancel",
+                                                {"reason": "buyer called"})
+        assert status == 202, answer
+        await eventually(lambda: _state(worker, key, lambda s: s["status"] == "cancelled"),
+                         timeout_s=30)
+        await eventually(lambda: _free_is(worker, SKUS[0], STOCK), timeout_s=30)
+        records = [orjson.loads(r.value) for r in await stack.read_topic("sync-exceptions")]
+        ids = [r["exception_id"] for r in records
+               if r["order_key"] == key and r["kind"] == "erp_permanent"]
+        assert ids
+
+        erp.set_config({"api_secret": "demo-secret"})
+        status, result = await worker.post_json("/exceptions/replay", {"ids": ids})
+        assert status == 200 and result["replayed"] == 0 and result["skipped"] == len(ids), result
+        for r in result["results"]:
+            assert r["skipped"] is True and "is cancelled (operator: buyer called)" in r["reason"], r
+        state = await eventually(lambda: _state(
+            worker, key, lambda s: "erp_retry_skipped" in _events(s)), timeout_s=30)
+        [entry] = [t for t in state["timeline"] if t["event"] == "erp_retry_skipped"]
+        assert "is cancelled (operator: buyer called)" in entry["detail"] and ids[0] in entry["detail"]
+        assert state["status"] == "cancelled"
+        assert erp.order_by_po_no(key) is None and erp.stats()["orders_created"] == 0
+        assert await _free(worker, SKUS[0]) == STOCK
     finally:
         await shop.stop()
         await wms.stop()

@@ -22,8 +22,15 @@ from retail_sync.exceptions_view import (
     select,
     summarise,
     topic_suffix,
+    with_skip,
 )
-from streams.commands import ErpShipmentRequest, LineUnits, MarketplaceShipment, WmsCancel
+from streams.commands import (
+    ErpShipmentRequest,
+    LineUnits,
+    MarketplaceShipment,
+    WmsCancel,
+    WmsRelease,
+)
 from streams.models import (
     ErpPostRequest,
     ExceptionKind,
@@ -32,6 +39,8 @@ from streams.models import (
     Order,
     OrderLine,
     RawOrderMessage,
+    RetryErpPost,
+    RetryWmsRelease,
     ShipmentRecord,
     SyncException,
 )
@@ -152,15 +161,43 @@ def test_topic_suffix_and_bootstrap() -> None:
 # --- replay planning ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [ExceptionKind.ERP_PERMANENT, ExceptionKind.ERP_EXHAUSTED])
-def test_erp_failures_go_back_to_erp_requests_and_decode(kind) -> None:
+@pytest.mark.parametrize("kind", [ExceptionKind.ERP_PERMANENT, ExceptionKind.ERP_EXHAUSTED,
+                                  ExceptionKind.INTERNAL])
+def test_a_failed_erp_post_is_replayed_through_the_order_agent_not_resent(kind) -> None:
+    """The kept ErpPostRequest may predate an edit or a cancellation: the replay asks the order
+    agent to post the order as it is now (RetryErpPost on order-events, keyed by the order)."""
     request = erp_post()
     record = exc(kind, request.model_dump_json(), source_topic=f"{APP}.erp-requests",
                  order_key=request.order_key)
-    suffix, key, value = plan_replay(record)
-    assert (suffix, key) == ("erp-requests", "shopify:1001")
-    assert value == request.model_dump_json().encode()
-    assert codecs.loads("rs.erp_request", value) == request
+    plan = explain_replay(record, requested_by="ops", now=NOW)
+    assert (plan.suffix, plan.key, plan.owner) == ("order-events", "shopify:1001", "erp_post")
+    assert "as it is now" in plan.reason
+    event = codecs.loads("rs.order_event", plan.value)
+    assert event == RetryErpPost(order_key="shopify:1001", exception_id=record.exception_id,
+                                 requested_by="ops", at=NOW)
+    assert request.model_dump_json().encode() not in plan.value
+    assert plan_replay(record)[:2] == ("order-events", "shopify:1001")
+
+
+@pytest.mark.parametrize("kind", [ExceptionKind.OUTBOUND, ExceptionKind.INTERNAL])
+def test_a_failed_warehouse_release_is_replayed_through_the_order_agent(kind) -> None:
+    release = WmsRelease(order_key="shopify:1001", erp_sales_order="SO-1", reference="shopify:1001#bo1",
+                         lines=[LineUnits(line_id="l1", sku="SKU-1", quantity=2)])
+    record = exc(kind, release.model_dump_json(), source_topic=f"{APP}.wms-requests")
+    plan = explain_replay(record, now=NOW)
+    assert (plan.suffix, plan.key, plan.owner) == ("order-events", "shopify:1001", "wms_release")
+    event = codecs.loads("rs.order_event", plan.value)
+    assert isinstance(event, RetryWmsRelease) and event.reference == "shopify:1001#bo1"
+
+
+def test_a_replay_the_order_refuses_is_answered_skipped() -> None:
+    sent = {"exception_id": "a", "replayed": True, "target": "t", "reason": "r"}
+    assert with_skip(sent, None) == sent
+    skipped = with_skip(sent, "shopify:1 is cancelled (fraud): not posted")
+    assert skipped["replayed"] is False and skipped["skipped"] is True
+    assert skipped["reason"].startswith("skipped: shopify:1 is cancelled (fraud)")
+    failed = {**sent, "replayed": False, "reason": "send failed: x"}
+    assert with_skip(failed, "whatever") == failed  # a send that failed stays a failure
 
 
 def test_erp_shipment_command_replays_too() -> None:
@@ -265,10 +302,10 @@ def test_decode_on_another_topic_resends_if_it_now_decodes() -> None:
 
 
 def test_internal_resends_to_its_source_topic_with_the_topic_key() -> None:
-    request = erp_post("77")
+    request = erp_post("77")  # an ERP post: via the order agent (test above)
     record = exc(ExceptionKind.INTERNAL, request.model_dump_json(),
                  source_topic=f"{APP}.erp-requests", order_key=request.order_key)
-    assert plan_replay(record)[:2] == ("erp-requests", "shopify:77")
+    assert plan_replay(record)[:2] == ("order-events", "shopify:77")
 
     raw = raw_message()
     record = exc(ExceptionKind.INTERNAL, raw.model_dump_json(),
