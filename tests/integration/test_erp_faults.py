@@ -57,8 +57,12 @@ async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: 
         assert state["correlation"]["erp_sales_order"]
     status, again = await worker.post_json("/exceptions/replay", {"kind": "erp_permanent"})
     assert status == 200
+    # replayed again: the order agent has them in the ERP now, so nothing goes to the ERP
+    skipped = [r for r in again["results"] if r.get("skipped")]
+    assert again["replayed"] == 0 and len(skipped) == len(again["results"]) >= 3, again
+    assert all("in the ERP already as" in r["reason"] for r in skipped), again
 
-    async def found_existing() -> bool:  # the replayed posts found their orders by key
+    async def found_existing() -> bool:  # posts that timed out found their orders by key
         text = await worker.metrics_text()
         return _metric(text, 'retail_sync_erp_posts_total{outcome="replay"}') >= 3
 
