@@ -11,7 +11,7 @@ from typing import Any
 
 from agents.exceptions import record_exception
 from agents.lifecycle import Outcome, apply
-from retail_sync import audit
+from retail_sync import audit, order_search
 from retail_sync.context import Context
 from streams.models import (
     BackorderReleased,
@@ -60,7 +60,7 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
     if isinstance(event, ExpireOrder):  # from the retention sweep: this agent owns the key
         state = table.get(key)
         if state is not None:
-            await retention.expire(ctx, key, event, external_ids(state))
+            await retention.expire(ctx, key, event, external_ids(state, _salt(ctx)))
         return
     previous = table.get(key)
     if previous is None and isinstance(event, OrderReceived) and retention.too_old_to_take(
@@ -90,7 +90,8 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
             table[key] = outcome.state
             _observe(ctx, outcome, event)
         recheck = not outcome.changed or isinstance(event, OrderReceived)
-        for external_id in ids_to_index(previous, outcome.state, recheck=recheck):
+        for external_id in ids_to_index(previous, outcome.state, recheck=recheck,
+                                        email_salt=_salt(ctx)):
             await ctx.topics.index_updates.send(
                 key=external_id, value=IndexEntry(external_id=external_id, order_key=key))
     for command in outcome.stock_commands:
@@ -104,32 +105,41 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
         await ctx.topics.wms_requests.send(key=command.order_key, value=command)
 
 
-def external_ids(state: OrderState) -> list[str]:
+def _salt(ctx: Context) -> str:
+    return order_search.salt_of(ctx.settings)
+
+
+def external_ids(state: OrderState, email_salt: str | None = None) -> list[str]:
     """The ids of other systems that the index must map to this order: ERP sales order, WMS
     fulfilments (the first, and each backorder release's), shipments, tracking numbers,
     delivery notes, invoices, refunds, credit notes. The marketplace order id is not among
     them: the order key is derived from it (``channel:id``), so a lookup tries that directly
-    instead of paying an index record per order."""
+    instead of paying an index record per order. With ``email_salt`` (the agent always gives
+    it) also what support searches by: the order name and the email's salted hash
+    (retail_sync/order_search.py)."""
     ids = [state.correlation.erp_sales_order, state.correlation.wms_fulfilment_id,
            *(b.wms_fulfilment_id for b in state.backorders.values())]
     for s in state.shipments.values():
         ids += [s.shipment_id, s.tracking_number, s.delivery_note, s.sales_invoice]
     for r in state.refunds.values():
         ids += [r.refund_id, r.credit_note, r.return_delivery_note]
+    if email_salt is not None:
+        ids += order_search.search_ids(state, email_salt)
     return list(dict.fromkeys(i for i in ids if i))
 
 
-def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: bool) -> list[str]:
+def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: bool,
+                 email_salt: str | None = None) -> list[str]:
     """Ids to make sure the index maps to this order. Each is one record to the index agent, so a
     normal event touches only the ids ``state`` adds over ``previous``: all of them
     for a new order, the sales-order number on ERP confirmation, none otherwise. With ``recheck``
     (a replayed or redelivered event) every id is checked again, which repairs an index write
     lost when a worker died after writing the state but before the index: the redelivered event
     finds the state already written and changes nothing."""
-    ids = external_ids(state)
+    ids = external_ids(state, email_salt)
     if previous is None or recheck:
         return ids
-    known = set(external_ids(previous))
+    known = set(external_ids(previous, email_salt))
     return [i for i in ids if i not in known]
 
 

@@ -70,6 +70,41 @@ _ACTION_ERRORS = {"400": _error("the body is not a JSON object of the documented
                   "404": _error("no such order"),
                   "503": _error("the audit record was not acknowledged: nothing was done")}
 
+_HTML = {"description": "an HTML page (no data: it asks /dashboard/data with the token "
+                      "given as #token=... in the URL fragment)",
+         "content": {"text/html": {"schema": {"type": "string"}}}}
+_OBJ = {"type": "object"}
+#: the dashboards and order search (issue 14, retail_sync/dashboard.py)
+DASHBOARD_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/dashboard/ops"): {"summary": "Operations dashboard (HTML, open)",
+                                "responses": {"200": _HTML}},
+    ("GET", "/dashboard/finance"): {"summary": "Finance/executive dashboard (HTML, open)",
+                                    "responses": {"200": _HTML}},
+    ("GET", "/dashboard/search"): {"summary": "Order search for support (HTML, open)",
+                                   "responses": {"200": _HTML}},
+    ("GET", "/dashboard/static/{name}"): {
+        "summary": "The pages' script, style and vendored Chart.js (open)",
+        "parameters": [_path("name", "dashboard.js, dashboard.css or chart.umd.min.js")],
+        "responses": {"200": {"description": "the file", "content": {
+            "application/javascript": {"schema": {"type": "string"}},
+            "text/css": {"schema": {"type": "string"}}}}, "404": _error("no such file")}},
+    ("GET", "/dashboard/data"): {
+        "summary": "Every dashboard figure of the whole group (scope=local: this worker's part)",
+        "parameters": [_query("scope", {"enum": ["group", "local"]},
+                              "local: only this worker's part (what the fan-out asks)")],
+        "responses": {"200": _json(_OBJ, "backlog, latency, throughput, exceptions, "
+                                         "reconciliation, inventory accuracy, cancellation, "
+                                         "order-to-ship, failed transactions, traceability")}},
+    ("GET", "/dashboard/orders"): {
+        "summary": "An order's journey, found by marketplace id, order name, customer email, "
+                   "ERP sales order, tracking number, invoice or credit note",
+        "parameters": [_query("q", {"type": "string", "minLength": 1, "maxLength": 256},
+                              "what support has", True)],
+        "responses": {"200": _json(_OBJ, "the orders with timeline, systems and open "
+                                         "exceptions (personal data masked without pii)"),
+                      "400": _error("no q"), "404": _error("no order is known by it")}},
+}
+
 #: (METHOD, path) -> what the code does not say: summary, parameters, body, answers
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/webhooks/shopify/{resource}/{event}"): {
@@ -225,6 +260,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": _json({"type": "object", "required": ["openapi", "paths"]},
                                    "OpenAPI 3.1")}},
 }
+OPERATIONS.update(DASHBOARD_OPERATIONS)
 
 _HAND_SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"],

@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(5.0, gt=0, description="How often polled channels are asked.")
     poll_max_orders: int = Field(200, ge=1, le=10_000, description="Orders taken per poll at most.")
 
+    # --- dashboard and order search (issue 14; retail_sync/dashboard.py) -------------------
+    order_search_email_salt: SecretStr = Field(
+        SecretStr(""), description="Salt of the order index's email entries (sha256 of salt + "
+        "lower-cased email; no plain email is indexed). Empty: the app id (set a secret one).")
+    dashboard_sample_s: float = Field(
+        5.0, gt=0, le=3600, description="How often each worker samples its latency histograms "
+        "for the dashboard's p50/p99 over time.")
+    dashboard_samples_kept: int = Field(
+        120, ge=2, le=10_000, description="Samples kept per worker (ring): 120 x 5 s = 10 min.")
+
     # --- Amazon Selling Partner API (Orders v0) -------------------------------------------
     amazon_base_url: AnyHttpUrl | None = Field(
         None, description="SP-API endpoint, e.g. https://sellingpartnerapi-na.amazon.com; unset: off.")

@@ -28,6 +28,7 @@ serves the rest; each view needs a token with the scope in brackets (retail_sync
 | GET    | /metrics                               | Prometheus exposition [metrics]                 |
 | GET    | /health                                | readiness: partitions assigned, broker reachable|
 | GET    | /health/live                           | liveness: 200 while the worker runs             |
+| GET    | /dashboard/ops, /finance, /search      | dashboards, order search (retail_sync/dashboard)|
 
 [viewer]: GET /orders/..., /exceptions, /inventory/...; [operator]: cancel, returns, replay,
 reconciliation (jobs: POST; their GETs and /audit: viewer). Actions answer X-Request-Id and are
@@ -58,6 +59,7 @@ from retail_sync import (
     admin_actions,
     admin_auth,
     broker_watch,
+    dashboard,
     exceptions_view,
     http_body,
     ingress,
@@ -191,6 +193,7 @@ def register(ctx: Context) -> None:
 
     admin_actions.register(ctx)  # /audit, /reconciliation/jobs[/{id}], the audit topic
     openapi.register(ctx)  # GET /openapi.json (open): retail_sync/openapi.py
+    dashboard.register(ctx)  # /dashboard/... pages, data and order search (issue 14)
 
     @app.page("/inventory/{sku}")
     class InventoryView(View):
