@@ -61,19 +61,8 @@ async def test_flaky_slow_then_refusing_erp_loses_and_duplicates_nothing(stack: 
     skipped = [r for r in again["results"] if r.get("skipped")]
     assert again["replayed"] == 0 and len(skipped) == len(again["results"]) >= 3, again
     assert all("in the ERP already as" in r["reason"] for r in skipped), again
-
-    async def found_existing() -> bool:  # posts that timed out found their orders by key
-        text = await worker.metrics_text()
-        return _metric(text, 'retail_sync_erp_posts_total{outcome="replay"}') >= 3
-
-    await eventually(found_existing, timeout_s=30)
     assert sorted(po_numbers(stack)) == sorted(first | refused)  # a second replay adds nothing
     assert erp.stats()["orders_created"] == len(first | refused)
-
-
-def _metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name))
 
 
 async def _confirmed(worker: WorkerProcess, key: str) -> dict | None:
