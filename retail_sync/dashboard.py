@@ -510,6 +510,7 @@ def register(ctx: Any) -> None:
         @admin_auth.requires("viewer")
         async def get(self, request: Request) -> Response:
             if request.query.get("scope") == "local":
+                sampler.sample()  # this tick's sample, if not taken yet
                 return _json(self, local_part(ctx, sampler))
             hit = cache.get("data")
             if hit is not None and time.monotonic() - hit[0] < CACHE_S:
