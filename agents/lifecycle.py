@@ -528,16 +528,22 @@ def _on_erp_posted(state: OrderState, event: ErpOrderPosted, now: datetime) -> O
 
 
 def _on_erp_failed(state: OrderState, event: ErpOrderFailed, now: datetime) -> Outcome:
+    failed = TimelineEntry(event="erp_failed", system="erp", at=event.failed_at,
+                           detail=event.reason[:500])
+    if state.status is OrderStatus.CANCEL_PENDING and state.cancel is not None \
+            and state.correlation.erp_sales_order is None:
+        # cancelled while the post was in flight, and the post failed: nothing is in the ERP
+        # (nor, unconfirmed, in the warehouse), so the cancellation completes here and now
+        cancel = state.cancel
+        return aftersale._cancelled(state, cancel.by, cancel.reason, now, [
+            failed, TimelineEntry(
+                event="cancel_completed_without_erp", system="retail-sync", at=now,
+                detail="the ERP post in flight when the cancellation came failed: the order "
+                       "is not in the ERP, nothing to cancel there")])
     if state.status is not OrderStatus.ERP_PENDING:
         return Outcome(state=state)  # a late failure never undoes a confirmation
     new = state.model_copy(update={
-        "status": OrderStatus.ERP_FAILED,
-        "timeline": [
-            *state.timeline,
-            TimelineEntry(event="erp_failed", system="erp", at=event.failed_at,
-                          detail=event.reason[:500]),
-        ],
-    })
+        "status": OrderStatus.ERP_FAILED, "timeline": [*state.timeline, failed]})
     return Outcome(state=new, changed=True)
 
 

@@ -211,3 +211,78 @@ def test_a_late_stock_answer_after_the_decision_changes_nothing():
     late = answers(state, {"IPOD2008RED": 0})[1]
     out = apply(state, late, T0, "cancel")
     assert not out.changed and out.state == state
+
+
+# --- a cancellation while the ERP post is in flight ---------------------------------------------
+
+
+def _cancel(by="operator", reason="customer called"):
+    from streams.models import CancelRequested
+
+    return CancelRequested(order_key="shopify:450789469", by=by, reason=reason,
+                           at=T0 + timedelta(seconds=1), actor="ops", request_id="r-1")
+
+
+def test_cancel_while_posting_then_the_post_fails_ends_cancelled_and_releases_the_stock():
+    """The post fails after the cancel arrived: nothing is in the ERP, so the order is cancelled
+    here and now (it used to stay cancel_pending for ever, its stock held)."""
+    from streams.commands import ErpCancelRequest
+    from streams.models import RetryErpPost
+    from streams.stock import MarketplaceCancel, ReleaseStock
+
+    state = apply(accepted(), _cancel(), T0).state
+    assert state.status is OrderStatus.CANCEL_PENDING
+    failed = ErpOrderFailed(order_key=state.order_key, reason="417 no customer",
+                            failed_at=T0 + timedelta(seconds=2), attempts=3)
+    out = apply(state, failed, T0 + timedelta(seconds=3))
+    assert out.changed and out.state.status is OrderStatus.CANCELLED
+    assert out.state.cancel is None and out.state.cancel_reason == "operator: customer called"
+    assert out.state.correlation.erp_sales_order is None
+    assert sorted(c.sku for c in out.stock_commands if isinstance(c, ReleaseStock)) == [
+        "IPOD2008BLACK", "IPOD2008GREEN", "IPOD2008RED"]
+    [told] = out.marketplace_commands  # an operator's cancellation: the marketplace is told
+    assert isinstance(told, MarketplaceCancel) and told.whole_order
+    assert out.wms_commands == []  # never released to the warehouse
+    assert not any(isinstance(r, ErpCancelRequest) for r in out.erp_requests)  # nothing there
+    events = [t.event for t in out.state.timeline]
+    assert events[-3:] == ["erp_failed", "cancel_completed_without_erp", "cancelled"]
+    assert "417 no customer" in out.state.timeline[-3].detail
+    assert "not in the ERP" in out.state.timeline[-2].detail
+    # a redelivered failure and a later replay of the failed post change nothing
+    again = apply(out.state, failed, T0)
+    assert not again.changed and again.stock_commands == [] and again.marketplace_commands == []
+    replay = apply(out.state, RetryErpPost(order_key=state.order_key, exception_id="e-1",
+                                           requested_by="ops", at=T0 + timedelta(minutes=5)), T0)
+    assert replay.erp_requests == [] and replay.state.timeline[-1].event == "erp_retry_skipped"
+    assert replay.state.status is OrderStatus.CANCELLED
+
+
+def test_marketplace_cancel_while_posting_then_failure_does_not_tell_the_marketplace_back():
+    state = apply(accepted(), received(delivery="d2", cancelled_at="2026-11-27T12:30:00Z"),
+                  T0).state
+    assert state.status is OrderStatus.CANCEL_PENDING
+    out = apply(state, ErpOrderFailed(order_key=state.order_key, reason="timeout",
+                                      failed_at=T0, attempts=5), T0)
+    assert out.state.status is OrderStatus.CANCELLED and out.marketplace_commands == []
+    assert len(out.stock_commands) == 3
+
+
+def test_cancel_while_posting_then_the_post_succeeds_cancels_it_in_the_erp():
+    """The mirror: the post lands after the cancel arrived; the ERP order is cancelled, the
+    warehouse never gets it, and the ERP's answer completes the cancellation."""
+    from streams.commands import ErpCancelRequest
+    from streams.models import ErpOrderCancelled
+    from streams.stock import MarketplaceCancel, ReleaseStock
+
+    state = apply(accepted(), _cancel(), T0).state
+    out = apply(state, posted(), T0)
+    assert out.state.status is OrderStatus.CANCEL_PENDING and out.wms_commands == []
+    [request] = out.erp_requests
+    assert isinstance(request, ErpCancelRequest)
+    assert request.erp_sales_order == "SAL-ORD-2026-00001"
+    done = apply(out.state, ErpOrderCancelled(
+        order_key=state.order_key, erp_sales_order="SAL-ORD-2026-00001",
+        reason=request.reason, at=T0), T0)
+    assert done.state.status is OrderStatus.CANCELLED and done.wms_commands == []
+    assert len([c for c in done.stock_commands if isinstance(c, ReleaseStock)]) == 3
+    assert [type(c) for c in done.marketplace_commands] == [MarketplaceCancel]
