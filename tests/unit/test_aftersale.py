@@ -23,7 +23,9 @@ from streams.commands import (
 from streams.mappers.shopify import map_order
 from streams.models import (
     BackorderReleased,
+    CancelRequested,
     ErpOrderCancelled,
+    ErpOrderFailed,
     ErpOrderPosted,
     ErpPostRequest,
     ErpReturnPosted,
@@ -70,11 +72,13 @@ def refund(rid, lines, restock=True, source="erp"):
 
 class World:
     """The other systems, answering every command the way they would (deterministically).
-    ``short``: lines with no stock (a backorder's units arrive as soon as the ERP confirmed)."""
+    ``short``: lines with no stock (a backorder's units arrive as soon as the ERP confirmed);
+    ``erp_fails``: the ERP refuses every post."""
 
-    def __init__(self, short=frozenset()):
+    def __init__(self, short=frozenset(), erp_fails=False):
         self.so = "SAL-ORD-2026-00001"
         self.short = short
+        self.erp_fails = erp_fails
 
     def answer(self, command):
         if isinstance(command, ReserveStock):
@@ -85,6 +89,9 @@ class World:
         if isinstance(command, CommitStock) and command.backorders:
             return [BackorderReleased(order_key=KEY, sku=command.sku, lines=command.backorders,
                                       release_id=f"{command.sku}@1", at=T0)]
+        if isinstance(command, ErpPostRequest) and self.erp_fails:
+            return [ErpOrderFailed(order_key=KEY, reason="417 no customer", failed_at=T0,
+                                   attempts=3)]
         if isinstance(command, ErpPostRequest):
             return [ErpOrderPosted(order_key=KEY, erp_sales_order=self.so, created=True,
                                    posted_at=T0, attempts=1, erp_created="2026-11-27 12:00:01")]
@@ -120,11 +127,11 @@ def commands(out):
             *out.marketplace_commands]
 
 
-def run(external, rng=None, duplicate_rate=0.0, short=frozenset()):
+def run(external, rng=None, duplicate_rate=0.0, short=frozenset(), erp_fails=False):
     """Deliver ``external`` events and every answer in an order ``rng`` picks (or in order), with
     duplicates; returns the final state and every command sent. ``short``: lines without stock,
-    accepted as a backorder."""
-    world, state, sent, problems = World(short), None, [], []
+    accepted as a backorder; ``erp_fails``: the ERP refuses every post."""
+    world, state, sent, problems = World(short, erp_fails), None, [], []
     policy = "backorder" if short else "cancel"
     pending = list(external)  # outside events, each caused by the one before it
     queue, delivered = [pending.pop(0)], []
@@ -280,3 +287,33 @@ def test_any_arrival_order_converges_to_the_same_final_state(name, seed, duplica
     if name == "backordered":
         assert expected.status is OrderStatus.SHIPPED and expected.stock_decision == "backorder"
         assert [b.reference for b in expected.backorders.values()] == [f"{KEY}#bo1"]
+
+
+#: an operator's cancellation; in a random order it may come before the stock answers, while the
+#: ERP post is in flight (then the post's answer, success or failure, completes it) or after it
+OPERATOR_CANCEL = CancelRequested(order_key=KEY, by="operator", reason="customer called",
+                                  at=T0 + timedelta(minutes=1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.booleans(), st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.2, 0.5]))
+def test_a_cancellation_in_any_arrival_order_completes_on_every_system_that_had_the_order(
+        erp_fails, seed, duplicates):
+    """Cancelled before, during or after the ERP post, which succeeds or fails: always cancelled
+    in the end, every reservation released, the marketplace told (an operator's cancellation),
+    the ERP asked to cancel exactly when it holds the order, the warehouse when it had it."""
+    for rng in (None, random.Random(seed)):
+        state, sent, problems = run([received(), OPERATOR_CANCEL], rng=rng,
+                                    duplicate_rate=duplicates if rng else 0.0,
+                                    erp_fails=erp_fails)
+        assert problems == []
+        assert state.status is OrderStatus.CANCELLED, [t.event for t in state.timeline]
+        assert state.cancel is None and state.cancel_reason == "operator: customer called"
+        assert {c.sku for c in sent if isinstance(c, ReleaseStock)} == {
+            "IPOD2008BLACK", "IPOD2008GREEN", "IPOD2008RED"}
+        assert any(isinstance(c, MarketplaceCancel) and c.whole_order for c in sent)
+        in_erp = state.correlation.erp_sales_order is not None
+        assert in_erp is (not erp_fails and any(isinstance(c, ErpPostRequest) for c in sent))
+        assert any(isinstance(c, ErpCancelRequest) for c in sent) is in_erp
+        assert any(isinstance(c, WmsCancel) for c in sent) is any(
+            isinstance(c, WmsRelease) for c in sent)
