@@ -14,6 +14,8 @@ died after writing the state but before the command reached Kafka.
                                          as backordered in the ERP)
     erp_pending --ERP sales order--> erp_confirmed (commit the reservations to the ERP)
     erp_pending --ERP refused------> erp_failed (reservations kept until replay or cancel)
+    cancel_pending (cancelled while posting) --ERP refused--> cancelled (nothing in the ERP:
+                                         stock released, marketplace told as usual)
 
 Edits (issue 12 item 3): a redelivery whose lines differ from the order's is an edit on the
 marketplace, unless it only shows what we cancelled ourselves (the lines cut to what the stock
