@@ -550,7 +550,13 @@ async def group_data(ctx: Any, sampler: Sampler, headers: dict[str, str]) -> dic
                 parts.append(result)
                 workers.append({"url": url, "ok": True})
         try:
-            recon = recon_backlog(await _fetch(session, f"{own}/reconciliation/jobs", headers))
+            jobs = await _fetch(session, f"{own}/reconciliation/jobs", headers)
+            recon = recon_backlog(jobs)
+            if recon is not None:  # the list leaves the reports out: the last one's in full
+                detail = await _fetch(session, f"{own}/reconciliation/jobs/{recon['job_id']}",
+                                      headers)
+                recon = recon_backlog({"jobs": [detail, *(
+                    j for j in jobs.get("jobs", []) if j.get("status") == "running")]})
         except Exception as exc:  # noqa: BLE001 - shown on the panel, not fatal
             recon = {"error": str(exc)[:200]}
     records, notes = await exceptions_view.load_exceptions(

@@ -21,7 +21,7 @@ import pytest
 from retail_sync.broker import free_port
 from retail_sync.stack import ROOT, Stack, WorkerProcess
 from tests.integration.helpers import eventually, headers, post_webhook
-from tests.integration.test_after_order import World, confirmed_everywhere, post, state_of, until
+from tests.integration.test_after_order import SKUS, World, confirmed_everywhere, post, state_of, until
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,11 @@ async def test_dashboards_and_order_search_in_chromium(stack: Stack) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = free_port()
     world = World(stack.workdir, port, hold=False)
+    assert stack.erp is not None
+    for sku in SKUS:  # stock positions: listings for the inventory-accuracy panel
+        stack.erp.set_stock(sku, 50)
     stack.env.update(await world.start())
+    stack.env["RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S"] = "0.3"
     try:
         worker = await stack.start_worker(ingress_port=port)
         keys = await world.one_order_per_channel()
@@ -113,6 +117,29 @@ async def test_dashboards_and_order_search_in_chromium(stack: Stack) -> None:
                   and d["traceability"]["traceable"] >= 4 and d["latency"]["now"])
             return d if ok else None
         await eventually(data_settled, timeout_s=60, every=1.0)
+
+        async def accuracy_agrees() -> dict | None:  # listings at the ATS, per /inventory
+            listed = accurate = 0
+            for sku in SKUS:
+                _, view = await worker.get_json(f"/inventory/{sku}")
+                for channel, told in view.get("told", {}).items():
+                    if channel in view["ats"]:
+                        listed += 1
+                        accurate += told["ok"] and told["quantity"] == view["ats"][channel]
+            _, d = await _get(worker, "/dashboard/data", viewer)
+            ia = d["inventory_accuracy"]
+            return ia if listed and (ia["listed"], ia["accurate"]) == (listed, accurate) else None
+        accuracy = await eventually(accuracy_agrees, timeout_s=60, every=1.0)
+        # a reconciliation job for the reconciliation panel
+        status, job = await post(worker, "/reconciliation/jobs", {"channels": ["shopify"],
+                                                                   "days": 1})
+        assert status == 202, job
+
+        async def job_done() -> dict | None:
+            _, body = await worker.get_json(f"/reconciliation/jobs/{job['job_id']}")
+            return body if body.get("status") != "running" else None
+        job = await eventually(job_done, timeout_s=60, every=0.5)
+        assert accuracy["listed"] >= 2 * len(SKUS), accuracy
 
         # the JSON views themselves agree with /metrics, /exceptions and the orders' states
         _, data = await _get(worker, "/dashboard/data", viewer)
@@ -149,6 +176,11 @@ async def test_dashboards_and_order_search_in_chromium(stack: Stack) -> None:
                 assert float(figs["ingested_total"]) == _metric_sum(
                     metrics, "retail_sync_orders_ingested_total")
                 assert figs["inventory_accuracy"] == _pct(shown["inventory_accuracy"]["share"])
+                assert f"last job {job['job_id']} ({job['status']}" in figs["reconciliation"]
+                assert f": {job['mismatches']} mismatch(es)" in figs["reconciliation"]
+                assert shown["reconciliation"]["mismatches_by_cause"] == job["result"][
+                    "mismatches_by_cause"]
+                assert figs["inventory_listed"] == str(shown["inventory_accuracy"]["listed"]) != "0"
                 assert figs["failed_rate"] == _pct(shown["failed_transactions"]["rate"])
                 for panel in ("backlog", "latency", "exceptions", "throughput",
                               "reconciliation", "inventory", "failed"):
