@@ -21,6 +21,7 @@ demo: $(STAMP)  ## run the end-to-end demo on the embedded broker (DEMO_ARGS="--
 	$(BIN)/retail-sync demo $(DEMO_ARGS)
 
 test: $(STAMP)  ## run the whole test suite (unit + integration on the embedded broker)
+	@bash deploy/tools/ensure-test-tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)  ## measure the raw consume ceiling and the webhook->ERP pipeline
