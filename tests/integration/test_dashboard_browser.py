@@ -4,8 +4,9 @@ real worker with every simulator. Checks that each panel shows what the JSON vie
 say, that search finds an order by each kind of id (marketplace id, Shopify name, email, ERP
 sales order, tracking number, invoice, credit note) with personal data masked without ``pii``,
 and saves screenshots to var/test-artifacts/ (the ops and finance ones also to docs/img/ for the
-README). In CI (``CI`` or ``RETAIL_SYNC_REQUIRE_BROWSER`` set; .ci/run sets the latter) a missing
-Chromium or playwright fails the test; elsewhere it is skipped with the reason."""
+README when RETAIL_SYNC_TEST_UPDATE_SCREENSHOTS is set). In CI (``CI`` or
+``RETAIL_SYNC_TEST_REQUIRE_BROWSER`` set; CI sets the former) a missing Chromium or playwright
+fails the test; elsewhere it is skipped with the reason."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _browser_or_skip() -> Any:
         async_playwright = None
     if missing:
         reason = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI") or os.environ.get("RETAIL_SYNC_REQUIRE_BROWSER"):
+        if os.environ.get("CI") or os.environ.get("RETAIL_SYNC_TEST_REQUIRE_BROWSER"):
             pytest.fail(reason)  # in CI a missing browser is a failure, never a skip
         pytest.skip(reason)
     return async_playwright
@@ -245,6 +246,7 @@ async def test_dashboards_and_order_search_in_chromium(stack: Stack) -> None:
     assert all(email.lower() not in (r.value or b"").decode(errors="replace").lower()
                for r in records)
     assert any(re.search(rb'"email:[0-9a-f]{64}"', r.value or b"") for r in records)
-    DOC_IMAGES.mkdir(parents=True, exist_ok=True)
-    for name in ("dashboard-ops.png", "dashboard-finance.png"):
-        shutil.copy(ARTIFACTS / name, DOC_IMAGES / name)
+    if os.environ.get("RETAIL_SYNC_TEST_UPDATE_SCREENSHOTS"):  # refresh the README's pictures
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        for name in ("dashboard-ops.png", "dashboard-finance.png"):
+            shutil.copy(ARTIFACTS / name, DOC_IMAGES / name)
