@@ -74,8 +74,8 @@ def malloc_stats() -> dict[str, int]:
 
 
 def malloc_trim() -> bool:
-    libc = _libc()
-    return bool(libc is not None and hasattr(libc, "malloc_trim") and libc.malloc_trim(0))
+    from retail_sync import heap
+    return heap.trim()
 
 
 def process_stats() -> dict[str, int]:
