@@ -88,7 +88,7 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
     if outcome.state is not None:
         if outcome.changed:
             table[key] = outcome.state
-            _observe(ctx, outcome, event)
+            _observe(ctx, outcome, event, previous)
         recheck = not outcome.changed or isinstance(event, OrderReceived)
         for external_id in ids_to_index(previous, outcome.state, recheck=recheck,
                                         email_salt=_salt(ctx)):
@@ -144,9 +144,15 @@ def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: boo
 
 
 
-def _observe(ctx: Context, outcome: Outcome, event: OrderEvent) -> None:
+def _observe(ctx: Context, outcome: Outcome, event: OrderEvent,
+             previous: OrderState | None) -> None:
     state = outcome.state
     assert state is not None
+    if state.shipments and not (previous is not None and previous.shipments):
+        # the order's first shipment (a redelivered event finds it already in ``previous``)
+        first = min(s.shipped_at for s in state.shipments.values())
+        ctx.metrics.order_to_ship_seconds.labels(channel=state.channel).observe(
+            max(0.0, (first - state.order.created_at).total_seconds()))
     if outcome.first_refund_posted and isinstance(event, ErpReturnPosted):
         refund = state.refunds[event.refund_id]
         ctx.metrics.flow_seconds.labels(flow="refund_to_erp", channel=state.channel).observe(

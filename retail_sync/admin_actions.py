@@ -287,6 +287,8 @@ def jobs_of(ctx: Any) -> recon_jobs.Jobs:
             return report.as_json()
 
         async def finished(job: recon_jobs.Job) -> None:
+            if job.status == "done" and job.result is not None and job.finished_at is not None:
+                ctx.metrics.record_reconciliation(job.result, job.finished_at.timestamp())
             await audit.note(ctx, AuditRecord(
                 request_id=job.request_id, actor=job.requested_by, action="reconciliation_job",
                 target=_job_target(job.channels), outcome="done" if job.status == "done"

@@ -49,6 +49,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from retail_sync import admin_auth, exceptions_view, order_search, pii
+from retail_sync.metrics import TableFiguresCollector
 from streams.models import OrderState, OrderStatus, utcnow
 from streams.stock import StockState
 
@@ -241,6 +242,8 @@ def order_figures(states: Any) -> dict[str, Any]:
     """Counts over order states (one worker's active partitions); summable across workers."""
     by_status: dict[str, Counter[str]] = defaultdict(Counter)
     cancelled: Counter[str] = Counter()
+    tracked: Counter[str] = Counter()  # non-cancelled orders per channel
+    traced: Counter[str] = Counter()  # of those, the traceable ones
     cycle = [0] * len(CYCLE_BUCKETS)
     cycle_sum = 0.0
     total = shipped = trace_shipped = trace_all = not_cancelled = 0
@@ -249,12 +252,14 @@ def order_figures(states: Any) -> dict[str, Any]:
             continue
         total += 1
         by_status[state.channel][state.status.value] += 1
+        ok = traceable(state)
         if state.status == OrderStatus.CANCELLED:
             cancelled[cancellation_cause(state)] += 1
-        else:
+        else:  # the share is of non-cancelled orders: a cancelled one counts in neither
             not_cancelled += 1
-        ok = traceable(state)
-        trace_all += ok
+            trace_all += ok
+            tracked[state.channel] += 1
+            traced[state.channel] += ok
         if state.shipments:
             shipped += 1
             trace_shipped += ok
@@ -265,7 +270,8 @@ def order_figures(states: Any) -> dict[str, Any]:
     return {"orders": total, "by_status": {c: dict(v) for c, v in by_status.items()},
             "cancelled_by_cause": dict(cancelled), "shipped": shipped,
             "traceable_shipped": trace_shipped, "traceable": trace_all,
-            "not_cancelled": not_cancelled, "cycle_buckets": cycle, "cycle_sum_s": cycle_sum}
+            "not_cancelled": not_cancelled, "cycle_buckets": cycle, "cycle_sum_s": cycle_sum,
+            "not_cancelled_by_channel": dict(tracked), "traceable_by_channel": dict(traced)}
 
 
 def stock_figures(items: Any, ats_of: Any) -> dict[str, Any]:
@@ -296,18 +302,25 @@ def _sum_nested(into: dict[str, Any], part: dict[str, Any]) -> None:
             into[k] = into.get(k, 0) + v
 
 
-def local_part(ctx: Any, sampler: Sampler) -> dict[str, Any]:
-    """What this worker knows: lag, counters, samples, its active partitions' tables."""
+def table_figures(ctx: Any) -> dict[str, Any]:
+    """Order-table and stock-table figures of this worker's active partitions: the pages' part
+    and what ``metrics.TableFiguresCollector`` exports at scrape time."""
     from agents import stock as stock_agent
     from agents import stock_logic
 
-    fams = families(ctx.metrics.registry)
-    lag = counter_lag(fams)
     channels = list(ctx.channels)
 
     def ats_of(sku: str, state: StockState) -> dict[str, int]:
         return stock_logic.ats(state, stock_agent.rules_for(ctx, sku), channels)
 
+    return {"orders": order_figures(v for _, v in ctx.tables.orders.items()),
+            "stock": stock_figures(ctx.tables.stock.items(), ats_of)}
+
+
+def local_part(ctx: Any, sampler: Sampler) -> dict[str, Any]:
+    """What this worker knows: lag, counters, samples, its active partitions' tables."""
+    fams = families(ctx.metrics.registry)
+    lag = counter_lag(fams)
     counters = {name: counter_totals(fams, name, *labels) for name, labels in (
         ("retail_sync_orders_ingested_total", ("channel",)),
         ("retail_sync_order_transitions_total", ("channel", "status")),
@@ -317,9 +330,7 @@ def local_part(ctx: Any, sampler: Sampler) -> dict[str, Any]:
         ("retail_sync_marketplace_commands_total", ("channel", "outcome")),
         ("retail_sync_webhooks_total", ("channel", "outcome")))}
     return {"worker": ctx.settings.web_url.rstrip("/"), "lag": lag, "counters": counters,
-            "samples": list(sampler.samples),
-            "orders": order_figures(v for _, v in ctx.tables.orders.items()),
-            "stock": stock_figures(ctx.tables.stock.items(), ats_of)}
+            "samples": list(sampler.samples), **table_figures(ctx)}
 
 
 def counter_lag(fams: dict[str, Any]) -> dict[str, float]:
@@ -471,6 +482,8 @@ def register(ctx: Any) -> None:
     sampler = Sampler(ctx.metrics.registry, settings.dashboard_sample_s,
                       settings.dashboard_samples_kept)
     ctx.dashboard_sampler = sampler
+    # inventory accuracy and traceability on /metrics too, computed as the pages compute them
+    ctx.metrics.registry.register(TableFiguresCollector(lambda: table_figures(ctx)))
     cache: dict[str, Any] = {}
 
     @app.task

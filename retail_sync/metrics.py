@@ -46,6 +46,9 @@ FLOW_BUCKETS = (*LATENCY_BUCKETS, 600, 1800, 3600)
 FAUST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: a backorder waits for a delivery: seconds in a demo, days in a shop
 BACKORDER_BUCKETS = (1, 10, 60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
+#: order created -> first shipment: minutes in a demo, days in a shop
+SHIP_BUCKETS = (10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400, 4 * 86400,
+                7 * 86400, 14 * 86400)
 #: reasons of connectors.redis_support.failure_reason
 DEDUPE_FALLBACK_REASONS = ("pool_exhausted", "timeout", "connection", "error")
 
@@ -137,6 +140,23 @@ class Metrics:
             "requested -> marketplace refunded).",
             ["flow", "channel"], buckets=FLOW_BUCKETS, registry=r,
         )
+        self.order_to_ship_seconds = Histogram(
+            "retail_sync_order_to_ship_seconds",
+            "Order-to-ship cycle time: order created on the channel -> its first shipment "
+            "(observed once per order, when the warehouse's first shipment is recorded).",
+            ["channel"], buckets=SHIP_BUCKETS, registry=r,
+        )
+        self.reconciliation_mismatches = Gauge(
+            "retail_sync_reconciliation_mismatches",
+            "Mismatches of the last finished reconciliation job that read the channel, by "
+            "cause (set on the worker that ran the job; see the _last_run_ gauge for which "
+            "worker's value is the newest).", ["channel", "cause"], registry=r,
+        )
+        self.reconciliation_last_run = Gauge(
+            "retail_sync_reconciliation_last_run_timestamp_seconds",
+            "Unix time the last reconciliation job reading the channel finished with a report.",
+            ["channel"], registry=r,
+        )
         self.circuit_open = Gauge(
             "retail_sync_circuit_open",
             "1 while the circuit breaker of an external system is open or probing (read from "
@@ -181,6 +201,15 @@ class Metrics:
             "retail_sync_faust_commit_seconds", "Duration of one offset commit (count: commits).",
             buckets=FAUST_BUCKETS, registry=r,
         )
+
+    def record_reconciliation(self, result: dict[str, Any], finished_at: float) -> None:
+        """A finished job's report (``reconcile.Report.as_json``): each channel it read gets
+        its mismatches by cause (every cause, 0 included) and its last-run time; channels the
+        job did not read keep the values of their own last job."""
+        for channel, counts in (result.get("channels") or {}).items():
+            for cause, n in (counts.get("mismatches") or {}).items():
+                self.reconciliation_mismatches.labels(channel=channel, cause=cause).set(n)
+            self.reconciliation_last_run.labels(channel=channel).set(finished_at)
 
     def bind_breaker(self, breaker: Any) -> None:
         """Export ``breaker``'s state at scrape time (a gauge set only after a call kept its last
@@ -340,3 +369,54 @@ class RateLimitCollector(Collector):
                     shared.add_metric(key, int(budgets.shared(operation)))
                     redis.add_metric(key, int(type(limiter).__name__ == "RedisGcra"))
         yield from (calls, throttled, waited, shared, redis)
+
+
+class TableFiguresCollector(Collector):
+    """Figures read from this worker's tables at scrape time (its active partitions; PromQL sums
+    over workers): listings at the ATS out of listings (what each channel was last told vs the
+    ATS now, stock table) and traceable out of tracked (non-cancelled) orders (order table).
+    ``figures`` is the computation the dashboard uses (``dashboard.table_figures``); its result
+    is kept ``cache_s`` seconds, so scrapes close together iterate the tables once."""
+
+    def __init__(self, figures: Callable[[], dict[str, Any]], cache_s: float = 5.0) -> None:
+        self.figures = figures
+        self.cache_s = cache_s
+        self._cached: tuple[float, dict[str, Any]] | None = None
+
+    def _read(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < self.cache_s:
+            return self._cached[1]
+        try:
+            figures = self.figures()
+        except Exception:  # noqa: BLE001 - no tables yet (not started, recovering): no samples
+            figures = {}
+        self._cached = (now, figures)
+        return figures
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families without samples: registering does not read the tables."""
+        return self._families({})
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(self._read())
+
+    def _families(self, figures: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+        stock, orders = figures.get("stock") or {}, figures.get("orders") or {}
+        for name, doc, values in (
+            ("retail_sync_listings_at_ats", "Listings (SKU x channel) whose last told quantity "
+             "is the channel's ATS now (inventory accuracy: / retail_sync_listings_total).",
+             stock.get("accurate")),
+            ("retail_sync_listings_total", "Listings (SKU x channel) in this worker's stock "
+             "table partitions that the channel was told a quantity for.", stock.get("listed")),
+            ("retail_sync_orders_traceable", "Non-cancelled orders whose marketplace id, ERP "
+             "sales order, warehouse reference and finance document are all linked "
+             "(traceability: / retail_sync_orders_tracked).",
+             orders.get("traceable_by_channel")),
+            ("retail_sync_orders_tracked", "Non-cancelled orders in this worker's order table "
+             "partitions.", orders.get("not_cancelled_by_channel")),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["channel"])
+            for channel, n in sorted((values or {}).items()):
+                family.add_metric([channel], n)
+            yield family

@@ -84,7 +84,13 @@ def test_every_metric_a_panel_uses_is_exported(tmp_path: Path) -> None:
             used.add(name)
     assert {"retail_sync_consumer_lag", "retail_sync_flow_seconds_bucket",
             "retail_sync_sync_exceptions_total", "retail_sync_exceptions_oldest_age_seconds",
-            "retail_sync_faust_events_total", "process_resident_memory_bytes"} <= used
+            "retail_sync_faust_events_total", "process_resident_memory_bytes",
+            # the dashboard's figures from tables and jobs (issue 14 §1), on /metrics too
+            "retail_sync_reconciliation_mismatches",
+            "retail_sync_reconciliation_last_run_timestamp_seconds",
+            "retail_sync_listings_at_ats", "retail_sync_listings_total",
+            "retail_sync_order_to_ship_seconds_bucket", "retail_sync_orders_traceable",
+            "retail_sync_orders_tracked"} <= used
 
 
 def test_metric_name_extraction() -> None:
