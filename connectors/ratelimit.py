@@ -71,7 +71,7 @@ class Limiter(Protocol):
 
     async def acquire(self) -> None: ...
 
-    async def penalise(self, retry_after_s: float) -> None: ...
+    async def penalise(self, retry_after_s: float, refused: bool = True) -> None: ...
 
     async def set_rate(self, rate: float, burst: int) -> None: ...
 
@@ -137,16 +137,20 @@ class LocalGcra:
         while (wait := self.try_acquire()) > 0:
             await asyncio.sleep(wait)
 
-    async def penalise(self, retry_after_s: float) -> None:
+    async def penalise(self, retry_after_s: float, refused: bool = True) -> None:
         """No call before ``now + retry_after_s``; then the bucket counts as full (one call at
-        that moment, the next one interval later), in whatever budget is in force then."""
+        that moment, the next one interval later), in whatever budget is in force then.
+
+        ``refused`` (a 429): the calls counted beyond are forgotten (the refused call did not
+        happen for the marketplace). Not refused (a success that left the marketplace's bucket
+        empty, e.g. Walmart's token count 0): calls already counted stay counted, since they
+        may be on their way to the marketplace and will each take a token when they land."""
         if retry_after_s <= 0:
             return
         now, _, tolerance = self._state()
         self._blocked_until = max(self._blocked_until, now + retry_after_s)
-        # the marketplace's bucket is empty now: ours is full at the block's end, not later
-        # (the refused call, and any counted beyond, did not happen for the marketplace)
-        self._tat = min(self._tat, now + retry_after_s + tolerance)
+        full_at_end = now + retry_after_s + tolerance
+        self._tat = min(self._tat, full_at_end) if refused else max(self._tat, full_at_end)
 
     async def set_rate(self, rate: float, burst: int) -> None:
         """Adopt ``rate``/``burst`` for ``override_ttl(override_ttl_s, rate)``. The calls already
@@ -217,10 +221,16 @@ return {1, 0}
 """
 
 # ARGV[3] = retry-after in µs: no call is allowed before now + retry-after, and the bucket is
-# full then, not fuller (kept an hour past it; by then any plan's bucket has drained).
+# full then (kept an hour past it; by then any plan's bucket has drained); ARGV[4] = '1' for a
+# refused call (429: not fuller than full, the calls counted beyond are forgotten), '0' for a
+# success that emptied the marketplace's bucket (the calls counted stay counted).
 _PENALISE_LUA = _GCRA_PRELUDE + """
 local until_us = now + tonumber(ARGV[3])
-if tat > until_us + tolerance then save(until_us + tolerance) end
+if ARGV[4] == '1' then
+  if tat > until_us + tolerance then save(until_us + tolerance) end
+elseif tat < until_us + tolerance then
+  save(until_us + tolerance)
+end
 if until_us > blocked then
   redis.call('SET', KEYS[3], string.format('%.0f', until_us),
              'PX', math.ceil(tonumber(ARGV[3]) / 1000) + 3600000)
@@ -372,15 +382,16 @@ class RedisGcra:
         else:
             self._recovered()
 
-    async def penalise(self, retry_after_s: float) -> None:
-        await self.fallback.penalise(retry_after_s)
+    async def penalise(self, retry_after_s: float, refused: bool = True) -> None:
+        await self.fallback.penalise(retry_after_s, refused)
         if retry_after_s <= 0 or not self._use_redis():
             return
         try:
             self._redis()
             await self._penalise_script(
                 keys=self.keys,
-                args=[repr(self.rate), self.burst, int(retry_after_s * 1_000_000)])
+                args=[repr(self.rate), self.burst, int(retry_after_s * 1_000_000),
+                      1 if refused else 0])
         except REDIS_ERRORS as exc:
             self._failed("penalise", exc)
         else:
@@ -530,7 +541,7 @@ class Budgets:
         token count at 0 until its replenish time): nobody calls it before then."""
         limiter = self.limiter(operation)
         if limiter is not None and seconds > 0:
-            await limiter.penalise(min(seconds, 3600.0))
+            await limiter.penalise(min(seconds, 3600.0), refused=False)
 
     async def reported_rate(self, operation: str, rate: float, burst: int | None = None) -> None:
         """The marketplace says ``rate`` per second applies (burst: the plan's unless given).

@@ -318,3 +318,24 @@ async def test_a_429_blocks_every_worker_then_one_call_then_one_interval(make_pa
     second = time.monotonic() - started
     assert 3.9 <= first < 4.5, first
     assert second - first >= 0.9, (first, second)
+
+
+@pytest.mark.parametrize("refused", [True, False])
+async def test_a_pause_keeps_counted_calls_counted_a_429_forgets_them(refused: bool) -> None:
+    """A 429 (refused) means the refused call, and any counted beyond it, never reached the
+    marketplace: the bucket is full at the block's end, no fuller. A success that left the
+    marketplace's bucket empty (Walmart's token count 0) is no such news: the calls counted
+    ahead of it are on their way and each will take a token, so they stay counted (forgetting
+    them let a paced Walmart push earn 429s)."""
+    now = [1024.0]  # binary fractions throughout: exact arithmetic
+    limiter = LocalGcra(8.0, 5, clock=lambda: now[0])  # interval 0.125 s, tolerance 0.5 s
+    for _ in range(5):  # five calls in flight: TAT 0.625 s ahead
+        assert limiter.try_acquire() == 0
+    await limiter.penalise(0.0625, refused=refused)
+    now[0] += 0.0625
+    wait = limiter.try_acquire()
+    if refused:
+        assert wait == 0  # one call at the block's end, then one per interval
+        assert limiter.try_acquire() == 0.125
+    else:
+        assert wait == 0.0625  # the five counted calls still hold the bucket
