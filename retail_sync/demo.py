@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,10 +37,21 @@ from retail_sync.demo_channels import (
     make_driver,
     parse_mix,
 )
+from retail_sync.demo_report import histogram_buckets, render_html
+from retail_sync.demo_summary import (
+    HISTOGRAM,
+    Outcome,
+    channel_grid,
+    classify,
+    closing_line,
+    exceptions_grid,
+    in_flight_text,
+    order_causes,
+)
 from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.reconcile import reconcile
 from retail_sync.redact import mask_url
-from retail_sync.report import Progress, Samples, bar, ms, percentile, table
+from retail_sync.report import Progress, Samples, bar, counts_grid, duration, grid, table
 from retail_sync.settings import ENV_PREFIX, Settings
 from retail_sync.stack import ROOT, Stack, WorkerProcess
 from simulators.erp import ErpSimConfig
@@ -68,9 +80,21 @@ class DemoRun:
         return set().union(*(d.expected() for d in self.drivers.values()))
 
     def cancelled_keys(self) -> set[str]:
-        """Orders the seller cancelled on their marketplace (wholly or partly) for lack of stock."""
+        """Orders cancelled on their marketplace (wholly or partly), whatever the cause."""
         return {f"{name}:{c['order_id']}" for name, d in self.drivers.items()
                 for c in d.sim.cancellations}
+
+    def cancel_causes(self) -> dict[str, str]:
+        """Order key -> ``stock``, ``buyer`` or ``other``, from the marketplaces' records."""
+        asked: set[str] = set()
+        amazon = self.drivers.get("amazon")
+        if isinstance(amazon, AmazonDriver):
+            asked = {f"amazon:{r['order_id']}" for r in amazon.sim.buyer_cancel_requests}
+        return order_causes({name: d.sim.cancellations for name, d in self.drivers.items()},
+                            asked)
+
+    def dashboard_url(self) -> str:
+        return f"{self.worker.url}/dashboard/ops#token={self.stack.admin_token('viewer')}"
 
     def handled_keys(self) -> set[str]:
         return self.erp_keys() | self.cancelled_keys()
@@ -120,6 +144,7 @@ async def _demo(args: argparse.Namespace) -> int:
                                   ingress_port=settings.ingress_port).start()
         await worker.wait_ready()
         run = DemoRun(args, stack, worker, drivers, mix, wms=wms)
+        print(f"dashboard: {run.dashboard_url()}", flush=True)
         await _initial_stock(run)
         await _send_with_progress(run)
         await _drain(run)
@@ -137,6 +162,8 @@ def _print_parts(run: DemoRun) -> None:
     duration = f"{args.duration:.0f}s" if args.duration else "until Ctrl-C"
     mix = ", ".join(f"{name} {share * args.rate:g}/s" for name, share in run.mix.items())
     rows = [
+        ("dashboard", f"{run.dashboard_url()}  (operations; /dashboard/finance for finance; "
+                      "viewer token of this run)"),
         ("broker", f"{mask_url(stack.broker_url or '')} ({broker})"),
         ("worker admin", f"{run.worker.url}  (/orders/<key>, /orders/lookup?id=, "
                          "/inventory/<sku>, /exceptions, /metrics, /health)"),
@@ -249,13 +276,16 @@ async def _status_line(run: DemoRun) -> str:
     elapsed = time.monotonic() - run.started
     metrics = await _worker_metrics(run.worker)
     received = len(run.expected_keys())
-    posted = len(run.erp_keys())
-    cancelled = len(run.cancelled_keys() - run.erp_keys())
+    in_erp = run.erp_keys()
+    posted = len(in_erp)
+    causes = Counter(c for k, c in run.cancel_causes().items() if k not in in_erp)
+    cancelled = sum(causes.values())
     failed = int(metrics.get("retail_sync_sync_exceptions_total"))
     pushes = int(metrics.count("retail_sync_stock_propagation_seconds"))
     head = (f"{bar(elapsed / run.args.duration)} {elapsed:5.1f}/{run.args.duration:.0f}s"
             if run.args.duration else f"{elapsed:6.1f}s (Ctrl-C to stop)")
-    return (f"{head}  received {received}  posted to ERP {posted}  cancelled (stock) {cancelled}  "
+    return (f"{head}  received {received}  posted to ERP {posted}  cancelled: stock "
+            f"{causes['stock']} buyer {causes['buyer']} other {causes['other']}  "
             f"exceptions {failed}  stock pushes {pushes}  "
             f"in flight {max(0, received - posted - cancelled)}")
 
@@ -324,23 +354,33 @@ async def _listings_behind(run: DemoRun) -> list[tuple[str, str, int | None, int
 async def _summary(run: DemoRun) -> int:
     stack, erp = run.stack, run.stack.erp
     assert erp is not None
-    expected, in_erp, cancelled = run.expected_keys(), run.erp_keys(), run.cancelled_keys()
-    lost = sorted(expected - in_erp - cancelled)
+    expected, in_erp = run.expected_keys(), run.erp_keys()
+    causes = run.cancel_causes()
+    status = await _worker_status(run, expected - in_erp - set(causes))
+    outcomes = {name: classify(d.expected(), in_erp, causes, status)
+                for name, d in run.drivers.items()}
+    total = Outcome()
+    for o in outcomes.values():
+        total.add(o)
     unknown = sorted(in_erp - expected)
     records = [orjson.loads(r.value) for r in await stack.read_topic("sync-exceptions")]
-    kinds = Counter(r["kind"] for r in records)
     edits_not_applied = sum("was edited on" in r["reason"] for r in records)
     e = erp.stats()
-    print(table(list(_channel_rows(run, in_erp, cancelled)),
-                "per channel (created -> ERP sales order)"))
+    latencies = {name: _latencies(run, d.expected() & in_erp) for name, d in run.drivers.items()}
+    print(channel_grid(outcomes, latencies))
     metrics = await _worker_metrics(run.worker)
+    since = metrics.minus(run.baseline)
     behind = await _listings_behind(run)
-    print(table(list(_stock_rows(run, metrics.minus(run.baseline), behind)),
-                "stock (ERP -> marketplaces, during the run)"))
-    print(table(list(_flow_rows(run, metrics.minus(run.baseline))),
-                "after the order: sync latency per flow, p50 / p99 (n)"))
+    print(_stock_grid(run, since))
+    print(table(list(_stock_rows(run, since, behind)), "stock (ERP -> marketplaces, during the run)"))
+    print(_flow_grid(run, since))
+    print(counts_grid(run.wms.stats() if run.wms else {}, "warehouse (WMS simulator)"))
+    print(counts_grid({k: e.get(k, 0) for k in ("delivery_notes", "invoices", "returns",
+                                                "credit_notes", "cancellations")},
+                      "ERP documents"))
     report = await _reconcile(run)
     print(report.table(limit=10))
+    print(exceptions_grid(records))
     rows: list[tuple[str, object]] = []
     shopify = run.drivers.get("shopify")
     if isinstance(shopify, ShopifyDriver):
@@ -361,20 +401,26 @@ async def _summary(run: DemoRun) -> int:
         asked, answered, too_late = amazon.buyer_cancels()
         rows.append(("buyer cancel requests", f"{asked} -> cancelled {answered} (the rest had "
                                               f"shipped: exception); {too_late} too late to ask"))
-    all_latencies = _latencies(run, expected & in_erp)
     rows += [
-        ("sync-exception records", dict(kinds) or 0),
+        ("returns asked / refunded", f"{len(run.returns)} / "
+         f"{int(since.count('retail_sync_flow_seconds', flow='refund_to_marketplace'))}"),
         ("ERP: orders posted (unique)", e["orders_created"]),
         ("ERP: oversold units", e.get("oversold_units", 0)),
         ("ERP: duplicates refused", e["duplicates_refused"]),
         ("ERP: injected errors (retried)", e["errors_injected"]),
-        ("lost orders", len(lost)),
-        ("end-to-end latency, all", _latency_text(all_latencies)),
+        ("in flight at the drain timeout", in_flight_text(total.in_flight)),
+        ("lost (unknown to the worker)", len(total.lost)),
     ]
     print(table(rows, "summary"))
-    if lost:
-        print(f"LOST: {len(lost)} orders neither reached the ERP nor were cancelled, e.g. "
-              f"{lost[:5]}", file=sys.stderr)
+    path = _write_report(run, outcomes, latencies, since, records, behind, ok=False)
+    if total.lost:
+        print(f"LOST: {len(total.lost)} orders the marketplace accepted are unknown to the worker "
+              f"(never arrived or dropped), e.g. {total.lost[:5]}", file=sys.stderr)
+    if total.in_flight:
+        print(f"IN FLIGHT: {len(total.in_flight)} orders not yet in the ERP at the drain timeout "
+              f"({run.args.drain_timeout:g} s; the worker has them: "
+              f"{in_flight_text(total.in_flight)}), e.g. {sorted(total.in_flight)[:5]}",
+              file=sys.stderr)
     if unknown:
         print(f"UNKNOWN: {len(unknown)} ERP orders no marketplace accepted, e.g. {unknown[:5]}",
               file=sys.stderr)
@@ -385,21 +431,64 @@ async def _summary(run: DemoRun) -> int:
     if not report.ok:
         print(f"RECONCILIATION: {len(report.mismatches)} mismatches between the marketplaces and "
               "the ERP (see above)", file=sys.stderr)
-    ok = not lost and not unknown and not behind and not oversold and report.ok
-    print(f"{e['orders_created']} orders posted to the ERP, {len(cancelled - in_erp)} cancelled "
-          f"for lack of stock; " + ("no order lost, nothing oversold, every marketplace in step."
-                                    if ok else "FAILED: see above."))
+    ok = (not total.lost and not total.in_flight and not unknown and not behind and not oversold
+          and report.ok)
+    if ok:
+        path = _write_report(run, outcomes, latencies, since, records, behind, ok=True)
+    print(f"report: {path}")
+    print(closing_line(e["orders_created"], total, run.args.drain_timeout, ok))
     return 0 if ok else 1
 
 
-def _channel_rows(run: DemoRun, in_erp: set[str], cancelled: set[str]) -> Any:
-    for name, driver in run.drivers.items():
-        expected = driver.expected()
-        latencies = _latencies(run, expected & in_erp)
-        gone = expected & cancelled - in_erp
-        yield (name, f"{len(expected)} created, {len(expected & in_erp)} in ERP, {len(gone)} "
-                     f"cancelled (stock), {len(expected - in_erp - cancelled)} lost; "
-                     f"{_latency_text(latencies)}")
+async def _worker_status(run: DemoRun, keys: set[str]) -> dict[str, str | None]:
+    """The worker's status of each order (None: it does not know it), asked on its admin
+    listener; at most 500 asked, the rest counted as unknown."""
+    out: dict[str, str | None] = {}
+    for key in sorted(keys)[:500]:
+        try:
+            code, view = await run.worker.get_json(f"/orders/{key}")
+        except Exception:  # noqa: BLE001 - a worker that cannot answer knows nothing
+            code, view = 0, {}
+        out[key] = str(view.get("status") or "known") if code == 200 else None
+    return out
+
+
+def _write_report(run: DemoRun, outcomes: dict[str, Outcome], latencies: dict[str, list[float]],
+                  since: Samples, records: list[dict[str, Any]], behind: list[Any],
+                  ok: bool) -> Path:
+    """run.json (the run's figures) and report.html drawn from it, in var/demo/<run>/."""
+    hists = []
+    for flow, label in FLOWS:
+        for channel in run.drivers:
+            hists.append({"metric": "flow", "name": label, "channel": channel,
+                          "buckets": histogram_buckets(since, "retail_sync_flow_seconds",
+                                                       flow=flow, channel=channel)})
+    for cause, label in (("erp", "ERP change -> marketplace"),
+                         ("order", "reservation -> marketplace")):
+        for channel in run.drivers:
+            hists.append({"metric": "stock", "name": label, "channel": channel,
+                          "buckets": histogram_buckets(since, "retail_sync_stock_propagation_seconds",
+                                                       channel=channel, cause=cause)})
+    kinds = Counter((r.get("kind", "?"), r.get("channel")) for r in records)
+    total = len(DEMO_SKUS) * len(run.drivers)
+    record = {
+        "run": run.stack.app_id, "duration_s": run.args.duration, "rate": run.args.rate,
+        "drain_timeout_s": run.args.drain_timeout, "ok": ok,
+        "channels": {name: {"created": o.created, "in_erp": o.in_erp,
+                            "cancelled": {c: o.cancelled[c] for c in ("stock", "buyer", "other")},
+                            "in_flight": len(o.in_flight), "lost": len(o.lost),
+                            "latencies_s": [round(v, 4) for v in latencies.get(name, [])]}
+                     for name, o in outcomes.items()},
+        "histograms": hists,
+        "exceptions": [{"kind": k, "channel": c, "count": n} for (k, c), n in kinds.items()],
+        "listings": {"at_final_ats": total - len(behind), "total": total},
+    }
+    folder = run.stack.workdir / run.stack.app_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    path = folder / "report.html"
+    path.write_text(render_html(record), encoding="utf-8")
+    return path
 
 
 FLOWS = (("order_to_erp", "order -> ERP"), ("shipment_to_marketplace", "shipped -> marketplace"),
@@ -407,50 +496,54 @@ FLOWS = (("order_to_erp", "order -> ERP"), ("shipment_to_marketplace", "shipped 
          ("refund_to_marketplace", "refund -> marketplace"))
 
 
-def _flow_rows(run: DemoRun, metrics: Samples) -> Any:
+def _flow_grid(run: DemoRun, metrics: Samples) -> str:
+    """After the order, per channel and flow: p50 / p99 (n) from the worker's histogram. The order
+    -> ERP figure is the demo's measured one (orders per channel above), not repeated here."""
     name = "retail_sync_flow_seconds"
+    rows = []
     for channel in run.drivers:
-        parts = []
-        for flow, label in FLOWS:
+        row: list[object] = [channel]
+        for flow, _label in FLOWS[1:]:
             n = int(metrics.count(name, flow=flow, channel=channel))
-            if n:
-                parts.append(f"{label} {ms(metrics.quantile(name, 0.5, flow=flow, channel=channel))}"
-                             f" / {ms(metrics.quantile(name, 0.99, flow=flow, channel=channel))}"
-                             f" ({n})")
-        yield (channel, "; ".join(parts) or "-")
-    e = run.stack.erp.stats() if run.stack.erp else {}
-    wms = run.wms.stats() if run.wms else {}
-    yield ("warehouse", ", ".join(f"{k} {v}" for k, v in wms.items()) or "-")
-    yield ("ERP documents", f"delivery notes {e.get('delivery_notes', 0)}, invoices "
-                            f"{e.get('invoices', 0)}, returns {e.get('returns', 0)}, credit notes "
-                            f"{e.get('credit_notes', 0)}, cancellations {e.get('cancellations', 0)}")
-    yield ("returns asked / refunded", f"{len(run.returns)} / "
-                                       f"{int(metrics.count(name, flow='refund_to_marketplace'))}")
+            row.append(f"{duration(metrics.quantile(name, 0.5, flow=flow, channel=channel))} / "
+                       f"{duration(metrics.quantile(name, 0.99, flow=flow, channel=channel))}"
+                       f" ({n})" if n else None)
+        rows.append(row)
+    return grid(["channel", *(f"{label} [h]" for _f, label in FLOWS[1:])], rows,
+                "after the order: sync latency per flow, p50 / p99 (n)", [HISTOGRAM])
+
+
+def _stock_grid(run: DemoRun, metrics: Samples) -> str:
+    """Per channel: stock decisions and propagation p50 / p99 (n) from the worker's histogram."""
+    name = "retail_sync_stock_propagation_seconds"
+    rows = []
+    for channel, driver in run.drivers.items():
+        decisions = [int(metrics.get("retail_sync_stock_decisions_total", channel=channel,
+                                     decision=d))
+                     for d in ("accepted", "partial", "backorder", "cancelled")]
+        listing = driver.sim.listings.snapshot()["totals"]
+        row: list[object] = [channel, *decisions, listing["refused_units"]]
+        for cause in ("erp", "order"):
+            n = int(metrics.count(name, channel=channel, cause=cause))
+            row.append(f"{duration(metrics.quantile(name, 0.5, channel=channel, cause=cause))} / "
+                       f"{duration(metrics.quantile(name, 0.99, channel=channel, cause=cause))}"
+                       f" ({n})" if n else None)
+        rows.append(row)
+    return grid(["channel", "accepted", "partial", "backorder", "cancelled", "refused units",
+                 "ERP change -> listing [h]", "reservation -> listing [h]"], rows,
+                "stock decisions and propagation, p50 / p99 (n)",
+                ["refused units: buyers refused at zero stock on the marketplace", HISTOGRAM])
 
 
 def _stock_rows(run: DemoRun, metrics: Samples, behind: list[Any]) -> Any:
-    """Per channel: stock decisions, pushes and the propagation latency histogram's p50/p99."""
-    name = "retail_sync_stock_propagation_seconds"
-    for channel, driver in run.drivers.items():
-        decisions = {d: int(metrics.get("retail_sync_stock_decisions_total", channel=channel,
-                                        decision=d))
-                     for d in ("accepted", "partial", "backorder", "cancelled")}
-        shown = ", ".join(f"{d} {n}" for d, n in decisions.items() if n)
-        wait = "retail_sync_backorder_wait_seconds"  # buckets for days: the mean says more here
+    """Backorder releases, coalescing, rate limits and the listings' final state."""
+    wait = "retail_sync_backorder_wait_seconds"  # buckets for days: the mean says more here
+    for channel in run.drivers:
         released = int(metrics.count(wait, channel=channel))
         if released:  # backordered units that goods arrived for during the run
             mean = metrics.get(f"{wait}_sum", channel=channel) / released
-            shown += (f" ({released} backorder release(s) to the warehouse after "
-                      f"{mean:.1f} s on average)")
-        listing = driver.sim.listings.snapshot()["totals"]
-        yield (f"{channel} orders", f"{shown or 'none'}; buyers refused at zero stock "
-                                    f"{listing['refused_units']} units")
-        for cause in ("erp", "order"):
-            count = int(metrics.count(name, channel=channel, cause=cause))
-            yield (f"{channel} <- {'ERP change' if cause == 'erp' else 'reservation'}",
-                   f"p50 {ms(metrics.quantile(name, 0.5, channel=channel, cause=cause))}  "
-                   f"p99 {ms(metrics.quantile(name, 0.99, channel=channel, cause=cause))}  "
-                   f"(n={count})")
+            yield (f"{channel} backorders", f"{released} release(s) to the warehouse after "
+                                            f"{duration(mean)} on average (mean of the histogram)")
     coalesced = int(metrics.get("retail_sync_inventory_updates_coalesced_total"))
     yield ("updates coalesced away", coalesced)
     for channel in run.drivers:
@@ -462,16 +555,11 @@ def _stock_rows(run: DemoRun, metrics: Samples, behind: list[Any]) -> Any:
             waited = metrics.get("retail_sync_ratelimit_wait_seconds_total", channel=channel)
             where = f" ({', '.join(f'{op} {n}' for op, n in throttled.items())})" if throttled else ""
             yield (f"{channel} API calls", f"{calls}, answered 429: {sum(throttled.values())}"
-                                           f"{where}, waited for the budget {waited:.1f} s in all")
+                                           f"{where}, waited for the budget {duration(waited)} "
+                                           "in all")
     yield ("listings at the final ATS",
            f"{len(DEMO_SKUS) * len(run.drivers) - len(behind)} of "
            f"{len(DEMO_SKUS) * len(run.drivers)} (SKU x channel)")
-
-
-def _latency_text(values: list[float]) -> str:
-    return (f"p50 {ms(percentile(values, 50))}  p90 {ms(percentile(values, 90))}  "
-            f"p99 {ms(percentile(values, 99))}  max {ms(max(values, default=float('nan')))}  "
-            f"(n={len(values)})")
 
 
 def _latencies(run: DemoRun, keys: set[str]) -> list[float]:

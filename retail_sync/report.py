@@ -22,6 +22,17 @@ def ms(seconds: float) -> str:
     return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.0f} ms"
 
 
+def duration(seconds: float) -> str:
+    """A duration for people: milliseconds below a second, seconds above (1.75 s, 12.4 s, 95 s)."""
+    if math.isnan(seconds):
+        return "n/a"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds:.0f} s"
+
+
 class Samples:
     """Samples of a Prometheus text exposition, summed over any labels not asked for."""
 
@@ -110,3 +121,49 @@ def table(rows: Iterable[tuple[str, object]], title: str) -> str:
     lines = [f"── {title} " + "─" * max(0, 54 - len(title))]
     lines += [f"  {label:<{width}}{value}" for label, value in rows]
     return "\n".join(lines)
+
+
+def grid(headers: Sequence[str], rows: Iterable[Sequence[object]], title: str | None = None,
+         footnotes: Sequence[str] = ()) -> str:
+    """A small aligned table: the first column left-aligned, numbers right-aligned, ``-`` for
+    None; an optional ruled title and footnotes under it."""
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row]
+                                           for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(_numeric(row[i]) for row in cells[1:]) and len(cells) > 1
+               for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        parts = [row[i].rjust(widths[i]) if numeric[i] else row[i].ljust(widths[i])
+                 for i in range(len(row))]
+        return ("  " + "  ".join(parts)).rstrip()
+
+    out = [f"── {title} " + "─" * max(0, 54 - len(title))] if title else []
+    out += [line(cells[0]), "  " + "  ".join("─" * w for w in widths)]
+    out += [line(row) for row in cells[1:]]
+    out += [f"  {note}" for note in footnotes]
+    return "\n".join(out)
+
+
+def _numeric(text: str) -> bool:
+    head = text.split(" ", 1)[0].replace(".", "", 1).replace(",", "")
+    return text in ("-", "") or head.isdigit()
+
+
+def counts_grid(counts: dict[str, int], title: str | None = None, width: int = 96) -> str:
+    """A mapping of counters as one-row tables (names as headers), split to fit ``width``."""
+    items = [(k.replace("_", " "), v) for k, v in counts.items()]
+    if not items:
+        return grid(["-"], [], title)
+    chunks: list[list[tuple[str, object]]] = [[]]
+    used = 0
+    for name, value in items:
+        cell = max(len(name), len(str(value))) + 2
+        if chunks[-1] and used + cell > width:
+            chunks.append([])
+            used = 0
+        chunks[-1].append((name, value))
+        used += cell
+    parts = [grid([n for n, _ in chunk], [[v for _, v in chunk]], title if i == 0 else None)
+             for i, chunk in enumerate(chunks)]
+    return "\n".join(parts)
