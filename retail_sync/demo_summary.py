@@ -120,7 +120,7 @@ def exceptions_grid(records: Iterable[Mapping[str, Any]]) -> str:
     """sync-exception records as kind x channel counts."""
     counts = Counter((r.get("kind", "?"), r.get("channel") or "-") for r in records)
     if not counts:
-        return grid(["sync-exception records"], [["none"]])
+        return grid(["kind", "all"], [["none", 0]], "sync-exception records (kind x channel)")
     channels = sorted({c for _, c in counts})
     kinds = sorted({k for k, _ in counts})
     rows = [[kind, *(counts[kind, c] or "" for c in channels),
