@@ -139,7 +139,12 @@ class AmazonSimConfig:
     time_scale: float = 1.0
     rate_overrides: dict[str, dict[str, float]] = field(default_factory=dict)  # op -> rate/burst
     rate_limit_header_on_429: bool = False  # the spec documents only x-amzn-RequestId on a 429
-    visibility_lag_s: float = 0.0  # Amazon: upper bounds at least 120 s before now
+    # Amazon: upper bounds at least 120 s before now, so a listed second is long complete. 0
+    # lists up to now: LastUpdateDate has whole seconds, so an order read early in a second and
+    # updated later in it keeps its LastUpdateDate, and a poller that remembers what it read at
+    # its cursor's second misses the update (Amazon's 120 s make that impossible); >= 1 s is
+    # faithful in that respect
+    visibility_lag_s: float = 0.0
     items_page_size: int = 100
     tax_rate: str = "0.08"
     fail_next: int = 0  # answer the next N API calls with fail_status
