@@ -522,15 +522,16 @@ def register(ctx: Any) -> None:
     class DashboardData(View):
         @admin_auth.requires("viewer")
         async def get(self, request: Request) -> Response:
+            # masked unless the caller has pii: the exceptions panel carries raw payloads
             if request.query.get("scope") == "local":
                 sampler.sample()  # this tick's sample, if not taken yet
-                return _json(self, local_part(ctx, sampler))
+                return _json(self, pii.for_caller(request, local_part(ctx, sampler)))
             hit = cache.get("data")
             if hit is not None and time.monotonic() - hit[0] < CACHE_S:
-                return _json(self, hit[1])
+                return _json(self, pii.for_caller(request, hit[1]))
             body = await group_data(ctx, sampler, admin_auth.authorization_of(request))
             cache["data"] = (time.monotonic(), body)
-            return _json(self, body)
+            return _json(self, pii.for_caller(request, body))
 
     @app.page("/dashboard/orders")
     class DashboardOrders(View):

@@ -10,6 +10,7 @@ fails the test; elsewhere it is skipped with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -177,6 +178,13 @@ async def test_dashboards_and_order_search_in_chromium(stack: Stack) -> None:
                 assert float(figs["ingested_total"]) == _metric_sum(
                     metrics, "retail_sync_orders_ingested_total")
                 assert figs["inventory_accuracy"] == _pct(shown["inventory_accuracy"]["share"])
+                # the job may have finished after the page's first data: it refreshes every 5 s
+                for _ in range(20):
+                    if f"last job {job['job_id']} ({job['status']}" in figs["reconciliation"]:
+                        break
+                    await asyncio.sleep(1)
+                    figs = await _figures(page)
+                    shown = await page.evaluate("window.dashboardData")
                 assert f"last job {job['job_id']} ({job['status']}" in figs["reconciliation"]
                 assert f": {job['mismatches']} mismatch(es)" in figs["reconciliation"]
                 assert shown["reconciliation"]["mismatches_by_cause"] == job["result"][

@@ -89,6 +89,13 @@ async def test_no_view_and_no_log_line_shows_customer_data_without_pii(stack: St
             "/reconciliation": ["/reconciliation"],
             "/reconciliation/jobs": ["/reconciliation/jobs"],
             "/reconciliation/jobs/{job_id}": ["/reconciliation/jobs/none"],
+            "/dashboard/ops": ["/dashboard/ops"], "/dashboard/finance": ["/dashboard/finance"],
+            "/dashboard/search": ["/dashboard/search"],
+            "/dashboard/static/{name}": ["/dashboard/static/dashboard.js"],
+            "/dashboard/data": ["/dashboard/data"],
+            "/dashboard/orders": [f"/dashboard/orders?q={orders[0]['id']}",
+                                  f"/dashboard/orders?q={orders[1]['email']}",
+                                  f"/dashboard/orders?q={keys[1]}"],
         }
         assert gets <= set(urls), f"GET views the scan does not visit: {gets - set(urls)}"
         answers = {}
