@@ -28,7 +28,7 @@ from retail_sync.chaos_broker import ANSWER_MARGIN_S, ProxiedBroker, broker_outa
 from retail_sync.stack import ROOT, Stack
 from simulators.erp import ErpSimConfig
 from simulators.shopify import ShopifyOrderFactory
-from tests.integration.helpers import headers
+from tests.integration.helpers import child_pids, headers, pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -112,21 +112,6 @@ with broker_for(None) as url:
 """
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie is dead, waiting for its parent to collect it
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_embedded_broker_dies_with_the_process_that_started_it() -> None:
     """The worker's own embedded broker (started by ``broker_for``, as ``retail-sync worker``
@@ -138,16 +123,16 @@ def test_embedded_broker_dies_with_the_process_that_started_it() -> None:
     try:
         assert starter.stdout is not None
         assert starter.stdout.readline().startswith(b"kafka://")
-        tansu = next(iter(_children(starter.pid)))
-        assert _alive(tansu)
+        tansu = next(iter(child_pids(starter.pid)))
+        assert pid_alive(tansu)
         starter.send_signal(signal.SIGKILL)
         starter.wait(5)
         deadline = time.monotonic() + 5
-        while _alive(tansu) and time.monotonic() < deadline:
+        while pid_alive(tansu) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(tansu), f"the broker {tansu} outlived its worker"
+        assert not pid_alive(tansu), f"the broker {tansu} outlived its worker"
     finally:
         if starter.poll() is None:
             starter.kill()
-        if tansu is not None and _alive(tansu):
+        if tansu is not None and pid_alive(tansu):
             os.kill(tansu, signal.SIGKILL)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ import pytest
 from retail_sync.stack import Stack
 from simulators.amazon import AmazonSimConfig, AmazonSimulator
 from simulators.walmart import WalmartSimConfig, WalmartSimulator
-from tests.integration.helpers import eventually
+from tests.integration.helpers import child_pids, eventually, pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -123,8 +122,8 @@ async def test_sigterm_while_the_poller_sleeps_in_amazons_limiter_stops_cleanly(
         })
         worker = await stack.start_worker()
         assert worker.proc is not None
-        brokers = _children(worker.proc.pid)
-        assert brokers and all(_alive(pid) for pid in brokers)
+        brokers = child_pids(worker.proc.pid)
+        assert brokers and all(pid_alive(pid) for pid in brokers)
         await eventually(lambda: len(amazon.get_orders()) >= 1, timeout_s=30)
         await asyncio.sleep(3.0)  # several ticks: the poller now sleeps in the limiter (~1100 s)
         assert len(amazon.get_orders()) == 1
@@ -137,25 +136,11 @@ async def test_sigterm_while_the_poller_sleeps_in_amazons_limiter_stops_cleanly(
         assert worker.proc.poll() is not None, f"no exit 15 s after SIGTERM:\n{worker.log_tail()}"
         assert worker.proc.returncode == 0, worker.log_tail()
         deadline = time.monotonic() + 5
-        while any(_alive(pid) for pid in brokers) and time.monotonic() < deadline:
+        while any(pid_alive(pid) for pid in brokers) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert not any(_alive(pid) for pid in brokers), "the embedded broker outlived its worker"
+        assert not any(pid_alive(pid) for pid in brokers), "the embedded broker outlived its worker"
         assert stopped_in < 15
         assert "poll of amazon cancelled" in worker.log_path.read_text(errors="replace")
     finally:
         await amazon.stop()
 
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
