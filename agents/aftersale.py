@@ -35,7 +35,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
-from streams.commands import (
+from retail_sync.streams.commands import (
     ErpCancelRequest,
     ErpReturnRequest,
     ErpShipmentRequest,
@@ -48,7 +48,7 @@ from streams.commands import (
     WmsExpectReturn,
     WmsRelease,
 )
-from streams.models import (
+from retail_sync.streams.models import (
     STATUS_RANK,
     BackorderFulfilment,
     BackorderReleased,
@@ -69,17 +69,17 @@ from streams.models import (
     ShipmentReported,
     TimelineEntry,
 )
-from streams.stock import CancelLineRequest, MarketplaceCancel, ReleaseStock
+from retail_sync.streams.stock import CancelLineRequest, MarketplaceCancel, ReleaseStock
 
 if TYPE_CHECKING:
-    from agents.lifecycle import Outcome
+    from retail_sync.agents.lifecycle import Outcome
 
 SHIPPED_OR_LATER = {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED,
                     OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
 
 
 def outcome(**kw: object) -> Outcome:
-    from agents.lifecycle import Outcome
+    from retail_sync.agents.lifecycle import Outcome
     return Outcome(**kw)  # type: ignore[arg-type]
 
 

@@ -17,13 +17,13 @@ import asyncio
 import time
 from typing import Any
 
-from agents.exceptions import record_exception
-from agents.retry import backoff_delay, call_with_retries
-from connectors.base import ErpConnector, ErpPostResult, Refund, Shipment, ShipmentLine
-from connectors.errors import PermanentError, RetryableError
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.retry import backoff_delay, call_with_retries
+from retail_sync.connectors.base import ErpConnector, ErpPostResult, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from streams.commands import ErpCancelRequest, ErpCommand, ErpReturnRequest, ErpShipmentRequest
-from streams.models import (
+from retail_sync.streams.commands import ErpCancelRequest, ErpCommand, ErpReturnRequest, ErpShipmentRequest
+from retail_sync.streams.models import (
     ErpOrderCancelled,
     ErpOrderFailed,
     ErpOrderPosted,

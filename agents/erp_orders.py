@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.feeds import register_feed
+from retail_sync.agents.feeds import register_feed
 from retail_sync.context import Context
-from streams.models import ErpOrderCancelled, utcnow
+from retail_sync.streams.models import ErpOrderCancelled, utcnow
 
 FEED = "erp-orders"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from retail_sync.context import Context
-from streams.models import ExceptionKind, SyncException, truncate_payload
+from retail_sync.streams.models import ExceptionKind, SyncException, truncate_payload
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from agents.exceptions import record_exception
-from agents.poller import SingleFlight
-from connectors.errors import PermanentError, RetryableError
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.poller import SingleFlight
+from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from streams.models import ExceptionKind, PollTick, utcnow
+from retail_sync.streams.models import ExceptionKind, PollTick, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.exceptions import record_exception
+from retail_sync.agents.exceptions import record_exception
 from retail_sync.context import Context
-from streams.models import ExceptionKind, IndexEntry
+from retail_sync.streams.models import ExceptionKind, IndexEntry
 
 MAX_KEYS_PER_ID = 50  # an id shared by more orders than this is not an id worth indexing
 

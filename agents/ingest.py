@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from agents.exceptions import record_exception
+from retail_sync.agents.exceptions import record_exception
 from retail_sync.context import Context
-from streams.mappers import shopify
-from streams.mappers.shopify import MappingError
-from streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, ReturnRequested
-from streams.validation import OrderRules, use_rules
+from retail_sync.streams.mappers import shopify
+from retail_sync.streams.mappers.shopify import MappingError
+from retail_sync.streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, ReturnRequested
+from retail_sync.streams.validation import OrderRules, use_rules
 
 
 def to_event(raw: RawOrderMessage,

@@ -18,13 +18,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agents.exceptions import record_exception
-from agents.retry import RetryPolicy, call_with_retries
-from connectors.base import ChannelOutbound, PushReport, QuantityUpdate
-from connectors.errors import PermanentError, RetryableError
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.retry import RetryPolicy, call_with_retries
+from retail_sync.connectors.base import ChannelOutbound, PushReport, QuantityUpdate
+from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from streams.models import ExceptionKind, utcnow
-from streams.stock import InventoryPushed, InventoryUpdate
+from retail_sync.streams.models import ExceptionKind, utcnow
+from retail_sync.streams.stock import InventoryPushed, InventoryUpdate
 
 log = logging.getLogger(__name__)
 

@@ -59,9 +59,9 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from agents import aftersale
-from streams.commands import ErpCancelRequest
-from streams.models import (
+from retail_sync.agents import aftersale
+from retail_sync.streams.commands import ErpCancelRequest
+from retail_sync.streams.models import (
     BackorderReleased,
     CancelRequested,
     Correlation,
@@ -89,7 +89,7 @@ from streams.models import (
     StockAnswered,
     TimelineEntry,
 )
-from streams.stock import (
+from retail_sync.streams.stock import (
     CancelLineRequest,
     CommitStock,
     LineRequest,

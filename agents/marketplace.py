@@ -26,14 +26,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.exceptions import record_exception
-from agents.retry import RetryPolicy, call_with_retries
-from connectors.base import CancelLine, Refund, Shipment, ShipmentLine
-from connectors.errors import PermanentError, RetryableError
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.retry import RetryPolicy, call_with_retries
+from retail_sync.connectors.base import CancelLine, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from streams.commands import ChannelCommand, MarketplaceRefund, MarketplaceShipment
-from streams.models import ExceptionKind, MarketplaceNotified, utcnow
-from streams.stock import MarketplaceCancel
+from retail_sync.streams.commands import ChannelCommand, MarketplaceRefund, MarketplaceShipment
+from retail_sync.streams.models import ExceptionKind, MarketplaceNotified, utcnow
+from retail_sync.streams.stock import MarketplaceCancel
 
 
 def register(ctx: Context) -> None:

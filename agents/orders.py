@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.exceptions import record_exception
-from agents.lifecycle import Outcome, apply
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.lifecycle import Outcome, apply
 from retail_sync import audit, order_search
 from retail_sync.context import Context
-from streams.models import (
+from retail_sync.streams.models import (
     BackorderReleased,
     ErpReturnPosted,
     ExceptionKind,
@@ -27,7 +27,7 @@ from streams.models import (
 
 
 def register(ctx: Context) -> None:
-    from tables import retention
+    from retail_sync.tables import retention
 
     retention.register(ctx)  # this worker's sweep: closed orders past their age leave the table
 
@@ -54,7 +54,7 @@ async def warm_routing_metadata(ctx: Context) -> None:
 
 
 async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
-    from tables import retention
+    from retail_sync.tables import retention
 
     table = ctx.tables.orders
     if isinstance(event, ExpireOrder):  # from the retention sweep: this agent owns the key

@@ -29,11 +29,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from agents.exceptions import record_exception
-from connectors.base import OrderSource, PolledOrder
-from connectors.errors import PermanentError, RetryableError
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.connectors.base import OrderSource, PolledOrder
+from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from streams.models import ExceptionKind, PollTick, RawOrderMessage, order_key, utcnow
+from retail_sync.streams.models import ExceptionKind, PollTick, RawOrderMessage, order_key, utcnow
 
 log = logging.getLogger(__name__)
 

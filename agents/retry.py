@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from connectors.errors import RetryableError
+from retail_sync.connectors.errors import RetryableError
 from retail_sync.settings import Settings
 
 T = TypeVar("T")

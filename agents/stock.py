@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.exceptions import record_exception
-from agents.stock_logic import StockRules, apply
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.stock_logic import StockRules, apply
 from retail_sync.context import Context
-from streams.models import BackorderReleased, ExceptionKind, StockAnswered, utcnow
-from streams.stock import (
+from retail_sync.streams.models import BackorderReleased, ExceptionKind, StockAnswered, utcnow
+from retail_sync.streams.stock import (
     BackorderRelease,
     ForgetLines,
     ReserveStock,
@@ -92,7 +92,7 @@ def _by_order(sku: str, releases: list[BackorderRelease]) -> list[BackorderRelea
 def forget_lines(table: Any, event: ForgetLines) -> int:
     """Delete the retired order's line records on this SKU that hold nothing; a line still
     holding units (open, committed) stays, as its SKU's record counts it. Returns how many."""
-    from tables.retention import FINAL_LINES
+    from retail_sync.tables.retention import FINAL_LINES
 
     deleted = 0
     for line_id in event.line_ids:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.feeds import register_feed
+from retail_sync.agents.feeds import register_feed
 from retail_sync.context import Context
-from streams.models import utcnow
-from streams.stock import ErpStockChanged
+from retail_sync.streams.models import utcnow
+from retail_sync.streams.stock import ErpStockChanged
 
 FEED = "erp-stock"
 

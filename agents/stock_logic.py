@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from retail_sync.settings import ChannelAllocation, Settings
-from streams.stock import (
+from retail_sync.streams.stock import (
     Backorder,
     BackorderRelease,
     CommitStock,

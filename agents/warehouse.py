@@ -15,14 +15,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from agents.exceptions import record_exception
-from agents.feeds import register_feed
-from agents.retry import call_with_retries
-from connectors.base import ShipmentLine, WmsConnector, WmsEvent
-from connectors.errors import PermanentError, RetryableError
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.feeds import register_feed
+from retail_sync.agents.retry import call_with_retries
+from retail_sync.connectors.base import ShipmentLine, WmsConnector, WmsEvent
+from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
-from streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
-from streams.models import (
+from retail_sync.streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
+from retail_sync.streams.models import (
     ExceptionKind,
     FulfilmentCancelled,
     FulfilmentReleased,

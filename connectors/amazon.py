@@ -44,8 +44,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from connectors.base import PolledOrder, PollResult
-from connectors.errors import (
+from retail_sync.connectors.base import PolledOrder, PollResult
+from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
     RateLimitedError,
@@ -53,8 +53,8 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
-from streams.mappers.amazon import AWAITING_PAYMENT
+from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
+from retail_sync.streams.mappers.amazon import AWAITING_PAYMENT
 
 JSON = dict[str, Any]
 GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"

@@ -63,10 +63,10 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.amazon import USER_AGENT, error_for_status, observe
-from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
-from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
+from retail_sync.connectors.amazon import USER_AGENT, error_for_status, observe
+from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
+from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
 
 JSON = dict[str, Any]
 CHANNEL = "amazon"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.models import Order
+from retail_sync.streams.models import Order
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,8 +60,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.base import ErpPostResult, ErpReturnResult, ErpShipmentResult, Refund, Shipment
-from connectors.erp_fields import (
+from retail_sync.connectors.base import ErpPostResult, ErpReturnResult, ErpShipmentResult, Refund, Shipment
+from retail_sync.connectors.erp_fields import (
     CHANNEL_CUSTOMERS,
     DEFAULT_COMPANY,
     DEFAULT_CUSTOMER,
@@ -73,7 +73,7 @@ from connectors.erp_fields import (
     SHIPMENT_FIELD,
     parse_channel_customers,
 )
-from connectors.errors import (
+from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
     RateLimitedError,
@@ -82,7 +82,7 @@ from connectors.errors import (
     parse_retry_after,
 )
 from retail_sync.settings import Settings
-from streams.models import Address, NameValue, Order, OrderLine
+from retail_sync.streams.models import Address, NameValue, Order, OrderLine
 
 SALES_ORDER = "Sales Order"
 DELIVERY_NOTE, SALES_INVOICE = "Delivery Note", "Sales Invoice"

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base import ErpOrderChange, ErpOrderFeedResult
-from connectors.erp import FrappeSession, rows_modified_since
-from connectors.errors import DecodeError
+from retail_sync.connectors.base import ErpOrderChange, ErpOrderFeedResult
+from retail_sync.connectors.erp import FrappeSession, rows_modified_since
+from retail_sync.connectors.errors import DecodeError
 from retail_sync.settings import Settings
 
 SALES_ORDER = "Sales Order"

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from connectors.base import StockFeedResult, StockLevel
-from connectors.erp import FrappeSession, modified_query, rows_modified_since
-from connectors.errors import DecodeError
+from retail_sync.connectors.base import StockFeedResult, StockLevel
+from retail_sync.connectors.erp import FrappeSession, modified_query, rows_modified_since
+from retail_sync.connectors.errors import DecodeError
 from retail_sync.settings import Settings
 
 BIN = "Bin"

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from connectors.base import PolledOrder, PollResult
-from connectors.errors import PermanentError
+from retail_sync.connectors.base import PolledOrder, PollResult
+from retail_sync.connectors.errors import PermanentError
 
 CHANNEL = "regional"
 REQUIRED_COLUMNS = ("order_ref", "status", "qty")

@@ -37,8 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
-from connectors.errors import RetryableError
+from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.errors import RetryableError
 
 CHANNEL = "regional"
 INVENTORY_COLUMNS = ("sku", "quantity")

@@ -57,8 +57,8 @@ from typing import Any
 
 import aiohttp
 
-from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment, ShipmentLine
-from connectors.errors import (
+from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
     RateLimitedError,
@@ -66,7 +66,7 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from connectors.ratelimit import SHOPIFY_HEADROOM, SHOPIFY_PLANS, Budgets, budgets_for
+from retail_sync.connectors.ratelimit import SHOPIFY_HEADROOM, SHOPIFY_PLANS, Budgets, budgets_for
 
 JSON = dict[str, Any]
 ADMIN = "admin"  # the one budget of the Admin REST API (per store)

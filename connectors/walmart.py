@@ -32,8 +32,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from connectors.base import PolledOrder, PollResult
-from connectors.errors import (
+from retail_sync.connectors.base import PolledOrder, PollResult
+from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
     RateLimitedError,
@@ -41,7 +41,7 @@ from connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from connectors.ratelimit import WALMART_PLANS, Budgets, budgets_for
+from retail_sync.connectors.ratelimit import WALMART_PLANS, Budgets, budgets_for
 
 JSON = dict[str, Any]
 MAX_ERROR_BODY = 4 * 1024

@@ -63,9 +63,9 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
-from connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from connectors.walmart import WalmartOrdersClient, error_for_status, walmart_budgets
+from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
+from retail_sync.connectors.walmart import WalmartOrdersClient, error_for_status, walmart_budgets
 
 JSON = dict[str, Any]
 CANCEL_REASON = "SELLER_CANCEL_OUT_OF_STOCK"

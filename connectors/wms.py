@@ -35,8 +35,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.base import Shipment, ShipmentLine, WmsEvent, WmsFeedResult
-from connectors.errors import (
+from retail_sync.connectors.base import Shipment, ShipmentLine, WmsEvent, WmsFeedResult
+from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
     RateLimitedError,

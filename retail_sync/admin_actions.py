@@ -34,11 +34,11 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from agents import aftersale
+from retail_sync.agents import aftersale
 from retail_sync import admin_auth, audit, pii, recon_jobs
 from retail_sync import query_params as qp
 from retail_sync.audit import AuditRecord, AuditUnavailable
-from streams.models import (
+from retail_sync.streams.models import (
     CancelRequested,
     OrderState,
     OrderStatus,
@@ -226,7 +226,7 @@ async def authorise_return(ctx: Any, view: View, request: Request, order_key: st
 
 async def replay(ctx: Any, view: View, request: Request) -> Response:
     from retail_sync import exceptions_view
-    from streams.models import ExceptionKind
+    from retail_sync.streams.models import ExceptionKind
 
     door = Door(ctx, view, request, "exceptions_replay", "exceptions")
     body = await _body(request)
@@ -246,7 +246,7 @@ async def replay(ctx: Any, view: View, request: Request) -> Response:
     async def verdict(record: Any, plan: Any) -> str | None:
         """An ERP post or warehouse release goes to the order agent, which rebuilds it from the
         order as it is now; answer "skipped" at once when the order's state refuses it."""
-        from agents.lifecycle import erp_retry_refusal, wms_retry_refusal
+        from retail_sync.agents.lifecycle import erp_retry_refusal, wms_retry_refusal
 
         try:
             state = await _order(ctx, request, plan.key)

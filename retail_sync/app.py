@@ -9,7 +9,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-from agents import (
+from retail_sync.agents import (
     erp_dispatch,
     erp_orders,
     index,
@@ -22,13 +22,13 @@ from agents import (
     stock_feed,
     warehouse,
 )
-from connectors.base import ChannelOutbound, ErpConnector, StockFeed
-from connectors.erp import ErpNextConnector
-from connectors.erp_stock import ErpStockFeed
-from connectors.ratelimit import all_budgets
-from connectors.redis_support import redis_enabled
-from connectors.shopify_inbound import InProcessDeduper, RedisDeduper
-from connectors.wms import WmsClient
+from retail_sync.connectors.base import ChannelOutbound, ErpConnector, StockFeed
+from retail_sync.connectors.erp import ErpNextConnector
+from retail_sync.connectors.erp_stock import ErpStockFeed
+from retail_sync.connectors.ratelimit import all_budgets
+from retail_sync.connectors.redis_support import redis_enabled
+from retail_sync.connectors.shopify_inbound import InProcessDeduper, RedisDeduper
+from retail_sync.connectors.wms import WmsClient
 from retail_sync import broker_watch, exceptions_view, heap, memdebug, web
 from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
@@ -39,8 +39,8 @@ from retail_sync.metrics import (
     register_faust_metrics,
 )
 from retail_sync.settings import Settings
-from streams.topics import declare_topics
-from tables.orders import (
+from retail_sync.streams.topics import declare_topics
+from retail_sync.tables.orders import (
     order_index_table,
     order_state_table,
     poll_cursor_table,
@@ -182,7 +182,7 @@ def webhook_deduper(settings: Settings, metrics: Metrics | None = None) -> Any:
 
 
 def _erp_order_feed(settings: Settings) -> Any:
-    from connectors.erp_orders import ErpOrderFeed
+    from retail_sync.connectors.erp_orders import ErpOrderFeed
     return ErpOrderFeed.from_settings(settings)
 
 

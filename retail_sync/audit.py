@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from retail_sync import broker_watch
-from streams.models import UtcDatetime, utcnow
-from streams.topics import admin_audit_topic
+from retail_sync.streams.models import UtcDatetime, utcnow
+from retail_sync.streams.topics import admin_audit_topic
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ async def refused_later(ctx: Any, key: str, previous: Any, event: Any, problem: 
     meanwhile): a ``refused_later`` record under the action's request id. The action is the
     event itself (a cancellation, a return) or, for a cancellation the warehouse could not stop
     (``FulfilmentCancelled`` not ok, or the shipment came first), the cancellation it waited on."""
-    from streams.models import CancelRequested, FulfilmentCancelled, ShipmentReported
+    from retail_sync.streams.models import CancelRequested, FulfilmentCancelled, ShipmentReported
 
     request_id, actor = getattr(event, "request_id", None), getattr(event, "actor", None)
     action = "cancel" if isinstance(event, CancelRequested) else "return"

@@ -47,9 +47,9 @@ from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.stack import ROOT, Stack
-from simulators.erp import ErpSimConfig
-from simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
-from streams.models import RawOrderMessage, utcnow
+from retail_sync.simulators.erp import ErpSimConfig
+from retail_sync.simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
+from retail_sync.streams.models import RawOrderMessage, utcnow
 
 
 def run_bench(args: argparse.Namespace) -> int:

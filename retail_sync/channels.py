@@ -11,17 +11,17 @@ import dataclasses
 import importlib
 from typing import Any
 
-from connectors.amazon import AmazonSource
-from connectors.amazon_outbound import AmazonOutbound
-from connectors.base import ChannelPlugin
-from connectors.regional import RegionalFileSource
-from connectors.regional_outbound import RegionalOutbound
-from connectors.shopify_outbound import ShopifyOutbound
-from connectors.walmart import WalmartSource
-from connectors.walmart_outbound import WalmartOutbound
+from retail_sync.connectors.amazon import AmazonSource
+from retail_sync.connectors.amazon_outbound import AmazonOutbound
+from retail_sync.connectors.base import ChannelPlugin
+from retail_sync.connectors.regional import RegionalFileSource
+from retail_sync.connectors.regional_outbound import RegionalOutbound
+from retail_sync.connectors.shopify_outbound import ShopifyOutbound
+from retail_sync.connectors.walmart import WalmartSource
+from retail_sync.connectors.walmart_outbound import WalmartOutbound
 from retail_sync.settings import Settings
-from streams.mappers import amazon, regional, shopify, walmart
-from streams.mappers.shopify import MappingError
+from retail_sync.streams.mappers import amazon, regional, shopify, walmart
+from retail_sync.streams.mappers.shopify import MappingError
 
 
 def _amazon(payload: Any) -> Any:

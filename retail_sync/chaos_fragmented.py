@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from retail_sync import raw_http
 from retail_sync.stack import Stack
-from simulators.shopify import ShopifyOrderFactory, sign
+from retail_sync.simulators.shopify import ShopifyOrderFactory, sign
 
 SECRET = "shpss_demo_secret"  # noqa: S105 - the demo's webhook secret
 PATH = "/webhooks/shopify/orders/create"

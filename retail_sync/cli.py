@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from retail_sync.broker import BrokerError
 from retail_sync.channels import PluginError
 from retail_sync.settings import ENV_PREFIX, Settings
-from streams.models import ExceptionKind
+from retail_sync.streams.models import ExceptionKind
 
 
 def load_settings() -> Settings:
@@ -111,7 +111,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_schemas(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from streams import schemas
+    from retail_sync.streams import schemas
 
     root = Path(args.dir) if args.dir else schemas.DEFAULT_DIR
     if args.action == "check":

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import faust
 
-from connectors.base import (
+from retail_sync.connectors.base import (
     ChannelOutbound,
     ChannelPlugin,
     ErpConnector,
@@ -15,11 +15,11 @@ from connectors.base import (
     StockFeed,
     WmsConnector,
 )
-from connectors.breaker import CircuitBreaker
-from connectors.shopify_inbound import DeliveryDeduper
+from retail_sync.connectors.breaker import CircuitBreaker
+from retail_sync.connectors.shopify_inbound import DeliveryDeduper
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
-from streams.topics import Topics
+from retail_sync.streams.topics import Topics
 
 
 @dataclass

@@ -50,8 +50,8 @@ from faust.web import Request, Response, View
 
 from retail_sync import admin_auth, exceptions_view, order_search, pii
 from retail_sync.metrics import TableFiguresCollector
-from streams.models import OrderState, OrderStatus, utcnow
-from streams.stock import StockState
+from retail_sync.streams.models import OrderState, OrderStatus, utcnow
+from retail_sync.streams.stock import StockState
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +305,8 @@ def _sum_nested(into: dict[str, Any], part: dict[str, Any]) -> None:
 def table_figures(ctx: Any) -> dict[str, Any]:
     """Order-table and stock-table figures of this worker's active partitions: the pages' part
     and what ``metrics.TableFiguresCollector`` exports at scrape time."""
-    from agents import stock as stock_agent
-    from agents import stock_logic
+    from retail_sync.agents import stock as stock_agent
+    from retail_sync.agents import stock_logic
 
     channels = list(ctx.channels)
 

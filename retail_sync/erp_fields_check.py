@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.erp import FrappeSession
-from connectors.erp_fields import CUSTOM_FIELDS
+from retail_sync.connectors.erp import FrappeSession
+from retail_sync.connectors.erp_fields import CUSTOM_FIELDS
 from retail_sync.settings import Settings
 
 DOCTYPE = "Custom Field"

@@ -44,8 +44,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.codecs import decode
-from streams.models import ExceptionKind, SyncException, utcnow
+from retail_sync.streams.codecs import decode
+from retail_sync.streams.models import ExceptionKind, SyncException, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +252,9 @@ def _via_owner(plan: ReplayPlan, record: SyncException, requested_by: str,
                now: datetime | None) -> ReplayPlan:
     """A planned resend of an ERP post or a warehouse release becomes a retry command to the
     order agent (see the module docstring); any other plan is kept."""
-    from streams.codecs import encode
-    from streams.commands import WmsRelease
-    from streams.models import ErpPostRequest, RetryErpPost, RetryWmsRelease
+    from retail_sync.streams.codecs import encode
+    from retail_sync.streams.commands import WmsRelease
+    from retail_sync.streams.models import ErpPostRequest, RetryErpPost, RetryWmsRelease
 
     if plan.suffix not in ("erp-requests", "wms-requests") or plan.value is None:
         return plan

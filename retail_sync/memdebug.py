@@ -136,7 +136,7 @@ def rocksdb_stats(tables: dict[str, Any]) -> dict[str, Any]:
             per_table[name] = per_table.get(name, 0) + int(
                 db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
     out: dict[str, Any] = {"databases": databases, **totals, "memtables_by_table": per_table}
-    from tables import rocks
+    from retail_sync.tables import rocks
     for (cache_bytes, budget), (cache, manager) in rocks._shared.items():
         out["block_cache_usage"] = cache.get_usage()
         out["block_cache_pinned"] = cache.get_pinned_usage()

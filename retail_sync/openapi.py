@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from pydantic.json_schema import models_json_schema
 
-from streams.models import ExceptionKind, OrderState, SyncException
+from retail_sync.streams.models import ExceptionKind, OrderState, SyncException
 
 OPENAPI_VERSION = "3.1.0"
 INGRESS = "ingress"

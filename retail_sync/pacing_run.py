@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from retail_sync.stack import Stack
-from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.walmart import WalmartSimConfig, WalmartSimulator
+from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 
 
 class _RecordingAmazon(AmazonSimulator):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from streams.models import utcnow
+from retail_sync.streams.models import utcnow
 
 log = logging.getLogger(__name__)
 

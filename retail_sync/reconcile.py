@@ -54,18 +54,18 @@ from typing import Any
 
 import orjson
 
-from agents.retry import RetryPolicy, retry
-from connectors.amazon import AmazonOrdersClient, amazon_time
-from connectors.erp import SALES_INVOICE, SALES_ORDER, FrappeSession
-from connectors.errors import DecodeError, SyncError
-from connectors.ratelimit import AMAZON_PLANS, budgets_for
-from connectors.regional import group_orders, read_rows
-from connectors.shopify_outbound import ShopifyOutbound, list_orders
-from connectors.walmart import ORDERS_PATH, WalmartOrdersClient, walmart_budgets, walmart_date
+from retail_sync.agents.retry import RetryPolicy, retry
+from retail_sync.connectors.amazon import AmazonOrdersClient, amazon_time
+from retail_sync.connectors.erp import SALES_INVOICE, SALES_ORDER, FrappeSession
+from retail_sync.connectors.errors import DecodeError, SyncError
+from retail_sync.connectors.ratelimit import AMAZON_PLANS, budgets_for
+from retail_sync.connectors.regional import group_orders, read_rows
+from retail_sync.connectors.shopify_outbound import ShopifyOutbound, list_orders
+from retail_sync.connectors.walmart import ORDERS_PATH, WalmartOrdersClient, walmart_budgets, walmart_date
 from retail_sync.settings import Settings
-from streams.mappers.amazon import AWAITING_PAYMENT
-from streams.mappers.shopify import FULFILLMENT_STATUS_TO_CANONICAL, UNFULFILLED
-from streams.models import Order, order_key
+from retail_sync.streams.mappers.amazon import AWAITING_PAYMENT
+from retail_sync.streams.mappers.shopify import FULFILLMENT_STATUS_TO_CANONICAL, UNFULFILLED
+from retail_sync.streams.models import Order, order_key
 
 JSON = dict[str, Any]
 CAUSES = ("missing_in_erp", "missing_on_marketplace", "status_differs", "amount_differs")

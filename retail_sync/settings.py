@@ -364,7 +364,7 @@ class Settings(BaseSettings):
     @field_validator("erp_channel_customers")
     @classmethod
     def _channel_customers(cls, value: str) -> str:
-        from connectors.erp_fields import parse_channel_customers
+        from retail_sync.connectors.erp_fields import parse_channel_customers
 
         parse_channel_customers(value)  # ValueError names the malformed pair
         return value

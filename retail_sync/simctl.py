@@ -8,8 +8,8 @@ import contextlib
 import signal
 
 from retail_sync.cli import load_settings
-from simulators.erp import ErpSimConfig, ErpSimulator
-from simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator
+from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 
 
 def run_simulator(args: argparse.Namespace) -> int:

@@ -51,10 +51,10 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents import stock as stock_agent
-from agents import stock_logic
-from agents.exceptions import record_exception
-from connectors import shopify_inbound as shopify
+from retail_sync.agents import stock as stock_agent
+from retail_sync.agents import stock_logic
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.connectors import shopify_inbound as shopify
 from retail_sync import (
     admin_actions,
     admin_auth,
@@ -68,14 +68,14 @@ from retail_sync import (
 )
 from retail_sync import query_params as qp
 from retail_sync.context import Context
-from streams.models import (
+from retail_sync.streams.models import (
     ExceptionKind,
     RawOrderMessage,
     order_key,
     utcnow,
 )
-from streams.stock import StockState
-from tables import retention
+from retail_sync.streams.stock import StockState
+from retail_sync.tables import retention
 
 log = logging.getLogger(__name__)
 

@@ -75,9 +75,9 @@ from typing import Any
 
 from aiohttp import web
 
-from simulators.amazon_listings import USAGE_PLANS as SELLER_PLANS
-from simulators.amazon_listings import ApiError, ListingsApi, operation_of
-from simulators.amazon_orders import (
+from retail_sync.simulators.amazon_listings import USAGE_PLANS as SELLER_PLANS
+from retail_sync.simulators.amazon_listings import ApiError, ListingsApi, operation_of
+from retail_sync.simulators.amazon_orders import (
     AWAITING_PAYMENT,
     ORDER_STATUSES,
     Market,
@@ -91,8 +91,8 @@ from simulators.amazon_orders import (
     shipment_error,
     visible,
 )
-from simulators.listings import Listings
-from simulators.server import SimulatorServer
+from retail_sync.simulators.listings import Listings
+from retail_sync.simulators.server import SimulatorServer
 
 JSON = dict[str, Any]
 GET_ORDERS, GET_ORDER_ITEMS, CONFIRM_SHIPMENT = "getOrders", "getOrderItems", "confirmShipment"

@@ -51,8 +51,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from simulators.amazon_orders import OrderRecord, cancel_units, iso
-from simulators.listings import Listings
+from retail_sync.simulators.amazon_orders import OrderRecord, cancel_units, iso
+from retail_sync.simulators.listings import Listings
 
 JSON = dict[str, Any]
 PATCH_LISTINGS_ITEM, GET_LISTINGS_ITEM = "patchListingsItem", "getListingsItem"

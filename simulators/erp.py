@@ -68,8 +68,8 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.erp_fields import CUSTOM_FIELDS, unique_fields
-from simulators.erp_docs import (
+from retail_sync.connectors.erp_fields import CUSTOM_FIELDS, unique_fields
+from retail_sync.simulators.erp_docs import (
     DocValidationError,
     LinkValidationError,
     UniqueValidationError,
@@ -85,9 +85,9 @@ from simulators.erp_docs import (
     order_item,
     server_messages,
 )
-from simulators.erp_finance import SALES_INVOICE, FinanceBook
-from simulators.erp_meta import MASTER_DOCTYPES, Masters, keep_defined
-from simulators.erp_stock import (
+from retail_sync.simulators.erp_finance import SALES_INVOICE, FinanceBook
+from retail_sync.simulators.erp_meta import MASTER_DOCTYPES, Masters, keep_defined
+from retail_sync.simulators.erp_stock import (
     BIN,
     DEFAULT_WAREHOUSE,
     DELIVERY_NOTE,
@@ -98,7 +98,7 @@ from simulators.erp_stock import (
     FrappeClock,
     StockBook,
 )
-from simulators.server import SimulatorServer
+from retail_sync.simulators.server import SimulatorServer
 
 DOCTYPE = "Sales Order"
 CREATABLE = (DOCTYPE, *STOCK_DOCTYPES, SALES_INVOICE, *MASTER_DOCTYPES)

@@ -31,7 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from simulators.erp_docs import (
+from retail_sync.simulators.erp_docs import (
     CENT,
     DocValidationError,
     _money,
@@ -39,7 +39,7 @@ from simulators.erp_docs import (
     _required_str,
     frappe_timestamp,
 )
-from simulators.erp_meta import keep_defined
+from retail_sync.simulators.erp_meta import keep_defined
 
 JSON = dict[str, Any]
 SALES_INVOICE = "Sales Invoice"

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from simulators.listings import Listings
+from retail_sync.simulators.listings import Listings
 
 COLUMNS = ("order_ref", "order_date", "status", "sku", "qty", "unit_price", "currency",
            "buyer_email", "line_no")

@@ -81,9 +81,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from simulators.listings import Listings
-from simulators.server import SimulatorServer
-from simulators.shopify_orders import (
+from retail_sync.simulators.listings import Listings
+from retail_sync.simulators.server import SimulatorServer
+from retail_sync.simulators.shopify_orders import (
     CANCEL_REASONS,
     DEFAULT_SKUS,
     RESTOCK_TYPES,

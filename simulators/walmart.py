@@ -85,9 +85,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from simulators.listings import Listings
-from simulators.server import SimulatorServer
-from simulators.walmart_orders import (
+from retail_sync.simulators.listings import Listings
+from retail_sync.simulators.server import SimulatorServer
+from retail_sync.simulators.walmart_orders import (
     CANCELLATION_REASONS,
     CARRIERS,
     CATALOG,

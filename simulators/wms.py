@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
-from simulators.server import SimulatorServer
+from retail_sync.simulators.server import SimulatorServer
 
 JSON = dict[str, Any]
 CARRIERS = ("UPS", "USPS", "FEDEX", "DHL")

@@ -20,8 +20,8 @@ import orjson
 from faust.serializers import codecs
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from streams import commands, models, stock
-from streams.schemas import VERSION_KEY, version_of
+from retail_sync.streams import commands, models, stock
+from retail_sync.streams.schemas import VERSION_KEY, version_of
 
 _VERSION_PREFIX = re.compile(rb'^\s*\{\s*"schema_version"\s*:\s*(\d{1,9})\s*(,?)')
 

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from streams.models import (
+from retail_sync.streams.models import (
     ErpPostRequest,
     Frozen,
     NameValue,
@@ -27,7 +27,7 @@ from streams.models import (
     ShipmentRecord,
     UtcDatetime,
 )
-from streams.stock import MarketplaceCancel
+from retail_sync.streams.stock import MarketplaceCancel
 
 
 class LineUnits(Frozen):

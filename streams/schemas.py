@@ -63,7 +63,7 @@ def members(adapter: TypeAdapter[Any]) -> list[type[BaseModel]]:
 def current_schema(codec: str) -> dict[str, Any]:
     """JSON Schema (validation mode: what a reader accepts) of ``codec``'s records, with the
     ``schema_version`` key the codec adds to each record."""
-    from streams.codecs import CODECS
+    from retail_sync.streams.codecs import CODECS
 
     schema = CODECS[codec].json_schema(mode="validation")
     defs = schema.get("$defs", {})
@@ -146,7 +146,7 @@ def sample_of(model: type[BaseModel]) -> dict[str, Any]:
 
 def samples(codec: str) -> list[bytes]:
     """One record of every member type of ``codec``, encoded as the codec writes it."""
-    from streams.codecs import CODECS, encode
+    from retail_sync.streams.codecs import CODECS, encode
 
     adapter = CODECS[codec]
     return [encode(codec, adapter.validate_python(sample_of(m))) for m in members(adapter)]
@@ -313,7 +313,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def check(root: Path = DEFAULT_DIR) -> list[str]:
     """Every problem of the committed schemas against the code (empty: all is well)."""
-    from streams.codecs import CODECS
+    from retail_sync.streams.codecs import CODECS
 
     problems: list[str] = []
     for codec in CODECS:
@@ -353,7 +353,7 @@ def export(root: Path = DEFAULT_DIR) -> list[str]:
     """Write the current version's schema and samples of every codec that has none yet; the
     lines to print. Raises ValueError (nothing written) when a change is not compatible or a
     committed version would have to be rewritten."""
-    from streams.codecs import CODECS
+    from retail_sync.streams.codecs import CODECS
 
     planned: list[tuple[str, int, dict[str, Any]]] = []
     prose: list[tuple[str, int, dict[str, Any]]] = []

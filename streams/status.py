@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from streams.mappers import amazon, regional, shopify, walmart
+from retail_sync.streams.mappers import amazon, regional, shopify, walmart
 
 # The one lifecycle vocabulary, in lifecycle order; the union of what the mappers emit
 # (Walmart derives partially_shipped / partially_refunded from a mix of line statuses).

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from streams.models import Frozen, LineAllocation, UtcDatetime  # noqa: F401 (LineAllocation re-exported)
+from retail_sync.streams.models import Frozen, LineAllocation, UtcDatetime  # noqa: F401 (LineAllocation re-exported)
 
 Sku = Annotated[str, Field(min_length=1, max_length=128)]
 Units = Annotated[int, Field(ge=0, le=10_000_000)]

@@ -29,8 +29,8 @@ from typing import Any
 import faust
 from faust.types import Message
 
-import streams.codecs  # noqa: F401  (registers the codecs)
-from streams.models import ExceptionKind, SyncException, truncate_payload
+import retail_sync.streams.codecs  # noqa: F401  (registers the codecs)
+from retail_sync.streams.models import ExceptionKind, SyncException, truncate_payload
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connectors.errors import DecodeError
-from streams import iso4217
-from streams.models import Order
+from retail_sync.connectors.errors import DecodeError
+from retail_sync.streams import iso4217
+from retail_sync.streams.models import Order
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)

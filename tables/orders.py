@@ -18,7 +18,7 @@ from typing import Any
 import faust
 
 from retail_sync.settings import Settings
-from tables import rocks
+from retail_sync.tables import rocks
 
 
 class CodecTable(faust.Table):

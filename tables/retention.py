@@ -38,8 +38,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.codecs import decode as codec_decode
-from streams.models import (
+from retail_sync.streams.codecs import decode as codec_decode
+from retail_sync.streams.models import (
     ExpireOrder,
     IndexEntry,
     OrderState,
@@ -183,7 +183,7 @@ async def expire(ctx: Any, key: str, event: ExpireOrder, external_ids: Iterable[
     """Retire ``key`` if the rule still holds on the state the order agent holds: archive it
     (acknowledged by the broker), then delete it and ask the index and stock agents to forget
     it. True if it was retired."""
-    from streams.stock import ForgetLines
+    from retail_sync.streams.stock import ForgetLines
 
     table = ctx.tables.orders
     state = table.get(key)

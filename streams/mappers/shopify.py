@@ -43,7 +43,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streams.models import (
+from retail_sync.streams.models import (
     Address,
     Customer,
     DiscountCode,
@@ -54,7 +54,7 @@ from streams.models import (
     RefundRecord,
     TaxLine,
 )
-from streams.validation import (
+from retail_sync.streams.validation import (
     Expected,
     FieldNames,
     InvalidOrder,

@@ -10,7 +10,7 @@ import pytest
 
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.stack import Stack
-from simulators.erp import ErpSimConfig
+from retail_sync.simulators.erp import ErpSimConfig
 
 pytestmark = pytest.mark.integration
 

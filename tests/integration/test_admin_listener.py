@@ -17,7 +17,7 @@ import pytest
 
 from retail_sync.admin_auth import hash_token, new_token
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, all_assigned, eventually, headers, order_body
 
 pytestmark = pytest.mark.integration

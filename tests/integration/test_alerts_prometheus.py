@@ -23,8 +23,8 @@ import yaml
 
 from retail_sync.broker import free_port
 from retail_sync.stack import Stack
-from simulators.erp import ErpSimConfig
-from simulators.shopify import ShopifyOrderFactory
+from retail_sync.simulators.erp import ErpSimConfig
+from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers, order_body
 
 pytestmark = pytest.mark.integration

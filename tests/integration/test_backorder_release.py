@@ -12,8 +12,8 @@ import pytest
 
 from retail_sync.broker import free_port
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.shopify import ShopifySimConfig, ShopifySimulator
-from simulators.wms import WmsSimConfig, WmsSimulator
+from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = pytest.mark.integration

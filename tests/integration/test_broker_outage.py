@@ -26,8 +26,8 @@ import pytest
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.chaos_broker import ANSWER_MARGIN_S, ProxiedBroker, broker_outage
 from retail_sync.stack import ROOT, Stack
-from simulators.erp import ErpSimConfig
-from simulators.shopify import ShopifyOrderFactory
+from retail_sync.simulators.erp import ErpSimConfig
+from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import child_pids, headers, pid_alive
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.wms import WmsSimConfig, WmsSimulator
+from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration

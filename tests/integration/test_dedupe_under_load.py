@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.shopify import ShopifyOrderFactory
+from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import all_assigned, eventually, headers, order_body
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from retail_sync.stack import Stack
-from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.walmart import WalmartSimConfig, WalmartSimulator
+from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration

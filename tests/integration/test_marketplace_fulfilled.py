@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from connectors.erp_fields import MARKETPLACE_WAREHOUSE
+from retail_sync.connectors.erp_fields import MARKETPLACE_WAREHOUSE
 from retail_sync.stack import Stack
-from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.wms import WmsSimConfig, WmsSimulator
+from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.shopify import ShopifySimConfig, ShopifySimulator
-from simulators.wms import WmsSimConfig, WmsSimulator
+from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import SECRET, eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration

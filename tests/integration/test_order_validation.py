@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from retail_sync.stack import Stack
-from simulators.shopify import ShopifyOrderFactory
+from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers, order_body, post_webhook
 
 pytestmark = pytest.mark.integration

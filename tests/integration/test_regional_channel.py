@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from retail_sync.stack import Stack
-from simulators.regional import RegionalSimulator
+from retail_sync.simulators.regional import RegionalSimulator
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ import pytest
 
 from retail_sync.broker import free_port
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration

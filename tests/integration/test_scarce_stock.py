@@ -17,10 +17,10 @@ import pytest
 
 from retail_sync.broker import free_port
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.regional import RegionalSimConfig, RegionalSimulator
-from simulators.shopify import ShopifySimConfig, ShopifySimulator
-from simulators.walmart import WalmartSimConfig, WalmartSimulator
+from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.regional import RegionalSimConfig, RegionalSimulator
+from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = pytest.mark.integration

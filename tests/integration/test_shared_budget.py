@@ -10,8 +10,8 @@ import asyncio
 import pytest
 
 from retail_sync.stack import Stack
-from simulators.shopify import ShopifySimConfig, ShopifySimulator
-from simulators.walmart import WalmartSimConfig, WalmartSimulator
+from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from tests.integration.helpers import all_assigned, eventually
 
 pytestmark = pytest.mark.integration

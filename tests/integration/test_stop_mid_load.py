@@ -27,8 +27,8 @@ import pytest
 
 from retail_sync.chaos_broker import ProxiedBroker
 from retail_sync.stack import Stack, WorkerProcess
-from simulators.erp import ErpSimConfig
-from simulators.shopify import ShopifyOrderFactory
+from retail_sync.simulators.erp import ErpSimConfig
+from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers
 
 pytestmark = pytest.mark.integration

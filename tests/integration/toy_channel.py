@@ -14,9 +14,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connectors.base import ChannelPlugin, PolledOrder, PollResult
-from streams.mappers.shopify import MappingError
-from streams.models import Money, Order, OrderLine
+from retail_sync.connectors.base import ChannelPlugin, PolledOrder, PollResult
+from retail_sync.streams.mappers.shopify import MappingError
+from retail_sync.streams.models import Money, Order, OrderLine
 
 CHANNEL = "toy"
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.lifecycle import apply
-from streams.commands import (
+from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.commands import (
     ErpCancelRequest,
     ErpReturnRequest,
     ErpShipmentRequest,
@@ -20,8 +20,8 @@ from streams.commands import (
     WmsExpectReturn,
     WmsRelease,
 )
-from streams.mappers.shopify import map_order
-from streams.models import (
+from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.streams.models import (
     BackorderReleased,
     CancelRequested,
     ErpOrderCancelled,
@@ -43,7 +43,7 @@ from streams.models import (
     ShipmentReported,
     StockAnswered,
 )
-from streams.stock import CommitStock, MarketplaceCancel, ReleaseStock, ReserveStock
+from retail_sync.streams.stock import CommitStock, MarketplaceCancel, ReleaseStock, ReserveStock
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)

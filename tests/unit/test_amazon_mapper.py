@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from simulators.amazon_orders import Market, OrderFactory, visible
-from streams.mappers.amazon import (
+from retail_sync.simulators.amazon_orders import Market, OrderFactory, visible
+from retail_sync.streams.mappers.amazon import (
     CANONICAL_TO_STATUS,
     FINANCIAL_STATUS,
     STATUS_TO_CANONICAL,
@@ -20,7 +20,7 @@ from streams.mappers.amazon import (
     PendingOrderError,
     map_order,
 )
-from streams.mappers.shopify import MappingError as ShopifyMappingError
+from retail_sync.streams.mappers.shopify import MappingError as ShopifyMappingError
 from tests.fixture_orders import amazon_example
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from connectors.amazon import AmazonOrdersClient
-from connectors.amazon_outbound import (
+from retail_sync.connectors.amazon import AmazonOrdersClient
+from retail_sync.connectors.amazon_outbound import (
     AMAZON_CARRIERS,
     AmazonOutbound,
     acknowledgement_feed,
@@ -22,11 +22,11 @@ from connectors.amazon_outbound import (
     package_reference_id,
     split_amount,
 )
-from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
-from connectors.errors import PermanentError, RetryableError
-from connectors.ratelimit import AMAZON_PLANS, Budgets
-from simulators.amazon import AmazonSimConfig, AmazonSimulator
-from simulators.amazon_orders import CARRIER_CODES
+from retail_sync.connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import PermanentError, RetryableError
+from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets
+from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.amazon_orders import CARRIER_CODES
 from tests.specs import needs_spec, spec_path
 
 TOKEN = "Atza|outbound-test"  # noqa: S105

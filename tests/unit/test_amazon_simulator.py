@@ -17,8 +17,8 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from simulators.amazon import AmazonSimConfig, AmazonSimulator, TokenBucket
-from simulators.amazon_orders import ORDER_STATUSES
+from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator, TokenBucket
+from retail_sync.simulators.amazon_orders import ORDER_STATUSES
 from tests.specs import SPECS as SHARED_SPECS
 from tests.specs import in_ci, needs_spec, spec_path
 

@@ -5,11 +5,11 @@ never for an order that is being cancelled or is cancelled."""
 
 from datetime import UTC, datetime, timedelta
 
-from agents.lifecycle import apply
-from connectors.wms import order_key_of
-from streams.commands import WmsCancel, WmsRelease
-from streams.mappers.shopify import map_order
-from streams.models import (
+from retail_sync.agents.lifecycle import apply
+from retail_sync.connectors.wms import order_key_of
+from retail_sync.streams.commands import WmsCancel, WmsRelease
+from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.streams.models import (
     BackorderReleased,
     CancelRequested,
     ErpOrderCancelled,
@@ -23,7 +23,7 @@ from streams.models import (
     ShipmentReported,
     StockAnswered,
 )
-from streams.stock import CommitStock
+from retail_sync.streams.stock import CommitStock
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)

@@ -1,6 +1,6 @@
 """The circuit breaker: opens after repeated failures, waits a cool-down, probes, closes."""
 
-from connectors.breaker import CircuitBreaker
+from retail_sync.connectors.breaker import CircuitBreaker
 
 
 class Clock:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 
-from agents.orders import external_ids, ids_to_index
+from retail_sync.agents.orders import external_ids, ids_to_index
 from retail_sync import dashboard, order_search
-from streams.models import Customer, ShipmentRecord
+from retail_sync.streams.models import Customer, ShipmentRecord
 from tests.unit.test_order_index import NOW, _state
 
 

@@ -17,9 +17,9 @@ import pytest
 from faust.serializers import codecs as faust_codecs
 from pydantic import Field, TypeAdapter, ValidationError
 
-from streams import codecs, schemas
-from streams.codecs import CODECS
-from streams.models import Frozen, PollTick, utcnow
+from retail_sync.streams import codecs, schemas
+from retail_sync.streams.codecs import CODECS
+from retail_sync.streams.models import Frozen, PollTick, utcnow
 
 
 def test_committed_schemas_match_the_models() -> None:

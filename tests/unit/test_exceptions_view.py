@@ -9,7 +9,7 @@ import orjson
 import pytest
 from faust.serializers import codecs
 
-import streams.codecs  # noqa: F401  (registers the codecs)
+import retail_sync.streams.codecs  # noqa: F401  (registers the codecs)
 from retail_sync.exceptions_view import (
     FIX_MAPPING,
     INVENTORY_SUPERSEDED,
@@ -24,14 +24,14 @@ from retail_sync.exceptions_view import (
     topic_suffix,
     with_skip,
 )
-from streams.commands import (
+from retail_sync.streams.commands import (
     ErpShipmentRequest,
     LineUnits,
     MarketplaceShipment,
     WmsCancel,
     WmsRelease,
 )
-from streams.models import (
+from retail_sync.streams.models import (
     ErpPostRequest,
     ExceptionKind,
     IndexEntry,
@@ -44,7 +44,7 @@ from streams.models import (
     ShipmentRecord,
     SyncException,
 )
-from streams.stock import InventoryUpdate, LineRequest, ReserveStock
+from retail_sync.streams.stock import InventoryUpdate, LineRequest, ReserveStock
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 APP = "retail-sync"

@@ -28,16 +28,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agents.ingest import to_event
-from connectors import erp_stock, regional, wms
-from connectors.errors import DecodeError, PermanentError
-from connectors.shopify_inbound import compute_hmac, verify_hmac
+from retail_sync.agents.ingest import to_event
+from retail_sync.connectors import erp_stock, regional, wms
+from retail_sync.connectors.errors import DecodeError, PermanentError
+from retail_sync.connectors.shopify_inbound import compute_hmac, verify_hmac
 from retail_sync.channels import BUILTIN, _amazon
-from streams import codecs as rs_codecs
-from streams.mappers import regional as regional_mapper
-from streams.mappers import shopify, walmart
-from streams.mappers.shopify import MappingError
-from streams.models import (
+from retail_sync.streams import codecs as rs_codecs
+from retail_sync.streams.mappers import regional as regional_mapper
+from retail_sync.streams.mappers import shopify, walmart
+from retail_sync.streams.mappers.shopify import MappingError
+from retail_sync.streams.models import (
     Order,
     OrderReceived,
     RawOrderMessage,

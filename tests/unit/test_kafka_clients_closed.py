@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from retail_sync import exceptions_view, stack, tansu_compat
 from retail_sync.broker import free_port
-from streams.models import ExceptionKind
+from retail_sync.streams.models import ExceptionKind
 from tests.unit.test_exceptions_view import erp_post, exc
 
 

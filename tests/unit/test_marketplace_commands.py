@@ -13,14 +13,14 @@ from typing import Any
 import faust
 import pytest
 
-from agents import marketplace, orders
-from connectors.base import CancelLine, PushReport
-from connectors.errors import PermanentError
+from retail_sync.agents import marketplace, orders
+from retail_sync.connectors.base import CancelLine, PushReport
+from retail_sync.connectors.errors import PermanentError
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
-from streams.mappers.shopify import map_order
-from streams.models import (
+from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.streams.models import (
     ExceptionKind,
     LineAllocation,
     MarketplaceNotified,
@@ -28,8 +28,8 @@ from streams.models import (
     StockAnswered,
     SyncException,
 )
-from streams.stock import CancelLineRequest, MarketplaceCancel
-from streams.topics import Topics, declare_topics
+from retail_sync.streams.stock import CancelLineRequest, MarketplaceCancel
+from retail_sync.streams.topics import Topics, declare_topics
 from tests.fixture_orders import shopify_order
 
 APP = "t-cmd"

@@ -10,14 +10,14 @@ from decimal import Decimal
 
 import pytest
 
-from agents.lifecycle import apply
-from connectors.amazon_outbound import acknowledgement_feed
-from connectors.base import CancelLine
-from simulators.amazon_listings import parse_acknowledgements
-from simulators.amazon_orders import Market, OrderFactory, request_cancel_by_buyer, visible
-from streams.commands import ErpCancelRequest, ErpPostRequest, WmsCancel, WmsRelease
-from streams.mappers import amazon, shopify
-from streams.models import (
+from retail_sync.agents.lifecycle import apply
+from retail_sync.connectors.amazon_outbound import acknowledgement_feed
+from retail_sync.connectors.base import CancelLine
+from retail_sync.simulators.amazon_listings import parse_acknowledgements
+from retail_sync.simulators.amazon_orders import Market, OrderFactory, request_cancel_by_buyer, visible
+from retail_sync.streams.commands import ErpCancelRequest, ErpPostRequest, WmsCancel, WmsRelease
+from retail_sync.streams.mappers import amazon, shopify
+from retail_sync.streams.models import (
     ErpOrderCancelled,
     ErpOrderPosted,
     FulfilmentCancelled,
@@ -29,8 +29,8 @@ from streams.models import (
     ShipmentReported,
     StockAnswered,
 )
-from streams.stock import MarketplaceCancel, ReleaseStock, ReserveStock
-from streams.validation import MappingError
+from retail_sync.streams.stock import MarketplaceCancel, ReleaseStock, ReserveStock
+from retail_sync.streams.validation import MappingError
 from tests.fixture_orders import shopify_order
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

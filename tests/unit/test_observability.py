@@ -13,11 +13,11 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
-from agents.feeds import register_feed
-from connectors.breaker import CircuitBreaker
+from retail_sync.agents.feeds import register_feed
+from retail_sync.connectors.breaker import CircuitBreaker
 from retail_sync.exceptions_view import ExceptionsCollector
 from retail_sync.metrics import FaustSensor, Metrics, RateLimitCollector
-from streams.models import ExceptionKind, PollTick, SyncException, utcnow
+from retail_sync.streams.models import ExceptionKind, PollTick, SyncException, utcnow
 
 
 class TickStream:
@@ -165,7 +165,7 @@ def test_faust_sensor_counts_events_per_agent_commits_and_rebalances() -> None:
 
 
 async def test_rate_limiter_says_whether_redis_is_meant_to_be_used() -> None:
-    from connectors.ratelimit import Budgets
+    from retail_sync.connectors.ratelimit import Budgets
 
     metrics = Metrics()
     budgets = Budgets("walmart", {"inventory": (1000.0, 5)})

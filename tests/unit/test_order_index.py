@@ -3,8 +3,8 @@
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from agents.orders import external_ids, ids_to_index
-from streams.models import (
+from retail_sync.agents.orders import external_ids, ids_to_index
+from retail_sync.streams.models import (
     Correlation,
     Money,
     Order,

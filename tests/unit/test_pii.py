@@ -8,9 +8,9 @@ import orjson
 
 from retail_sync import pii
 from retail_sync.startup_checks import MaskedLogRecord
-from simulators.shopify import ShopifyOrderFactory
-from streams.mappers.shopify import map_order
-from streams.models import RawOrderMessage, SyncException, utcnow
+from retail_sync.simulators.shopify import ShopifyOrderFactory
+from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.streams.models import RawOrderMessage, SyncException, utcnow
 
 
 def _shopify_order() -> dict:

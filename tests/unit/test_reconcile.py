@@ -21,9 +21,9 @@ from retail_sync.reconcile import (
     erp_status,
     marketplace_status,
 )
-from streams.mappers import shopify
-from streams.models import Money, Order, OrderLine
-from streams.status import CANONICAL_STATUSES
+from retail_sync.streams.mappers import shopify
+from retail_sync.streams.models import Money, Order, OrderLine
+from retail_sync.streams.status import CANONICAL_STATUSES
 from tests.fixture_orders import shopify_order
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -255,8 +255,8 @@ def test_a_channel_that_could_not_be_read_is_not_ok() -> None:
 
 
 async def test_shopify_list_orders_pages_through_every_order() -> None:
-    from connectors.shopify_outbound import ShopifyOutbound, list_orders
-    from simulators.shopify import ShopifySimConfig, ShopifySimulator
+    from retail_sync.connectors.shopify_outbound import ShopifyOutbound, list_orders
+    from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 
     simulator = ShopifySimulator(ShopifySimConfig(webhook_url="http://127.0.0.1:9/none", secret="s",
                                                          seed=7))

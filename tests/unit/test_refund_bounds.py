@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agents import aftersale
-from agents.lifecycle import apply
-from streams.models import (
+from retail_sync.agents import aftersale
+from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.models import (
     CancelRequested,
     OrderState,
     RefundRecord,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.errors import PermanentError
-from connectors.regional import RegionalFileSource
-from simulators.regional import COLUMNS, RegionalSimConfig, RegionalSimulator
-from streams.mappers.regional import STATUS_CODES, make_mapper, map_order
-from streams.mappers.shopify import MappingError
+from retail_sync.connectors.errors import PermanentError
+from retail_sync.connectors.regional import RegionalFileSource
+from retail_sync.simulators.regional import COLUMNS, RegionalSimConfig, RegionalSimulator
+from retail_sync.streams.mappers.regional import STATUS_CODES, make_mapper, map_order
+from retail_sync.streams.mappers.shopify import MappingError
 
 FILE = "orders_20261127101500_0001.csv"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
-from connectors.errors import RetryableError
-from connectors.regional_outbound import (
+from retail_sync.connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import RetryableError
+from retail_sync.connectors.regional_outbound import (
     REFUND_COLUMNS,
     REGIONAL_CARRIERS,
     SHIPMENT_COLUMNS,
@@ -22,7 +22,7 @@ from connectors.regional_outbound import (
     render_csv,
     write_atomically,
 )
-from simulators.regional import CARRIERS, RegionalOrder, RegionalSimConfig, RegionalSimulator
+from retail_sync.simulators.regional import CARRIERS, RegionalOrder, RegionalSimConfig, RegionalSimulator
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

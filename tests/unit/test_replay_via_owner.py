@@ -7,11 +7,11 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime, timedelta
 
-from agents.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
-from connectors.erp import ErpNextConnector
-from simulators.erp import ErpSimConfig, run_erp_simulator
-from streams.mappers import shopify
-from streams.models import (
+from retail_sync.agents.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
+from retail_sync.connectors.erp import ErpNextConnector
+from retail_sync.simulators.erp import ErpSimConfig, run_erp_simulator
+from retail_sync.streams.mappers import shopify
+from retail_sync.streams.models import (
     CancelRequested,
     ErpOrderFailed,
     ErpOrderPosted,
@@ -25,7 +25,7 @@ from streams.models import (
     RetryWmsRelease,
     StockAnswered,
 )
-from streams.stock import ReleaseStock
+from retail_sync.streams.stock import ReleaseStock
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import rocksdict
 
-from agents.index import apply_entry
-from agents.stock import forget_lines
-from streams.models import (
+from retail_sync.agents.index import apply_entry
+from retail_sync.agents.stock import forget_lines
+from retail_sync.streams.models import (
     CancelRequested,
     Correlation,
     IndexEntry,
@@ -24,9 +24,9 @@ from streams.models import (
     ShipmentRecord,
     TimelineEntry,
 )
-from streams.stock import ForgetLines, Reservation, reservation_key
-from tables import retention
-from tables.retention import _iterate, last_change, retirable, scan, too_old_to_take
+from retail_sync.streams.stock import ForgetLines, Reservation, reservation_key
+from retail_sync.tables import retention
+from retail_sync.tables.retention import _iterate, last_change, retirable, scan, too_old_to_take
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 AGE = timedelta(days=30)

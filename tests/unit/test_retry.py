@@ -3,8 +3,8 @@ settings, full-jitter backoff never below Retry-After, permanent errors never re
 
 import pytest
 
-from agents.retry import RetryPolicy, backoff_delay, call_with_retries
-from connectors.errors import PermanentError, RateLimitedError, RetryableError
+from retail_sync.agents.retry import RetryPolicy, backoff_delay, call_with_retries
+from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
 
 SETTINGS = Settings(marketplace_max_attempts=3, marketplace_backoff_base_s=0.001,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from connectors.ratelimit import (
+from retail_sync.connectors.ratelimit import (
     AMAZON_PLANS,
     Budgets,
     Limiter,
@@ -19,7 +19,7 @@ from connectors.ratelimit import (
     limiter_for,
     limiter_key,
 )
-from connectors.redis_support import redis_enabled
+from retail_sync.connectors.redis_support import redis_enabled
 from retail_sync.settings import Settings
 
 Pair = Callable[..., Awaitable[tuple[Limiter, Limiter]]]
@@ -184,7 +184,7 @@ def test_local_gcra_with_a_fake_clock():
 async def test_unreachable_redis_falls_back_without_raising(closed_redis_url: str, caplog):
     limiter = limiter_for(closed_redis_url, "rs:rl:test:shop:orders", 100.0, 2)
     assert isinstance(limiter, RedisGcra)
-    with caplog.at_level(logging.WARNING, logger="connectors.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="retail_sync.connectors.ratelimit"):
         start = time.monotonic()
         for _ in range(3):
             await limiter.acquire()  # 2 at once, then 1 at 100/s through the local limiter

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
-from connectors.errors import PermanentError, RateLimitedError, RetryableError
-from connectors.ratelimit import SHOPIFY_PLANS, Budgets
-from connectors.shopify_outbound import (
+from retail_sync.connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
+from retail_sync.connectors.ratelimit import SHOPIFY_PLANS, Budgets
+from retail_sync.connectors.shopify_outbound import (
     SHOPIFY_CARRIERS,
     ShopifyOutbound,
     parse_call_limit,
     shopify_carrier,
 )
-from simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.unit.test_shopify_simulator import Receiver
 
 TOKEN = "shpat_demo"

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from simulators.shopify import LeakyBucket, ShopifySimConfig, ShopifySimulator, sign
-from simulators.shopify_orders import ShopifyOrderFactory
+from retail_sync.simulators.shopify import LeakyBucket, ShopifySimConfig, ShopifySimulator, sign
+from retail_sync.simulators.shopify_orders import ShopifyOrderFactory
 
 SECRET = "shpss_test_secret"
 

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
-from simulators.shopify_orders import ShopifyOrderFactory, add_refund, edit_quantity
-from streams.mappers import shopify
+from retail_sync.simulators.shopify_orders import ShopifyOrderFactory, add_refund, edit_quantity
+from retail_sync.streams.mappers import shopify
 from tests.specs import spec_path
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.mappers import amazon, regional, walmart
-from streams.status import CANONICAL_STATUSES, TABLES, StatusTable
+from retail_sync.streams.mappers import amazon, regional, walmart
+from retail_sync.streams.status import CANONICAL_STATUSES, TABLES, StatusTable
 
 CHANNELS = sorted(TABLES)
 CASES = [(channel, word) for channel in CHANNELS for word in CANONICAL_STATUSES]

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.stock_logic import RELEASE_LOG, StockRules, apply, ats, free, held, offered_to, view
+from retail_sync.agents.stock_logic import RELEASE_LOG, StockRules, apply, ats, free, held, offered_to, view
 from retail_sync.settings import ChannelAllocation, Settings
-from streams.stock import (
+from retail_sync.streams.stock import (
     CommitStock,
     ErpStockChanged,
     InventoryPushed,

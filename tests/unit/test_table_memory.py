@@ -13,7 +13,7 @@ from pathlib import Path
 import faust
 
 from retail_sync.settings import Settings
-from tables.orders import order_state_table, stock_table
+from retail_sync.tables.orders import order_state_table, stock_table
 
 MIB = 1024 * 1024
 

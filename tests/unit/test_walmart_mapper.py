@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from simulators.walmart import WalmartSimConfig, WalmartSimulator
-from streams.mappers.walmart import (
+from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
+from retail_sync.streams.mappers.walmart import (
     CANONICAL_TO_LINE_STATUS,
     LINE_STATUS_TO_CANONICAL,
     ORDER_STATUSES,

@@ -14,7 +14,7 @@ import aiohttp
 import jsonschema
 import pytest
 
-from simulators.walmart import TokenBucket, WalmartSimConfig, WalmartSimulator, parse_walmart_date
+from retail_sync.simulators.walmart import TokenBucket, WalmartSimConfig, WalmartSimulator, parse_walmart_date
 from tests.specs import spec_path
 
 BASE_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
