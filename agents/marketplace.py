@@ -28,7 +28,7 @@ from typing import Any
 
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.retry import RetryPolicy, call_with_retries
-from retail_sync.connectors.base import CancelLine, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import CancelLine, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
 from retail_sync.streams.commands import ChannelCommand, MarketplaceRefund, MarketplaceShipment

@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from retail_sync.agents.exceptions import record_exception
-from retail_sync.connectors.base import OrderSource, PolledOrder
+from retail_sync.connectors.contracts import OrderSource, PolledOrder
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
 from retail_sync.streams.models import ExceptionKind, PollTick, RawOrderMessage, order_key, utcnow

@@ -18,7 +18,7 @@ from typing import Any
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.feeds import register_feed
 from retail_sync.agents.retry import call_with_retries
-from retail_sync.connectors.base import ShipmentLine, WmsConnector, WmsEvent
+from retail_sync.connectors.contracts import ShipmentLine, WmsConnector, WmsEvent
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.context import Context
 from retail_sync.streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease

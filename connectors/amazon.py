@@ -44,7 +44,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from retail_sync.connectors.base import PolledOrder, PollResult
+from retail_sync.connectors.contracts import PolledOrder, PollResult
 from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,

@@ -64,7 +64,7 @@ from urllib.parse import quote
 import aiohttp
 
 from retail_sync.connectors.amazon import USER_AGENT, error_for_status, observe
-from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
 
@@ -77,7 +77,7 @@ FEEDS, DOCUMENTS = "/feeds/2021-06-30/feeds", "/feeds/2021-06-30/documents"
 FINISHED = ("DONE", "FATAL", "CANCELLED")
 ORDERS_PATH = "/orders/v0/orders"
 CENT = Decimal("0.01")
-# canonical carrier (connectors.base.Shipment.carrier) -> Amazon carrierCode
+# canonical carrier (connectors.contracts.Shipment.carrier) -> Amazon carrierCode
 AMAZON_CARRIERS: dict[str, str] = {"UPS": "UPS", "USPS": "USPS", "FEDEX": "FedEx", "DHL": "DHL",
                                    "OTHER": "Other"}  # fmt: skip
 ADJUSTMENT_REASONS = ("NoInventory", "CustomerReturn", "GeneralAdjustment", "CouldNotShip",

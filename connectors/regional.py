@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from retail_sync.connectors.base import PolledOrder, PollResult
+from retail_sync.connectors.contracts import PolledOrder, PollResult
 from retail_sync.connectors.errors import PermanentError
 
 CHANNEL = "regional"

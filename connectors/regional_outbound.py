@@ -1,6 +1,6 @@
 """The regional marketplace as a ChannelOutbound: CSV files written into its outbox folder.
 
-The marketplace reads what we write there (simulators/regional.py ``process_outbox``), in the
+The marketplace reads what we write there (simulators/regional/simulator.py ``process_outbox``), in the
 dialect of the batch files it drops for us: comma-separated, UTF-8, a header row.
 
 * ``inventory_<stamp>_<seq>_<rand>.csv``: ``sku,quantity`` (absolute quantities);
@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import RetryableError
 
 CHANNEL = "regional"
@@ -46,7 +46,7 @@ CANCEL_COLUMNS = ("order_id", "line_id", "sku", "quantity", "reason")
 SHIPMENT_COLUMNS = ("shipment_id", "order_id", "line_id", "sku", "quantity", "carrier",
                     "tracking_number", "shipped_at")
 REFUND_COLUMNS = ("refund_id", "order_id", "line_id", "sku", "quantity", "amount", "currency", "reason")
-# canonical carrier (connectors.base.Shipment.carrier) -> the regional marketplace's name for it
+# canonical carrier (connectors.contracts.Shipment.carrier) -> the regional marketplace's name for it
 REGIONAL_CARRIERS: dict[str, str] = {"UPS": "UPS", "USPS": "USPS", "FEDEX": "FedEx", "DHL": "DHL Paket",
                                      "OTHER": "Sonstige"}  # fmt: skip
 WHOLE_ORDER = "*"

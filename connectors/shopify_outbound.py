@@ -57,7 +57,7 @@ from typing import Any
 
 import aiohttp
 
-from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
@@ -73,7 +73,7 @@ ADMIN = "admin"  # the one budget of the Admin REST API (per store)
 CALL_LIMIT_HEADER = "X-Shopify-Shop-Api-Call-Limit"
 ALREADY_CANCELLED = "already been cancelled"
 MAX_ERROR_BODY = 4 * 1024
-#: canonical carrier (connectors.base.Shipment) -> Shopify ``tracking_company``
+#: canonical carrier (connectors.contracts.Shipment) -> Shopify ``tracking_company``
 SHOPIFY_CARRIERS: dict[str, str] = {
     "UPS": "UPS",
     "USPS": "USPS",

@@ -32,7 +32,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from retail_sync.connectors.base import PolledOrder, PollResult
+from retail_sync.connectors.contracts import PolledOrder, PollResult
 from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,

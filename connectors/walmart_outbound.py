@@ -63,7 +63,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from retail_sync.connectors.base import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.walmart import WalmartOrdersClient, error_for_status, walmart_budgets
 
@@ -74,7 +74,7 @@ FEED_DONE = ("PROCESSED", "ERROR")
 FEED_PAGE = 50
 TRANSIENT = ("SYSTEM_ERROR", "TIMEOUT_ERROR")
 PER_SKU_FAILURES = (400, 404)
-#: canonical carrier (connectors.base.Shipment) -> Walmart ``carrierName.carrier``; None: not a
+#: canonical carrier (connectors.contracts.Shipment) -> Walmart ``carrierName.carrier``; None: not a
 #: Walmart carrier, sent as ``otherCarrier`` (which needs a tracking URL)
 WALMART_CARRIERS: dict[str, str | None] = {
     "UPS": "UPS",

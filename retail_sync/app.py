@@ -22,7 +22,7 @@ from retail_sync.agents import (
     stock_feed,
     warehouse,
 )
-from retail_sync.connectors.base import ChannelOutbound, ErpConnector, StockFeed
+from retail_sync.connectors.contracts import ChannelOutbound, ErpConnector, StockFeed
 from retail_sync.connectors.erp import ErpNextConnector
 from retail_sync.connectors.erp_stock import ErpStockFeed
 from retail_sync.connectors.ratelimit import all_budgets

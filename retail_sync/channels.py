@@ -13,7 +13,7 @@ from typing import Any
 
 from retail_sync.connectors.amazon import AmazonSource
 from retail_sync.connectors.amazon_outbound import AmazonOutbound
-from retail_sync.connectors.base import ChannelPlugin
+from retail_sync.connectors.plugin import ChannelPlugin
 from retail_sync.connectors.regional import RegionalFileSource
 from retail_sync.connectors.regional_outbound import RegionalOutbound
 from retail_sync.connectors.shopify_outbound import ShopifyOutbound

@@ -14,7 +14,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from retail_sync.connectors.base import ChannelPlugin, PolledOrder, PollResult
+from retail_sync.connectors.contracts import PolledOrder, PollResult
+from retail_sync.connectors.plugin import ChannelPlugin
 from retail_sync.streams.mappers.shopify import MappingError
 from retail_sync.streams.models import Money, Order, OrderLine
 

@@ -14,7 +14,7 @@ import faust
 import pytest
 
 from retail_sync.agents import marketplace, orders
-from retail_sync.connectors.base import CancelLine, PushReport
+from retail_sync.connectors.contracts import CancelLine, PushReport
 from retail_sync.connectors.errors import PermanentError
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import Metrics

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retail_sync.connectors.base import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import RetryableError
 from retail_sync.connectors.regional_outbound import (
     REFUND_COLUMNS,
@@ -22,7 +22,7 @@ from retail_sync.connectors.regional_outbound import (
     render_csv,
     write_atomically,
 )
-from retail_sync.simulators.regional import CARRIERS, RegionalOrder, RegionalSimConfig, RegionalSimulator
+from retail_sync.simulators.regional.simulator import CARRIERS, RegionalOrder, RegionalSimConfig, RegionalSimulator
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
