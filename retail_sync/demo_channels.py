@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.regional import RegionalSimConfig, RegionalSimulator
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.regional.simulator import RegionalSimConfig, RegionalSimulator
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 
 DEMO_SKUS = [f"DEMO-{n:03d}" for n in range(1, 25)]
 BUYER_CANCEL_RATE = 0.03  # Amazon: share of orders whose buyer asks to cancel a moment later

@@ -15,9 +15,9 @@ import asyncio
 import time
 from typing import Any
 
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 
 
 class _RecordingAmazon(AmazonSimulator):

@@ -8,8 +8,8 @@ import contextlib
 import signal
 
 from retail_sync.cli import load_settings
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 
 
 def run_simulator(args: argparse.Namespace) -> int:

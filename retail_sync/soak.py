@@ -37,9 +37,9 @@ from retail_sync import memdebug
 from retail_sync.broker import free_port
 from retail_sync.demo_channels import DEMO_SKUS, make_driver, parse_mix
 from retail_sync.report import Progress, bar
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import ROOT, Stack, WorkerFailed
-from retail_sync.simulators.erp import ErpSimConfig
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 
 MIX = "shopify=2,amazon=1,walmart=1,regional=1"  # the demo's default
 SAMPLE_EVERY_S = 1.0

@@ -33,8 +33,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from retail_sync.admin_auth import SCOPES, hash_token, new_token
 from retail_sync.broker import EmbeddedBroker, free_port
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator
 from retail_sync.tansu_compat import true_end_offsets
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from retail_sync.broker import EmbeddedBroker
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.stack import Stack
-from retail_sync.simulators.erp import ErpSimConfig
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from retail_sync.simulators.shopify import ShopifyOrderFactory, sign
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, sign
 
 SECRET = "shpss_demo_secret"  # the worker's default RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET
 

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from retail_sync.broker import free_port
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack, WorkerProcess, token_name
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = pytest.mark.integration

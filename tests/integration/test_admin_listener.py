@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from retail_sync.admin_auth import hash_token, new_token
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, all_assigned, eventually, headers, order_body
 
 pytestmark = pytest.mark.integration

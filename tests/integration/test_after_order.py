@@ -13,15 +13,15 @@ import aiohttp
 import orjson
 import pytest
 
+from retail_sync.broker import free_port
 from retail_sync.connectors.base import ShipmentLine
 from retail_sync.connectors.wms import WmsClient
-from retail_sync.broker import free_port
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.regional.simulator import RegionalSimulator
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.regional import RegionalSimulator
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from retail_sync.broker import free_port
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack
-from retail_sync.simulators.erp import ErpSimConfig
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers, order_body
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ import pytest
 
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.chaos_broker import ANSWER_MARGIN_S, ProxiedBroker, broker_outage
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import ROOT, Stack
-from retail_sync.simulators.erp import ErpSimConfig
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import child_pids, headers, pid_alive
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration

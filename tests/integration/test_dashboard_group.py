@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, all_assigned, eventually
 from tests.integration.test_dashboard_browser import _get, _metric_sum
 

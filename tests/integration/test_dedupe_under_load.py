@@ -15,8 +15,8 @@ import uuid
 import aiohttp
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import all_assigned, eventually, headers, order_body
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from retail_sync.connectors.erp_fields import MARKETPLACE_WAREHOUSE
+
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from retail_sync.broker import free_port
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.regional.simulator import RegionalSimConfig, RegionalSimulator
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.regional import RegionalSimConfig, RegionalSimulator
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers, order_body, post_webhook
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import SECRET, eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration

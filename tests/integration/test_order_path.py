@@ -12,8 +12,8 @@ import json
 import orjson
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.shopify import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, eventually, headers, order_body, post_webhook
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from retail_sync.broker import free_port
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack, read_topic
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
 from tests.integration.helpers import SECRET, eventually, headers, post_webhook
 
 pytestmark = pytest.mark.integration

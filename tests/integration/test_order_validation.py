@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers, order_body, post_webhook
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import aiohttp
 import orjson
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers, order_body, post_webhook
 
 pytestmark = pytest.mark.integration

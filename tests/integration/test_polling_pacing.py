@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from tests.integration.helpers import child_pids, eventually, pid_alive
 
 pytestmark = pytest.mark.integration

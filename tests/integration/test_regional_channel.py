@@ -10,8 +10,8 @@ import json
 import orjson
 import pytest
 
+from retail_sync.simulators.regional.simulator import RegionalSimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.regional import RegionalSimulator
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 
 from retail_sync.broker import free_port
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from retail_sync.broker import free_port
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.regional.simulator import RegionalSimConfig, RegionalSimulator
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.simulators.regional import RegionalSimConfig, RegionalSimulator
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from tests.integration.helpers import all_assigned, eventually
 
 pytestmark = pytest.mark.integration

@@ -26,9 +26,9 @@ import orjson
 import pytest
 
 from retail_sync.chaos_broker import ProxiedBroker
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.erp import ErpSimConfig
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import eventually, headers
 
 pytestmark = pytest.mark.integration

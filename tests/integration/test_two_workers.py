@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, all_assigned, eventually
 
 pytestmark = pytest.mark.integration

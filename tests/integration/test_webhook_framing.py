@@ -18,9 +18,9 @@ import pytest_asyncio
 
 from retail_sync import raw_http
 from retail_sync.chaos_fragmented import shopify_delivery
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.simulators.erp import ErpSimConfig
-from retail_sync.simulators.shopify import ShopifyOrderFactory
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]

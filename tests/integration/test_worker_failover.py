@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack
-from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
 from tests.integration.helpers import SECRET, all_assigned, eventually, stock_agrees_with_erp
 
 pytestmark = pytest.mark.integration

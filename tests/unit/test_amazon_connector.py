@@ -8,12 +8,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from retail_sync.streams.mappers.amazon import map_order
 
 import retail_sync.connectors.amazon
-from retail_sync.connectors.amazon import AmazonOrdersClient, OrdersPage, amazon_time, error_for_status, orders_query
+from retail_sync.connectors.amazon import (
+    AmazonOrdersClient,
+    OrdersPage,
+    amazon_time,
+    error_for_status,
+    orders_query,
+)
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator
-from retail_sync.streams.mappers.amazon import map_order
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
 
 TOKEN = "Atza|connector-test"  # noqa: S105
 MARKET = ["ATVPDKIKX0DER"]

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from retail_sync.simulators.amazon_orders import Market, OrderFactory, visible
 from retail_sync.streams.mappers.amazon import (
     CANONICAL_TO_STATUS,
     FINANCIAL_STATUS,
@@ -21,6 +19,8 @@ from retail_sync.streams.mappers.amazon import (
     map_order,
 )
 from retail_sync.streams.mappers.shopify import MappingError as ShopifyMappingError
+
+from retail_sync.simulators.amazon.orders import Market, OrderFactory, visible
 from tests.fixture_orders import amazon_example
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

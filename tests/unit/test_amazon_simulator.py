@@ -17,8 +17,9 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from retail_sync.simulators.amazon import AmazonSimConfig, AmazonSimulator, TokenBucket
-from retail_sync.simulators.amazon_orders import ORDER_STATUSES
+from retail_sync.simulators.amazon.orders import ORDER_STATUSES
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.simulators.bucket import Bucket
 from tests.specs import SPECS as SHARED_SPECS
 from tests.specs import in_ci, needs_spec, spec_path
 
@@ -336,7 +337,7 @@ async def test_injected_failures_answer_5xx_then_recover(sim, http) -> None:
 
 def test_token_bucket_refills_at_its_rate() -> None:
     now = [0.0]
-    bucket = TokenBucket(rate=0.5, burst=2, clock=lambda: now[0])
+    bucket = Bucket(rate=0.5, burst=2, clock=lambda: now[0])
     assert [bucket.take() for _ in range(3)] == [True, True, False]
     now[0] = 1.9
     assert not bucket.take()

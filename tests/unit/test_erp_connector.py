@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pytest
 from pydantic import AnyHttpUrl
-
-from retail_sync.connectors.base import ErpReturnResult, ErpShipmentResult, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.erp import ErpNextConnector, error_for_status, post_result, sales_order_doc
 from retail_sync.connectors.erp_orders import ErpOrderFeed, order_change
+
+from retail_sync.connectors.base import ErpReturnResult, ErpShipmentResult, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
 from retail_sync.streams.models import Address, Customer, Money, Order, OrderLine
 
 

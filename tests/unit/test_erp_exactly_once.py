@@ -17,13 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from retail_sync.connectors.erp import ErpNextConnector
 from retail_sync.connectors.erp_fields import CUSTOM_FIELDS
+
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
-from retail_sync.simulators.erp_docs import build_sales_order
-from retail_sync.simulators.erp_meta import DEFAULT_FIELDS, Masters, doctype_fields
+from retail_sync.simulators.erpnext.docs import build_sales_order
+from retail_sync.simulators.erpnext.meta import DEFAULT_FIELDS, Masters, doctype_fields
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
 from tests.specs import spec_path
 from tests.unit.test_erp_connector import SKU_A, SKU_B, make_order, refund, shipment
 from tests.unit.test_erp_connector import two_line_order as order_of_two

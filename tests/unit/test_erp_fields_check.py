@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from retail_sync.connectors.erp import FrappeSession
 from retail_sync.connectors.erp_fields import CUSTOM_FIELDS
+
 from retail_sync.erp_fields_check import check, messages, problems_of
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER_KEY = "Sales Order.custom_marketplace_order_key"

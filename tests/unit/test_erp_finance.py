@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from retail_sync.simulators.erp_docs import DocValidationError, build_sales_order
-from retail_sync.simulators.erp_finance import FinanceBook
+from retail_sync.simulators.erpnext.docs import DocValidationError, build_sales_order
+from retail_sync.simulators.erpnext.finance import FinanceBook
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 JSON = dict[str, Any]

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
-from retail_sync.simulators.erp_docs import DocValidationError, build_sales_order, list_documents
+from retail_sync.simulators.erpnext.docs import DocValidationError, build_sales_order, list_documents
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
 
 AUTH = {"Authorization": "token demo-key:demo-secret"}
 SO = "/api/resource/Sales%20Order"

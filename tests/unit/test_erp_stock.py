@@ -8,14 +8,20 @@ from typing import Any
 
 import pytest
 from pydantic import AnyHttpUrl
+from retail_sync.connectors.erp_stock import (
+    ErpStockFeed,
+    bin_query,
+    parse_warehouses,
+    stock_level,
+    whole_units,
+)
 
 from retail_sync.connectors.base import StockLevel
-from retail_sync.connectors.erp_stock import ErpStockFeed, bin_query, parse_warehouses, stock_level, whole_units
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
-from retail_sync.simulators.erp_docs import DocValidationError
-from retail_sync.simulators.erp_stock import (
+from retail_sync.simulators.erpnext.docs import DocValidationError
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
+from retail_sync.simulators.erpnext.stock import (
     DELIVERY_NOTE,
     RECONCILIATION,
     STOCK_ENTRY,

@@ -19,16 +19,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from retail_sync.agents.lifecycle import apply
-from retail_sync.connectors.base import Refund, ShipmentLine
 from retail_sync.connectors.erp import ErpNextConnector, sales_order_doc
 from retail_sync.connectors.erp_fields import MARKETPLACE_WAREHOUSE
-from retail_sync.connectors.wms import WmsClient
-from retail_sync.simulators.erp import ErpSimConfig, ErpSimulator, run_erp_simulator
-from retail_sync.simulators.wms import WmsSimConfig, WmsSimulator
-from retail_sync.streams.commands import ErpCancelRequest, WmsCancel, WmsRelease
 from retail_sync.streams.mappers import amazon, shopify, walmart
+
+from retail_sync.connectors.base import Refund, ShipmentLine
+from retail_sync.connectors.wms import WmsClient
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
+from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
+from retail_sync.streams.commands import ErpCancelRequest, WmsCancel, WmsRelease
 from retail_sync.streams.models import (
     CancelRequested,
     ErpOrderPosted,

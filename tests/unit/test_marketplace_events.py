@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-
 from retail_sync.agents.lifecycle import apply
 from retail_sync.connectors.amazon_outbound import acknowledgement_feed
-from retail_sync.connectors.base import CancelLine
-from retail_sync.simulators.amazon_listings import parse_acknowledgements
-from retail_sync.simulators.amazon_orders import Market, OrderFactory, request_cancel_by_buyer, visible
-from retail_sync.streams.commands import ErpCancelRequest, ErpPostRequest, WmsCancel, WmsRelease
 from retail_sync.streams.mappers import amazon, shopify
+
+from retail_sync.connectors.base import CancelLine
+from retail_sync.simulators.amazon.listings import parse_acknowledgements
+from retail_sync.simulators.amazon.orders import Market, OrderFactory, request_cancel_by_buyer, visible
+from retail_sync.streams.commands import ErpCancelRequest, ErpPostRequest, WmsCancel, WmsRelease
 from retail_sync.streams.models import (
     ErpOrderCancelled,
     ErpOrderPosted,

@@ -18,16 +18,16 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from retail_sync.streams.mappers import amazon, regional, shopify, walmart
 
 from retail_sync.agents.ingest import ingest_one
 from retail_sync.channels import channels
 from retail_sync.exceptions_view import explain_replay
 from retail_sync.settings import Settings
-from retail_sync.simulators.amazon_orders import Market, OrderFactory, cancel_units, visible
-from retail_sync.simulators.shopify_orders import ShopifyOrderFactory
-from retail_sync.simulators.walmart_orders import WalmartOrderFactory
+from retail_sync.simulators.amazon.orders import Market, OrderFactory, cancel_units, visible
+from retail_sync.simulators.shopify.orders import ShopifyOrderFactory
+from retail_sync.simulators.walmart.orders import WalmartOrderFactory
 from retail_sync.streams import iso4217
-from retail_sync.streams.mappers import amazon, regional, shopify, walmart
 from retail_sync.streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, SyncException
 from retail_sync.streams.validation import (
     InvalidOrder,

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from retail_sync.streams.mappers import shopify
 
 from retail_sync.reconcile import (
     CAUSES,
@@ -21,7 +22,6 @@ from retail_sync.reconcile import (
     erp_status,
     marketplace_status,
 )
-from retail_sync.streams.mappers import shopify
 from retail_sync.streams.models import Money, Order, OrderLine
 from retail_sync.streams.status import CANONICAL_STATUSES
 from tests.fixture_orders import shopify_order
@@ -256,7 +256,8 @@ def test_a_channel_that_could_not_be_read_is_not_ok() -> None:
 
 async def test_shopify_list_orders_pages_through_every_order() -> None:
     from retail_sync.connectors.shopify_outbound import ShopifyOutbound, list_orders
-    from retail_sync.simulators.shopify import ShopifySimConfig, ShopifySimulator
+
+    from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 
     simulator = ShopifySimulator(ShopifySimConfig(webhook_url="http://127.0.0.1:9/none", secret="s",
                                                          seed=7))

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from retail_sync.agents.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
 from retail_sync.connectors.erp import ErpNextConnector
-from retail_sync.simulators.erp import ErpSimConfig, run_erp_simulator
 from retail_sync.streams.mappers import shopify
+
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig, run_erp_simulator
 from retail_sync.streams.models import (
     CancelRequested,
     ErpOrderFailed,

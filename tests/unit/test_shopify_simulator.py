@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from retail_sync.simulators.shopify import LeakyBucket, ShopifySimConfig, ShopifySimulator, sign
-from retail_sync.simulators.shopify_orders import ShopifyOrderFactory
+from retail_sync.simulators.bucket import Bucket
+from retail_sync.simulators.shopify.orders import ShopifyOrderFactory
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator, sign
 
 SECRET = "shpss_test_secret"
 
@@ -263,7 +264,7 @@ async def test_admin_api_bucket_fills_to_429(admin: ShopifySimulator) -> None:
 
 def test_leaky_bucket_leaks() -> None:
     now = [0.0]
-    bucket = LeakyBucket(capacity=40, leak_per_s=2.0, clock=lambda: now[0])
+    bucket = Bucket.leaky(capacity=40, leak_per_s=2.0, clock=lambda: now[0])
     assert all(bucket.take() for _ in range(40)) and not bucket.take()
     assert bucket.header() == "40/40"
     now[0] = 1.0

@@ -12,8 +12,13 @@ import pytest
 from aiohttp import web
 
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from retail_sync.connectors.walmart import WalmartOrdersClient, error_for_status, retry_after_from, walmart_date
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
+from retail_sync.connectors.walmart import (
+    WalmartOrdersClient,
+    error_for_status,
+    retry_after_from,
+    walmart_date,
+)
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 
 BASE = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 SINCE = datetime(2023, 11, 1, tzinfo=UTC)
@@ -279,8 +284,9 @@ def test_error_mapping_is_pure() -> None:
 
 
 async def test_source_delivers_buyer_cancellations_from_the_modified_poll() -> None:
-    from retail_sync.connectors.walmart import WalmartSource
     from retail_sync.streams.mappers.walmart import map_order
+
+    from retail_sync.connectors.walmart import WalmartSource
 
     sim = WalmartSimulator(WalmartSimConfig(seed=4, acknowledge_burst=100))
     await sim.start("127.0.0.1", 0)

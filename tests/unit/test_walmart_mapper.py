@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from retail_sync.simulators.walmart import WalmartSimConfig, WalmartSimulator
 from retail_sync.streams.mappers.walmart import (
     CANONICAL_TO_LINE_STATUS,
     LINE_STATUS_TO_CANONICAL,
@@ -21,6 +19,8 @@ from retail_sync.streams.mappers.walmart import (
     map_order,
     order_status,
 )
+
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from tests.specs import spec_path
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "walmart_order_example.json"

@@ -14,7 +14,8 @@ import aiohttp
 import jsonschema
 import pytest
 
-from retail_sync.simulators.walmart import TokenBucket, WalmartSimConfig, WalmartSimulator, parse_walmart_date
+from retail_sync.simulators.bucket import Bucket
+from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator, parse_walmart_date
 from tests.specs import spec_path
 
 BASE_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -354,7 +355,7 @@ async def test_time_scale_speeds_up_refill_and_budget_changes_at_runtime(
 
 def test_token_bucket_refills_up_to_burst() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(rate_per_s=2, burst=2, clock=clock)
+    bucket = Bucket(rate=2, burst=2, clock=clock)
     assert bucket.take() and bucket.take() and not bucket.take()
     assert bucket.seconds_to_next_token() == pytest.approx(0.5)
     clock.now += 10

@@ -15,7 +15,7 @@ from retail_sync.connectors.base import ShipmentLine, WmsEvent
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.wms import WmsClient, canonical_carrier, wms_event
 from retail_sync.settings import Settings
-from retail_sync.simulators.wms import CARRIERS, WmsSimConfig, WmsSimulator
+from retail_sync.simulators.wms.simulator import CARRIERS, WmsSimConfig, WmsSimulator
 
 LINES = [ShipmentLine("1", "SKU-A", 3), ShipmentLine("2", "SKU-B", 1)]
 TRACKING = {

@@ -7,7 +7,7 @@ document is read back. The simulator does the same with the field lists in
 ``erpnext_doctypes.json`` (Sales Order, Delivery Note and their items, Bin and Stock Ledger Entry
 from ../shared/specs/erpnext, ERPNext v15.109.0; Sales Invoice, its items and Sales Taxes and
 Charges by name from frappe/erpnext's doctype JSON) plus the Custom Fields the integration
-declares (``connectors.erp_fields.CUSTOM_FIELDS``). Stock Entry and Stock Reconciliation, which
+declares (``site.CUSTOM_FIELDS``). Stock Entry and Stock Reconciliation, which
 the engine never posts, are not filtered.
 
 **Links.** Frappe checks every Link field on insert and answers HTTP 417 ``LinkValidationError``
@@ -34,7 +34,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from retail_sync.connectors.erp_fields import (
+from retail_sync.simulators.erpnext.site import (
     CHANNEL_CUSTOMERS,
     COMPANY_CURRENCY,
     CUSTOM_FIELDS,
@@ -98,10 +98,10 @@ SERVICE_ITEMS = ["MARKETPLACE-CUSTOM-ITEM"]
 
 def catalogue_items() -> set[str]:
     """The items every simulator's catalogue sells, and the demo's."""
-    from retail_sync.simulators.amazon_orders import CATALOGUE
-    from retail_sync.simulators.regional import SKUS
-    from retail_sync.simulators.shopify_orders import DEFAULT_SKUS
-    from retail_sync.simulators.walmart_orders import CATALOG
+    from retail_sync.simulators.amazon.orders import CATALOGUE
+    from retail_sync.simulators.regional.simulator import SKUS
+    from retail_sync.simulators.shopify.orders import DEFAULT_SKUS
+    from retail_sync.simulators.walmart.orders import CATALOG
 
     return ({row[0] for row in CATALOGUE} | set(SKUS) | set(DEFAULT_SKUS)
             | {row[0] for row in CATALOG} | set(DEMO_ITEMS) | set(SERVICE_ITEMS))  # fmt: skip
@@ -154,13 +154,13 @@ class Masters:
                "Warehouse": "warehouse_name"}[doctype]  # fmt: skip
         name = body.get("name") or body.get(key)
         if not isinstance(name, str) or not name.strip():
-            from retail_sync.simulators.erp_docs import DocValidationError
+            from retail_sync.simulators.erpnext.docs import DocValidationError
 
             raise DocValidationError(f"Error: Value missing for {doctype}: {key}")
         target = {"Item": self.items, "Customer": self.customers,
                   "Warehouse": self.warehouses}[doctype]  # fmt: skip
         if name in target:
-            from retail_sync.simulators.erp_docs import DuplicateEntryError
+            from retail_sync.simulators.erpnext.docs import DuplicateEntryError
 
             raise DuplicateEntryError(f"{doctype} {name} already exists")
         target.add(name)

@@ -5,7 +5,7 @@ What it mirrors (ERPNext v15 / Frappe):
 * ``POST /api/resource/Sales Order`` creates a Sales Order named from the ``SAL-ORD-.YYYY.-``
   series and answers ``{"data": doc}``: a draft (``docstatus`` 0, status "Draft"), or inserted
   and submitted when the body says ``"docstatus": 1``; submitting reserves stock on its Bins.
-* Stock, as ERPNext models it (see ``simulators.erp_stock``): ``POST`` of ``Stock Entry``
+* Stock, as ERPNext models it (see ``simulators.erpnext.stock``): ``POST`` of ``Stock Entry``
   (Material Receipt / Material Issue), ``Stock Reconciliation`` and ``Delivery Note`` move stock;
   ``Bin`` and ``Stock Ledger Entry`` are read-only. Integrations poll Bins by ``modified``:
   ``GET /api/resource/Bin?filters=[["Bin","modified",">=",ts]]&order_by=modified asc``.
@@ -14,7 +14,7 @@ What it mirrors (ERPNext v15 / Frappe):
 * Auth is ``Authorization: token <api_key>:<api_secret>``; failures are 401 AuthenticationError.
 * Validation failures are HTTP 417 ``ValidationError`` with ``_server_messages``, as Frappe does.
 
-After the order (see ``simulators.erp_finance`` for the money side):
+After the order (see ``simulators.erpnext.finance`` for the money side):
 
 * ``POST /api/resource/Delivery Note`` submitted, rows with ``against_sales_order`` and
   ``so_detail``: ships (stock leaves, the order's reservation is freed), raises the rows'
@@ -41,14 +41,14 @@ Duplicates, as ERPNext answers them (no replay header, no idempotency of its own
   Purchase Order Y ..." (ERPNext v15 ``validate_po`` with the Selling Setting
   ``allow_against_multiple_purchase_orders`` off, config of the same name) or, with it on,
   created with a warning in ``_server_messages``.
-* Unique Custom Fields (``connectors.erp_fields.CUSTOM_FIELDS``: ``custom_marketplace_order_key``
+* Unique Custom Fields (``site.CUSTOM_FIELDS``: ``custom_marketplace_order_key``
   on Sales Order, ``custom_shipment_id``/``custom_return_id`` on Delivery Note,
   ``custom_return_id`` on Sales Invoice) refuse a second document with the same value: 417
   ``UniqueValidationError`` "<Label> must be unique", what Frappe raises on the database's unique
   index. Nothing is created or moved by a refused post.
 * Fields a doctype does not define are dropped, links (Customer, Company, Warehouse, Item) are
-  checked, and foreign currencies are converted, see ``simulators.erp_meta``; totals follow
-  ERPNext's discounts (``simulators.erp_docs._totals``).
+  checked, and foreign currencies are converted, see ``simulators.erpnext.meta``; totals follow
+  ERPNext's discounts (``simulators.erpnext.docs._totals``).
 
 What it adds, as a test double: fault injection (latency, 5xx, slow answers, on posts only), an
 oversold-units counter and test-only control endpoints under ``/_sim`` (``stats``, ``orders``,
@@ -68,8 +68,7 @@ from typing import Any
 
 from aiohttp import web
 
-from retail_sync.connectors.erp_fields import CUSTOM_FIELDS, unique_fields
-from retail_sync.simulators.erp_docs import (
+from retail_sync.simulators.erpnext.docs import (
     DocValidationError,
     LinkValidationError,
     UniqueValidationError,
@@ -85,9 +84,10 @@ from retail_sync.simulators.erp_docs import (
     order_item,
     server_messages,
 )
-from retail_sync.simulators.erp_finance import SALES_INVOICE, FinanceBook
-from retail_sync.simulators.erp_meta import MASTER_DOCTYPES, Masters, keep_defined
-from retail_sync.simulators.erp_stock import (
+from retail_sync.simulators.erpnext.finance import SALES_INVOICE, FinanceBook
+from retail_sync.simulators.erpnext.meta import MASTER_DOCTYPES, Masters, keep_defined
+from retail_sync.simulators.erpnext.site import CUSTOM_FIELDS, unique_fields
+from retail_sync.simulators.erpnext.stock import (
     BIN,
     DEFAULT_WAREHOUSE,
     DELIVERY_NOTE,

@@ -51,7 +51,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from retail_sync.simulators.amazon_orders import OrderRecord, cancel_units, iso
+from retail_sync.simulators.amazon.orders import OrderRecord, cancel_units, iso
 from retail_sync.simulators.listings import Listings
 
 JSON = dict[str, Any]

@@ -41,7 +41,7 @@ What it mirrors (see Shopify's webhook and REST docs):
 * Order edits (the merchant edits an open order in Shopify admin): ``edit_order(order_id,
   line_id, quantity)`` / ``POST /_sim/orders/{id}/edit`` (``{"line_item_id", "quantity"}``)
   reduces a line's ``current_quantity`` (0 removes it; ``quantity`` stays what was ordered, the
-  ``current_*`` totals follow, ``shopify_orders.edit_quantity``), moves ``updated_at`` on and
+  ``current_*`` totals follow, ``orders.edit_quantity``), moves ``updated_at`` on and
   sends the ``orders/updated`` webhook (body: the order), signed and retried as Shopify does.
   ``edit_rate`` is the share of good orders the merchant edits ``edit_delay_s`` after their
   ``orders/create`` was accepted (one unit less of a line with several, else one line of
@@ -69,7 +69,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import time
 import uuid
 from collections import Counter, deque
@@ -81,9 +80,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from retail_sync.simulators.bucket import Bucket
 from retail_sync.simulators.listings import Listings
 from retail_sync.simulators.server import SimulatorServer
-from retail_sync.simulators.shopify_orders import (
+from retail_sync.simulators.shopify.orders import (
     CANCEL_REASONS,
     DEFAULT_SKUS,
     RESTOCK_TYPES,
@@ -226,35 +226,6 @@ class SenderStats:
         }
 
 
-class LeakyBucket:
-    """Shopify's REST call limit: ``capacity`` calls, leaking ``leak_per_s``; clock injectable."""
-
-    def __init__(self, capacity: int = 40, leak_per_s: float = 2.0, clock: Any = time.monotonic):
-        self.capacity, self.leak_per_s, self.clock = capacity, leak_per_s, clock
-        self.level = 0.0
-        self._at = clock()
-
-    def reconfigure(self, capacity: int, leak_per_s: float) -> None:
-        self._leak()
-        self.capacity, self.leak_per_s = capacity, leak_per_s
-
-    def _leak(self) -> None:
-        now = self.clock()
-        self.level = max(0.0, self.level - (now - self._at) * self.leak_per_s)
-        self._at = now
-
-    def take(self) -> bool:
-        """Admit one call if it fits in the bucket."""
-        self._leak()
-        if self.level + 1 > self.capacity:
-            return False
-        self.level += 1
-        return True
-
-    def header(self) -> str:
-        return f"{min(self.capacity, math.ceil(self.level))}/{self.capacity}"
-
-
 class ShopifySimulator(SimulatorServer):
     """Sends webhooks to ``config.webhook_url`` and serves the orders it created over Admin REST."""
 
@@ -274,7 +245,7 @@ class ShopifySimulator(SimulatorServer):
         self._accepted: set[str] = set()
         self._stats = SenderStats()
         self._stop = asyncio.Event()
-        self._bucket = LeakyBucket()
+        self._bucket = Bucket.leaky()
         self.admin_calls: deque[float] = deque(maxlen=100_000)  # when each admitted Admin call came
         self.set_config({})
 
@@ -287,7 +258,7 @@ class ShopifySimulator(SimulatorServer):
             self.factory.skus = list(cfg.skus or DEFAULT_SKUS)
         self.factory.max_quantity = cfg.max_quantity
         self.listings.mode = "allow" if cfg.listing_mode == "allow" else "refuse"
-        self._bucket.reconfigure(cfg.api_bucket_capacity, cfg.api_leak_per_s)
+        self._bucket.reshape(cfg.api_leak_per_s, cfg.api_bucket_capacity)
         for sku in [*DEFAULT_SKUS, *self.factory.skus, *cfg.extra_skus]:
             self._ensure_product(sku)
         return cfg
@@ -1056,7 +1027,6 @@ async def run_shopify_simulator(
 
 __all__ = [
     "Delivery",
-    "LeakyBucket",
     "ShopifyOrderFactory",
     "ShopifySimConfig",
     "ShopifySimulator",

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from retail_sync.simulators.erp_docs import (
+from retail_sync.simulators.erpnext.docs import (
     DocValidationError,
     _number,
     _required_str,

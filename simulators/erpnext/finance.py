@@ -5,10 +5,10 @@ Sales Order makes one submitted ``Sales Invoice`` (series ``ACC-SINV-.YYYY.-``) 
 shipped, at the order's rates, with ``po_no`` (our order key) on the header and
 ``sales_order``/``so_detail``/``delivery_note``/``dn_detail`` on every row (ERPNext's Sales
 Invoice has no header link to the order: the rows carry it; fields the doctype does not define
-are dropped, ``simulators.erp_meta``). The order's charges (tax and shipping rows, its discount) are billed
-**proportionally**: each invoice carries the share of every charge that its net amount is of the
-order's net total, and the invoice that completes the delivery takes what is left, so the
-invoices of a fully shipped order add up to its grand total to the cent.
+are dropped, ``simulators.erpnext.meta``). The order's charges (tax and shipping rows, its
+discount) are billed **proportionally**: each invoice carries the share of every charge that
+its net amount is of the order's net total, and the invoice that completes the delivery takes
+what is left, so the invoices of a fully shipped order add up to its grand total to the cent.
 
 A **Credit Note** is a ``Sales Invoice`` with ``is_return`` 1, posted by the integration:
 negative ``qty`` rows (0 is allowed: an amount-only adjustment row) at non-negative rates, plus
@@ -17,7 +17,7 @@ original invoice) is optional, as in ERPNext; without it, a row's ``sales_order`
 header's ``po_no`` names the order. What it credits may not exceed what is left of the
 original invoice (its grand total less earlier credit notes against it) nor of the whole
 order. It lowers the original's ``outstanding_amount`` and marks it "Credit Note Issued".
-``custom_return_id`` is a unique Custom Field: the server (``simulators.erp``) refuses a
+``custom_return_id`` is a unique Custom Field: the server (``simulators.erpnext.simulator``) refuses a
 second credit note with the same one.
 Posting a regular (non-return) invoice is refused: the ERP raises those.
 No I/O here.
@@ -31,7 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from retail_sync.simulators.erp_docs import (
+from retail_sync.simulators.erpnext.docs import (
     CENT,
     DocValidationError,
     _money,
@@ -39,7 +39,7 @@ from retail_sync.simulators.erp_docs import (
     _required_str,
     frappe_timestamp,
 )
-from retail_sync.simulators.erp_meta import keep_defined
+from retail_sync.simulators.erpnext.meta import keep_defined
 
 JSON = dict[str, Any]
 SALES_INVOICE = "Sales Invoice"

@@ -41,7 +41,7 @@ What it mirrors (Walmart's OpenAPI documents in ../shared/specs/walmart, Aug 202
   ``orderLines.orderLine[]`` with ``lineNumber``, ``isFullRefund``, ``refunds.refund[]`` with
   ``refundComments`` and ``refundCharges.refundCharge[]`` {``refundReason`` of the spec's enum,
   ``charge`` {chargeType PRODUCT|SHIPPING, chargeName, ``chargeAmount`` negative, ``tax``?}})
-  records the refund on the line (``refund``, see simulators/walmart_orders.py; a fully refunded
+  records the refund on the line (``refund``, see simulators/walmart/orders.py; a fully refunded
   line's shipped units become ``Refund``) and answers ``{"order": ...}``. A line not shipped, or
   refunded beyond its charges and taxes, is a 400. Every refund gets a Walmart ``refundId``.
 * Buyer cancellation (test-double side): ``cancel_by_buyer(po)`` / ``POST
@@ -72,7 +72,6 @@ import asyncio
 import base64
 import copy
 import json
-import math
 import secrets
 import time
 from collections import Counter
@@ -85,9 +84,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from retail_sync.simulators.bucket import Bucket
 from retail_sync.simulators.listings import Listings
 from retail_sync.simulators.server import SimulatorServer
-from retail_sync.simulators.walmart_orders import (
+from retail_sync.simulators.walmart.orders import (
     CANCELLATION_REASONS,
     CARRIERS,
     CATALOG,
@@ -178,45 +178,6 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
     return type(current)(value)
 
 
-class TokenBucket:
-    """``burst`` tokens refilled at ``rate_per_s * time_scale`` per real second; clock injectable."""
-
-    def __init__(self, rate_per_s: float, burst: int, time_scale: float = 1.0, clock: Any = time.monotonic):
-        self.clock = clock
-        self.rate_per_s, self.burst, self.time_scale = rate_per_s, burst, time_scale
-        self.tokens = float(burst)
-        self._at = clock()
-
-    def reconfigure(self, rate_per_s: float, burst: int, time_scale: float) -> None:
-        """New plan from now on; tokens already earned are kept up to the new burst."""
-        self._refill()
-        self.rate_per_s, self.burst, self.time_scale = rate_per_s, burst, time_scale
-        self.tokens = min(self.tokens, float(burst))
-
-    def _refill(self) -> None:
-        now = self.clock()
-        gained = (now - self._at) * self.rate_per_s * self.time_scale
-        self.tokens = min(float(self.burst), self.tokens + gained)
-        self._at = now
-
-    def take(self) -> bool:
-        self._refill()
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-    def count(self) -> int:
-        self._refill()
-        return math.floor(self.tokens)
-
-    def seconds_to_next_token(self) -> float:
-        """Real seconds until the count grows by one (0 when the bucket is full)."""
-        if self.tokens >= self.burst:
-            return 0.0
-        return (1 - (self.tokens % 1)) / (self.rate_per_s * self.time_scale)
-
-
 def walmart_error(
     status: int, code: str, field: str, description: str, info: str, *, category: str = "DATA"
 ) -> web.Response:
@@ -276,9 +237,9 @@ class WalmartSimulator(SimulatorServer):
 
     # --- state -----------------------------------------------------------------------------
 
-    def _bucket(self, operation: str) -> TokenBucket:
+    def _bucket(self, operation: str) -> Bucket:
         rate, burst = self._plan(operation)
-        return TokenBucket(rate, burst, self.config.time_scale, self.clock)
+        return Bucket(rate, burst, time_scale=self.config.time_scale, clock=self.clock)
 
     def _plan(self, operation: str) -> tuple[float, int]:
         cfg = self.config
@@ -287,7 +248,7 @@ class WalmartSimulator(SimulatorServer):
     def set_config(self, changes: JSON) -> WalmartSimConfig:
         cfg = self.config = self.config.updated(changes)
         for operation, bucket in self._buckets.items():
-            bucket.reconfigure(*self._plan(operation), cfg.time_scale)
+            bucket.reshape(*self._plan(operation), cfg.time_scale)
         factory = self.book.factory
         factory.skus, factory.max_quantity = cfg.skus, cfg.max_quantity
         factory.max_lines = max(1, cfg.max_lines)
@@ -968,7 +929,6 @@ async def run_walmart_simulator(
 
 
 __all__ = [
-    "TokenBucket",
     "WalmartSimConfig",
     "WalmartSimulator",
     "parse_walmart_date",

@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from retail_sync.simulators.erp_meta import Masters
+    from retail_sync.simulators.erpnext.meta import Masters
 
 JSON = dict[str, Any]
 CENT = Decimal("0.01")
@@ -372,7 +372,7 @@ def build_sales_order(body: Any, *, now: datetime, masters: Masters | None = Non
     totals, taxes = _totals(items, body, conversion)
     custom = {k: v for k, v in body.items() if k not in _SERVER_FIELDS and k not in header}
     stamp = frappe_timestamp(now)
-    from retail_sync.simulators.erp_meta import keep_defined
+    from retail_sync.simulators.erpnext.meta import keep_defined
 
     return keep_defined("Sales Order", {
         **custom,

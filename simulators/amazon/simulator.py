@@ -1,5 +1,5 @@
 """An Amazon Selling Partner API simulator: Orders v0 ``getOrders`` and ``getOrderItems``, and the
-seller side (Listings Items, Feeds: quantities and order acknowledgements) in ``amazon_listings``.
+seller side (Listings Items, Feeds: quantities and order acknowledgements) in ``listings`` (this package).
 
 What it mirrors (models/orders-api-model/ordersV0.json):
 
@@ -38,7 +38,7 @@ JSON_LISTINGS_FEED); every order the simulator creates is a sale on it first, an
 (``listing_mode`` "refuse") creates no order (``SaleRefused``; ``POST /_sim/orders`` answers 409).
 ``GET /_sim/inventory`` is its snapshot and ``GET /_sim/cancellations`` the seller's cancellations
 (order acknowledgement feeds); ``GET /_sim/refunds[?order_id=]`` the refunds (payment adjustment
-feeds, see amazon_listings).
+feeds, see listings.py).
 
 Buyer cancellations: ``cancel_by_buyer(order_id)`` / ``POST /_sim/orders/{orderId}/buyer-cancel``
 cancels a Pending / Unshipped order (``Canceled``, ``LastUpdateDate`` moves on, so pollers by
@@ -47,7 +47,7 @@ cancels a Pending / Unshipped order (``Canceled``, ``LastUpdateDate`` moves on, 
 Buyer cancellation *requests* (an MFN order the buyer cannot cancel by himself once it is
 ``Unshipped``): ``request_buyer_cancel(order_id, reason)`` / ``POST
 /_sim/orders/{orderId}/buyer-cancel-request`` (body optional: ``{"reason", "item_ids"}``) mark its
-items ``BuyerRequestedCancel`` (``amazon_orders.request_cancel_by_buyer``); the order stays
+items ``BuyerRequestedCancel`` (``orders.request_cancel_by_buyer``); the order stays
 ``Unshipped`` until the seller cancels it with an order acknowledgement (``CancelReason``
 ``BuyerCanceled``, listed in ``cancellations``). ``buyer_cancel_rate`` is the share of new
 ``Unshipped`` MFN orders whose buyer asks so ``buyer_cancel_after_s`` after ordering (applied when
@@ -65,7 +65,6 @@ import base64
 import binascii
 import json
 import random
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -75,9 +74,9 @@ from typing import Any
 
 from aiohttp import web
 
-from retail_sync.simulators.amazon_listings import USAGE_PLANS as SELLER_PLANS
-from retail_sync.simulators.amazon_listings import ApiError, ListingsApi, operation_of
-from retail_sync.simulators.amazon_orders import (
+from retail_sync.simulators.amazon.listings import USAGE_PLANS as SELLER_PLANS
+from retail_sync.simulators.amazon.listings import ApiError, ListingsApi, operation_of
+from retail_sync.simulators.amazon.orders import (
     AWAITING_PAYMENT,
     ORDER_STATUSES,
     Market,
@@ -91,6 +90,7 @@ from retail_sync.simulators.amazon_orders import (
     shipment_error,
     visible,
 )
+from retail_sync.simulators.bucket import Bucket
 from retail_sync.simulators.listings import Listings
 from retail_sync.simulators.server import SimulatorServer
 
@@ -186,32 +186,6 @@ class AmazonSimConfig:
         return float(override.get("rate", rate)), int(override.get("burst", burst))
 
 
-class TokenBucket:
-    """A usage plan: ``burst`` tokens, refilled at ``rate`` per second (clock injectable)."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens, self._at = float(burst), clock()
-
-    def take(self) -> bool:
-        self._refill()
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-    def reshape(self, rate: float, burst: int) -> None:
-        """A new plan takes effect now; tokens above the new burst are lost."""
-        self._refill()
-        self.rate, self.burst = rate, burst
-        self.tokens = min(self.tokens, burst)
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-
-
 @dataclass(frozen=True)
 class _Query:
     marketplace_ids: tuple[str, ...]
@@ -294,12 +268,12 @@ class AmazonSimulator(SimulatorServer):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.factory = OrderFactory(self._market(), self.config.seed)
         self.records: dict[str, OrderRecord] = {}
-        self.buckets = {op: TokenBucket(*self._scaled(op)) for op in USAGE_PLANS}
+        self.buckets = {op: Bucket(*self._scaled(op)) for op in USAGE_PLANS}
         self.counts: Counter[str] = Counter()
         self.listings = Listings()
         self.cancellations: list[JSON] = []  # {order_id, line_id, sku, quantity, reason, at, feed_id}
         self.shipments: list[JSON] = []  # confirmed packages, see Package.record
-        self.refunds: list[JSON] = []  # payment adjustments, see amazon_listings
+        self.refunds: list[JSON] = []  # payment adjustments, see listings.py
         self.buyer_cancellations: list[JSON] = []  # {order_id, status_before, at}
         self.buyer_cancel_requests: list[JSON] = []  # {order_id, reason, item_ids, at}
         self._buyer_cancels_due: dict[str, datetime] = {}  # order id -> when its buyer asks
@@ -307,7 +281,7 @@ class AmazonSimulator(SimulatorServer):
         self.seller = ListingsApi(self)
         self._follow_config()
 
-    # what the listings side reads of the simulator (amazon_listings.Host)
+    # what the listings side reads of the simulator (listings.Host)
     @property
     def seller_id(self) -> str:
         return self.config.seller_id
@@ -724,6 +698,5 @@ __all__ = [
     "CONFIRM_SHIPMENT",
     "ORDER_STATUSES",
     "SaleRefused",
-    "TokenBucket",
     "USAGE_PLANS",
 ]

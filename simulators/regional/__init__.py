@@ -1,0 +1,1 @@
+"""Regional marketplace simulator: CSV batch files in, an outbox read back (``simulator``)."""

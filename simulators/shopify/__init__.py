@@ -1,0 +1,1 @@
+"""Shopify simulator: webhooks out, Admin REST in (``simulator``), its orders (``orders``)."""

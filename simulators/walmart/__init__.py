@@ -1,0 +1,1 @@
+"""Walmart Marketplace API simulator (``simulator``) and its order book (``orders``)."""

@@ -1,0 +1,1 @@
+"""Warehouse (WMS) simulator: fulfilment orders in, shipments and returns out (``simulator``)."""
