@@ -20,13 +20,13 @@ from retail_sync.connectors.amazon_outbound import (
     package_reference_id,
     split_amount,
 )
-from retail_sync.simulators.amazon.simulator.orders import CARRIER_CODES
-from retail_sync.simulators.amazon.simulator.simulator import AmazonSimConfig, AmazonSimulator
 
 from retail_sync.connectors.amazon import AmazonOrdersClient
 from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets
+from retail_sync.simulators.amazon.orders import CARRIER_CODES
+from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
 from tests.specs import needs_spec, spec_path
 
 TOKEN = "Atza|outbound-test"  # noqa: S105

@@ -19,15 +19,15 @@ from retail_sync.connectors.regional_outbound import (
     render_csv,
     write_atomically,
 )
-from retail_sync.simulators.regional.simulator.simulator import (
+
+from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import RetryableError
+from retail_sync.simulators.regional.simulator import (
     CARRIERS,
     RegionalOrder,
     RegionalSimConfig,
     RegionalSimulator,
 )
-
-from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
-from retail_sync.connectors.errors import RetryableError
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -16,11 +16,11 @@ from retail_sync.connectors.shopify_outbound import (
     parse_call_limit,
     shopify_carrier,
 )
-from retail_sync.simulators.shopify.simulator.simulator import ShopifySimConfig, ShopifySimulator
 
 from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.ratelimit import SHOPIFY_PLANS, Budgets
+from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from tests.unit.test_shopify_simulator import Receiver
 
 TOKEN = "shpat_demo"
