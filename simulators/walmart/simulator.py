@@ -64,6 +64,9 @@ Generated orders draw from config ``skus`` (default: the CATALOG) with 1..``max_
 The cursor's ``poIndex`` is the last purchase order of the page (a keyset), so acknowledging orders
 while paging neither skips nor repeats any. Every simulated order is seller-fulfilled, so
 ``shipNodeType=WFSFulfilled`` or ``3PLFulfilled`` finds nothing.
+
+Modules of this package: ``simulator`` (the server, its routes and throttling), ``orders`` (the
+order book, generated orders, the list query), ``requests`` (request bodies read and checked).
 """
 
 from __future__ import annotations
@@ -71,14 +74,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import json
 import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -88,11 +89,7 @@ from retail_sync.simulators.bucket import Bucket
 from retail_sync.simulators.listings import Listings
 from retail_sync.simulators.server import SimulatorServer
 from retail_sync.simulators.walmart.orders import (
-    CANCELLATION_REASONS,
-    CARRIERS,
     CATALOG,
-    METHOD_CODES,
-    REFUND_REASONS,
     ListQuery,
     OrderBook,
     WalmartOrderFactory,
@@ -100,6 +97,15 @@ from retail_sync.simulators.walmart.orders import (
     now_ms,
     parse_list_query,
     parse_walmart_date,
+)
+from retail_sync.simulators.walmart.requests import (
+    cancel_requests,
+    charge_amount,
+    feed_file,
+    feed_items,
+    inventory_problem,
+    refund_requests,
+    ship_requests,
 )
 
 JSON = dict[str, Any]
@@ -551,7 +557,7 @@ class WalmartSimulator(SimulatorServer):
             body = await request.json()
         except ValueError:
             body = None
-        problem = _inventory_problem(body, str(sku))
+        problem = inventory_problem(body, str(sku))
         if problem is not None:
             self._stats["bad_requests"] += 1
             return _bad_param("quantity", problem, api="GMP_INVENTORY_API")
@@ -566,7 +572,7 @@ class WalmartSimulator(SimulatorServer):
         if feed_type not in FEED_TYPES:
             return _bad_param("feedType", f"feedType must be one of {', '.join(FEED_TYPES)}",
                               api="GMP_FEED_API")
-        raw = await _feed_file(request)
+        raw = await feed_file(request)
         if raw is None:
             return _bad_param("file", "multipart part 'file' is required", api="GMP_FEED_API")
         feed_id = f"{secrets.token_hex(16).upper()}@AQMBAQA"
@@ -581,7 +587,7 @@ class WalmartSimulator(SimulatorServer):
         feed = self.feeds[feed_id]
         if feed["result"] is not None:
             return
-        items = _feed_items(feed["raw"])
+        items = feed_items(feed["raw"])
         if items is None:
             feed["result"] = {"feedStatus": "ERROR", "statuses": [], "ingestionErrors": {"ingestionError": [
                 {"type": "DATA_ERROR", "code": "ERR_INVALID_FEED",
@@ -595,7 +601,7 @@ class WalmartSimulator(SimulatorServer):
     def _ingest(self, index: int, item: Any, known: set[str]) -> JSON:
         sku = str(item.get("sku", "")) if isinstance(item, dict) else ""
         problem = (f"Item not found for sku {sku}" if sku and sku not in known
-                   else _inventory_problem(item, sku))
+                   else inventory_problem(item, sku))
         status: JSON = {"martId": 0, "sku": sku, "index": index, "ingestionStatus": "SUCCESS"}
         if problem is None:
             self.listings.set(sku, int(item["quantity"]["amount"]))
@@ -627,7 +633,7 @@ class WalmartSimulator(SimulatorServer):
     def _feed_report(self, feed: JSON, offset: int, limit: int, details: bool) -> JSON:
         result = feed["result"] or {}
         statuses = result.get("statuses", [])
-        received = len(statuses) if feed["result"] is not None else len(_feed_items(feed["raw"]) or [])
+        received = len(statuses) if feed["result"] is not None else len(feed_items(feed["raw"]) or [])
         failed = sum(1 for s in statuses if s["ingestionStatus"] != "SUCCESS")
         report: JSON = {
             "feedId": feed["feedId"], "feedStatus": self._feed_state(feed),
@@ -652,7 +658,7 @@ class WalmartSimulator(SimulatorServer):
         except ValueError:
             body = None
         try:
-            requests = _cancel_requests(body)
+            requests = cancel_requests(body)
             applied = self.book.cancel(po, requests)
         except ValueError as exc:
             self._stats["bad_requests"] += 1
@@ -686,7 +692,7 @@ class WalmartSimulator(SimulatorServer):
         if po not in self.orders:
             return _not_found("Order not found")
         try:
-            requests = _ship_requests(await self._body(request))
+            requests = ship_requests(await self._body(request))
             self.book.ship(po, requests)
         except ValueError as exc:
             return self._invalid("orderShipment", exc)
@@ -699,13 +705,13 @@ class WalmartSimulator(SimulatorServer):
             return _not_found("Order not found")
         refund_id = secrets.token_hex(8)
         try:
-            requests = _refund_requests(await self._body(request), po)
+            requests = refund_requests(await self._body(request), po)
             self.book.refund(po, requests, refund_id)
         except ValueError as exc:
             return self._invalid("orderRefund", exc)
         at = datetime.now(UTC).isoformat()
         for number, charges, comments, full in requests:
-            amount = -sum(_charge_amount(c) for c in charges)
+            amount = -sum(charge_amount(c) for c in charges)
             self.refunds.append({"order_id": po, "line_id": number, "refund_id": refund_id,
                                  "amount": str(amount), "comments": comments, "full": full,
                                  "reasons": sorted({c["refundReason"] for c in charges}), "at": at})
@@ -729,195 +735,6 @@ class WalmartSimulator(SimulatorServer):
             timer.cancel()
         self._feed_timers.clear()
         await super().stop()
-
-
-def _inventory_problem(body: Any, sku: str) -> str | None:
-    """Why ``body`` is not a valid ``{"sku", "quantity": {"unit": "EACH", "amount"}}`` for sku."""
-    if not isinstance(body, dict) or not isinstance(body.get("quantity"), dict):
-        return "body must be {sku, quantity: {unit, amount}}"
-    if str(body.get("sku")) != sku:
-        return f"sku in the body ({body.get('sku')!r}) differs from the sku parameter ({sku!r})"
-    quantity = body["quantity"]
-    amount = quantity.get("amount")
-    if quantity.get("unit") != "EACH":
-        return "quantity.unit must be EACH"
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-        return f"quantity.amount must be a whole number >= 0, got {amount!r}"
-    return None
-
-
-async def _feed_file(request: web.Request) -> bytes | None:
-    """The uploaded feed: the multipart ``file`` part, or the body itself."""
-    if not request.content_type.startswith("multipart/"):
-        return await request.read()
-    form = await request.post()
-    part = form.get("file")
-    if part is None:
-        return None
-    if isinstance(part, str):
-        return part.encode()
-    if isinstance(part, bytes | bytearray):
-        return bytes(part)
-    return bytes(part.file.read())
-
-
-def _feed_items(raw: bytes) -> list[Any] | None:
-    """The items of an inventory feed (spec 1.4 ``Inventory``; 1.5 ``inventory[].shipNodes``
-    read as the first node's quantity), or None when it is not one."""
-    try:
-        feed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(feed, dict):
-        return None
-    if isinstance(feed.get("Inventory"), list):
-        return list(feed["Inventory"])
-    if isinstance(feed.get("inventory"), list):
-        return [_multi_node(item) for item in feed["inventory"]]
-    return None
-
-
-def _multi_node(item: Any) -> Any:
-    nodes = item.get("shipNodes") if isinstance(item, dict) else None
-    if not nodes or not isinstance(nodes[0], dict):
-        return item
-    return {"sku": item.get("sku"), "quantity": nodes[0].get("quantity")}
-
-
-def _cancel_requests(body: Any) -> list[tuple[str, int, str]]:
-    """``[(lineNumber, quantity, cancellationReason)]`` of an ``orderCancellation`` body."""
-    try:
-        lines = body["orderCancellation"]["orderLines"]["orderLine"]
-        if not isinstance(lines, list) or not lines:
-            raise ValueError
-        found = [
-            (str(line["lineNumber"]), status)
-            for line in lines for status in line["orderLineStatuses"]["orderLineStatus"]
-        ]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError("orderCancellation.orderLines.orderLine[] with lineNumber and "
-                         "orderLineStatuses.orderLineStatus[] is required") from None
-    requests = []
-    for number, status in found:
-        reason = status.get("cancellationReason")
-        if status.get("status") != "Cancelled" or reason not in CANCELLATION_REASONS:
-            raise ValueError(f"lineNumber {number}: status must be Cancelled and cancellationReason "
-                             f"one of {', '.join(CANCELLATION_REASONS)}")
-        try:
-            quantity = int(str(status["statusQuantity"]["amount"]))
-        except (KeyError, TypeError, ValueError):
-            quantity = 0
-        if quantity < 1:
-            raise ValueError(f"lineNumber {number}: statusQuantity.amount must be a whole number >= 1")
-        requests.append((number, quantity, str(reason)))
-    return requests
-
-
-def _status_lines(body: Any, root: str) -> list[tuple[JSON, JSON]]:
-    """``[(orderLine, orderLineStatus)]`` of a ``{root: {"orderLines": {"orderLine": [...]}}}`` body."""
-    try:
-        lines = body[root]["orderLines"]["orderLine"]
-        if not isinstance(lines, list) or not lines:
-            raise ValueError
-        return [(line, status) for line in lines
-                for status in line["orderLineStatuses"]["orderLineStatus"]]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{root}.orderLines.orderLine[] with lineNumber and "
-                         "orderLineStatuses.orderLineStatus[] is required") from None
-
-
-def _quantity(status: JSON, number: str) -> int:
-    try:
-        quantity = int(str(status["statusQuantity"]["amount"]))
-    except (KeyError, TypeError, ValueError):
-        quantity = 0
-    if quantity < 1:
-        raise ValueError(f"lineNumber {number}: statusQuantity.amount must be a whole number >= 1")
-    return quantity
-
-
-def _tracking_problem(tracking: Any) -> str | None:
-    """Why ``trackingInfo`` is not one the spec's TrackingInfoType allows, or None."""
-    if not isinstance(tracking, dict):
-        return "trackingInfo is required"
-    carrier = tracking.get("carrierName")
-    if not isinstance(carrier, dict):
-        return "trackingInfo.carrierName is required"
-    if carrier.get("otherCarrier"):
-        if not tracking.get("trackingURL"):
-            return "trackingInfo.trackingURL is required with carrierName.otherCarrier"
-    elif carrier.get("carrier") not in CARRIERS:
-        return f"carrierName.carrier {carrier.get('carrier')!r} is not a valid carrier"
-    if tracking.get("methodCode") not in METHOD_CODES:
-        return f"trackingInfo.methodCode must be one of {', '.join(METHOD_CODES)}"
-    if not tracking.get("trackingNumber"):
-        return "trackingInfo.trackingNumber is required"
-    ship_time = tracking.get("shipDateTime")
-    if isinstance(ship_time, bool) or not isinstance(ship_time, int):
-        return "trackingInfo.shipDateTime must be epoch milliseconds"
-    return None
-
-
-def _ship_requests(body: Any) -> list[tuple[str, int, JSON]]:
-    """``[(lineNumber, quantity, trackingInfo)]`` of an ``orderShipment`` body."""
-    requests = []
-    for line, status in _status_lines(body, "orderShipment"):
-        number = str(line.get("lineNumber"))
-        if not line.get("sellerOrderId"):
-            raise ValueError(f"lineNumber {number}: sellerOrderId is required")
-        if status.get("status") != "Shipped":
-            raise ValueError(f"lineNumber {number}: status must be Shipped")
-        problem = _tracking_problem(status.get("trackingInfo"))
-        if problem is not None:
-            raise ValueError(f"lineNumber {number}: {problem}")
-        requests.append((number, _quantity(status, number), status["trackingInfo"]))
-    return requests
-
-
-def _charge_amount(refund_charge: JSON) -> Decimal:
-    charge = refund_charge["charge"]
-    tax = (charge.get("tax") or {}).get("taxAmount")
-    return Decimal(str(charge["chargeAmount"]["amount"])) + (Decimal(str(tax["amount"])) if tax else 0)
-
-
-def _refund_charges(refund: Any, number: str) -> list[JSON]:
-    charges = refund["refundCharges"]["refundCharge"]
-    if not isinstance(charges, list) or not charges:
-        raise ValueError(f"lineNumber {number}: refundCharges.refundCharge[] is required")
-    for item in charges:
-        if item.get("refundReason") not in REFUND_REASONS:
-            raise ValueError(f"lineNumber {number}: refundReason {item.get('refundReason')!r} "
-                             "is not one of the spec's reasons")
-        charge = item["charge"]
-        if charge.get("chargeType") not in ("PRODUCT", "SHIPPING") or not charge.get("chargeName"):
-            raise ValueError(f"lineNumber {number}: charge needs chargeType PRODUCT or SHIPPING "
-                             "and a chargeName")
-        if _charge_amount(item) >= 0 or Decimal(str(charge["chargeAmount"]["amount"])) > 0:
-            raise ValueError(f"lineNumber {number}: refund amounts are negative numbers")
-    return charges
-
-
-def _refund_requests(body: Any, po: str) -> list[tuple[str, list[JSON], str | None, bool]]:
-    """``[(lineNumber, refundCharges, refundComments, isFullRefund)]`` of an ``orderRefund`` body."""
-    try:
-        refund = body["orderRefund"]
-        lines = refund["orderLines"]["orderLine"]
-        if str(refund.get("purchaseOrderId", po)) != po or not isinstance(lines, list) or not lines:
-            raise ValueError
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"orderRefund with purchaseOrderId {po} and orderLines.orderLine[] "
-                         "is required") from None
-    requests = []
-    for line in lines:
-        number = str(line.get("lineNumber"))
-        try:
-            for item in line["refunds"]["refund"]:
-                charges = _refund_charges(item, number)
-                requests.append((number, charges, item.get("refundComments"), bool(line.get("isFullRefund"))))
-        except (KeyError, TypeError, ArithmeticError):
-            raise ValueError(f"lineNumber {number}: refunds.refund[] with refundCharges "
-                             "is required") from None
-    return requests
 
 
 async def run_walmart_simulator(
