@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
+import faust
 import orjson
 from faust.web import Request, Response, View
 from pydantic import ValidationError
@@ -38,6 +39,7 @@ from retail_sync.agents import aftersale
 from retail_sync import admin_auth, audit, pii, recon_jobs
 from retail_sync import query_params as qp
 from retail_sync.audit import AuditRecord, AuditUnavailable
+from retail_sync.streams.codecs import decode
 from retail_sync.streams.models import (
     CancelRequested,
     OrderState,
@@ -257,7 +259,7 @@ async def replay(ctx: Any, view: View, request: Request) -> Response:
             return None  # not here (retired, or not found now): the order agent answers
         if plan.owner == "erp_post":
             return erp_retry_refusal(state)
-        event = exceptions_view.decode("rs.order_event", plan.value)
+        event = decode("rs.order_event", plan.value)
         return wms_retry_refusal(state, getattr(event, "reference", None))
 
     try:
@@ -320,7 +322,7 @@ async def _forward(view: View, request: Request, owner: str, body: bytes | None)
     headers = {**admin_auth.authorization_of(request)}
     if body is not None:
         headers["Content-Type"] = "application/json"
-    url = f"{owner}{request.path}" + (f"?{request.query_string}" if request.query_string else "")
+    url = f"{owner}{request.rel_url.path}" + (f"?{request.query_string}" if request.query_string else "")
     async with aiohttp.ClientSession() as session, session.request(
             request.method, url, data=body, headers=headers,
             timeout=aiohttp.ClientTimeout(total=30)) as resp:
@@ -469,7 +471,7 @@ def _since(raw: str | None) -> datetime | None:
 
 def register(ctx: Any) -> None:
     """The audit topic and the views this module owns (the action views stay in web.py)."""
-    app = ctx.app
+    app: faust.App = ctx.app
     audit.register(ctx)
 
     @app.page("/audit")
@@ -494,7 +496,7 @@ def register(ctx: Any) -> None:
         async def get(self, request: Request, job_id: str) -> Response:
             return await job_view(ctx, self, request, job_id)
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _stop_jobs(sender: Any, **kwargs: Any) -> None:
         jobs = getattr(ctx, "reconciliation_jobs", None)
         if jobs is not None:

@@ -257,9 +257,10 @@ def store_of(app: Any) -> TokenStore | None:
 def principal_of(request: Any) -> Principal | None:
     """The caller ``requires`` authenticated for this request (None on open views)."""
     try:
-        return request.get(PRINCIPAL_KEY)
+        principal: Principal | None = request.get(PRINCIPAL_KEY)
     except AttributeError:
         return None
+    return principal
 
 
 def has_scope(request: Any, scope: str) -> bool:

@@ -129,14 +129,14 @@ def create_app(
     replayed_topic = exceptions_view.declare_replayed_topic(app, settings.app_id,
                                                             settings.partitions)
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _declare_replayed_topic() -> None:
         try:
             await replayed_topic.maybe_declare()
         except Exception as exc:  # noqa: BLE001 - the first replay's note creates it
             log.warning("%s not declared at start: %r", replayed_topic.get_topic_name(), exc)
 
-    @app.timer(interval=30.0, on_leader=True)
+    @app.timer(interval=30.0, on_leader=True)  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _refresh_exception_gauges() -> None:
         try:
             bootstrap = exceptions_view.bootstrap_of(app.conf.broker)
@@ -156,7 +156,7 @@ def create_app(
     memdebug.register(ctx)  # GET /debug/memory, only with RETAIL_SYNC_TEST_MEMDEBUG set
     heap.register(ctx)  # malloc_trim every RETAIL_SYNC_MALLOC_TRIM_INTERVAL_S
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _close_outbound(sender: Any, **kwargs: Any) -> None:
         for outbound in ctx.outbound.values():
             await outbound.close()
@@ -204,7 +204,7 @@ def _tune_running_worker(app: faust.App, settings: Settings) -> None:
     conductor stops delivering records to all agents until table changelog sends catch up."""
     level = getattr(logging, settings.log_level.upper())
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _tune() -> None:
         logging.getLogger().setLevel(level)
         app.producer.buffer.max_messages = PRODUCER_BUFFER_MAX_MESSAGES

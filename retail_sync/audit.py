@@ -83,7 +83,7 @@ def register(ctx: Any) -> None:
     the broker's defaults otherwise)."""
     topic = topic_of(ctx)
 
-    @ctx.app.task
+    @ctx.app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _declare_admin_audit() -> None:
         try:
             await topic.maybe_declare()

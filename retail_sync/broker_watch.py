@@ -26,6 +26,7 @@ import time
 import weakref
 from typing import Any
 
+import faust
 from aiokafka.conn import create_conn
 from aiokafka.protocol.admin import ApiVersionRequest
 
@@ -150,18 +151,19 @@ def watch_of(app: Any) -> BrokerWatch | None:
 
 def register(ctx: Any) -> BrokerWatch:
     """Probe the app's broker while the worker runs; stop accepting webhooks when it stops."""
-    app, settings = ctx.app, ctx.settings
+    app: faust.App = ctx.app
+    settings = ctx.settings
     from retail_sync.exceptions_view import bootstrap_of
 
     watch = BrokerWatch(bootstrap_hosts(bootstrap_of(app.conf.broker)),
                         settings.broker_probe_timeout_s)
     _watches[app] = watch
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _watch_broker() -> None:
         await watch.run(settings.broker_probe_interval_s)
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _stop_accepting(sender: Any, **kwargs: Any) -> None:
         watch.stopping = True
 

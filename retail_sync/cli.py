@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from retail_sync.broker import BrokerError
 from retail_sync.channels import PluginError
 from retail_sync.settings import ENV_PREFIX, Settings
-from retail_sync.streams.models import ExceptionKind
+from retail_sync.streams.models import ExceptionKind, utcnow
 
 
 def load_settings() -> Settings:
@@ -149,7 +149,7 @@ def cmd_exceptions(args: argparse.Namespace) -> int:
     topic = f"{settings.app_id}.sync-exceptions"
     if args.action == "list":
         records, notes = asyncio.run(ev.load_exceptions(bootstrap, topic))
-        now = ev.utcnow()
+        now = utcnow()
         matched = ev.filter_records(records, args.kind, args.channel, args.older_than_s,
                                     args.newer_than_s, now)
         rows = ev.as_view(matched, now, args.limit)

@@ -445,7 +445,8 @@ def derive(parts: list[dict[str, Any]], exceptions: list[Any], notes: list[str],
 
 
 def _cycle_quantile(q: float, counts: list[int]) -> float | None:
-    cumulative, acc = {}, 0
+    cumulative: dict[str, float] = {}
+    acc = 0
     for bound, n in zip(CYCLE_BUCKETS, counts, strict=True):
         acc += n
         cumulative["+Inf" if math.isinf(bound) else str(bound)] = acc
@@ -486,7 +487,7 @@ def register(ctx: Any) -> None:
     ctx.metrics.registry.register(TableFiguresCollector(lambda: table_figures(ctx)))
     cache: dict[str, Any] = {}
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def dashboard_sampler() -> None:
         await sampler.run()
 

@@ -48,6 +48,6 @@ def register(ctx: Any) -> None:
     if interval <= 0 or not available():
         return
 
-    @ctx.app.timer(interval=interval)
+    @ctx.app.timer(interval=interval)  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _trim_heap() -> None:
         trim()

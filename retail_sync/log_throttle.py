@@ -22,6 +22,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import faust
 
 #: loggers whose repeats are throttled (and their children)
 THROTTLED = ("aiokafka", "faust")
@@ -91,12 +95,12 @@ def install(window_s: float, logger: logging.Logger | None = None) -> list[Repea
     return added
 
 
-def worker(app: object, window_s: float, **kwargs: object) -> object:
+def worker(app: faust.App, window_s: float, **kwargs: Any) -> faust.Worker:
     """A ``faust.Worker`` for ``app`` that installs the throttles once it has set up logging
     (Faust replaces the root logger's handlers when it starts, so not before)."""
     import faust
 
-    class Worker(faust.Worker):  # type: ignore[misc]
+    class Worker(faust.Worker):
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             install(window_s, logger)

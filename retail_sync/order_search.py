@@ -16,7 +16,7 @@ EMAIL_PREFIX = "email:"
 
 
 def salt_of(settings: Any) -> str:
-    salt = settings.order_search_email_salt.get_secret_value()
+    salt: str = settings.order_search_email_salt.get_secret_value()
     return salt or settings.app_id
 
 

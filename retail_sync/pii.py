@@ -220,7 +220,7 @@ def for_caller(request: Any, data: Any) -> Any:
 
 def json_for_caller(request: Any, model: Any) -> bytes:
     """A pydantic model's JSON as the caller may see it."""
-    raw = model.model_dump_json().encode()
+    raw: bytes = model.model_dump_json().encode()
     if shows_pii(request):
         return raw
     return orjson.dumps(mask(orjson.loads(raw)))

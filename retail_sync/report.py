@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -94,7 +95,7 @@ def bar(fraction: float, width: int = 24) -> str:
 class Progress:
     """One status line redrawn in place on a terminal, plain lines every few seconds otherwise."""
 
-    def __init__(self, stream=sys.stderr, plain_every: int = 10) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, plain_every: int = 10) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.plain_every = plain_every
