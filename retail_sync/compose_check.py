@@ -92,7 +92,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
         value = env.get(name)
         is_set = value is not None and (value != "" or not op or not op.startswith(":"))
         if op and op.endswith("-"):
-            return value if is_set else interpolate(arg, env)
+            return (value or "") if is_set else interpolate(arg, env)
         if op and op.endswith("?") and not is_set:
             raise InterpolationError(f"required variable {name} is not set: {arg}")
         if op and op.endswith("+"):
@@ -117,7 +117,8 @@ def interpolate_tree(node: Any, env: dict[str, str], where: str = "") -> Any:
 
 @cache
 def compose_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA.read_text())
+    schema: dict[str, Any] = json.loads(SCHEMA.read_text())
+    return schema
 
 
 def schema_errors(doc: Any) -> list[str]:

@@ -10,9 +10,13 @@ The schema says each service is well-formed; these say the services agree with e
   service does not set counts at its default (``retail_sync/settings.py``);
 * a URL naming a compose host names a service that exists, listens on that port and runs
   whenever the caller runs (``profiles``); a worker's ``RETAIL_SYNC_CANONICAL_URL`` names itself;
+* a ``/webhooks/`` URL uses the worker's ingress port; no worker publishes its admin listener
+  (``RETAIL_SYNC_WEB_PORT``) beyond 127.0.0.1;
 * published host ports are well-formed and not published twice; ``depends_on`` targets, secrets,
   named volumes, networks and configs are declared; files and directories the file mounts, builds
-  or reads exist; Prometheus scrapes and alerts only compose services.
+  or reads exist; a ``service_healthy`` dependency has a healthcheck (its own or the
+  Dockerfile's); Prometheus loads only mounted rule files and scrapes and alerts only compose
+  services, the workers with a token.
 """
 
 from __future__ import annotations
@@ -134,6 +138,23 @@ class Project:
                 f"({'; '.join(parts)}), {len(self.doc.get('volumes') or {})} named volumes; "
                 f"workers: {', '.join(workers)}")
 
+    def dockerfile(self, service: Service) -> Path | None:
+        build = service.spec.get("build")
+        if build is None:
+            return None
+        if isinstance(build, str):
+            return self.root / build / "Dockerfile"
+        return Path(self.root, str(build.get("context", ".")), str(build.get("dockerfile", "Dockerfile")))
+
+    def has_healthcheck(self, service: Service) -> bool:
+        """Its own healthcheck, or the HEALTHCHECK of the Dockerfile it is built from."""
+        own = service.spec.get("healthcheck") or {}
+        if own:
+            return bool(not own.get("disable") and (own.get("test") or ["?"])[0] != "NONE")
+        dockerfile = self.dockerfile(service)
+        return bool(dockerfile and dockerfile.is_file() and re.search(
+            r"^HEALTHCHECK\s+(?!NONE\b)", dockerfile.read_text(), re.M))
+
     def binds(self, service: Service) -> Iterator[tuple[int, str, str]]:
         """(index, host source, container target) of each bind mount."""
         for i, vol in enumerate(_list(service.spec.get("volumes"))):
@@ -166,7 +187,8 @@ class Project:
 
 
 def check(project: Project, report: Report, label: str) -> None:
-    for rule in (known_settings, shared_settings, urls, ports, references, prometheus_refs):
+    for rule in (known_settings, shared_settings, urls, ports, dependencies, declarations, files,
+                 prometheus_refs):
         for where, message in rule(project):
             report.error(label, f"{where}: {message}")
     for name, service in project.services.items():
@@ -273,45 +295,55 @@ def ports(project: Project) -> Iterator[tuple[str, str]]:
                     seen[p, proto] = (name, ip)
 
 
-def references(project: Project) -> Iterator[tuple[str, str]]:
-    doc, root = project.doc, project.root
+def dependencies(project: Project) -> Iterator[tuple[str, str]]:
     for name, service in project.services.items():
-        spec = service.spec
-        if "image" not in spec and "build" not in spec:
+        if "image" not in service.spec and "build" not in service.spec:
             yield f"services.{name}", "has neither 'image' nor 'build'"
-        depends = spec.get("depends_on") or {}
+        depends = service.spec.get("depends_on") or {}
         for target in depends:
             callee = project.services.get(target)
+            condition = depends[target].get("condition") if isinstance(depends, dict) else None
             if callee is None:
                 yield f"services.{name}.depends_on", f"{target!r} is not a service"
             elif not callee.runs_whenever(service):
                 yield (f"services.{name}.depends_on", f"{target} only runs with profiles "
                        f"{sorted(callee.profiles)}, {name} runs without them")
+            elif condition == "service_healthy" and not project.has_healthcheck(callee):
+                yield (f"services.{name}.depends_on.{target}",
+                       f"condition service_healthy but {target} has no healthcheck")
+
+
+def declarations(project: Project) -> Iterator[tuple[str, str]]:
+    """Secrets, configs, named volumes and networks a service uses are declared at the top."""
+    doc = project.doc
+    for name, service in project.services.items():
         for kind in ("secrets", "configs"):
-            for ref in _list(spec.get(kind)):
+            for ref in _list(service.spec.get(kind)):
                 source = ref["source"] if isinstance(ref, dict) else ref
                 if source not in (doc.get(kind) or {}):
                     yield f"services.{name}.{kind}", f"{source!r} is not declared in top-level {kind}"
-        for i, vol in enumerate(_list(spec.get("volumes"))):
+        for i, vol in enumerate(_list(service.spec.get("volumes"))):
             source = vol.get("source") if isinstance(vol, dict) and vol.get("type") == "volume" else (
                 str(vol).split(":")[0] if isinstance(vol, str) and ":" in vol else None)
             if source and not source.startswith((".", "/", "~")) and source not in (doc.get("volumes") or {}):
                 yield f"services.{name}.volumes[{i}]", f"named volume {source!r} is not declared"
-        for i, source, _ in project.binds(service):
-            if not (root / source).exists():
-                yield f"services.{name}.volumes[{i}]", f"mounts {source}, which does not exist"
-        nets = spec.get("networks") or {}
+        nets = service.spec.get("networks") or {}
         for net in nets if isinstance(nets, dict | list) else ():
             if net != "default" and net not in (doc.get("networks") or {}):
                 yield f"services.{name}.networks", f"network {net!r} is not declared"
-        build = spec.get("build")
-        if build is not None:
-            context = root / (build if isinstance(build, str) else build.get("context", "."))
-            dockerfile = context / ("Dockerfile" if isinstance(build, str)
-                                    else build.get("dockerfile", "Dockerfile"))
-            if not dockerfile.is_file():
-                yield f"services.{name}.build", f"{dockerfile.relative_to(root)} does not exist"
-        for item in _list(spec.get("env_file")):
+
+
+def files(project: Project) -> Iterator[tuple[str, str]]:
+    """What the file mounts, builds from or reads exists in the repository."""
+    root = project.root
+    for name, service in project.services.items():
+        for i, source, _ in project.binds(service):
+            if not (root / source).exists():
+                yield f"services.{name}.volumes[{i}]", f"mounts {source}, which does not exist"
+        dockerfile = project.dockerfile(service)
+        if dockerfile is not None and not dockerfile.is_file():
+            yield f"services.{name}.build", f"{dockerfile.relative_to(root)} does not exist"
+        for item in _list(service.spec.get("env_file")):
             path, required = (item["path"], item.get("required", True)) if isinstance(item, dict) \
                 else (item, True)
             if required and not (root / path).is_file():
@@ -343,3 +375,13 @@ def prometheus_refs(project: Project) -> Iterator[tuple[str, str]]:
                         host = str(target).rsplit(":", 1)[0]
                         if _is_compose_host(host) and host not in project.hosts:
                             yield f"{where}: target {target}", f"{host} is not a compose service"
+                        elif host in project.hosts and project.hosts[host].role == "worker" \
+                                and not _has_token(job):
+                            yield (f"{where}: job {job.get('job_name')}", f"scrapes {target} without "
+                                   "a token (/metrics needs one with the metrics scope)")
+
+
+def _has_token(job: dict[str, Any]) -> bool:
+    auth = job.get("authorization") or {}
+    return bool(auth.get("credentials") or auth.get("credentials_file")
+                or job.get("bearer_token") or job.get("bearer_token_file"))

@@ -231,7 +231,8 @@ def remove(path: str) -> Callable[[Path], None]:
     return lambda root: (root / path).unlink()
 
 
-ERP_SIM_CREDENTIALS = "    environment: *erp-credentials  # what the workers send (compose-check compares them)\n"
+ERP_SIM_CREDENTIALS = ("    environment: *erp-credentials  # what the workers send "
+                       "(compose-check compares them)\n")
 
 BROKEN = {
     # the compose-spec schema
@@ -290,7 +291,8 @@ BROKEN = {
     ),
     "Shopify simulator signing with another webhook secret": (
         edit("docker-compose.yml",
-             "    environment:\n      RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET: ${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:-change-me}\n",
+             "    environment:\n      RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET: "
+             "${RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET:-change-me}\n",
              "    environment:\n      RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET: sim-secret\n"),
         "services.shopify-sim.environment.RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET: differs from worker-1's",
     ),
@@ -336,6 +338,15 @@ BROKEN = {
              '      - "6165:6065"  # ingress (webhooks): public\n      - "6067:6066"\n'),
         "services.worker-2.ports[1]: publishes the admin listener (container port 6066) on "
         "every interface",
+    ),
+    "service_healthy on a service without healthcheck": (
+        edit("docker-compose.yml", """    healthcheck:
+      test: ["CMD", "redis-cli", "ping"]
+      interval: 10s
+      timeout: 3s
+      retries: 5
+""", ""),
+        "services.worker-1.depends_on.redis: condition service_healthy but redis has no healthcheck",
     ),
     "unknown depends_on target": (
         edit("docker-compose.yml", "      kafka:\n        condition: service_healthy",
@@ -383,6 +394,10 @@ BROKEN = {
         edit("deploy/prometheus.yml", "  - alerts.yml", "  - alerts.yaml"),
         "alerts.yaml resolves to /etc/prometheus/alerts.yaml in the container",
     ),
+    "metrics scraped without a token": (
+        edit("deploy/prometheus.yml", "      credentials_file: /run/secrets/prometheus_token\n", ""),
+        "scrapes worker-1:6066 without a token",
+    ),
     "scrape target that is not a service": (
         edit("deploy/prometheus.yml", "- worker-2:6066", "- worker-3:6066"),
         "target worker-3:6066: worker-3 is not a compose service",
@@ -429,6 +444,16 @@ def test_broken_alert_rules_fail_promtool(repo, case):
     report = check(repo / "docker-compose.yml", external=True, env={})
     assert not report.ok, f"{case}: the checker accepted it"
     assert expected in _errors(report), f"{case}: expected {expected!r} in:\n{_errors(report)}"
+
+
+def test_dockerfile_healthcheck_satisfies_service_healthy(repo):
+    """shopify-sim waits for worker-1 to be healthy; the image's HEALTHCHECK is enough."""
+    edit("docker-compose.yml", "    healthcheck: *worker-healthcheck\n", "")(repo)
+    report = check(repo / "docker-compose.yml", external=False, env={})
+    assert report.ok, _errors(report)
+    edit("Dockerfile", "HEALTHCHECK ", "# HEALTHCHECK ")(repo)
+    report = check(repo / "docker-compose.yml", external=False, env={})
+    assert "condition service_healthy but worker-1 has no healthcheck" in _errors(report)
 
 
 def test_credentials_from_the_environment_reach_workers_and_simulator_alike():
