@@ -55,6 +55,10 @@ class ErpConnector(Protocol):
         Invoice) for ``refund.amount``. Idempotent on ``refund.refund_id``."""
         ...
 
+    async def close(self) -> None:
+        """Release the connection(s) it holds (the dispatcher calls it when it is done)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ShipmentLine:

@@ -16,14 +16,22 @@ has, so the central Settings (which inherits them all) is one of each.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retail_sync.connectors.contracts import ChannelOutbound, OrderSource
+from retail_sync.connectors.contracts import (
+    ChannelOutbound,
+    ErpConnector,
+    ErpOrderFeed,
+    OrderSource,
+    StockFeed,
+    WmsConnector,
+)
 from retail_sync.streams.models import Order
 
 if TYPE_CHECKING:
@@ -63,9 +71,25 @@ class ConnectorSettings(BaseModel):
 
 #: parsed JSON of one delivery -> the canonical Order (raises streams.errors.MappingError)
 Mapper = Callable[[Any], Order]
-#: reads the marketplace's orders created since ``since`` for reconciliation; None when the
-#: channel is not configured in these settings
-ReconcileReader = Callable[[Any, Mapper, datetime], Awaitable["ChannelRead | None"]]
+
+
+def _always(settings: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class ReconcileReader:
+    """A marketplace's reconciliation reader: ``read(settings, mapper, since)`` reads its orders
+    created since ``since`` (connectors/reconcile_types.ChannelRead), through its public API
+    only; ``configured(settings)`` says whether these settings let it (e.g. a base URL is set);
+    ``status`` gives a mapped order's canonical status where the mapper keeps the channel's own
+    words."""
+
+    read: Callable[[Any, Mapper, datetime], Awaitable[ChannelRead]]
+    configured: Callable[[Any], bool] = _always
+    #: the canonical status of one of its mapped orders (None: the mapper's canonical word,
+    #: ``reconcile_types.marketplace_status``)
+    status: Callable[[Order], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,3 +151,48 @@ class ChannelPlugin:
     inbound: InboundHooks | None = None
     #: a mapper built from the settings (e.g. a status table extended by a setting); None: ``mapper``
     configure: Callable[[Any], Mapper] | None = None
+
+
+#: reads the ERP's sales orders of the reconciliation window (transaction date >= ``since``'s
+#: day) as rows: ``name``, ``po_no`` (our order key), ``status``, ``docstatus`` (0 draft,
+#: 1 submitted, 2 cancelled), ``grand_total``, ``per_delivered`` (0-100), ``currency``
+ErpSalesOrderReader = Callable[[Any, datetime], Awaitable[list[dict[str, Any]]]]
+#: counts the submitted credit notes per order key, for the given order keys only
+ErpCreditNoteReader = Callable[[Any, Sequence[str]], Awaitable[Counter[str]]]
+
+
+@dataclass(frozen=True)
+class ErpPlugin:
+    """Everything the engine needs to know about the ERP (one is configured at a time).
+
+    Every factory takes the settings (an instance of ``settings_model``, or the central Settings
+    which inherits the built-in ones): ``connector`` builds the ErpConnector the dispatcher posts
+    through (it has ``close()``); ``stock_feed`` the StockFeed of the ERP's stock positions (None:
+    no stock feed); ``order_feed`` the ErpOrderFeed of sales orders the ERP ended on its own
+    (None: none); ``read_sales_orders`` and ``read_credit_notes`` are its reconciliation readers.
+    ``startup_check`` (optional) is run once before the worker starts: it answers (level, line)
+    pairs to log and whether to refuse to start. A second ERP is one package under connectors/
+    exporting one of these, and one registration (``RETAIL_SYNC_ERP_PLUGIN=module:attribute`` or
+    an entry point in the group ``retail_sync.erps``).
+    """
+
+    name: str
+    connector: Callable[[Any], ErpConnector]
+    stock_feed: Callable[[Any], StockFeed | None] | None = None
+    order_feed: Callable[[Any], ErpOrderFeed | None] | None = None
+    read_sales_orders: ErpSalesOrderReader | None = None
+    read_credit_notes: ErpCreditNoteReader | None = None
+    settings_model: type[BaseModel] = ConnectorSettings
+    startup_check: Callable[[Any], tuple[list[tuple[str, str]], bool]] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class WmsPlugin:
+    """The warehouse: ``connector`` builds its WmsConnector from the settings (None: no warehouse
+    configured, no fulfilment)."""
+
+    name: str
+    connector: Callable[[Any], WmsConnector | None]
+    settings_model: type[BaseModel] = ConnectorSettings
+    description: str = ""

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from retail_sync.broker import free_port
-from retail_sync.connectors.base import ShipmentLine
-from retail_sync.connectors.wms import WmsClient
+from retail_sync.connectors.contracts import ShipmentLine
+from retail_sync.connectors.wms.client import WmsClient
 from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
 from retail_sync.simulators.regional.simulator import RegionalSimulator
 from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from retail_sync.connectors.erp_fields import MARKETPLACE_WAREHOUSE
 
+from retail_sync.connectors.erpnext.fields import MARKETPLACE_WAREHOUSE
 from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
 from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack

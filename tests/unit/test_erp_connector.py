@@ -8,10 +8,21 @@ from decimal import Decimal
 
 import pytest
 from pydantic import AnyHttpUrl
-from retail_sync.connectors.erp import ErpNextConnector, error_for_status, post_result, sales_order_doc
-from retail_sync.connectors.erp_orders import ErpOrderFeed, order_change
 
-from retail_sync.connectors.base import ErpReturnResult, ErpShipmentResult, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import (
+    ErpReturnResult,
+    ErpShipmentResult,
+    Refund,
+    Shipment,
+    ShipmentLine,
+)
+from retail_sync.connectors.erpnext.client import (
+    ErpNextConnector,
+    error_for_status,
+    post_result,
+    sales_order_doc,
+)
+from retail_sync.connectors.erpnext.order_feed import ErpOrderFeed, order_change
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator

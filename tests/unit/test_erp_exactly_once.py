@@ -17,9 +17,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from retail_sync.connectors.erp import ErpNextConnector
-from retail_sync.connectors.erp_fields import CUSTOM_FIELDS
 
+from retail_sync.connectors.erpnext.client import ErpNextConnector
+from retail_sync.connectors.erpnext.fields import CUSTOM_FIELDS
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.simulators.erpnext.docs import build_sales_order
 from retail_sync.simulators.erpnext.meta import DEFAULT_FIELDS, Masters, doctype_fields

@@ -1,6 +1,6 @@
-"""The worker's start-up check of the ERP's Custom Fields (retail_sync/erp_fields_check.py), over
+"""The worker's start-up check of the ERP's Custom Fields (connectors/erpnext/fields_check.py), over
 HTTP against the ERP simulator, which answers ``GET /api/resource/Custom Field`` from
-connectors/erp_fields.py CUSTOM_FIELDS (less what a test says its site lacks)."""
+connectors/erpnext/fields.py CUSTOM_FIELDS (less what a test says its site lacks)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from retail_sync.connectors.erp import FrappeSession
-from retail_sync.connectors.erp_fields import CUSTOM_FIELDS
 
-from retail_sync.erp_fields_check import check, messages, problems_of
+from retail_sync.connectors.erpnext.fields import CUSTOM_FIELDS
+from retail_sync.connectors.erpnext.frappe import FrappeSession
+from retail_sync.connectors.erpnext.fields_check import check, messages, problems_of
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator
 
 ROOT = Path(__file__).resolve().parents[2]

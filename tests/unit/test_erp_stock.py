@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 from pydantic import AnyHttpUrl
-from retail_sync.connectors.erp_stock import (
+
+from retail_sync.connectors.contracts import StockLevel
+from retail_sync.connectors.erpnext.stock_feed import (
     ErpStockFeed,
     bin_query,
     parse_warehouses,
     stock_level,
     whole_units,
 )
-
-from retail_sync.connectors.base import StockLevel
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
 from retail_sync.simulators.erpnext.docs import DocValidationError

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from pydantic import AnyHttpUrl
 
-from retail_sync.connectors.base import ShipmentLine, WmsEvent
+from retail_sync.connectors.contracts import ShipmentLine, WmsEvent
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from retail_sync.connectors.wms import WmsClient, canonical_carrier, wms_event
+from retail_sync.connectors.wms.client import WmsClient, canonical_carrier, wms_event
 from retail_sync.settings import Settings
 from retail_sync.simulators.wms.simulator import CARRIERS, WmsSimConfig, WmsSimulator
 

@@ -13,7 +13,7 @@ page reads (an offset would shift and skip one); only a page whose rows all shar
 stepped over by ``limit_start``. Rows already returned in this poll are not returned twice.
 
 Quantities come as JSON floats and become whole units (half up). Errors map as for Sales Orders
-(``connectors.erp.error_for_status``): 429 RateLimitedError, 5xx and network RetryableError,
+(``connectors.erpnext.frappe.error_for_status``): 429 RateLimitedError, 5xx and network RetryableError,
 other 4xx PermanentError; a row without item_code, warehouse or modified is a DecodeError.
 """
 
@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from retail_sync.connectors.base import StockFeedResult, StockLevel
-from retail_sync.connectors.erp import FrappeSession, modified_query, rows_modified_since
+from retail_sync.connectors.contracts import StockFeedResult, StockLevel
+from retail_sync.connectors.erpnext.frappe import FrappeSession, modified_query, rows_modified_since
+from retail_sync.connectors.erpnext.settings import ErpNextSettings
 from retail_sync.connectors.errors import DecodeError
-from retail_sync.settings import Settings
 
 BIN = "Bin"
 PAGE_SIZE = 500
@@ -103,7 +103,7 @@ class ErpStockFeed:
         self.page_size = page_size
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ErpStockFeed:
+    def from_settings(cls, settings: ErpNextSettings) -> ErpStockFeed:
         return cls(
             str(settings.erp_base_url),
             settings.erp_api_key.get_secret_value(),

@@ -1,4 +1,4 @@
-"""The warehouse (3PL / WMS) as a WmsConnector, over the REST API simulators/wms.py models.
+"""The warehouse (3PL / WMS) as a WmsConnector, over the REST API simulators/wms/simulator.py models.
 
 Calls (``Authorization: Bearer <wms_api_key>``)::
 
@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from retail_sync.connectors.base import Shipment, ShipmentLine, WmsEvent, WmsFeedResult
+from retail_sync.connectors.contracts import Shipment, ShipmentLine, WmsEvent, WmsFeedResult
 from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
@@ -44,7 +44,7 @@ from retail_sync.connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from retail_sync.settings import Settings
+from retail_sync.connectors.wms.settings import WmsSettings
 
 API = "/api/v1"
 PAGE_SIZE = 100
@@ -170,7 +170,7 @@ class WmsClient:
         self.page_size, self.max_pages = page_size, max_pages
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WmsClient | None:
+    def from_settings(cls, settings: WmsSettings) -> WmsClient | None:
         """The client for ``wms_base_url``, or None when no warehouse is configured."""
         if settings.wms_base_url is None:
             return None

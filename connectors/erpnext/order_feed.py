@@ -2,7 +2,7 @@
 
 The ERP cancels or closes orders on its own (fraud review, no stock, a user in the desk). The
 feed polls ``Sales Order`` by ``modified`` exactly as the stock feed polls Bins (the paging is
-shared: ``connectors.erp.rows_modified_since``)::
+shared: ``connectors.erpnext.frappe.rows_modified_since``)::
 
     GET /api/resource/Sales Order?fields=[...]&filters=[["Sales Order","modified",">=",cursor],
         ["Sales Order","status","in",["Cancelled","Closed"]]]&order_by=modified asc, name asc
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from retail_sync.connectors.base import ErpOrderChange, ErpOrderFeedResult
-from retail_sync.connectors.erp import FrappeSession, rows_modified_since
+from retail_sync.connectors.contracts import ErpOrderChange, ErpOrderFeedResult
+from retail_sync.connectors.erpnext.frappe import FrappeSession, rows_modified_since
+from retail_sync.connectors.erpnext.settings import ErpNextSettings
 from retail_sync.connectors.errors import DecodeError
-from retail_sync.settings import Settings
 
 SALES_ORDER = "Sales Order"
 ENDED = ["Cancelled", "Closed"]
@@ -65,7 +65,7 @@ class ErpOrderFeed:
         self.page_size = page_size
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ErpOrderFeed:
+    def from_settings(cls, settings: ErpNextSettings) -> ErpOrderFeed:
         return cls(
             str(settings.erp_base_url),
             settings.erp_api_key.get_secret_value(),

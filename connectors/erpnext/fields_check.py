@@ -1,7 +1,7 @@
 """The worker's start-up check of the ERP's Custom Fields (issue 12 item 1).
 
 Exactly-once into the ERP rests on Custom Fields the integration needs on the ERPNext site
-(``connectors.erp_fields.CUSTOM_FIELDS``): a Sales Order is looked up by its unique
+(``connectors.erpnext.fields.CUSTOM_FIELDS``): a Sales Order is looked up by its unique
 ``custom_marketplace_order_key`` before it is created, a Delivery Note by ``custom_shipment_id``,
 returns and credit notes by ``custom_return_id``. On a site where one is missing, ERPNext drops the
 value from every document we post (and the look-up finds nothing); where a field that must be
@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from retail_sync.connectors.erp import FrappeSession
-from retail_sync.connectors.erp_fields import CUSTOM_FIELDS
-from retail_sync.settings import Settings
+from retail_sync.connectors.erpnext.fields import CUSTOM_FIELDS
+from retail_sync.connectors.erpnext.frappe import FrappeSession
+from retail_sync.connectors.erpnext.settings import ErpNextSettings
 
 DOCTYPE = "Custom Field"
 #: a start-up check waits at most this long for the ERP, whatever RETAIL_SYNC_ERP_TIMEOUT_S says
@@ -82,7 +82,7 @@ async def check(session: FrappeSession) -> FieldCheck:
     return FieldCheck(problems=problems_of(rows))
 
 
-async def check_settings(settings: Settings) -> FieldCheck:
+async def check_settings(settings: ErpNextSettings) -> FieldCheck:
     """``check`` against the ERP the settings name (at most MAX_WAIT_S)."""
     session = FrappeSession(str(settings.erp_base_url), settings.erp_api_key.get_secret_value(),
                             settings.erp_api_secret.get_secret_value(),
@@ -101,7 +101,7 @@ def messages(result: FieldCheck, mode: str) -> tuple[list[tuple[str, str]], bool
     lines = [("ERROR", f"ERP CUSTOM FIELDS: {p}") for p in result.problems]
     if result.problems:
         lines.append(("ERROR", "ERP CUSTOM FIELDS: create them as docs/ARCHITECTURE.md §6 lists "
-                     "(connectors/erp_fields.py CUSTOM_FIELDS); until then orders may reach the "
+                     "(connectors/erpnext/fields.py CUSTOM_FIELDS); until then orders may reach the "
                      "ERP twice" + ("; refusing to start (RETAIL_SYNC_ERP_CUSTOM_FIELDS_CHECK="
                                     "refuse)" if mode == "refuse" else "")))
     if result.unverified:
@@ -109,7 +109,7 @@ def messages(result: FieldCheck, mode: str) -> tuple[list[tuple[str, str]], bool
     return lines, mode == "refuse" and bool(result.problems)
 
 
-def run_startup_check(settings: Settings) -> tuple[list[tuple[str, str]], bool]:
+def run_startup_check(settings: ErpNextSettings) -> tuple[list[tuple[str, str]], bool]:
     """The check as the worker's start runs it: synchronously, before Faust starts, in a thread
     of its own (``asyncio.run`` here would leave the main thread without the event loop Faust
     expects)."""
