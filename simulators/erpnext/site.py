@@ -4,7 +4,7 @@ A real site has what its administrator created: the integration documents the Cu
 needs (docs/ARCHITECTURE.md §6, ``connectors/erpnext`` holds the integration's own list) and the
 administrator adds them in Customize Form. The simulator is that outside world, so it keeps its own
 copy here rather than importing the connector's: a site whose fields drift from what the worker
-expects is then visible (the worker's start-up check, ``retail_sync/erp_fields_check.py``, names
+expects is then visible (the worker's start-up check, ``connectors/erpnext/fields_check.py``, names
 every field missing or not unique) instead of being hidden by a shared constant.
 
 ``unique`` fields answer a second insert with the same value with HTTP 417
