@@ -30,7 +30,7 @@ bench: $(STAMP)  ## measure the raw consume ceiling and the webhook->ERP pipelin
 lint: $(STAMP)  ## ruff over the project
 	$(BIN)/python -m pip install --quiet ruff && $(BIN)/ruff check .
 
-compose-check: $(STAMP)  ## validate docker-compose.yml without a Docker engine
+compose-check: $(STAMP)  ## validate docker-compose.yml (compose-spec schema, project rules, promtool) without a Docker engine
 	$(BIN)/python -m retail_sync.compose_check docker-compose.yml
 
 compose-secrets: $(STAMP)  ## create deploy/secrets/ (admin tokens file, Prometheus token) if absent
