@@ -48,6 +48,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
@@ -131,10 +132,10 @@ async def marketplace_outage(stack: Stack, rows: list[tuple[str, object]]) -> No
         "RETAIL_SYNC_BREAKER_COOL_DOWN_S": "0.5", "RETAIL_SYNC_BREAKER_MAX_COOL_DOWN_S": "2",
         "RETAIL_SYNC_ERP_BACKOFF_MAX_S": "0.5"})
 
-    def shown(sim: object, sku: str) -> int | None:
+    def shown(sim: AmazonSimulator | RegionalSimulator, sku: str) -> int | None:
         if sim is regional:
             regional.process_outbox()
-        return sim.listings.quantity(sku)  # type: ignore[attr-defined]
+        return sim.listings.quantity(sku)
 
     try:
         await stack.start_worker()
@@ -182,7 +183,7 @@ async def worker_kill(stack: Stack, rows: list[tuple[str, object]]) -> None:
 RESTART_STOCK = {"CHAOS-R1": 1000, "CHAOS-R2": 1000, "CHAOS-R3": 60, "CHAOS-R4": 80}
 
 
-def _stock_drift(view: dict, erp_bins: list[dict], sku: str) -> dict[str, tuple[object, int]]:
+def _stock_drift(view: dict[str, Any], erp_bins: list[dict[str, Any]], sku: str) -> dict[str, tuple[object, int]]:
     """Where the worker's stock view of ``sku`` differs from its recomputation from the ERP's
     bins (nothing held, on hand and free from the ERP): field -> (worker, recomputed)."""
     bins = [b for b in erp_bins if b["item_code"] == sku]
@@ -228,7 +229,7 @@ async def worker_restart(stack: Stack, rows: list[tuple[str, object]]) -> None:
         rows.append(("restarted on the same disk, ready after", f"{time.monotonic() - down:.1f}s"))
         await sending
         keys = sorted(f"shopify:{oid}" for oid in shop.accepted_order_ids())
-        states: dict[str, dict] = {}
+        states: dict[str, dict[str, Any]] = {}
 
         async def all_decided() -> bool:
             for key in keys:
@@ -252,7 +253,7 @@ async def worker_restart(stack: Stack, rows: list[tuple[str, object]]) -> None:
                  ("oversold units", erp.stats()["oversold_units"])]
         if twice or lost or erp.stats()["oversold_units"]:
             raise Failed(f"duplicated {twice[:5]}, lost {lost[:5]} or oversold")
-        drift: dict[str, dict] = {}
+        drift: dict[str, dict[str, Any]] = {}
 
         async def stock_agrees() -> bool:
             drift.clear()
@@ -285,12 +286,13 @@ AMAZON_SCALE = 1000  # the simulator's usage plans sped up 1000x: getOrders 16.7
 #: its bursts stay (x-amzn-RateLimit-Limit tells a client the rate, never the burst)
 AMAZON_CUT = {"getOrderItems": {"rate": 0.001, "burst": 30},          # 500/s -> 1/s
               "patchListingsItem": {"rate": 0.0015, "burst": 5}}      # 5000/s -> 1.5/s
-WALMART_NORMAL = {"acknowledge_rate_per_s": 10.0, "acknowledge_burst": 10,
+#: simulator config fields (WalmartSimConfig / ShopifySimConfig keyword arguments)
+WALMART_NORMAL: dict[str, Any] = {"acknowledge_rate_per_s": 10.0, "acknowledge_burst": 10,
                   "inventory_rate_per_s": 20.0, "inventory_burst": 20}
-WALMART_CUT = {"acknowledge_rate_per_s": 1.0, "acknowledge_burst": 2,
+WALMART_CUT: dict[str, Any] = {"acknowledge_rate_per_s": 1.0, "acknowledge_burst": 2,
                "inventory_rate_per_s": 2.0, "inventory_burst": 2}
-SHOPIFY_NORMAL = {"api_bucket_capacity": 80, "api_leak_per_s": 40.0}  # Plus, sped up x10
-SHOPIFY_CUT = {"api_bucket_capacity": 10, "api_leak_per_s": 5.0}  # a smaller bucket, same drain time
+SHOPIFY_NORMAL: dict[str, Any] = {"api_bucket_capacity": 80, "api_leak_per_s": 40.0}  # Plus, sped up x10
+SHOPIFY_CUT: dict[str, Any] = {"api_bucket_capacity": 10, "api_leak_per_s": 5.0}  # a smaller bucket, same drain time
 CUT_OPERATIONS = [("amazon", "getOrderItems"), ("amazon", "patchListingsItem"),
                   ("walmart", "acknowledge"), ("walmart", "inventory"), ("shopify", "admin")]
 
@@ -396,7 +398,8 @@ async def marketplace_throttle(stack: Stack, rows: list[tuple[str, object]]) -> 
         "RETAIL_SYNC_RATE_LIMITS": '{"shopify:admin": [38, 78]}',
         "RETAIL_SYNC_AMAZON_FEED_MIN_SKUS": "100000", "RETAIL_SYNC_WALMART_BULK_MIN_SKUS": "100000",
         "RETAIL_SYNC_POLL_INTERVAL_S": "0.5", "RETAIL_SYNC_ERP_STOCK_POLL_INTERVAL_S": "0.3"})
-    markets = {"amazon": amazon, "walmart": walmart, "shopify": shop}
+    markets: dict[str, AmazonSimulator | WalmartSimulator | ShopifySimulator] = {
+        "amazon": amazon, "walmart": walmart, "shopify": shop}
     stop, want = asyncio.Event(), set[str]()
     loading: asyncio.Task[None] | None = None
     try:

@@ -165,7 +165,7 @@ class Case:
     def judge(self) -> None:
         a = self.answer
         assert a is not None
-        status = (a.json() or {}).get("status") if a.status and a.body else None  # type: ignore[union-attr]
+        status = (a.json() or {}).get("status") if a.status and a.body else None
         if self.kind == "valid" and (a.status, status) != (200, "accepted"):
             self.problems.append(f"answered {a.status} {status or a.error or ''}".strip())
         if self.kind == "oversize" and a.status != 413:

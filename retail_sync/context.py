@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import faust
@@ -24,10 +25,10 @@ from retail_sync.streams.topics import Topics
 
 @dataclass
 class Tables:
-    orders: faust.Table
-    index: faust.Table
-    cursors: faust.Table
-    stock: faust.Table  # SKU -> StockState, and SKU|order#line -> Reservation
+    orders: faust.Table[str, Any]
+    index: faust.Table[str, Any]
+    cursors: faust.Table[str, Any]
+    stock: faust.Table[str, Any]  # SKU -> StockState, and SKU|order#line -> Reservation
 
 
 @dataclass

@@ -28,6 +28,7 @@ from cycler import cycler
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.typing import RcKeyType
 
 from retail_sync.report import Samples, duration, percentile
 
@@ -66,7 +67,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-STYLE = {"svg.fonttype": "none", "font.size": 10, "axes.spines.top": False,
+STYLE: dict[RcKeyType, Any] = {"svg.fonttype": "none", "font.size": 10, "axes.spines.top": False,
          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
          "axes.prop_cycle": cycler(color=list(PALETTE))}
 

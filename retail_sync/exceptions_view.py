@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from pydantic import ValidationError
 
@@ -210,7 +210,7 @@ def _per_channel_prefix(suffix: str) -> str | None:
     return next((p for p in PER_CHANNEL_CODECS if suffix.startswith(p)), None)
 
 
-def _is_command_topic(suffix: str | None) -> bool:
+def _is_command_topic(suffix: str | None) -> TypeGuard[str]:
     """The shared channel-commands topic or a channel's own."""
     return suffix is not None and (suffix == "channel-commands"
                                    or suffix.startswith(COMMANDS_PREFIX))
@@ -224,13 +224,13 @@ def _codec_for(suffix: str) -> str:
 def _natural_key(suffix: str, obj: Any, record: SyncException) -> str | None:
     """The key the topic is partitioned by (see streams/topics.py)."""
     if suffix in ("order-events", "erp-requests", "wms-requests") or _is_command_topic(suffix):
-        return obj.order_key
+        return cast("str | None", obj.order_key)
     if suffix == "stock-events" or suffix.startswith(INVENTORY_PREFIX):
-        return obj.sku
+        return cast("str | None", obj.sku)
     if suffix == "order-index-updates":
-        return obj.external_id
+        return cast("str | None", obj.external_id)
     if suffix == "poll-ticks":
-        return obj.channel
+        return cast("str | None", obj.channel)
     # orders-raw: channel:marketplace id, known only from the original key
     return record.source_key or record.order_key
 
@@ -374,7 +374,7 @@ async def replay(bootstrap: str, app_id: str, records: Iterable[SyncException], 
                     result["replayed"] = True
                 except Exception as exc:  # noqa: BLE001 - report per record, go on with the rest
                     result["reason"] = f"send failed: {type(exc).__name__}: {exc}"
-                if result["replayed"]:
+                if result["replayed"] and target is not None:  # it is: plan.suffix is set
                     await _mark_replayed(producer, app_id, record.exception_id, target)
             results.append(result)
     finally:
@@ -461,8 +461,9 @@ def bootstrap_of(brokers: Iterable[Any] | str) -> str:
         parts = [p.strip() for p in brokers.split(",") if p.strip()]
         return ",".join(p.split("://", 1)[-1].rstrip("/") for p in parts)
     # Faust's URLs are yarl.URL, which has no ``netloc``: host and port it is
+    urls: Iterable[Any] = brokers
     return ",".join(f"{u.host}:{u.port}" if getattr(u, "host", None)
-                    else str(u).split("://", 1)[-1].rstrip("/") for u in brokers)
+                    else str(u).split("://", 1)[-1].rstrip("/") for u in urls)
 
 
 # --- metrics ---------------------------------------------------------------------------------

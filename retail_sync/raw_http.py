@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 #: A write plan: bytes are written (one ``write`` + drain each, so one TCP segment or more),
 #: a float is a pause in seconds.
@@ -30,7 +31,7 @@ class RawAnswer:
     plan_done: bool  # every write of the plan was made
     error: str | None = None
 
-    def json(self) -> object:
+    def json(self) -> Any:  # the parsed JSON body
         import orjson
 
         return orjson.loads(self.body) if self.body else None

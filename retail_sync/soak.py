@@ -155,7 +155,7 @@ async def soak(url: str, tansu: bool, rate: float, orders: int) -> dict[str, Any
                      for m in (MARKS[0], MARKS[-1])]
             if all(p.exists() for p in snaps):
                 print("soak: tracemalloc, the sites that grew most from N to 4N:")
-                print("\n".join("  " + line for line in memdebug.diff(*map(str, snaps))))
+                print("\n".join("  " + line for line in memdebug.diff(str(snaps[0]), str(snaps[1]))))
         return result
     finally:
         stop.set()
@@ -188,7 +188,8 @@ async def _watch(proc: Any, erp: Any, worker: Any, orders: int,
     """Sample the worker's RSS and consumer lag every second until 4N orders are in the ERP; each
     mark is the order count, the median RSS of the samples around the crossing, the time, the
     orders offered and the lag then."""
-    progress, marks, peak, max_lag = Progress(), {}, 0, 0
+    marks: dict[Any, Any] = {}  # mark -> its figures, and "peak", "max_lag"
+    progress, peak, max_lag = Progress(), 0, 0
     recent: list[int] = []
     started = time.monotonic()
     pending = [m * orders for m in MARKS]
@@ -242,7 +243,9 @@ async def _debug_report(session: aiohttp.ClientSession, url: str, label: str,
     params = {"snapshot": label, **({"trim": "1"} if trim else {})}
     async with session.get(f"{url}/debug/memory", params=params) as resp:
         report = await resp.json(content_type=None)
-    mib = lambda n: f"{(n or 0) / 2**20:.1f}"  # noqa: E731
+
+    def mib(n: float | None) -> str:
+        return f"{(n or 0) / 2**20:.1f}"
     m, r, p, s = report["malloc"], report["rocksdb"], report["python"], report["structures"]
     q, y = report.get("process", {}), report.get("pymalloc", {})
     print(f"  memdebug {label}: rss {mib(report['rss'])} MiB (anon {mib(q.get('RssAnon'))} file "

@@ -20,7 +20,7 @@ the embedded broker (setting ``tansu_compat``), never against Apache Kafka.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -68,7 +68,7 @@ def install() -> None:
         return
     original = thread_cls._highwaters
 
-    async def _highwaters(self: Any, partitions: Iterable[Any]) -> Mapping[Any, int]:
+    async def _highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, int]:
         ends = await original(self, partitions)
         client = self._ensure_consumer()._client
         return await true_end_offsets(client._bootstrap_servers, ends)
@@ -80,6 +80,7 @@ def install() -> None:
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
         return consumer
 
-    thread_cls._highwaters = _highwaters
-    thread_cls._create_worker_consumer = _create_worker_consumer
-    thread_cls._retail_sync_tansu_compat = True
+    # patching Faust's consumer class is this module's purpose
+    thread_cls._highwaters = _highwaters  # type: ignore[method-assign]
+    thread_cls._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    thread_cls._retail_sync_tansu_compat = True  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Collection
 
 CURRENT_MINOR_UNITS: dict[str, int] = {
     "AED": 2, "AFN": 2, "ALL": 2, "AMD": 2, "AOA": 2, "ARS": 2, "AUD": 2, "AWG": 2, "AZN": 2,
@@ -91,5 +92,6 @@ def tables(text: str) -> tuple[dict[str, int], frozenset[str], dict[str, str]]:
 
 if __name__ == "__main__":  # pragma: no cover - a maintenance aid
     found = tables(open(sys.argv[1], encoding="utf-8").read())  # noqa: SIM115
+    table: Collection[str]
     for name, table in zip(("CURRENT_MINOR_UNITS", "NO_MINOR_UNIT", "WITHDRAWN"), found, strict=True):
         print(f"{name} = {dict(sorted(table.items())) if isinstance(table, dict) else sorted(table)!r}")

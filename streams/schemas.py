@@ -141,7 +141,8 @@ def sample_of(model: type[BaseModel]) -> dict[str, Any]:
             data[name] = "USD"
         else:
             data[name] = _sample_value(annotation, name)
-    return orjson.loads(model.model_validate(data).model_dump_json())
+    sample: dict[str, Any] = orjson.loads(model.model_validate(data).model_dump_json())
+    return sample
 
 
 def samples(codec: str) -> list[bytes]:
@@ -274,7 +275,9 @@ def committed_versions(codec: str, root: Path = DEFAULT_DIR) -> list[int]:
 
 
 def load_committed(codec: str, version: int, root: Path = DEFAULT_DIR) -> dict[str, Any]:
-    return orjson.loads((codec_dir(codec, root) / f"v{version}.schema.json").read_bytes())
+    schema: dict[str, Any] = orjson.loads(
+        (codec_dir(codec, root) / f"v{version}.schema.json").read_bytes())
+    return schema
 
 
 def load_samples(codec: str, version: int, root: Path = DEFAULT_DIR) -> list[bytes]:

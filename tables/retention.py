@@ -254,11 +254,11 @@ def register(ctx: Any) -> None:
         "retail_sync_orders_retired_total", "Closed orders archived and deleted from the hot "
         "tables after the retention age (tables/retention.py).", registry=ctx.metrics.registry)
 
-    @ctx.app.task
+    @ctx.app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _declare_archive() -> None:
         await archive_topic(ctx).maybe_declare()
 
-    @ctx.app.timer(interval=ctx.settings.order_retention_sweep_interval_s)
+    @ctx.app.timer(interval=ctx.settings.order_retention_sweep_interval_s)  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _sweep_closed_orders() -> None:
         try:
             await sweeper.sweep()

@@ -50,7 +50,8 @@ class BoundedRocksDBOptions(faust_rocksdb.RocksDBOptions):
     def as_options(self) -> Any:
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
-        options.set_max_open_files(self.max_open_files)
+        # None when the OS sets no limit (Faust's default is 90% of it): -1 is RocksDB's "no limit"
+        options.set_max_open_files(self.max_open_files if self.max_open_files is not None else -1)
         options.set_write_buffer_size(self.write_buffer_size)
         options.set_target_file_size_base(self.target_file_size_base)
         options.set_max_write_buffer_number(self.max_write_buffer_number)
