@@ -6,22 +6,23 @@ unfinished request, so a crash re-posts at most the in-flight ones, and a re-pos
 the connector looks the order up by its unique reference (the Custom Field
 ``custom_marketplace_order_key``) before creating and reads the existing one when the ERP
 refuses a duplicate, so the result is the same Sales Order (``created=False``, counted as
-``outcome="replay"``). ERPNext itself is not idempotent (see ``connectors.erp``).
+``outcome="replay"``). ERPNext itself is not idempotent (see ``connectors.erpnext.client``).
 Transient errors are retried with exponential backoff and jitter; permanent ones, and transient
 ones that outlast the budget, become sync exceptions.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
-from retail_sync.agents.retry import backoff_delay, call_with_retries
+from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import ErpConnector, ErpPostResult, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.context import Context
 from retail_sync.streams.commands import ErpCancelRequest, ErpCommand, ErpReturnRequest, ErpShipmentRequest
 from retail_sync.streams.models import (
     ErpOrderCancelled,
@@ -35,7 +36,7 @@ from retail_sync.streams.models import (
 )
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     state: dict[str, ErpConnector] = {}
 
     def erp() -> ErpConnector:
@@ -50,15 +51,7 @@ def register(ctx: Context) -> None:
     )
     async def erp_dispatch(stream: Any) -> None:
         async for request in stream:
-            try:
-                await dispatch(ctx, erp(), request)
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the agent or lose it
-                await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=request.model_dump_json(),
-                    channel=getattr(request, "channel", None) or request.order.channel,
-                    order_key=request.order_key,
-                    source_topic=ctx.topics.erp_requests.get_topic_name(),
-                )
+            await dispatch_guarded(ctx, erp, request)
 
     @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
     async def _close(sender: Any, **kwargs: Any) -> None:
@@ -66,44 +59,58 @@ def register(ctx: Context) -> None:
             await state["erp"].close()
 
 
-async def dispatch(ctx: Context, erp: ErpConnector, request: ErpCommand) -> None:
+@guard(lambda ctx, erp, request: Record(
+    payload=request.model_dump_json(),
+    channel=getattr(request, "channel", None) or request.order.channel,
+    order_key=request.order_key, source_topic=topic_name(ctx.topics.erp_requests)))
+async def dispatch_guarded(ctx: AgentDeps, erp: Callable[[], ErpConnector],
+                           request: ErpCommand) -> None:
+    """``dispatch`` with the ERP connector made on first use; a bug becomes a record."""
+    await dispatch(ctx, erp(), request)
+
+
+async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand) -> None:
     breaker = ctx.breaker("erp")
     await breaker.wait_ready()  # the ERP is down: requests wait here and behind us in Kafka
     if not isinstance(request, ErpPostRequest):
         await dispatch_after_order(ctx, erp, request)
         return
     settings, metrics = ctx.settings, ctx.metrics
-    last_error: RetryableError | None = None
-    for attempt in range(1, settings.erp_max_attempts + 1):
+    attempts = 0
+
+    async def post() -> ErpPostResult:
+        nonlocal attempts
+        attempts += 1
         try:
-            result = await _post(ctx, erp, request)
-        except RetryableError as exc:
-            last_error = exc
+            return await _post(ctx, erp, request)
+        except RetryableError:
             metrics.erp_posts.labels(outcome="retry").inc()
-            if attempt < settings.erp_max_attempts:
-                await asyncio.sleep(backoff_delay(attempt, settings, exc.retry_after))
-            continue
-        except PermanentError as exc:
-            metrics.erp_posts.labels(outcome="permanent").inc()
-            await _fail(ctx, request, ExceptionKind.ERP_PERMANENT, exc, attempt)
-            return
-        breaker.record_success()
-        metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
-        await ctx.topics.order_events.send(key=request.order_key, value=ErpOrderPosted(
-            order_key=request.order_key, erp_sales_order=result.erp_sales_order,
-            created=result.created, posted_at=utcnow(), attempts=attempt,
-            erp_created=getattr(result, "created_at", None),
-        ))
+            raise
+
+    try:
+        result = await call_with_retries(post, settings)
+    except RetryableError as last_error:
+        breaker.record_failure()
+        metrics.circuit_open.labels(system="erp").set(int(breaker.state != "closed"))
+        metrics.erp_posts.labels(outcome="exhausted").inc()
+        reason = f"ERP still failing after {settings.erp_max_attempts} attempts: {last_error}"
+        await _fail(ctx, request, ExceptionKind.ERP_EXHAUSTED, reason, settings.erp_max_attempts)
         return
-    breaker.record_failure()
-    metrics.circuit_open.labels(system="erp").set(int(breaker.state != "closed"))
-    metrics.erp_posts.labels(outcome="exhausted").inc()
-    reason = f"ERP still failing after {settings.erp_max_attempts} attempts: {last_error}"
-    await _fail(ctx, request, ExceptionKind.ERP_EXHAUSTED, reason, settings.erp_max_attempts)
+    except PermanentError as exc:
+        metrics.erp_posts.labels(outcome="permanent").inc()
+        await _fail(ctx, request, ExceptionKind.ERP_PERMANENT, exc, attempts)
+        return
+    breaker.record_success()
+    metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
+    await ctx.topics.order_events.send(key=request.order_key, value=ErpOrderPosted(
+        order_key=request.order_key, erp_sales_order=result.erp_sales_order,
+        created=result.created, posted_at=utcnow(), attempts=attempts,
+        erp_created=getattr(result, "created_at", None),
+    ))
 
 
 async def dispatch_after_order(
-    ctx: Context, erp: ErpConnector,
+    ctx: AgentDeps, erp: ErpConnector,
     request: ErpShipmentRequest | ErpCancelRequest | ErpReturnRequest,
 ) -> None:
     """Shipments, cancellations and returns: the ERP's answer goes back to the order as an
@@ -157,7 +164,7 @@ async def _after_order_call(erp: ErpConnector, request: Any) -> Any:
                            return_delivery_note=result.return_delivery_note, at=now())
 
 
-async def _post(ctx: Context, erp: ErpConnector, request: ErpPostRequest) -> ErpPostResult:
+async def _post(ctx: AgentDeps, erp: ErpConnector, request: ErpPostRequest) -> ErpPostResult:
     ctx.metrics.inflight_erp.inc()
     started = time.perf_counter()
     try:
@@ -171,7 +178,7 @@ async def _post(ctx: Context, erp: ErpConnector, request: ErpPostRequest) -> Erp
 
 
 async def _fail(
-    ctx: Context, request: ErpPostRequest, kind: ExceptionKind, exc: BaseException | str,
+    ctx: AgentDeps, request: ErpPostRequest, kind: ExceptionKind, exc: BaseException | str,
     attempts: int,
 ) -> None:
     record = await record_exception(

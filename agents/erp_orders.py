@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.feeds import register_feed
-from retail_sync.context import Context
 from retail_sync.streams.models import ErpOrderCancelled, utcnow
 
 FEED = "erp-orders"
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     feed = ctx.erp_order_feed_factory() if ctx.erp_order_feed_factory else None
     if feed is None:
         return

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from retail_sync.context import Context
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.streams.models import ExceptionKind, SyncException, truncate_payload
 
 log = logging.getLogger(__name__)
 
 
 async def record_exception(
-    ctx: Context,
+    ctx: AgentDeps,
     *,
     kind: ExceptionKind,
     exc: BaseException | str,

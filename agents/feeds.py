@@ -20,10 +20,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.poller import SingleFlight
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.context import Context
 from retail_sync.streams.models import ExceptionKind, PollTick, utcnow
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 Handle = Callable[[Any], Awaitable[Sequence[Awaitable[Any]]]]
 
 
-def register_feed(ctx: Context, name: str, interval_s: float, feed: Any, handle: Handle) -> None:
+def register_feed(ctx: AgentDeps, name: str, interval_s: float, feed: Any, handle: Handle) -> None:
     """``feed.poll(cursor)`` returns a result with ``.cursor``; ``handle(result)`` sends it on."""
     flight = SingleFlight(ctx, name, lambda: poll_once(ctx, name, feed, handle, interval_s),
                           interval_s)
@@ -55,7 +55,7 @@ def register_feed(ctx: Context, name: str, interval_s: float, feed: Any, handle:
         await feed.close()
 
 
-async def poll_once(ctx: Context, name: str, feed: Any, handle: Handle,
+async def poll_once(ctx: AgentDeps, name: str, feed: Any, handle: Handle,
                     interval_s: float) -> float | None:
     state = dict(ctx.tables.cursors.get(name) or {})
     try:

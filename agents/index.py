@@ -9,28 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from retail_sync.agents.exceptions import record_exception
-from retail_sync.context import Context
-from retail_sync.streams.models import ExceptionKind, IndexEntry
+from retail_sync.agents.deps import AgentDeps
+from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.streams.models import IndexEntry
 
 MAX_KEYS_PER_ID = 50  # an id shared by more orders than this is not an id worth indexing
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     @ctx.app.agent(ctx.topics.index_updates, name=f"{ctx.settings.app_id}.index")
     async def index(stream: Any) -> None:
         async for entry in stream:
-            try:
-                apply_entry(ctx, entry)
-            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
-                await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=entry.model_dump_json(),
-                    order_key=entry.order_key,
-                    source_topic=ctx.topics.index_updates.get_topic_name(),
-                )
+            await index_one(ctx, entry)
 
 
-def apply_entry(ctx: Context, entry: IndexEntry) -> None:
+@guard(lambda ctx, entry: Record(payload=entry.model_dump_json(), order_key=entry.order_key,
+                                 source_topic=topic_name(ctx.topics.index_updates)))
+async def index_one(ctx: AgentDeps, entry: IndexEntry) -> None:
+    apply_entry(ctx, entry)
+
+
+def apply_entry(ctx: AgentDeps, entry: IndexEntry) -> None:
     table = ctx.tables.index
     keys = table.get(entry.external_id) or []
     if entry.remove:  # the order was retired (tables/retention.py)

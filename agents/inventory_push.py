@@ -18,35 +18,38 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.retry import RetryPolicy, call_with_retries
 from retail_sync.connectors.contracts import ChannelOutbound, PushReport, QuantityUpdate
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.context import Context
 from retail_sync.streams.models import ExceptionKind, utcnow
 from retail_sync.streams.stock import InventoryPushed, InventoryUpdate
 
 log = logging.getLogger(__name__)
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     for channel, topic in ctx.topics.inventory.items():
         _register_channel(ctx, channel, topic)
 
 
-def _register_channel(ctx: Context, channel: str, topic: Any) -> None:
+def _register_channel(ctx: AgentDeps, channel: str, topic: Any) -> None:
     async def inventory_push(stream: Any) -> None:
         async for batch in stream.take(ctx.settings.inventory_push_batch,
                                        within=ctx.settings.inventory_push_window_s):
-            try:
-                await push_batch(ctx, batch)
-            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
-                await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, channel=channel,
-                    payload="[" + ",".join(u.model_dump_json() for u in batch) + "]",
-                    source_topic=topic.get_topic_name())
+            await _push_guarded(ctx, batch, channel, topic)
 
     ctx.app.agent(topic, name=f"{ctx.settings.app_id}.inventory-push.{channel}")(inventory_push)
+
+
+@guard(lambda ctx, batch, channel, topic: Record(
+    channel=channel, payload="[" + ",".join(u.model_dump_json() for u in batch) + "]",
+    source_topic=topic_name(topic)))
+async def _push_guarded(ctx: AgentDeps, batch: Sequence[InventoryUpdate], channel: str,
+                        topic: Any) -> None:
+    await push_batch(ctx, batch)
 
 
 def coalesce(batch: Sequence[InventoryUpdate]) -> dict[str, list[InventoryUpdate]]:
@@ -65,14 +68,14 @@ def coalesce(batch: Sequence[InventoryUpdate]) -> dict[str, list[InventoryUpdate
     return by_channel
 
 
-async def push_batch(ctx: Context, batch: Sequence[InventoryUpdate]) -> None:
+async def push_batch(ctx: AgentDeps, batch: Sequence[InventoryUpdate]) -> None:
     by_channel = coalesce(batch)
     ctx.metrics.inventory_updates_coalesced.inc(len(batch) - sum(map(len, by_channel.values())))
     await asyncio.gather(*(push_channel(ctx, channel, updates)
                            for channel, updates in by_channel.items()))
 
 
-async def push_channel(ctx: Context, channel: str, updates: list[InventoryUpdate]) -> None:
+async def push_channel(ctx: AgentDeps, channel: str, updates: list[InventoryUpdate]) -> None:
     outbound = ctx.outbound.get(channel)
     if outbound is None:
         log.warning("no outbound configured for %s: %d inventory updates dropped", channel,
@@ -113,7 +116,7 @@ async def push_channel(ctx: Context, channel: str, updates: list[InventoryUpdate
             payload="[" + ",".join(u.model_dump_json() for u in updates) + "]")
 
 
-async def _push(ctx: Context, outbound: ChannelOutbound,
+async def _push(ctx: AgentDeps, outbound: ChannelOutbound,
                 updates: list[InventoryUpdate]) -> tuple[PushReport, str | None]:
     quantities = [QuantityUpdate(sku=u.sku, quantity=u.quantity) for u in updates]
     started = time.perf_counter()

@@ -26,23 +26,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.guard import Record, guard
 from retail_sync.agents.retry import RetryPolicy, call_with_retries
 from retail_sync.connectors.contracts import CancelLine, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.context import Context
 from retail_sync.streams.commands import ChannelCommand, MarketplaceRefund, MarketplaceShipment
 from retail_sync.streams.models import ExceptionKind, MarketplaceNotified, utcnow
 from retail_sync.streams.stock import MarketplaceCancel
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     for channel, topic in ctx.topics.commands.items():
         _register_channel(ctx, channel, topic)
     _register_fallback(ctx)
 
 
-def _register_channel(ctx: Context, channel: str, topic: Any) -> None:
+def _register_channel(ctx: AgentDeps, channel: str, topic: Any) -> None:
     source = topic.get_topic_name()
 
     async def marketplace_outbound(stream: Any) -> None:
@@ -53,7 +54,7 @@ def _register_channel(ctx: Context, channel: str, topic: Any) -> None:
                   concurrency=ctx.settings.marketplace_command_concurrency)(marketplace_outbound)
 
 
-def _register_fallback(ctx: Context) -> None:
+def _register_fallback(ctx: AgentDeps) -> None:
     topic = ctx.topics.channel_commands
     source = topic.get_topic_name()
 
@@ -63,27 +64,28 @@ def _register_fallback(ctx: Context) -> None:
             if own is None:  # no outbound for this channel: an exception record, as always
                 await _guarded(ctx, command, source)
                 continue
-            try:  # its channel has its own topic and agent now
-                await own.send(key=command.order_key, value=command)
-            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
-                await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=command.model_dump_json(),
-                    channel=command.channel, order_key=command.order_key, source_topic=source)
+            await _forward(ctx, command, source, own)  # its channel has its own topic now
 
     ctx.app.agent(topic, name=f"{ctx.settings.app_id}.marketplace-outbound",
                   concurrency=ctx.settings.marketplace_command_concurrency)(marketplace_outbound)
 
 
-async def _guarded(ctx: Context, command: ChannelCommand, source_topic: str) -> None:
-    try:
-        await carry_out(ctx, command, source_topic)
-    except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
-        await record_exception(
-            ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=command.model_dump_json(),
-            channel=command.channel, order_key=command.order_key, source_topic=source_topic)
+def _record(ctx: AgentDeps, command: ChannelCommand, source_topic: str, *_: Any) -> Record:
+    return Record(payload=command.model_dump_json(), channel=command.channel,
+                  order_key=command.order_key, source_topic=source_topic)
 
 
-async def carry_out(ctx: Context, command: ChannelCommand, source_topic: str | None = None) -> None:
+@guard(_record)
+async def _guarded(ctx: AgentDeps, command: ChannelCommand, source_topic: str) -> None:
+    await carry_out(ctx, command, source_topic)
+
+
+@guard(_record)
+async def _forward(ctx: AgentDeps, command: ChannelCommand, source_topic: str, own: Any) -> None:
+    await own.send(key=command.order_key, value=command)
+
+
+async def carry_out(ctx: AgentDeps, command: ChannelCommand, source_topic: str | None = None) -> None:
     """Carry out one command; ``source_topic`` (the topic it was read from, by default the one
     its channel's commands go to) is what its exception records name for a replay."""
     source = source_topic or ctx.topics.commands_for(command.channel).get_topic_name()
@@ -100,7 +102,7 @@ async def carry_out(ctx: Context, command: ChannelCommand, source_topic: str | N
     ctx.metrics.circuit_open.labels(system=command.channel).set(int(breaker.state != "closed"))
 
 
-async def _cancel(ctx: Context, command: MarketplaceCancel, source_topic: str) -> str | None:
+async def _cancel(ctx: AgentDeps, command: MarketplaceCancel, source_topic: str) -> str | None:
     outbound = ctx.outbound.get(command.channel)
     what = ("the whole order" if command.whole_order else
             ", ".join(f"{ln.quantity} x {ln.sku} (line {ln.line_id})" for ln in command.lines))
@@ -133,7 +135,7 @@ async def _cancel(ctx: Context, command: MarketplaceCancel, source_topic: str) -
     return error
 
 
-async def carry_out_after_order(ctx: Context, command: MarketplaceShipment | MarketplaceRefund,
+async def carry_out_after_order(ctx: AgentDeps, command: MarketplaceShipment | MarketplaceRefund,
                                 source_topic: str) -> str | None:
     outbound = ctx.outbound.get(command.channel)
     action = command.kind

@@ -1,6 +1,6 @@
 """Order agent: the single writer of the order-state table.
 
-Reads order-events keyed by order_key, applies the lifecycle (agents.lifecycle), writes the state,
+Reads order-events keyed by order_key, applies the lifecycle (streams.rules.lifecycle), writes the state,
 sends ERP requests and asks the index agent to index the order's new external ids. Latency from
 receipt to ERP confirmation is observed here, once per order.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from retail_sync.agents.exceptions import record_exception
-from retail_sync.agents.lifecycle import Outcome, apply
 from retail_sync import audit, order_search
-from retail_sync.context import Context
+from retail_sync.agents.deps import AgentDeps, order_policies
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.streams.models import (
     BackorderReleased,
     ErpReturnPosted,
@@ -24,27 +24,25 @@ from retail_sync.streams.models import (
     OrderState,
     utcnow,
 )
+from retail_sync.streams.rules.lifecycle import Outcome, apply
+from retail_sync.streams.rules.policies import OrderPolicies
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     from retail_sync.tables import retention
 
     retention.register(ctx)  # this worker's sweep: closed orders past their age leave the table
+
+    policies = order_policies(ctx.settings)  # read once: the settings are frozen
 
     @ctx.app.agent(ctx.topics.order_events, name=f"{ctx.settings.app_id}.orders")
     async def orders(stream: Any) -> None:
         await warm_routing_metadata(ctx)
         async for key, event in stream.items():
-            try:
-                await handle(ctx, key, event)
-            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
-                await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=event.model_dump_json(),
-                    order_key=key, source_topic=ctx.topics.order_events.get_topic_name(),
-                )
+            await handle_guarded(ctx, key, event, policies)
 
 
-async def warm_routing_metadata(ctx: Context) -> None:
+async def warm_routing_metadata(ctx: AgentDeps) -> None:
     """HTTP key routing (``app.table_route``) hashes with the producer's topic metadata, which
     aiokafka loads only for topics it has produced to; load it for the changelogs up front so a
     lookup on a freshly started worker finds it."""
@@ -53,7 +51,9 @@ async def warm_routing_metadata(ctx: Context) -> None:
         await producer.partitions_for(table.changelog_topic.get_topic_name())
 
 
-async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
+async def handle(ctx: AgentDeps, key: str, event: OrderEvent,
+                 policies: OrderPolicies | None = None) -> None:
+    """Apply one event to its order; ``policies``: the agent's (built once), else the settings'."""
     from retail_sync.tables import retention
 
     table = ctx.tables.orders
@@ -75,8 +75,9 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
             source_topic=ctx.topics.order_events.get_topic_name())
         return
     channel = previous.channel if previous else getattr(getattr(event, "order", None), "channel", "")
-    outcome = apply(previous, event, utcnow(), ctx.settings.policy_for(channel),
-                    ctx.settings.edit_policy_for(channel))
+    policies = policies or order_policies(ctx.settings)
+    outcome = apply(previous, event, utcnow(), policies.stock_for(channel),
+                    policies.edit_for(channel))
     if outcome.problem is not None:
         await record_exception(
             ctx, kind=ExceptionKind.STATE_CONFLICT, exc=outcome.problem,
@@ -105,7 +106,12 @@ async def handle(ctx: Context, key: str, event: OrderEvent) -> None:
         await ctx.topics.wms_requests.send(key=command.order_key, value=command)
 
 
-def _salt(ctx: Context) -> str:
+handle_guarded = guard(lambda ctx, key, event, policies=None: Record(
+    payload=event.model_dump_json(), order_key=key,
+    source_topic=topic_name(ctx.topics.order_events)))(handle)
+
+
+def _salt(ctx: AgentDeps) -> str:
     return order_search.salt_of(ctx.settings)
 
 
@@ -144,7 +150,7 @@ def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: boo
 
 
 
-def _observe(ctx: Context, outcome: Outcome, event: OrderEvent,
+def _observe(ctx: AgentDeps, outcome: Outcome, event: OrderEvent,
              previous: OrderState | None) -> None:
     state = outcome.state
     assert state is not None

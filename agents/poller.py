@@ -29,10 +29,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.connectors.contracts import OrderSource, PolledOrder
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.context import Context
 from retail_sync.streams.models import ExceptionKind, PollTick, RawOrderMessage, order_key, utcnow
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ STOP_CHECK_S = 0.25  # how often a running poll looks whether the worker is stop
 STALE_TICKS = 3  # a tick older than this many poll intervals (at least 10 s) is dropped
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     sources: dict[str, OrderSource] = {}
     for name, plugin in ctx.channels.items():
         source = plugin.source(ctx.settings) if plugin.source else None
@@ -65,7 +65,7 @@ def register(ctx: Context) -> None:
             await source.close()
 
 
-def _register_channel(ctx: Context, channel_poller: ChannelPoller) -> None:
+def _register_channel(ctx: AgentDeps, channel_poller: ChannelPoller) -> None:
     async def poller(stream: Any) -> None:
         async for command in stream:
             if command.channel == channel_poller.channel:
@@ -84,7 +84,7 @@ class SingleFlight:
     agent reading the ticks runs two actors (``concurrency=2``) so that the idle one drains the
     ticks while the other polls: they never queue in poll-ticks behind a slow poll."""
 
-    def __init__(self, ctx: Context, name: str, poll: Callable[[], Awaitable[float | None]],
+    def __init__(self, ctx: AgentDeps, name: str, poll: Callable[[], Awaitable[float | None]],
                  interval_s: float) -> None:
         self.ctx, self.channel, self.poll = ctx, name, poll
         self.busy = False
@@ -142,7 +142,7 @@ class SingleFlight:
 class ChannelPoller(SingleFlight):
     """One channel's polls: single flight, paused after a throttle, cancelled on stop."""
 
-    def __init__(self, ctx: Context, source: OrderSource) -> None:
+    def __init__(self, ctx: AgentDeps, source: OrderSource) -> None:
         super().__init__(ctx, source.channel, lambda: poll_once(ctx, source),
                          ctx.settings.poll_interval_s)
         self.source = source
@@ -152,7 +152,7 @@ def _stopping(app: Any) -> bool:
     return bool(getattr(app, "should_stop", False))
 
 
-async def poll_once(ctx: Context, source: OrderSource) -> float | None:
+async def poll_once(ctx: AgentDeps, source: OrderSource) -> float | None:
     """One poll of one channel; returns seconds to wait before the next one when throttled."""
     channel = source.channel
     state = dict(ctx.tables.cursors.get(channel) or {})
@@ -178,7 +178,7 @@ async def poll_once(ctx: Context, source: OrderSource) -> float | None:
     return result.pause_s
 
 
-async def _persist(ctx: Context, channel: str, orders: Any) -> None:
+async def _persist(ctx: AgentDeps, channel: str, orders: Any) -> None:
     """Write every polled order and wait until the broker has them all."""
     pending = [await ctx.topics.raw_orders.send(key=order_key(channel, o.marketplace_order_id),
                                                 value=_raw(channel, o))

@@ -1,18 +1,36 @@
-"""Retrying a call to an external system: transient errors with full-jitter backoff, up to a
-limit from settings (one policy for the ERP and the warehouse, one for the marketplaces)."""
+"""Retrying a call to an external system (``connectors.retry``, on tenacity): transient errors
+(``RetryableError``) with full-jitter exponential backoff never shorter than the service's own
+Retry-After, up to a limit from the settings (one policy for the ERP and the warehouse, one for
+the marketplaces); a ``PermanentError`` (or anything else) is never retried; the last error is
+raised as it was."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from retail_sync.connectors.errors import RetryableError
-from retail_sync.settings import Settings
+from retail_sync.connectors.retry import on_transient
 
 T = TypeVar("T")
+
+
+class RetrySettings(Protocol):
+    """The settings values the policies come from (``retail_sync.settings.Settings`` has them)."""
+
+    @property
+    def erp_max_attempts(self) -> int: ...
+    @property
+    def erp_backoff_base_s(self) -> float: ...
+    @property
+    def erp_backoff_max_s(self) -> float: ...
+    @property
+    def marketplace_max_attempts(self) -> int: ...
+    @property
+    def marketplace_backoff_base_s(self) -> float: ...
+    @property
+    def marketplace_backoff_max_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -22,11 +40,11 @@ class RetryPolicy:
     max_s: float
 
     @classmethod
-    def erp(cls, settings: Settings) -> RetryPolicy:
+    def erp(cls, settings: RetrySettings) -> RetryPolicy:
         return cls(settings.erp_max_attempts, settings.erp_backoff_base_s, settings.erp_backoff_max_s)
 
     @classmethod
-    def marketplace(cls, settings: Settings) -> RetryPolicy:
+    def marketplace(cls, settings: RetrySettings) -> RetryPolicy:
         return cls(settings.marketplace_max_attempts, settings.marketplace_backoff_base_s,
                    settings.marketplace_backoff_max_s)
 
@@ -36,7 +54,7 @@ class RetryPolicy:
         return max(random.uniform(0, cap), retry_after or 0.0)  # noqa: S311 - jitter, not crypto
 
 
-def backoff_delay(attempt: int, settings: Settings, retry_after: float | None = None,
+def backoff_delay(attempt: int, settings: RetrySettings, retry_after: float | None = None,
                   policy: RetryPolicy | None = None) -> float:
     return (policy or RetryPolicy.erp(settings)).delay(attempt, retry_after)
 
@@ -45,18 +63,11 @@ async def retry(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
                 attempts: int | None = None) -> T:
     """``call()`` until it succeeds, raises a PermanentError, or ``attempts`` transient failures
     (default: the policy's) have passed; the last RetryableError is raised then."""
-    limit = attempts or policy.attempts
-    for attempt in range(1, limit + 1):
-        try:
-            return await call()
-        except RetryableError as exc:
-            if attempt == limit:
-                raise
-            await asyncio.sleep(policy.delay(attempt, exc.retry_after))
-    raise AssertionError("unreachable")  # pragma: no cover
+    return await on_transient(call, attempts=attempts or policy.attempts, base_s=policy.base_s,
+                              max_s=policy.max_s)
 
 
-async def call_with_retries(call: Callable[[], Awaitable[T]], settings: Settings,
+async def call_with_retries(call: Callable[[], Awaitable[T]], settings: RetrySettings,
                             attempts: int | None = None, policy: RetryPolicy | None = None) -> T:
     """``retry`` with ``policy``, the ERP's from ``settings`` unless given."""
     return await retry(call, policy or RetryPolicy.erp(settings), attempts)

@@ -2,7 +2,7 @@
 
 Reads stock-events keyed by SKU: the ERP's positions (from the stock feed poller), reservation
 requests, releases and commits (from the order agent) and push reports (from the inventory
-pusher). Applies the rules of agents.stock_logic, answers reservations to order-events, tells
+pusher). Applies the rules of streams.rules.stock, answers reservations to order-events, tells
 an order when goods arrived for its backordered units (BackorderReleased, on order-events too),
 and sends every channel whose available-to-sell changed an absolute InventoryUpdate (on that
 channel's inventory-updates topic, keyed by SKU, so its pusher coalesces per SKU).
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
-from retail_sync.agents.stock_logic import StockRules, apply
-from retail_sync.context import Context
+from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.streams.models import BackorderReleased, ExceptionKind, StockAnswered, utcnow
+from retail_sync.streams.rules.policies import AllocationPolicy
+from retail_sync.streams.rules.stock import StockRules, apply
 from retail_sync.streams.stock import (
     BackorderRelease,
     ForgetLines,
@@ -25,25 +27,23 @@ from retail_sync.streams.stock import (
 )
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
+    policy = allocation_policy(ctx.settings)  # read once: the settings are frozen
+
     @ctx.app.agent(ctx.topics.stock_events, name=f"{ctx.settings.app_id}.stock")
     async def stock(stream: Any) -> None:
-        async for record in stream.events():  # with its offset: see agents.stock_logic
-            key, event = record.key, record.value
-            try:
-                await handle(ctx, key, event, offset=record.message.offset)
-            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
-                await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=event.model_dump_json(),
-                    order_key=getattr(event, "order_key", None), source_key=key,
-                    source_topic=ctx.topics.stock_events.get_topic_name())
+        async for record in stream.events():  # with its offset: see streams.rules.stock
+            await handle_guarded(ctx, record.key, record.value, offset=record.message.offset,
+                                 policy=policy)
 
 
-def rules_for(ctx: Context, sku: str) -> StockRules:
-    return StockRules.from_settings(ctx.settings, sku, list(ctx.outbound))
+def rules_for(ctx: AgentDeps, sku: str, policy: AllocationPolicy | None = None) -> StockRules:
+    """The stock rules of one SKU: ``policy`` (the agent's, built once), else the settings'."""
+    return StockRules.for_sku(policy or allocation_policy(ctx.settings), sku, list(ctx.outbound))
 
 
-async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None = None) -> None:
+async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None = None,
+                 policy: AllocationPolicy | None = None) -> None:
     if key != event.sku:  # keyed by something else: it would land in another SKU's partition
         await record_exception(
             ctx, kind=ExceptionKind.STATE_CONFLICT, payload=event.model_dump_json(),
@@ -54,7 +54,7 @@ async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None =
     if isinstance(event, ForgetLines):  # the order was retired (tables/retention.py)
         forget_lines(table, event)
         return
-    out = apply(table.get(key), event, rules_for(ctx, key), utcnow(), table, offset=offset)
+    out = apply(table.get(key), event, rules_for(ctx, key, policy), utcnow(), table, offset=offset)
     # the lines first, then the SKU's record: one table, one changelog partition, in this order,
     # so a crash never keeps a SKU record without the line records it counts (stock_logic)
     for line_key, reservation in out.writes.items():
@@ -75,6 +75,11 @@ async def handle(ctx: Context, key: str, event: StockEvent, offset: int | None =
         topic = ctx.topics.inventory.get(update.channel)
         if topic is not None:
             await topic.send(key=update.sku, value=update)
+
+
+handle_guarded = guard(lambda ctx, key, event, offset=None, policy=None: Record(
+    payload=event.model_dump_json(), order_key=getattr(event, "order_key", None), source_key=key,
+    source_topic=topic_name(ctx.topics.stock_events)))(handle)
 
 
 def _by_order(sku: str, releases: list[BackorderRelease]) -> list[BackorderReleased]:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.feeds import register_feed
-from retail_sync.context import Context
 from retail_sync.streams.models import utcnow
 from retail_sync.streams.stock import ErpStockChanged
 
 FEED = "erp-stock"
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     feed = ctx.stock_feed_factory() if ctx.stock_feed_factory else None
     if feed is None:
         return

@@ -15,12 +15,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.feeds import register_feed
+from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import ShipmentLine, WmsConnector, WmsEvent
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.context import Context
 from retail_sync.streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
 from retail_sync.streams.models import (
     ExceptionKind,
@@ -35,19 +36,13 @@ from retail_sync.streams.models import (
 FEED = "wms"
 
 
-def register(ctx: Context) -> None:
+def register(ctx: AgentDeps) -> None:
     wms = ctx.wms_factory() if ctx.wms_factory else None
 
     @ctx.app.agent(ctx.topics.wms_requests, name=f"{ctx.settings.app_id}.warehouse")
     async def warehouse(stream: Any) -> None:
         async for command in stream:
-            try:
-                await carry_out(ctx, wms, command)
-            except Exception as exc:  # noqa: BLE001 - keep the agent alive, keep the record
-                await record_exception(
-                    ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=command.model_dump_json(),
-                    order_key=command.order_key,
-                    source_topic=ctx.topics.wms_requests.get_topic_name())
+            await _carry_out_guarded(ctx, wms, command)
 
     if wms is None:
         return
@@ -63,12 +58,19 @@ def register(ctx: Context) -> None:
     register_feed(ctx, FEED, ctx.settings.wms_poll_interval_s, wms, handle)
 
 
+@guard(lambda ctx, wms, command: Record(payload=command.model_dump_json(),
+                                        order_key=command.order_key,
+                                        source_topic=topic_name(ctx.topics.wms_requests)))
+async def _carry_out_guarded(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand) -> None:
+    await carry_out(ctx, wms, command)
+
+
 def _lines(command: WmsRelease | WmsExpectReturn) -> list[ShipmentLine]:
     return [ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
             for ln in command.lines]
 
 
-async def carry_out(ctx: Context, wms: WmsConnector | None, command: WmsCommand) -> None:
+async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand) -> None:
     key, now = command.order_key, utcnow()
     try:
         if isinstance(command, WmsRelease):

@@ -8,7 +8,7 @@ Each action (``POST /orders/{key}/cancel``, ``POST /orders/{key}/returns``, ``PO
 - cancel: the order must exist (else 404) and be cancellable (not shipped, refunded, cancelled
   or already cancelling: else 409 with the reason);
 - return: the body must be a JSON object (400), the order must exist (404), and the rule of the
-  order agent itself (``agents.aftersale.return_refusal``) must hold on the order as it is now:
+  order agent itself (``streams.rules.aftersale.return_refusal``) must hold on the order as it is now:
   every line id is the order's, units are whole numbers >= 1 and <= shipped - refunded for that
   line, the amount is >= 0 and <= what was paid less what was refunded (else 422 with the reason);
 - an audit write that fails or is not acknowledged in time answers 503 and nothing is done.
@@ -35,7 +35,7 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from retail_sync.agents import aftersale
+from retail_sync.streams.rules import aftersale
 from retail_sync import admin_auth, audit, pii, recon_jobs
 from retail_sync import query_params as qp
 from retail_sync.audit import AuditRecord, AuditUnavailable
@@ -248,7 +248,7 @@ async def replay(ctx: Any, view: View, request: Request) -> Response:
     async def verdict(record: Any, plan: Any) -> str | None:
         """An ERP post or warehouse release goes to the order agent, which rebuilds it from the
         order as it is now; answer "skipped" at once when the order's state refuses it."""
-        from retail_sync.agents.lifecycle import erp_retry_refusal, wms_retry_refusal
+        from retail_sync.streams.rules.lifecycle import erp_retry_refusal, wms_retry_refusal
 
         try:
             state = await _order(ctx, request, plan.key)

@@ -1,4 +1,7 @@
-"""What agents and views are given: the composition root builds one of these per app."""
+"""What agents and views are given: the composition root builds one of these per app.
+
+``Context`` satisfies ``agents.deps.AgentDeps`` (structurally): the agents type their
+``register(ctx)`` on that Protocol and never import this module or the settings."""
 
 from __future__ import annotations
 

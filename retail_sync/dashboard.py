@@ -306,12 +306,12 @@ def table_figures(ctx: Any) -> dict[str, Any]:
     """Order-table and stock-table figures of this worker's active partitions: the pages' part
     and what ``metrics.TableFiguresCollector`` exports at scrape time."""
     from retail_sync.agents import stock as stock_agent
-    from retail_sync.agents import stock_logic
+    from retail_sync.streams.rules import stock as stock_rules
 
     channels = list(ctx.channels)
 
     def ats_of(sku: str, state: StockState) -> dict[str, int]:
-        return stock_logic.ats(state, stock_agent.rules_for(ctx, sku), channels)
+        return stock_rules.ats(state, stock_agent.rules_for(ctx, sku), channels)
 
     return {"orders": order_figures(v for _, v in ctx.tables.orders.items()),
             "stock": stock_figures(ctx.tables.stock.items(), ats_of)}

@@ -13,9 +13,9 @@ erp_permanent / erp_exhausted / internal on erp-requests) and a warehouse releas
 outbound / internal on wms-requests) may predate an edit, a cancellation or a confirmation, so
 their replay is a ``RetryErpPost`` / ``RetryWmsRelease`` to the order agent (order-events, keyed
 by the order), which builds the command again from the order as it is now or skips it with the
-reason on the order's timeline (agents.lifecycle). ``replay(..., verdict=...)`` lets the caller
+reason on the order's timeline (streams.rules.lifecycle). ``replay(..., verdict=...)`` lets the caller
 answer such a record "skipped" at once from the order's current state (the admin door does:
-``agents.lifecycle.erp_retry_refusal`` / ``wms_retry_refusal``); the command still goes to the
+``streams.rules.lifecycle.erp_retry_refusal`` / ``wms_retry_refusal``); the command still goes to the
 order agent, which decides again and notes the skip on the timeline. Everything else is a fact
 or a command no later event makes wrong (shipments, returns, cancellations, marketplace
 commands, raw orders) and is resent as kept. Replay is safe to repeat: every target handler is

@@ -10,27 +10,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retail_sync.streams.rules.policies import ChannelAllocation, EditPolicy, StockPolicy
+
 ENV_PREFIX = "RETAIL_SYNC_"
-
-StockPolicy = Literal["cancel", "partial", "backorder"]
-EditPolicy = Literal["apply", "exception"]
-
-
-class ChannelAllocation(BaseModel):
-    """How much of a SKU's available-to-sell one channel is offered (see docs/ARCHITECTURE.md).
-
-    offered = max(0, min(cap, floor(free * share)) - buffer); free is on hand minus ERP and open
-    reservations minus safety stock."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    share: float = Field(1.0, ge=0, le=1)
-    cap: int | None = Field(None, ge=0)
-    buffer: int = Field(0, ge=0)
-
 
 class Settings(BaseSettings):
     """Everything the worker, the simulators and the CLI need, in one frozen object."""

@@ -3,7 +3,7 @@
 Two listeners (ARCHITECTURE §10). The **ingress** listener (retail_sync/ingress.py,
 RETAIL_SYNC_INGRESS_HOST/_PORT, public) serves only:
 
-| POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (receive_shopify below)         |
+| POST   | /webhooks/shopify/{resource}/{event}   | Shopify webhook (receive_webhook below)         |
 
 The **admin** listener (Faust's web server, RETAIL_SYNC_WEB_HOST/_PORT, 127.0.0.1 by default)
 serves the rest; each view needs a token with the scope in brackets (retail_sync/admin_auth.py:
@@ -51,10 +51,6 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from retail_sync.agents import stock as stock_agent
-from retail_sync.agents import stock_logic
-from retail_sync.agents.exceptions import record_exception
-from retail_sync.connectors import shopify_inbound as shopify
 from retail_sync import (
     admin_actions,
     admin_auth,
@@ -67,6 +63,9 @@ from retail_sync import (
     pii,
 )
 from retail_sync import query_params as qp
+from retail_sync.agents import stock as stock_agent
+from retail_sync.agents.exceptions import record_exception
+from retail_sync.channels import plugin_settings
 from retail_sync.context import Context
 from retail_sync.streams.models import (
     ExceptionKind,
@@ -74,12 +73,12 @@ from retail_sync.streams.models import (
     order_key,
     utcnow,
 )
+from retail_sync.streams.rules import stock as stock_rules
 from retail_sync.streams.stock import StockState
 from retail_sync.tables import retention
 
 log = logging.getLogger(__name__)
 
-SHOPIFY_TOPICS = {"orders/create", "orders/updated", "orders/cancelled", "refunds/create"}
 #: bounds of the views' query parameters (a bad value is a 400 naming the bound)
 MAX_RECONCILE_DAYS = 3650.0
 MAX_AGE_S = 10 * 365 * 86400.0
@@ -91,12 +90,29 @@ def _json(view: View, body: Any, status: int = 200) -> Response:
 
 
 def register(ctx: Context) -> None:
+    """Every view of the admin listener (the table in the module docstring), in this order."""
     app = ctx.app
     http_body.guard_faust_web(app, header_timeout_s=ctx.settings.web_header_timeout_s,
                               body_timeout_s=ctx.settings.web_body_timeout_s)
-    orders, index = ctx.tables.orders, ctx.tables.index
     admin_auth.install(app, admin_auth.TokenStore.from_settings(ctx.settings))
     ingress.register(ctx)  # the webhooks' own listener; none is served on this one
+    _lookup_view(ctx)
+    _order_view(ctx)
+    _order_actions(ctx)
+    _exception_views(ctx)
+    _reconciliation_view(ctx)
+    admin_actions.register(ctx)  # /audit, /reconciliation/jobs[/{id}], the audit topic
+    openapi.register(ctx)  # GET /openapi.json (open): retail_sync/openapi.py
+    dashboard.register(ctx)  # /dashboard/... pages, data and order search (issue 14)
+    _inventory_view(ctx)
+    _metrics_view(ctx)
+    _health_views(ctx)
+
+
+def _lookup_view(ctx: Context) -> None:
+    """GET /orders/lookup?id=: the orders an id denotes, routed to the id's index owner."""
+    app = ctx.app
+    index = ctx.tables.index
 
     @app.page("/orders/lookup")
     class OrderLookup(View):
@@ -125,6 +141,12 @@ def register(ctx: Context) -> None:
                 return _json(self, {"error": f"no order is known by id {external_id!r}"}, 404)
             return _json(self, pii.for_caller(request, {"id": external_id, "orders": states}))
 
+
+def _order_view(ctx: Context) -> None:
+    """GET /orders/{order_key}: one order, routed to the key's owner (or from the archive)."""
+    app = ctx.app
+    orders = ctx.tables.orders
+
     @app.page("/orders/{order_key}")
     class OrderView(View):
         @admin_auth.requires("viewer")
@@ -137,6 +159,11 @@ def register(ctx: Context) -> None:
                     return _json(self, pii.for_caller(request, archived[0]))
                 return _json(self, {"error": f"no order {order_key!r}"}, 404)
             return self.bytes(pii.json_for_caller(request, state), content_type="application/json")
+
+
+def _order_actions(ctx: Context) -> None:
+    """POST /orders/{order_key}/cancel and /returns (retail_sync/admin_actions.py)."""
+    app = ctx.app
 
     @app.page("/orders/{order_key}/cancel")
     class CancelOrder(View):
@@ -151,6 +178,11 @@ def register(ctx: Context) -> None:
         async def post(self, request: Request, order_key: str) -> Response:
             # validated (404, 422: aftersale.return_refusal), audited, then sent
             return await admin_actions.authorise_return(ctx, self, request, order_key)
+
+
+def _exception_views(ctx: Context) -> None:
+    """GET /exceptions and POST /exceptions/replay."""
+    app = ctx.app
 
     def _bootstrap() -> str:
         return exceptions_view.bootstrap_of(app.conf.broker)
@@ -184,6 +216,11 @@ def register(ctx: Context) -> None:
         async def post(self, request: Request) -> Response:
             return await admin_actions.replay(ctx, self, request)  # audited, then replayed
 
+
+def _reconciliation_view(ctx: Context) -> None:
+    """GET /reconciliation: 410, the jobs are at /reconciliation/jobs (admin_actions)."""
+    app = ctx.app
+
     @app.page("/reconciliation")
     class Reconciliation(View):
         @admin_auth.requires("operator")  # it spends every marketplace's API budget
@@ -191,9 +228,10 @@ def register(ctx: Context) -> None:
             # no longer synchronous: 410 pointing at the job API (POST /reconciliation/jobs)
             return await admin_actions.reconciliation_gone(ctx, self, request)
 
-    admin_actions.register(ctx)  # /audit, /reconciliation/jobs[/{id}], the audit topic
-    openapi.register(ctx)  # GET /openapi.json (open): retail_sync/openapi.py
-    dashboard.register(ctx)  # /dashboard/... pages, data and order search (issue 14)
+
+def _inventory_view(ctx: Context) -> None:
+    """GET /inventory/{sku}: the stock rules' view of one SKU, routed to its owner."""
+    app = ctx.app
 
     @app.page("/inventory/{sku}")
     class InventoryView(View):
@@ -205,8 +243,13 @@ def register(ctx: Context) -> None:
                 return _json(self, {"sku": sku, "tracked": False, "error": (
                     f"no stock is known for {sku!r}: the ERP has reported no position for it "
                     "(a non-stock item; its orders are accepted without reservation)")}, 404)
-            return _json(self, stock_logic.view(state, stock_agent.rules_for(ctx, sku),
+            return _json(self, stock_rules.view(state, stock_agent.rules_for(ctx, sku),
                                                 list(ctx.channels), _Lines(ctx)))
+
+
+def _metrics_view(ctx: Context) -> None:
+    """GET /metrics: the Prometheus exposition."""
+    app = ctx.app
 
     @app.page("/metrics")
     class MetricsView(View):
@@ -214,6 +257,11 @@ def register(ctx: Context) -> None:
         async def get(self, request: Request) -> Response:
             return self.bytes(generate_latest(ctx.metrics.registry),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def _health_views(ctx: Context) -> None:
+    """GET /health (readiness) and /health/live (liveness), both open."""
+    app = ctx.app
 
     @app.page("/health")
     class Health(View):
@@ -309,26 +357,33 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return await http_body.read_body(request, limit)  # type: ignore[arg-type]
 
 
-async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[int, dict]:
-    """Verify, dedupe and persist one Shopify webhook; (HTTP status, JSON body) to answer."""
+async def receive_webhook(ctx: Context, request: Request, channel: str,
+                          topic: str) -> tuple[int, dict]:
+    """Verify, dedupe and persist one webhook delivery of ``channel`` (a push channel: its
+    plugin's ``inbound`` hooks say how); (HTTP status, JSON body) to answer."""
     settings, metrics = ctx.settings, ctx.metrics
 
     def outcome(name: str, status: int, message: str) -> tuple[int, dict]:
-        metrics.webhooks.labels(channel="shopify", outcome=name).inc()
+        metrics.webhooks.labels(channel=channel, outcome=name).inc()
         return status, {"status": name, "message": message}
+
+    plugin = ctx.channels.get(channel)
+    hooks = plugin.inbound if plugin is not None else None
+    if hooks is None:
+        return outcome("unsupported_topic", 404, f"channel {channel!r} receives no webhooks")
 
     try:
         body = await _read_body(request, settings.webhook_max_body_bytes)
     except http_body.BodyRejected as exc:  # too_large 413, body_timeout 408, bad_framing 400
         return outcome(exc.outcome, exc.code, exc.detail)
     headers = request.headers
-    secret = settings.shopify_webhook_secret.get_secret_value()
-    if not shopify.verify_hmac(body, shopify.header(headers, shopify.HMAC_HEADER), secret):
-        return outcome("bad_signature", 401, "missing or invalid X-Shopify-Hmac-Sha256")
-    delivery_id = shopify.header(headers, shopify.WEBHOOK_ID_HEADER)
+    if not hooks.verify(body, headers, plugin_settings(plugin, settings)):
+        return outcome("bad_signature", 401, hooks.signature_error)
+    delivery = hooks.delivery(headers)
+    delivery_id = delivery.delivery_id
     if not delivery_id:
-        return outcome("bad_request", 400, "missing X-Shopify-Webhook-Id")
-    if topic not in SHOPIFY_TOPICS:
+        return outcome("bad_request", 400, hooks.delivery_id_error)
+    if topic not in hooks.topics:
         return outcome("unsupported_topic", 404, f"topic {topic!r} is not handled here")
     watch = broker_watch.watch_of(ctx.app)
     if watch is not None and not watch.accepting(ctx.app):  # broker away or worker stopping
@@ -341,20 +396,18 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        # Kept as an exception record and remembered as seen: Shopify's retries of this same
+        # Kept as an exception record and remembered as seen: the sender's retries of this same
         # delivery are answered "duplicate" instead of filling the dead-letter topic.
         await record_exception(
             ctx, kind=ExceptionKind.DECODE, exc=f"webhook body is not JSON: {exc}", payload=body,
-            channel="shopify", source_key=f"shopify:delivery:{delivery_id}",
+            channel=channel, source_key=f"{channel}:delivery:{delivery_id}",
         )
         await ctx.deduper.confirm(delivery_id)
         return outcome("malformed", 400, f"body is not valid JSON: {exc}")
     raw = RawOrderMessage(
-        channel="shopify", topic=topic, delivery_id=delivery_id,
-        event_id=shopify.header(headers, shopify.EVENT_ID_HEADER),
-        shop_domain=shopify.header(headers, shopify.SHOP_HEADER),
-        api_version=shopify.header(headers, shopify.API_VERSION_HEADER),
-        triggered_at=shopify.header(headers, shopify.TRIGGERED_AT_HEADER),
+        channel=channel, topic=topic, delivery_id=delivery_id,
+        event_id=delivery.event_id, shop_domain=delivery.shop_domain,
+        api_version=delivery.api_version, triggered_at=delivery.triggered_at,
         received_at=utcnow(), body=body.decode("utf-8", "replace"),
     )
     timeout_s = settings.webhook_persist_timeout_s
@@ -362,7 +415,7 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
         # bounded: Faust's producer would wait producer_request_timeout_s (20 min) for a broker
         # that is away. A record timed out here may still reach the broker later: a duplicate
         # raw record (the order table keeps one order per key), never a loss
-        await asyncio.wait_for(_persist(ctx, _raw_key(payload, delivery_id), raw), timeout_s)
+        await asyncio.wait_for(_persist(ctx, hooks.order_key(payload, delivery_id), raw), timeout_s)
     except Exception as exc:  # noqa: BLE001 - the sender will retry; let it
         await ctx.deduper.forget(delivery_id)
         if isinstance(exc, TimeoutError):
@@ -379,14 +432,6 @@ async def receive_shopify(ctx: Context, request: Request, topic: str) -> tuple[i
             return outcome("unavailable", 503, watch.refusal(ctx.app))
     await ctx.deduper.confirm(delivery_id)  # only now: a worker dying before this loses nothing
     return outcome("accepted", 200, "received")
-
-
-def _raw_key(payload: Any, delivery_id: str) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("order_id"), int | str):  # a refund
-        return order_key("shopify", str(payload["order_id"]))
-    if isinstance(payload, dict) and isinstance(payload.get("id"), int | str):
-        return order_key("shopify", str(payload["id"]))
-    return order_key("shopify", f"delivery:{delivery_id}")
 
 
 async def _persist(ctx: Context, key: str, raw: RawOrderMessage) -> None:

@@ -13,15 +13,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 
-from retail_sync.settings import Settings
 from retail_sync.tables import rocks
 
 
-class CodecTable(faust.Table):
+class TableSettings(Protocol):
+    """The values a table is built with (``retail_sync.settings.Settings`` has them)."""
+
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def rocksdb_block_cache_bytes(self) -> int: ...
+    @property
+    def rocksdb_write_buffer_bytes(self) -> int: ...
+
+
+class CodecTable(faust.Table[str, Any]):
     """A Table whose values are carried by a registered codec (our pydantic models).
 
     Faust derives a table's serializers from Faust model types only, and fixes them in the
@@ -34,7 +44,8 @@ class CodecTable(faust.Table):
         self.value_serializer = value_codec
 
 
-def _table(app: faust.App, settings: Settings, name: str, codec: str, **kw: Any) -> faust.Table:
+def _table(app: faust.App, settings: TableSettings, name: str, codec: str,
+           **kw: Any) -> faust.Table[str, Any]:
     table = CodecTable(
         app,
         name=name,
@@ -50,22 +61,22 @@ def _table(app: faust.App, settings: Settings, name: str, codec: str, **kw: Any)
     return table
 
 
-def order_state_table(app: faust.App, settings: Settings) -> faust.Table:
+def order_state_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:
     return _table(app, settings, "order-state", "rs.order_state",
                   help="Canonical order, lifecycle status and correlation ids, by order_key.")
 
 
-def order_index_table(app: faust.App, settings: Settings) -> faust.Table:
+def order_index_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:
     return _table(app, settings, "order-index", "json",
                   help="External id (marketplace order id, ERP sales order) -> order_keys.")
 
 
-def poll_cursor_table(app: faust.App, settings: Settings) -> faust.Table:
+def poll_cursor_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:
     return _table(app, settings, "poll-cursors", "json",
                   help="Polled channel -> its cursor (where the next poll starts) and counters.")
 
 
-def stock_table(app: faust.App, settings: Settings) -> faust.Table:
+def stock_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:
     """SKU -> StockState, and ``SKU|order_key#line_id`` -> Reservation: one table for both, so a
     SKU's record and its lines share one changelog partition, written in order (lines first).
     Written only by the stock agent, whose input is keyed by SKU: Faust sends a table write to

@@ -1,4 +1,4 @@
-"""The order state machine after the ERP: shipments, cancellations, returns (agents/aftersale.py
+"""The order state machine after the ERP: shipments, cancellations, returns (streams/rules/aftersale.py
 through agents/lifecycle.apply), example by example, and as a property: whatever order the other
 systems' answers arrive in, duplicated or late, the order converges to the same final state."""
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.commands import (
     ErpCancelRequest,
     ErpReturnRequest,

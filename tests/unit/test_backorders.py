@@ -5,7 +5,7 @@ never for an order that is being cancelled or is cancelled."""
 
 from datetime import UTC, datetime, timedelta
 
-from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.connectors.wms import order_key_of
 from retail_sync.streams.commands import WmsCancel, WmsRelease
 from retail_sync.streams.mappers.shopify import map_order

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from retail_sync.agents import orders
-from retail_sync.agents.lifecycle import Outcome
+from retail_sync.streams.rules.lifecycle import Outcome
 from retail_sync import admin_actions, dashboard
 from retail_sync.app import create_app
 from retail_sync.metrics import Metrics, TableFiguresCollector

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.connectors.erp import ErpNextConnector, sales_order_doc
 from retail_sync.connectors.erp_fields import MARKETPLACE_WAREHOUSE
 from retail_sync.streams.mappers import amazon, shopify, walmart
@@ -342,7 +342,7 @@ async def test_line_discounts_in_allocations_give_discounted_erp_rates_and_refun
 def test_operator_return_is_priced_at_the_discounted_rate() -> None:
     """A return authorised without an amount is refunded at what the buyer paid per unit (its
     discounted price and its tax), as the marketplace refunds it."""
-    from retail_sync.agents.aftersale import refund_value
+    from retail_sync.streams.rules.aftersale import refund_value
 
     order = shopify.map_order(allocated_discount_body())
     state = OrderState(order_key=order.order_key, channel="shopify", status=OrderStatus.SHIPPED,
@@ -412,7 +412,7 @@ async def test_the_wms_gets_and_keeps_shipping_instructions_and_line_details() -
                        correlation={"marketplace_order_id": order.marketplace_order_id,
                                     "erp_sales_order": "SO-3"},
                        timeline=[], received_at=T0)
-    from retail_sync.agents.aftersale import release_command
+    from retail_sync.streams.rules.aftersale import release_command
 
     command = release_command(state)
     sim = WmsSimulator(WmsSimConfig(hold=True))

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from faust.serializers import codecs
 
-from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams import codecs as _registered  # noqa: F401
 from retail_sync.streams.mappers.shopify import map_order
 from retail_sync.streams.models import (

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.connectors.amazon_outbound import acknowledgement_feed
 from retail_sync.streams.mappers import amazon, shopify
 

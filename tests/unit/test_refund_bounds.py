@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from retail_sync.agents import aftersale
-from retail_sync.agents.lifecycle import apply
+from retail_sync.streams.rules import aftersale
+from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.models import (
     CancelRequested,
     OrderState,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime, timedelta
 
-from retail_sync.agents.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
+from retail_sync.streams.rules.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
 from retail_sync.connectors.erp import ErpNextConnector
 from retail_sync.streams.mappers import shopify
 

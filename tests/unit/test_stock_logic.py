@@ -1,4 +1,4 @@
-"""The available-to-sell and reservation rules (agents/stock_logic.py), example by example and
+"""The available-to-sell and reservation rules (streams/rules/stock.py), example by example and
 as properties over any sequence of ERP changes, orders, confirmations, shipments, cancellations,
 push reports and replays (hypothesis)."""
 
@@ -8,8 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retail_sync.agents.stock_logic import RELEASE_LOG, StockRules, apply, ats, free, held, offered_to, view
-from retail_sync.settings import ChannelAllocation, Settings
+from retail_sync.agents.deps import allocation_policy
+from retail_sync.settings import Settings
+from retail_sync.streams.rules.policies import ChannelAllocation
+from retail_sync.streams.rules.stock import RELEASE_LOG, StockRules, apply, ats, free, held, offered_to, view
 from retail_sync.streams.stock import (
     CommitStock,
     ErpStockChanged,
@@ -138,7 +140,7 @@ def test_safety_stock_and_allocation_rules():
 def test_allocation_rules_come_from_settings():
     settings = Settings(stock_safety_by_sku={SKU: 4}, stock_allocation={"amazon": {"cap": 1}},
                         erp_stock_warehouses="A, B")
-    rules = StockRules.from_settings(settings, SKU, CHANNELS)
+    rules = StockRules.for_sku(allocation_policy(settings), SKU, CHANNELS)  # as the agent does
     assert rules.safety == 4 and rules.allocation["amazon"].cap == 1
     assert rules.warehouses == frozenset({"A", "B"}) and not rules.sellable(W)
 

@@ -1,6 +1,6 @@
 """After the order, as pure functions: fulfilment, shipments, cancellations, returns and refunds.
 
-Called by ``agents.lifecycle.apply``; each takes the order's state and one event and returns an
+Called by ``streams.rules.lifecycle.apply``; each takes the order's state and one event and returns an
 ``Outcome`` (new state, commands). The rules that make the final state right whatever the arrival
 order of the events:
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
 
 from retail_sync.streams.commands import (
     ErpCancelRequest,
@@ -69,17 +68,14 @@ from retail_sync.streams.models import (
     ShipmentReported,
     TimelineEntry,
 )
+from retail_sync.streams.rules.outcome import Outcome
 from retail_sync.streams.stock import CancelLineRequest, MarketplaceCancel, ReleaseStock
-
-if TYPE_CHECKING:
-    from retail_sync.agents.lifecycle import Outcome
 
 SHIPPED_OR_LATER = {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED,
                     OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
 
 
 def outcome(**kw: object) -> Outcome:
-    from retail_sync.agents.lifecycle import Outcome
     return Outcome(**kw)  # type: ignore[arg-type]
 
 
@@ -447,7 +443,7 @@ def is_cancelled_by_marketplace(event: OrderReceived) -> bool:
 
 
 #: the reason a marketplace cancellation answering a buyer's request carries (Amazon's
-#: OrderAcknowledgement CancelReason; connectors.amazon_outbound lists the items with it)
+#: OrderAcknowledgement CancelReason; connectors.amazon.outbound lists the items with it)
 BUYER_CANCELED = "BuyerCanceled"
 
 
@@ -496,7 +492,7 @@ def on_cancel(state: OrderState, request: CancelRequested, now: datetime) -> Out
                        f"cancellation of {state.order_key} by {request.by} refused: {why}")
     if state.status in (OrderStatus.STOCK_PENDING, OrderStatus.ERP_FAILED, OrderStatus.RECEIVED):
         # nothing in the ERP or the warehouse yet: cancelled here and now
-        return _cancelled(state, request.by, request.reason, now, [entry])
+        return cancelled(state, request.by, request.reason, now, [entry])
     new = state.model_copy(update={
         "status": OrderStatus.CANCEL_PENDING, "cancel": request,
         "timeline": timeline(state, entry)})
@@ -558,7 +554,7 @@ def on_erp_cancelled(state: OrderState, event: ErpOrderCancelled, now: datetime)
                        f"the ERP cancelled {event.erp_sales_order} for {state.order_key}, which "
                        f"already {state.status.value}: refused, the marketplace is not told")
     by = state.cancel.by if state.cancel is not None else "erp"
-    out = _cancelled(state, by, event.reason, now, [entry])
+    out = cancelled(state, by, event.reason, now, [entry])
     if state.cancel is None and not state.order.fulfilled_by_marketplace:
         # the ERP's own decision: stop the warehouse too
         out.wms_commands = [WmsCancel(order_key=state.order_key,
@@ -566,7 +562,7 @@ def on_erp_cancelled(state: OrderState, event: ErpOrderCancelled, now: datetime)
     return out
 
 
-def _cancelled(state: OrderState, by: str, reason: str, now: datetime,
+def cancelled(state: OrderState, by: str, reason: str, now: datetime,
                entries: list[TimelineEntry]) -> Outcome:
     """Final: stock released; the marketplace told unless the cancellation came from it."""
     new = state.model_copy(update={

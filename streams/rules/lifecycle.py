@@ -28,7 +28,7 @@ recorded on the order's timeline (``order_edit_not_applied``) and as a state_con
 for a human to amend the ERP sales order; never dropped.
 
 Buyer cancellation requests (Amazon ``BuyerRequestedCancel``, ``Order.buyer_cancel_request``)
-naming every line cancel the order through agents.aftersale.on_cancel (``by="buyer"``): before
+naming every line cancel the order through streams.rules.aftersale.on_cancel (``by="buyer"``): before
 shipment it is cancelled everywhere and the marketplace is told with reason BuyerCanceled; an
 order first seen with one reserves nothing.
 
@@ -47,19 +47,17 @@ replay door applies them too, to answer "skipped" at once.
 
 A backordered order goes to the warehouse in parts: on ERP confirmation what had stock; each
 time goods arrive for the rest, the stock agent's BackorderReleased becomes a fulfilment order of
-its own (``<order_key>#bo<n>``, agents.aftersale.on_backorder_released).
+its own (``<order_key>#bo<n>``, streams.rules.aftersale.on_backorder_released).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from retail_sync.agents import aftersale
 from retail_sync.streams.commands import ErpCancelRequest
 from retail_sync.streams.models import (
     BackorderReleased,
@@ -89,6 +87,8 @@ from retail_sync.streams.models import (
     StockAnswered,
     TimelineEntry,
 )
+from retail_sync.streams.rules import aftersale
+from retail_sync.streams.rules.outcome import Outcome, merge
 from retail_sync.streams.stock import (
     CancelLineRequest,
     CommitStock,
@@ -101,23 +101,8 @@ from retail_sync.streams.stock import (
 MAX_DELIVERY_IDS = 20
 
 
-StockCommand = ReserveStock | ReleaseStock | CommitStock
 POLICIES = ("cancel", "partial", "backorder")
 CENT = Decimal("0.01")
-
-
-@dataclass
-class Outcome:
-    state: OrderState | None
-    erp_requests: list[Any] = field(default_factory=list)  # streams.commands.ErpCommand
-    stock_commands: list[StockCommand] = field(default_factory=list)
-    marketplace_commands: list[Any] = field(default_factory=list)  # ChannelCommand
-    wms_commands: list[Any] = field(default_factory=list)  # WmsCommand
-    changed: bool = False
-    first_confirmation: bool = False
-    first_refund_posted: bool = False
-    decided: bool = False  # the stock decision was taken by this event
-    problem: str | None = None  # drift to report as a sync exception; the state is kept as is
 
 
 def apply(state: OrderState | None, event: OrderEvent, now: datetime,
@@ -151,12 +136,12 @@ def _apply(state: OrderState | None, event: OrderEvent, now: datetime, policy: s
             cancel = aftersale.on_cancel(out.state, CancelRequested(
                 order_key=event.order_key, by=out.state.channel, at=event.received_at,
                 reason="cancelled on the marketplace"), now)
-            return _merge(out, cancel)
+            return merge(out, cancel)
         if out.state is not None and event.order.buyer_cancel_request is not None and \
                 not aftersale.is_cancelled_by_marketplace(event):
             if state is None and aftersale.buyer_cancels_whole_order(out.state, event):
                 out.stock_commands = []  # first seen with the request: nothing to reserve
-            return _merge(out, aftersale.on_buyer_cancel_request(out.state, event, now))
+            return merge(out, aftersale.on_buyer_cancel_request(out.state, event, now))
         return out
     if state is None:  # an answer for an order we do not know: nothing to attach it to
         return Outcome(state=None, problem=f"{event.kind} for {event.order_key}, an order this "
@@ -167,19 +152,6 @@ def _apply(state: OrderState | None, event: OrderEvent, now: datetime, policy: s
     if isinstance(event, StockAnswered):
         return _on_stock(state, event, now, policy)
     return handler(state, event, now)
-
-
-def _merge(first: Outcome, second: Outcome) -> Outcome:
-    """Two steps of one event as one outcome (the state of the second, commands of both)."""
-    return Outcome(
-        state=second.state, changed=first.changed or second.changed,
-        erp_requests=[*first.erp_requests, *second.erp_requests],
-        stock_commands=[*first.stock_commands, *second.stock_commands],
-        marketplace_commands=[*first.marketplace_commands, *second.marketplace_commands],
-        wms_commands=[*first.wms_commands, *second.wms_commands],
-        first_confirmation=first.first_confirmation or second.first_confirmation,
-        decided=first.decided or second.decided,
-        problem=second.problem or first.problem)
 
 
 def _request(state: OrderState, now: datetime) -> ErpPostRequest:
@@ -331,7 +303,7 @@ def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime,
         out = Outcome(state=new, changed=bool(updates))
     requests = [_request(new, now)] if new.status is OrderStatus.ERP_PENDING else []
     reserve = _reserve_commands(new, now) if new.status is OrderStatus.STOCK_PENDING else []
-    return _merge(out, Outcome(state=new, erp_requests=requests, stock_commands=list(reserve)))
+    return merge(out, Outcome(state=new, erp_requests=requests, stock_commands=list(reserve)))
 
 
 def _same_lines(a: Order, b: Order) -> bool:
@@ -392,7 +364,7 @@ def _on_edit(state: OrderState, event: OrderReceived, now: datetime, policy: str
                          reason="order edited on the marketplace: line removed")
             for sku, ids in sorted(released.items())])
         if new.status is OrderStatus.STOCK_PENDING and kept <= set(new.stock):
-            return _merge(out, _decide(new, now, policy))
+            return merge(out, _decide(new, now, policy))
         return out
     erp = state.correlation.erp_sales_order
     if edit_policy != "apply":
@@ -537,7 +509,7 @@ def _on_erp_failed(state: OrderState, event: ErpOrderFailed, now: datetime) -> O
         # cancelled while the post was in flight, and the post failed: nothing is in the ERP
         # (nor, unconfirmed, in the warehouse), so the cancellation completes here and now
         cancel = state.cancel
-        return aftersale._cancelled(state, cancel.by, cancel.reason, now, [
+        return aftersale.cancelled(state, cancel.by, cancel.reason, now, [
             failed, TimelineEntry(
                 event="cancel_completed_without_erp", system="retail-sync", at=now,
                 detail="the ERP post in flight when the cancellation came failed: the order "
@@ -614,7 +586,7 @@ def _on_retry_erp_post(state: OrderState, event: RetryErpPost, now: datetime) ->
         return _skipped(state, "erp_retry_skipped", event.at, f"{why} ({_replay_of(event)})")
     if state.status is OrderStatus.ERP_PENDING:
         # asked already (a second replay, a redelivery): ask again, the ERP post is exactly-once
-        # on the order key (connectors.erp looks the order up before creating)
+        # on the order key (connectors.erpnext.client looks the order up before creating)
         return Outcome(state=state, erp_requests=[_request(state, now)])
     request = _request(state, now)
     lines = ", ".join(f"{ln.sku} {ln.quantity}" for ln in request.order.lines)

@@ -1,7 +1,9 @@
 """Available-to-sell and reservations as pure functions: (state, event) -> (state, outputs).
 
 The stock agent owns each SKU (its input topic is keyed by SKU) and calls ``apply``; nothing here
-touches Faust, so the rules are tested exhaustively (tests/unit/test_stock_logic.py, hypothesis).
+touches Faust or the settings (the policy comes in as ``StockRules``, built by the agent from an
+``AllocationPolicy``), so the rules are tested exhaustively (tests/unit/test_stock_logic.py,
+hypothesis).
 State is split in two so an event costs the same whatever the SKU's order volume: a small
 ``StockState`` per SKU (ERP positions, units held, committed reservations awaiting the ERP, what
 each channel was offered and told) and one ``Reservation`` per order line, read through
@@ -42,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from retail_sync.settings import ChannelAllocation, Settings
+from retail_sync.streams.rules.policies import AllocationPolicy, ChannelAllocation
 from retail_sync.streams.stock import (
     Backorder,
     BackorderRelease,
@@ -68,7 +70,7 @@ AFTER = "~"
 
 @dataclass(frozen=True)
 class StockRules:
-    """The settings the arithmetic needs, for one SKU."""
+    """The policy the arithmetic applies, for one SKU."""
 
     channels: Sequence[str]  # channels offered stock (those we can push to)
     erp_warehouse: str  # where our sales orders reserve
@@ -77,11 +79,10 @@ class StockRules:
     warehouses: frozenset[str] = frozenset()  # sellable warehouses; empty: all
 
     @classmethod
-    def from_settings(cls, settings: Settings, sku: str, channels: Sequence[str]) -> StockRules:
-        warehouses = frozenset(w.strip() for w in settings.erp_stock_warehouses.split(",") if w.strip())
-        return cls(channels=tuple(channels), erp_warehouse=settings.erp_warehouse,
-                   safety=settings.safety_for(sku), allocation=settings.stock_allocation,
-                   warehouses=warehouses)
+    def for_sku(cls, policy: AllocationPolicy, sku: str, channels: Sequence[str]) -> StockRules:
+        return cls(channels=tuple(channels), erp_warehouse=policy.erp_warehouse,
+                   safety=policy.safety_for(sku), allocation=policy.allocation,
+                   warehouses=policy.warehouses)
 
     def sellable(self, warehouse: str) -> bool:
         return not self.warehouses or warehouse in self.warehouses
