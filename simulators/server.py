@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
+
+#: what an aiohttp middleware is handed: the next handler
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class SimulatorServer:
@@ -26,3 +31,6 @@ class SimulatorServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+__all__ = ["Handler", "SimulatorServer"]

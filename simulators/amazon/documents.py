@@ -316,7 +316,8 @@ def processing_report_xml(seller_id: str, feed_id: str, processed: int,
         ET.SubElement(result, "ResultDescription").text = description
         if order_id:
             ET.SubElement(ET.SubElement(result, "AdditionalInfo"), "AmazonOrderID").text = order_id
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    report_xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return report_xml
 
 
 @dataclass

@@ -92,7 +92,7 @@ from retail_sync.simulators.amazon.orders import (
 )
 from retail_sync.simulators.bucket import Bucket
 from retail_sync.simulators.listings import Listings
-from retail_sync.simulators.server import SimulatorServer
+from retail_sync.simulators.server import Handler, SimulatorServer
 
 JSON = dict[str, Any]
 GET_ORDERS, GET_ORDER_ITEMS, CONFIRM_SHIPMENT = "getOrders", "getOrderItems", "confirmShipment"
@@ -485,7 +485,7 @@ class AmazonSimulator(SimulatorServer):
         return GET_ORDER_ITEMS if request.path.endswith("/orderItems") else GET_ORDERS
 
     @web.middleware
-    async def _gateway(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _gateway(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Auth, usage plans, injected faults and the x-amzn headers, as Amazon's gateway does."""
         if request.path.startswith(("/_sim/", "/_docs/")):  # control; presigned document URLs
             return await handler(request)
@@ -499,7 +499,7 @@ class AmazonSimulator(SimulatorServer):
         self.counts[f"{response.status} {operation}"] += 1
         return response
 
-    async def _guarded(self, request: web.Request, handler: Any, operation: str) -> web.StreamResponse:
+    async def _guarded(self, request: web.Request, handler: Handler, operation: str) -> web.StreamResponse:
         token = request.headers.get("x-amz-access-token")
         if token != self.config.access_token:
             details = "x-amz-access-token header is missing" if token is None else "invalid token"

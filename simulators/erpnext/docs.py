@@ -157,7 +157,7 @@ def _rate(row: JSON, idx: int) -> tuple[Decimal, JSON]:
     if pct is not None and not 0 <= pct <= 100:
         raise DocValidationError(f"Row #{idx}: Discount (%) must be between 0 and 100")
     if plr is not None and (pct or off):
-        rate = plr * (1 - (pct or 0) / 100) if pct else plr - (off or 0)
+        rate = plr * (1 - pct / 100) if pct else plr - (off or 0)
         off = plr - rate
         pct = (off / plr * 100) if plr else Decimal(0)
     else:
@@ -167,7 +167,7 @@ def _rate(row: JSON, idx: int) -> tuple[Decimal, JSON]:
     if rate < 0:
         raise DocValidationError(f"Row #{idx}: Rate cannot be negative")
     fields = {"price_list_rate": float(plr if plr is not None else rate),
-              "discount_percentage": float(round(pct or 0, 6)),
+              "discount_percentage": float(round(pct or Decimal(0), 6)),
               "discount_amount": _money(off or Decimal(0))}  # fmt: skip
     return rate, fields
 
@@ -530,7 +530,7 @@ def order_item(order: JSON, row: JSON, idx: int) -> JSON:
     items = order["items"]
     so_detail = row.get("so_detail")
     if so_detail:
-        found = next((i for i in items if i["name"] == so_detail), None)
+        found: JSON | None = next((i for i in items if i["name"] == so_detail), None)
         if found is None:
             raise DocValidationError(
                 f"Row #{idx}: Sales Order Item {so_detail} is not in Sales Order {order['name']}"

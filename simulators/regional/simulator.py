@@ -138,7 +138,8 @@ class RegionalOrder:
 
     def left_to_ship(self, line_id: str) -> int:
         _sku, ordered, cancelled = self.lines[line_id]
-        return ordered - cancelled - self.shipped.get(line_id, 0)
+        left: int = ordered - cancelled - self.shipped.get(line_id, 0)
+        return left
 
     def value(self) -> Decimal:
         """What the buyer paid: unit price x quantity of every readable row."""

@@ -81,7 +81,7 @@ from aiohttp import web
 
 from retail_sync.simulators.bucket import Bucket
 from retail_sync.simulators.listings import Listings
-from retail_sync.simulators.server import SimulatorServer
+from retail_sync.simulators.server import Handler, SimulatorServer
 from retail_sync.simulators.shopify.config import ShopifySimConfig
 from retail_sync.simulators.shopify.orders import (
     CANCEL_REASONS,
@@ -226,7 +226,7 @@ class ShopifySimulator(WebhookSender, SimulatorServer):
         return app
 
     @web.middleware
-    async def _admin_guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _admin_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Access-token auth and the leaky-bucket call limit on every /admin response."""
         if not request.path.startswith("/admin/"):
             return await handler(request)

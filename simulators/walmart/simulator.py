@@ -77,7 +77,6 @@ import copy
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -87,7 +86,7 @@ from aiohttp import web
 
 from retail_sync.simulators.bucket import Bucket
 from retail_sync.simulators.listings import Listings
-from retail_sync.simulators.server import SimulatorServer
+from retail_sync.simulators.server import Handler, SimulatorServer
 from retail_sync.simulators.walmart.orders import (
     CATALOG,
     ListQuery,
@@ -109,7 +108,6 @@ from retail_sync.simulators.walmart.requests import (
 )
 
 JSON = dict[str, Any]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPTIONAL_INTS = ("seed", "base_time_ms", "max_quantity")
 _SKU_LISTS = ("skus", "extra_skus")
 FEED_TYPES = ("inventory", "MP_INVENTORY")

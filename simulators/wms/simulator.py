@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
-from retail_sync.simulators.server import SimulatorServer
+from retail_sync.simulators.server import Handler, SimulatorServer
 
 JSON = dict[str, Any]
 CARRIERS = ("UPS", "USPS", "FEDEX", "DHL")
@@ -334,7 +334,7 @@ class WmsSimulator(SimulatorServer):
         return app
 
     @web.middleware
-    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Injected faults, then auth, for every /api route (never for /_sim)."""
         if not request.path.startswith("/api/"):
             return await handler(request)
