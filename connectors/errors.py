@@ -5,18 +5,18 @@
      |    +-- RateLimitedError   the service said 429 / throttled
      +-- PermanentError          the service refused the request (4xx validation); retrying won't help
      +-- DecodeError             a payload that is not what the contract says
+          +-- MappingError       valid JSON that cannot become a canonical order
+
+SyncError, DecodeError and MappingError are defined in streams/errors.py (streams never imports
+connectors) and re-exported here.
 """
 
 from __future__ import annotations
 
+from retail_sync.streams.errors import DecodeError, MappingError, SyncError
 
-class SyncError(Exception):
-    """Root of every error retail-sync raises about an external system or a payload."""
-
-    def __init__(self, message: str, *, status: int | None = None, body: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.body = body
+__all__ = ["DecodeError", "MappingError", "PermanentError", "RateLimitedError", "RetryableError",
+           "SyncError", "parse_retry_after"]
 
 
 class RetryableError(SyncError):
@@ -40,10 +40,6 @@ class RateLimitedError(RetryableError):
 
 class PermanentError(SyncError):
     """The service refused the request as invalid; it goes to the exception topic."""
-
-
-class DecodeError(SyncError):
-    """A payload could not be decoded or mapped into the canonical model."""
 
 
 def parse_retry_after(value: str | None) -> float | None:

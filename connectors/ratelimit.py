@@ -437,35 +437,13 @@ def limiter_for(
 
 # --- budgets of one external system -----------------------------------------------------------
 #
-# What each marketplace publishes (requests per second, burst). Our client-side budget starts
-# there; the marketplace's own signals then move it (Amazon's x-amzn-RateLimit-Limit, Shopify's
-# call-limit header, Walmart's token count, any 429's Retry-After). ``RETAIL_SYNC_RATE_LIMITS``
-# overrides any of them per "channel:operation".
+# What each marketplace publishes (requests per second, burst) is its plugin's ``plans``
+# (connectors/<system>/plan.py). Our client-side budget starts there; the marketplace's own
+# signals then move it (Amazon's x-amzn-RateLimit-Limit, Shopify's call-limit header, Walmart's
+# token count, any 429's Retry-After). ``RETAIL_SYNC_RATE_LIMITS`` overrides any of them per
+# "channel:operation".
 
 Plan = tuple[float, int]
-
-#: The usage plans in the SP-API specs (../shared/specs/amazon, each operation's description).
-AMAZON_PLANS: dict[str, Plan] = {
-    "getOrders": (0.0167, 20), "getOrder": (0.5, 30), "getOrderItems": (0.5, 30),
-    "confirmShipment": (2.0, 10), "updateShipmentStatus": (5.0, 15),
-    "getListingsItem": (5.0, 10), "patchListingsItem": (5.0, 5), "putListingsItem": (5.0, 10),
-    "createFeedDocument": (0.5, 15), "createFeed": (0.0083, 15), "getFeed": (2.0, 15),
-    "getFeedDocument": (0.0222, 10), "cancelFeed": (2.0, 15),
-}  # fmt: skip
-
-#: Shopify Admin REST: one leaky bucket per store and app, 40 calls leaking at 2/s (Plus: 80 at
-#: 4/s); we keep 2 calls free for other tools of the same app.
-SHOPIFY_BUCKET, SHOPIFY_HEADROOM = 40, 2
-SHOPIFY_PLANS: dict[str, Plan] = {"admin": (SHOPIFY_BUCKET / 20, SHOPIFY_BUCKET - SHOPIFY_HEADROOM)}
-
-#: Walmart publishes limits per seller and reports them live (x-current-token-count,
-#: x-next-replenish-time); these are 90% of the plans our simulator enforces.
-WALMART_PLANS: dict[str, Plan] = {
-    "released": (18.0, 18), "orders": (18.0, 18), "acknowledge": (9.0, 9),
-    "cancel": (9.0, 9), "shipping": (9.0, 9), "refund": (9.0, 9),
-    "inventory": (3.0, 10), "feeds": (9 / 3600, 9), "feed_status": (18.0, 18),
-}  # fmt: skip
-
 
 class Budgets:
     """The client-side budgets of one external system: one limiter per operation, created on

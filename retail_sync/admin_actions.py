@@ -357,7 +357,7 @@ async def start_job(ctx: Any, view: View, request: Request) -> Response:
             0 < days <= MAX_RECONCILE_DAYS):
         return await door.refuse(422, f"days must be a number above 0 and at most "
                                       f"{MAX_RECONCILE_DAYS:g}, not {str(days)[:40]!r}")
-    known = recon_jobs.known_channels()
+    known = recon_jobs.known_channels(ctx.settings)
     unknown = sorted(set(named or []) - set(known))
     if unknown:
         return await door.refuse(422, f"unknown channels {unknown}: one of {', '.join(known)}")

@@ -1,52 +1,46 @@
 """The channel registry: which marketplaces this engine speaks, each as one ChannelPlugin.
 
-Built-in channels are listed here; more come from settings (``RETAIL_SYNC_CHANNEL_PLUGINS``, a
-comma-separated list of ``module:attribute`` naming ChannelPlugin objects), so a new marketplace
-needs one connector module, one mapper and a setting, and no change to the engine.
+Built-in channels are listed here (``BUILTIN``: one package each under connectors/, exporting
+``plugin``). More come from the setting ``RETAIL_SYNC_CHANNEL_PLUGINS`` (a comma-separated list of
+``module:attribute`` naming ChannelPlugin objects) and from the entry points of the group
+``retail_sync.channels`` (each naming a ChannelPlugin), so a new marketplace is one package and
+one registration, and no change to the engine. A configured plugin may replace a built-in one.
+
+An external plugin's ``settings_model`` (a ConnectorSettings) is built from the environment
+(prefix ``RETAIL_SYNC_``) over the shared values of the central Settings (``plugin_settings``);
+the built-in ones are part of the central Settings already. The wiring takes everything else
+about a channel from its plugin: its rate plans, status table, reconciliation reader and webhook
+hooks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
-from retail_sync.connectors.amazon import AmazonSource
-from retail_sync.connectors.amazon_outbound import AmazonOutbound
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retail_sync.connectors import amazon, regional, shopify, walmart
 from retail_sync.connectors.plugin import ChannelPlugin
-from retail_sync.connectors.regional import RegionalFileSource
-from retail_sync.connectors.regional_outbound import RegionalOutbound
-from retail_sync.connectors.shopify_outbound import ShopifyOutbound
-from retail_sync.connectors.walmart import WalmartSource
-from retail_sync.connectors.walmart_outbound import WalmartOutbound
-from retail_sync.settings import Settings
-from retail_sync.streams.mappers import amazon, regional, shopify, walmart
-from retail_sync.streams.mappers.shopify import MappingError
+from retail_sync.settings import ENV_PREFIX, Settings
+from retail_sync.streams.status import StatusTable
 
-
-def _amazon(payload: Any) -> Any:
-    """Polled Amazon deliveries carry the order and its items: {"order": ..., "items": [...]}."""
-    if not isinstance(payload, dict) or "order" not in payload:
-        raise MappingError("Amazon delivery must be {'order': ..., 'items': [...]}")
-    return amazon.map_order(payload["order"], payload.get("items"))
-
-
-BUILTIN: tuple[ChannelPlugin, ...] = (
-    ChannelPlugin("shopify", shopify.map_order, None, "Shopify Admin webhooks (push)",
-                  outbound=ShopifyOutbound.from_settings),
-    ChannelPlugin("amazon", _amazon, AmazonSource.from_settings, "SP-API Orders v0 (poll)",
-                  outbound=AmazonOutbound.from_settings),
-    ChannelPlugin("walmart", walmart.map_order, WalmartSource.from_settings,
-                  "Marketplace Orders v3 released + acknowledge (poll)",
-                  outbound=WalmartOutbound.from_settings),
-    ChannelPlugin("regional", regional.map_order, RegionalFileSource.from_settings,
-                  "regional marketplace CSV batch files (file drop)",
-                  outbound=RegionalOutbound.from_settings),
-)
+BUILTIN: tuple[ChannelPlugin, ...] = (shopify.plugin, amazon.plugin, walmart.plugin, regional.plugin)
+ENTRY_POINT_GROUP = "retail_sync.channels"
 
 
 class PluginError(ValueError):
     """A configured channel plugin cannot be loaded."""
+
+
+def _checked(plugin: Any, ref: str) -> ChannelPlugin:
+    if not isinstance(plugin, ChannelPlugin):
+        raise PluginError(f"channel plugin {ref!r} is a {type(plugin).__name__}, not a ChannelPlugin")
+    return plugin
 
 
 def load_plugin(ref: str) -> ChannelPlugin:
@@ -57,21 +51,90 @@ def load_plugin(ref: str) -> ChannelPlugin:
         plugin = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise PluginError(f"channel plugin {ref!r} cannot be loaded: {exc}") from exc
-    if not isinstance(plugin, ChannelPlugin):
-        raise PluginError(f"channel plugin {ref!r} is a {type(plugin).__name__}, not a ChannelPlugin")
-    return plugin
+    return _checked(plugin, ref)
+
+
+def entry_point_plugins() -> list[ChannelPlugin]:
+    """The ChannelPlugin objects named by the installed distributions' entry points."""
+    found = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            plugin = point.load()
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(f"channel plugin entry point {point.name!r} ({point.value}) cannot "
+                              f"be loaded: {exc}") from exc
+        found.append(_checked(plugin, point.value))
+    return found
+
+
+def external_plugins(refs: str) -> list[ChannelPlugin]:
+    """The plugins of the entry points, then those the setting names (a later one wins)."""
+    return [*entry_point_plugins(),
+            *(load_plugin(ref) for ref in filter(None, (r.strip() for r in refs.split(","))))]
+
+
+def plugin_settings(plugin: ChannelPlugin, settings: Any) -> Any:
+    """The settings ``plugin``'s factories take: the central Settings when it already is one of
+    the plugin's model (the built-in ones), else the plugin's model read from the environment
+    (``RETAIL_SYNC_`` + field name) over the shared values of ``settings``."""
+    model = plugin.settings_model
+    if isinstance(settings, model):
+        return settings
+    shared = {name: getattr(settings, name) for name in model.model_fields
+              if name in type(settings).model_fields}
+    from_env = type(f"{model.__name__}FromEnv", (model, BaseSettings), {
+        "model_config": SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")})
+    built: BaseModel = from_env(**shared)
+    return built
+
+
+def _configured(plugin: ChannelPlugin, settings: Any) -> ChannelPlugin:
+    """The plugin as these settings shape it: its mapper built from them (``configure``), and
+    its factories and reader given its own settings model."""
+    values = plugin_settings(plugin, settings)
+    if plugin.configure is not None:
+        plugin = dataclasses.replace(plugin, mapper=plugin.configure(values))
+    if values is settings:
+        return plugin
+    replaced: dict[str, Any] = {}
+    if plugin.source is not None:
+        replaced["source"] = _bound(plugin.source, values)
+    if plugin.outbound is not None:
+        replaced["outbound"] = _bound(plugin.outbound, values)
+    return dataclasses.replace(plugin, **replaced) if replaced else plugin
+
+
+def _bound(factory: Any, values: Any) -> Any:
+    """A factory that builds from ``values`` (the plugin's own settings) whatever it is given."""
+    return lambda _settings: factory(values)
 
 
 def channels(settings: Settings) -> dict[str, ChannelPlugin]:
     """Every channel of this engine by name; a configured plugin may replace a built-in one."""
     found = {plugin.channel: plugin for plugin in BUILTIN}
-    if settings.shopify_custom_item_code != shopify.DEFAULT_CUSTOM_ITEM_CODE:
-        found["shopify"] = dataclasses.replace(
-            found["shopify"], mapper=shopify.make_mapper(settings.shopify_custom_item_code or None))
-    if settings.regional_status_codes:  # the regional status table is extended from settings
-        found["regional"] = dataclasses.replace(
-            found["regional"], mapper=regional.make_mapper(settings.regional_status_codes))
-    for ref in filter(None, (r.strip() for r in settings.channel_plugins.split(","))):
-        plugin = load_plugin(ref)
+    for plugin in external_plugins(settings.channel_plugins):
         found[plugin.channel] = plugin
-    return found
+    return {name: _configured(plugin, settings) for name, plugin in found.items()}
+
+
+def status_tables(plugins: Mapping[str, ChannelPlugin] | None = None) -> dict[str, StatusTable]:
+    """Every channel's status table (its plugin's ``status``), by channel; the built-in ones
+    unless ``plugins`` is given."""
+    chosen = plugins if plugins is not None else {p.channel: p for p in BUILTIN}
+    return {name: p.status for name, p in chosen.items() if p.status is not None}
+
+
+def plugin_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ``RETAIL_SYNC_*`` names of the settings of the external channel plugins ``environ``
+    configures (``RETAIL_SYNC_CHANNEL_PLUGINS``, entry points), so the start-up check accepts
+    them; none for one that cannot be loaded (creating the app says why)."""
+    refs = next((v for k, v in environ.items() if k.upper() == f"{ENV_PREFIX}CHANNEL_PLUGINS"), "")
+    try:
+        plugins = external_plugins(refs)
+    except PluginError:
+        return []
+    return sorted({ENV_PREFIX + name.upper() for p in plugins for name in p.settings_model.model_fields})
+
+
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "PluginError", "channels", "load_plugin",
+           "plugin_settings", "plugin_variables", "status_tables"]

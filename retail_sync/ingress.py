@@ -3,8 +3,9 @@
 A worker has two listeners (docs/ARCHITECTURE.md §10):
 
 - **ingress** (``RETAIL_SYNC_INGRESS_HOST``/``_PORT``, default 0.0.0.0:6065): ``POST
-  /webhooks/shopify/{resource}/{event}`` only, authenticated by the webhook's HMAC signature
-  (``web.receive_shopify``); every other path is 404, other methods 405. Public by design.
+  /webhooks/<channel>/{resource}/{event}`` only, for each push channel (Shopify's built in),
+  authenticated by the webhook's signature (``web.receive_webhook`` asks the channel plugin's
+  ``inbound`` hooks); every other path is 404, other methods 405. Public by design.
 - **admin** (``RETAIL_SYNC_WEB_HOST``/``_PORT``, default 127.0.0.1:6066): Faust's web server with
   the views, actions, metrics and health, token-authenticated (``retail_sync.admin_auth``), and
   table routing between workers.
@@ -29,21 +30,27 @@ from retail_sync.context import Context
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_ROUTE = "/webhooks/shopify/{resource}/{event}"
+WEBHOOK_ROUTE = "/webhooks/{channel}/{{resource}}/{{event}}"
 
 
 def ingress_app(ctx: Context) -> web.Application:
-    """The aiohttp application of the ingress listener: one route."""
-    from retail_sync.web import receive_shopify  # web registers this service: import late
+    """The aiohttp application of the ingress listener: one webhook route per push channel (a
+    channel plugin with ``inbound`` hooks; the built-in one is Shopify's)."""
+    from retail_sync.web import receive_webhook  # web registers this service: import late
 
-    async def shopify_webhook(request: web.Request) -> web.Response:
-        topic = f"{request.match_info['resource']}/{request.match_info['event']}"
-        status, body = await receive_shopify(ctx, request, topic)  # type: ignore[arg-type]
-        return web.Response(body=orjson.dumps(body), status=status,
-                            content_type="application/json")
+    def receiver(channel: str) -> Any:
+        async def webhook(request: web.Request) -> web.Response:
+            topic = f"{request.match_info['resource']}/{request.match_info['event']}"
+            status, body = await receive_webhook(ctx, request, channel, topic)  # type: ignore[arg-type]
+            return web.Response(body=orjson.dumps(body), status=status,
+                                content_type="application/json")
+
+        return webhook
 
     app = web.Application()
-    app.router.add_post(WEBHOOK_ROUTE, shopify_webhook)
+    for name, plugin in ctx.channels.items():
+        if plugin.inbound is not None:
+            app.router.add_post(WEBHOOK_ROUTE.format(channel=name), receiver(name))
     return app
 
 

@@ -130,14 +130,16 @@ class Jobs:
 def configured_channels(settings: Any) -> list[str]:
     """The channels ``reconcile`` reads when none are named (configured and with a reader)."""
     from retail_sync.channels import channels as registry
-    from retail_sync.reconcile import READERS
+    from retail_sync.channels import plugin_settings
+    from retail_sync.reconcile import readers
 
     plugins = registry(settings)
-    return [name for name, (configured, _) in READERS.items()
-            if configured(settings) and name in plugins]
+    return [name for name, reader in readers(settings).items()
+            if reader.configured(plugin_settings(plugins[name], settings))]
 
 
-def known_channels() -> list[str]:
-    from retail_sync.reconcile import READERS
+def known_channels(settings: Any) -> list[str]:
+    """Every channel with a reconciliation reader (its plugin's ``reconcile``)."""
+    from retail_sync.reconcile import readers
 
-    return list(READERS)
+    return list(readers(settings))

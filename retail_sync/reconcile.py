@@ -4,17 +4,19 @@ Read only, and only through each system's public API with the credentials in Set
 simulator's ``/_sim`` endpoints), as an operator would:
 
 * Shopify: ``GET /admin/api/{v}/orders.json?status=any&created_at_min=`` (every page, paced by
-  the call-limit bucket; ``connectors.shopify_outbound.list_orders``);
+  the call-limit bucket; ``connectors.shopify.outbound.list_orders``; ``connectors/shopify/reconcile.py``);
 * Amazon: ``getOrders`` with ``CreatedAfter`` (every NextToken page) and ``getOrderItems`` per
   order, paced by the rate Amazon reports; orders awaiting payment have no amounts and are skipped;
 * Walmart: ``GET /v3/orders?createdStartDate=`` (every ``nextCursor`` page);
 * regional: the CSV batch files in the drop directory, every file (ingested or not), the latest
   file's rows per order; seller cancellations are known from our own ``cancellations_*.csv`` in
   the outbox (the marketplace does not echo them);
-* ERP: ``GET /api/resource/Sales Order`` (``transaction_date`` in the window, paged) and, for
-  orders a marketplace shows refunded, their credit notes (``Sales Invoice``, ``is_return`` 1).
+* ERP: through the configured ERP plugin's readers (``retail_sync.erps``; ERPNext's are in
+  ``connectors/erpnext/reconcile.py``): the sales orders of the window and, for orders a
+  marketplace shows refunded, their credit notes.
 
-Every marketplace order is mapped by its channel's mapper (``retail_sync.channels``) and given a
+Every marketplace order is read by its channel plugin's reconciliation reader
+(``connectors/<system>/reconcile.py``), mapped by its channel's mapper and given a
 canonical status (``marketplace_status``); every sales order too (``erp_status``). ``compare`` then
 reports, per order key (``channel:marketplace id`` = the sales order's ``po_no``):
 
@@ -40,39 +42,26 @@ that the ERP does not have is outside the window (skipped), not missing.
 from __future__ import annotations
 
 import asyncio
-import csv
-import dataclasses
-import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from functools import partial
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from retail_sync.agents.retry import RetryPolicy, retry
-from retail_sync.connectors.amazon import AmazonOrdersClient, amazon_time
-from retail_sync.connectors.erp import SALES_INVOICE, SALES_ORDER, FrappeSession
-from retail_sync.connectors.errors import DecodeError, SyncError
-from retail_sync.connectors.ratelimit import AMAZON_PLANS, budgets_for
-from retail_sync.connectors.regional import group_orders, read_rows
-from retail_sync.connectors.shopify_outbound import ShopifyOutbound, list_orders
-from retail_sync.connectors.walmart import ORDERS_PATH, WalmartOrdersClient, walmart_budgets, walmart_date
+from retail_sync.connectors.errors import SyncError
+from retail_sync.connectors.plugin import ReconcileReader
+from retail_sync.connectors.reconcile_types import ChannelRead, MarketplaceOrder
+from retail_sync.connectors.reconcile_types import marketplace_status as canonical_status
+from retail_sync.erps import erp_plugin, settings_for
 from retail_sync.settings import Settings
-from retail_sync.streams.mappers.amazon import AWAITING_PAYMENT
-from retail_sync.streams.mappers.shopify import FULFILLMENT_STATUS_TO_CANONICAL, UNFULFILLED
-from retail_sync.streams.models import Order, order_key
+from retail_sync.streams.models import Order
 
 JSON = dict[str, Any]
 CAUSES = ("missing_in_erp", "missing_on_marketplace", "status_differs", "amount_differs")
 TOLERANCE = Decimal("0.01")
 DEFAULT_LOOKBACK = timedelta(days=7)
 MARGIN = timedelta(days=1)  # marketplaces are read this much further back than the ERP
-PAGE_SIZE = 500
 
 # --- statuses ---------------------------------------------------------------------------------
 
@@ -101,22 +90,15 @@ def compatible(marketplace: str, erp: str) -> bool:
 
 
 def marketplace_status(order: Order) -> str:
-    """The marketplace's canonical status of a mapped order.
+    """The marketplace's canonical status of a mapped order: its channel's own rule where its
+    reader has one (``ReconcileReader.status``: Shopify's mapper copies Shopify's words), else the
+    mapper's canonical word (``reconcile_types.marketplace_status``)."""
+    from retail_sync.channels import BUILTIN
 
-    Cancelled when ``cancelled_at`` is set or the status says so. Shopify's mapper copies
-    Shopify's own words: ``fulfilled`` -> shipped, ``partial`` -> partially_shipped,
-    ``restocked`` -> cancelled, else accepted; once something shipped, a ``financial_status``
-    of refunded / partially_refunded wins. The other mappers write canonical words, kept as they
-    are."""
-    if order.cancelled_at is not None:
-        return "cancelled"
-    status = order.fulfillment_status
-    if order.channel == "shopify":
-        word = FULFILLMENT_STATUS_TO_CANONICAL.get(status or UNFULFILLED, "accepted")
-        if word in ("shipped", "partially_shipped") and order.financial_status in REFUNDED:
-            return str(order.financial_status)
-        return word
-    return status or "accepted"
+    for plugin in BUILTIN:
+        if plugin.channel == order.channel and plugin.reconcile and plugin.reconcile.status:
+            return plugin.reconcile.status(order)
+    return canonical_status(order)
 
 
 def erp_status(row: JSON) -> str:
@@ -134,31 +116,6 @@ def erp_status(row: JSON) -> str:
 
 
 # --- the two sides and the outcome ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MarketplaceOrder:
-    """One order as its marketplace shows it, reduced to what is compared."""
-
-    order_key: str
-    channel: str
-    status: str  # canonical (marketplace_status)
-    total: Decimal | None
-    currency: str | None = None
-    created_at: datetime | None = None
-    partially_cancelled: bool = False  # the seller cancelled some units (amounts not compared)
-    raw_status: str | None = None
-
-    @classmethod
-    def from_order(cls, order: Order, *, partially_cancelled: bool = False) -> MarketplaceOrder:
-        return cls(order.order_key, order.channel, marketplace_status(order), order.total.amount,
-                   order.currency, order.created_at, partially_cancelled,
-                   order.fulfillment_status)  # fmt: skip
-
-    def as_dict(self) -> JSON:
-        return {"status": self.status, "total": _text(self.total), "currency": self.currency,
-                "raw_status": self.raw_status, "partially_cancelled": self.partially_cancelled,
-                "created_at": self.created_at.isoformat() if self.created_at else None}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -364,272 +321,35 @@ def _differences(mine: MarketplaceOrder, theirs: ErpOrder) -> list[Mismatch] | N
 # --- reading the marketplaces ------------------------------------------------------------------------
 
 
-@dataclass
-class ChannelRead:
-    orders: list[MarketplaceOrder] = field(default_factory=list)
-    unmapped: list[JSON] = field(default_factory=list)
-    pending: int = 0  # awaiting payment, no amounts shown (Amazon): not read further
+def readers(settings: Any) -> dict[str, ReconcileReader]:
+    """Every channel that has a reconciliation reader (its plugin's ``reconcile``), by name."""
+    from retail_sync.channels import channels as registry
 
-
-Mapper = Callable[[Any], Order]
-Reader = Callable[[Settings, Mapper, datetime], Awaitable[ChannelRead]]
-
-
-def _map(read: ChannelRead, channel: str, order_id: str, payload: Any, mapper: Mapper,
-         partially_cancelled: bool = False) -> Order | None:
-    """Map one marketplace order into ``read`` (or note why it cannot be). ``partially_cancelled``
-    only matters for an order not cancelled as a whole (cancelled ones have no amount compared)."""
-    try:
-        order = mapper(payload)
-    except (DecodeError, ValueError) as exc:
-        read.unmapped.append({"channel": channel, "order_id": order_id, "reason": str(exc)})
-        return None
-    read.orders.append(MarketplaceOrder.from_order(order, partially_cancelled=partially_cancelled))
-    return order
-
-
-#: reading a marketplace for reconciliation: a throttle or a transient failure is waited out
-RETRIES = RetryPolicy(attempts=6, base_s=0.5, max_s=30.0)
-
-
-async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
-    return await retry(call, RETRIES)
-
-
-async def read_shopify(settings: Settings, mapper: Mapper, since: datetime) -> ChannelRead:
-    outbound = ShopifyOutbound.from_settings(settings)
-    assert outbound is not None
-    read = ChannelRead()
-    try:
-        raw = await list_orders(outbound, created_at_min=since.isoformat(timespec="seconds"))
-    finally:
-        await outbound.close()
-    for order in raw:
-        _map(read, "shopify", str(order.get("id")), order, mapper, _shopify_partly_cancelled(order))
-    read.orders = [o for o in read.orders if o.created_at is None or o.created_at >= since]
-    return read
-
-
-def _shopify_partly_cancelled(order: JSON) -> bool:
-    """Units refunded with ``restock_type: cancel`` while the order itself is not cancelled."""
-    if order.get("cancelled_at"):
-        return False
-    return any(isinstance(item, dict) and item.get("restock_type") == "cancel"
-               for refund in order.get("refunds") or [] if isinstance(refund, dict)
-               for item in refund.get("refund_line_items") or [])  # fmt: skip
-
-
-async def read_amazon(settings: Settings, mapper: Mapper, since: datetime) -> ChannelRead:
-    assert settings.amazon_base_url is not None
-    client = AmazonOrdersClient(str(settings.amazon_base_url),
-                                settings.amazon_access_token.get_secret_value(),
-                                budgets=budgets_for(settings, "amazon", AMAZON_PLANS))
-    ids = [m for m in settings.amazon_marketplace_ids.split(",") if m]
-    read, token = ChannelRead(), None
-    try:
-        while True:
-            page = await _retrying(partial(
-                client.get_orders, marketplace_ids=ids,
-                created_after=None if token else amazon_time(since), next_token=token))
-            for order in page.orders:
-                order_id = str(order.get("AmazonOrderId"))
-                if order.get("OrderStatus") in AWAITING_PAYMENT:
-                    read.pending += 1
-                    continue
-                items = await _retrying(partial(client.get_order_items, order_id))
-                before = len(read.unmapped)
-                zeroed = any(i.get("QuantityOrdered") == 0 for i in items)  # cancelled items
-                _map(read, "amazon", order_id, {"order": order, "items": items}, mapper, zeroed)
-                if len(read.unmapped) > before and order.get("OrderStatus") == "Canceled":
-                    read.unmapped.pop()  # every item zeroed: Amazon's cancelled order
-                    read.orders.append(MarketplaceOrder(order_key("amazon", order_id), "amazon",
-                                                        "cancelled", None, raw_status="Canceled"))
-            token = page.next_token
-            if not token:
-                return read
-    finally:
-        await client.close()
-
-
-async def read_walmart(settings: Settings, mapper: Mapper, since: datetime) -> ChannelRead:
-    assert settings.walmart_base_url is not None
-    client = WalmartOrdersClient(str(settings.walmart_base_url), settings.walmart_client_id,
-                                 settings.walmart_client_secret.get_secret_value(),
-                                 svc_name=settings.walmart_svc_name,
-                                 budgets=walmart_budgets(settings))  # fmt: skip
-    params = {"createdStartDate": walmart_date(since), "limit": "100"}
-    read, seen = ChannelRead(), set()
-    cursor: str | None = None
-    try:
-        while True:
-            page = await _retrying(partial(client.list_page, ORDERS_PATH, "orders",
-                                           params=params if cursor is None else None, cursor=cursor))
-            for order in page.orders:
-                po = str(order.get("purchaseOrderId"))
-                if po in seen:
-                    continue
-                seen.add(po)
-                _map(read, "walmart", po, order, mapper, _walmart_cancelled_lines(order))
-            cursor = page.next_cursor
-            if not cursor:
-                return read
-    finally:
-        await client.close()
-
-
-def _walmart_cancelled_lines(order: JSON) -> bool:
-    """Some units of some line are Cancelled."""
-    lines = (order.get("orderLines") or {}).get("orderLine") or []
-    return any(isinstance(s, dict) and s.get("status") == "Cancelled"
-               for line in lines if isinstance(line, dict)
-               for s in (line.get("orderLineStatuses") or {}).get("orderLineStatus") or [])  # fmt: skip
-
-
-async def read_regional(settings: Settings, mapper: Mapper, since: datetime) -> ChannelRead:
-    assert settings.regional_drop_dir is not None
-    return await asyncio.to_thread(_read_regional, Path(settings.regional_drop_dir),
-                                   settings.regional_outbox_dir, mapper, since)
-
-
-def _read_regional(drop: Path, outbox: Path | None, mapper: Mapper, since: datetime) -> ChannelRead:
-    latest: dict[str, Any] = {}
-    files = sorted((p for p in drop.glob("*.csv") if p.is_file()), key=lambda p: p.name) \
-        if drop.is_dir() else []
-    read = ChannelRead()
-    for path in files:
-        try:
-            rows = read_rows(path)
-        except SyncError as exc:
-            read.unmapped.append({"channel": "regional", "order_id": path.name, "reason": str(exc)})
-            continue
-        for polled in group_orders(path.name, rows):  # a later file restates the order
-            latest[polled.marketplace_order_id] = polled
-    cancelled = _regional_seller_cancellations(outbox)
-    shipped, refunded = _regional_outbox_units(outbox, "shipments"), \
-        _regional_outbox_units(outbox, "refunds")
-    for ref, polled in latest.items():
-        order = _map(read, "regional", ref, orjson.loads(polled.body), mapper, ref in cancelled)
-        if order is None or read.orders[-1].status == "cancelled":
-            continue
-        # the marketplace never restates an order after our shipment and refund files: its view
-        # is its order file plus what we told it (as for seller cancellations)
-        ordered = sum(line.quantity for line in order.lines)
-        status = read.orders[-1].status
-        if refunded.get(ref):
-            status = "partially_refunded"
-        elif shipped.get(ref, 0) >= ordered:
-            status = "shipped"
-        elif shipped.get(ref):
-            status = "partially_shipped"
-        read.orders[-1] = dataclasses.replace(read.orders[-1], status=status)
-    read.orders = [o for o in read.orders if o.created_at is None or o.created_at >= since]
-    return read
-
-
-def _regional_outbox_units(outbox: Path | None, kind: str) -> dict[str, int]:
-    """Order ref -> units named in our ``<kind>_*.csv`` files to the regional marketplace
-    (pending and processed); each shipment or refund id counted once."""
-    units: dict[str, int] = {}
-    seen: set[tuple[str, str, str]] = set()
-    if outbox is None:
-        return units
-    id_column = "shipment_id" if kind == "shipments" else "refund_id"
-    for folder in (Path(outbox), Path(outbox) / "processed"):
-        for path in sorted(folder.glob(f"{kind}_*.csv")) if folder.is_dir() else ():
-            try:
-                with path.open(encoding="utf-8-sig", newline="") as handle:
-                    for row in csv.DictReader(handle):
-                        key = (row.get(id_column, ""), row.get("order_id", ""),
-                               row.get("line_id", ""))
-                        if key in seen or not row.get("order_id"):
-                            continue
-                        seen.add(key)
-                        qty = int(row.get("quantity") or 0)
-                        units[row["order_id"]] = units.get(row["order_id"], 0) + max(qty, 1)
-            except (OSError, csv.Error, KeyError, ValueError):
-                continue
-    return units
-
-
-def _regional_seller_cancellations(outbox: Path | None) -> set[str]:
-    """Order refs named in the cancellation files we gave the regional marketplace (pending and
-    processed): it applies them but never restates the order."""
-    refs: set[str] = set()
-    if outbox is None:
-        return refs
-    for folder in (Path(outbox), Path(outbox) / "processed"):
-        for path in folder.glob("cancellations_*.csv") if folder.is_dir() else ():
-            try:
-                with path.open(encoding="utf-8-sig", newline="") as handle:
-                    refs.update(r["order_id"] for r in csv.DictReader(handle) if r.get("order_id"))
-            except (OSError, csv.Error, KeyError):
-                continue
-    return refs
-
-
-#: channel -> (is it configured, its reader)
-READERS: dict[str, tuple[Callable[[Settings], bool], Reader]] = {
-    "shopify": (lambda s: s.shopify_admin_base_url is not None, read_shopify),
-    "amazon": (lambda s: s.amazon_base_url is not None, read_amazon),
-    "walmart": (lambda s: s.walmart_base_url is not None, read_walmart),
-    "regional": (lambda s: s.regional_drop_dir is not None, read_regional),
-}
+    return {name: plugin.reconcile for name, plugin in registry(settings).items()
+            if plugin.reconcile is not None}
 
 
 # --- reading the ERP ---------------------------------------------------------------------------------
 
 
-def _erp_session(settings: Settings) -> FrappeSession:
-    return FrappeSession(str(settings.erp_base_url), settings.erp_api_key.get_secret_value(),
-                         settings.erp_api_secret.get_secret_value(), timeout_s=settings.erp_timeout_s)
-
-
-async def _erp_pages(http: FrappeSession, doctype: str, filters: list[list[Any]],
-                     fields: list[str]) -> list[JSON]:
-    """Every row of ``doctype`` matching ``filters``, page by page (oldest first)."""
-    rows: list[JSON] = []
-    while True:
-        query = {"fields": json.dumps(fields), "filters": json.dumps([[doctype, *f] for f in filters]),
-                 "order_by": "creation asc, name asc", "limit_start": str(len(rows)),
-                 "limit_page_length": str(PAGE_SIZE)}  # fmt: skip
-        page = await _retrying(partial(http.get_data, http.url(doctype), f"list {doctype}",
-                                       params=query))
-        if not isinstance(page, list) or not all(isinstance(r, dict) for r in page):
-            raise DecodeError(f"ERP list {doctype}: data is not a list of rows")
-        rows += page
-        if len(page) < PAGE_SIZE:
-            return rows
-
-
-SO_FIELDS = ["name", "po_no", "status", "docstatus", "grand_total", "per_delivered", "currency",
-             "transaction_date"]
-
-
 async def read_erp(settings: Settings, since: datetime) -> list[JSON]:
-    """The Sales Orders of the window (``transaction_date`` >= the window's first day)."""
-    http = _erp_session(settings)
-    try:
-        return await _erp_pages(http, SALES_ORDER, [["transaction_date", ">=", since.date().isoformat()]],
-                                SO_FIELDS)
-    finally:
-        await http.close()
+    """The configured ERP's sales orders of the window (its plugin's ``read_sales_orders``)."""
+    plugin = erp_plugin(settings)
+    if plugin.read_sales_orders is None:
+        raise SyncError(f"ERP {plugin.name} has no reconciliation reader")
+    return await plugin.read_sales_orders(settings_for(plugin, settings), since)
 
 
-async def read_credit_notes(settings: Settings, keys: Sequence[str]) -> Counter[str]:
-    """Submitted credit notes (return Sales Invoices) per po_no, for ``keys`` only."""
-    found: Counter[str] = Counter()
+async def read_credit_notes(settings: Settings, keys: Sequence[str]) -> Counter[str] | None:
+    """Submitted credit notes per order key, for ``keys`` only (the ERP plugin's
+    ``read_credit_notes``); None when it has no such reader (refunds are then compared as
+    statuses only)."""
+    plugin = erp_plugin(settings)
+    if plugin.read_credit_notes is None:
+        return None
     if not keys:
-        return found
-    http = _erp_session(settings)
-    try:
-        for start in range(0, len(keys), 100):
-            chunk = list(keys[start:start + 100])
-            rows = await _erp_pages(http, SALES_INVOICE, [["is_return", "=", 1], ["docstatus", "=", 1],
-                                                          ["po_no", "in", chunk]], ["name", "po_no"])
-            found.update(str(r.get("po_no")) for r in rows)
-    finally:
-        await http.close()
-    return found
+        return Counter()
+    return await plugin.read_credit_notes(settings_for(plugin, settings), keys)
 
 
 # --- the whole run ----------------------------------------------------------------------------------
@@ -639,24 +359,27 @@ async def reconcile(settings: Settings, channels: Sequence[str] | None = None, *
                     lookback: timedelta = DEFAULT_LOOKBACK, now: datetime | None = None) -> Report:
     """Read every configured channel (or ``channels``) and the ERP, compare, report."""
     from retail_sync.channels import channels as registry  # the engine's mappers (and plugins)
+    from retail_sync.channels import plugin_settings
 
     now = now or datetime.now(UTC)
     since = now - lookback
     plugins = registry(settings)
+    found = {name: p.reconcile for name, p in plugins.items() if p.reconcile is not None}
     names = list(channels) if channels is not None else [
-        name for name, (configured, _) in READERS.items() if configured(settings) and name in plugins]
+        name for name, reader in found.items() if reader.configured(plugin_settings(plugins[name], settings))]
     counts: dict[str, ChannelCounts] = {}
     reads: dict[str, ChannelRead] = {}
 
     async def one(name: str) -> None:
-        entry = READERS.get(name)
-        if entry is None or name not in plugins:
+        reader = found.get(name)
+        values = plugin_settings(plugins[name], settings) if reader is not None else None
+        if reader is None:
             counts[name] = ChannelCounts(name, error="no reader for this channel")
-        elif not entry[0](settings):
+        elif not reader.configured(values):
             counts[name] = ChannelCounts(name, error="not configured")
         else:
             try:
-                reads[name] = await entry[1](settings, plugins[name].mapper, since - MARGIN)
+                reads[name] = await reader.read(values, plugins[name].mapper, since - MARGIN)
             except (SyncError, OSError) as exc:
                 counts[name] = ChannelCounts(name, error=f"{type(exc).__name__}: {exc}")
 

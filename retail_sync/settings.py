@@ -10,14 +10,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retail_sync.connectors.amazon.settings import AmazonSettings
+from retail_sync.connectors.erpnext.settings import ErpNextSettings
+from retail_sync.connectors.regional.settings import RegionalSettings
+from retail_sync.connectors.shopify.settings import ShopifySettings
+from retail_sync.connectors.walmart.settings import WalmartSettings
+from retail_sync.connectors.wms.settings import WmsSettings
 from retail_sync.streams.rules.policies import ChannelAllocation, EditPolicy, StockPolicy
 
 ENV_PREFIX = "RETAIL_SYNC_"
 
-class Settings(BaseSettings):
+
+class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSettings,
+               ErpNextSettings, WmsSettings, BaseSettings):
     """Everything the worker, the simulators and the CLI need, in one frozen object."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
@@ -160,45 +168,13 @@ class Settings(BaseSettings):
     dashboard_samples_kept: int = Field(
         120, ge=2, le=10_000, description="Samples kept per worker (ring): 120 x 5 s = 10 min.")
 
-    # --- Amazon Selling Partner API (Orders v0) -------------------------------------------
-    amazon_base_url: AnyHttpUrl | None = Field(
-        None, description="SP-API endpoint, e.g. https://sellingpartnerapi-na.amazon.com; unset: off.")
-    amazon_access_token: SecretStr = SecretStr("Atza|simulated-lwa-token")
-    amazon_marketplace_ids: str = "ATVPDKIKX0DER"
-    amazon_lookback_hours: float = Field(24.0, gt=0, description="First poll starts this far back.")
-
-    # --- Walmart Marketplace (Orders v3) ---------------------------------------------------
-    walmart_base_url: AnyHttpUrl | None = Field(
-        None, description="e.g. https://marketplace.walmartapis.com; unset: Walmart is off.")
-    walmart_client_id: str = "demo-client-id"
-    walmart_client_secret: SecretStr = SecretStr("demo-client-secret")
-    walmart_svc_name: str = "Walmart Marketplace"
-    walmart_lookback_days: float = Field(7.0, gt=0, description="Released orders created since.")
-    walmart_acknowledge_rate_per_s: float = Field(
-        8.0, gt=0, description="Acknowledge budget: 80% of a 10/s plan, headroom for clock skew.")
-    walmart_acknowledge_burst: int = Field(8, ge=1)
-
-    # --- Regional marketplace (CSV batch files) --------------------------------------------
-    regional_drop_dir: Path | None = Field(
-        None, description="Directory the regional marketplace drops CSV batch files into; unset: off.")
-    regional_status_codes: dict[str, str] = Field(
-        default_factory=dict, description="Extra status codes, JSON object code -> canonical status.")
-
     # --- Order validation (streams/validation.py, ARCHITECTURE §5f.4) -----------------------
     order_total_tolerance_units: float = Field(
         1.0, ge=0, le=1e9, description="How far a marketplace's stated order total may be from lines "
         "+ shipping + tax - discounts: this many minor units of the order currency (cents for USD) "
         "per line, plus one allowance for the order. Raise it (and replay) to let such orders in.")
 
-    # --- Shopify-style inbound ----------------------------------------------------------
-    shopify_webhook_secret: SecretStr = Field(
-        SecretStr("shpss_demo_secret"), description="App client secret used to sign webhooks."
-    )
-    shopify_custom_item_code: str = Field(
-        "MARKETPLACE-CUSTOM-ITEM", max_length=128,
-        description="ERP item (a non-stock service item) that Shopify custom line items (no sku, "
-        "no variant) are posted as, with their own title and price; never reserved in stock. "
-        "Empty: such lines are a mapping exception.")
+    # --- webhooks (the Shopify fields are in connectors/shopify/settings.py) ----------------
     webhook_max_body_bytes: int = Field(512 * 1024, ge=1024)
     webhook_dedupe_ttl_s: float = Field(3600.0, gt=0)
     webhook_dedupe_max_entries: int = Field(200_000, ge=100)
@@ -206,31 +182,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="A delivery claimed but never confirmed (the worker died before "
         "Kafka acked it) is accepted again from a retry after this long.")
 
-    # --- ERP (ERPNext-style REST) -------------------------------------------------------
-    erp_base_url: AnyHttpUrl = Field(AnyHttpUrl("http://127.0.0.1:8100"))
-    erp_api_key: SecretStr = SecretStr("demo-key")
-    erp_api_secret: SecretStr = SecretStr("demo-secret")
-    erp_company: str = "Retail Sync Demo Ltd"
-    erp_default_customer: str = Field(
-        "Marketplace Customer",
-        description="ERP Customer of orders from a channel RETAIL_SYNC_ERP_CHANNEL_CUSTOMERS "
-                    "does not name.")
-    erp_channel_customers: str = Field(
-        "shopify=Shopify Customer,amazon=Amazon Customer,walmart=Walmart Customer,"
-        "regional=Regional Customer",
-        description="channel=ERP Customer pairs, comma-separated: each channel's orders are "
-                    "posted under its own Customer (the buyer is kept on the order).")
-    erp_warehouse: str = "Stores - RSD"
-    erp_marketplace_warehouse: str = Field(
-        "Marketplace Fulfilled - RSD",
-        description="ERP warehouse of orders the marketplace ships from its own stock (Amazon "
-                    "AFN): they reach the ERP (skip_delivery_note) but never reserve our stock "
-                    "nor reach our WMS.")
-    erp_timeout_s: float = Field(10.0, gt=0)
-    erp_custom_fields_check: Literal["warn", "refuse", "off"] = Field(
-        "warn", description="At worker start, ask the ERP for the Custom Fields the integration "
-        "needs (connectors/erp_fields.py): 'warn' logs an error naming each one missing or not "
-        "unique, 'refuse' exits 2 instead of starting, 'off' skips the check.")
+    # --- ERP: the engine's side (the ERPNext connection: connectors/erpnext/settings.py) ---
+    erp_plugin: str = Field(
+        "", description="The ERP orders are posted to: 'module:attribute' of an ErpPlugin "
+        "(connectors/plugin.py), or the name of a built-in one or of an entry point in the group "
+        "retail_sync.erps; empty: the built-in ERPNext (connectors/erpnext).")
     erp_max_attempts: int = Field(8, ge=1, le=100)
     erp_backoff_base_s: float = Field(0.2, gt=0)
     erp_backoff_max_s: float = Field(10.0, gt=0)
@@ -239,8 +195,6 @@ class Settings(BaseSettings):
     # --- ERP stock feed ------------------------------------------------------------------
     erp_stock_poll_interval_s: float = Field(
         1.0, gt=0, description="How often the ERP's stock change feed (Bin by modified) is read.")
-    erp_stock_warehouses: str = Field(
-        "", description="Comma-separated ERP warehouses whose stock is sellable; empty: all.")
 
     # --- stock: reservations, available-to-sell and allocation ----------------------------
     stock_default_policy: StockPolicy = Field(
@@ -270,34 +224,9 @@ class Settings(BaseSettings):
         1, ge=1, le=16, description="Actors per channel's marketplace-command agent (cancel, "
         "ship, refund). 1 keeps each order's commands in order; more run a channel's commands "
         "in parallel but may reorder two commands of one order (Faust's actors share a stream).")
-    shopify_admin_base_url: AnyHttpUrl | None = Field(
-        None, description="Shopify Admin API, e.g. https://shop.myshopify.com; unset: no pushes.")
-    shopify_access_token: SecretStr = SecretStr("shpat_demo")
-    shopify_api_version: str = "2024-04"
-    shopify_location_id: int | None = Field(
-        None, description="Location whose inventory level is set; unset: the first active one.")
-    amazon_seller_id: str = Field("A2SIMSELLER01", description="Seller id for Listings/Feeds.")
-    amazon_feed_min_skus: int = Field(
-        20, ge=1, description="Pushes of at least this many SKUs go through JSON_LISTINGS_FEED; "
-        "smaller ones patch each listing.")
-    walmart_bulk_min_skus: int = Field(
-        20, ge=1, description="Pushes of at least this many SKUs use the bulk inventory feed; "
-        "smaller ones PUT /v3/inventory per SKU.")
-    walmart_inventory_rate_per_s: float = Field(
-        3.0, gt=0, description="Client-side budget for PUT /v3/inventory (90% of 200/min).")
-    walmart_inventory_burst: int = Field(10, ge=1)
-    walmart_feeds_per_hour: float = Field(
-        9.0, gt=0, description="Client-side budget for bulk inventory feeds (90% of 10/hour); "
-        "when it is spent, large pushes fall back to paced single updates.")
-    regional_outbox_dir: Path | None = Field(
-        None, description="Directory we write inventory and cancellation CSV files to for the "
-        "regional marketplace; unset: no pushes.")
 
     # --- warehouse (WMS) and the ERP's own order changes (issue 5) ---------------------------
-    wms_base_url: AnyHttpUrl | None = Field(
-        None, description="Warehouse management system (or its simulator); unset: no fulfilment.")
-    wms_api_key: SecretStr = SecretStr("demo-wms-key")
-    wms_timeout_s: float = Field(10.0, gt=0)
+    # (where the WMS is: connectors/wms/settings.py)
     wms_poll_interval_s: float = Field(1.0, gt=0, description="How often WMS events are read.")
     erp_order_poll_interval_s: float = Field(
         2.0, gt=0, description="How often sales orders the ERP changed itself are read.")
@@ -344,14 +273,6 @@ class Settings(BaseSettings):
         from retail_sync.admin_auth import parse_tokens
 
         parse_tokens(value)  # ValueError names the bad entry
-        return value
-
-    @field_validator("erp_channel_customers")
-    @classmethod
-    def _channel_customers(cls, value: str) -> str:
-        from retail_sync.connectors.erp_fields import parse_channel_customers
-
-        parse_channel_customers(value)  # ValueError names the malformed pair
         return value
 
     @field_validator("rate_limits")

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
+from retail_sync.channels import plugin_variables as channel_plugin_variables
+from retail_sync.erps import plugin_variables
 from retail_sync.pii import mask_text
 from retail_sync.redact import mask_url
 from retail_sync.settings import ENV_PREFIX, Settings
@@ -45,7 +47,8 @@ def known_variables() -> list[str]:
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
     """``RETAIL_SYNC_*`` variables that are no setting, each with the closest known name."""
     environ = os.environ if environ is None else environ
-    known = known_variables()
+    known = known_variables() + plugin_variables(environ)  # an external ERP's own settings
+    known += channel_plugin_variables(environ)  # and those of external channel plugins
     unknown = []
     for name in sorted(environ):
         upper = name.upper()

@@ -1,12 +1,14 @@
-"""The canonical order-status vocabulary and the status translation tables of every channel.
+"""The canonical order-status vocabulary and the shape of a channel's status translation table.
 
 The Amazon, Walmart and regional mappers write one of ``CANONICAL_STATUSES`` to
 ``Order.fulfillment_status`` (the Shopify mapper still copies Shopify's fields verbatim). Each channel
 has a ``StatusTable``: its status -> canonical (``to_canonical``), canonical -> the status we would send
 or write back (``from_canonical``), and the canonical statuses it cannot express (``unsupported``,
 listed explicitly).
-The tables are data, built from the mappers' own dicts, so a status is added in one place;
-tests/unit/test_status_tables.py walks every canonical status for every channel.
+The tables are data, built from the mappers' own dicts, so a status is added in one place; each
+channel's lives in its package (``connectors/<system>/status.py``) and reaches the engine as its
+plugin's ``status`` (``retail_sync.channels.status_tables``); tests/unit/test_status_tables.py
+walks every canonical status for every channel.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-
-from retail_sync.streams.mappers import amazon, regional, shopify, walmart
 
 # The one lifecycle vocabulary, in lifecycle order; the union of what the mappers emit
 # (Walmart derives partially_shipped / partially_refunded from a mix of line statuses).
@@ -59,8 +59,8 @@ class StatusTable:
             raise KeyError(f"{self.channel}: {why} canonical status {canonical!r}") from None
 
 
-def _table(channel: str, to_canonical: Mapping[str, str], from_canonical: Mapping[str, str],
-           unsupported: set[str]) -> StatusTable:  # fmt: skip
+def table(channel: str, to_canonical: Mapping[str, str], from_canonical: Mapping[str, str],
+          unsupported: set[str]) -> StatusTable:  # fmt: skip
     """A read-only table (copies of the mapper dicts, so callers cannot change the mappers')."""
     return StatusTable(
         channel,
@@ -70,31 +70,4 @@ def _table(channel: str, to_canonical: Mapping[str, str], from_canonical: Mappin
     )
 
 
-# Regional files are inbound only; these are the codes we would write in a regional file export
-# (the canonical spelling in upper case where the marketplace has one, else its short code).
-REGIONAL_CODE_FOR: dict[str, str] = {
-    "pending": "NEW",
-    "accepted": "PAID",
-    "shipped": "SHIPPED",
-    "cancelled": "CXL",
-}
-
-TABLES: dict[str, StatusTable] = {
-    t.channel: t
-    for t in (
-        _table(shopify.CHANNEL, shopify.FULFILLMENT_STATUS_TO_CANONICAL,
-               shopify.CANONICAL_TO_FULFILLMENT_STATUS,
-               # refunds are financial_status, delivery is per fulfillment, pending is not a
-               # fulfillment state
-               {"pending", "delivered", "partially_refunded", "refunded", "unfulfillable"}),
-        _table(amazon.CHANNEL, amazon.STATUS_TO_CANONICAL, amazon.CANONICAL_TO_STATUS,
-               {"delivered", "partially_refunded", "refunded"}),
-        _table(walmart.CHANNEL, walmart.LINE_STATUS_TO_CANONICAL, walmart.CANONICAL_TO_LINE_STATUS,
-               # partial states are order-level mixes of line statuses, not a line status
-               {"partially_shipped", "partially_refunded", "unfulfillable"}),
-        _table(regional.CHANNEL, regional.STATUS_CODES, REGIONAL_CODE_FOR,
-               {"partially_shipped", "delivered", "partially_refunded", "refunded", "unfulfillable"}),
-    )
-}  # fmt: skip
-
-__all__ = ["CANONICAL_STATUSES", "REGIONAL_CODE_FOR", "TABLES", "StatusTable"]
+__all__ = ["CANONICAL_STATUSES", "StatusTable", "table"]

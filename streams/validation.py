@@ -42,8 +42,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from retail_sync.connectors.errors import DecodeError
 from retail_sync.streams import iso4217
+from retail_sync.streams.errors import MappingError
 from retail_sync.streams.models import Order
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -51,10 +51,6 @@ MAX_FUTURE = timedelta(days=1)
 DEFAULT_TOLERANCE_UNITS = Decimal(1)
 TOLERANCE_SETTING = "RETAIL_SYNC_ORDER_TOTAL_TOLERANCE_UNITS"
 WITHDRAWN_MINOR_UNITS = 2  # the CSV leaves withdrawn codes' minor unit empty
-
-
-class MappingError(DecodeError):
-    """A channel payload that is valid JSON but cannot become a canonical order."""
 
 
 class InvalidOrder(MappingError):

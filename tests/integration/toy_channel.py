@@ -16,7 +16,7 @@ from typing import Any
 
 from retail_sync.connectors.contracts import PolledOrder, PollResult
 from retail_sync.connectors.plugin import ChannelPlugin
-from retail_sync.streams.mappers.shopify import MappingError
+from retail_sync.connectors.shopify.mapper import MappingError
 from retail_sync.streams.models import Money, Order, OrderLine
 
 CHANNEL = "toy"

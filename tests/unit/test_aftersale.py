@@ -20,7 +20,7 @@ from retail_sync.streams.commands import (
     WmsExpectReturn,
     WmsRelease,
 )
-from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.streams.models import (
     BackorderReleased,
     CancelRequested,

@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from retail_sync.streams.mappers.amazon import map_order
 
-import retail_sync.connectors.amazon
-from retail_sync.connectors.amazon import (
+import retail_sync.connectors.amazon.client
+from retail_sync.connectors.amazon.client import (
     AmazonOrdersClient,
     OrdersPage,
     amazon_time,
     error_for_status,
     orders_query,
 )
+from retail_sync.connectors.amazon.mapper import map_order
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
 
@@ -150,7 +150,7 @@ async def test_the_session_is_lazy_and_reopens_after_close(sim, client) -> None:
 
 
 def test_the_connector_does_not_know_about_the_simulator() -> None:
-    assert "/_sim" not in inspect.getsource(retail_sync.connectors.amazon)
+    assert "/_sim" not in inspect.getsource(retail_sync.connectors.amazon.client)
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -223,9 +223,9 @@ def test_error_mapping_without_a_rate_header() -> None:
 
 def test_a_200_without_payload_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
-        retail_sync.connectors.amazon.payload_of('{"errors": []}', "getOrders")
+        retail_sync.connectors.amazon.client.payload_of('{"errors": []}', "getOrders")
     with pytest.raises(DecodeError):
-        retail_sync.connectors.amazon.payload_of("<html>", "getOrders")
+        retail_sync.connectors.amazon.client.payload_of("<html>", "getOrders")
 
 
 # --- query building ------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_amazon_time_is_utc_iso8601() -> None:
 
 
 def test_poll_mark_skips_orders_read_at_the_same_timestamp() -> None:
-    from retail_sync.connectors.amazon import PollMark
+    from retail_sync.connectors.amazon.client import PollMark
 
     mark = PollMark("2026-11-27T10:00:00Z")
     same = {"AmazonOrderId": "A", "LastUpdateDate": "2026-11-27T10:00:00Z"}
@@ -273,7 +273,7 @@ def test_poll_mark_skips_orders_read_at_the_same_timestamp() -> None:
 async def test_a_poll_does_not_read_the_boundary_second_again(sim, client, clock) -> None:
     """Both bounds are inclusive: orders updated at the cursor's second come back in the next
     getOrders, and their items are not fetched again (getOrderItems is 0.5 calls/s)."""
-    from retail_sync.connectors.amazon import AmazonSource
+    from retail_sync.connectors.amazon.client import AmazonSource
 
     source = AmazonSource(client, marketplace_ids=MARKET, lookback=timedelta(days=400),
                           max_per_poll=100)
@@ -294,7 +294,7 @@ async def test_a_429_on_order_items_keeps_what_was_read_and_the_listing(make_sim
     listing: the next polls go on with getOrderItems only. Every order's items are read once and
     getOrders is called once (it allows one call a minute; before, each pass listed again, and a
     429 on a pass's first order raised and lost the listing)."""
-    from retail_sync.connectors.amazon import AmazonSource
+    from retail_sync.connectors.amazon.client import AmazonSource
 
     sim = await make_sim(time_scale=1, rate_overrides={"getOrderItems": {"rate": 2.0, "burst": 2}})
     source = AmazonSource(client_for(sim), marketplace_ids=MARKET, lookback=timedelta(days=400),

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from retail_sync.streams.mappers.amazon import (
+
+from retail_sync.connectors.amazon.mapper import (
     CANONICAL_TO_STATUS,
     FINANCIAL_STATUS,
     STATUS_TO_CANONICAL,
@@ -18,8 +19,7 @@ from retail_sync.streams.mappers.amazon import (
     PendingOrderError,
     map_order,
 )
-from retail_sync.streams.mappers.shopify import MappingError as ShopifyMappingError
-
+from retail_sync.connectors.shopify.mapper import MappingError as ShopifyMappingError
 from retail_sync.simulators.amazon.orders import Market, OrderFactory, visible
 from tests.fixture_orders import amazon_example
 

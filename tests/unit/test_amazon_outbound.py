@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from retail_sync.connectors.amazon_outbound import (
+
+from retail_sync.connectors.amazon.client import AmazonOrdersClient
+from retail_sync.connectors.amazon.outbound import (
     AMAZON_CARRIERS,
     AmazonOutbound,
     acknowledgement_feed,
@@ -20,11 +22,10 @@ from retail_sync.connectors.amazon_outbound import (
     package_reference_id,
     split_amount,
 )
-
-from retail_sync.connectors.amazon import AmazonOrdersClient
+from retail_sync.connectors.amazon.plan import AMAZON_PLANS
 from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets
+from retail_sync.connectors.ratelimit import Budgets
 from retail_sync.simulators.amazon.orders import CARRIER_CODES
 from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
 from tests.specs import needs_spec, spec_path

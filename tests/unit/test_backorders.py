@@ -6,9 +6,9 @@ never for an order that is being cancelled or is cancelled."""
 from datetime import UTC, datetime, timedelta
 
 from retail_sync.streams.rules.lifecycle import apply
-from retail_sync.connectors.wms import order_key_of
+from retail_sync.connectors.wms.client import order_key_of
 from retail_sync.streams.commands import WmsCancel, WmsRelease
-from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.streams.models import (
     BackorderReleased,
     CancelRequested,

@@ -19,13 +19,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from retail_sync.streams.rules.lifecycle import apply
-from retail_sync.connectors.erp import ErpNextConnector, sales_order_doc
-from retail_sync.connectors.erp_fields import MARKETPLACE_WAREHOUSE
-from retail_sync.streams.mappers import amazon, shopify, walmart
 
-from retail_sync.connectors.base import Refund, ShipmentLine
-from retail_sync.connectors.wms import WmsClient
+from retail_sync.connectors.amazon import mapper as amazon
+from retail_sync.connectors.contracts import Refund, ShipmentLine
+from retail_sync.connectors.erpnext.client import ErpNextConnector, sales_order_doc
+from retail_sync.connectors.erpnext.fields import MARKETPLACE_WAREHOUSE
+from retail_sync.connectors.shopify import mapper as shopify
+from retail_sync.connectors.walmart import mapper as walmart
+from retail_sync.connectors.wms.client import WmsClient
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
 from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.streams.commands import ErpCancelRequest, WmsCancel, WmsRelease
@@ -39,6 +40,7 @@ from retail_sync.streams.models import (
     OrderStatus,
     StockAnswered,
 )
+from retail_sync.streams.rules.lifecycle import apply
 from tests.fixture_orders import amazon_example, shopify_order
 from tests.specs import spec_path
 from tests.unit.test_erp_connector import shipment

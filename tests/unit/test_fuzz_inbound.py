@@ -28,15 +28,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from retail_sync.agents.ingest import to_event
-from retail_sync.connectors import erp_stock, regional, wms
+from retail_sync.agents.ingest import to_event, topic_events
+from retail_sync.connectors import erp_stock, wms
+from retail_sync.connectors.regional import inbound as regional
 from retail_sync.connectors.errors import DecodeError, PermanentError
-from retail_sync.connectors.shopify_inbound import compute_hmac, verify_hmac
-from retail_sync.channels import BUILTIN, _amazon
+from retail_sync.connectors.shopify.inbound import compute_hmac, verify_hmac
+from retail_sync.channels import BUILTIN
+from retail_sync.connectors.amazon.mapper import map_delivery as _amazon
 from retail_sync.streams import codecs as rs_codecs
-from retail_sync.streams.mappers import regional as regional_mapper
-from retail_sync.streams.mappers import shopify, walmart
-from retail_sync.streams.mappers.shopify import MappingError
+from retail_sync.connectors.regional import mapper as regional_mapper
+from retail_sync.connectors.shopify import mapper as shopify
+from retail_sync.connectors.walmart import mapper as walmart
+from retail_sync.connectors.shopify.mapper import MappingError
 from retail_sync.streams.models import (
     Order,
     OrderReceived,
@@ -441,12 +444,13 @@ def test_sweep_every_field_with_every_hostile_value(name: str) -> None:
 # --- the ingest step ----------------------------------------------------------------------------
 
 MAPPERS = {plugin.channel: plugin.mapper for plugin in BUILTIN}
+TOPIC_EVENTS = topic_events({plugin.channel: plugin for plugin in BUILTIN})  # Shopify's refunds
 
 
 def _ingest(raw: RawOrderMessage) -> None:
     """to_event may only raise MappingError: anything else is recorded as an ``internal`` error."""
     try:
-        event = to_event(raw, MAPPERS)
+        event = to_event(raw, MAPPERS, TOPIC_EVENTS)
     except MappingError as exc:
         assert_clear(exc)
         return

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from retail_sync.connectors.shopify_inbound import verify_hmac
 
 from retail_sync import raw_http
 from retail_sync.broker import free_port
+from retail_sync.connectors.shopify.inbound import verify_hmac
 from retail_sync.http_body import BodyRejected, GuardedAppRunner, read_body
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, sign
 

@@ -4,7 +4,7 @@ from faust.serializers import codecs
 
 from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams import codecs as _registered  # noqa: F401
-from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.streams.models import (
     ErpOrderFailed,
     ErpOrderPosted,

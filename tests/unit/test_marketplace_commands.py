@@ -19,7 +19,7 @@ from retail_sync.connectors.errors import PermanentError
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
-from retail_sync.streams.mappers.shopify import map_order
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.streams.models import (
     ExceptionKind,
     LineAllocation,

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from retail_sync.streams.rules.lifecycle import apply
-from retail_sync.connectors.amazon_outbound import acknowledgement_feed
-from retail_sync.streams.mappers import amazon, shopify
 
-from retail_sync.connectors.base import CancelLine
+from retail_sync.connectors.amazon import mapper as amazon
+from retail_sync.connectors.amazon.outbound import acknowledgement_feed
+from retail_sync.connectors.contracts import CancelLine
+from retail_sync.connectors.shopify import mapper as shopify
 from retail_sync.simulators.amazon.listings import parse_acknowledgements
 from retail_sync.simulators.amazon.orders import Market, OrderFactory, request_cancel_by_buyer, visible
 from retail_sync.streams.commands import ErpCancelRequest, ErpPostRequest, WmsCancel, WmsRelease
@@ -29,6 +29,7 @@ from retail_sync.streams.models import (
     ShipmentReported,
     StockAnswered,
 )
+from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.stock import MarketplaceCancel, ReleaseStock, ReserveStock
 from retail_sync.streams.validation import MappingError
 from tests.fixture_orders import shopify_order

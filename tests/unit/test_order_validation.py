@@ -18,10 +18,13 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from retail_sync.streams.mappers import amazon, regional, shopify, walmart
 
 from retail_sync.agents.ingest import ingest_one
 from retail_sync.channels import channels
+from retail_sync.connectors.amazon import mapper as amazon
+from retail_sync.connectors.regional import mapper as regional
+from retail_sync.connectors.shopify import mapper as shopify
+from retail_sync.connectors.walmart import mapper as walmart
 from retail_sync.exceptions_view import explain_replay
 from retail_sync.settings import Settings
 from retail_sync.simulators.amazon.orders import Market, OrderFactory, cancel_units, visible

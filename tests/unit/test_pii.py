@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import orjson
-from retail_sync.streams.mappers.shopify import map_order
 
 from retail_sync import pii
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.startup_checks import MaskedLogRecord
 from retail_sync.streams.models import RawOrderMessage, SyncException, utcnow

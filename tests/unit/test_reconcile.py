@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from retail_sync.streams.mappers import shopify
 
+from retail_sync.connectors.shopify import mapper as shopify
 from retail_sync.reconcile import (
     CAUSES,
     COMPATIBLE,
@@ -255,8 +255,7 @@ def test_a_channel_that_could_not_be_read_is_not_ok() -> None:
 
 
 async def test_shopify_list_orders_pages_through_every_order() -> None:
-    from retail_sync.connectors.shopify_outbound import ShopifyOutbound, list_orders
-
+    from retail_sync.connectors.shopify.outbound import ShopifyOutbound, list_orders
     from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 
     simulator = ShopifySimulator(ShopifySimConfig(webhook_url="http://127.0.0.1:9/none", secret="s",

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from retail_sync.connectors.shopify_inbound import DeliveryDeduper, RedisDeduper
+from retail_sync.connectors.dedupe import DeliveryDeduper, RedisDeduper
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ async def test_entries_expire_after_the_ttl(pair):
 
 async def test_unreachable_redis_falls_back_in_process(closed_redis_url: str, caplog):
     deduper = RedisDeduper(closed_redis_url, ttl_s=60, prefix="rs:test:wh")
-    with caplog.at_level(logging.WARNING, logger="retail_sync.connectors.shopify_inbound"):
+    with caplog.at_level(logging.WARNING, logger="retail_sync.connectors.dedupe"):
         assert await deduper.first_seen("d-5") is True
         assert await deduper.first_seen("d-5") is False
         await deduper.forget("d-5")

@@ -9,11 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from retail_sync.streams.mappers.regional import STATUS_CODES, make_mapper, map_order
-from retail_sync.streams.mappers.shopify import MappingError
 
 from retail_sync.connectors.errors import PermanentError
-from retail_sync.connectors.regional import RegionalFileSource
+from retail_sync.connectors.regional.inbound import RegionalFileSource
+from retail_sync.connectors.regional.mapper import STATUS_CODES, make_mapper, map_order
+from retail_sync.connectors.shopify.mapper import MappingError
 from retail_sync.simulators.regional.simulator import COLUMNS, RegionalSimConfig, RegionalSimulator
 
 FILE = "orders_20261127101500_0001.csv"

@@ -9,7 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
-from retail_sync.connectors.regional_outbound import (
+
+from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import RetryableError
+from retail_sync.connectors.regional.outbound import (
     REFUND_COLUMNS,
     REGIONAL_CARRIERS,
     SHIPMENT_COLUMNS,
@@ -19,9 +22,6 @@ from retail_sync.connectors.regional_outbound import (
     render_csv,
     write_atomically,
 )
-
-from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
-from retail_sync.connectors.errors import RetryableError
 from retail_sync.simulators.regional.simulator import (
     CARRIERS,
     RegionalOrder,

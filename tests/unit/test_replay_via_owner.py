@@ -7,10 +7,8 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime, timedelta
 
-from retail_sync.streams.rules.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
-from retail_sync.connectors.erp import ErpNextConnector
-from retail_sync.streams.mappers import shopify
-
+from retail_sync.connectors.erpnext.client import ErpNextConnector
+from retail_sync.connectors.shopify import mapper as shopify
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, run_erp_simulator
 from retail_sync.streams.models import (
     CancelRequested,
@@ -26,6 +24,7 @@ from retail_sync.streams.models import (
     RetryWmsRelease,
     StockAnswered,
 )
+from retail_sync.streams.rules.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
 from retail_sync.streams.stock import ReleaseStock
 from tests.fixture_orders import shopify_order
 

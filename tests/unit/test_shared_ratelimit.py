@@ -9,16 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from retail_sync.connectors.ratelimit import (
-    AMAZON_PLANS,
-    Budgets,
-    Limiter,
-    LocalGcra,
-    RedisGcra,
-    budgets_for,
-    limiter_for,
-    limiter_key,
-)
+from retail_sync.connectors.amazon.plan import AMAZON_PLANS
+from retail_sync.connectors.ratelimit import Budgets, Limiter, LocalGcra, RedisGcra, budgets_for, limiter_for, limiter_key
 from retail_sync.connectors.redis_support import redis_enabled
 from retail_sync.settings import Settings
 
@@ -249,7 +241,7 @@ def _next_free(limiter: LocalGcra, now: list[float], until: float, step: float =
 
 async def test_a_429_on_amazons_get_orders_costs_one_plan_interval():
     """getOrders: published 1/60 s, burst 20; Amazon's header turns it into 90 % and burst 19
-    (what connectors.amazon adopts). A 429 at t=10 s: the next call at 70 s and the one after it a
+    (what connectors.amazon.client adopts). A 429 at t=10 s: the next call at 70 s and the one after it a
     budget interval later. Before, the penalty was counted in the override's burst and the
     override lapsed after 60 s: the next call came at ~130 s (the issue saw 10, 130, 323 s)."""
     now = [0.0]

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from retail_sync.streams.mappers.shopify import MappingError, map_order
+from retail_sync.connectors.shopify.mapper import MappingError, map_order
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)

@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from retail_sync.connectors.shopify_outbound import (
+
+from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
+from retail_sync.connectors.ratelimit import Budgets
+from retail_sync.connectors.shopify.outbound import (
     SHOPIFY_CARRIERS,
     ShopifyOutbound,
     parse_call_limit,
     shopify_carrier,
 )
-
-from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
-from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
-from retail_sync.connectors.ratelimit import SHOPIFY_PLANS, Budgets
+from retail_sync.connectors.shopify.plan import SHOPIFY_PLANS
 from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from tests.unit.test_shopify_simulator import Receiver
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 from jsonschema import Draft7Validator
-from retail_sync.streams.mappers import shopify
 
+from retail_sync.connectors.shopify import mapper as shopify
 from retail_sync.simulators.shopify.orders import ShopifyOrderFactory, add_refund, edit_quantity
 from tests.specs import spec_path
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from retail_sync.streams.mappers import amazon, regional, walmart
-from retail_sync.streams.status import CANONICAL_STATUSES, TABLES, StatusTable
+from retail_sync.connectors.amazon import mapper as amazon
+from retail_sync.connectors.regional import mapper as regional
+from retail_sync.connectors.walmart import mapper as walmart
+from retail_sync.channels import status_tables
+from retail_sync.streams.status import CANONICAL_STATUSES, StatusTable
 
+TABLES = status_tables()  # every built-in plugin's ``status``
 CHANNELS = sorted(TABLES)
 CASES = [(channel, word) for channel in CHANNELS for word in CANONICAL_STATUSES]
 

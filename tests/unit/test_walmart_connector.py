@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from retail_sync.connectors.walmart import (
+from retail_sync.connectors.walmart.client import (
     WalmartOrdersClient,
     error_for_status,
     retry_after_from,
@@ -284,9 +284,8 @@ def test_error_mapping_is_pure() -> None:
 
 
 async def test_source_delivers_buyer_cancellations_from_the_modified_poll() -> None:
-    from retail_sync.streams.mappers.walmart import map_order
-
-    from retail_sync.connectors.walmart import WalmartSource
+    from retail_sync.connectors.walmart.client import WalmartSource
+    from retail_sync.connectors.walmart.mapper import map_order
 
     sim = WalmartSimulator(WalmartSimConfig(seed=4, acknowledge_burst=100))
     await sim.start("127.0.0.1", 0)

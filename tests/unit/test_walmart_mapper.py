@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from retail_sync.streams.mappers.walmart import (
+
+from retail_sync.connectors.walmart.mapper import (
     CANONICAL_TO_LINE_STATUS,
     LINE_STATUS_TO_CANONICAL,
     ORDER_STATUSES,
@@ -19,7 +20,6 @@ from retail_sync.streams.mappers.walmart import (
     map_order,
     order_status,
 )
-
 from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from tests.specs import spec_path
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from retail_sync.connectors.walmart_outbound import WALMART_CARRIERS, WalmartApi, WalmartOutbound
 
 from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
-from retail_sync.connectors.ratelimit import WALMART_PLANS, Budgets
+from retail_sync.connectors.ratelimit import Budgets
+from retail_sync.connectors.walmart.outbound import WALMART_CARRIERS, WalmartApi, WalmartOutbound
+from retail_sync.connectors.walmart.plan import WALMART_PLANS
 from retail_sync.simulators.walmart.orders import CARRIERS
 from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 

@@ -4,7 +4,8 @@ import hmac
 
 import pytest
 
-from retail_sync.connectors.shopify_inbound import InProcessDeduper, compute_hmac, header, verify_hmac
+from retail_sync.connectors.dedupe import InProcessDeduper
+from retail_sync.connectors.shopify.inbound import compute_hmac, header, verify_hmac
 
 SECRET = "hush"
 BODY = b'{"id": 1, "name": "#1001"}'

@@ -116,11 +116,11 @@ def test_log_messages_mask_url_passwords():
 async def test_the_dedupe_warning_names_redis_without_its_password(closed_redis_url, caplog):
     import logging
 
-    from retail_sync.connectors.shopify_inbound import RedisDeduper
+    from retail_sync.connectors.dedupe import RedisDeduper
 
     url = closed_redis_url.replace("redis://", "redis://:hunter2@")
     deduper = RedisDeduper(url, ttl_s=60)
-    with caplog.at_level(logging.WARNING, logger="retail_sync.connectors.shopify_inbound"):
+    with caplog.at_level(logging.WARNING, logger="retail_sync.connectors.dedupe"):
         await deduper.claim("d")
     await deduper.aclose()
     text = " ".join(r.getMessage() for r in caplog.records)

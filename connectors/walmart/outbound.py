@@ -1,7 +1,7 @@
 """Walmart Marketplace (US) as a ChannelOutbound: inventory, seller cancellations, shipment
 confirmations and refunds out.
 
-Auth, headers and error conversion are the Orders client's (connectors/walmart.py): the
+Auth, headers and error conversion are the Orders client's (connectors/walmart/client.py): the
 client-credentials token cached and refreshed once on a 401, ``WM_SEC.ACCESS_TOKEN``,
 ``WM_QOS.CORRELATION_ID``, ``WM_SVC.NAME``; ``WalmartApi`` only adds calls that carry a body.
 
@@ -15,7 +15,7 @@ Per item SUCCESS is applied, DATA_ERROR failed with its ``ingestionErrors``; a S
 TIMEOUT_ERROR item, or a feed in ERROR for a system reason, makes the push retryable.
 
 Cancellations: ``POST /v3/orders/{purchaseOrderId}/cancel`` with ``SELLER_CANCEL_OUT_OF_STOCK``
-per line. Our canonical ``line_id`` for Walmart is the ``lineNumber`` (streams/mappers/walmart.py).
+per line. Our canonical ``line_id`` for Walmart is the ``lineNumber`` (connectors/walmart/mapper.py).
 The order is read first; a line's ``quantity`` is the number of its units that must end up
 Cancelled, so only the difference is asked for, and a whole-order cancellation cancels every unit
 still Created or Acknowledged. Repeating a cancellation therefore sends nothing. Units already
@@ -45,7 +45,7 @@ carries "<reason> [retail-sync refund <refund_id>]": the order is read first and
 guess, as the simulator does). Walmart has no restock flag on a refund (goods come back through
 its Returns API), so ``refund.restock`` only picks the reason. A zero amount sends nothing.
 
-Errors: as connectors/walmart.py (429 -> RateLimitedError with the replenish time, 5xx/timeouts/
+Errors: as connectors/walmart/client.py (429 -> RateLimitedError with the replenish time, 5xx/timeouts/
 connection -> RetryableError, other 4xx -> PermanentError, bad JSON -> DecodeError).
 """
 
@@ -65,7 +65,8 @@ from yarl import URL
 
 from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from retail_sync.connectors.walmart import WalmartOrdersClient, error_for_status, walmart_budgets
+from retail_sync.connectors.walmart.client import WalmartOrdersClient, error_for_status, walmart_budgets
+from retail_sync.connectors.walmart.settings import WalmartSettings
 
 JSON = dict[str, Any]
 CANCEL_REASON = "SELLER_CANCEL_OUT_OF_STOCK"
@@ -145,7 +146,7 @@ class WalmartOutbound:
         self.feed_poll_s, self.feed_poll_max_s = feed_poll_s, feed_poll_max_s
 
     @classmethod
-    def from_settings(cls, settings: Any) -> WalmartOutbound | None:
+    def from_settings(cls, settings: WalmartSettings) -> WalmartOutbound | None:
         if settings.walmart_base_url is None:
             return None
         api = WalmartApi(str(settings.walmart_base_url), settings.walmart_client_id,

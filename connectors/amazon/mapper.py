@@ -357,3 +357,10 @@ __all__ = [
     "canonical_status",
     "map_order",
 ]
+
+
+def map_delivery(payload: Any) -> Order:
+    """Polled Amazon deliveries carry the order and its items: {"order": ..., "items": [...]}."""
+    if not isinstance(payload, dict) or "order" not in payload:
+        raise MappingError("Amazon delivery must be {'order': ..., 'items': [...]}")
+    return map_order(payload["order"], payload.get("items"))

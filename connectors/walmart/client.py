@@ -41,7 +41,9 @@ from retail_sync.connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from retail_sync.connectors.ratelimit import WALMART_PLANS, Budgets, budgets_for
+from retail_sync.connectors.ratelimit import Budgets, budgets_for
+from retail_sync.connectors.walmart.plan import WALMART_PLANS
+from retail_sync.connectors.walmart.settings import WalmartSettings
 
 JSON = dict[str, Any]
 MAX_ERROR_BODY = 4 * 1024
@@ -111,7 +113,7 @@ def walmart_operation(method: str, url: str | URL) -> str | None:
     return None  # the token call
 
 
-def walmart_budgets(settings: Any) -> Budgets:
+def walmart_budgets(settings: WalmartSettings) -> Budgets:
     """Walmart's budgets: WALMART_PLANS with the walmart_* budget settings, then any
     ``rate_limits`` overrides; shared by the poller and the outbound connector."""
     plans = dict(WALMART_PLANS)
@@ -421,7 +423,7 @@ class WalmartSource:
         self.max_per_poll = max_per_poll
 
     @classmethod
-    def from_settings(cls, settings: Any) -> WalmartSource | None:
+    def from_settings(cls, settings: WalmartSettings) -> WalmartSource | None:
         if settings.walmart_base_url is None:
             return None
         client = WalmartOrdersClient(

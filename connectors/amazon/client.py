@@ -44,6 +44,9 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from retail_sync.connectors.amazon.mapper import AWAITING_PAYMENT
+from retail_sync.connectors.amazon.plan import AMAZON_PLANS
+from retail_sync.connectors.amazon.settings import AmazonSettings
 from retail_sync.connectors.contracts import PolledOrder, PollResult
 from retail_sync.connectors.errors import (
     DecodeError,
@@ -53,8 +56,7 @@ from retail_sync.connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
-from retail_sync.streams.mappers.amazon import AWAITING_PAYMENT
+from retail_sync.connectors.ratelimit import Budgets, budgets_for
 
 JSON = dict[str, Any]
 GET_ORDERS, GET_ORDER_ITEMS = "getOrders", "getOrderItems"
@@ -376,7 +378,7 @@ class AmazonSource:
         self._held: _HeldPass | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AmazonSource | None:
+    def from_settings(cls, settings: AmazonSettings) -> AmazonSource | None:
         if settings.amazon_base_url is None:
             return None
         client = AmazonOrdersClient(str(settings.amazon_base_url),

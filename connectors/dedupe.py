@@ -1,21 +1,16 @@
-"""Shopify inbound side: webhook signature verification and delivery dedupe.
-
-Shopify signs every webhook with ``base64(HMAC-SHA256(app client secret, raw body))`` in
-``X-Shopify-Hmac-Sha256`` and gives each delivery an ``X-Shopify-Webhook-Id`` that stays the same
-across its retries. Header names are case-insensitive; the newer prefix-less forms
-(``Shopify-Hmac-Sha256``) are accepted too, as Shopify's own libraries do.
-"""
+"""Webhook delivery dedupe: a sender's retries of one delivery (same delivery id) are written
+once. In this process (``InProcessDeduper``, a cachetools TTL cache) or shared by every worker
+through Redis (``RedisDeduper``, falling back to this process while Redis is away)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
+import re
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from cachetools import TTLCache
 
 from retail_sync.connectors.redis_support import (
     DEFAULT_MAX_CONNECTIONS,
@@ -24,37 +19,13 @@ from retail_sync.connectors.redis_support import (
     failure_reason,
     make_client,
 )
-from retail_sync.redact import mask_url
 
-HMAC_HEADER = "X-Shopify-Hmac-Sha256"
-WEBHOOK_ID_HEADER = "X-Shopify-Webhook-Id"
-TOPIC_HEADER = "X-Shopify-Topic"
-SHOP_HEADER = "X-Shopify-Shop-Domain"
-API_VERSION_HEADER = "X-Shopify-API-Version"
-TRIGGERED_AT_HEADER = "X-Shopify-Triggered-At"
-EVENT_ID_HEADER = "X-Shopify-Event-Id"
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):[^@/\s]*@", re.I)
 
 
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """Read a Shopify header in either its ``X-Shopify-*`` or prefix-less ``Shopify-*`` form."""
-    value = headers.get(name)
-    if value is None and name.startswith("X-"):
-        value = headers.get(name[2:])
-    return value
-
-
-def compute_hmac(body: bytes, secret: str) -> str:
-    """The value Shopify puts in X-Shopify-Hmac-Sha256 for this raw body."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
-def verify_hmac(body: bytes, received: str | None, secret: str) -> bool:
-    """Constant-time check of the received signature against the raw body."""
-    if not received:
-        return False
-    expected = compute_hmac(body, secret)
-    return hmac.compare_digest(expected.encode(), received.strip().encode())
+def mask_url(url: str) -> str:
+    """``url`` with the password of its credentials masked (for logs)."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
 
 
 class DeliveryDeduper(Protocol):
@@ -74,23 +45,19 @@ class DeliveryDeduper(Protocol):
 
 
 class InProcessDeduper:
-    """A bounded TTL set in this process (one worker). The resilience work moves it to Redis so
-    every worker shares it; the order table stays the final guard against duplicates either way."""
+    """A bounded TTL set in this process (one worker): a cachetools ``TTLCache`` (entries expire
+    ``ttl_s`` after they were first seen; past ``max_entries`` the oldest goes). Redis makes it
+    shared by every worker; the order table stays the final guard against duplicates either way."""
 
-    def __init__(self, ttl_s: float, max_entries: int, clock: type[time.monotonic] | None = None):
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] | None = None):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._clock = clock or time.monotonic
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: TTLCache[str, bool] = TTLCache(max_entries, ttl_s, timer=clock or time.monotonic)
 
     async def first_seen(self, delivery_id: str) -> bool:
-        now = self._clock()
-        self._expire(now)
         if delivery_id in self._seen:
             return False
-        self._seen[delivery_id] = now + self.ttl_s
-        if len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
+        self._seen[delivery_id] = True
         return True
 
     async def claim(self, delivery_id: str) -> str:
@@ -103,13 +70,6 @@ class InProcessDeduper:
     async def forget(self, delivery_id: str) -> None:
         """Undo `first_seen` when the delivery could not be written, so a retry is accepted."""
         self._seen.pop(delivery_id, None)
-
-    def _expire(self, now: float) -> None:
-        while self._seen:
-            oldest, expires = next(iter(self._seen.items()))
-            if expires > now:
-                return
-            del self._seen[oldest]
 
 
 log = logging.getLogger(__name__)

@@ -57,7 +57,14 @@ from typing import Any
 
 import aiohttp
 
-from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import (
+    CancelLine,
+    PushReport,
+    QuantityUpdate,
+    Refund,
+    Shipment,
+    ShipmentLine,
+)
 from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
@@ -66,7 +73,10 @@ from retail_sync.connectors.errors import (
     SyncError,
     parse_retry_after,
 )
-from retail_sync.connectors.ratelimit import SHOPIFY_HEADROOM, SHOPIFY_PLANS, Budgets, budgets_for
+from retail_sync.connectors.ratelimit import Budgets, budgets_for
+from retail_sync.connectors.retry import while_result
+from retail_sync.connectors.shopify.plan import SHOPIFY_HEADROOM, SHOPIFY_PLANS
+from retail_sync.connectors.shopify.settings import ShopifySettings
 
 JSON = dict[str, Any]
 ADMIN = "admin"  # the one budget of the Admin REST API (per store)
@@ -150,7 +160,7 @@ class ShopifyOutbound:
         self.throttled = 0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ShopifyOutbound | None:
+    def from_settings(cls, settings: ShopifySettings) -> ShopifyOutbound | None:
         if settings.shopify_admin_base_url is None:
             return None
         return cls(str(settings.shopify_admin_base_url),
@@ -198,14 +208,17 @@ class ShopifyOutbound:
     async def _call(self, method: str, url: str, what: str, body: JSON | None = None) -> tuple[int, str, Any]:
         """One call, paced; a 429 waits ``Retry-After`` and tries again (``max_attempts`` in all).
         Returns status, text and the response (for its headers and links)."""
-        for attempt in range(1, self.max_attempts + 1):
-            status, text, resp = await self._exchange(method, url, what, body)
-            if status != 429:
-                return status, text, resp
-            self.throttled += 1  # the budget is paused (_observe); the next try waits for it
-            if attempt == self.max_attempts:
-                raise error_for_status(status, text, resp.headers, what)
-        raise AssertionError("unreachable")
+        async def once() -> tuple[int, str, Any]:
+            answer = await self._exchange(method, url, what, body)
+            if answer[0] == 429:
+                self.throttled += 1  # the budget is paused (_observe); the next try waits for it
+            return answer
+
+        status, text, resp = await while_result(once, lambda answer: answer[0] == 429,
+                                                attempts=self.max_attempts)
+        if status == 429:
+            raise error_for_status(status, text, resp.headers, what)
+        return status, text, resp
 
     async def _json(self, method: str, path: str, what: str, body: JSON | None = None) -> JSON:
         status, text, resp = await self._call(method, f"{self.api}/{path}", what, body)

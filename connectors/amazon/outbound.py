@@ -19,7 +19,7 @@ acknowledgement feed: ``StatusCode`` ``Failure`` for the whole order, or items w
 ``CancelReason`` and the ``Quantity`` cancelled in all. A buyer's cancellation request
 (``BuyerRequestedCancel``) is answered with every item listed under ``CancelReason``
 ``BuyerCanceled``, which Amazon does not count against the seller's cancellation rate (our
-canonical ``line_id`` for Amazon is the ``OrderItemId``, see streams/mappers/amazon.py). Its XML
+canonical ``line_id`` for Amazon is the ``OrderItemId``, see connectors/amazon/mapper.py). Its XML
 processing report's errors raise
 PermanentError.
 
@@ -63,10 +63,12 @@ from urllib.parse import quote
 
 import aiohttp
 
-from retail_sync.connectors.amazon import USER_AGENT, error_for_status, observe
+from retail_sync.connectors.amazon.client import USER_AGENT, error_for_status, observe
+from retail_sync.connectors.amazon.plan import AMAZON_PLANS
+from retail_sync.connectors.amazon.settings import AmazonSettings
 from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
-from retail_sync.connectors.ratelimit import AMAZON_PLANS, Budgets, budgets_for
+from retail_sync.connectors.ratelimit import Budgets, budgets_for
 
 JSON = dict[str, Any]
 CHANNEL = "amazon"
@@ -257,7 +259,7 @@ class AmazonOutbound:
         self.throttled = 0  # 429s met (and waited out)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AmazonOutbound | None:
+    def from_settings(cls, settings: AmazonSettings) -> AmazonOutbound | None:
         if settings.amazon_base_url is None:
             return None
         return cls(str(settings.amazon_base_url), settings.amazon_access_token.get_secret_value(),

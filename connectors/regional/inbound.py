@@ -25,6 +25,7 @@ import orjson
 
 from retail_sync.connectors.contracts import PolledOrder, PollResult
 from retail_sync.connectors.errors import PermanentError
+from retail_sync.connectors.regional.settings import RegionalSettings
 
 CHANNEL = "regional"
 REQUIRED_COLUMNS = ("order_ref", "status", "qty")
@@ -38,7 +39,7 @@ class RegionalFileSource:
         self.drop_dir = Path(drop_dir)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> RegionalFileSource | None:
+    def from_settings(cls, settings: RegionalSettings) -> RegionalFileSource | None:
         if settings.regional_drop_dir is None:
             return None
         return cls(Path(settings.regional_drop_dir))

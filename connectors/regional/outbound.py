@@ -39,6 +39,7 @@ from typing import Any
 
 from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import RetryableError
+from retail_sync.connectors.regional.settings import RegionalSettings
 
 CHANNEL = "regional"
 INVENTORY_COLUMNS = ("sku", "quantity")
@@ -91,7 +92,7 @@ class RegionalOutbound:
         self.outbox_dir = Path(outbox_dir)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> RegionalOutbound | None:
+    def from_settings(cls, settings: RegionalSettings) -> RegionalOutbound | None:
         if settings.regional_outbox_dir is None:
             return None
         return cls(Path(settings.regional_outbox_dir))
