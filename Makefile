@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
@@ -27,8 +28,16 @@ test: $(STAMP)  ## run the whole test suite (unit + integration on the embedded 
 bench: $(STAMP)  ## measure the raw consume ceiling and the webhook->ERP pipeline
 	$(BIN)/retail-sync bench $(BENCH_ARGS)
 
-lint: $(STAMP)  ## ruff over the project
-	$(BIN)/python -m pip install --quiet ruff && $(BIN)/ruff check .
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	@$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	@touch $(DEV_STAMP)
+
+lint: $(DEV_STAMP)  ## ruff (incl. complexity), mypy --strict (pydantic plugin), import contracts
+	@rc=0; \
+	echo '== ruff'; $(BIN)/ruff check . || rc=1; \
+	echo '== mypy (strict, pydantic plugin: [tool.mypy] in pyproject.toml)'; $(BIN)/mypy || rc=1; \
+	echo '== lint-imports (.importlinter)'; $(BIN)/lint-imports || rc=1; \
+	exit $$rc
 
 compose-check: $(STAMP)  ## validate docker-compose.yml (compose-spec schema, project rules, promtool) without a Docker engine
 	$(BIN)/python -m retail_sync.compose_check docker-compose.yml

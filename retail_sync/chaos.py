@@ -49,6 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
+from typing import Any
 
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
@@ -183,7 +184,8 @@ async def worker_kill(stack: Stack, rows: list[tuple[str, object]]) -> None:
 RESTART_STOCK = {"CHAOS-R1": 1000, "CHAOS-R2": 1000, "CHAOS-R3": 60, "CHAOS-R4": 80}
 
 
-def _stock_drift(view: dict[str, Any], erp_bins: list[dict[str, Any]], sku: str) -> dict[str, tuple[object, int]]:
+def _stock_drift(view: dict[str, Any], erp_bins: list[dict[str, Any]],
+                 sku: str) -> dict[str, tuple[object, int]]:
     """Where the worker's stock view of ``sku`` differs from its recomputation from the ERP's
     bins (nothing held, on hand and free from the ERP): field -> (worker, recomputed)."""
     bins = [b for b in erp_bins if b["item_code"] == sku]
@@ -292,7 +294,8 @@ WALMART_NORMAL: dict[str, Any] = {"acknowledge_rate_per_s": 10.0, "acknowledge_b
 WALMART_CUT: dict[str, Any] = {"acknowledge_rate_per_s": 1.0, "acknowledge_burst": 2,
                "inventory_rate_per_s": 2.0, "inventory_burst": 2}
 SHOPIFY_NORMAL: dict[str, Any] = {"api_bucket_capacity": 80, "api_leak_per_s": 40.0}  # Plus, sped up x10
-SHOPIFY_CUT: dict[str, Any] = {"api_bucket_capacity": 10, "api_leak_per_s": 5.0}  # a smaller bucket, same drain time
+# a smaller bucket, same drain time
+SHOPIFY_CUT: dict[str, Any] = {"api_bucket_capacity": 10, "api_leak_per_s": 5.0}
 CUT_OPERATIONS = [("amazon", "getOrderItems"), ("amazon", "patchListingsItem"),
                   ("walmart", "acknowledge"), ("walmart", "inventory"), ("shopify", "admin")]
 
