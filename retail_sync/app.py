@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
 
+from retail_sync import broker_watch, exceptions_view, heap, memdebug, web
 from retail_sync.agents import (
     erp_dispatch,
     erp_orders,
@@ -22,16 +23,14 @@ from retail_sync.agents import (
     stock_feed,
     warehouse,
 )
+from retail_sync.channels import channels
+from retail_sync.connectors import wms
 from retail_sync.connectors.contracts import ChannelOutbound, ErpConnector, StockFeed
-from retail_sync.connectors.erp import ErpNextConnector
-from retail_sync.connectors.erp_stock import ErpStockFeed
+from retail_sync.connectors.dedupe import InProcessDeduper, RedisDeduper
 from retail_sync.connectors.ratelimit import all_budgets
 from retail_sync.connectors.redis_support import redis_enabled
-from retail_sync.connectors.shopify_inbound import InProcessDeduper, RedisDeduper
-from retail_sync.connectors.wms import WmsClient
-from retail_sync import broker_watch, exceptions_view, heap, memdebug, web
-from retail_sync.channels import channels
 from retail_sync.context import Context, Tables
+from retail_sync.erps import erp_plugin, settings_for
 from retail_sync.metrics import (
     ConsumerLagCollector,
     Metrics,
@@ -54,6 +53,7 @@ from retail_sync.tables.orders import (
 PRODUCER_BUFFER_MAX_MESSAGES = 2000
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def faust_app(settings: Settings, broker_url: str) -> faust.App:
@@ -84,7 +84,7 @@ def faust_app(settings: Settings, broker_url: str) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         producer_linger=settings.producer_linger_s,
         # explicit (Faust's default is the same 1,200 s): records the pipeline sends wait this
-        # long for a broker that is away; the webhook bounds its own wait (web.receive_shopify)
+        # long for a broker that is away; the webhook bounds its own wait (web.receive_webhook)
         producer_request_timeout=settings.producer_request_timeout_s,
         producer_max_batch_size=1024 * 1024,
         table_cleanup_interval=30.0,
@@ -99,6 +99,8 @@ def create_app(
     stock_feed_factory: Callable[[], StockFeed | None] | None = None,
 ) -> Context:
     app = faust_app(settings, broker_url)
+    erp = erp_plugin(settings)  # the configured ERP (RETAIL_SYNC_ERP_PLUGIN; ERPNext by default)
+    erp_settings = settings_for(erp, settings)
     found = channels(settings)
     outbound = outbound_connectors(settings, found)
     metrics = Metrics()
@@ -112,13 +114,13 @@ def create_app(
                       cursors=poll_cursor_table(app, settings),
                       stock=stock_table(app, settings)),
         metrics=metrics,
-        erp_factory=erp_factory or (lambda: ErpNextConnector.from_settings(settings)),
+        erp_factory=erp_factory or (lambda: erp.connector(erp_settings)),
         deduper=webhook_deduper(settings, metrics),
         channels=found,
         outbound=outbound,
-        stock_feed_factory=stock_feed_factory or (lambda: ErpStockFeed.from_settings(settings)),
-        wms_factory=lambda: WmsClient.from_settings(settings),
-        erp_order_feed_factory=lambda: _erp_order_feed(settings),
+        stock_feed_factory=stock_feed_factory or _optional(erp.stock_feed, erp_settings),
+        wms_factory=lambda: wms.plugin.connector(settings),
+        erp_order_feed_factory=_optional(erp.order_feed, erp_settings),
     )
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
@@ -181,9 +183,10 @@ def webhook_deduper(settings: Settings, metrics: Metrics | None = None) -> Any:
     return InProcessDeduper(settings.webhook_dedupe_ttl_s, settings.webhook_dedupe_max_entries)
 
 
-def _erp_order_feed(settings: Settings) -> Any:
-    from retail_sync.connectors.erp_orders import ErpOrderFeed
-    return ErpOrderFeed.from_settings(settings)
+def _optional(factory: Callable[[Any], T | None] | None, settings: Any) -> Callable[[], T | None]:
+    """``factory(settings)`` as a factory of no arguments; one answering None when the plugin has
+    no such part."""
+    return (lambda: factory(settings)) if factory is not None else (lambda: None)
 
 
 def outbound_connectors(settings: Settings, found: dict[str, Any]) -> dict[str, ChannelOutbound]:

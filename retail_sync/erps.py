@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -74,10 +75,16 @@ def settings_for(plugin: ErpPlugin, settings: Settings) -> BaseModel:
         return settings
     shared = {name: getattr(settings, name) for name in model.model_fields
               if name in type(settings).model_fields}
-    from_env = type(f"{model.__name__}FromEnv", (model, BaseSettings), {
-        "model_config": SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")})
+    from_env = _from_env(model)
     built: BaseModel = from_env(**shared)
     return built
+
+
+@cache
+def _from_env(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` read from the environment (``RETAIL_SYNC_`` + field name); one class per model."""
+    return type(f"{model.__name__}FromEnv", (model, BaseSettings), {
+        "model_config": SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")})
 
 
 def plugin_variables(environ: Mapping[str, str]) -> list[str]:
