@@ -7,7 +7,7 @@ has them all. The rules' policies are built from them once, when an agent is reg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from retail_sync.connectors.breaker import CircuitBreaker
@@ -92,8 +92,8 @@ class AgentTables(Protocol):
 
 
 class AgentDeps(Protocol):
-    """The app, its topics and tables, the metrics, the settings values and the factories of the
-    external systems' connectors (``retail_sync.context.Context`` is one)."""
+    """The app, its topics and tables, the metrics, the settings values, the factories of the
+    external systems' connectors and the wiring's hooks (``retail_sync.context.Context`` is one)."""
 
     @property
     def app(self) -> Any: ...  # faust.App
@@ -117,6 +117,10 @@ class AgentDeps(Protocol):
     def wms_factory(self) -> Callable[[], Any] | None: ...
     @property
     def erp_order_feed_factory(self) -> Callable[[], Any] | None: ...
+    @property
+    def audit_refused_later(self) -> Callable[..., Awaitable[None]]:
+        """(deps, order_key, previous state, event, problem, new state): the audit record of an
+        admin action the order agent refused after it was accepted at the door."""
 
     def breaker(self, system: str) -> CircuitBreaker: ...
 

@@ -16,18 +16,21 @@ from typing import Any
 
 import orjson
 
+from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
-from retail_sync.context import Context
-from retail_sync.streams.mappers import shopify
-from retail_sync.streams.mappers.shopify import MappingError
+from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.streams.errors import MappingError
 from retail_sync.streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, ReturnRequested
 from retail_sync.streams.validation import OrderRules, use_rules
 
 
-def to_event(raw: RawOrderMessage,
-             mappers: Mapping[str, Callable[[Any], Order]]) -> OrderReceived | ReturnRequested:
-    """Map one raw delivery; raises MappingError with a reason when it cannot. Shopify's
-    ``refunds/create`` deliveries become ReturnRequested (a refund made on the marketplace)."""
+def to_event(raw: RawOrderMessage, mappers: Mapping[str, Callable[[Any], Order]],
+             topic_events: Mapping[str, Mapping[str, Callable[[Any, Any], Any]]] | None = None,
+             ) -> OrderReceived | ReturnRequested:
+    """Map one raw delivery; raises MappingError with a reason when it cannot. A delivery whose
+    topic its channel's webhook hooks turn into an event of their own (``topic_events``, by
+    channel; e.g. Shopify's ``refunds/create`` becomes ReturnRequested, a refund made on the
+    marketplace) is mapped by that hook instead of the order mapper."""
     mapper = mappers.get(raw.channel)
     if mapper is None:
         raise MappingError(f"no mapper for channel {raw.channel!r}")
@@ -35,9 +38,10 @@ def to_event(raw: RawOrderMessage,
         payload = orjson.loads(raw.body)
     except orjson.JSONDecodeError as exc:
         raise MappingError(f"body is not JSON: {exc}") from exc
-    if raw.channel == "shopify" and raw.topic == "refunds/create":
-        key, refund = shopify.map_refund(payload, raw.received_at)
-        return ReturnRequested(order_key=key, refund=refund)
+    special = (topic_events or {}).get(raw.channel, {}).get(raw.topic)
+    if special is not None:
+        event: OrderReceived | ReturnRequested = special(payload, raw.received_at)
+        return event
     order = mapper(payload)
     return OrderReceived(
         order_key=order.order_key, order=order, delivery_id=raw.delivery_id,
@@ -45,7 +49,13 @@ def to_event(raw: RawOrderMessage,
     )
 
 
-def register(ctx: Context) -> None:
+def topic_events(channels: Mapping[str, Any]) -> dict[str, Mapping[str, Callable[[Any, Any], Any]]]:
+    """Each push channel's own deliveries by topic (its plugin's ``inbound.topic_events``)."""
+    return {name: plugin.inbound.topic_events for name, plugin in channels.items()
+            if plugin.inbound is not None and plugin.inbound.topic_events}
+
+
+def register(ctx: AgentDeps) -> None:
     topics = ctx.topics
 
     @ctx.app.agent(topics.raw_orders, name=f"{ctx.settings.app_id}.ingest")
@@ -54,23 +64,29 @@ def register(ctx: Context) -> None:
             await ingest_one(ctx, key, raw)
 
 
-async def ingest_one(ctx: Context, key: str | None, raw: RawOrderMessage) -> None:
+async def ingest_one(ctx: AgentDeps, key: str | None, raw: RawOrderMessage) -> None:
+    event = await _mapped(ctx, key, raw)
+    if event is None:  # not mapped: the exception record is written
+        return
+    if isinstance(event, OrderReceived):
+        ctx.metrics.orders_ingested.labels(channel=raw.channel).inc()
+    await ctx.topics.order_events.send(key=event.order_key, value=event)
+
+
+@guard(lambda ctx, key, raw: Record(payload=raw.model_dump_json(), channel=raw.channel,
+                                    source_topic=topic_name(ctx.topics.raw_orders),
+                                    source_key=key))
+async def _mapped(ctx: AgentDeps, key: str | None,
+                  raw: RawOrderMessage) -> OrderReceived | ReturnRequested | None:
+    """The delivery as an order event, or None: a ``mapping`` exception record for a delivery
+    that cannot be mapped, an ``internal`` one (the guard's) for a bug."""
     try:
         with use_rules(OrderRules.from_settings(ctx.settings)):
-            event = to_event(raw, {name: c.mapper for name, c in ctx.channels.items()})
+            return to_event(raw, {name: c.mapper for name, c in ctx.channels.items()},
+                            topic_events(ctx.channels))
     except MappingError as exc:
         await record_exception(
             ctx, kind=ExceptionKind.MAPPING, exc=exc, payload=raw.model_dump_json(), channel=raw.channel,
             source_topic=ctx.topics.raw_orders.get_topic_name(), source_key=key,
         )
-        return
-    except Exception as exc:  # noqa: BLE001 - a bug must not kill the agent or lose the record
-        await record_exception(
-            ctx, kind=ExceptionKind.INTERNAL, exc=exc, payload=raw.model_dump_json(),
-            channel=raw.channel, source_topic=ctx.topics.raw_orders.get_topic_name(),
-            source_key=key,
-        )
-        return
-    if isinstance(event, OrderReceived):
-        ctx.metrics.orders_ingested.labels(channel=raw.channel).inc()
-    await ctx.topics.order_events.send(key=event.order_key, value=event)
+        return None

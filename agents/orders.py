@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from retail_sync import audit, order_search
 from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
@@ -26,6 +25,7 @@ from retail_sync.streams.models import (
 )
 from retail_sync.streams.rules.lifecycle import Outcome, apply
 from retail_sync.streams.rules.policies import OrderPolicies
+from retail_sync.tables import order_search
 
 
 def register(ctx: AgentDeps) -> None:
@@ -85,7 +85,8 @@ async def handle(ctx: AgentDeps, key: str, event: OrderEvent,
             channel=previous.channel if previous else None,
             source_topic=ctx.topics.order_events.get_topic_name(),
         )
-        await audit.refused_later(ctx, key, previous, event, outcome.problem, outcome.state)
+        await ctx.audit_refused_later(ctx, key, previous, event, outcome.problem,
+                                      outcome.state)
     if outcome.state is not None:
         if outcome.changed:
             table[key] = outcome.state
@@ -122,7 +123,7 @@ def external_ids(state: OrderState, email_salt: str | None = None) -> list[str]:
     them: the order key is derived from it (``channel:id``), so a lookup tries that directly
     instead of paying an index record per order. With ``email_salt`` (the agent always gives
     it) also what support searches by: the order name and the email's salted hash
-    (retail_sync/order_search.py)."""
+    (tables/order_search.py)."""
     ids = [state.correlation.erp_sales_order, state.correlation.wms_fulfilment_id,
            *(b.wms_fulfilment_id for b in state.backorders.values())]
     for s in state.shipments.values():

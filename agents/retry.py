@@ -63,7 +63,10 @@ async def retry(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
                 attempts: int | None = None) -> T:
     """``call()`` until it succeeds, raises a PermanentError, or ``attempts`` transient failures
     (default: the policy's) have passed; the last RetryableError is raised then."""
-    return await on_transient(call, attempts=attempts or policy.attempts, base_s=policy.base_s,
+    async def attempt() -> T:  # a coroutine function: tenacity would not await a lambda's result
+        return await call()
+
+    return await on_transient(attempt, attempts=attempts or policy.attempts, base_s=policy.base_s,
                               max_s=policy.max_s)
 
 

@@ -5,22 +5,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 
-from retail_sync.connectors.base import (
+from retail_sync import audit
+from retail_sync.connectors.breaker import CircuitBreaker
+from retail_sync.connectors.contracts import (
     ChannelOutbound,
-    ChannelPlugin,
     ErpConnector,
     ErpOrderFeed,
     StockFeed,
     WmsConnector,
 )
-from retail_sync.connectors.breaker import CircuitBreaker
-from retail_sync.connectors.shopify_inbound import DeliveryDeduper
+from retail_sync.connectors.dedupe import DeliveryDeduper
+from retail_sync.connectors.plugin import ChannelPlugin
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
 from retail_sync.streams.topics import Topics
@@ -49,6 +50,8 @@ class Context:
     wms_factory: Callable[[], WmsConnector | None] | None = None
     erp_order_feed_factory: Callable[[], ErpOrderFeed | None] | None = None
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    #: the order agent's note of an admin action it refused after accepting it (audit.py)
+    audit_refused_later: Callable[..., Awaitable[None]] = audit.refused_later
 
     def breaker(self, system: str) -> CircuitBreaker:
         """The circuit breaker of one external system (a channel name, "erp", "wms")."""

@@ -54,6 +54,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from retail_sync import (
     admin_actions,
     admin_auth,
+    archive,
     broker_watch,
     dashboard,
     exceptions_view,
@@ -75,7 +76,6 @@ from retail_sync.streams.models import (
 )
 from retail_sync.streams.rules import stock as stock_rules
 from retail_sync.streams.stock import StockState
-from retail_sync.tables import retention
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _lookup_view(ctx: Context) -> None:
                 if state is not None:
                     states.append(state)
             if not states:  # retired orders (tables/retention.py) are read from the archive
-                states = await retention.archived_views(
+                states = await archive.archived_views(
                     ctx, lookup_candidates(external_id, indexed, ctx.channels))
             if not states:
                 return _json(self, {"error": f"no order is known by id {external_id!r}"}, 404)
@@ -154,7 +154,7 @@ def _order_view(ctx: Context) -> None:
         async def get(self, request: Request, order_key: str) -> Response:
             state = orders.get(order_key)
             if state is None:  # a retired order (tables/retention.py): from the archive
-                archived = await retention.archived_views(ctx, [order_key])
+                archived = await archive.archived_views(ctx, [order_key])
                 if archived:
                     return _json(self, pii.for_caller(request, archived[0]))
                 return _json(self, {"error": f"no order {order_key!r}"}, 404)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 
+from retail_sync import dashboard
 from retail_sync.agents.orders import external_ids, ids_to_index
-from retail_sync import dashboard, order_search
 from retail_sync.streams.models import Customer, ShipmentRecord
+from retail_sync.tables import order_search
 from tests.unit.test_order_index import NOW, _state
 
 

@@ -52,3 +52,10 @@ def test_backoff_is_capped_jittered_and_never_below_retry_after():
     assert all(backoff_delay(1, SETTINGS, 7.5, policy) == 7.5 for _ in range(20))
     with pytest.raises(ValueError, match="marketplace_backoff_base_s"):
         Settings(marketplace_backoff_base_s=10, marketplace_backoff_max_s=1)
+
+
+async def test_a_lambda_returning_a_coroutine_is_awaited_and_retried():
+    """The agents pass ``lambda: outbound.call(...)``: its coroutine is awaited on every try."""
+    call, calls = failing([RetryableError("503")])
+    assert await call_with_retries(lambda: call(), SETTINGS) == "ok"
+    assert len(calls) == 2
