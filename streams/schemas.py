@@ -89,14 +89,7 @@ def _sample_value(annotation: Any, field_name: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
-        base, *meta = args
-        for m in meta:
-            pattern = getattr(m, "pattern", None) or next(
-                (getattr(x, "pattern", None) for x in getattr(m, "metadata", []) if
-                 getattr(x, "pattern", None)), None)
-            if pattern in _PATTERN_SAMPLES:
-                return _PATTERN_SAMPLES[pattern]
-        return _sample_value(base, field_name)
+        return _annotated_sample(args, field_name)
     if origin in (Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         return _sample_value(non_none[0], field_name)
@@ -109,23 +102,35 @@ def _sample_value(annotation: Any, field_name: str) -> Any:
     if annotation is AwareDatetime:
         return _SAMPLE_TIME.isoformat()
     if isinstance(annotation, type):
-        if issubclass(annotation, BaseModel):
-            return sample_of(annotation)
-        if issubclass(annotation, Enum):
-            return next(iter(annotation)).value
-        if issubclass(annotation, bool):
-            return True
-        if issubclass(annotation, int):
-            return 1
-        if issubclass(annotation, float):
-            return 1.5
-        if issubclass(annotation, Decimal):
-            return "1.25"
-        if issubclass(annotation, datetime):
-            return _SAMPLE_TIME.isoformat()
-        if issubclass(annotation, str):
-            return f"sample-{field_name}"
+        return _class_sample(annotation, field_name)
     return f"sample-{field_name}"
+
+
+def _annotated_sample(args: tuple[Any, ...], field_name: str) -> Any:
+    base, *meta = args
+    for m in meta:
+        pattern = getattr(m, "pattern", None) or next(
+            (getattr(x, "pattern", None) for x in getattr(m, "metadata", []) if
+             getattr(x, "pattern", None)), None)
+        if pattern in _PATTERN_SAMPLES:
+            return _PATTERN_SAMPLES[pattern]
+    return _sample_value(base, field_name)
+
+
+#: a sample per plain class, the first that matches (bool before int: a bool is an int)
+_CLASS_SAMPLES: tuple[tuple[type, Any], ...] = (
+    (bool, True), (int, 1), (float, 1.5), (Decimal, "1.25"), (datetime, _SAMPLE_TIME.isoformat()))
+
+
+def _class_sample(annotation: type, field_name: str) -> Any:
+    if issubclass(annotation, BaseModel):
+        return sample_of(annotation)
+    if issubclass(annotation, Enum):
+        return next(iter(annotation)).value
+    for cls, sample in _CLASS_SAMPLES:
+        if issubclass(annotation, cls):
+            return sample
+    return f"sample-{field_name}"  # str and anything else
 
 
 def sample_of(model: type[BaseModel]) -> dict[str, Any]:
@@ -194,21 +199,38 @@ def _problems(old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any]
               new_root: dict[str, Any], path: str, seen: set[tuple[int, int]]) -> list[str]:
     olds, news = _branches(old, old_root), _branches(new, new_root)
     if len(olds) > 1 or len(news) > 1:
-        problems: list[str] = []
-        for i, ob in enumerate(olds):
-            tries = [_problems(ob, nb, old_root, new_root, path, seen) for nb in news]
-            best = min(tries, key=len)
-            if best:
-                label = _label(ob) or f"branch {i}"
-                problems.append(f"{path}: {label} is no longer accepted: " + "; ".join(best[:3]))
-        return problems
+        return _branch_problems(olds, news, old_root, new_root, path, seen)
     o, n = olds[0], news[0]
     key = (id(o), id(n))
     if key in seen:
         return []
     seen = seen | {key}
-    problems = []
     ot, nt = _types(o), _types(n)
+    problems = _type_problems(o, n, ot, nt, path) + _constraint_problems(o, n, path)
+    if "object" in ot & nt:
+        problems += _object_problems(o, n, old_root, new_root, path, seen)
+    if "array" in ot & nt and isinstance(o.get("items"), dict) and isinstance(n.get("items"), dict):
+        problems += _problems(o["items"], n["items"], old_root, new_root, f"{path}[]", seen)
+    return problems
+
+
+def _branch_problems(olds: list[dict[str, Any]], news: list[dict[str, Any]],
+                     old_root: dict[str, Any], new_root: dict[str, Any], path: str,
+                     seen: set[tuple[int, int]]) -> list[str]:
+    """Every old branch (a union member) must be accepted by some new one."""
+    problems: list[str] = []
+    for i, ob in enumerate(olds):
+        tries = [_problems(ob, nb, old_root, new_root, path, seen) for nb in news]
+        best = min(tries, key=len)
+        if best:
+            label = _label(ob) or f"branch {i}"
+            problems.append(f"{path}: {label} is no longer accepted: " + "; ".join(best[:3]))
+    return problems
+
+
+def _type_problems(o: dict[str, Any], n: dict[str, Any], ot: set[str], nt: set[str],
+                   path: str) -> list[str]:
+    problems = []
     if "any" not in nt:
         lost = (ot - nt) - ({"integer"} if "number" in nt else set())
         if "any" in ot or lost:
@@ -219,6 +241,11 @@ def _problems(old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any]
             problems.append(f"{path}: enum lost its openness (now only {sorted(new_values)})")
         elif old_values - new_values:
             problems.append(f"{path}: enum lost {sorted(old_values - new_values)}")
+    return problems
+
+
+def _constraint_problems(o: dict[str, Any], n: dict[str, Any], path: str) -> list[str]:
+    problems = []
     if n.get("pattern") and n.get("pattern") != o.get("pattern"):
         problems.append(f"{path}: pattern {o.get('pattern')!r} became {n['pattern']!r}")
     if n.get("format") and n.get("format") != o.get("format"):
@@ -227,21 +254,25 @@ def _problems(old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any]
         if bound in n and (bound not in o or (n[bound] < o[bound] if way == "lt"
                                               else n[bound] > o[bound])):
             problems.append(f"{path}: {bound} narrowed from {o.get(bound)!r} to {n[bound]!r}")
-    if "object" in ot & nt:
-        oprops, nprops = o.get("properties", {}), n.get("properties", {})
-        for name in oprops:
-            if name not in nprops and n.get("additionalProperties") is False:
-                problems.append(f"{path}.{name}: field removed or renamed")
-        for name in set(n.get("required", [])) - set(o.get("required", [])):
-            problems.append(f"{path}.{name}: required field added without a default")
-        for name in oprops.keys() & nprops.keys():
-            problems += _problems(oprops[name], nprops[name], old_root, new_root,
-                                  f"{path}.{name}", seen)
-        oa, na = o.get("additionalProperties"), n.get("additionalProperties")
-        if isinstance(oa, dict) and isinstance(na, dict):
-            problems += _problems(oa, na, old_root, new_root, f"{path}.*", seen)
-    if "array" in ot & nt and isinstance(o.get("items"), dict) and isinstance(n.get("items"), dict):
-        problems += _problems(o["items"], n["items"], old_root, new_root, f"{path}[]", seen)
+    return problems
+
+
+def _object_problems(o: dict[str, Any], n: dict[str, Any], old_root: dict[str, Any],
+                     new_root: dict[str, Any], path: str,
+                     seen: set[tuple[int, int]]) -> list[str]:
+    problems = []
+    oprops, nprops = o.get("properties", {}), n.get("properties", {})
+    for name in oprops:
+        if name not in nprops and n.get("additionalProperties") is False:
+            problems.append(f"{path}.{name}: field removed or renamed")
+    for name in set(n.get("required", [])) - set(o.get("required", [])):
+        problems.append(f"{path}.{name}: required field added without a default")
+    for name in oprops.keys() & nprops.keys():
+        problems += _problems(oprops[name], nprops[name], old_root, new_root,
+                              f"{path}.{name}", seen)
+    oa, na = o.get("additionalProperties"), n.get("additionalProperties")
+    if isinstance(oa, dict) and isinstance(na, dict):
+        problems += _problems(oa, na, old_root, new_root, f"{path}.*", seen)
     return problems
 
 
