@@ -64,13 +64,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _erp_custom_fields_ok(settings: Settings) -> bool:
-    """The ERP's Custom Fields checked at start (retail_sync/erp_fields_check.py): False when
-    one is missing or not unique and RETAIL_SYNC_ERP_CUSTOM_FIELDS_CHECK is 'refuse'."""
+    """The configured ERP plugin's start-up check (ERPNext: its Custom Fields,
+    connectors/erpnext/fields_check.py): False when it refuses the start (ERPNext: one is missing
+    or not unique and RETAIL_SYNC_ERP_CUSTOM_FIELDS_CHECK is 'refuse')."""
     import logging
 
-    from retail_sync.erp_fields_check import run_startup_check
+    from retail_sync.erps import erp_plugin, settings_for
 
-    lines, refuse = run_startup_check(settings)
+    plugin = erp_plugin(settings)
+    if plugin.startup_check is None:
+        return True
+    lines, refuse = plugin.startup_check(settings_for(plugin, settings))
     log = logging.getLogger("retail_sync.cli")
     for level, text in lines:
         print(f"retail-sync: {level}: {text}", file=sys.stderr, flush=True)
