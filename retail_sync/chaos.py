@@ -212,68 +212,86 @@ async def worker_restart(stack: Stack, rows: list[tuple[str, object]]) -> None:
     try:
         worker = await stack.start_worker(ingress_port=port)
         sending = asyncio.create_task(shop.send_orders(count=200))
-
-        async def reservations_held() -> bool:
-            if len(erp.orders) < 50:
-                return False
-            for sku in skus:
-                status, view = await worker.get_json(f"/inventory/{sku}")
-                if status == 200 and view["reserved_open"] + view["reserved_committed_pending_erp"]:
-                    return True
-            return False
-
-        await until(reservations_held, 90, "50 orders in the ERP and reservations holding units")
-        rows.append(("killed (SIGKILL) with sales orders in the ERP", len(erp.orders)))
-        await worker.kill()
-        down = time.monotonic()
-        worker.start()
-        await worker.wait_ready()
-        rows.append(("restarted on the same disk, ready after", f"{time.monotonic() - down:.1f}s"))
+        await _kill_while_reserved(worker, erp, skus, rows)
         await sending
         keys = sorted(f"shopify:{oid}" for oid in shop.accepted_order_ids())
-        states: dict[str, dict[str, Any]] = {}
-
-        async def all_decided() -> bool:
-            for key in keys:
-                if states.get(key, {}).get("status") not in ("erp_confirmed", "cancelled"):
-                    status, state = await worker.get_json(f"/orders/{key}")
-                    if status != 200 or state["status"] not in ("erp_confirmed", "cancelled"):
-                        return False
-                    states[key] = state
-            return True
-
-        await until(all_decided, 120, "every order in the ERP or cancelled for lack of stock")
-        po_numbers = Counter(_po_numbers(stack))
-        twice = [k for k, n in po_numbers.items() if n > 1]
-        cancelled = [k for k, s in states.items() if s["stock_decision"] == "cancelled"]
-        lost = [k for k, s in states.items()
-                if (s["status"] == "erp_confirmed") != (k in po_numbers)
-                or (s["status"] == "cancelled" and s["stock_decision"] != "cancelled")]
-        rows += [("orders", len(keys)), ("in the ERP", len(po_numbers)),
-                 ("cancelled for lack of stock", len(cancelled)),
-                 ("sales orders twice", len(twice)), ("orders lost or misfiled", len(lost)),
-                 ("oversold units", erp.stats()["oversold_units"])]
-        if twice or lost or erp.stats()["oversold_units"]:
-            raise Failed(f"duplicated {twice[:5]}, lost {lost[:5]} or oversold")
-        drift: dict[str, dict[str, Any]] = {}
-
-        async def stock_agrees() -> bool:
-            drift.clear()
-            for sku in skus:
-                _, view = await worker.get_json(f"/inventory/{sku}")
-                wrong = _stock_drift(view, erp.bins(), sku)
-                if wrong:
-                    drift[sku] = wrong
-            return not drift
-
-        try:
-            await until(stock_agrees, 60, "the stock table equal to its recomputation from the ERP")
-        finally:
-            rows.append(("SKUs whose stock table drifted from the ERP", len(drift)))
-            if drift:
-                rows.append(("drift (worker, recomputed from the ERP)", drift))
+        await _each_order_once(stack, worker, erp, keys, rows)
+        await _stock_equals_erp(worker, erp, skus, rows)
     finally:
         await shop.stop()
+
+
+async def _kill_while_reserved(worker: WorkerProcess, erp: ErpSimulator, skus: list[str],
+                               rows: list[tuple[str, object]]) -> None:
+    """SIGKILL the worker once 50 orders are in the ERP and reservations hold units; start it
+    again on the same disk."""
+
+    async def reservations_held() -> bool:
+        if len(erp.orders) < 50:
+            return False
+        for sku in skus:
+            status, view = await worker.get_json(f"/inventory/{sku}")
+            if status == 200 and view["reserved_open"] + view["reserved_committed_pending_erp"]:
+                return True
+        return False
+
+    await until(reservations_held, 90, "50 orders in the ERP and reservations holding units")
+    rows.append(("killed (SIGKILL) with sales orders in the ERP", len(erp.orders)))
+    await worker.kill()
+    down = time.monotonic()
+    worker.start()
+    await worker.wait_ready()
+    rows.append(("restarted on the same disk, ready after", f"{time.monotonic() - down:.1f}s"))
+
+
+async def _each_order_once(stack: Stack, worker: WorkerProcess, erp: ErpSimulator,
+                           keys: list[str], rows: list[tuple[str, object]]) -> None:
+    """Every order decided (in the ERP once, or cancelled for lack of stock), none oversold."""
+    states: dict[str, dict[str, Any]] = {}
+
+    async def all_decided() -> bool:
+        for key in keys:
+            if states.get(key, {}).get("status") not in ("erp_confirmed", "cancelled"):
+                status, state = await worker.get_json(f"/orders/{key}")
+                if status != 200 or state["status"] not in ("erp_confirmed", "cancelled"):
+                    return False
+                states[key] = state
+        return True
+
+    await until(all_decided, 120, "every order in the ERP or cancelled for lack of stock")
+    po_numbers = Counter(_po_numbers(stack))
+    twice = [k for k, n in po_numbers.items() if n > 1]
+    cancelled = [k for k, s in states.items() if s["stock_decision"] == "cancelled"]
+    lost = [k for k, s in states.items()
+            if (s["status"] == "erp_confirmed") != (k in po_numbers)
+            or (s["status"] == "cancelled" and s["stock_decision"] != "cancelled")]
+    rows += [("orders", len(keys)), ("in the ERP", len(po_numbers)),
+             ("cancelled for lack of stock", len(cancelled)),
+             ("sales orders twice", len(twice)), ("orders lost or misfiled", len(lost)),
+             ("oversold units", erp.stats()["oversold_units"])]
+    if twice or lost or erp.stats()["oversold_units"]:
+        raise Failed(f"duplicated {twice[:5]}, lost {lost[:5]} or oversold")
+
+
+async def _stock_equals_erp(worker: WorkerProcess, erp: ErpSimulator, skus: list[str],
+                            rows: list[tuple[str, object]]) -> None:
+    drift: dict[str, dict[str, Any]] = {}
+
+    async def stock_agrees() -> bool:
+        drift.clear()
+        for sku in skus:
+            _, view = await worker.get_json(f"/inventory/{sku}")
+            wrong = _stock_drift(view, erp.bins(), sku)
+            if wrong:
+                drift[sku] = wrong
+        return not drift
+
+    try:
+        await until(stock_agrees, 60, "the stock table equal to its recomputation from the ERP")
+    finally:
+        rows.append(("SKUs whose stock table drifted from the ERP", len(drift)))
+        if drift:
+            rows.append(("drift (worker, recomputed from the ERP)", drift))
 
 
 # --- marketplace-throttle ------------------------------------------------------------------------
@@ -406,36 +424,10 @@ async def marketplace_throttle(stack: Stack, rows: list[tuple[str, object]]) -> 
     stop, want = asyncio.Event(), set[str]()
     loading: asyncio.Task[None] | None = None
     try:
-        if redis_url:
-            rows.append(("Redis (2 workers share budgets)", f"{mask_url(redis_url)}  ({found})"))
-            workers = [stack.new_worker().start(), stack.new_worker().start()]
-        else:
-            rows.append(("Redis", f"{found}: ONE worker, in-process limiter (two would not share "
-                                  "budgets; set RETAIL_SYNC_REDIS_URL to run two)"))
-            workers = [stack.new_worker().start()]
-        await asyncio.gather(*(w.wait_ready() for w in workers))
-
-        async def all_assigned() -> bool:
-            for worker in workers:
-                status, body = await worker.get_json("/health")
-                if status != 200 or body["assigned_partitions"] == 0:
-                    return False
-            return True
-
-        await until(all_assigned, 60, "every worker assigned partitions")
+        workers = await _throttle_workers(stack, redis_url, found, rows)
         fleet = _Fleet(workers)
         behind: list[str] = []
-
-        async def listings_at_ats() -> bool:
-            behind.clear()
-            for sku in THROTTLE_SKUS:
-                status, view = await workers[0].get_json(f"/inventory/{sku}")
-                for name, sim in markets.items():
-                    ats = view.get("ats", {}).get(name) if status == 200 else None
-                    if ats is None or sim.listings.quantity(sku) != ats:
-                        behind.append(f"{name} {sku}: listed {sim.listings.quantity(sku)}, ATS {ats}")
-            return not behind
-
+        listings_at_ats = _listings_check(workers[0], markets, behind)
         await until(listings_at_ats, 60, "opening stock listed on Amazon, Walmart and Shopify")
         rows += _throttle_plan_rows()
         before, during, after = THROTTLE_PHASES_S
@@ -465,15 +457,7 @@ async def marketplace_throttle(stack: Stack, rows: list[tuple[str, object]]) -> 
         await settle(lambda: set(_po_numbers(stack)) >= want, 90, "every order in the ERP")
         await settle(lambda: walmart.stats()["orders_released"] == 0, 30,
                      "every Walmart order acknowledged")
-        po_numbers = Counter(_po_numbers(stack))
-        twice = sorted(k for k in want if po_numbers[k] > 1)
-        missing = sorted(k for k in want if not po_numbers[k])
-        if twice:
-            failures.append(f"sales orders created twice: {twice[:5]}")
-        by_channel = Counter(k.split(":", 1)[0] for k in want)
-        rows += [("orders", ", ".join(f"{c} {n}" for c, n in sorted(by_channel.items()))),
-                 ("in the ERP / twice / missing",
-                  f"{len(want) - len(missing)} / {len(twice)} / {len(missing)}")]
+        failures += _throttle_order_rows(stack, want, rows)
         await settle(listings_at_ats, 60, "every listing at the workers' ATS")
         rows.append(("listings at the workers' ATS",
                      f"{len(THROTTLE_SKUS) * len(markets) - len(behind)} of "
@@ -483,11 +467,7 @@ async def marketplace_throttle(stack: Stack, rows: list[tuple[str, object]]) -> 
         rows.append(("settled after the load stopped", f"{time.monotonic() - stopped:.1f}s"))
         latest = await fleet.snapshot()
         totals, since_restore = _Fleet.since(latest), _Fleet.since(latest, at_restore)
-        shared = [int(v) for w in latest for n, lab, v in w.samples
-                  if n == "retail_sync_ratelimit_shared" and (lab["channel"], lab["operation"])
-                  in CUT_OPERATIONS]
-        rows.append(("cut budgets kept in Redis at the end",
-                     f"{sum(shared)} of {len(shared)} (operation x worker; 0: in process)"))
+        rows.append(("cut budgets kept in Redis at the end", _shared_budgets(latest)))
         failures += _throttle_rows(rows, _throttle_counts(amazon, walmart, shop), while_cut,
                                    since_restore, totals)
         if failures:
@@ -501,6 +481,68 @@ async def marketplace_throttle(stack: Stack, rows: list[tuple[str, object]]) -> 
         for worker in stack.workers:  # they use Redis until they stop
             await worker.stop()
         stop_redis()
+
+
+async def _throttle_workers(stack: Stack, redis_url: str | None, found: str,
+                            rows: list[tuple[str, object]]) -> list[WorkerProcess]:
+    """Two workers sharing their budgets in Redis (one without a Redis), ready and assigned."""
+    if redis_url:
+        rows.append(("Redis (2 workers share budgets)", f"{mask_url(redis_url)}  ({found})"))
+        workers = [stack.new_worker().start(), stack.new_worker().start()]
+    else:
+        rows.append(("Redis", f"{found}: ONE worker, in-process limiter (two would not share "
+                              "budgets; set RETAIL_SYNC_REDIS_URL to run two)"))
+        workers = [stack.new_worker().start()]
+    await asyncio.gather(*(w.wait_ready() for w in workers))
+
+    async def all_assigned() -> bool:
+        for worker in workers:
+            status, body = await worker.get_json("/health")
+            if status != 200 or body["assigned_partitions"] == 0:
+                return False
+        return True
+
+    await until(all_assigned, 60, "every worker assigned partitions")
+    return workers
+
+
+def _listings_check(worker: WorkerProcess,
+                    markets: dict[str, AmazonSimulator | WalmartSimulator | ShopifySimulator],
+                    behind: list[str]) -> Callable[[], Awaitable[bool]]:
+    """A check for ``until``: every marketplace lists each SKU at the worker's ATS; what is not
+    is left in ``behind``."""
+
+    async def listings_at_ats() -> bool:
+        behind.clear()
+        for sku in THROTTLE_SKUS:
+            status, view = await worker.get_json(f"/inventory/{sku}")
+            for name, sim in markets.items():
+                ats = view.get("ats", {}).get(name) if status == 200 else None
+                if ats is None or sim.listings.quantity(sku) != ats:
+                    behind.append(f"{name} {sku}: listed {sim.listings.quantity(sku)}, ATS {ats}")
+        return not behind
+
+    return listings_at_ats
+
+
+def _throttle_order_rows(stack: Stack, want: set[str], rows: list[tuple[str, object]]) -> list[str]:
+    """The orders by channel, in the ERP / twice / missing; the failure when one went in twice."""
+    po_numbers = Counter(_po_numbers(stack))
+    twice = sorted(k for k in want if po_numbers[k] > 1)
+    missing = sorted(k for k in want if not po_numbers[k])
+    failures = [f"sales orders created twice: {twice[:5]}"] if twice else []
+    by_channel = Counter(k.split(":", 1)[0] for k in want)
+    rows += [("orders", ", ".join(f"{c} {n}" for c, n in sorted(by_channel.items()))),
+             ("in the ERP / twice / missing",
+              f"{len(want) - len(missing)} / {len(twice)} / {len(missing)}")]
+    return failures
+
+
+def _shared_budgets(latest: list[Samples]) -> str:
+    shared = [int(v) for w in latest for n, lab, v in w.samples
+              if n == "retail_sync_ratelimit_shared" and (lab["channel"], lab["operation"])
+              in CUT_OPERATIONS]
+    return f"{sum(shared)} of {len(shared)} (operation x worker; 0: in process)"
 
 
 def _throttle_plan_rows() -> list[tuple[str, object]]:
