@@ -49,7 +49,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
-from typing import Any
 
 from retail_sync.broker import free_port
 from retail_sync.cli import load_settings
