@@ -1,11 +1,12 @@
 """ERPNext (Frappe REST): the built-in ERP.
 
 ``client`` (the ErpConnector: sales orders, shipments, cancellations, returns and credit notes,
-exactly once), ``documents`` (the ERPNext documents, pure), ``frappe`` (the HTTP session and the
-error mapping), ``fields`` (the Custom Fields and master data it needs; ``fields_check`` asks the
-site for them at start), ``stock_feed`` (Bins by ``modified``), ``order_feed`` (sales orders the
-ERP ended), ``reconcile`` (its reconciliation readers), ``settings`` (``ErpNextSettings``).
-``plugin`` registers all of it (``retail_sync/erps.py`` lists it as the built-in ERP).
+exactly once), ``documents`` and ``notes`` (the ERPNext documents, pure), ``frappe`` (the HTTP
+session and the error mapping), ``fields`` (the Custom Fields and master data it needs;
+``fields_check`` asks the site for them at start), ``stock_feed`` (Bins by ``modified``),
+``order_feed`` (sales orders the ERP ended), ``reconcile`` (its reconciliation readers),
+``settings`` (``ErpNextSettings``). ``plugin`` registers all of it (``retail_sync/erps.py``
+lists it as the built-in ERP).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ marketplace, the buyer in ``contact_email``/``custom_buyer_*``), whose ``po_no``
 Field ``custom_marketplace_order_key`` are our ``order_key``. Units the engine accepted without
 stock travel per item in the Custom Field ``custom_backorder_qty``. Every field it writes is an
 ERPNext field or one of ``connectors.erpnext.fields.CUSTOM_FIELDS`` (the documents are built in
-``connectors.erpnext.documents``).
+``connectors.erpnext.documents`` and ``connectors.erpnext.notes``).
 
 Exactly once, on the ERP as it is (ERPNext has no idempotent insert): every create first looks
 the document up by its unique reference (Sales Order ``custom_marketplace_order_key``, Delivery
@@ -67,13 +67,6 @@ from retail_sync.connectors.erpnext.documents import (
     DELIVERY_NOTE,
     SALES_INVOICE,
     SALES_ORDER,
-    credit_note_doc,
-    delivery_note_doc,
-    invoice_to_credit,
-    order_item,
-    refund_amount,
-    return_note_doc,
-    return_rows,
     sales_order_doc,
 )
 from retail_sync.connectors.erpnext.fields import (
@@ -97,6 +90,15 @@ from retail_sync.connectors.erpnext.frappe import (
     modified_query,
     post_result,
     rows_modified_since,
+)
+from retail_sync.connectors.erpnext.notes import (
+    credit_note_doc,
+    delivery_note_doc,
+    invoice_to_credit,
+    order_item,
+    refund_amount,
+    return_note_doc,
+    return_rows,
 )
 from retail_sync.connectors.erpnext.settings import ErpNextSettings
 from retail_sync.connectors.errors import DecodeError, PermanentError

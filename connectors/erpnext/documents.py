@@ -1,4 +1,4 @@
-"""ERPNext documents for canonical orders and what follows them: pure mapping, no I/O.
+"""The ERPNext Sales Order of a canonical order: pure mapping, no I/O.
 
 The canonical order becomes a Sales Order inserted and submitted (``"docstatus": 1``, so the ERP
 reserves its stock) under the channel's Customer (``RETAIL_SYNC_ERP_CHANNEL_CUSTOMERS``: one
@@ -7,10 +7,8 @@ unique Custom Field ``custom_marketplace_order_key`` are our ``order_key``. Unit
 accepted without stock travel per item in the Custom Field ``custom_backorder_qty``. Every field
 written is an ERPNext field or one of ``connectors.erpnext.fields.CUSTOM_FIELDS``.
 
-After the order, our ``line_id`` maps to its Sales Order item through ``marketplace_line_id``
-(``so_detail`` = that item's ``name``, its rate, warehouse): Delivery Notes for shipments, return
-Delivery Notes (negative quantities) and Credit Notes (``Sales Invoice``, ``is_return`` 1) for
-refunds; see ``connectors.erpnext.client`` for how they are posted.
+The documents after the order (shipments, returns, credit notes) are in
+``connectors.erpnext.notes``; ``connectors.erpnext.client`` posts both.
 """
 
 from __future__ import annotations
@@ -19,20 +17,15 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from retail_sync.connectors.contracts import Refund, Shipment
 from retail_sync.connectors.erpnext.fields import (
     LINE_FIELD,
     MARKETPLACE_WAREHOUSE,
     ORDER_KEY_FIELD,
-    RETURN_FIELD,
-    SHIPMENT_FIELD,
 )
-from retail_sync.connectors.errors import PermanentError
 from retail_sync.streams.models import Address, NameValue, Order, OrderLine
 
 SALES_ORDER = "Sales Order"
 DELIVERY_NOTE, SALES_INVOICE = "Delivery Note", "Sales Invoice"
-ADJUSTMENT_ACCOUNT = "Refunds and Adjustments"
 JSON = dict[str, Any]
 CENT, RATE_PLACES = Decimal("0.01"), Decimal("0.0001")
 TAX_ACCOUNT, SHIPPING_ACCOUNT = "Sales Tax", "Freight and Forwarding Charges"
@@ -40,7 +33,7 @@ TAX_ACCOUNT, SHIPPING_ACCOUNT = "Sales Tax", "Freight and Forwarding Charges"
 # --- pure mapping -----------------------------------------------------------------------------
 
 
-def _amount(value: Decimal) -> str:
+def amount_text(value: Decimal) -> str:
     """Decimal as a plain string, so no precision is lost in JSON."""
     return format(value, "f")
 
@@ -75,15 +68,15 @@ def _items(
             "item_code": line.sku,
             "item_name": line.title or line.sku,
             "qty": line.quantity,
-            "rate": _amount(rate),
+            "rate": amount_text(rate),
             "uom": "Nos",
             "delivery_date": delivery_date,
             "warehouse": warehouse,
             LINE_FIELD: line.line_id,
         }
         if rate != line.unit_price.amount:
-            item["price_list_rate"] = _amount(line.unit_price.amount)
-            item["discount_amount"] = _amount(line.unit_price.amount - rate)
+            item["price_list_rate"] = amount_text(line.unit_price.amount)
+            item["discount_amount"] = amount_text(line.unit_price.amount - rate)
         if line.properties:  # e.g. the engraving text the warehouse must apply
             item["additional_notes"] = _pairs(line.properties)
         if line.marketplace_product_id:  # the marketplace's own code of the item (ASIN)
@@ -107,7 +100,7 @@ def _actual_charge(account_head: str, description: str, amount: Decimal) -> JSON
         "charge_type": "Actual",
         "account_head": account_head,
         "description": description,
-        "tax_amount": _amount(amount),
+        "tax_amount": amount_text(amount),
     }
 
 
@@ -130,7 +123,7 @@ def _tax_rows(order: Order) -> list[JSON]:
         row = _actual_charge(TAX_ACCOUNT, tax.title if percent is None else
                              f"{tax.title} {format(percent, 'f')}%", amount)
         if percent is not None:
-            row["rate"] = _amount(percent)
+            row["rate"] = amount_text(percent)
         rows.append(row)
     return rows
 
@@ -246,150 +239,8 @@ def sales_order_doc(
     rest = order.discount_total.amount - line_discounts(order)
     if rest > 0:
         doc["apply_discount_on"] = "Net Total"
-        doc["discount_amount"] = _amount(rest)
+        doc["discount_amount"] = amount_text(rest)
     return doc
-
-
-# --- after the order: pure document mapping ---------------------------------------------------
-
-
-def _dec(value: Any) -> Decimal:
-    return Decimal(str(value or 0))
-
-
-def order_item(so: JSON, line_id: str, sku: str) -> JSON:
-    """The Sales Order item of our line ``line_id`` (by ``custom_marketplace_line_id``; an order
-    typed into the ERP by hand: the first item of ``sku``); PermanentError when there is none."""
-    items = so.get("items") or []
-    found = next((i for i in items if i.get(LINE_FIELD) == line_id), None)
-    found = found or next((i for i in items if i.get("item_code") == sku), None)
-    if found is None:
-        raise PermanentError(f"ERP sales order {so.get('name')} has no line {line_id} ({sku})")
-    return dict(found)
-
-
-def _header(order_key: str, so: JSON) -> JSON:
-    return {
-        "docstatus": 1,
-        "customer": so.get("customer"),
-        "company": so.get("company"),
-        "currency": so.get("currency"),
-        "po_no": order_key,
-        "set_warehouse": so.get("set_warehouse"),
-    }
-
-
-def delivery_note_doc(order_key: str, so: JSON, shipment: Shipment) -> JSON:
-    """The submitted Delivery Note for a warehouse shipment against Sales Order ``so``."""
-    items = []
-    for line in shipment.lines:
-        item = order_item(so, line.line_id, line.sku)
-        items.append({
-            "item_code": item["item_code"], "qty": line.quantity, "rate": item.get("rate"),
-            "warehouse": item.get("warehouse") or so.get("set_warehouse"),
-            "against_sales_order": so["name"], "so_detail": item["name"],
-            LINE_FIELD: line.line_id,
-        })  # fmt: skip
-    return {
-        **_header(order_key, so),
-        "posting_date": shipment.shipped_at[:10],
-        SHIPMENT_FIELD: shipment.shipment_id,
-        "custom_carrier": shipment.carrier,
-        "custom_tracking_number": shipment.tracking_number,
-        "custom_shipped_at": shipment.shipped_at,
-        "items": items,
-    }
-
-
-def return_rows(so: JSON, notes: list[JSON], refund: Refund) -> list[tuple[str, JSON, int]]:
-    """(Delivery Note, its row, units) sending ``refund.lines`` back: the oldest shipped rows
-    first, each up to what it shipped less what already came back."""
-    rows = []
-    for line in refund.lines:
-        item, need = order_item(so, line.line_id, line.sku), line.quantity
-        for note in notes:
-            for row in note.get("items") or []:
-                if need <= 0 or row.get("so_detail") != item["name"]:
-                    continue
-                take = min(need, int(_dec(row.get("qty")) - _dec(row.get("returned_qty"))))
-                if take > 0:
-                    rows.append((note["name"], row, take))
-                    need -= take
-        if need > 0:
-            raise PermanentError(
-                f"ERP return {refund.refund_id}: {need} units of line {line.line_id} were not "
-                f"delivered (or already returned) on sales order {so.get('name')}"
-            )
-    return rows
-
-
-def return_note_doc(order_key: str, so: JSON, refund: Refund,
-                    rows: list[tuple[str, JSON, int]]) -> JSON:
-    """The submitted return Delivery Note (negative quantities) for ``rows``."""
-    sources = {name for name, _, _ in rows}
-    return {
-        **_header(order_key, so),
-        "is_return": 1,
-        "return_against": sources.pop() if len(sources) == 1 else None,
-        RETURN_FIELD: refund.refund_id,
-        "custom_return_reason": refund.reason,
-        "items": [{"item_code": row["item_code"], "qty": -qty, "rate": row.get("rate"),
-                   "warehouse": row.get("warehouse"), "against_sales_order": so["name"],
-                   "so_detail": row.get("so_detail"), "dn_detail": row["name"],
-                   LINE_FIELD: row.get(LINE_FIELD)}
-                  for _, row, qty in rows],
-    }  # fmt: skip
-
-
-def refund_amount(refund: Refund) -> Decimal:
-    try:
-        amount = Decimal(refund.amount)
-    except (ArithmeticError, ValueError):
-        raise PermanentError(f"refund {refund.refund_id}: bad amount {refund.amount!r}") from None
-    if not amount.is_finite() or amount <= 0:
-        raise PermanentError(f"refund {refund.refund_id}: amount must be positive, got {amount}")
-    return amount
-
-
-def credit_note_doc(order_key: str, so: JSON, refund: Refund, return_against: str | None) -> JSON:
-    """The Credit Note for exactly ``refund.amount``: the refunded lines at the order's rates and
-    the difference as one Actual charge (see the module doc)."""
-    amount, items = refund_amount(refund), []
-    for line in refund.lines:
-        item = order_item(so, line.line_id, line.sku)
-        items.append({"item_code": item["item_code"], "qty": -line.quantity,
-                      "rate": item.get("rate"), "sales_order": so["name"],
-                      "so_detail": item["name"], LINE_FIELD: line.line_id})  # fmt: skip
-    if not items:
-        first = (so.get("items") or [{}])[0]
-        items.append({"item_code": first.get("item_code"), "qty": 0, "rate": 0,
-                      "sales_order": so["name"],
-                      "description": f"Refund {refund.refund_id}"})  # fmt: skip
-    lines_total = sum((_dec(i["qty"]) * _dec(i["rate"]) for i in items), Decimal(0))
-    adjustment = (-lines_total - amount).quantize(Decimal("0.01")) if items else -amount
-    taxes = [] if not adjustment else [{
-        "charge_type": "Actual", "account_head": ADJUSTMENT_ACCOUNT,
-        "description": f"Refund {refund.refund_id}: {refund.reason}",
-        "tax_amount": _amount(adjustment)}]  # fmt: skip
-    return {**_header(order_key, so), "is_return": 1, "return_against": return_against,
-            RETURN_FIELD: refund.refund_id, "custom_refund_reason": refund.reason,
-            "items": items, "taxes": taxes}  # fmt: skip
-
-
-def invoice_to_credit(invoices: list[JSON], amount: Decimal) -> str | None:
-    """The oldest invoice with at least ``amount`` left to credit (its grand total plus the
-    negative totals of the credit notes against it), or None."""
-    credited: dict[str, Decimal] = {}
-    for doc in invoices:
-        if doc.get("is_return") and doc.get("return_against"):
-            key = doc["return_against"]
-            credited[key] = credited.get(key, Decimal(0)) + _dec(doc.get("grand_total"))
-    for doc in invoices:
-        if not doc.get("is_return") and _dec(doc.get("grand_total")) + credited.get(
-            doc["name"], Decimal(0)
-        ) >= amount:
-            return str(doc["name"])
-    return None
 
 
 __all__ = [
@@ -397,14 +248,8 @@ __all__ = [
     "SALES_INVOICE",
     "SALES_ORDER",
     "address_text",
-    "credit_note_doc",
-    "delivery_note_doc",
+    "amount_text",
     "discounted_rate",
-    "invoice_to_credit",
     "line_discounts",
-    "order_item",
-    "refund_amount",
-    "return_note_doc",
-    "return_rows",
     "sales_order_doc",
 ]
