@@ -31,7 +31,8 @@ record) or else from the environment (``active_rules``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -99,12 +100,18 @@ def active_rules() -> OrderRules:
 
 @cache
 def _environment_rules() -> OrderRules:
-    try:
-        from retail_sync.settings import Settings
-
-        return OrderRules.from_settings(Settings())
-    except Exception:  # noqa: BLE001 - a broken environment is reported where settings are loaded
+    """The tolerance in the environment (the settings field ``order_total_tolerance_units``, read
+    here without the wiring's Settings: streams import no wiring module)."""
+    raw = os.environ.get(TOLERANCE_SETTING)
+    if raw is None:
         return OrderRules()
+    try:
+        units = float(raw)
+    except ValueError:  # a broken environment is reported where settings are loaded
+        return OrderRules()
+    if not 0 <= units <= 1e9:  # the settings field's bounds
+        return OrderRules()
+    return _rules_for(units)
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,8 @@ def canonical_total(order: Order, *, lines: Decimal | None = None, shipping: Dec
 
 #: pass as ``expected`` when the channel states no order total of its own
 NO_STATED_TOTAL: Sequence[Expected] = ()
+#: builds the InvalidOrder for (the channel's field name, why)
+_Fail = Callable[[str, str], InvalidOrder]
 
 
 def validate_order(order: Order, *, expected: Iterable[Expected] | None = None,
@@ -211,6 +220,16 @@ def validate_order(order: Order, *, expected: Iterable[Expected] | None = None,
     def fail(field: str, reason: str) -> InvalidOrder:
         return InvalidOrder(field, reason, order=key)
 
+    _check_currency(order, names, fail)
+    _check_dates(order, names, rules, now or datetime.now(UTC), fail)
+    _check_lines(order, names, line_name, fail)
+    readings = [canonical_total(order)] if expected is None else list(expected)
+    if readings and not is_cancelled(order):
+        _check_total(order, readings, names, rules, fail)
+    return order
+
+
+def _check_currency(order: Order, names: FieldNames, fail: _Fail) -> None:
     problem = currency_problem(order.currency, order.created_at)
     if problem:
         raise fail(names.currency, problem)
@@ -218,7 +237,10 @@ def validate_order(order: Order, *, expected: Iterable[Expected] | None = None,
         if money.currency != order.currency:
             raise fail(field, f"is in {money.currency}, the order is in {order.currency}")
 
-    latest = (now or datetime.now(UTC)) + rules.max_future
+
+def _check_dates(order: Order, names: FieldNames, rules: OrderRules, now: datetime,
+                 fail: _Fail) -> None:
+    latest = now + rules.max_future
     for field, name in (("created_at", names.created_at), ("updated_at", names.updated_at),
                         ("cancelled_at", names.cancelled_at)):
         moment = getattr(order, field)
@@ -233,6 +255,9 @@ def validate_order(order: Order, *, expected: Iterable[Expected] | None = None,
             raise fail(name, f"{moment.isoformat()} is more than {_span(rules.max_future)} in the "
                              "future: not a plausible order date")
 
+
+def _check_lines(order: Order, names: FieldNames, line_name: Callable[[int], str],
+                 fail: _Fail) -> None:
     seen: dict[str, int] = {}
     for i, line in enumerate(order.lines):
         quantity = line.quantity
@@ -244,11 +269,6 @@ def validate_order(order: Order, *, expected: Iterable[Expected] | None = None,
                        f"{line.line_id!r} is also the id of {line_name(seen[line.line_id])}: "
                        "line ids must be unique")
         seen[line.line_id] = i
-
-    readings = [canonical_total(order)] if expected is None else list(expected)
-    if readings and not is_cancelled(order):
-        _check_total(order, readings, names, rules, fail)
-    return order
 
 
 def is_cancelled(order: Order) -> bool:
