@@ -1,27 +1,37 @@
-"""`retail-sync bench`: the consume ceiling and the webhook -> ERP pipeline, on one broker.
+"""`retail-sync bench`: the webhook -> ERP pipeline and its anchors, on one broker.
 
-1. ceiling   - raw aiokafka consume rate of the same raw-order records (no Faust, no work)
-2. pipeline  - the same records produced into orders-raw as fast as the broker takes them, to
-               ``--workers`` ready workers: orders/s from the first record produced until every
-               order is confirmed by the ERP (ingest -> order state -> stock reservation per SKU
-               -> order state -> ERP post -> state -> stock commit); every SKU is stocked
-3. latency   - webhooks at a fixed offered rate through HTTP: p50/p99 from the simulator's
+1. ceiling   - anchor: plain aiokafka consume rate of the same raw-order records (no Faust, no
+               work), records/s (retail_sync/bench_anchors.py)
+2. faust     - anchor: a tuned Faust worker doing one RocksDB table update per event, events/s
+               (retail_sync/bench_faust_anchor.py); ``anchors`` in ``--only`` names both
+3. pipeline  - the same records produced into orders-raw by a load generator process as fast as
+               the broker takes them, to ``--workers`` ready workers; every SKU stocked. The clock
+               stops when the ERP simulator holds all N orders AND the app's consumer group has
+               zero lag on every partition the workers consume (committed vs end offsets from the
+               broker); the time of N ERP confirmations (what this bench timed before) is shown
+               next to it. Also record operations and bytes per order per topic (end-offset and
+               committed-offset deltas, a read of the produced records), CPU seconds per order per
+               process (psutil), and pipeline/anchor ratios: the headline
+               (retail_sync/bench_pipeline.py, bench_offsets.py, bench_summary.py). ``--repeat R``
+               runs it R times on fresh topics and reports medians
+4. latency   - webhooks at a fixed offered rate through HTTP: p50/p99 from the simulator's
                send to the ERP simulator's receipt
-4. stock     - ``--stock-changes`` ERP receipts at ``--stock-rate`` per second on the demo
+5. stock     - ``--stock-changes`` ERP receipts at ``--stock-rate`` per second on the demo
                catalogue, pushed to the four marketplace simulators: p50/p99 of the worker's
                ``retail_sync_stock_propagation_seconds{cause="erp"}`` histogram per channel
                (ERP change -> marketplace took the quantity), measured after the opening stock
-5. failover  - two workers, ``--failover-orders`` orders through both, then one SIGKILLed: seconds
+6. failover  - two workers, ``--failover-orders`` orders through both, then one SIGKILLed: seconds
                until the survivor answers every order and SKU from its own tables (the dead
                worker's partitions reassigned and recovered); with standby replicas (the
                default, 1) and without
-6. soak      - (only with ``--only soak``) the demo's four marketplaces at ``--soak-rate`` orders/s
+7. soak      - (only with ``--only soak``) the demo's four marketplaces at ``--soak-rate`` orders/s
                through one worker (every SKU stocked, the warehouse ships): the worker's resident
                memory (psutil, the worker's pid) after ``--soak-orders`` N and 4N orders in the
                ERP, the slope between them in KiB per 1,000 orders, and its RocksDB size on disk.
                Caches are warm after N; a flat line after that is the goal (ARCHITECTURE §5f.5)
 
-Prints pipeline/ceiling. Results go to docs/BENCHMARKS.md by hand, with the command.
+``--json FILE`` writes every figure (per topic, per process, every run); docs/BENCHMARKS.md
+describes the method. Results go there by hand, with the command.
 """
 
 from __future__ import annotations
@@ -31,16 +41,16 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
+from retail_sync.bench_anchors import ceiling, faust_anchor
+from retail_sync.bench_load import preload
+from retail_sync.bench_pipeline import pipeline, settled
+from retail_sync.bench_summary import combine, flat, headline, pipeline_tables
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.cli import load_settings
 from retail_sync.interrupt import sigterm_as_ctrl_c
@@ -62,26 +72,18 @@ async def _bench(args: argparse.Namespace) -> int:
     broker = None if settings.broker_url else EmbeddedBroker().start()
     url = settings.broker_url or broker.url  # type: ignore[union-attr]
     tansu = settings.tansu_compat if settings.tansu_compat is not None else broker is not None
+    broker_pid = broker.process.pid if broker is not None and broker.process else None
+    runs = _runs(args.only)
     try:
-        records = _raw_records(args.messages if not args.only or "ceiling" in args.only
-                               or "pipeline" in args.only else 0)
+        records = _raw_records(args.messages if runs & {"ceiling", "faust", "pipeline"} else 0)
         print(f"bench: {len(records)} raw Shopify order records, {settings.partitions} partitions, "
               f"broker {mask_url(url)} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
-        runs = set(args.only.split(",")) if args.only else {"ceiling", "pipeline", "latency",
-                                                             "stock", "failover"}
         results: dict[str, Any] = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                        f"Python {platform.python_version()}"}
-        if "ceiling" in runs or "pipeline" in runs:
-            results["messages"] = len(records)
-        if "ceiling" in runs:
-            results["ceiling_msgs_per_s"] = round(await _ceiling(url, records, settings.partitions))
-        if "pipeline" in runs:
-            pipeline = await _pipeline(url, records, tansu, settings.partitions, args.workers)
-            results.update(pipeline_workers=args.workers, pipeline_orders_per_s=round(pipeline))
-            if "ceiling_msgs_per_s" in results:
-                results["ratio_pipeline_to_ceiling"] = round(
-                    pipeline / results["ceiling_msgs_per_s"], 4)
+        if runs & {"ceiling", "faust", "pipeline"}:
+            results.update(await _throughput(args, runs, url, tansu, settings.partitions,
+                                             broker_pid, records))
         if "latency" in runs:
             results.update(await _latency(url, args.rate, args.latency_seconds, tansu))
         if "stock" in runs:
@@ -98,10 +100,76 @@ async def _bench(args: argparse.Namespace) -> int:
     finally:
         if broker is not None:
             broker.stop()
-    print(table([(k.replace("_", " "), v) for k, v in results.items()], "benchmark"))
+    print(table([(k.replace("_", " "), v) for k, v in results.items()
+                 if not isinstance(v, dict | list)], "benchmark"))
+    if "pipeline_orders_per_s" in results:
+        print(_headline(results))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240
     return 0
+
+
+def _headline(r: dict[str, Any]) -> str:
+    parts = [f"headline: {r['pipeline_orders_per_s']:,.1f} orders/s sustained (lag 0, "
+             f"{r['pipeline_workers']} worker(s)), {r['pipeline_record_ops_per_order']:.1f} record "
+             f"operations per order"]
+    if "ratio_pipeline_to_aiokafka" in r:
+        parts.append(f"{r['ratio_pipeline_to_aiokafka']:.4f} x aiokafka consume "
+                     f"({r['ceiling_msgs_per_s']:,} records/s)")
+    if "ratio_pipeline_to_faust" in r:
+        parts.append(f"{r['ratio_pipeline_to_faust']:.4f} x Faust table update "
+                     f"({r['faust_anchor_events_per_s']:,} events/s); record ops/s "
+                     f"{r['ratio_record_ops_to_faust']:.3f} x Faust's")
+    return ";\n          ".join(parts)
+
+
+async def _throughput(args: argparse.Namespace, runs: set[str], url: str, tansu: bool,
+                      partitions: int, broker_pid: int | None,
+                      records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The anchors and the pipeline, on the same records (bench_anchors, bench_pipeline)."""
+    results: dict[str, Any] = {"messages": len(records)}
+    bootstrap = _bootstrap(url)
+    repeat = max(1, getattr(args, "repeat", 1))
+    faust = None
+    if "ceiling" in runs:
+        results["ceiling_msgs_per_s"] = round(await ceiling(bootstrap, records, partitions))
+    if "faust" in runs:
+        faust = await faust_anchor(bootstrap, records, partitions, tansu, ROOT / "var" / "bench",
+                                   runs=repeat)
+        results.update(faust)
+    if "pipeline" not in runs:
+        return results
+    skus = _skus(records)
+    passes = []
+    for run in range(repeat):
+        label = f"pipeline {run + 1}/{repeat}" if repeat > 1 else "pipeline"
+        passes.append(await pipeline(url, records, tansu, partitions, args.workers, broker_pid,
+                                     skus, label))
+        print(f"{label}: {passes[-1]['orders_per_s']:,.0f} orders/s sustained (lag 0), "
+              f"{passes[-1]['orders_per_s_confirmed']:,.0f} at N confirmations", flush=True)
+    pipe = combine(passes)
+    ratios = headline(pipe, results.get("ceiling_msgs_per_s"),
+                      faust["faust_anchor_events_per_s"] if faust else None)
+    results.update(flat(pipe), pipeline_workers=args.workers,
+                   pipeline_orders_per_s=round(pipe["orders_per_s"], 1), **ratios)
+    if "ratio_pipeline_to_aiokafka" in ratios:  # the name this figure had before
+        results["ratio_pipeline_to_ceiling"] = ratios["ratio_pipeline_to_aiokafka"]
+    results["pipeline_passes"] = passes
+    print("\n" + pipeline_tables(pipe, ratios, results.get("ceiling_msgs_per_s"), faust))
+    return results
+
+
+DEFAULT_RUNS = frozenset({"ceiling", "faust", "pipeline", "latency", "stock", "failover"})
+
+
+def _runs(only: str) -> set[str]:
+    """``--only`` as a set of runs (``anchors`` = ceiling + faust); every run but soak if empty."""
+    if not only:
+        return set(DEFAULT_RUNS)
+    names = {name.strip() for name in only.split(",") if name.strip()}
+    if "anchors" in names:
+        names = (names - {"anchors"}) | {"ceiling", "faust"}
+    return names
 
 
 def _raw_records(n: int) -> list[tuple[bytes, bytes]]:
@@ -128,79 +196,6 @@ def _bootstrap(url: str) -> str:
     return ",".join(h.split("://", 1)[-1] for h in url.split(","))
 
 
-async def _preload(url: str, topic: str, records: list[tuple[bytes, bytes]],
-                   partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(url))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    except TopicAlreadyExistsError:
-        pass  # the worker declared it already
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(url), linger_ms=20,
-                                max_batch_size=1024 * 1024)
-    await producer.start()
-    try:
-        progress = Progress()
-        for i, (key, value) in enumerate(records, 1):
-            await producer.send(topic, value, key=key)
-            if i % 2000 == 0 or i == len(records):
-                progress.update(f"preloading {topic}: {bar(i / len(records))} {i}/{len(records)}")
-        await producer.flush()
-        progress.done()
-    finally:
-        await producer.stop()
-
-
-async def _ceiling(url: str, records: list[tuple[bytes, bytes]], partitions: int,
-                   runs: int = 3) -> float:
-    topic = f"bench-ceiling-{int(time.time())}"
-    await _preload(url, topic, records, partitions)
-    rates = []
-    for run in range(runs):
-        consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(url), enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            seen, started = 0, time.perf_counter()
-            while seen < len(records):
-                batch = await consumer.getmany(timeout_ms=1000)
-                seen += sum(len(msgs) for msgs in batch.values())
-            rates.append(seen / (time.perf_counter() - started))
-        finally:
-            await consumer.stop()
-        print(f"ceiling run {run + 1}/{runs}: {rates[-1]:,.0f} msgs/s", flush=True)
-    return statistics.median(rates)
-
-
-async def _pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool,
-                    partitions: int, workers: int) -> float:
-    stack = Stack(app_id=f"bench-pipe-{int(time.time())}", workdir=ROOT / "var" / "bench",
-                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu, partitions=partitions)
-    await stack.start()
-    assert stack.erp is not None
-    for sku in _skus(records):  # every SKU stocked: each order line is reserved, as in production
-        stack.erp.set_stock(sku, 10_000_000)
-    try:
-        group = [stack.new_worker(f"bench-{i + 1}").start() for i in range(workers)]
-        await asyncio.gather(*(w.wait_ready() for w in group))
-        await _settled(group)
-        started = time.perf_counter()
-        await _preload(url, stack.topic("orders-raw"), records, partitions)
-        await _until_confirmed(group, len(records), "pipeline:", "orders confirmed by the ERP")
-        elapsed = time.perf_counter() - started
-        assert stack.erp is not None and stack.erp.stats()["orders_created"] == len(records)
-        rate = len(records) / elapsed
-        print(f"pipeline: {rate:,.0f} orders/s ({workers} worker{'s' if workers > 1 else ''})",
-              flush=True)
-        return rate
-    finally:
-        await stack.close()
-
-
 async def _until_confirmed(group: list[Any], total: int, label: str, what: str) -> None:
     """Until the workers' ERP confirmations add up to ``total``, with a progress bar."""
     progress = Progress()
@@ -212,16 +207,6 @@ async def _until_confirmed(group: list[Any], total: int, label: str, what: str) 
             break
         await asyncio.sleep(0.25)
     progress.done()
-
-
-async def _settled(group: list[Any], timeout_s: float = 60.0) -> None:
-    """Until every worker of the group has partitions (no rebalance left to happen mid-run)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        answers = await asyncio.gather(*(w.get_json("/health") for w in group))
-        if all(status == 200 and body["assigned_partitions"] > 0 for status, body in answers):
-            return
-        await asyncio.sleep(0.5)
 
 
 async def _latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[str, Any]:
@@ -244,8 +229,8 @@ async def _latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[s
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
             await asyncio.sleep(0.2)
-        values = [erp.order_by_po_no(k).received_at - shop.first_sent_at[k.split(":", 1)[1]]
-                  for k in expected if erp.order_by_po_no(k) is not None]
+        values = [stored.received_at - shop.first_sent_at[k.split(":", 1)[1]]
+                  for k in expected if (stored := erp.order_by_po_no(k)) is not None]
         return {
             "offered_rate_per_s": rate,
             "achieved_rate_per_s": round(len(expected) / sent_for, 1),
@@ -286,16 +271,7 @@ async def _stock_propagation(url: str, tansu: bool, changes: int, rate: float) -
         worker = await stack.start_worker("bench-stock")
 
         async def in_step() -> bool:
-            for sku in DEMO_SKUS:
-                status, view = await worker.get_json(f"/inventory/{sku}")
-                if status != 200:
-                    return False
-                for name, driver in drivers.items():
-                    if name == "regional":
-                        driver.sim.process_outbox()
-                    if driver.sim.listings.quantity(sku) != view["ats"][name]:
-                        return False
-            return True
+            return await _in_step(worker, drivers, DEMO_SKUS)
 
         deadline = time.monotonic() + 120
         while not await in_step() and time.monotonic() < deadline:
@@ -314,20 +290,40 @@ async def _stock_propagation(url: str, tansu: bool, changes: int, rate: float) -
         while not await in_step() and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         since = Samples(await worker.metrics_text()).minus(baseline)
-        name = "retail_sync_stock_propagation_seconds"
-        out: dict[str, Any] = {"stock_erp_changes": changes, "stock_change_rate_per_s": rate}
-        for channel in drivers:
-            out[f"stock_{channel}_p50"] = ms(since.quantile(name, 0.5, channel=channel, cause="erp"))
-            out[f"stock_{channel}_p99"] = ms(since.quantile(name, 0.99, channel=channel, cause="erp"))
-            out[f"stock_{channel}_pushes"] = int(since.count(name, channel=channel, cause="erp"))
-        out["stock_updates_coalesced"] = int(
-            since.get("retail_sync_inventory_updates_coalesced_total"))
+        out: dict[str, Any] = {"stock_erp_changes": changes, "stock_change_rate_per_s": rate,
+                               **_propagation_figures(since, list(drivers))}
         out["stock_in_step_at_end"] = await in_step()
         return out
     finally:
         for driver in drivers.values():
             await driver.close()
         await stack.close()
+
+
+async def _in_step(worker: Any, drivers: dict[str, Any], skus: list[str]) -> bool:
+    """Every marketplace simulator lists every SKU at the worker's ATS for it."""
+    for sku in skus:
+        status, view = await worker.get_json(f"/inventory/{sku}")
+        if status != 200:
+            return False
+        for name, driver in drivers.items():
+            if name == "regional":
+                driver.sim.process_outbox()
+            if driver.sim.listings.quantity(sku) != view["ats"][name]:
+                return False
+    return True
+
+
+def _propagation_figures(since: Samples, channels: list[str]) -> dict[str, Any]:
+    """p50/p99 and pushes per channel of ERP -> marketplace propagation, updates coalesced."""
+    name = "retail_sync_stock_propagation_seconds"
+    out: dict[str, Any] = {}
+    for channel in channels:
+        out[f"stock_{channel}_p50"] = ms(since.quantile(name, 0.5, channel=channel, cause="erp"))
+        out[f"stock_{channel}_p99"] = ms(since.quantile(name, 0.99, channel=channel, cause="erp"))
+        out[f"stock_{channel}_pushes"] = int(since.count(name, channel=channel, cause="erp"))
+    out["stock_updates_coalesced"] = int(since.get("retail_sync_inventory_updates_coalesced_total"))
+    return out
 
 
 async def _failover(url: str, tansu: bool, partitions: int, orders: int,
@@ -347,8 +343,8 @@ async def _failover(url: str, tansu: bool, partitions: int, orders: int,
     try:
         survivor, victim = group = [stack.new_worker(f"bench-fail-{i + 1}").start() for i in range(2)]
         await asyncio.gather(*(w.wait_ready() for w in group))
-        await _settled(group)
-        await _preload(url, stack.topic("orders-raw"), records, partitions)
+        await settled(group)
+        await preload(_bootstrap(url), stack.topic("orders-raw"), records, partitions)
         await _until_confirmed(group, len(records), f"failover (standby {standby}):",
                                "orders in the ERP before the kill")
         await asyncio.sleep(3.0)  # standbys catch up with the last changelog writes

@@ -291,14 +291,17 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds to wait for in-flight orders after sending stops")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="measure the consume ceiling and the webhook->ERP pipeline")
-    b.add_argument("--messages", type=int, default=20000, help="orders for the throughput runs")
+    b = sub.add_parser("bench", help="measure the webhook->ERP pipeline and its anchors")
+    b.add_argument("--orders", "--messages", dest="messages", type=int, default=20000,
+                   help="orders for the throughput runs (pipeline and anchors)")
+    b.add_argument("--repeat", type=int, default=1,
+                   help="pipeline runs (and Faust anchor runs) to take the median of")
     b.add_argument("--workers", type=int, default=1, help="workers for the pipeline run")
     b.add_argument("--rate", type=float, default=100.0, help="offered rate for the latency run")
     b.add_argument("--latency-seconds", type=float, default=20.0)
     b.add_argument("--only", default="",
-                   help="comma-separated runs: ceiling, pipeline, latency, stock, failover "
-                   "(default: all), soak (only when named)")
+                   help="comma-separated runs: ceiling, faust (anchors: both), pipeline, "
+                   "latency, stock, failover (default: all), soak (only when named)")
     b.add_argument("--stock-changes", type=int, default=200,
                    help="ERP receipts for the stock propagation run")
     b.add_argument("--stock-rate", type=float, default=20.0,
