@@ -23,7 +23,8 @@ from retail_sync.streams.models import (
     OrderState,
     utcnow,
 )
-from retail_sync.streams.rules.lifecycle import Outcome, apply
+from retail_sync.streams.rules.lifecycle import apply
+from retail_sync.streams.rules.outcome import Outcome
 from retail_sync.streams.rules.policies import OrderPolicies
 from retail_sync.tables import order_search
 

@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from retail_sync.streams.models import LineAllocation
 from retail_sync.streams.rules.policies import AllocationPolicy, ChannelAllocation
 from retail_sync.streams.stock import (
     Backorder,
@@ -53,7 +54,6 @@ from retail_sync.streams.stock import (
     ErpStockChanged,
     InventoryPushed,
     InventoryUpdate,
-    LineAllocation,
     Pending,
     ReleaseStock,
     Reservation,
