@@ -264,7 +264,13 @@ def parse_package(body: Any, marketplace_id: str) -> Package:
         datetime.fromisoformat(ship_date)
     except ValueError:
         raise ValueError(f"shipDate must be an ISO 8601 date-time, got {ship_date!r}.") from None
-    items = detail.get("orderItems")
+    units = _package_units(detail.get("orderItems"))
+    return Package(reference, carrier, name if isinstance(name, str) else None,
+                   _required_text(detail, "trackingNumber"), ship_date, units)
+
+
+def _package_units(items: Any) -> dict[str, int]:
+    """``packageDetail.orderItems`` as orderItemId -> quantity; ValueError when the schema forbids it."""
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
         raise ValueError("packageDetail.orderItems must be a non-empty list of order items.")
     units: dict[str, int] = {}
@@ -277,8 +283,7 @@ def parse_package(body: Any, marketplace_id: str) -> Package:
         if item_id in units:
             raise ValueError(f"orderItemId {item_id} is listed twice.")
         units[item_id] = quantity
-    return Package(reference, carrier, name if isinstance(name, str) else None,
-                   _required_text(detail, "trackingNumber"), ship_date, units)
+    return units
 
 
 def shipment_error(record: OrderRecord, package: Package) -> str | None:
