@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import faust
+
 from retail_sync.connectors.breaker import CircuitBreaker
 from retail_sync.streams.rules.policies import (
     AllocationPolicy,
@@ -96,7 +98,7 @@ class AgentDeps(Protocol):
     external systems' connectors and the wiring's hooks (``retail_sync.context.Context`` is one)."""
 
     @property
-    def app(self) -> Any: ...  # faust.App
+    def app(self) -> faust.App: ...
     @property
     def settings(self) -> AgentSettings: ...
     @property

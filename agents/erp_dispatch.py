@@ -53,7 +53,7 @@ def register(ctx: AgentDeps) -> None:
         async for request in stream:
             await dispatch_guarded(ctx, erp, request)
 
-    @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
+    @ctx.app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _close(sender: Any, **kwargs: Any) -> None:
         if "erp" in state:
             await state["erp"].close()
@@ -153,15 +153,15 @@ async def _after_order_call(erp: ErpConnector, request: Any) -> Any:
                                  erp_sales_order=request.erp_sales_order, reason=request.reason,
                                  at=now())
     r = request.refund
-    result = await erp.post_return(request.order_key, request.erp_sales_order, Refund(
+    returned = await erp.post_return(request.order_key, request.erp_sales_order, Refund(
         refund_id=r.refund_id,
         lines=[ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
                for ln in request.lines],
         amount=format(r.amount, "f"), currency=request.currency, reason=r.reason,
         restock=r.restock))
     return ErpReturnPosted(order_key=request.order_key, refund_id=r.refund_id,
-                           credit_note=result.credit_note,
-                           return_delivery_note=result.return_delivery_note, at=now())
+                           credit_note=returned.credit_note,
+                           return_delivery_note=returned.return_delivery_note, at=now())
 
 
 async def _post(ctx: AgentDeps, erp: ErpConnector, request: ErpPostRequest) -> ErpPostResult:

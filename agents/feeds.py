@@ -36,7 +36,8 @@ def register_feed(ctx: AgentDeps, name: str, interval_s: float, feed: Any, handl
     flight = SingleFlight(ctx, name, lambda: poll_once(ctx, name, feed, handle, interval_s),
                           interval_s)
 
-    @ctx.app.timer(interval_s, on_leader=True, name=f"{ctx.settings.app_id}.{name}-tick")
+    @ctx.app.timer(  # type: ignore[untyped-decorator]  # Faust: @no_type_check
+        interval_s, on_leader=True, name=f"{ctx.settings.app_id}.{name}-tick")
     async def tick() -> None:
         await ctx.topics.poll_ticks.send(key=name, value=PollTick(channel=name,
                                                                   requested_at=utcnow()))
@@ -50,7 +51,7 @@ def register_feed(ctx: AgentDeps, name: str, interval_s: float, feed: Any, handl
     ctx.app.agent(ctx.topics.poll_ticks, concurrency=2,
                   name=f"{ctx.settings.app_id}.{name}-feed")(poll_agent)
 
-    @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
+    @ctx.app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _close(sender: Any, **kwargs: Any) -> None:
         await feed.close()
 

@@ -50,7 +50,7 @@ def register(ctx: AgentDeps) -> None:
     if not sources:
         return
 
-    @ctx.app.timer(ctx.settings.poll_interval_s, on_leader=True)
+    @ctx.app.timer(ctx.settings.poll_interval_s, on_leader=True)  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def tick() -> None:
         for channel in sources:
             await ctx.topics.poll_ticks.send(
@@ -59,7 +59,7 @@ def register(ctx: AgentDeps) -> None:
     for source in sources.values():
         _register_channel(ctx, ChannelPoller(ctx, source))
 
-    @ctx.app.on_before_shutdown.connect  # type: ignore[misc]
+    @ctx.app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _close(sender: Any, **kwargs: Any) -> None:
         for source in sources.values():
             await source.close()
@@ -117,7 +117,7 @@ class SingleFlight:
         if pause:
             self.resume_at = time.monotonic() + pause
 
-    async def _run(self, poll: Any) -> float | None:
+    async def _run(self, poll: Awaitable[float | None]) -> float | None:
         """Run one poll as a task (it inherits the tick's event context, so its table write
         goes to the tick's partition); cancel it when the worker stops or rebalances."""
         task = asyncio.ensure_future(poll)

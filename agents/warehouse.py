@@ -12,6 +12,7 @@ received, so the order flows still complete (and say so in their timeline).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -90,7 +91,7 @@ async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsComman
                 shipped = []
                 for ref in [key, *command.references]:  # the order and its backorder releases
                     if not await call_with_retries(
-                            lambda r=ref: wms.cancel_fulfilment_order(r), ctx.settings):
+                            functools.partial(wms.cancel_fulfilment_order, ref), ctx.settings):
                         shipped.append(ref)
                 stopped = not shipped
                 detail = "fulfilment stopped" if stopped else f"already shipped: {', '.join(shipped)}"

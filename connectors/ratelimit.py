@@ -77,7 +77,7 @@ class Limiter(Protocol):
 
     async def occupy(self, level: float) -> None: ...
 
-    async def take_if_free(self) -> bool: ...  # type: ignore[empty-body]
+    async def take_if_free(self) -> bool: ...
 
 
 class LocalGcra:

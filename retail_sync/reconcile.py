@@ -410,10 +410,10 @@ async def reconcile(settings: Settings, channels: Sequence[str] | None = None, *
         if name not in reads:
             continue
         read = reads[name]
-        counts[name], found = compare(name, read.orders, by_channel.get(name, []), since=since)
+        counts[name], differ = compare(name, read.orders, by_channel.get(name, []), since=since)
         counts[name].skipped += read.pending
         counts[name].unmapped = len(read.unmapped)
-        mismatches += found
+        mismatches += differ
         unmapped += read.unmapped
     return Report(now, since, {n: counts[n] for n in names}, mismatches, unmapped)
 

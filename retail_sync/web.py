@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -125,7 +125,7 @@ def _lookup_view(ctx: Context) -> None:
                 return _json(self, {"error": str(exc)}, 400)
             return await self.routed(request)
 
-        @app.table_route(table=index, query_param="id")
+        @app.table_route(table=index, query_param="id")  # type: ignore[arg-type]  # Faust types the handler on View
         async def routed(self, request: Request) -> Response:
             external_id = request.query["id"]
             states = []
@@ -150,7 +150,7 @@ def _order_view(ctx: Context) -> None:
     @app.page("/orders/{order_key}")
     class OrderView(View):
         @admin_auth.requires("viewer")
-        @app.table_route(table=orders, match_info="order_key")
+        @app.table_route(table=orders, match_info="order_key")  # type: ignore[arg-type]  # Faust types the handler on View
         async def get(self, request: Request, order_key: str) -> Response:
             state = orders.get(order_key)
             if state is None:  # a retired order (tables/retention.py): from the archive
@@ -236,7 +236,7 @@ def _inventory_view(ctx: Context) -> None:
     @app.page("/inventory/{sku}")
     class InventoryView(View):
         @admin_auth.requires("viewer")
-        @app.table_route(table=ctx.tables.stock, match_info="sku")
+        @app.table_route(table=ctx.tables.stock, match_info="sku")  # type: ignore[arg-type]  # Faust types the handler on View
         async def get(self, request: Request, sku: str) -> Response:
             state = ctx.tables.stock.get(sku)
             if not isinstance(state, StockState):  # unknown, or an order line's key
@@ -300,7 +300,7 @@ class _Lines:
     is looked up in every partition this worker holds (Faust's table get does that)."""
 
     def __init__(self, ctx: Context) -> None:
-        self.table = ctx.tables.stock
+        self.table: Mapping[Any, Any] = ctx.tables.stock
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key, default)
@@ -358,18 +358,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def receive_webhook(ctx: Context, request: Request, channel: str,
-                          topic: str) -> tuple[int, dict]:
+                          topic: str) -> tuple[int, dict[str, Any]]:
     """Verify, dedupe and persist one webhook delivery of ``channel`` (a push channel: its
     plugin's ``inbound`` hooks say how); (HTTP status, JSON body) to answer."""
     settings, metrics = ctx.settings, ctx.metrics
 
-    def outcome(name: str, status: int, message: str) -> tuple[int, dict]:
+    def outcome(name: str, status: int, message: str) -> tuple[int, dict[str, Any]]:
         metrics.webhooks.labels(channel=channel, outcome=name).inc()
         return status, {"status": name, "message": message}
 
     plugin = ctx.channels.get(channel)
     hooks = plugin.inbound if plugin is not None else None
-    if hooks is None:
+    if plugin is None or hooks is None:
         return outcome("unsupported_topic", 404, f"channel {channel!r} receives no webhooks")
 
     try:

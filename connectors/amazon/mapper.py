@@ -42,8 +42,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from retail_sync.streams.errors import MappingError
 from retail_sync.streams.models import Address, BuyerCancelRequest, Customer, Money, Order, OrderLine
-from retail_sync.streams.validation import Expected, FieldNames, MappingError, canonical_total, validate_order
+from retail_sync.streams.validation import Expected, FieldNames, canonical_total, validate_order
 
 CHANNEL = "amazon"
 UNIT_PRICE_PLACES = Decimal("0.0001")

@@ -155,7 +155,8 @@ def adjustment_feed(seller_id: str, order_id: str, adjustment_id: str,
         component = ET.SubElement(ET.SubElement(item, "ItemPriceAdjustments"), "Component")
         ET.SubElement(component, "Type").text = "Principal"
         ET.SubElement(component, "Amount", currency=currency).text = str(amount.quantize(CENT))
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml
 
 
 def quantity_patch(quantity: int) -> list[JSON]:
@@ -222,7 +223,8 @@ def acknowledgement_feed(seller_id: str, order_id: str, lines: Sequence[CancelLi
         ET.SubElement(item, "AmazonOrderItemCode").text = line.line_id
         ET.SubElement(item, "CancelReason").text = reason
         ET.SubElement(item, "Quantity").text = str(line.quantity)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml
 
 
 def acknowledgement_errors(report: bytes) -> list[str]:

@@ -29,8 +29,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from retail_sync.streams.errors import MappingError
 from retail_sync.streams.models import Customer, Money, Order, OrderLine
-from retail_sync.streams.validation import NO_STATED_TOTAL, FieldNames, MappingError, validate_order
+from retail_sync.streams.validation import NO_STATED_TOTAL, FieldNames, validate_order
 
 CHANNEL = "regional"
 LOCAL_TZ = ZoneInfo("Europe/Berlin")

@@ -43,6 +43,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from retail_sync.streams.errors import MappingError
 from retail_sync.streams.models import (
     Address,
     Customer,
@@ -58,7 +59,6 @@ from retail_sync.streams.validation import (
     Expected,
     FieldNames,
     InvalidOrder,
-    MappingError,
     canonical_total,
     validate_order,
 )

@@ -35,8 +35,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from retail_sync.streams.errors import MappingError
 from retail_sync.streams.models import Address, Customer, Money, Order, OrderLine, TaxLine
-from retail_sync.streams.validation import NO_STATED_TOTAL, FieldNames, MappingError, validate_order
+from retail_sync.streams.validation import NO_STATED_TOTAL, FieldNames, validate_order
 
 CHANNEL = "walmart"
 JSON = dict[str, Any]
