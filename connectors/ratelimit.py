@@ -4,6 +4,10 @@
 through Redis (a Lua script per step, so the check and the update are atomic), and ``Budgets``
 holds one of them per operation of an external system, starting from the plans the marketplaces
 publish and following what their answers say.
+
+Long module: the GCRA limiter in this process and in Redis (its Lua scripts) and the Budgets
+holding them are one mechanism, each step's script next to its Python twin; the per-system plans
+are in each connector's plan.py.
 """
 
 from __future__ import annotations

@@ -33,13 +33,14 @@ log = logging.getLogger(__name__)
 WEBHOOK_ROUTE = "/webhooks/{channel}/{{resource}}/{{event}}"
 
 
-def ingress_app(ctx: Context) -> web.Application:
+def ingress_app(ctx: Context | None) -> web.Application:
     """The aiohttp application of the ingress listener: one webhook route per push channel (a
     channel plugin with ``inbound`` hooks; the built-in one is Shopify's)."""
     from retail_sync.web import receive_webhook  # web registers this service: import late
 
     def receiver(channel: str) -> Any:
         async def webhook(request: web.Request) -> web.Response:
+            assert ctx is not None  # routes are served only with a context
             topic = f"{request.match_info['resource']}/{request.match_info['event']}"
             status, body = await receive_webhook(ctx, request, channel, topic)  # type: ignore[arg-type]
             return web.Response(body=orjson.dumps(body), status=status,
@@ -47,8 +48,12 @@ def ingress_app(ctx: Context) -> web.Application:
 
         return webhook
 
+    from retail_sync.channels import BUILTIN
+
+    # without a context (the OpenAPI document lists the routes): the built-in channels
+    plugins = ctx.channels if ctx is not None else {p.channel: p for p in BUILTIN}
     app = web.Application()
-    for name, plugin in ctx.channels.items():
+    for name, plugin in plugins.items():
         if plugin.inbound is not None:
             app.router.add_post(WEBHOOK_ROUTE.format(channel=name), receiver(name))
     return app

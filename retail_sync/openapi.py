@@ -319,7 +319,7 @@ def registered_routes(app: Any) -> dict[tuple[str, str], str | None]:
                 continue
             handler = getattr(type(view), method.lower(), None)
             routes[(method.upper(), path)] = getattr(handler, "required_scope", None)
-    for route in ingress_app(None).router.routes():  # type: ignore[arg-type]
+    for route in ingress_app(None).router.routes():
         routes[(route.method.upper(), route.resource.canonical)] = None  # type: ignore[union-attr]
     return routes
 

@@ -37,6 +37,9 @@ The window: the ERP's sales orders with ``transaction_date`` (the order's creati
 or after ``now - lookback``; the marketplaces are read from one day earlier so that every sales
 order of the window can be found there. A marketplace order created before ``now - lookback``
 that the ERP does not have is outside the window (skipped), not missing.
+
+Long module: the comparison rules (statuses, amounts, the window) and the whole run make one
+report; each marketplace's reader is in its connector's reconcile.py, the ERP's in its plugin.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ operation's budget (and is kept in ``rate_limits``), and a 429 stops every worke
 operation for one plan interval (``1 / rate``, the rate Amazon last reported, else the published
 plan's), after which one call goes out: a 429 costs at most one plan interval, and Amazon rarely
 has to say 429 twice.
+
+Long module: the SP-API Orders client (paging, error and rate-signal mapping) and the poll source
+built on it are read together; the outbound side and the mapper have their own modules.
 """
 
 from __future__ import annotations

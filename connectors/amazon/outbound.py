@@ -46,6 +46,9 @@ The feed must end ``DONE`` without Error results, else PermanentError.
 Errors, at the edge (connectors.amazon.error_for_status): 429 -> RateLimitedError (retry_after
 = 1 / rate), 5xx / timeouts / connection -> RetryableError, other 4xx, FATAL feeds -> PermanentError.
 Document URLs are presigned: they get no access token.
+
+Long module: the Listings patch, the JSON_LISTINGS_FEED, order acknowledgement/cancel and shipment
+confirmation share one client's pacing, error mapping and feed helpers behind one ChannelOutbound.
 """
 
 from __future__ import annotations

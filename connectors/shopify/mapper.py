@@ -32,6 +32,9 @@ Custom items (a line without ``sku`` and ``variant_id``, typed in by the merchan
 the configured non-stock ERP item (``make_mapper(custom_item_code)``, setting
 RETAIL_SYNC_SHOPIFY_CUSTOM_ITEM_CODE, default ``MARKETPLACE-CUSTOM-ITEM``), keeping their title;
 with no code configured they are a mapping exception.
+
+Long module: the Shopify order and refund payloads are large and every field's rule sits next to
+the field it reads.
 """
 
 from __future__ import annotations

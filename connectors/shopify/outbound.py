@@ -46,6 +46,9 @@ order's is a PermanentError.
 Errors at the edge: 429 -> RateLimitedError (``Retry-After``), 5xx, timeouts and connection
 failures -> RetryableError, other 4xx -> PermanentError, a 2xx that is not the JSON promised ->
 DecodeError.
+
+Long module: inventory, cancellations, fulfilments, refunds and the read-only order list share one
+Admin API client's call-limit pacing and error mapping.
 """
 
 from __future__ import annotations

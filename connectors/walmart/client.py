@@ -14,6 +14,9 @@ Every HTTP and network failure is converted here, at the edge, into the sync err
     5xx, timeouts, connection        -> RetryableError
     400, 401 after a refresh, 404    -> PermanentError ("CODE: description" from Walmart's body)
     2xx that is not the JSON promised -> DecodeError
+
+Long module: the Orders v3 client (token, paging, error and rate-signal mapping) and the released-
+orders poll source with its acknowledgement are read together.
 """
 
 from __future__ import annotations

@@ -47,6 +47,9 @@ its Returns API), so ``refund.restock`` only picks the reason. A zero amount sen
 
 Errors: as connectors/walmart/client.py (429 -> RateLimitedError with the replenish time, 5xx/timeouts/
 connection -> RetryableError, other 4xx -> PermanentError, bad JSON -> DecodeError).
+
+Long module: inventory (single PUTs and the bulk feed), cancellations, shipping updates and refunds
+share one client's token, pacing and error mapping behind one ChannelOutbound.
 """
 
 from __future__ import annotations

@@ -29,17 +29,18 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from retail_sync.agents.ingest import to_event, topic_events
-from retail_sync.connectors import erp_stock, wms
-from retail_sync.connectors.regional import inbound as regional
-from retail_sync.connectors.errors import DecodeError, PermanentError
-from retail_sync.connectors.shopify.inbound import compute_hmac, verify_hmac
 from retail_sync.channels import BUILTIN
 from retail_sync.connectors.amazon.mapper import map_delivery as _amazon
-from retail_sync.streams import codecs as rs_codecs
+from retail_sync.connectors.erpnext import stock_feed as erp_stock
+from retail_sync.connectors.errors import DecodeError, PermanentError
+from retail_sync.connectors.regional import inbound as regional
 from retail_sync.connectors.regional import mapper as regional_mapper
 from retail_sync.connectors.shopify import mapper as shopify
-from retail_sync.connectors.walmart import mapper as walmart
+from retail_sync.connectors.shopify.inbound import compute_hmac, verify_hmac
 from retail_sync.connectors.shopify.mapper import MappingError
+from retail_sync.connectors.walmart import mapper as walmart
+from retail_sync.connectors.wms import client as wms
+from retail_sync.streams import codecs as rs_codecs
 from retail_sync.streams.models import (
     Order,
     OrderReceived,
