@@ -110,9 +110,9 @@ async def _bench(args: argparse.Namespace) -> int:
 
 
 def _headline(r: dict[str, Any]) -> str:
-    parts = [f"headline: {r['pipeline_orders_per_s']:,.1f} orders/s sustained (lag 0, "
-             f"{r['pipeline_workers']} worker(s)), {r['pipeline_record_ops_per_order']:.1f} record "
-             f"operations per order"]
+    workers = f"{r['pipeline_workers']} worker{'s' if r['pipeline_workers'] > 1 else ''}"
+    parts = [f"headline: {r['pipeline_orders_per_s']:,.1f} orders/s sustained (lag 0, {workers}), "
+             f"{r['pipeline_record_ops_per_order']:.1f} record operations per order"]
     if "ratio_pipeline_to_aiokafka" in r:
         parts.append(f"{r['ratio_pipeline_to_aiokafka']:.4f} x aiokafka consume "
                      f"({r['ceiling_msgs_per_s']:,} records/s)")

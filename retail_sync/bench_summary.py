@@ -66,6 +66,7 @@ def pipeline_tables(pipe: Mapping[str, Any], ratios: Mapping[str, float],
                     ceiling: float | None, faust: Mapping[str, Any] | None) -> str:
     n = pipe["orders"]
     runs = f" (median of {pipe['runs']} runs)" if pipe.get("runs", 1) > 1 else ""
+    workers = f"{pipe['workers']} worker{'s' if pipe['workers'] > 1 else ''}"
     clock = grid(["clock stops when", "seconds", "orders/s"], [
         ["N ERP confirmations (old bench)", _n(pipe["seconds_confirmed"], 2),
          _n(pipe["orders_per_s_confirmed"], 1)],
@@ -75,7 +76,7 @@ def pipeline_tables(pipe: Mapping[str, Any], ratios: Mapping[str, float],
          _n(pipe["orders_per_s"], 1)],
         ["newest record of the run (lower bound)", _n(pipe["seconds_last_record"], 2),
          _n(pipe["orders_per_s_last_record"], 1)],
-    ], f"pipeline: {n} orders, {pipe['workers']} worker(s){runs}", footnotes=[
+    ], f"pipeline: {n} orders, {workers}{runs}", footnotes=[
         f"lag: the group's committed vs end offsets from the broker, on the "
         f"{pipe.get('consumed_partitions', '?')} partitions the workers consume; Faust commits "
         "every 2.8 s, so 'lag 0' can trail the work by up to that"])
