@@ -67,6 +67,7 @@ from retail_sync import query_params as qp
 from retail_sync.agents import stock as stock_agent
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.channels import plugin_settings
+from retail_sync.connectors.plugin import InboundHooks
 from retail_sync.context import Context
 from retail_sync.streams.models import (
     ExceptionKind,
@@ -388,11 +389,9 @@ async def receive_webhook(ctx: Context, request: Request, channel: str,
     watch = broker_watch.watch_of(ctx.app)
     if watch is not None and not watch.accepting(ctx.app):  # broker away or worker stopping
         return outcome("unavailable", 503, watch.refusal(ctx.app))
-    claim = await ctx.deduper.claim(delivery_id)
-    if claim == "done":
-        return outcome("duplicate", 200, f"delivery {delivery_id} was already received")
-    if claim == "pending":  # another worker is writing it now: the sender retries later
-        return outcome("in_progress", 503, f"delivery {delivery_id} is being received; retry")
+    claimed = _claim_refusal(await ctx.deduper.claim(delivery_id), delivery_id)
+    if claimed is not None:
+        return outcome(*claimed)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -410,7 +409,43 @@ async def receive_webhook(ctx: Context, request: Request, channel: str,
         api_version=delivery.api_version, triggered_at=delivery.triggered_at,
         received_at=utcnow(), body=body.decode("utf-8", "replace"),
     )
-    timeout_s = settings.webhook_persist_timeout_s
+    not_persisted = await _persisted(ctx, hooks, payload, delivery_id, raw)
+    if not_persisted is not None:
+        return outcome("unavailable", 503, not_persisted)
+    stopping = await _stopping_since(ctx, watch, delivery_id)
+    if stopping is not None:
+        return outcome("unavailable", 503, stopping)
+    await ctx.deduper.confirm(delivery_id)  # only now: a worker dying before this loses nothing
+    return outcome("accepted", 200, "received")
+
+
+def _claim_refusal(claim: str, delivery_id: str) -> tuple[str, int, str] | None:
+    """The answer to a delivery the deduper did not give to us (None: it did)."""
+    if claim == "done":
+        return "duplicate", 200, f"delivery {delivery_id} was already received"
+    if claim == "pending":  # another worker is writing it now: the sender retries later
+        return "in_progress", 503, f"delivery {delivery_id} is being received; retry"
+    return None
+
+
+async def _stopping_since(ctx: Context, watch: broker_watch.BrokerWatch | None,
+                          delivery_id: str) -> str | None:
+    """After the broker's acknowledgement (an answer from the broker): the refusal when the
+    worker began to stop on the record's way (None: it did not)."""
+    if watch is None:
+        return None
+    watch.mark_ok()
+    if watch.accepting(ctx.app):
+        return None
+    await ctx.deduper.forget(delivery_id)  # the retry is taken (a duplicate, not a loss)
+    return watch.refusal(ctx.app)
+
+
+async def _persisted(ctx: Context, hooks: InboundHooks, payload: Any, delivery_id: str,
+                     raw: RawOrderMessage) -> str | None:
+    """Write the raw delivery and wait for the broker; None when it is written, else why not
+    (the delivery is forgotten by the deduper: the sender will retry; let it)."""
+    timeout_s = ctx.settings.webhook_persist_timeout_s
     try:
         # bounded: Faust's producer would wait producer_request_timeout_s (20 min) for a broker
         # that is away. A record timed out here may still reach the broker later: a duplicate
@@ -421,17 +456,11 @@ async def receive_webhook(ctx: Context, request: Request, channel: str,
         if isinstance(exc, TimeoutError):
             log.warning("webhook %s: no broker acknowledgement within %.1f s: 503",
                         delivery_id, timeout_s)
-            return outcome("unavailable", 503, f"the broker did not acknowledge the delivery "
-                                               f"within {timeout_s:g} s; retry")
+            return (f"the broker did not acknowledge the delivery "
+                    f"within {timeout_s:g} s; retry")
         log.exception("could not write webhook %s to Kafka", delivery_id)
-        return outcome("unavailable", 503, f"could not persist the delivery: {exc}")
-    if watch is not None:
-        watch.mark_ok()  # an acknowledgement is an answer from the broker
-        if not watch.accepting(ctx.app):  # on the record's way the worker began to stop
-            await ctx.deduper.forget(delivery_id)  # the retry is taken (a duplicate, not a loss)
-            return outcome("unavailable", 503, watch.refusal(ctx.app))
-    await ctx.deduper.confirm(delivery_id)  # only now: a worker dying before this loses nothing
-    return outcome("accepted", 200, "received")
+        return f"could not persist the delivery: {exc}"
+    return None
 
 
 async def _persist(ctx: Context, key: str, raw: RawOrderMessage) -> None:
