@@ -203,16 +203,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_token(args: argparse.Namespace) -> int:
-    from retail_sync import admin_auth
+    from retail_sync import admin_tokens
 
     if args.action == "create":
-        return admin_auth.cli_create(args.name, args.scopes, args.file, args.rotate,
-                                     sys.stdout, sys.stderr)
+        return admin_tokens.cli_create(args.name, args.scopes, args.file, args.rotate,
+                                       sys.stdout, sys.stderr)
     if not args.file:
         print("retail-sync: admin-token revoke needs --file (the tokens file to edit); for "
               "RETAIL_SYNC_ADMIN_TOKENS remove the entry and restart", file=sys.stderr)
         return 2
-    return admin_auth.cli_revoke(args.name, args.file, sys.stdout, sys.stderr)
+    return admin_tokens.cli_revoke(args.name, args.file, sys.stdout, sys.stderr)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

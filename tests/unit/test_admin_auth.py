@@ -7,7 +7,7 @@ import os
 import orjson
 import pytest
 
-from retail_sync import admin_auth
+from retail_sync import admin_auth, admin_tokens
 from retail_sync.admin_auth import Principal, TokenStore, hash_token, new_token, token_entry
 
 
@@ -103,21 +103,21 @@ def test_cli_writes_the_file_in_place_and_a_store_follows(tmp_path) -> None:
     inode = path.stat().st_ino
     store = TokenStore("", path, clock=lambda: now[0])
     out, err = io.StringIO(), io.StringIO()
-    assert admin_auth.cli_create("alice", "viewer,operator", str(path), False, out, err) == 0
+    assert admin_tokens.cli_create("alice", "viewer,operator", str(path), False, out, err) == 0
     token = out.getvalue().strip()
     assert path.stat().st_ino == inode and token not in path.read_text()
     assert oct(path.stat().st_mode & 0o777) in ("0o600", "0o644")  # kept, not widened
     now[0] += 1
     assert store.authenticate(token) == Principal("alice", frozenset({"viewer", "operator"}))
     # the same name again needs --rotate; with it the old token stops working
-    assert admin_auth.cli_create("alice", "viewer", str(path), False, io.StringIO(), err) == 2
+    assert admin_tokens.cli_create("alice", "viewer", str(path), False, io.StringIO(), err) == 2
     out2 = io.StringIO()
-    assert admin_auth.cli_create("alice", "viewer", str(path), True, out2, err) == 0
+    assert admin_tokens.cli_create("alice", "viewer", str(path), True, out2, err) == 0
     os.utime(path, ns=(1, 3 * 10**18))
     now[0] += 1
     assert store.authenticate(token) is None
     assert store.authenticate(out2.getvalue().strip()) is not None
-    assert admin_auth.cli_revoke("alice", str(path), io.StringIO(), err) == 0
+    assert admin_tokens.cli_revoke("alice", str(path), io.StringIO(), err) == 0
     os.utime(path, ns=(1, 4 * 10**18))
     now[0] += 1
     assert store.authenticate(out2.getvalue().strip()) is None and store.names == []
