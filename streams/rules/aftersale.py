@@ -26,6 +26,10 @@ Flows (ERP first, then the marketplace):
         when it did not ask)
     ReturnRequested -> WmsExpectReturn -> ReturnReceived (goods back) -> ErpReturnRequest
         -> ErpReturnPosted (credit note) -> MarketplaceRefund when the refund did not start there
+
+Long module: every after-order transition of the one order state machine (fulfilment,
+shipments, cancellations, returns, refunds) and their shared bounds; split, the rules that must
+agree (what was shipped, refunded, released) would sit apart.
 """
 
 from __future__ import annotations

@@ -48,6 +48,9 @@ replay door applies them too, to answer "skipped" at once.
 A backordered order goes to the warehouse in parts: on ERP confirmation what had stock; each
 time goods arrive for the rest, the stock agent's BackorderReleased becomes a fulfilment order of
 its own (``<order_key>#bo<n>``, streams.rules.aftersale.on_backorder_released).
+
+Long module: the order state machine up to the ERP (receipt, redelivery, edits, the stock
+decision, the ERP's answers, retries) in one place; split, its transitions would scatter.
 """
 
 from __future__ import annotations

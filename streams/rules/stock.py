@@ -35,6 +35,9 @@ be sold, and never forgets them.
 
 A SKU with no ERP position is *untracked* (a non-stock item in ERPNext terms): its lines are
 accepted without reservation and nothing is offered for it.
+
+Long module: one SKU's arithmetic and every stock event's rule, with the crash-replay reading
+(``_AsBefore``) they all rely on; split, the invariants they keep together would sit apart.
 """
 
 from __future__ import annotations
