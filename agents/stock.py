@@ -56,7 +56,7 @@ async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
         return
     out = apply(table.get(key), event, rules_for(ctx, key, policy), utcnow(), table, offset=offset)
     # the lines first, then the SKU's record: one table, one changelog partition, in this order,
-    # so a crash never keeps a SKU record without the line records it counts (stock_logic)
+    # so a crash never keeps a SKU record without the line records it counts (streams.rules.stock)
     for line_key, reservation in out.writes.items():
         table[line_key] = reservation
     if out.changed and out.state is not None:

@@ -26,7 +26,7 @@ that shipped and came back are a return, not an edit), at most ``quantity``; wit
 is dropped, its tax and discount scaled with the units kept; ``total_price`` is checked against
 the order as ordered (it is Shopify's original total; ``current_total_price`` follows the edits).
 A cancelled order keeps its lines as ordered. The lifecycle decides what an edit does
-(agents/lifecycle.py, RETAIL_SYNC_ORDER_EDIT_POLICY).
+(streams/rules/lifecycle.py, RETAIL_SYNC_ORDER_EDIT_POLICY).
 
 Custom items (a line without ``sku`` and ``variant_id``, typed in by the merchant) become lines of
 the configured non-stock ERP item (``make_mapper(custom_item_code)``, setting

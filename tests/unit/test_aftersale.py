@@ -1,5 +1,5 @@
 """The order state machine after the ERP: shipments, cancellations, returns (streams/rules/aftersale.py
-through agents/lifecycle.apply), example by example, and as a property: whatever order the other
+through streams/rules/lifecycle.apply), example by example, and as a property: whatever order the other
 systems' answers arrive in, duplicated or late, the order converges to the same final state."""
 
 import random

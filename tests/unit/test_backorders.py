@@ -1,4 +1,4 @@
-"""Backordered units on the order's side (agents/lifecycle.apply, agents/aftersale): the ERP is
+"""Backordered units on the order's side (streams/rules/lifecycle.apply, streams/rules/aftersale): the ERP is
 told which units have no stock, the stock agent is told to keep them waiting, and when goods
 arrive (BackorderReleased) they go to the warehouse as a fulfilment order of their own, once, and
 never for an order that is being cancelled or is cancelled."""
