@@ -42,7 +42,17 @@ async def on_transient(call: Callable[[], Awaitable[T]], *, attempts: int, base_
     transient failures have passed (the last RetryableError is raised then)."""
     retrying = AsyncRetrying(stop=stop_after_attempt(attempts), wait=jitter_backoff(base_s, max_s),
                              retry=retry_if_exception_type(RetryableError), reraise=True)
-    return await retrying(call)
+    return await retrying(_awaiting(call))
+
+
+def _awaiting(call: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """``call`` as a coroutine function: tenacity awaits only what it recognises as one, so a
+    lambda returning a coroutine would come back unawaited (the call silently skipped)."""
+
+    async def attempt() -> T:
+        return await call()
+
+    return attempt
 
 
 async def while_result(call: Callable[[], Awaitable[T]], again: Callable[[T], bool], *,
@@ -53,4 +63,4 @@ async def while_result(call: Callable[[], Awaitable[T]], again: Callable[[T], bo
                              retry=retry_if_result(again),
                              retry_error_callback=lambda state: state.outcome.result()  # type: ignore[union-attr]
                              )
-    return await retrying(call)
+    return await retrying(_awaiting(call))

@@ -59,3 +59,27 @@ async def test_a_lambda_returning_a_coroutine_is_awaited_and_retried():
     call, calls = failing([RetryableError("503")])
     assert await call_with_retries(lambda: call(), SETTINGS) == "ok"
     assert len(calls) == 2
+
+
+async def test_the_connector_helpers_await_a_lambda_returning_a_coroutine():
+    """tenacity awaits only coroutine functions; connectors.retry wraps the call, so a lambda
+    (or any callable returning an awaitable) is awaited and retried, not returned unawaited."""
+    from retail_sync.connectors.retry import on_transient, while_result
+
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RetryableError("try again")
+        return "done"
+
+    assert await on_transient(lambda: flaky(), attempts=5, base_s=0.0, max_s=0.0) == "done"
+    assert len(calls) == 3
+
+    answers = iter([429, 429, 200])
+
+    async def paced() -> int:
+        return next(answers)
+
+    assert await while_result(lambda: paced(), lambda status: status == 429, attempts=5) == 200
