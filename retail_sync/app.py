@@ -84,7 +84,7 @@ def faust_app(settings: Settings, broker_url: str) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         producer_linger=settings.producer_linger_s,
         # explicit (Faust's default is the same 1,200 s): records the pipeline sends wait this
-        # long for a broker that is away; the webhook bounds its own wait (web.receive_webhook)
+        # long for a broker that is away; the webhook bounds its own wait (ingress.receive_webhook)
         producer_request_timeout=settings.producer_request_timeout_s,
         producer_max_batch_size=1024 * 1024,
         table_cleanup_interval=30.0,

@@ -41,7 +41,6 @@ Order views are routed to the worker that owns the key (``app.table_route``). Fa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,13 +64,9 @@ from retail_sync import (
 )
 from retail_sync import query_params as qp
 from retail_sync.agents import stock as stock_agent
-from retail_sync.agents.exceptions import record_exception
-from retail_sync.channels import plugin_settings
-from retail_sync.connectors.plugin import InboundHooks
 from retail_sync.context import Context
 from retail_sync.streams.models import (
     ExceptionKind,
-    RawOrderMessage,
     order_key,
     utcnow,
 )
@@ -356,117 +351,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
     ``http_body.BodyRejected`` (a Faust WebError: 413 over ``limit``, 408 past the listener's body
     time, 400 broken framing), and the connection is closed after that answer."""
     return await http_body.read_body(request, limit)  # type: ignore[arg-type]
-
-
-async def receive_webhook(ctx: Context, request: Request, channel: str,
-                          topic: str) -> tuple[int, dict[str, Any]]:
-    """Verify, dedupe and persist one webhook delivery of ``channel`` (a push channel: its
-    plugin's ``inbound`` hooks say how); (HTTP status, JSON body) to answer."""
-    settings, metrics = ctx.settings, ctx.metrics
-
-    def outcome(name: str, status: int, message: str) -> tuple[int, dict[str, Any]]:
-        metrics.webhooks.labels(channel=channel, outcome=name).inc()
-        return status, {"status": name, "message": message}
-
-    plugin = ctx.channels.get(channel)
-    hooks = plugin.inbound if plugin is not None else None
-    if plugin is None or hooks is None:
-        return outcome("unsupported_topic", 404, f"channel {channel!r} receives no webhooks")
-
-    try:
-        body = await _read_body(request, settings.webhook_max_body_bytes)
-    except http_body.BodyRejected as exc:  # too_large 413, body_timeout 408, bad_framing 400
-        return outcome(exc.outcome, exc.code, exc.detail)
-    headers = request.headers
-    if not hooks.verify(body, headers, plugin_settings(plugin, settings)):
-        return outcome("bad_signature", 401, hooks.signature_error)
-    delivery = hooks.delivery(headers)
-    delivery_id = delivery.delivery_id
-    if not delivery_id:
-        return outcome("bad_request", 400, hooks.delivery_id_error)
-    if topic not in hooks.topics:
-        return outcome("unsupported_topic", 404, f"topic {topic!r} is not handled here")
-    watch = broker_watch.watch_of(ctx.app)
-    if watch is not None and not watch.accepting(ctx.app):  # broker away or worker stopping
-        return outcome("unavailable", 503, watch.refusal(ctx.app))
-    claimed = _claim_refusal(await ctx.deduper.claim(delivery_id), delivery_id)
-    if claimed is not None:
-        return outcome(*claimed)
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        # Kept as an exception record and remembered as seen: the sender's retries of this same
-        # delivery are answered "duplicate" instead of filling the dead-letter topic.
-        await record_exception(
-            ctx, kind=ExceptionKind.DECODE, exc=f"webhook body is not JSON: {exc}", payload=body,
-            channel=channel, source_key=f"{channel}:delivery:{delivery_id}",
-        )
-        await ctx.deduper.confirm(delivery_id)
-        return outcome("malformed", 400, f"body is not valid JSON: {exc}")
-    raw = RawOrderMessage(
-        channel=channel, topic=topic, delivery_id=delivery_id,
-        event_id=delivery.event_id, shop_domain=delivery.shop_domain,
-        api_version=delivery.api_version, triggered_at=delivery.triggered_at,
-        received_at=utcnow(), body=body.decode("utf-8", "replace"),
-    )
-    not_persisted = await _persisted(ctx, hooks, payload, delivery_id, raw)
-    if not_persisted is not None:
-        return outcome("unavailable", 503, not_persisted)
-    stopping = await _stopping_since(ctx, watch, delivery_id)
-    if stopping is not None:
-        return outcome("unavailable", 503, stopping)
-    await ctx.deduper.confirm(delivery_id)  # only now: a worker dying before this loses nothing
-    return outcome("accepted", 200, "received")
-
-
-def _claim_refusal(claim: str, delivery_id: str) -> tuple[str, int, str] | None:
-    """The answer to a delivery the deduper did not give to us (None: it did)."""
-    if claim == "done":
-        return "duplicate", 200, f"delivery {delivery_id} was already received"
-    if claim == "pending":  # another worker is writing it now: the sender retries later
-        return "in_progress", 503, f"delivery {delivery_id} is being received; retry"
-    return None
-
-
-async def _stopping_since(ctx: Context, watch: broker_watch.BrokerWatch | None,
-                          delivery_id: str) -> str | None:
-    """After the broker's acknowledgement (an answer from the broker): the refusal when the
-    worker began to stop on the record's way (None: it did not)."""
-    if watch is None:
-        return None
-    watch.mark_ok()
-    if watch.accepting(ctx.app):
-        return None
-    await ctx.deduper.forget(delivery_id)  # the retry is taken (a duplicate, not a loss)
-    return watch.refusal(ctx.app)
-
-
-async def _persisted(ctx: Context, hooks: InboundHooks, payload: Any, delivery_id: str,
-                     raw: RawOrderMessage) -> str | None:
-    """Write the raw delivery and wait for the broker; None when it is written, else why not
-    (the delivery is forgotten by the deduper: the sender will retry; let it)."""
-    timeout_s = ctx.settings.webhook_persist_timeout_s
-    try:
-        # bounded: Faust's producer would wait producer_request_timeout_s (20 min) for a broker
-        # that is away. A record timed out here may still reach the broker later: a duplicate
-        # raw record (the order table keeps one order per key), never a loss
-        await asyncio.wait_for(_persist(ctx, hooks.order_key(payload, delivery_id), raw), timeout_s)
-    except Exception as exc:  # noqa: BLE001 - the sender will retry; let it
-        await ctx.deduper.forget(delivery_id)
-        if isinstance(exc, TimeoutError):
-            log.warning("webhook %s: no broker acknowledgement within %.1f s: 503",
-                        delivery_id, timeout_s)
-            return (f"the broker did not acknowledge the delivery "
-                    f"within {timeout_s:g} s; retry")
-        log.exception("could not write webhook %s to Kafka", delivery_id)
-        return f"could not persist the delivery: {exc}"
-    return None
-
-
-async def _persist(ctx: Context, key: str, raw: RawOrderMessage) -> None:
-    """Send and wait for the broker's acknowledgement before the sender hears 200."""
-    pending = await ctx.topics.raw_orders.send(key=key, value=raw)
-    # shielded: when the caller gives up waiting (the persist timeout), the record stays with
-    # the producer, which may still deliver it (a duplicate, never a loss); cancelling Faust's
-    # future instead logged a CancelledError traceback from Topic._on_published per webhook
-    await asyncio.shield(pending)
