@@ -341,4 +341,3 @@ __all__ = [
     "store_of",
     "token_entry",
 ]
-
