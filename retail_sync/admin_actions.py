@@ -20,6 +20,10 @@ with the caller and request id), in the exception topic and in the audit trail
 (``refused_later``).
 
 Also here: ``GET /audit`` and the reconciliation job views (retail_sync/recon_jobs.py).
+
+Long module: the four operator actions go through one door (request id, synchronous checks, audit
+record, broker acknowledgement, forwarding to the worker that runs the jobs); each action is short,
+and apart they would each import the door's helpers back.
 """
 
 from __future__ import annotations

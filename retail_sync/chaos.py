@@ -36,6 +36,10 @@ test_worker_failover, test_restart_under_load); this command is for watching the
   attempt is answered 200 or 503 (503 within the persist timeout), /health says 503 and
   /health/live 200 during the outage, the worker never exits, and every offered order is
   accepted after the sender's retries and in the ERP exactly once.
+
+Long module: one function per scenario (its own world, fault and checks, readable top to bottom),
+sharing only `until`, the report rows and the fleet samples; the two scenarios with machinery of
+their own live in chaos_broker.py and chaos_fragmented.py.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ says who answered and who did not.
 (5 s, at wall-clock-aligned times) and keeps ``RETAIL_SYNC_DASHBOARD_SAMPLES_KEPT`` samples (10
 min). A point of the p50/p99 chart is the quantile (Prometheus' ``histogram_quantile``
 interpolation) of what was observed in the minute before it.
+
+Long module: the figures of the pages, of /dashboard/data and of /metrics (`TableFiguresCollector`)
+are computed here from the same samples and tables so the three cannot disagree; the pages
+themselves are static files (retail_sync/static/).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ stock; the ERP receives goods once a second; the worker pushes every channel's a
 Runs until Ctrl-C or ``--duration``, drains, prints a per-channel summary and exits non-zero if
 any order was neither posted to the ERP nor cancelled by its channel's stock policy, if the ERP
 was oversold, or if a marketplace does not show the final available-to-sell.
+
+Long module: one command's run from start to summary (stack, load, returns, drain, reconciliation,
+report), in the order it happens; the summary tables and the HTML report are already in
+demo_summary.py and demo_report.py.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ The value sent is the exception's payload encoded as UTF-8, byte for byte: the t
 are the JSON of the pydantic models (``streams.codecs``), which is what ``record_exception``
 kept. Each payload is validated against the target topic's type before it is planned, so a
 truncated (64 KiB) or foreign payload is reported instead of becoming a new decode exception.
+
+Long module: listing, summarising and replaying the exception topic share the record decoding and
+the replay plan, and both `retail-sync exceptions` and the admin views use all three.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ collectors), ``retail_sync_build_info{version,commit}``, and Faust's view of its
 Faust ships a Prometheus monitor (``faust.sensors.prometheus``) that can take our registry, but it
 replaces ``app.monitor``, updates ~10 series per message and names streams by their repr; the
 sensor here counts only what the dashboard and alerts use.
+
+Long module: every metric of the worker is declared in `Metrics` (names, labels, buckets, help) so
+they are read in one place; the scrape-time collectors sit beside the registry they fill.
 """
 
 from __future__ import annotations

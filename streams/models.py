@@ -3,6 +3,11 @@
 Messages are immutable (frozen pydantic models). Commands ask an agent to do something
 (`ErpPostRequest`); events say what happened (`OrderReceived`, `ErpOrderPosted`, ...).
 Money is always a Decimal amount with an ISO-4217 currency; every timestamp is timezone-aware UTC.
+
+Long module: the canonical order, the order events, the commands the agents give themselves (the
+ERP post, retries, expiry, poll ticks) and the order state are frozen pydantic models whose JSON
+schemas are versioned together (streams/schemas.py); the other ERP, WMS and channel commands are in
+streams/commands.py.
 """
 
 from __future__ import annotations
