@@ -39,7 +39,6 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from retail_sync.streams.rules import aftersale
 from retail_sync import admin_auth, audit, pii, recon_jobs
 from retail_sync import query_params as qp
 from retail_sync.audit import AuditRecord, AuditUnavailable
@@ -52,6 +51,7 @@ from retail_sync.streams.models import (
     ReturnRequested,
     utcnow,
 )
+from retail_sync.streams.rules import aftersale
 
 log = logging.getLogger(__name__)
 
