@@ -141,8 +141,9 @@ class OutageReport:
     slowest_503_s: float = 0.0
     slowest_outage_answer_s: float = 0.0
     outage_answers: int = 0
-    health_during: set[int] = field(default_factory=set)
-    live_during: set[int] = field(default_factory=set)
+    #: HTTP statuses, and the names of the errors when no answer came
+    health_during: set[int | str] = field(default_factory=set)
+    live_during: set[int | str] = field(default_factory=set)
     health_status_during: set[str] = field(default_factory=set)
     worker_exited: bool = False
     outage_s: float = 0.0
@@ -192,9 +193,9 @@ class OutageReport:
                                                     f"{self.slowest_outage_answer_s:.2f}s"),
             ("slowest 503", f"{self.slowest_503_s:.2f}s (bound: {self.persist_timeout_s:g}s "
                             f"+ {ANSWER_MARGIN_S}s)"),
-            ("/health during the outage", sorted(self.health_during)),
+            ("/health during the outage", sorted(self.health_during, key=str)),
             ("/health status during the outage", sorted(self.health_status_during)),
-            ("/health/live during the outage", sorted(self.live_during)),
+            ("/health/live during the outage", sorted(self.live_during, key=str)),
             ("worker exited", self.worker_exited),
         ]
 
@@ -211,7 +212,7 @@ async def _watch_health(url: str, report: OutageReport, stop: asyncio.Event) -> 
                         if path == "/health":
                             report.health_status_during.add((await resp.json())["status"])
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    seen.add(type(exc).__name__)  # type: ignore[arg-type]
+                    seen.add(type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
 

@@ -320,7 +320,8 @@ def registered_routes(app: Any) -> dict[tuple[str, str], str | None]:
             handler = getattr(type(view), method.lower(), None)
             routes[(method.upper(), path)] = getattr(handler, "required_scope", None)
     for route in ingress_app(None).router.routes():
-        routes[(route.method.upper(), route.resource.canonical)] = None  # type: ignore[union-attr]
+        if route.resource is not None:  # every add_post route has its resource
+            routes[(route.method.upper(), route.resource.canonical)] = None
     return routes
 
 

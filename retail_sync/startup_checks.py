@@ -15,6 +15,7 @@ import difflib
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -87,8 +88,8 @@ class MaskedLogRecord(logging.LogRecord):
     phones and personal ``"key": "value"`` pairs too (``retail_sync.pii.mask_text``), traceback
     included."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # logging.LogRecord's own
+        super().__init__(*args, **kwargs)
         if self.exc_info and self.exc_info[0] is not None:  # formatters reuse exc_text
             self.exc_text = mask_text(mask_url(_FORMATTER.formatException(self.exc_info)))
 

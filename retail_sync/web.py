@@ -350,4 +350,5 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The whole raw body, Content-Length or chunked, however it is split; raises
     ``http_body.BodyRejected`` (a Faust WebError: 413 over ``limit``, 408 past the listener's body
     time, 400 broken framing), and the connection is closed after that answer."""
+    # Faust's aiohttp driver hands over aiohttp's own request (typed as Faust's Request)
     return await http_body.read_body(request, limit)  # type: ignore[arg-type]

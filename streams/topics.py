@@ -141,5 +141,5 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int,
         wms_requests=_topic(app, f"{prefix}.wms-requests", "rs.wms_command", partitions),
     )
     for topic in topics.all():
-        topic.dead_letters = dlq  # type: ignore[attr-defined]
+        topic.dead_letters = dlq  # type: ignore[attr-defined]  # each is a RecordingTopic (_topic)
     return topics
