@@ -122,6 +122,12 @@ def strongly_connected(nodes: Iterable[str], edges: Mapping[str, set[str]]) -> l
     return found
 
 
+def test_the_cycle_finder_finds_cycles() -> None:
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}
+    assert sorted(strongly_connected("abcdef", edges)) == [["a", "b", "c"], ["d", "e"]]
+    assert strongly_connected("abc", {"a": {"b"}, "b": {"c"}}) == []
+
+
 def group_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "retail_sync":
