@@ -161,6 +161,8 @@ class Stack:
     erp: ErpSimulator | None = None
     erp_url: str = ""
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: how long close() waits for a worker to stop on SIGTERM before it is killed
+    stop_timeout_s: float = 30.0
     #: token name -> token, one for every non-empty combination of scopes (see admin_headers)
     admin_tokens: dict[str, str] = field(default_factory=dict)
 
@@ -252,8 +254,9 @@ class Stack:
         return worker
 
     async def close(self) -> None:
-        for worker in self.workers:
-            await worker.stop()
+        # every worker at once: one by one, each stop waited out the rebalance the previous
+        # one's leaving started (a whole rebalance timeout per worker)
+        await asyncio.gather(*(worker.stop(self.stop_timeout_s) for worker in self.workers))
         if self.erp is not None:
             await self.erp.stop()
         if self.broker is not None:

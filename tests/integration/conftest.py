@@ -11,6 +11,7 @@ import pytest
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.stack import Stack
+from tests.integration.helpers import GROUP_TIMINGS_ENV, TEARDOWN_STOP_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,7 @@ async def stack(broker_url: str, redis_url: str, tmp_path) -> AsyncIterator[Stac
     # worker tests invent SKUs without modelling the ERP's item master: the simulated ERP
     # creates their Item on first sight (customers, company, warehouse are still checked)
     erp = ErpSimConfig(unknown_items="create")
-    async with Stack(broker_url=broker_url, workdir=tmp_path, erp_config=erp,
-                     tansu=tansu, env={"RETAIL_SYNC_REDIS_URL": redis_url}) as s:
+    async with Stack(broker_url=broker_url, workdir=tmp_path, erp_config=erp, tansu=tansu,
+                     env={"RETAIL_SYNC_REDIS_URL": redis_url, **GROUP_TIMINGS_ENV},
+                     stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S) as s:
         yield s

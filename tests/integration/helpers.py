@@ -16,6 +16,20 @@ from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, sign
 
 SECRET = "shpss_demo_secret"  # the worker's default RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET
 
+#: The consumer-group timings of the tests' workers. Tansu holds every JoinGroup for the group's
+#: whole rebalance timeout, even a lone worker's (the default 6 s; 2 s is its floor), so each
+#: worker start, restart and stop cost a 6 s rebalance; a SIGKILLed worker's partitions go to the
+#: others once its session times out (default 10 s). Same rebalances, same take-overs, sooner.
+GROUP_TIMINGS_ENV = {
+    "RETAIL_SYNC_BROKER_REBALANCE_TIMEOUT_S": "2",
+    "RETAIL_SYNC_BROKER_SESSION_TIMEOUT_S": "6",
+    "RETAIL_SYNC_BROKER_HEARTBEAT_INTERVAL_S": "0.5",
+}
+#: How long a test's teardown waits for a worker to stop (SIGTERM) before it kills it: a graceful
+#: stop takes a few seconds; one that waits on an unreachable broker or marketplace (Faust waits
+#: for the events in flight) would take the whole default 30 s.
+TEARDOWN_STOP_TIMEOUT_S = 10.0
+
 
 async def eventually(check: Callable[[], Any], timeout_s: float = 30.0, every: float = 0.2) -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy; fail with its last value."""
