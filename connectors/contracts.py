@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from retail_sync.streams.models import Order
@@ -17,7 +18,7 @@ class ErpPostResult:
 
     erp_sales_order: str  # the ERP's document number, e.g. SAL-ORD-2026-00001
     created: bool  # False when the ERP answered with an order it already had (idempotent repeat)
-    created_at: str | None = None  # the ERP's creation timestamp of the order, in its format
+    created_at: datetime | None = None  # when the ERP created the order (UTC), if it says
 
 
 class ErpConnector(Protocol):
@@ -225,14 +226,14 @@ class OrderSource(Protocol):
 class StockLevel:
     """One ERP stock position (ERPNext ``Bin``: one item in one warehouse) as last changed.
 
-    ``modified`` is the ERP's own change timestamp in its format (Frappe: ``YYYY-MM-DD
-    HH:MM:SS.ffffff``, UTC here), so positions of one warehouse compare by it as strings."""
+    ``modified`` is when the ERP changed it (UTC), parsed by the ERP's connector from its own
+    format: positions of one warehouse are ordered by it (a later one replaces an earlier one)."""
 
     sku: str
     warehouse: str
     actual_qty: int  # on hand
     reserved_qty: int  # promised by the ERP's submitted sales orders not yet delivered
-    modified: str
+    modified: datetime
 
 
 @dataclass(frozen=True, slots=True)

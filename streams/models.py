@@ -20,6 +20,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from retail_sync.streams.erp_time import ErpTime
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -236,7 +238,7 @@ class ErpOrderPosted(Frozen):
     kind: Literal["erp_order_posted"] = "erp_order_posted"
     order_key: str
     erp_sales_order: str
-    erp_created: str | None = None  # the sales order's creation time in the ERP's format
+    erp_created: ErpTime | None = None  # when the ERP created the sales order
     created: bool  # False when the ERP answered with an order it already had
     posted_at: UtcDatetime
     attempts: int

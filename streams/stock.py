@@ -7,8 +7,9 @@ and the per-SKU state the stock agent keeps.
 | inventory-updates.<channel> | SKU      | InventoryUpdate (absolute quantity to offer)                |
 | channel-commands.<channel>  | order_key | MarketplaceCancel (and the after-order commands)          |
 
-Quantities are whole units. ERP timestamps stay in the ERP's own sortable format (Frappe:
-``YYYY-MM-DD HH:MM:SS.ffffff``) so they compare as strings without clock conversions.
+Quantities are whole units. ERP times (a position's change, a sales order's creation) are
+``ErpTime`` values (``streams.erp_time``): datetimes the ERP's connector parsed, compared as
+values; on the wire still the text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC) they always were.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
+from retail_sync.streams.erp_time import ErpTime
 from retail_sync.streams.models import Frozen, LineAllocation, UtcDatetime  # noqa: F401 (LineAllocation re-exported)
 
 Sku = Annotated[str, Field(min_length=1, max_length=128)]
@@ -34,7 +36,7 @@ class ErpStockChanged(Frozen):
     warehouse: str
     actual_qty: int
     reserved_qty: int
-    modified: str  # the ERP's change timestamp
+    modified: ErpTime  # when the ERP changed it
     observed_at: UtcDatetime
 
 
@@ -76,7 +78,7 @@ class CommitStock(Frozen):
     order_key: str
     line_ids: list[str] = Field(min_length=1)
     erp_sales_order: str
-    erp_created: str | None = None
+    erp_created: ErpTime | None = None
     at: UtcDatetime
     #: line_id -> units the order was accepted with but could not reserve (policy backorder):
     #: they wait here for goods to arrive, then go to the warehouse (``BackorderReleased``)
@@ -170,7 +172,7 @@ class Reservation(Frozen):
     quantity: int  # units held (0 when nothing was available)
     status: ReservationStatus = "open"
     erp_sales_order: str | None = None
-    erp_created: str | None = None  # covered once the ERP's bin is at least this new
+    erp_created: ErpTime | None = None  # covered once the ERP's bin is at least this new
     reserved_at: UtcDatetime
     stock_seq: int = 0
 
@@ -179,7 +181,7 @@ class Pending(Frozen):
     """A committed reservation the ERP's position does not show yet: still held here."""
 
     quantity: int
-    erp_created: str
+    erp_created: ErpTime
 
 
 class Backorder(Frozen):
@@ -191,7 +193,7 @@ class Backorder(Frozen):
     order_key: str
     line_id: str
     units: int
-    erp_created: str
+    erp_created: ErpTime
     since: UtcDatetime
 
 
@@ -211,7 +213,7 @@ class ErpBin(Frozen):
     warehouse: str
     actual_qty: int
     reserved_qty: int
-    modified: str
+    modified: ErpTime
     observed_at: UtcDatetime
 
 

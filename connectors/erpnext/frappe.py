@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -97,15 +98,24 @@ def post_result(status: int, body: str, headers: Mapping[str, str]) -> ErpPostRe
             status=status,
             body=body[:MAX_ERROR_BODY],
         )
-    created_at = creation if isinstance(creation, str) and creation else None
-    return ErpPostResult(erp_sales_order=name, created=True, created_at=created_at)
+    return ErpPostResult(erp_sales_order=name, created=True, created_at=frappe_time(creation))
 
 
 def existing_result(doc: JSON) -> ErpPostResult:
     """A Sales Order found by its order key: the order was created before (``created=False``)."""
-    creation = doc.get("creation")
     return ErpPostResult(erp_sales_order=str(doc["name"]), created=False,
-                         created_at=creation if isinstance(creation, str) and creation else None)
+                         created_at=frappe_time(doc.get("creation")))
+
+
+def frappe_time(value: Any) -> datetime | None:
+    """A Frappe timestamp (``YYYY-MM-DD HH:MM:SS[.ffffff]``, the site's timezone: UTC here) as an
+    aware datetime; None when there is none or it is not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 # --- the session ------------------------------------------------------------------------------
@@ -220,6 +230,7 @@ __all__ = [
     "data_of",
     "error_for_status",
     "existing_result",
+    "frappe_time",
     "may_be_duplicate",
     "modified_query",
     "post_result",

@@ -12,7 +12,9 @@ last row's ``modified`` (``limit_start`` 0), which stays correct when Bins chang
 page reads (an offset would shift and skip one); only a page whose rows all share one instant is
 stepped over by ``limit_start``. Rows already returned in this poll are not returned twice.
 
-Quantities come as JSON floats and become whole units (half up). Errors map as for Sales Orders
+Quantities come as JSON floats and become whole units (half up); ``modified`` becomes an aware
+datetime (``frappe_time``: the site's timezone is UTC), the order of the ERP's positions as a
+value, while the cursor stays Frappe's own text. Errors map as for Sales Orders
 (``connectors.erpnext.frappe.error_for_status``): 429 RateLimitedError, 5xx and network RetryableError,
 other 4xx PermanentError; a row without item_code, warehouse or modified is a DecodeError.
 """
@@ -24,7 +26,12 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from retail_sync.connectors.contracts import StockFeedResult, StockLevel
-from retail_sync.connectors.erpnext.frappe import FrappeSession, modified_query, rows_modified_since
+from retail_sync.connectors.erpnext.frappe import (
+    FrappeSession,
+    frappe_time,
+    modified_query,
+    rows_modified_since,
+)
 from retail_sync.connectors.erpnext.settings import ErpNextSettings
 from retail_sync.connectors.errors import DecodeError
 
@@ -56,12 +63,15 @@ def stock_level(row: Any) -> StockLevel:
     texts = [row.get(k) for k in ("item_code", "warehouse", "modified")]
     if not all(isinstance(t, str) and t for t in texts):
         raise DecodeError(f"ERP Bin row lacks item_code, warehouse or modified: {row!r}")
+    modified = frappe_time(row["modified"])
+    if modified is None:
+        raise DecodeError(f"ERP Bin row's modified is not a timestamp: {row!r}")
     return StockLevel(
         sku=row["item_code"],
         warehouse=row["warehouse"],
         actual_qty=whole_units(row.get("actual_qty"), "actual_qty"),
         reserved_qty=whole_units(row.get("reserved_qty"), "reserved_qty"),
-        modified=row["modified"],
+        modified=modified,
     )
 
 
@@ -119,7 +129,8 @@ class ErpStockFeed:
                                          filters=_warehouse_filter(self.warehouses),
                                          page_size=self.page_size)
         levels = [stock_level(row) for row in rows]
-        return StockFeedResult(levels=levels, cursor=levels[-1].modified if levels else cursor)
+        # the cursor is the ERP's own text of the last row's modified (what the next query sends)
+        return StockFeedResult(levels=levels, cursor=rows[-1]["modified"] if rows else cursor)
 
     async def close(self) -> None:
         await self._http.close()

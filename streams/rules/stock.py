@@ -45,8 +45,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from retail_sync.streams.erp_time import EARLIEST, JUST_AFTER
 from retail_sync.streams.models import LineAllocation
 from retail_sync.streams.rules.policies import AllocationPolicy, ChannelAllocation
 from retail_sync.streams.stock import (
@@ -66,9 +67,6 @@ from retail_sync.streams.stock import (
     Told,
     reservation_key,
 )
-
-#: appended to an ERP timestamp: sorts after it and before any later timestamp of the same format
-AFTER = "~"
 
 
 @dataclass(frozen=True)
@@ -165,7 +163,8 @@ def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: d
     lines = _AsBefore(lines, state)
     if isinstance(event, ErpStockChanged):
         outcome = _on_erp(state, event, rules, lines)
-        cause, cause_at = "erp", _erp_time(event.modified) or event.observed_at
+        cause, cause_at = "erp", (event.modified if event.modified != EARLIEST
+                                  else event.observed_at)
     elif isinstance(event, ReserveStock):
         outcome = _on_reserve(state, event, rules, lines)
         cause, cause_at = "order", event.requested_at
@@ -255,13 +254,6 @@ def _already_applied(state: StockState, event: StockEvent, lines: Lines,
                                      reserved=reserved))
     untracked = bool(records) and all(r is not None and r.status == "untracked" for r in records)
     return StockOutcome(state=state, answer=answer, tracked=tracked(state) and not untracked)
-
-
-def _erp_time(modified: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(modified).replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def _updates(state: StockState, rules: StockRules, cause: str, cause_at: datetime,
@@ -382,7 +374,7 @@ def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
     erp_created = event.erp_created
     if erp_created is None:  # no creation time from the ERP: covered by its next change
         erp_bin = state.bins.get(rules.erp_warehouse)
-        erp_created = (erp_bin.modified + AFTER) if erp_bin else ""
+        erp_created = (erp_bin.modified + JUST_AFTER) if erp_bin else EARLIEST
     writes: dict[str, Reservation] = {}
     pending = dict(state.pending)
     backorders = dict(state.backorders)

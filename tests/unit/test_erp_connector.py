@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -22,6 +22,7 @@ from retail_sync.connectors.erpnext.client import (
     post_result,
     sales_order_doc,
 )
+from retail_sync.connectors.erpnext.frappe import frappe_time
 from retail_sync.connectors.erpnext.order_feed import ErpOrderFeed, order_change
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
@@ -126,7 +127,7 @@ async def test_create_submits_reserves_and_returns_created_at(
     )
     stored = sim.orders[result.erp_sales_order].doc
     assert stored["docstatus"] == 1 and stored["items"][0]["custom_backorder_qty"] == 1
-    assert result.created_at == stored["creation"]
+    assert result.created_at == frappe_time(stored["creation"]) is not None
     assert sim.bins()[0]["reserved_qty"] == 3
     assert sim.stats()["oversold_units"] == 1  # 3 promised, 1 free, 1 accepted as backorder
     again = await erp.create_sales_order("shopify:10", make_order("10", quantity=3))
@@ -241,7 +242,7 @@ def test_response_mapping_edge_cases() -> None:
     assert post_result(201, '{"data": {"name": "X"}}', {}).created
     assert post_result(201, '{"data": {"name": "X"}}', {}).created_at is None
     stamped = post_result(200, '{"data": {"name": "X", "creation": "2026-01-10 12:00:00.5"}}', {})
-    assert stamped.created_at == "2026-01-10 12:00:00.5"
+    assert stamped.created_at == datetime(2026, 1, 10, 12, 0, 0, 500_000, UTC)
     with pytest.raises(PermanentError):
         post_result(200, '{"data": []}', {})
     err = error_for_status(409, "x" * 10_000, {}, "create")

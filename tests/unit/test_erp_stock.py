@@ -10,6 +10,7 @@ import pytest
 from pydantic import AnyHttpUrl
 
 from retail_sync.connectors.contracts import StockLevel
+from retail_sync.connectors.erpnext.frappe import frappe_time
 from retail_sync.connectors.erpnext.stock_feed import (
     ErpStockFeed,
     bin_query,
@@ -253,8 +254,8 @@ async def test_poll_reads_everything_then_changes_from_the_cursor(
     sim.receive("B", 4, warehouse="Other - RSD")
     first = await feed.poll(None)
     assert skus(first.levels) == ["A", "B"]
-    assert first.levels[0] == StockLevel("A", WH, 3, 0, sim.bins()[0]["modified"])
-    assert first.cursor == first.levels[-1].modified
+    assert first.levels[0] == StockLevel("A", WH, 3, 0, frappe_time(sim.bins()[0]["modified"]))
+    assert frappe_time(first.cursor) == first.levels[-1].modified  # the cursor: Frappe's text
     again = await feed.poll(first.cursor)  # the cursor's instant is read again, never skipped
     assert skus(again.levels) == ["B"] and again.cursor == first.cursor
     sim.set_stock("A", 1)
@@ -367,7 +368,9 @@ def test_pure_mapping() -> None:
         stock_level({"item_code": "A", "warehouse": WH})
     row = {"item_code": "A", "warehouse": WH, "actual_qty": 5.0, "reserved_qty": 1.0,
            "modified": "2026-01-10 12:00:00.000001"}  # fmt: skip
-    assert stock_level(row) == StockLevel("A", WH, 5, 1, "2026-01-10 12:00:00.000001")
+    assert stock_level(row) == StockLevel("A", WH, 5, 1, datetime(2026, 1, 10, 12, 0, 0, 1, UTC))
+    with pytest.raises(DecodeError):  # the ERP's order of positions must be a time
+        stock_level({**row, "modified": "yesterday"})
     query = bin_query("T", ["W"], start=500, page_size=500)
     assert query["filters"] == '[["Bin", "modified", ">=", "T"], ["Bin", "warehouse", "in", ["W"]]]'
     assert query["order_by"] == "modified asc, name asc" and query["limit_start"] == "500"
