@@ -23,17 +23,21 @@ from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import ErpConnector, ErpPostResult, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.streams.commands import ErpCancelRequest, ErpCommand, ErpReturnRequest, ErpShipmentRequest
-from retail_sync.streams.models import (
+from retail_sync.streams.commands import (
+    ErpCancelRequest,
+    ErpCommand,
+    ErpPostRequest,
+    ErpReturnRequest,
+    ErpShipmentRequest,
+)
+from retail_sync.streams.events import (
     ErpOrderCancelled,
     ErpOrderFailed,
     ErpOrderPosted,
-    ErpPostRequest,
     ErpReturnPosted,
     ErpShipmentPosted,
-    ExceptionKind,
-    utcnow,
 )
+from retail_sync.streams.models import ExceptionKind, utcnow
 
 
 def register(ctx: AgentDeps) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.feeds import register_feed
-from retail_sync.streams.models import ErpOrderCancelled, utcnow
+from retail_sync.streams.events import ErpOrderCancelled
+from retail_sync.streams.models import utcnow
 
 FEED = "erp-orders"
 

@@ -24,7 +24,8 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.poller import SingleFlight
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.streams.models import ExceptionKind, PollTick, utcnow
+from retail_sync.streams.commands import PollTick
+from retail_sync.streams.models import ExceptionKind, utcnow
 
 log = logging.getLogger(__name__)
 

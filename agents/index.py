@@ -11,7 +11,7 @@ from typing import Any
 
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.streams.models import IndexEntry
+from retail_sync.streams.commands import IndexEntry
 
 MAX_KEYS_PER_ID = 50  # an id shared by more orders than this is not an id worth indexing
 

@@ -20,7 +20,8 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.streams.errors import MappingError
-from retail_sync.streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, ReturnRequested
+from retail_sync.streams.events import OrderReceived, ReturnRequested
+from retail_sync.streams.models import ExceptionKind, Order, RawOrderMessage
 from retail_sync.streams.validation import OrderRules, use_rules
 
 

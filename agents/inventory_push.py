@@ -24,8 +24,9 @@ from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.retry import RetryPolicy, call_with_retries
 from retail_sync.connectors.contracts import ChannelOutbound, PushReport, QuantityUpdate
 from retail_sync.connectors.errors import PermanentError, RetryableError
+from retail_sync.streams.commands import InventoryUpdate
+from retail_sync.streams.events import InventoryPushed
 from retail_sync.streams.models import ExceptionKind, utcnow
-from retail_sync.streams.stock import InventoryPushed, InventoryUpdate
 
 log = logging.getLogger(__name__)
 

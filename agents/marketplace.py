@@ -32,9 +32,14 @@ from retail_sync.agents.guard import Record, guard
 from retail_sync.agents.retry import RetryPolicy, call_with_retries
 from retail_sync.connectors.contracts import CancelLine, Refund, Shipment, ShipmentLine
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.streams.commands import ChannelCommand, MarketplaceRefund, MarketplaceShipment
-from retail_sync.streams.models import ExceptionKind, MarketplaceNotified, utcnow
-from retail_sync.streams.stock import MarketplaceCancel
+from retail_sync.streams.commands import (
+    ChannelCommand,
+    MarketplaceCancel,
+    MarketplaceRefund,
+    MarketplaceShipment,
+)
+from retail_sync.streams.events import MarketplaceNotified
+from retail_sync.streams.models import ExceptionKind, utcnow
 
 
 def register(ctx: AgentDeps) -> None:

@@ -12,20 +12,13 @@ from typing import Any
 from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.streams.models import (
-    BackorderReleased,
-    ErpReturnPosted,
-    ExceptionKind,
-    ExpireOrder,
-    IndexEntry,
-    OrderEvent,
-    OrderReceived,
-    OrderState,
-    utcnow,
-)
+from retail_sync.streams.commands import ExpireOrder, IndexEntry
+from retail_sync.streams.events import BackorderReleased, ErpReturnPosted, OrderEvent, OrderReceived
+from retail_sync.streams.models import ExceptionKind, utcnow
 from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.rules.outcome import Outcome
 from retail_sync.streams.rules.policies import OrderPolicies
+from retail_sync.streams.state import OrderState
 from retail_sync.tables import order_search
 
 

@@ -33,7 +33,8 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.connectors.contracts import OrderSource, PolledOrder
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.streams.models import ExceptionKind, PollTick, RawOrderMessage, order_key, utcnow
+from retail_sync.streams.commands import PollTick
+from retail_sync.streams.models import ExceptionKind, RawOrderMessage, order_key, utcnow
 
 log = logging.getLogger(__name__)
 

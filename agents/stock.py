@@ -15,16 +15,12 @@ from typing import Any
 from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.streams.models import BackorderReleased, ExceptionKind, StockAnswered, utcnow
+from retail_sync.streams.commands import ForgetLines, ReserveStock
+from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
+from retail_sync.streams.models import ExceptionKind, utcnow
 from retail_sync.streams.rules.policies import AllocationPolicy
 from retail_sync.streams.rules.stock import StockRules, apply
-from retail_sync.streams.stock import (
-    BackorderRelease,
-    ForgetLines,
-    ReserveStock,
-    StockEvent,
-    reservation_key,
-)
+from retail_sync.streams.stock import BackorderRelease, reservation_key
 
 
 def register(ctx: AgentDeps) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.feeds import register_feed
+from retail_sync.streams.events import ErpStockChanged
 from retail_sync.streams.models import utcnow
-from retail_sync.streams.stock import ErpStockChanged
 
 FEED = "erp-stock"
 

@@ -24,15 +24,13 @@ from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import ShipmentLine, WmsConnector, WmsEvent
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
-from retail_sync.streams.models import (
-    ExceptionKind,
+from retail_sync.streams.events import (
     FulfilmentCancelled,
     FulfilmentReleased,
     ReturnReceived,
-    ShipmentRecord,
     ShipmentReported,
-    utcnow,
 )
+from retail_sync.streams.models import ExceptionKind, ShipmentRecord, utcnow
 
 FEED = "wms"
 

@@ -43,15 +43,10 @@ from retail_sync import admin_auth, audit, pii, recon_jobs
 from retail_sync import query_params as qp
 from retail_sync.audit import AuditRecord, AuditUnavailable
 from retail_sync.streams.codecs import decode
-from retail_sync.streams.models import (
-    CancelRequested,
-    OrderState,
-    OrderStatus,
-    RefundRecord,
-    ReturnRequested,
-    utcnow,
-)
+from retail_sync.streams.events import CancelRequested, ReturnRequested
+from retail_sync.streams.models import OrderStatus, RefundRecord, utcnow
 from retail_sync.streams.rules import aftersale
+from retail_sync.streams.state import OrderState
 
 log = logging.getLogger(__name__)
 

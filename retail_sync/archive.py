@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from retail_sync.exceptions_view import bootstrap_of
 from retail_sync.streams.codecs import decode as codec_decode
-from retail_sync.streams.models import OrderState
+from retail_sync.streams.state import OrderState
 from retail_sync.tables.retention import archive_topic_name
 
 

@@ -130,7 +130,7 @@ async def refused_later(ctx: Any, key: str, previous: Any, event: Any, problem: 
     meanwhile): a ``refused_later`` record under the action's request id. The action is the
     event itself (a cancellation, a return) or, for a cancellation the warehouse could not stop
     (``FulfilmentCancelled`` not ok, or the shipment came first), the cancellation it waited on."""
-    from retail_sync.streams.models import CancelRequested, FulfilmentCancelled, ShipmentReported
+    from retail_sync.streams.events import CancelRequested, FulfilmentCancelled, ShipmentReported
 
     request_id, actor = getattr(event, "request_id", None), getattr(event, "actor", None)
     action = "cancel" if isinstance(event, CancelRequested) else "return"

@@ -54,7 +54,8 @@ from faust.web import Request, Response, View
 
 from retail_sync import admin_auth, exceptions_view, pii
 from retail_sync.metrics import TableFiguresCollector
-from retail_sync.streams.models import OrderState, OrderStatus, utcnow
+from retail_sync.streams.models import OrderStatus, utcnow
+from retail_sync.streams.state import OrderState
 from retail_sync.streams.stock import StockState
 from retail_sync.tables import order_search
 

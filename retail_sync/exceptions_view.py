@@ -256,8 +256,7 @@ def _via_owner(plan: ReplayPlan, record: SyncException, requested_by: str,
     """A planned resend of an ERP post or a warehouse release becomes a retry command to the
     order agent (see the module docstring); any other plan is kept."""
     from retail_sync.streams.codecs import encode
-    from retail_sync.streams.commands import WmsRelease
-    from retail_sync.streams.models import ErpPostRequest, RetryErpPost, RetryWmsRelease
+    from retail_sync.streams.commands import ErpPostRequest, RetryErpPost, RetryWmsRelease, WmsRelease
 
     if plan.suffix not in ("erp-requests", "wms-requests") or plan.value is None:
         return plan

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 from pydantic.json_schema import models_json_schema
 
-from retail_sync.streams.models import ExceptionKind, OrderState, SyncException
+from retail_sync.streams.models import ExceptionKind, SyncException
+from retail_sync.streams.state import OrderState
 
 OPENAPI_VERSION = "3.1.0"
 INGRESS = "ingress"

@@ -20,7 +20,7 @@ import orjson
 from faust.serializers import codecs
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from retail_sync.streams import commands, models, stock
+from retail_sync.streams import commands, events, models, state, stock
 from retail_sync.streams.schemas import VERSION_KEY, version_of
 
 _VERSION_PREFIX = re.compile(rb'^\s*\{\s*"schema_version"\s*:\s*(\d{1,9})\s*(,?)')
@@ -116,15 +116,15 @@ def decode(codec: str, value: bytes) -> Any:
 #: codec name -> the type it carries
 CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.raw_order": TypeAdapter(models.RawOrderMessage),
-    "rs.order_event": models.ORDER_EVENT,
+    "rs.order_event": events.ORDER_EVENT,
     "rs.erp_request": commands.ERP_COMMAND,
-    "rs.order_state": TypeAdapter(models.OrderState),
-    "rs.index_entry": TypeAdapter(models.IndexEntry),
-    "rs.poll_tick": TypeAdapter(models.PollTick),
+    "rs.order_state": TypeAdapter(state.OrderState),
+    "rs.index_entry": TypeAdapter(commands.IndexEntry),
+    "rs.poll_tick": TypeAdapter(commands.PollTick),
     "rs.sync_exception": TypeAdapter(models.SyncException),
-    "rs.stock_event": stock.STOCK_EVENT,
+    "rs.stock_event": events.STOCK_EVENT,
     "rs.stock_record": stock.STOCK_RECORD,
-    "rs.inventory_update": TypeAdapter(stock.InventoryUpdate),
+    "rs.inventory_update": TypeAdapter(commands.InventoryUpdate),
     "rs.channel_command": commands.CHANNEL_COMMAND,
     "rs.wms_command": commands.WMS_COMMAND,
 }

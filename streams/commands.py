@@ -1,16 +1,20 @@
-"""Commands of the flows after the order (issue 5): what the order agent asks the ERP, the
-warehouse and the marketplaces to do. Each is keyed by order_key on its topic; each carries what
-its handler needs, so handlers keep no state; each is idempotent at its target (shipment id,
-refund id, order reference).
+"""Commands: what an agent is asked to do. Each is keyed on its topic (order_key, or the SKU on
+stock-events), carries what its handler needs, so handlers keep no state, and is idempotent at
+its target (shipment id, refund id, order reference, order line).
 
 | topic            | value                                                                  |
 |------------------|------------------------------------------------------------------------|
+| order-events     | ExpireOrder, RetryErpPost, RetryWmsRelease (in ``streams.events.OrderEvent``) |
+| stock-events     | ReserveStock, ReleaseStock, CommitStock, ForgetLines (in ``StockEvent``) |
 | erp-requests     | ErpCommand: ErpPostRequest, ErpShipmentRequest, ErpCancelRequest, ErpReturnRequest |
 | wms-requests     | WmsCommand: WmsRelease, WmsCancel, WmsExpectReturn                     |
 | channel-commands.<channel> | ChannelCommand: MarketplaceCancel, MarketplaceShipment, MarketplaceRefund |
+| inventory-updates.<channel> | InventoryUpdate (absolute quantity to offer)                  |
+| poll-ticks       | PollTick                                                               |
+| order-index-updates | IndexEntry                                                          |
 
 One channel-commands topic per channel we write to; plain channel-commands for a channel without
-an outbound.
+an outbound. The events are in ``streams.events``.
 """
 
 from __future__ import annotations
@@ -19,24 +23,130 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
+from retail_sync.streams.erp_time import ErpTime
 from retail_sync.streams.models import (
-    ErpPostRequest,
     Frozen,
+    LineUnits,
     NameValue,
+    Order,
     RefundRecord,
     ShipmentRecord,
+    Sku,
+    Units,
     UtcDatetime,
 )
-from retail_sync.streams.stock import MarketplaceCancel
+
+# --- to the order agent (on order-events) ---------------------------------------------------
 
 
-class LineUnits(Frozen):
+class ExpireOrder(Frozen):
+    """Command to the order agent (from its own retention sweep, tables/retention.py): archive
+    and delete this order if it is still closed and past the retention age."""
+
+    kind: Literal["expire_order"] = "expire_order"
+    order_key: str
+    at: UtcDatetime
+
+
+class RetryErpPost(Frozen):
+    """Command to the order agent (an operator's replay of a failed ERP post, ``POST
+    /exceptions/replay``): post the order to the ERP again, built from the order's state as it
+    is now (an edit, a partial decision or a cancellation since the failure counts), never
+    from the request kept in the exception record. The agent skips it, with the reason on the
+    timeline, when the order should no longer be posted (cancelled, already in the ERP)."""
+
+    kind: Literal["retry_erp_post"] = "retry_erp_post"
+    order_key: str
+    exception_id: str  # the sync-exception record replayed
+    requested_by: str = "replay"  # the caller (token name) or "cli"
+    at: UtcDatetime
+
+
+class RetryWmsRelease(Frozen):
+    """Command to the order agent (a replay of a warehouse release that failed): release the
+    order (``reference`` None) or one of its backorder fulfilments to the warehouse again, from
+    the order's state as it is now; skipped with the reason when the order was cancelled or is
+    being cancelled, or the warehouse has that release already."""
+
+    kind: Literal["retry_wms_release"] = "retry_wms_release"
+    order_key: str
+    exception_id: str
+    reference: str | None = None  # a backorder fulfilment's reference; None: the order's own
+    requested_by: str = "replay"
+    at: UtcDatetime
+
+
+# --- to the stock agent (on stock-events, keyed by SKU) -------------------------------------
+
+
+class LineRequest(Frozen):
     line_id: str
-    sku: str
     quantity: int = Field(gt=0)
 
 
-# --- ERP -------------------------------------------------------------------------------------
+class ReserveStock(Frozen):
+    """Reserve each line of ``order_key`` that is for ``sku`` (idempotent per order line)."""
+
+    kind: Literal["reserve_stock"] = "reserve_stock"
+    sku: Sku
+    order_key: str
+    channel: str
+    lines: list[LineRequest] = Field(min_length=1)
+    requested_at: UtcDatetime
+
+
+class ReleaseStock(Frozen):
+    """Give back the reservations of ``order_key``'s lines ``line_ids`` on ``sku``."""
+
+    kind: Literal["release_stock"] = "release_stock"
+    sku: Sku
+    order_key: str
+    line_ids: list[str] = Field(min_length=1)
+    reason: str
+    at: UtcDatetime
+
+
+class CommitStock(Frozen):
+    """The ERP confirmed ``order_key``: its reservations on ``sku`` are now the ERP's to hold.
+
+    They stay counted here until the ERP's own position of the order's warehouse is at least as
+    new as the sales order (``erp_created``), from then on the ERP's ``reserved_qty`` has them."""
+
+    kind: Literal["commit_stock"] = "commit_stock"
+    sku: Sku
+    order_key: str
+    line_ids: list[str] = Field(min_length=1)
+    erp_sales_order: str
+    erp_created: ErpTime | None = None
+    at: UtcDatetime
+    #: line_id -> units the order was accepted with but could not reserve (policy backorder):
+    #: they wait here for goods to arrive, then go to the warehouse (``BackorderReleased``)
+    backorders: dict[str, int] = Field(default_factory=dict)
+
+
+class ForgetLines(Frozen):
+    """Command to the stock agent: the order left the hot tables (tables/retention.py); delete
+    its line records on this SKU that hold nothing (consumed, released, untracked)."""
+
+    kind: Literal["forget_lines"] = "forget_lines"
+    sku: Sku
+    order_key: str
+    line_ids: list[str] = Field(min_length=1)
+    at: UtcDatetime
+
+
+# --- ERP ------------------------------------------------------------------------------------
+
+
+class ErpPostRequest(Frozen):
+    """Command: create this order in the ERP (idempotent on order_key)."""
+
+    kind: Literal["post_order"] = "post_order"
+    order_key: str
+    order: Order  # the lines to post: reduced to what was reserved under the partial policy
+    received_at: UtcDatetime
+    requested_at: UtcDatetime
+    backorders: dict[str, int] = Field(default_factory=dict)  # line_id -> units without stock
 
 
 class ErpShipmentRequest(Frozen):
@@ -73,7 +183,7 @@ ErpCommand = Annotated[
 ERP_COMMAND = TypeAdapter(ErpCommand)
 
 
-# --- warehouse -------------------------------------------------------------------------------
+# --- warehouse ------------------------------------------------------------------------------
 
 
 class ShippingInstructions(Frozen):
@@ -128,7 +238,38 @@ WmsCommand = Annotated[WmsRelease | WmsCancel | WmsExpectReturn, Field(discrimin
 WMS_COMMAND = TypeAdapter(WmsCommand)
 
 
-# --- marketplaces ----------------------------------------------------------------------------
+# --- marketplaces ---------------------------------------------------------------------------
+
+
+class InventoryUpdate(Frozen):
+    """Offer ``quantity`` of ``sku`` on ``channel`` (absolute). ``cause_at`` is when the change
+    behind it happened (the ERP's change time, or the order event's), for propagation latency."""
+
+    channel: str
+    sku: Sku
+    quantity: Units
+    cause: Literal["erp", "order"]
+    cause_at: UtcDatetime
+    computed_at: UtcDatetime
+
+
+class CancelLineRequest(Frozen):
+    line_id: str
+    sku: str
+    quantity: int = Field(gt=0)
+
+
+class MarketplaceCancel(Frozen):
+    """Command to the marketplace-outbound agent: cancel (some of) an order as the seller."""
+
+    kind: Literal["cancel"] = "cancel"
+    order_key: str
+    channel: str
+    marketplace_order_id: str
+    whole_order: bool
+    lines: list[CancelLineRequest]
+    reason: str
+    requested_at: UtcDatetime
 
 
 class MarketplaceShipment(Frozen):
@@ -156,3 +297,21 @@ ChannelCommand = Annotated[
     MarketplaceCancel | MarketplaceShipment | MarketplaceRefund, Field(discriminator="kind")]
 CHANNEL_COMMAND = TypeAdapter(ChannelCommand)
 
+
+# --- the poller and the index ---------------------------------------------------------------
+
+
+class PollTick(Frozen):
+    """Command to the poller: poll ``channel`` now (sent by the leader's timer)."""
+
+    channel: str
+    requested_at: UtcDatetime
+
+
+class IndexEntry(Frozen):
+    """Command to the index agent: ``external_id`` also names the order ``order_key`` (with
+    ``remove``: no longer, the order left the hot tables, tables/retention.py)."""
+
+    external_id: str = Field(min_length=1, max_length=256)
+    order_key: str
+    remove: bool = False

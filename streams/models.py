@@ -1,13 +1,10 @@
-"""Canonical models: what every channel's order becomes, and the records that move between agents.
+"""Canonical models: what every channel's order becomes, and the values the records share.
 
-Messages are immutable (frozen pydantic models). Commands ask an agent to do something
-(`ErpPostRequest`); events say what happened (`OrderReceived`, `ErpOrderPosted`, ...).
-Money is always a Decimal amount with an ISO-4217 currency; every timestamp is timezone-aware UTC.
-
-Long module: the canonical order, the order events, the commands the agents give themselves (the
-ERP post, retries, expiry, poll ticks) and the order state are frozen pydantic models whose JSON
-schemas are versioned together (streams/schemas.py); the other ERP, WMS and channel commands are in
-streams/commands.py.
+Messages are immutable (frozen pydantic models). Money is always a Decimal amount with an
+ISO-4217 currency; every timestamp is timezone-aware UTC. The records built from these values:
+commands (``streams.commands``: an agent is asked to do something), events (``streams.events``:
+something happened), the order's state (``streams.state``) and the stock agent's
+(``streams.stock``). Their JSON schemas are versioned (``streams/schemas.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
-
-from retail_sync.streams.erp_time import ErpTime
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 
 def utcnow() -> datetime:
@@ -36,6 +31,8 @@ def _to_utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Sku = Annotated[str, Field(min_length=1, max_length=128)]
+Units = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
 class Frozen(BaseModel):
@@ -223,62 +220,13 @@ class RawOrderMessage(Frozen):
     body: str
 
 
-# --- commands and events keyed by order_key -----------------------------------------------
+# --- values the commands, events and states share ------------------------------------------
 
 
-class OrderReceived(Frozen):
-    kind: Literal["order_received"] = "order_received"
-    order_key: str
-    order: Order
-    delivery_id: str
-    received_at: UtcDatetime
-
-
-class ErpOrderPosted(Frozen):
-    kind: Literal["erp_order_posted"] = "erp_order_posted"
-    order_key: str
-    erp_sales_order: str
-    erp_created: ErpTime | None = None  # when the ERP created the sales order
-    created: bool  # False when the ERP answered with an order it already had
-    posted_at: UtcDatetime
-    attempts: int
-
-
-class ErpOrderFailed(Frozen):
-    kind: Literal["erp_order_failed"] = "erp_order_failed"
-    order_key: str
-    reason: str
-    failed_at: UtcDatetime
-    attempts: int
-
-
-class LineAllocation(Frozen):
+class LineUnits(Frozen):
     line_id: str
-    requested: int
-    reserved: int  # == requested for an untracked SKU
-
-
-class StockAnswered(Frozen):
-    """The stock agent's answer for the lines of ``order_key`` that are for ``sku``."""
-
-    kind: Literal["stock_answered"] = "stock_answered"
-    order_key: str
     sku: str
-    tracked: bool  # False: the ERP keeps no stock of it; the lines are accepted as they are
-    lines: list[LineAllocation]
-    at: UtcDatetime
-
-
-class MarketplaceNotified(Frozen):
-    """The marketplace-outbound agent did (or could not do) what it was asked for an order."""
-
-    kind: Literal["marketplace_notified"] = "marketplace_notified"
-    order_key: str
-    action: str  # "cancel", "ship", "refund"
-    ok: bool
-    detail: str
-    at: UtcDatetime
-    reference: str | None = None  # the shipment or refund id it was about
+    quantity: int = Field(gt=0)
 
 
 class ShipmentRecord(Frozen):
@@ -328,230 +276,6 @@ class BackorderFulfilment(Frozen):
     released_at: UtcDatetime
     waited_s: float = 0.0  # from the ERP's acceptance of the order to the release
     wms_fulfilment_id: str | None = None
-
-
-class FulfilmentReleased(Frozen):
-    kind: Literal["fulfilment_released"] = "fulfilment_released"
-    order_key: str
-    wms_reference: str
-    at: UtcDatetime
-    reference: str | None = None  # ours, for a backorder release (None: the order's first)
-
-
-class BackorderReleased(Frozen):
-    """From the stock agent: goods arrived for units of ``order_key`` accepted without stock."""
-
-    kind: Literal["backorder_released"] = "backorder_released"
-    order_key: str
-    sku: str
-    release_id: str
-    lines: dict[str, int]  # line_id -> units
-    waited_s: float = 0.0
-    at: UtcDatetime
-
-
-class FulfilmentCancelled(Frozen):
-    """The warehouse's answer to our cancellation: stopped (ok) or already shipped."""
-
-    kind: Literal["fulfilment_cancelled"] = "fulfilment_cancelled"
-    order_key: str
-    ok: bool
-    detail: str
-    at: UtcDatetime
-
-
-class ShipmentReported(Frozen):
-    """The warehouse shipped (some of) the order."""
-
-    kind: Literal["shipment_reported"] = "shipment_reported"
-    order_key: str
-    shipment: ShipmentRecord
-    at: UtcDatetime
-
-
-class ErpShipmentPosted(Frozen):
-    kind: Literal["erp_shipment_posted"] = "erp_shipment_posted"
-    order_key: str
-    shipment_id: str
-    delivery_note: str
-    sales_invoice: str | None
-    at: UtcDatetime
-
-
-class CancelRequested(Frozen):
-    """Someone other than the marketplace asks to cancel: the ERP (fraud, no stock) or an
-    operator. A marketplace's own cancellation arrives as an OrderReceived with cancelled_at."""
-
-    kind: Literal["cancel_requested"] = "cancel_requested"
-    order_key: str
-    by: str  # "erp" | "operator" | "buyer" (a buyer's request the seller must carry out)
-    reason: str
-    at: UtcDatetime
-    #: an admin action's caller (token name) and request id (X-Request-Id), for the timeline
-    actor: str | None = None
-    request_id: str | None = None
-
-
-class ErpOrderCancelled(Frozen):
-    """The ERP confirmed the sales order is cancelled (our request, or its own doing)."""
-
-    kind: Literal["erp_order_cancelled"] = "erp_order_cancelled"
-    order_key: str
-    erp_sales_order: str
-    reason: str
-    at: UtcDatetime
-
-
-class ReturnRequested(Frozen):
-    kind: Literal["return_requested"] = "return_requested"
-    order_key: str
-    refund: RefundRecord
-    #: an admin action's caller (token name) and request id (X-Request-Id), for the timeline
-    actor: str | None = None
-    request_id: str | None = None
-
-
-class ReturnReceived(Frozen):
-    kind: Literal["return_received"] = "return_received"
-    order_key: str
-    refund_id: str
-    at: UtcDatetime
-
-
-class ErpReturnPosted(Frozen):
-    kind: Literal["erp_return_posted"] = "erp_return_posted"
-    order_key: str
-    refund_id: str
-    credit_note: str
-    return_delivery_note: str | None
-    at: UtcDatetime
-
-
-class ExpireOrder(Frozen):
-    """Command to the order agent (from its own retention sweep, tables/retention.py): archive
-    and delete this order if it is still closed and past the retention age."""
-
-    kind: Literal["expire_order"] = "expire_order"
-    order_key: str
-    at: UtcDatetime
-
-
-class RetryErpPost(Frozen):
-    """Command to the order agent (an operator's replay of a failed ERP post, ``POST
-    /exceptions/replay``): post the order to the ERP again, built from the order's state as it
-    is now (an edit, a partial decision or a cancellation since the failure counts), never
-    from the request kept in the exception record. The agent skips it, with the reason on the
-    timeline, when the order should no longer be posted (cancelled, already in the ERP)."""
-
-    kind: Literal["retry_erp_post"] = "retry_erp_post"
-    order_key: str
-    exception_id: str  # the sync-exception record replayed
-    requested_by: str = "replay"  # the caller (token name) or "cli"
-    at: UtcDatetime
-
-
-class RetryWmsRelease(Frozen):
-    """Command to the order agent (a replay of a warehouse release that failed): release the
-    order (``reference`` None) or one of its backorder fulfilments to the warehouse again, from
-    the order's state as it is now; skipped with the reason when the order was cancelled or is
-    being cancelled, or the warehouse has that release already."""
-
-    kind: Literal["retry_wms_release"] = "retry_wms_release"
-    order_key: str
-    exception_id: str
-    reference: str | None = None  # a backorder fulfilment's reference; None: the order's own
-    requested_by: str = "replay"
-    at: UtcDatetime
-
-
-OrderEvent = Annotated[
-    OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified
-    | FulfilmentReleased | FulfilmentCancelled | ShipmentReported | ErpShipmentPosted
-    | CancelRequested | BackorderReleased
-    | ErpOrderCancelled | ReturnRequested | ReturnReceived | ErpReturnPosted | ExpireOrder
-    | RetryErpPost | RetryWmsRelease,
-    Field(discriminator="kind"),
-]
-ORDER_EVENT = TypeAdapter(OrderEvent)
-
-
-class ErpPostRequest(Frozen):
-    """Command: create this order in the ERP (idempotent on order_key)."""
-
-    kind: Literal["post_order"] = "post_order"
-    order_key: str
-    order: Order  # the lines to post: reduced to what was reserved under the partial policy
-    received_at: UtcDatetime
-    requested_at: UtcDatetime
-    backorders: dict[str, int] = Field(default_factory=dict)  # line_id -> units without stock
-
-
-class PollTick(Frozen):
-    """Command to the poller: poll ``channel`` now (sent by the leader's timer)."""
-
-    channel: str
-    requested_at: UtcDatetime
-
-
-class IndexEntry(Frozen):
-    """Command to the index agent: ``external_id`` also names the order ``order_key`` (with
-    ``remove``: no longer, the order left the hot tables, tables/retention.py)."""
-
-    external_id: str = Field(min_length=1, max_length=256)
-    order_key: str
-    remove: bool = False
-
-
-# --- state ---------------------------------------------------------------------------------
-
-
-class TimelineEntry(Frozen):
-    event: str
-    system: str
-    at: UtcDatetime
-    detail: str | None = None
-    since_previous_s: float | None = None  # latency from the previous step
-
-
-class Correlation(Frozen):
-    """Every id this order is known by, in every system."""
-
-    marketplace_order_id: str
-    marketplace_order_name: str | None = None
-    erp_sales_order: str | None = None
-    wms_fulfilment_id: str | None = None
-    delivery_ids: list[str] = Field(default_factory=list)
-
-
-class LineStock(Frozen):
-    """One order line's reservation as the stock agent answered it."""
-
-    sku: str
-    requested: int
-    reserved: int
-    tracked: bool = True
-
-
-StockDecision = Literal["accepted", "partial", "backorder", "cancelled"]
-
-
-class OrderState(Frozen):
-    order_key: str
-    channel: str
-    status: OrderStatus
-    order: Order
-    correlation: Correlation
-    timeline: list[TimelineEntry]
-    received_at: UtcDatetime
-    erp_confirmed_at: UtcDatetime | None = None
-    stock: dict[str, LineStock] = Field(default_factory=dict)  # line_id -> its reservation
-    stock_decision: StockDecision | None = None
-    stock_policy: str | None = None  # the channel policy that decided a shortfall
-    shipments: dict[str, ShipmentRecord] = Field(default_factory=dict)  # by shipment id
-    refunds: dict[str, RefundRecord] = Field(default_factory=dict)  # by refund id
-    backorders: dict[str, BackorderFulfilment] = Field(default_factory=dict)  # by release id
-    cancel: CancelRequested | None = None  # a cancellation waiting for the ERP's answer
-    cancel_reason: str | None = None
 
 
 # --- dead letters --------------------------------------------------------------------------

@@ -1,157 +1,19 @@
-"""Stock records: what moves on the stock-events, inventory-updates and channel-commands topics,
-and the per-SKU state the stock agent keeps.
+"""The stock agent's state: one small record per SKU, one per reserved order line (table
+``stock``, codec ``rs.stock_record``). What moves on the stock-events topic is in
+``streams.events`` (``StockEvent``) and ``streams.commands`` (reserve, release, commit, forget).
 
-| topic             | key                | value                                  |
-|-------------------|--------------------|----------------------------------------|
-| stock-events      | SKU                | StockEvent (ERP position, reserve, release, commit, pushed) |
-| inventory-updates.<channel> | SKU      | InventoryUpdate (absolute quantity to offer)                |
-| channel-commands.<channel>  | order_key | MarketplaceCancel (and the after-order commands)          |
-
-Quantities are whole units. ERP times (a position's change, a sales order's creation) are
-``ErpTime`` values (``streams.erp_time``): datetimes the ERP's connector parsed, compared as
-values; on the wire still the text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC) they always were.
+ERP times are ``ErpTime`` values (``streams.erp_time``): datetimes in Python, on the wire the
+text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC) they always were.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, TypeAdapter
 
 from retail_sync.streams.erp_time import ErpTime
-from retail_sync.streams.models import Frozen, LineAllocation, UtcDatetime  # noqa: F401 (LineAllocation re-exported)
-
-Sku = Annotated[str, Field(min_length=1, max_length=128)]
-Units = Annotated[int, Field(ge=0, le=10_000_000)]
-
-
-# --- stock-events (keyed by SKU): everything that changes a SKU's stock ----------------------
-
-
-class ErpStockChanged(Frozen):
-    """The ERP's position of ``sku`` in ``warehouse`` (ERPNext ``Bin``), as read from its feed."""
-
-    kind: Literal["erp_stock_changed"] = "erp_stock_changed"
-    sku: Sku
-    warehouse: str
-    actual_qty: int
-    reserved_qty: int
-    modified: ErpTime  # when the ERP changed it
-    observed_at: UtcDatetime
-
-
-class LineRequest(Frozen):
-    line_id: str
-    quantity: int = Field(gt=0)
-
-
-class ReserveStock(Frozen):
-    """Reserve each line of ``order_key`` that is for ``sku`` (idempotent per order line)."""
-
-    kind: Literal["reserve_stock"] = "reserve_stock"
-    sku: Sku
-    order_key: str
-    channel: str
-    lines: list[LineRequest] = Field(min_length=1)
-    requested_at: UtcDatetime
-
-
-class ReleaseStock(Frozen):
-    """Give back the reservations of ``order_key``'s lines ``line_ids`` on ``sku``."""
-
-    kind: Literal["release_stock"] = "release_stock"
-    sku: Sku
-    order_key: str
-    line_ids: list[str] = Field(min_length=1)
-    reason: str
-    at: UtcDatetime
-
-
-class CommitStock(Frozen):
-    """The ERP confirmed ``order_key``: its reservations on ``sku`` are now the ERP's to hold.
-
-    They stay counted here until the ERP's own position of the order's warehouse is at least as
-    new as the sales order (``erp_created``), from then on the ERP's ``reserved_qty`` has them."""
-
-    kind: Literal["commit_stock"] = "commit_stock"
-    sku: Sku
-    order_key: str
-    line_ids: list[str] = Field(min_length=1)
-    erp_sales_order: str
-    erp_created: ErpTime | None = None
-    at: UtcDatetime
-    #: line_id -> units the order was accepted with but could not reserve (policy backorder):
-    #: they wait here for goods to arrive, then go to the warehouse (``BackorderReleased``)
-    backorders: dict[str, int] = Field(default_factory=dict)
-
-
-class InventoryPushed(Frozen):
-    """The pusher's report: what ``channel`` was told about ``sku``, and whether it took it."""
-
-    kind: Literal["inventory_pushed"] = "inventory_pushed"
-    sku: Sku
-    channel: str
-    quantity: Units
-    pushed_at: UtcDatetime
-    ok: bool
-    mechanism: str = ""
-    reference: str | None = None
-    error: str | None = None
-
-
-class ForgetLines(Frozen):
-    """Command to the stock agent: the order left the hot tables (tables/retention.py); delete
-    its line records on this SKU that hold nothing (consumed, released, untracked)."""
-
-    kind: Literal["forget_lines"] = "forget_lines"
-    sku: Sku
-    order_key: str
-    line_ids: list[str] = Field(min_length=1)
-    at: UtcDatetime
-
-
-StockEvent = Annotated[
-    ErpStockChanged | ReserveStock | ReleaseStock | CommitStock | InventoryPushed | ForgetLines,
-    Field(discriminator="kind"),
-]
-STOCK_EVENT = TypeAdapter(StockEvent)
-
-
-# --- answers and commands to other agents -----------------------------------------------------
-
-
-class InventoryUpdate(Frozen):
-    """Offer ``quantity`` of ``sku`` on ``channel`` (absolute). ``cause_at`` is when the change
-    behind it happened (the ERP's change time, or the order event's), for propagation latency."""
-
-    channel: str
-    sku: Sku
-    quantity: Units
-    cause: Literal["erp", "order"]
-    cause_at: UtcDatetime
-    computed_at: UtcDatetime
-
-
-class CancelLineRequest(Frozen):
-    line_id: str
-    sku: str
-    quantity: int = Field(gt=0)
-
-
-class MarketplaceCancel(Frozen):
-    """Command to the marketplace-outbound agent: cancel (some of) an order as the seller."""
-
-    kind: Literal["cancel"] = "cancel"
-    order_key: str
-    channel: str
-    marketplace_order_id: str
-    whole_order: bool
-    lines: list[CancelLineRequest]
-    reason: str
-    requested_at: UtcDatetime
-
-
-# --- the stock agent's state: one small record per SKU, one per reserved order line ------------
+from retail_sync.streams.models import Frozen, UtcDatetime
 
 ReservationStatus = Literal["open", "committed", "consumed", "released", "untracked"]
 

@@ -9,7 +9,7 @@
 | order-index-updates| external id                 | IndexEntry           |
 | poll-ticks         | channel                     | PollTick             |
 | sync-exceptions    | order_key or source key     | SyncException        |
-| stock-events       | SKU                         | StockEvent (union, streams/stock.py) |
+| stock-events       | SKU                         | StockEvent (union, streams/events.py) |
 | inventory-updates.<channel> | SKU                | InventoryUpdate (one topic per channel we push to) |
 | channel-commands.<channel> | order_key           | ChannelCommand (cancel, ship, refund; one per channel) |
 | channel-commands   | order_key                   | ChannelCommand of a channel with no outbound (fallback) |

@@ -36,13 +36,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from retail_sync.streams.codecs import decode as codec_decode
-from retail_sync.streams.models import (
-    ExpireOrder,
-    IndexEntry,
-    OrderState,
-    OrderStatus,
-    utcnow,
-)
+from retail_sync.streams.commands import ExpireOrder, IndexEntry
+from retail_sync.streams.models import OrderStatus, utcnow
+from retail_sync.streams.state import OrderState
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +176,7 @@ async def expire(ctx: Any, key: str, event: ExpireOrder, external_ids: Iterable[
     """Retire ``key`` if the rule still holds on the state the order agent holds: archive it
     (acknowledged by the broker), then delete it and ask the index and stock agents to forget
     it. True if it was retired."""
-    from retail_sync.streams.stock import ForgetLines
+    from retail_sync.streams.commands import ForgetLines
 
     table = ctx.tables.orders
     state = table.get(key)

@@ -19,7 +19,8 @@ from typing import Any
 
 from retail_sync.connectors.plugin import InboundHooks, WebhookDelivery
 from retail_sync.connectors.shopify.mapper import CHANNEL, map_refund
-from retail_sync.streams.models import ReturnRequested, order_key
+from retail_sync.streams.events import ReturnRequested
+from retail_sync.streams.models import order_key
 
 HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 WEBHOOK_ID_HEADER = "X-Shopify-Webhook-Id"

@@ -39,21 +39,21 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from retail_sync.streams.commands import (
+    CancelLineRequest,
     ErpCancelRequest,
     ErpReturnRequest,
     ErpShipmentRequest,
-    LineUnits,
+    MarketplaceCancel,
     MarketplaceRefund,
     MarketplaceShipment,
     ReleaseLineDetail,
+    ReleaseStock,
     ShippingInstructions,
     WmsCancel,
     WmsExpectReturn,
     WmsRelease,
 )
-from retail_sync.streams.models import (
-    STATUS_RANK,
-    BackorderFulfilment,
+from retail_sync.streams.events import (
     BackorderReleased,
     CancelRequested,
     ErpOrderCancelled,
@@ -63,17 +63,20 @@ from retail_sync.streams.models import (
     FulfilmentReleased,
     MarketplaceNotified,
     OrderReceived,
-    OrderState,
-    OrderStatus,
-    RefundRecord,
     ReturnReceived,
     ReturnRequested,
-    ShipmentRecord,
     ShipmentReported,
-    TimelineEntry,
+)
+from retail_sync.streams.models import (
+    STATUS_RANK,
+    BackorderFulfilment,
+    LineUnits,
+    OrderStatus,
+    RefundRecord,
+    ShipmentRecord,
 )
 from retail_sync.streams.rules.outcome import Outcome
-from retail_sync.streams.stock import CancelLineRequest, MarketplaceCancel, ReleaseStock
+from retail_sync.streams.state import OrderState, TimelineEntry
 
 SHIPPED_OR_LATER = {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED,
                     OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}

@@ -61,45 +61,40 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from retail_sync.streams.commands import ErpCancelRequest
-from retail_sync.streams.models import (
-    BackorderReleased,
-    CancelRequested,
-    Correlation,
-    ErpOrderCancelled,
-    ErpOrderFailed,
-    ErpOrderPosted,
-    ErpPostRequest,
-    ErpReturnPosted,
-    ErpShipmentPosted,
-    FulfilmentCancelled,
-    FulfilmentReleased,
-    LineStock,
-    MarketplaceNotified,
-    Money,
-    Order,
-    OrderEvent,
-    OrderReceived,
-    OrderState,
-    OrderStatus,
-    RetryErpPost,
-    RetryWmsRelease,
-    ReturnReceived,
-    ReturnRequested,
-    ShipmentReported,
-    StockAnswered,
-    TimelineEntry,
-)
-from retail_sync.streams.rules import aftersale
-from retail_sync.streams.rules.outcome import Outcome, merge
-from retail_sync.streams.stock import (
+from retail_sync.streams.commands import (
     CancelLineRequest,
     CommitStock,
+    ErpCancelRequest,
+    ErpPostRequest,
     LineRequest,
     MarketplaceCancel,
     ReleaseStock,
     ReserveStock,
+    RetryErpPost,
+    RetryWmsRelease,
 )
+from retail_sync.streams.events import (
+    BackorderReleased,
+    CancelRequested,
+    ErpOrderCancelled,
+    ErpOrderFailed,
+    ErpOrderPosted,
+    ErpReturnPosted,
+    ErpShipmentPosted,
+    FulfilmentCancelled,
+    FulfilmentReleased,
+    MarketplaceNotified,
+    OrderEvent,
+    OrderReceived,
+    ReturnReceived,
+    ReturnRequested,
+    ShipmentReported,
+    StockAnswered,
+)
+from retail_sync.streams.models import Money, Order, OrderStatus
+from retail_sync.streams.rules import aftersale
+from retail_sync.streams.rules.outcome import Outcome, merge
+from retail_sync.streams.state import Correlation, LineStock, OrderState, TimelineEntry
 
 MAX_DELIVERY_IDS = 20
 

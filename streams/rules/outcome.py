@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from retail_sync.streams.models import OrderState
-from retail_sync.streams.stock import CommitStock, ReleaseStock, ReserveStock
+from retail_sync.streams.commands import CommitStock, ReleaseStock, ReserveStock
+from retail_sync.streams.state import OrderState
 
 StockCommand = ReserveStock | ReleaseStock | CommitStock
 

@@ -47,22 +47,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from retail_sync.streams.commands import CommitStock, InventoryUpdate, ReleaseStock, ReserveStock
 from retail_sync.streams.erp_time import EARLIEST, JUST_AFTER
-from retail_sync.streams.models import LineAllocation
+from retail_sync.streams.events import ErpStockChanged, InventoryPushed, LineAllocation, StockEvent
 from retail_sync.streams.rules.policies import AllocationPolicy, ChannelAllocation
 from retail_sync.streams.stock import (
     Backorder,
     BackorderRelease,
-    CommitStock,
     ErpBin,
-    ErpStockChanged,
-    InventoryPushed,
-    InventoryUpdate,
     Pending,
-    ReleaseStock,
     Reservation,
-    ReserveStock,
-    StockEvent,
     StockState,
     Told,
     reservation_key,

@@ -9,25 +9,28 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retail_sync.streams.rules.lifecycle import apply
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.streams.commands import (
+    CommitStock,
     ErpCancelRequest,
+    ErpPostRequest,
     ErpReturnRequest,
     ErpShipmentRequest,
+    MarketplaceCancel,
     MarketplaceRefund,
     MarketplaceShipment,
+    ReleaseStock,
+    ReserveStock,
     WmsCancel,
     WmsExpectReturn,
     WmsRelease,
 )
-from retail_sync.connectors.shopify.mapper import map_order
-from retail_sync.streams.models import (
+from retail_sync.streams.events import (
     BackorderReleased,
     CancelRequested,
     ErpOrderCancelled,
     ErpOrderFailed,
     ErpOrderPosted,
-    ErpPostRequest,
     ErpReturnPosted,
     ErpShipmentPosted,
     FulfilmentCancelled,
@@ -35,15 +38,13 @@ from retail_sync.streams.models import (
     LineAllocation,
     MarketplaceNotified,
     OrderReceived,
-    OrderStatus,
-    RefundRecord,
     ReturnReceived,
     ReturnRequested,
-    ShipmentRecord,
     ShipmentReported,
     StockAnswered,
 )
-from retail_sync.streams.stock import CommitStock, MarketplaceCancel, ReleaseStock, ReserveStock
+from retail_sync.streams.models import OrderStatus, RefundRecord, ShipmentRecord
+from retail_sync.streams.rules.lifecycle import apply
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)

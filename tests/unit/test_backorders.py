@@ -5,11 +5,10 @@ never for an order that is being cancelled or is cancelled."""
 
 from datetime import UTC, datetime, timedelta
 
-from retail_sync.streams.rules.lifecycle import apply
-from retail_sync.connectors.wms.client import order_key_of
-from retail_sync.streams.commands import WmsCancel, WmsRelease
 from retail_sync.connectors.shopify.mapper import map_order
-from retail_sync.streams.models import (
+from retail_sync.connectors.wms.client import order_key_of
+from retail_sync.streams.commands import CommitStock, WmsCancel, WmsRelease
+from retail_sync.streams.events import (
     BackorderReleased,
     CancelRequested,
     ErpOrderCancelled,
@@ -18,12 +17,11 @@ from retail_sync.streams.models import (
     FulfilmentReleased,
     LineAllocation,
     OrderReceived,
-    OrderStatus,
-    ShipmentRecord,
     ShipmentReported,
     StockAnswered,
 )
-from retail_sync.streams.stock import CommitStock
+from retail_sync.streams.models import OrderStatus, ShipmentRecord
+from retail_sync.streams.rules.lifecycle import apply
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)

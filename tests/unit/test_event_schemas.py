@@ -19,7 +19,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from retail_sync.streams import codecs, schemas
 from retail_sync.streams.codecs import CODECS
-from retail_sync.streams.models import Frozen, PollTick, utcnow
+from retail_sync.streams.commands import PollTick
+from retail_sync.streams.models import Frozen, utcnow
 
 
 def test_committed_schemas_match_the_models() -> None:

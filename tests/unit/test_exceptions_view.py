@@ -25,26 +25,28 @@ from retail_sync.exceptions_view import (
     with_skip,
 )
 from retail_sync.streams.commands import (
+    ErpPostRequest,
     ErpShipmentRequest,
-    LineUnits,
+    IndexEntry,
+    InventoryUpdate,
+    LineRequest,
     MarketplaceShipment,
+    ReserveStock,
+    RetryErpPost,
+    RetryWmsRelease,
     WmsCancel,
     WmsRelease,
 )
 from retail_sync.streams.models import (
-    ErpPostRequest,
     ExceptionKind,
-    IndexEntry,
+    LineUnits,
     Money,
     Order,
     OrderLine,
     RawOrderMessage,
-    RetryErpPost,
-    RetryWmsRelease,
     ShipmentRecord,
     SyncException,
 )
-from retail_sync.streams.stock import InventoryUpdate, LineRequest, ReserveStock
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 APP = "retail-sync"

@@ -30,17 +30,16 @@ from retail_sync.connectors.wms.client import WmsClient
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
 from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.streams.commands import ErpCancelRequest, WmsCancel, WmsRelease
-from retail_sync.streams.models import (
+from retail_sync.streams.events import (
     CancelRequested,
     ErpOrderPosted,
     LineAllocation,
-    Order,
     OrderReceived,
-    OrderState,
-    OrderStatus,
     StockAnswered,
 )
+from retail_sync.streams.models import Order, OrderStatus
 from retail_sync.streams.rules.lifecycle import apply
+from retail_sync.streams.state import OrderState
 from tests.fixture_orders import amazon_example, shopify_order
 from tests.specs import spec_path
 from tests.unit.test_erp_connector import shipment

@@ -41,13 +41,8 @@ from retail_sync.connectors.shopify.mapper import MappingError
 from retail_sync.connectors.walmart import mapper as walmart
 from retail_sync.connectors.wms import client as wms
 from retail_sync.streams import codecs as rs_codecs
-from retail_sync.streams.models import (
-    Order,
-    OrderReceived,
-    RawOrderMessage,
-    RefundRecord,
-    ReturnRequested,
-)
+from retail_sync.streams.events import OrderReceived, ReturnRequested
+from retail_sync.streams.models import Order, RawOrderMessage, RefundRecord
 from tests.fixture_orders import amazon_example, shopify_order
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

@@ -2,18 +2,18 @@ from datetime import UTC, datetime, timedelta
 
 from faust.serializers import codecs
 
-from retail_sync.streams.rules.lifecycle import apply
-from retail_sync.streams import codecs as _registered  # noqa: F401
 from retail_sync.connectors.shopify.mapper import map_order
-from retail_sync.streams.models import (
+from retail_sync.streams import codecs as _registered  # noqa: F401
+from retail_sync.streams.events import (
     ErpOrderFailed,
     ErpOrderPosted,
     LineAllocation,
     OrderReceived,
-    OrderState,
-    OrderStatus,
     StockAnswered,
 )
+from retail_sync.streams.models import OrderStatus
+from retail_sync.streams.rules.lifecycle import apply
+from retail_sync.streams.state import OrderState
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_orders.py)
@@ -217,7 +217,7 @@ def test_a_late_stock_answer_after_the_decision_changes_nothing():
 
 
 def _cancel(by="operator", reason="customer called"):
-    from retail_sync.streams.models import CancelRequested
+    from retail_sync.streams.events import CancelRequested
 
     return CancelRequested(order_key="shopify:450789469", by=by, reason=reason,
                            at=T0 + timedelta(seconds=1), actor="ops", request_id="r-1")
@@ -226,9 +226,7 @@ def _cancel(by="operator", reason="customer called"):
 def test_cancel_while_posting_then_the_post_fails_ends_cancelled_and_releases_the_stock():
     """The post fails after the cancel arrived: nothing is in the ERP, so the order is cancelled
     here and now (it used to stay cancel_pending for ever, its stock held)."""
-    from retail_sync.streams.commands import ErpCancelRequest
-    from retail_sync.streams.models import RetryErpPost
-    from retail_sync.streams.stock import MarketplaceCancel, ReleaseStock
+    from retail_sync.streams.commands import ErpCancelRequest, MarketplaceCancel, ReleaseStock, RetryErpPost
 
     state = apply(accepted(), _cancel(), T0).state
     assert state.status is OrderStatus.CANCEL_PENDING
@@ -270,9 +268,8 @@ def test_marketplace_cancel_while_posting_then_failure_does_not_tell_the_marketp
 def test_cancel_while_posting_then_the_post_succeeds_cancels_it_in_the_erp():
     """The mirror: the post lands after the cancel arrived; the ERP order is cancelled, the
     warehouse never gets it, and the ERP's answer completes the cancellation."""
-    from retail_sync.streams.commands import ErpCancelRequest
-    from retail_sync.streams.models import ErpOrderCancelled
-    from retail_sync.streams.stock import MarketplaceCancel, ReleaseStock
+    from retail_sync.streams.commands import ErpCancelRequest, MarketplaceCancel, ReleaseStock
+    from retail_sync.streams.events import ErpOrderCancelled
 
     state = apply(accepted(), _cancel(), T0).state
     out = apply(state, posted(), T0)

@@ -16,19 +16,13 @@ import pytest
 from retail_sync.agents import marketplace, orders
 from retail_sync.connectors.contracts import CancelLine, PushReport
 from retail_sync.connectors.errors import PermanentError
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
-from retail_sync.connectors.shopify.mapper import map_order
-from retail_sync.streams.models import (
-    ExceptionKind,
-    LineAllocation,
-    MarketplaceNotified,
-    OrderReceived,
-    StockAnswered,
-    SyncException,
-)
-from retail_sync.streams.stock import CancelLineRequest, MarketplaceCancel
+from retail_sync.streams.commands import CancelLineRequest, MarketplaceCancel
+from retail_sync.streams.events import LineAllocation, MarketplaceNotified, OrderReceived, StockAnswered
+from retail_sync.streams.models import ExceptionKind, SyncException
 from retail_sync.streams.topics import Topics, declare_topics
 from tests.fixture_orders import shopify_order
 

@@ -16,21 +16,27 @@ from retail_sync.connectors.contracts import CancelLine
 from retail_sync.connectors.shopify import mapper as shopify
 from retail_sync.simulators.amazon.listings import parse_acknowledgements
 from retail_sync.simulators.amazon.orders import Market, OrderFactory, request_cancel_by_buyer, visible
-from retail_sync.streams.commands import ErpCancelRequest, ErpPostRequest, WmsCancel, WmsRelease
-from retail_sync.streams.models import (
+from retail_sync.streams.commands import (
+    ErpCancelRequest,
+    ErpPostRequest,
+    MarketplaceCancel,
+    ReleaseStock,
+    ReserveStock,
+    WmsCancel,
+    WmsRelease,
+)
+from retail_sync.streams.events import (
     ErpOrderCancelled,
     ErpOrderPosted,
     FulfilmentCancelled,
     FulfilmentReleased,
     LineAllocation,
     OrderReceived,
-    OrderStatus,
-    ShipmentRecord,
     ShipmentReported,
     StockAnswered,
 )
+from retail_sync.streams.models import OrderStatus, ShipmentRecord
 from retail_sync.streams.rules.lifecycle import apply
-from retail_sync.streams.stock import MarketplaceCancel, ReleaseStock, ReserveStock
 from retail_sync.streams.validation import MappingError
 from tests.fixture_orders import shopify_order
 

@@ -17,7 +17,8 @@ from retail_sync.agents.feeds import register_feed
 from retail_sync.connectors.breaker import CircuitBreaker
 from retail_sync.exceptions_view import ExceptionsCollector
 from retail_sync.metrics import FaustSensor, Metrics, RateLimitCollector
-from retail_sync.streams.models import ExceptionKind, PollTick, SyncException, utcnow
+from retail_sync.streams.commands import PollTick
+from retail_sync.streams.models import ExceptionKind, SyncException, utcnow
 
 
 class TickStream:

@@ -11,8 +11,9 @@ import pytest
 from retail_sync import openapi, pii
 from retail_sync.app import create_app
 from retail_sync.settings import Settings
-from retail_sync.streams.models import OrderState, SyncException
+from retail_sync.streams.models import SyncException
 from retail_sync.streams.schemas import sample_of
+from retail_sync.streams.state import OrderState
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from retail_sync.agents.orders import external_ids, ids_to_index
-from retail_sync.streams.models import (
-    Correlation,
-    Money,
-    Order,
-    OrderLine,
-    OrderState,
-    OrderStatus,
-)
+from retail_sync.streams.models import Money, Order, OrderLine, OrderStatus
+from retail_sync.streams.state import Correlation, OrderState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -31,7 +31,8 @@ from retail_sync.simulators.amazon.orders import Market, OrderFactory, cancel_un
 from retail_sync.simulators.shopify.orders import ShopifyOrderFactory
 from retail_sync.simulators.walmart.orders import WalmartOrderFactory
 from retail_sync.streams import iso4217
-from retail_sync.streams.models import ExceptionKind, Order, OrderReceived, RawOrderMessage, SyncException
+from retail_sync.streams.events import OrderReceived
+from retail_sync.streams.models import ExceptionKind, Order, RawOrderMessage, SyncException
 from retail_sync.streams.validation import (
     InvalidOrder,
     MappingError,

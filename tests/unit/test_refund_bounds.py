@@ -13,16 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from retail_sync.streams.events import CancelRequested, ReturnRequested, ShipmentReported
+from retail_sync.streams.models import RefundRecord, ShipmentRecord
 from retail_sync.streams.rules import aftersale
 from retail_sync.streams.rules.lifecycle import apply
-from retail_sync.streams.models import (
-    CancelRequested,
-    OrderState,
-    RefundRecord,
-    ReturnRequested,
-    ShipmentRecord,
-    ShipmentReported,
-)
+from retail_sync.streams.state import OrderState
 from tests.unit.test_aftersale import KEY, LINES, T0, World, commands, received, refund, run, shipment
 
 UNKNOWN_LINE = "999"

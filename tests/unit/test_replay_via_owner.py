@@ -10,22 +10,19 @@ from datetime import UTC, datetime, timedelta
 from retail_sync.connectors.erpnext.client import ErpNextConnector
 from retail_sync.connectors.shopify import mapper as shopify
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, run_erp_simulator
-from retail_sync.streams.models import (
+from retail_sync.streams.commands import ErpPostRequest, ReleaseStock, RetryErpPost, RetryWmsRelease
+from retail_sync.streams.events import (
     CancelRequested,
     ErpOrderFailed,
     ErpOrderPosted,
-    ErpPostRequest,
     FulfilmentReleased,
     LineAllocation,
     OrderReceived,
-    OrderState,
-    OrderStatus,
-    RetryErpPost,
-    RetryWmsRelease,
     StockAnswered,
 )
+from retail_sync.streams.models import OrderStatus
 from retail_sync.streams.rules.lifecycle import apply, erp_retry_refusal, wms_retry_refusal
-from retail_sync.streams.stock import ReleaseStock
+from retail_sync.streams.state import OrderState
 from tests.fixture_orders import shopify_order
 
 FIXTURE = shopify_order()

@@ -11,20 +11,11 @@ import rocksdict
 
 from retail_sync.agents.index import apply_entry
 from retail_sync.agents.stock import forget_lines
-from retail_sync.streams.models import (
-    CancelRequested,
-    Correlation,
-    IndexEntry,
-    Money,
-    Order,
-    OrderLine,
-    OrderState,
-    OrderStatus,
-    RefundRecord,
-    ShipmentRecord,
-    TimelineEntry,
-)
-from retail_sync.streams.stock import ForgetLines, Reservation, reservation_key
+from retail_sync.streams.commands import ForgetLines, IndexEntry
+from retail_sync.streams.events import CancelRequested
+from retail_sync.streams.models import Money, Order, OrderLine, OrderStatus, RefundRecord, ShipmentRecord
+from retail_sync.streams.state import Correlation, OrderState, TimelineEntry
+from retail_sync.streams.stock import Reservation, reservation_key
 from retail_sync.tables import retention
 from retail_sync.tables.retention import _iterate, last_change, retirable, scan, too_old_to_take
 

@@ -10,16 +10,10 @@ from hypothesis import strategies as st
 
 from retail_sync.agents.deps import allocation_policy
 from retail_sync.settings import Settings
+from retail_sync.streams.commands import CommitStock, LineRequest, ReleaseStock, ReserveStock
+from retail_sync.streams.events import ErpStockChanged, InventoryPushed
 from retail_sync.streams.rules.policies import ChannelAllocation
 from retail_sync.streams.rules.stock import RELEASE_LOG, StockRules, apply, ats, free, held, offered_to, view
-from retail_sync.streams.stock import (
-    CommitStock,
-    ErpStockChanged,
-    InventoryPushed,
-    LineRequest,
-    ReleaseStock,
-    ReserveStock,
-)
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 W = "Stores - RSD"
