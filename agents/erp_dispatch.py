@@ -21,7 +21,7 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.retry import call_with_retries
-from retail_sync.connectors.contracts import ErpConnector, ErpPostResult, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import ErpConnector, ErpPostResult, Refund, Shipment
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.streams.commands import (
     ErpCancelRequest,
@@ -144,8 +144,7 @@ async def _after_order_call(erp: ErpConnector, request: Any) -> Any:
         s = request.shipment
         result = await erp.post_shipment(request.order_key, request.erp_sales_order, Shipment(
             shipment_id=s.shipment_id, order_key=request.order_key,
-            lines=[ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
-                   for ln in request.lines],
+            lines=request.lines,
             carrier=s.carrier, tracking_number=s.tracking_number,
             shipped_at=s.shipped_at.isoformat()))
         return ErpShipmentPosted(order_key=request.order_key, shipment_id=s.shipment_id,
@@ -159,8 +158,7 @@ async def _after_order_call(erp: ErpConnector, request: Any) -> Any:
     r = request.refund
     returned = await erp.post_return(request.order_key, request.erp_sales_order, Refund(
         refund_id=r.refund_id,
-        lines=[ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
-               for ln in request.lines],
+        lines=request.lines,
         amount=format(r.amount, "f"), currency=request.currency, reason=r.reason,
         restock=r.restock))
     return ErpReturnPosted(order_key=request.order_key, refund_id=r.refund_id,

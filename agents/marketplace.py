@@ -30,7 +30,7 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard
 from retail_sync.agents.retry import RetryPolicy, call_with_retries
-from retail_sync.connectors.contracts import CancelLine, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import Refund, Shipment
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.streams.commands import (
     ChannelCommand,
@@ -116,8 +116,7 @@ async def _cancel(ctx: AgentDeps, command: MarketplaceCancel, source_topic: str)
     if outbound is None:
         error = f"no outbound configured for {command.channel}: cancel it by hand"
     else:
-        lines = [CancelLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
-                 for ln in command.lines]
+        lines = command.lines
         try:
             await call_with_retries(lambda: outbound.cancel_lines(
                 command.marketplace_order_id, lines, whole_order=command.whole_order,
@@ -155,8 +154,7 @@ async def carry_out_after_order(ctx: AgentDeps, command: MarketplaceShipment | M
         reference = command.refund.refund_id
         what = f"refund {reference}: {command.refund.amount} {command.currency}"
         since = command.refund.requested_at
-    lines = [ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
-             for ln in command.lines]
+    lines = command.lines
     if outbound is None:
         error = f"no outbound configured for {command.channel}: tell it by hand ({what})"
     else:

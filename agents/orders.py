@@ -94,11 +94,11 @@ async def handle(ctx: AgentDeps, key: str, event: OrderEvent,
         await ctx.topics.stock_events.send(key=command.sku, value=command)
     for request in outcome.erp_requests:
         await ctx.topics.erp_requests.send(key=request.order_key, value=request)
-    for command in outcome.marketplace_commands:
-        await ctx.topics.commands_for(command.channel).send(key=command.order_key,
-                                                              value=command)
-    for command in outcome.wms_commands:
-        await ctx.topics.wms_requests.send(key=command.order_key, value=command)
+    for channel_command in outcome.marketplace_commands:
+        await ctx.topics.commands_for(channel_command.channel).send(
+            key=channel_command.order_key, value=channel_command)
+    for wms_command in outcome.wms_commands:
+        await ctx.topics.wms_requests.send(key=wms_command.order_key, value=wms_command)
 
 
 handle_guarded = guard(lambda ctx, key, event, policies=None: Record(

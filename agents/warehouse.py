@@ -21,7 +21,7 @@ from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.feeds import register_feed
 from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.retry import call_with_retries
-from retail_sync.connectors.contracts import ShipmentLine, WmsConnector, WmsEvent
+from retail_sync.connectors.contracts import WmsConnector, WmsEvent
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
 from retail_sync.streams.events import (
@@ -64,11 +64,6 @@ async def _carry_out_guarded(ctx: AgentDeps, wms: WmsConnector | None, command: 
     await carry_out(ctx, wms, command)
 
 
-def _lines(command: WmsRelease | WmsExpectReturn) -> list[ShipmentLine]:
-    return [ShipmentLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
-            for ln in command.lines]
-
-
 async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand) -> None:
     key, now = command.order_key, utcnow()
     try:
@@ -78,7 +73,7 @@ async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsComman
             shipping = command.shipping.model_dump(mode="json") if command.shipping else None
             details = {i: d.model_dump(mode="json") for i, d in command.line_details.items()}
             reference = await call_with_retries(lambda: wms.create_fulfilment_order(
-                key, command.erp_sales_order, _lines(command), command.ship_to,
+                key, command.erp_sales_order, command.lines, command.ship_to,
                 command.reference, shipping=shipping, line_details=details or None),
                 ctx.settings)
             await ctx.topics.order_events.send(key=key, value=FulfilmentReleased(
@@ -101,7 +96,7 @@ async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsComman
                     order_key=key, refund_id=command.refund_id, at=now))
                 return
             await call_with_retries(lambda: wms.expect_return(key, command.refund_id,
-                                                              _lines(command)), ctx.settings)
+                                                              command.lines), ctx.settings)
     except (RetryableError, PermanentError) as exc:
         await record_exception(ctx, kind=ExceptionKind.OUTBOUND, exc=f"warehouse: {exc}",
                                payload=command.model_dump_json(), order_key=key,

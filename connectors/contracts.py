@@ -1,6 +1,8 @@
 """Contracts between the engine and the systems it talks to: the Protocols each connector
 implements and the value types they exchange. One package per system (connectors/<system>/)
-implements them; connectors/plugin.py registers them."""
+implements them; connectors/plugin.py registers them. The units of an order line (in a shipment,
+a return, a cancellation, a warehouse release) are ``streams.models.LineUnits``, the type the
+commands carry."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from retail_sync.streams.models import Order
+from retail_sync.streams.models import LineUnits, Order
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +64,13 @@ class ErpConnector(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ShipmentLine:
-    """Units of one order line in a shipment (or a return, or a cancellation)."""
-
-    line_id: str
-    sku: str
-    quantity: int
-
-
-@dataclass(frozen=True, slots=True)
 class Shipment:
     """A warehouse shipment: what left, how, when. ``carrier`` is canonical (UPS, USPS, FEDEX,
     DHL, OTHER); each marketplace connector translates it into that channel's carrier codes."""
 
     shipment_id: str  # the WMS's reference, stable: the idempotency key everywhere downstream
     order_key: str
-    lines: Sequence[ShipmentLine]
+    lines: Sequence[LineUnits]
     carrier: str
     tracking_number: str
     shipped_at: str  # ISO 8601, UTC
@@ -95,7 +88,7 @@ class Refund:
     """Money (and possibly goods) back to the buyer for some lines of an order."""
 
     refund_id: str  # stable: the marketplace's refund/return id, or ours
-    lines: Sequence[ShipmentLine]
+    lines: Sequence[LineUnits]
     amount: str  # decimal string, in the order's currency
     currency: str
     reason: str
@@ -142,7 +135,7 @@ class WmsEvent:
     shipment: Shipment | None = None
     return_id: str | None = None  # for return_received: the refund/return id it was announced as
     order_key: str | None = None
-    lines: Sequence[ShipmentLine] = ()
+    lines: Sequence[LineUnits] = ()
     at: str = ""  # ISO 8601, UTC
 
 
@@ -156,7 +149,7 @@ class WmsConnector(Protocol):
     """The warehouse: takes fulfilment orders, announces returns, reports what happened."""
 
     async def create_fulfilment_order(self, order_key: str, erp_sales_order: str,
-                                      lines: Sequence[ShipmentLine],
+                                      lines: Sequence[LineUnits],
                                       ship_to: Mapping[str, Any] | None,
                                       reference: str | None = None, *,
                                       shipping: Mapping[str, Any] | None = None,
@@ -173,7 +166,7 @@ class WmsConnector(Protocol):
         ...
 
     async def expect_return(self, order_key: str, return_id: str,
-                            lines: Sequence[ShipmentLine]) -> None:
+                            lines: Sequence[LineUnits]) -> None:
         """Tell the warehouse goods are coming back (idempotent on ``return_id``)."""
         ...
 
@@ -271,15 +264,6 @@ class PushReport:
     reference: str | None = None  # the marketplace's id of the call (feed id), if any
 
 
-@dataclass(frozen=True, slots=True)
-class CancelLine:
-    """Cancel ``quantity`` units of the marketplace's order line ``line_id``."""
-
-    line_id: str
-    sku: str
-    quantity: int
-
-
 class ChannelOutbound(Protocol):
     """What the engine tells one marketplace: sellable quantities and seller cancellations.
 
@@ -294,7 +278,7 @@ class ChannelOutbound(Protocol):
         ...
 
     async def cancel_lines(
-        self, marketplace_order_id: str, lines: Sequence[CancelLine], *, whole_order: bool,
+        self, marketplace_order_id: str, lines: Sequence[LineUnits], *, whole_order: bool,
         reason: str,
     ) -> None:
         """Cancel the order (``whole_order``) or the given quantities of its lines, as the

@@ -253,12 +253,6 @@ class InventoryUpdate(Frozen):
     computed_at: UtcDatetime
 
 
-class CancelLineRequest(Frozen):
-    line_id: str
-    sku: str
-    quantity: int = Field(gt=0)
-
-
 class MarketplaceCancel(Frozen):
     """Command to the marketplace-outbound agent: cancel (some of) an order as the seller."""
 
@@ -267,7 +261,7 @@ class MarketplaceCancel(Frozen):
     channel: str
     marketplace_order_id: str
     whole_order: bool
-    lines: list[CancelLineRequest]
+    lines: list[LineUnits]
     reason: str
     requested_at: UtcDatetime
 

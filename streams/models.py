@@ -223,6 +223,8 @@ class RawOrderMessage(Frozen):
 # --- values the commands, events and states share ------------------------------------------
 
 
+#: units of one order line: in a shipment, a return, a seller cancellation, a warehouse release;
+#: the commands carry it and the connectors' contracts (connectors/contracts.py) take it
 class LineUnits(Frozen):
     line_id: str
     sku: str

@@ -40,6 +40,8 @@ VERSION_KEY = "schema_version"
 #: codec name -> its current schema version (bump when its models change; then export)
 VERSIONS: dict[str, int] = {
     "rs.order_event": 2,  # v2: RetryErpPost, RetryWmsRelease (a replay goes through the owner)
+    "rs.channel_command": 2,  # v2: MarketplaceCancel's lines are LineUnits (was CancelLineRequest,
+    # the same fields): one type per fact, issue 15; the records are the same
 }
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

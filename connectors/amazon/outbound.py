@@ -69,9 +69,10 @@ import aiohttp
 from retail_sync.connectors.amazon.client import USER_AGENT, error_for_status, observe
 from retail_sync.connectors.amazon.plan import AMAZON_PLANS
 from retail_sync.connectors.amazon.settings import AmazonSettings
-from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.contracts import PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.ratelimit import Budgets, budgets_for
+from retail_sync.streams.models import LineUnits
 
 JSON = dict[str, Any]
 CHANNEL = "amazon"
@@ -212,7 +213,7 @@ def _envelope(seller_id: str, message_type: str) -> tuple[ET.Element, ET.Element
     return root, message
 
 
-def acknowledgement_feed(seller_id: str, order_id: str, lines: Sequence[CancelLine], *,
+def acknowledgement_feed(seller_id: str, order_id: str, lines: Sequence[LineUnits], *,
                          whole_order: bool, reason: str) -> bytes:  # fmt: skip
     """POST_ORDER_ACKNOWLEDGEMENT_DATA: ``Failure`` cancels the order; listed items are cancelled
     by ``Quantity`` units in all (a total: sending it again changes nothing). A whole-order
@@ -292,7 +293,7 @@ class AmazonOutbound:
         return PushReport(applied=[u.sku for u in updates if u.sku not in failed], failed=failed,
                           mechanism="JSON_LISTINGS_FEED", reference=feed_id)
 
-    async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[CancelLine], *,
+    async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[LineUnits], *,
                            whole_order: bool, reason: str) -> None:  # fmt: skip
         if not whole_order and not lines:
             return

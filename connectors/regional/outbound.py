@@ -37,9 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.contracts import PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import RetryableError
 from retail_sync.connectors.regional.settings import RegionalSettings
+from retail_sync.streams.models import LineUnits
 
 CHANNEL = "regional"
 INVENTORY_COLUMNS = ("sku", "quantity")
@@ -108,7 +109,7 @@ class RegionalOutbound:
         name = await self._write("inventory", INVENTORY_COLUMNS, [(u.sku, u.quantity) for u in good])
         return PushReport(applied=[u.sku for u in good], failed=failed, mechanism="file", reference=name)
 
-    async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[CancelLine], *,
+    async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[LineUnits], *,
                            whole_order: bool, reason: str) -> None:  # fmt: skip
         rows: list[tuple[Any, ...]] = [(marketplace_order_id, ln.line_id, ln.sku, ln.quantity, reason)
                                        for ln in lines]  # fmt: skip

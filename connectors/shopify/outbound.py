@@ -60,14 +60,7 @@ from typing import Any
 
 import aiohttp
 
-from retail_sync.connectors.contracts import (
-    CancelLine,
-    PushReport,
-    QuantityUpdate,
-    Refund,
-    Shipment,
-    ShipmentLine,
-)
+from retail_sync.connectors.contracts import PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
@@ -80,6 +73,7 @@ from retail_sync.connectors.ratelimit import Budgets, budgets_for
 from retail_sync.connectors.retry import while_result
 from retail_sync.connectors.shopify.plan import SHOPIFY_HEADROOM, SHOPIFY_PLANS
 from retail_sync.connectors.shopify.settings import ShopifySettings
+from retail_sync.streams.models import LineUnits
 
 JSON = dict[str, Any]
 ADMIN = "admin"  # the one budget of the Admin REST API (per store)
@@ -284,7 +278,7 @@ class ShopifyOutbound:
         return PushReport(applied=applied, failed=failed, mechanism="inventory_levels/set")
 
     async def cancel_lines(
-        self, marketplace_order_id: str, lines: Sequence[CancelLine], *, whole_order: bool,
+        self, marketplace_order_id: str, lines: Sequence[LineUnits], *, whole_order: bool,
         reason: str,
     ) -> None:
         if whole_order:
@@ -300,7 +294,7 @@ class ShopifyOutbound:
             return
         raise error_for_status(status, text, resp.headers, what)
 
-    async def _cancel_units(self, order_id: str, lines: Sequence[CancelLine], reason: str) -> None:
+    async def _cancel_units(self, order_id: str, lines: Sequence[LineUnits], reason: str) -> None:
         refunds = await self._json("GET", f"orders/{order_id}/refunds.json", f"refunds of {order_id}")
         done = _refunded(refunds.get("refunds", []))
         wanted: dict[int, int] = {}
@@ -397,7 +391,7 @@ def shopify_carrier(carrier: str) -> str:
     return company
 
 
-def _shipment_items(lines: Sequence[ShipmentLine], order_id: str) -> dict[int, int]:
+def _shipment_items(lines: Sequence[LineUnits], order_id: str) -> dict[int, int]:
     """line item id -> units, the shipment's (or refund's) lines added up per line."""
     items: dict[int, int] = {}
     for line in lines:
@@ -444,7 +438,7 @@ def _refunded(refunds: Any) -> dict[int, int]:
     return done
 
 
-def _line_item_id(line: CancelLine | ShipmentLine, order_id: str) -> int:
+def _line_item_id(line: LineUnits, order_id: str) -> int:
     try:
         return int(line.line_id)
     except ValueError:

@@ -66,10 +66,11 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from retail_sync.connectors.contracts import CancelLine, PushReport, QuantityUpdate, Refund, Shipment
+from retail_sync.connectors.contracts import PushReport, QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.walmart.client import WalmartOrdersClient, error_for_status, walmart_budgets
 from retail_sync.connectors.walmart.settings import WalmartSettings
+from retail_sync.streams.models import LineUnits
 
 JSON = dict[str, Any]
 CANCEL_REASON = "SELLER_CANCEL_OUT_OF_STOCK"
@@ -241,7 +242,7 @@ class WalmartOutbound:
     # --- cancellations ---------------------------------------------------------------------------
 
     async def cancel_lines(
-        self, marketplace_order_id: str, lines: Sequence[CancelLine], *, whole_order: bool,
+        self, marketplace_order_id: str, lines: Sequence[LineUnits], *, whole_order: bool,
         reason: str,
     ) -> None:
         po = marketplace_order_id
@@ -375,7 +376,7 @@ def _line_units(line: JSON) -> tuple[int, int]:
     return open_units, cancelled
 
 
-def _still_to_cancel(order: JSON, lines: Sequence[CancelLine], *, whole_order: bool) -> dict[str, int]:
+def _still_to_cancel(order: JSON, lines: Sequence[LineUnits], *, whole_order: bool) -> dict[str, int]:
     """lineNumber -> units to cancel now so that the request holds."""
     by_number = {str(ln.get("lineNumber")): ln for ln in (order.get("orderLines") or {}).get("orderLine", [])}
     if whole_order:

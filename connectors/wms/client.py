@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from retail_sync.connectors.contracts import Shipment, ShipmentLine, WmsEvent, WmsFeedResult
+from retail_sync.connectors.contracts import Shipment, WmsEvent, WmsFeedResult
 from retail_sync.connectors.errors import (
     DecodeError,
     PermanentError,
@@ -45,6 +45,7 @@ from retail_sync.connectors.errors import (
     parse_retry_after,
 )
 from retail_sync.connectors.wms.settings import WmsSettings
+from retail_sync.streams.models import LineUnits
 
 API = "/api/v1"
 PAGE_SIZE = 100
@@ -67,7 +68,7 @@ def order_key_of(reference: str) -> str:
 
 
 
-def line_docs(lines: Sequence[ShipmentLine],
+def line_docs(lines: Sequence[LineUnits],
               details: Mapping[str, Mapping[str, Any]] | None = None) -> list[JSON]:
     """Line documents; with ``details`` each also carries its title, properties (e.g. the
     engraving text) and condition, where there are any."""
@@ -92,7 +93,7 @@ def _text(doc: Mapping[str, Any], key: str, what: str) -> str:
     return value
 
 
-def shipment_lines(value: Any, what: str) -> list[ShipmentLine]:
+def shipment_lines(value: Any, what: str) -> list[LineUnits]:
     if not isinstance(value, list):
         raise DecodeError(f"WMS {what}: lines is not a list")
     lines = []
@@ -102,7 +103,8 @@ def shipment_lines(value: Any, what: str) -> list[ShipmentLine]:
         qty = row.get("quantity")
         if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
             raise DecodeError(f"WMS {what}: quantity is not a positive integer: {row!r}")
-        lines.append(ShipmentLine(_text(row, "line_id", what), _text(row, "sku", what), qty))
+        lines.append(LineUnits(line_id=_text(row, "line_id", what), sku=_text(row, "sku", what),
+                               quantity=qty))
     return lines
 
 
@@ -200,7 +202,7 @@ class WmsClient:
         return json_object(body, what)
 
     async def create_fulfilment_order(self, order_key: str, erp_sales_order: str,
-                                      lines: Sequence[ShipmentLine],
+                                      lines: Sequence[LineUnits],
                                       ship_to: Mapping[str, Any] | None,
                                       reference: str | None = None, *,
                                       shipping: Mapping[str, Any] | None = None,
@@ -235,7 +237,7 @@ class WmsClient:
         return cancelled
 
     async def expect_return(self, order_key: str, return_id: str,
-                            lines: Sequence[ShipmentLine]) -> None:  # fmt: skip
+                            lines: Sequence[LineUnits]) -> None:  # fmt: skip
         body = {"id": return_id, "reference": order_key, "lines": line_docs(lines)}
         await self._call("POST", "/returns", f"announce return {return_id} of {order_key}", json=body)
 

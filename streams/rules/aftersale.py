@@ -39,7 +39,6 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from retail_sync.streams.commands import (
-    CancelLineRequest,
     ErpCancelRequest,
     ErpReturnRequest,
     ErpShipmentRequest,
@@ -581,7 +580,7 @@ def cancelled(state: OrderState, by: str, reason: str, now: datetime,
         commands = [MarketplaceCancel(
             order_key=state.order_key, channel=state.channel,
             marketplace_order_id=state.correlation.marketplace_order_id, whole_order=True,
-            lines=[CancelLineRequest(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+            lines=[LineUnits(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
                    for ln in state.order.lines],
             reason=BUYER_CANCELED if by == "buyer" else reason, requested_at=now)]
     return outcome(state=new, changed=True, marketplace_commands=commands,

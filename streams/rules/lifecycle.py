@@ -62,9 +62,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from retail_sync.streams.commands import (
-    CancelLineRequest,
     CommitStock,
     ErpCancelRequest,
+    ErpCommand,
     ErpPostRequest,
     LineRequest,
     MarketplaceCancel,
@@ -91,7 +91,7 @@ from retail_sync.streams.events import (
     ShipmentReported,
     StockAnswered,
 )
-from retail_sync.streams.models import Money, Order, OrderStatus
+from retail_sync.streams.models import LineUnits, Money, Order, OrderStatus
 from retail_sync.streams.rules import aftersale
 from retail_sync.streams.rules.outcome import Outcome, merge
 from retail_sync.streams.state import Correlation, LineStock, OrderState, TimelineEntry
@@ -299,7 +299,7 @@ def _on_redelivery(state: OrderState, event: OrderReceived, now: datetime,
         new = out.state
     else:
         out = Outcome(state=new, changed=bool(updates))
-    requests = [_request(new, now)] if new.status is OrderStatus.ERP_PENDING else []
+    requests: list[ErpCommand] = [_request(new, now)] if new.status is OrderStatus.ERP_PENDING else []
     reserve = _reserve_commands(new, now) if new.status is OrderStatus.STOCK_PENDING else []
     return merge(out, Outcome(state=new, erp_requests=requests, stock_commands=list(reserve)))
 
@@ -444,10 +444,10 @@ def _decide(state: OrderState, now: datetime, policy: str) -> Outcome:
 def _cancel(state: OrderState, short: dict[str, LineStock], *, whole: bool,
             now: datetime) -> MarketplaceCancel:
     if whole:
-        lines = [CancelLineRequest(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
+        lines = [LineUnits(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity)
                  for ln in state.order.lines]
     else:
-        lines = [CancelLineRequest(line_id=i, sku=s.sku, quantity=s.requested - s.reserved)
+        lines = [LineUnits(line_id=i, sku=s.sku, quantity=s.requested - s.reserved)
                  for i, s in sorted(short.items())]
     return MarketplaceCancel(
         order_key=state.order_key, channel=state.channel,

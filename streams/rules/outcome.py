@@ -6,9 +6,15 @@ neither imports the other's callers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from retail_sync.streams.commands import CommitStock, ReleaseStock, ReserveStock
+from retail_sync.streams.commands import (
+    ChannelCommand,
+    CommitStock,
+    ErpCommand,
+    ReleaseStock,
+    ReserveStock,
+    WmsCommand,
+)
 from retail_sync.streams.state import OrderState
 
 StockCommand = ReserveStock | ReleaseStock | CommitStock
@@ -17,10 +23,10 @@ StockCommand = ReserveStock | ReleaseStock | CommitStock
 @dataclass
 class Outcome:
     state: OrderState | None
-    erp_requests: list[Any] = field(default_factory=list)  # streams.commands.ErpCommand
+    erp_requests: list[ErpCommand] = field(default_factory=list)
     stock_commands: list[StockCommand] = field(default_factory=list)
-    marketplace_commands: list[Any] = field(default_factory=list)  # ChannelCommand
-    wms_commands: list[Any] = field(default_factory=list)  # WmsCommand
+    marketplace_commands: list[ChannelCommand] = field(default_factory=list)
+    wms_commands: list[WmsCommand] = field(default_factory=list)
     changed: bool = False
     first_confirmation: bool = False
     first_refund_posted: bool = False

@@ -14,7 +14,6 @@ import orjson
 import pytest
 
 from retail_sync.broker import free_port
-from retail_sync.connectors.contracts import ShipmentLine
 from retail_sync.connectors.wms.client import WmsClient
 from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
 from retail_sync.simulators.regional.simulator import RegionalSimulator
@@ -22,6 +21,7 @@ from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySi
 from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
 from retail_sync.simulators.wms.simulator import WmsSimConfig, WmsSimulator
 from retail_sync.stack import Stack, WorkerProcess
+from retail_sync.streams.models import LineUnits
 from tests.integration.helpers import SECRET, eventually
 
 pytestmark = pytest.mark.integration
@@ -244,7 +244,7 @@ async def test_partial_shipment_cancellations_return_and_out_of_order(stack: Sta
         late_key = f"shopify:{late['id']}"
         client = WmsClient(world.wms.base_url or "", "demo-wms-key")
         try:  # the ERP released it to the warehouse directly; the warehouse ships at once
-            lines = [ShipmentLine(line_id=str(li["id"]), sku=li["sku"], quantity=li["quantity"])
+            lines = [LineUnits(line_id=str(li["id"]), sku=li["sku"], quantity=li["quantity"])
                      for li in late["line_items"]]
             await client.create_fulfilment_order(late_key, "released-by-erp", lines, None)
         finally:

@@ -23,7 +23,6 @@ from typing import Any
 from pydantic import Field
 
 from retail_sync.connectors.contracts import (
-    CancelLine,
     PolledOrder,
     PollResult,
     PushReport,
@@ -35,7 +34,7 @@ from retail_sync.connectors.plugin import ChannelPlugin, ConnectorSettings, Reco
 from retail_sync.connectors.ratelimit import Budgets, Plan, budgets_for
 from retail_sync.connectors.reconcile_types import ChannelRead, Mapper, map_into
 from retail_sync.streams.errors import MappingError
-from retail_sync.streams.models import Money, Order, OrderLine
+from retail_sync.streams.models import LineUnits, Money, Order, OrderLine
 from retail_sync.streams.status import StatusTable, table
 
 CHANNEL = "toy"
@@ -104,7 +103,7 @@ class ToyOutbound:
         await self._write("inventory", quantities={u.sku: u.quantity for u in updates})
         return PushReport(applied=[u.sku for u in updates], mechanism="toy-outbox")
 
-    async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[CancelLine], *,
+    async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[LineUnits], *,
                            whole_order: bool, reason: str) -> None:
         await self._write("cancel", order=marketplace_order_id, whole_order=whole_order,
                           lines=[asdict(line) for line in lines], reason=reason)

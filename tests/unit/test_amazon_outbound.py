@@ -23,11 +23,12 @@ from retail_sync.connectors.amazon.outbound import (
     split_amount,
 )
 from retail_sync.connectors.amazon.plan import AMAZON_PLANS
-from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.connectors.ratelimit import Budgets
 from retail_sync.simulators.amazon.orders import CARRIER_CODES
 from retail_sync.simulators.amazon.simulator import AmazonSimConfig, AmazonSimulator
+from retail_sync.streams.models import LineUnits
 from tests.specs import needs_spec, spec_path
 
 TOKEN = "Atza|outbound-test"  # noqa: S105
@@ -198,7 +199,8 @@ async def test_partial_cancellation_is_visible_to_pollers_and_idempotent(make_si
     order_id, [(item_a, _), _] = await placed(sim)
     client = outbound_for(sim)
     for _ in range(2):
-        await client.cancel_lines(order_id, [CancelLine(item_a, "A", 1)], whole_order=False,
+        await client.cancel_lines(order_id, [LineUnits(line_id=item_a, sku="A", quantity=1)],
+                                  whole_order=False,
                                   reason="out of stock")
     assert await statuses(sim, order_id) == ("Unshipped", {"A": 1, "B": 1})
     assert [(c["sku"], c["quantity"], c["reason"]) for c in sim.cancellations] == [("A", 1, "NoInventory")]
@@ -210,7 +212,7 @@ async def test_whole_order_cancellation(make_sim, outbound_for) -> None:
     sim.listings.set("A", 5)
     order_id, lines = await placed(sim)
     client = outbound_for(sim)
-    cancel = [CancelLine(item, sku, 1) for item, sku in lines]
+    cancel = [LineUnits(line_id=item, sku=sku, quantity=1) for item, sku in lines]
     await client.cancel_lines(order_id, cancel, whole_order=True, reason="NoInventory")
     await client.cancel_lines(order_id, cancel, whole_order=True, reason="NoInventory")  # harmless
     assert (await statuses(sim, order_id))[0] == "Canceled"
@@ -225,12 +227,14 @@ async def test_a_cancellation_amazon_refuses_is_permanent(make_sim, outbound_for
 
 
 def test_acknowledgement_feed_shape() -> None:
-    xml = acknowledgement_feed(SELLER, "111-1", [CancelLine("42", "A", 2)], whole_order=False,
+    xml = acknowledgement_feed(SELLER, "111-1", [LineUnits(line_id="42", sku="A", quantity=2)],
+                               whole_order=False,
                                reason="NoInventory").decode()
     assert "<StatusCode>Failure</StatusCode>" in xml
     assert "<AmazonOrderItemCode>42</AmazonOrderItemCode>" in xml
     assert "<Quantity>2</Quantity>" in xml and "<MessageType>OrderAcknowledgement</MessageType>" in xml
-    whole = acknowledgement_feed(SELLER, "111-1", [CancelLine("42", "A", 2)], whole_order=True, reason="x")
+    whole = acknowledgement_feed(SELLER, "111-1", [LineUnits(line_id="42", sku="A", quantity=2)],
+                                 whole_order=True, reason="x")
     assert b"<Item>" not in whole
 
 
@@ -241,7 +245,7 @@ CANONICAL_CARRIERS = ("UPS", "USPS", "FEDEX", "DHL", "OTHER")
 
 def shipment(shipment_id: str, *lines: tuple[str, str, int], carrier: str = "UPS") -> Shipment:
     return Shipment(shipment_id=shipment_id, order_key="amazon:x",
-                    lines=[ShipmentLine(i, sku, q) for i, sku, q in lines], carrier=carrier,
+                    lines=[LineUnits(line_id=i, sku=sku, quantity=q) for i, sku, q in lines], carrier=carrier,
                     tracking_number="1Z999", shipped_at="2026-03-02T10:00:00Z")
 
 
@@ -341,8 +345,9 @@ async def test_a_throttle_pauses_the_budget_and_the_call_goes_through(make_sim, 
 
 def refund(refund_id: str, amount: str, *lines: tuple[str, str, int], reason: str = "damaged",
            restock: bool = True) -> Refund:
-    return Refund(refund_id=refund_id, lines=[ShipmentLine(i, sku, q) for i, sku, q in lines],
-                  amount=amount, currency="USD", reason=reason, restock=restock)
+    # model_construct: a line of 0 units (which LineUnits refuses) must still be skipped here
+    return Refund(refund_id=refund_id, amount=amount, currency="USD", reason=reason, restock=restock,
+                  lines=[LineUnits.model_construct(line_id=i, sku=sku, quantity=q) for i, sku, q in lines])
 
 
 def test_amounts_split_to_the_cent_and_reasons_map() -> None:

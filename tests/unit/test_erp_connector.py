@@ -9,13 +9,7 @@ from decimal import Decimal
 import pytest
 from pydantic import AnyHttpUrl
 
-from retail_sync.connectors.contracts import (
-    ErpReturnResult,
-    ErpShipmentResult,
-    Refund,
-    Shipment,
-    ShipmentLine,
-)
+from retail_sync.connectors.contracts import ErpReturnResult, ErpShipmentResult, Refund, Shipment
 from retail_sync.connectors.erpnext.client import (
     ErpNextConnector,
     error_for_status,
@@ -27,7 +21,7 @@ from retail_sync.connectors.erpnext.order_feed import ErpOrderFeed, order_change
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.settings import Settings
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator, run_erp_simulator
-from retail_sync.streams.models import Address, Customer, Money, Order, OrderLine
+from retail_sync.streams.models import Address, Customer, LineUnits, Money, Order, OrderLine
 
 
 def usd(amount: str) -> Money:
@@ -271,12 +265,14 @@ def two_line_order(order_id: str) -> Order:
 
 def shipment(shipment_id: str, *lines: tuple[str, str, int]) -> Shipment:
     return Shipment(shipment_id=shipment_id, order_key="shopify:1",
-                    lines=[ShipmentLine(lid, sku, q) for lid, sku, q in lines], carrier="UPS",
+                    lines=[LineUnits(line_id=lid, sku=sku, quantity=q) for lid, sku,
+                           q in lines], carrier="UPS",
                     tracking_number="1Z999", shipped_at="2026-01-11T10:00:00+00:00")  # fmt: skip
 
 
 def refund(refund_id: str, amount: str, *lines: tuple[str, str, int], restock: bool) -> Refund:
-    return Refund(refund_id=refund_id, lines=[ShipmentLine(lid, s, q) for lid, s, q in lines],
+    return Refund(refund_id=refund_id, lines=[LineUnits(line_id=lid, sku=s, quantity=q) for lid, s,
+                                              q in lines],
                   amount=amount, currency="USD", reason="damaged", restock=restock)  # fmt: skip
 
 

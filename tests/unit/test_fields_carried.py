@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from retail_sync.connectors.amazon import mapper as amazon
-from retail_sync.connectors.contracts import Refund, ShipmentLine
+from retail_sync.connectors.contracts import Refund
 from retail_sync.connectors.erpnext.client import ErpNextConnector, sales_order_doc
 from retail_sync.connectors.erpnext.fields import MARKETPLACE_WAREHOUSE
 from retail_sync.connectors.shopify import mapper as shopify
@@ -37,7 +37,7 @@ from retail_sync.streams.events import (
     OrderReceived,
     StockAnswered,
 )
-from retail_sync.streams.models import Order, OrderStatus
+from retail_sync.streams.models import LineUnits, Order, OrderStatus
 from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.state import OrderState
 from tests.fixture_orders import amazon_example, shopify_order
@@ -331,7 +331,7 @@ async def test_line_discounts_in_allocations_give_discounted_erp_rates_and_refun
         "transactions": [{"kind": "refund", "amount": "195.66", "status": "success"}]}, T0)
     assert key == order.order_key and record.amount == Decimal("195.66")
     result = await erp.post_return(key, name, Refund(
-        refund_id=record.refund_id, lines=[ShipmentLine(line.line_id, line.sku, 1)],
+        refund_id=record.refund_id, lines=[LineUnits(line_id=line.line_id, sku=line.sku, quantity=1)],
         amount=format(record.amount, "f"), currency="USD", reason=record.reason,
         restock=record.restock))
     note = sim.finance.invoices[result.credit_note]
@@ -422,7 +422,7 @@ async def test_the_wms_gets_and_keeps_shipping_instructions_and_line_details() -
     try:
         await client.create_fulfilment_order(
             command.order_key, command.erp_sales_order,
-            [ShipmentLine(ln.line_id, ln.sku, ln.quantity) for ln in command.lines],
+            [LineUnits(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity) for ln in command.lines],
             command.ship_to, shipping=command.shipping.model_dump(mode="json")
             if command.shipping else None,
             line_details={i: d.model_dump(mode="json") for i, d in command.line_details.items()})

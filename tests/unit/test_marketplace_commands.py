@@ -14,15 +14,15 @@ import faust
 import pytest
 
 from retail_sync.agents import marketplace, orders
-from retail_sync.connectors.contracts import CancelLine, PushReport
+from retail_sync.connectors.contracts import PushReport
 from retail_sync.connectors.errors import PermanentError
 from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.context import Context, Tables
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
-from retail_sync.streams.commands import CancelLineRequest, MarketplaceCancel
+from retail_sync.streams.commands import MarketplaceCancel
 from retail_sync.streams.events import LineAllocation, MarketplaceNotified, OrderReceived, StockAnswered
-from retail_sync.streams.models import ExceptionKind, SyncException
+from retail_sync.streams.models import ExceptionKind, LineUnits, SyncException
 from retail_sync.streams.topics import Topics, declare_topics
 from tests.fixture_orders import shopify_order
 
@@ -34,7 +34,7 @@ FIXTURE = shopify_order()  # the sample with totals that add up (tests/fixture_o
 def cancel(channel: str, oid: str = "1001") -> MarketplaceCancel:
     return MarketplaceCancel(order_key=f"{channel}:{oid}", channel=channel,
                              marketplace_order_id=oid, whole_order=True,
-                             lines=[CancelLineRequest(line_id="l1", sku="SKU-1", quantity=1)],
+                             lines=[LineUnits(line_id="l1", sku="SKU-1", quantity=1)],
                              reason="out of stock", requested_at=NOW)
 
 
@@ -47,7 +47,7 @@ class FakeOutbound:
         self.cancelled: list[str] = []
         self.started = asyncio.Event()
 
-    async def cancel_lines(self, marketplace_order_id: str, lines: Iterable[CancelLine], *,
+    async def cancel_lines(self, marketplace_order_id: str, lines: Iterable[LineUnits], *,
                            whole_order: bool, reason: str) -> None:
         self.started.set()
         if self.hang:

@@ -12,7 +12,6 @@ import pytest
 
 from retail_sync.connectors.amazon import mapper as amazon
 from retail_sync.connectors.amazon.outbound import acknowledgement_feed
-from retail_sync.connectors.contracts import CancelLine
 from retail_sync.connectors.shopify import mapper as shopify
 from retail_sync.simulators.amazon.listings import parse_acknowledgements
 from retail_sync.simulators.amazon.orders import Market, OrderFactory, request_cancel_by_buyer, visible
@@ -35,7 +34,7 @@ from retail_sync.streams.events import (
     ShipmentReported,
     StockAnswered,
 )
-from retail_sync.streams.models import OrderStatus, ShipmentRecord
+from retail_sync.streams.models import LineUnits, OrderStatus, ShipmentRecord
 from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.validation import MappingError
 from tests.fixture_orders import shopify_order
@@ -166,7 +165,7 @@ def test_a_request_naming_some_items_only_is_left_to_a_human() -> None:
 
 
 def test_the_acknowledgement_answering_a_buyer_lists_every_item_as_buyer_canceled() -> None:
-    lines = [CancelLine("42", "A", 2), CancelLine("43", "B", 1)]
+    lines = [LineUnits(line_id="42", sku="A", quantity=2), LineUnits(line_id="43", sku="B", quantity=1)]
     [ack] = parse_acknowledgements(acknowledgement_feed("S", "111-1", lines, whole_order=True,
                                                         reason="BuyerCanceled"))
     assert ack.status_code == "Failure"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import RetryableError
 from retail_sync.connectors.regional.outbound import (
     REFUND_COLUMNS,
@@ -28,6 +28,7 @@ from retail_sync.simulators.regional.simulator import (
     RegionalSimConfig,
     RegionalSimulator,
 )
+from retail_sync.streams.models import LineUnits
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -68,8 +69,10 @@ async def test_cancellations_reach_the_marketplace(tmp_path: Path) -> None:
     (first, order), (second, other) = list(sim.orders.items())[:2]
     line_id, (sku, _qty, _) = next(iter(order.lines.items()))
     outbound = RegionalOutbound(outbox)
-    await outbound.cancel_lines(first, [CancelLine(line_id, sku, 1)], whole_order=False, reason="NoInventory")
-    await outbound.cancel_lines(first, [CancelLine(line_id, sku, 1)], whole_order=False, reason="NoInventory")
+    await outbound.cancel_lines(first, [LineUnits(line_id=line_id, sku=sku, quantity=1)], whole_order=False,
+                                reason="NoInventory")
+    await outbound.cancel_lines(first, [LineUnits(line_id=line_id, sku=sku, quantity=1)], whole_order=False,
+                                reason="NoInventory")
     await outbound.cancel_lines(second, [], whole_order=True, reason="NoInventory")
     results = sim.process_outbox()
     assert [r.kind for r in results] == ["cancellations"] * 3 and all(not r.rejected for r in results)
@@ -113,7 +116,7 @@ def _sim_with_orders(tmp_path: Path) -> tuple[RegionalSimulator, Path, list[tupl
     return sim, outbox, open_orders
 
 
-def _shipment(shipment_id: str, lines: list[ShipmentLine], carrier: str = "DHL") -> Shipment:
+def _shipment(shipment_id: str, lines: list[LineUnits], carrier: str = "DHL") -> Shipment:
     return Shipment(shipment_id=shipment_id, order_key="regional:x", lines=lines, carrier=carrier,
                     tracking_number="JJD000390007", shipped_at="2026-11-28T08:00:00+00:00")
 
@@ -126,18 +129,22 @@ def test_every_canonical_carrier_has_a_name_the_marketplace_knows() -> None:
 
 async def test_partial_then_full_shipment_is_applied_once(tmp_path: Path) -> None:
     sim, outbox, [(ref, order), *_] = _sim_with_orders(tmp_path)
-    lines = [ShipmentLine(n, sku, qty) for n, (sku, qty, _) in order.lines.items()]
+    lines = [LineUnits(line_id=n, sku=sku, quantity=qty) for n, (sku, qty, _) in order.lines.items()]
     first, *rest = lines
     outbound = RegionalOutbound(outbox)
-    await outbound.confirm_shipment(ref, _shipment("WMS-1", [ShipmentLine(first.line_id, first.sku, 1)]))
-    await outbound.confirm_shipment(ref, _shipment("WMS-1", [ShipmentLine(first.line_id, first.sku, 1)]))
+    await outbound.confirm_shipment(ref, _shipment("WMS-1", [LineUnits(line_id=first.line_id, sku=first.sku,
+                                                                       quantity=1)]))
+    await outbound.confirm_shipment(ref, _shipment("WMS-1", [LineUnits(line_id=first.line_id, sku=first.sku,
+                                                                       quantity=1)]))
     [written, _] = sorted(outbox.glob("shipments_*.csv"))
     assert tuple(_rows(written)[0]) == SHIPMENT_COLUMNS and _rows(written)[0]["carrier"] == "DHL Paket"
     results = sim.process_outbox()
     assert [(r.kind, r.applied, r.rejected) for r in results] == [("shipments", 1, [])] * 2
     assert [(s["shipment_id"], s["line_id"], s["quantity"]) for s in sim.shipments] == [
         ("WMS-1", first.line_id, 1)]
-    remaining = [ShipmentLine(first.line_id, first.sku, first.quantity - 1)] + rest
+    left = first.quantity - 1  # a line of 0 units is no line (LineUnits refuses it)
+    remaining = [LineUnits(line_id=first.line_id, sku=first.sku, quantity=left)] if left else []
+    remaining += rest
     await outbound.confirm_shipment(ref, _shipment("WMS-2", remaining, carrier="FEDEX"))
     assert sim.process_outbox() and sim.process_outbox() == []  # applied, moved to processed/
     assert order.state() == "shipped" and sum(s["quantity"] for s in sim.shipments) == sum(
@@ -150,7 +157,8 @@ async def test_refunds_are_applied_once_per_refund_id(tmp_path: Path) -> None:
     sim, outbox, [(ref, order), (other, _), *_] = _sim_with_orders(tmp_path)
     line_id, (sku, _qty, _) = next(iter(order.lines.items()))
     outbound = RegionalOutbound(outbox)
-    money_back = Refund(refund_id="RMA-1", lines=[ShipmentLine(line_id, sku, 1)], amount="1.50",
+    money_back = Refund(refund_id="RMA-1", lines=[LineUnits(line_id=line_id, sku=sku, quantity=1)],
+                        amount="1.50",
                         currency="EUR", reason="damaged", restock=True)
     await outbound.refund(ref, money_back)
     await outbound.refund(ref, money_back)
@@ -190,7 +198,7 @@ async def test_malformed_shipment_and_refund_rows_are_rejected(tmp_path: Path) -
 async def test_shipping_a_cancelled_order_is_rejected(tmp_path: Path) -> None:
     sim, outbox, [(ref, order), *_] = _sim_with_orders(tmp_path)
     sim.cancel_by_buyer(ref)
-    lines = [ShipmentLine(n, sku, qty) for n, (sku, qty, _) in order.lines.items()]
+    lines = [LineUnits(line_id=n, sku=sku, quantity=qty) for n, (sku, qty, _) in order.lines.items()]
     await RegionalOutbound(outbox).confirm_shipment(ref, _shipment("S", lines))
     [result] = sim.process_outbox()
     assert result.applied == 0 and "cancelled" in result.rejected[0]["reason"] and sim.shipments == []

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.ratelimit import Budgets
 from retail_sync.connectors.shopify.outbound import (
@@ -22,6 +22,7 @@ from retail_sync.connectors.shopify.outbound import (
 )
 from retail_sync.connectors.shopify.plan import SHOPIFY_PLANS
 from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
+from retail_sync.streams.models import LineUnits
 from tests.unit.test_shopify_simulator import Receiver
 
 TOKEN = "shpat_demo"
@@ -155,7 +156,8 @@ async def _order(sim: ShopifySimulator, lines: list[tuple[str, int]]) -> dict[st
 async def test_whole_cancel_is_recorded_once(sim, outbound) -> None:
     order = await _order(sim, [("IPOD2008RED", 2), ("MUG-CLASSIC", 1)])
     oid = str(order["id"])
-    lines = [CancelLine(str(li["id"]), li["sku"], li["quantity"]) for li in order["line_items"]]
+    lines = [LineUnits(line_id=str(li["id"]), sku=li["sku"],
+                       quantity=li["quantity"]) for li in order["line_items"]]
     await outbound.cancel_lines(oid, lines, whole_order=True, reason="out of stock")
     await outbound.cancel_lines(oid, lines, whole_order=True, reason="out of stock")  # 422 = done
     assert sim.orders[oid]["cancel_reason"] == "inventory" and sim.orders[oid]["cancelled_at"]
@@ -170,7 +172,7 @@ async def test_partial_cancel_refunds_only_what_is_missing(sim, outbound) -> Non
     sim.listings.set("IPOD2008RED", 10)
     order = await _order(sim, [("IPOD2008RED", 3), ("MUG-CLASSIC", 1)])
     oid, red = str(order["id"]), order["line_items"][0]
-    cancel = [CancelLine(str(red["id"]), "IPOD2008RED", 2)]
+    cancel = [LineUnits(line_id=str(red["id"]), sku="IPOD2008RED", quantity=2)]
     await outbound.cancel_lines(oid, cancel, whole_order=False, reason="stock promised elsewhere")
     await outbound.cancel_lines(oid, cancel, whole_order=False, reason="stock promised elsewhere")
     refunds = sim.orders[oid]["refunds"]
@@ -228,7 +230,7 @@ def test_from_settings() -> None:
 def shipment(lines: list[tuple[int, int]], *, tracking: str = "1Z1", carrier: str = "UPS",
              sid: str = "SHP-1") -> Shipment:
     return Shipment(shipment_id=sid, order_key="shopify:o", carrier=carrier, tracking_number=tracking,
-                    lines=[ShipmentLine(str(i), "SKU", q) for i, q in lines],
+                    lines=[LineUnits(line_id=str(i), sku="SKU", quantity=q) for i, q in lines],
                     shipped_at="2026-01-02T10:00:00Z")
 
 
@@ -270,9 +272,11 @@ async def test_refunds_with_and_without_restock_are_idempotent(sim, outbound) ->
     oid, line = str(order["id"]), order["line_items"][0]["id"]
     sim.orders[oid]["financial_status"] = "paid"
     await outbound.confirm_shipment(oid, shipment([(line, 2)]))
-    back = Refund(refund_id="RMA-1", lines=[ShipmentLine(str(line), "TSHIRT-M-BLU", 1)], amount="24.50",
+    back = Refund(refund_id="RMA-1", lines=[LineUnits(line_id=str(line), sku="TSHIRT-M-BLU", quantity=1)],
+                  amount="24.50",
                   currency="USD", reason="too small", restock=True)
-    goodwill = Refund(refund_id="GW-2", lines=[ShipmentLine(str(line), "TSHIRT-M-BLU", 1)], amount="3.00",
+    goodwill = Refund(refund_id="GW-2", lines=[LineUnits(line_id=str(line), sku="TSHIRT-M-BLU",
+                                                         quantity=1)], amount="3.00",
                       currency="USD", reason="late", restock=False)
     for refund in (back, back, goodwill, goodwill):
         await outbound.refund(oid, refund)

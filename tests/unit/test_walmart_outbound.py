@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from retail_sync.connectors.contracts import CancelLine, QuantityUpdate, Refund, Shipment, ShipmentLine
+from retail_sync.connectors.contracts import QuantityUpdate, Refund, Shipment
 from retail_sync.connectors.errors import PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.ratelimit import Budgets
 from retail_sync.connectors.walmart.outbound import WALMART_CARRIERS, WalmartApi, WalmartOutbound
 from retail_sync.connectors.walmart.plan import WALMART_PLANS
 from retail_sync.simulators.walmart.orders import CARRIERS
 from retail_sync.simulators.walmart.simulator import WalmartSimConfig, WalmartSimulator
+from retail_sync.streams.models import LineUnits
 
 JSON = dict[str, Any]
 
@@ -104,11 +105,12 @@ async def test_partial_then_whole_cancellation_repeats_safely(
     order = sim.create_order([("WM-KETTLE-01", 3), ("WM-MUG-4PK", 2)])
     assert order is not None and sim.listings.quantity("WM-KETTLE-01") == 7
     po = order["purchaseOrderId"]
-    partial = [CancelLine("1", "WM-KETTLE-01", 2)]
+    partial = [LineUnits(line_id="1", sku="WM-KETTLE-01", quantity=2)]
     await outbound.cancel_lines(po, partial, whole_order=False, reason="out of stock")
     await outbound.cancel_lines(po, partial, whole_order=False, reason="out of stock")
     assert [(c["line_id"], c["quantity"]) for c in sim.cancellations] == [("1", 2)]
-    everything = [CancelLine("1", "WM-KETTLE-01", 3), CancelLine("2", "WM-MUG-4PK", 2)]
+    everything = [LineUnits(line_id="1", sku="WM-KETTLE-01", quantity=3),
+                  LineUnits(line_id="2", sku="WM-MUG-4PK", quantity=2)]
     await outbound.cancel_lines(po, everything, whole_order=True, reason="out of stock")
     await outbound.cancel_lines(po, everything, whole_order=True, reason="out of stock")
     assert [(c["line_id"], c["quantity"]) for c in sim.cancellations] == [("1", 2), ("1", 1), ("2", 2)]
@@ -129,9 +131,11 @@ async def test_cancelling_shipped_units_or_unknown_lines_is_permanent(
     po = order["purchaseOrderId"]
     sim.update_line_status(po, "1", "Shipped")
     with pytest.raises(PermanentError, match="not yet shipped"):
-        await outbound.cancel_lines(po, [CancelLine("1", "WM-KETTLE-01", 1)], whole_order=False, reason="x")
+        await outbound.cancel_lines(po, [LineUnits(line_id="1", sku="WM-KETTLE-01", quantity=1)],
+                                    whole_order=False, reason="x")
     with pytest.raises(PermanentError, match="no line 7"):
-        await outbound.cancel_lines(po, [CancelLine("7", "WM-KETTLE-01", 1)], whole_order=False, reason="x")
+        await outbound.cancel_lines(po, [LineUnits(line_id="7", sku="WM-KETTLE-01", quantity=1)],
+                                    whole_order=False, reason="x")
     await outbound.cancel_lines(po, [], whole_order=True, reason="x")  # nothing left to cancel: fine
     with pytest.raises(PermanentError) as caught:
         await outbound.cancel_lines("404404", [], whole_order=True, reason="x")
@@ -193,7 +197,8 @@ async def test_spent_feed_budget_falls_back_to_paced_single_updates(sim: Walmart
 def shipment(lines: list[tuple[str, int]], *, sid: str = "SHP-1", tracking: str = "1Z1",
              carrier: str = "UPS") -> Shipment:
     return Shipment(shipment_id=sid, order_key="walmart:po", carrier=carrier, tracking_number=tracking,
-                    lines=[ShipmentLine(n, "SKU", q) for n, q in lines], shipped_at="2026-01-02T10:00:00Z")
+                    lines=[LineUnits(line_id=n, sku="SKU", quantity=q) for n, q in lines],
+                    shipped_at="2026-01-02T10:00:00Z")
 
 
 def shipped(sim: WalmartSimulator, po: str, line: str = "1") -> list[tuple[str, str, str | None]]:
@@ -248,7 +253,8 @@ async def test_other_carrier_needs_a_tracking_url(sim) -> None:
 async def test_shipping_more_than_is_open_is_permanent(sim, outbound) -> None:
     order = sim.create_order([("WM-KETTLE-01", 1)])
     assert order is not None
-    await outbound.cancel_lines(order["purchaseOrderId"], [CancelLine("1", "WM-KETTLE-01", 1)],
+    await outbound.cancel_lines(order["purchaseOrderId"], [LineUnits(line_id="1", sku="WM-KETTLE-01",
+                                                                     quantity=1)],
                                 whole_order=False, reason="stock")
     with pytest.raises(PermanentError, match="only 0 open"):
         await outbound.confirm_shipment(order["purchaseOrderId"], shipment([("1", 1)]))
@@ -259,7 +265,8 @@ async def test_refund_splits_money_over_lines_and_is_idempotent(sim, outbound) -
     assert order is not None
     po = order["purchaseOrderId"]
     await outbound.confirm_shipment(po, shipment([("1", 2), ("2", 1)]))
-    refund = Refund(refund_id="RET-7", lines=[ShipmentLine("1", "K", 1), ShipmentLine("2", "U", 1)],
+    refund = Refund(refund_id="RET-7", lines=[LineUnits(line_id="1", sku="K", quantity=1),
+                                              LineUnits(line_id="2", sku="U", quantity=1)],
                     amount="44.96", currency="USD", reason="damaged", restock=True)
     await outbound.refund(po, refund)
     await outbound.refund(po, refund)
@@ -267,7 +274,8 @@ async def test_refund_splits_money_over_lines_and_is_idempotent(sim, outbound) -
         ("1", "34.99", ["Customer returned item"]), ("2", "9.97", ["Customer returned item"])]
     comments = sim.orders[po]["orderLines"]["orderLine"][0]["refund"]["refundComments"]
     assert "retail-sync refund RET-7" in comments
-    money_only = Refund(refund_id="ADJ-1", lines=[ShipmentLine("1", "WM-KETTLE-01", 1)], amount="5",
+    money_only = Refund(refund_id="ADJ-1", lines=[LineUnits(line_id="1", sku="WM-KETTLE-01", quantity=1)],
+                        amount="5",
                         currency="USD", reason="DamagedItem", restock=False)
     await outbound.refund(po, money_only)
     await outbound.refund(po, money_only)
@@ -278,7 +286,8 @@ async def test_refund_splits_money_over_lines_and_is_idempotent(sim, outbound) -
 async def test_refund_of_an_unshipped_line_is_permanent(sim, outbound) -> None:
     order = sim.create_order([("WM-KETTLE-01", 1)])
     assert order is not None
-    refund = Refund(refund_id="R", lines=[ShipmentLine("1", "K", 1)], amount="1", currency="USD",
+    refund = Refund(refund_id="R", lines=[LineUnits(line_id="1", sku="K", quantity=1)], amount="1",
+                    currency="USD",
                     reason="x", restock=False)
     with pytest.raises(PermanentError, match="not been shipped"):
         await outbound.refund(order["purchaseOrderId"], refund)

@@ -11,13 +11,14 @@ import aiohttp
 import pytest
 from pydantic import AnyHttpUrl
 
-from retail_sync.connectors.contracts import ShipmentLine, WmsEvent
+from retail_sync.connectors.contracts import WmsEvent
 from retail_sync.connectors.errors import DecodeError, PermanentError, RateLimitedError, RetryableError
 from retail_sync.connectors.wms.client import WmsClient, canonical_carrier, wms_event
 from retail_sync.settings import Settings
 from retail_sync.simulators.wms.simulator import CARRIERS, WmsSimConfig, WmsSimulator
+from retail_sync.streams.models import LineUnits
 
-LINES = [ShipmentLine("1", "SKU-A", 3), ShipmentLine("2", "SKU-B", 1)]
+LINES = [LineUnits(line_id="1", sku="SKU-A", quantity=3), LineUnits(line_id="2", sku="SKU-B", quantity=1)]
 TRACKING = {
     "UPS": r"1Z[0-9A-Z]{6}03\d{8}",
     "USPS": r"9400\d{18}",
@@ -42,7 +43,7 @@ async def wms(sim: WmsSimulator) -> AsyncIterator[WmsClient]:
     await client.close()
 
 
-async def create(wms: WmsClient, key: str, lines: list[ShipmentLine] = LINES) -> str:
+async def create(wms: WmsClient, key: str, lines: list[LineUnits] = LINES) -> str:
     return await wms.create_fulfilment_order(key, f"SO-{key}", lines, {"name": "Ann", "country": "US"})
 
 
@@ -126,7 +127,7 @@ async def test_partial_shipment_then_the_rest(sim: WmsSimulator, wms: WmsClient)
 
 async def test_partial_rate_ships_in_two_shipments(sim: WmsSimulator, wms: WmsClient) -> None:
     sim.set_config({"partial_rate": 1.0, "ship_delay_ms": 10})
-    await create(wms, "shop:4", [ShipmentLine("1", "SKU-A", 5)])
+    await create(wms, "shop:4", [LineUnits(line_id="1", sku="SKU-A", quantity=5)])
     events = await events_until(wms, 2)
     assert len(events) == 2 and units(events) == {"1": 5}
     assert len({e.shipment.shipment_id for e in events if e.shipment}) == 2
@@ -162,7 +163,8 @@ async def test_cancel_before_shipment_stops_it(sim: WmsSimulator, wms: WmsClient
 async def test_a_backorder_release_is_its_own_fulfilment_order_of_the_same_order(
         sim: WmsSimulator, wms: WmsClient) -> None:
     await create(wms, "shop:8")
-    later = await wms.create_fulfilment_order("shop:8", "SO-shop:8", [ShipmentLine("2", "SKU-B", 1)],
+    later = await wms.create_fulfilment_order("shop:8", "SO-shop:8", [LineUnits(line_id="2", sku="SKU-B",
+                                                                                quantity=1)],
                                               None, "shop:8#bo1")
     assert later != sim.orders[0]["id"]
     assert [o["reference"] for o in sim.orders] == ["shop:8", "shop:8#bo1"]
@@ -171,7 +173,8 @@ async def test_a_backorder_release_is_its_own_fulfilment_order_of_the_same_order
     by_lines = {tuple(ln.line_id for ln in e.shipment.lines) for e in events if e.shipment}
     assert ("2",) in by_lines
     sim.set_config({"ship_delay_ms": 5000})
-    await wms.create_fulfilment_order("shop:8", "SO-shop:8", [ShipmentLine("1", "SKU-A", 1)],
+    await wms.create_fulfilment_order("shop:8", "SO-shop:8", [LineUnits(line_id="1", sku="SKU-A",
+                                                                        quantity=1)],
                                       None, "shop:8#bo2")
     assert await wms.cancel_fulfilment_order("shop:8#bo2") is True  # '#' travels in the path
     assert sim.orders[2]["status"] == "cancelled" and sim.orders[0]["status"] == "shipped"
@@ -185,7 +188,7 @@ async def test_cancel_after_shipment_is_refused(sim: WmsSimulator, wms: WmsClien
 
 
 async def test_an_announced_return_is_received(sim: WmsSimulator, wms: WmsClient) -> None:
-    back = [ShipmentLine("1", "SKU-A", 2)]
+    back = [LineUnits(line_id="1", sku="SKU-A", quantity=2)]
     await wms.expect_return("shop:8", "R-1", back)
     await wms.expect_return("shop:8", "R-1", back)  # idempotent
     assert sim.stats()["returns_expected"] == 1
@@ -203,7 +206,7 @@ async def test_feed_pages_and_resumes_without_skips_or_repeats(sim: WmsSimulator
     client = WmsClient(sim.base_url, "demo-wms-key", page_size=3, max_pages=2)
     try:
         for n in range(8):
-            await create(client, f"o:{n}", [ShipmentLine("1", "S", 1)])
+            await create(client, f"o:{n}", [LineUnits(line_id="1", sku="S", quantity=1)])
             sim.ship_now(f"o:{n}")
         first = await client.poll(None)  # two pages of three: bounded
         assert [e.order_key for e in first.events] == [f"o:{n}" for n in range(6)]
@@ -211,7 +214,7 @@ async def test_feed_pages_and_resumes_without_skips_or_repeats(sim: WmsSimulator
         assert [e.order_key for e in rest.events] == ["o:6", "o:7"]
         idle = await client.poll(rest.cursor)
         assert idle.events == [] and idle.cursor == rest.cursor
-        await create(client, "o:8", [ShipmentLine("1", "S", 1)])
+        await create(client, "o:8", [LineUnits(line_id="1", sku="S", quantity=1)])
         sim.ship_now("o:8")
         later = await client.poll(idle.cursor)
         assert [e.order_key for e in later.events] == ["o:8"]
