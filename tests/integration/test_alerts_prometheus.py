@@ -25,7 +25,13 @@ from retail_sync.broker import free_port
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack
-from tests.integration.helpers import GROUP_TIMINGS_ENV, eventually, headers, order_body
+from tests.integration.helpers import (
+    GROUP_TIMINGS_ENV,
+    TEARDOWN_STOP_TIMEOUT_S,
+    eventually,
+    headers,
+    order_body,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -78,9 +84,7 @@ async def test_lag_alert_goes_pending_on_erp_requests_only(broker_url: str, redi
            **GROUP_TIMINGS_ENV}
     async with Stack(broker_url=broker_url, workdir=tmp_path, erp_config=erp,
                      tansu=not os.environ.get("RETAIL_SYNC_TEST_BROKER_URL"), env=env,
-                     # a graceful stop would wait for the ERP to take what the worker holds of
-                     # its queue, 3 s an order; nothing is checked after the stop
-                     stop_timeout_s=3.0) as stack:
+                     stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S) as stack:
         worker = await stack.start_worker()
         token = tmp_path / "metrics-token"
         token.write_text(stack.admin_token("metrics"))

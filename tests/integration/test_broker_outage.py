@@ -65,12 +65,11 @@ async def test_broker_killed_webhooks_answer_503_in_time_and_the_worker_stays(
         redis_url: str, tmp_path: Path) -> None:
     broker = EmbeddedBroker().start()
     try:
-        # the broker stays dead: a graceful stop at the end would wait for it until killed
         async with Stack(broker_url=broker.url, workdir=tmp_path, erp_config=ErpSimConfig(),
                          tansu=True, env={"RETAIL_SYNC_REDIS_URL": redis_url,
                                           "RETAIL_SYNC_WEBHOOK_PERSIST_TIMEOUT_S":
                                               str(PERSIST_TIMEOUT_S), **GROUP_TIMINGS_ENV},
-                         stop_timeout_s=2.0) as stack:
+                         stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S) as stack:
             worker = await stack.start_worker()
             factory = ShopifyOrderFactory(seed=11)
             timeout = aiohttp.ClientTimeout(total=12)

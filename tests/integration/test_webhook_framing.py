@@ -21,7 +21,7 @@ from retail_sync.chaos_fragmented import shopify_delivery
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack, WorkerProcess
-from tests.integration.helpers import SECRET, eventually
+from tests.integration.helpers import GROUP_TIMINGS_ENV, SECRET, TEARDOWN_STOP_TIMEOUT_S, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -64,9 +64,9 @@ async def world(broker_url: str, redis_url: str, tmp_path_factory: pytest.TempPa
 
     env = {"RETAIL_SYNC_REDIS_URL": redis_url,
            "RETAIL_SYNC_WEB_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-           "RETAIL_SYNC_WEB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
+           "RETAIL_SYNC_WEB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), **GROUP_TIMINGS_ENV}
     async with Stack(broker_url=broker_url, workdir=tmp_path_factory.mktemp("framing"),
-                     erp_config=ErpSimConfig(), env=env,
+                     erp_config=ErpSimConfig(), env=env, stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S,
                      tansu=not os.environ.get("RETAIL_SYNC_TEST_BROKER_URL")) as stack:
         worker = await stack.start_worker()
         yield World(stack, worker)
