@@ -23,9 +23,7 @@ def register(ctx: AgentDeps) -> None:
 
     async def handle(result: Any) -> list[Any]:
         now = utcnow()
-        return [await ctx.topics.stock_events.send(key=level.sku, value=ErpStockChanged(
-            sku=level.sku, warehouse=level.warehouse, actual_qty=level.actual_qty,
-            reserved_qty=level.reserved_qty, modified=level.modified, observed_at=now))
-            for level in result.levels]
+        return [await ctx.topics.stock_events.send(
+            key=level.sku, value=ErpStockChanged.observed(level, now)) for level in result.levels]
 
     register_feed(ctx, FEED, ctx.settings.erp_stock_poll_interval_s, feed, handle)

@@ -2,7 +2,7 @@
 implements and the value types they exchange. One package per system (connectors/<system>/)
 implements them; connectors/plugin.py registers them. The units of an order line (in a shipment,
 a return, a cancellation, a warehouse release) are ``streams.models.LineUnits``, the type the
-commands carry."""
+commands carry; an ERP's stock position is ``streams.models.StockLevel``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from retail_sync.streams.models import LineUnits, Order
+from retail_sync.streams.models import LineUnits, Order, StockLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,20 +213,6 @@ class OrderSource(Protocol):
 
 
 # --- stock: the ERP's positions in, absolute quantities and cancellations out -----------------
-
-
-@dataclass(frozen=True, slots=True)
-class StockLevel:
-    """One ERP stock position (ERPNext ``Bin``: one item in one warehouse) as last changed.
-
-    ``modified`` is when the ERP changed it (UTC), parsed by the ERP's connector from its own
-    format: positions of one warehouse are ordered by it (a later one replaces an earlier one)."""
-
-    sku: str
-    warehouse: str
-    actual_qty: int  # on hand
-    reserved_qty: int  # promised by the ERP's submitted sales orders not yet delivered
-    modified: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ still the text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC) they always were.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
@@ -35,6 +36,7 @@ from retail_sync.streams.models import (
     RefundRecord,
     ShipmentRecord,
     Sku,
+    StockLevel,
     Units,
     UtcDatetime,
 )
@@ -208,16 +210,18 @@ ORDER_EVENT = TypeAdapter(OrderEvent)
 # --- stock-events (keyed by SKU) ------------------------------------------------------------
 
 
-class ErpStockChanged(Frozen):
+class ErpStockChanged(StockLevel):
     """The ERP's position of ``sku`` in ``warehouse`` (ERPNext ``Bin``), as read from its feed."""
 
+    # the position's fields are StockLevel's (sku, warehouse, actual_qty, reserved_qty, modified)
     kind: Literal["erp_stock_changed"] = "erp_stock_changed"
-    sku: Sku
-    warehouse: str
-    actual_qty: int
-    reserved_qty: int
-    modified: ErpTime  # when the ERP changed it
     observed_at: UtcDatetime
+
+    @classmethod
+    def observed(cls, level: StockLevel, at: datetime) -> ErpStockChanged:
+        """``level`` as read from the ERP's feed at ``at``."""
+        return cls(sku=level.sku, warehouse=level.warehouse, actual_qty=level.actual_qty,
+                   reserved_qty=level.reserved_qty, modified=level.modified, observed_at=at)
 
 
 class InventoryPushed(Frozen):

@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from retail_sync.streams.erp_time import ErpTime
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -278,6 +280,21 @@ class BackorderFulfilment(Frozen):
     released_at: UtcDatetime
     waited_s: float = 0.0  # from the ERP's acceptance of the order to the release
     wms_fulfilment_id: str | None = None
+
+
+class StockLevel(Frozen):
+    """One ERP stock position (ERPNext ``Bin``: one item in one warehouse) as last changed.
+
+    ``modified`` is when the ERP changed it (UTC), parsed by the ERP's connector from its own
+    format: positions of one warehouse are ordered by it (a later one replaces an earlier one).
+    The ERP's stock feed returns these (``connectors.contracts.StockFeed``); on stock-events each
+    travels as ``streams.events.ErpStockChanged``, this position with the time it was observed."""
+
+    sku: Sku
+    warehouse: str
+    actual_qty: int  # on hand
+    reserved_qty: int  # promised by the ERP's submitted sales orders not yet delivered
+    modified: ErpTime
 
 
 # --- dead letters --------------------------------------------------------------------------

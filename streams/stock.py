@@ -71,6 +71,9 @@ class BackorderRelease(Frozen):
     waited_s: float = 0.0
 
 
+# The last ``streams.models.StockLevel`` of one warehouse as the SKU's state keeps it: without the
+# SKU (the state's key) and with when it was observed. Its shape is in every stored stock record
+# (rs.stock_record): giving it the SKU would be a required field the stored records lack.
 class ErpBin(Frozen):
     warehouse: str
     actual_qty: int

@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from retail_sync.connectors.contracts import StockFeedResult, StockLevel
+from pydantic import ValidationError
+
+from retail_sync.connectors.contracts import StockFeedResult
 from retail_sync.connectors.erpnext.frappe import (
     FrappeSession,
     frappe_time,
@@ -34,6 +36,7 @@ from retail_sync.connectors.erpnext.frappe import (
 )
 from retail_sync.connectors.erpnext.settings import ErpNextSettings
 from retail_sync.connectors.errors import DecodeError
+from retail_sync.streams.models import StockLevel
 
 BIN = "Bin"
 PAGE_SIZE = 500
@@ -66,13 +69,14 @@ def stock_level(row: Any) -> StockLevel:
     modified = frappe_time(row["modified"])
     if modified is None:
         raise DecodeError(f"ERP Bin row's modified is not a timestamp: {row!r}")
-    return StockLevel(
-        sku=row["item_code"],
-        warehouse=row["warehouse"],
-        actual_qty=whole_units(row.get("actual_qty"), "actual_qty"),
-        reserved_qty=whole_units(row.get("reserved_qty"), "reserved_qty"),
-        modified=modified,
-    )
+    actual_qty = whole_units(row.get("actual_qty"), "actual_qty")
+    reserved_qty = whole_units(row.get("reserved_qty"), "reserved_qty")
+    try:
+        return StockLevel(sku=row["item_code"], warehouse=row["warehouse"], actual_qty=actual_qty,
+                          reserved_qty=reserved_qty, modified=modified)
+    except ValidationError as exc:  # e.g. an item code longer than a SKU may be
+        raise DecodeError(f"ERP Bin row is no stock position ({exc.errors()[0]['msg']}): "
+                          f"{row!r}"[:500]) from None
 
 
 def bin_query(

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pydantic import AnyHttpUrl
 
-from retail_sync.connectors.contracts import StockLevel
 from retail_sync.connectors.erpnext.frappe import frappe_time
 from retail_sync.connectors.erpnext.stock_feed import (
     ErpStockFeed,
@@ -29,6 +28,7 @@ from retail_sync.simulators.erpnext.stock import (
     FrappeClock,
     StockBook,
 )
+from retail_sync.streams.models import StockLevel
 
 WH = "Stores - RSD"
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -254,7 +254,8 @@ async def test_poll_reads_everything_then_changes_from_the_cursor(
     sim.receive("B", 4, warehouse="Other - RSD")
     first = await feed.poll(None)
     assert skus(first.levels) == ["A", "B"]
-    assert first.levels[0] == StockLevel("A", WH, 3, 0, frappe_time(sim.bins()[0]["modified"]))
+    assert first.levels[0] == StockLevel(sku="A", warehouse=WH, actual_qty=3, reserved_qty=0,
+                                         modified=frappe_time(sim.bins()[0]["modified"]))
     assert frappe_time(first.cursor) == first.levels[-1].modified  # the cursor: Frappe's text
     again = await feed.poll(first.cursor)  # the cursor's instant is read again, never skipped
     assert skus(again.levels) == ["B"] and again.cursor == first.cursor
@@ -368,7 +369,8 @@ def test_pure_mapping() -> None:
         stock_level({"item_code": "A", "warehouse": WH})
     row = {"item_code": "A", "warehouse": WH, "actual_qty": 5.0, "reserved_qty": 1.0,
            "modified": "2026-01-10 12:00:00.000001"}  # fmt: skip
-    assert stock_level(row) == StockLevel("A", WH, 5, 1, datetime(2026, 1, 10, 12, 0, 0, 1, UTC))
+    assert stock_level(row) == StockLevel(sku="A", warehouse=WH, actual_qty=5, reserved_qty=1,
+                                            modified=datetime(2026, 1, 10, 12, 0, 0, 1, UTC))
     with pytest.raises(DecodeError):  # the ERP's order of positions must be a time
         stock_level({**row, "modified": "yesterday"})
     query = bin_query("T", ["W"], start=500, page_size=500)
