@@ -1,12 +1,20 @@
-"""Ingest agent: raw channel deliveries -> canonical order events.
+"""Ingest: raw channel deliveries -> canonical order events, mapped inside the order agent.
 
-Reads orders-raw (key channel:marketplace order id), maps with the channel's mapper, and emits
-OrderReceived on order-events keyed by order_key. A delivery that cannot be mapped becomes a
-sync-exception record with the reason and the delivery as it was read (the ``RawOrderMessage``,
-whose ``body`` is the verbatim body); the agent goes on. Keeping the whole message (not the bare
-body) makes a ``mapping`` exception replayable: ``retail-sync exceptions replay`` /
-``POST /exceptions/replay`` put it back on orders-raw, and it is mapped again under the rules then
-in force (ARCHITECTURE §5f.4). The validation rules come from this worker's settings.
+There is no ingest agent: the order agent (agents/orders.py) reads orders-raw itself, whose key
+(``channel:marketplace order id``) is already the order key, and calls ``ingest_one`` for each
+raw delivery. It maps with the channel's mapper (or the channel's ``topic_events`` hook, e.g.
+Shopify's ``refunds/create``); when the event's ``order_key`` equals the record's key the order
+agent applies the event on the spot (same partition: the order-state changelog partition is the
+raw record's, both topics having the same partition count and key -> partition). A delivery
+keyed otherwise (``channel:delivery:<id>`` when the body had no order id, or any event whose
+order key differs from the record's key) is sent on to order-events keyed by its order key, as
+before, and applied when it arrives there.
+
+A delivery that cannot be mapped becomes a sync-exception record with the reason and the delivery
+as it was read (the ``RawOrderMessage``, whose ``body`` is the verbatim body). Keeping the whole
+message (not the bare body) makes a ``mapping`` exception replayable: ``retail-sync exceptions
+replay`` / ``POST /exceptions/replay`` put it back on orders-raw, and it is mapped again under the
+rules then in force (ARCHITECTURE §5f.4). The validation rules come from this worker's settings.
 """
 
 from __future__ import annotations
@@ -56,22 +64,22 @@ def topic_events(channels: Mapping[str, Any]) -> dict[str, Mapping[str, Callable
             if plugin.inbound is not None and plugin.inbound.topic_events}
 
 
-def register(ctx: AgentDeps) -> None:
-    topics = ctx.topics
-
-    @ctx.app.agent(topics.raw_orders, name=f"{ctx.settings.app_id}.ingest")
-    async def ingest(stream: Any) -> None:
-        async for key, raw in stream.items():
-            await ingest_one(ctx, key, raw)
-
-
-async def ingest_one(ctx: AgentDeps, key: str | None, raw: RawOrderMessage) -> None:
+async def ingest_one(ctx: AgentDeps, key: str | None,
+                     raw: RawOrderMessage) -> OrderReceived | ReturnRequested | None:
+    """Map one raw delivery read from orders-raw under ``key``. Returns the event when it belongs
+    to ``key`` (the caller, the order agent, applies it now: it owns this key's partition); None
+    when there is nothing to apply here: the delivery could not be mapped (the exception record
+    is written) or its event belongs to another key (sent on to order-events under its order
+    key, applied when read there)."""
     event = await _mapped(ctx, key, raw)
     if event is None:  # not mapped: the exception record is written
-        return
+        return None
     if isinstance(event, OrderReceived):
         ctx.metrics.orders_ingested.labels(channel=raw.channel).inc()
-    await ctx.topics.order_events.send(key=event.order_key, value=event)
+    if event.order_key != key:  # another key's partition: the old path, through order-events
+        await ctx.topics.order_events.send(key=event.order_key, value=event)
+        return None
+    return event
 
 
 @guard(lambda ctx, key, raw: Record(payload=raw.model_dump_json(), channel=raw.channel,

@@ -1,24 +1,38 @@
 """Order agent: the single writer of the order-state table.
 
-Reads order-events keyed by order_key, applies the lifecycle (streams.rules.lifecycle), writes the state,
-sends ERP requests and asks the index agent to index the order's new external ids. Latency from
-receipt to ERP confirmation is observed here, once per order.
+Reads orders-raw and order-events, both keyed by order_key, through one topic handle with both
+names (``order_input``): one agent, so one actor per partition writes the table. A raw delivery is
+mapped here (agents/ingest.py ``ingest_one``: mapping, validation, mapping exception records) and
+its event applied at once; a delivery whose event belongs to another key goes on to order-events
+and is applied when read there. The two topics have the same partition count and key ->
+partition, and Faust's assignor gives co-subscribed topics with the same partition count to the
+same worker partition by partition, so partition N of both is this actor's, and a table write
+goes to changelog partition N (the current event's). Applies the lifecycle
+(streams.rules.lifecycle), writes the state, sends ERP requests and asks the index agent to index
+the order's new external ids. Latency from receipt to ERP confirmation is observed here, once per
+order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import faust
+from faust.types import AppT, Message
+
+from retail_sync.agents import ingest
 from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.streams.commands import ExpireOrder, IndexEntry
 from retail_sync.streams.events import BackorderReleased, ErpReturnPosted, OrderEvent, OrderReceived
-from retail_sync.streams.models import ExceptionKind, utcnow
+from retail_sync.streams.models import ExceptionKind, RawOrderMessage, utcnow
 from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.rules.outcome import Outcome
 from retail_sync.streams.rules.policies import OrderPolicies
 from retail_sync.streams.state import OrderState
+from retail_sync.streams.topics import RecordingTopic
 from retail_sync.tables import order_search
 
 
@@ -29,11 +43,56 @@ def register(ctx: AgentDeps) -> None:
 
     policies = order_policies(ctx.settings)  # read once: the settings are frozen
 
-    @ctx.app.agent(ctx.topics.order_events, name=f"{ctx.settings.app_id}.orders")
+    @ctx.app.agent(order_input(ctx), name=f"{ctx.settings.app_id}.orders")
     async def orders(stream: Any) -> None:
         await warm_routing_metadata(ctx)
-        async for key, event in stream.items():
-            await handle_guarded(ctx, key, event, policies)
+        async for key, value in stream.items():
+            await handle_input(ctx, key, value, policies)
+
+
+async def handle_input(ctx: AgentDeps, key: str | None, value: RawOrderMessage | OrderEvent,
+                       policies: OrderPolicies | None = None) -> None:
+    """One record of the agent's input: a raw delivery (orders-raw) is mapped first and applied
+    if its event belongs to ``key``; an order event (order-events) is applied."""
+    event: OrderEvent | None = value if not isinstance(value, RawOrderMessage) else (
+        await ingest.ingest_one(ctx, key, value))
+    if event is None:  # an exception record, or sent on to its own key's partition
+        return
+    assert key is not None  # an order event, or an event ingest_one found keyed ``key``
+    await handle_guarded(ctx, key, event, policies)
+
+
+class _ByTopicSchema(faust.Schema[str, Any]):
+    """Decodes each record with its own topic's codec (one topic handle, two value types)."""
+
+    def __init__(self, codecs: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.codecs = dict(codecs)
+
+    def loads_value(self, app: AppT, message: Message, *, loads: Any = None,
+                    serializer: Any = None) -> Any:
+        return super().loads_value(app, message, loads=loads,
+                                   serializer=serializer or self.codecs[message.topic])
+
+
+class _InputTopic(RecordingTopic):
+    async def on_value_decode_error(self, exc: Exception, message: Message) -> None:
+        # the exception record names the codec of the record's own topic
+        self.value_serializer = self.schema.codecs[message.topic]  # type: ignore[attr-defined]
+        await super().on_value_decode_error(exc, message)
+
+
+def order_input(ctx: AgentDeps) -> faust.TopicT:
+    """orders-raw and order-events as one topic handle (the order agent's input): each record
+    decoded with its topic's codec, an undecodable one recorded like any topic's."""
+    raw, events = ctx.topics.raw_orders, ctx.topics.order_events
+    codecs = {raw.get_topic_name(): raw.value_serializer,  # type: ignore[attr-defined]
+              events.get_topic_name(): events.value_serializer}  # type: ignore[attr-defined]
+    topic = _InputTopic(ctx.app, topics=list(codecs), partitions=ctx.settings.partitions,
+                        schema=_ByTopicSchema(codecs, key_type=str, key_serializer="raw",
+                                              value_serializer=events.value_serializer))  # type: ignore[attr-defined]
+    topic.dead_letters = getattr(events, "dead_letters", None)
+    return topic
 
 
 async def warm_routing_metadata(ctx: AgentDeps) -> None:

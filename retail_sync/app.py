@@ -14,7 +14,6 @@ from retail_sync.agents import (
     erp_dispatch,
     erp_orders,
     index,
-    ingest,
     inventory_push,
     marketplace,
     orders,
@@ -152,7 +151,7 @@ def create_app(
             return
         exceptions_gauges.refresh(records, replayed=replayed)  # replayed ones are not open
 
-    for module in (ingest, orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
+    for module in (orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
                    marketplace, warehouse, erp_orders, web, broker_watch):
         module.register(ctx)
     memdebug.register(ctx)  # GET /debug/memory, only with RETAIL_SYNC_TEST_MEMDEBUG set

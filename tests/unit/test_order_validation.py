@@ -561,12 +561,27 @@ async def test_ingest_records_the_field_and_a_replay_after_the_fix_maps_the_orde
     assert replayed == raw
 
     still = _Ctx(Settings())  # replaying before the fix: the same exception again
-    await ingest_one(still, plan.key, replayed)
+    assert await ingest_one(still, plan.key, replayed) is None
     assert still.topics.order_events.sent == [] and len(still.topics.sync_exceptions.sent) == 1
 
     fixed = _Ctx(Settings(order_total_tolerance_units=10))  # the operator widened the tolerance
-    await ingest_one(fixed, plan.key, replayed)
+    event = await ingest_one(fixed, plan.key, replayed)
     assert fixed.topics.sync_exceptions.sent == []
-    [(key, event)] = fixed.topics.order_events.sent
-    assert isinstance(event, OrderReceived) and key == "shopify:450789469"
+    # the record's key is the order key: the order agent applies the event itself (no extra hop)
+    assert fixed.topics.order_events.sent == []
+    assert isinstance(event, OrderReceived) and event.order_key == "shopify:450789469"
     assert event.order.total.amount == Decimal("608.64")
+
+
+async def test_ingest_sends_an_event_keyed_otherwise_on_to_its_order_key() -> None:
+    """A delivery whose record key is not its order key (the webhook's channel:delivery:<id> when
+    the body had no order id) belongs to another partition: it goes on to order-events under its
+    order key, and nothing is applied under the record's key."""
+    body = shopify_payload()
+    raw = RawOrderMessage(channel="shopify", topic="orders/create", delivery_id="d-10",
+                          received_at=NOW, body=orjson.dumps(body).decode())
+    ctx = _Ctx(Settings())
+    assert await ingest_one(ctx, "shopify:delivery:d-10", raw) is None
+    assert ctx.topics.sync_exceptions.sent == []
+    [(key, event)] = ctx.topics.order_events.sent
+    assert isinstance(event, OrderReceived) and key == event.order_key == "shopify:450789469"
