@@ -45,6 +45,7 @@ import logging
 import math
 import time
 from collections import Counter, defaultdict, deque
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from retail_sync.metrics import TableFiguresCollector
 from retail_sync.streams.models import OrderStatus, utcnow
 from retail_sync.streams.state import OrderState
 from retail_sync.streams.stock import StockState
-from retail_sync.tables import order_search
+from retail_sync.tables import figures, order_search
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ WAITING = (OrderStatus.RECEIVED, OrderStatus.STOCK_PENDING, OrderStatus.ERP_PEND
            OrderStatus.ERP_FAILED, OrderStatus.ERP_CONFIRMED, OrderStatus.CANCEL_PENDING,
            OrderStatus.PARTIALLY_SHIPPED)
 CACHE_S = 2.0
+MICROSECOND = timedelta(microseconds=1)
 PEER_TIMEOUT_S = 5.0
 
 
@@ -244,56 +246,93 @@ def traceable(state: OrderState) -> bool:
     return bool(c.marketplace_order_id and c.erp_sales_order and warehouse and finance)
 
 
+def order_contribution(_key: Any, state: Any) -> dict[Any, int]:
+    """What one order state adds to ``order_figures`` (flat, summable; nothing for a value that
+    is not an order state). Integers only, so sums do not depend on the order of the records:
+    the cycle time in microseconds."""
+    if not isinstance(state, OrderState):
+        return {}
+    out: dict[Any, int] = {("orders",): 1, ("by_status", state.channel, state.status.value): 1}
+    ok = int(traceable(state))
+    if state.status == OrderStatus.CANCELLED:
+        out[("cancelled_by_cause", cancellation_cause(state))] = 1
+    else:  # the share is of non-cancelled orders: a cancelled one counts in neither
+        out[("not_cancelled",)] = 1
+        out[("traceable",)] = ok
+        out[("not_cancelled_by_channel", state.channel)] = 1
+        out[("traceable_by_channel", state.channel)] = ok
+    if state.shipments:
+        out[("shipped",)] = 1
+        out[("traceable_shipped",)] = ok
+        first = min(s.shipped_at for s in state.shipments.values())
+        took_us = max(0, (first - state.order.created_at) // MICROSECOND)
+        out[("cycle_buckets", next(i for i, b in enumerate(CYCLE_BUCKETS)
+                                   if took_us <= b * 1_000_000))] = 1
+        out[("cycle_sum_us",)] = took_us
+    return out
+
+
+def render_order_figures(sums: dict[Any, int]) -> dict[str, Any]:
+    """``order_figures``' answer from the summed contributions."""
+    by_status: dict[str, dict[str, int]] = defaultdict(dict)
+    cancelled: dict[str, int] = {}
+    tracked: dict[str, int] = {}
+    traced: dict[str, int] = {}
+    cycle = [0] * len(CYCLE_BUCKETS)
+    for name, n in sums.items():
+        kind = name[0]
+        if kind == "by_status":
+            by_status[name[1]][name[2]] = n
+        elif kind == "cancelled_by_cause":
+            cancelled[name[1]] = n
+        elif kind == "not_cancelled_by_channel":
+            tracked[name[1]] = n
+        elif kind == "traceable_by_channel":
+            traced[name[1]] = n
+        elif kind == "cycle_buckets":
+            cycle[name[1]] = n
+    return {"orders": sums.get(("orders",), 0), "by_status": dict(by_status),
+            "cancelled_by_cause": cancelled, "shipped": sums.get(("shipped",), 0),
+            "traceable_shipped": sums.get(("traceable_shipped",), 0),
+            "traceable": sums.get(("traceable",), 0),
+            "not_cancelled": sums.get(("not_cancelled",), 0), "cycle_buckets": cycle,
+            "cycle_sum_s": sums.get(("cycle_sum_us",), 0) / 1e6,
+            "not_cancelled_by_channel": tracked,
+            # a channel with tracked orders shows its traceable count, 0 included
+            "traceable_by_channel": {c: traced.get(c, 0) for c in tracked}}
+
+
 def order_figures(states: Any) -> dict[str, Any]:
     """Counts over order states (one worker's active partitions); summable across workers."""
-    by_status: dict[str, Counter[str]] = defaultdict(Counter)
-    cancelled: Counter[str] = Counter()
-    tracked: Counter[str] = Counter()  # non-cancelled orders per channel
-    traced: Counter[str] = Counter()  # of those, the traceable ones
-    cycle = [0] * len(CYCLE_BUCKETS)
-    cycle_sum = 0.0
-    total = shipped = trace_shipped = trace_all = not_cancelled = 0
-    for state in states:
-        if not isinstance(state, OrderState):
-            continue
-        total += 1
-        by_status[state.channel][state.status.value] += 1
-        ok = traceable(state)
-        if state.status == OrderStatus.CANCELLED:
-            cancelled[cancellation_cause(state)] += 1
-        else:  # the share is of non-cancelled orders: a cancelled one counts in neither
-            not_cancelled += 1
-            trace_all += ok
-            tracked[state.channel] += 1
-            traced[state.channel] += ok
-        if state.shipments:
-            shipped += 1
-            trace_shipped += ok
-            first = min(s.shipped_at for s in state.shipments.values())
-            took = max(0.0, (first - state.order.created_at).total_seconds())
-            cycle_sum += took
-            cycle[next(i for i, b in enumerate(CYCLE_BUCKETS) if took <= b)] += 1
-    return {"orders": total, "by_status": {c: dict(v) for c, v in by_status.items()},
-            "cancelled_by_cause": dict(cancelled), "shipped": shipped,
-            "traceable_shipped": trace_shipped, "traceable": trace_all,
-            "not_cancelled": not_cancelled, "cycle_buckets": cycle, "cycle_sum_s": cycle_sum,
-            "not_cancelled_by_channel": dict(tracked), "traceable_by_channel": dict(traced)}
+    return render_order_figures(figures.scan(order_contribution, ((None, s) for s in states)))
+
+
+def stock_contribution(ats_of: Any) -> Any:
+    """What one stock record adds to ``stock_figures`` (``ats_of(sku, state)``: the ATS per
+    channel, a function of the record and the settings only)."""
+    def contribution(sku: Any, state: Any) -> dict[Any, int]:
+        if not isinstance(state, StockState):
+            return {}
+        ats = ats_of(sku, state)
+        out: dict[Any, int] = {}
+        for channel, told in state.told.items():
+            if channel not in ats:
+                continue
+            out[("listed", channel)] = 1
+            out[("accurate", channel)] = int(told.ok and told.quantity == ats[channel])
+        return out
+    return contribution
+
+
+def render_stock_figures(sums: dict[Any, int]) -> dict[str, Any]:
+    listed = {name[1]: n for name, n in sums.items() if name[0] == "listed"}
+    return {"listed": listed,
+            "accurate": {c: sums.get(("accurate", c), 0) for c in listed}}
 
 
 def stock_figures(items: Any, ats_of: Any) -> dict[str, Any]:
     """Listings (SKU x channel) whose last told quantity equals the ATS now, per channel."""
-    listed: Counter[str] = Counter()
-    accurate: Counter[str] = Counter()
-    for sku, state in items:
-        if not isinstance(state, StockState):
-            continue
-        ats = ats_of(sku, state)
-        for channel, told in state.told.items():
-            if channel not in ats:
-                continue
-            listed[channel] += 1
-            accurate[channel] += int(told.ok and told.quantity == ats[channel])
-    return {"listed": dict(listed), "accurate": dict(accurate)}
+    return render_stock_figures(figures.scan(stock_contribution(ats_of), items))
 
 
 def _sum_nested(into: dict[str, Any], part: dict[str, Any]) -> None:
@@ -308,9 +347,7 @@ def _sum_nested(into: dict[str, Any], part: dict[str, Any]) -> None:
             into[k] = into.get(k, 0) + v
 
 
-def table_figures(ctx: Any) -> dict[str, Any]:
-    """Order-table and stock-table figures of this worker's active partitions: the pages' part
-    and what ``metrics.TableFiguresCollector`` exports at scrape time."""
+def _ats_of(ctx: Any) -> Any:
     from retail_sync.agents import stock as stock_agent
     from retail_sync.streams.rules import stock as stock_rules
 
@@ -318,9 +355,46 @@ def table_figures(ctx: Any) -> dict[str, Any]:
 
     def ats_of(sku: str, state: StockState) -> dict[str, int]:
         return stock_rules.ats(state, stock_agent.rules_for(ctx, sku), channels)
+    return ats_of
 
+
+class TableFigures:
+    """The order-table and stock-table figures kept up to date by the tables' writes, per
+    partition (tables/figures.py; issue 16: a scan of both tables per dashboard sample and
+    /metrics scrape grew with the tables, 30 days of orders)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.orders = figures.PartitionFigures(order_contribution)
+        self.stock = figures.PartitionFigures(stock_contribution(_ats_of(ctx)))
+        self.tables = (ctx.tables.orders, ctx.tables.stock)
+        ctx.tables.orders.data.watch(self.orders)
+        ctx.tables.stock.data.watch(self.stock)
+
+    def watches(self, ctx: Any) -> bool:
+        """These are ``ctx``'s tables (tests swap them for fakes)."""
+        return self.tables[0] is ctx.tables.orders and self.tables[1] is ctx.tables.stock
+
+    def read(self, ctx: Any) -> dict[str, Any]:
+        return {"orders": render_order_figures(ctx.tables.orders.data.figures_total(self.orders)),
+                "stock": render_stock_figures(ctx.tables.stock.data.figures_total(self.stock))}
+
+
+def watch_tables(ctx: Any) -> TableFigures | None:
+    """Incremental figures when the tables' store supports them (RocksDB, tables/rocks.py; the
+    unit tests' memory store does not: a scan then)."""
+    if all(hasattr(t.data, "watch") for t in (ctx.tables.orders, ctx.tables.stock)):
+        return TableFigures(ctx)
+    return None
+
+
+def table_figures(ctx: Any) -> dict[str, Any]:
+    """Order-table and stock-table figures of this worker's active partitions: the pages' part
+    and what ``metrics.TableFiguresCollector`` exports at scrape time."""
+    kept = getattr(ctx, "table_figures", None)
+    if isinstance(kept, TableFigures) and kept.watches(ctx):
+        return kept.read(ctx)
     return {"orders": order_figures(v for _, v in ctx.tables.orders.items()),
-            "stock": stock_figures(ctx.tables.stock.items(), ats_of)}
+            "stock": stock_figures(ctx.tables.stock.items(), _ats_of(ctx))}
 
 
 def local_part(ctx: Any, sampler: Sampler) -> dict[str, Any]:
@@ -489,6 +563,7 @@ def register(ctx: Any) -> None:
     sampler = Sampler(ctx.metrics.registry, settings.dashboard_sample_s,
                       settings.dashboard_samples_kept)
     ctx.dashboard_sampler = sampler
+    ctx.table_figures = watch_tables(ctx)  # kept by the tables' writes, no scan per read
     # inventory accuracy and traceability on /metrics too, computed as the pages compute them
     ctx.metrics.registry.register(TableFiguresCollector(lambda: table_figures(ctx)))
     cache: dict[str, Any] = {}

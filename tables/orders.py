@@ -29,6 +29,8 @@ class TableSettings(Protocol):
     def rocksdb_block_cache_bytes(self) -> int: ...
     @property
     def rocksdb_write_buffer_bytes(self) -> int: ...
+    @property
+    def table_cache_entries(self) -> int: ...
 
 
 class CodecTable(faust.Table[str, Any]):
@@ -44,8 +46,10 @@ class CodecTable(faust.Table[str, Any]):
         self.value_serializer = value_codec
 
 
-def _table(app: faust.App, settings: TableSettings, name: str, codec: str,
-           **kw: Any) -> faust.Table[str, Any]:
+def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
+           cache: bool = False, **kw: Any) -> faust.Table[str, Any]:
+    """``cache``: keep decoded values (tables/rocks.py), only for values nobody mutates (our
+    frozen pydantic models; not the plain JSON lists and dicts)."""
     table = CodecTable(
         app,
         name=name,
@@ -54,7 +58,9 @@ def _table(app: faust.App, settings: TableSettings, name: str, codec: str,
         partitions=settings.partitions,
         store=f"{rocks.SCHEME}:{name}",  # one RocksDB memory budget per worker (tables/rocks.py)
         options={"block_cache_size": settings.rocksdb_block_cache_bytes,
-                 "write_buffer_budget": settings.rocksdb_write_buffer_bytes},
+                 "write_buffer_budget": settings.rocksdb_write_buffer_bytes,
+                 # decoded values kept (tables/rocks.py): this worker is each key's only writer
+                 "decoded_cache_entries": settings.table_cache_entries if cache else 0},
         **kw,
     )
     app.tables.add(table)
@@ -62,7 +68,7 @@ def _table(app: faust.App, settings: TableSettings, name: str, codec: str,
 
 
 def order_state_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:
-    return _table(app, settings, "order-state", "rs.order_state",
+    return _table(app, settings, "order-state", "rs.order_state", cache=True,
                   help="Canonical order, lifecycle status and correlation ids, by order_key.")
 
 
@@ -82,6 +88,6 @@ def stock_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any
     Written only by the stock agent, whose input is keyed by SKU: Faust sends a table write to
     the changelog partition of the event being processed and stores it under that partition, so
     the composite keys live with their SKU."""
-    return _table(app, settings, "stock", "rs.stock_record",
+    return _table(app, settings, "stock", "rs.stock_record", cache=True,
                   help="SKU -> ERP positions, units held, what each channel was offered and "
                        "told; SKU|order line -> its reservation.")

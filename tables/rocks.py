@@ -17,11 +17,17 @@ filter blocks). Selected with ``store="rsrocksdb://"`` (registered when this mod
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faust.stores
 import rocksdict
+from cachetools import LRUCache
 from faust.stores import rocksdb as faust_rocksdb
+from faust.streams import current_event
+from faust.types import TP, EventT
+
+from retail_sync.tables.figures import PartitionFigures
 
 SCHEME = "rsrocksdb"
 #: one database's memtable before it is flushed, at most (RocksDB's default: 64 MiB); the shared
@@ -65,13 +71,35 @@ class BoundedRocksDBOptions(faust_rocksdb.RocksDBOptions):
 
 
 class Store(faust_rocksdb.Store):
-    """Faust's RocksDB store, its databases drawing on the process's shared memory budget.
+    """Faust's RocksDB store, its databases drawing on the process's shared memory budget, with
+    a cache of decoded values and figures kept up to date by the writes.
 
     Table ``options``: ``block_cache_size`` (the shared cache) and ``write_buffer_budget`` (the
-    shared write buffer manager), both in bytes."""
+    shared write buffer manager), both in bytes; ``decoded_cache_entries``: decoded values kept
+    (LRU, 0: none).
+
+    **Decoded-value cache.** Faust decodes the stored bytes on every read (the whole order state,
+    ~3 KB of JSON, several times per order). Our tables have a single writer per key: the agent
+    that owns the key's partition, through this store. So the value last written or read in a
+    partition is what the partition holds until this worker writes it again, unless the partition
+    changes under it: a changelog record applied (recovery, standby) drops the key's entry, a
+    rebalance drops every entry. Entries are keyed (partition, key) and used only for reads in a
+    stream event's partition, the partition Faust itself reads then; other reads (HTTP views) go
+    to RocksDB. A read returns the very object cached, so values must not be mutated: our values
+    are frozen pydantic models, and the rules build new containers rather than changing a
+    state's (a cached value is also what ``decode(encode(value))`` gives: tests/unit/
+    test_table_cache.py).
+
+    **Figures** (``watch``): each write or delete tells the watching ``PartitionFigures`` the
+    value before and after (the cached one, else read from the partition), so the dashboard and
+    /metrics figures need no scan (tables/figures.py)."""
 
     def __init__(self, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         options = dict(options or {})
+        entries = int(options.pop("decoded_cache_entries", 0))
+        self._decoded: LRUCache[tuple[int, bytes], Any] | None = (
+            LRUCache(maxsize=entries) if entries > 0 else None)
+        self.figures: list[PartitionFigures] = []
         budget = int(options.pop("write_buffer_budget", 16 * 1024 * 1024))
         options.setdefault("write_buffer_size", min(MAX_MEMTABLE_BYTES, budget))
         options.setdefault("max_write_buffer_number", 2)
@@ -86,6 +114,132 @@ class Store(faust_rocksdb.Store):
             target_file_size_base=base.target_file_size_base,
             block_cache_size=base.block_cache_size, bloom_filter_size=base.bloom_filter_size,
             use_rocksdict=True, ttl=base.ttl)
+
+    # --- decoded-value cache and figures ----------------------------------------------------
+
+    def _event_partition(self) -> int | None:
+        """The partition Faust reads and writes now: the current stream event's (None: no
+        event, or a table that does not read by it)."""
+        event = current_event()
+        if event is None or self.table.is_global or self.table.use_partitioner:
+            return None
+        return int(event.message.partition)
+
+    def _cached(self, partition: int, key: bytes) -> Any:
+        """The decoded value of ``key`` in ``partition`` (None: absent), from the cache or read."""
+        if self._decoded is not None:
+            value = self._decoded.get((partition, key))
+            if value is not None:
+                return value
+        raw = self._db_for_partition(partition).get(key)
+        if raw is None:
+            return None
+        value = self._decode_value(raw)
+        if self._decoded is not None:
+            self._decoded[(partition, key)] = value
+        return value
+
+    def __getitem__(self, key: Any) -> Any:
+        partition = self._event_partition()
+        if partition is None or self._decoded is None:
+            return super().__getitem__(key)
+        ekey = self._encode_key(key)
+        value = self._cached(partition, ekey)
+        if value is None:
+            raise KeyError(key)
+        self._key_index[ekey] = partition
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        partition = self._event_partition()
+        if partition is not None and self._decoded is not None:
+            ekey = self._encode_key(key)
+            if (partition, ekey) in self._decoded:
+                return True
+        return super().__contains__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        partition = self._event_partition()
+        ekey = self._encode_key(key)
+        old = self._before(partition, ekey)
+        self._set(ekey, self._encode_value(value))
+        if partition is None:  # Faust's _set needs an event: not reached
+            return
+        if self._decoded is not None:
+            self._decoded[(partition, ekey)] = value
+        for figures in self.figures:
+            figures.change(partition, key, old, value)
+
+    def __delitem__(self, key: Any) -> None:
+        partition = self._event_partition()
+        ekey = self._encode_key(key)
+        old = self._before(partition, ekey)
+        self._del(ekey)
+        self._forget(ekey)
+        for figures in self.figures:
+            if partition is None:
+                figures.clear()  # a delete outside a stream event (not done): rescan
+            else:
+                figures.change(partition, key, old, None)
+
+    def _before(self, partition: int | None, ekey: bytes) -> Any:
+        """The value a write replaces, when a watcher needs it (None: absent, or no one)."""
+        if partition is None or not any(partition in f.partitions for f in self.figures):
+            return None
+        return self._cached(partition, ekey)
+
+    def _forget(self, ekey: bytes) -> None:
+        if self._decoded is not None:
+            for partition in list(self._dbs):
+                self._decoded.pop((partition, ekey), None)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Any, to_value: Any) -> None:
+        """Recovery and standby records change partitions under the cache and the figures."""
+        events = list(batch)
+        super().apply_changelog_batch(events, to_key, to_value)
+        stale: set[int] = set()
+        for event in events:
+            partition = event.message.partition
+            stale.add(partition)
+            if self._decoded is not None:
+                self._decoded.pop((partition, event.message.key or b""), None)
+        for figures in self.figures:
+            for partition in stale:
+                figures.stale(partition)
+
+    async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
+                           generation_id: int = 0) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        if self._decoded is not None:
+            self._decoded.clear()  # rare: the cache refills from the next reads
+        for figures in self.figures:
+            for tp in revoked | newly_assigned:
+                figures.stale(tp.partition)
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        if self._decoded is not None:
+            self._decoded.clear()
+        for figures in self.figures:
+            figures.clear()
+
+    def watch(self, figures: PartitionFigures) -> None:
+        """Keep ``figures`` up to date with this table's writes (tables/figures.py)."""
+        self.figures.append(figures)
+
+    def active_partitions(self) -> list[int]:
+        """The partitions this worker holds active (those ``items()`` iterates)."""
+        actives = self.app.assignor.assigned_actives()
+        topic = self.table.changelog_topic.get_topic_name()
+        return [p for p in list(self._dbs) if TP(topic=topic, partition=p) in actives]
+
+    def decoded_items(self, partition: int) -> Iterator[tuple[Any, Any]]:
+        """``partition``'s (key, value) pairs, decoded (one scan)."""
+        for key, value in self._visible_items(self._db_for_partition(partition)):
+            yield self._decode_key(key), self._decode_value(value)
+
+    def figures_total(self, figures: PartitionFigures) -> dict[Any, int]:
+        return figures.total(self.active_partitions(), self.decoded_items)
 
 
 faust.stores.STORES.aliases[SCHEME] = f"{__name__}:Store"

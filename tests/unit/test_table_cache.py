@@ -1,0 +1,185 @@
+"""The table store's decoded-value cache and its incremental figures (issue 16), on the real
+RocksDB store the worker opens (tables/rocks.py), with a stream event's partition set as Faust
+sets it while an agent handles an event."""
+
+from __future__ import annotations
+
+import random
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import TP
+
+from retail_sync import dashboard
+from retail_sync.settings import Settings
+from retail_sync.streams.codecs import decode, encode
+from retail_sync.streams.models import OrderStatus, ShipmentRecord
+from retail_sync.streams.stock import Reservation, StockState, Told
+from retail_sync.tables.figures import PartitionFigures
+from retail_sync.tables.orders import order_state_table, stock_table
+from tests.unit.test_order_index import NOW, _state
+
+
+class _Event:
+    def __init__(self, partition: int, key: bytes = b"", value: bytes | None = None) -> None:
+        self.message = SimpleNamespace(partition=partition, key=key, value=value,
+                                       tp=TP("t", partition), offset=0)
+
+
+class _In:
+    """Faust's current event while an agent handles one of ``partition``."""
+
+    def __init__(self, partition: int) -> None:
+        self.event = _Event(partition)
+
+    def __enter__(self) -> None:
+        self.token = _current_event.set(weakref.ref(self.event))
+
+    def __exit__(self, *exc: Any) -> None:
+        _current_event.reset(self.token)
+
+
+def _tables(tmp_path: Path, **env: Any) -> tuple[Any, Any]:
+    settings = Settings(app_id="cache-test", datadir=tmp_path, **env)
+    app = faust.App("cache-test", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    tables = order_state_table(app, settings), stock_table(app, settings)
+    for t in tables:  # every partition active, as on a worker that owns them all
+        t.data.active_partitions = lambda t=t: sorted(t.data._dbs)
+    return tables
+
+
+def _counting_decodes(store: Any) -> list[int]:
+    calls = [0]
+    decode_value = store._decode_value
+
+    def counted(value: Any) -> Any:
+        calls[0] += 1
+        return decode_value(value)
+    store._decode_value = counted
+    return calls
+
+
+def _states() -> list[Any]:
+    shipped = _state("SAL-ORD-1").model_copy(update={"shipments": {"S1": ShipmentRecord(
+        shipment_id="S1", lines={"1": 1}, carrier="UPS", tracking_number="1Z",
+        shipped_at=NOW.replace(hour=2), sales_invoice="ACC-SINV-1")}})
+    return [_state(None), _state("SAL-ORD-2"), shipped,
+            shipped.model_copy(update={"status": OrderStatus.CANCELLED})]
+
+
+def test_a_cached_value_is_what_decoding_its_record_gives() -> None:
+    for state in _states():
+        assert decode("rs.order_state", encode("rs.order_state", state)) == state
+
+
+def test_reads_in_the_owning_partition_decode_once_writes_and_deletes_keep_it_current(
+        tmp_path: Path) -> None:
+    orders, _ = _tables(tmp_path)
+    store = orders.data
+    decodes = _counting_decodes(store)
+    first, second = _states()[:2]
+    with _In(1):
+        store["k"] = first
+        assert store["k"] is first and "k" in store  # the written object, no decode
+        assert decodes[0] == 0
+        store["k"] = second
+        assert store["k"] is second
+        del store["k"]
+        assert "k" not in store
+        assert store._decoded is not None and not store._decoded
+    with _In(1):
+        store["k"] = first
+    store._decoded.clear()
+    with _In(1):
+        assert store["k"] == first and decodes[0] == 1  # read from RocksDB once...
+        assert store["k"] is store["k"] and decodes[0] == 1  # ...then from the cache
+    with _In(2):  # another partition: Faust reads that partition's database, where k is not
+        assert "k" not in store
+    assert store["k"] == first  # outside a stream event: RocksDB, as Faust reads it
+    # a changelog record applied (recovery, standby) replaces the cached value
+    store.apply_changelog_batch([_Event(1, b"k", encode("rs.order_state", second))],
+                                to_key=None, to_value=None)
+    with _In(1):
+        assert store["k"] == second
+
+
+async def test_a_rebalance_empties_the_cache(tmp_path: Path) -> None:
+    orders, _ = _tables(tmp_path)
+    store = orders.data
+    with _In(0):
+        store["k"] = _states()[0]
+    assert store._decoded
+    store.app.assignor.assigned_standbys = lambda: set()
+    await store.on_rebalance(set(), {TP("x", 0)}, set())
+    assert not store._decoded
+
+
+def test_the_cache_is_bounded_by_the_setting(tmp_path: Path) -> None:
+    orders, _ = _tables(tmp_path, table_cache_entries="3")
+    with _In(0):
+        for i in range(10):
+            orders.data[f"k{i}"] = _states()[0]
+        assert len(orders.data._decoded) == 3
+        assert orders.data["k0"] == _states()[0]  # evicted, read back from RocksDB
+    off, _ = _tables(tmp_path / "off", table_cache_entries="0")
+    assert off.data._decoded is None
+
+
+def _scan(store: Any, figures: PartitionFigures) -> dict[Any, int]:
+    fresh = PartitionFigures(figures.contribution)
+    return fresh.total(store.active_partitions(), store.decoded_items)
+
+
+def test_incremental_figures_equal_a_full_scan_after_writes_and_deletes(tmp_path: Path) -> None:
+    orders, stock = _tables(tmp_path)
+    ats = {"shopify": 0, "amazon": 3}
+    kept = PartitionFigures(dashboard.order_contribution)
+    kept_stock = PartitionFigures(dashboard.stock_contribution(lambda sku, state: ats))
+    orders.data.watch(kept)
+    stock.data.watch(kept_stock)
+    rng = random.Random(16)
+    states = _states()
+    keys = [f"shopify:{i}" for i in range(40)]
+    for _ in range(3):  # the figures are read (partitions scanned once) between rounds
+        for _ in range(300):
+            key = rng.choice(keys)
+            with _In(hash(key) % 4):
+                if rng.random() < 0.2:
+                    if key in orders.data:
+                        del orders.data[key]  # e.g. a retention delete (tables/retention.py)
+                else:
+                    orders.data[key] = rng.choice(states)
+            sku = f"SKU-{rng.randrange(6)}"
+            with _In(hash(sku) % 4):
+                told = {c: Told(quantity=rng.choice([0, 3]), at=NOW, ok=rng.random() < 0.8)
+                        for c in rng.sample(["shopify", "amazon", "ebay"], 2)}
+                stock.data[sku] = StockState(sku=sku, told=told)
+                stock.data[f"{sku}|o#1"] = Reservation(order_key="o", channel="shopify", line_id="1",
+                                                       quantity=1, requested=1, reserved_at=NOW)
+        assert orders.data.figures_total(kept) == _scan(orders.data, kept)
+        assert stock.data.figures_total(kept_stock) == _scan(stock.data, kept_stock)
+    assert kept.scans <= 4 + 1  # each partition scanned once (its first read), not per read
+    got = dashboard.render_order_figures(orders.data.figures_total(kept))
+    values = [orders.data.decoded_items(p) for p in orders.data.active_partitions()]
+    assert got == dashboard.order_figures(v for part in values for _, v in part)
+    assert got["orders"] > 0 and got["cancelled_by_cause"]
+
+
+def test_figures_of_a_revoked_or_recovered_partition_are_rebuilt_by_one_scan(
+        tmp_path: Path) -> None:
+    orders, _ = _tables(tmp_path)
+    kept = PartitionFigures(dashboard.order_contribution)
+    orders.data.watch(kept)
+    with _In(2):
+        orders.data["a"] = _states()[0]
+    assert orders.data.figures_total(kept)[("orders",)] == 1 and kept.scans == 1
+    # a record of partition 2 recovered from the changelog: not seen by a write
+    orders.data.apply_changelog_batch(
+        [_Event(2, b"b", encode("rs.order_state", _states()[1]))], to_key=None, to_value=None)
+    assert orders.data.figures_total(kept)[("orders",)] == 2 and kept.scans == 2
+    orders.data.active_partitions = lambda: []  # revoked: its figures leave with it
+    assert orders.data.figures_total(kept) == {}
