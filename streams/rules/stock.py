@@ -43,9 +43,10 @@ Long module: one SKU's arithmetic and every stock event's rule, with the crash-r
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from retail_sync.streams.commands import CommitStock, InventoryUpdate, ReleaseStock, ReserveStock
 from retail_sync.streams.erp_time import EARLIEST, JUST_AFTER
@@ -95,6 +96,15 @@ class StockOutcome:
 
 
 Lines = Mapping[str, Reservation]
+
+
+class LineLookup(Protocol):
+    """What ``view`` reads of the line records: membership and lookup by key (a view runs
+    outside stream iteration and looks keys up across partitions; it never iterates them)."""
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def __getitem__(self, key: str) -> Reservation: ...
 
 
 # --- the arithmetic ---------------------------------------------------------------------------
@@ -223,7 +233,7 @@ class _AsBefore(Mapping[str, Reservation]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.lines)
 
     def __len__(self) -> int:
@@ -450,7 +460,7 @@ def _on_pushed(state: StockState | None, event: InventoryPushed) -> StockOutcome
 
 
 def view(state: StockState, rules: StockRules, channels: Sequence[str],
-         lines: Lines | None = None) -> dict[str, object]:
+         lines: LineLookup | None = None) -> dict[str, object]:
     """``GET /inventory/{sku}``: the position, the reservations and every channel's numbers."""
     lines = lines or {}
     pending_units = sum(p.quantity for p in state.pending.values())
