@@ -7,10 +7,10 @@ import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
-from retail_sync.streams.rules import aftersale
 from retail_sync import admin_actions, recon_jobs
 from retail_sync.audit import AuditRecord, select
 from retail_sync.streams.models import OrderStatus
+from retail_sync.streams.rules import aftersale
 from tests.unit.test_aftersale import LINES, T0, received, refund, run, shipment
 
 

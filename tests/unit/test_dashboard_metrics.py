@@ -14,13 +14,13 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from retail_sync.agents import orders
-from retail_sync.streams.rules.lifecycle import Outcome
 from retail_sync import admin_actions, dashboard
+from retail_sync.agents import orders
 from retail_sync.app import create_app
 from retail_sync.metrics import Metrics, TableFiguresCollector
 from retail_sync.settings import Settings
 from retail_sync.streams.models import OrderStatus, ShipmentRecord
+from retail_sync.streams.rules.lifecycle import Outcome
 from retail_sync.streams.stock import StockState, Told
 from tests.unit.test_aftersale import LINES, received, run, shipment
 from tests.unit.test_order_index import NOW, _state

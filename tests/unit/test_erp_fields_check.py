@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from retail_sync.connectors.erpnext.fields import CUSTOM_FIELDS
-from retail_sync.connectors.erpnext.frappe import FrappeSession
 from retail_sync.connectors.erpnext.fields_check import check, messages, problems_of
+from retail_sync.connectors.erpnext.frappe import FrappeSession
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig, ErpSimulator
 
 ROOT = Path(__file__).resolve().parents[2]

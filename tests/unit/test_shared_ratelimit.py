@@ -10,7 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from retail_sync.connectors.amazon.plan import AMAZON_PLANS
-from retail_sync.connectors.ratelimit import Budgets, Limiter, LocalGcra, RedisGcra, budgets_for, limiter_for, limiter_key
+from retail_sync.connectors.ratelimit import (
+    Budgets,
+    Limiter,
+    LocalGcra,
+    RedisGcra,
+    budgets_for,
+    limiter_for,
+    limiter_key,
+)
 from retail_sync.connectors.redis_support import redis_enabled
 from retail_sync.settings import Settings
 

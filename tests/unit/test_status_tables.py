@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from retail_sync.channels import status_tables
 from retail_sync.connectors.amazon import mapper as amazon
 from retail_sync.connectors.regional import mapper as regional
 from retail_sync.connectors.walmart import mapper as walmart
-from retail_sync.channels import status_tables
 from retail_sync.streams.status import CANONICAL_STATUSES, StatusTable
 
 TABLES = status_tables()  # every built-in plugin's ``status``
