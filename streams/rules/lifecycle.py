@@ -389,6 +389,14 @@ def _on_stock(state: OrderState, event: StockAnswered, now: datetime, policy: st
         return Outcome(state=state, stock_commands=[ReleaseStock(
             sku=event.sku, order_key=state.order_key, line_ids=held,
             reason="order cancelled while reserving", at=now)])
+    if state.status is OrderStatus.ERP_PENDING:
+        # a replayed answer, the decision taken and the ERP post not yet confirmed: ask for it
+        # again. The answer is replayed when the worker stopped before its offset was committed;
+        # the state that took the decision may have been kept (RocksDB, or its changelog record
+        # delivered) while the ERP request sent with it was lost (broker gone before it was
+        # acknowledged), and nothing else would send it. The ERP post is idempotent (one sales
+        # order per order key), as on a redelivered order (_on_redelivery).
+        return Outcome(state=state, erp_requests=[_request(state, now)])
     if state.status is not OrderStatus.STOCK_PENDING:
         return Outcome(state=state)  # a replayed answer: the decision is taken
     skus = {ln.line_id: ln.sku for ln in state.order.lines}
