@@ -86,6 +86,7 @@ def order_input(ctx: AgentDeps) -> faust.TopicT:
     """orders-raw and order-events as one topic handle (the order agent's input): each record
     decoded with its topic's codec, an undecodable one recorded like any topic's."""
     raw, events = ctx.topics.raw_orders, ctx.topics.order_events
+    # (the ignores: Faust's TopicT does not declare the value_serializer every Topic has)
     codecs = {raw.get_topic_name(): raw.value_serializer,  # type: ignore[attr-defined]
               events.get_topic_name(): events.value_serializer}  # type: ignore[attr-defined]
     topic = _InputTopic(ctx.app, topics=list(codecs), partitions=ctx.settings.partitions,
@@ -99,7 +100,7 @@ async def warm_routing_metadata(ctx: AgentDeps) -> None:
     """HTTP key routing (``app.table_route``) hashes with the producer's topic metadata, which
     aiokafka loads only for topics it has produced to; load it for the changelogs up front so a
     lookup on a freshly started worker finds it."""
-    producer = ctx.app.producer._ensure_producer()  # type: ignore[attr-defined]
+    producer = ctx.app.producer._ensure_producer()  # type: ignore[attr-defined]  # Faust-private
     for table in (ctx.tables.orders, ctx.tables.index, ctx.tables.stock):
         await producer.partitions_for(table.changelog_topic.get_topic_name())
 

@@ -59,6 +59,7 @@ async def while_result(call: Callable[[], Awaitable[T]], again: Callable[[T], bo
                        attempts: int) -> T:
     """``call()`` again at once (the caller's own pacing waits) while ``again(result)``, at most
     ``attempts`` calls; returns the last result, whatever it says."""
+    # (the ignore: tenacity types outcome Optional; it is set once an attempt has run)
     retrying = AsyncRetrying(stop=stop_after_attempt(attempts), wait=wait_none(),
                              retry=retry_if_result(again),
                              retry_error_callback=lambda state: state.outcome.result()  # type: ignore[union-attr]

@@ -70,7 +70,7 @@ def run_bench(args: argparse.Namespace) -> int:
 async def _bench(args: argparse.Namespace) -> int:
     settings = load_settings()
     broker = None if settings.broker_url else EmbeddedBroker().start()
-    url = settings.broker_url or broker.url  # type: ignore[union-attr]
+    url = settings.broker_url or broker.url  # type: ignore[union-attr]  # set without a broker_url
     tansu = settings.tansu_compat if settings.tansu_compat is not None else broker is not None
     broker_pid = broker.process.pid if broker is not None and broker.process else None
     runs = _runs(args.only)

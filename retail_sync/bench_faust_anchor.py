@@ -35,7 +35,7 @@ def build(bootstrap: str, topic: str, app_id: str, datadir: str, partitions: int
                        options={"block_cache_size": 64 * 1024 * 1024})
     state: dict[str, float] = {"seen": 0}
 
-    @app.task  # type: ignore[untyped-decorator]
+    @app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _tune() -> None:
         logging.getLogger().setLevel(logging.WARNING)
         if app.monitor in set(app.sensors):

@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from retail_sync.streams.commands import (
     ErpCancelRequest,
@@ -81,8 +82,8 @@ SHIPPED_OR_LATER = {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED,
                     OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
 
 
-def outcome(**kw: object) -> Outcome:
-    return Outcome(**kw)  # type: ignore[arg-type]
+def outcome(**kw: Any) -> Outcome:
+    return Outcome(**kw)
 
 
 # --- small pieces ------------------------------------------------------------------------------

@@ -209,6 +209,7 @@ class _AsBefore(Mapping[str, Reservation]):
     def __init__(self, lines: Lines, state: StockState | None) -> None:
         self.lines, self.state = lines, state
 
+    # (the ignore: one signature for Mapping.get's overloads)
     def get(self, key: str, default: Reservation | None = None) -> Reservation | None:  # type: ignore[override]
         record = self.lines.get(key)
         state = self.state
@@ -264,6 +265,7 @@ def _updates(state: StockState, rules: StockRules, cause: str, cause_at: datetim
              now: datetime) -> list[InventoryUpdate]:
     if not tracked(state):
         return []
+    # (the ignore: ``cause`` is InventoryUpdate's "erp" or "order", passed on as a str)
     return [
         InventoryUpdate(channel=c, sku=state.sku, quantity=q, cause=cause,  # type: ignore[arg-type]
                         cause_at=cause_at, computed_at=now)
