@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -106,7 +105,7 @@ class ToyOutbound:
     async def cancel_lines(self, marketplace_order_id: str, lines: Sequence[LineUnits], *,
                            whole_order: bool, reason: str) -> None:
         await self._write("cancel", order=marketplace_order_id, whole_order=whole_order,
-                          lines=[asdict(line) for line in lines], reason=reason)
+                          lines=[line.model_dump(mode="json") for line in lines], reason=reason)
 
     async def confirm_shipment(self, marketplace_order_id: str, shipment: Shipment) -> None:
         await self._write("shipment", order=marketplace_order_id, shipment=shipment.shipment_id)
