@@ -21,12 +21,10 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from retail_sync.connectors import amazon, regional, shopify, walmart
 from retail_sync.connectors.plugin import ChannelPlugin
 from retail_sync.settings import ENV_PREFIX, Settings
+from retail_sync.settings import plugin_settings as own_settings
 from retail_sync.streams.status import StatusTable
 
 BUILTIN: tuple[ChannelPlugin, ...] = (shopify.plugin, amazon.plugin, walmart.plugin, regional.plugin)
@@ -74,18 +72,8 @@ def external_plugins(refs: str) -> list[ChannelPlugin]:
 
 
 def plugin_settings(plugin: ChannelPlugin, settings: Any) -> Any:
-    """The settings ``plugin``'s factories take: the central Settings when it already is one of
-    the plugin's model (the built-in ones), else the plugin's model read from the environment
-    (``RETAIL_SYNC_`` + field name) over the shared values of ``settings``."""
-    model = plugin.settings_model
-    if isinstance(settings, model):
-        return settings
-    shared = {name: getattr(settings, name) for name in model.model_fields
-              if name in type(settings).model_fields}
-    from_env = type(f"{model.__name__}FromEnv", (model, BaseSettings), {
-        "model_config": SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")})
-    built: BaseModel = from_env(**shared)
-    return built
+    """The settings ``plugin``'s factories take (``retail_sync.settings.plugin_settings``)."""
+    return own_settings(plugin.settings_model, settings)
 
 
 def _configured(plugin: ChannelPlugin, settings: Any) -> ChannelPlugin:

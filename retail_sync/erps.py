@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from retail_sync.connectors import erpnext
 from retail_sync.connectors.plugin import ErpPlugin
-from retail_sync.settings import ENV_PREFIX, Settings
+from retail_sync.settings import ENV_PREFIX, Settings, plugin_settings
 
 BUILTIN: dict[str, ErpPlugin] = {erpnext.plugin.name: erpnext.plugin}
 DEFAULT = erpnext.plugin.name
@@ -67,24 +65,8 @@ def erp_plugin(settings: Settings) -> ErpPlugin:
 
 
 def settings_for(plugin: ErpPlugin, settings: Settings) -> BaseModel:
-    """The settings ``plugin``'s factories take: the central Settings when it already is one of
-    the plugin's model (the built-in ones), else the plugin's model read from the environment
-    (``RETAIL_SYNC_`` + field name) over the shared values of ``settings``."""
-    model = plugin.settings_model
-    if isinstance(settings, model):
-        return settings
-    shared = {name: getattr(settings, name) for name in model.model_fields
-              if name in type(settings).model_fields}
-    from_env = _from_env(model)
-    built: BaseModel = from_env(**shared)
-    return built
-
-
-@cache
-def _from_env(model: type[BaseModel]) -> type[BaseModel]:
-    """``model`` read from the environment (``RETAIL_SYNC_`` + field name); one class per model."""
-    return type(f"{model.__name__}FromEnv", (model, BaseSettings), {
-        "model_config": SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")})
+    """The settings ``plugin``'s factories take (``retail_sync.settings.plugin_settings``)."""
+    return plugin_settings(plugin.settings_model, settings)
 
 
 def plugin_variables(environ: Mapping[str, str]) -> list[str]:

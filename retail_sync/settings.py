@@ -6,11 +6,11 @@ The README lists them; ``retail-sync settings`` prints the effective values (sec
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from retail_sync.connectors.amazon.settings import AmazonSettings
@@ -348,3 +348,24 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
 
         return {k: ("***" if isinstance(v, SecretStr) else mask_value(v))
                 for k, v in self.__dict__.items() if k in type(self).model_fields}
+
+
+def plugin_settings(model: type[BaseModel], settings: BaseModel) -> BaseModel:
+    """The settings a plugin's factories take (channel or ERP plugin, ``model`` its
+    ``settings_model``): the central Settings when it already is one of ``model`` (the built-in
+    plugins), else ``model`` read from the environment (``RETAIL_SYNC_`` + field name) over the
+    shared values of ``settings``."""
+    if isinstance(settings, model):
+        return settings
+    shared = {name: getattr(settings, name) for name in model.model_fields
+              if name in type(settings).model_fields}
+    built: BaseModel = _from_env(model)(**shared)
+    return built
+
+
+@cache
+def _from_env(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` read from the environment (``RETAIL_SYNC_`` + field name); one class per model,
+    so two reads of the same plugin's settings are instances of one class (and compare equal)."""
+    return type(f"{model.__name__}FromEnv", (model, BaseSettings), {
+        "model_config": SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")})

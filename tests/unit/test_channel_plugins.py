@@ -39,6 +39,9 @@ def test_an_external_plugin_comes_from_the_setting_with_its_own_settings(
     values = plugin_settings(found["toy"], settings)
     assert isinstance(values, toy_channel.ToySettings)
     assert values.toy_feed_file == tmp_path / "feed.jsonl" and values.app_id == "rs-toy"
+    # read twice, the same settings (one class per plugin model: a new class per read made two
+    # reads of one plugin's settings unequal)
+    assert plugin_settings(found["toy"], settings) == values
     source = found["toy"].source
     assert source is not None and isinstance(source(settings), toy_channel.ToyFileSource)
     assert found["toy"].outbound is not None and found["toy"].outbound(settings) is None  # no outbox
