@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import faust
 
+from retail_sync.agents.retry import RetrySettings
 from retail_sync.connectors.breaker import CircuitBreaker
 from retail_sync.streams.rules.policies import (
     AllocationPolicy,
@@ -23,8 +24,9 @@ from retail_sync.streams.rules.policies import (
 from retail_sync.streams.topics import Topics
 
 
-class AgentSettings(Protocol):
-    """The settings values agents read (a subset of ``retail_sync.settings.Settings``)."""
+class AgentSettings(RetrySettings, Protocol):
+    """The settings values agents read (a subset of ``retail_sync.settings.Settings``); the
+    retry budgets are ``RetrySettings``'."""
 
     @property
     def app_id(self) -> str: ...
@@ -40,18 +42,6 @@ class AgentSettings(Protocol):
     def erp_order_poll_interval_s(self) -> float: ...
     @property
     def erp_concurrency(self) -> int: ...
-    @property
-    def erp_max_attempts(self) -> int: ...
-    @property
-    def erp_backoff_base_s(self) -> float: ...
-    @property
-    def erp_backoff_max_s(self) -> float: ...
-    @property
-    def marketplace_max_attempts(self) -> int: ...
-    @property
-    def marketplace_backoff_base_s(self) -> float: ...
-    @property
-    def marketplace_backoff_max_s(self) -> float: ...
     @property
     def marketplace_command_concurrency(self) -> int: ...
     @property

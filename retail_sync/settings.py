@@ -30,12 +30,10 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
+    # app_id, poll_max_orders, rate_limits and the redis_* fields are ConnectorSettings'
+    # (connectors/plugin.py), inherited through every connector's settings model
+
     # --- identity and Kafka -------------------------------------------------------------
-    app_id: str = Field(
-        "retail-sync",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$",
-        description="Faust app id; also the consumer group and the prefix of every topic.",
-    )
     broker_url: str | None = Field(
         None,
         description="Kafka bootstrap URL, e.g. kafka://kafka:9092. Unset: `retail-sync worker` "
@@ -169,7 +167,6 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "", description="Extra channels: comma-separated 'module:attribute' of ChannelPlugin objects.",
     )
     poll_interval_s: float = Field(5.0, gt=0, description="How often polled channels are asked.")
-    poll_max_orders: int = Field(200, ge=1, le=10_000, description="Orders taken per poll at most.")
 
     # --- dashboard and order search (issue 14; retail_sync/dashboard.py) -------------------
     order_search_email_salt: SecretStr = Field(
@@ -256,22 +253,6 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
     breaker_cool_down_s: float = Field(
         5.0, gt=0, description="How long calls wait once a circuit opened (doubles on a failed probe).")
     breaker_max_cool_down_s: float = Field(120.0, gt=0)
-    rate_limits: dict[str, tuple[float, int]] = Field(
-        default_factory=dict, description='Client-side budgets per "channel:operation" as '
-        '[calls per second, burst], overriding the published plans in connectors/ratelimit.py, '
-        'e.g. {"amazon:getOrderItems": [1, 30], "shopify:admin": [4, 78]}.')
-
-    # --- shared infrastructure (used from the resilience issue on) ----------------------
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_max_connections: int = Field(
-        64, ge=1, le=10_000, description="Connections each Redis client of a worker (webhook "
-        "dedupe, each shared rate limit) may open; a call that finds them all busy waits for one.")
-    redis_pool_timeout_s: float = Field(
-        2.0, gt=0, le=30, description="How long a Redis call waits for a free pooled connection "
-        "before it counts as a Redis failure (dedupe then falls back to this process, counted in "
-        "retail_sync_dedupe_fallback_total).")
-    redis_timeout_s: float = Field(
-        0.5, gt=0, le=30, description="Connect and per-call timeout of Redis calls (no retries).")
 
     @field_validator("canonical_url")
     @classmethod
