@@ -5,6 +5,7 @@ four faults injected straight into the simulators are each found, with the right
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,7 +35,10 @@ async def test_reconcile_clean_then_every_injected_fault(stack: Stack) -> None:
     walmart = WalmartSimulator(WalmartSimConfig(seed=33, skus=SKUS, max_quantity=2))
     drop, outbox = stack.workdir / "regional-drop", stack.workdir / "regional-outbox"
     drop.mkdir(parents=True)
-    regional = RegionalSimulator(drop, seed=REGIONAL_SEED, outbox_dir=outbox)
+    # the simulator's clock defaults to a fixed day (2026-11-27) for repeatable files; reconcile
+    # looks back from now, so these orders are dated today or they fall outside its window
+    regional = RegionalSimulator(drop, seed=REGIONAL_SEED, outbox_dir=outbox,
+                                 start=datetime.now(UTC) - timedelta(hours=1))
     urls = {"shopify": await shop.start(), "amazon": await amazon.start(),
             "walmart": await walmart.start()}
     stack.env.update({
