@@ -1,6 +1,7 @@
 """Index agent: the single writer of the order-index table (external id -> order_keys).
 
-Reads order-index-updates keyed by the external id, so the table's changelog partition matches
+Reads order-index-updates keyed by the external id (a record of one entry, or ``IndexEntries``:
+several ids of one partition, keyed by the first), so the table's changelog partition matches
 the stream's and any worker routes a lookup by id to the owner. Re-applying an entry changes
 nothing.
 """
@@ -11,7 +12,8 @@ from typing import Any
 
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.streams.commands import IndexEntry
+from retail_sync.agents.outbox import misplaced
+from retail_sync.streams.commands import IndexEntries, IndexEntry
 
 MAX_KEYS_PER_ID = 50  # an id shared by more orders than this is not an id worth indexing
 
@@ -19,7 +21,20 @@ MAX_KEYS_PER_ID = 50  # an id shared by more orders than this is not an id worth
 def register(ctx: AgentDeps) -> None:
     @ctx.app.agent(ctx.topics.index_updates, name=f"{ctx.settings.app_id}.index")
     async def index(stream: Any) -> None:
-        async for entry in stream:
+        async for event in stream.events():
+            await index_record(ctx, event.value, event.message.partition)
+
+
+async def index_record(ctx: AgentDeps, record: IndexEntry | IndexEntries,
+                       partition: int | None) -> None:
+    """One record of order-index-updates: an entry, or a batch of them (the order agent sends
+    one per partition per batch), applied in order, each only if its id is on the record's
+    partition."""
+    if isinstance(record, IndexEntry):
+        await index_one(ctx, record)
+        return
+    for entry in record.entries:
+        if not await misplaced(ctx, entry.external_id, entry, partition, ctx.topics.index_updates):
             await index_one(ctx, entry)
 
 

@@ -19,14 +19,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
-from faust.types import AppT, Message
+from faust.types import AppT, EventT, Message
 
 from retail_sync.agents import ingest
 from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.outbox import Outbox, in_event, misplaced
 from retail_sync.streams.commands import ExpireOrder, IndexEntry
-from retail_sync.streams.events import BackorderReleased, ErpReturnPosted, OrderEvent, OrderReceived
+from retail_sync.streams.events import (
+    BackorderReleased,
+    ErpReturnPosted,
+    OrderEvent,
+    OrderReceived,
+    StockAnswers,
+)
 from retail_sync.streams.models import ExceptionKind, RawOrderMessage, utcnow
 from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.rules.outcome import Outcome
@@ -46,20 +53,44 @@ def register(ctx: AgentDeps) -> None:
     @ctx.app.agent(order_input(ctx), name=f"{ctx.settings.app_id}.orders")
     async def orders(stream: Any) -> None:
         await warm_routing_metadata(ctx)
-        async for key, value in stream.items():
-            await handle_input(ctx, key, value, policies)
+        async for events in stream.take_events(ctx.settings.batch_max,
+                                               within=ctx.settings.batch_within_s):
+            await handle_batch(ctx, events, policies)
 
 
-async def handle_input(ctx: AgentDeps, key: str | None, value: RawOrderMessage | OrderEvent,
-                       policies: OrderPolicies | None = None) -> None:
+async def handle_batch(ctx: AgentDeps, events: list[EventT[Any]], policies: OrderPolicies) -> None:
+    """One batch of the agent's input, event by event in arrival order (each in its own event
+    context: Faust's RocksDB store reads and a table write goes to the changelog partition of
+    the *current* event); what they send goes out grouped at the end (agents/outbox.py)."""
+    outbox = Outbox(ctx.topics, ctx.settings.partitions)
+    for event in events:
+        with in_event(event):
+            key = event.key if isinstance(event.key, str | None) else None  # raw str keys
+            await handle_input(ctx, key, event.value, policies, outbox=outbox,
+                               partition=event.message.partition)
+    await outbox.flush()
+
+
+async def handle_input(ctx: AgentDeps, key: str | None, value: Any,
+                       policies: OrderPolicies | None = None, *, outbox: Outbox | None = None,
+                       partition: int | None = None) -> None:
     """One record of the agent's input: a raw delivery (orders-raw) is mapped first and applied
-    if its event belongs to ``key``; an order event (order-events) is applied."""
+    if its event belongs to ``key``; an order event (order-events) is applied; a batch of stock
+    answers is applied answer by answer (each to its own order, which must be on the record's
+    ``partition``)."""
+    if isinstance(value, StockAnswers):
+        for answer in value.answers:
+            if await misplaced(ctx, answer.order_key, answer, partition,
+                               ctx.topics.order_events):
+                continue
+            await handle_guarded(ctx, answer.order_key, answer, policies, outbox)
+        return
     event: OrderEvent | None = value if not isinstance(value, RawOrderMessage) else (
         await ingest.ingest_one(ctx, key, value))
     if event is None:  # an exception record, or sent on to its own key's partition
         return
     assert key is not None  # an order event, or an event ingest_one found keyed ``key``
-    await handle_guarded(ctx, key, event, policies)
+    await handle_guarded(ctx, key, event, policies, outbox)
 
 
 class _ByTopicSchema(faust.Schema[str, Any]):
@@ -106,8 +137,19 @@ async def warm_routing_metadata(ctx: AgentDeps) -> None:
 
 
 async def handle(ctx: AgentDeps, key: str, event: OrderEvent,
-                 policies: OrderPolicies | None = None) -> None:
-    """Apply one event to its order; ``policies``: the agent's (built once), else the settings'."""
+                 policies: OrderPolicies | None = None, outbox: Outbox | None = None) -> None:
+    """Apply one event to its order; ``policies``: the agent's (built once), else the settings'.
+    What it sends goes to ``outbox`` (a batch's), else out at once."""
+    if outbox is None:
+        outbox = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
+        await _apply(ctx, key, event, policies, outbox)
+        await outbox.flush()
+    else:
+        await _apply(ctx, key, event, policies, outbox)
+
+
+async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPolicies | None,
+                 outbox: Outbox) -> None:
     from retail_sync.tables import retention
 
     table = ctx.tables.orders
@@ -148,20 +190,19 @@ async def handle(ctx: AgentDeps, key: str, event: OrderEvent,
         recheck = not outcome.changed or isinstance(event, OrderReceived)
         for external_id in ids_to_index(previous, outcome.state, recheck=recheck,
                                         email_salt=_salt(ctx)):
-            await ctx.topics.index_updates.send(
-                key=external_id, value=IndexEntry(external_id=external_id, order_key=key))
+            outbox.index(IndexEntry(external_id=external_id, order_key=key))
     for command in outcome.stock_commands:
-        await ctx.topics.stock_events.send(key=command.sku, value=command)
+        outbox.stock(command)
     for request in outcome.erp_requests:
-        await ctx.topics.erp_requests.send(key=request.order_key, value=request)
+        outbox.send(ctx.topics.erp_requests, request.order_key, request)
     for channel_command in outcome.marketplace_commands:
-        await ctx.topics.commands_for(channel_command.channel).send(
-            key=channel_command.order_key, value=channel_command)
+        outbox.send(ctx.topics.commands_for(channel_command.channel), channel_command.order_key,
+                    channel_command)
     for wms_command in outcome.wms_commands:
-        await ctx.topics.wms_requests.send(key=wms_command.order_key, value=wms_command)
+        outbox.send(ctx.topics.wms_requests, wms_command.order_key, wms_command)
 
 
-handle_guarded = guard(lambda ctx, key, event, policies=None: Record(
+handle_guarded = guard(lambda ctx, key, event, policies=None, outbox=None: Record(
     payload=event.model_dump_json(), order_key=key,
     source_topic=topic_name(ctx.topics.order_events)))(handle)
 

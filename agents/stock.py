@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from faust.types import EventT
+
 from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.streams.commands import ForgetLines, ReserveStock
+from retail_sync.agents.outbox import Outbox, in_event, misplaced
+from retail_sync.streams.commands import ForgetLines, ReserveStock, StockBatch
 from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
 from retail_sync.streams.models import ExceptionKind, utcnow
 from retail_sync.streams.rules.policies import AllocationPolicy
 from retail_sync.streams.rules.stock import StockRules, apply
-from retail_sync.streams.stock import BackorderRelease, reservation_key
+from retail_sync.streams.stock import BackorderRelease, StockState, position, reservation_key
 
 
 def register(ctx: AgentDeps) -> None:
@@ -28,9 +31,39 @@ def register(ctx: AgentDeps) -> None:
 
     @ctx.app.agent(ctx.topics.stock_events, name=f"{ctx.settings.app_id}.stock")
     async def stock(stream: Any) -> None:
-        async for record in stream.events():  # with its offset: see streams.rules.stock
-            await handle_guarded(ctx, record.key, record.value, offset=record.message.offset,
-                                 policy=policy)
+        async for events in stream.take_events(ctx.settings.batch_max,
+                                               within=ctx.settings.batch_within_s):
+            await handle_batch(ctx, events, policy)
+
+
+async def handle_batch(ctx: AgentDeps, events: list[EventT[Any]],
+                       policy: AllocationPolicy | None = None) -> None:
+    """One batch of stock-events, record by record in arrival order, each in its own event
+    context (agents/outbox.py ``in_event``); the answers go out grouped per order partition at
+    the end of the batch, the rest in order."""
+    outbox = Outbox(ctx.topics, ctx.settings.partitions)
+    for event in events:
+        with in_event(event):
+            await handle_record(ctx, event.key, event.value, event.message.offset,
+                                event.message.partition, policy, outbox)
+    await outbox.flush()
+
+
+async def handle_record(ctx: AgentDeps, key: Any, value: Any, offset: int,
+                        partition: int | None, policy: AllocationPolicy | None,
+                        outbox: Outbox) -> None:
+    """One stock-events record: an event, applied at its position (``streams.stock.position``),
+    or a batch of the order agent's commands, applied item by item, each at its own position and
+    only if its SKU is on the record's partition."""
+    if not isinstance(value, StockBatch):
+        await handle_guarded(ctx, key, value, offset=position(offset), policy=policy,
+                             outbox=outbox)
+        return
+    for index, item in enumerate(value.items):
+        if await misplaced(ctx, item.sku, item, partition, ctx.topics.stock_events):
+            continue
+        await handle_guarded(ctx, item.sku, item, offset=position(offset, index), policy=policy,
+                             outbox=outbox)
 
 
 def rules_for(ctx: AgentDeps, sku: str, policy: AllocationPolicy | None = None) -> StockRules:
@@ -39,7 +72,19 @@ def rules_for(ctx: AgentDeps, sku: str, policy: AllocationPolicy | None = None) 
 
 
 async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None = None,
-                 policy: AllocationPolicy | None = None) -> None:
+                 policy: AllocationPolicy | None = None, outbox: Outbox | None = None) -> None:
+    """Apply one stock event at ``offset`` (its position on stock-events); what it sends goes to
+    ``outbox`` (a batch's), else out at once."""
+    if outbox is None:
+        outbox = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
+        await _apply(ctx, key, event, offset, policy, outbox)
+        await outbox.flush()
+    else:
+        await _apply(ctx, key, event, offset, policy, outbox)
+
+
+async def _apply(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None,
+                 policy: AllocationPolicy | None, outbox: Outbox) -> None:
     if key != event.sku:  # keyed by something else: it would land in another SKU's partition
         await record_exception(
             ctx, kind=ExceptionKind.STATE_CONFLICT, payload=event.model_dump_json(),
@@ -50,7 +95,10 @@ async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
     if isinstance(event, ForgetLines):  # the order was retired (tables/retention.py)
         forget_lines(table, event)
         return
-    out = apply(table.get(key), event, rules_for(ctx, key, policy), utcnow(), table, offset=offset)
+    state = table.get(key)
+    if isinstance(state, StockState):
+        state = state.in_positions()
+    out = apply(state, event, rules_for(ctx, key, policy), utcnow(), table, offset=offset)
     # the lines first, then the SKU's record: one table, one changelog partition, in this order,
     # so a crash never keeps a SKU record without the line records it counts (streams.rules.stock)
     for line_key, reservation in out.writes.items():
@@ -62,18 +110,17 @@ async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
         ctx.metrics.stock_reservations.labels(
             channel=event.channel,
             outcome="untracked" if not out.tracked else ("short" if short else "reserved")).inc()
-        await ctx.topics.order_events.send(key=event.order_key, value=StockAnswered(
-            order_key=event.order_key, sku=event.sku, tracked=out.tracked, lines=out.answer,
-            at=utcnow()))
+        outbox.answer(StockAnswered(order_key=event.order_key, sku=event.sku, tracked=out.tracked,
+                                    lines=out.answer, at=utcnow()))
     for release in _by_order(key, out.releases):
-        await ctx.topics.order_events.send(key=release.order_key, value=release)
+        outbox.send(ctx.topics.order_events, release.order_key, release)
     for update in out.updates:
         topic = ctx.topics.inventory.get(update.channel)
         if topic is not None:
-            await topic.send(key=update.sku, value=update)
+            outbox.send(topic, update.sku, update)
 
 
-handle_guarded = guard(lambda ctx, key, event, offset=None, policy=None: Record(
+handle_guarded = guard(lambda ctx, key, event, offset=None, policy=None, outbox=None: Record(
     payload=event.model_dump_json(), order_key=getattr(event, "order_key", None), source_key=key,
     source_topic=topic_name(ctx.topics.stock_events)))(handle)
 

@@ -46,6 +46,13 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "For trying things out only; demo, bench, chaos and the tests start their own.",
     )
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic we create.")
+    batch_max: int = Field(
+        500, ge=1, le=1000, description="The order and stock agents take their input in batches "
+        "of at most this many records (issue 16): sends are grouped per partition and go out at "
+        "the end of a batch, before it is acknowledged.")
+    batch_within_s: float = Field(
+        0.005, gt=0, le=1, description="How long a batch waits to fill before it is handled "
+        "with what it has (a record waits at most this long per batched hop).")
     replication_factor: int = Field(1, ge=1, le=5)
     table_standby_replicas: int = Field(
         1, ge=0, le=5, description="Standby copies of each table partition that other workers "

@@ -116,13 +116,13 @@ def decode(codec: str, value: bytes) -> Any:
 #: codec name -> the type it carries
 CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.raw_order": TypeAdapter(models.RawOrderMessage),
-    "rs.order_event": events.ORDER_EVENT,
+    "rs.order_event": events.ORDER_RECORD,
     "rs.erp_request": commands.ERP_COMMAND,
     "rs.order_state": TypeAdapter(state.OrderState),
-    "rs.index_entry": TypeAdapter(commands.IndexEntry),
+    "rs.index_entry": commands.INDEX_RECORD,
     "rs.poll_tick": TypeAdapter(commands.PollTick),
     "rs.sync_exception": TypeAdapter(models.SyncException),
-    "rs.stock_event": events.STOCK_EVENT,
+    "rs.stock_event": events.STOCK_TOPIC_RECORD,
     "rs.stock_record": stock.STOCK_RECORD,
     "rs.inventory_update": TypeAdapter(commands.InventoryUpdate),
     "rs.channel_command": commands.CHANNEL_COMMAND,

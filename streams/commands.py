@@ -135,6 +135,26 @@ class ForgetLines(Frozen):
     at: UtcDatetime
 
 
+#: the most items one batch record carries (a batch handler's sends are split beyond it)
+MAX_BATCH_ITEMS = 1000
+
+
+class StockBatch(Frozen):
+    """Several stock commands in one record, for SKUs of one stock-events partition (issue 16).
+
+    The order agent sends one per stock partition per batch of its input instead of one record
+    per SKU and command; the record is keyed by its first item's SKU, so it lands on the partition
+    of every item's SKU (``streams.topics.partition_of``) and the stock agent, which applies the
+    items in order, writes each SKU's records to that SKU's own changelog partition. An item's
+    position is ``offset * POSITION_SCALE + index`` (``streams.stock``), so a replayed batch is
+    applied from the first item its SKU's record does not have."""
+
+    kind: Literal["stock_batch"] = "stock_batch"
+    items: list[Annotated[ReserveStock | ReleaseStock | CommitStock | ForgetLines,
+                          Field(discriminator="kind")]] = Field(min_length=1,
+                                                                max_length=MAX_BATCH_ITEMS)
+
+
 # --- ERP ------------------------------------------------------------------------------------
 
 
@@ -309,3 +329,16 @@ class IndexEntry(Frozen):
     external_id: str = Field(min_length=1, max_length=256)
     order_key: str
     remove: bool = False
+
+
+class IndexEntries(Frozen):
+    """Several index commands in one record, for external ids of one order-index-updates
+    partition (issue 16): keyed by the first entry's id, applied in order by the index agent."""
+
+    kind: Literal["index_entries"] = "index_entries"
+    entries: list[IndexEntry] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+#: what order-index-updates carries: one entry, or a batch of them
+IndexRecord = IndexEntry | IndexEntries
+INDEX_RECORD = TypeAdapter(IndexRecord)

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter
 
 from retail_sync.streams.commands import (
+    MAX_BATCH_ITEMS,
     CommitStock,
     ExpireOrder,
     ForgetLines,
@@ -28,6 +29,7 @@ from retail_sync.streams.commands import (
     ReserveStock,
     RetryErpPost,
     RetryWmsRelease,
+    StockBatch,
 )
 from retail_sync.streams.erp_time import ErpTime
 from retail_sync.streams.models import (
@@ -196,6 +198,16 @@ class ErpReturnPosted(Frozen):
     at: UtcDatetime
 
 
+class StockAnswers(Frozen):
+    """Several stock answers in one record, for orders of one order-events partition (issue 16):
+    the stock agent sends one per order partition per stock batch instead of one record per order
+    and SKU. Keyed by the first answer's order key (so every answer's order is on the record's
+    partition); the order agent applies them in order."""
+
+    kind: Literal["stock_answers"] = "stock_answers"
+    answers: list[StockAnswered] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
 OrderEvent = Annotated[
     OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified
     | FulfilmentReleased | FulfilmentCancelled | ShipmentReported | ErpShipmentPosted
@@ -205,6 +217,9 @@ OrderEvent = Annotated[
     Field(discriminator="kind"),
 ]
 ORDER_EVENT = TypeAdapter(OrderEvent)
+#: what order-events carries: one event, or a batch of stock answers
+OrderRecord = Annotated[OrderEvent | StockAnswers, Field(discriminator="kind")]
+ORDER_RECORD = TypeAdapter(OrderRecord)
 
 
 # --- stock-events (keyed by SKU) ------------------------------------------------------------
@@ -243,3 +258,6 @@ StockEvent = Annotated[
     Field(discriminator="kind"),
 ]
 STOCK_EVENT = TypeAdapter(StockEvent)
+#: what stock-events carries: one event, or a batch of the order agent's commands
+StockTopicRecord = Annotated[StockEvent | StockBatch, Field(discriminator="kind")]
+STOCK_TOPIC_RECORD = TypeAdapter(StockTopicRecord)

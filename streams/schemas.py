@@ -39,7 +39,11 @@ from retail_sync.streams.schema_compat import compatibility_problems
 VERSION_KEY = "schema_version"
 #: codec name -> its current schema version (bump when its models change; then export)
 VERSIONS: dict[str, int] = {
-    "rs.order_event": 2,  # v2: RetryErpPost, RetryWmsRelease (a replay goes through the owner)
+    "rs.order_event": 3,  # v2: RetryErpPost, RetryWmsRelease (a replay goes through the owner);
+    # v3: StockAnswers (several stock answers in one record, issue 16)
+    "rs.stock_event": 2,  # v2: StockBatch (several stock commands in one record, issue 16)
+    "rs.index_entry": 2,  # v2: IndexEntries (several index entries in one record, issue 16)
+    "rs.stock_record": 2,  # v2: StockState.seq_unit (positions, issue 16)
     "rs.channel_command": 2,  # v2: MarketplaceCancel's lines are LineUnits (was CancelLineRequest,
     # the same fields): one type per fact, issue 15; the records are the same
 }
@@ -56,11 +60,14 @@ def version_of(codec: str) -> int:
 
 def members(adapter: TypeAdapter[Any]) -> list[type[BaseModel]]:
     """The model classes a codec's type is made of (the members of a tagged union)."""
-    tp: Any = adapter._type  # noqa: SLF001 - the annotation the adapter was built from
+    return _members(adapter._type)  # noqa: SLF001 - the annotation the adapter was built from
+
+
+def _members(tp: Any) -> list[type[BaseModel]]:
     if typing.get_origin(tp) is typing.Annotated:
         tp = typing.get_args(tp)[0]
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return [m for m in typing.get_args(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+    if typing.get_origin(tp) in (Union, types.UnionType):  # nested unions: their members
+        return [m for arg in typing.get_args(tp) for m in _members(arg)]
     return [tp] if isinstance(tp, type) and issubclass(tp, BaseModel) else []
 
 

@@ -8,14 +8,27 @@ text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC) they always were.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, model_validator
 
 from retail_sync.streams.erp_time import ErpTime
 from retail_sync.streams.models import Frozen, UtcDatetime
 
 ReservationStatus = Literal["open", "committed", "consumed", "released", "untracked"]
+
+
+#: an event's position on stock-events is ``offset * POSITION_SCALE + index`` (index: its place in
+#: a ``StockBatch`` record, 0 for a record of one event), so a batch's items are ordered after
+#: everything before the record and before everything after it
+POSITION_SCALE = 1024
+
+
+def position(offset: int, index: int = 0) -> int:
+    """The position of item ``index`` of the stock-events record at ``offset``."""
+    if not 0 <= index < POSITION_SCALE:
+        raise ValueError(f"a stock batch holds at most {POSITION_SCALE} items, not {index + 1}")
+    return offset * POSITION_SCALE + index
 
 
 class Reservation(Frozen):
@@ -97,11 +110,14 @@ class StockState(Frozen):
     """Table ``stock``, key SKU: small whatever the number of orders (their lines are records of
     their own in the same table), so every event reads and writes a few hundred bytes.
 
-    ``seq`` is the stock-events offset of the last event applied here: an event at or below it
-    is already in this record (a replay after a take-over)."""
+    ``seq`` is the stock-events position (``position``) of the last event applied here: an event
+    at or below it is already in this record (a replay after a take-over). ``seq_unit``: records
+    written before positions (issue 16) counted plain offsets and have 1 (``in_positions``
+    converts them); every record written now has ``POSITION_SCALE``."""
 
     sku: str
     seq: int = 0
+    seq_unit: int = POSITION_SCALE
     bins: dict[str, ErpBin] = Field(default_factory=dict)
     held: int = 0  # units of open reservations plus pending ones
     open_lines: int = 0
@@ -113,6 +129,25 @@ class StockState(Frozen):
     backorders: dict[str, Backorder] = Field(default_factory=dict)
     released: list[BackorderRelease] = Field(default_factory=list)  # the last releases
     updated_at: UtcDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_positions(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seq_unit" not in data and "seq" in data:
+            return {**data, "seq_unit": 1}  # a stored record from before positions
+        return data
+
+    def in_positions(self) -> StockState:
+        """This record with ``seq`` as a position: one stored before positions counted plain
+        offsets, and everything at its offset is applied (its releases' ``seq`` were offsets of
+        single events, index 0). A line record of such a version keeps its plain ``stock_seq``,
+        which reads as older than the SKU record: right, except for a line a crash left ahead of
+        its SKU record in the very moment of the upgrade."""
+        if self.seq_unit == POSITION_SCALE:
+            return self
+        return self.model_copy(update={
+            "seq": self.seq * POSITION_SCALE + POSITION_SCALE - 1, "seq_unit": POSITION_SCALE,
+            "released": [r.model_copy(update={"seq": r.seq * POSITION_SCALE}) for r in self.released]})
 
 
 def reservation_key(sku: str, order_key: str, line_id: str) -> str:

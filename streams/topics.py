@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types import Message
 
 import retail_sync.streams.codecs  # noqa: F401  (registers the codecs)
@@ -143,3 +144,11 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int,
     for topic in topics.all():
         topic.dead_letters = dlq  # type: ignore[attr-defined]  # each is a RecordingTopic (_topic)
     return topics
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the producer puts a record keyed ``key`` on (str keys, serializer ``raw``):
+    Kafka's default partitioner, murmur2 of the key's bytes, as aiokafka (and so Faust) computes
+    it. Batch records (``StockBatch``, ``StockAnswers``, ``IndexEntries``) group their items by it
+    and are keyed by their first item's key, so every item is on its own key's partition."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions

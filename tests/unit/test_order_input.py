@@ -61,7 +61,8 @@ async def test_a_raw_delivery_keyed_by_its_order_is_applied_here(
         monkeypatch: pytest.MonkeyPatch) -> None:
     applied: list[tuple[str, Any]] = []
 
-    async def handle(ctx: Any, key: str, event: Any, policies: Any = None) -> None:
+    async def handle(ctx: Any, key: str, event: Any, policies: Any = None,
+                     outbox: Any = None) -> None:
         applied.append((key, event))
 
     monkeypatch.setattr(orders, "handle_guarded", handle)
@@ -82,7 +83,8 @@ async def test_a_raw_delivery_keyed_otherwise_goes_to_its_order_keys_partition(
         monkeypatch: pytest.MonkeyPatch) -> None:
     applied: list[Any] = []
 
-    async def handle(ctx: Any, key: str, event: Any, policies: Any = None) -> None:
+    async def handle(ctx: Any, key: str, event: Any, policies: Any = None,
+                     outbox: Any = None) -> None:
         applied.append(event)
 
     monkeypatch.setattr(orders, "handle_guarded", handle)
@@ -98,7 +100,8 @@ async def test_an_unmappable_raw_delivery_is_a_mapping_exception_and_nothing_is_
         monkeypatch: pytest.MonkeyPatch) -> None:
     applied: list[Any] = []
 
-    async def handle(ctx: Any, key: str, event: Any, policies: Any = None) -> None:
+    async def handle(ctx: Any, key: str, event: Any, policies: Any = None,
+                     outbox: Any = None) -> None:
         applied.append(event)
 
     monkeypatch.setattr(orders, "handle_guarded", handle)
