@@ -73,8 +73,9 @@ def split_version(s: bytes) -> tuple[int, bytes]:
 
 def _decode(adapter: TypeAdapter[Any], reader_version: int, s: bytes) -> Any:
     version, body = split_version(s)
+    context = {models.VERSION_CONTEXT: version}  # models that read older versions differently see it
     try:
-        return adapter.validate_json(body)
+        return adapter.validate_json(body, context=context)
     except ValidationError as exc:
         errors = exc.errors()
         if version <= reader_version or not all(e["type"] == "extra_forbidden" for e in errors):
@@ -83,7 +84,7 @@ def _decode(adapter: TypeAdapter[Any], reader_version: int, s: bytes) -> Any:
         data = orjson.loads(body)
         for error in errors:
             _drop(data, error["loc"])
-        return adapter.validate_json(orjson.dumps(data))
+        return adapter.validate_json(orjson.dumps(data), context=context)
 
 
 def _drop(data: Any, loc: tuple[Any, ...]) -> None:

@@ -37,6 +37,10 @@ Sku = Annotated[str, Field(min_length=1, max_length=128)]
 Units = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
+#: the validation-context key under which streams.codecs gives a decoded record's schema version
+VERSION_CONTEXT = "schema_version"
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, ValidationInfo, model_validator
 
 from retail_sync.streams.erp_time import ErpTime
-from retail_sync.streams.models import Frozen, UtcDatetime
+from retail_sync.streams.models import VERSION_CONTEXT, Frozen, UtcDatetime
 
 ReservationStatus = Literal["open", "committed", "consumed", "released", "untracked"]
 
@@ -132,9 +132,13 @@ class StockState(Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _stored_before_positions(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "seq_unit" not in data and "seq" in data:
-            return {**data, "seq_unit": 1}  # a stored record from before positions
+    def _stored_before_positions(cls, data: Any, info: ValidationInfo) -> Any:
+        # a record of rs.stock_record v1 (decoded by streams.codecs, which gives the record's
+        # version as the validation context) counted plain offsets
+        version = (info.context or {}).get(VERSION_CONTEXT)
+        if isinstance(data, dict) and "seq_unit" not in data and version is not None \
+                and version < 2:
+            return {**data, "seq_unit": 1}
         return data
 
     def in_positions(self) -> StockState:

@@ -1,0 +1,204 @@
+"""Batch records (issue 16): the Outbox groups stock commands, stock answers and index entries
+into one record per partition, keyed so that the record lands on every item's partition; the
+stock agent applies a StockBatch item by item at positions ``offset * 1024 + index``, so a
+replayed batch changes nothing, and refuses an item of another partition; stock records stored
+before positions are read in positions. No broker: the agents' functions on recorded sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from retail_sync.agents import index as index_agent
+from retail_sync.agents import stock as stock_agent
+from retail_sync.agents.outbox import Outbox
+from retail_sync.streams.codecs import decode, encode
+from retail_sync.streams.commands import (
+    MAX_BATCH_ITEMS,
+    IndexEntries,
+    IndexEntry,
+    LineRequest,
+    ReserveStock,
+    StockBatch,
+)
+from retail_sync.streams.events import ErpStockChanged, LineAllocation, StockAnswered, StockAnswers
+from retail_sync.streams.stock import (
+    POSITION_SCALE,
+    StockState,
+    position,
+)
+from retail_sync.streams.topics import partition_of
+from tests.unit.test_marketplace_commands import app_and_topics, context
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+PARTITIONS = 4  # the settings' default, which the agents use
+
+
+def keys_by_partition(prefix: str, partitions: int = PARTITIONS) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for i in range(40):
+        found[partition_of(f"{prefix}{i}", partitions)].append(f"{prefix}{i}")
+    return found
+
+
+def reserve(sku: str, order: str = "shopify:1", line: str = "1", qty: int = 1) -> ReserveStock:
+    return ReserveStock(sku=sku, order_key=order, channel="shopify", requested_at=NOW,
+                        lines=[LineRequest(line_id=line, quantity=qty)])
+
+
+def test_partition_of_is_the_producers_partitioner() -> None:
+    default = DefaultPartitioner()
+    for key in ("shopify:1", "SKU-1", "amazon:113-0000000-0000001", "x" * 300, "ü"):
+        for n in (1, 2, 4, 7):
+            assert partition_of(key, n) == default(key.encode(), list(range(n)), list(range(n)))
+
+
+async def test_the_outbox_sends_one_record_per_partition_keyed_by_its_first_item() -> None:
+    app, topics, sent = app_and_topics([])
+    skus = keys_by_partition("SKU-")
+    p0, p1 = skus[0][:3], skus[1][:1]
+    outbox = Outbox(topics, PARTITIONS)
+    commands = [reserve(p0[0]), reserve(p1[0]), reserve(p0[1]), reserve(p0[2], line="2")]
+    for command in commands:
+        outbox.stock(command)
+    assert len(outbox) == 4
+    assert await outbox.flush() == 2 and len(outbox) == 0
+    records = sent[topics.stock_events.get_topic_name()]
+    batch_key, batch = records[0]
+    assert batch_key == p0[0] and isinstance(batch, StockBatch)
+    assert batch.items == [commands[0], commands[2], commands[3]]  # their order kept
+    assert records[1] == (p1[0], commands[1])  # a group of one: the plain record
+    for key, value in records:  # every item on the record's partition
+        items = value.items if isinstance(value, StockBatch) else [value]
+        assert {partition_of(i.sku, PARTITIONS) for i in items} == {partition_of(key, PARTITIONS)}
+    assert await outbox.flush() == 0  # flushed once
+
+
+async def test_the_outbox_groups_answers_and_index_entries_and_keeps_plain_sends_in_order() -> None:
+    app, topics, sent = app_and_topics([])
+    orders = keys_by_partition("shopify:")[1][:2]
+    outbox = Outbox(topics, PARTITIONS)
+    for key in orders:
+        outbox.answer(StockAnswered(order_key=key, sku="SKU-1", tracked=True, at=NOW,
+                                    lines=[LineAllocation(line_id="1", requested=1, reserved=1)]))
+        outbox.index(IndexEntry(external_id=f"SO-{key}", order_key=key))
+        outbox.send(topics.erp_requests, key, f"request {key}")
+    await outbox.flush()
+    assert sent[topics.erp_requests.get_topic_name()] == [(k, f"request {k}") for k in orders]
+    [(key, answers)] = sent[topics.order_events.get_topic_name()]
+    assert key == orders[0] and isinstance(answers, StockAnswers)
+    assert [a.order_key for a in answers.answers] == orders
+    entries = [v for _, v in sent[topics.index_updates.get_topic_name()]]
+    assert sum(len(e.entries) if isinstance(e, IndexEntries) else 1 for e in entries) == 2
+
+
+async def test_a_big_group_is_split_at_the_batch_limit() -> None:
+    app, topics, sent = app_and_topics([])
+    sku = keys_by_partition("SKU-")[0][0]
+    outbox = Outbox(topics, PARTITIONS)
+    for i in range(MAX_BATCH_ITEMS + 3):
+        outbox.stock(reserve(sku, order=f"shopify:{i}"))
+    assert await outbox.flush() == 2
+    sizes = [len(v.items) for _, v in sent[topics.stock_events.get_topic_name()]]
+    assert sizes == [MAX_BATCH_ITEMS, 3]
+
+
+async def test_an_ungrouped_outbox_sends_every_record_on_its_own() -> None:
+    app, topics, sent = app_and_topics([])
+    sku = keys_by_partition("SKU-")[0]
+    outbox = Outbox(topics, PARTITIONS, grouped=False)
+    outbox.stock(reserve(sku[0]))
+    outbox.stock(reserve(sku[1]))
+    assert await outbox.flush() == 2
+    assert [k for k, _ in sent[topics.stock_events.get_topic_name()]] == sku[:2]
+
+
+def test_positions_order_a_batch_between_its_neighbours() -> None:
+    assert position(7) < position(7, 1) < position(7, POSITION_SCALE - 1) < position(8)
+    with pytest.raises(ValueError, match="at most"):
+        position(7, POSITION_SCALE)
+
+
+def test_a_stock_record_stored_before_positions_is_read_in_positions() -> None:
+    v1 = (b'{"sku":"A","seq":41,"released":[{"release_id":"A@41","order_key":"o","line_id":"1",'
+          b'"units":1,"seq":41}]}')  # rs.stock_record v1: no schema_version key
+    old = decode("rs.stock_record", v1)
+    assert isinstance(old, StockState) and old.seq_unit == 1
+    now = old.in_positions()
+    assert now.seq == position(41, POSITION_SCALE - 1)  # every item of offset 41 was applied
+    assert now.released[0].seq == position(41) and now.seq_unit == POSITION_SCALE
+    fresh = StockState(sku="A", seq=position(3, 2))  # built by the rules: in positions
+    assert fresh.seq_unit == POSITION_SCALE
+    stored = decode("rs.stock_record", encode("rs.stock_record", fresh))
+    assert stored == fresh and stored.in_positions() is stored  # written now: read as it is
+
+
+def stock_ctx() -> tuple[Any, Any, dict[str, list[tuple[str | None, Any]]]]:
+    """A context whose tables are dicts (one partition's view, no changelog)."""
+    app, topics, sent = app_and_topics([])
+    ctx = context(app, topics, {})
+    return ctx, ctx.tables.stock, sent
+
+
+def answered(records: list[tuple[str | None, Any]]) -> list[tuple[str, str, int]]:
+    return sorted((a.order_key, a.sku, a.lines[0].reserved) for _, v in records
+                  for a in (v.answers if isinstance(v, StockAnswers) else [v]))
+
+
+async def test_the_stock_agent_applies_a_batch_item_by_item_and_a_replay_changes_nothing() -> None:
+    skus = keys_by_partition("SKU-")[0][:2]
+    ctx, table, sent = stock_ctx()
+    for i, sku in enumerate(skus):
+        await stock_agent.handle_record(ctx, sku, ErpStockChanged(
+            sku=sku, warehouse=ctx.settings.erp_warehouse, actual_qty=5, reserved_qty=0,
+            modified=NOW, observed_at=NOW), 10 + i, 0, None, Outbox(ctx.topics, PARTITIONS))
+    batch = StockBatch(items=[reserve(skus[0], "shopify:1"), reserve(skus[1], "shopify:1"),
+                              reserve(skus[0], "shopify:2", qty=2)])
+
+    async def apply(offset: int) -> list[Any]:
+        outbox = Outbox(ctx.topics, PARTITIONS)
+        await stock_agent.handle_record(ctx, skus[0], batch, offset, 0, None, outbox)
+        await outbox.flush()
+        answers = sent[ctx.topics.order_events.get_topic_name()]
+        out = list(answers)
+        answers.clear()
+        return out
+
+    first = await apply(20)
+    assert table[skus[0]].held == 3 and table[skus[1]].held == 1
+    assert table[skus[0]].seq == position(20, 2) and table[skus[1]].seq == position(20, 1)
+    assert answered(first) == sorted(
+        [("shopify:1", skus[0], 1), ("shopify:1", skus[1], 1), ("shopify:2", skus[0], 2)])
+    again = await apply(20)  # the same record after a take-over: answered again, nothing held
+    assert table[skus[0]].held == 3 and table[skus[1]].held == 1
+    assert answered(again) == answered(first)
+    await apply(21)  # a new record with the same commands: the lines are reserved already
+    assert table[skus[0]].held == 3 and table[skus[1]].held == 1
+
+
+async def test_a_batch_item_of_another_partition_is_refused_not_applied() -> None:
+    skus = keys_by_partition("SKU-")
+    ctx, table, sent = stock_ctx()
+    stranger = skus[1][0]
+    batch = StockBatch(items=[reserve(skus[0][0]), reserve(stranger)])
+    outbox = Outbox(ctx.topics, PARTITIONS)
+    await stock_agent.handle_record(ctx, skus[0][0], batch, 5, 0, None, outbox)
+    await outbox.flush()
+    assert stranger not in table  # nothing written for it
+    [(_, record)] = sent[ctx.topics.sync_exceptions.get_topic_name()]
+    assert stranger in record.reason and "partition 0" in record.reason
+
+
+async def test_the_index_agent_applies_a_batch_of_entries_of_its_partition() -> None:
+    ids = keys_by_partition("SO-")
+    ctx, _, sent = stock_ctx()
+    entries = IndexEntries(entries=[IndexEntry(external_id=ids[0][0], order_key="shopify:1"),
+                                    IndexEntry(external_id=ids[0][1], order_key="shopify:2"),
+                                    IndexEntry(external_id=ids[1][0], order_key="shopify:3")])
+    await index_agent.index_record(ctx, entries, 0)
+    assert ctx.tables.index == {ids[0][0]: ["shopify:1"], ids[0][1]: ["shopify:2"]}
+    [(_, record)] = sent[ctx.topics.sync_exceptions.get_topic_name()]
+    assert ids[1][0] in record.reason
