@@ -152,8 +152,9 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
                  outbox: Outbox) -> None:
     from retail_sync.tables import retention
 
-    table = ctx.tables.orders
+    table = outbox.table(ctx.tables.orders)  # a batch's writes are held to its end
     if isinstance(event, ExpireOrder):  # from the retention sweep: this agent owns the key
+        table.settle(key)  # retention deletes the key in the table itself
         state = table.get(key)
         if state is not None:
             await retention.expire(ctx, key, event, external_ids(state, _salt(ctx)))
@@ -185,7 +186,7 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
                                       outcome.state)
     if outcome.state is not None:
         if outcome.changed:
-            table[key] = outcome.state
+            table.set(key, outcome.state)
             _observe(ctx, outcome, event, previous)
         recheck = not outcome.changed or isinstance(event, OrderReceived)
         for external_id in ids_to_index(previous, outcome.state, recheck=recheck,

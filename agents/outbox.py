@@ -19,7 +19,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.types import EventT
@@ -43,6 +43,7 @@ from retail_sync.streams.topics import Topics, partition_of
 
 StockCommand = ReserveStock | ReleaseStock | CommitStock | ForgetLines
 T = TypeVar("T", bound=BaseModel)
+H = TypeVar("H")
 
 
 class Outbox:
@@ -55,6 +56,20 @@ class Outbox:
         self._stock: dict[int, list[StockCommand]] = {}
         self._answers: dict[int, list[StockAnswered]] = {}
         self._index: dict[int, list[IndexEntry]] = {}
+        self._held: dict[Any, Any] = {}  # held table writes, flushed before the sends
+
+    def table(self, table: Any) -> BatchWrites:
+        """``table`` as this batch reads and writes it: a write is held and only the key's last
+        value is written, at the end of the batch (``grouped=False``: written at once)."""
+        return self.held(id(table), lambda: BatchWrites(table, hold=self.grouped))
+
+    def held(self, name: Any, factory: Callable[[], H]) -> H:
+        """The batch's one ``name`` writer (made by ``factory`` on first use); its ``flush()`` is
+        called at the end of the batch, before anything is sent."""
+        found = self._held.get(name)
+        if found is None:
+            found = self._held[name] = factory()
+        return cast(H, found)
 
     def send(self, topic: faust.TopicT, key: str | None, value: Any) -> None:
         """A record sent as it is, in the order added."""
@@ -80,7 +95,11 @@ class Outbox:
                                       for g in groups.values())
 
     async def flush(self) -> int:
-        """Send everything held; returns how many records went out."""
+        """Write the held table values, then send everything held; returns how many records
+        went out (table writes not counted)."""
+        for writer in self._held.values():
+            writer.flush()
+        self._held = {}
         plain, self._plain = self._plain, []
         stock, self._stock = self._stock, {}
         answers, self._answers = self._answers, {}
@@ -96,6 +115,58 @@ class Outbox:
         sent += await _grouped(self.topics.index_updates, index, lambda e: e.external_id,
                                lambda items: IndexEntries(entries=list(items)))
         return sent
+
+
+class BatchWrites:
+    """One table as a batch handler sees it: ``get`` reads the batch's own held value first,
+    ``set`` holds the value with the event it came from; ``flush`` writes each key's last value
+    once, in that event's context (so to the key's own changelog partition). An order that gets
+    two stock answers in one batch costs one state write instead of two. Intermediate values
+    never reach the changelog; the batch is the unit of at-least-once (its input is acked after
+    the flush)."""
+
+    def __init__(self, table: Any, *, hold: bool = True) -> None:
+        self.table, self.hold = table, hold
+        self._held: dict[str, tuple[Any, EventT[Any] | None]] = {}
+
+    def get(self, key: str) -> Any:
+        if key in self._held:
+            return self._held[key][0]
+        return self.table.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        if not self.hold:
+            self.table[key] = value
+            return
+        self._held.pop(key, None)  # re-inserted: flushed in the order of last writes
+        self._held[key] = (value, faust.streams.current_event())
+
+    def settle(self, key: str) -> None:
+        """Write ``key``'s held value now (before something else touches the table's key)."""
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._write(key, *held)
+
+    def flush(self) -> None:
+        held, self._held = self._held, {}
+        for key, (value, event) in held.items():
+            self._write(key, value, event)
+
+    def _write(self, key: str, value: Any, event: EventT[Any] | None) -> None:
+        write_in(self.table, key, value, event)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+def write_in(table: Any, key: str, value: Any, event: EventT[Any] | None) -> None:
+    """``table[key] = value`` in ``event``'s context (the changelog partition of the event that
+    made the value); ``event`` None: in the current context, as Faust would have it."""
+    if event is None:
+        table[key] = value
+        return
+    with in_event(event):
+        table[key] = value
 
 
 async def _grouped(topic: faust.TopicT, groups: dict[int, list[T]], key: Callable[[T], str],

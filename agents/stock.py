@@ -10,20 +10,29 @@ channel's inventory-updates topic, keyed by SKU, so its pusher coalesces per SKU
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
+from faust.streams import current_event
 from faust.types import EventT
 
 from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox, in_event, misplaced
+from retail_sync.agents.outbox import Outbox, in_event, misplaced, write_in
 from retail_sync.streams.commands import ForgetLines, ReserveStock, StockBatch
 from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
 from retail_sync.streams.models import ExceptionKind, utcnow
 from retail_sync.streams.rules.policies import AllocationPolicy
 from retail_sync.streams.rules.stock import StockRules, apply
-from retail_sync.streams.stock import BackorderRelease, StockState, position, reservation_key
+from retail_sync.streams.stock import (
+    BackorderRelease,
+    Reservation,
+    StockState,
+    position,
+    reservation_key,
+)
 
 
 def register(ctx: AgentDeps) -> None:
@@ -92,19 +101,17 @@ async def _apply(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
             source_topic=ctx.topics.stock_events.get_topic_name())
         return
     table = ctx.tables.stock  # the SKU's record and its order lines (keys SKU|order#line)
+    writes = outbox.held("stock", lambda: SkuWrites(partial(write_in, table), hold=outbox.grouped))
     if isinstance(event, ForgetLines):  # the order was retired (tables/retention.py)
+        writes.settle(key)
         forget_lines(table, event)
         return
-    state = table.get(key)
-    if isinstance(state, StockState):
-        state = state.in_positions()
+    state = writes.get(key)
+    if state is None:
+        stored = table.get(key)
+        state = stored.in_positions() if isinstance(stored, StockState) else stored
     out = apply(state, event, rules_for(ctx, key, policy), utcnow(), table, offset=offset)
-    # the lines first, then the SKU's record: one table, one changelog partition, in this order,
-    # so a crash never keeps a SKU record without the line records it counts (streams.rules.stock)
-    for line_key, reservation in out.writes.items():
-        table[line_key] = reservation
-    if out.changed and out.state is not None:
-        table[key] = out.state
+    writes.apply(key, out.writes, out.state if out.changed else None)
     if out.answer is not None and isinstance(event, ReserveStock):
         short = sum(a.requested - a.reserved for a in out.answer)
         ctx.metrics.stock_reservations.labels(
@@ -118,6 +125,59 @@ async def _apply(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
         topic = ctx.topics.inventory.get(update.channel)
         if topic is not None:
             outbox.send(topic, update.sku, update)
+
+
+class SkuWrites:
+    """The stock table's writes of one batch: line records at once, each SKU's record held and
+    written once (its last value) at the end of the batch.
+
+    The crash reading (``streams.rules.stock``, ``_AsBefore``) needs every line record that is
+    newer than its SKU's record to have been written by one event after that record, so it can be
+    read as it was before that event. Holding the SKU's record keeps that as long as no line is
+    written twice while its SKU's record is held: so before an event rewrites a line written
+    since the SKU's record was last written, the held record is written first. Lines are always
+    written before the SKU record that counts them, in one changelog partition (the SKU's), so a
+    crash keeps a prefix in which no SKU record runs ahead of its lines.
+
+    ``write(key, value, event)`` writes to the table (in ``event``'s context: the key's own
+    partition); ``hold=False`` writes the SKU's record at once (one event outside a batch)."""
+
+    def __init__(self, write: Callable[[str, Any, Any], None], *, hold: bool = True) -> None:
+        self.write, self.hold = write, hold
+        self._held: dict[str, tuple[StockState, Any]] = {}
+        self._ahead: dict[str, set[str]] = {}  # SKU -> lines written since its record
+
+    def get(self, sku: str) -> StockState | None:
+        """The SKU's held record (None: none held; read the table)."""
+        held = self._held.get(sku)
+        return held[0] if held else None
+
+    def apply(self, sku: str, lines: Mapping[str, Reservation], state: StockState | None) -> None:
+        """One event's writes: its line records, then (``state``: changed) the SKU's record."""
+        ahead = self._ahead.setdefault(sku, set())
+        if not ahead.isdisjoint(lines):
+            self.settle(sku)
+            ahead = self._ahead.setdefault(sku, set())
+        event = current_event()
+        for key, record in lines.items():
+            self.write(key, record, event)
+            ahead.add(key)
+        if state is not None:
+            self._held[sku] = (state, event)
+            if not self.hold:
+                self.settle(sku)
+
+    def settle(self, sku: str) -> None:
+        """Write the SKU's held record now."""
+        held = self._held.pop(sku, None)
+        if held is not None:
+            self.write(sku, held[0], held[1])
+        self._ahead.pop(sku, None)
+
+    def flush(self) -> None:
+        for sku in list(self._held):
+            self.settle(sku)
+        self._ahead.clear()
 
 
 handle_guarded = guard(lambda ctx, key, event, offset=None, policy=None, outbox=None: Record(

@@ -152,9 +152,12 @@ async def test_the_stock_agent_applies_a_batch_item_by_item_and_a_replay_changes
     skus = keys_by_partition("SKU-")[0][:2]
     ctx, table, sent = stock_ctx()
     for i, sku in enumerate(skus):
+        outbox = Outbox(ctx.topics, PARTITIONS)
         await stock_agent.handle_record(ctx, sku, ErpStockChanged(
             sku=sku, warehouse=ctx.settings.erp_warehouse, actual_qty=5, reserved_qty=0,
-            modified=NOW, observed_at=NOW), 10 + i, 0, None, Outbox(ctx.topics, PARTITIONS))
+            modified=NOW, observed_at=NOW), 10 + i, 0, None, outbox)
+        assert sku not in table  # the SKU's record is held to the end of the batch
+        await outbox.flush()
     batch = StockBatch(items=[reserve(skus[0], "shopify:1"), reserve(skus[1], "shopify:1"),
                               reserve(skus[0], "shopify:2", qty=2)])
 
@@ -202,3 +205,35 @@ async def test_the_index_agent_applies_a_batch_of_entries_of_its_partition() -> 
     assert ctx.tables.index == {ids[0][0]: ["shopify:1"], ids[0][1]: ["shopify:2"]}
     [(_, record)] = sent[ctx.topics.sync_exceptions.get_topic_name()]
     assert ids[1][0] in record.reason
+
+
+class _CountingTable(dict[str, Any]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, Any]] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes.append((key, value))
+        super().__setitem__(key, value)
+
+
+async def test_a_batch_writes_each_key_once_with_its_last_value() -> None:
+    app, topics, _ = app_and_topics([])
+    table = _CountingTable()
+    table["shopify:1"] = "stored"
+    table.writes.clear()
+    outbox = Outbox(topics, PARTITIONS)
+    view = outbox.table(table)
+    assert outbox.table(table) is view  # one view per table per batch
+    assert view.get("shopify:1") == "stored"
+    view.set("shopify:1", "after the first answer")
+    view.set("shopify:2", "new")
+    view.set("shopify:1", "after the second answer")
+    assert view.get("shopify:1") == "after the second answer" and table.writes == []
+    view.settle("shopify:2")  # written now (retention deletes it next)
+    assert table.writes == [("shopify:2", "new")]
+    await outbox.flush()
+    assert table.writes == [("shopify:2", "new"), ("shopify:1", "after the second answer")]
+    direct = Outbox(topics, PARTITIONS, grouped=False).table(table)
+    direct.set("shopify:3", "at once")
+    assert table.writes[-1] == ("shopify:3", "at once")
