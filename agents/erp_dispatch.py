@@ -1,7 +1,10 @@
 """ERP dispatch agent: posts sales orders to the ERP and reports the result as an order event.
 
-Reads erp-requests keyed by order_key with several actors (settings.erp_concurrency), so a slow
-ERP does not serialise the whole partition; Faust commits only offsets below the oldest
+Reads erp-requests keyed by order_key (a request, or an ``ErpBatch`` of one partition's: each
+order's requests in order, different orders side by side) with several actors
+(settings.erp_concurrency, which also bounds the calls in flight across them), so a slow ERP does
+not serialise the whole partition; the answers of a record go out together, grouped per order
+partition (agents/outbox.py), before the record is acked; Faust commits only offsets below the oldest
 unfinished request, so a crash re-posts at most the in-flight ones, and a re-post is harmless:
 the connector looks the order up by its unique reference (the Custom Field
 ``custom_marketplace_order_key``) before creating and reads the existing one when the ERP
@@ -13,6 +16,7 @@ ones that outlast the budget, become sync exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +24,12 @@ from typing import Any
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.outbox import Outbox
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import ErpConnector, ErpPostResult, Refund, Shipment
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.streams.commands import (
+    ErpBatch,
     ErpCancelRequest,
     ErpCommand,
     ErpPostRequest,
@@ -42,6 +48,7 @@ from retail_sync.streams.models import ExceptionKind, utcnow
 
 def register(ctx: AgentDeps) -> None:
     state: dict[str, ErpConnector] = {}
+    in_flight = asyncio.Semaphore(ctx.settings.erp_concurrency)  # shared by the actors
 
     def erp() -> ErpConnector:
         if "erp" not in state:
@@ -54,8 +61,14 @@ def register(ctx: AgentDeps) -> None:
         concurrency=ctx.settings.erp_concurrency,
     )
     async def erp_dispatch(stream: Any) -> None:
-        async for request in stream:
-            await dispatch_guarded(ctx, erp, request)
+        async for record in stream:
+            outbox = Outbox(ctx.topics, ctx.settings.partitions)
+            if isinstance(record, ErpBatch):
+                await dispatch_batch(ctx, erp, record, outbox, in_flight)
+            else:
+                async with in_flight:
+                    await dispatch_guarded(ctx, erp, record, outbox)
+            await outbox.flush()  # the answers, grouped per order partition; then the ack
 
     @ctx.app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _close(sender: Any, **kwargs: Any) -> None:
@@ -63,21 +76,49 @@ def register(ctx: AgentDeps) -> None:
             await state["erp"].close()
 
 
-@guard(lambda ctx, erp, request: Record(
+async def dispatch_batch(ctx: AgentDeps, erp: Callable[[], ErpConnector], batch: ErpBatch,
+                         outbox: Outbox, in_flight: asyncio.Semaphore) -> None:
+    """An ``ErpBatch``: each order's requests in order, different orders side by side, at most
+    ``erp_concurrency`` calls in flight across the agent's actors."""
+    by_order: dict[str, list[ErpCommand]] = {}
+    for request in batch.requests:
+        by_order.setdefault(request.order_key, []).append(request)
+
+    async def one_order(requests: list[ErpCommand]) -> None:
+        for request in requests:
+            async with in_flight:
+                await dispatch_guarded(ctx, erp, request, outbox)
+
+    await asyncio.gather(*(one_order(r) for r in by_order.values()))
+
+
+@guard(lambda ctx, erp, request, outbox=None: Record(
     payload=request.model_dump_json(),
     channel=getattr(request, "channel", None) or request.order.channel,
     order_key=request.order_key, source_topic=topic_name(ctx.topics.erp_requests)))
 async def dispatch_guarded(ctx: AgentDeps, erp: Callable[[], ErpConnector],
-                           request: ErpCommand) -> None:
+                           request: ErpCommand, outbox: Outbox | None = None) -> None:
     """``dispatch`` with the ERP connector made on first use; a bug becomes a record."""
-    await dispatch(ctx, erp(), request)
+    await dispatch(ctx, erp(), request, outbox)
 
 
-async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand) -> None:
+async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,
+                   outbox: Outbox | None = None) -> None:
+    """Carry out one request; its answer goes to ``outbox`` (the record's), else out at once."""
+    if outbox is None:
+        outbox = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
+        await _dispatch(ctx, erp, request, outbox)
+        await outbox.flush()
+    else:
+        await _dispatch(ctx, erp, request, outbox)
+
+
+async def _dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,
+                    outbox: Outbox) -> None:
     breaker = ctx.breaker("erp")
     await breaker.wait_ready()  # the ERP is down: requests wait here and behind us in Kafka
     if not isinstance(request, ErpPostRequest):
-        await dispatch_after_order(ctx, erp, request)
+        await dispatch_after_order(ctx, erp, request, outbox)
         return
     settings, metrics = ctx.settings, ctx.metrics
     attempts = 0
@@ -98,15 +139,16 @@ async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand) -> No
         metrics.circuit_open.labels(system="erp").set(int(breaker.state != "closed"))
         metrics.erp_posts.labels(outcome="exhausted").inc()
         reason = f"ERP still failing after {settings.erp_max_attempts} attempts: {last_error}"
-        await _fail(ctx, request, ExceptionKind.ERP_EXHAUSTED, reason, settings.erp_max_attempts)
+        await _fail(ctx, request, ExceptionKind.ERP_EXHAUSTED, reason, settings.erp_max_attempts,
+                    outbox)
         return
     except PermanentError as exc:
         metrics.erp_posts.labels(outcome="permanent").inc()
-        await _fail(ctx, request, ExceptionKind.ERP_PERMANENT, exc, attempts)
+        await _fail(ctx, request, ExceptionKind.ERP_PERMANENT, exc, attempts, outbox)
         return
     breaker.record_success()
     metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
-    await ctx.topics.order_events.send(key=request.order_key, value=ErpOrderPosted(
+    outbox.add(ctx.topics.order_events, request.order_key, ErpOrderPosted(
         order_key=request.order_key, erp_sales_order=result.erp_sales_order,
         created=result.created, posted_at=utcnow(), attempts=attempts,
         erp_created=getattr(result, "created_at", None),
@@ -115,7 +157,7 @@ async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand) -> No
 
 async def dispatch_after_order(
     ctx: AgentDeps, erp: ErpConnector,
-    request: ErpShipmentRequest | ErpCancelRequest | ErpReturnRequest,
+    request: ErpShipmentRequest | ErpCancelRequest | ErpReturnRequest, outbox: Outbox | None = None,
 ) -> None:
     """Shipments, cancellations and returns: the ERP's answer goes back to the order as an
     event; a refusal or spent retries become a sync exception (the order waits, visibly)."""
@@ -135,7 +177,10 @@ async def dispatch_after_order(
     finally:
         ctx.metrics.erp_request_seconds.observe(time.perf_counter() - started)
     ctx.metrics.erp_posts.labels(outcome=request.kind).inc()
-    await ctx.topics.order_events.send(key=key, value=event)
+    if outbox is None:
+        await ctx.topics.order_events.send(key=key, value=event)
+    else:
+        outbox.add(ctx.topics.order_events, key, event)
 
 
 async def _after_order_call(erp: ErpConnector, request: Any) -> Any:
@@ -181,13 +226,13 @@ async def _post(ctx: AgentDeps, erp: ErpConnector, request: ErpPostRequest) -> E
 
 async def _fail(
     ctx: AgentDeps, request: ErpPostRequest, kind: ExceptionKind, exc: BaseException | str,
-    attempts: int,
+    attempts: int, outbox: Outbox,
 ) -> None:
     record = await record_exception(
         ctx, kind=kind, exc=exc, payload=request.model_dump_json(), channel=request.order.channel,
         order_key=request.order_key, source_topic=ctx.topics.erp_requests.get_topic_name(),
         attempts=attempts,
     )
-    await ctx.topics.order_events.send(key=request.order_key, value=ErpOrderFailed(
+    outbox.add(ctx.topics.order_events, request.order_key, ErpOrderFailed(
         order_key=request.order_key, reason=record.reason, failed_at=utcnow(), attempts=attempts,
     ))

@@ -31,8 +31,8 @@ from retail_sync.streams.events import (
     BackorderReleased,
     ErpReturnPosted,
     OrderEvent,
+    OrderEvents,
     OrderReceived,
-    StockAnswers,
 )
 from retail_sync.streams.models import ExceptionKind, RawOrderMessage, utcnow
 from retail_sync.streams.rules.lifecycle import apply
@@ -75,15 +75,14 @@ async def handle_input(ctx: AgentDeps, key: str | None, value: Any,
                        policies: OrderPolicies | None = None, *, outbox: Outbox | None = None,
                        partition: int | None = None) -> None:
     """One record of the agent's input: a raw delivery (orders-raw) is mapped first and applied
-    if its event belongs to ``key``; an order event (order-events) is applied; a batch of stock
-    answers is applied answer by answer (each to its own order, which must be on the record's
-    ``partition``)."""
-    if isinstance(value, StockAnswers):
-        for answer in value.answers:
-            if await misplaced(ctx, answer.order_key, answer, partition,
-                               ctx.topics.order_events):
+    if its event belongs to ``key``; an order event (order-events) is applied; a batch of them
+    (``OrderEvents``) is applied event by event (each to its own order, which must be on the
+    record's ``partition``)."""
+    if isinstance(value, OrderEvents):
+        for item in value.events:
+            if await misplaced(ctx, item.order_key, item, partition, ctx.topics.order_events):
                 continue
-            await handle_guarded(ctx, answer.order_key, answer, policies, outbox)
+            await handle_guarded(ctx, item.order_key, item, policies, outbox)
         return
     event: OrderEvent | None = value if not isinstance(value, RawOrderMessage) else (
         await ingest.ingest_one(ctx, key, value))
@@ -191,16 +190,17 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
         recheck = not outcome.changed or isinstance(event, OrderReceived)
         for external_id in ids_to_index(previous, outcome.state, recheck=recheck,
                                         email_salt=_salt(ctx)):
-            outbox.index(IndexEntry(external_id=external_id, order_key=key))
+            outbox.add(ctx.topics.index_updates, external_id,
+                       IndexEntry(external_id=external_id, order_key=key))
     for command in outcome.stock_commands:
-        outbox.stock(command)
+        outbox.add(ctx.topics.stock_events, command.sku, command)
     for request in outcome.erp_requests:
-        outbox.send(ctx.topics.erp_requests, request.order_key, request)
+        outbox.add(ctx.topics.erp_requests, request.order_key, request)
     for channel_command in outcome.marketplace_commands:
-        outbox.send(ctx.topics.commands_for(channel_command.channel), channel_command.order_key,
+        outbox.add(ctx.topics.commands_for(channel_command.channel), channel_command.order_key,
                     channel_command)
     for wms_command in outcome.wms_commands:
-        outbox.send(ctx.topics.wms_requests, wms_command.order_key, wms_command)
+        outbox.add(ctx.topics.wms_requests, wms_command.order_key, wms_command)
 
 
 handle_guarded = guard(lambda ctx, key, event, policies=None, outbox=None: Record(

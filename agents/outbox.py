@@ -1,23 +1,26 @@
 """Sends held until the end of an input batch, the small ones grouped per partition (issue 16).
 
-A batch handler (the order agent, the stock agent) collects what its events send here and sends
-it when the batch is done, before Faust acks the batch's input records (``take_events`` acks
-after the loop body), so a crash never acks an input whose effects were not handed to the
-producer: the batch is the unit of at-least-once, as an event was.
+A batch handler (the order, stock, ERP dispatch and warehouse agents) collects what its events
+send here and sends it when the batch is done, before Faust acks the batch's input records
+(``take_events`` acks after the loop body; a plain stream acks a record after its iteration), so
+a crash never acks an input whose effects were not handed to the producer: the batch is the unit
+of at-least-once, as an event was. Held table writes (``BatchWrites``, the stock agent's
+``SkuWrites``) are written first, then the records go out.
 
-Stock commands, stock answers and index entries are grouped by the partition of their key
-(``streams.topics.partition_of``) into one record per partition: ``StockBatch``, ``StockAnswers``,
-``IndexEntries``, keyed by the first item's key, so the record lands on the partition of every
-item and the reader writes each item's table records to its key's own changelog partition. A
-group of one is sent as the plain record. Order is kept within a group (one partition of one
-topic), which is the only order Kafka ever kept for these records; everything else goes out in
-the order it was added.
+The records of the hot path are grouped by topic and by the partition of their key
+(``streams.topics.partition_of``) into one batch record per partition: stock commands into a
+``StockBatch``, order events into ``OrderEvents``, index entries into ``IndexEntries``, ERP
+requests into an ``ErpBatch``, warehouse commands into a ``WmsBatch``. Each is keyed by its
+first item's key, so it lands on the partition of every item and its reader handles each item
+under its own key (a table write goes to that key's changelog partition: the record's). A group
+of one is sent as the plain record. Order is kept within a group (one partition of one topic),
+the only order Kafka ever kept for these records; other records go out as they were added.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -29,34 +32,51 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.streams.commands import (
     MAX_BATCH_ITEMS,
-    CommitStock,
-    ForgetLines,
+    ErpBatch,
     IndexEntries,
-    IndexEntry,
-    ReleaseStock,
-    ReserveStock,
     StockBatch,
+    WmsBatch,
 )
-from retail_sync.streams.events import StockAnswered, StockAnswers
+from retail_sync.streams.events import OrderEvents
 from retail_sync.streams.models import ExceptionKind
 from retail_sync.streams.topics import Topics, partition_of
 
-StockCommand = ReserveStock | ReleaseStock | CommitStock | ForgetLines
-T = TypeVar("T", bound=BaseModel)
 H = TypeVar("H")
+Batcher = Callable[[list[Any]], BaseModel]
+
+
+def batchers(topics: Topics) -> dict[str, Batcher]:
+    """topic name -> how a group of its records becomes one batch record."""
+    return {
+        topics.stock_events.get_topic_name(): lambda items: StockBatch(items=items),
+        topics.order_events.get_topic_name(): lambda items: OrderEvents(events=items),
+        topics.index_updates.get_topic_name(): lambda items: IndexEntries(entries=items),
+        topics.erp_requests.get_topic_name(): lambda items: ErpBatch(requests=items),
+        topics.wms_requests.get_topic_name(): lambda items: WmsBatch(commands=items),
+    }
 
 
 class Outbox:
     """What one batch sends; ``flush`` sends it (and empties the outbox). ``grouped=False``: every
-    record is sent on its own, in the order added (one event handled outside a batch)."""
+    record is sent on its own, in the order added, and table writes are not held (one event
+    handled outside a batch)."""
 
     def __init__(self, topics: Topics, partitions: int, *, grouped: bool = True) -> None:
         self.topics, self.partitions, self.grouped = topics, partitions, grouped
+        self._batchers = batchers(topics) if grouped else {}
         self._plain: list[tuple[faust.TopicT, str | None, Any]] = []
-        self._stock: dict[int, list[StockCommand]] = {}
-        self._answers: dict[int, list[StockAnswered]] = {}
-        self._index: dict[int, list[IndexEntry]] = {}
+        self._groups: dict[tuple[str, int], tuple[faust.TopicT, list[tuple[str, Any]]]] = {}
         self._held: dict[Any, Any] = {}  # held table writes, flushed before the sends
+
+    def add(self, topic: faust.TopicT, key: str | None, value: Any) -> None:
+        """A record to send: grouped with its partition's if its topic is batched, else as it
+        is, in the order added."""
+        name = topic.get_topic_name()
+        if key is None or name not in self._batchers:
+            self._plain.append((topic, key, value))
+            return
+        group = (name, partition_of(key, self.partitions))
+        self._groups.setdefault(group, (topic, []))[1].append((key, value))
 
     def table(self, table: Any) -> BatchWrites:
         """``table`` as this batch reads and writes it: a write is held and only the key's last
@@ -71,28 +91,8 @@ class Outbox:
             found = self._held[name] = factory()
         return cast(H, found)
 
-    def send(self, topic: faust.TopicT, key: str | None, value: Any) -> None:
-        """A record sent as it is, in the order added."""
-        self._plain.append((topic, key, value))
-
-    def stock(self, command: StockCommand) -> None:
-        if not self.grouped:
-            return self.send(self.topics.stock_events, command.sku, command)
-        self._stock.setdefault(partition_of(command.sku, self.partitions), []).append(command)
-
-    def answer(self, answer: StockAnswered) -> None:
-        if not self.grouped:
-            return self.send(self.topics.order_events, answer.order_key, answer)
-        self._answers.setdefault(partition_of(answer.order_key, self.partitions), []).append(answer)
-
-    def index(self, entry: IndexEntry) -> None:
-        if not self.grouped:
-            return self.send(self.topics.index_updates, entry.external_id, entry)
-        self._index.setdefault(partition_of(entry.external_id, self.partitions), []).append(entry)
-
     def __len__(self) -> int:
-        return len(self._plain) + sum(len(g) for groups in (self._stock, self._answers, self._index)
-                                      for g in groups.values())
+        return len(self._plain) + sum(len(items) for _, items in self._groups.values())
 
     async def flush(self) -> int:
         """Write the held table values, then send everything held; returns how many records
@@ -101,19 +101,18 @@ class Outbox:
             writer.flush()
         self._held = {}
         plain, self._plain = self._plain, []
-        stock, self._stock = self._stock, {}
-        answers, self._answers = self._answers, {}
-        index, self._index = self._index, {}
+        groups, self._groups = self._groups, {}
         sent = 0
         for topic, key, value in plain:
             await topic.send(key=key, value=value)
             sent += 1
-        sent += await _grouped(self.topics.stock_events, stock, lambda c: c.sku,
-                               lambda items: StockBatch(items=list(items)))
-        sent += await _grouped(self.topics.order_events, answers, lambda a: a.order_key,
-                               lambda items: StockAnswers(answers=list(items)))
-        sent += await _grouped(self.topics.index_updates, index, lambda e: e.external_id,
-                               lambda items: IndexEntries(entries=list(items)))
+        for (name, _), (topic, items) in groups.items():
+            for start in range(0, len(items), MAX_BATCH_ITEMS):
+                chunk = items[start:start + MAX_BATCH_ITEMS]
+                value = chunk[0][1] if len(chunk) == 1 else self._batchers[name](
+                    [v for _, v in chunk])
+                await topic.send(key=chunk[0][0], value=value)
+                sent += 1
         return sent
 
 
@@ -167,18 +166,6 @@ def write_in(table: Any, key: str, value: Any, event: EventT[Any] | None) -> Non
         return
     with in_event(event):
         table[key] = value
-
-
-async def _grouped(topic: faust.TopicT, groups: dict[int, list[T]], key: Callable[[T], str],
-                   batch: Callable[[Sequence[T]], BaseModel]) -> int:
-    sent = 0
-    for items in groups.values():
-        for start in range(0, len(items), MAX_BATCH_ITEMS):
-            chunk = items[start:start + MAX_BATCH_ITEMS]
-            value = chunk[0] if len(chunk) == 1 else batch(chunk)
-            await topic.send(key=key(chunk[0]), value=value)
-            sent += 1
-    return sent
 
 
 @contextmanager

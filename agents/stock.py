@@ -117,14 +117,15 @@ async def _apply(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
         ctx.metrics.stock_reservations.labels(
             channel=event.channel,
             outcome="untracked" if not out.tracked else ("short" if short else "reserved")).inc()
-        outbox.answer(StockAnswered(order_key=event.order_key, sku=event.sku, tracked=out.tracked,
-                                    lines=out.answer, at=utcnow()))
+        outbox.add(ctx.topics.order_events, event.order_key, StockAnswered(
+            order_key=event.order_key, sku=event.sku, tracked=out.tracked, lines=out.answer,
+            at=utcnow()))
     for release in _by_order(key, out.releases):
-        outbox.send(ctx.topics.order_events, release.order_key, release)
+        outbox.add(ctx.topics.order_events, release.order_key, release)
     for update in out.updates:
         topic = ctx.topics.inventory.get(update.channel)
         if topic is not None:
-            outbox.send(topic, update.sku, update)
+            outbox.add(topic, update.sku, update)
 
 
 class SkuWrites:

@@ -1,6 +1,8 @@
 """Warehouse agent and feed: fulfilment orders out, shipments and returned goods in.
 
-The agent reads wms-requests (keyed by order_key): a release becomes a fulfilment order in the WMS
+The agent reads wms-requests (keyed by order_key; a command, or a ``WmsBatch`` of one partition's,
+carried out order by order side by side, each order's in order, the answers sent together): a
+release becomes a fulfilment order in the WMS
 (idempotent on its reference: the order key, or ``<order_key>#bo<n>`` for backordered units
 released when goods arrived) and a FulfilmentReleased event; a cancellation asks the WMS to stop
 the order and its backorder releases and answers FulfilmentCancelled (ok, or "already shipped");
@@ -12,6 +14,7 @@ received, so the order flows still complete (and say so in their timeline).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from datetime import datetime
 from typing import Any
@@ -20,10 +23,11 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.feeds import register_feed
 from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.outbox import Outbox
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import WmsConnector, WmsEvent
 from retail_sync.connectors.errors import PermanentError, RetryableError
-from retail_sync.streams.commands import WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
+from retail_sync.streams.commands import WmsBatch, WmsCancel, WmsCommand, WmsExpectReturn, WmsRelease
 from retail_sync.streams.events import (
     FulfilmentCancelled,
     FulfilmentReleased,
@@ -33,6 +37,7 @@ from retail_sync.streams.events import (
 from retail_sync.streams.models import ExceptionKind, ShipmentRecord, utcnow
 
 FEED = "wms"
+WMS_CONCURRENCY = 8  # orders of one record carried out side by side (each order's in order)
 
 
 def register(ctx: AgentDeps) -> None:
@@ -40,8 +45,11 @@ def register(ctx: AgentDeps) -> None:
 
     @ctx.app.agent(ctx.topics.wms_requests, name=f"{ctx.settings.app_id}.warehouse")
     async def warehouse(stream: Any) -> None:
-        async for command in stream:
-            await _carry_out_guarded(ctx, wms, command)
+        async for record in stream:
+            outbox = Outbox(ctx.topics, ctx.settings.partitions)
+            commands = record.commands if isinstance(record, WmsBatch) else [record]
+            await carry_out_all(ctx, wms, commands, outbox)
+            await outbox.flush()  # the answers, grouped per order partition; then the ack
 
     if wms is None:
         return
@@ -57,14 +65,44 @@ def register(ctx: AgentDeps) -> None:
     register_feed(ctx, FEED, ctx.settings.wms_poll_interval_s, wms, handle)
 
 
-@guard(lambda ctx, wms, command: Record(payload=command.model_dump_json(),
+async def carry_out_all(ctx: AgentDeps, wms: WmsConnector | None, commands: list[WmsCommand],
+                        outbox: Outbox) -> None:
+    """One record's commands (a ``WmsBatch`` holds one partition's): each order's in order,
+    different orders side by side, at most ``WMS_CONCURRENCY`` at a time."""
+    by_order: dict[str, list[WmsCommand]] = {}
+    for command in commands:
+        by_order.setdefault(command.order_key, []).append(command)
+    gate = asyncio.Semaphore(WMS_CONCURRENCY)
+
+    async def one_order(mine: list[WmsCommand]) -> None:
+        async with gate:
+            for command in mine:
+                await _carry_out_guarded(ctx, wms, command, outbox)
+
+    await asyncio.gather(*(one_order(c) for c in by_order.values()))
+
+
+@guard(lambda ctx, wms, command, outbox=None: Record(payload=command.model_dump_json(),
                                         order_key=command.order_key,
                                         source_topic=topic_name(ctx.topics.wms_requests)))
-async def _carry_out_guarded(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand) -> None:
-    await carry_out(ctx, wms, command)
+async def _carry_out_guarded(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,
+                             outbox: Outbox | None = None) -> None:
+    await carry_out(ctx, wms, command, outbox)
 
 
-async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand) -> None:
+async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,
+                    outbox: Outbox | None = None) -> None:
+    """Carry out one command; its answer goes to ``outbox`` (the record's), else out at once."""
+    if outbox is None:
+        outbox = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
+        await _carry_out(ctx, wms, command, outbox)
+        await outbox.flush()
+    else:
+        await _carry_out(ctx, wms, command, outbox)
+
+
+async def _carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,
+                     outbox: Outbox) -> None:
     key, now = command.order_key, utcnow()
     try:
         if isinstance(command, WmsRelease):
@@ -76,7 +114,7 @@ async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsComman
                 key, command.erp_sales_order, command.lines, command.ship_to,
                 command.reference, shipping=shipping, line_details=details or None),
                 ctx.settings)
-            await ctx.topics.order_events.send(key=key, value=FulfilmentReleased(
+            outbox.add(ctx.topics.order_events, key, FulfilmentReleased(
                 order_key=key, wms_reference=reference, at=utcnow(), reference=command.reference))
         elif isinstance(command, WmsCancel):
             stopped, detail = True, "no warehouse configured: nothing to stop"
@@ -88,11 +126,11 @@ async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsComman
                         shipped.append(ref)
                 stopped = not shipped
                 detail = "fulfilment stopped" if stopped else f"already shipped: {', '.join(shipped)}"
-            await ctx.topics.order_events.send(key=key, value=FulfilmentCancelled(
+            outbox.add(ctx.topics.order_events, key, FulfilmentCancelled(
                 order_key=key, ok=stopped, detail=detail, at=utcnow()))
         elif isinstance(command, WmsExpectReturn):
             if wms is None:
-                await ctx.topics.order_events.send(key=key, value=ReturnReceived(
+                outbox.add(ctx.topics.order_events, key, ReturnReceived(
                     order_key=key, refund_id=command.refund_id, at=now))
                 return
             await call_with_retries(lambda: wms.expect_return(key, command.refund_id,

@@ -118,7 +118,7 @@ def decode(codec: str, value: bytes) -> Any:
 CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.raw_order": TypeAdapter(models.RawOrderMessage),
     "rs.order_event": events.ORDER_RECORD,
-    "rs.erp_request": commands.ERP_COMMAND,
+    "rs.erp_request": commands.ERP_RECORD,
     "rs.order_state": TypeAdapter(state.OrderState),
     "rs.index_entry": commands.INDEX_RECORD,
     "rs.poll_tick": TypeAdapter(commands.PollTick),
@@ -127,7 +127,7 @@ CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.stock_record": stock.STOCK_RECORD,
     "rs.inventory_update": TypeAdapter(commands.InventoryUpdate),
     "rs.channel_command": commands.CHANNEL_COMMAND,
-    "rs.wms_command": commands.WMS_COMMAND,
+    "rs.wms_command": commands.WMS_RECORD,
 }
 
 

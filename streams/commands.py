@@ -36,6 +36,10 @@ from retail_sync.streams.models import (
     UtcDatetime,
 )
 
+#: the most items one batch record carries (a batch handler's sends are split beyond it)
+MAX_BATCH_ITEMS = 1000
+
+
 # --- to the order agent (on order-events) ---------------------------------------------------
 
 
@@ -135,10 +139,6 @@ class ForgetLines(Frozen):
     at: UtcDatetime
 
 
-#: the most items one batch record carries (a batch handler's sends are split beyond it)
-MAX_BATCH_ITEMS = 1000
-
-
 class StockBatch(Frozen):
     """Several stock commands in one record, for SKUs of one stock-events partition (issue 16).
 
@@ -203,6 +203,20 @@ ErpCommand = Annotated[
 ERP_COMMAND = TypeAdapter(ErpCommand)
 
 
+class ErpBatch(Frozen):
+    """Several ERP requests in one record, for orders of one erp-requests partition (issue 16):
+    keyed by the first request's order key; the ERP dispatch agent carries out one order's
+    requests in order and different orders' side by side."""
+
+    kind: Literal["erp_batch"] = "erp_batch"
+    requests: list[ErpCommand] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+#: what erp-requests carries: one request, or a batch of them
+ErpRecord = Annotated[ErpCommand | ErpBatch, Field(discriminator="kind")]
+ERP_RECORD = TypeAdapter(ErpRecord)
+
+
 # --- warehouse ------------------------------------------------------------------------------
 
 
@@ -256,6 +270,20 @@ class WmsExpectReturn(Frozen):
 
 WmsCommand = Annotated[WmsRelease | WmsCancel | WmsExpectReturn, Field(discriminator="kind")]
 WMS_COMMAND = TypeAdapter(WmsCommand)
+
+
+class WmsBatch(Frozen):
+    """Several warehouse commands in one record, for orders of one wms-requests partition
+    (issue 16): keyed by the first command's order key; the warehouse agent carries out one
+    order's commands in order and different orders' side by side."""
+
+    kind: Literal["wms_batch"] = "wms_batch"
+    commands: list[WmsCommand] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+#: what wms-requests carries: one command, or a batch of them
+WmsRecord = Annotated[WmsCommand | WmsBatch, Field(discriminator="kind")]
+WMS_RECORD = TypeAdapter(WmsRecord)
 
 
 # --- marketplaces ---------------------------------------------------------------------------

@@ -198,16 +198,6 @@ class ErpReturnPosted(Frozen):
     at: UtcDatetime
 
 
-class StockAnswers(Frozen):
-    """Several stock answers in one record, for orders of one order-events partition (issue 16):
-    the stock agent sends one per order partition per stock batch instead of one record per order
-    and SKU. Keyed by the first answer's order key (so every answer's order is on the record's
-    partition); the order agent applies them in order."""
-
-    kind: Literal["stock_answers"] = "stock_answers"
-    answers: list[StockAnswered] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
-
-
 OrderEvent = Annotated[
     OrderReceived | ErpOrderPosted | ErpOrderFailed | StockAnswered | MarketplaceNotified
     | FulfilmentReleased | FulfilmentCancelled | ShipmentReported | ErpShipmentPosted
@@ -217,8 +207,21 @@ OrderEvent = Annotated[
     Field(discriminator="kind"),
 ]
 ORDER_EVENT = TypeAdapter(OrderEvent)
-#: what order-events carries: one event, or a batch of stock answers
-OrderRecord = Annotated[OrderEvent | StockAnswers, Field(discriminator="kind")]
+
+
+class OrderEvents(Frozen):
+    """Several order events in one record, for orders of one order-events partition (issue 16):
+    the stock agent's answers, the ERP dispatch agent's and the warehouse agent's results, one
+    record per order partition per batch instead of one per order and event. Keyed by the first
+    event's order key (so every event's order is on the record's partition); the order agent
+    applies them in order."""
+
+    kind: Literal["order_events"] = "order_events"
+    events: list[OrderEvent] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+#: what order-events carries: one event, or a batch of them
+OrderRecord = Annotated[OrderEvent | OrderEvents, Field(discriminator="kind")]
 ORDER_RECORD = TypeAdapter(OrderRecord)
 
 

@@ -40,7 +40,9 @@ VERSION_KEY = "schema_version"
 #: codec name -> its current schema version (bump when its models change; then export)
 VERSIONS: dict[str, int] = {
     "rs.order_event": 3,  # v2: RetryErpPost, RetryWmsRelease (a replay goes through the owner);
-    # v3: StockAnswers (several stock answers in one record, issue 16)
+    # v3: OrderEvents (several order events in one record, issue 16)
+    "rs.erp_request": 2,  # v2: ErpBatch (several ERP requests in one record, issue 16)
+    "rs.wms_command": 2,  # v2: WmsBatch (several warehouse commands in one record, issue 16)
     "rs.stock_event": 2,  # v2: StockBatch (several stock commands in one record, issue 16)
     "rs.index_entry": 2,  # v2: IndexEntries (several index entries in one record, issue 16)
     "rs.stock_record": 2,  # v2: StockState.seq_unit (positions, issue 16)

@@ -149,6 +149,7 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int,
 def partition_of(key: str, partitions: int) -> int:
     """The partition the producer puts a record keyed ``key`` on (str keys, serializer ``raw``):
     Kafka's default partitioner, murmur2 of the key's bytes, as aiokafka (and so Faust) computes
-    it. Batch records (``StockBatch``, ``StockAnswers``, ``IndexEntries``) group their items by it
+    it. Batch records (``StockBatch``, ``OrderEvents``, ``IndexEntries``, ``ErpBatch``,
+    ``WmsBatch``) group their items by it
     and are keyed by their first item's key, so every item is on its own key's partition."""
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -1,36 +1,47 @@
-"""Batch records (issue 16): the Outbox groups stock commands, stock answers and index entries
-into one record per partition, keyed so that the record lands on every item's partition; the
-stock agent applies a StockBatch item by item at positions ``offset * 1024 + index``, so a
-replayed batch changes nothing, and refuses an item of another partition; stock records stored
-before positions are read in positions. No broker: the agents' functions on recorded sends."""
+"""Batch records (issue 16): the Outbox groups stock commands, order events, index entries, ERP
+requests and warehouse commands into one record per partition, keyed so that the record lands on
+every item's partition; the stock agent applies a StockBatch item by item at positions
+``offset * 1024 + index``, so a replayed batch changes nothing, and refuses an item of another
+partition; stock records stored before positions are read in positions; a batch writes each
+table key once; the ERP and warehouse agents keep each order's requests in order. No broker: the
+agents' functions on recorded sends."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from retail_sync.agents import erp_dispatch, warehouse
 from retail_sync.agents import index as index_agent
 from retail_sync.agents import stock as stock_agent
 from retail_sync.agents.outbox import Outbox
+from retail_sync.connectors.contracts import ErpPostResult
+from retail_sync.connectors.shopify.mapper import map_order
 from retail_sync.streams.codecs import decode, encode
 from retail_sync.streams.commands import (
     MAX_BATCH_ITEMS,
+    ErpBatch,
+    ErpCancelRequest,
+    ErpPostRequest,
     IndexEntries,
     IndexEntry,
     LineRequest,
     ReserveStock,
     StockBatch,
+    WmsCancel,
 )
-from retail_sync.streams.events import ErpStockChanged, LineAllocation, StockAnswered, StockAnswers
+from retail_sync.streams.events import ErpStockChanged, LineAllocation, OrderEvents, StockAnswered
 from retail_sync.streams.stock import (
     POSITION_SCALE,
     StockState,
     position,
 )
 from retail_sync.streams.topics import partition_of
+from tests.fixture_orders import shopify_order
 from tests.unit.test_marketplace_commands import app_and_topics, context
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -63,7 +74,7 @@ async def test_the_outbox_sends_one_record_per_partition_keyed_by_its_first_item
     outbox = Outbox(topics, PARTITIONS)
     commands = [reserve(p0[0]), reserve(p1[0]), reserve(p0[1]), reserve(p0[2], line="2")]
     for command in commands:
-        outbox.stock(command)
+        outbox.add(topics.stock_events, command.sku, command)
     assert len(outbox) == 4
     assert await outbox.flush() == 2 and len(outbox) == 0
     records = sent[topics.stock_events.get_topic_name()]
@@ -82,15 +93,21 @@ async def test_the_outbox_groups_answers_and_index_entries_and_keeps_plain_sends
     orders = keys_by_partition("shopify:")[1][:2]
     outbox = Outbox(topics, PARTITIONS)
     for key in orders:
-        outbox.answer(StockAnswered(order_key=key, sku="SKU-1", tracked=True, at=NOW,
-                                    lines=[LineAllocation(line_id="1", requested=1, reserved=1)]))
-        outbox.index(IndexEntry(external_id=f"SO-{key}", order_key=key))
-        outbox.send(topics.erp_requests, key, f"request {key}")
+        outbox.add(topics.order_events, key, StockAnswered(
+            order_key=key, sku="SKU-1", tracked=True, at=NOW,
+            lines=[LineAllocation(line_id="1", requested=1, reserved=1)]))
+        outbox.add(topics.index_updates, f"SO-{key}", IndexEntry(external_id=f"SO-{key}",
+                                                                  order_key=key))
+        outbox.add(topics.wms_requests, None, f"unkeyed {key}")  # no key: sent as it is
+        outbox.add(topics.channel_commands, key,
+                   f"command {key}")
     await outbox.flush()
-    assert sent[topics.erp_requests.get_topic_name()] == [(k, f"request {k}") for k in orders]
+    # not a batched topic, or no key: as they were added
+    assert sent[topics.channel_commands.get_topic_name()] == [(k, f"command {k}") for k in orders]
+    assert sent[topics.wms_requests.get_topic_name()] == [(None, f"unkeyed {k}") for k in orders]
     [(key, answers)] = sent[topics.order_events.get_topic_name()]
-    assert key == orders[0] and isinstance(answers, StockAnswers)
-    assert [a.order_key for a in answers.answers] == orders
+    assert key == orders[0] and isinstance(answers, OrderEvents)
+    assert [a.order_key for a in answers.events] == orders
     entries = [v for _, v in sent[topics.index_updates.get_topic_name()]]
     assert sum(len(e.entries) if isinstance(e, IndexEntries) else 1 for e in entries) == 2
 
@@ -100,7 +117,7 @@ async def test_a_big_group_is_split_at_the_batch_limit() -> None:
     sku = keys_by_partition("SKU-")[0][0]
     outbox = Outbox(topics, PARTITIONS)
     for i in range(MAX_BATCH_ITEMS + 3):
-        outbox.stock(reserve(sku, order=f"shopify:{i}"))
+        outbox.add(topics.stock_events, sku, reserve(sku, order=f"shopify:{i}"))
     assert await outbox.flush() == 2
     sizes = [len(v.items) for _, v in sent[topics.stock_events.get_topic_name()]]
     assert sizes == [MAX_BATCH_ITEMS, 3]
@@ -110,8 +127,8 @@ async def test_an_ungrouped_outbox_sends_every_record_on_its_own() -> None:
     app, topics, sent = app_and_topics([])
     sku = keys_by_partition("SKU-")[0]
     outbox = Outbox(topics, PARTITIONS, grouped=False)
-    outbox.stock(reserve(sku[0]))
-    outbox.stock(reserve(sku[1]))
+    outbox.add(topics.stock_events, sku[0], reserve(sku[0]))
+    outbox.add(topics.stock_events, sku[1], reserve(sku[1]))
     assert await outbox.flush() == 2
     assert [k for k, _ in sent[topics.stock_events.get_topic_name()]] == sku[:2]
 
@@ -145,7 +162,7 @@ def stock_ctx() -> tuple[Any, Any, dict[str, list[tuple[str | None, Any]]]]:
 
 def answered(records: list[tuple[str | None, Any]]) -> list[tuple[str, str, int]]:
     return sorted((a.order_key, a.sku, a.lines[0].reserved) for _, v in records
-                  for a in (v.answers if isinstance(v, StockAnswers) else [v]))
+                  for a in (v.events if isinstance(v, OrderEvents) else [v]))
 
 
 async def test_the_stock_agent_applies_a_batch_item_by_item_and_a_replay_changes_nothing() -> None:
@@ -237,3 +254,62 @@ async def test_a_batch_writes_each_key_once_with_its_last_value() -> None:
     direct = Outbox(topics, PARTITIONS, grouped=False).table(table)
     direct.set("shopify:3", "at once")
     assert table.writes[-1] == ("shopify:3", "at once")
+
+
+class _Erp:
+    """An ERP whose posts for ``slow`` wait until ``release`` is set (to show orders side by
+    side); records the calls in the order they started."""
+
+    def __init__(self, slow: str = "") -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.slow, self.release = slow, asyncio.Event()
+
+    async def create_sales_order(self, order_key: str, order: Any, *,
+                                 backorders: Any = None) -> ErpPostResult:
+        self.calls.append(("post", order_key))
+        if order_key == self.slow:
+            await self.release.wait()
+        return ErpPostResult(erp_sales_order=f"SO-{order_key}", created=True, created_at=NOW)
+
+    async def cancel_sales_order(self, erp_sales_order: str, reason: str) -> None:
+        self.calls.append(("cancel", erp_sales_order))
+        self.release.set()  # another order's call went on while the slow post waited
+
+
+async def test_an_erp_batch_keeps_each_orders_requests_in_order_and_orders_side_by_side() -> None:
+    app, topics, sent = app_and_topics([])
+    ctx = context(app, topics, {})
+    slow, other = keys_by_partition("shopify:")[0][:2]
+    order = map_order(shopify_order())
+    post = ErpPostRequest(order_key=slow, order=order, received_at=NOW, requested_at=NOW)
+    batch = ErpBatch(requests=[
+        post, ErpCancelRequest(order_key=slow, channel="shopify", erp_sales_order=f"SO-{slow}",
+                               reason="late"),
+        ErpCancelRequest(order_key=other, channel="shopify", erp_sales_order=f"SO-{other}",
+                         reason="late")])
+    erp = _Erp(slow=slow)
+    outbox = Outbox(topics, PARTITIONS)
+    await asyncio.wait_for(erp_dispatch.dispatch_batch(
+        ctx, lambda: erp, batch, outbox, asyncio.Semaphore(4)), 5)  # type: ignore[arg-type]
+    # the slow order's cancel waited for its post; the other order went on meanwhile
+    assert erp.calls == [("post", slow), ("cancel", f"SO-{other}"), ("cancel", f"SO-{slow}")]
+    assert await outbox.flush() == 1  # the three answers: one record (one order partition)
+    [(key, record)] = sent[topics.order_events.get_topic_name()]
+    assert isinstance(record, OrderEvents) and key == record.events[0].order_key
+    assert sorted((e.kind, e.order_key) for e in record.events) == sorted(
+        [("erp_order_posted", slow), ("erp_order_cancelled", slow),
+         ("erp_order_cancelled", other)])
+
+
+async def test_a_wms_batch_answers_every_order_in_one_record_per_partition() -> None:
+    app, topics, sent = app_and_topics([])
+    ctx = context(app, topics, {})
+    orders = keys_by_partition("shopify:")
+    mine = [orders[0][0], orders[0][1], orders[1][0]]
+    commands = [WmsCancel(order_key=k) for k in mine]
+    outbox = Outbox(topics, PARTITIONS)
+    await warehouse.carry_out_all(ctx, None, commands, outbox)  # no WMS: answered ok
+    assert await outbox.flush() == 2
+    answered = [(k, v) for k, v in sent[topics.order_events.get_topic_name()]]
+    events = [e for _, v in answered for e in (v.events if isinstance(v, OrderEvents) else [v])]
+    assert sorted(e.order_key for e in events) == sorted(mine) and all(e.ok for e in events)
