@@ -17,6 +17,7 @@ ones that outlast the budget, become sync exceptions.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,13 @@ from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.outbox import Outbox
 from retail_sync.agents.retry import call_with_retries
-from retail_sync.connectors.contracts import ErpConnector, ErpPostResult, Refund, Shipment
+from retail_sync.connectors.contracts import (
+    ErpConnector,
+    ErpPostResult,
+    Refund,
+    SalesOrderPost,
+    Shipment,
+)
 from retail_sync.connectors.errors import PermanentError, RetryableError
 from retail_sync.streams.commands import (
     ErpBatch,
@@ -44,6 +51,8 @@ from retail_sync.streams.events import (
     ErpShipmentPosted,
 )
 from retail_sync.streams.models import ExceptionKind, utcnow
+
+log = logging.getLogger(__name__)
 
 
 def register(ctx: AgentDeps) -> None:
@@ -83,6 +92,10 @@ async def dispatch_batch(ctx: AgentDeps, erp: Callable[[], ErpConnector], batch:
     by_order: dict[str, list[ErpCommand]] = {}
     for request in batch.requests:
         by_order.setdefault(request.order_key, []).append(request)
+    posts = [r[0] for r in by_order.values() if len(r) == 1 and isinstance(r[0], ErpPostRequest)]
+    if len(posts) > 1 and await post_many(ctx, erp, posts, outbox, in_flight):
+        for post in posts:
+            del by_order[post.order_key]
 
     async def one_order(requests: list[ErpCommand]) -> None:
         for request in requests:
@@ -90,6 +103,51 @@ async def dispatch_batch(ctx: AgentDeps, erp: Callable[[], ErpConnector], batch:
                 await dispatch_guarded(ctx, erp, request, outbox)
 
     await asyncio.gather(*(one_order(r) for r in by_order.values()))
+
+
+async def post_many(ctx: AgentDeps, erp: Callable[[], ErpConnector], posts: list[ErpPostRequest],
+                    outbox: Outbox, in_flight: asyncio.Semaphore) -> bool:
+    """Post ``posts`` in bulk if the connector can (``BulkSalesOrders``: ERPNext's
+    ``insert_many``, three requests per 200 orders), with the retry budget of one post; True when
+    every order got its answer. Anything else (the ERP refused one of them, the budget is spent,
+    a bug) falls back to posting them one by one, where each order gets its own outcome."""
+    try:
+        bulk = getattr(erp(), "create_sales_orders", None)
+    except Exception:  # noqa: BLE001 - the connector cannot be made: each post records why
+        return False
+    if bulk is None:
+        return False
+    breaker, metrics = ctx.breaker("erp"), ctx.metrics
+    await breaker.wait_ready()
+
+    async def attempt() -> list[ErpPostResult]:
+        try:
+            results: list[ErpPostResult] = await bulk([
+                SalesOrderPost(p.order_key, p.order, p.backorders or None) for p in posts])
+            return results
+        except RetryableError:
+            metrics.erp_posts.labels(outcome="bulk_retry").inc()
+            raise
+
+    async with in_flight:
+        started = time.perf_counter()
+        try:
+            results = await call_with_retries(attempt, ctx.settings)
+        except Exception as exc:  # noqa: BLE001 - every failure: one by one, each its outcome
+            metrics.erp_posts.labels(outcome="bulk_fallback").inc()
+            log.warning("bulk post of %d orders failed (%s): posting them one by one",
+                        len(posts), exc)
+            return False
+        finally:
+            metrics.erp_request_seconds.observe(time.perf_counter() - started)
+    breaker.record_success()
+    for post, result in zip(posts, results, strict=True):
+        metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
+        outbox.add(ctx.topics.order_events, post.order_key, ErpOrderPosted(
+            order_key=post.order_key, erp_sales_order=result.erp_sales_order,
+            created=result.created, posted_at=utcnow(), attempts=1,
+            erp_created=result.created_at))
+    return True
 
 
 @guard(lambda ctx, erp, request, outbox=None: Record(

@@ -23,6 +23,26 @@ class ErpPostResult:
     created_at: datetime | None = None  # when the ERP created the order (UTC), if it says
 
 
+@dataclass(frozen=True, slots=True)
+class SalesOrderPost:
+    """One order of a bulk post (``BulkSalesOrders``): what ``create_sales_order`` takes."""
+
+    order_key: str
+    order: Order
+    backorders: Mapping[str, int] | None = None
+
+
+class BulkSalesOrders(Protocol):
+    """An ERP connector that can also post many sales orders in a few requests (issue 16)."""
+
+    async def create_sales_orders(self, posts: Sequence[SalesOrderPost]) -> list[ErpPostResult]:
+        """Each post's Sales Order, in the order of ``posts``: the one the ERP holds under its
+        order key, else a new one, exactly one either way. All or nothing: RetryableError when
+        the ERP could not be reached or asked to wait (retry the whole call), PermanentError
+        when it refused any of them (post them one by one to learn which)."""
+        ...
+
+
 class ErpConnector(Protocol):
     """An ERP that accepts sales orders, idempotently on the marketplace order reference."""
 

@@ -53,7 +53,7 @@ item through ``marketplace_line_id`` (``so_detail`` = that item's ``name``, its 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from retail_sync.connectors.contracts import (
@@ -61,6 +61,7 @@ from retail_sync.connectors.contracts import (
     ErpReturnResult,
     ErpShipmentResult,
     Refund,
+    SalesOrderPost,
     Shipment,
 )
 from retail_sync.connectors.erpnext.documents import (
@@ -179,6 +180,21 @@ class ErpNextConnector:
             if known is not None:
                 return existing_result(known)
         raise error
+
+    async def create_sales_orders(self, posts: Sequence[SalesOrderPost]) -> list[ErpPostResult]:
+        """Many Sales Orders in three requests per 200 (``connectors.erpnext.bulk``)."""
+        from retail_sync.connectors.erpnext.bulk import create_sales_orders
+
+        return await create_sales_orders(self, posts)
+
+    @property
+    def http(self) -> FrappeSession:
+        return self._http
+
+    async def list_rows(self, doctype: str, filters: list[list[Any]],
+                        fields: list[str]) -> list[JSON]:
+        """Every row of ``doctype`` that ``filters`` match (oldest first), with ``fields``."""
+        return await self._list(doctype, filters, fields)
 
     async def get_sales_order(self, name: str) -> JSON:
         """The full Sales Order document ``name`` (PermanentError 404 if it does not exist)."""

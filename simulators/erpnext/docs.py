@@ -413,7 +413,7 @@ def _json_param(query: dict[str, str], key: str, default: Any) -> Any:
         raise DocValidationError(f"{key} must be JSON, got {raw!r}") from None
 
 
-def _conditions(filters: Any, doctype: str) -> list[tuple[str, str, Any]]:
+def conditions_of(filters: Any, doctype: str) -> list[tuple[str, str, Any]]:
     """Frappe filters: [[doctype, field, op, value]], [[field, op, value]] or {field: value}."""
     if isinstance(filters, dict):
         return [(f, *(v if isinstance(v, list) else ("=", v))) for f, v in filters.items()]
@@ -505,7 +505,7 @@ def list_documents(docs: list[JSON], query: dict[str, str], *, doctype: str) -> 
     fields = _json_param(query, "fields", ["name"])
     if not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
         raise DocValidationError("fields must be a JSON list of field names")
-    conditions = _conditions(_json_param(query, "filters", []), doctype)
+    conditions = conditions_of(_json_param(query, "filters", []), doctype)
     start = _int_param(query, "limit_start", 0)
     length = _int_param(query, "limit_page_length", _int_param(query, "limit", 20))
     hits = [d for d in docs if all(_matches(d, *c) for c in conditions)]

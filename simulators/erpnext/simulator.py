@@ -78,6 +78,7 @@ from retail_sync.simulators.erpnext.docs import (
     apply_return,
     build_sales_order,
     check_delivery,
+    conditions_of,
     end_order,
     fully_delivered,
     list_documents,
@@ -205,6 +206,9 @@ class ErpSimulator(SimulatorServer):
         """Forget every order and all stock, zero the counters (the naming series restart too)."""
         self.orders: dict[str, StoredOrder] = {}
         self._by_po_no: dict[str, str] = {}
+        #: po_no -> the Sales Orders with it, oldest first (the database's index on po_no)
+        self._po_nos: dict[str, list[str]] = {}
+        self._created_seq: dict[str, int] = {}  # name -> its place in creation order
         self._series: dict[int, int] = {}
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
         self.stock = StockBook(self.clock)
@@ -281,11 +285,11 @@ class ErpSimulator(SimulatorServer):
         self.config = new
         return new
 
-    def _next_name(self, now: datetime) -> str:
-        """``SAL-ORD-.YYYY.-`` naming series: a five-digit counter per year."""
-        counter = self._series.get(now.year, 0) + 1
-        self._series[now.year] = counter
-        return f"SAL-ORD-{now.year}-{counter:05d}"
+    def _next_name(self, year: int) -> str:
+        """``SAL-ORD-.YYYY.-`` naming series: a five-digit counter per year (of the creation)."""
+        counter = self._series.get(year, 0) + 1
+        self._series[year] = counter
+        return f"SAL-ORD-{year}-{counter:05d}"
 
     # --- server lifecycle -----------------------------------------------------------------
 
@@ -295,6 +299,7 @@ class ErpSimulator(SimulatorServer):
         app.router.add_get("/api/resource/{doctype}", self._list)
         app.router.add_get("/api/resource/{doctype}/{name}", self._read)
         app.router.add_post("/api/method/frappe.client.cancel", self._method_cancel)
+        app.router.add_post("/api/method/frappe.client.insert_many", self._method_insert_many)
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_get("/_sim/orders", self._sim_orders)
         app.router.add_post("/_sim/orders/{name}/{action:cancel|close}", self._sim_end_order)
@@ -418,14 +423,25 @@ class ErpSimulator(SimulatorServer):
 
     def _same_po_no(self, body: JSON) -> str | None:
         """An open (draft or submitted) Sales Order of the same customer with this po_no."""
-        return next((name for name, stored in self.orders.items()
-                     if stored.doc["po_no"] == body.get("po_no")
-                     and stored.doc["customer"] == body.get("customer")
+        same = (self.orders.get(name) for name in self._po_nos.get(body.get("po_no") or "", []))
+        return next((stored.doc["name"] for stored in same
+                     if stored is not None and stored.doc["customer"] == body.get("customer")
                      and stored.doc["docstatus"] < 2), None)  # fmt: skip
 
     def _create_sales_order(self, body: Any) -> web.Response:
         """Insert a Sales Order as ERPNext does: validate (links, po_no per customer), then the
         unique index, then store and (submitted) reserve."""
+        doc, warning = self._checked_sales_order(body)
+        doc = self._store_sales_order(doc)
+        answer: JSON = {"data": doc}
+        if warning:
+            answer["_server_messages"] = json.dumps([json.dumps(
+                {"message": warning, "title": "Message", "indicator": "orange"})])
+        return web.json_response(answer)
+
+    def _checked_sales_order(self, body: Any) -> tuple[JSON, str | None]:
+        """The Sales Order ``body`` makes, validated against what is stored (and a warning), or
+        DocValidationError; stores nothing."""
         now = self.clock.tick()
         doc = build_sales_order(body, now=now, masters=self.masters)
         warning = None
@@ -441,20 +457,74 @@ class ErpSimulator(SimulatorServer):
             warning = (f"Warning: Sales Order {existing} already exists against Customer's "
                        f"Purchase Order {doc['po_no']}")  # fmt: skip
         self._check_unique(DOCTYPE, doc)
-        doc = {**doc, "name": self._next_name(now)}
+        return doc, warning
+
+    def _store_sales_order(self, doc: JSON) -> JSON:
+        """Name, store, index and (submitted) reserve a checked Sales Order."""
+        doc = {**doc, "name": self._next_name(int(str(doc["creation"])[:4]))}
         for row in (*doc["items"], *doc["taxes"]):
             row["parent"] = doc["name"]
         self.orders[doc["name"]] = StoredOrder(doc, time.time(), time.monotonic())
         self._by_po_no.setdefault(doc["po_no"], doc["name"])
+        self._po_nos.setdefault(doc["po_no"], []).append(doc["name"])
+        self._created_seq[doc["name"]] = len(self._created_seq)
         self._index_unique(DOCTYPE, doc)
         self._stats["orders_created"] += 1
         if doc["docstatus"] == 1:
             self.stock.submit_sales_order(doc)  # Bins modified after the order's creation
-        answer: JSON = {"data": doc}
-        if warning:
-            answer["_server_messages"] = json.dumps([json.dumps(
-                {"message": warning, "title": "Message", "indicator": "orange"})])
-        return web.json_response(answer)
+        return doc
+
+    async def _method_insert_many(self, request: web.Request) -> web.Response:
+        """Frappe's ``frappe.client.insert_many``: ``{"docs": [...]}`` (a list, or its JSON
+        text), at most 200, inserted in one request's transaction: every one, or none (the first
+        refusal is the answer). ``{"message": [names, in the order of the docs]}``. The
+        simulator inserts Sales Orders this way (its other doctypes: one POST each)."""
+        self._stats["posts_received"] += 1
+        error = await self._guard(request, inject_errors=True, doctype=DOCTYPE, slow=False)
+        if error is not None:
+            return error
+        try:
+            body = await request.json()
+            docs = body.get("docs") if isinstance(body, dict) else None
+            docs = json.loads(docs) if isinstance(docs, str) else docs
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._validation_error("Request body is not valid JSON")
+        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+            return self._validation_error("docs must be a list of documents")
+        if len(docs) > 200:
+            return self._validation_error("Only 200 inserts allowed in one request")
+        if any(d.get("doctype") != DOCTYPE for d in docs):
+            return self._validation_error(
+                "The simulator inserts only Sales Orders with insert_many")
+        # no await from here to the answer: all checks first, then all inserts (the transaction)
+        checked: list[JSON] = []
+        try:
+            for body_doc in docs:
+                doc, _ = self._checked_sales_order(body_doc)
+                self._check_within(doc, checked)
+                checked.append(doc)
+        except DocValidationError as exc:
+            return self._validation_error(exc)
+        names = [self._store_sales_order(doc)["name"] for doc in checked]
+        slow_ms = self._slow_ms()
+        if slow_ms:
+            await asyncio.sleep(slow_ms / 1000)
+        return web.json_response({"message": names})
+
+    def _check_within(self, doc: JSON, earlier: list[JSON]) -> None:
+        """What one request's earlier inserts would refuse ``doc`` for: the unique index and the
+        same po_no for the same customer (not yet stored, so ``_checked_sales_order`` cannot)."""
+        for name in unique_fields(DOCTYPE):
+            value = doc.get(name)
+            if isinstance(value, str) and value.strip() and any(e.get(name) == value
+                                                                for e in earlier):
+                self._stats["duplicates_refused"] += 1
+                raise UniqueValidationError(f"{CUSTOM_FIELDS[DOCTYPE][name]['label']} must be unique")
+        if not self.config.allow_against_multiple_purchase_orders and any(
+                e["po_no"] == doc["po_no"] and e["customer"] == doc["customer"] for e in earlier):
+            self._stats["duplicates_refused"] += 1
+            raise DocValidationError(f"Sales Order against Customer's Purchase Order {doc['po_no']} "
+                                     "is inserted twice in one request")
 
     def _validation_error(self, exc: DocValidationError | str) -> web.Response:
         self._stats["validation_errors"] += 1
@@ -684,7 +754,7 @@ class ErpSimulator(SimulatorServer):
             return error
         doctype = request.match_info["doctype"]
         if doctype == DOCTYPE:
-            docs = [stored.doc for stored in reversed(self.orders.values())]  # newest first
+            docs = self._sales_orders_for(request.query.get("filters"))
         elif doctype == SALES_INVOICE:
             docs = self.finance.docs()
         elif doctype in MASTER_DOCTYPES:
@@ -698,6 +768,37 @@ class ErpSimulator(SimulatorServer):
         except DocValidationError as exc:
             return self._validation_error(str(exc))
         return web.json_response({"data": rows})
+
+    def _sales_orders_for(self, filters: str | None) -> list[JSON]:
+        """The Sales Orders a list request's filters can match, newest first: through an index
+        (the name, ``po_no``, a unique Custom Field) when the filters test one of them for
+        equality, as the database would use it; else all of them. ``list_documents`` applies
+        every filter either way: the index only spares a scan of every order."""
+        names: list[str] | None = None
+        try:
+            conditions = conditions_of(json.loads(filters), DOCTYPE) if filters else []
+        except (ValueError, DocValidationError):
+            conditions = []  # list_documents answers the error
+        for field_name, op, value in conditions:
+            values = [value] if op == "=" else value if op == "in" else None
+            if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+                continue
+            if field_name == "name":
+                names = list(values)
+            elif field_name == "po_no":
+                names = [n for v in values for n in self._po_nos.get(v, [])]
+            elif field_name in unique_fields(DOCTYPE):
+                index = self._unique.get((DOCTYPE, field_name), {})
+                names = [index[v] for v in values if v in index]
+            if names is not None:
+                found = sorted({n for n in names if n in self.orders},
+                               key=self._created_order, reverse=True)
+                return [self.orders[n].doc for n in found]
+        return [stored.doc for stored in reversed(self.orders.values())]  # newest first
+
+    def _created_order(self, name: str) -> int:
+        """A stored Sales Order's place in creation order (the list's default order)."""
+        return self._created_seq[name]
 
     # --- /_sim control endpoints (test-only) ----------------------------------------------
 

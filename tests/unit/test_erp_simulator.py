@@ -449,3 +449,42 @@ async def test_erp_side_cancel_and_the_order_change_list(
         rows = (await resp.json())["data"]
     assert [(r["name"], r["status"], r["custom_cancel_reason"]) for r in rows] == [
         (name, "Cancelled", "fraud")]
+
+
+OTHER = "Other Customer"
+
+
+async def test_a_list_through_an_index_answers_what_a_scan_answers(
+        sim: ErpSimulator, http: aiohttp.ClientSession) -> None:
+    """The simulator narrows a Sales Order list through its indexes (name, po_no, the unique
+    order-key field), as the database would; the answer must be the scan's, for each of them and
+    with further filters, fields and pages."""
+    sim.config = sim.config.updated({"allow_against_multiple_purchase_orders": True})
+    sim.masters.customers.add(OTHER)
+    for i, po in enumerate(["shopify:1", "shopify:2", "shopify:1", "amazon:3"]):
+        body = doc(po, custom_marketplace_order_key=f"key-{i}",
+                   customer="Marketplace Customer" if i != 2 else OTHER)
+        async with http.post(SO, json=body, headers=AUTH) as resp:
+            assert resp.status == 200, await resp.text()
+    names = [stored.doc["name"] for stored in sim.orders.values()]
+    queries = [
+        [["po_no", "=", "shopify:1"]],
+        [["Sales Order", "po_no", "=", "shopify:1"], ["customer", "=", OTHER]],
+        [["custom_marketplace_order_key", "=", "key-3"]],
+        [["custom_marketplace_order_key", "=", "key-404"]],
+        [["name", "=", names[1]]],
+        {"po_no": "shopify:2"},
+        [["customer", "=", OTHER]],  # no index: a scan
+        [["custom_marketplace_order_key", "in", ["key-0", "key-2", "key-9"]]],
+        [["po_no", "in", ["amazon:3", "shopify:1"]], ["docstatus", "=", 0]],
+    ]
+    every = [stored.doc for stored in reversed(sim.orders.values())]
+    for filters in queries:
+        query = {"filters": json.dumps(filters), "fields": json.dumps(["name", "po_no"]),
+                 "limit_page_length": "0"}
+        async with http.get(SO, params=query, headers=AUTH) as resp:
+            assert resp.status == 200
+            got = (await resp.json())["data"]
+        assert got == list_documents(every, query, doctype="Sales Order"), filters
+    assert len(list_documents(every, {"filters": json.dumps(queries[0]), "limit_page_length": "0"},
+                              doctype="Sales Order")) == 2  # the comparison compares something

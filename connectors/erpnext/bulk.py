@@ -1,0 +1,81 @@
+"""Many Sales Orders in a few requests (issue 16): ``frappe.client.insert_many``.
+
+Frappe's ``POST /api/method/frappe.client.insert_many`` takes ``{"docs": [...]}`` (at most 200)
+and inserts them in one request, so in one database transaction: every one or none. It answers
+``{"message": [names]}`` in the order of the docs. For ``posts`` (any number):
+
+1. one list request finds the orders the ERP already holds under their order key (the unique
+   ``custom_marketplace_order_key``, filter ``in``): a retry, a replay, a restarted worker;
+2. ``insert_many`` for the rest, 200 at a time (submitted, ``docstatus`` 1, as a single post);
+3. one list request reads the new orders' ``creation`` (the stock hand-over needs it).
+
+Three requests for up to 200 orders instead of two per order. Exactly once as ``create_sales_order``
+is: a post that timed out after the ERP inserted its docs is found by step 1 on the retry. A
+refusal of any doc (a duplicate that raced past step 1, a bad item) refuses the whole request:
+PermanentError, and the caller posts those orders one by one, each with its own outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from retail_sync.connectors.contracts import ErpPostResult, SalesOrderPost
+from retail_sync.connectors.erpnext.documents import SALES_ORDER, sales_order_doc
+from retail_sync.connectors.erpnext.fields import ORDER_KEY_FIELD
+from retail_sync.connectors.erpnext.frappe import error_for_status, frappe_time
+from retail_sync.connectors.errors import DecodeError
+
+if TYPE_CHECKING:
+    from retail_sync.connectors.erpnext.client import ErpNextConnector
+
+INSERT_MANY_LIMIT = 200  # Frappe: "Only 200 inserts allowed in one request"
+
+
+async def create_sales_orders(erp: ErpNextConnector,
+                              posts: Sequence[SalesOrderPost]) -> list[ErpPostResult]:
+    keys = list(dict.fromkeys(p.order_key for p in posts))
+    results: dict[str, ErpPostResult] = {}
+    if not keys:
+        return []
+    for row in await erp.list_rows(SALES_ORDER, [[ORDER_KEY_FIELD, "in", keys]],
+                                   ["name", ORDER_KEY_FIELD, "creation"]):
+        key = row.get(ORDER_KEY_FIELD)
+        if isinstance(key, str) and key not in results:
+            results[key] = ErpPostResult(erp_sales_order=str(row["name"]), created=False,
+                                         created_at=frappe_time(row.get("creation")))
+    new = list({p.order_key: p for p in posts if p.order_key not in results}.values())
+    for start in range(0, len(new), INSERT_MANY_LIMIT):
+        chunk = new[start:start + INSERT_MANY_LIMIT]
+        names = await _insert_many(erp, [order_doc(erp, p) for p in chunk])
+        created = {str(r["name"]): r.get("creation") for r in await erp.list_rows(
+            SALES_ORDER, [["name", "in", names]], ["name", "creation"])}
+        for post, name in zip(chunk, names, strict=True):
+            results[post.order_key] = ErpPostResult(
+                erp_sales_order=name, created=True, created_at=frappe_time(created.get(name)))
+    return [results[p.order_key] for p in posts]
+
+
+def order_doc(erp: ErpNextConnector, post: SalesOrderPost) -> dict[str, Any]:
+    doc = sales_order_doc(post.order_key, post.order, company=erp.company,
+                          customer=erp.customer_for(post.order.channel), warehouse=erp.warehouse,
+                          backorders=post.backorders,
+                          marketplace_warehouse=erp.marketplace_warehouse)
+    return {"doctype": SALES_ORDER, **doc}
+
+
+async def _insert_many(erp: ErpNextConnector, docs: list[dict[str, Any]]) -> list[str]:
+    what = f"insert {len(docs)} sales orders"
+    url = f"{erp.base_url}/api/method/frappe.client.insert_many"
+    status, body, headers = await erp.http.request("POST", url, what, json={"docs": docs})
+    if status != 200:
+        raise error_for_status(status, body, headers, what)
+    try:
+        names = json.loads(body)["message"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecodeError(f"ERP {what}: answer without a message") from exc
+    if not (isinstance(names, list) and len(names) == len(docs)
+            and all(isinstance(n, str) and n for n in names)):
+        raise DecodeError(f"ERP {what}: {len(docs)} docs, the answer names {names!r:.200}")
+    return names
