@@ -52,6 +52,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retail_sync.broker import free_port
@@ -128,7 +129,8 @@ async def marketplace_outage(stack: Stack, rows: list[tuple[str, object]]) -> No
     url = await amazon.start()
     drop, outbox = stack.workdir / stack.app_id / "drop", stack.workdir / stack.app_id / "outbox"
     drop.mkdir(parents=True, exist_ok=True)
-    regional = RegionalSimulator(drop, seed=1, outbox_dir=outbox)
+    regional = RegionalSimulator(drop, seed=1, outbox_dir=outbox,
+                                 start=datetime.now(UTC) - timedelta(hours=1))  # orders of today
     stack.env.update({
         "RETAIL_SYNC_AMAZON_BASE_URL": url, "RETAIL_SYNC_REGIONAL_DROP_DIR": str(drop),
         "RETAIL_SYNC_REGIONAL_OUTBOX_DIR": str(outbox),
