@@ -25,7 +25,7 @@ from typing import Any
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox
+from retail_sync.agents.outbox import Outbox, into
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import (
     ErpConnector,
@@ -163,12 +163,7 @@ async def dispatch_guarded(ctx: AgentDeps, erp: Callable[[], ErpConnector],
 async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,
                    outbox: Outbox | None = None) -> None:
     """Carry out one request; its answer goes to ``outbox`` (the record's), else out at once."""
-    if outbox is None:
-        outbox = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
-        await _dispatch(ctx, erp, request, outbox)
-        await outbox.flush()
-    else:
-        await _dispatch(ctx, erp, request, outbox)
+    await into(ctx, outbox, lambda out: _dispatch(ctx, erp, request, out))
 
 
 async def _dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,

@@ -20,7 +20,7 @@ the only order Kafka ever kept for these records; other records go out as they w
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -114,6 +114,18 @@ class Outbox:
                 await topic.send(key=chunk[0][0], value=value)
                 sent += 1
         return sent
+
+
+async def into(ctx: AgentDeps, outbox: Outbox | None,
+               run: Callable[[Outbox], Awaitable[None]]) -> None:
+    """``run(outbox)``; without one (a record handled outside a batch), with an outbox of its own
+    that sends every record as it is, flushed right after."""
+    if outbox is not None:
+        await run(outbox)
+        return
+    own = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
+    await run(own)
+    await own.flush()
 
 
 class BatchWrites:

@@ -20,7 +20,7 @@ from faust.types import EventT
 from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox, in_event, misplaced, write_in
+from retail_sync.agents.outbox import Outbox, in_event, into, misplaced, write_in
 from retail_sync.streams.commands import ForgetLines, ReserveStock, StockBatch
 from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
 from retail_sync.streams.models import ExceptionKind, utcnow
@@ -84,12 +84,7 @@ async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
                  policy: AllocationPolicy | None = None, outbox: Outbox | None = None) -> None:
     """Apply one stock event at ``offset`` (its position on stock-events); what it sends goes to
     ``outbox`` (a batch's), else out at once."""
-    if outbox is None:
-        outbox = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
-        await _apply(ctx, key, event, offset, policy, outbox)
-        await outbox.flush()
-    else:
-        await _apply(ctx, key, event, offset, policy, outbox)
+    await into(ctx, outbox, lambda out: _apply(ctx, key, event, offset, policy, out))
 
 
 async def _apply(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None,

@@ -23,7 +23,7 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.feeds import register_feed
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox
+from retail_sync.agents.outbox import Outbox, into
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import WmsConnector, WmsEvent
 from retail_sync.connectors.errors import PermanentError, RetryableError
@@ -93,12 +93,7 @@ async def _carry_out_guarded(ctx: AgentDeps, wms: WmsConnector | None, command: 
 async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,
                     outbox: Outbox | None = None) -> None:
     """Carry out one command; its answer goes to ``outbox`` (the record's), else out at once."""
-    if outbox is None:
-        outbox = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
-        await _carry_out(ctx, wms, command, outbox)
-        await outbox.flush()
-    else:
-        await _carry_out(ctx, wms, command, outbox)
+    await into(ctx, outbox, lambda out: _carry_out(ctx, wms, command, out))
 
 
 async def _carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,

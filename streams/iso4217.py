@@ -91,7 +91,6 @@ def tables(text: str) -> tuple[dict[str, int], frozenset[str], dict[str, str]]:
 
 
 if __name__ == "__main__":  # pragma: no cover - a maintenance aid
-    found = tables(open(sys.argv[1], encoding="utf-8").read())  # noqa: SIM115
-    table: Collection[str]
+    found: tuple[Collection[str], ...] = tables(open(sys.argv[1], encoding="utf-8").read())  # noqa: SIM115
     for name, table in zip(("CURRENT_MINOR_UNITS", "NO_MINOR_UNIT", "WITHDRAWN"), found, strict=True):
         print(f"{name} = {dict(sorted(table.items())) if isinstance(table, dict) else sorted(table)!r}")
