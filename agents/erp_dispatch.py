@@ -25,7 +25,7 @@ from typing import Any
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox, into
+from retail_sync.agents.outbox import Outbox
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import (
     ErpConnector,
@@ -150,24 +150,19 @@ async def post_many(ctx: AgentDeps, erp: Callable[[], ErpConnector], posts: list
     return True
 
 
-@guard(lambda ctx, erp, request, outbox=None: Record(
+@guard(lambda ctx, erp, request, outbox: Record(
     payload=request.model_dump_json(),
     channel=getattr(request, "channel", None) or request.order.channel,
     order_key=request.order_key, source_topic=topic_name(ctx.topics.erp_requests)))
 async def dispatch_guarded(ctx: AgentDeps, erp: Callable[[], ErpConnector],
-                           request: ErpCommand, outbox: Outbox | None = None) -> None:
+                           request: ErpCommand, outbox: Outbox) -> None:
     """``dispatch`` with the ERP connector made on first use; a bug becomes a record."""
     await dispatch(ctx, erp(), request, outbox)
 
 
 async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,
-                   outbox: Outbox | None = None) -> None:
-    """Carry out one request; its answer goes to ``outbox`` (the record's), else out at once."""
-    await into(ctx, outbox, lambda out: _dispatch(ctx, erp, request, out))
-
-
-async def _dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,
-                    outbox: Outbox) -> None:
+                   outbox: Outbox) -> None:
+    """Carry out one request; its answer goes to ``outbox`` (the record's)."""
     breaker = ctx.breaker("erp")
     await breaker.wait_ready()  # the ERP is down: requests wait here and behind us in Kafka
     if not isinstance(request, ErpPostRequest):
@@ -210,7 +205,7 @@ async def _dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,
 
 async def dispatch_after_order(
     ctx: AgentDeps, erp: ErpConnector,
-    request: ErpShipmentRequest | ErpCancelRequest | ErpReturnRequest, outbox: Outbox | None = None,
+    request: ErpShipmentRequest | ErpCancelRequest | ErpReturnRequest, outbox: Outbox,
 ) -> None:
     """Shipments, cancellations and returns: the ERP's answer goes back to the order as an
     event; a refusal or spent retries become a sync exception (the order waits, visibly)."""
@@ -230,10 +225,7 @@ async def dispatch_after_order(
     finally:
         ctx.metrics.erp_request_seconds.observe(time.perf_counter() - started)
     ctx.metrics.erp_posts.labels(outcome=request.kind).inc()
-    if outbox is None:
-        await ctx.topics.order_events.send(key=key, value=event)
-    else:
-        outbox.add(ctx.topics.order_events, key, event)
+    outbox.add(ctx.topics.order_events, key, event)
 
 
 async def _after_order_call(erp: ErpConnector, request: Any) -> Any:

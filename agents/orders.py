@@ -25,7 +25,7 @@ from retail_sync.agents import ingest
 from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox, in_event, into, misplaced
+from retail_sync.agents.outbox import Outbox, in_event, misplaced
 from retail_sync.streams.commands import ExpireOrder, IndexEntry
 from retail_sync.streams.events import (
     BackorderReleased,
@@ -139,7 +139,12 @@ async def handle(ctx: AgentDeps, key: str, event: OrderEvent,
                  policies: OrderPolicies | None = None, outbox: Outbox | None = None) -> None:
     """Apply one event to its order; ``policies``: the agent's (built once), else the settings'.
     What it sends goes to ``outbox`` (a batch's), else out at once."""
-    await into(ctx, outbox, lambda out: _apply(ctx, key, event, policies, out))
+    if outbox is not None:
+        await _apply(ctx, key, event, policies, outbox)
+        return
+    own = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)  # outside a batch: at once
+    await _apply(ctx, key, event, policies, own)
+    await own.flush()
 
 
 async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPolicies | None,

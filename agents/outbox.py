@@ -20,7 +20,7 @@ the only order Kafka ever kept for these records; other records go out as they w
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -116,18 +116,6 @@ class Outbox:
         return sent
 
 
-async def into(ctx: AgentDeps, outbox: Outbox | None,
-               run: Callable[[Outbox], Awaitable[None]]) -> None:
-    """``run(outbox)``; without one (a record handled outside a batch), with an outbox of its own
-    that sends every record as it is, flushed right after."""
-    if outbox is not None:
-        await run(outbox)
-        return
-    own = Outbox(ctx.topics, ctx.settings.partitions, grouped=False)
-    await run(own)
-    await own.flush()
-
-
 class BatchWrites:
     """One table as a batch handler sees it: ``get`` reads the batch's own held value first,
     ``set`` holds the value with the event it came from; ``flush`` writes each key's last value
@@ -165,9 +153,6 @@ class BatchWrites:
 
     def _write(self, key: str, value: Any, event: EventT[Any] | None) -> None:
         write_in(self.table, key, value, event)
-
-    def __len__(self) -> int:
-        return len(self._held)
 
 
 def write_in(table: Any, key: str, value: Any, event: EventT[Any] | None) -> None:

@@ -20,7 +20,7 @@ from faust.types import EventT
 from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox, in_event, into, misplaced, write_in
+from retail_sync.agents.outbox import Outbox, in_event, misplaced, write_in
 from retail_sync.streams.commands import ForgetLines, ReserveStock, StockBatch
 from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
 from retail_sync.streams.models import ExceptionKind, utcnow
@@ -80,15 +80,10 @@ def rules_for(ctx: AgentDeps, sku: str, policy: AllocationPolicy | None = None) 
     return StockRules.for_sku(policy or allocation_policy(ctx.settings), sku, list(ctx.outbound))
 
 
-async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None = None,
-                 policy: AllocationPolicy | None = None, outbox: Outbox | None = None) -> None:
-    """Apply one stock event at ``offset`` (its position on stock-events); what it sends goes to
-    ``outbox`` (a batch's), else out at once."""
-    await into(ctx, outbox, lambda out: _apply(ctx, key, event, offset, policy, out))
-
-
-async def _apply(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None,
+async def handle(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None,
                  policy: AllocationPolicy | None, outbox: Outbox) -> None:
+    """Apply one stock event at ``offset`` (its position on stock-events); what it writes and
+    sends goes to ``outbox`` (its batch's)."""
     if key != event.sku:  # keyed by something else: it would land in another SKU's partition
         await record_exception(
             ctx, kind=ExceptionKind.STATE_CONFLICT, payload=event.model_dump_json(),
@@ -96,7 +91,7 @@ async def _apply(ctx: AgentDeps, key: str, event: StockEvent, offset: int | None
             source_topic=ctx.topics.stock_events.get_topic_name())
         return
     table = ctx.tables.stock  # the SKU's record and its order lines (keys SKU|order#line)
-    writes = outbox.held("stock", lambda: SkuWrites(partial(write_in, table), hold=outbox.grouped))
+    writes = outbox.held("stock", lambda: SkuWrites(partial(write_in, table)))
     if isinstance(event, ForgetLines):  # the order was retired (tables/retention.py)
         writes.settle(key)
         forget_lines(table, event)
@@ -136,10 +131,10 @@ class SkuWrites:
     crash keeps a prefix in which no SKU record runs ahead of its lines.
 
     ``write(key, value, event)`` writes to the table (in ``event``'s context: the key's own
-    partition); ``hold=False`` writes the SKU's record at once (one event outside a batch)."""
+    partition)."""
 
-    def __init__(self, write: Callable[[str, Any, Any], None], *, hold: bool = True) -> None:
-        self.write, self.hold = write, hold
+    def __init__(self, write: Callable[[str, Any, Any], None]) -> None:
+        self.write = write
         self._held: dict[str, tuple[StockState, Any]] = {}
         self._ahead: dict[str, set[str]] = {}  # SKU -> lines written since its record
 
@@ -160,8 +155,6 @@ class SkuWrites:
             ahead.add(key)
         if state is not None:
             self._held[sku] = (state, event)
-            if not self.hold:
-                self.settle(sku)
 
     def settle(self, sku: str) -> None:
         """Write the SKU's held record now."""
@@ -176,7 +169,7 @@ class SkuWrites:
         self._ahead.clear()
 
 
-handle_guarded = guard(lambda ctx, key, event, offset=None, policy=None, outbox=None: Record(
+handle_guarded = guard(lambda ctx, key, event, offset, policy, outbox: Record(
     payload=event.model_dump_json(), order_key=getattr(event, "order_key", None), source_key=key,
     source_topic=topic_name(ctx.topics.stock_events)))(handle)
 

@@ -23,7 +23,7 @@ from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.feeds import register_feed
 from retail_sync.agents.guard import Record, guard, topic_name
-from retail_sync.agents.outbox import Outbox, into
+from retail_sync.agents.outbox import Outbox
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import WmsConnector, WmsEvent
 from retail_sync.connectors.errors import PermanentError, RetryableError
@@ -77,27 +77,18 @@ async def carry_out_all(ctx: AgentDeps, wms: WmsConnector | None, commands: list
     async def one_order(mine: list[WmsCommand]) -> None:
         async with gate:
             for command in mine:
-                await _carry_out_guarded(ctx, wms, command, outbox)
+                await carry_out(ctx, wms, command, outbox)
 
     await asyncio.gather(*(one_order(c) for c in by_order.values()))
 
 
-@guard(lambda ctx, wms, command, outbox=None: Record(payload=command.model_dump_json(),
-                                        order_key=command.order_key,
-                                        source_topic=topic_name(ctx.topics.wms_requests)))
-async def _carry_out_guarded(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,
-                             outbox: Outbox | None = None) -> None:
-    await carry_out(ctx, wms, command, outbox)
-
-
+@guard(lambda ctx, wms, command, outbox: Record(payload=command.model_dump_json(),
+                                          order_key=command.order_key,
+                                          source_topic=topic_name(ctx.topics.wms_requests)))
 async def carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,
-                    outbox: Outbox | None = None) -> None:
-    """Carry out one command; its answer goes to ``outbox`` (the record's), else out at once."""
-    await into(ctx, outbox, lambda out: _carry_out(ctx, wms, command, out))
-
-
-async def _carry_out(ctx: AgentDeps, wms: WmsConnector | None, command: WmsCommand,
-                     outbox: Outbox) -> None:
+                    outbox: Outbox) -> None:
+    """Carry out one command; its answer goes to ``outbox`` (the record's); a bug becomes a
+    record."""
     key, now = command.order_key, utcnow()
     try:
         if isinstance(command, WmsRelease):

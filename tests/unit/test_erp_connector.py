@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import aiohttp
 import pytest
 from pydantic import AnyHttpUrl
 
-from retail_sync.connectors.contracts import ErpReturnResult, ErpShipmentResult, Refund, Shipment
+from retail_sync.connectors.contracts import (
+    ErpPostResult,
+    ErpReturnResult,
+    ErpShipmentResult,
+    Refund,
+    SalesOrderPost,
+    Shipment,
+)
+from retail_sync.connectors.erpnext.bulk import order_doc as bulk_doc
 from retail_sync.connectors.erpnext.client import (
     ErpNextConnector,
     error_for_status,
@@ -442,3 +452,67 @@ async def test_order_feed_from_settings_and_errors(sim: ErpSimulator) -> None:
         await feed.close()
     with pytest.raises(DecodeError):
         order_change({"name": "SO-1", "status": "Cancelled"})
+
+
+# --- many Sales Orders in a few requests: frappe.client.insert_many (issue 16) ----------------
+
+
+def posts(*ids: str) -> list[SalesOrderPost]:
+    return [SalesOrderPost(f"shopify:{i}", make_order(i)) for i in ids]
+
+
+async def test_many_orders_in_three_requests_exactly_once(sim: ErpSimulator,
+                                                          erp: ErpNextConnector) -> None:
+    [early] = await erp.create_sales_orders(posts("1"))  # an order the ERP already holds
+    assert early.created and early.created_at is not None
+    before = sim.stats()["posts_received"]
+    results = await erp.create_sales_orders(posts("2", "1", "3", "2"))  # "2" twice: one order
+    assert sim.stats()["posts_received"] - before == 1  # one insert_many for "2" and "3"
+    assert [r.created for r in results] == [True, False, True, True]
+    assert results[1] == ErpPostResult(early.erp_sales_order, False, early.created_at)
+    assert results[0] == results[3]
+    for key, result in zip(["shopify:2", "shopify:3"], [results[0], results[2]], strict=True):
+        stored = sim.order_by_po_no(key)
+        assert stored is not None and stored.doc["name"] == result.erp_sales_order
+        assert stored.doc["docstatus"] == 1  # submitted: the ERP reserves, as a single post
+        assert result.created_at is not None
+    again = await erp.create_sales_orders(posts("2", "3"))  # a retry: found, nothing new
+    assert [r.erp_sales_order for r in again] == [results[0].erp_sales_order,
+                                                  results[2].erp_sales_order]
+    assert not any(r.created for r in again) and len(sim.orders) == 3
+
+
+async def test_more_than_two_hundred_go_in_requests_of_two_hundred(
+        sim: ErpSimulator, erp: ErpNextConnector) -> None:
+    before = sim.stats()["posts_received"]
+    results = await erp.create_sales_orders(posts(*(str(i) for i in range(201))))
+    assert sim.stats()["posts_received"] - before == 2
+    assert len({r.erp_sales_order for r in results}) == 201 and len(sim.orders) == 201
+
+
+async def test_one_refused_order_refuses_the_whole_request(sim: ErpSimulator,
+                                                            erp: ErpNextConnector) -> None:
+    bad = SalesOrderPost("shopify:bad", make_order("9").model_copy(update={"lines": [
+        make_order("9").lines[0].model_copy(update={"sku": "NO-SUCH-ITEM"})]}))
+    with pytest.raises(PermanentError, match="NO-SUCH-ITEM"):
+        await erp.create_sales_orders([*posts("7", "8"), bad])
+    assert sim.orders == {}  # all or nothing, as one Frappe request's transaction
+
+
+async def test_the_simulator_refuses_what_frappe_refuses(sim: ErpSimulator,
+                                                         erp: ErpNextConnector) -> None:
+    auth = {"Authorization": "token demo-key:demo-secret"}
+    url = f"{sim.base_url}/api/method/frappe.client.insert_many"
+    doc = bulk_doc(erp, posts("1")[0])  # a valid Sales Order, as the connector writes it
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"docs": [doc] * 201}, headers=auth) as resp:
+            assert resp.status == 417 and "Only 200" in await resp.text()
+        async with http.post(url, json={"docs": [doc, doc]}, headers=auth) as resp:
+            assert resp.status == 417 and "must be unique" in await resp.text()  # within one
+        async with http.post(url, json={"docs": [doc]}) as resp:
+            assert resp.status in (401, 403)  # no token
+        assert sim.orders == {}
+        async with http.post(url, json={"docs": json.dumps([doc])}, headers=auth) as resp:
+            assert resp.status == 200  # docs as JSON text, as a form would send them
+            [name] = (await resp.json())["message"]
+    assert list(sim.orders) == [name]

@@ -57,8 +57,8 @@ def test_one_handle_decodes_each_topic_with_its_own_codec() -> None:
     assert decoded_event == event
 
 
-async def test_a_raw_delivery_keyed_by_its_order_is_applied_here(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def record_applied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """What the order agent applies, as (key, event), instead of applying it."""
     applied: list[tuple[str, Any]] = []
 
     async def handle(ctx: Any, key: str, event: Any, policies: Any = None,
@@ -66,6 +66,12 @@ async def test_a_raw_delivery_keyed_by_its_order_is_applied_here(
         applied.append((key, event))
 
     monkeypatch.setattr(orders, "handle_guarded", handle)
+    return applied
+
+
+async def test_a_raw_delivery_keyed_by_its_order_is_applied_here(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    applied = record_applied(monkeypatch)
     ctx = _Ctx(Settings())
     body = shopify_order()
     key = f"shopify:{body['id']}"
@@ -81,13 +87,7 @@ async def test_a_raw_delivery_keyed_by_its_order_is_applied_here(
 
 async def test_a_raw_delivery_keyed_otherwise_goes_to_its_order_keys_partition(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    applied: list[Any] = []
-
-    async def handle(ctx: Any, key: str, event: Any, policies: Any = None,
-                     outbox: Any = None) -> None:
-        applied.append(event)
-
-    monkeypatch.setattr(orders, "handle_guarded", handle)
+    applied = record_applied(monkeypatch)
     ctx = _Ctx(Settings())
     body = shopify_order()
     await orders.handle_input(ctx, "shopify:delivery:d-7", _raw(body, "d-7"))  # type: ignore[arg-type]
@@ -98,13 +98,7 @@ async def test_a_raw_delivery_keyed_otherwise_goes_to_its_order_keys_partition(
 
 async def test_an_unmappable_raw_delivery_is_a_mapping_exception_and_nothing_is_applied(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    applied: list[Any] = []
-
-    async def handle(ctx: Any, key: str, event: Any, policies: Any = None,
-                     outbox: Any = None) -> None:
-        applied.append(event)
-
-    monkeypatch.setattr(orders, "handle_guarded", handle)
+    applied = record_applied(monkeypatch)
     ctx = _Ctx(Settings())
     raw = RawOrderMessage(channel="shopify", topic="orders/create", delivery_id="d-8",
                           received_at=NOW, body="not json")
