@@ -45,6 +45,15 @@ class CodecTable(faust.Table[str, Any]):
         self.key_serializer = "raw"
         self.value_serializer = value_codec
 
+    def send_changelog(self, partition: int | None, key: Any, value: Any,
+                       key_serializer: Any = None, value_serializer: Any = None) -> Any:
+        """The value encoded once, for the changelog and the store write that follows
+        (tables/rocks.py ``encode_once``)."""
+        encode_once = getattr(self.data, "encode_once", None)
+        if value is not None and value_serializer is None and encode_once is not None:
+            value, value_serializer = encode_once(value), "raw"
+        return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+
 
 def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
            cache: bool = False, **kw: Any) -> faust.Table[str, Any]:

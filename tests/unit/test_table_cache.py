@@ -183,3 +183,55 @@ def test_figures_of_a_revoked_or_recovered_partition_are_rebuilt_by_one_scan(
     assert orders.data.figures_total(kept)[("orders",)] == 2 and kept.scans == 2
     orders.data.active_partitions = lambda: []  # revoked: its figures leave with it
     assert orders.data.figures_total(kept) == {}
+
+
+def test_a_write_encodes_its_value_once_for_the_changelog_and_the_store(tmp_path: Path) -> None:
+    orders, _ = _tables(tmp_path)
+    store, state = orders.data, _states()[2]
+    encodes, sent = [0], []
+    encode_value = store._encode_value
+
+    def counted(value: Any) -> Any:
+        encodes[0] += 1
+        return encode_value(value)
+    store._encode_value = counted
+    orders.partition_for_key = lambda key: 1  # the current event's (Faust checks its topic)
+    orders.changelog_topic.send_soon = lambda **kw: sent.append(kw) or SimpleNamespace(
+        message=SimpleNamespace(partition=kw["partition"]))
+    with _In(1):
+        orders["k"] = state
+    assert encodes[0] == 1
+    [record] = sent
+    assert record["value_serializer"] == "raw" and record["partition"] == 1
+    assert record["value"] == encode("rs.order_state", state)  # what the changelog carries...
+    store._decoded.clear()
+    with _In(1):
+        assert store["k"] == state  # ...is what the store holds
+    with _In(1):
+        store["other"] = state  # a store write of its own (recovery, tests): encoded there
+    assert encodes[0] == 2
+    with _In(1):
+        del orders["k"]  # a delete: a tombstone, no value encoded
+    assert sent[-1]["value"] is None and encodes[0] == 2
+
+
+def test_persisted_offsets_are_written_at_most_every_interval_and_before_a_revoke(
+        tmp_path: Path) -> None:
+    orders, _ = _tables(tmp_path)
+    store, tp = orders.data, TP(orders.changelog_topic.get_topic_name(), 1)
+
+    def on_disk() -> int | None:
+        raw = store._db_for_partition(1).get(store.offset_key)
+        return None if raw is None else int(raw)
+    store.set_persisted_offset(tp, 5)
+    assert on_disk() == 5  # the first one at once
+    store.set_persisted_offset(tp, 6)
+    store.set_persisted_offset(tp, 7)
+    assert on_disk() == 5 and store.persisted_offset(tp) == 7  # in memory: behind, never ahead
+    store._offsets_written[tp] -= 1.0  # the interval has passed
+    store.set_persisted_offset(tp, 8)
+    assert on_disk() == 8
+    store.set_persisted_offset(tp, 9)
+    assert on_disk() == 8
+    store.revoke_partitions(orders, {tp})
+    assert 1 not in store._dbs and store.persisted_offset(tp) == 9  # written before closing
