@@ -35,7 +35,7 @@ def load_settings() -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from retail_sync import log_throttle, tansu_compat
+    from retail_sync import heap, log_throttle, tansu_compat
     from retail_sync.app import create_app
     from retail_sync.broker import broker_for
 
@@ -57,6 +57,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         except ValueError as exc:  # e.g. an unreadable or malformed admin tokens file
             print(f"retail-sync: {exc}", file=sys.stderr)
             return 2
+        heap.tune_gc(settings.gc_thresholds)  # issue 16: the collector's share of the CPU
         worker = log_throttle.worker(ctx.app, settings.log_repeat_window_s,  # §5f.2
                                      loglevel=settings.log_level, quiet=not args.verbose)
         worker.execute_from_commandline()

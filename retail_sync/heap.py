@@ -8,12 +8,20 @@ then rises with every new high-water mark of fragmentation while the memory in u
 ``malloc_trim(0)`` releases the free pages of every arena (madvise), not only the heap's top.
 Every ``RETAIL_SYNC_MALLOC_TRIM_INTERVAL_S`` (60 s; 0 = never) the worker calls it; a call
 takes milliseconds on a heap of this size. Not glibc (musl, macOS): nothing is done.
+
+The worker also sets Python's garbage collector thresholds (``RETAIL_SYNC_GC_THRESHOLDS``,
+``tune_gc``): with Python's defaults (700, 10, 10) a worker moving orders spent ~15 % of its CPU
+collecting, mostly in full collections that walk every object it keeps (the table cache's decoded
+order states: ~300 objects each); the pauses (tens of ms) add to every order's latency. Our
+objects rarely form cycles (the frozen pydantic values never do), so the collector finds little:
+collected less often, it costs ~1/4 of that. ``python_gc_*`` on /metrics shows the collections.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 from typing import Any
 
@@ -41,6 +49,15 @@ def available() -> bool:
 def trim() -> bool:
     """Return the free pages of every malloc arena to the system; True if any were."""
     return bool(_TRIM is not None and _TRIM(0))
+
+
+def tune_gc(thresholds: str) -> tuple[int, ...]:
+    """Set the collector's thresholds from ``"gen0,gen1,gen2"`` ('default': Python's); returns
+    the thresholds in force."""
+    if thresholds != "default":
+        gen0, gen1, gen2 = (int(part) for part in thresholds.split(","))
+        gc.set_threshold(gen0, gen1, gen2)
+    return gc.get_threshold()
 
 
 def register(ctx: Any) -> None:
