@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# tests in parallel processes (pytest-xdist; each its own embedded broker): most of an integration
+# test is waiting (workers starting, rebalances, timeouts), so more processes than cores pay
+TEST_WORKERS ?= 3
 
 .PHONY: help demo test bench lint compose-check compose-secrets clean
 
@@ -23,7 +26,7 @@ demo: $(STAMP)  ## run the end-to-end demo on the embedded broker (DEMO_ARGS="--
 
 test: $(STAMP)  ## run the whole test suite (unit + integration on the embedded broker)
 	@bash deploy/tools/ensure-test-tools.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)  ## measure the raw consume ceiling and the webhook->ERP pipeline
 	$(BIN)/retail-sync bench $(BENCH_ARGS)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import faust
 from aiokafka.errors import KafkaError
 
-from retail_sync import broker_watch, exceptions_view, heap, memdebug, web
+from retail_sync import broker_watch, exceptions_view, faust_fixes, heap, memdebug, web
 from retail_sync.agents import (
     erp_dispatch,
     erp_orders,
@@ -97,6 +97,7 @@ def create_app(
     erp_factory: Callable[[], ErpConnector] | None = None,
     stock_feed_factory: Callable[[], StockFeed | None] | None = None,
 ) -> Context:
+    faust_fixes.install()  # Faust's commit never passes a message still in flight
     app = faust_app(settings, broker_url)
     erp = erp_plugin(settings)  # the configured ERP (RETAIL_SYNC_ERP_PLUGIN; ERPNext by default)
     erp_settings = settings_for(erp, settings)
