@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 # tests in parallel processes (pytest-xdist; each its own embedded broker): most of an integration
 # test is waiting (workers starting, rebalances, timeouts), so more processes than cores pay
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 .PHONY: help demo test bench lint compose-check compose-secrets clean
 
