@@ -235,3 +235,25 @@ def test_persisted_offsets_are_written_at_most_every_interval_and_before_a_revok
     assert on_disk() == 8
     store.revoke_partitions(orders, {tp})
     assert 1 not in store._dbs and store.persisted_offset(tp) == 9  # written before closing
+
+
+def test_get_reads_the_store_once_and_answers_as_faust_would(tmp_path: Path) -> None:
+    orders, _ = _tables(tmp_path)
+    store, state = orders.data, _states()[1]
+    with _In(1):
+        store["k"] = state
+    store._decoded.clear()
+    reads = [0]
+    db_for = store._db_for_partition
+
+    def counted(partition: int) -> Any:
+        reads[0] += 1
+        return db_for(partition)
+    store._db_for_partition = counted
+    with _In(1):
+        assert orders.get("k") == state and reads[0] == 1  # one read of RocksDB, decoded once
+        assert orders.get("k") is orders.get("k") and reads[0] == 1  # then the cache
+        assert orders.get("absent") is None and orders.get("absent", 7) == 7
+    with _In(2):
+        assert orders.get("k") is None  # another partition's database, as Faust reads it
+    assert orders.get("k") == state  # outside a stream event: every partition, as Faust reads
