@@ -52,14 +52,15 @@ def _tables(tmp_path: Path, **env: Any) -> tuple[Any, Any]:
     return tables
 
 
-def _counting_decodes(store: Any) -> list[int]:
+def _counting(store: Any, method: str = "_decode_value") -> list[int]:
+    """Count the calls of the store's ``method`` (a one-element list, read after)."""
     calls = [0]
-    decode_value = store._decode_value
+    original = getattr(store, method)
 
-    def counted(value: Any) -> Any:
+    def counted(*args: Any) -> Any:
         calls[0] += 1
-        return decode_value(value)
-    store._decode_value = counted
+        return original(*args)
+    setattr(store, method, counted)
     return calls
 
 
@@ -80,7 +81,7 @@ def test_reads_in_the_owning_partition_decode_once_writes_and_deletes_keep_it_cu
         tmp_path: Path) -> None:
     orders, _ = _tables(tmp_path)
     store = orders.data
-    decodes = _counting_decodes(store)
+    decodes = _counting(store)
     first, second = _states()[:2]
     with _In(1):
         store["k"] = first
@@ -188,13 +189,7 @@ def test_figures_of_a_revoked_or_recovered_partition_are_rebuilt_by_one_scan(
 def test_a_write_encodes_its_value_once_for_the_changelog_and_the_store(tmp_path: Path) -> None:
     orders, _ = _tables(tmp_path)
     store, state = orders.data, _states()[2]
-    encodes, sent = [0], []
-    encode_value = store._encode_value
-
-    def counted(value: Any) -> Any:
-        encodes[0] += 1
-        return encode_value(value)
-    store._encode_value = counted
+    encodes, sent = _counting(store, "_encode_value"), []
     orders.partition_for_key = lambda key: 1  # the current event's (Faust checks its topic)
     orders.changelog_topic.send_soon = lambda **kw: sent.append(kw) or SimpleNamespace(
         message=SimpleNamespace(partition=kw["partition"]))
@@ -243,13 +238,7 @@ def test_get_reads_the_store_once_and_answers_as_faust_would(tmp_path: Path) -> 
     with _In(1):
         store["k"] = state
     store._decoded.clear()
-    reads = [0]
-    db_for = store._db_for_partition
-
-    def counted(partition: int) -> Any:
-        reads[0] += 1
-        return db_for(partition)
-    store._db_for_partition = counted
+    reads = _counting(store, "_db_for_partition")
     with _In(1):
         assert orders.get("k") == state and reads[0] == 1  # one read of RocksDB, decoded once
         assert orders.get("k") is orders.get("k") and reads[0] == 1  # then the cache
