@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -147,13 +146,10 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int,
     return topics
 
 
-@functools.lru_cache(maxsize=32_768)
 def partition_of(key: str, partitions: int) -> int:
     """The partition the producer puts a record keyed ``key`` on (str keys, serializer ``raw``):
     Kafka's default partitioner, murmur2 of the key's bytes, as aiokafka (and so Faust) computes
     it. Batch records (``StockBatch``, ``OrderEvents``, ``IndexEntries``, ``ErpBatch``,
     ``WmsBatch``) group their items by it
-    and are keyed by their first item's key, so every item is on its own key's partition.
-    Cached: an order's key is hashed by every batch it joins and every reader that checks it
-    (murmur2 in Python is ~3 µs; ~10 times per order)."""
+    and are keyed by their first item's key, so every item is on its own key's partition."""
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
