@@ -118,6 +118,10 @@ class ErpSimConfig:
     error_status: int = 503
     slow_rate: float = 0.0
     slow_ms: float = 0
+    #: the first this many requests that can fail (or be slow) do, whatever the rates: faults a
+    #: test can count on however its requests are batched; then the rates apply
+    error_first: int = 0
+    slow_first: int = 0
     api_key: str = "demo-key"
     api_secret: str = "demo-secret"  # noqa: S105 - demo credential of a simulator
     seed: int | None = None
@@ -142,7 +146,8 @@ class ErpSimConfig:
         merged = {**asdict(self), **changes}
         for name in ("latency_ms", "latency_jitter_ms", "error_rate", "slow_rate", "slow_ms"):
             merged[name] = float(merged[name])
-        merged["error_status"] = int(merged["error_status"])
+        for name in ("error_status", "error_first", "slow_first"):
+            merged[name] = int(merged[name])
         merged["allow_against_multiple_purchase_orders"] = bool(
             merged["allow_against_multiple_purchase_orders"])
         if merged["unknown_items"] not in ("refuse", "create"):
@@ -320,14 +325,16 @@ class ErpSimulator(SimulatorServer):
 
     def _slow_ms(self) -> float:
         cfg = self.config
-        if cfg.slow_rate and self._rng.random() < cfg.slow_rate:
+        first = self._stats["slow_injected"] < cfg.slow_first
+        if first or (cfg.slow_rate and self._rng.random() < cfg.slow_rate):
             self._stats["slow_injected"] += 1
             return cfg.slow_ms
         return 0.0
 
     def _injected_error(self) -> web.Response | None:
         cfg = self.config
-        if not (cfg.error_rate and self._rng.random() < cfg.error_rate):
+        first = self._stats["errors_injected"] < cfg.error_first
+        if not (first or (cfg.error_rate and self._rng.random() < cfg.error_rate)):
             return None
         self._stats["errors_injected"] += 1
         if cfg.error_status == 429:
