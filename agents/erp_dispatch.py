@@ -142,12 +142,17 @@ async def post_many(ctx: AgentDeps, erp: Callable[[], ErpConnector], posts: list
             metrics.erp_request_seconds.observe(time.perf_counter() - started)
     breaker.record_success()
     for post, result in zip(posts, results, strict=True):
-        metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
-        outbox.add(ctx.topics.order_events, post.order_key, ErpOrderPosted(
-            order_key=post.order_key, erp_sales_order=result.erp_sales_order,
-            created=result.created, posted_at=utcnow(), attempts=1,
-            erp_created=result.created_at))
+        _posted(ctx, outbox, post.order_key, result, attempts=1)
     return True
+
+
+def _posted(ctx: AgentDeps, outbox: Outbox, order_key: str, result: ErpPostResult,
+            attempts: int) -> None:
+    """The ERP holds the order's Sales Order: counted, and told to the order."""
+    ctx.metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
+    outbox.add(ctx.topics.order_events, order_key, ErpOrderPosted(
+        order_key=order_key, erp_sales_order=result.erp_sales_order, created=result.created,
+        posted_at=utcnow(), attempts=attempts, erp_created=getattr(result, "created_at", None)))
 
 
 @guard(lambda ctx, erp, request, outbox: Record(
@@ -195,12 +200,7 @@ async def dispatch(ctx: AgentDeps, erp: ErpConnector, request: ErpCommand,
         await _fail(ctx, request, ExceptionKind.ERP_PERMANENT, exc, attempts, outbox)
         return
     breaker.record_success()
-    metrics.erp_posts.labels(outcome="created" if result.created else "replay").inc()
-    outbox.add(ctx.topics.order_events, request.order_key, ErpOrderPosted(
-        order_key=request.order_key, erp_sales_order=result.erp_sales_order,
-        created=result.created, posted_at=utcnow(), attempts=attempts,
-        erp_created=getattr(result, "created_at", None),
-    ))
+    _posted(ctx, outbox, request.order_key, result, attempts)
 
 
 async def dispatch_after_order(

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from retail_sync.connectors.contracts import ErpPostResult, SalesOrderPost
-from retail_sync.connectors.erpnext.documents import SALES_ORDER, sales_order_doc
+from retail_sync.connectors.erpnext.documents import SALES_ORDER
 from retail_sync.connectors.erpnext.fields import ORDER_KEY_FIELD
 from retail_sync.connectors.erpnext.frappe import error_for_status, frappe_time
 from retail_sync.connectors.errors import DecodeError
@@ -58,11 +58,8 @@ async def create_sales_orders(erp: ErpNextConnector,
 
 
 def order_doc(erp: ErpNextConnector, post: SalesOrderPost) -> dict[str, Any]:
-    doc = sales_order_doc(post.order_key, post.order, company=erp.company,
-                          customer=erp.customer_for(post.order.channel), warehouse=erp.warehouse,
-                          backorders=post.backorders,
-                          marketplace_warehouse=erp.marketplace_warehouse)
-    return {"doctype": SALES_ORDER, **doc}
+    return {"doctype": SALES_ORDER, **erp.sales_order_doc(post.order_key, post.order,
+                                                          post.backorders)}
 
 
 async def _insert_many(erp: ErpNextConnector, docs: list[dict[str, Any]]) -> list[str]:

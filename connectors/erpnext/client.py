@@ -158,15 +158,7 @@ class ErpNextConnector:
     ) -> ErpPostResult:
         """The order's Sales Order: the one the ERP holds under ``order_key`` if any (a retry,
         a replay, a restarted worker), else a new one; exactly one either way (module doc)."""
-        doc = sales_order_doc(
-            order_key,
-            order,
-            company=self.company,
-            customer=self.customer_for(order.channel),
-            warehouse=self.warehouse,
-            backorders=backorders,
-            marketplace_warehouse=self.marketplace_warehouse,
-        )
+        doc = self.sales_order_doc(order_key, order, backorders)
         known = await self.find_sales_order(order_key)
         if known is not None:
             return existing_result(known)
@@ -180,6 +172,14 @@ class ErpNextConnector:
             if known is not None:
                 return existing_result(known)
         raise error
+
+    def sales_order_doc(self, order_key: str, order: Order,
+                        backorders: Mapping[str, int] | None = None) -> JSON:
+        """The order as this site's Sales Order document (its company, customer, warehouses)."""
+        return sales_order_doc(order_key, order, company=self.company,
+                               customer=self.customer_for(order.channel),
+                               warehouse=self.warehouse, backorders=backorders,
+                               marketplace_warehouse=self.marketplace_warehouse)
 
     async def create_sales_orders(self, posts: Sequence[SalesOrderPost]) -> list[ErpPostResult]:
         """Many Sales Orders in three requests per 200 (``connectors.erpnext.bulk``)."""
