@@ -78,9 +78,7 @@ class AgentSettings(RetrySettings, Protocol):
 
 class AgentTables(Protocol):
     @property
-    def orders(self) -> Any: ...  # faust.Table: order_key -> OrderState
-    @property
-    def index(self) -> Any: ...  # external id -> order keys
+    def orders(self) -> Any: ...  # faust.Table: order_key -> OrderState (indexed by other ids)
     @property
     def cursors(self) -> Any: ...  # poller / feed cursors
     @property

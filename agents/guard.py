@@ -3,9 +3,10 @@ it must neither kill the agent nor lose the message, so it becomes an ``internal
 record (counted in ``retail_sync_sync_exceptions_total``, replayable from the exceptions view)
 and the agent goes on with the next message.
 
-    @guard(lambda ctx, entry: Record(payload=entry.model_dump_json(), order_key=entry.order_key,
-                                     source_topic=topic_name(ctx.topics.index_updates)))
-    async def index_one(ctx: AgentDeps, entry: IndexEntry) -> None:
+    @guard(lambda ctx, command: Record(payload=command.model_dump_json(),
+                                       order_key=command.order_key,
+                                       source_topic=topic_name(ctx.topics.wms_requests)))
+    async def handle_one(ctx: AgentDeps, command: WmsCommand) -> None:
         ...
 
 The guarded function takes the agent's deps first; ``describe`` is called with the same

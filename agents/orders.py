@@ -8,9 +8,9 @@ and is applied when read there. The two topics have the same partition count and
 partition, and Faust's assignor gives co-subscribed topics with the same partition count to the
 same worker partition by partition, so partition N of both is this actor's, and a table write
 goes to changelog partition N (the current event's). Applies the lifecycle
-(streams.rules.lifecycle), writes the state, sends ERP requests and asks the index agent to index
-the order's new external ids. Latency from receipt to ERP confirmation is observed here, once per
-order.
+(streams.rules.lifecycle), writes the state (its store indexes the order by the other ids it is
+known by, tables/rocks.py) and sends ERP requests. Latency from receipt to ERP confirmation is
+observed here, once per order.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, guard, topic_name
 from retail_sync.agents.outbox import Outbox, in_event, misplaced
-from retail_sync.streams.commands import ExpireOrder, IndexEntry
+from retail_sync.streams.commands import ExpireOrder
 from retail_sync.streams.events import (
     BackorderReleased,
     ErpReturnPosted,
@@ -40,7 +40,6 @@ from retail_sync.streams.rules.outcome import Outcome
 from retail_sync.streams.rules.policies import OrderPolicies
 from retail_sync.streams.state import OrderState
 from retail_sync.streams.topics import RecordingTopic
-from retail_sync.tables import order_search
 
 
 def register(ctx: AgentDeps) -> None:
@@ -131,7 +130,7 @@ async def warm_routing_metadata(ctx: AgentDeps) -> None:
     aiokafka loads only for topics it has produced to; load it for the changelogs up front so a
     lookup on a freshly started worker finds it."""
     producer = ctx.app.producer._ensure_producer()  # type: ignore[attr-defined]  # Faust-private
-    for table in (ctx.tables.orders, ctx.tables.index, ctx.tables.stock):
+    for table in (ctx.tables.orders, ctx.tables.stock):
         await producer.partitions_for(table.changelog_topic.get_topic_name())
 
 
@@ -156,7 +155,7 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
         table.settle(key)  # retention deletes the key in the table itself
         state = table.get(key)
         if state is not None:
-            await retention.expire(ctx, key, event, external_ids(state, _salt(ctx)))
+            await retention.expire(ctx, key, event)
         return
     previous = table.get(key)
     if previous is None and isinstance(event, OrderReceived) and retention.too_old_to_take(
@@ -183,15 +182,9 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
         )
         await ctx.audit_refused_later(ctx, key, previous, event, outcome.problem,
                                       outcome.state)
-    if outcome.state is not None:
-        if outcome.changed:
-            table.set(key, outcome.state)
-            _observe(ctx, outcome, event, previous)
-        recheck = not outcome.changed or isinstance(event, OrderReceived)
-        for external_id in ids_to_index(previous, outcome.state, recheck=recheck,
-                                        email_salt=_salt(ctx)):
-            outbox.add(ctx.topics.index_updates, external_id,
-                       IndexEntry(external_id=external_id, order_key=key))
+    if outcome.state is not None and outcome.changed:
+        table.set(key, outcome.state)  # the store indexes it by its ids in the same write
+        _observe(ctx, outcome, event, previous)
     for command in outcome.stock_commands:
         outbox.add(ctx.topics.stock_events, command.sku, command)
     for request in outcome.erp_requests:
@@ -206,45 +199,6 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
 handle_guarded = guard(lambda ctx, key, event, policies=None, outbox=None: Record(
     payload=event.model_dump_json(), order_key=key,
     source_topic=topic_name(ctx.topics.order_events)))(handle)
-
-
-def _salt(ctx: AgentDeps) -> str:
-    return order_search.salt_of(ctx.settings)
-
-
-def external_ids(state: OrderState, email_salt: str | None = None) -> list[str]:
-    """The ids of other systems that the index must map to this order: ERP sales order, WMS
-    fulfilments (the first, and each backorder release's), shipments, tracking numbers,
-    delivery notes, invoices, refunds, credit notes. The marketplace order id is not among
-    them: the order key is derived from it (``channel:id``), so a lookup tries that directly
-    instead of paying an index record per order. With ``email_salt`` (the agent always gives
-    it) also what support searches by: the order name and the email's salted hash
-    (tables/order_search.py)."""
-    ids = [state.correlation.erp_sales_order, state.correlation.wms_fulfilment_id,
-           *(b.wms_fulfilment_id for b in state.backorders.values())]
-    for s in state.shipments.values():
-        ids += [s.shipment_id, s.tracking_number, s.delivery_note, s.sales_invoice]
-    for r in state.refunds.values():
-        ids += [r.refund_id, r.credit_note, r.return_delivery_note]
-    if email_salt is not None:
-        ids += order_search.search_ids(state, email_salt)
-    return list(dict.fromkeys(i for i in ids if i))
-
-
-def ids_to_index(previous: OrderState | None, state: OrderState, *, recheck: bool,
-                 email_salt: str | None = None) -> list[str]:
-    """Ids to make sure the index maps to this order. Each is one record to the index agent, so a
-    normal event touches only the ids ``state`` adds over ``previous``: all of them
-    for a new order, the sales-order number on ERP confirmation, none otherwise. With ``recheck``
-    (a replayed or redelivered event) every id is checked again, which repairs an index write
-    lost when a worker died after writing the state but before the index: the redelivered event
-    finds the state already written and changes nothing."""
-    ids = external_ids(state, email_salt)
-    if previous is None or recheck:
-        return ids
-    known = set(external_ids(previous, email_salt))
-    return [i for i in ids if i not in known]
-
 
 
 def _observe(ctx: AgentDeps, outcome: Outcome, event: OrderEvent,

@@ -9,12 +9,12 @@ of at-least-once, as an event was. Held table writes (``BatchWrites``, the stock
 
 The records of the hot path are grouped by topic and by the partition of their key
 (``streams.topics.partition_of``) into one batch record per partition: stock commands into a
-``StockBatch``, order events into ``OrderEvents``, index entries into ``IndexEntries``, ERP
-requests into an ``ErpBatch``, warehouse commands into a ``WmsBatch``. Each is keyed by its
-first item's key, so it lands on the partition of every item and its reader handles each item
-under its own key (a table write goes to that key's changelog partition: the record's). A group
-of one is sent as the plain record. Order is kept within a group (one partition of one topic),
-the only order Kafka ever kept for these records; other records go out as they were added.
+``StockBatch``, order events into ``OrderEvents``, ERP requests into an ``ErpBatch``, warehouse
+commands into a ``WmsBatch``. Each is keyed by its first item's key, so it lands on the
+partition of every item and its reader handles each item under its own key (a table write goes
+to that key's changelog partition: the record's). A group of one is sent as the plain record.
+Order is kept within a group (one partition of one topic), the only order Kafka ever kept for
+these records; other records go out as they were added.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from retail_sync.agents.exceptions import record_exception
 from retail_sync.streams.commands import (
     MAX_BATCH_ITEMS,
     ErpBatch,
-    IndexEntries,
     StockBatch,
     WmsBatch,
 )
@@ -50,7 +49,6 @@ def batchers(topics: Topics) -> dict[str, Batcher]:
     return {
         topics.stock_events.get_topic_name(): lambda items: StockBatch(items=items),
         topics.order_events.get_topic_name(): lambda items: OrderEvents(events=items),
-        topics.index_updates.get_topic_name(): lambda items: IndexEntries(entries=items),
         topics.erp_requests.get_topic_name(): lambda items: ErpBatch(requests=items),
         topics.wms_requests.get_topic_name(): lambda items: WmsBatch(commands=items),
     }

@@ -13,7 +13,6 @@ from retail_sync import broker_watch, exceptions_view, faust_fixes, heap, memdeb
 from retail_sync.agents import (
     erp_dispatch,
     erp_orders,
-    index,
     inventory_push,
     marketplace,
     orders,
@@ -39,7 +38,6 @@ from retail_sync.metrics import (
 from retail_sync.settings import Settings
 from retail_sync.streams.topics import declare_topics
 from retail_sync.tables.orders import (
-    order_index_table,
     order_state_table,
     poll_cursor_table,
     stock_table,
@@ -110,7 +108,6 @@ def create_app(
         topics=declare_topics(app, prefix=settings.app_id, partitions=settings.partitions,
                               outbound_channels=outbound),
         tables=Tables(orders=order_state_table(app, settings),
-                      index=order_index_table(app, settings),
                       cursors=poll_cursor_table(app, settings),
                       stock=stock_table(app, settings)),
         metrics=metrics,
@@ -152,7 +149,7 @@ def create_app(
             return
         exceptions_gauges.refresh(records, replayed=replayed)  # replayed ones are not open
 
-    for module in (orders, index, erp_dispatch, poller, stock, stock_feed, inventory_push,
+    for module in (orders, erp_dispatch, poller, stock, stock_feed, inventory_push,
                    marketplace, warehouse, erp_orders, web, broker_watch):
         module.register(ctx)
     memdebug.register(ctx)  # GET /debug/memory, only with RETAIL_SYNC_TEST_MEMDEBUG set

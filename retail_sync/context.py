@@ -25,12 +25,12 @@ from retail_sync.connectors.plugin import ChannelPlugin
 from retail_sync.metrics import Metrics
 from retail_sync.settings import Settings
 from retail_sync.streams.topics import Topics
+from retail_sync.tables.orders import CodecTable
 
 
 @dataclass
 class Tables:
-    orders: faust.Table[str, Any]
-    index: faust.Table[str, Any]
+    orders: CodecTable  # order_key -> OrderState, indexed by the other ids (tables/store_index.py)
     cursors: faust.Table[str, Any]
     stock: faust.Table[str, Any]  # SKU -> StockState, and SKU|order#line -> Reservation
 

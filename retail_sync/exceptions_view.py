@@ -57,11 +57,16 @@ TOPIC_CODECS: dict[str, str] = {
     "orders-raw": "rs.raw_order",
     "order-events": "rs.order_event",
     "erp-requests": "rs.erp_request",
-    "order-index-updates": "rs.index_entry",
     "poll-ticks": "rs.poll_tick",
     "stock-events": "rs.stock_event",
     "channel-commands": "rs.channel_command",
     "wms-requests": "rs.wms_command",
+}
+#: topics no worker reads any more -> why a record from one is not replayed
+RETIRED_TOPICS: dict[str, str] = {
+    "order-index-updates": "the order index is kept with the order state since issue 16 "
+                           "(tables/rocks.py): the order's next change indexes it again; "
+                           "nothing reads order-index-updates, nothing to resend",
 }
 #: per-channel topics: ``<prefix><channel>`` (streams/topics.py)
 INVENTORY_PREFIX = "inventory-updates."
@@ -230,8 +235,6 @@ def _natural_key(suffix: str, obj: Any, record: SyncException) -> str | None:
         return cast("str | None", obj.order_key)
     if suffix == "stock-events" or suffix.startswith(INVENTORY_PREFIX):
         return cast("str | None", obj.sku)
-    if suffix == "order-index-updates":
-        return cast("str | None", obj.external_id)
     if suffix == "poll-ticks":
         return cast("str | None", obj.channel)
     # orders-raw: channel:marketplace id, known only from the original key
@@ -285,8 +288,19 @@ def explain_replay(record: SyncException, *, requested_by: str = "replay",
                    now: datetime | None = None) -> ReplayPlan:
     """The replay plan for one record, with its reason either way (pure, no I/O; ``now`` and
     ``requested_by`` go into a retry command to the order agent)."""
+    retired = _retired(record.source_topic)
+    if retired is not None:
+        return ReplayPlan(None, None, None, retired)
     plan = _explain(record)
     return _via_owner(plan, record, requested_by, now)
+
+
+def _retired(source_topic: str | None) -> str | None:
+    """Why a record from ``source_topic`` is not replayed when no worker reads it any more."""
+    for retired, why in RETIRED_TOPICS.items():
+        if source_topic and (source_topic == retired or source_topic.endswith("." + retired)):
+            return why
+    return None
 
 
 def _explain(record: SyncException) -> ReplayPlan:

@@ -164,7 +164,7 @@ def structure_stats(ctx: Any) -> dict[str, Any]:
     if seen is not None:
         out["webhook_dedupe_entries"] = len(seen)
         out["webhook_dedupe_max_entries"] = getattr(ctx.deduper, "max_entries", None)
-    for name in ("orders", "index", "cursors", "stock"):
+    for name in ("orders", "cursors", "stock"):
         table = getattr(ctx.tables, name)
         out[f"key_index_{name}"] = len(getattr(table.data, "_key_index", ()) or ())
     consumer = getattr(ctx.app, "_consumer", None)
@@ -180,7 +180,7 @@ def report(ctx: Any, snapshot_dir: Path | None = None, label: str | None = None,
 
     trimmed = malloc_trim() if trim else None
     gc.collect()
-    tables = {name: getattr(ctx.tables, name) for name in ("orders", "index", "cursors", "stock")}
+    tables = {name: getattr(ctx.tables, name) for name in ("orders", "cursors", "stock")}
     out: dict[str, Any] = {
         "rss": psutil.Process().memory_info().rss,
         "process": process_stats(),

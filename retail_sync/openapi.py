@@ -125,14 +125,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         }},
     ("GET", "/orders/lookup"): {
         "summary": "Orders by marketplace id, order key or ERP sales order name",
-        "parameters": [_query("id", {"type": "string", "minLength": 1},
-                              "a marketplace order id, an order key or an ERP name", True)],
+        "parameters": [_query("id", {"type": "string", "minLength": 1}, "an order id or key", True),
+                       _query("scope", {"enum": ["all", "local"]}, "local: this worker's only")],
         "responses": {
-            "200": _json({"type": "object", "required": ["id", "orders"], "properties": {
-                "id": {"type": "string"},
-                "orders": {"type": "array", "items": _ref("OrderView")}}},
+            "200": _json({"type": "object", "required": ["id"], "properties": {
+                "id": {"type": "string"}, "orders": {"type": "array", "items": _ref("OrderView")},
+                **{k: {"type": "array", "items": {"type": "string"}}
+                   for k in ("order_keys", "unreached_workers")}}},
                 "the orders it names (personal data masked without the pii scope)"),
-            "400": _error("no id"), "404": _error("no order is known by that id")}},
+            "400": _error("no id, or a bad scope"), "404": _error("no order is known by that id"),
+            "503": _error("not found; workers away")}},
     ("GET", "/orders/{order_key}"): {
         "summary": "One order's state, timeline and correlation ids",
         "parameters": [_ORDER_KEY],

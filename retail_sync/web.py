@@ -41,6 +41,7 @@ Order views are routed to the worker that owns the key (``app.table_route``). Fa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -106,36 +107,80 @@ def register(ctx: Context) -> None:
 
 
 def _lookup_view(ctx: Context) -> None:
-    """GET /orders/lookup?id=: the orders an id denotes, routed to the id's index owner."""
+    """GET /orders/lookup?id=: the orders an id denotes. The index lives with the order states
+    (tables/rocks.py), partitioned by order key, so this worker reads its own partitions and asks
+    every other worker for theirs (``scope=local``: only this worker's keys, the fan-out's
+    request)."""
     app = ctx.app
-    index = ctx.tables.index
 
     @app.page("/orders/lookup")
     class OrderLookup(View):
         @admin_auth.requires("viewer")
         async def get(self, request: Request) -> Response:
-            try:  # before routing: Faust's table_route reads query["id"] (no id was a 500)
+            try:
                 qp.required_text(request.query, "id", "a marketplace order id, an order key "
                                  "(channel:id) or an ERP sales order name")
+                scope = qp.choice(request.query, "scope", ("all", "local")) or "all"
             except qp.BadParam as exc:
                 return _json(self, {"error": str(exc)}, 400)
-            return await self.routed(request)
-
-        @app.table_route(table=index, query_param="id")  # type: ignore[arg-type]  # Faust types the handler on View
-        async def routed(self, request: Request) -> Response:
             external_id = request.query["id"]
+            if scope == "local":  # another worker's fan-out: this worker's keys only
+                return _json(self, {"id": external_id,
+                                    "order_keys": ctx.tables.orders.lookup(external_id)})
+            headers = admin_auth.authorization_of(request)
+            indexed, unreached = await lookup_everywhere(ctx, external_id, headers)
             states = []
-            indexed = index.get(external_id) or []
             for key in lookup_candidates(external_id, indexed, ctx.channels):
-                state = await order_state(ctx, key, admin_auth.authorization_of(request))
+                state = await order_state(ctx, key, headers)
                 if state is not None:
                     states.append(state)
             if not states:  # retired orders (tables/retention.py) are read from the archive
                 states = await archive.archived_views(
                     ctx, lookup_candidates(external_id, indexed, ctx.channels))
+            if not states and unreached:
+                return _json(self, {"error": f"no order found by id {external_id!r} on the "
+                                             f"workers that answered; not answering: {unreached}",
+                                    "unreached_workers": unreached}, 503)
             if not states:
                 return _json(self, {"error": f"no order is known by id {external_id!r}"}, 404)
-            return _json(self, pii.for_caller(request, {"id": external_id, "orders": states}))
+            body: dict[str, Any] = {"id": external_id, "orders": states}
+            if unreached:
+                body["unreached_workers"] = unreached
+            return _json(self, pii.for_caller(request, body))
+
+
+async def lookup_everywhere(ctx: Context, external_id: str,
+                            headers: dict[str, str] | None = None,
+                            timeout_s: float = 5.0) -> tuple[list[str], list[str]]:
+    """The order keys the index of every worker holds for ``external_id``, and the workers that
+    did not answer (each asked with ``scope=local`` and the caller's ``headers``)."""
+    keys = list(ctx.tables.orders.lookup(external_id))
+    me = ctx.settings.web_url.rstrip("/")
+    try:
+        hosts = ctx.app.router.table_metadata(ctx.tables.orders.name)
+    except (KeyError, TypeError):  # no assignment yet: this worker's partitions only
+        hosts = {}
+    others = sorted({str(url).rstrip("/") for url, topics in hosts.items()
+                     if any(topics.values())} - {me})
+    unreached: list[str] = []
+    if others:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async def ask(host: str) -> list[str]:
+                async with session.get(f"{host}/orders/lookup", headers=headers,
+                                       params={"id": external_id, "scope": "local"}) as resp:
+                    body = await resp.json(content_type=None)
+                    if resp.status != 200:
+                        raise RuntimeError(f"{host} answered {resp.status}: {body}")
+                    return [str(k) for k in body.get("order_keys", [])]
+            answers = await asyncio.gather(*(ask(h) for h in others), return_exceptions=True)
+        for host, answer in zip(others, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("order lookup: %s did not answer: %r", host, answer)
+                unreached.append(host)
+            else:
+                keys += answer
+    return list(dict.fromkeys(keys)), unreached
 
 
 def _order_view(ctx: Context) -> None:

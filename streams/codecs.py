@@ -120,7 +120,6 @@ CODECS: dict[str, TypeAdapter[Any]] = {
     "rs.order_event": events.ORDER_RECORD,
     "rs.erp_request": commands.ERP_RECORD,
     "rs.order_state": TypeAdapter(state.OrderState),
-    "rs.index_entry": commands.INDEX_RECORD,
     "rs.poll_tick": TypeAdapter(commands.PollTick),
     "rs.sync_exception": TypeAdapter(models.SyncException),
     "rs.stock_event": events.STOCK_TOPIC_RECORD,

@@ -11,7 +11,6 @@ its target (shipment id, refund id, order reference, order line).
 | channel-commands.<channel> | ChannelCommand: MarketplaceCancel, MarketplaceShipment, MarketplaceRefund |
 | inventory-updates.<channel> | InventoryUpdate (absolute quantity to offer)                  |
 | poll-ticks       | PollTick                                                               |
-| order-index-updates | IndexEntry                                                          |
 
 One channel-commands topic per channel we write to; plain channel-commands for a channel without
 an outbound. The events are in ``streams.events``.
@@ -340,7 +339,7 @@ ChannelCommand = Annotated[
 CHANNEL_COMMAND = TypeAdapter(ChannelCommand)
 
 
-# --- the poller and the index ---------------------------------------------------------------
+# --- the poller ---------------------------------------------------------------
 
 
 class PollTick(Frozen):
@@ -348,25 +347,3 @@ class PollTick(Frozen):
 
     channel: str
     requested_at: UtcDatetime
-
-
-class IndexEntry(Frozen):
-    """Command to the index agent: ``external_id`` also names the order ``order_key`` (with
-    ``remove``: no longer, the order left the hot tables, tables/retention.py)."""
-
-    external_id: str = Field(min_length=1, max_length=256)
-    order_key: str
-    remove: bool = False
-
-
-class IndexEntries(Frozen):
-    """Several index commands in one record, for external ids of one order-index-updates
-    partition (issue 16): keyed by the first entry's id, applied in order by the index agent."""
-
-    kind: Literal["index_entries"] = "index_entries"
-    entries: list[IndexEntry] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
-
-
-#: what order-index-updates carries: one entry, or a batch of them
-IndexRecord = IndexEntry | IndexEntries
-INDEX_RECORD = TypeAdapter(IndexRecord)

@@ -44,7 +44,6 @@ VERSIONS: dict[str, int] = {
     "rs.erp_request": 2,  # v2: ErpBatch (several ERP requests in one record, issue 16)
     "rs.wms_command": 2,  # v2: WmsBatch (several warehouse commands in one record, issue 16)
     "rs.stock_event": 2,  # v2: StockBatch (several stock commands in one record, issue 16)
-    "rs.index_entry": 2,  # v2: IndexEntries (several index entries in one record, issue 16)
     "rs.stock_record": 2,  # v2: StockState.seq_unit (positions, issue 16)
     "rs.channel_command": 2,  # v2: MarketplaceCancel's lines are LineUnits (was CancelLineRequest,
     # the same fields): one type per fact, issue 15; the records are the same

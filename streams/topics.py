@@ -70,7 +70,6 @@ class Topics:
     raw_orders: faust.TopicT
     order_events: faust.TopicT
     erp_requests: faust.TopicT
-    index_updates: faust.TopicT
     poll_ticks: faust.TopicT
     sync_exceptions: faust.TopicT
     stock_events: faust.TopicT
@@ -90,7 +89,7 @@ class Topics:
         return self.commands.get(channel, self.channel_commands)
 
     def all(self) -> list[faust.TopicT]:
-        return [self.raw_orders, self.order_events, self.erp_requests, self.index_updates,
+        return [self.raw_orders, self.order_events, self.erp_requests,
                 self.poll_ticks, self.sync_exceptions, self.stock_events,
                 self.channel_commands, self.wms_requests, *self.inventory.values(),
                 *self.commands.values()]
@@ -129,7 +128,6 @@ def declare_topics(app: faust.App, *, prefix: str, partitions: int,
         raw_orders=_topic(app, f"{prefix}.orders-raw", "rs.raw_order", partitions),
         order_events=_topic(app, f"{prefix}.order-events", "rs.order_event", partitions),
         erp_requests=_topic(app, f"{prefix}.erp-requests", "rs.erp_request", partitions),
-        index_updates=_topic(app, f"{prefix}.order-index-updates", "rs.index_entry", partitions),
         poll_ticks=_topic(app, f"{prefix}.poll-ticks", "rs.poll_tick", partitions),
         sync_exceptions=dlq,
         inventory={c: _topic(app, f"{prefix}.inventory-updates.{c}", "rs.inventory_update",

@@ -37,6 +37,24 @@ def search_ids(state: Any, salt: str) -> list[str]:
     return ids
 
 
+def external_ids(state: Any, email_salt: str | None = None) -> list[str]:
+    """The ids an order is found by besides its key (the order-state table's secondary index,
+    tables/rocks.py): other systems' ids (ERP sales order, WMS fulfilments, the first and each
+    backorder release's, shipments, tracking numbers, delivery notes, invoices, refunds, credit
+    notes) and, with ``email_salt``, what support searches by (the order name and the email's
+    salted hash). The marketplace order id is not among them: the order key is derived from it
+    (``channel:id``), so a lookup tries that directly."""
+    ids = [state.correlation.erp_sales_order, state.correlation.wms_fulfilment_id,
+           *(b.wms_fulfilment_id for b in state.backorders.values())]
+    for s in state.shipments.values():
+        ids += [s.shipment_id, s.tracking_number, s.delivery_note, s.sales_invoice]
+    for r in state.refunds.values():
+        ids += [r.refund_id, r.credit_note, r.return_delivery_note]
+    if email_salt is not None:
+        ids += search_ids(state, email_salt)
+    return list(dict.fromkeys(i for i in ids if i))
+
+
 def index_id_for_query(query: str, salt: str) -> str:
     """What a support search looks up in the index: an email becomes its hashed entry; any
     other text (marketplace id, order name, ERP sales order, tracking number, invoice, credit

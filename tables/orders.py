@@ -3,12 +3,12 @@
 - ``order-state``: key order_key -> OrderState. Written only by the order agent, whose input topic
   (order-events) is keyed by order_key, so each key has a single writer and the changelog
   partition matches the source partition.
-- ``order-index``: key any external id (marketplace order id, order name, ERP sales-order number)
-  -> the order_keys known by it. Its keys differ from order_key, so the order agent does not
-  write it: it sends an IndexEntry to order-index-updates, keyed by the external id, and the index
-  agent writes it there. (``use_partitioner=True`` would not do: Faust sends the change to the
-  hashed changelog partition but stores it locally under the event's partition, so on several
-  workers the owner of the hashed partition never sees it until it recovers.)
+  Its store keeps a secondary index, external id -> order keys (ERP sales order, shipments,
+  tracking numbers, invoices, the order name, the email's salted hash:
+  ``order_search.external_ids``), in the same RocksDB databases and write batches as the states
+  (tables/rocks.py): no table, topic or changelog of its own; a partition restored from the
+  changelog comes with its index. ``CodecTable.lookup`` reads the partitions this worker holds;
+  the HTTP lookup asks every worker (retail_sync/web.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import faust
 
-from retail_sync.tables import rocks
+from retail_sync.tables import order_search, rocks, store_index
 
 
 class TableSettings(Protocol):
@@ -31,6 +31,10 @@ class TableSettings(Protocol):
     def rocksdb_write_buffer_bytes(self) -> int: ...
     @property
     def table_cache_entries(self) -> int: ...
+    @property
+    def app_id(self) -> str: ...
+    @property
+    def order_search_email_salt(self) -> Any: ...
 
 
 class CodecTable(faust.Table[str, Any]):
@@ -54,6 +58,12 @@ class CodecTable(faust.Table[str, Any]):
         except KeyError:
             return default
 
+    def lookup(self, external_id: str) -> list[str]:
+        """The keys of this worker's active partitions whose values are known by
+        ``external_id`` (the store's secondary index; [] for a table without one)."""
+        lookup = getattr(self.data, "lookup", None)
+        return list(lookup(external_id)) if lookup is not None else []
+
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:
         """The value encoded once, for the changelog and the store write that follows
@@ -65,9 +75,12 @@ class CodecTable(faust.Table[str, Any]):
 
 
 def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
-           cache: bool = False, **kw: Any) -> faust.Table[str, Any]:
+           cache: bool = False, index_of: store_index.IndexOf | None = None,
+           **kw: Any) -> CodecTable:
     """``cache``: keep decoded values (tables/rocks.py), only for values nobody mutates (our
-    frozen pydantic models; not the plain JSON lists and dicts)."""
+    frozen pydantic models; not the plain JSON lists and dicts). ``index_of``: the ids a value
+    is found by (the store's secondary index)."""
+    extra = {"index_of": index_of} if index_of is not None else {}
     table = CodecTable(
         app,
         name=name,
@@ -78,21 +91,20 @@ def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
         options={"block_cache_size": settings.rocksdb_block_cache_bytes,
                  "write_buffer_budget": settings.rocksdb_write_buffer_bytes,
                  # decoded values kept (tables/rocks.py): this worker is each key's only writer
-                 "decoded_cache_entries": settings.table_cache_entries if cache else 0},
+                 "decoded_cache_entries": settings.table_cache_entries if cache else 0,
+                 **extra},
         **kw,
     )
     app.tables.add(table)
     return table
 
 
-def order_state_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:
+def order_state_table(app: faust.App, settings: TableSettings) -> CodecTable:
+    salt = order_search.salt_of(settings)
     return _table(app, settings, "order-state", "rs.order_state", cache=True,
-                  help="Canonical order, lifecycle status and correlation ids, by order_key.")
-
-
-def order_index_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:
-    return _table(app, settings, "order-index", "json",
-                  help="External id (marketplace order id, ERP sales order) -> order_keys.")
+                  index_of=lambda state: order_search.external_ids(state, salt),
+                  help="Canonical order, lifecycle status and correlation ids, by order_key; "
+                       "indexed by the other ids it is known by.")
 
 
 def poll_cursor_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any]:

@@ -13,8 +13,8 @@ retention age is retired:
    order: the order agent, the table's single writer, retires it;
 2. the order agent checks the rule again on the state it holds, writes the state once to the
    compacted archive topic ``<app>.order-archive`` (key order_key) and waits for the broker's
-   acknowledgement, then deletes the state, asks the index agent to drop its external ids and
-   the stock agent to drop its line records (those that hold nothing);
+   acknowledgement, asks the stock agent to drop its line records (those that hold nothing)
+   and deletes the state (its index entries go with it, in the same write: tables/rocks.py);
 3. ``GET /orders/{key}`` and ``/orders/lookup`` answer a retired order from the archive, marked
    ``"archived": true`` (retail_sync/archive.py reads it).
 
@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from retail_sync.streams.codecs import decode as codec_decode
-from retail_sync.streams.commands import ExpireOrder, IndexEntry
+from retail_sync.streams.commands import ExpireOrder
 from retail_sync.streams.models import OrderStatus, utcnow
 from retail_sync.streams.state import OrderState
+from retail_sync.tables import store_index
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,10 @@ def _iterate(db: Any, start: bytes | None) -> Iterator[tuple[bytes, bytes]]:
     else:
         it.seek(start)
     while it.valid():
-        yield it.key(), it.value()
+        key = it.key()
+        if key.startswith(store_index.INDEX_PREFIX):  # the order index's entries follow every order
+            return
+        yield key, it.value()
         it.next()
 
 
@@ -172,10 +176,10 @@ def archive_topic(ctx: Any) -> Any:
     return _archives[name]
 
 
-async def expire(ctx: Any, key: str, event: ExpireOrder, external_ids: Iterable[str]) -> bool:
+async def expire(ctx: Any, key: str, event: ExpireOrder) -> bool:
     """Retire ``key`` if the rule still holds on the state the order agent holds: archive it
-    (acknowledged by the broker), then delete it and ask the index and stock agents to forget
-    it. True if it was retired."""
+    (acknowledged by the broker), then ask the stock agent to forget its lines and delete it
+    (its index entries go in the same write, tables/rocks.py). True if it was retired."""
     from retail_sync.streams.commands import ForgetLines
 
     table = ctx.tables.orders
@@ -184,9 +188,6 @@ async def expire(ctx: Any, key: str, event: ExpireOrder, external_ids: Iterable[
         return False  # already retired (a replayed command), or it changed since the sweep
     archived = await archive_topic(ctx).send(key=key, value=state)
     await archived  # on the broker before the hot copy goes
-    for external_id in external_ids:
-        await ctx.topics.index_updates.send(
-            key=external_id, value=IndexEntry(external_id=external_id, order_key=key, remove=True))
     by_sku: dict[str, list[str]] = {}
     for line in state.order.lines:
         by_sku.setdefault(line.sku, []).append(line.line_id)

@@ -29,6 +29,7 @@ from faust.streams import current_event
 from faust.types import TP, EventT
 
 from retail_sync.tables.figures import PartitionFigures
+from retail_sync.tables.store_index import IndexedStore
 
 SCHEME = "rsrocksdb"
 #: one database's memtable before it is flushed, at most (RocksDB's default: 64 MiB); the shared
@@ -36,7 +37,6 @@ SCHEME = "rsrocksdb"
 MAX_MEMTABLE_BYTES = 4 * 1024 * 1024
 #: a partition's persisted changelog offset is written to its database at most this often
 PERSIST_OFFSET_EVERY_S = 0.1
-
 _shared: dict[tuple[int, int], tuple[rocksdict.Cache, rocksdict.WriteBufferManager]] = {}
 
 
@@ -73,7 +73,7 @@ class BoundedRocksDBOptions(faust_rocksdb.RocksDBOptions):
         return options
 
 
-class Store(faust_rocksdb.Store):
+class Store(IndexedStore, faust_rocksdb.Store):
     """Faust's RocksDB store, its databases drawing on the process's shared memory budget, with
     a cache of decoded values and figures kept up to date by the writes.
 
@@ -107,10 +107,19 @@ class Store(faust_rocksdb.Store):
     every 0.1 s per partition, and before a partition is revoked or the store stops. The offset
     on disk may so lag the data by up to 0.1 s of records, never lead it (a value is in RocksDB
     before its changelog record is sent): after a crash, recovery reads those records again and
-    applies the same values (tests/unit/test_table_cache.py)."""
+    applies the same values (tests/unit/test_table_cache.py).
+
+    **Secondary index** (option ``index_of``: value -> the ids it is known by). Each partition's
+    database also holds, after every table key, one entry ``id -> key`` per id of each value
+    (``INDEX_PREFIX``), written in the same RocksDB write batch as the value, so the two never
+    disagree, not even after a crash. A changelog record applied (recovery, standby) updates
+    the entries the same way, so a partition restored from its changelog comes with its index;
+    the index has no changelog or topic of its own. ``lookup(id)`` reads the entries of the
+    partitions this worker holds active (tests/unit/test_order_index.py)."""
 
     def __init__(self, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         options = dict(options or {})
+        self._index_of = options.pop("index_of", None)
         entries = int(options.pop("decoded_cache_entries", 0))
         self._decoded: LRUCache[tuple[int, bytes], Any] | None = (
             LRUCache(maxsize=entries) if entries > 0 else None)
@@ -187,8 +196,11 @@ class Store(faust_rocksdb.Store):
         ekey = self._encode_key(key)
         old = self._before(partition, ekey)
         memo, self._encoded = self._encoded, None
-        self._set(ekey, memo[1] if memo is not None and memo[0] is value
-                  else self._encode_value(value))
+        encoded = memo[1] if memo is not None and memo[0] is value else self._encode_value(value)
+        if self._index_of is not None and partition is not None:
+            self._write_indexed(partition, ekey, encoded, old, value)
+        else:
+            self._set(ekey, encoded)
         if partition is None:  # Faust's _set needs an event: not reached
             return
         if self._decoded is not None:
@@ -200,7 +212,10 @@ class Store(faust_rocksdb.Store):
         partition = self._event_partition()
         ekey = self._encode_key(key)
         old = self._before(partition, ekey)
-        self._del(ekey)
+        if self._index_of is not None and partition is not None:
+            self._write_indexed(partition, ekey, None, old, None)
+        else:
+            self._del(ekey)
         self._forget(ekey)
         for figures in self.figures:
             if partition is None:
@@ -209,8 +224,10 @@ class Store(faust_rocksdb.Store):
                 figures.change(partition, key, old, None)
 
     def _before(self, partition: int | None, ekey: bytes) -> Any:
-        """The value a write replaces, when a watcher needs it (None: absent, or no one)."""
-        if partition is None or not any(partition in f.partitions for f in self.figures):
+        """The value a write replaces, when the index or a watcher needs it (None: absent, or
+        no one)."""
+        if partition is None or (self._index_of is None and not any(
+                partition in f.partitions for f in self.figures)):
             return None
         return self._cached(partition, ekey)
 
@@ -256,7 +273,10 @@ class Store(faust_rocksdb.Store):
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]], to_key: Any, to_value: Any) -> None:
         """Recovery and standby records change partitions under the cache and the figures."""
         events = list(batch)
-        super().apply_changelog_batch(events, to_key, to_value)
+        if self._index_of is not None:
+            self._apply_indexed(events)
+        else:
+            super().apply_changelog_batch(events, to_key, to_value)
         stale: set[int] = set()
         for event in events:
             partition = event.message.partition

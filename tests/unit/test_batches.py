@@ -1,4 +1,4 @@
-"""Batch records (issue 16): the Outbox groups stock commands, order events, index entries, ERP
+"""Batch records (issue 16): the Outbox groups stock commands, order events, ERP
 requests and warehouse commands into one record per partition, keyed so that the record lands on
 every item's partition; the stock agent applies a StockBatch item by item at positions
 ``offset * 1024 + index``, so a replayed batch changes nothing, and refuses an item of another
@@ -16,7 +16,6 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from retail_sync.agents import erp_dispatch, warehouse
-from retail_sync.agents import index as index_agent
 from retail_sync.agents import stock as stock_agent
 from retail_sync.agents.outbox import Outbox
 from retail_sync.connectors.contracts import ErpPostResult
@@ -27,8 +26,6 @@ from retail_sync.streams.commands import (
     ErpBatch,
     ErpCancelRequest,
     ErpPostRequest,
-    IndexEntries,
-    IndexEntry,
     LineRequest,
     ReserveStock,
     StockBatch,
@@ -88,7 +85,7 @@ async def test_the_outbox_sends_one_record_per_partition_keyed_by_its_first_item
     assert await outbox.flush() == 0  # flushed once
 
 
-async def test_the_outbox_groups_answers_and_index_entries_and_keeps_plain_sends_in_order() -> None:
+async def test_the_outbox_groups_answers_and_keeps_plain_sends_in_order() -> None:
     app, topics, sent = app_and_topics([])
     orders = keys_by_partition("shopify:")[1][:2]
     outbox = Outbox(topics, PARTITIONS)
@@ -96,8 +93,6 @@ async def test_the_outbox_groups_answers_and_index_entries_and_keeps_plain_sends
         outbox.add(topics.order_events, key, StockAnswered(
             order_key=key, sku="SKU-1", tracked=True, at=NOW,
             lines=[LineAllocation(line_id="1", requested=1, reserved=1)]))
-        outbox.add(topics.index_updates, f"SO-{key}", IndexEntry(external_id=f"SO-{key}",
-                                                                  order_key=key))
         outbox.add(topics.wms_requests, None, f"unkeyed {key}")  # no key: sent as it is
         outbox.add(topics.channel_commands, key,
                    f"command {key}")
@@ -108,8 +103,6 @@ async def test_the_outbox_groups_answers_and_index_entries_and_keeps_plain_sends
     [(key, answers)] = sent[topics.order_events.get_topic_name()]
     assert key == orders[0] and isinstance(answers, OrderEvents)
     assert [a.order_key for a in answers.events] == orders
-    entries = [v for _, v in sent[topics.index_updates.get_topic_name()]]
-    assert sum(len(e.entries) if isinstance(e, IndexEntries) else 1 for e in entries) == 2
 
 
 async def test_a_big_group_is_split_at_the_batch_limit() -> None:
@@ -210,18 +203,6 @@ async def test_a_batch_item_of_another_partition_is_refused_not_applied() -> Non
     assert stranger not in table  # nothing written for it
     [(_, record)] = sent[ctx.topics.sync_exceptions.get_topic_name()]
     assert stranger in record.reason and "partition 0" in record.reason
-
-
-async def test_the_index_agent_applies_a_batch_of_entries_of_its_partition() -> None:
-    ids = keys_by_partition("SO-")
-    ctx, _, sent = stock_ctx()
-    entries = IndexEntries(entries=[IndexEntry(external_id=ids[0][0], order_key="shopify:1"),
-                                    IndexEntry(external_id=ids[0][1], order_key="shopify:2"),
-                                    IndexEntry(external_id=ids[1][0], order_key="shopify:3")])
-    await index_agent.index_record(ctx, entries, 0)
-    assert ctx.tables.index == {ids[0][0]: ["shopify:1"], ids[0][1]: ["shopify:2"]}
-    [(_, record)] = sent[ctx.topics.sync_exceptions.get_topic_name()]
-    assert ids[1][0] in record.reason
 
 
 class _CountingTable(dict[str, Any]):

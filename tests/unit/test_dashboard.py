@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 
 from retail_sync import dashboard
-from retail_sync.agents.orders import external_ids, ids_to_index
 from retail_sync.streams.models import Customer, ShipmentRecord
 from retail_sync.tables import order_search
+from retail_sync.tables.order_search import external_ids
 from tests.unit.test_order_index import NOW, _state
 
 
@@ -59,4 +59,3 @@ def test_email_is_indexed_only_as_a_salted_hash_with_the_order_name() -> None:
     assert order_search.index_id_for_query(" JANE.DOE@example.com ", "salt") == f"email:{digest}"
     assert order_search.index_id_for_query("#1001", "salt") == "#1001"
     assert external_ids(state, "other salt")[-1] != f"email:{digest}"
-    assert ids_to_index(None, state, recheck=False, email_salt="salt") == ids  # a new order

@@ -27,7 +27,6 @@ from retail_sync.exceptions_view import (
 from retail_sync.streams.commands import (
     ErpPostRequest,
     ErpShipmentRequest,
-    IndexEntry,
     InventoryUpdate,
     LineRequest,
     MarketplaceShipment,
@@ -294,13 +293,22 @@ def test_full_raw_order_message_is_resent_to_orders_raw(kind) -> None:
 
 
 def test_decode_on_another_topic_resends_if_it_now_decodes() -> None:
-    entry = IndexEntry(external_id="#1001", order_key="shopify:1001")
-    record = exc(ExceptionKind.DECODE, entry.model_dump_json(),
-                 source_topic=f"{APP}.order-index-updates", source_key="#1001")
-    assert plan_replay(record)[:2] == ("order-index-updates", "#1001")
-    bad = exc(ExceptionKind.DECODE, "\x00garbage", source_topic=f"{APP}.order-index-updates")
+    reserve = ReserveStock(sku="SKU-1", order_key="shopify:1001", channel="shopify",
+                           lines=[LineRequest(line_id="l1", quantity=2)], requested_at=NOW)
+    record = exc(ExceptionKind.DECODE, reserve.model_dump_json(),
+                 source_topic=f"{APP}.stock-events", source_key="SKU-1")
+    assert plan_replay(record)[:2] == ("stock-events", "SKU-1")
+    bad = exc(ExceptionKind.DECODE, "\x00garbage", source_topic=f"{APP}.stock-events")
     assert plan_replay(bad) is None
     assert "redeliver from the source" in explain_replay(bad).reason
+
+
+def test_a_record_of_the_retired_index_topic_is_not_replayed_and_says_why() -> None:
+    for kind in (ExceptionKind.DECODE, ExceptionKind.INTERNAL, ExceptionKind.MAPPING):
+        record = exc(kind, '{"external_id": "#1001", "order_key": "shopify:1001"}',
+                     source_topic=f"{APP}.order-index-updates", source_key="#1001")
+        assert plan_replay(record) is None
+        assert "kept with the order state" in explain_replay(record).reason
 
 
 def test_internal_resends_to_its_source_topic_with_the_topic_key() -> None:

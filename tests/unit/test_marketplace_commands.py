@@ -81,7 +81,7 @@ def app_and_topics(outbound_channels: Iterable[str]) -> tuple[faust.App, Topics,
 
 def context(app: faust.App, topics: Topics, outbound: dict[str, Any]) -> Context:
     return Context(app=app, settings=Settings(app_id=APP), topics=topics,
-                   tables=Tables(orders={}, index={}, cursors={}, stock={}),  # type: ignore[arg-type]
+                   tables=Tables(orders={}, cursors={}, stock={}),  # type: ignore[arg-type]
                    metrics=Metrics(), erp_factory=lambda: None, deduper=None,  # type: ignore[arg-type]
                    channels={}, outbound=outbound)
 

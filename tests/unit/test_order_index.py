@@ -1,52 +1,192 @@
-"""Which ids the order agent (re)indexes: only new ones normally, all of them on a replay."""
+"""The order index, kept with the order states (tables/rocks.py, issue 16): the ids an order is
+known by (``order_search.external_ids``), written in the same RocksDB write batch as the state,
+rebuilt from the changelog on recovery, invisible to the table's own keys. On the real store the
+worker opens, with a stream event's partition set as Faust sets it."""
 
+from __future__ import annotations
+
+import random
+import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from retail_sync.agents.orders import external_ids, ids_to_index
-from retail_sync.streams.models import Money, Order, OrderLine, OrderStatus
+import faust
+from faust.streams import _current_event
+from faust.types import TP
+
+from retail_sync.settings import Settings
+from retail_sync.streams.codecs import encode
+from retail_sync.streams.models import Customer, Money, Order, OrderLine, OrderStatus, ShipmentRecord
 from retail_sync.streams.state import Correlation, OrderState
+from retail_sync.tables.order_search import email_index_id, external_ids
+from retail_sync.tables.orders import order_state_table
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _state(erp: str | None = None) -> OrderState:
+def _state(erp: str | None = None, key: str = "shopify:1001") -> OrderState:
     zero = Money(amount=Decimal("0"), currency="EUR")
+    oid = key.split(":", 1)[1]
     order = Order(
-        channel="shopify", marketplace_order_id="1001", marketplace_order_name="#1001",
+        channel="shopify", marketplace_order_id=oid, marketplace_order_name=f"#{oid}",
         created_at=NOW, updated_at=NOW, currency="EUR",
         lines=[OrderLine(line_id="1", sku="SKU", quantity=1, unit_price=zero, tax=zero,
                          discount=zero)],
         subtotal=zero, shipping=zero, tax_total=zero, discount_total=zero, total=zero,
     )
     return OrderState(
-        order_key="shopify:1001", channel="shopify",
+        order_key=key, channel="shopify",
         status=OrderStatus.ERP_CONFIRMED if erp else OrderStatus.ERP_PENDING, order=order,
-        correlation=Correlation(marketplace_order_id="1001", marketplace_order_name="#1001",
+        correlation=Correlation(marketplace_order_id=oid, marketplace_order_name=f"#{oid}",
                                 erp_sales_order=erp),
         timeline=[], received_at=NOW,
     )
 
 
-def test_new_order_has_nothing_to_index_its_key_is_derived_from_the_marketplace_id() -> None:
-    assert ids_to_index(None, _state(), recheck=False) == []
+def _shipped(state: OrderState, tracking: str) -> OrderState:
+    return state.model_copy(update={"shipments": {"S1": ShipmentRecord(
+        shipment_id=f"SHP-{tracking}", lines={"1": 1}, carrier="UPS", tracking_number=tracking,
+        shipped_at=NOW.replace(hour=2))}})
 
 
-def test_erp_confirmation_indexes_only_the_sales_order() -> None:
-    assert ids_to_index(_state(), _state("SAL-ORD-1"), recheck=False) == ["SAL-ORD-1"]
+class _Event:
+    def __init__(self, partition: int, key: bytes = b"", value: bytes | None = None,
+                 offset: int = 0) -> None:
+        self.message = SimpleNamespace(partition=partition, key=key, value=value,
+                                       tp=TP("order-state-changelog", partition), offset=offset)
 
 
-def test_replay_rechecks_every_id() -> None:
-    confirmed = _state("SAL-ORD-1")
-    assert ids_to_index(confirmed, confirmed, recheck=True) == external_ids(confirmed)
-    assert external_ids(confirmed) == ["SAL-ORD-1"]
+class _In:
+    """Faust's current event while an agent handles one of ``partition``."""
+
+    def __init__(self, partition: int) -> None:
+        self.event = _Event(partition)
+
+    def __enter__(self) -> None:
+        self.token = _current_event.set(weakref.ref(self.event))
+
+    def __exit__(self, *exc: Any) -> None:
+        _current_event.reset(self.token)
 
 
-def test_lookup_candidates_derive_keys_from_marketplace_ids_and_add_indexed_ones() -> None:
-    from retail_sync.web import lookup_candidates
+def _store(tmp_path: Path, name: str = "w") -> Any:
+    settings = Settings(app_id="index-test", datadir=tmp_path / name)
+    app = faust.App("index-test", store="rocksdb://", datadir=str(tmp_path / name),
+                    autodiscover=False)
+    store = order_state_table(app, settings).data
+    store.active_partitions = lambda: sorted(store._dbs)  # every partition active
+    return store
 
-    channels = ["shopify", "amazon"]
-    assert lookup_candidates("1001", [], channels) == ["shopify:1001", "amazon:1001"]
-    assert lookup_candidates("SAL-ORD-1", ["shopify:1001"], ["shopify"]) == [
-        "shopify:SAL-ORD-1", "shopify:1001"]
-    assert lookup_candidates("shopify:7", [], ["shopify"]) == ["shopify:7", "shopify:shopify:7"]
+
+SALT = "index-test"  # salt_of(settings): the app id when no salt is set
+
+
+def test_external_ids_an_unconfirmed_order_has_only_its_search_ids() -> None:
+    assert external_ids(_state()) == []  # its key is derived from the marketplace id
+    assert external_ids(_state(), SALT) == ["#1001"]
+    assert external_ids(_state("SAL-ORD-1")) == ["SAL-ORD-1"]
+
+
+def test_a_write_indexes_its_ids_a_later_write_moves_them_a_delete_drops_them(
+        tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with _In(1):
+        store["shopify:1001"] = _state()
+    assert store.lookup("#1001") == ["shopify:1001"]
+    assert store.lookup("SAL-ORD-1") == []
+    with _In(1):
+        store["shopify:1001"] = _state("SAL-ORD-1")
+        store["shopify:1001"] = _shipped(_state("SAL-ORD-1"), "1Z1")
+    assert store.lookup("SAL-ORD-1") == ["shopify:1001"]
+    assert store.lookup("1Z1") == ["shopify:1001"] == store.lookup("SHP-1Z1")
+    with _In(1):  # the tracking number corrected: the old one no longer finds the order
+        store["shopify:1001"] = _shipped(_state("SAL-ORD-1"), "1Z2")
+    assert store.lookup("1Z1") == [] and store.lookup("1Z2") == ["shopify:1001"]
+    with _In(1):
+        del store["shopify:1001"]
+    assert [store.lookup(i) for i in ("#1001", "SAL-ORD-1", "1Z2")] == [[], [], []]
+    assert list(store._dbs[1].keys()) == []  # nothing left behind
+
+
+def test_one_id_finds_every_order_it_names_in_every_partition(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    email = Customer(email="Jane.Doe@Example.com")
+    for partition, key in ((0, "shopify:1"), (2, "shopify:2"), (2, "shopify:3")):
+        state = _state(key=key)
+        with _In(partition):
+            store[key] = state.model_copy(update={"order": state.order.model_copy(
+                update={"customer": email})})
+    assert sorted(store.lookup(email_index_id("jane.doe@example.com", SALT))) == [
+        "shopify:1", "shopify:2", "shopify:3"]
+    assert store.lookup(email_index_id("jane.doe@example.com", SALT), partitions=[0]) == [
+        "shopify:1"]  # a partition not asked for is not read
+
+
+def test_the_index_is_not_part_of_the_table(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with _In(0):
+        store["shopify:1"] = _state("SAL-ORD-1", key="shopify:1")
+        store["shopify:2"] = _shipped(_state("SAL-ORD-2", key="shopify:2"), "1Z")
+    store.app.assignor.assigned_actives = lambda: {TP(store.table.changelog_topic.get_topic_name(), 0)}
+    assert sorted(store.keys()) == ["shopify:1", "shopify:2"]
+    assert len(store) == 2 and len(list(store.items())) == 2
+    assert len(list(store._dbs[0].keys())) > 2  # the index entries are there, after the keys
+
+
+def test_an_id_with_a_nul_is_not_indexed(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with _In(0):
+        store["shopify:1"] = _state("SO\x00X", key="shopify:1")
+    assert store.lookup("SO\x00X") == [] and store.lookup("SO") == []
+    assert [k for k in store._dbs[0].keys() if b"SO" in k] == []  # (its order name is indexed)
+    assert store.lookup("#1") == ["shopify:1"]
+
+
+def test_recovery_from_the_changelog_rebuilds_the_same_index(tmp_path: Path) -> None:
+    """Random writes and deletes on a worker's store; the changelog they make (each write's
+    record, in order) applied in batches to an empty store, as recovery on a new disk does:
+    both stores answer every lookup as the final states say they should."""
+    rng = random.Random(7)
+    live = _store(tmp_path, "live")
+    changelog: list[_Event] = []
+    final: dict[str, OrderState | None] = {}
+    for offset in range(300):
+        n = rng.randrange(12)
+        key, partition = f"shopify:{n}", n % 3
+        state: OrderState | None
+        roll = rng.random()
+        if roll < 0.15:
+            state = None
+        elif roll < 0.5:
+            state = _state(key=key)
+        elif roll < 0.8:
+            state = _state(f"SAL-ORD-{rng.randrange(6)}", key=key)
+        else:
+            state = _shipped(_state(f"SAL-ORD-{n}", key=key), f"1Z{rng.randrange(4)}")
+        with _In(partition):
+            if state is None:
+                if key in live:
+                    del live[key]
+            else:
+                live[key] = state
+        final[key] = state
+        value = None if state is None else encode("rs.order_state", state)
+        changelog.append(_Event(partition, key.encode(), value, offset))
+    recovered = _store(tmp_path, "recovered")
+    for start in range(0, len(changelog), 37):  # recovery applies the changelog in batches
+        recovered.apply_changelog_batch(changelog[start:start + 37], to_key=None, to_value=None)
+    expected: dict[str, set[str]] = {}
+    for key, state in final.items():
+        for i in external_ids(state, SALT) if state is not None else []:
+            expected.setdefault(i, set()).add(key)
+    ids = set(expected) | {f"SAL-ORD-{i}" for i in range(6)} | {f"1Z{i}" for i in range(4)}
+    for i in sorted(ids):
+        assert set(live.lookup(i)) == expected.get(i, set()), i
+        assert set(recovered.lookup(i)) == expected.get(i, set()), i
+    for partition in range(3):  # byte for byte: the same states and the same index entries
+        assert (list(live._db_for_partition(partition).items())
+                == [(k, v) for k, v in recovered._db_for_partition(partition).items()
+                    if k != recovered.offset_key])

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 
 import rocksdict
 
-from retail_sync.agents.index import apply_entry
 from retail_sync.agents.stock import forget_lines
-from retail_sync.streams.commands import ForgetLines, IndexEntry
+from retail_sync.streams.commands import ForgetLines
 from retail_sync.streams.events import CancelRequested
 from retail_sync.streams.models import Money, Order, OrderLine, OrderStatus, RefundRecord, ShipmentRecord
 from retail_sync.streams.state import Correlation, OrderState, TimelineEntry
@@ -116,13 +114,19 @@ def test_a_sweep_walks_a_rocksdb_partition_from_its_cursor(tmp_path):
         db.close()
 
 
-def test_the_index_forgets_a_retired_order_and_drops_an_empty_id():
-    index = {"SO-1": ["shopify:1"], "T-1": ["shopify:1", "shopify:2"]}
-    ctx = SimpleNamespace(tables=SimpleNamespace(index=index))
-    apply_entry(ctx, IndexEntry(external_id="SO-1", order_key="shopify:1", remove=True))
-    apply_entry(ctx, IndexEntry(external_id="T-1", order_key="shopify:1", remove=True))
-    apply_entry(ctx, IndexEntry(external_id="T-1", order_key="shopify:1", remove=True))  # again
-    assert index == {"T-1": ["shopify:2"]}
+def test_a_sweep_stops_where_the_order_index_entries_begin(tmp_path, caplog):
+    from retail_sync.tables import store_index
+
+    db = rocksdict.Rdict(str(tmp_path / "p0"), options=rocksdict.Options(raw_mode=True))
+    try:
+        for key, value in _records([_state(f"shopify:{n}") for n in range(100, 103)]):
+            db.put(key, value)
+            db.put(store_index.index_key("SO-" + key.decode(), key), b"")  # sorts after every order
+        keys, end = scan(_iterate(db, None), 100, OrderState.model_validate_json, NOW, AGE)
+        assert keys == [f"shopify:{n}" for n in range(100, 103)] and end is None
+        assert "not an order state" not in caplog.text  # no index entry was read as an order
+    finally:
+        db.close()
 
 
 def test_the_stock_agent_forgets_only_lines_that_hold_nothing():

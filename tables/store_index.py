@@ -1,0 +1,146 @@
+"""The order index kept with the order states: a secondary index inside a table's RocksDB store.
+
+A store with ``index_of`` (value -> the ids it is known by; the order-state table's is
+``order_search.external_ids``) keeps, in each partition's database after every table key, one
+entry ``INDEX_PREFIX + id + NUL + key`` per id of each value. The entries are written in the same
+RocksDB write batch as the value, so the two never disagree, not even after a crash; a changelog
+record applied (recovery, standby) updates them the same way, so a partition restored from its
+changelog comes with its index. The index so has no table, topic or changelog of its own (it was
+an ``order-index`` table written by an index agent from ``order-index-updates``: three changelog
+records and a share of a topic record per order, issue 16). ``lookup(id)`` reads the partitions
+this worker holds active; the HTTP lookup asks every worker for theirs (retail_sync/web.py).
+Table scans (Faust's ``keys``/``items``, the retention sweep) stop where the entries begin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import rocksdict
+from faust.types import TP, EventT
+
+if TYPE_CHECKING:
+    from faust.stores.rocksdb import Store as _Base
+else:
+    _Base = object
+
+#: where a partition's secondary index entries live in its database: ``INDEX_PREFIX + id + NUL +
+#: key``. No UTF-8 text contains the byte 0xFF, so every table key sorts before them and a scan
+#: of the table's keys stops where they begin
+INDEX_PREFIX = b"\xffix\x00"
+#: a lookup returns at most this many keys for one id (an id shared by more orders than this is
+#: not an id worth following)
+MAX_KEYS_PER_ID = 50
+
+IndexOf = Callable[[Any], Iterable[str]]
+
+
+def index_key(external_id: str, key: bytes) -> bytes:
+    return INDEX_PREFIX + external_id.encode("utf-8") + b"\x00" + key
+
+
+def indexable(external_id: str) -> bool:
+    """Ids with a NUL would be ambiguous in an entry's key: not indexed (no real id has one)."""
+    return bool(external_id) and "\x00" not in external_id
+
+
+class IndexedStore(_Base):
+    """The secondary index of ``tables.rocks.Store`` (mixed in before Faust's RocksDB store,
+    whose methods it uses: ``_db_for_partition``, ``_decode_key``/``_decode_value``,
+    ``set_persisted_offset``, ``_key_index``)."""
+
+    _index_of: IndexOf | None = None
+
+    def active_partitions(self) -> list[int]:
+        raise NotImplementedError  # the store's (tables/rocks.py)
+
+    def _ids(self, value: Any) -> set[str]:
+        assert self._index_of is not None
+        if value is None:
+            return set()
+        return {i for i in self._index_of(value) if indexable(i)}
+
+    def _index_changes(self, batch: Any, ekey: bytes, old: Any, new: Any) -> None:
+        """Add to ``batch`` what moves ``ekey``'s index entries from ``old``'s ids to ``new``'s."""
+        before, after = self._ids(old), self._ids(new)
+        for gone in before - after:
+            batch.delete(index_key(gone, ekey))
+        for added in after - before:
+            batch.put(index_key(added, ekey), b"")
+
+    def _write_indexed(self, partition: int, ekey: bytes, encoded: bytes | None, old: Any,
+                       new: Any) -> None:
+        """The value (None: delete) and its index entries in one RocksDB write."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        if encoded is None:
+            batch.delete(ekey)
+        else:
+            batch.put(ekey, encoded)
+        self._index_changes(batch, ekey, old, new)
+        self._db_for_partition(partition).write(batch)
+        if encoded is not None:
+            self._key_index[ekey] = partition
+        else:
+            self._key_index.pop(ekey, None)
+
+    def lookup(self, external_id: str, partitions: Iterable[int] | None = None) -> list[Any]:
+        """The keys whose values are known by ``external_id``, from the index of ``partitions``
+        (default: those this worker holds active), at most ``MAX_KEYS_PER_ID``."""
+        if self._index_of is None or not indexable(external_id):
+            return []
+        prefix = INDEX_PREFIX + external_id.encode("utf-8") + b"\x00"
+        found: list[Any] = []
+        for partition in (self.active_partitions() if partitions is None else partitions):
+            it = self._db_for_partition(partition).iter()
+            it.seek(prefix)
+            while it.valid() and len(found) < MAX_KEYS_PER_ID:
+                entry = it.key()
+                if not entry.startswith(prefix):
+                    break
+                found.append(self._decode_key(entry[len(prefix):]))
+                it.next()
+        return found
+
+    def _visible_keys(self, db: Any) -> Iterator[bytes]:
+        for key in super()._visible_keys(db):
+            if self._index_of is not None and key.startswith(INDEX_PREFIX):
+                return  # the index entries sort after every key: the keys are done
+            yield key
+
+    def _visible_items(self, db: Any) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in super()._visible_items(db):
+            if self._index_of is not None and key.startswith(INDEX_PREFIX):
+                return
+            yield key, value
+
+    def _apply_indexed(self, events: list[EventT[Any]]) -> None:
+        """Changelog records into their partitions' databases with their index entries, one
+        write batch per partition (Faust's ``apply_changelog_batch`` with the index)."""
+        batches: dict[int, Any] = {}
+        latest: dict[tuple[int, bytes], bytes | None] = {}  # this batch's values so far
+        offsets: dict[TP, int] = {}
+        for event in events:
+            msg = event.message
+            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, msg.offset))
+            key = msg.key or b""
+            if key.startswith(INDEX_PREFIX):
+                continue  # not a key of ours (the prefix is never a table key)
+            partition = msg.partition
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
+            raw_old = (latest[(partition, key)] if (partition, key) in latest
+                       else self._db_for_partition(partition).get(key))
+            old = None if raw_old is None else self._decode_value(raw_old)
+            new = None if msg.value is None else self._decode_value(msg.value)
+            if msg.value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, msg.value)
+            self._index_changes(batch, key, old, new)
+            latest[(partition, key)] = msg.value
+        for partition, batch in batches.items():
+            self._db_for_partition(partition).write(batch)
+        for tp, offset in offsets.items():
+            self.set_persisted_offset(tp, offset)
