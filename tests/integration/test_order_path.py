@@ -179,10 +179,43 @@ async def _where_they_are(stack: Stack, worker, expected: set[str]) -> str:
     health = await worker.get_json("/health")
     lag = [ln for ln in (await worker.metrics_text()).splitlines()
            if ln.startswith("retail_sync_consumer_lag") and not ln.endswith(" 0.0")]
-    raw = len(await stack.read_topic("orders-raw"))
+    raw_records = await stack.read_topic("orders-raw")
+    where = {r.key.decode(): (r.partition, r.offset) for r in raw_records
+             if r.key and r.key.decode() in set(missing[:10])}
+    exceptions = [r.value.decode(errors="replace")[:300]
+                  for r in await stack.read_topic("sync-exceptions")
+                  if r.key and r.key.decode() in set(missing[:10])]
+    committed = await _committed(stack, "orders-raw")
     return (f"ERP has {len(have)} of {len(expected)}: missing {len(missing)} "
-            f"(their states: {states}), extra {extra[:10]}; orders-raw holds {raw} records; "
-            f"health {health}; lag {lag[:20]}; worker log:\n{worker.log_tail()}")
+            f"(their states: {states}; (partition, offset) in orders-raw: {where}; their "
+            f"exception records: {exceptions}), extra {extra[:10]}; orders-raw holds "
+            f"{len(raw_records)} records; the group's committed offsets and the ends of "
+            f"orders-raw: {committed}; health {health}; lag {lag[:20]}; worker log:\n"
+            f"{worker.log_tail()}")
+
+
+async def _committed(stack: Stack, name: str) -> dict[int, tuple[int | None, int]]:
+    """partition -> (the worker group's committed offset, the end offset) of topic ``name``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from retail_sync.tansu_compat import true_end_offsets
+
+    topic = stack.topic(name)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=stack.app_id,
+                                enable_auto_commit=False)
+    try:
+        await consumer.start()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                         or await _partitions(consumer, topic))]
+        ends = await true_end_offsets(stack.bootstrap, await consumer.end_offsets(tps))
+        return {tp.partition: (await consumer.committed(tp), ends[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+    return consumer.partitions_for_topic(topic) or set()
 
 
 async def test_order_state_recovers_from_the_changelog_onto_an_empty_disk(stack: Stack) -> None:
