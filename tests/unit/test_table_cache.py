@@ -5,13 +5,11 @@ sets it while an agent handles an event."""
 from __future__ import annotations
 
 import random
-import weakref
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
 
 from retail_sync import dashboard
@@ -21,26 +19,7 @@ from retail_sync.streams.models import OrderStatus, ShipmentRecord
 from retail_sync.streams.stock import Reservation, StockState, Told
 from retail_sync.tables.figures import PartitionFigures
 from retail_sync.tables.orders import order_state_table, stock_table
-from tests.unit.test_order_index import NOW, _state
-
-
-class _Event:
-    def __init__(self, partition: int, key: bytes = b"", value: bytes | None = None) -> None:
-        self.message = SimpleNamespace(partition=partition, key=key, value=value,
-                                       tp=TP("t", partition), offset=0)
-
-
-class _In:
-    """Faust's current event while an agent handles one of ``partition``."""
-
-    def __init__(self, partition: int) -> None:
-        self.event = _Event(partition)
-
-    def __enter__(self) -> None:
-        self.token = _current_event.set(weakref.ref(self.event))
-
-    def __exit__(self, *exc: Any) -> None:
-        _current_event.reset(self.token)
+from tests.unit.test_order_index import NOW, _Event, _In, _state
 
 
 def _tables(tmp_path: Path, **env: Any) -> tuple[Any, Any]:
