@@ -190,3 +190,52 @@ def test_recovery_from_the_changelog_rebuilds_the_same_index(tmp_path: Path) -> 
         assert (list(live._db_for_partition(partition).items())
                 == [(k, v) for k, v in recovered._db_for_partition(partition).items()
                     if k != recovered.offset_key])
+
+
+async def test_a_lookup_asks_every_other_worker_and_names_those_that_do_not_answer() -> None:
+    """``web.lookup_everywhere``: this worker's keys, the keys each other worker holding
+    order-state partitions answers (``scope=local``, the caller's Authorization forwarded), and
+    the workers that did not answer (one answers 500, one is not listening)."""
+    from aiohttp import web
+
+    from retail_sync.broker import free_port
+    from retail_sync.web import lookup_everywhere
+
+    asked: list[tuple[str, str | None, str | None]] = []
+    broken_key = web.AppKey("broken", bool)
+
+    async def local(request: web.Request) -> web.Response:
+        asked.append((request.query["id"], request.query.get("scope"),
+                      request.headers.get("Authorization")))
+        if request.app[broken_key]:
+            return web.json_response({"error": "boom"}, status=500)
+        return web.json_response({"id": request.query["id"], "order_keys": ["shopify:2"]})
+
+    runners, urls = [], []
+    for broken in (False, True):
+        app = web.Application()
+        app[broken_key] = broken
+        app.router.add_get("/orders/lookup", local)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    me, away = "http://127.0.0.1:1/", f"http://127.0.0.1:{free_port()}"
+    topic = {"index-test-order-state-changelog": [0]}
+    metadata = {me: topic, urls[0] + "/": topic, urls[1]: topic, away: topic,
+                "http://idle:1": {"index-test-order-state-changelog": []}}  # holds none: not asked
+    ctx = SimpleNamespace(
+        tables=SimpleNamespace(orders=SimpleNamespace(
+            name="order-state", lookup=lambda i: ["shopify:1"] if i == "SO-1" else [])),
+        settings=SimpleNamespace(web_url=me),
+        app=SimpleNamespace(router=SimpleNamespace(table_metadata=lambda name: metadata)))
+    try:
+        keys, unreached = await lookup_everywhere(ctx, "SO-1", {"Authorization": "Bearer t"},
+                                                  timeout_s=2)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    assert keys == ["shopify:1", "shopify:2"]
+    assert sorted(unreached) == sorted([urls[1], away])
+    assert sorted(asked) == [("SO-1", "local", "Bearer t")] * 2  # me and the idle one not asked
