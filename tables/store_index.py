@@ -10,11 +10,20 @@ an ``order-index`` table written by an index agent from ``order-index-updates``:
 records and a share of a topic record per order, issue 16). ``lookup(id)`` reads the partitions
 this worker holds active; the HTTP lookup asks every worker for theirs (retail_sync/web.py).
 Table scans (Faust's ``keys``/``items``, the retention sweep) stop where the entries begin.
+
+A database this code creates is marked complete (``INDEX_BUILT``) at once; one written before
+the index existed (an upgraded worker's data directory) is not, and is indexed once when its
+partition's recovery completes (``build_index``: a scan in chunks of ``BUILD_CHUNK`` keys, each
+read and written without yielding to the event loop, so an agent's write never interleaves with
+the chunk that holds its key), then marked.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import rocksdict
@@ -25,6 +34,8 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
+log = logging.getLogger(__name__)
+
 #: where a partition's secondary index entries live in its database: ``INDEX_PREFIX + id + NUL +
 #: key``. No UTF-8 text contains the byte 0xFF, so every table key sorts before them and a scan
 #: of the table's keys stops where they begin
@@ -32,6 +43,11 @@ INDEX_PREFIX = b"\xffix\x00"
 #: a lookup returns at most this many keys for one id (an id shared by more orders than this is
 #: not an id worth following)
 MAX_KEYS_PER_ID = 50
+
+#: present when a partition's index holds every value's entries (sorts after every entry)
+INDEX_BUILT = INDEX_PREFIX + b"\xff"
+#: keys indexed per step of ``build_index``
+BUILD_CHUNK = 1000
 
 IndexOf = Callable[[Any], Iterable[str]]
 
@@ -144,3 +160,69 @@ class IndexedStore(_Base):
             self._db_for_partition(partition).write(batch)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
+
+    # --- a database from before the index: indexed once --------------------------------------
+
+    def _open_for_partition(self, partition: int) -> Any:
+        fresh = not Path(self.partition_path(partition)).exists()
+        db = super()._open_for_partition(partition)
+        if fresh and self._index_of is not None:
+            db.put(INDEX_BUILT, b"")  # created by this code: every write indexes itself
+        return db
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        if self._index_of is None:
+            return
+        topic = self.table.changelog_topic.get_topic_name()
+        for tp in sorted(active_tps | standby_tps):
+            if tp.topic == topic:
+                await self.build_index(tp.partition)
+
+    async def build_index(self, partition: int) -> int:
+        """Index every value of ``partition`` unless its database is marked complete; then mark
+        it. Returns how many values were indexed (0: it was complete)."""
+        db = self._db_for_partition(partition)
+        if db.get(INDEX_BUILT) is not None:
+            return 0
+        log.info("indexing %s partition %d (a database from before the order index)",
+                 self.table.name, partition)
+        done, cursor = 0, None
+        while True:
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            cursor, n = self._index_chunk(db, cursor, batch)
+            db.write(batch)
+            done += n
+            if cursor is None:
+                break
+            await asyncio.sleep(0)  # between chunks: an agent's write indexes itself
+        db.put(INDEX_BUILT, b"")
+        log.info("indexed %d values of %s partition %d", done, self.table.name, partition)
+        return done
+
+    def _index_chunk(self, db: Any, start: bytes | None, batch: Any) -> tuple[bytes | None, int]:
+        """Add the entries of up to ``BUILD_CHUNK`` values from ``start`` to ``batch``; the key
+        to go on from (None: the values are done) and how many were indexed."""
+        it = db.iter()
+        if start is None:
+            it.seek_to_first()
+        else:
+            it.seek(start)
+        n = 0
+        while it.valid():
+            key = it.key()
+            if key.startswith(INDEX_PREFIX):
+                return None, n
+            if n == BUILD_CHUNK:
+                return key, n
+            if key != self.offset_key:
+                try:
+                    value = self._decode_value(it.value())
+                except Exception as exc:  # noqa: BLE001 - not a value of ours: nothing to index
+                    log.warning("not indexed: %r in %s (%s)", key, self.table.name, exc)
+                else:
+                    self._index_changes(batch, key, None, value)
+                    n += 1
+            it.next()
+        return None, n
+

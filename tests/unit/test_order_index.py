@@ -21,6 +21,7 @@ from retail_sync.settings import Settings
 from retail_sync.streams.codecs import encode
 from retail_sync.streams.models import Customer, Money, Order, OrderLine, OrderStatus, ShipmentRecord
 from retail_sync.streams.state import Correlation, OrderState
+from retail_sync.tables import store_index
 from retail_sync.tables.order_search import email_index_id, external_ids
 from retail_sync.tables.orders import order_state_table
 
@@ -108,7 +109,7 @@ def test_a_write_indexes_its_ids_a_later_write_moves_them_a_delete_drops_them(
     with _In(1):
         del store["shopify:1001"]
     assert [store.lookup(i) for i in ("#1001", "SAL-ORD-1", "1Z2")] == [[], [], []]
-    assert list(store._dbs[1].keys()) == []  # nothing left behind
+    assert list(store._dbs[1].keys()) == [store_index.INDEX_BUILT]  # nothing left behind
 
 
 def test_one_id_finds_every_order_it_names_in_every_partition(tmp_path: Path) -> None:
@@ -239,3 +240,27 @@ async def test_a_lookup_asks_every_other_worker_and_names_those_that_do_not_answ
     assert keys == ["shopify:1", "shopify:2"]
     assert sorted(unreached) == sorted([urls[1], away])
     assert sorted(asked) == [("SO-1", "local", "Bearer t")] * 2  # me and the idle one not asked
+
+
+async def test_a_database_from_before_the_index_is_indexed_once_when_recovery_completes(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """An upgraded worker's data directory: states written without the index (no entries, no
+    mark). Recovery completing indexes them, in chunks (here of 2), then marks the database;
+    the next start finds it marked and indexes nothing."""
+    old = _store(tmp_path)
+    old._index_of = None  # the code before the index
+    for n in range(5):
+        with _In(0):
+            old[f"shopify:{n}"] = _state(f"SAL-ORD-{n}", key=f"shopify:{n}")
+    old._dbs[0].delete(store_index.INDEX_BUILT)  # a database the old code made: never marked
+    old._dbs[0].put(b"garbage", b"\x00not json")  # a value that does not decode: skipped
+    old._dbs[0].close()
+    monkeypatch.setattr(store_index, "BUILD_CHUNK", 2)
+    store = _store(tmp_path)  # the same directory, with the index
+    assert store.lookup("SAL-ORD-3") == []
+    topic = store.table.changelog_topic.get_topic_name()
+    await store.on_recovery_completed({TP(topic, 0)}, set())
+    assert [store.lookup(f"SAL-ORD-{n}") for n in range(5)] == [
+        [f"shopify:{n}"] for n in range(5)]
+    assert store._dbs[0].get(store_index.INDEX_BUILT) == b""
+    assert await store.build_index(0) == 0  # marked: not again
