@@ -11,7 +11,7 @@ serves the rest; each view needs a token with the scope in brackets (retail_sync
 
 | method | path                                   | what                                            |
 |--------|----------------------------------------|-------------------------------------------------|
-| GET    | /orders/lookup?id=...                  | order(s) by marketplace id or ERP sales order   |
+| GET    | /orders/lookup?id=...                  | order(s) by any id (every worker's index asked) |
 | GET    | /orders/{order_key}                    | one order's state and correlation ids           |
 | POST   | /orders/{order_key}/cancel             | operator cancellation {"reason"}               |
 | POST   | /orders/{order_key}/returns            | return/refund authorised here (customer        |

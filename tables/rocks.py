@@ -37,6 +37,7 @@ SCHEME = "rsrocksdb"
 MAX_MEMTABLE_BYTES = 4 * 1024 * 1024
 #: a partition's persisted changelog offset is written to its database at most this often
 PERSIST_OFFSET_EVERY_S = 0.1
+
 _shared: dict[tuple[int, int], tuple[rocksdict.Cache, rocksdict.WriteBufferManager]] = {}
 
 
@@ -109,13 +110,9 @@ class Store(IndexedStore, faust_rocksdb.Store):
     before its changelog record is sent): after a crash, recovery reads those records again and
     applies the same values (tests/unit/test_table_cache.py).
 
-    **Secondary index** (option ``index_of``: value -> the ids it is known by). Each partition's
-    database also holds, after every table key, one entry ``id -> key`` per id of each value
-    (``INDEX_PREFIX``), written in the same RocksDB write batch as the value, so the two never
-    disagree, not even after a crash. A changelog record applied (recovery, standby) updates
-    the entries the same way, so a partition restored from its changelog comes with its index;
-    the index has no changelog or topic of its own. ``lookup(id)`` reads the entries of the
-    partitions this worker holds active (tests/unit/test_order_index.py)."""
+    **Secondary index** (option ``index_of``: value -> the ids it is known by): entries written
+    in the same RocksDB write batch as each value and with each changelog record applied,
+    ``lookup(id)`` over the active partitions (tables/store_index.py, ``IndexedStore``)."""
 
     def __init__(self, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         options = dict(options or {})
