@@ -693,7 +693,7 @@ def systems_of(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 async def journey(ctx: Any, query: str, headers: dict[str, str]) -> tuple[dict[str, Any], int]:
     """The orders a support query names, each with its timeline, systems and open exceptions.
-    The lookup itself is ``GET /orders/lookup`` (routed to the index's owner) with the query
+    The lookup itself is ``GET /orders/lookup`` (which asks every worker's index) with the query
     turned into an index id (an email into its salted hash)."""
     index_id = order_search.index_id_for_query(query, order_search.salt_of(ctx.settings))
     own = ctx.settings.web_url.rstrip("/")

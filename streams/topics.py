@@ -6,7 +6,6 @@
 |                    | (channel:delivery:<id> when the body has no order id)  |
 | order-events       | order_key                   | OrderEvent (union)   |
 | erp-requests       | order_key                   | ErpPostRequest       |
-| order-index-updates| external id                 | IndexEntry           |
 | poll-ticks         | channel                     | PollTick             |
 | sync-exceptions    | order_key or source key     | SyncException        |
 | stock-events       | SKU                         | StockEvent (union, streams/events.py) |
