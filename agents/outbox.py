@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 from faust.types import EventT
 from pydantic import BaseModel
 
@@ -106,12 +108,25 @@ class Outbox:
             sent += 1
         for (name, _), (topic, items) in groups.items():
             for start in range(0, len(items), MAX_BATCH_ITEMS):
-                chunk = items[start:start + MAX_BATCH_ITEMS]
-                value = chunk[0][1] if len(chunk) == 1 else self._batchers[name](
-                    [v for _, v in chunk])
-                await topic.send(key=chunk[0][0], value=value)
-                sent += 1
+                sent += await self._send_group(name, topic, items[start:start + MAX_BATCH_ITEMS])
         return sent
+
+    async def _send_group(self, name: str, topic: faust.TopicT,
+                          chunk: list[tuple[str, Any]]) -> int:
+        """One batch record of ``chunk`` (a group of one: the plain record). A batch record
+        larger than the producer's request size (``producer_max_request_bytes``: a few orders
+        of hundreds of lines) is sent as two, halving until each fits, in order; returns how
+        many records went out."""
+        value = chunk[0][1] if len(chunk) == 1 else self._batchers[name]([v for _, v in chunk])
+        try:
+            await topic.send(key=chunk[0][0], value=value)
+            return 1
+        except ProducerSendError as exc:
+            if len(chunk) == 1 or not isinstance(exc.__cause__, MessageSizeTooLargeError):
+                raise
+        half = len(chunk) // 2
+        return (await self._send_group(name, topic, chunk[:half])
+                + await self._send_group(name, topic, chunk[half:]))
 
 
 class BatchWrites:

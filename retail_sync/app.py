@@ -84,6 +84,7 @@ def faust_app(settings: Settings, broker_url: str) -> faust.App:
         # long for a broker that is away; the webhook bounds its own wait (ingress.receive_webhook)
         producer_request_timeout=settings.producer_request_timeout_s,
         producer_max_batch_size=1024 * 1024,
+        producer_max_request_size=settings.producer_max_request_bytes,
         table_cleanup_interval=30.0,
         autodiscover=False,
     )

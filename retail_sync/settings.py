@@ -72,6 +72,12 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "deliver (broker unreachable) before failing it: the longest broker outage the "
         "pipeline's in-flight records ride out. The webhook does not wait this long (see "
         "webhook_persist_timeout_s).")
+    producer_max_request_bytes: int = Field(
+        1_000_000, ge=64 * 1024, le=100 * 1024 * 1024, description="The largest record the "
+        "worker sends (aiokafka's max_request_size; Faust's default). The broker's "
+        "message.max.bytes must allow it. A batch record that would be larger is sent as "
+        "smaller ones (agents/outbox.py). At least webhook_max_body_bytes + 64 KiB: a raw "
+        "delivery is one record.")
     broker_probe_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often the worker asks the broker for its API "
         "versions to know it is reachable (/health readiness, the webhook's fast 503).")
@@ -313,6 +319,9 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
                              "(webhooks) and admin listeners need their own ports")
         if self.marketplace_backoff_base_s > self.marketplace_backoff_max_s:
             raise ValueError("marketplace_backoff_base_s must not exceed marketplace_backoff_max_s")
+        if self.producer_max_request_bytes < self.webhook_max_body_bytes + 64 * 1024:
+            raise ValueError("producer_max_request_bytes must be at least webhook_max_body_bytes "
+                             "+ 64 KiB: a raw delivery is sent as one record")
         return self
 
     def policy_for(self, channel: str) -> StockPolicy:

@@ -105,6 +105,58 @@ async def test_the_outbox_groups_answers_and_keeps_plain_sends_in_order() -> Non
     assert [a.order_key for a in answers.events] == orders
 
 
+async def test_a_batch_record_too_large_for_the_producer_is_sent_as_smaller_ones_in_order(
+) -> None:
+    """The producer refuses a record over its request size (aiokafka's MessageSizeTooLargeError,
+    raised by Faust as ProducerSendError) before sending anything: the outbox halves the group
+    until each record fits. A single record that does not fit, or another send error, is
+    raised (the batch is not acknowledged)."""
+    from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+    from faust.exceptions import ProducerSendError
+
+    app, topics, sent = app_and_topics([])
+    name = topics.stock_events.get_topic_name()
+    record = topics.stock_events.send
+
+    async def limited(*, key: str | None = None, value: Any = None, **kw: Any) -> None:
+        if isinstance(value, StockBatch) and len(value.items) > 3:  # "over the request size"
+            try:
+                raise MessageSizeTooLargeError("The message is 2000000 bytes when serialized")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+        await record(key=key, value=value, **kw)
+    topics.stock_events.send = limited  # type: ignore[method-assign]
+    sku = keys_by_partition("SKU-")[0][0]
+    outbox = Outbox(topics, PARTITIONS)
+    for i in range(10):
+        outbox.add(topics.stock_events, sku, reserve(sku, order=f"shopify:{i}"))
+    assert await outbox.flush() == 4  # 10 -> 5 + 5 -> 2 + 3 + 2 + 3
+    items = [v.items if isinstance(v, StockBatch) else [v] for _, v in sent[name]]
+    assert [len(i) for i in items] == [2, 3, 2, 3]
+    assert [r.order_key for i in items for r in i] == [f"shopify:{i}" for i in range(10)]
+
+    async def refuses(**kw: Any) -> None:
+        try:
+            raise MessageSizeTooLargeError("one record alone is too large")
+        except MessageSizeTooLargeError as exc:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+    topics.stock_events.send = refuses  # type: ignore[method-assign]
+    outbox.add(topics.stock_events, sku, reserve(sku))
+    with pytest.raises(ProducerSendError):
+        await outbox.flush()
+
+    async def away(**kw: Any) -> None:
+        try:
+            raise KafkaConnectionError("broker away")
+        except KafkaConnectionError as exc:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+    topics.stock_events.send = away  # type: ignore[method-assign]
+    for i in range(4):
+        outbox.add(topics.stock_events, sku, reserve(sku, order=f"shopify:{i}"))
+    with pytest.raises(ProducerSendError):  # not split: only a size refusal is
+        await outbox.flush()
+
+
 async def test_a_big_group_is_split_at_the_batch_limit() -> None:
     app, topics, sent = app_and_topics([])
     sku = keys_by_partition("SKU-")[0][0]
