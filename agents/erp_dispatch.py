@@ -24,7 +24,7 @@ from typing import Any
 
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
-from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.guard import Record, finished_or_exit, guard, topic_name
 from retail_sync.agents.outbox import Outbox
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import (
@@ -71,13 +71,14 @@ def register(ctx: AgentDeps) -> None:
     )
     async def erp_dispatch(stream: Any) -> None:
         async for record in stream:
-            outbox = Outbox(ctx.topics, ctx.settings.partitions)
-            if isinstance(record, ErpBatch):
-                await dispatch_batch(ctx, erp, record, outbox, in_flight)
-            else:
-                async with in_flight:
-                    await dispatch_guarded(ctx, erp, record, outbox)
-            await outbox.flush()  # the answers, grouped per order partition; then the ack
+            async with finished_or_exit("the ERP dispatch agent's record"):
+                outbox = Outbox(ctx.topics, ctx.settings.partitions)
+                if isinstance(record, ErpBatch):
+                    await dispatch_batch(ctx, erp, record, outbox, in_flight)
+                else:
+                    async with in_flight:
+                        await dispatch_guarded(ctx, erp, record, outbox)
+                await outbox.flush()  # the answers, grouped per order partition; then the ack
 
     @ctx.app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _close(sender: Any, **kwargs: Any) -> None:

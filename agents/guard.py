@@ -16,8 +16,12 @@ failed."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypedDict, TypeVar
 
 from retail_sync.agents.deps import AgentDeps
@@ -26,6 +30,11 @@ from retail_sync.streams.models import ExceptionKind
 
 P = ParamSpec("P")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+#: the status a worker exits with when a message's or batch's handling failed after the per-record
+#: guard (EX_SOFTWARE): ``finished_or_exit``
+EXIT_UNFINISHED = 70
 
 
 class Record(TypedDict, total=False):
@@ -62,3 +71,29 @@ def guard(
         return guarded
 
     return decorate
+
+
+@asynccontextmanager
+async def finished_or_exit(what: str) -> AsyncIterator[None]:
+    """Around an agent's handling of one message or batch: the guarded handling of each record,
+    then what is not guarded per record, the batch's table writes and sends (``Outbox.flush``).
+    If that raises, Faust would still acknowledge the input (a stream acks a record in its
+    iteration's ``finally``, ``take_events`` a whole batch in its own), and the effects never
+    sent would be lost: a backlog of big orders lost 54 of 60 that way to a record over the
+    producer's size (tests/integration/test_big_orders.py). The worker exits at once instead,
+    with ``EXIT_UNFINISHED``, before anything is acknowledged: its supervisor (compose
+    ``restart:``, Kubernetes) starts it again and the input is read again from the last commit,
+    where every handler is idempotent. A failure that repeats repeats the exit: loud (the
+    restarts, the lag alert), never silent. Cancellation (the worker stopping) passes through."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.critical("%s failed after its records were handled: exiting (status %d) so that "
+                     "they are read again, not acknowledged unfinished", what, EXIT_UNFINISHED,
+                     exc_info=True)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_UNFINISHED)
+

@@ -24,7 +24,7 @@ from faust.types import AppT, EventT, Message
 from retail_sync.agents import ingest
 from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
-from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.guard import Record, finished_or_exit, guard, topic_name
 from retail_sync.agents.outbox import Outbox, in_event, misplaced
 from retail_sync.streams.commands import ExpireOrder
 from retail_sync.streams.events import (
@@ -54,7 +54,8 @@ def register(ctx: AgentDeps) -> None:
         await warm_routing_metadata(ctx)
         async for events in stream.take_events(ctx.settings.batch_max,
                                                within=ctx.settings.batch_within_s):
-            await handle_batch(ctx, events, policies)
+            async with finished_or_exit("the order agent's batch"):
+                await handle_batch(ctx, events, policies)
 
 
 async def handle_batch(ctx: AgentDeps, events: list[EventT[Any]], policies: OrderPolicies) -> None:

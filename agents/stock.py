@@ -19,7 +19,7 @@ from faust.types import EventT
 
 from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
-from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.guard import Record, finished_or_exit, guard, topic_name
 from retail_sync.agents.outbox import Outbox, in_event, misplaced, write_in
 from retail_sync.streams.commands import ForgetLines, ReserveStock, StockBatch
 from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
@@ -42,7 +42,8 @@ def register(ctx: AgentDeps) -> None:
     async def stock(stream: Any) -> None:
         async for events in stream.take_events(ctx.settings.batch_max,
                                                within=ctx.settings.batch_within_s):
-            await handle_batch(ctx, events, policy)
+            async with finished_or_exit("the stock agent's batch"):
+                await handle_batch(ctx, events, policy)
 
 
 async def handle_batch(ctx: AgentDeps, events: list[EventT[Any]],

@@ -22,7 +22,7 @@ from typing import Any
 from retail_sync.agents.deps import AgentDeps
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.feeds import register_feed
-from retail_sync.agents.guard import Record, guard, topic_name
+from retail_sync.agents.guard import Record, finished_or_exit, guard, topic_name
 from retail_sync.agents.outbox import Outbox
 from retail_sync.agents.retry import call_with_retries
 from retail_sync.connectors.contracts import WmsConnector, WmsEvent
@@ -46,10 +46,11 @@ def register(ctx: AgentDeps) -> None:
     @ctx.app.agent(ctx.topics.wms_requests, name=f"{ctx.settings.app_id}.warehouse")
     async def warehouse(stream: Any) -> None:
         async for record in stream:
-            outbox = Outbox(ctx.topics, ctx.settings.partitions)
-            commands = record.commands if isinstance(record, WmsBatch) else [record]
-            await carry_out_all(ctx, wms, commands, outbox)
-            await outbox.flush()  # the answers, grouped per order partition; then the ack
+            async with finished_or_exit("the warehouse agent's record"):
+                outbox = Outbox(ctx.topics, ctx.settings.partitions)
+                commands = record.commands if isinstance(record, WmsBatch) else [record]
+                await carry_out_all(ctx, wms, commands, outbox)
+                await outbox.flush()  # the answers, grouped per order partition; then the ack
 
     if wms is None:
         return
