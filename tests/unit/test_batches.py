@@ -118,12 +118,15 @@ async def test_a_batch_record_too_large_for_the_producer_is_sent_as_smaller_ones
     name = topics.stock_events.get_topic_name()
     record = topics.stock_events.send
 
+    def refused(cause: Exception) -> ProducerSendError:
+        """What Faust raises for an aiokafka error (``raise ... from exc``)."""
+        error = ProducerSendError(f"Error while sending: {cause!r}")
+        error.__cause__ = cause
+        return error
+
     async def limited(*, key: str | None = None, value: Any = None, **kw: Any) -> None:
         if isinstance(value, StockBatch) and len(value.items) > 3:  # "over the request size"
-            try:
-                raise MessageSizeTooLargeError("The message is 2000000 bytes when serialized")
-            except MessageSizeTooLargeError as exc:
-                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+            raise refused(MessageSizeTooLargeError("The message is 2000000 bytes"))
         await record(key=key, value=value, **kw)
     topics.stock_events.send = limited  # type: ignore[method-assign]
     sku = keys_by_partition("SKU-")[0][0]
@@ -135,26 +138,24 @@ async def test_a_batch_record_too_large_for_the_producer_is_sent_as_smaller_ones
     assert [len(i) for i in items] == [2, 3, 2, 3]
     assert [r.order_key for i in items for r in i] == [f"shopify:{i}" for i in range(10)]
 
-    async def refuses(**kw: Any) -> None:
-        try:
-            raise MessageSizeTooLargeError("one record alone is too large")
-        except MessageSizeTooLargeError as exc:
-            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
-    topics.stock_events.send = refuses  # type: ignore[method-assign]
+    attempts: list[int] = []
+
+    def failing(cause: Exception) -> Any:
+        async def send(*, value: Any = None, **kw: Any) -> None:
+            attempts.append(len(value.items) if isinstance(value, StockBatch) else 1)
+            raise refused(cause)
+        return send
+    topics.stock_events.send = failing(  # type: ignore[method-assign]
+        MessageSizeTooLargeError("one record alone is too large"))
     outbox.add(topics.stock_events, sku, reserve(sku))
     with pytest.raises(ProducerSendError):
         await outbox.flush()
-
-    async def away(**kw: Any) -> None:
-        try:
-            raise KafkaConnectionError("broker away")
-        except KafkaConnectionError as exc:
-            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
-    topics.stock_events.send = away  # type: ignore[method-assign]
+    topics.stock_events.send = failing(KafkaConnectionError("broker away"))  # type: ignore[method-assign]
     for i in range(4):
         outbox.add(topics.stock_events, sku, reserve(sku, order=f"shopify:{i}"))
-    with pytest.raises(ProducerSendError):  # not split: only a size refusal is
+    with pytest.raises(ProducerSendError):
         await outbox.flush()
+    assert attempts == [1, 4]  # the single record once; the group of 4 not split: not a size
 
 
 async def test_a_big_group_is_split_at_the_batch_limit() -> None:
