@@ -30,6 +30,8 @@ def test_environment_overrides(monkeypatch):
         ("RETAIL_SYNC_APP_ID", "bad id with spaces", "pattern"),
         ("RETAIL_SYNC_CANONICAL_URL", "ftp://x", "http://"),
         ("RETAIL_SYNC_BROKER_HEARTBEAT_INTERVAL_S", "30", "heartbeat"),
+        # the default webhook limit is 512 KiB: a raw delivery of that size must fit a record
+        ("RETAIL_SYNC_PRODUCER_MAX_REQUEST_BYTES", "300000", "webhook_max_body_bytes"),
     ],
 )
 def test_invalid_values_are_rejected(monkeypatch, var, value, message):
