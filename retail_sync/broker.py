@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,10 +37,44 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be started; the message says what to do."""
 
 
+#: ports handed out by ``free_port`` in this process (never twice)
+_HANDED: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (bind to port 0, outgoing connections)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port nothing listens on now, for a listener started a little later (a worker, a
+    simulator, the broker). Taken below the kernel's ephemeral range: a port the kernel picked
+    for ``bind(0)`` could be handed by it to the next ``bind(0)`` or outgoing connection before
+    our listener binds it (a CI run failed on "address already in use" that way). Never the same
+    port twice in one process; random, so parallel test processes rarely pick the same one."""
+    low, _ = _ephemeral_range()
+    first = max(1024, low - 12_000)
+    if low - first >= 1_000:
+        for _ in range(200):
+            port = random.randrange(first, low)
+            if port in _HANDED:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _HANDED.add(port)
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below: the kernel's
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _HANDED.add(port)
+    return port
 
 
 def broker_binary() -> str:
