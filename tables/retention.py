@@ -39,7 +39,7 @@ from retail_sync.streams.codecs import decode as codec_decode
 from retail_sync.streams.commands import ExpireOrder
 from retail_sync.streams.models import OrderStatus, utcnow
 from retail_sync.streams.state import OrderState
-from retail_sync.tables import store_index
+from retail_sync.tables.store_index import table_items as _iterate  # stops at the order index
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +103,6 @@ def scan(items: Iterator[tuple[bytes, bytes]], batch: int, decode: Any, now: dat
         if retirable(state, now, age):
             keys.append(key.decode())
     return keys, None
-
-
-def _iterate(db: Any, start: bytes | None) -> Iterator[tuple[bytes, bytes]]:
-    it = db.iter()
-    if start is None:
-        it.seek_to_first()
-    else:
-        it.seek(start)
-    while it.valid():
-        key = it.key()
-        if key.startswith(store_index.INDEX_PREFIX):  # the order index's entries follow every order
-            return
-        yield key, it.value()
-        it.next()
 
 
 class Sweeper:

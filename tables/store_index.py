@@ -56,6 +56,22 @@ def index_key(external_id: str, key: bytes) -> bytes:
     return INDEX_PREFIX + external_id.encode("utf-8") + b"\x00" + key
 
 
+def table_items(db: Any, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """A partition database's (key, value) records in key order from ``start`` (None: the
+    first), up to where the index entries begin (Faust's offset record included)."""
+    it = db.iter()
+    if start is None:
+        it.seek_to_first()
+    else:
+        it.seek(start)
+    while it.valid():
+        key = it.key()
+        if key.startswith(INDEX_PREFIX):
+            return
+        yield key, it.value()
+        it.next()
+
+
 def indexable(external_id: str) -> bool:
     """Ids with a NUL would be ambiguous in an entry's key: not indexed (no real id has one)."""
     return bool(external_id) and "\x00" not in external_id
@@ -203,26 +219,18 @@ class IndexedStore(_Base):
     def _index_chunk(self, db: Any, start: bytes | None, batch: Any) -> tuple[bytes | None, int]:
         """Add the entries of up to ``BUILD_CHUNK`` values from ``start`` to ``batch``; the key
         to go on from (None: the values are done) and how many were indexed."""
-        it = db.iter()
-        if start is None:
-            it.seek_to_first()
-        else:
-            it.seek(start)
         n = 0
-        while it.valid():
-            key = it.key()
-            if key.startswith(INDEX_PREFIX):
-                return None, n
+        for key, raw in table_items(db, start):
             if n == BUILD_CHUNK:
                 return key, n
-            if key != self.offset_key:
-                try:
-                    value = self._decode_value(it.value())
-                except Exception as exc:  # noqa: BLE001 - not a value of ours: nothing to index
-                    log.warning("not indexed: %r in %s (%s)", key, self.table.name, exc)
-                else:
-                    self._index_changes(batch, key, None, value)
-                    n += 1
-            it.next()
+            if key == self.offset_key:
+                continue
+            try:
+                value = self._decode_value(raw)
+            except Exception as exc:  # noqa: BLE001 - not a value of ours: nothing to index
+                log.warning("not indexed: %r in %s (%s)", key, self.table.name, exc)
+            else:
+                self._index_changes(batch, key, None, value)
+                n += 1
         return None, n
 
