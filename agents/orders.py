@@ -63,11 +63,12 @@ async def handle_batch(ctx: AgentDeps, events: list[EventT[Any]], policies: Orde
     context: Faust's RocksDB store reads and a table write goes to the changelog partition of
     the *current* event); what they send goes out grouped at the end (agents/outbox.py)."""
     outbox = Outbox(ctx.topics, ctx.settings.partitions)
-    for event in events:
-        with in_event(event):
-            key = event.key if isinstance(event.key, str | None) else None  # raw str keys
-            await handle_input(ctx, key, event.value, policies, outbox=outbox,
-                               partition=event.message.partition)
+    with outbox.collecting():  # the changelog records go out as one record batch per partition
+        for event in events:
+            with in_event(event):
+                key = event.key if isinstance(event.key, str | None) else None  # raw str keys
+                await handle_input(ctx, key, event.value, policies, outbox=outbox,
+                                   partition=event.message.partition)
     await outbox.flush()
 
 

@@ -41,6 +41,7 @@ from retail_sync.streams.commands import (
 from retail_sync.streams.events import OrderEvents
 from retail_sync.streams.models import ExceptionKind
 from retail_sync.streams.topics import Topics, partition_of
+from retail_sync.tables import changelog
 
 H = TypeVar("H")
 Batcher = Callable[[list[Any]], BaseModel]
@@ -67,6 +68,8 @@ class Outbox:
         self._plain: list[tuple[faust.TopicT, str | None, Any]] = []
         self._groups: dict[tuple[str, int], tuple[faust.TopicT, list[tuple[str, Any]]]] = {}
         self._held: dict[Any, Any] = {}  # held table writes, flushed before the sends
+        #: the batch's changelog records (tables/changelog.py), sent before the other records
+        self.changelog = changelog.ChangelogBatch() if grouped else None
 
     def add(self, topic: faust.TopicT, key: str | None, value: Any) -> None:
         """A record to send: grouped with its partition's if its topic is batched, else as it
@@ -94,12 +97,25 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._plain) + sum(len(items) for _, items in self._groups.values())
 
+    @contextmanager
+    def collecting(self) -> Iterator[None]:
+        """The batch's table writes keep their changelog records in ``changelog`` (none kept
+        with ``grouped=False``: Faust sends each)."""
+        if self.changelog is None:
+            yield
+            return
+        with changelog.collecting(self.changelog):
+            yield
+
     async def flush(self) -> int:
-        """Write the held table values, then send everything held; returns how many records
-        went out (table writes not counted)."""
-        for writer in self._held.values():
-            writer.flush()
+        """Write the held table values, queue the batch's changelog records, then send
+        everything held; returns how many records went out (changelog records not counted)."""
+        with self.collecting():
+            for writer in self._held.values():
+                writer.flush()
         self._held = {}
+        if self.changelog is not None and len(self.changelog):
+            await self.changelog.send(self.topics.order_events.app)
         plain, self._plain = self._plain, []
         groups, self._groups = self._groups, {}
         sent = 0

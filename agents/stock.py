@@ -52,10 +52,11 @@ async def handle_batch(ctx: AgentDeps, events: list[EventT[Any]],
     context (agents/outbox.py ``in_event``); the answers go out grouped per order partition at
     the end of the batch, the rest in order."""
     outbox = Outbox(ctx.topics, ctx.settings.partitions)
-    for event in events:
-        with in_event(event):
-            await handle_record(ctx, event.key, event.value, event.message.offset,
-                                event.message.partition, policy, outbox)
+    with outbox.collecting():  # the changelog records go out as one record batch per partition
+        for event in events:
+            with in_event(event):
+                await handle_record(ctx, event.key, event.value, event.message.offset,
+                                    event.message.partition, policy, outbox)
     await outbox.flush()
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import faust
+from mode.utils.compat import want_bytes
 
-from retail_sync.tables import order_search, rocks, store_index
+from retail_sync.tables import changelog, order_search, rocks, store_index
 
 
 class TableSettings(Protocol):
@@ -67,10 +68,16 @@ class CodecTable(faust.Table[str, Any]):
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:
         """The value encoded once, for the changelog and the store write that follows
-        (tables/rocks.py ``encode_once``)."""
+        (tables/rocks.py ``encode_once``); inside a batch handler's ``changelog.collecting``
+        the record is kept for the batch's record batch (tables/changelog.py)."""
         encode_once = getattr(self.data, "encode_once", None)
         if value is not None and value_serializer is None and encode_once is not None:
             value, value_serializer = encode_once(value), "raw"
+        batch = changelog.current()  # a batch handler's: kept, sent as a record batch at its end
+        if batch is not None and partition is not None and key_serializer is None \
+                and (value is None or value_serializer == "raw"):
+            return batch.keep(self, partition, None if key is None else want_bytes(key),
+                              None if value is None else want_bytes(value))
         return super().send_changelog(partition, key, value, key_serializer, value_serializer)
 
 
