@@ -2,7 +2,8 @@
 is really done, with what it cost in records, bytes and CPU.
 
 1. A fresh stack (app id, topics, consumer group) on the bench's broker; every SKU stocked; the
-   workers ready and holding partitions. Snapshot: end offsets of every topic of the app, the
+   workers ready, holding partitions and the ERP's position of every SKU (``stock_known``:
+   every line of the run is reserved, not accepted untracked). Snapshot: end offsets of every topic of the app, the
    group's committed offsets, CPU times of every process.
 2. A load generator process (retail_sync/bench_load.py) produces the N records into orders-raw as
    fast as the broker takes them; the clock starts when it is connected.
@@ -77,6 +78,7 @@ async def pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool, pa
         group = [stack.new_worker(f"bench-{i + 1}").start() for i in range(workers)]
         await asyncio.gather(*(w.wait_ready() for w in group))
         await settled(group)
+        await stock_known(group, skus)
         reader = await OffsetReader(stack.bootstrap, stack.app_id, tansu).start()
         await reader.discover()
         consumed = await _consumed_partitions(group, reader)
@@ -238,6 +240,25 @@ async def _consumed_partitions(group: list[Any], reader: OffsetReader,
                                                       if t == raw) or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.5)
+
+
+async def stock_known(group: list[Any], skus: set[str], timeout_s: float = 60.0) -> None:
+    """Until the stock agent holds the ERP's position of every SKU (``GET /inventory/{sku}``
+    says tracked; any worker answers for any SKU), so that every order line of the run is
+    reserved, committed and handed over as in production: a line that arrives before its SKU's
+    first position is accepted untracked, one line record and no commit (before this wait about
+    a third of a run's lines were)."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(skus)
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no stock position for {sorted(pending)} after {timeout_s:g}s")
+        asked = sorted(pending)
+        answers = await asyncio.gather(*(group[0].get_json(f"/inventory/{s}") for s in asked))
+        pending = {s for s, (status, body) in zip(asked, answers, strict=True)
+                   if status != 200 or not body.get("tracked")}
+        if pending:
+            await asyncio.sleep(0.25)
 
 
 async def settled(group: list[Any], timeout_s: float = 60.0) -> None:
