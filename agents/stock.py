@@ -25,7 +25,7 @@ from retail_sync.streams.commands import ForgetLines, ReserveStock, StockBatch
 from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
 from retail_sync.streams.models import ExceptionKind, utcnow
 from retail_sync.streams.rules.policies import AllocationPolicy
-from retail_sync.streams.rules.stock import StockRules, apply
+from retail_sync.streams.rules.stock import StockRules, apply, read_lines
 from retail_sync.streams.stock import (
     BackorderRelease,
     Reservation,
@@ -190,13 +190,17 @@ def _by_order(sku: str, releases: list[BackorderRelease]) -> list[BackorderRelea
 
 def forget_lines(table: Any, event: ForgetLines) -> int:
     """Delete the retired order's line records on this SKU that hold nothing; a line still
-    holding units (open, committed) stays, as its SKU's record counts it. Returns how many."""
+    holding units (open, committed and not handed over) stays, as its SKU's record counts it.
+    Read as the SKU's record reads them (a committed line it handed over is consumed). Returns
+    how many."""
     from retail_sync.tables.retention import FINAL_LINES
 
+    stored = table.get(event.sku)
+    lines = read_lines(table, stored.in_positions() if isinstance(stored, StockState) else None)
     deleted = 0
     for line_id in event.line_ids:
         key = reservation_key(event.sku, event.order_key, line_id)
-        record = table.get(key)
+        record = lines.get(key)
         if record is not None and getattr(record, "status", None) in FINAL_LINES:
             del table[key]
             deleted += 1

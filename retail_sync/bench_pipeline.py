@@ -3,8 +3,8 @@ is really done, with what it cost in records, bytes and CPU.
 
 1. A fresh stack (app id, topics, consumer group) on the bench's broker; every SKU stocked; the
    workers ready, holding partitions and the ERP's position of every SKU (``stock_known``:
-   every line of the run is reserved, not accepted untracked). Snapshot: end offsets of every topic of the app, the
-   group's committed offsets, CPU times of every process.
+   every line of the run is reserved, not accepted untracked). Snapshot: end offsets of every
+   topic of the app, the group's committed offsets, CPU times of every process.
 2. A load generator process (retail_sync/bench_load.py) produces the N records into orders-raw as
    fast as the broker takes them; the clock starts when it is connected.
 3. Three moments are recorded while polling (progress bar):

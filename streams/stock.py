@@ -37,8 +37,11 @@ class Reservation(Frozen):
 
     ``open`` and ``committed`` hold units; ``consumed`` (the ERP took it over), ``released``
     and ``untracked`` (accepted without stock) are final and stay as the record that makes a
-    replayed reservation a no-op. ``stock_seq``: the stock-events offset of the event that
-    wrote it."""
+    replayed reservation a no-op. The hand-over to the ERP is written in the SKU's record only
+    (the line leaves ``StockState.pending``): a ``committed`` record whose key the SKU's record
+    no longer has pending reads as ``consumed`` (``streams.rules.stock.read_lines``); records
+    written before that change say ``consumed`` themselves. ``stock_seq``: the stock-events
+    position of the event that wrote it."""
 
     order_key: str
     channel: str

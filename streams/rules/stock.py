@@ -99,12 +99,10 @@ Lines = Mapping[str, Reservation]
 
 
 class LineLookup(Protocol):
-    """What ``view`` reads of the line records: membership and lookup by key (a view runs
-    outside stream iteration and looks keys up across partitions; it never iterates them)."""
+    """What ``view`` reads of the line records: lookup by key (a view runs outside stream
+    iteration and looks keys up across partitions; it never iterates them)."""
 
-    def __contains__(self, key: object) -> bool: ...
-
-    def __getitem__(self, key: str) -> Reservation: ...
+    def get(self, key: str, default: Reservation | None = None) -> Reservation | None: ...
 
 
 # --- the arithmetic ---------------------------------------------------------------------------
@@ -166,7 +164,7 @@ def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: d
     seq = offset if offset is not None else (state.seq + 1 if state is not None else 1)
     lines = _AsBefore(lines, state)
     if isinstance(event, ErpStockChanged):
-        outcome = _on_erp(state, event, rules, lines)
+        outcome = _on_erp(state, event, rules)
         cause, cause_at = "erp", (event.modified if event.modified != EARLIEST
                                   else event.observed_at)
     elif isinstance(event, ReserveStock):
@@ -204,18 +202,25 @@ class _AsBefore(Mapping[str, Reservation]):
     """The line records as they were before the event being applied. A record written after the
     SKU's record (``stock_seq > seq``) that holds units, or was let go, was written by this very
     event before a crash lost the SKU's record (the changelog keeps a prefix, lines first): read
-    it as it was. Untracked acceptances change no SKU record and stay as they are."""
+    it as it was. Untracked acceptances change no SKU record and stay as they are.
 
-    def __init__(self, lines: Lines, state: StockState | None) -> None:
+    A committed line the SKU's record no longer has in ``pending`` was handed over to the ERP
+    (consumed): the hand-over changes only the SKU's record, not the line's (a release of a
+    committed line writes ``released``, so nothing else takes a line out of ``pending``)."""
+
+    def __init__(self, lines: Lines | LineLookup, state: StockState | None) -> None:
         self.lines, self.state = lines, state
 
     # (the ignore: one signature for Mapping.get's overloads)
     def get(self, key: str, default: Reservation | None = None) -> Reservation | None:  # type: ignore[override]
         record = self.lines.get(key)
         state = self.state
-        if record is None or state is None or record.stock_seq <= state.seq \
-                or record.status == "untracked":
+        if record is None or state is None or record.status == "untracked":
             return record if record is not None else default
+        if record.stock_seq <= state.seq:
+            if record.status == "committed" and key not in state.pending:
+                return record.model_copy(update={"status": "consumed"})  # handed over since
+            return record
         if key in state.pending:  # committed before this event: let go or consumed by it
             return record.model_copy(update={"status": "committed",
                                              "erp_created": state.pending[key].erp_created})
@@ -234,11 +239,17 @@ class _AsBefore(Mapping[str, Reservation]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.lines)
+    def __iter__(self) -> Iterator[str]:  # the keys of the records (a view's lookup has none)
+        return iter(self.lines) if isinstance(self.lines, Mapping) else iter(())
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.lines) if isinstance(self.lines, Mapping) else 0
+
+
+def read_lines(lines: Lines | LineLookup, state: StockState | None) -> Mapping[str, Reservation]:
+    """The line records as the SKU's record ``state`` reads them: a committed line it handed over
+    reads ``consumed`` (``_AsBefore``). For views and retention; ``apply`` reads this way too."""
+    return _AsBefore(lines, state)
 
 
 def _already_applied(state: StockState, event: StockEvent, lines: Lines,
@@ -273,23 +284,19 @@ def _updates(state: StockState, rules: StockRules, cause: str, cause_at: datetim
     ]
 
 
-def _consume_covered(state: StockState, rules: StockRules, lines: Lines,
-                     writes: dict[str, Reservation]) -> StockState:
-    """Hand every covered committed reservation over to the ERP."""
+def _consume_covered(state: StockState, rules: StockRules) -> StockState:
+    """Hand every covered committed reservation over to the ERP: it leaves ``pending`` and stops
+    counting in ``held``. Its line record stays ``committed`` (read as consumed, ``_AsBefore``):
+    one changelog record less per order line than rewriting it."""
     done = [k for k, p in state.pending.items() if covered(p, state, rules)]
     if not done:
         return state
-    for key in done:
-        line = writes.get(key) or lines.get(key)
-        if line is not None:
-            writes[key] = line.model_copy(update={"status": "consumed"})
     units = sum(state.pending[k].quantity for k in done)
     pending = {k: p for k, p in state.pending.items() if k not in done}
     return state.model_copy(update={"held": state.held - units, "pending": pending})
 
 
-def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules,
-            lines: Lines) -> StockOutcome:
+def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules) -> StockOutcome:
     if not rules.sellable(event.warehouse) and event.warehouse != rules.erp_warehouse:
         return StockOutcome(state=state)
     state = state or StockState(sku=event.sku)
@@ -300,9 +307,7 @@ def _on_erp(state: StockState | None, event: ErpStockChanged, rules: StockRules,
                      reserved_qty=event.reserved_qty, modified=event.modified,
                      observed_at=event.observed_at)
     new = state.model_copy(update={"bins": {**state.bins, event.warehouse: erp_bin}})
-    writes: dict[str, Reservation] = {}
-    new = _consume_covered(new, rules, lines, writes)
-    return StockOutcome(state=new, changed=True, writes=writes)
+    return StockOutcome(state=_consume_covered(new, rules), changed=True)
 
 
 RECENT = 20
@@ -401,8 +406,7 @@ def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
         return StockOutcome(state=state)
     new = state.model_copy(update={"pending": pending, "backorders": backorders,
                                    "open_lines": state.open_lines - len(writes)})
-    new = _consume_covered(new, rules, lines, writes)
-    return StockOutcome(state=new, changed=True, writes=writes)
+    return StockOutcome(state=_consume_covered(new, rules), changed=True, writes=writes)
 
 
 #: releases kept in the SKU's record, to send again when the event that made them is replayed
@@ -464,10 +468,10 @@ def _on_pushed(state: StockState | None, event: InventoryPushed) -> StockOutcome
 def view(state: StockState, rules: StockRules, channels: Sequence[str],
          lines: LineLookup | None = None) -> dict[str, object]:
     """``GET /inventory/{sku}``: the position, the reservations and every channel's numbers."""
-    lines = lines or {}
+    read = read_lines(lines or {}, state)
     pending_units = sum(p.quantity for p in state.pending.values())
-    recent = [lines[k].model_dump(mode="json", exclude={"stock_seq"})
-              for k in reversed(state.recent) if k in lines]
+    recent = [line.model_dump(mode="json", exclude={"stock_seq"})
+              for k in reversed(state.recent) if (line := read.get(k)) is not None]
     return {
         "sku": state.sku,
         "tracked": tracked(state),

@@ -13,7 +13,7 @@ from retail_sync.streams.commands import ForgetLines
 from retail_sync.streams.events import CancelRequested
 from retail_sync.streams.models import Money, Order, OrderLine, OrderStatus, RefundRecord, ShipmentRecord
 from retail_sync.streams.state import Correlation, OrderState, TimelineEntry
-from retail_sync.streams.stock import Reservation, reservation_key
+from retail_sync.streams.stock import Pending, Reservation, StockState, reservation_key
 from retail_sync.tables import retention
 from retail_sync.tables.retention import _iterate, last_change, retirable, scan, too_old_to_take
 
@@ -133,14 +133,18 @@ def test_the_stock_agent_forgets_only_lines_that_hold_nothing():
     def line(line_id: str, status: str) -> Reservation:
         return Reservation(order_key="shopify:1", channel="shopify", line_id=line_id,
                            requested=1, quantity=1, status=status, reserved_at=NOW)
-    table = {reservation_key("SKU-A", "shopify:1", "1"): line("1", "consumed"),
-             reservation_key("SKU-A", "shopify:1", "2"): line("2", "released"),
-             reservation_key("SKU-A", "shopify:1", "3"): line("3", "open"),
-             "SKU-A": "the SKU's own record"}
+    keys = {n: reservation_key("SKU-A", "shopify:1", n) for n in "123456"}
+    sku = StockState(sku="SKU-A", seq=10, pending={keys["6"]: Pending(
+        quantity=1, erp_created="2026-11-27 12:00:00.000000")})
+    table: dict = {keys["1"]: line("1", "consumed"), keys["2"]: line("2", "released"),
+                   keys["3"]: line("3", "open"),
+                   # committed: handed over to the ERP (not pending any more), or still pending
+                   keys["5"]: line("5", "committed"), keys["6"]: line("6", "committed"),
+                   "SKU-A": sku}
     deleted = forget_lines(table, ForgetLines(sku="SKU-A", order_key="shopify:1",
-                                              line_ids=["1", "2", "3", "4"], at=NOW))
-    assert deleted == 2
-    assert set(table) == {reservation_key("SKU-A", "shopify:1", "3"), "SKU-A"}
+                                              line_ids=["1", "2", "3", "4", "5", "6"], at=NOW))
+    assert deleted == 3
+    assert set(table) == {keys["3"], keys["6"], "SKU-A"}
 
 
 def test_the_archive_topic_is_named_after_the_app():

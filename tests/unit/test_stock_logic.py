@@ -14,7 +14,17 @@ from retail_sync.settings import Settings
 from retail_sync.streams.commands import CommitStock, LineRequest, ReleaseStock, ReserveStock
 from retail_sync.streams.events import ErpStockChanged, InventoryPushed
 from retail_sync.streams.rules.policies import ChannelAllocation
-from retail_sync.streams.rules.stock import RELEASE_LOG, StockRules, apply, ats, free, held, offered_to, view
+from retail_sync.streams.rules.stock import (
+    RELEASE_LOG,
+    StockRules,
+    apply,
+    ats,
+    free,
+    held,
+    offered_to,
+    read_lines,
+    view,
+)
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 W = "Stores - RSD"
@@ -100,9 +110,30 @@ def test_committed_reservation_is_handed_to_the_erp_exactly_once():
     assert held(state) == 2 and free(state, RULES) == 3
     state, [out] = run([position(5, reserved=2, n=5)], state=state)  # the ERP now holds it
     assert held(state) == 0 and free(state, RULES) == 3 and out.updates == []
+    assert out.writes == {}  # the hand-over changes the SKU's record only
     state, _ = run([position(3, reserved=0, n=9)], state=state)  # shipped
-    assert free(state, RULES) == 3 and LINES[f"{SKU}|shopify:o1#1"].status == "consumed"
-    assert state.pending == {}
+    key = f"{SKU}|shopify:o1#1"
+    assert LINES[key].status == "committed" and read_lines(LINES, state)[key].status == "consumed"
+    assert free(state, RULES) == 3 and state.pending == {}
+    # handed over: a replayed release or commit of the line changes nothing
+    after, outs = run([release("o1"), commit("o1", erp_ts(5))], state=state)
+    assert after.held == state.held and after.pending == {} and outs[0].writes == {}
+
+
+def test_a_line_costs_two_records_reserved_committed_and_handed_over():
+    """Reserved (open), committed, handed over when the ERP shows it: two line records, the
+    hand-over only in the SKU's record (it was a third line record)."""
+    writes: list = []
+    state = None
+    LINES.clear()
+    for event in [position(5, n=1), reserve("o1", 2), commit("o1", erp_ts(5)),
+                  position(5, reserved=2, n=6)]:
+        out = apply(state, event, RULES, T0, LINES)
+        LINES.update(out.writes)
+        writes += [(k, r.status) for k, r in out.writes.items()]
+        state = out.state
+    assert writes == [(f"{SKU}|shopify:o1#1", "open"), (f"{SKU}|shopify:o1#1", "committed")]
+    assert held(state) == 0 and read_lines(LINES, state)[f"{SKU}|shopify:o1#1"].status == "consumed"
 
 
 def test_commit_after_the_erp_already_showed_it_is_consumed_at_once():
@@ -429,7 +460,8 @@ def test_once_the_feed_catches_up_the_engine_agrees_with_the_erp(script):
     open_units = sum(r.quantity for r in lines.values() if r.status == "open")
     # whatever the ERP does not hold yet is held here; nothing more, nothing twice
     assert free(state, RULES) == max(0, erp.actual - erp.reserved - open_units)
-    assert state.pending == {} and not any(r.status == "committed" for r in lines.values())
+    read = read_lines(lines, state)
+    assert state.pending == {} and not any(read[k].status == "committed" for k in lines)
     # every backorder still waiting is one the goods do not cover yet (the oldest first)
     waiting = {o: erp.backordered[o] - erp.released.get(o, 0) for o in erp.backordered}
     waiting = {o: u for o, u in waiting.items() if u > 0}
@@ -461,10 +493,11 @@ def _run_logged(events, sent=None):
     return state, log
 
 
-def _take_over(events, log, commit, cut, sent=None):
+def _take_over(events, log, commit, cut, sent=None, table=None):
     """The worker taking over: the table as the changelog's first ``cut`` records left it, the
-    events replayed from the committed offset (``sent`` collects the releases they send)."""
-    table = {}
+    events replayed from the committed offset (``sent`` collects the releases they send;
+    ``table``: filled with the table it ends with)."""
+    table = {} if table is None else table
     for _, key, value in log[:cut]:
         table[key] = value
     for offset in range(commit, len(events)):
@@ -475,6 +508,15 @@ def _take_over(events, log, commit, cut, sent=None):
         if out.changed and out.state is not None:
             table[SKU] = out.state
     return table.get(SKU)
+
+
+def _same_lines(table, log, state):
+    """Every line reads the same (``read_lines``: as the SKU's record reads it) in the table a
+    take-over ended with as in the uninterrupted run's (the last record of each key in ``log``)."""
+    want_lines = {k: v for _, k, v in log if k != SKU}
+    got, want = read_lines(table, table.get(SKU)), read_lines(want_lines, state)
+    for key in want_lines:
+        assert (got[key].status, got[key].quantity) == (want[key].status, want[key].quantity), key
 
 
 def _same_stock(state, want):
@@ -504,7 +546,9 @@ def test_a_take_over_after_a_crash_holds_exactly_what_an_uninterrupted_run_holds
     cut = data.draw(st.integers(sum(1 for o, *_ in log if o < commit), len(log)),
                     label="changelog records kept")
     again: set = set()
-    _same_stock(_take_over(events, log, commit, cut, again), want)
+    table: dict = {}
+    _same_stock(_take_over(events, log, commit, cut, again, table), want)
+    _same_lines(table, log, want)
     assert again == set().union(*(sent[o] for o in range(commit, len(events))))
 
 
@@ -550,7 +594,10 @@ def test_a_take_over_after_a_crash_mid_batch_holds_what_an_uninterrupted_run_hol
     cut = data.draw(st.integers(sum(1 for b, *_ in log if b < committed), len(log)),
                     label="changelog records kept")
     again: set = set()
-    _same_stock(_take_over(events, [(None, k, v) for _, k, v in log], commit, cut, again), want)
+    table: dict = {}
+    _same_stock(_take_over(events, [(None, k, v) for _, k, v in log], commit, cut, again, table),
+                want)
+    _same_lines(table, log, want)
     assert again == set().union(*(sent[o] for o in range(commit, len(events))))
 
 
