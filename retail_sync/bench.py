@@ -59,12 +59,8 @@ from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.redact import mask_url
 from retail_sync.report import Progress, Samples, bar, ms, percentile, table
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
-from retail_sync.simulators.shopify.simulator import (
-    DEFAULT_SKUS,
-    ShopifyOrderFactory,
-    ShopifySimConfig,
-    ShopifySimulator,
-)
+from retail_sync.simulators.shopify.orders import DEFAULT_SKUS
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import ROOT, Stack
 from retail_sync.streams.models import RawOrderMessage, utcnow
 

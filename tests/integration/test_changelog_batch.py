@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,11 @@ def _bootstrap(url: str) -> str:
     return ",".join(h.split("://", 1)[-1] for h in url.split(","))
 
 
-async def _app_and_table(broker_url: str, tmp_path: Path, **conf: Any) -> tuple[Any, Any, str]:
+@asynccontextmanager
+async def _app_and_table(broker_url: str, tmp_path: Path,
+                         **conf: Any) -> AsyncIterator[tuple[Any, Any, str]]:
+    """A Faust app (its producer started) on the broker, the stock table the worker opens, and
+    that table's changelog topic (2 partitions, created)."""
     app_id = f"clb-{uuid.uuid4().hex[:6]}"
     settings = Settings(app_id=app_id, datadir=tmp_path, partitions=2)
     app = faust.App(app_id, broker=broker_url, store="rocksdb://", datadir=str(tmp_path),
@@ -57,7 +63,10 @@ async def _app_and_table(broker_url: str, tmp_path: Path, **conf: Any) -> tuple[
     finally:
         await admin.close()
     await app.producer.start()
-    return app, table, topic
+    try:
+        yield app, table, topic
+    finally:
+        await app.producer.stop()
 
 
 async def _records(broker_url: str, topic: str, expected: int) -> dict[int, list[Any]]:
@@ -84,8 +93,7 @@ def _sku(name: str, held: int) -> StockState:
 
 async def test_a_batchs_changelog_goes_out_at_its_end_in_write_order(broker_url: str,
                                                                      tmp_path: Path) -> None:
-    app, table, topic = await _app_and_table(broker_url, tmp_path)
-    try:
+    async with _app_and_table(broker_url, tmp_path) as (app, table, topic):
         batch = changelog.ChangelogBatch()
         with changelog.collecting(batch):
             for i in range(30):  # keys alternate partitions; A0 is written three times
@@ -117,55 +125,53 @@ async def test_a_batchs_changelog_goes_out_at_its_end_in_write_order(broker_url:
         # what RocksDB holds is what the changelog says
         with _In(1):
             assert table.get("K3") is None and table.get("K5").held == 5
-    finally:
-        await app.producer.stop()
 
 
 async def test_more_than_a_record_batch_holds_goes_out_in_order(broker_url: str,
                                                                 tmp_path: Path) -> None:
-    app, table, topic = await _app_and_table(broker_url, tmp_path,
-                                             producer_max_batch_size=2048)
-    try:
+    async with _app_and_table(broker_url, tmp_path, producer_max_batch_size=2048) as (
+            app, table, topic):
+        producer = app.producer._ensure_producer()
+        queued: list[int] = []
+        send_batch = producer.send_batch
+
+        async def counted(batch: Any, topic: str, *, partition: int) -> Any:
+            queued.append(batch.record_count())
+            return await send_batch(batch, topic, partition=partition)
+        producer.send_batch = counted
         batch = changelog.ChangelogBatch()
         with changelog.collecting(batch), _In(0):
-            for i in range(40):  # ~150 bytes each: several record batches
+            for i in range(40):  # ~150 bytes each: several record batches of at most 2 KiB
                 table[f"K{i:03d}"] = _sku(f"K{i:03d}-" + "x" * 80, i)
         assert await batch.send(app) == 40
+        assert len(queued) > 1 and sum(queued) == 40
         await app.producer.flush()
         got = await _records(broker_url, topic, 40)
         assert [k for _, k, _ in got[0]] == [f"K{i:03d}".encode() for i in range(40)]
         await asyncio.sleep(0.2)
         assert table.data.persisted_offset(_tp(topic, 0)) == 39
-    finally:
-        await app.producer.stop()
 
 
 async def test_a_record_over_the_request_size_is_refused(broker_url: str,
                                                          tmp_path: Path) -> None:
-    app, table, _ = await _app_and_table(broker_url, tmp_path,
-                                         producer_max_request_size=4096)
-    try:
+    async with _app_and_table(broker_url, tmp_path, producer_max_request_size=4096) as (
+            app, table, _):
         batch = changelog.ChangelogBatch()
         with changelog.collecting(batch), _In(0):
             table["BIG"] = StockState(sku="BIG", recent=["r" * 100] * 60)
         with pytest.raises(ProducerSendError) as refused:
             await batch.send(app)
         assert isinstance(refused.value.__cause__, MessageSizeTooLargeError)
-    finally:
-        await app.producer.stop()
 
 
 async def test_outside_a_batch_faust_sends_each_record(broker_url: str, tmp_path: Path) -> None:
-    app, table, topic = await _app_and_table(broker_url, tmp_path)
-    try:
+    async with _app_and_table(broker_url, tmp_path) as (app, table, topic):
         assert changelog.current() is None
         with _In(0):
             table["ONE"] = _sku("ONE", 1)
         await app.producer.flush()
         got = await _records(broker_url, topic, 1)
         assert [k for _, k, _ in got[0]] == [b"ONE"]
-    finally:
-        await app.producer.stop()
 
 
 def _tp(topic: str, partition: int) -> TP:
