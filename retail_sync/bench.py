@@ -49,18 +49,17 @@ from typing import Any
 import aiohttp
 
 from retail_sync.bench_anchors import ceiling, faust_anchor
+from retail_sync.bench_latency import latency
 from retail_sync.bench_load import preload
-from retail_sync.bench_offsets import OffsetReader, run_figures
-from retail_sync.bench_pipeline import pipeline, settled, stock_known
+from retail_sync.bench_pipeline import pipeline, settled
 from retail_sync.bench_summary import combine, flat, headline, pipeline_tables
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.cli import load_settings
 from retail_sync.interrupt import sigterm_as_ctrl_c
 from retail_sync.redact import mask_url
-from retail_sync.report import Progress, Samples, bar, ms, percentile, table
+from retail_sync.report import Progress, Samples, bar, ms, table
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
-from retail_sync.simulators.shopify.orders import DEFAULT_SKUS
-from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, ShopifySimConfig, ShopifySimulator
+from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import ROOT, Stack
 from retail_sync.streams.models import RawOrderMessage, utcnow
 
@@ -88,7 +87,7 @@ async def _bench(args: argparse.Namespace) -> int:
             results.update(await _throughput(args, runs, url, tansu, settings.partitions,
                                              broker_pid, records))
         if "latency" in runs:
-            results.update(await _latency(url, args.rate, args.latency_seconds, tansu))
+            results.update(await latency(url, args.rate, args.latency_seconds, tansu))
         if "stock" in runs:
             results.update(await _stock_propagation(url, tansu, args.stock_changes,
                                                     args.stock_rate))
@@ -210,86 +209,6 @@ async def _until_confirmed(group: list[Any], total: int, label: str, what: str) 
             break
         await asyncio.sleep(0.25)
     progress.done()
-
-
-async def _latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[str, Any]:
-    """Webhooks at ``rate`` through HTTP for ``seconds``: p50/p99 webhook -> ERP; every SKU
-    stocked (each line reserved, committed and handed over, as in production) and the record
-    operations per order at that rate, from the broker's offsets once every queue is drained."""
-    stack = Stack(app_id=f"bench-lat-{int(time.time())}", workdir=ROOT / "var" / "bench",
-                  broker_url=url, erp_config=ErpSimConfig(), tansu=tansu)
-    await stack.start()
-    reader: OffsetReader | None = None
-    try:
-        erp = stack.erp
-        assert erp is not None
-        skus = set(DEFAULT_SKUS)
-        for sku in skus:
-            erp.set_stock(sku, 10_000_000)
-        worker = await stack.start_worker("bench-lat")
-        await stock_known([worker], skus)
-        shop = ShopifySimulator(ShopifySimConfig(
-            webhook_url=worker.webhook_url(), skus=sorted(skus),
-            secret="shpss_demo_secret", rate_per_s=rate, max_attempts=8, concurrency=256,  # noqa: S106
-        ))
-        reader = await OffsetReader(stack.bootstrap, stack.app_id, tansu).start()
-        await reader.discover()
-        ends_before, committed_before = await reader.ends(), await reader.committed()
-        print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP…", flush=True)
-        started = time.perf_counter()
-        await shop.send_orders(duration_s=seconds)
-        sent_for = time.perf_counter() - started
-        expected = {f"shopify:{oid}" for oid in shop.accepted_order_ids()}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
-            await asyncio.sleep(0.2)
-        values = [stored.received_at - shop.first_sent_at[k.split(":", 1)[1]]
-                  for k in expected if (stored := erp.order_by_po_no(k)) is not None]
-        figures = await _drained_figures(reader, stack.app_id, len(expected), ends_before,
-                                         committed_before)
-        return {
-            "offered_rate_per_s": rate,
-            "achieved_rate_per_s": round(len(expected) / sent_for, 1),
-            "latency_orders": len(values),
-            "latency_p50": ms(percentile(values, 50)),
-            "latency_p99": ms(percentile(values, 99)),
-            "latency_max": ms(max(values, default=float("nan"))),
-            "lost": len(expected) - len(values),
-            "latency_record_ops_per_order": round(figures.ops_per_order, 2),
-            "latency_topics": {name: {k: round(v, 3) for k, v in t.per_order(len(expected)).items()}
-                               for name, t in figures.topics.items() if t.produced or t.consumed},
-        }
-    finally:
-        if reader is not None:
-            await reader.close()
-        await stack.close()
-
-
-async def _drained_figures(reader: OffsetReader, app_id: str, orders: int,
-                           ends_before: dict[Any, int], committed_before: dict[Any, int],
-                           timeout_s: float = 60.0) -> Any:
-    """Record operations per topic once the worker has consumed and committed everything (lag 0
-    on every partition it consumes, twice in a row), from the broker's offsets."""
-    deadline = time.monotonic() + timeout_s
-    quiet = 0
-    while True:
-        await reader.discover()
-        committed = await reader.committed()
-        consumed = [tp for tp, offset in committed.items() if offset >= 0]
-        lag = sum((await reader.lag(consumed, exact=True)).values()) if consumed else 0
-        quiet = quiet + 1 if lag == 0 else 0
-        if quiet >= 2 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
-    figures = run_figures(orders, app_id, ends_before, await reader.ends(), committed_before,
-                          await reader.committed())
-    print("latency: record operations per order "
-          f"{figures.ops_per_order:.2f} (" + ", ".join(
-              f"{name} {t.produced / orders:.2f}+{t.consumed / orders:.2f}"
-              for name, t in sorted(figures.topics.items(),
-                                    key=lambda kv: -(kv[1].produced + kv[1].consumed))
-              if t.produced or t.consumed) + ")", flush=True)
-    return figures
 
 
 async def _stock_propagation(url: str, tansu: bool, changes: int, rate: float) -> dict[str, Any]:
