@@ -17,13 +17,30 @@ consumer group's very first commit on a partition) and where Faust knows of gaps
 markers), Faust's own rules apply. ``install()`` patches the consumer class once per process;
 the worker calls it at start (``retail_sync/app.py``), for any broker (the defect is Faust's, not
 the embedded broker's). tests/unit/test_faust_fixes.py drives a real Faust consumer.
+
+A second fix, to Faust's delivery (``Consumer._drain_messages``, ``_drain_messages`` below): the
+fetch loop hands each fetched message to the streams while racing the flow's suspension
+(``wait_first(callback(message), suspend_flow.wait())``), and marks the message read whether or
+not it was handed over. During a rebalance the flow is suspended, so every message of a batch
+fetched before it is dropped *and* marked read; the rebalance then seeks to the committed offset
+(``perform_seek``, which resets the read offsets), but a batch still being iterated after that
+seek marks its messages read again, up to its last. The records fetched again from the committed
+offset then read as already read and are dropped for good: the partition's first unacknowledged
+message is never delivered, the commit (thanks to the first fix) never passes it, and the
+partition's lag stays until the worker restarts. Seen as one order in 240 never reaching the ERP
+after a SIGKILL and restart (tests/integration/test_order_path.py: the order at the committed
+offset of orders-raw partition 3 never handled, lag 38 there, every later one handled). Here a
+message the flow's suspension beat is neither marked read nor followed by the rest of its batch:
+the seek that ends the rebalance fetches it again. The rest of the method is Faust 0.15's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 from faust.transport import consumer as faust_consumer
+from mode import Service
 
 _MARK = "_retail_sync_commit_fix"
 
@@ -35,7 +52,8 @@ def first_unacked_gap(acked: list[int], start: int | None) -> bool:
 
 
 def install() -> None:
-    """Patch ``faust.transport.consumer.Consumer._new_offset`` (idempotent)."""
+    """Patch ``faust.transport.consumer.Consumer._new_offset`` and ``_drain_messages``
+    (idempotent)."""
     cls: Any = faust_consumer.Consumer
     if getattr(cls, _MARK, False):
         return
@@ -53,4 +71,89 @@ def install() -> None:
         return original(self, tp)  # type: ignore[no-any-return]
 
     cls._new_offset = _new_offset
+    cls._drain_messages = _drain_messages
     setattr(cls, _MARK, True)
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faust's, one change
+    """Faust 0.15's ``Consumer._drain_messages`` with one change (marked): a message the flow's
+    suspension beat is not marked read, and the rest of its batch is left (module docstring)."""
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = cast(Service, self)._stopped.is_set
+    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = getmany(timeout=1.0)
+
+            # Sleeping because sometimes getmany is called in a loop
+            # never releasing to the event loop
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        # We have a gap in income messages
+                        if gap > 1 and r_offset:
+                            acks_enabled = acks_enabled_for(message.topic)
+                            if acks_enabled:
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        # --- the change: was ``await self.wait_first(callback(message), ...)``
+                        # and ``set_read_offset`` whatever happened
+                        delivery = callback(message)
+                        waited = await self.wait_first(delivery, self.suspend_flow.wait())
+                        if delivery not in waited.done:
+                            break  # not handed over: not read; fetched again after the seek
+                        # --- end of the change
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                unset_flag(flag_consumer_fetching)
+
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
