@@ -72,12 +72,43 @@ def install() -> None:
 
     cls._new_offset = _new_offset
     cls._drain_messages = _drain_messages
+    cls.perform_seek = _counting_seeks(cls.perform_seek, every=True)
+    cls.seek = _counting_seeks(cls.seek, every=False)
     setattr(cls, _MARK, True)
 
 
+def _counting_seeks(method: Any, *, every: bool) -> Any:
+    """``method`` (a seek) numbered: ``perform_seek`` moves every partition (``every``), ``seek``
+    the one it is given. A record fetched before its partition's last seek is stale."""
+    async def seek(self: Any, *args: Any, **kwargs: Any) -> Any:
+        number = self._rs_seek_n = getattr(self, "_rs_seek_n", 0) + 1
+        if every:
+            self._rs_seek_all = number
+        else:
+            _seeks_by_tp(self)[faust_consumer.ensure_TP(args[0] if args else kwargs["partition"])] \
+                = number
+        return await method(self, *args, **kwargs)
+    return seek
+
+
+def _seeks_by_tp(consumer: Any) -> dict[Any, int]:
+    found: dict[Any, int] | None = getattr(consumer, "_rs_seek_tp", None)
+    if found is None:
+        found = consumer._rs_seek_tp = {}
+    return found
+
+
+def stale(consumer: Any, tp: Any, fetched_after: int) -> bool:
+    """Whether ``tp`` was sought (alone or with every partition) after seek number
+    ``fetched_after``, the last one before its record was fetched."""
+    last = max(getattr(consumer, "_rs_seek_all", 0), _seeks_by_tp(consumer).get(tp, 0))
+    return last > fetched_after
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faust's, one change
-    """Faust 0.15's ``Consumer._drain_messages`` with one change (marked): a message the flow's
-    suspension beat is not marked read, and the rest of its batch is left (module docstring)."""
+    """Faust 0.15's ``Consumer._drain_messages`` with one change (marked): a record fetched before
+    a seek of its partition is skipped, not marked read, and a message the flow's suspension beat
+    is not marked read and ends its batch (module docstring)."""
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = cast(Service, self)._stopped.is_set
@@ -98,6 +129,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
+            fetched_after = getattr(self, "_rs_seek_n", 0)  # (the change: seeks since are news)
             ait = getmany(timeout=1.0)
 
             # Sleeping because sometimes getmany is called in a loop
@@ -110,6 +142,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         await sleep(0)
                         num_since_yield = 0
 
+                    if stale(self, tp, fetched_after):  # (the change) its partition was moved
+                        continue  # since it was fetched: read again from where the seek points
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
@@ -128,7 +162,9 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         delivery = callback(message)
                         waited = await self.wait_first(delivery, self.suspend_flow.wait())
                         if delivery not in waited.done:
-                            break  # not handed over: not read; fetched again after the seek
+                            break  # not handed over: not read; the rebalance ends with a seek
+                        if stale(self, tp, fetched_after):
+                            continue  # sought meanwhile: not read; read again from the seek
                         # --- end of the change
                         set_read_offset(tp, offset)
                     else:

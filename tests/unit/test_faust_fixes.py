@@ -98,3 +98,90 @@ async def test_a_message_the_flows_suspension_beat_is_fetched_again_not_dropped(
                            timeout=10)
     assert delivered == [24, 25, 26, 27]  # Faust alone: [27] (24, 25, 26 dropped for good)
     assert consumer._read_offset[TOPIC] == 27
+
+
+async def test_a_batch_fetched_before_a_seek_is_left_at_the_seek() -> None:
+    """The SIGKILL loss seen with the fetch loop instrumented: the restarted worker fetched
+    offsets 12.. of a partition before its first seek to the committed offset (9); the seek landed
+    while that batch was handed over, and Faust went on with it: the next message (16) read as a
+    jump from 9, so Faust recorded 10-15 as a gap (offsets it may commit past, meant for
+    transaction markers) and marked the batch read; the records fetched again from 9 were dropped,
+    and the commit passed 15, which the rebalance had discarded unprocessed: lost for good."""
+    import asyncio
+
+    import mode
+
+    consumer: Any = _consumer()
+    fetcher = mode.Service()
+    delivered: list[int] = []
+    calls = [0]
+
+    async def seek_to_committed() -> dict[TP, int]:
+        return {TOPIC: 9}
+
+    async def callback(message: _Message) -> None:
+        delivered.append(message.offset)
+
+    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        calls[0] += 1
+        if calls[0] == 1:  # fetched before the seek
+            for offset in range(12, 19):
+                if offset == 16:  # the rebalance's seek runs between two hand-overs
+                    await consumer.perform_seek()
+                yield TOPIC, _Message(offset)
+        elif calls[0] == 2:  # fetched again from the committed offset
+            for offset in range(9, 19):
+                yield TOPIC, _Message(offset)
+        else:
+            fetcher._stopped.set()
+
+    consumer.callback, consumer.getmany = callback, getmany
+    consumer.seek_to_committed = seek_to_committed
+    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
+                           timeout=10)
+    # Faust alone: 12-18 once, then 18 again; 9-11 never, and 10-15 recorded as a gap
+    assert delivered == [12, 13, 14, 15, *range(9, 19)]
+    assert not consumer._gap.get(TOPIC)
+
+
+async def test_a_seek_of_one_partition_leaves_the_others_records_alone() -> None:
+    """Table recovery seeks changelog partitions one by one on the same consumer: only the sought
+    partition's records fetched before the seek are stale; the others are handed over."""
+    import asyncio
+
+    import mode
+
+    consumer: Any = _consumer()
+    fetcher = mode.Service()
+    other = TP("app-stock-changelog", 1)
+    delivered: list[tuple[int, int]] = []
+    calls = [0]
+
+    async def no_seek(partition: TP, offset: int) -> None:
+        return None
+
+    async def callback(message: Any) -> None:
+        delivered.append((message.partition, message.offset))
+
+    def record(tp: TP, offset: int) -> Any:
+        message = _Message(offset)
+        message.topic, message.partition = tp.topic, tp.partition  # type: ignore[attr-defined]
+        return tp, message
+
+    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        calls[0] += 1
+        if calls[0] == 1:
+            yield record(TOPIC, 1)
+            yield record(other, 7)
+            await consumer.seek(other, 5)  # recovery moves the changelog partition back
+            yield record(TOPIC, 2)
+            yield record(other, 8)  # fetched before the seek: stale
+        elif calls[0] == 2:
+            yield record(other, 5)
+        else:
+            fetcher._stopped.set()
+
+    consumer.callback, consumer.getmany, consumer._seek = callback, getmany, no_seek
+    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
+                           timeout=10)
+    assert delivered == [(0, 1), (1, 7), (0, 2), (1, 5)]
