@@ -18,20 +18,22 @@ markers), Faust's own rules apply. ``install()`` patches the consumer class once
 the worker calls it at start (``retail_sync/app.py``), for any broker (the defect is Faust's, not
 the embedded broker's). tests/unit/test_faust_fixes.py drives a real Faust consumer.
 
-A second fix, to Faust's delivery (``Consumer._drain_messages``, ``_drain_messages`` below): the
-fetch loop hands each fetched message to the streams while racing the flow's suspension
-(``wait_first(callback(message), suspend_flow.wait())``), and marks the message read whether or
-not it was handed over. During a rebalance the flow is suspended, so every message of a batch
-fetched before it is dropped *and* marked read; the rebalance then seeks to the committed offset
-(``perform_seek``, which resets the read offsets), but a batch still being iterated after that
-seek marks its messages read again, up to its last. The records fetched again from the committed
-offset then read as already read and are dropped for good: the partition's first unacknowledged
-message is never delivered, the commit (thanks to the first fix) never passes it, and the
-partition's lag stays until the worker restarts. Seen as one order in 240 never reaching the ERP
-after a SIGKILL and restart (tests/integration/test_order_path.py: the order at the committed
-offset of orders-raw partition 3 never handled, lag 38 there, every later one handled). Here a
-message the flow's suspension beat is neither marked read nor followed by the rest of its batch:
-the seek that ends the rebalance fetches it again. The rest of the method is Faust 0.15's.
+A second fix, to Faust's delivery (``Consumer._drain_messages``, ``_drain_messages`` below). The
+fetch loop marks each fetched message read (``_read_offset``) once it has tried to hand it to the
+streams, and drops a later record at or below that mark as already read; a jump between the mark
+and a record becomes a *gap* (offsets Faust may commit past, meant for transaction markers). A
+rebalance seeks every partition to its committed offset and resets the marks, but a batch fetched
+before the seek went on being handed over after it. Instrumented, one lost order after a SIGKILL
+and restart (tests/integration/test_order_path.py, about one run in three that day) was: the new
+worker fetched offsets 12.. of a partition before its first seek to the committed 9; the seek
+landed while that batch was handed over; the next record (16) read as a jump from 9, so 10-15
+became a gap, and the batch marked everything up to 55 read; the records fetched again from 9 were
+dropped as read, and the commit passed 15, which the rebalance had discarded unprocessed: lost for
+good. Also, a message the flow's suspension (a rebalance) beat was marked read without being
+handed over. Here every seek is numbered (``perform_seek`` moves every partition, ``seek`` the
+one it is given): a record fetched before its partition's last seek is skipped, not marked read,
+and read again from where the seek points; a message the suspension beat is not marked read and
+ends its batch (the rebalance ends with a seek). The rest of the method is Faust 0.15's.
 """
 
 from __future__ import annotations
