@@ -80,16 +80,19 @@ def install() -> None:
 
 
 def _counting_seeks(method: Any, *, every: bool) -> Any:
-    """``method`` (a seek) numbered: ``perform_seek`` moves every partition (``every``), ``seek``
-    the one it is given. A record fetched before its partition's last seek is stale."""
+    """``method`` (a seek) numbered once it has moved the partitions: ``perform_seek`` moves every
+    partition (``every``), ``seek`` the one it is given. A record fetched before its partition's
+    last seek is stale. A seek that fails (the broker away) moved nothing and is not counted: the
+    records fetched before it are still the next ones."""
     async def seek(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await method(self, *args, **kwargs)
         number = self._rs_seek_n = getattr(self, "_rs_seek_n", 0) + 1
         if every:
             self._rs_seek_all = number
         else:
             _seeks_by_tp(self)[faust_consumer.ensure_TP(args[0] if args else kwargs["partition"])] \
                 = number
-        return await method(self, *args, **kwargs)
+        return result
     return seek
 
 

@@ -185,3 +185,40 @@ async def test_a_seek_of_one_partition_leaves_the_others_records_alone() -> None
     await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
                            timeout=10)
     assert delivered == [(0, 1), (1, 7), (0, 2), (1, 5)]
+
+
+async def test_a_seek_that_fails_makes_nothing_stale() -> None:
+    """The broker away: the seek raised and moved nothing, so the records already fetched are
+    still the next ones; skipping them would leave them unread (a partition stuck, seen with the
+    broker cut during a stop)."""
+    import asyncio
+
+    import mode
+    import pytest
+
+    consumer: Any = _consumer()
+    fetcher = mode.Service()
+    delivered: list[int] = []
+    calls = [0]
+
+    async def seek_to_committed() -> dict[TP, int]:
+        raise ConnectionError("the broker is away")
+
+    async def callback(message: _Message) -> None:
+        delivered.append(message.offset)
+
+    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        calls[0] += 1
+        if calls[0] == 1:
+            yield TOPIC, _Message(20)
+            with pytest.raises(ConnectionError):
+                await consumer.perform_seek()
+            yield TOPIC, _Message(21)
+        else:
+            fetcher._stopped.set()
+
+    consumer.callback, consumer.getmany = callback, getmany
+    consumer.seek_to_committed = seek_to_committed
+    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
+                           timeout=10)
+    assert delivered == [20, 21]
