@@ -134,7 +134,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
-            fetched_after = getattr(self, "_rs_seek_n", 0)  # (the change: seeks since are news)
+            fetched_after = None  # (the change) the last seek before this batch was fetched
             ait = getmany(timeout=1.0)
 
             # Sleeping because sometimes getmany is called in a loop
@@ -147,8 +147,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         await sleep(0)
                         num_since_yield = 0
 
-                    if stale(self, tp, fetched_after):  # (the change) its partition was moved
-                        continue  # since it was fetched: read again from where the seek points
+                    if fetched_after is None:  # (the change) getmany fetches, then yields the
+                        # batch's first record without an await: no seek came between
+                        fetched_after = getattr(self, "_rs_seek_n", 0)
+                    elif stale(self, tp, fetched_after):  # its partition was moved since it
+                        continue  # was fetched: read again from where the seek points
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:

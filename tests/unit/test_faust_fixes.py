@@ -222,3 +222,38 @@ async def test_a_seek_that_fails_makes_nothing_stale() -> None:
     await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
                            timeout=10)
     assert delivered == [20, 21]
+
+
+async def test_a_seek_before_the_batch_was_fetched_leaves_it_alone() -> None:
+    """A seek while the fetch waits (table recovery, a rebalance's end): what the fetch returns
+    afterwards is read from the new positions and is handed over (a worker taking partitions
+    over after a failover stalled when such batches were skipped)."""
+    import asyncio
+
+    import mode
+
+    consumer: Any = _consumer()
+    fetcher = mode.Service()
+    delivered: list[int] = []
+    calls = [0]
+
+    async def seek_to_committed() -> dict[TP, int]:
+        return {TOPIC: 9}
+
+    async def callback(message: _Message) -> None:
+        delivered.append(message.offset)
+
+    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        calls[0] += 1
+        if calls[0] == 1:
+            await consumer.perform_seek()  # during the fetch's wait
+            for offset in (9, 10):
+                yield TOPIC, _Message(offset)
+        else:
+            fetcher._stopped.set()
+
+    consumer.callback, consumer.getmany = callback, getmany
+    consumer.seek_to_committed = seek_to_committed
+    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
+                           timeout=10)
+    assert delivered == [9, 10]
