@@ -74,26 +74,41 @@ def install() -> None:
 
     cls._new_offset = _new_offset
     cls._drain_messages = _drain_messages
-    cls.perform_seek = _counting_seeks(cls.perform_seek, every=True)
-    cls.seek = _counting_seeks(cls.seek, every=False)
+    cls.seek = _counting_seek(cls.seek)
     setattr(cls, _MARK, True)
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    driver: Any = faust_aiokafka.Consumer
+    driver.seek_to_committed = _counting_seek_to_committed(driver.seek_to_committed)
 
 
-def _counting_seeks(method: Any, *, every: bool) -> Any:
-    """``method`` (a seek) numbered once it has moved the partitions: ``perform_seek`` moves every
-    partition (``every``), ``seek`` the one it is given. A record fetched before its partition's
-    last seek is stale. A seek that fails (the broker away) moved nothing and is not counted: the
-    records fetched before it are still the next ones."""
-    async def seek(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = await method(self, *args, **kwargs)
-        number = self._rs_seek_n = getattr(self, "_rs_seek_n", 0) + 1
-        if every:
-            self._rs_seek_all = number
-        else:
-            _seeks_by_tp(self)[faust_consumer.ensure_TP(args[0] if args else kwargs["partition"])] \
-                = number
+def _counting_seek(method: Any) -> Any:
+    """``Consumer.seek(partition, offset)`` numbered once it moved the partition: a record of it
+    fetched before is stale. A seek that fails (the broker away) moved nothing and is not
+    counted: the records fetched before it are still the next ones."""
+    async def seek(self: Any, partition: Any, offset: int) -> Any:
+        result = await method(self, partition, offset)
+        _moved(self, [partition])
         return result
     return seek
+
+
+def _counting_seek_to_committed(method: Any) -> Any:
+    """The driver's ``seek_to_committed`` (what ``perform_seek`` does at the end of a rebalance)
+    numbered for the partitions it moved: aiokafka moves only those with a committed offset
+    above 0; the others keep their position, and their records fetched before are not stale."""
+    async def seek_to_committed(self: Any) -> Any:
+        committed = await method(self)
+        _moved(self, [tp for tp, offset in committed.items() if offset and offset > 0])
+        return committed
+    return seek_to_committed
+
+
+def _moved(consumer: Any, tps: list[Any]) -> None:
+    number = consumer._rs_seek_n = getattr(consumer, "_rs_seek_n", 0) + 1
+    by_tp = _seeks_by_tp(consumer)
+    for tp in tps:
+        by_tp[faust_consumer.ensure_TP(tp)] = number
 
 
 def _seeks_by_tp(consumer: Any) -> dict[Any, int]:
@@ -104,10 +119,9 @@ def _seeks_by_tp(consumer: Any) -> dict[Any, int]:
 
 
 def stale(consumer: Any, tp: Any, fetched_after: int) -> bool:
-    """Whether ``tp`` was sought (alone or with every partition) after seek number
-    ``fetched_after``, the last one before its record was fetched."""
-    last = max(getattr(consumer, "_rs_seek_all", 0), _seeks_by_tp(consumer).get(tp, 0))
-    return last > fetched_after
+    """Whether ``tp`` was moved by a seek numbered after ``fetched_after``, the last one before
+    its record was fetched."""
+    return _seeks_by_tp(consumer).get(tp, 0) > fetched_after
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faust's, one change
