@@ -30,10 +30,12 @@ landed while that batch was handed over; the next record (16) read as a jump fro
 became a gap, and the batch marked everything up to 55 read; the records fetched again from 9 were
 dropped as read, and the commit passed 15, which the rebalance had discarded unprocessed: lost for
 good. Also, a message the flow's suspension (a rebalance) beat was marked read without being
-handed over. Here every seek is numbered (``perform_seek`` moves every partition, ``seek`` the
-one it is given): a record fetched before its partition's last seek is skipped, not marked read,
-and read again from where the seek points; a message the suspension beat is not marked read and
-ends its batch (the rebalance ends with a seek). The rest of the method is Faust 0.15's.
+handed over. Here every seek that moved partitions is numbered (``seek`` moves the one it is
+given; ``seek_to_committed``, what ``perform_seek`` does, moves those aiokafka moves: a committed
+offset above 0; a seek that fails moves nothing): a record fetched before its partition was last
+moved is skipped, not marked read, and read again from where the seek points; a message the
+suspension beat is not marked read and ends its batch (the rebalance ends with a seek). The rest
+of the method is Faust 0.15's.
 """
 
 from __future__ import annotations
