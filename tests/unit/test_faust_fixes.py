@@ -1,11 +1,18 @@
-"""Faust's offset commit never passes a message still in flight (retail_sync/faust_fixes.py),
-on a real Faust consumer (the aiokafka driver's, not started: the commit arithmetic only)."""
+"""Faust's offset commit never passes a message still in flight, and its fetch loop never marks
+read a record it did not hand over or one a seek made stale (retail_sync/faust_fixes.py), on a
+real Faust consumer (the aiokafka driver's, not started: the commit arithmetic and Faust's own
+fetch loop, fed by the tests' fetches)."""
 
 from __future__ import annotations
 
+import asyncio
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import faust
+import mode
+import pytest
 from faust.types import TP
 
 from retail_sync import faust_fixes
@@ -55,8 +62,6 @@ def test_install_is_idempotent() -> None:
 def _seeks_to(consumer: Any, committed: Any) -> None:
     """The driver's ``seek_to_committed`` as the fix counts it, answering ``committed`` (raised
     if an exception): aiokafka not started."""
-    import types
-
     async def seek_to_committed(self: Any) -> Any:
         if isinstance(committed, Exception):
             raise committed
@@ -66,8 +71,43 @@ def _seeks_to(consumer: Any, committed: Any) -> None:
 
 
 class _Message:
-    def __init__(self, offset: int) -> None:
-        self.offset, self.topic, self.key, self.value = offset, TOPIC.topic, b"k", b"v"
+    def __init__(self, offset: int, tp: TP = TOPIC) -> None:
+        self.offset, self.topic, self.partition = offset, tp.topic, tp.partition
+        self.key, self.value = b"k", b"v"
+
+
+Fetch = Callable[[], AsyncIterator[tuple[TP, _Message]]]
+
+
+async def _drain(consumer: Any, *fetches: Fetch,
+                 callback: Callable[[_Message], Awaitable[None]] | None = None) -> list[_Message]:
+    """Faust's fetch loop (``Consumer._drain_messages``, as installed) on ``consumer``, each call
+    of its ``getmany`` answered by the next of ``fetches``; the loop ends after the last. Returns
+    what was handed over (``callback``: how, after it returns; default at once)."""
+    fetcher = mode.Service()
+    delivered: list[_Message] = []
+    pending = list(fetches)
+
+    async def handed_over(message: _Message) -> None:
+        if callback is not None:
+            await callback(message)
+        delivered.append(message)
+
+    async def getmany(timeout: float) -> AsyncIterator[tuple[TP, _Message]]:  # noqa: ASYNC109
+        if not pending:
+            fetcher._stopped.set()  # the fetcher stops: the loop ends
+            return
+        async for record in pending.pop(0)():
+            yield record
+
+    consumer.callback, consumer.getmany = handed_over, getmany
+    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
+                           timeout=10)
+    return delivered
+
+
+def _offsets(messages: list[_Message]) -> list[int]:
+    return [m.offset for m in messages]
 
 
 async def test_a_message_the_flows_suspension_beat_is_fetched_again_not_dropped() -> None:
@@ -76,40 +116,27 @@ async def test_a_message_the_flows_suspension_beat_is_fetched_again_not_dropped(
     to the committed offset lands in the middle of it. Faust marked every message of the batch
     read without handing it over, so the records fetched again from the committed offset were
     dropped as already read: only the batch's last one was delivered."""
-    import asyncio
-
-    import mode
-
     consumer: Any = _consumer()
-    fetcher = mode.Service()
-    delivered: list[int] = []
-    calls = [0]
 
-    async def callback(message: _Message) -> None:  # hands the message to the stream
+    async def stream_buffer(message: _Message) -> None:
         while consumer.suspend_flow.is_set():  # the stream's buffer is full while it rebalances
             await asyncio.sleep(0.05)
-        delivered.append(message.offset)
 
-    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
-        calls[0] += 1
-        if calls[0] == 1:  # fetched before the rebalance, handed over while it runs
-            yield TOPIC, _Message(24)
-            consumer._read_offset[TOPIC] = 24  # the rebalance's seek to the committed offset
-            for offset in (25, 26, 27):
-                yield TOPIC, _Message(offset)
-        elif calls[0] == 2:  # the rebalance is over: the flow resumes, fetched again from 24
-            consumer.suspend_flow.clear()
-            for offset in (24, 25, 26, 27):
-                yield TOPIC, _Message(offset)
-        else:
-            fetcher._stopped.set()  # the fetcher stops: the loop ends
+    async def before_the_rebalance() -> AsyncIterator[tuple[TP, _Message]]:
+        yield TOPIC, _Message(24)  # fetched before the rebalance, handed over while it runs
+        consumer._read_offset[TOPIC] = 24  # the rebalance's seek to the committed offset
+        for offset in (25, 26, 27):
+            yield TOPIC, _Message(offset)
 
-    consumer.callback, consumer.getmany = callback, getmany
+    async def again_from_24() -> AsyncIterator[tuple[TP, _Message]]:
+        consumer.suspend_flow.clear()  # the rebalance is over: the flow resumes
+        for offset in (24, 25, 26, 27):
+            yield TOPIC, _Message(offset)
+
     consumer._read_offset[TOPIC] = 24  # the committed offset
     consumer.suspend_flow.set()  # a rebalance has begun
-    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
-                           timeout=10)
-    assert delivered == [24, 25, 26, 27]  # Faust alone: [27] (24, 25, 26 dropped for good)
+    delivered = await _drain(consumer, before_the_rebalance, again_from_24, callback=stream_buffer)
+    assert _offsets(delivered) == [24, 25, 26, 27]  # Faust alone: [27] (24-26 dropped for good)
     assert consumer._read_offset[TOPIC] == 27
 
 
@@ -120,178 +147,89 @@ async def test_a_batch_fetched_before_a_seek_is_left_at_the_seek() -> None:
     jump from 9, so Faust recorded 10-15 as a gap (offsets it may commit past, meant for
     transaction markers) and marked the batch read; the records fetched again from 9 were dropped,
     and the commit passed 15, which the rebalance had discarded unprocessed: lost for good."""
-    import asyncio
-
-    import mode
-
     consumer: Any = _consumer()
-    fetcher = mode.Service()
-    delivered: list[int] = []
-    calls = [0]
 
+    async def before_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        for offset in range(12, 19):
+            if offset == 16:  # the rebalance's seek runs between two hand-overs
+                await consumer.perform_seek()
+            yield TOPIC, _Message(offset)
 
-    async def callback(message: _Message) -> None:
-        delivered.append(message.offset)
+    async def again_from_9() -> AsyncIterator[tuple[TP, _Message]]:
+        for offset in range(9, 19):
+            yield TOPIC, _Message(offset)
 
-    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
-        calls[0] += 1
-        if calls[0] == 1:  # fetched before the seek
-            for offset in range(12, 19):
-                if offset == 16:  # the rebalance's seek runs between two hand-overs
-                    await consumer.perform_seek()
-                yield TOPIC, _Message(offset)
-        elif calls[0] == 2:  # fetched again from the committed offset
-            for offset in range(9, 19):
-                yield TOPIC, _Message(offset)
-        else:
-            fetcher._stopped.set()
-
-    consumer.callback, consumer.getmany = callback, getmany
     _seeks_to(consumer, {TOPIC: 9})
-    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
-                           timeout=10)
+    delivered = await _drain(consumer, before_the_seek, again_from_9)
     # Faust alone: 12-18 once, then 18 again; 9-11 never, and 10-15 recorded as a gap
-    assert delivered == [12, 13, 14, 15, *range(9, 19)]
+    assert _offsets(delivered) == [12, 13, 14, 15, *range(9, 19)]
     assert not consumer._gap.get(TOPIC)
 
 
 async def test_a_seek_of_one_partition_leaves_the_others_records_alone() -> None:
     """Table recovery seeks changelog partitions one by one on the same consumer: only the sought
     partition's records fetched before the seek are stale; the others are handed over."""
-    import asyncio
-
-    import mode
-
     consumer: Any = _consumer()
-    fetcher = mode.Service()
     other = TP("app-stock-changelog", 1)
-    delivered: list[tuple[int, int]] = []
-    calls = [0]
 
     async def no_seek(partition: TP, offset: int) -> None:
         return None
 
-    async def callback(message: Any) -> None:
-        delivered.append((message.partition, message.offset))
+    async def around_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        yield TOPIC, _Message(1)
+        yield other, _Message(7, other)
+        await consumer.seek(other, 5)  # recovery moves the changelog partition back
+        yield TOPIC, _Message(2)
+        yield other, _Message(8, other)  # fetched before the seek: stale
 
-    def record(tp: TP, offset: int) -> Any:
-        message = _Message(offset)
-        message.topic, message.partition = tp.topic, tp.partition  # type: ignore[attr-defined]
-        return tp, message
+    async def from_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        yield other, _Message(5, other)
 
-    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
-        calls[0] += 1
-        if calls[0] == 1:
-            yield record(TOPIC, 1)
-            yield record(other, 7)
-            await consumer.seek(other, 5)  # recovery moves the changelog partition back
-            yield record(TOPIC, 2)
-            yield record(other, 8)  # fetched before the seek: stale
-        elif calls[0] == 2:
-            yield record(other, 5)
-        else:
-            fetcher._stopped.set()
-
-    consumer.callback, consumer.getmany, consumer._seek = callback, getmany, no_seek
-    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
-                           timeout=10)
-    assert delivered == [(0, 1), (1, 7), (0, 2), (1, 5)]
+    consumer._seek = no_seek
+    delivered = await _drain(consumer, around_the_seek, from_the_seek)
+    assert [(m.partition, m.offset) for m in delivered] == [(0, 1), (1, 7), (0, 2), (1, 5)]
 
 
 async def test_a_seek_that_fails_makes_nothing_stale() -> None:
     """The broker away: the seek raised and moved nothing, so the records already fetched are
     still the next ones; skipping them would leave them unread (a partition stuck, seen with the
     broker cut during a stop)."""
-    import asyncio
-
-    import mode
-    import pytest
-
     consumer: Any = _consumer()
-    fetcher = mode.Service()
-    delivered: list[int] = []
-    calls = [0]
 
+    async def around_a_failed_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        yield TOPIC, _Message(20)
+        with pytest.raises(ConnectionError):
+            await consumer.perform_seek()
+        yield TOPIC, _Message(21)
 
-    async def callback(message: _Message) -> None:
-        delivered.append(message.offset)
-
-    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
-        calls[0] += 1
-        if calls[0] == 1:
-            yield TOPIC, _Message(20)
-            with pytest.raises(ConnectionError):
-                await consumer.perform_seek()
-            yield TOPIC, _Message(21)
-        else:
-            fetcher._stopped.set()
-
-    consumer.callback, consumer.getmany = callback, getmany
     _seeks_to(consumer, ConnectionError("the broker is away"))
-    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
-                           timeout=10)
-    assert delivered == [20, 21]
+    assert _offsets(await _drain(consumer, around_a_failed_seek)) == [20, 21]
 
 
 async def test_a_seek_before_the_batch_was_fetched_leaves_it_alone() -> None:
     """A seek while the fetch waits (table recovery, a rebalance's end): what the fetch returns
     afterwards is read from the new positions and is handed over (a worker taking partitions
     over after a failover stalled when such batches were skipped)."""
-    import asyncio
-
-    import mode
-
     consumer: Any = _consumer()
-    fetcher = mode.Service()
-    delivered: list[int] = []
-    calls = [0]
 
+    async def after_a_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        await consumer.perform_seek()  # during the fetch's wait
+        for offset in (9, 10):
+            yield TOPIC, _Message(offset)
 
-    async def callback(message: _Message) -> None:
-        delivered.append(message.offset)
-
-    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
-        calls[0] += 1
-        if calls[0] == 1:
-            await consumer.perform_seek()  # during the fetch's wait
-            for offset in (9, 10):
-                yield TOPIC, _Message(offset)
-        else:
-            fetcher._stopped.set()
-
-    consumer.callback, consumer.getmany = callback, getmany
     _seeks_to(consumer, {TOPIC: 9})
-    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
-                           timeout=10)
-    assert delivered == [9, 10]
+    assert _offsets(await _drain(consumer, after_a_seek)) == [9, 10]
 
 
 async def test_a_partition_the_seek_to_committed_did_not_move_is_not_stale() -> None:
     """aiokafka moves only partitions with a committed offset above 0: the records of the others
     fetched before are still the next ones (a failover stalled when they were skipped)."""
-    import asyncio
-
-    import mode
-
     consumer: Any = _consumer()
-    fetcher = mode.Service()
-    delivered: list[int] = []
-    calls = [0]
 
-    async def callback(message: _Message) -> None:
-        delivered.append(message.offset)
+    async def around_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        yield TOPIC, _Message(0)
+        await consumer.perform_seek()  # nothing committed on it yet: not moved
+        yield TOPIC, _Message(1)
 
-    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
-        calls[0] += 1
-        if calls[0] == 1:
-            yield TOPIC, _Message(0)
-            await consumer.perform_seek()  # nothing committed on it yet: not moved
-            yield TOPIC, _Message(1)
-        else:
-            fetcher._stopped.set()
-
-    consumer.callback, consumer.getmany = callback, getmany
     _seeks_to(consumer, {TOPIC: None})
-    await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
-                           timeout=10)
-    assert delivered == [0, 1]
+    assert _offsets(await _drain(consumer, around_the_seek)) == [0, 1]
