@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import faust
 
+from retail_sync.agents.intake import Intake
 from retail_sync.agents.retry import RetrySettings
 from retail_sync.connectors.breaker import CircuitBreaker
 from retail_sync.streams.rules.policies import (
@@ -117,6 +118,9 @@ class AgentDeps(Protocol):
         admin action the order agent refused after it was accepted at the door."""
 
     def breaker(self, system: str) -> CircuitBreaker: ...
+
+    @property
+    def intake(self) -> Intake: ...  # orders waiting for their stock answer (agents/intake.py)
 
 
 def order_policies(settings: AgentSettings) -> OrderPolicies:

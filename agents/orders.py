@@ -34,7 +34,7 @@ from retail_sync.streams.events import (
     OrderEvents,
     OrderReceived,
 )
-from retail_sync.streams.models import ExceptionKind, RawOrderMessage, utcnow
+from retail_sync.streams.models import ExceptionKind, OrderStatus, RawOrderMessage, utcnow
 from retail_sync.streams.rules.lifecycle import apply
 from retail_sync.streams.rules.outcome import Outcome
 from retail_sync.streams.rules.policies import OrderPolicies
@@ -187,6 +187,10 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
     if outcome.state is not None and outcome.changed:
         table.set(key, outcome.state)  # the store indexes it by its ids in the same write
         _observe(ctx, outcome, event, previous)
+        if outcome.state.status is OrderStatus.STOCK_PENDING:
+            ctx.intake.waiting(key)  # the intake takes no more orders while too many wait
+        else:
+            ctx.intake.answered(key)
     for command in outcome.stock_commands:
         outbox.add(ctx.topics.stock_events, command.sku, command)
     for request in outcome.erp_requests:

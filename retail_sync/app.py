@@ -9,7 +9,15 @@ from typing import Any, TypeVar
 import faust
 from aiokafka.errors import KafkaError
 
-from retail_sync import broker_watch, exceptions_view, faust_fixes, heap, memdebug, web
+from retail_sync import (
+    broker_watch,
+    exceptions_view,
+    faust_fixes,
+    heap,
+    intake_hold,
+    memdebug,
+    web,
+)
 from retail_sync.agents import (
     erp_dispatch,
     erp_orders,
@@ -21,6 +29,7 @@ from retail_sync.agents import (
     stock_feed,
     warehouse,
 )
+from retail_sync.agents.intake import Intake
 from retail_sync.channels import channels
 from retail_sync.connectors import wms
 from retail_sync.connectors.contracts import ChannelOutbound, ErpConnector, StockFeed
@@ -80,6 +89,8 @@ def faust_app(settings: Settings, broker_url: str) -> faust.App:
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         producer_linger=settings.producer_linger_s,
+        broker_commit_interval=settings.broker_commit_interval_s,
+        broker_max_poll_records=settings.consumer_max_poll_records,
         # explicit (Faust's default is the same 1,200 s): records the pipeline sends wait this
         # long for a broker that is away; the webhook bounds its own wait (ingress.receive_webhook)
         producer_request_timeout=settings.producer_request_timeout_s,
@@ -119,7 +130,11 @@ def create_app(
         stock_feed_factory=stock_feed_factory or _optional(erp.stock_feed, erp_settings),
         wms_factory=lambda: wms.plugin.connector(settings),
         erp_order_feed_factory=_optional(erp.order_feed, erp_settings),
+        intake=Intake(settings.intake_max_awaiting_stock, settings.intake_expiry_s),
     )
+    # orders-raw is not fetched while the orders taken in wait for their stock answers
+    intake_hold.hold(app, [ctx.topics.raw_orders.get_topic_name()], ctx.intake.full)
+    metrics.bind_intake(ctx.intake)
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))
     metrics.registry.register(RateLimitCollector(all_budgets))

@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from retail_sync import audit
+from retail_sync.agents.intake import Intake
 from retail_sync.connectors.breaker import CircuitBreaker
 from retail_sync.connectors.contracts import (
     ChannelOutbound,
@@ -50,6 +51,8 @@ class Context:
     wms_factory: Callable[[], WmsConnector | None] | None = None
     erp_order_feed_factory: Callable[[], ErpOrderFeed | None] | None = None
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    #: orders taken in and waiting for their stock answer (agents/intake.py); no limit by default
+    intake: Intake = field(default_factory=lambda: Intake(0))
     #: the order agent's note of an admin action it refused after accepting it (audit.py)
     audit_refused_later: Callable[..., Awaitable[None]] = audit.refused_later
 

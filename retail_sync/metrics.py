@@ -167,6 +167,16 @@ class Metrics:
             "the breaker at scrape time: Context.breaker binds it).", ["system"],
             registry=r,
         )
+        self.orders_awaiting_stock = Gauge(
+            "retail_sync_orders_awaiting_stock",
+            "Orders this worker took from orders-raw that wait for their stock answer "
+            "(agents/intake.py; read at scrape time).", registry=r,
+        )
+        self.intake_held = Gauge(
+            "retail_sync_intake_held",
+            "1 while the worker fetches no orders-raw because intake_max_awaiting_stock orders "
+            "wait for their stock answer (read at scrape time).", registry=r,
+        )
         self.inflight_erp = Gauge(
             "retail_sync_erp_inflight", "ERP requests in flight on this worker.", registry=r,
         )
@@ -220,6 +230,12 @@ class Metrics:
         value: after the ERP's breaker opened, a later success never cleared it)."""
         self.circuit_open.labels(system=breaker.name).set_function(
             lambda: float(breaker.state != "closed"))
+
+    def bind_intake(self, intake: Any) -> None:
+        """``retail_sync_orders_awaiting_stock`` and ``retail_sync_intake_held`` read
+        ``intake`` (agents/intake.py) at scrape time."""
+        self.orders_awaiting_stock.set_function(lambda: float(intake.count()))
+        self.intake_held.set_function(lambda: float(intake.full()))
 
 
 @functools.lru_cache(maxsize=1)

@@ -50,6 +50,21 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         500, ge=1, le=1000, description="The order and stock agents take their input in batches "
         "of at most this many records (issue 16): sends are grouped per partition and go out at "
         "the end of a batch, before it is acknowledged.")
+    intake_max_awaiting_stock: int = Field(
+        500, ge=0, le=1_000_000, description="Orders a worker takes from orders-raw and waits "
+        "for the stock answers of at most (agents/intake.py): at this many it fetches no more "
+        "orders-raw until answers come, so a backlog is worked through a bounded number at a "
+        "time (their states stay decoded in the table cache) instead of read in whole first. "
+        "0: no limit.")
+    consumer_max_poll_records: int = Field(
+        500, ge=1, le=100_000, description="Records one fetch hands to the agents at most "
+        "(Faust's broker_max_poll_records; its default has no limit: one fetch handed over up to "
+        "1 MB per partition). The intake's hold (intake_max_awaiting_stock) is looked at before "
+        "each fetch, so the orders taken past its limit are at most this many.")
+    intake_expiry_s: float = Field(
+        10.0, gt=0, le=3600, description="An order waiting longer than this for its stock "
+        "answer no longer counts against intake_max_awaiting_stock (its answer may come to "
+        "another worker): the intake slows, it never stops.")
     batch_within_s: float = Field(
         0.005, gt=0, le=1, description="How long a batch waits to fill before it is handled "
         "with what it has (a record waits at most this long per batched hop).")
@@ -67,6 +82,12 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
     # p99 <= 250 ms. Kept at 5 ms: fewer produce requests must come from batching at the
     # source (one record per batch), not from waiting.
     producer_linger_s: float = Field(0.005, ge=0, le=1)
+    broker_commit_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the worker commits the offsets it has processed "
+        "(Faust's broker_commit_interval; its default is 2.8 s). A commit is one producer flush "
+        "and one OffsetCommit request. Shorter: less work repeated after a crash and a consumer "
+        "lag (the broker's committed offsets, what the lag alerts read) that trails the work by "
+        "at most this long.")
     producer_request_timeout_s: float = Field(
         1200.0, ge=10, description="How long the worker's producer keeps a record it could not "
         "deliver (broker unreachable) before failing it: the longest broker outage the "
