@@ -13,9 +13,9 @@ is really done, with what it cost in records, bytes and CPU.
    - ``erp``: the ERP simulator holds all N orders,
    - ``drained``: the ERP holds all N orders AND the group's committed offset equals the end
      offset on every partition the workers consume (read from the broker; the timers' poll-ticks
-     left out, ``BACKGROUND_TOPICS``). Sustained throughput
-     is N / drained. Faust commits every ``broker_commit_interval`` (2.8 s by default), so
-     ``drained`` can be late by up to one interval; ``last record`` (the newest record timestamp
+     left out, ``BACKGROUND_TOPICS``). Sustained throughput is N / drained. The workers commit
+     every ``RETAIL_SYNC_BROKER_COMMIT_INTERVAL_S`` (1 s by default; Faust's own default was
+     2.8 s), so ``drained`` can be late by up to one interval; ``last record`` (the newest record timestamp
      any topic of the app got during the run, changelogs included) bounds the real end from below.
 4. CPU seconds per order per process from the snapshots at the start and at ``drained``; records
    and bytes per order per topic from the end offsets after the run (once they stop moving) and a

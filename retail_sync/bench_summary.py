@@ -78,8 +78,9 @@ def pipeline_tables(pipe: Mapping[str, Any], ratios: Mapping[str, float],
          _n(pipe["orders_per_s_last_record"], 1)],
     ], f"pipeline: {n} orders, {workers}{runs}", footnotes=[
         f"lag: the group's committed vs end offsets from the broker, on the "
-        f"{pipe.get('consumed_partitions', '?')} partitions the workers consume; Faust commits "
-        "every 2.8 s, so 'lag 0' can trail the work by up to that"])
+        f"{pipe.get('consumed_partitions', '?')} partitions the workers consume (poll-ticks "
+        "left out); the workers commit every RETAIL_SYNC_BROKER_COMMIT_INTERVAL_S (1 s by "
+        "default), so 'lag 0' can trail the work by up to that"])
     topics = sorted(pipe["topics"].items(), key=lambda kv: -(kv[1]["produced"] + kv[1]["consumed"]))
     per_topic = grid(["topic", "produced/order", "consumed/order", "bytes/order"], [
         [name, _n(t["produced"], 2), _n(t["consumed"], 2), _n(t["bytes_produced"])]
