@@ -6,7 +6,9 @@ table's cache, their latency stays low) instead of a backlog being read in whole
 of it is finished.
 
 An order that waits longer than ``expiry_s`` no longer counts (its answer may never come here: the
-stock agent's worker died, the partition moved away): the intake is slowed, never stopped.
+stock agent's worker died): the intake is slowed, never stopped. The orders of a partition this
+worker gives up in a rebalance stop counting at once (``forget``: their answers go to the new
+owner), so a worker that keeps its other partitions does not hold their intake for them.
 """
 
 from __future__ import annotations
@@ -21,16 +23,24 @@ class Intake:
     def __init__(self, limit: int, expiry_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.expiry_s, self._clock = limit, expiry_s, clock
-        self._since: dict[str, float] = {}  # order key -> when it began waiting; oldest first
+        #: order key -> (when it began waiting, its partition); oldest first
+        self._since: dict[str, tuple[float, int | None]] = {}
 
-    def waiting(self, key: str) -> None:
-        """``key`` asked the stock agent and waits for its answer."""
+    def waiting(self, key: str, partition: int | None = None) -> None:
+        """``key`` (on ``partition`` of the order agent's input) asked the stock agent and waits
+        for its answer."""
         if key not in self._since:
-            self._since[key] = self._clock()
+            self._since[key] = (self._clock(), partition)
 
     def answered(self, key: str) -> None:
         """``key`` waits no more (answered, cancelled, gone)."""
         self._since.pop(key, None)
+
+    def forget(self, partitions: set[int]) -> None:
+        """The orders of ``partitions`` (given up in a rebalance) wait here no more."""
+        if partitions:
+            self._since = {key: (at, p) for key, (at, p) in self._since.items()
+                           if p not in partitions}
 
     def count(self) -> int:
         """Orders waiting, those waiting longer than ``expiry_s`` dropped."""
@@ -38,7 +48,7 @@ class Intake:
         if since:
             oldest = self._clock() - self.expiry_s
             while since:
-                key, at = next(iter(since.items()))
+                key, (at, _) = next(iter(since.items()))
                 if at >= oldest:
                     break
                 del since[key]

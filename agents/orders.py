@@ -188,7 +188,8 @@ async def _apply(ctx: AgentDeps, key: str, event: OrderEvent, policies: OrderPol
         table.set(key, outcome.state)  # the store indexes it by its ids in the same write
         _observe(ctx, outcome, event, previous)
         if outcome.state.status is OrderStatus.STOCK_PENDING:
-            ctx.intake.waiting(key)  # the intake takes no more orders while too many wait
+            current = faust.current_event()  # the intake takes no more while too many wait
+            ctx.intake.waiting(key, None if current is None else current.message.partition)
         else:
             ctx.intake.answered(key)
     for command in outcome.stock_commands:

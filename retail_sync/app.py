@@ -133,7 +133,12 @@ def create_app(
         intake=Intake(settings.intake_max_awaiting_stock, settings.intake_expiry_s),
     )
     # orders-raw is not fetched while the orders taken in wait for their stock answers
-    intake_hold.hold(app, [ctx.topics.raw_orders.get_topic_name()], ctx.intake.full)
+    raw_topic = ctx.topics.raw_orders.get_topic_name()
+    intake_hold.hold(app, [raw_topic], ctx.intake.full)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
+    async def _intake_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        ctx.intake.forget({tp.partition for tp in revoked if tp.topic == raw_topic})
     metrics.bind_intake(ctx.intake)
     metrics.registry.register(ConsumerLagCollector(
         app, [topic.get_topic_name() for topic in ctx.topics.all()]))

@@ -50,6 +50,32 @@ def test_an_order_waiting_too_long_no_longer_counts() -> None:
     assert intake.count() == 0
 
 
+def test_the_orders_of_partitions_given_up_no_longer_count() -> None:
+    intake = Intake(limit=3)
+    intake.waiting("a", 0)
+    intake.waiting("b", 1)
+    intake.waiting("c", 1)
+    intake.waiting("d")  # outside a stream event: only its age ends its wait
+    assert intake.full()
+    intake.forget({1})  # a rebalance took partition 1: its answers go to the new owner
+    assert intake.count() == 2 and not intake.full()
+    intake.forget(set())
+    intake.answered("a")
+    assert intake.count() == 1
+
+
+async def test_a_revoked_partition_leaves_the_workers_intake() -> None:
+    from retail_sync.app import create_app
+    from retail_sync.settings import Settings
+
+    ctx = create_app(Settings(app_id="intake-revoke"), "kafka://127.0.0.1:1")
+    raw = ctx.topics.raw_orders.get_topic_name()
+    for n, partition in enumerate([0, 1, 2, 2]):
+        ctx.intake.waiting(f"o{n}", partition)
+    await ctx.app.on_partitions_revoked.send({TP(raw, 2), TP("other-topic", 0)})
+    assert ctx.intake.count() == 2
+
+
 def test_no_limit_is_never_full() -> None:
     intake = Intake(limit=0)
     for n in range(100):
