@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from retail_sync.connectors.contracts import ErpPostResult
 from retail_sync.connectors.errors import (
@@ -121,6 +122,12 @@ def frappe_time(value: Any) -> datetime | None:
 # --- the session ------------------------------------------------------------------------------
 
 
+def json_text(value: Any) -> str:
+    """``value`` as JSON text for a request body: what ``json.dumps`` wrote, by orjson (keys that
+    are not strings written as strings, as ``json.dumps`` does)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 class FrappeSession:
     """One lazily created aiohttp session to a Frappe site, with token auth; network failures
     become RetryableError here."""
@@ -141,7 +148,10 @@ class FrappeSession:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            # request bodies (``json=``) by orjson: the stdlib encoder was ~1.5 % of a worker
+            # posting orders in bulk (issue 16 profile)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout,
+                                                  json_serialize=json_text)
         return self._session
 
     async def request(
