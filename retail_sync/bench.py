@@ -77,7 +77,7 @@ async def _bench(args: argparse.Namespace) -> int:
     broker_pid = broker.process.pid if broker is not None and broker.process else None
     runs = _runs(args.only)
     try:
-        records = _raw_records(args.messages if runs & {"ceiling", "faust", "pipeline"} else 0)
+        records = raw_records(args.messages if runs & {"ceiling", "faust", "pipeline"} else 0)
         print(f"bench: {len(records)} raw Shopify order records, {settings.partitions} partitions, "
               f"broker {mask_url(url)} ({'embedded Tansu' if broker else 'configured Kafka'})", flush=True)
         results: dict[str, Any] = {
@@ -174,13 +174,15 @@ def _runs(only: str) -> set[str]:
     return names
 
 
-def _raw_records(n: int) -> list[tuple[bytes, bytes]]:
-    factory = ShopifyOrderFactory(seed=1)
+def raw_records(n: int, *, seed: int = 1,
+                delivery_prefix: str = "bench") -> list[tuple[bytes, bytes]]:
+    """``n`` orders-raw records (key, value) of Shopify orders, as the webhook writes them."""
+    factory = ShopifyOrderFactory(seed=seed)
     out = []
     for _ in range(n):
         order = factory.order()
         raw = RawOrderMessage(channel="shopify", topic="orders/create",
-                              delivery_id=f"bench-{order['id']}", received_at=utcnow(),
+                              delivery_id=f"{delivery_prefix}-{order['id']}", received_at=utcnow(),
                               body=json.dumps(order))
         out.append((f"shopify:{order['id']}".encode(), raw.model_dump_json().encode()))
     return out
@@ -296,7 +298,7 @@ def _propagation_figures(since: Samples, channels: list[str]) -> dict[str, Any]:
 async def _failover(url: str, tansu: bool, partitions: int, orders: int,
                     standby: int) -> dict[str, Any]:
     """Kill one of two loaded workers: how long until the survivor owns and serves everything."""
-    records = _raw_records(orders)
+    records = raw_records(orders)
     stack = Stack(app_id=f"bench-fail{standby}-{int(time.time())}", workdir=ROOT / "var" / "bench",
                   broker_url=url, erp_config=ErpSimConfig(), tansu=tansu, partitions=partitions)
     stack.env["RETAIL_SYNC_TABLE_STANDBY_REPLICAS"] = str(standby)

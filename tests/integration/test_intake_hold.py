@@ -7,15 +7,13 @@ two fetches waiting, and still every order reaches the ERP exactly once."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from retail_sync.bench import raw_records
 from retail_sync.report import Samples
-from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack
-from retail_sync.streams.models import RawOrderMessage, utcnow
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -26,15 +24,7 @@ POLL = 100  # records one fetch hands over at most: the hold is looked at before
 
 
 def raw_orders(n: int) -> list[tuple[str, bytes]]:
-    factory = ShopifyOrderFactory(seed=5)
-    out = []
-    for _ in range(n):
-        order = factory.order()
-        raw = RawOrderMessage(channel="shopify", topic="orders/create",
-                              delivery_id=f"hold-{order['id']}", received_at=utcnow(),
-                              body=json.dumps(order))
-        out.append((f"shopify:{order['id']}", raw.model_dump_json().encode()))
-    return out
+    return [(key.decode(), value) for key, value in raw_records(n, seed=5, delivery_prefix="hold")]
 
 
 async def test_a_backlog_is_taken_in_a_bounded_number_at_a_time(stack: Stack) -> None:
