@@ -30,12 +30,23 @@ landed while that batch was handed over; the next record (16) read as a jump fro
 became a gap, and the batch marked everything up to 55 read; the records fetched again from 9 were
 dropped as read, and the commit passed 15, which the rebalance had discarded unprocessed: lost for
 good. Also, a message the flow's suspension (a rebalance) beat was marked read without being
-handed over. Here every seek that moved partitions is numbered (``seek`` moves the one it is
-given; ``seek_to_committed``, what ``perform_seek`` does, moves those aiokafka moves: a committed
-offset above 0; a seek that fails moves nothing): a record fetched before its partition was last
-moved is skipped, not marked read, and read again from where the seek points; a message the
-suspension beat is not marked read and ends its batch (the rebalance ends with a seek). The rest
-of the method is Faust 0.15's.
+handed over. Here every seek that moves a partition is numbered where it happens, on aiokafka's
+fetcher in the consumer's thread (``Fetcher.seek_to``: ``seek``, ``seek_to_committed`` for a
+committed offset above 0, Faust's ``seek_wait``; a seek that raises moves nothing), and each
+fetched batch is stamped there with the last number before it (the driver thread's
+``_fetch_records``, no await between): a record of a partition moved after its batch was fetched
+is skipped, not marked read, and read again from where the seek points; a message the
+suspension beat is not marked read and ends its batch (the rebalance ends with a seek). While
+Faust's ``perform_seek`` runs (the seek to committed at a rebalance's end, then Faust's read
+marks set to the committed offsets) nothing is handed over.
+
+Numbering the seek on the event loop (after ``seek_to_committed`` returned, as this fix first
+did) lost records: the seek moves the partitions one by one in the consumer's thread, and a
+batch fetched there from a moved partition's new position reached the fetch loop before the
+seek returned; counted after the seek, the rest of it was skipped as stale though nothing would
+fetch it again, and the next record read as a jump past it (SIGKILL restart: offsets 53-62 of a
+stock-events partition, 21 orders left waiting for stock; failover: 13-27 of order-events).
+The rest of the method is Faust 0.15's.
 """
 
 from __future__ import annotations
@@ -56,8 +67,9 @@ def first_unacked_gap(acked: list[int], start: int | None) -> bool:
 
 
 def install() -> None:
-    """Patch ``faust.transport.consumer.Consumer._new_offset`` and ``_drain_messages``
-    (idempotent)."""
+    """Patch ``faust.transport.consumer.Consumer._new_offset``, ``_drain_messages`` and
+    ``perform_seek``, aiokafka's ``Fetcher.seek_to`` and the Faust driver thread's
+    ``_fetch_records`` (idempotent)."""
     cls: Any = faust_consumer.Consumer
     if getattr(cls, _MARK, False):
         return
@@ -76,54 +88,80 @@ def install() -> None:
 
     cls._new_offset = _new_offset
     cls._drain_messages = _drain_messages
-    cls.seek = _counting_seek(cls.seek)
+    cls.perform_seek = _announced_seek(cls.perform_seek)
     setattr(cls, _MARK, True)
+    from aiokafka.consumer.fetcher import Fetcher
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    driver: Any = faust_aiokafka.Consumer
-    driver.seek_to_committed = _counting_seek_to_committed(driver.seek_to_committed)
+    fetcher_cls: Any = Fetcher
+    fetcher_cls.seek_to = _numbered_seek_to(fetcher_cls.seek_to)
+    thread: Any = faust_aiokafka.AIOKafkaConsumerThread
+    thread._fetch_records = _numbered_fetch(thread._fetch_records)
 
 
-def _counting_seek(method: Any) -> Any:
-    """``Consumer.seek(partition, offset)`` numbered once it moved the partition: a record of it
-    fetched before is stale. A seek that fails (the broker away) moved nothing and is not
-    counted: the records fetched before it are still the next ones."""
-    async def seek(self: Any, partition: Any, offset: int) -> Any:
-        result = await method(self, partition, offset)
-        _moved(self, [partition])
+def _numbered_seek_to(method: Any) -> Any:
+    """aiokafka's ``Fetcher.seek_to(tp, offset)`` (every seek of a partition: ``seek``,
+    ``seek_to_committed`` for a committed offset above 0, Faust's ``seek_wait``) numbered on the
+    fetcher once it moved the partition; a seek that raised moved nothing and is not counted."""
+    def seek_to(self: Any, tp: Any, offset: int) -> Any:
+        result = method(self, tp, offset)
+        moved(self, tp)
         return result
-    return seek
+    return seek_to
 
 
-def _counting_seek_to_committed(method: Any) -> Any:
-    """The driver's ``seek_to_committed`` (what ``perform_seek`` does at the end of a rebalance)
-    numbered for the partitions it moved: aiokafka moves only those with a committed offset
-    above 0; the others keep their position, and their records fetched before are not stale."""
-    async def seek_to_committed(self: Any) -> Any:
-        committed = await method(self)
-        _moved(self, [tp for tp, offset in committed.items() if offset and offset > 0])
-        return committed
-    return seek_to_committed
+def moved(fetcher: Any, tp: Any) -> None:
+    """Number a seek of ``tp`` on ``fetcher`` (aiokafka's, in the consumer's thread)."""
+    number = fetcher._rs_seek_n = getattr(fetcher, "_rs_seek_n", 0) + 1
+    seeks = getattr(fetcher, "_rs_seek_tp", None)
+    if seeks is None:
+        seeks = fetcher._rs_seek_tp = {}
+    seeks[(tp.topic, tp.partition)] = number
 
 
-def _moved(consumer: Any, tps: list[Any]) -> None:
-    number = consumer._rs_seek_n = getattr(consumer, "_rs_seek_n", 0) + 1
-    by_tp = _seeks_by_tp(consumer)
-    for tp in tps:
-        by_tp[faust_consumer.ensure_TP(tp)] = number
+def _numbered_fetch(method: Any) -> Any:
+    """The driver thread's ``_fetch_records``: the batch it returns is stamped, in the consumer's
+    thread and with no await between, with the number of the fetcher's last seek."""
+    async def _fetch_records(self: Any, consumer: Any, active_partitions: Any,
+                             timeout: float | None = None,  # noqa: ASYNC109 - Faust's signature
+                             max_records: int | None = None) -> Any:
+        records = await method(self, consumer, active_partitions, timeout=timeout,
+                               max_records=max_records)
+        fetched(self.consumer, consumer._fetcher)
+        return records
+    return _fetch_records
 
 
-def _seeks_by_tp(consumer: Any) -> dict[Any, int]:
-    found: dict[Any, int] | None = getattr(consumer, "_rs_seek_tp", None)
-    if found is None:
-        found = consumer._rs_seek_tp = {}
-    return found
+def fetched(consumer: Any, fetcher: Any) -> None:
+    """Stamp the batch ``fetcher`` just handed ``consumer`` (Faust's) with its last seek."""
+    consumer._rs_fetched = (fetcher, getattr(fetcher, "_rs_seek_n", 0))
 
 
-def stale(consumer: Any, tp: Any, fetched_after: int) -> bool:
-    """Whether ``tp`` was moved by a seek numbered after ``fetched_after``, the last one before
-    its record was fetched."""
-    return _seeks_by_tp(consumer).get(tp, 0) > fetched_after
+def stale(batch: tuple[Any, int] | None, tp: Any) -> bool:
+    """Whether ``tp`` was moved by a seek after ``batch`` (a stamp of ``fetched``) was fetched."""
+    if batch is None:
+        return False
+    fetcher, number = batch
+    seeks = getattr(fetcher, "_rs_seek_tp", None) or {}
+    return bool(seeks.get((tp.topic, tp.partition), 0) > number)
+
+
+def _announced_seek(method: Any) -> Any:
+    """``Consumer.perform_seek`` (the seek to committed offsets at a rebalance's end) announced
+    while it runs: it moves the partitions in the consumer's thread one by one, then sets
+    Faust's read marks to the committed offsets; the fetch loop hands nothing over meanwhile, so
+    a record fetched from a new position is not marked read before the marks are reset (which
+    would read the next one as a jump, a gap Faust may commit past)."""
+    async def perform_seek(self: Any) -> Any:
+        seeking = asyncio.Event()
+        self._rs_seeking = seeking
+        try:
+            return await method(self)
+        finally:
+            if getattr(self, "_rs_seeking", None) is seeking:
+                self._rs_seeking = None
+            seeking.set()
+    return perform_seek
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faust's, one change
@@ -150,7 +188,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
-            fetched_after = None  # (the change) the last seek before this batch was fetched
+            batch = None  # (the change) the batch's stamp: the last seek before its fetch
+            first = True
             ait = getmany(timeout=1.0)
 
             # Sleeping because sometimes getmany is called in a loop
@@ -163,11 +202,14 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         await sleep(0)
                         num_since_yield = 0
 
-                    if fetched_after is None:  # (the change) getmany fetches, then yields the
-                        # batch's first record without an await: no seek came between
-                        fetched_after = getattr(self, "_rs_seek_n", 0)
-                    elif stale(self, tp, fetched_after):  # its partition was moved since it
-                        continue  # was fetched: read again from where the seek points
+                    if first:  # (the change) getmany fetches, then yields the batch's first
+                        # record without an await: the stamp is this batch's
+                        batch, first = getattr(self, "_rs_fetched", None), False
+                    seeking = getattr(self, "_rs_seeking", None)
+                    if seeking is not None:  # a rebalance's seek: its read marks come first
+                        await seeking.wait()
+                    if stale(batch, tp):  # its partition was moved since it was fetched:
+                        continue  # read again from where the seek points
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
@@ -176,6 +218,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         if gap > 1 and r_offset:
                             acks_enabled = acks_enabled_for(message.topic)
                             if acks_enabled:
+                                # (ours) a gap is committed past: without transactions it is
+                                # records never handed over, so it is said where it shows
+                                self.log.warning("offsets %d..%d of %s fetched as a gap (read "
+                                                 "to %d, then %d): they may be committed past",
+                                                 r_offset + 1, offset - 1, tp, r_offset, offset)
                                 await self._add_gap(tp, r_offset + 1, offset)
                         if commit_every is not None:
                             if self._n_acked >= commit_every:
@@ -187,7 +234,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         waited = await self.wait_first(delivery, self.suspend_flow.wait())
                         if delivery not in waited.done:
                             break  # not handed over: not read; the rebalance ends with a seek
-                        if stale(self, tp, fetched_after):
+                        if stale(batch, tp):
                             continue  # sought meanwhile: not read; read again from the seek
                         # --- end of the change
                         set_read_offset(tp, offset)

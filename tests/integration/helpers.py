@@ -133,3 +133,69 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def where_orders_stopped(stack: Any, worker: Any, keys: set[str] | list[str],
+                               raw: list[Any] | None = None) -> str:
+    """Where orders that did not finish stopped, for a failure message: their orders-raw records
+    (``raw``: already read, else read now), the group's committed offsets against the topics'
+    true ends, each hop's records that name them (stock-events is keyed by SKU: its batches are
+    searched by value), their order-state changelog records, and their states with timelines.
+    A diagnosis only: a failure to read is written down, never raised."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from retail_sync.stack import read_topic
+    from retail_sync.tansu_compat import true_end_offsets
+
+    wanted = set(keys)
+    lines = []
+    try:
+        if raw is None:
+            raw = await stack.read_topic("orders-raw", timeout_s=30)
+        where = [(r.key.decode(), r.partition, r.offset) for r in raw
+                 if r.key is not None and r.key.decode() in wanted]
+        lines.append(f"on orders-raw at {sorted(where)[:10]}")
+    except Exception as exc:  # noqa: BLE001 - a diagnosis, never the failure itself
+        lines.append(f"orders-raw unreadable: {exc!r}")
+    topics = ["orders-raw", "order-events", "stock-events", "erp-requests"]
+    # the group's committed offsets (OffsetFetch: this consumer never joins the group)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=stack.app_id,
+                                enable_auto_commit=False)
+    try:
+        await consumer.start()
+        tps = [TopicPartition(stack.topic(t), p) for t in topics for p in range(stack.partitions)]
+        ends = await true_end_offsets(stack.bootstrap, await consumer.end_offsets(tps))
+        for tp in tps:
+            lines.append(f"{tp.topic.split('.', 1)[1]}[{tp.partition}] committed "
+                         f"{await consumer.committed(tp)} end {ends.get(tp)}")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"offsets unreadable: {exc!r}")
+    finally:
+        await consumer.stop()
+    for name in topics[1:]:
+        try:
+            records = await stack.read_topic(name, timeout_s=30)
+        except Exception as exc:  # noqa: BLE001
+            lines.append(f"{name} unreadable: {exc!r}")
+            continue
+        hits = [(r.partition, r.offset, r.value[:160]) for r in records
+                if any(k.encode() in r.value for k in wanted)]
+        lines.append(f"{name}: {len(records)} records, {len(hits)} for them {hits[:8]}")
+    try:
+        changelog = await read_topic(stack.bootstrap, f"{stack.app_id}-order-state-changelog", 30)
+        writes = [(r.key.decode(), r.partition, r.offset) for r in changelog
+                  if r.key is not None and r.key.decode() in wanted]
+        lines.append(f"order-state changelog: {len(changelog)} records, for them "
+                     f"{sorted(writes)[:12]}")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"order-state changelog unreadable: {exc!r}")
+    try:
+        lines.append(f"health {await worker.get_json('/health')}")
+        for key in sorted(wanted)[:3]:
+            status, state = await worker.get_json(f"/orders/{key}")
+            timeline = [(t.get("event"), t.get("at")) for t in state.get("timeline", [])] \
+                if isinstance(state, dict) else None
+            lines.append(f"{key}: {status} {str(state)[:400]} timeline {timeline}")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"worker unreadable: {exc!r}")
+    return "\n".join(lines)

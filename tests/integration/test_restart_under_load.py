@@ -26,7 +26,12 @@ import pytest
 from retail_sync.broker import free_port
 from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack, WorkerProcess
-from tests.integration.helpers import SECRET, eventually, stock_agrees_with_erp
+from tests.integration.helpers import (
+    SECRET,
+    eventually,
+    stock_agrees_with_erp,
+    where_orders_stopped,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -110,8 +115,10 @@ async def test_sigkill_and_restart_under_load_loses_duplicates_and_drifts_nothin
             missing = [k for k in accepted if k not in states]
             stuck = {k: s["status"] for k, s in states.items()
                      if s["status"] not in ("erp_confirmed", "cancelled")}
+            where = await where_orders_stopped(stack, worker, [*missing, *stuck])
             raise AssertionError(f"orders without a final decision: {len(missing)} unknown "
-                                 f"{missing[:5]}, {len(stuck)} stuck {list(stuck.items())[:5]}") from exc
+                                 f"{missing[:5]}, {len(stuck)} stuck {list(stuck.items())[:5]}\n"
+                                 f"{where}\n{worker.log_tail()}") from exc
 
         # 2. in the ERP exactly once, or cancelled for lack of stock (and not in the ERP)
         po_numbers = Counter(stored.doc["po_no"] for stored in erp.orders.values())

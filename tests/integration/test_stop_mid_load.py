@@ -23,19 +23,22 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from retail_sync.chaos_broker import ProxiedBroker
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import Stack, WorkerProcess
-from retail_sync.tansu_compat import true_end_offsets
-from tests.integration.helpers import GROUP_TIMINGS_ENV, TEARDOWN_STOP_TIMEOUT_S, eventually, headers
+from tests.integration.helpers import (
+    GROUP_TIMINGS_ENV,
+    TEARDOWN_STOP_TIMEOUT_S,
+    eventually,
+    headers,
+    where_orders_stopped,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -100,41 +103,6 @@ async def _exited(worker: WorkerProcess, timeout_s: float) -> bool:
     while worker.alive() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     return not worker.alive()
-
-
-async def _why_missing(stack: Stack, worker: WorkerProcess, missing: set[str],
-                       raw: list[Any]) -> str:
-    """Where the orders that never reached the ERP stopped: their orders-raw records, the group's
-    committed offsets against the topics' ends, the hops' records for them, their state."""
-    lines = []
-    where = [(r.key.decode(), r.partition, r.offset) for r in raw
-             if r.key is not None and r.key.decode() in missing]
-    lines.append(f"on orders-raw at {sorted(where)[:10]}")
-    topics = ["orders-raw", "order-events", "stock-events", "erp-requests"]
-    # the group's committed offsets (OffsetFetch: this consumer never joins the group)
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=stack.app_id,
-                                enable_auto_commit=False)
-    try:
-        await consumer.start()
-        tps = [TopicPartition(stack.topic(t), p) for t in topics for p in range(stack.partitions)]
-        ends = await true_end_offsets(stack.bootstrap, await consumer.end_offsets(tps))
-        for tp in tps:
-            lines.append(f"{tp.topic.split('.', 1)[1]}[{tp.partition}] committed "
-                         f"{await consumer.committed(tp)} end {ends.get(tp)}")
-    except Exception as exc:  # noqa: BLE001 - a diagnosis, never the failure itself
-        lines.append(f"offsets unreadable: {exc!r}")
-    finally:
-        await consumer.stop()
-    for name in topics[1:]:
-        records = await stack.read_topic(name, timeout_s=30)
-        hits = [(r.partition, r.offset, r.value[:120]) for r in records
-                if any(k.encode() in r.value for k in missing)]  # stock-events: keyed by SKU
-        lines.append(f"{name}: {len(records)} records, {len(hits)} for them {hits[:6]}")
-    lines.append(f"health {await worker.get_json('/health')}")
-    for key in sorted(missing)[:3]:
-        status, state = await worker.get_json(f"/orders/{key}")
-        lines.append(f"{key}: {status} {str(state)[:600]}")
-    return "\n".join(lines)
 
 
 @pytest.mark.parametrize("cut_broker", [False, True], ids=["sigterm", "sigterm+broker_cut"])
@@ -212,7 +180,7 @@ async def test_no_200_for_a_record_the_broker_lacks_when_stopped_mid_load(
             missing_keys = wanted - set(erp_orders())
             raise AssertionError(
                 f"{len(missing_keys)} orders answered 200 not in the ERP: "
-                f"{await _why_missing(stack, worker, missing_keys, raw)}; {summary}\n"
+                f"{await where_orders_stopped(stack, worker, missing_keys, raw)}; {summary}\n"
                 f"{worker.log_tail()}") from None
         await asyncio.sleep(2.0)  # a late duplicate would show now
         twice = [k for k, n in erp_orders().items() if n > 1]

@@ -12,7 +12,13 @@ import pytest
 
 from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
 from retail_sync.stack import Stack
-from tests.integration.helpers import SECRET, all_assigned, eventually, stock_agrees_with_erp
+from tests.integration.helpers import (
+    SECRET,
+    all_assigned,
+    eventually,
+    stock_agrees_with_erp,
+    where_orders_stopped,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +48,14 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
     def in_erp() -> set[str]:
         return {stored.doc["po_no"] for stored in erp.orders.values()}
 
-    await eventually(lambda: in_erp() == keys, timeout_s=120, every=1.0)
+    try:
+        await eventually(lambda: in_erp() == keys, timeout_s=120, every=1.0)
+    except AssertionError:
+        missing = keys - in_erp()
+        raise AssertionError(
+            f"{len(missing)} accepted orders not in the ERP:\n"
+            f"{await where_orders_stopped(stack, survivor, missing)}\n"
+            f"{survivor.log_tail()}") from None
     status, health = await survivor.get_json("/health")
     assert status == 200 and health["input_partitions"] == inputs  # it took every one over
     counts = Counter(stored.doc["po_no"] for stored in erp.orders.values())

@@ -59,15 +59,40 @@ def test_install_is_idempotent() -> None:
     assert faust_fixes.first_unacked_gap([32], 31) and not faust_fixes.first_unacked_gap([31], 31)
 
 
-def _seeks_to(consumer: Any, committed: Any) -> None:
-    """The driver's ``seek_to_committed`` as the fix counts it, answering ``committed`` (raised
-    if an exception): aiokafka not started."""
+class _Fetcher:
+    """aiokafka's fetcher as the fix sees it: ``seek_to`` numbered (``faust_fixes.moved``)."""
+
+    def __init__(self) -> None:
+        self.positions: dict[TP, int] = {}
+
+    def seek_to(self, tp: TP, offset: int) -> None:
+        self.positions[tp] = offset
+        faust_fixes.moved(self, tp)
+
+
+def _seeks_to(consumer: Any, committed: Any, *, until: asyncio.Event | None = None) -> _Fetcher:
+    """The consumer's fetcher, and the driver's ``seek_to_committed`` on it as aiokafka does it
+    (``seek_to`` for each committed offset above 0), answering ``committed`` (raised if an
+    exception; ``until``: it returns once that is set, its seeks done): aiokafka not started.
+    A fetch of the tests stamps its batch with ``faust_fixes.fetched(consumer, fetcher)``."""
+    fetcher = _Fetcher()
+
     async def seek_to_committed(self: Any) -> Any:
         if isinstance(committed, Exception):
             raise committed
+        for tp, offset in committed.items():
+            if offset and offset > 0:
+                fetcher.seek_to(tp, offset)
+        if until is not None:
+            await until.wait()
         return committed
-    consumer.seek_to_committed = types.MethodType(
-        faust_fixes._counting_seek_to_committed(seek_to_committed), consumer)
+
+    async def _seek(partition: TP, offset: int) -> None:
+        fetcher.seek_to(partition, offset)
+
+    consumer.seek_to_committed = types.MethodType(seek_to_committed, consumer)
+    consumer._seek = _seek
+    return fetcher
 
 
 class _Message:
@@ -101,6 +126,7 @@ async def _drain(consumer: Any, *fetches: Fetch,
             yield record
 
     consumer.callback, consumer.getmany = handed_over, getmany
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # as for the agents' topics
     await asyncio.wait_for(faust.transport.consumer.Consumer._drain_messages(consumer, fetcher),
                            timeout=10)
     return delivered
@@ -150,16 +176,18 @@ async def test_a_batch_fetched_before_a_seek_is_left_at_the_seek() -> None:
     consumer: Any = _consumer()
 
     async def before_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
         for offset in range(12, 19):
             if offset == 16:  # the rebalance's seek runs between two hand-overs
                 await consumer.perform_seek()
             yield TOPIC, _Message(offset)
 
     async def again_from_9() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
         for offset in range(9, 19):
             yield TOPIC, _Message(offset)
 
-    _seeks_to(consumer, {TOPIC: 9})
+    fetcher = _seeks_to(consumer, {TOPIC: 9})
     delivered = await _drain(consumer, before_the_seek, again_from_9)
     # Faust alone: 12-18 once, then 18 again; 9-11 never, and 10-15 recorded as a gap
     assert _offsets(delivered) == [12, 13, 14, 15, *range(9, 19)]
@@ -172,10 +200,8 @@ async def test_a_seek_of_one_partition_leaves_the_others_records_alone() -> None
     consumer: Any = _consumer()
     other = TP("app-stock-changelog", 1)
 
-    async def no_seek(partition: TP, offset: int) -> None:
-        return None
-
     async def around_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
         yield TOPIC, _Message(1)
         yield other, _Message(7, other)
         await consumer.seek(other, 5)  # recovery moves the changelog partition back
@@ -183,9 +209,10 @@ async def test_a_seek_of_one_partition_leaves_the_others_records_alone() -> None
         yield other, _Message(8, other)  # fetched before the seek: stale
 
     async def from_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
         yield other, _Message(5, other)
 
-    consumer._seek = no_seek
+    fetcher = _seeks_to(consumer, {})
     delivered = await _drain(consumer, around_the_seek, from_the_seek)
     assert [(m.partition, m.offset) for m in delivered] == [(0, 1), (1, 7), (0, 2), (1, 5)]
 
@@ -197,12 +224,13 @@ async def test_a_seek_that_fails_makes_nothing_stale() -> None:
     consumer: Any = _consumer()
 
     async def around_a_failed_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
         yield TOPIC, _Message(20)
         with pytest.raises(ConnectionError):
             await consumer.perform_seek()
         yield TOPIC, _Message(21)
 
-    _seeks_to(consumer, ConnectionError("the broker is away"))
+    fetcher = _seeks_to(consumer, ConnectionError("the broker is away"))
     assert _offsets(await _drain(consumer, around_a_failed_seek)) == [20, 21]
 
 
@@ -214,10 +242,11 @@ async def test_a_seek_before_the_batch_was_fetched_leaves_it_alone() -> None:
 
     async def after_a_seek() -> AsyncIterator[tuple[TP, _Message]]:
         await consumer.perform_seek()  # during the fetch's wait
+        faust_fixes.fetched(consumer, fetcher)  # then the fetch returns
         for offset in (9, 10):
             yield TOPIC, _Message(offset)
 
-    _seeks_to(consumer, {TOPIC: 9})
+    fetcher = _seeks_to(consumer, {TOPIC: 9})
     assert _offsets(await _drain(consumer, after_a_seek)) == [9, 10]
 
 
@@ -227,9 +256,45 @@ async def test_a_partition_the_seek_to_committed_did_not_move_is_not_stale() -> 
     consumer: Any = _consumer()
 
     async def around_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
         yield TOPIC, _Message(0)
         await consumer.perform_seek()  # nothing committed on it yet: not moved
         yield TOPIC, _Message(1)
 
-    _seeks_to(consumer, {TOPIC: None})
+    fetcher = _seeks_to(consumer, {TOPIC: None})
     assert _offsets(await _drain(consumer, around_the_seek)) == [0, 1]
+
+
+async def test_a_batch_fetched_after_the_seek_while_the_seek_finishes_is_handed_over() -> None:
+    """The SIGKILL-restart loss of 2026-12-05 (offsets 53-62 of a stock-events partition fetched
+    as a gap, 21 orders left waiting for stock): the rebalance's seek to committed moves the
+    partitions one by one in the consumer's thread, and the fetch loop got a batch read from the
+    new position before the seek had returned to the event loop. Numbered on the event loop, the
+    seek counted after the batch: the rest of the batch was skipped as stale though nothing would
+    fetch it again, and the next record read as a jump past it. Numbered where it happens, the
+    batch is fresh; and nothing is handed over until the seek has set Faust's read marks."""
+    consumer: Any = _consumer()
+    done = asyncio.Event()
+    fetcher = _seeks_to(consumer, {TOPIC: 52}, until=done)
+
+    async def after_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        seek = asyncio.create_task(consumer.perform_seek())  # the recovery's, beside the loop
+        while TOPIC not in fetcher.positions:  # its seek lands in the consumer's thread
+            await asyncio.sleep(0)
+        faust_fixes.fetched(consumer, fetcher)  # then a fetch reads from the new position
+        asyncio.get_running_loop().call_later(0.1, done.set)  # the seek returns meanwhile
+        yield TOPIC, _Message(52)
+        yield TOPIC, _Message(53)
+        await seek
+        for offset in (54, 55, 56):
+            yield TOPIC, _Message(offset)
+
+    async def next_fetch() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
+        yield TOPIC, _Message(57)
+
+    delivered = await _drain(consumer, after_the_seek, next_fetch)
+    # numbered on the event loop: 52, 53, then 54-56 skipped and 57 read as a jump (a gap)
+    assert _offsets(delivered) == [52, 53, 54, 55, 56, 57]
+    assert not consumer._gap.get(TOPIC)
+    assert consumer._read_offset[TOPIC] == 57
