@@ -172,15 +172,25 @@ async def where_orders_stopped(stack: Any, worker: Any, keys: set[str] | list[st
         lines.append(f"offsets unreadable: {exc!r}")
     finally:
         await consumer.stop()
-    for name in topics[1:]:
-        try:
-            records = await stack.read_topic(name, timeout_s=30)
-        except Exception as exc:  # noqa: BLE001
-            lines.append(f"{name} unreadable: {exc!r}")
-            continue
-        hits = [(r.partition, r.offset, r.value[:160]) for r in records
-                if any(k.encode() in r.value for k in wanted)]
-        lines.append(f"{name}: {len(records)} records, {len(hits)} for them {hits[:8]}")
+    dump = Path(stack.workdir) / "topics-dump.jsonl"  # every hop's records, for a post-mortem
+    with dump.open("w") as out:
+        for name in topics:
+            try:
+                records = await stack.read_topic(name, timeout_s=30)
+            except Exception as exc:  # noqa: BLE001
+                lines.append(f"{name} unreadable: {exc!r}")
+                continue
+            for r in records:
+                out.write(json.dumps({
+                    "topic": name, "partition": r.partition, "offset": r.offset,
+                    "timestamp": r.timestamp, "key": (r.key or b"").decode(errors="replace"),
+                    "value": (r.value or b"").decode(errors="replace")[:2000]}) + "\n")
+            if name == "orders-raw":
+                continue
+            hits = [(r.partition, r.offset, r.value[:160]) for r in records
+                    if any(k.encode() in r.value for k in wanted)]
+            lines.append(f"{name}: {len(records)} records, {len(hits)} for them {hits[:8]}")
+    lines.append(f"every hop's records: {dump}")
     try:
         changelog = await read_topic(stack.bootstrap, f"{stack.app_id}-order-state-changelog", 30)
         writes = [(r.key.decode(), r.partition, r.offset) for r in changelog
