@@ -12,9 +12,16 @@ PR #313) is off by one and skipped when nothing was committed yet:
 - ``if committed_offset:`` is false for ``None`` (nothing committed yet) and for ``0``, so a
   partition's first commit has no guard at all.
 
-Here the run must start at the committed offset when one is known (also 0). With none known (a
-consumer group's very first commit on a partition) and where Faust knows of gaps (transaction
-markers), Faust's own rules apply. ``install()`` patches the consumer class once per process;
+Here the run must start at the committed offset when one is known; with none known (a consumer
+group's first commit on a partition, and a committed 0, which Faust's ``perform_seek`` stores as
+none) at the first offset the fetch loop handed over since the partition was assigned. Before
+that second rule the first records of every partition of a new consumer group had no guard: an
+ERP post retrying at offset 0 of an erp-requests partition was committed past once later orders
+of the partition were posted, and a worker dying then lost it for good (its state erp_pending,
+nothing to post it again): tests/integration/test_first_commit.py, and test_stop_mid_load's
+broker cut under load (erp-requests offset 0 holding the three orders not in the ERP).
+Where Faust knows of gaps (transaction markers), Faust's own rules apply.
+``install()`` patches the consumer class once per process;
 the worker calls it at start (``retail_sync/app.py``), for any broker (the defect is Faust's, not
 the embedded broker's). tests/unit/test_faust_fixes.py drives a real Faust consumer.
 
@@ -80,6 +87,8 @@ def install() -> None:
         if acked:
             gaps = self._gap.get(tp) if hasattr(self._gap, "get") else None
             start = self._committed_offset[tp]
+            if start is None:  # nothing committed: the first offset handed over is the start
+                start = first_handed_over(self).get(tp)
             # Faust's gap intervals (transaction markers) fill holes it knows are empty: let its
             # own code merge them first when there are any
             if not gaps and first_unacked_gap(acked, start):
@@ -88,6 +97,7 @@ def install() -> None:
 
     cls._new_offset = _new_offset
     cls._drain_messages = _drain_messages
+    cls.on_partitions_revoked = _forgetting_revoked(cls.on_partitions_revoked)
     cls.perform_seek = _announced_seek(cls.perform_seek)
     setattr(cls, _MARK, True)
     from aiokafka.consumer.fetcher import Fetcher
@@ -97,6 +107,25 @@ def install() -> None:
     fetcher_cls.seek_to = _numbered_seek_to(fetcher_cls.seek_to)
     thread: Any = faust_aiokafka.AIOKafkaConsumerThread
     thread._fetch_records = _numbered_fetch(thread._fetch_records)
+
+
+def first_handed_over(consumer: Any) -> dict[Any, int]:
+    """Per partition, the first offset the fetch loop handed over since it was assigned."""
+    found: dict[Any, int] | None = getattr(consumer, "_rs_first", None)
+    if found is None:
+        found = consumer._rs_first = {}
+    return found
+
+
+def _forgetting_revoked(method: Any) -> Any:
+    """``Consumer.on_partitions_revoked``: a revoked partition's first offset is forgotten (with
+    Faust's own bookkeeping of it)."""
+    async def on_partitions_revoked(self: Any, revoked: Any) -> Any:
+        first = first_handed_over(self)
+        for tp in revoked:
+            first.pop(tp, None)
+        return await method(self, revoked)
+    return on_partitions_revoked
 
 
 def _numbered_seek_to(method: Any) -> Any:
@@ -236,6 +265,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                             break  # not handed over: not read; the rebalance ends with a seek
                         if stale(batch, tp):
                             continue  # sought meanwhile: not read; read again from the seek
+                        first_handed_over(self).setdefault(tp, offset)  # (ours: the start of
+                        # a partition with nothing committed, for _new_offset)
                         # --- end of the change
                         set_read_offset(tp, offset)
                     else:

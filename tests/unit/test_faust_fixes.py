@@ -51,6 +51,25 @@ def test_a_run_from_the_committed_offset_is_committed_up_to_its_first_gap() -> N
     assert _acked(consumer, 31, []) is None
 
 
+async def test_with_nothing_committed_the_run_must_start_at_the_first_offset_handed_over() -> None:
+    """A new consumer group (or a committed 0, which Faust's ``perform_seek`` keeps as none):
+    Faust's guard is off, so an ERP request in flight at offset 0 while 1 and 2 were done was
+    committed past (Faust: 3), and lost when the worker stopped with the broker cut. The start
+    is the first offset the fetch loop handed over since the partition was assigned."""
+    consumer: Any = _consumer()
+
+    async def first_records() -> AsyncIterator[tuple[TP, _Message]]:
+        for offset in (0, 1, 2):
+            yield TOPIC, _Message(offset)
+
+    await _drain(consumer, first_records)
+    assert faust_fixes.first_handed_over(consumer)[TOPIC] == 0
+    assert _acked(consumer, None, [1, 2]) is None  # 0 in flight
+    assert _acked(consumer, None, [0, 1, 2]) == 3
+    faust_fixes.first_handed_over(consumer)[TOPIC] = 5  # e.g. the log starts at 5
+    assert _acked(consumer, None, [5, 6]) == 7
+
+
 def test_install_is_idempotent() -> None:
     faust_fixes.install()
     patched = faust.transport.consumer.Consumer._new_offset
