@@ -53,7 +53,11 @@ batch fetched there from a moved partition's new position reached the fetch loop
 seek returned; counted after the seek, the rest of it was skipped as stale though nothing would
 fetch it again, and the next record read as a jump past it (SIGKILL restart: offsets 53-62 of a
 stock-events partition, 21 orders left waiting for stock; failover: 13-27 of order-events).
-The rest of the method is Faust 0.15's.
+Also: a record whose hand-over the suspension beat, or that no stream took (an agent's streams
+not subscribed yet), is sought back to (``refetch``, ``unsubscribed``); the announcement of a
+rebalance's seek lasts until Faust resumes its flow control, which clears every stream's queue;
+and after that seek a partition with nothing committed is sought back to the first offset handed
+over since it was assigned. The rest of the method is Faust 0.15's.
 """
 
 from __future__ import annotations
@@ -175,22 +179,93 @@ def stale(batch: tuple[Any, int] | None, tp: Any) -> bool:
     return bool(seeks.get((tp.topic, tp.partition), 0) > number)
 
 
+async def unsubscribed(consumer: Any, tp: Any, offset: int) -> None:
+    """A record of an agent's topic that no stream took: the topic's streams had not subscribed
+    yet (a worker's first moments, its actors starting late on a loaded machine). Faust's
+    delivery then does nothing, and its fetch loop marked the record read: an ERP request
+    never posted, and with Faust's own commit rule committed past. It is fetched again a
+    little later instead."""
+    consumer.log.warning("offset %d of %s reached no stream (its agent's streams are not "
+                         "subscribed yet): fetched again", offset, tp)
+    await asyncio.sleep(0.05)
+    await refetch(consumer, tp, offset)
+
+
+async def refetch(consumer: Any, tp: Any, offset: int) -> None:
+    """Seek ``tp`` back to ``offset``, a record fetched and not handed over, so it is fetched
+    again: the rebalance's own seek moves only partitions with a committed offset above 0, and
+    may already be over. A partition revoked meanwhile raises: its new owner reads it from the
+    committed offset."""
+    try:
+        await consumer.seek_wait({tp: offset})
+    except Exception as exc:  # noqa: BLE001 - revoked, or the consumer is going away
+        consumer.log.info("offset %d of %s not handed over and not sought back (%r): its "
+                          "owner reads it from the committed offset", offset, tp, exc)
+
+
+async def _from_first_handed_over(consumer: Any) -> None:
+    """After the seek to committed offsets: a partition with none (Faust keeps a committed 0 as
+    none), which that seek does not move, is sought back to the first offset handed over since
+    it was assigned. The rebalance dropped the records its streams had not taken yet
+    (``flow_control.clear()``), and nothing else would read them again; the records between are
+    read twice (every agent is idempotent; this is only until a new group's first commit)."""
+    first = first_handed_over(consumer)
+    again = {tp: first[tp] for tp in consumer.assignment()
+             if tp in first and consumer._committed_offset.get(tp) is None}
+    if again:
+        await consumer.seek_wait(again)
+
+
 def _announced_seek(method: Any) -> Any:
     """``Consumer.perform_seek`` (the seek to committed offsets at a rebalance's end) announced
     while it runs: it moves the partitions in the consumer's thread one by one, then sets
     Faust's read marks to the committed offsets; the fetch loop hands nothing over meanwhile, so
     a record fetched from a new position is not marked read before the marks are reset (which
-    would read the next one as a jump, a gap Faust may commit past)."""
+    would read the next one as a jump, a gap Faust may commit past). At a rebalance's end the
+    announcement lasts until Faust resumes its flow control, which clears every stream's queue
+    (``FlowControlEvent.resume``): a record handed over between the seek and that resume was
+    dropped there, already marked read (a new group's first ERP request, never posted after a
+    restart under load)."""
     async def perform_seek(self: Any) -> Any:
         seeking = asyncio.Event()
         self._rs_seeking = seeking
+        deferred = False
         try:
-            return await method(self)
+            result = await method(self)
+            await _from_first_handed_over(self)
+            if getattr(self.app, "rebalancing", False):  # the flow control resumes next
+                _end_on_resume(self.app.flow_control, self, seeking)
+                deferred = True
+            return result
         finally:
-            if getattr(self, "_rs_seeking", None) is seeking:
-                self._rs_seeking = None
-            seeking.set()
+            if not deferred:
+                _end(self, seeking)
     return perform_seek
+
+
+def _end(consumer: Any, seeking: asyncio.Event) -> None:
+    if getattr(consumer, "_rs_seeking", None) is seeking:
+        consumer._rs_seeking = None
+    seeking.set()
+
+
+def _end_on_resume(flow_control: Any, consumer: Any, seeking: asyncio.Event) -> None:
+    """End the announcement ``seeking`` once ``flow_control`` has resumed (and cleared)."""
+    pending: list[tuple[Any, asyncio.Event]] = flow_control.__dict__.setdefault(
+        "_rs_after_resume", [])
+    pending.append((consumer, seeking))
+    if flow_control.__dict__.get("_rs_wrapped"):
+        return
+    original = flow_control.resume
+
+    def resume() -> None:
+        original()
+        for waiting_consumer, event in pending:
+            _end(waiting_consumer, event)
+        pending.clear()
+
+    flow_control.resume = resume
+    flow_control._rs_wrapped = True
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faust's, one change
@@ -235,8 +310,9 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         # record without an await: the stamp is this batch's
                         batch, first = getattr(self, "_rs_fetched", None), False
                     seeking = getattr(self, "_rs_seeking", None)
-                    if seeking is not None:  # a rebalance's seek: its read marks come first
-                        await seeking.wait()
+                    if seeking is not None and not self.suspend_flow.is_set():  # a rebalance's
+                        # seek: its read marks, and the flow control's resume, come first
+                        await self.wait_first(seeking, self.suspend_flow)
                     if stale(batch, tp):  # its partition was moved since it was fetched:
                         continue  # read again from where the seek points
                     offset = message.offset
@@ -261,12 +337,22 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         # and ``set_read_offset`` whatever happened
                         delivery = callback(message)
                         waited = await self.wait_first(delivery, self.suspend_flow.wait())
-                        if delivery not in waited.done:
-                            break  # not handed over: not read; the rebalance ends with a seek
+                        if delivery not in waited.done:  # a rebalance's suspension (or the
+                            # stop) beat it and cancelled it: not read, and fetched again
+                            if waited.stopped:
+                                break
+                            await refetch(self, tp, offset)
+                            continue  # the rest of tp's records are stale; the others' too
+
                         if stale(batch, tp):
                             continue  # sought meanwhile: not read; read again from the seek
-                        first_handed_over(self).setdefault(tp, offset)  # (ours: the start of
-                        # a partition with nothing committed, for _new_offset)
+                        if not message.acked and not message.refcount and \
+                                acks_enabled_for(message.topic):  # no stream took it
+                            await unsubscribed(self, tp, offset)
+                            continue
+                        if acks_enabled_for(message.topic):  # (ours: the start of a
+                            # partition with nothing committed, for _new_offset)
+                            first_handed_over(self).setdefault(tp, offset)
                         # --- end of the change
                         set_read_offset(tp, offset)
                     else:

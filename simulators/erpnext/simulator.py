@@ -122,6 +122,9 @@ class ErpSimConfig:
     #: test can count on however its requests are batched; then the rates apply
     error_first: int = 0
     slow_first: int = 0
+    #: an injected 429 or 5xx says ``Retry-After: <this many seconds>`` (a proxy in front of
+    #: Frappe or a rate limiter does); 0: a 429 says 1, a 5xx none
+    error_retry_after_s: int = 0
     api_key: str = "demo-key"
     api_secret: str = "demo-secret"  # noqa: S105 - demo credential of a simulator
     seed: int | None = None
@@ -146,7 +149,7 @@ class ErpSimConfig:
         merged = {**asdict(self), **changes}
         for name in ("latency_ms", "latency_jitter_ms", "error_rate", "slow_rate", "slow_ms"):
             merged[name] = float(merged[name])
-        for name in ("error_status", "error_first", "slow_first"):
+        for name in ("error_status", "error_first", "slow_first", "error_retry_after_s"):
             merged[name] = int(merged[name])
         merged["allow_against_multiple_purchase_orders"] = bool(
             merged["allow_against_multiple_purchase_orders"])
@@ -339,9 +342,12 @@ class ErpSimulator(SimulatorServer):
         self._stats["errors_injected"] += 1
         if cfg.error_status == 429:
             resp = frappe_error(429, "TooManyRequestsError", "Too many requests (injected)")
-            resp.headers["Retry-After"] = "1"
+            resp.headers["Retry-After"] = str(cfg.error_retry_after_s or 1)
             return resp
-        return frappe_error(cfg.error_status, "ServerError", "Service unavailable (injected fault)")
+        resp = frappe_error(cfg.error_status, "ServerError", "Service unavailable (injected fault)")
+        if cfg.error_retry_after_s:
+            resp.headers["Retry-After"] = str(cfg.error_retry_after_s)
+        return resp
 
     def _auth_error(self, request: web.Request) -> web.Response | None:
         expected = f"token {self.config.api_key}:{self.config.api_secret}"

@@ -8,8 +8,8 @@ soon as later orders of that partition were posted; a worker that died then (SIG
 with the broker cut: tests/integration/test_stop_mid_load.py failed so) lost that order for good:
 its state said erp_pending and nothing would post it again.
 
-Here, on a real worker and broker: the first order of a partition meets one refused post (503)
-and a long backoff; four later orders of the same partition are posted meanwhile; the worker is
+Here, on a real worker and broker: the first order of a partition meets one refused post (503,
+Retry-After 60 s); four later orders of the same partition are posted meanwhile; the worker is
 SIGKILLed before the retry and started again. The first order reaches the ERP, once.
 """
 
@@ -28,8 +28,8 @@ from tests.integration.helpers import eventually, headers, post_webhook, where_o
 
 pytestmark = pytest.mark.integration
 
-#: the refused post's retry comes this long after it: the worker is killed well before
-BACKOFF_S = 30
+#: the refused post says Retry-After this long: the worker is killed well before its retry
+RETRY_AFTER_S = 60
 LATER = 4  # orders of the same partition posted while the first one waits
 
 
@@ -49,8 +49,6 @@ async def test_an_erp_post_in_flight_at_a_partitions_first_offset_survives_a_sig
         stack: Stack) -> None:
     erp = stack.erp
     assert erp is not None
-    stack.env.update({"RETAIL_SYNC_ERP_BACKOFF_BASE_S": str(BACKOFF_S),
-                      "RETAIL_SYNC_ERP_BACKOFF_MAX_S": str(BACKOFF_S)})
     worker = await stack.start_worker()
     orders = _bodies(stack.partitions, 1 + LATER)
     (first, first_body), later = orders[0], orders[1:]
@@ -58,7 +56,8 @@ async def test_an_erp_post_in_flight_at_a_partitions_first_offset_survives_a_sig
     def in_erp() -> Counter[str]:
         return Counter(stored.doc["po_no"] for stored in erp.orders.values())
 
-    erp.set_config({"error_first": 1})  # the next create the ERP sees is refused (503)
+    # the next create the ERP sees is refused (503, Retry-After 60 s)
+    erp.set_config({"error_first": 1, "error_retry_after_s": RETRY_AFTER_S})
     status, _ = await post_webhook(worker.ingress_url, first_body, headers(first_body))
     assert status == 200
     await eventually(lambda: erp.stats()["errors_injected"] == 1, timeout_s=30)
@@ -74,9 +73,12 @@ async def test_an_erp_post_in_flight_at_a_partitions_first_offset_survives_a_sig
     worker.start()  # the same worker: same name, port and data directory
     await worker.wait_ready()
     try:
-        await eventually(lambda: first in in_erp(), timeout_s=BACKOFF_S - 5, every=0.5)
+        await eventually(lambda: first in in_erp(), timeout_s=RETRY_AFTER_S - 15, every=0.5)
     except AssertionError:
+        metrics = await worker.metrics_text()
+        erp_lines = [ln for ln in metrics.splitlines() if "erp_posts" in ln and "#" not in ln]
         raise AssertionError(
-            f"the order in flight at offset 0 did not reach the ERP after the restart:\n"
-            f"{await where_orders_stopped(stack, worker, [first])}") from None
+            f"the order in flight at offset 0 did not reach the ERP after the restart: ERP "
+            f"{erp.stats()}; worker {erp_lines}\n"
+            f"{await where_orders_stopped(stack, worker, [first])}\n{worker.log_tail(80)}") from None
     assert max(in_erp().values()) == 1, in_erp()  # and nothing twice

@@ -147,7 +147,21 @@ async def test_sigkill_and_restart_under_load_loses_duplicates_and_drifts_nothin
             return [k for k in cancelled if states[k]["correlation"]["marketplace_order_id"]
                     not in told]
 
-        await eventually(lambda: not not_told(), timeout_s=60, every=0.5)
+        try:
+            await eventually(lambda: not not_told(), timeout_s=60, every=0.5)
+        except AssertionError:
+            untold = not_told()
+            commands = await stack.read_topic("channel-commands.shopify", timeout_s=30)
+            hits = [(r.partition, r.offset, r.value[:200]) for r in commands
+                    if any(k.split(":", 1)[1].encode() in r.value for k in untold)]
+            now = await _states(worker, untold[:3])
+            raise AssertionError(
+                f"{len(untold)} of {len(cancelled)} short cancellations not told to Shopify: "
+                f"{untold[:5]}; shop {vars(shop._stats)}; told {len(shop.cancellations)}; "
+                f"channel-commands.shopify: {len(commands)} records, for them {hits[:6]}; "
+                f"timelines {[[t['event'] for t in st['timeline']] for st in now.values()]}\n"
+                f"{await where_orders_stopped(stack, worker, untold)}\n"
+                f"{worker.log_tail()}") from None
 
         # 3. nothing oversold, and the ERP's bins hold exactly its sales orders
         assert erp.stats()["oversold_units"] == 0, erp.stock_report()

@@ -83,6 +83,7 @@ class _Fetcher:
 
     def __init__(self) -> None:
         self.positions: dict[TP, int] = {}
+        self.sought: list[tuple[TP, int]] = []  # seek_wait's calls
 
     def seek_to(self, tp: TP, offset: int) -> None:
         self.positions[tp] = offset
@@ -109,8 +110,19 @@ def _seeks_to(consumer: Any, committed: Any, *, until: asyncio.Event | None = No
     async def _seek(partition: TP, offset: int) -> None:
         fetcher.seek_to(partition, offset)
 
+    async def seek_wait(partitions: dict[TP, int]) -> None:  # the driver's, in its thread
+        for tp, offset in partitions.items():
+            fetcher.seek_to(tp, offset)
+            if offset > 0:
+                consumer._read_offset[tp] = offset
+            else:
+                consumer._read_offset.pop(tp, None)
+            fetcher.sought.append((tp, offset))
+
     consumer.seek_to_committed = types.MethodType(seek_to_committed, consumer)
     consumer._seek = _seek
+    consumer.seek_wait = seek_wait
+    consumer.assignment = lambda: set(committed) if isinstance(committed, dict) else set()
     return fetcher
 
 
@@ -118,16 +130,19 @@ class _Message:
     def __init__(self, offset: int, tp: TP = TOPIC) -> None:
         self.offset, self.topic, self.partition = offset, tp.topic, tp.partition
         self.key, self.value = b"k", b"v"
+        self.acked, self.refcount = False, 0  # a stream that takes it holds a reference
 
 
 Fetch = Callable[[], AsyncIterator[tuple[TP, _Message]]]
 
 
 async def _drain(consumer: Any, *fetches: Fetch,
-                 callback: Callable[[_Message], Awaitable[None]] | None = None) -> list[_Message]:
+                 callback: Callable[[_Message], Awaitable[None]] | None = None,
+                 taken: Callable[[_Message], bool] = lambda m: True) -> list[_Message]:
     """Faust's fetch loop (``Consumer._drain_messages``, as installed) on ``consumer``, each call
     of its ``getmany`` answered by the next of ``fetches``; the loop ends after the last. Returns
-    what was handed over (``callback``: how, after it returns; default at once)."""
+    what was handed over (``callback``: how, after it returns; default at once; ``taken``: whether
+    a stream took it, default yes)."""
     fetcher = mode.Service()
     delivered: list[_Message] = []
     pending = list(fetches)
@@ -135,7 +150,9 @@ async def _drain(consumer: Any, *fetches: Fetch,
     async def handed_over(message: _Message) -> None:
         if callback is not None:
             await callback(message)
-        delivered.append(message)
+        if taken(message):
+            message.refcount += 1
+            delivered.append(message)
 
     async def getmany(timeout: float) -> AsyncIterator[tuple[TP, _Message]]:  # noqa: ASYNC109
         if not pending:
@@ -269,19 +286,60 @@ async def test_a_seek_before_the_batch_was_fetched_leaves_it_alone() -> None:
     assert _offsets(await _drain(consumer, after_a_seek)) == [9, 10]
 
 
-async def test_a_partition_the_seek_to_committed_did_not_move_is_not_stale() -> None:
-    """aiokafka moves only partitions with a committed offset above 0: the records of the others
-    fetched before are still the next ones (a failover stalled when they were skipped)."""
+async def test_a_partition_with_nothing_committed_is_read_again_from_its_first_offset() -> None:
+    """aiokafka's seek to committed moves only partitions with a committed offset above 0; the
+    rebalance dropped what the streams had not taken yet (Faust's ``flow_control.clear()``), so
+    a partition with nothing committed is sought back to the first offset handed over since it
+    was assigned and read again from there (a failover stalled when such records were skipped
+    and nothing fetched them again)."""
     consumer: Any = _consumer()
 
     async def around_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
         faust_fixes.fetched(consumer, fetcher)
         yield TOPIC, _Message(0)
-        await consumer.perform_seek()  # nothing committed on it yet: not moved
-        yield TOPIC, _Message(1)
+        await consumer.perform_seek()  # nothing committed on it yet: back to 0
+        yield TOPIC, _Message(1)  # fetched before that seek: stale
+
+    async def again_from_0() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
+        for offset in (0, 1):
+            yield TOPIC, _Message(offset)
 
     fetcher = _seeks_to(consumer, {TOPIC: None})
-    assert _offsets(await _drain(consumer, around_the_seek)) == [0, 1]
+    assert _offsets(await _drain(consumer, around_the_seek, again_from_0)) == [0, 0, 1]
+    assert fetcher.sought == [(TOPIC, 0)]
+
+
+async def test_a_message_the_suspension_beat_is_sought_back_to() -> None:
+    """The rebalance's seek was over (or does not move the partition: nothing committed) when a
+    record fetched from the new position met the flow still suspended: its hand-over was
+    cancelled and the fetch loop left the batch, and nothing fetched it again (a new group's
+    first ERP request, never posted after a restart under load). Now its partition is sought
+    back to it, and every other partition's record of the batch likewise."""
+    consumer: Any = _consumer()
+    other = TP("orders-raw", 1)
+
+    async def while_suspended() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
+        consumer.suspend_flow.set()  # the flow is not resumed yet
+        yield TOPIC, _Message(0)
+        yield other, _Message(7, other)
+        yield TOPIC, _Message(1)  # after the seek back to 0: stale
+
+    async def resumed() -> AsyncIterator[tuple[TP, _Message]]:
+        consumer.suspend_flow.clear()
+        faust_fixes.fetched(consumer, fetcher)
+        for tp, offset in ((TOPIC, 0), (other, 7), (TOPIC, 1)):
+            yield tp, _Message(offset, tp)
+
+    async def stream_buffer(message: _Message) -> None:
+        while consumer.suspend_flow.is_set():
+            await asyncio.sleep(0.05)
+
+    fetcher = _seeks_to(consumer, {TOPIC: None, other: None})
+    delivered = await _drain(consumer, while_suspended, resumed, callback=stream_buffer)
+    assert [(m.partition, m.offset) for m in delivered] == [(0, 0), (1, 7), (0, 1)]
+    assert fetcher.sought == [(TOPIC, 0), (other, 7)]
 
 
 async def test_a_batch_fetched_after_the_seek_while_the_seek_finishes_is_handed_over() -> None:
@@ -317,3 +375,56 @@ async def test_a_batch_fetched_after_the_seek_while_the_seek_finishes_is_handed_
     assert _offsets(delivered) == [52, 53, 54, 55, 56, 57]
     assert not consumer._gap.get(TOPIC)
     assert consumer._read_offset[TOPIC] == 57
+
+
+async def test_a_record_no_stream_took_is_fetched_again() -> None:
+    """A worker's first moments on a loaded machine: a record of an agent's topic arrived before
+    the agent's streams had subscribed, Faust's delivery did nothing and its fetch loop marked
+    the record read (a new group's first ERP request, never posted after a restart; Faust's
+    commit rule then commits past it). It is sought back to and fetched again."""
+    consumer: Any = _consumer()
+    subscribed = False
+
+    async def before_the_streams() -> AsyncIterator[tuple[TP, _Message]]:
+        nonlocal subscribed
+        faust_fixes.fetched(consumer, fetcher)
+        yield TOPIC, _Message(0)
+        subscribed = True  # the agent's actors start
+        yield TOPIC, _Message(1)  # stale: its partition was sought back to 0
+
+    async def again() -> AsyncIterator[tuple[TP, _Message]]:
+        faust_fixes.fetched(consumer, fetcher)
+        for offset in (0, 1):
+            yield TOPIC, _Message(offset)
+
+    fetcher = _seeks_to(consumer, {TOPIC: None})
+    delivered = await _drain(consumer, before_the_streams, again, taken=lambda m: subscribed)
+    assert _offsets(delivered) == [0, 1]
+    assert fetcher.sought == [(TOPIC, 0)]
+    assert consumer._read_offset[TOPIC] == 1
+
+
+async def test_nothing_is_handed_over_between_a_rebalances_seek_and_its_flow_resume() -> None:
+    """At a rebalance's end Faust seeks, then resumes its flow control, which clears every
+    stream's queue. A record handed over between the two was dropped there, already marked read
+    (a new group's first ERP request, never posted after a restart under load: its offset 0
+    reached the queue 5 ms before the resume). It is handed over after the resume."""
+    consumer: Any = _consumer()
+    consumer.app.rebalancing = True
+    fetcher = _seeks_to(consumer, {TOPIC: 9})
+    resumed: list[bool] = []
+    flow = consumer.app.flow_control
+
+    async def after_the_seek() -> AsyncIterator[tuple[TP, _Message]]:
+        await consumer.perform_seek()  # recovery's; the flow control resumes a moment later
+        asyncio.get_running_loop().call_later(0.1, flow.resume)
+        faust_fixes.fetched(consumer, fetcher)
+        yield TOPIC, _Message(9)
+
+    async def noting(message: _Message) -> None:
+        resumed.append(not flow._suspend.is_set() and consumer._rs_seeking is None)
+
+    flow.suspend()
+    delivered = await _drain(consumer, after_the_seek, callback=noting)
+    assert _offsets(delivered) == [9]
+    assert resumed == [True]  # handed over after the resume, not into the queue it clears
