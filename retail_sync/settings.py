@@ -197,6 +197,8 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         None, description="URL other workers use to reach this one (default http://host:port)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    #: the worker's event loop: asyncio's own, or uvloop (issue 16: measured in BENCHMARKS.md)
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     log_repeat_window_s: float = Field(
         30.0, ge=0, description="Repeats of the same aiokafka/Faust warning or error (e.g. "
         "'Unable connect to node' while the broker is away) are logged once, then at most once "
