@@ -101,7 +101,6 @@ def install() -> None:
 
     cls._new_offset = _new_offset
     cls._drain_messages = _drain_messages
-    cls.on_partitions_revoked = _forgetting_revoked(cls.on_partitions_revoked)
     cls.perform_seek = _announced_seek(cls.perform_seek)
     setattr(cls, _MARK, True)
     from aiokafka.consumer.fetcher import Fetcher
@@ -114,22 +113,13 @@ def install() -> None:
 
 
 def first_handed_over(consumer: Any) -> dict[Any, int]:
-    """Per partition, the first offset the fetch loop handed over since it was assigned."""
+    """Per partition, the first offset the fetch loop handed over since it was assigned to this
+    worker (kept through a rebalance that gives it back: Faust's eager rebalance revokes every
+    partition first; forgotten when a rebalance ends without it)."""
     found: dict[Any, int] | None = getattr(consumer, "_rs_first", None)
     if found is None:
         found = consumer._rs_first = {}
     return found
-
-
-def _forgetting_revoked(method: Any) -> Any:
-    """``Consumer.on_partitions_revoked``: a revoked partition's first offset is forgotten (with
-    Faust's own bookkeeping of it)."""
-    async def on_partitions_revoked(self: Any, revoked: Any) -> Any:
-        first = first_handed_over(self)
-        for tp in revoked:
-            first.pop(tp, None)
-        return await method(self, revoked)
-    return on_partitions_revoked
 
 
 def _numbered_seek_to(method: Any) -> Any:
@@ -210,8 +200,11 @@ async def _from_first_handed_over(consumer: Any) -> None:
     (``flow_control.clear()``), and nothing else would read them again; the records between are
     read twice (every agent is idempotent; this is only until a new group's first commit)."""
     first = first_handed_over(consumer)
-    again = {tp: first[tp] for tp in consumer.assignment()
-             if tp in first and consumer._committed_offset.get(tp) is None}
+    assigned = set(consumer.assignment())
+    for tp in [tp for tp in first if tp not in assigned]:
+        del first[tp]  # another worker's now: it reads from the committed offset
+    again = {tp: offset for tp, offset in first.items()
+             if consumer._committed_offset.get(tp) is None}
     if again:
         await consumer.seek_wait(again)
 

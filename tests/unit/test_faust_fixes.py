@@ -306,8 +306,11 @@ async def test_a_partition_with_nothing_committed_is_read_again_from_its_first_o
             yield TOPIC, _Message(offset)
 
     fetcher = _seeks_to(consumer, {TOPIC: None})
+    gone = TP("orders-raw", 3)
+    faust_fixes.first_handed_over(consumer)[gone] = 4  # a partition this rebalance took away
     assert _offsets(await _drain(consumer, around_the_seek, again_from_0)) == [0, 0, 1]
     assert fetcher.sought == [(TOPIC, 0)]
+    assert faust_fixes.first_handed_over(consumer) == {TOPIC: 0}  # kept: it stayed here
 
 
 async def test_a_message_the_suspension_beat_is_sought_back_to() -> None:
