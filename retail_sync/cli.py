@@ -34,23 +34,13 @@ def load_settings() -> Settings:
         raise SystemExit(2) from None
 
 
-def use_event_loop(name: str) -> None:
-    """RETAIL_SYNC_EVENT_LOOP: ``uvloop`` sets uvloop's event loop policy before any loop exists
-    (the worker's and its consumer thread's loops are then uvloop's); ``asyncio`` changes
-    nothing."""
-    if name == "uvloop":
-        import mode.loop
-
-        mode.loop.use("uvloop")
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
-    from retail_sync import heap, log_throttle, tansu_compat
+    from retail_sync import event_loop, heap, log_throttle, tansu_compat
     from retail_sync.app import create_app
     from retail_sync.broker import broker_for
 
     settings = load_settings()
-    use_event_loop(settings.event_loop)
+    event_loop.use_event_loop(settings.event_loop)
     embedded = not settings.broker_url
     if embedded and not (args.embedded_broker or settings.embedded_broker):
         print("retail-sync: no broker: set RETAIL_SYNC_BROKER_URL=kafka://host:9092, or pass "

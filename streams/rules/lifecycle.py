@@ -389,14 +389,17 @@ def _on_stock(state: OrderState, event: StockAnswered, now: datetime, policy: st
         return Outcome(state=state, stock_commands=[ReleaseStock(
             sku=event.sku, order_key=state.order_key, line_ids=held,
             reason="order cancelled while reserving", at=now)])
-    if state.status is OrderStatus.ERP_PENDING:
-        # a replayed answer, the decision taken and the ERP post not yet confirmed: ask for it
-        # again. The answer is replayed when the worker stopped before its offset was committed;
-        # the state that took the decision may have been kept (RocksDB, or its changelog record
-        # delivered) while the ERP request sent with it was lost (broker gone before it was
-        # acknowledged), and nothing else would send it. The ERP post is idempotent (one sales
-        # order per order key), as on a redelivered order (_on_redelivery).
-        return Outcome(state=state, erp_requests=[_request(state, now)])
+    if state.status is OrderStatus.ERP_PENDING or (
+            state.status is OrderStatus.CANCELLED and state.stock_decision == "cancelled"):
+        # a replayed answer, the decision taken and not yet carried through: send what the
+        # decision sent again. The answer is replayed when the worker stopped before its offset
+        # was committed; the state that took the decision may have been kept (RocksDB, or its
+        # changelog record delivered) while what was sent with it was lost (a SIGKILL between
+        # the batch's state write and its sends, or the broker gone before it acknowledged),
+        # and nothing else would send it. Each is idempotent: one sales order per order key, a
+        # release of a released line changes nothing, the marketplace cancels what is not
+        # cancelled yet (the SIGKILL test once lost a short order's cancellation so).
+        return _decision_again(state, now)
     if state.status is not OrderStatus.STOCK_PENDING:
         return Outcome(state=state)  # a replayed answer: the decision is taken
     skus = {ln.line_id: ln.sku for ln in state.order.lines}
@@ -410,6 +413,21 @@ def _on_stock(state: OrderState, event: StockAnswered, now: datetime, policy: st
     if set(stock) < set(skus):
         return Outcome(state=new, changed=True)  # other SKUs still to answer
     return _decide(new, now, policy)
+
+
+def _decision_again(state: OrderState, now: datetime) -> Outcome:
+    """What the stock decision of ``state`` (ERP_PENDING, or CANCELLED for stock) sent, again."""
+    short = {i: s for i, s in state.stock.items() if s.reserved < s.requested}
+    if state.status is OrderStatus.CANCELLED:
+        return Outcome(state=state, stock_commands=[
+            ReleaseStock(sku=sku, order_key=state.order_key, line_ids=ids,
+                         reason="order cancelled: not enough stock", at=now)
+            for sku, ids in _tracked_lines(state).items()],
+            marketplace_commands=[_cancel(state, short, whole=True, now=now)])
+    out = Outcome(state=state, erp_requests=[_request(state, now)])
+    if state.stock_decision == "partial" and short:
+        out.marketplace_commands = [_cancel(state, short, whole=False, now=now)]
+    return out
 
 
 def _decide(state: OrderState, now: datetime, policy: str) -> Outcome:

@@ -1,4 +1,4 @@
-"""RETAIL_SYNC_EVENT_LOOP (retail_sync/cli.py ``use_event_loop``): ``uvloop`` makes the loops
+"""RETAIL_SYNC_EVENT_LOOP (retail_sync/event_loop.py ``use_event_loop``): ``uvloop`` makes the loops
 the worker creates uvloop's; ``asyncio`` leaves asyncio's own. Each case in a fresh interpreter,
 since the policy is process-wide."""
 
@@ -13,7 +13,7 @@ from retail_sync.settings import Settings
 
 PROBE = """
 import asyncio, sys
-from retail_sync.cli import use_event_loop
+from retail_sync.event_loop import use_event_loop
 use_event_loop(sys.argv[1])
 loop = asyncio.new_event_loop()
 print(type(loop).__module__)

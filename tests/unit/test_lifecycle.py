@@ -283,3 +283,25 @@ def test_cancel_while_posting_then_the_post_succeeds_cancels_it_in_the_erp():
     assert done.state.status is OrderStatus.CANCELLED and done.wms_commands == []
     assert len([c for c in done.stock_commands if isinstance(c, ReleaseStock)]) == 3
     assert [type(c) for c in done.marketplace_commands] == [MarketplaceCancel]
+
+
+def test_a_replayed_answer_sends_the_stock_decision_again():
+    """A SIGKILL between a batch's state write and its sends: the decision is kept, what it sent
+    is lost, and the answer is read again. Cancelled for stock: the releases and the
+    marketplace cancellation again (the SIGKILL test once lost a cancellation so); partial: the
+    ERP request and the partial cancellation again; nothing changes in the state."""
+    cancelled = decide("cancel", {"IPOD2008RED": 0})
+    replay = apply(cancelled.state, answers(cancelled.state, {"IPOD2008RED": 0})[-1], T0, "cancel")
+    assert not replay.changed and replay.state == cancelled.state
+    assert sorted(c.sku for c in replay.stock_commands) == sorted(
+        c.sku for c in cancelled.stock_commands)
+    assert [c.whole_order for c in replay.marketplace_commands] == [True]
+    assert replay.erp_requests == []
+
+    partial = decide("partial", {"IPOD2008RED": 0})
+    replay = apply(partial.state, answers(partial.state, {"IPOD2008RED": 0})[-1], T0, "partial")
+    assert not replay.changed and [r.order_key for r in replay.erp_requests] == [
+        "shopify:450789469"]
+    [cancel] = replay.marketplace_commands
+    assert not cancel.whole_order and [(ln.sku, ln.quantity) for ln in cancel.lines] == [
+        ("IPOD2008RED", 1)]
