@@ -175,8 +175,9 @@ async def where_orders_stopped(stack: Any, worker: Any, keys: set[str] | list[st
     dump = Path(stack.workdir) / "topics-dump.jsonl"  # every hop's records, for a post-mortem
     with dump.open("w") as out:
         for name in topics:
-            try:
-                records = await stack.read_topic(name, timeout_s=30)
+            try:  # orders-raw was read above
+                records = raw if name == "orders-raw" and raw is not None else \
+                    await stack.read_topic(name, timeout_s=30)
             except Exception as exc:  # noqa: BLE001
                 lines.append(f"{name} unreadable: {exc!r}")
                 continue
