@@ -75,6 +75,8 @@ class AgentSettings(RetrySettings, Protocol):
     def stock_safety_by_sku(self) -> Mapping[str, int]: ...
     @property
     def stock_allocation(self) -> Mapping[str, ChannelAllocation]: ...
+    @property
+    def stock_inline_lines(self) -> int: ...
 
 
 class AgentTables(Protocol):
@@ -137,4 +139,4 @@ def allocation_policy(settings: AgentSettings) -> AllocationPolicy:
         erp_warehouse=settings.erp_warehouse,
         warehouses=AllocationPolicy.parse_warehouses(settings.erp_stock_warehouses),
         safety=settings.stock_safety_stock, safety_by_sku=dict(settings.stock_safety_by_sku),
-        allocation=dict(settings.stock_allocation))
+        allocation=dict(settings.stock_allocation), inline_lines=settings.stock_inline_lines)

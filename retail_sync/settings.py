@@ -2,6 +2,10 @@
 
 All variables share the prefix ``RETAIL_SYNC_`` (e.g. ``RETAIL_SYNC_ERP_BASE_URL``).
 The README lists them; ``retail-sync settings`` prints the effective values (secrets masked).
+
+Long module: the worker's own settings (the connectors' are in their packages) and the checks
+that tie several of them together; one class, so ``retail-sync settings`` and the README list
+them in one place.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from retail_sync.connectors.wms.settings import WmsSettings
 from retail_sync.streams.rules.policies import ChannelAllocation, EditPolicy, StockPolicy
 
 ENV_PREFIX = "RETAIL_SYNC_"
+
+
+#: what one open order line kept in its SKU's stock record may take, at most (its JSON is ~300
+#: bytes with marketplace order ids of today's lengths)
+INLINE_LINE_BYTES = 400
 
 
 class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSettings,
@@ -266,6 +275,11 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
     stock_allocation: dict[str, ChannelAllocation] = Field(
         default_factory=dict,
         description='Per-channel allocation, JSON, e.g. {"amazon":{"share":0.5,"cap":100,"buffer":2}}.')
+    stock_inline_lines: int = Field(
+        1_000, ge=0, le=10_000, description="Open order lines kept inside their SKU's stock "
+        "record (one changelog record per line instead of two); past that a line has a record "
+        "of its own, so a slow ERP cannot grow the SKU record past ~300 bytes a line times "
+        "this. At most producer_max_request_bytes / 800 (a record must fit in a request).")
     inventory_push_batch: int = Field(
         500, ge=1, le=10_000, description="Inventory updates coalesced into one push at most.")
     inventory_push_window_s: float = Field(
@@ -345,6 +359,10 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         if self.producer_max_request_bytes < self.webhook_max_body_bytes + 64 * 1024:
             raise ValueError("producer_max_request_bytes must be at least webhook_max_body_bytes "
                              "+ 64 KiB: a raw delivery is sent as one record")
+        if self.stock_inline_lines * INLINE_LINE_BYTES * 2 > self.producer_max_request_bytes:
+            raise ValueError(f"stock_inline_lines ({self.stock_inline_lines}) times "
+                             f"{INLINE_LINE_BYTES * 2} bytes exceeds producer_max_request_bytes: "
+                             "a SKU's stock record must fit in a request with room to spare")
         return self
 
     def policy_for(self, channel: str) -> StockPolicy:

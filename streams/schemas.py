@@ -44,7 +44,8 @@ VERSIONS: dict[str, int] = {
     "rs.erp_request": 2,  # v2: ErpBatch (several ERP requests in one record, issue 16)
     "rs.wms_command": 2,  # v2: WmsBatch (several warehouse commands in one record, issue 16)
     "rs.stock_event": 2,  # v2: StockBatch (several stock commands in one record, issue 16)
-    "rs.stock_record": 2,  # v2: StockState.seq_unit (positions, issue 16)
+    "rs.stock_record": 3,  # v2: StockState.seq_unit (positions, issue 16); v3: StockState.open
+    # (open lines in the SKU's record) and Reservation.reserved_seq (issue 16)
     "rs.channel_command": 2,  # v2: MarketplaceCancel's lines are LineUnits (was CancelLineRequest,
     # the same fields): one type per fact, issue 15; the records are the same
 }

@@ -41,7 +41,12 @@ class Reservation(Frozen):
     (the line leaves ``StockState.pending``): a ``committed`` record whose key the SKU's record
     no longer has pending reads as ``consumed`` (``streams.rules.stock.read_lines``); records
     written before that change say ``consumed`` themselves. ``stock_seq``: the stock-events
-    position of the event that wrote it."""
+    position of the event that wrote it; ``reserved_seq``: of the event that reserved it (0 in
+    records written before it was kept).
+
+    An open line lives inside its SKU's record (``StockState.open``) while there is room there,
+    and gets a record of its own only when it leaves ``open`` (committed, released): one
+    changelog record per line (issue 16)."""
 
     order_key: str
     channel: str
@@ -53,6 +58,7 @@ class Reservation(Frozen):
     erp_created: ErpTime | None = None  # covered once the ERP's bin is at least this new
     reserved_at: UtcDatetime
     stock_seq: int = 0
+    reserved_seq: int = 0
 
 
 class Pending(Frozen):
@@ -110,8 +116,9 @@ class Told(Frozen):
 
 
 class StockState(Frozen):
-    """Table ``stock``, key SKU: small whatever the number of orders (their lines are records of
-    their own in the same table), so every event reads and writes a few hundred bytes.
+    """Table ``stock``, key SKU: bounded whatever the number of orders. Its open lines are kept
+    here (``open``) up to ``StockRules.inline_lines``; past that, and once a line leaves
+    ``open``, the line is a record of its own in the same table.
 
     ``seq`` is the stock-events position (``position``) of the last event applied here: an event
     at or below it is already in this record (a replay after a take-over). ``seq_unit``: records
@@ -123,7 +130,10 @@ class StockState(Frozen):
     seq_unit: int = POSITION_SCALE
     bins: dict[str, ErpBin] = Field(default_factory=dict)
     held: int = 0  # units of open reservations plus pending ones
-    open_lines: int = 0
+    open_lines: int = 0  # open lines: those in ``open`` and those with a record of their own
+    #: reservation key -> an open line kept here (at most ``StockRules.inline_lines``; past that
+    #: an open line has a record of its own, as every line has once it leaves ``open``)
+    open: dict[str, Reservation] = Field(default_factory=dict)
     pending: dict[str, Pending] = Field(default_factory=dict)  # reservation key -> committed
     recent: list[str] = Field(default_factory=list)  # the last reservation keys, for the view
     offered: dict[str, int] = Field(default_factory=dict)  # channel -> last quantity sent out

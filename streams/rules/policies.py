@@ -55,6 +55,7 @@ class AllocationPolicy:
     safety: int = 0
     safety_by_sku: Mapping[str, int] = field(default_factory=dict)
     allocation: Mapping[str, ChannelAllocation] = field(default_factory=dict)
+    inline_lines: int = 1000  # open lines kept inside a SKU's record (``StockRules.inline_lines``)
 
     def safety_for(self, sku: str) -> int:
         return self.safety_by_sku.get(sku, self.safety)

@@ -73,12 +73,14 @@ class StockRules:
     safety: int = 0
     allocation: Mapping[str, ChannelAllocation] = field(default_factory=dict)
     warehouses: frozenset[str] = frozenset()  # sellable warehouses; empty: all
+    #: open lines kept inside the SKU's record (``StockState.open``); past that, records
+    inline_lines: int = 1000
 
     @classmethod
     def for_sku(cls, policy: AllocationPolicy, sku: str, channels: Sequence[str]) -> StockRules:
         return cls(channels=tuple(channels), erp_warehouse=policy.erp_warehouse,
                    safety=policy.safety_for(sku), allocation=policy.allocation,
-                   warehouses=policy.warehouses)
+                   warehouses=policy.warehouses, inline_lines=policy.inline_lines)
 
     def sellable(self, warehouse: str) -> bool:
         return not self.warehouses or warehouse in self.warehouses
@@ -168,7 +170,7 @@ def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: d
         cause, cause_at = "erp", (event.modified if event.modified != EARLIEST
                                   else event.observed_at)
     elif isinstance(event, ReserveStock):
-        outcome = _on_reserve(state, event, rules, lines)
+        outcome = _on_reserve(state, event, rules, lines, seq)
         cause, cause_at = "order", event.requested_at
     elif isinstance(event, ReleaseStock):
         outcome = _on_release(state, event, lines)
@@ -199,10 +201,14 @@ def apply(state: StockState | None, event: StockEvent, rules: StockRules, now: d
 
 
 class _AsBefore(Mapping[str, Reservation]):
-    """The line records as they were before the event being applied. A record written after the
-    SKU's record (``stock_seq > seq``) that holds units, or was let go, was written by this very
-    event before a crash lost the SKU's record (the changelog keeps a prefix, lines first): read
-    it as it was. Untracked acceptances change no SKU record and stay as they are.
+    """The order lines as they were before the event being applied. An open line the SKU's
+    record keeps (``StockState.open``) is read from there. A line record written after the SKU's
+    record (``stock_seq > seq``) was written by an event after it (this very one, or one before
+    it in a replay) before a crash lost the SKU's record (the changelog keeps a prefix, lines
+    first): read it as it was before. A line reserved after the SKU's record (``reserved_seq >
+    seq``) was not there; one reserved before it was open (in the SKU's record or in a record of
+    its own) or committed (``pending``). Untracked acceptances change no SKU record and stay as
+    they are.
 
     A committed line the SKU's record no longer has in ``pending`` was handed over to the ERP
     (consumed): the hand-over changes only the SKU's record, not the line's (a release of a
@@ -213,8 +219,10 @@ class _AsBefore(Mapping[str, Reservation]):
 
     # (the ignore: one signature for Mapping.get's overloads)
     def get(self, key: str, default: Reservation | None = None) -> Reservation | None:  # type: ignore[override]
-        record = self.lines.get(key)
         state = self.state
+        if state is not None and state.open and (inline := state.open.get(key)) is not None:
+            return inline
+        record = self.lines.get(key)
         if record is None or state is None or record.status == "untracked":
             return record if record is not None else default
         if record.stock_seq <= state.seq:
@@ -224,9 +232,9 @@ class _AsBefore(Mapping[str, Reservation]):
         if key in state.pending:  # committed before this event: let go or consumed by it
             return record.model_copy(update={"status": "committed",
                                              "erp_created": state.pending[key].erp_created})
-        if record.status == "open":  # reserved by this very event: not there before it
-            return default
-        # released or committed (and maybe consumed) by this event: it was open before it
+        if record.status == "open" or record.reserved_seq > state.seq:
+            return default  # reserved after the SKU's record: not there before it
+        # released or committed (and maybe consumed) since: it was open before
         return record.model_copy(update={"status": "open", "erp_sales_order": None,
                                          "erp_created": None})
 
@@ -239,11 +247,14 @@ class _AsBefore(Mapping[str, Reservation]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
 
-    def __iter__(self) -> Iterator[str]:  # the keys of the records (a view's lookup has none)
-        return iter(self.lines) if isinstance(self.lines, Mapping) else iter(())
+    def __iter__(self) -> Iterator[str]:  # the SKU's open lines and the records (a view's
+        # lookup has no records to iterate)
+        inline = self.state.open if self.state is not None else {}
+        records = self.lines if isinstance(self.lines, Mapping) else {}
+        return iter({**dict.fromkeys(inline), **dict.fromkeys(records)})
 
     def __len__(self) -> int:
-        return len(self.lines) if isinstance(self.lines, Mapping) else 0
+        return sum(1 for _ in self)
 
 
 def read_lines(lines: Lines | LineLookup, state: StockState | None) -> Mapping[str, Reservation]:
@@ -262,7 +273,9 @@ def _already_applied(state: StockState, event: StockEvent, lines: Lines,
     answer: list[LineAllocation] = []
     records = []
     for line in event.lines:
-        record = lines.get(reservation_key(event.sku, event.order_key, line.line_id))
+        key = reservation_key(event.sku, event.order_key, line.line_id)
+        inline = state.open.get(key)
+        record = inline if inline is not None else lines.get(key)
         records.append(record)
         reserved = 0 if record is None else {"released": 0, "untracked": record.requested}.get(
             record.status, record.quantity)
@@ -314,15 +327,19 @@ RECENT = 20
 
 
 def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules,
-                lines: Lines) -> StockOutcome:
+                lines: Lines, seq: int) -> StockOutcome:
+    """Each new line is held against ``free``: kept in the SKU's record while it has room
+    (``rules.inline_lines``), else a record of its own (as an untracked acceptance is)."""
     answer: list[LineAllocation] = []
     writes: dict[str, Reservation] = {}
+    inline: dict[str, Reservation] = {}
     is_tracked = tracked(state)
     known = {ln.line_id: lines.get(reservation_key(event.sku, event.order_key, ln.line_id))
              for ln in event.lines}
     if known and all(r is not None and r.status == "untracked" for r in known.values()):
         is_tracked = False  # accepted untracked before: stays so, even if tracked since
     available = free(state, rules) if state is not None and is_tracked else 0
+    room = rules.inline_lines - len(state.open) if state is not None and is_tracked else 0
     taken_total = 0
     for line in event.lines:
         key = reservation_key(event.sku, event.order_key, line.line_id)
@@ -337,19 +354,35 @@ def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules
         if is_tracked:
             available -= taken
             taken_total += taken
-        writes[key] = Reservation(
+        reservation = Reservation(
             order_key=event.order_key, channel=event.channel, line_id=line.line_id,
             requested=line.quantity, quantity=taken if is_tracked else 0,
-            status="open" if is_tracked else "untracked", reserved_at=event.requested_at)
+            status="open" if is_tracked else "untracked", reserved_at=event.requested_at,
+            stock_seq=seq, reserved_seq=seq)
+        if room > 0:
+            inline[key] = reservation
+            room -= 1
+        else:
+            writes[key] = reservation
         answer.append(LineAllocation(line_id=line.line_id, requested=line.quantity, reserved=taken))
-    if not writes or not is_tracked or state is None:
+    answer_keys = [reservation_key(event.sku, event.order_key, a.line_id) for a in answer]
+    if not (writes or inline) or not is_tracked or state is None:
         return StockOutcome(state=state, answer=answer, tracked=is_tracked, writes=writes)
     new = state.model_copy(update={
         "held": state.held + taken_total,
-        "open_lines": state.open_lines + len(writes),
-        "recent": [*state.recent, *writes][-RECENT:],
+        "open_lines": state.open_lines + len(writes) + len(inline),
+        "open": {**state.open, **inline} if inline else state.open,
+        "recent": [*state.recent, *(k for k in answer_keys if k in writes or k in inline)
+                   ][-RECENT:],
     })
     return StockOutcome(state=new, changed=True, answer=answer, writes=writes)
+
+
+def _closed(state: StockState, keys: Mapping[str, Reservation]) -> dict[str, Reservation]:
+    """The SKU's open lines less ``keys`` (lines that left ``open``)."""
+    if not state.open or state.open.keys().isdisjoint(keys):
+        return state.open
+    return {k: r for k, r in state.open.items() if k not in keys}
 
 
 def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines) -> StockOutcome:
@@ -374,7 +407,8 @@ def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines) -> 
     if not writes and len(waiting) == len(state.backorders):
         return StockOutcome(state=state)
     new = state.model_copy(update={"held": state.held - units, "pending": pending,
-                                   "open_lines": state.open_lines - opened, "backorders": waiting})
+                                   "open_lines": state.open_lines - opened, "backorders": waiting,
+                                   "open": _closed(state, writes)})
     return StockOutcome(state=new, changed=True, writes=writes)
 
 
@@ -405,7 +439,8 @@ def _on_commit(state: StockState | None, event: CommitStock, rules: StockRules,
     if not writes:
         return StockOutcome(state=state)
     new = state.model_copy(update={"pending": pending, "backorders": backorders,
-                                   "open_lines": state.open_lines - len(writes)})
+                                   "open_lines": state.open_lines - len(writes),
+                                   "open": _closed(state, writes)})
     return StockOutcome(state=_consume_covered(new, rules), changed=True, writes=writes)
 
 
@@ -481,6 +516,7 @@ def view(state: StockState, rules: StockRules, channels: Sequence[str],
         "erp_available": erp_available(state, rules),
         "reserved_open": state.held - pending_units,
         "open_lines": state.open_lines,
+        "open_lines_in_sku_record": len(state.open),
         "reserved_committed_pending_erp": pending_units,
         "safety_stock": rules.safety,
         "free": free(state, rules),

@@ -31,6 +31,10 @@ W = "Stores - RSD"
 SKU = "SKU-1"
 CHANNELS = ("shopify", "amazon", "walmart", "regional")
 RULES = StockRules(channels=CHANNELS, erp_warehouse=W)
+#: the same rules with every open line in its own record (0), in the SKU's record (256), or both
+#: (1, 2: the properties' scripts hold up to four open lines)
+INLINE = {n: StockRules(channels=CHANNELS, erp_warehouse=W, inline_lines=n) for n in (0, 1, 2, 256)}
+rule_sets = st.sampled_from(sorted(INLINE)).map(INLINE.__getitem__)
 
 
 def erp_ts(n: int) -> str:
@@ -120,20 +124,46 @@ def test_committed_reservation_is_handed_to_the_erp_exactly_once():
     assert after.held == state.held and after.pending == {} and outs[0].writes == {}
 
 
-def test_a_line_costs_two_records_reserved_committed_and_handed_over():
-    """Reserved (open), committed, handed over when the ERP shows it: two line records, the
-    hand-over only in the SKU's record (it was a third line record)."""
+@pytest.mark.parametrize(("inline", "records"), [
+    (256, ["committed"]),  # open in the SKU's record, a record of its own once committed
+    (0, ["open", "committed"]),  # no room in the SKU's record: a record while open too
+])
+def test_a_line_costs_one_record_reserved_committed_and_handed_over(inline, records):
+    """Reserved (open, in the SKU's record), committed (its record), handed over when the ERP
+    shows it (the SKU's record only): one line record (issue 16; it was three, then two)."""
     writes: list = []
     state = None
     LINES.clear()
     for event in [position(5, n=1), reserve("o1", 2), commit("o1", erp_ts(5)),
                   position(5, reserved=2, n=6)]:
-        out = apply(state, event, RULES, T0, LINES)
+        out = apply(state, event, INLINE[inline], T0, LINES)
         LINES.update(out.writes)
         writes += [(k, r.status) for k, r in out.writes.items()]
         state = out.state
-    assert writes == [(f"{SKU}|shopify:o1#1", "open"), (f"{SKU}|shopify:o1#1", "committed")]
+        if isinstance(event, ReserveStock):
+            assert (f"{SKU}|shopify:o1#1" in state.open) == bool(inline)
+    assert writes == [(f"{SKU}|shopify:o1#1", status) for status in records]
+    assert state.open == {} and state.open_lines == 0
     assert held(state) == 0 and read_lines(LINES, state)[f"{SKU}|shopify:o1#1"].status == "consumed"
+
+
+def test_open_lines_past_the_bound_get_records_of_their_own():
+    state, outs = run([position(9), reserve("o1", 1), reserve("o2", 1), reserve("o3", 1)],
+                      rules=INLINE[2])
+    assert sorted(state.open) == [f"{SKU}|shopify:o1#1", f"{SKU}|shopify:o2#1"]
+    assert [list(o.writes) for o in outs[1:]] == [[], [], [f"{SKU}|shopify:o3#1"]]
+    assert state.open_lines == 3 and held(state) == 3
+    state, outs = run([release("o1"), reserve("o4", 1), commit("o3")], rules=INLINE[2],
+                      state=state)
+    assert sorted(state.open) == [f"{SKU}|shopify:o2#1", f"{SKU}|shopify:o4#1"]  # room again
+    assert outs[1].writes == {} and outs[2].writes[f"{SKU}|shopify:o3#1"].status == "committed"
+    read = read_lines(LINES, state)
+    assert {k.split("|")[1]: read[k].status for k in read} == {
+        "shopify:o1#1": "released", "shopify:o2#1": "open", "shopify:o3#1": "committed",
+        "shopify:o4#1": "open"}
+    shown = view(state, INLINE[2], CHANNELS, LINES)
+    assert shown["open_lines"] == 2 and shown["open_lines_in_sku_record"] == 2
+    assert len(shown["recent_reservations"]) == 4
 
 
 def test_commit_after_the_erp_already_showed_it_is_consumed_at_once():
@@ -347,6 +377,8 @@ class Erp:
 
 
 def play(script, rules=RULES):
+    """Apply ``script`` (``rules``: the inline bound among them); returns the ERP, the SKU's
+    record, the events applied and the line records."""
     erp, state, applied, held_by, lines = Erp(), None, [], {}, {}
     requested: dict[str, int] = {}
     tracked_by: dict[str, bool] = {}  # a backorder is of a tracked SKU's units (lifecycle)
@@ -422,23 +454,25 @@ def play(script, rules=RULES):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scripts)
-def test_any_sequence_never_oversells_and_never_goes_negative(script):
-    _, state, _, lines = play(script)
-    if state is not None:  # the small state agrees with the reservation records
-        held = [r for r in lines.values() if r.status == "open"]
+@given(scripts, rule_sets)
+def test_any_sequence_never_oversells_and_never_goes_negative(script, rules):
+    _, state, _, lines = play(script, rules)
+    if state is not None:  # the small state agrees with the lines (its own and the records)
+        assert len(state.open) <= rules.inline_lines
+        read = read_lines(lines, state)
+        held = [read[k] for k in read if read[k].status == "open"]
         assert state.open_lines == len(held)
         assert state.held == sum(r.quantity for r in held) + sum(
             p.quantity for p in state.pending.values())
 
 
 @settings(max_examples=200, deadline=None)
-@given(scripts, st.integers(0, 60))
-def test_replaying_any_prefix_changes_nothing(script, cut):
-    _, state, applied, lines = play(script)
+@given(scripts, st.integers(0, 60), rule_sets)
+def test_replaying_any_prefix_changes_nothing(script, cut, rules):
+    _, state, applied, lines = play(script, rules)
     again = state
     for event in applied[:cut]:
-        out = apply(again, event, RULES, T0, lines)
+        out = apply(again, event, rules, T0, lines)
         assert not out.changed and out.updates == []
         assert all(lines.get(k) == r for k, r in out.writes.items())
         again = out.state
@@ -446,21 +480,21 @@ def test_replaying_any_prefix_changes_nothing(script, cut):
 
 
 @settings(max_examples=200, deadline=None)
-@given(scripts)
-def test_once_the_feed_catches_up_the_engine_agrees_with_the_erp(script):
-    erp, state, _, lines = play([*script, ("feed", 10_000)])
+@given(scripts, rule_sets)
+def test_once_the_feed_catches_up_the_engine_agrees_with_the_erp(script, rules):
+    erp, state, _, lines = play([*script, ("feed", 10_000)], rules)
     while erp.feed:
-        out = apply(state, erp.feed.pop(0), RULES, T0, lines)
+        out = apply(state, erp.feed.pop(0), rules, T0, lines)
         lines.update(out.writes)
         state = out.state
         for r in out.releases:
             erp.released[r.order_key] = erp.released.get(r.order_key, 0) + r.units
     if state is None:
         return
-    open_units = sum(r.quantity for r in lines.values() if r.status == "open")
+    read = read_lines(lines, state)
+    open_units = sum(read[k].quantity for k in read if read[k].status == "open")
     # whatever the ERP does not hold yet is held here; nothing more, nothing twice
     assert free(state, RULES) == max(0, erp.actual - erp.reserved - open_units)
-    read = read_lines(lines, state)
     assert state.pending == {} and not any(read[k].status == "committed" for k in lines)
     # every backorder still waiting is one the goods do not cover yet (the oldest first)
     waiting = {o: erp.backordered[o] - erp.released.get(o, 0) for o in erp.backordered}
@@ -475,13 +509,13 @@ def _release_ids(out):
     return {(r.release_id, r.order_key, r.line_id, r.units) for r in out.releases}
 
 
-def _run_logged(events, sent=None):
+def _run_logged(events, sent=None, rules=RULES):
     """Apply ``events`` at offsets 0.. and log the stock table's changelog as the agent writes
     it: for each event its line records, then the SKU's record. ``sent``: offset -> the
     backorder releases the event sent."""
     state, lines, log = None, {}, []
     for offset, event in enumerate(events):
-        out = apply(state, event, RULES, T0, lines, offset=offset)
+        out = apply(state, event, rules, T0, lines, offset=offset)
         if sent is not None:
             sent[offset] = _release_ids(out)
         for key, record in out.writes.items():
@@ -493,7 +527,7 @@ def _run_logged(events, sent=None):
     return state, log
 
 
-def _take_over(events, log, commit, cut, sent=None, table=None):
+def _take_over(events, log, commit, cut, sent=None, table=None, rules=RULES):
     """The worker taking over: the table as the changelog's first ``cut`` records left it, the
     events replayed from the committed offset (``sent`` collects the releases they send;
     ``table``: filled with the table it ends with)."""
@@ -501,7 +535,7 @@ def _take_over(events, log, commit, cut, sent=None, table=None):
     for _, key, value in log[:cut]:
         table[key] = value
     for offset in range(commit, len(events)):
-        out = apply(table.get(SKU), events[offset], RULES, T0, table, offset=offset)
+        out = apply(table.get(SKU), events[offset], rules, T0, table, offset=offset)
         if sent is not None:
             sent |= _release_ids(out)
         table.update(out.writes)
@@ -515,8 +549,10 @@ def _same_lines(table, log, state):
     take-over ended with as in the uninterrupted run's (the last record of each key in ``log``)."""
     want_lines = {k: v for _, k, v in log if k != SKU}
     got, want = read_lines(table, table.get(SKU)), read_lines(want_lines, state)
-    for key in want_lines:
+    for key in want:  # the records and the lines open in the SKU's record
+        assert key in got, key
         assert (got[key].status, got[key].quantity) == (want[key].status, want[key].quantity), key
+    assert set(got) - {SKU} == set(want)
 
 
 def _same_stock(state, want):
@@ -529,30 +565,31 @@ def _same_stock(state, want):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scripts, st.data())
-def test_a_take_over_after_a_crash_holds_exactly_what_an_uninterrupted_run_holds(script, data):
+@given(scripts, st.data(), rule_sets)
+def test_a_take_over_after_a_crash_holds_exactly_what_an_uninterrupted_run_holds(script, data,
+                                                                                  rules):
     """The SIGKILL model: the stock table's changelog (SKU records and line records in one
     partition, lines first) keeps a prefix of its writes, at least every write of the events
     before the committed offset (Faust flushes its producer before it commits). The worker
     taking over restores the table from it and replays the events from the committed offset: it
     must hold exactly what a run without the crash holds, and every backorder release the run
     sent must be sent (again, with the same id) unless its event was committed."""
-    _, _, events, _ = play(script)
+    _, _, events, _ = play(script, rules)
     if not events:
         return
     sent: dict[int, set] = {}
-    want, log = _run_logged(events, sent)
+    want, log = _run_logged(events, sent, rules)
     commit = data.draw(st.integers(0, len(events)), label="committed offset")
     cut = data.draw(st.integers(sum(1 for o, *_ in log if o < commit), len(log)),
                     label="changelog records kept")
     again: set = set()
     table: dict = {}
-    _same_stock(_take_over(events, log, commit, cut, again, table), want)
+    _same_stock(_take_over(events, log, commit, cut, again, table, rules), want)
     _same_lines(table, log, want)
     assert again == set().union(*(sent[o] for o in range(commit, len(events))))
 
 
-def _run_batched(events, ends, sent):
+def _run_batched(events, ends, sent, rules=RULES):
     """Apply ``events`` in batches (``ends``: the offset after each batch) as the stock agent does
     (agents/stock.py ``SkuWrites``: line records at once, the SKU's record held to the end of
     the batch, or written first when an event rewrites a line written since it) and log the
@@ -565,7 +602,7 @@ def _run_batched(events, ends, sent):
         batch[0] = number
         for offset in range(start, end):
             state = writes.get(SKU) or table.get(SKU)
-            out = apply(state, events[offset], RULES, T0, table, offset=offset)
+            out = apply(state, events[offset], rules, T0, table, offset=offset)
             sent[offset] = _release_ids(out)
             writes.apply(SKU, out.writes, out.state if out.changed else None)
         writes.flush()
@@ -574,29 +611,30 @@ def _run_batched(events, ends, sent):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scripts, st.data())
-def test_a_take_over_after_a_crash_mid_batch_holds_what_an_uninterrupted_run_holds(script, data):
+@given(scripts, st.data(), rule_sets)
+def test_a_take_over_after_a_crash_mid_batch_holds_what_an_uninterrupted_run_holds(script, data,
+                                                                                   rules):
     """The SIGKILL model with batches (issue 16): each batch writes its line records as its
     events go and each SKU record once at its end (or before a line is rewritten); its input is
     committed only after its writes, so the changelog keeps every write of the batches before the
     committed one and any prefix of the rest. Replaying from the committed batch must hold
     exactly what a run without the crash holds, and send every release the lost part sent."""
-    _, _, events, _ = play(script)
+    _, _, events, _ = play(script, rules)
     if not events:
         return
     cuts = data.draw(st.lists(st.integers(1, len(events)), max_size=6), label="batch ends")
     ends = sorted({*cuts, len(events)})
     sent: dict[int, set] = {}
-    want, log = _run_batched(events, ends, sent)
-    _same_stock(want, _run_logged(events)[0])  # batching changes nothing without a crash
+    want, log = _run_batched(events, ends, sent, rules)
+    _same_stock(want, _run_logged(events, rules=rules)[0])  # batching changes nothing without a crash
     committed = data.draw(st.integers(0, len(ends) - 1), label="batches committed")
     commit = ([0, *ends])[committed]
     cut = data.draw(st.integers(sum(1 for b, *_ in log if b < committed), len(log)),
                     label="changelog records kept")
     again: set = set()
     table: dict = {}
-    _same_stock(_take_over(events, [(None, k, v) for _, k, v in log], commit, cut, again, table),
-                want)
+    _same_stock(_take_over(events, [(None, k, v) for _, k, v in log], commit, cut, again, table,
+                           rules), want)
     _same_lines(table, log, want)
     assert again == set().union(*(sent[o] for o in range(commit, len(events))))
 
@@ -604,11 +642,15 @@ def test_a_take_over_after_a_crash_mid_batch_holds_what_an_uninterrupted_run_hol
 def test_a_batch_writes_a_skus_record_once_unless_a_line_is_written_again():
     events = [position(10), reserve("o1", 2), reserve("o2", 1), release("o1"), reserve("o3", 1)]
     sent: dict[int, set] = {}
-    _, log = _run_batched(events, [len(events)], sent)
+    _, log = _run_batched(events, [len(events)], sent, INLINE[0])
     keys = [k for _, k, _ in log]
-    # o1's line is released in the batch that reserved it: the SKU's record goes out before
+    # o1's line record is rewritten in the batch that wrote it: the SKU's record goes out before
     assert keys == [f"{SKU}|shopify:o1#1", f"{SKU}|shopify:o2#1", SKU, f"{SKU}|shopify:o1#1",
                     f"{SKU}|shopify:o3#1", SKU]
+    # open lines in the SKU's record: o1's release is its first record (``reserved_seq`` tells a
+    # take-over it was reserved after the SKU's last record), the SKU's record once at the end
+    _, log = _run_batched(events, [len(events)], sent, INLINE[256])
+    assert [k for _, k, _ in log] == [f"{SKU}|shopify:o1#1", SKU]
 
 
 def test_a_crash_between_a_line_record_and_its_sku_record():
