@@ -28,9 +28,9 @@ from retail_sync.streams.rules.policies import ChannelAllocation, EditPolicy, St
 ENV_PREFIX = "RETAIL_SYNC_"
 
 
-#: what one open order line kept in its SKU's stock record may take, at most (its JSON is ~300
-#: bytes with marketplace order ids of today's lengths)
-INLINE_LINE_BYTES = 400
+#: what one open order line kept in its SKU's stock record may take, at most (its JSON, key and
+#: array, is ~110 bytes with marketplace order ids of today's lengths)
+INLINE_LINE_BYTES = 250
 
 
 class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSettings,
@@ -278,8 +278,8 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
     stock_inline_lines: int = Field(
         1_000, ge=0, le=10_000, description="Open order lines kept inside their SKU's stock "
         "record (one changelog record per line instead of two); past that a line has a record "
-        "of its own, so a slow ERP cannot grow the SKU record past ~300 bytes a line times "
-        "this. At most producer_max_request_bytes / 800 (a record must fit in a request).")
+        "of its own, so a slow ERP cannot grow the SKU record past ~110 bytes a line times "
+        "this. At most producer_max_request_bytes / 500 (a record must fit in a request).")
     inventory_push_batch: int = Field(
         500, ge=1, le=10_000, description="Inventory updates coalesced into one push at most.")
     inventory_push_window_s: float = Field(

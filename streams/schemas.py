@@ -140,6 +140,9 @@ def _class_sample(annotation: type, field_name: str) -> Any:
         return sample_of(annotation)
     if issubclass(annotation, Enum):
         return next(iter(annotation)).value
+    if issubclass(annotation, tuple) and hasattr(annotation, "_fields"):  # a NamedTuple: an array
+        hints = typing.get_type_hints(annotation, include_extras=True)
+        return [_sample_value(hints[name], name) for name in annotation._fields]
     for cls, sample in _CLASS_SAMPLES:
         if issubclass(annotation, cls):
             return sample

@@ -8,7 +8,7 @@ text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC) they always were.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, TypeAdapter, ValidationInfo, model_validator
 
@@ -59,6 +59,32 @@ class Reservation(Frozen):
     reserved_at: UtcDatetime
     stock_seq: int = 0
     reserved_seq: int = 0
+
+
+class OpenLine(NamedTuple):
+    """An open order line kept in its SKU's record (``StockState.open``): what its ``Reservation``
+    would hold while open, as a JSON array (a SKU's record is encoded whole on every write; an
+    array costs a third of the bytes and time of the record's object)."""
+
+    order_key: str
+    channel: str
+    line_id: str
+    requested: int
+    quantity: int
+    reserved_seq: int  # the position of the event that reserved it (it wrote nothing since)
+    reserved_at: UtcDatetime
+
+    @classmethod
+    def of(cls, r: Reservation) -> OpenLine:
+        return cls(r.order_key, r.channel, r.line_id, r.requested, r.quantity, r.reserved_seq,
+                   r.reserved_at)
+
+    def reservation(self) -> Reservation:
+        return Reservation.model_construct(  # from a validated record: no second validation
+            order_key=self.order_key, channel=self.channel, line_id=self.line_id,
+            requested=self.requested, quantity=self.quantity, status="open",
+            erp_sales_order=None, erp_created=None, reserved_at=self.reserved_at,
+            stock_seq=self.reserved_seq, reserved_seq=self.reserved_seq)
 
 
 class Pending(Frozen):
@@ -133,7 +159,7 @@ class StockState(Frozen):
     open_lines: int = 0  # open lines: those in ``open`` and those with a record of their own
     #: reservation key -> an open line kept here (at most ``StockRules.inline_lines``; past that
     #: an open line has a record of its own, as every line has once it leaves ``open``)
-    open: dict[str, Reservation] = Field(default_factory=dict)
+    open: dict[str, OpenLine] = Field(default_factory=dict)
     pending: dict[str, Pending] = Field(default_factory=dict)  # reservation key -> committed
     recent: list[str] = Field(default_factory=list)  # the last reservation keys, for the view
     offered: dict[str, int] = Field(default_factory=dict)  # channel -> last quantity sent out

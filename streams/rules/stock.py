@@ -56,6 +56,7 @@ from retail_sync.streams.stock import (
     Backorder,
     BackorderRelease,
     ErpBin,
+    OpenLine,
     Pending,
     Reservation,
     StockState,
@@ -221,7 +222,7 @@ class _AsBefore(Mapping[str, Reservation]):
     def get(self, key: str, default: Reservation | None = None) -> Reservation | None:  # type: ignore[override]
         state = self.state
         if state is not None and state.open and (inline := state.open.get(key)) is not None:
-            return inline
+            return inline.reservation()
         record = self.lines.get(key)
         if record is None or state is None or record.status == "untracked":
             return record if record is not None else default
@@ -275,7 +276,7 @@ def _already_applied(state: StockState, event: StockEvent, lines: Lines,
     for line in event.lines:
         key = reservation_key(event.sku, event.order_key, line.line_id)
         inline = state.open.get(key)
-        record = inline if inline is not None else lines.get(key)
+        record = inline.reservation() if inline is not None else lines.get(key)
         records.append(record)
         reserved = 0 if record is None else {"released": 0, "untracked": record.requested}.get(
             record.status, record.quantity)
@@ -332,7 +333,7 @@ def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules
     (``rules.inline_lines``), else a record of its own (as an untracked acceptance is)."""
     answer: list[LineAllocation] = []
     writes: dict[str, Reservation] = {}
-    inline: dict[str, Reservation] = {}
+    inline: dict[str, OpenLine] = {}
     is_tracked = tracked(state)
     known = {ln.line_id: lines.get(reservation_key(event.sku, event.order_key, ln.line_id))
              for ln in event.lines}
@@ -360,7 +361,7 @@ def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules
             status="open" if is_tracked else "untracked", reserved_at=event.requested_at,
             stock_seq=seq, reserved_seq=seq)
         if room > 0:
-            inline[key] = reservation
+            inline[key] = OpenLine.of(reservation)
             room -= 1
         else:
             writes[key] = reservation
@@ -378,11 +379,14 @@ def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules
     return StockOutcome(state=new, changed=True, answer=answer, writes=writes)
 
 
-def _closed(state: StockState, keys: Mapping[str, Reservation]) -> dict[str, Reservation]:
+def _closed(state: StockState, keys: Mapping[str, Reservation]) -> dict[str, OpenLine]:
     """The SKU's open lines less ``keys`` (lines that left ``open``)."""
     if not state.open or state.open.keys().isdisjoint(keys):
         return state.open
-    return {k: r for k, r in state.open.items() if k not in keys}
+    kept = dict(state.open)  # a copy, then the few out: far cheaper than filtering every line
+    for key in keys:
+        kept.pop(key, None)
+    return kept
 
 
 def _on_release(state: StockState | None, event: ReleaseStock, lines: Lines) -> StockOutcome:

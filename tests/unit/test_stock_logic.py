@@ -166,6 +166,19 @@ def test_open_lines_past_the_bound_get_records_of_their_own():
     assert len(shown["recent_reservations"]) == 4
 
 
+def test_open_lines_in_the_sku_record_survive_the_codec_and_read_as_their_reservation():
+    from retail_sync.streams.codecs import decode, encode
+
+    state, outs = run([position(9), reserve("o1", 2, line="a"), reserve("o2", 5, line="b")])
+    stored = decode("rs.stock_record", encode("rs.stock_record", state))
+    assert stored == state and stored.open == state.open
+    read = read_lines({}, stored)
+    line = read[f"{SKU}|shopify:o2#b"]
+    assert (line.order_key, line.line_id, line.requested, line.quantity, line.status) == \
+        ("shopify:o2", "b", 5, 5, "open")
+    assert line.reserved_seq == line.stock_seq == 3 and line.reserved_at == T0
+
+
 def test_commit_after_the_erp_already_showed_it_is_consumed_at_once():
     state, _ = run([position(5, n=1), reserve("o1", 2), position(5, reserved=2, n=7),
                     commit("o1", erp_ts(6))])
