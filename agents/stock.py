@@ -124,13 +124,15 @@ class SkuWrites:
     """The stock table's writes of one batch: line records at once, each SKU's record held and
     written once (its last value) at the end of the batch.
 
-    The crash reading (``streams.rules.stock``, ``_AsBefore``) needs every line record that is
-    newer than its SKU's record to have been written by one event after that record, so it can be
-    read as it was before that event. Holding the SKU's record keeps that as long as no line is
-    written twice while its SKU's record is held: so before an event rewrites a line written
-    since the SKU's record was last written, the held record is written first. Lines are always
-    written before the SKU record that counts them, in one changelog partition (the SKU's), so a
-    crash keeps a prefix in which no SKU record runs ahead of its lines.
+    The crash reading (``streams.rules.stock``, ``_AsBefore``) reads a line record newer than
+    its SKU's record as it was before the events after that record: not there if it was
+    reserved after it (``reserved_seq``), else open or committed as the SKU's record says. Before
+    an event rewrites a line record written since the SKU's record was last written, the held
+    record is written first, so such a record was written by one event after it (a line open
+    in its SKU's record gets its first record when it leaves ``open``, so this happens only to
+    lines with a record while open, past ``StockRules.inline_lines``). Lines are always written
+    before the SKU record that counts them, in one changelog partition (the SKU's), so a crash
+    keeps a prefix in which no SKU record runs ahead of its lines.
 
     ``write(key, value, event)`` writes to the table (in ``event``'s context: the key's own
     partition)."""

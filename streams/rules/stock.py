@@ -4,19 +4,23 @@ The stock agent owns each SKU (its input topic is keyed by SKU) and calls ``appl
 touches Faust or the settings (the policy comes in as ``StockRules``, built by the agent from an
 ``AllocationPolicy``), so the rules are tested exhaustively (tests/unit/test_stock_logic.py,
 hypothesis).
-State is split in two so an event costs the same whatever the SKU's order volume: a small
-``StockState`` per SKU (ERP positions, units held, committed reservations awaiting the ERP, what
-each channel was offered and told) and one ``Reservation`` per order line, read through
-``lines`` (a mapping) and written back as ``StockOutcome.writes``.
+State is split in two so an event costs about the same whatever the SKU's order volume: a
+bounded ``StockState`` per SKU (ERP positions, units held, its open lines up to
+``StockRules.inline_lines``, committed reservations awaiting the ERP, what each channel was
+offered and told) and one ``Reservation`` record per order line once it leaves ``open`` (or
+while open, past the bound), read through ``lines`` (a mapping) and written back as
+``StockOutcome.writes``. A line thus costs one changelog record (committed or released), not
+two (open, then committed).
 
 After a crash. Both kinds of record live in one table (the line's key is ``SKU|order#line``) and
 the agent writes an event's line records before the SKU's record, so their changelog (one
 partition per SKU) holds them in that order and whatever survives a SIGKILL is a prefix of it:
-the SKU's record never runs ahead of its lines, and at most the one event after it can have its
-line records without its SKU record. Events are applied with their stock-events offset
-(``StockState.seq`` is the last one applied): an event at or below ``seq`` is already in the
-record and is only answered again; a line record written after ``seq`` (``stock_seq``) was
-written by the event being replayed, and the line is read as it was before that event.
+the SKU's record never runs ahead of its lines. Events are applied with their stock-events
+position (``StockState.seq`` is the last one applied): an event at or below ``seq`` is already
+in the record and is only answered again; a line record written after ``seq`` (``stock_seq``)
+was written by an event being replayed, and the line is read as it was before (``_AsBefore``:
+not there if it was reserved after ``seq``, ``reserved_seq``; else open or committed as the
+SKU's record says).
 
 The arithmetic, per SKU:
 
