@@ -274,6 +274,9 @@ _HAND_SCHEMAS: dict[str, Any] = {
         "status": {"type": "string"}, "app_id": {"type": "string"},
         "assigned_partitions": {"type": "integer"}, "input_partitions": {"type": "integer"},
         "changelog_partitions": {"type": "integer"},
+        "not_fetching": {"type": "array", "items": {"type": "object", "properties": {
+            "topic": {"type": "string"}, "partition": {"type": "integer"},
+            "state": {"enum": ["no position", "awaiting reset", "paused"]}}}},
         "broker": {"type": ["object", "null"]}}},
     "Liveness": {"type": "object", "required": ["status", "app_id"], "properties": {
         "status": {"enum": ["alive", "stopping"]}, "app_id": {"type": "string"}}},

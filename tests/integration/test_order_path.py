@@ -165,6 +165,9 @@ async def test_worker_restart_mid_stream_loses_and_duplicates_nothing(stack: Sta
         raise AssertionError(await _where_they_are(stack, worker, expected)) from None
     assert len(erp_po_numbers(stack)) == len(expected)  # none twice
     assert stack.erp is not None and stack.erp.stats()["orders_created"] == 240
+    status, health = await worker.get_json("/health")  # every input partition is being read
+    assert status == 200 and health["input_partitions"] > 0 and health["not_fetching"] == [], \
+        health
 
 
 async def _where_they_are(stack: Stack, worker, expected: set[str]) -> str:
