@@ -77,6 +77,8 @@ class AgentSettings(RetrySettings, Protocol):
     def stock_allocation(self) -> Mapping[str, ChannelAllocation]: ...
     @property
     def stock_inline_lines(self) -> int: ...
+    @property
+    def producer_max_request_bytes(self) -> int: ...
 
 
 class AgentTables(Protocol):
@@ -139,4 +141,12 @@ def allocation_policy(settings: AgentSettings) -> AllocationPolicy:
         erp_warehouse=settings.erp_warehouse,
         warehouses=AllocationPolicy.parse_warehouses(settings.erp_stock_warehouses),
         safety=settings.stock_safety_stock, safety_by_sku=dict(settings.stock_safety_by_sku),
-        allocation=dict(settings.stock_allocation), inline_lines=settings.stock_inline_lines)
+        allocation=dict(settings.stock_allocation),
+        inline_lines=min(settings.stock_inline_lines,
+                         settings.producer_max_request_bytes // (2 * INLINE_LINE_BYTES)))
+
+
+#: what one open order line kept in its SKU's stock record may take, at most (its JSON, key and
+#: array, is ~110 bytes with marketplace order ids of today's lengths): the bound of open lines
+#: in a SKU's record is lowered so that twice this per line fits in a produce request
+INLINE_LINE_BYTES = 250

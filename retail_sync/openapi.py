@@ -13,6 +13,10 @@ without the body, same token) is not listed.
 ``/openapi.json`` itself is open (no token): the contract holds no data. The ingress operation
 carries its own ``servers`` entry (the ingress listener, ``RETAIL_SYNC_INGRESS_PORT``); every other
 operation is on the admin listener (``RETAIL_SYNC_WEB_PORT``).
+
+Long module: the hand-written part of the contract (every operation's summary, parameters, body
+and answers) beside the code that joins it to the registered routes; split, a route's code and
+its contract would drift apart in two places instead of one.
 """
 
 from __future__ import annotations
@@ -273,10 +277,9 @@ _HAND_SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "required": ["status", "app_id"], "properties": {
         "status": {"type": "string"}, "app_id": {"type": "string"},
         "assigned_partitions": {"type": "integer"}, "input_partitions": {"type": "integer"},
-        "changelog_partitions": {"type": "integer"},
-        "not_fetching": {"type": "array", "items": {"type": "object", "properties": {
-            "topic": {"type": "string"}, "partition": {"type": "integer"},
-            "state": {"enum": ["no position", "awaiting reset", "paused"]}}}},
+        "changelog_partitions": {"type": "integer"}, "not_fetching": {"type": "array", "items": {
+            "type": "object", "properties": {"topic": {"type": "string"}, "partition": {
+                "type": "integer"}, "state": {"enum": ["no position", "awaiting reset", "paused"]}}}},
         "broker": {"type": ["object", "null"]}}},
     "Liveness": {"type": "object", "required": ["status", "app_id"], "properties": {
         "status": {"enum": ["alive", "stopping"]}, "app_id": {"type": "string"}}},

@@ -28,11 +28,6 @@ from retail_sync.streams.rules.policies import ChannelAllocation, EditPolicy, St
 ENV_PREFIX = "RETAIL_SYNC_"
 
 
-#: what one open order line kept in its SKU's stock record may take, at most (its JSON, key and
-#: array, is ~110 bytes with marketplace order ids of today's lengths)
-INLINE_LINE_BYTES = 250
-
-
 class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSettings,
                ErpNextSettings, WmsSettings, BaseSettings):
     """Everything the worker, the simulators and the CLI need, in one frozen object."""
@@ -279,7 +274,8 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         1_000, ge=0, le=10_000, description="Open order lines kept inside their SKU's stock "
         "record (one changelog record per line instead of two); past that a line has a record "
         "of its own, so a slow ERP cannot grow the SKU record past ~110 bytes a line times "
-        "this. At most producer_max_request_bytes / 500 (a record must fit in a request).")
+        "this. Lowered to producer_max_request_bytes / 500 when that is less (a SKU's record "
+        "must fit in a request with room to spare).")
     inventory_push_batch: int = Field(
         500, ge=1, le=10_000, description="Inventory updates coalesced into one push at most.")
     inventory_push_window_s: float = Field(
@@ -359,10 +355,6 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         if self.producer_max_request_bytes < self.webhook_max_body_bytes + 64 * 1024:
             raise ValueError("producer_max_request_bytes must be at least webhook_max_body_bytes "
                              "+ 64 KiB: a raw delivery is sent as one record")
-        if self.stock_inline_lines * INLINE_LINE_BYTES * 2 > self.producer_max_request_bytes:
-            raise ValueError(f"stock_inline_lines ({self.stock_inline_lines}) times "
-                             f"{INLINE_LINE_BYTES * 2} bytes exceeds producer_max_request_bytes: "
-                             "a SKU's stock record must fit in a request with room to spare")
         return self
 
     def policy_for(self, channel: str) -> StockPolicy:

@@ -318,10 +318,9 @@ def _health_views(ctx: Context) -> None:
             if watch is not None and not watch.accepting(app):  # readiness: webhooks get 503
                 ready, status = False, watch.state(app)
             return _json(self, {
-                "status": status, "app_id": app.conf.id,
-                "assigned_partitions": len(tps),
-                # of which: our input topics' partitions, and table changelogs (active tables
-                # and standby copies)
+                "status": status, "app_id": app.conf.id, "assigned_partitions": len(tps),
+                # of which: our input topics' partitions, and table changelogs (active tables and
+                # standby copies); the input partitions assigned and not read now
                 "input_partitions": inputs, "changelog_partitions": len(tps) - inputs,
                 "not_fetching": faust_fixes.not_fetching(consumer, sources) if tps else [],
                 "broker": watch.as_json() if watch is not None else None,

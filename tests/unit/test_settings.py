@@ -32,8 +32,6 @@ def test_environment_overrides(monkeypatch):
         ("RETAIL_SYNC_BROKER_HEARTBEAT_INTERVAL_S", "30", "heartbeat"),
         # the default webhook limit is 512 KiB: a raw delivery of that size must fit a record
         ("RETAIL_SYNC_PRODUCER_MAX_REQUEST_BYTES", "300000", "webhook_max_body_bytes"),
-        # 2,500 open lines of up to 250 bytes, twice: too close to a 1 MB request
-        ("RETAIL_SYNC_STOCK_INLINE_LINES", "2500", "stock_inline_lines"),
     ],
 )
 def test_invalid_values_are_rejected(monkeypatch, var, value, message):

@@ -214,6 +214,14 @@ def test_allocation_rules_come_from_settings():
     assert rules.warehouses == frozenset({"A", "B"}) and not rules.sellable(W)
 
 
+def test_the_open_lines_bound_fits_a_produce_request():
+    assert StockRules.for_sku(allocation_policy(Settings()), SKU, CHANNELS).inline_lines == 1000
+    # a worker allowed 300 KB requests keeps at most 600 open lines in a SKU's record
+    small = Settings(producer_max_request_bytes=300_000, webhook_max_body_bytes=200_000)
+    assert StockRules.for_sku(allocation_policy(small), SKU, CHANNELS).inline_lines == 600
+    assert allocation_policy(Settings(stock_inline_lines=0)).inline_lines == 0
+
+
 def test_unsellable_warehouses_do_not_count():
     rules = StockRules(channels=CHANNELS, erp_warehouse=W, warehouses=frozenset({W}))
     state, _ = run([position(4), position(50, warehouse="Quarantine - RSD", n=2)], rules=rules)
