@@ -76,8 +76,10 @@ def _assert_within_budget(times: list[float], burst: int = BURST) -> None:
     for i, start in enumerate(times):
         in_window = sum(1 for t in times[i:] if t < start + 1.0)
         assert in_window <= B + burst, (in_window, i)
-    # with a backlog, the two together use at least 90 % of B
-    rate = (len(times) - burst) / (times[-1] - times[0])
+    # with a backlog, the two together use at least 90 % of B: the rate of the calls after the
+    # burst (intervals over their time; counting the burst's calls over the whole time put a
+    # perfect run at 9.17 of the budget's 9.5 a second, 2 % above the bound)
+    rate = (len(times) - 1 - burst) / (times[-1] - times[burst])
     assert rate >= 0.9 * B, rate
 
 
