@@ -135,6 +135,12 @@ def order_policies(settings: AgentSettings) -> OrderPolicies:
                          edit=dict(settings.order_edit_policy))
 
 
+#: what one open order line kept in its SKU's stock record may take, at most (its JSON, key and
+#: array, is ~110 bytes with marketplace order ids of today's lengths): the bound of open lines
+#: in a SKU's record is lowered so that twice this per line fits in a produce request
+INLINE_LINE_BYTES = 250
+
+
 def allocation_policy(settings: AgentSettings) -> AllocationPolicy:
     """Sellable warehouses, safety stock and allocation, as the stock rules take them."""
     return AllocationPolicy(
@@ -145,8 +151,3 @@ def allocation_policy(settings: AgentSettings) -> AllocationPolicy:
         inline_lines=min(settings.stock_inline_lines,
                          settings.producer_max_request_bytes // (2 * INLINE_LINE_BYTES)))
 
-
-#: what one open order line kept in its SKU's stock record may take, at most (its JSON, key and
-#: array, is ~110 bytes with marketplace order ids of today's lengths): the bound of open lines
-#: in a SKU's record is lowered so that twice this per line fits in a produce request
-INLINE_LINE_BYTES = 250

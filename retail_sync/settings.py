@@ -23,7 +23,12 @@ from retail_sync.connectors.regional.settings import RegionalSettings
 from retail_sync.connectors.shopify.settings import ShopifySettings
 from retail_sync.connectors.walmart.settings import WalmartSettings
 from retail_sync.connectors.wms.settings import WmsSettings
-from retail_sync.streams.rules.policies import ChannelAllocation, EditPolicy, StockPolicy
+from retail_sync.streams.rules.policies import (
+    DEFAULT_INLINE_LINES,
+    ChannelAllocation,
+    EditPolicy,
+    StockPolicy,
+)
 
 ENV_PREFIX = "RETAIL_SYNC_"
 
@@ -271,7 +276,7 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         default_factory=dict,
         description='Per-channel allocation, JSON, e.g. {"amazon":{"share":0.5,"cap":100,"buffer":2}}.')
     stock_inline_lines: int = Field(
-        1_000, ge=0, le=10_000, description="Open order lines kept inside their SKU's stock "
+        DEFAULT_INLINE_LINES, ge=0, le=10_000, description="Open order lines kept inside their SKU's stock "
         "record (one changelog record per line instead of two); past that a line has a record "
         "of its own, so a slow ERP cannot grow the SKU record past ~110 bytes a line times "
         "this. Lowered to producer_max_request_bytes / 500 when that is less (a SKU's record "

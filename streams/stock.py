@@ -74,11 +74,6 @@ class OpenLine(NamedTuple):
     reserved_seq: int  # the position of the event that reserved it (it wrote nothing since)
     reserved_at: UtcDatetime
 
-    @classmethod
-    def of(cls, r: Reservation) -> OpenLine:
-        return cls(r.order_key, r.channel, r.line_id, r.requested, r.quantity, r.reserved_seq,
-                   r.reserved_at)
-
     def reservation(self) -> Reservation:
         return Reservation.model_construct(  # from a validated record: no second validation
             order_key=self.order_key, channel=self.channel, line_id=self.line_id,

@@ -45,6 +45,10 @@ class OrderPolicies:
         return self.edit.get(channel, self.edit_default)
 
 
+#: open order lines a SKU's stock record keeps inside it (``RETAIL_SYNC_STOCK_INLINE_LINES``)
+DEFAULT_INLINE_LINES = 1000
+
+
 @dataclass(frozen=True)
 class AllocationPolicy:
     """Where our sales orders reserve, which warehouses are sellable (empty: all), the safety
@@ -55,7 +59,7 @@ class AllocationPolicy:
     safety: int = 0
     safety_by_sku: Mapping[str, int] = field(default_factory=dict)
     allocation: Mapping[str, ChannelAllocation] = field(default_factory=dict)
-    inline_lines: int = 1000  # open lines kept inside a SKU's record (``StockRules.inline_lines``)
+    inline_lines: int = DEFAULT_INLINE_LINES  # open lines kept inside a SKU's record
 
     def safety_for(self, sku: str) -> int:
         return self.safety_by_sku.get(sku, self.safety)

@@ -55,7 +55,11 @@ from typing import Protocol
 from retail_sync.streams.commands import CommitStock, InventoryUpdate, ReleaseStock, ReserveStock
 from retail_sync.streams.erp_time import EARLIEST, JUST_AFTER
 from retail_sync.streams.events import ErpStockChanged, InventoryPushed, LineAllocation, StockEvent
-from retail_sync.streams.rules.policies import AllocationPolicy, ChannelAllocation
+from retail_sync.streams.rules.policies import (
+    DEFAULT_INLINE_LINES,
+    AllocationPolicy,
+    ChannelAllocation,
+)
 from retail_sync.streams.stock import (
     Backorder,
     BackorderRelease,
@@ -79,7 +83,7 @@ class StockRules:
     allocation: Mapping[str, ChannelAllocation] = field(default_factory=dict)
     warehouses: frozenset[str] = frozenset()  # sellable warehouses; empty: all
     #: open lines kept inside the SKU's record (``StockState.open``); past that, records
-    inline_lines: int = 1000
+    inline_lines: int = DEFAULT_INLINE_LINES
 
     @classmethod
     def for_sku(cls, policy: AllocationPolicy, sku: str, channels: Sequence[str]) -> StockRules:
@@ -225,9 +229,7 @@ class _AsBefore(Mapping[str, Reservation]):
     # (the ignore: one signature for Mapping.get's overloads)
     def get(self, key: str, default: Reservation | None = None) -> Reservation | None:  # type: ignore[override]
         state = self.state
-        if state is not None and state.open and (inline := state.open.get(key)) is not None:
-            return inline.reservation()
-        record = self.lines.get(key)
+        record = line_now(state, self.lines, key)
         if record is None or state is None or record.status == "untracked":
             return record if record is not None else default
         if record.stock_seq <= state.seq:
@@ -262,6 +264,12 @@ class _AsBefore(Mapping[str, Reservation]):
         return sum(1 for _ in self)
 
 
+def line_now(state: StockState | None, lines: Lines | LineLookup, key: str) -> Reservation | None:
+    """Line ``key`` as it stands: open in the SKU's record ``state``, else its own record."""
+    inline = state.open.get(key) if state is not None else None
+    return inline.reservation() if inline is not None else lines.get(key)
+
+
 def read_lines(lines: Lines | LineLookup, state: StockState | None) -> Mapping[str, Reservation]:
     """The line records as the SKU's record ``state`` reads them: a committed line it handed over
     reads ``consumed`` (``_AsBefore``). For views and retention; ``apply`` reads this way too."""
@@ -278,9 +286,7 @@ def _already_applied(state: StockState, event: StockEvent, lines: Lines,
     answer: list[LineAllocation] = []
     records = []
     for line in event.lines:
-        key = reservation_key(event.sku, event.order_key, line.line_id)
-        inline = state.open.get(key)
-        record = inline.reservation() if inline is not None else lines.get(key)
+        record = line_now(state, lines, reservation_key(event.sku, event.order_key, line.line_id))
         records.append(record)
         reserved = 0 if record is None else {"released": 0, "untracked": record.requested}.get(
             record.status, record.quantity)
@@ -338,6 +344,7 @@ def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules
     answer: list[LineAllocation] = []
     writes: dict[str, Reservation] = {}
     inline: dict[str, OpenLine] = {}
+    added: list[str] = []  # the new lines' keys, in the event's order
     is_tracked = tracked(state)
     known = {ln.line_id: lines.get(reservation_key(event.sku, event.order_key, ln.line_id))
              for ln in event.lines}
@@ -359,26 +366,25 @@ def _on_reserve(state: StockState | None, event: ReserveStock, rules: StockRules
         if is_tracked:
             available -= taken
             taken_total += taken
-        reservation = Reservation(
-            order_key=event.order_key, channel=event.channel, line_id=line.line_id,
-            requested=line.quantity, quantity=taken if is_tracked else 0,
-            status="open" if is_tracked else "untracked", reserved_at=event.requested_at,
-            stock_seq=seq, reserved_seq=seq)
-        if room > 0:
-            inline[key] = OpenLine.of(reservation)
+        if room > 0:  # room only for a tracked SKU: an open line, in the SKU's record
+            inline[key] = OpenLine(event.order_key, event.channel, line.line_id, line.quantity,
+                                   taken, seq, event.requested_at)
             room -= 1
         else:
-            writes[key] = reservation
+            writes[key] = Reservation(
+                order_key=event.order_key, channel=event.channel, line_id=line.line_id,
+                requested=line.quantity, quantity=taken if is_tracked else 0,
+                status="open" if is_tracked else "untracked", reserved_at=event.requested_at,
+                stock_seq=seq, reserved_seq=seq)
+        added.append(key)
         answer.append(LineAllocation(line_id=line.line_id, requested=line.quantity, reserved=taken))
-    answer_keys = [reservation_key(event.sku, event.order_key, a.line_id) for a in answer]
-    if not (writes or inline) or not is_tracked or state is None:
+    if not added or not is_tracked or state is None:
         return StockOutcome(state=state, answer=answer, tracked=is_tracked, writes=writes)
     new = state.model_copy(update={
         "held": state.held + taken_total,
         "open_lines": state.open_lines + len(writes) + len(inline),
         "open": {**state.open, **inline} if inline else state.open,
-        "recent": [*state.recent, *(k for k in answer_keys if k in writes or k in inline)
-                   ][-RECENT:],
+        "recent": [*state.recent, *added][-RECENT:],
     })
     return StockOutcome(state=new, changed=True, answer=answer, writes=writes)
 
