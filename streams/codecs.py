@@ -40,7 +40,7 @@ class PydanticCodec(codecs.Codec):
 
     def _dumps(self, obj: Any) -> bytes:
         if isinstance(obj, BaseModel):
-            body = obj.model_dump_json().encode()
+            body = models.record_json(obj)
         else:
             body = self.adapter.dump_json(self.adapter.validate_python(obj))
         return with_version(body, version_of(self.name))

@@ -33,6 +33,8 @@ from retail_sync.streams.models import (
     Sku,
     Units,
     UtcDatetime,
+    record_json,
+    with_order_json,
 )
 
 #: the most items one batch record carries (a batch handler's sends are split beyond it)
@@ -167,6 +169,10 @@ class ErpPostRequest(Frozen):
     requested_at: UtcDatetime
     backorders: dict[str, int] = Field(default_factory=dict)  # line_id -> units without stock
 
+    def wire_json(self) -> bytes:
+        """``model_dump_json``, the order written once per order object (its state's)."""
+        return with_order_json(self, self.order)
+
 
 class ErpShipmentRequest(Frozen):
     kind: Literal["post_shipment"] = "post_shipment"
@@ -209,6 +215,11 @@ class ErpBatch(Frozen):
 
     kind: Literal["erp_batch"] = "erp_batch"
     requests: list[ErpCommand] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+    def wire_json(self) -> bytes:
+        """``model_dump_json``, each request by its own ``wire_json`` where it has one."""
+        return b"".join((b'{"kind":"erp_batch","requests":[',
+                         b",".join(record_json(r) for r in self.requests), b"]}"))
 
 
 #: what erp-requests carries: one request, or a batch of them

@@ -16,6 +16,7 @@ so records written before it decode unchanged and a reader of either kind orders
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
@@ -47,9 +48,10 @@ def parse_erp_time(value: Any) -> datetime:
     return moment + JUST_AFTER if after else moment
 
 
+@lru_cache(maxsize=1 << 16)  # a SKU's record writes its pending commits' times on every write
 def erp_time_text(moment: datetime) -> str:
     """The text an ``ErpTime`` is written as: UTC ``YYYY-MM-DD HH:MM:SS.ffffff`` (empty for
-    ``EARLIEST``)."""
+    ``EARLIEST``). Equal instants have one text, so the cache may answer for another zone's."""
     if moment == EARLIEST:
         return ""
     return aware(moment).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")

@@ -10,9 +10,11 @@ something happened), the order's state (``streams.state``) and the stock agent's
 from __future__ import annotations
 
 import uuid
+import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -202,6 +204,46 @@ class Order(Frozen):
     @property
     def order_key(self) -> str:
         return order_key(self.channel, self.marketplace_order_id)
+
+
+#: id(order) -> (a weak reference to it, its JSON): see ``order_json``
+_ORDER_JSON: dict[int, tuple[weakref.ref[Order], bytes]] = {}
+
+
+def order_json(order: Order) -> bytes:
+    """``order.model_dump_json()``, written once per order object while it lives: an order's
+    state is written up to ~4 times with the same (immutable) order in it (issue 16)."""
+    key = id(order)
+    hit = _ORDER_JSON.get(key)
+    if hit is not None and hit[0]() is order:
+        return hit[1]
+    body = order.model_dump_json().encode()
+    _ORDER_JSON[key] = (weakref.ref(order, partial(_forget_order_json, key)), body)
+    return body
+
+
+def _forget_order_json(key: int, ref: weakref.ref[Order]) -> None:
+    hit = _ORDER_JSON.get(key)
+    if hit is not None and hit[0] is ref:  # not another order's, born at the same address
+        del _ORDER_JSON[key]
+
+
+def with_order_json(model: BaseModel, order: Order) -> bytes:
+    """``model.model_dump_json()`` for a model whose field ``order`` is ``order``, the order
+    written by ``order_json`` (last instead of in its place: the same JSON object)."""
+    head = model.model_dump_json(exclude=_ORDER_FIELD).encode()
+    return b"".join((head[:-1], b"," if head != b"{}" else b"", b'"order":', order_json(order),
+                     b"}"))
+
+
+_ORDER_FIELD = {"order"}
+
+
+def record_json(model: BaseModel) -> bytes:
+    """A model as the codecs write it (streams/codecs.py): by its own ``wire_json`` where it
+    has one (the same JSON as ``model_dump_json``, written faster), else ``model_dump_json``."""
+    fast = getattr(model, "wire_json", None)
+    return fast() if fast is not None else model.model_dump_json().encode()
 
 
 def order_key(channel: str, marketplace_order_id: str) -> str:

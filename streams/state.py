@@ -17,6 +17,7 @@ from retail_sync.streams.models import (
     RefundRecord,
     ShipmentRecord,
     UtcDatetime,
+    with_order_json,
 )
 
 
@@ -67,3 +68,9 @@ class OrderState(Frozen):
     backorders: dict[str, BackorderFulfilment] = Field(default_factory=dict)  # by release id
     cancel: CancelRequested | None = None  # a cancellation waiting for the ERP's answer
     cancel_reason: str | None = None
+
+    def wire_json(self) -> bytes:
+        """What ``model_dump_json`` writes (the codec's encoding of this record), with the order
+        written once per order object (``streams.models.order_json``), not again for every state
+        of it."""
+        return with_order_json(self, self.order)
