@@ -37,6 +37,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 # the *_created series only double the exposition size (prometheus_client leaves it unannotated)
@@ -215,6 +216,9 @@ class Metrics:
             "retail_sync_faust_commit_seconds", "Duration of one offset commit (count: commits).",
             buckets=FAUST_BUCKETS, registry=r,
         )
+        for metric in vars(self).values():
+            if isinstance(metric, MetricWrapperBase) and metric._labelnames:
+                _cache_children(metric)
 
     def record_reconciliation(self, result: dict[str, Any], finished_at: float) -> None:
         """A finished job's report (``reconcile.Report.as_json``): each channel it read gets
@@ -239,6 +243,26 @@ class Metrics:
 
 
 @functools.lru_cache(maxsize=1)
+def _cache_children(metric: MetricWrapperBase) -> None:
+    """``metric.labels(...)`` answered from a dict of its children: prometheus_client's own
+    validates the names and takes a lock on every call (~2 % of the worker on the order path,
+    issue 16). No child of ours is ever removed, so a cached child stays the registry's."""
+    labels = metric.labels
+    children: dict[Any, Any] = {}
+
+    def cached(*values: Any, **named: Any) -> Any:
+        key = (values, tuple(named.items()))
+        try:
+            return children[key]
+        except KeyError:
+            child = children[key] = labels(*values, **named)
+            return child
+        except TypeError:  # an unhashable value: prometheus_client makes it text
+            return labels(*values, **named)
+
+    metric.labels = cached  # type: ignore[method-assign]
+
+
 def build_labels() -> dict[str, str]:
     """``version`` of the installed package; ``commit``: the git commit of the source tree when
     it is a checkout (``unknown`` in an image built without .git)."""

@@ -175,3 +175,17 @@ async def test_rate_limiter_says_whether_redis_is_meant_to_be_used() -> None:
     labels = {"channel": "walmart", "operation": "inventory"}
     assert metrics.registry.get_sample_value("retail_sync_ratelimit_redis_configured", labels) == 0
     assert metrics.registry.get_sample_value("retail_sync_ratelimit_shared", labels) == 0
+
+
+def test_labelled_children_are_cached_and_still_exported() -> None:
+    metrics = Metrics()
+    first = metrics.orders_ingested.labels(channel="shopify")
+    assert metrics.orders_ingested.labels(channel="shopify") is first
+    assert metrics.orders_ingested.labels("shopify") is first  # positional: the same child
+    first.inc()
+    metrics.orders_ingested.labels(channel="amazon").inc(2)
+    metrics.stock_decisions.labels(decision="partial", channel="shopify").inc()  # any order
+    text = generate_latest(metrics.registry).decode()
+    assert 'retail_sync_orders_ingested_total{channel="shopify"} 1.0' in text
+    assert 'retail_sync_orders_ingested_total{channel="amazon"} 2.0' in text
+    assert 'retail_sync_stock_decisions_total{channel="shopify",decision="partial"} 1.0' in text
