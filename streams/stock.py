@@ -178,15 +178,14 @@ class StockState(Frozen):
 
     def wire_json(self) -> bytes:
         """What ``model_dump_json`` writes (the codec's encoding of this record), with the open
-        lines and the pending commits encoded by orjson: on a busy SKU they are most of the
-        record, which is written once per batch (issue 16: pydantic spent a Python call per
-        pending commit on its ERP time)."""
+        lines (each written once while it is open: ``_open_json``) and the pending commits
+        encoded by orjson: on a busy SKU they are most of the record, which is written once per
+        batch (issue 16: pydantic spent a Python call per pending commit on its ERP time)."""
         if not self.open and not self.pending:
             return self.model_dump_json().encode()
         head = self.model_dump_json(exclude=_BULK).encode()  # an object with ``sku`` at least
         return b"".join((
-            head[:-1], b',"open":', orjson.dumps(self.open, default=tuple, option=orjson.OPT_UTC_Z),
-            b',"pending":', orjson.dumps({
+            head[:-1], b',"open":', _open_json(self.open), b',"pending":', orjson.dumps({
                 key: {"quantity": p.quantity, "erp_created": erp_time_text(p.erp_created)}
                 for key, p in self.pending.items()}), b"}"))
 
@@ -204,6 +203,25 @@ class StockState(Frozen):
 
 
 _BULK = {"open", "pending"}
+#: reservation key -> (its open line, the line as a member of ``open`` in JSON): an open line
+#: is written once, not again on every write of its SKU's record (an aware datetime costs orjson
+#: a Python call); cleared when it holds ``_OPEN_JSON_MAX`` lines (then written afresh)
+_OPEN_JSON: dict[str, tuple[OpenLine, bytes]] = {}
+_OPEN_JSON_MAX = 1 << 16
+
+
+def _open_json(lines: dict[str, OpenLine]) -> bytes:
+    """``lines`` as the JSON object ``model_dump_json`` writes for ``StockState.open``."""
+    if len(_OPEN_JSON) > _OPEN_JSON_MAX:
+        _OPEN_JSON.clear()
+    parts = []
+    for key, line in lines.items():
+        hit = _OPEN_JSON.get(key)
+        if hit is None or hit[0] is not line:  # new, or another line object under the key
+            hit = _OPEN_JSON[key] = (line, b"%b:%b" % (
+                orjson.dumps(key), orjson.dumps(line, default=tuple, option=orjson.OPT_UTC_Z)))
+        parts.append(hit[1])
+    return b"{%b}" % b",".join(parts)
 
 
 def reservation_key(sku: str, order_key: str, line_id: str) -> str:

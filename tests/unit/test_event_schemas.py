@@ -224,3 +224,24 @@ def test_an_order_is_written_once_while_it_lives() -> None:
     del order, other
     gc.collect()
     assert len(_ORDER_JSON) == held - 2  # gone with their orders
+
+
+def test_a_sku_record_s_open_lines_are_its_json_through_the_line_cache(monkeypatch) -> None:
+    """An open line's JSON is kept while the same line object is open; a new line object under
+    the key (reserved again) is written afresh, and a full cache starts over."""
+    from datetime import UTC, datetime, timedelta
+
+    from retail_sync.streams import stock
+
+    at = datetime(2026, 12, 5, 20, 0, tzinfo=UTC)
+    lines = {f"SKU|shopify:{i}#1": stock.OpenLine(f"shopify:{i}", "shopify", "1", 2, 1, i,
+                                                  at + timedelta(microseconds=i))
+             for i in range(5)}
+    state = stock.StockState(sku="SKU", open=lines)
+    assert orjson.loads(state.wire_json()) == orjson.loads(state.model_dump_json())
+    again = {**lines, "SKU|shopify:3#1": lines["SKU|shopify:3#1"]._replace(quantity=2)}
+    state = state.model_copy(update={"open": again})
+    assert orjson.loads(state.wire_json())["open"]["SKU|shopify:3#1"][4] == 2
+    monkeypatch.setattr(stock, "_OPEN_JSON_MAX", 2)
+    assert orjson.loads(state.wire_json()) == orjson.loads(state.model_dump_json())
+    assert len(stock._OPEN_JSON) == 5  # cleared past the bound, then written afresh
