@@ -26,6 +26,7 @@ from retail_sync.agents.deps import AgentDeps, order_policies
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, finished_or_exit, guard, topic_name
 from retail_sync.agents.outbox import Outbox, in_event, misplaced
+from retail_sync.agents.take import take_batches
 from retail_sync.streams.commands import ExpireOrder
 from retail_sync.streams.events import (
     BackorderReleased,
@@ -52,8 +53,9 @@ def register(ctx: AgentDeps) -> None:
     @ctx.app.agent(order_input(ctx), name=f"{ctx.settings.app_id}.orders")
     async def orders(stream: Any) -> None:
         await warm_routing_metadata(ctx)
-        async for events in stream.take_events(ctx.settings.batch_max,
-                                               within=ctx.settings.batch_within_s):
+        async for events in take_batches(stream, ctx.settings.batch_max,
+                                         ctx.settings.batch_within_s,
+                                         ctx.settings.batch_within_max_s):
             async with finished_or_exit("the order agent's batch"):
                 await handle_batch(ctx, events, policies)
 

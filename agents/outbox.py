@@ -2,10 +2,10 @@
 
 A batch handler (the order, stock, ERP dispatch and warehouse agents) collects what its events
 send here and sends it when the batch is done, before Faust acks the batch's input records
-(``take_events`` acks after the loop body; a plain stream acks a record after its iteration), so
-a crash never acks an input whose effects were not handed to the producer: the batch is the unit
-of at-least-once, as an event was. Held table writes (``BatchWrites``, the stock agent's
-``SkuWrites``) are written first, then the records go out.
+(``take_batches``, as Faust's ``take_events``, acks after the loop body; a plain stream acks a
+record after its iteration), so a crash never acks an input whose effects were not handed to
+the producer: the batch is the unit of at-least-once, as an event was. Held table writes
+(``BatchWrites``, the stock agent's ``SkuWrites``) are written first, then the records go out.
 
 The records of the hot path are grouped by topic and by the partition of their key
 (``streams.topics.partition_of``) into one batch record per partition: stock commands into a

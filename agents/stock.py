@@ -21,6 +21,7 @@ from retail_sync.agents.deps import AgentDeps, allocation_policy
 from retail_sync.agents.exceptions import record_exception
 from retail_sync.agents.guard import Record, finished_or_exit, guard, topic_name
 from retail_sync.agents.outbox import Outbox, in_event, misplaced, write_in
+from retail_sync.agents.take import take_batches
 from retail_sync.streams.commands import ForgetLines, ReserveStock, StockBatch
 from retail_sync.streams.events import BackorderReleased, StockAnswered, StockEvent
 from retail_sync.streams.models import ExceptionKind, utcnow
@@ -40,8 +41,9 @@ def register(ctx: AgentDeps) -> None:
 
     @ctx.app.agent(ctx.topics.stock_events, name=f"{ctx.settings.app_id}.stock")
     async def stock(stream: Any) -> None:
-        async for events in stream.take_events(ctx.settings.batch_max,
-                                               within=ctx.settings.batch_within_s):
+        async for events in take_batches(stream, ctx.settings.batch_max,
+                                         ctx.settings.batch_within_s,
+                                         ctx.settings.batch_within_max_s):
             async with finished_or_exit("the stock agent's batch"):
                 await handle_batch(ctx, events, policy)
 

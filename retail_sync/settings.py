@@ -75,8 +75,14 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "answer no longer counts against intake_max_awaiting_stock (its answer may come to "
         "another worker): the intake slows, it never stops.")
     batch_within_s: float = Field(
-        0.005, gt=0, le=1, description="How long a batch waits to fill before it is handled "
-        "with what it has (a record waits at most this long per batched hop).")
+        0.005, gt=0, le=1, description="How long a batch of the order and stock agents waits "
+        "to fill before it is handled with what it has, while their input is a trickle (a "
+        "record then waits at most this long per batched hop).")
+    batch_within_max_s: float = Field(
+        0.025, gt=0, le=1, description="The longest a batch waits to fill while the input is "
+        "busy (agents/take.py): each wait that gathered 4 or more records doubles the next, up "
+        "to this; one that gathered one or none halves it, down to batch_within_s. Larger "
+        "batches cost fewer records and less CPU per order under a backlog (issue 16).")
     replication_factor: int = Field(1, ge=1, le=5)
     table_standby_replicas: int = Field(
         1, ge=0, le=5, description="Standby copies of each table partition that other workers "

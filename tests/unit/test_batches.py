@@ -347,3 +347,25 @@ async def test_a_wms_batch_answers_every_order_in_one_record_per_partition() -> 
     answered = [(k, v) for k, v in sent[topics.order_events.get_topic_name()]]
     events = [e for _, v in answered for e in (v.events if isinstance(v, OrderEvents) else [v])]
     assert sorted(e.order_key for e in events) == sorted(mine) and all(e.ok for e in events)
+
+
+def test_a_batch_wait_grows_while_the_input_is_busy_and_shrinks_at_a_trickle() -> None:
+    """agents/take.py: 4+ events gathered in a wait double the next, up to the maximum; one or
+    none halve it, down to the minimum; two or three leave it."""
+    from retail_sync.agents.take import GROW_AT, Wait
+
+    wait = Wait(0.005, 0.025)
+    assert wait.now == 0.005
+    wait.after(GROW_AT)
+    assert wait.now == 0.01
+    for _ in range(3):
+        wait.after(50)
+    assert wait.now == 0.025  # never past the maximum
+    wait.after(GROW_AT - 1)
+    assert wait.now == 0.025
+    wait.after(1)
+    assert wait.now == 0.0125
+    for _ in range(4):
+        wait.after(0)
+    assert wait.now == 0.005  # never below the minimum
+    assert Wait(0.005, 0.001).high == 0.005  # a maximum below the minimum is the minimum
