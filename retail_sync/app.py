@@ -13,6 +13,7 @@ from retail_sync import (
     broker_watch,
     exceptions_view,
     faust_fixes,
+    fetch_log,
     heap,
     intake_hold,
     memdebug,
@@ -108,6 +109,7 @@ def create_app(
     stock_feed_factory: Callable[[], StockFeed | None] | None = None,
 ) -> Context:
     faust_fixes.install()  # Faust's commit never passes a message still in flight
+    fetch_log.install()  # where each partition is read from, at INFO (a diagnostic)
     app = faust_app(settings, broker_url)
     erp = erp_plugin(settings)  # the configured ERP (RETAIL_SYNC_ERP_PLUGIN; ERPNext by default)
     erp_settings = settings_for(erp, settings)

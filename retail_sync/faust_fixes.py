@@ -67,6 +67,8 @@ from typing import Any, cast
 from faust.transport import consumer as faust_consumer
 from mode import Service
 
+from retail_sync import fetch_log
+
 _MARK = "_retail_sync_commit_fix"
 
 
@@ -345,13 +347,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                             first_handed_over(self).setdefault(tp, offset)
                         # --- end of the change
                         set_read_offset(tp, offset)
-                    else:
-                        self.log.dev(
-                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                            offset,
-                            message.key,
-                            message.value,
-                        )
+                    else:  # (ours: said, at INFO, where Faust said it at its "dev" level)
+                        fetch_log.dropped(tp, offset, r_offset)
                 unset_flag(flag_consumer_fetching)
 
     except self.consumer_stopped_errors:

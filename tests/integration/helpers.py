@@ -165,9 +165,11 @@ async def where_orders_stopped(stack: Any, worker: Any, keys: set[str] | list[st
         await consumer.start()
         tps = [TopicPartition(stack.topic(t), p) for t in topics for p in range(stack.partitions)]
         ends = await true_end_offsets(stack.bootstrap, await consumer.end_offsets(tps))
+        begins = await consumer.beginning_offsets(tps)  # the broker's earliest (a reset's)
         for tp in tps:
             lines.append(f"{tp.topic.split('.', 1)[1]}[{tp.partition}] committed "
-                         f"{await consumer.committed(tp)} end {ends.get(tp)}")
+                         f"{await consumer.committed(tp)} begins {begins.get(tp)} "
+                         f"end {ends.get(tp)}")
     except Exception as exc:  # noqa: BLE001
         lines.append(f"offsets unreadable: {exc!r}")
     finally:

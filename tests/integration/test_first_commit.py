@@ -46,7 +46,10 @@ def _bodies(partitions: int, count: int) -> list[tuple[str, bytes]]:
 
 
 async def test_an_erp_post_in_flight_at_a_partitions_first_offset_survives_a_sigkill(
-        stack: Stack) -> None:
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # where each partition is read from after the restart (retail_sync/fetch_log.py, INFO) is in
+    # the log tail a failure prints
+    monkeypatch.setenv("RETAIL_SYNC_LOG_LEVEL", "info")
     erp = stack.erp
     assert erp is not None
     worker = await stack.start_worker()

@@ -1,0 +1,36 @@
+"""retail_sync/fetch_log.py: where each partition is read from, and the fetch loop's drops,
+logged at INFO (a diagnostic for the open test_first_commit failure)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+
+from retail_sync import fetch_log
+
+
+def test_a_partition_is_logged_once_it_has_a_position(caplog) -> None:
+    tp = TopicPartition("app.erp-requests", 0)
+    with caplog.at_level(logging.INFO, logger="retail_sync.fetch"):
+        fetch_log.started(tp, SimpleNamespace(has_valid_position=False, position=None))
+        fetch_log.started(tp, SimpleNamespace(has_valid_position=True, position=5))
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "reading app.erp-requests[0] from offset 5"]
+
+
+def test_drops_are_said_once_per_partition_per_window(caplog, monkeypatch) -> None:
+    clock = iter([100.0, 101.0, 100.5, 112.0])
+    monkeypatch.setattr(fetch_log.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(fetch_log, "_dropped_at", {})
+    a, b = TopicPartition("t", 0), TopicPartition("t", 1)
+    with caplog.at_level(logging.INFO, logger="retail_sync.fetch"):
+        fetch_log.dropped(a, 3, 7)  # said
+        fetch_log.dropped(a, 4, 7)  # held: 1 s later
+        fetch_log.dropped(b, 0, 2)  # another partition: said
+        fetch_log.dropped(a, 5, 7)  # 12 s later: said again
+    said = [r.getMessage().split(" dropped")[0] for r in caplog.records]
+    assert said == ["offset 3 of TopicPartition(topic='t', partition=0)",
+                    "offset 0 of TopicPartition(topic='t', partition=1)",
+                    "offset 5 of TopicPartition(topic='t', partition=0)"]
