@@ -307,6 +307,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         # seek: its read marks, and the flow control's resume, come first
                         await self.wait_first(seeking, self.suspend_flow)
                     if stale(batch, tp):  # its partition was moved since it was fetched:
+                        fetch_log.dropped(tp, message.offset, None, "fetched before a seek")
                         continue  # read again from where the seek points
                     offset = message.offset
                     r_offset = get_read_offset(tp)
@@ -338,13 +339,15 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                             continue  # the rest of tp's records are stale; the others' too
 
                         if stale(batch, tp):
+                            fetch_log.dropped(tp, offset, None, "sought while handed over")
                             continue  # sought meanwhile: not read; read again from the seek
                         if acks_enabled_for(message.topic):  # an agent's topic
                             if not message.acked and not message.refcount:  # no stream took it
                                 await unsubscribed(self, tp, offset)
                                 continue
                             # (ours: the start of a partition with nothing committed)
-                            first_handed_over(self).setdefault(tp, offset)
+                            if first_handed_over(self).setdefault(tp, offset) == offset:
+                                fetch_log.handed_over(tp, offset)
                         # --- end of the change
                         set_read_offset(tp, offset)
                     else:  # (ours: said, at INFO, where Faust said it at its "dev" level)

@@ -8,8 +8,10 @@ read before: logged at INFO, a diagnostic for the open ``test_first_commit`` fai
   got one there: ``reading <app>.erp-requests[0] from offset 0 (...)``. Once per partition
   per assignment; partitions that keep their position through a rebalance log nothing.
 - ``dropped`` is called by the fetch loop (retail_sync/faust_fixes.py) for a record it drops
-  because its offset is below what was read already: normal after a seek back, so at most one
-  line per partition every ``DROPPED_EVERY_S``.
+  because its offset is below what was read already, or because a seek moved its partition
+  after it was fetched: normal after a seek, so at most one line per partition and reason every
+  ``DROPPED_EVERY_S``; ``handed_over`` for the first record of a partition it hands to a stream
+  after an assignment.
 """
 
 from __future__ import annotations
@@ -53,12 +55,18 @@ def started(tp: Any, state: Any) -> None:
                  "when none)", tp.topic, tp.partition, state.position)
 
 
-def dropped(tp: Any, offset: int, read_to: int | None) -> None:
-    """A record at ``offset`` of ``tp`` dropped by the fetch loop: read to ``read_to`` already."""
+def dropped(tp: Any, offset: int, read_to: int | None, why: str = "") -> None:
+    """A record at ``offset`` of ``tp`` dropped by the fetch loop: read to ``read_to`` already,
+    or (``why``) skipped because a seek moved its partition after it was fetched."""
     now = time.monotonic()
-    if now - _dropped_at.get(tp, -DROPPED_EVERY_S) < DROPPED_EVERY_S:
+    if now - _dropped_at.get((tp, why), -DROPPED_EVERY_S) < DROPPED_EVERY_S:
         return
-    _dropped_at[tp] = now
-    log.info("offset %d of %s dropped by the fetch loop: read to %s already (a seek back reads "
-             "records again; lines for this partition are held for %g s)", offset, tp, read_to,
-             DROPPED_EVERY_S)
+    _dropped_at[(tp, why)] = now
+    reason = why or f"read to {read_to} already"
+    log.info("offset %d of %s dropped by the fetch loop: %s (read again from the partition's "
+             "position; lines for this are held for %g s)", offset, tp, reason, DROPPED_EVERY_S)
+
+
+def handed_over(tp: Any, offset: int) -> None:
+    """The first record of ``tp`` the fetch loop handed to a stream since it was assigned."""
+    log.info("first record handed over of %s[%d]: offset %d", tp.topic, tp.partition, offset)

@@ -34,3 +34,19 @@ def test_drops_are_said_once_per_partition_per_window(caplog, monkeypatch) -> No
     assert said == ["offset 3 of TopicPartition(topic='t', partition=0)",
                     "offset 0 of TopicPartition(topic='t', partition=1)",
                     "offset 5 of TopicPartition(topic='t', partition=0)"]
+    assert "read to 7 already" in caplog.records[0].getMessage()
+
+
+def test_a_skip_for_a_seek_is_its_own_kind_and_the_first_hand_over_is_said(caplog,
+                                                                          monkeypatch) -> None:
+    monkeypatch.setattr(fetch_log.time, "monotonic", lambda: 50.0)
+    monkeypatch.setattr(fetch_log, "_dropped_at", {})
+    tp = TopicPartition("app.erp-requests", 0)
+    with caplog.at_level(logging.INFO, logger="retail_sync.fetch"):
+        fetch_log.dropped(tp, 2, 5)
+        fetch_log.dropped(tp, 0, None, "fetched before a seek")  # another reason: said too
+        fetch_log.dropped(tp, 1, None, "fetched before a seek")  # held
+        fetch_log.handed_over(tp, 0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3 and "fetched before a seek" in messages[1]
+    assert messages[2] == "first record handed over of app.erp-requests[0]: offset 0"
