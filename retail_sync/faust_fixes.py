@@ -372,26 +372,3 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
     finally:
         unset_flag(flag_consumer_fetching)
 
-
-def not_fetching(consumer: Any, topics: set[str]) -> list[dict[str, Any]]:
-    """The assigned partitions of ``topics`` that the consumer does not fetch now, and why
-    (aiokafka's state, read from outside its thread: a diagnostic): ``no position`` (waiting for
-    its committed offset or a reset), ``awaiting reset`` (to the earliest or latest offset) or
-    ``paused``. For ``GET /health``: a partition that stays here is a partition nobody reads."""
-    try:
-        kafka = consumer._thread._ensure_consumer()
-        assignment = kafka._subscription.subscription.assignment
-    except Exception:  # noqa: BLE001 - not started, or between assignments: nothing to say
-        return []
-    if assignment is None:
-        return []
-    found: list[dict[str, Any]] = []
-    for tp in sorted(assignment.tps):
-        if tp.topic not in topics:
-            continue
-        state = assignment.state_value(tp)
-        why = ("paused" if state.paused else "awaiting reset" if state.awaiting_reset
-               else None if state.has_valid_position else "no position")
-        if why is not None:
-            found.append({"topic": tp.topic, "partition": tp.partition, "state": why})
-    return found

@@ -12,6 +12,8 @@ read before: logged at INFO, a diagnostic for the open ``test_first_commit`` fai
   after it was fetched: normal after a seek, so at most one line per partition and reason every
   ``DROPPED_EVERY_S``; ``handed_over`` for the first record of a partition it hands to a stream
   after an assignment.
+- ``not_fetching`` (``GET /health``): the assigned input partitions nobody fetches now, by
+  aiokafka's state and by Faust's (which partitions its fetch loop asks aiokafka for).
 """
 
 from __future__ import annotations
@@ -70,3 +72,37 @@ def dropped(tp: Any, offset: int, read_to: int | None, why: str = "") -> None:
 def handed_over(tp: Any, offset: int) -> None:
     """The first record of ``tp`` the fetch loop handed to a stream since it was assigned."""
     log.info("first record handed over of %s[%d]: offset %d", tp.topic, tp.partition, offset)
+
+
+def not_fetching(consumer: Any, topics: set[str]) -> list[dict[str, Any]]:
+    """The assigned partitions of ``topics`` that the consumer does not fetch now, and why
+    (read from outside the consumer's thread: a diagnostic). aiokafka's state: ``no position``
+    (waiting for its committed offset or a reset), ``awaiting reset`` (to the earliest or latest
+    offset) or ``paused``; Faust's, which decides what its fetch loop asks aiokafka for:
+    ``paused by Faust`` (a rebalance pauses every partition until its recovery resumes the
+    streams), ``buffer full`` (its stream's queue is under pressure) or ``not active`` (neither,
+    and still not asked for). For ``GET /health``: a partition that stays here is a partition
+    nobody reads."""
+    try:
+        kafka = consumer._thread._ensure_consumer()
+        assignment = kafka._subscription.subscription.assignment
+    except Exception:  # noqa: BLE001 - not started, or between assignments: nothing to say
+        return []
+    if assignment is None:
+        return []
+    paused = set(getattr(consumer, "_paused_partitions", ()) or ())
+    buffered = set(getattr(consumer, "_buffered_partitions", ()) or ())
+    active = getattr(consumer, "_active_partitions", None)
+    found: list[dict[str, Any]] = []
+    for tp in sorted(assignment.tps):
+        if tp.topic not in topics:
+            continue
+        state = assignment.state_value(tp)
+        why = ("paused" if state.paused else "awaiting reset" if state.awaiting_reset
+               else None if state.has_valid_position else "no position")
+        if why is None and active is not None and tp not in active:
+            why = ("paused by Faust" if tp in paused else "buffer full" if tp in buffered
+                   else "not active")
+        if why is not None:
+            found.append({"topic": tp.topic, "partition": tp.partition, "state": why})
+    return found

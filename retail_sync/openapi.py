@@ -279,7 +279,9 @@ _HAND_SCHEMAS: dict[str, Any] = {
         "assigned_partitions": {"type": "integer"}, "input_partitions": {"type": "integer"},
         "changelog_partitions": {"type": "integer"}, "not_fetching": {"type": "array", "items": {
             "type": "object", "properties": {"topic": {"type": "string"}, "partition": {
-                "type": "integer"}, "state": {"enum": ["no position", "awaiting reset", "paused"]}}}},
+                "type": "integer"}, "state": {"enum": [
+                    "no position", "awaiting reset", "paused", "paused by Faust", "buffer full",
+                    "not active"]}}}},
         "broker": {"type": ["object", "null"]}}},
     "Liveness": {"type": "object", "required": ["status", "app_id"], "properties": {
         "status": {"enum": ["alive", "stopping"]}, "app_id": {"type": "string"}}},

@@ -58,7 +58,7 @@ from retail_sync import (
     broker_watch,
     dashboard,
     exceptions_view,
-    faust_fixes,
+    fetch_log,
     http_body,
     ingress,
     openapi,
@@ -322,7 +322,7 @@ def _health_views(ctx: Context) -> None:
                 # of which: our input topics' partitions, and table changelogs (active tables and
                 # standby copies); the input partitions assigned and not read now
                 "input_partitions": inputs, "changelog_partitions": len(tps) - inputs,
-                "not_fetching": faust_fixes.not_fetching(consumer, sources) if tps else [],
+                "not_fetching": fetch_log.not_fetching(consumer, sources) if tps else [],
                 "broker": watch.as_json() if watch is not None else None,
             }, 200 if ready else 503)
 

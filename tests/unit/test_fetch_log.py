@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from types import SimpleNamespace
+from typing import Any
 
 from aiokafka import TopicPartition
 
@@ -50,3 +51,41 @@ def test_a_skip_for_a_seek_is_its_own_kind_and_the_first_hand_over_is_said(caplo
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 3 and "fetched before a seek" in messages[1]
     assert messages[2] == "first record handed over of app.erp-requests[0]: offset 0"
+
+
+async def test_not_fetching_says_aiokafkas_and_fausts_reasons() -> None:
+    """A real Faust consumer over a real (not started) aiokafka consumer's assignment: a
+    partition with no position is aiokafka's; one Faust paused, or whose stream's buffer is
+    full, is left out of what Faust's fetch loop asks for, though aiokafka could fetch it."""
+    import faust
+    from aiokafka import AIOKafkaConsumer
+    from faust.types import TP
+
+    app = faust.App("fetch-log-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+    consumer: Any = app.consumer
+    kafka = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    consumer._thread._consumer = kafka
+    tps = {TP("t", n) for n in range(4)} | {TP("other", 0)}
+    kafka._subscription.assign_from_user({TopicPartition(tp.topic, tp.partition) for tp in tps})
+    assignment = kafka._subscription.subscription.assignment
+    for tp in assignment.tps:
+        if tp != TopicPartition("t", 3):
+            assignment.state_value(tp).seek(0)
+    consumer._set_active_tps(tps)
+    try:
+        assert fetch_log.not_fetching(consumer, {"t"}) == [
+            {"topic": "t", "partition": 3, "state": "no position"}]
+        consumer.pause_partitions([TP("t", 1), TP("other", 0)])
+        consumer.on_buffer_full(TP("t", 2))
+        assert fetch_log.not_fetching(consumer, {"t"}) == [
+            {"topic": "t", "partition": 1, "state": "paused by Faust"},
+            {"topic": "t", "partition": 2, "state": "buffer full"},
+            {"topic": "t", "partition": 3, "state": "no position"}]
+        consumer.resume_partitions([TP("t", 1)])
+        consumer.on_buffer_drop(TP("t", 2))
+        consumer._get_active_partitions().discard(TP("t", 0))
+        assert fetch_log.not_fetching(consumer, {"t"}) == [
+            {"topic": "t", "partition": 0, "state": "not active"},
+            {"topic": "t", "partition": 3, "state": "no position"}]
+    finally:
+        await kafka.stop()
