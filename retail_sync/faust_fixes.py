@@ -56,8 +56,7 @@ Also: a record whose hand-over the suspension beat, or that no stream took (an a
 not subscribed yet), is sought back to (``refetch``, ``unsubscribed``); the announcement of a
 rebalance's seek lasts until Faust resumes its flow control, which clears every stream's queue;
 and after that seek a partition with nothing committed is sought back to the first offset handed
-over since it was assigned, or to its first offset when nothing was: Faust's ``getmany`` drops
-the rest of a batch when a rebalance begins while it is handed over. The rest is Faust 0.15's.
+over since it was assigned. The rest of the method is Faust 0.15's.
 """
 
 from __future__ import annotations
@@ -195,30 +194,17 @@ async def refetch(consumer: Any, tp: Any, offset: int) -> None:
 
 
 async def _from_first_handed_over(consumer: Any) -> None:
-    """After the seek to committed offsets: a partition of an agent's topic with none (Faust
-    keeps a committed 0 as none), which that seek does not move, is sought back to the first
-    offset handed over since it was assigned, or to its first offset when nothing was. The
-    rebalance dropped the records its streams had not taken yet (``flow_control.clear()``), and
-    Faust's ``getmany`` drops the rest of a fetched batch, whose records aiokafka's position has
-    passed, when a rebalance begins while it is handed over (the flow stopped, a new generation,
-    the partition paused); nothing else would read them again (a restarted worker's
-    erp-requests[0], never posted: tests/integration/test_first_commit.py). The records between
-    are read twice (every agent is idempotent; this is only until a new group's first commit)."""
+    """After the seek to committed offsets: a partition with none (Faust keeps a committed 0 as
+    none), which that seek does not move, is sought back to the first offset handed over since
+    it was assigned. The rebalance dropped the records its streams had not taken yet
+    (``flow_control.clear()``), and nothing else would read them again; the records between are
+    read twice (every agent is idempotent; this is only until a new group's first commit)."""
     first = first_handed_over(consumer)
     assigned = set(consumer.assignment())
     for tp in [tp for tp in first if tp not in assigned]:
         del first[tp]  # another worker's now: it reads from the committed offset
-    acks_enabled_for = consumer.app.topics.acks_enabled_for
-    uncommitted = [tp for tp in assigned if consumer._committed_offset.get(tp) is None
-                   and acks_enabled_for(tp.topic) and not consumer._is_changelog_tp(tp)]
-    again = {tp: first[tp] for tp in uncommitted if tp in first}
-    never = [tp for tp in uncommitted if tp not in first]
-    if never and consumer.app.conf.consumer_auto_offset_reset == "earliest":
-        earliest = await consumer.earliest_offsets(*never)
-        for tp in never:
-            if earliest.get(tp) is not None:
-                again[tp] = earliest[tp]
-                fetch_log.rewound(tp, earliest[tp], fetch_log.position(consumer, tp))
+    again = {tp: offset for tp, offset in first.items()
+             if consumer._committed_offset.get(tp) is None}
     if again:
         await consumer.seek_wait(again)
 

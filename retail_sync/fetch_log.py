@@ -12,9 +12,6 @@ read before: logged at INFO, a diagnostic for the open ``test_first_commit`` fai
   after it was fetched: normal after a seek, so at most one line per partition and reason every
   ``DROPPED_EVERY_S``; ``handed_over`` for the first record of a partition it hands to a stream
   after an assignment.
-- ``rewound``: a partition with nothing committed sought back to its first offset at a
-  rebalance's end (retail_sync/faust_fixes.py), said when records were fetched and never handed
-  over.
 - ``not_fetching`` (``GET /health``): the assigned input partitions nobody fetches now, by
   aiokafka's state and by Faust's (which partitions its fetch loop asks aiokafka for).
 """
@@ -70,26 +67,6 @@ def dropped(tp: Any, offset: int, read_to: int | None, why: str = "") -> None:
     reason = why or f"read to {read_to} already"
     log.info("offset %d of %s dropped by the fetch loop: %s (read again from the partition's "
              "position; lines for this are held for %g s)", offset, tp, reason, DROPPED_EVERY_S)
-
-
-def position(consumer: Any, tp: Any) -> int | None:
-    """aiokafka's position of ``tp`` (read from outside its thread: a diagnostic), or None."""
-    try:
-        assignment = consumer._thread._ensure_consumer()._subscription.subscription.assignment
-        state = assignment.state_value(tp)
-    except Exception:  # noqa: BLE001 - not started, or not assigned: nothing to say
-        return None
-    return state.position if state is not None and state.has_valid_position else None
-
-
-def rewound(tp: Any, first: int, was: int | None) -> None:
-    """A partition with nothing committed and nothing handed over since its assignment, sought
-    to its ``first`` offset after a rebalance's seek; ``was`` its position before: records
-    between were fetched and never handed over (said at WARNING: they would have been lost)."""
-    if was is not None and was > first:
-        log.warning("offsets %d..%d of %s[%d] were fetched and never handed over (a rebalance "
-                    "began while their batch was delivered): read again", first, was - 1,
-                    tp.topic, tp.partition)
 
 
 def handed_over(tp: Any, offset: int) -> None:

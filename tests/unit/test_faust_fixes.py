@@ -313,32 +313,6 @@ async def test_a_partition_with_nothing_committed_is_read_again_from_its_first_o
     assert faust_fixes.first_handed_over(consumer) == {TOPIC: 0}  # kept: it stayed here
 
 
-async def test_a_partition_with_nothing_committed_nor_handed_over_is_read_from_its_start() -> None:
-    """Faust's ``getmany`` drops the rest of a fetched batch when a rebalance begins while it is
-    handed over, after aiokafka's position passed it; with nothing committed and nothing handed
-    over since the assignment, the seek to committed offsets leaves that position, and those
-    records were never read (a restarted worker's erp-requests[0], never posted). Such a
-    partition of an agent's topic is sought to its first offset; a changelog's is not (the
-    recovery reads those)."""
-    consumer: Any = _consumer()
-    changelog = TP("app-order-state-changelog", 0)
-    consumer._is_changelog_tp = lambda tp: tp == changelog
-    consumer.app.topics.acks_enabled_for = lambda topic: True
-    asked: list[tuple[TP, ...]] = []
-
-    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
-        asked.append(tps)
-        return {tp: 3 for tp in tps}  # the broker's first offset (older ones deleted)
-
-    consumer.earliest_offsets = earliest_offsets
-    committed_elsewhere = TP("orders-raw", 1)
-    fetcher = _seeks_to(consumer, {TOPIC: None, changelog: None, committed_elsewhere: 7})
-    await consumer.perform_seek()
-    assert asked == [(TOPIC,)]
-    assert sorted(fetcher.sought) == [(TOPIC, 3)]
-    assert fetcher.positions == {committed_elsewhere: 7, TOPIC: 3}
-
-
 async def test_a_message_the_suspension_beat_is_sought_back_to() -> None:
     """The rebalance's seek was over (or does not move the partition: nothing committed) when a
     record fetched from the new position met the flow still suspended: its hand-over was

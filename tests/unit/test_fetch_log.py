@@ -89,13 +89,3 @@ async def test_not_fetching_says_aiokafkas_and_fausts_reasons() -> None:
             {"topic": "t", "partition": 3, "state": "no position"}]
     finally:
         await kafka.stop()
-
-
-def test_a_rewind_past_records_never_handed_over_is_said(caplog) -> None:
-    tp = TopicPartition("app.erp-requests", 0)
-    with caplog.at_level(logging.INFO, logger="retail_sync.fetch"):
-        fetch_log.rewound(tp, 0, None)  # position unknown
-        fetch_log.rewound(tp, 0, 0)  # nothing was fetched past the start
-        fetch_log.rewound(tp, 2, 7)
-    assert [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records] == [
-        ("WARNING", "offsets 2..6 of app.erp-requests[0] were fetched and never handed over")]
