@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections import Counter
 
 import pytest
@@ -78,6 +80,9 @@ async def test_an_erp_post_in_flight_at_a_partitions_first_offset_survives_a_sig
     try:
         await eventually(lambda: first in in_erp(), timeout_s=RETRY_AFTER_S - 15, every=0.5)
     except AssertionError:
+        if worker.proc is not None:  # every thread's and task's stack to the worker's log (mode)
+            os.kill(worker.proc.pid, signal.SIGUSR1)
+            await asyncio.sleep(2.0)
         metrics = await worker.metrics_text()
         erp_lines = [ln for ln in metrics.splitlines()
                      if ("erp" in ln or "inflight" in ln) and not ln.startswith("#")
