@@ -17,6 +17,7 @@ from retail_sync import (
     heap,
     intake_hold,
     memdebug,
+    stall_watch,
     web,
 )
 from retail_sync.agents import (
@@ -177,6 +178,7 @@ def create_app(
         module.register(ctx)
     memdebug.register(ctx)  # GET /debug/memory, only with RETAIL_SYNC_TEST_MEMDEBUG set
     heap.register(ctx)  # malloc_trim every RETAIL_SYNC_MALLOC_TRIM_INTERVAL_S
+    stall_watch.register(ctx)  # input partitions nobody reads: said and read again
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _close_outbound(sender: Any, **kwargs: Any) -> None:

@@ -67,7 +67,7 @@ from typing import Any, cast
 from faust.transport import consumer as faust_consumer
 from mode import Service
 
-from retail_sync import fetch_log
+from retail_sync import fetch_log, stall_watch
 
 _MARK = "_retail_sync_commit_fix"
 
@@ -225,6 +225,7 @@ def _announced_seek(method: Any) -> Any:
         deferred = False
         try:
             result = await method(self)
+            stall_watch.forget(self)  # every partition is read from its committed offset
             await _from_first_handed_over(self)
             if getattr(self.app, "rebalancing", False):  # the flow control resumes next
                 _end_on_resume(self.app.flow_control, self, seeking)
@@ -278,6 +279,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
 
+    last_handed_over = stall_watch.handed_over(self)
     yield_every = 100
     num_since_yield = 0
     sleep = asyncio.sleep
@@ -287,6 +289,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
             set_flag(flag_consumer_fetching)
             batch = None  # (the change) the batch's stamp: the last seek before its fetch
             first = True
+            self._rs_batches = getattr(self, "_rs_batches", 0) + 1  # (ours) stall_watch's
             ait = getmany(timeout=1.0)
 
             # Sleeping because sometimes getmany is called in a loop
@@ -348,6 +351,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                             # (ours: the start of a partition with nothing committed)
                             if first_handed_over(self).setdefault(tp, offset) == offset:
                                 fetch_log.handed_over(tp, offset)
+                            last_handed_over[tp] = offset  # (ours) stall_watch's
                         # --- end of the change
                         set_read_offset(tp, offset)
                     else:  # (ours: said, at INFO, where Faust said it at its "dev" level)

@@ -76,6 +76,11 @@ class Metrics:
             "retail_sync_sync_exceptions_total", "Records sent to the sync-exception topic.",
             ["kind", "channel"], registry=r,
         )
+        self.partition_stalls = Counter(
+            "retail_sync_partition_stalls_total", "Input partitions found with records waiting "
+            "and none handed over, read again (retail_sync/stall_watch.py).", ["topic"],
+            registry=r,
+        )
         self.erp_posts = Counter(
             "retail_sync_erp_posts_total", "ERP sales-order post attempts by outcome.",
             ["outcome"], registry=r,
