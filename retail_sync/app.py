@@ -111,6 +111,7 @@ def create_app(
 ) -> Context:
     faust_fixes.install()  # Faust's commit never passes a message still in flight
     fetch_log.install()  # where each partition is read from, at INFO (a diagnostic)
+    stall_watch.inject_drops()  # a test fault, only with RETAIL_SYNC_TEST_DROP_FETCHED set
     app = faust_app(settings, broker_url)
     erp = erp_plugin(settings)  # the configured ERP (RETAIL_SYNC_ERP_PLUGIN; ERPNext by default)
     erp_settings = settings_for(erp, settings)

@@ -20,11 +20,17 @@ again from there (records between are read twice at most: every agent is idempot
 Nothing is judged while a rebalance runs, while the flow is stopped, or while the fetch loop is
 blocked handing a record over (a full stream queue, the flow control): then no partition moves
 and none is at fault. A rebalance's seek (``forget``) starts every partition afresh.
+
+``RETAIL_SYNC_TEST_DROP_FETCHED=<topic suffix>:<partition>:<count>`` (a test fault, nothing is
+installed without it) makes the worker's fetch loop drop that many records of that partition
+after aiokafka returned them: the stall the watch is for, on purpose
+(tests/integration/test_stall_watch.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -35,6 +41,7 @@ log = logging.getLogger("retail_sync.fetch")
 
 CHECK_S = 5.0
 STALL_S = 20.0
+ENV_DROP = "RETAIL_SYNC_TEST_DROP_FETCHED"
 
 
 def handed_over(consumer: Any) -> dict[Any, int]:
@@ -141,3 +148,28 @@ def register(ctx: Any) -> None:
             await watch.check()
         except Exception as exc:  # noqa: BLE001 - a timer that raises stops the worker
             log.warning("stall watch: %r", exc)
+
+
+def inject_drops() -> None:
+    """With ``RETAIL_SYNC_TEST_DROP_FETCHED`` set: Faust's ``Consumer.getmany`` drops the first
+    ``count`` records of the partition it names, fetched and never handed over (a test fault)."""
+    spec = os.environ.get(ENV_DROP)
+    if not spec:
+        return
+    from faust.transport import consumer as faust_consumer
+
+    suffix, partition, count = spec.rsplit(":", 2)
+    left = [int(count)]
+    cls: Any = faust_consumer.Consumer
+    original = cls.getmany
+
+    async def getmany(self: Any, timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        async for tp, message in original(self, timeout):
+            if left[0] > 0 and tp.topic.endswith(suffix) and tp.partition == int(partition):
+                left[0] -= 1
+                log.warning("test fault (%s): offset %d of %s fetched and dropped", ENV_DROP,
+                            message.offset, tp)
+                continue
+            yield tp, message
+
+    cls.getmany = getmany
