@@ -17,9 +17,10 @@ its committed offset, else (nothing committed) the broker's first. A stalled par
 (WARNING, ``retail_sync_partition_stalls_total``) and sought to that offset, so it is fetched
 again from there (records between are read twice at most: every agent is idempotent).
 
-Nothing is judged while a rebalance runs, while the flow is stopped, or while the fetch loop is
-blocked handing a record over (a full stream queue, the flow control): then no partition moves
-and none is at fault. A rebalance's seek (``forget``) starts every partition afresh.
+Nothing is judged while a rebalance runs, while the flow is stopped, while the broker is
+unreachable (retail_sync/broker_watch.py: nothing can be fetched, and quiet time starts again
+once it answers), or while the fetch loop is blocked handing a record over (a full stream queue,
+the flow control): then no partition moves and none is at fault. A rebalance's seek (``forget``) starts every partition afresh.
 
 ``RETAIL_SYNC_TEST_DROP_FETCHED=<topic suffix>:<partition>:<count>`` (a test fault, nothing is
 installed without it) makes the worker's fetch loop drop that many records of that partition
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from retail_sync import intake_hold
+from retail_sync import broker_watch, intake_hold
 
 log = logging.getLogger("retail_sync.fetch")
 
@@ -75,7 +76,10 @@ class StallWatch:
         consumer = self.app.consumer
         batches = getattr(consumer, "_rs_batches", 0)
         alive, self._batches = self._batches is not None and batches != self._batches, batches
-        if getattr(self.app, "rebalancing", False) or not consumer.flow_active or not alive:
+        watch = broker_watch.watch_of(self.app)
+        broker_down = watch is not None and watch.reachable is False
+        if (getattr(self.app, "rebalancing", False) or not consumer.flow_active or not alive
+                or broker_down):
             self._seen.clear()  # nothing is judged now, and quiet time starts again after
             self._quiet_since.clear()
             return []

@@ -143,3 +143,23 @@ async def test_partitions_left_out_on_purpose_are_not_stalled(consumer) -> None:
     assert await _looks(watch, c, clock, 60) == []  # nothing is judged during a rebalance
     c.app.rebalancing = False
     assert await _looks(watch, c, clock, 25) == [(TP("erp-requests", 0), 0)]
+
+
+async def test_nothing_is_judged_while_the_broker_is_unreachable(consumer) -> None:
+    """After an outage every partition was quiet for its length: not a stall."""
+    from retail_sync import broker_watch
+
+    c, broker = consumer
+    clock = _Clock()
+    watch = StallWatch(c.app, lambda: TOPICS, clock=clock)
+    broker.ends = {TP("erp-requests", 0): 5}
+    probe = broker_watch.BrokerWatch([("127.0.0.1", 1)], probe_timeout_s=1.0)
+    broker_watch._watches[c.app] = probe
+    try:
+        probe.mark_failed("refused")
+        assert await _looks(watch, c, clock, 60) == []
+        probe.mark_ok()
+        assert await _looks(watch, c, clock, 10) == []  # quiet time starts when it answers
+        assert await _looks(watch, c, clock, 15) == [(TP("erp-requests", 0), 0)]
+    finally:
+        broker_watch._watches.pop(c.app, None)
