@@ -20,7 +20,8 @@ again from there (records between are read twice at most: every agent is idempot
 Nothing is judged while a rebalance runs, while the flow is stopped, while the broker is
 unreachable (retail_sync/broker_watch.py: nothing can be fetched, and quiet time starts again
 once it answers), or while the fetch loop is blocked handing a record over (a full stream queue,
-the flow control): then no partition moves and none is at fault. A rebalance's seek (``forget``) starts every partition afresh.
+the flow control): then no partition moves and none is at fault. A rebalance's seek
+(``forget``) starts every partition afresh.
 
 ``RETAIL_SYNC_TEST_DROP_FETCHED=<topic suffix>:<partition>:<count>`` (a test fault, nothing is
 installed without it) makes the worker's fetch loop drop that many records of that partition
