@@ -4,12 +4,17 @@ Frappe's ``POST /api/method/frappe.client.insert_many`` takes ``{"docs": [...]}`
 and inserts them in one request, so in one database transaction: every one or none. It answers
 ``{"message": [names]}`` in the order of the docs. For ``posts`` (any number):
 
-1. one list request finds the orders the ERP already holds under their order key (the unique
+1. list requests find the orders the ERP already holds under their order key (the unique
    ``custom_marketplace_order_key``, filter ``in``): a retry, a replay, a restarted worker;
 2. ``insert_many`` for the rest, 200 at a time (submitted, ``docstatus`` 1, as a single post);
-3. one list request reads the new orders' ``creation`` (the stock hand-over needs it).
+3. list requests read the new orders' ``creation`` (the stock hand-over needs it).
 
-Three requests for up to 200 orders instead of two per order. Exactly once as ``create_sales_order``
+A list request is a GET whose ``in`` filter is in its URL: each carries at most
+``IN_FILTER_BYTES`` of values (``in_chunks``), so that its request line stays under the 8 KiB
+servers accept (nginx's default header buffer in front of Frappe, aiohttp's 8,190 bytes in the
+simulator). One request for all of them refused every batch of more than ~250 orders under a
+backlog (HTTP 400), which then went one by one. About five requests for 200 orders instead of
+two per order. Exactly once as ``create_sales_order``
 is: a post that timed out after the ERP inserted its docs is found by step 1 on the retry. A
 refusal of any doc (a duplicate that raced past step 1, a bad item) refuses the whole request:
 PermanentError, and the caller posts those orders one by one, each with its own outcome.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
 
 from retail_sync.connectors.contracts import ErpPostResult, SalesOrderPost
 from retail_sync.connectors.erpnext.documents import SALES_ORDER
@@ -31,6 +37,35 @@ if TYPE_CHECKING:
     from retail_sync.connectors.erpnext.client import ErpNextConnector
 
 INSERT_MANY_LIMIT = 200  # Frappe: "Only 200 inserts allowed in one request"
+#: the values one list request's ``in`` filter carries at most, in bytes of its URL
+IN_FILTER_BYTES = 6000
+
+
+def in_chunks(values: Sequence[str], budget: int = IN_FILTER_BYTES) -> list[list[str]]:
+    """``values`` in order, split so that each chunk's values take at most ``budget`` bytes of a
+    URL (quoted, comma-separated, URL-encoded); a value longer than that is a chunk alone."""
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    size = 0
+    for value in values:
+        cost = len(quote_plus(json.dumps(value) + ", "))
+        if chunk and size + cost > budget:
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(value)
+        size += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+async def _rows_in(erp: ErpNextConnector, field: str, values: Sequence[str],
+                   fields: list[str]) -> list[Any]:
+    """The Sales Orders whose ``field`` is one of ``values``, a list request per chunk."""
+    rows: list[Any] = []
+    for chunk in in_chunks(values):
+        rows += await erp.list_rows(SALES_ORDER, [[field, "in", chunk]], fields)
+    return rows
 
 
 async def create_sales_orders(erp: ErpNextConnector,
@@ -39,8 +74,7 @@ async def create_sales_orders(erp: ErpNextConnector,
     results: dict[str, ErpPostResult] = {}
     if not keys:
         return []
-    for row in await erp.list_rows(SALES_ORDER, [[ORDER_KEY_FIELD, "in", keys]],
-                                   ["name", ORDER_KEY_FIELD, "creation"]):
+    for row in await _rows_in(erp, ORDER_KEY_FIELD, keys, ["name", ORDER_KEY_FIELD, "creation"]):
         key = row.get(ORDER_KEY_FIELD)
         if isinstance(key, str) and key not in results:
             results[key] = ErpPostResult(erp_sales_order=str(row["name"]), created=False,
@@ -49,8 +83,8 @@ async def create_sales_orders(erp: ErpNextConnector,
     for start in range(0, len(new), INSERT_MANY_LIMIT):
         chunk = new[start:start + INSERT_MANY_LIMIT]
         names = await _insert_many(erp, [order_doc(erp, p) for p in chunk])
-        created = {str(r["name"]): r.get("creation") for r in await erp.list_rows(
-            SALES_ORDER, [["name", "in", names]], ["name", "creation"])}
+        created = {str(r["name"]): r.get("creation")
+                   for r in await _rows_in(erp, "name", names, ["name", "creation"])}
         for post, name in zip(chunk, names, strict=True):
             results[post.order_key] = ErpPostResult(
                 erp_sales_order=name, created=True, created_at=frappe_time(created.get(name)))

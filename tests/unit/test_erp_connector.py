@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from urllib.parse import quote_plus
 
 import aiohttp
 import pytest
@@ -19,6 +20,7 @@ from retail_sync.connectors.contracts import (
     SalesOrderPost,
     Shipment,
 )
+from retail_sync.connectors.erpnext.bulk import in_chunks
 from retail_sync.connectors.erpnext.bulk import order_doc as bulk_doc
 from retail_sync.connectors.erpnext.client import (
     ErpNextConnector,
@@ -488,6 +490,30 @@ async def test_more_than_two_hundred_go_in_requests_of_two_hundred(
     results = await erp.create_sales_orders(posts(*(str(i) for i in range(201))))
     assert sim.stats()["posts_received"] - before == 2
     assert len({r.erp_sales_order for r in results}) == 201 and len(sim.orders) == 201
+
+
+async def test_a_backlog_of_real_order_keys_goes_in_list_requests_the_server_accepts(
+        sim: ErpSimulator, erp: ErpNextConnector) -> None:
+    """Under a backlog the dispatch agent posts ~300 orders at once; their keys in one list URL
+    passed the 8 KiB request line the server accepts (HTTP 400), and every such batch went one
+    by one. The lookups go in chunks of at most ``IN_FILTER_BYTES`` of keys."""
+    ids = [str(5001442751171 + i) for i in range(320)]  # Shopify ids of today's length
+    await erp.create_sales_orders(posts(*ids[:40]))  # some the ERP already holds
+    before = sim.stats()["posts_received"]
+    results = await erp.create_sales_orders(posts(*ids))
+    assert sim.stats()["posts_received"] - before == 2  # 280 new: two insert_many
+    assert [r.created for r in results] == [False] * 40 + [True] * 280
+    assert len({r.erp_sales_order for r in results}) == 320 and len(sim.orders) == 320
+
+
+def test_in_chunks_keep_each_url_under_the_budget() -> None:
+    keys = [f"amazon:114-{i:07d}-{i:07d}" for i in range(500)]
+    chunks = in_chunks(keys, budget=2000)
+    assert [k for chunk in chunks for k in chunk] == keys and len(chunks) > 1
+    for chunk in chunks:
+        assert len(quote_plus(json.dumps(chunk))) <= 2000
+    assert in_chunks(["x" * 5000], budget=2000) == [["x" * 5000]]  # alone, not dropped
+    assert in_chunks([]) == []
 
 
 async def test_one_refused_order_refuses_the_whole_request(sim: ErpSimulator,
