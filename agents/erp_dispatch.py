@@ -109,7 +109,7 @@ async def dispatch_batch(ctx: AgentDeps, erp: Callable[[], ErpConnector], batch:
 async def post_many(ctx: AgentDeps, erp: Callable[[], ErpConnector], posts: list[ErpPostRequest],
                     outbox: Outbox, in_flight: asyncio.Semaphore) -> bool:
     """Post ``posts`` in bulk if the connector can (``BulkSalesOrders``: ERPNext's
-    ``insert_many``, three requests per 200 orders), with the retry budget of one post; True when
+    ``insert_many``, about five requests per 200 orders), with the retry budget of one post; True when
     every order got its answer. Anything else (the ERP refused one of them, the budget is spent,
     a bug) falls back to posting them one by one, where each order gets its own outcome."""
     try:

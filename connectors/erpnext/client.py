@@ -182,7 +182,7 @@ class ErpNextConnector:
                                marketplace_warehouse=self.marketplace_warehouse)
 
     async def create_sales_orders(self, posts: Sequence[SalesOrderPost]) -> list[ErpPostResult]:
-        """Many Sales Orders in three requests per 200 (``connectors.erpnext.bulk``)."""
+        """Many Sales Orders in about five requests per 200 (``connectors.erpnext.bulk``)."""
         from retail_sync.connectors.erpnext.bulk import create_sales_orders
 
         return await create_sales_orders(self, posts)
