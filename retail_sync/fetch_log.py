@@ -12,8 +12,10 @@ read before: logged at INFO, a diagnostic for the open ``test_first_commit`` fai
   after it was fetched: normal after a seek, so at most one line per partition and reason every
   ``DROPPED_EVERY_S``; ``handed_over`` for the first record of a partition it hands to a stream
   after an assignment.
-- ``not_fetching`` (``GET /health``): the assigned input partitions nobody fetches now, by
-  aiokafka's state and by Faust's (which partitions its fetch loop asks aiokafka for).
+- ``fetch_states``: each assigned partition and why it is not fetched now, by aiokafka's state
+  and by Faust's (which partitions its fetch loop asks aiokafka for); ``not_fetching`` (``GET
+  /health``) lists those not fetched, the stall watch (retail_sync/stall_watch.py) looks at the
+  others.
 """
 
 from __future__ import annotations
@@ -74,26 +76,37 @@ def handed_over(tp: Any, offset: int) -> None:
     log.info("first record handed over of %s[%d]: offset %d", tp.topic, tp.partition, offset)
 
 
-def not_fetching(consumer: Any, topics: set[str]) -> list[dict[str, Any]]:
-    """The assigned partitions of ``topics`` that the consumer does not fetch now, and why
-    (read from outside the consumer's thread: a diagnostic). aiokafka's state: ``no position``
-    (waiting for its committed offset or a reset), ``awaiting reset`` (to the earliest or latest
-    offset) or ``paused``; Faust's, which decides what its fetch loop asks aiokafka for:
-    ``paused by Faust`` (a rebalance pauses every partition until its recovery resumes the
-    streams), ``buffer full`` (its stream's queue is under pressure) or ``not active`` (neither,
-    and still not asked for). For ``GET /health``: a partition that stays here is a partition
-    nobody reads."""
+def assignment_of(consumer: Any) -> Any:
+    """aiokafka's assignment under Faust's ``consumer`` (read from outside the consumer's
+    thread: for diagnostics and the stall watch), or None when not started or between
+    assignments."""
     try:
-        kafka = consumer._thread._ensure_consumer()
-        assignment = kafka._subscription.subscription.assignment
+        return consumer._thread._ensure_consumer()._subscription.subscription.assignment
     except Exception:  # noqa: BLE001 - not started, or between assignments: nothing to say
-        return []
+        return None
+
+
+def position(consumer: Any, tp: Any) -> int | None:
+    """aiokafka's position of ``tp``, or None (no assignment, or no valid position)."""
+    assignment = assignment_of(consumer)
+    state = assignment.state_value(tp) if assignment is not None else None
+    return state.position if state is not None and state.has_valid_position else None
+
+
+def fetch_states(consumer: Any, topics: set[str]) -> list[tuple[Any, str | None]]:
+    """Each assigned partition of ``topics`` (sorted) and why the consumer does not fetch it
+    now, None when it does. aiokafka's state: ``no position`` (waiting for its committed offset
+    or a reset), ``awaiting reset`` (to the earliest or latest offset) or ``paused``; Faust's,
+    which decides what its fetch loop asks aiokafka for: ``paused by Faust`` (a rebalance pauses
+    every partition until its recovery resumes the streams), ``buffer full`` (its stream's queue
+    is under pressure) or ``not active`` (neither, and still not asked for)."""
+    assignment = assignment_of(consumer)
     if assignment is None:
         return []
     paused = set(getattr(consumer, "_paused_partitions", ()) or ())
     buffered = set(getattr(consumer, "_buffered_partitions", ()) or ())
     active = getattr(consumer, "_active_partitions", None)
-    found: list[dict[str, Any]] = []
+    found: list[tuple[Any, str | None]] = []
     for tp in sorted(assignment.tps):
         if tp.topic not in topics:
             continue
@@ -103,6 +116,13 @@ def not_fetching(consumer: Any, topics: set[str]) -> list[dict[str, Any]]:
         if why is None and active is not None and tp not in active:
             why = ("paused by Faust" if tp in paused else "buffer full" if tp in buffered
                    else "not active")
-        if why is not None:
-            found.append({"topic": tp.topic, "partition": tp.partition, "state": why})
+        found.append((tp, why))
     return found
+
+
+def not_fetching(consumer: Any, topics: set[str]) -> list[dict[str, Any]]:
+    """The assigned partitions of ``topics`` that the consumer does not fetch now, and why
+    (``fetch_states``). For ``GET /health``: a partition that stays here is a partition nobody
+    reads."""
+    return [{"topic": tp.topic, "partition": tp.partition, "state": why}
+            for tp, why in fetch_states(consumer, topics) if why is not None]

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from retail_sync import broker_watch, intake_hold
+from retail_sync import broker_watch, fetch_log, intake_hold
 
 log = logging.getLogger("retail_sync.fetch")
 
@@ -95,19 +95,11 @@ class StallWatch:
         return await self._read_again(consumer, quiet, last) if quiet else []
 
     def _fetched(self, consumer: Any) -> Iterable[Any]:
-        """The input partitions the fetch loop asks records for, with a position in aiokafka."""
-        try:
-            assignment = consumer._thread._ensure_consumer()._subscription.subscription.assignment
-        except Exception:  # noqa: BLE001 - not started, or between assignments
-            return []
-        if assignment is None:
-            return []
-        topics = self.topics()
-        active = consumer._active_partitions or set()  # neither paused nor its buffer full
-        tps = [tp for tp in assignment.tps if tp.topic in topics and tp in active]
+        """The input partitions the fetch loop asks records for, with a position in aiokafka,
+        and not held by the intake."""
+        tps = [tp for tp, why in fetch_log.fetch_states(consumer, self.topics()) if why is None]
         held = intake_hold.held(self.app, tps)
-        return [tp for tp in tps if tp not in held and not assignment.state_value(tp).paused
-                and assignment.state_value(tp).has_valid_position]
+        return [tp for tp in tps if tp not in held]
 
     async def _read_again(self, consumer: Any, quiet: list[Any],
                           last: dict[Any, int]) -> list[tuple[Any, int]]:
@@ -120,25 +112,17 @@ class StallWatch:
             start.update(await consumer.earliest_offsets(*unknown))
         stalled = {tp: offset for tp, offset in start.items()
                    if offset is not None and (ends.get(tp) or 0) > offset}
+        now = self.clock()
         for tp, offset in stalled.items():
             log.warning("%s[%d] stalled: records %d..%d wait on the broker and none was handed "
                         "over for %.0f s (position %s): read again from %d", tp.topic,
-                        tp.partition, offset, ends[tp] - 1, self.clock() - self._quiet_since[tp],
-                        _position(consumer, tp), offset)
+                        tp.partition, offset, ends[tp] - 1, now - self._quiet_since[tp],
+                        fetch_log.position(consumer, tp), offset)
             self.on_stall(tp)
-            self._quiet_since[tp] = self.clock()
+            self._quiet_since[tp] = now
         if stalled:
             await consumer.seek_wait(stalled)
         return list(stalled.items())
-
-
-def _position(consumer: Any, tp: Any) -> int | None:
-    try:
-        state = consumer._thread._ensure_consumer()._subscription.subscription.assignment \
-            .state_value(tp)
-    except Exception:  # noqa: BLE001 - a diagnostic only
-        return None
-    return state.position if state is not None and state.has_valid_position else None
 
 
 def register(ctx: Any) -> None:
