@@ -47,6 +47,7 @@ from retail_sync.metrics import (
     register_faust_metrics,
 )
 from retail_sync.settings import Settings
+from retail_sync.streams import codecs
 from retail_sync.streams.topics import declare_topics
 from retail_sync.tables.orders import (
     order_state_table,
@@ -112,6 +113,7 @@ def create_app(
     faust_fixes.install()  # Faust's commit never passes a message still in flight
     fetch_log.install()  # where each partition is read from, at INFO (a diagnostic)
     stall_watch.inject_drops()  # a test fault, only with RETAIL_SYNC_TEST_DROP_FETCHED set
+    codecs.set_loopback(settings.loopback_bytes)  # a record read back is not decoded again
     app = faust_app(settings, broker_url)
     erp = erp_plugin(settings)  # the configured ERP (RETAIL_SYNC_ERP_PLUGIN; ERPNext by default)
     erp_settings = settings_for(erp, settings)
