@@ -5,17 +5,21 @@ ISO-4217 currency; every timestamp is timezone-aware UTC. The records built from
 commands (``streams.commands``: an agent is asked to do something), events (``streams.events``:
 something happened), the order's state (``streams.state``) and the stock agent's
 (``streams.stock``). Their JSON schemas are versioned (``streams/schemas.py``).
+
+Long module: the canonical order and the values every record shares are one vocabulary, with
+the base model's fast copy and the order's JSON cache that all records use.
 """
 
 from __future__ import annotations
 
 import uuid
 import weakref
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -43,8 +47,30 @@ Units = Annotated[int, Field(ge=0, le=10_000_000)]
 VERSION_CONTEXT = "schema_version"
 
 
+_set_attr = object.__setattr__
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Pydantic's (``update`` not validated); the shallow copy done here, ~25 per order, at
+        ~3/4 of pydantic's cost: no extra fields, no private attributes to copy (tested:
+        tests/unit/test_model_copy.py)."""
+        if deep:
+            return super().model_copy(update=update, deep=True)
+        cls = type(self)
+        copied = cls.__new__(cls)
+        values = self.__dict__.copy()
+        fields_set = set(self.__pydantic_fields_set__)
+        if update:
+            values.update(update)
+            fields_set.update(update)
+        _set_attr(copied, "__dict__", values)
+        _set_attr(copied, "__pydantic_extra__", None)
+        _set_attr(copied, "__pydantic_fields_set__", fields_set)
+        _set_attr(copied, "__pydantic_private__", None)
+        return copied
 
 
 class Money(Frozen):
