@@ -139,6 +139,10 @@ async def _run(stack: Stack, group: list[Any], reader: OffsetReader, consumed: s
     sizes, _, stamps = await read_range(stack.bootstrap, ends_before, ends_after)
     latest = max((stamp for (topic, _), stamp in stamps.items()
                   if short_name(topic, stack.app_id) not in BACKGROUND_TOPICS), default=math.nan)
+    newest: dict[str, float] = {}  # topic -> its newest record of the run, s after the start
+    for (topic, _), stamp in stamps.items():
+        name = short_name(topic, stack.app_id)
+        newest[name] = max(newest.get(name, -math.inf), stamp - wall0)
     figures = run_figures(n, stack.app_id, ends_before, ends_after, committed_before,
                           committed_after, sizes)
     in_erp = erp.stats()["orders_created"]
@@ -151,6 +155,7 @@ async def _run(stack: Stack, group: list[Any], reader: OffsetReader, consumed: s
         "consumed_topics": sorted({short_name(t, stack.app_id) for t, _ in consumed}),
         "seconds_confirmed": moments["confirmed"], "seconds_erp": moments["erp"],
         "seconds_drained": drained, "seconds_last_record": latest - wall0,
+        "seconds_newest_by_topic": newest,
         "orders_per_s": n / drained,
         "orders_per_s_confirmed": n / moments["confirmed"],
         "orders_per_s_last_record": n / (latest - wall0) if latest == latest else None,

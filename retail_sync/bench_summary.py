@@ -82,14 +82,18 @@ def pipeline_tables(pipe: Mapping[str, Any], ratios: Mapping[str, float],
         "left out); the workers commit every RETAIL_SYNC_BROKER_COMMIT_INTERVAL_S (1 s by "
         "default), so 'lag 0' can trail the work by up to that"])
     topics = sorted(pipe["topics"].items(), key=lambda kv: -(kv[1]["produced"] + kv[1]["consumed"]))
-    per_topic = grid(["topic", "produced/order", "consumed/order", "bytes/order"], [
-        [name, _n(t["produced"], 2), _n(t["consumed"], 2), _n(t["bytes_produced"])]
+    newest = pipe.get("seconds_newest_by_topic") or {}
+    per_topic = grid(["topic", "produced/order", "consumed/order", "bytes/order", "newest s"], [
+        [name, _n(t["produced"], 2), _n(t["consumed"], 2), _n(t["bytes_produced"]),
+         _n(newest.get(name), 2)]
         for name, t in topics] + [[
         "total", _n(pipe["records_produced"] / n, 2), _n(pipe["records_consumed"] / n, 2),
-        _n(pipe["bytes_produced"] / n)]],
+        _n(pipe["bytes_produced"] / n), ""]],
         "record operations per order, from the broker's offsets", footnotes=[
         f"record operations per order: {pipe['record_ops_per_order']:.1f} "
-        f"({pipe['record_ops_per_s']:,.0f}/s); bytes = key + value of the produced records"])
+        f"({pipe['record_ops_per_s']:,.0f}/s); bytes = key + value of the produced records; "
+        "newest s: when the topic's newest record of the run was written (s after the start; "
+        "the tail after the ERP's last confirmation shows which work came last)"])
     cpu = grid(["process", "CPU ms/order", "CPU s"], [
         [name, _n(per * 1000, 3), _n(pipe["cpu_s_total"][name], 2)]
         for name, per in sorted(pipe["cpu_s_per_order"].items(), key=lambda kv: -kv[1])],

@@ -73,6 +73,7 @@ def _run(rate: float, confirmed: float) -> dict[str, Any]:
             "record_ops_per_order": 36.0, "record_ops_per_s": 36.0 * rate,
             "records_produced": 2400, "records_consumed": 1200, "bytes_produced": 2_000_000,
             "topics": {"orders-raw": {"produced": 1.0, "consumed": 1.0, "bytes_produced": 3750.0}},
+            "seconds_newest_by_topic": {"orders-raw": rate / 100},
             "cpu_s_per_order": {"worker bench-1": 0.0063}, "cpu_s_total": {"worker bench-1": 0.63}}
 
 
@@ -90,3 +91,5 @@ def test_combine_takes_medians_and_headline_ratios() -> None:
     assert headline(pipe, None, None) == {}
     text = pipeline_tables(pipe, ratios, 50_000.0, {"faust_anchor_events_per_s": 3000})
     assert "lag 0 everywhere" in text and "orders-raw" in text and "worker bench-1" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("orders-raw"))
+    assert row.split()[-1] == "1.50"  # when the median run's newest orders-raw record came
