@@ -98,11 +98,12 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
     # source (one record per batch), not from waiting.
     producer_linger_s: float = Field(0.005, ge=0, le=1)
     loopback_bytes: int = Field(
-        4 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024, description="Bytes of the records "
+        2 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024, description="Bytes of the records "
         "a worker wrote on stock-events, order-events, erp-requests and wms-requests kept per "
         "topic kind with the object they encode, so that reading them back on this worker "
         "takes the object instead of decoding it again (streams/codecs.py Loopback; issue 16). "
-        "Oldest dropped first; 0: off.")
+        "Oldest dropped first, a record over a quarter of it not kept; decoded objects take ~8x their "
+        "bytes, so a worker whose records other workers read holds up to ~4 x 8 x this. 0: off.")
     broker_commit_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often the worker commits the offsets it has processed "
         "(Faust's broker_commit_interval; its default is 2.8 s). A commit is one producer flush "

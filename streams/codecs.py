@@ -65,7 +65,7 @@ class Loopback:
     Safe because a read of bytes this codec wrote is a pure function of those bytes: the
     frozen model that was encoded (``tests/unit/test_codec_loopback.py`` checks that decoding
     every record kind gives an equal object of the same type). Bounded by ``max_bytes`` of
-    records (oldest dropped first: the records another worker reads are never taken here);
+    records (a record over a quarter of it is not kept; oldest dropped first: the records another worker reads are never taken here);
     a record read twice (a redelivery) or after a restart is decoded as before."""
 
     def __init__(self, max_bytes: int) -> None:
@@ -76,7 +76,7 @@ class Loopback:
         self.taken = 0
 
     def keep(self, data: bytes, obj: Any) -> None:
-        if len(data) > self.max_bytes // 8:
+        if len(data) > self.max_bytes // 4:
             return  # a record this large is rare: not worth a large share of the budget
         with self._lock:
             if self._items.pop(data, None) is not None:

@@ -70,9 +70,11 @@ def test_the_budget_drops_the_oldest_and_skips_the_too_large() -> None:
     assert box.take(records[0][0]) is None  # the oldest went first
     assert box.take(records[-1][0]) is records[-1][1]
     assert box.take(records[-1][0]) is None  # taken once
-    box.keep(b"x" * 101, object())  # more than an eighth of the budget: not kept
-    assert box.take(b"x" * 101) is None
-    assert box.taken == 1
+    box.keep(b"x" * 201, object())  # more than a quarter of the budget: not kept
+    assert box.take(b"x" * 201) is None
+    box.keep(b"y" * 200, object())  # a quarter: kept
+    assert len(box) <= 13 and box.take(b"y" * 200) is not None
+    assert box.taken == 2
 
 
 def test_the_same_bytes_written_twice_are_kept_once() -> None:
