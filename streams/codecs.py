@@ -65,8 +65,9 @@ class Loopback:
     Safe because a read of bytes this codec wrote is a pure function of those bytes: the
     frozen model that was encoded (``tests/unit/test_codec_loopback.py`` checks that decoding
     every record kind gives an equal object of the same type). Bounded by ``max_bytes`` of
-    records (a record over a quarter of it is not kept; oldest dropped first: the records another worker reads are never taken here);
-    a record read twice (a redelivery) or after a restart is decoded as before."""
+    records (oldest dropped first: the records another worker reads are never taken here; a
+    record over a quarter of it is not kept); a record read twice (a redelivery) or after a
+    restart is decoded as before."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
