@@ -98,12 +98,14 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
     # source (one record per batch), not from waiting.
     producer_linger_s: float = Field(0.005, ge=0, le=1)
     loopback_bytes: int = Field(
-        2 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024, description="Bytes of the records "
+        4 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024, description="Bytes of the records "
         "a worker wrote on stock-events, order-events, erp-requests and wms-requests kept per "
         "topic kind with the object they encode, so that reading them back on this worker "
         "takes the object instead of decoding it again (streams/codecs.py Loopback; issue 16). "
-        "Oldest dropped first, a record over a quarter of it not kept; decoded objects take ~8x their "
-        "bytes, so a worker whose records other workers read holds up to ~4 x 8 x this. 0: off.")
+        "Oldest dropped first, a record over half of it not kept (an ERP batch under a backlog is "
+        "up to ~1 MB). Objects take ~8x their bytes; the ERP and warehouse requests are read by "
+        "the worker that wrote them, stock commands and answers may be read by another, so a "
+        "worker holds up to ~2 x 8 x this of records nobody takes. 0: off.")
     broker_commit_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often the worker commits the offsets it has processed "
         "(Faust's broker_commit_interval; its default is 2.8 s). A commit is one producer flush "
@@ -146,12 +148,18 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         16 * 1024 * 1024, ge=1024 * 1024, description="RocksDB memtables of every table partition "
         "of the worker together: past it the largest is flushed to disk (tables/rocks.py).")
     table_cache_entries: int = Field(
-        2048, ge=0, le=1_000_000, description="Decoded values each table keeps per worker (LRU; "
-        "tables/rocks.py): a read in the agent that owns the key returns the cached value "
-        "instead of decoding the stored JSON. 0 = no cache. Issue 16: an order state is ~3 KB "
-        "of JSON read ~4 times per order; 2,048 covers the orders in flight at 1,000/s. A decoded "
-        "state takes ~8x its JSON (~12-25 KB): up to ~50 MB for the order table. Measured: "
-        "the worker's CPU per order 11.4/10.7 ms without, 9.8/9.2 ms with.")
+        2048, ge=0, le=1_000_000, description="Decoded values the stock table keeps per worker "
+        "(LRU; tables/rocks.py): a read in the agent that owns the key returns the cached value "
+        "instead of decoding the stored JSON. 0 = no cache. A SKU's record holds its open lines "
+        "(ARCHITECTURE §4: ~480 bytes decoded per open line).")
+    order_cache_entries: int = Field(
+        4096, ge=0, le=1_000_000, description="Decoded order states the order-state table keeps "
+        "per worker (LRU; tables/rocks.py). 0 = no cache. An order state is ~3 KB of JSON read "
+        "~4 times per order; an order is read back when its ERP answer comes, seconds after its "
+        "stock answers, while hundreds of new orders a second are read in. Issue 16, session 27 "
+        "(bench --only pipeline --orders 10000): 2,048 missed ~0.7 reads per order (~150 us of "
+        "worker CPU each), 4,096 none; worker peak RSS 337 and 335 MB. Earlier: the worker's CPU "
+        "per order 11.4/10.7 ms without a cache, 9.8/9.2 ms with.")
     malloc_trim_interval_s: float = Field(
         60.0, ge=0, description="Every this many seconds the worker hands the free pages of its "
         "C heap back to the system (glibc malloc_trim; retail_sync/heap.py); 0 = never.")

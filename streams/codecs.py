@@ -66,7 +66,7 @@ class Loopback:
     frozen model that was encoded (``tests/unit/test_codec_loopback.py`` checks that decoding
     every record kind gives an equal object of the same type). Bounded by ``max_bytes`` of
     records (oldest dropped first: the records another worker reads are never taken here; a
-    record over a quarter of it is not kept); a record read twice (a redelivery) or after a
+    record over half of it is not kept); a record read twice (a redelivery) or after a
     restart is decoded as before."""
 
     def __init__(self, max_bytes: int) -> None:
@@ -77,7 +77,7 @@ class Loopback:
         self.taken = 0
 
     def keep(self, data: bytes, obj: Any) -> None:
-        if len(data) > self.max_bytes // 4:
+        if len(data) > self.max_bytes // 2:
             return  # a record this large is rare: not worth a large share of the budget
         with self._lock:
             if self._items.pop(data, None) is not None:

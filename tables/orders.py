@@ -33,6 +33,8 @@ class TableSettings(Protocol):
     @property
     def table_cache_entries(self) -> int: ...
     @property
+    def order_cache_entries(self) -> int: ...
+    @property
     def app_id(self) -> str: ...
     @property
     def order_search_email_salt(self) -> Any: ...
@@ -82,10 +84,10 @@ class CodecTable(faust.Table[str, Any]):
 
 
 def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
-           cache: bool = False, index_of: store_index.IndexOf | None = None,
+           cache: int = 0, index_of: store_index.IndexOf | None = None,
            **kw: Any) -> CodecTable:
-    """``cache``: keep decoded values (tables/rocks.py), only for values nobody mutates (our
-    frozen pydantic models; not the plain JSON lists and dicts). ``index_of``: the ids a value
+    """``cache``: decoded values kept (tables/rocks.py; 0: none), only for values nobody mutates
+    (our frozen pydantic models; not the plain JSON lists and dicts). ``index_of``: the ids a value
     is found by (the store's secondary index)."""
     extra = {"index_of": index_of} if index_of is not None else {}
     table = CodecTable(
@@ -98,7 +100,7 @@ def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
         options={"block_cache_size": settings.rocksdb_block_cache_bytes,
                  "write_buffer_budget": settings.rocksdb_write_buffer_bytes,
                  # decoded values kept (tables/rocks.py): this worker is each key's only writer
-                 "decoded_cache_entries": settings.table_cache_entries if cache else 0,
+                 "decoded_cache_entries": cache,
                  **extra},
         **kw,
     )
@@ -108,7 +110,8 @@ def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
 
 def order_state_table(app: faust.App, settings: TableSettings) -> CodecTable:
     salt = order_search.salt_of(settings)
-    return _table(app, settings, "order-state", "rs.order_state", cache=True,
+    return _table(app, settings, "order-state", "rs.order_state",
+                  cache=settings.order_cache_entries,
                   index_of=lambda state: order_search.external_ids(state, salt),
                   help="Canonical order, lifecycle status and correlation ids, by order_key; "
                        "indexed by the other ids it is known by.")
@@ -125,6 +128,6 @@ def stock_table(app: faust.App, settings: TableSettings) -> faust.Table[str, Any
     Written only by the stock agent, whose input is keyed by SKU: Faust sends a table write to
     the changelog partition of the event being processed and stores it under that partition, so
     the composite keys live with their SKU."""
-    return _table(app, settings, "stock", "rs.stock_record", cache=True,
+    return _table(app, settings, "stock", "rs.stock_record", cache=settings.table_cache_entries,
                   help="SKU -> ERP positions, units held, what each channel was offered and "
                        "told; SKU|order line -> its reservation.")

@@ -70,10 +70,10 @@ def test_the_budget_drops_the_oldest_and_skips_the_too_large() -> None:
     assert box.take(records[0][0]) is None  # the oldest went first
     assert box.take(records[-1][0]) is records[-1][1]
     assert box.take(records[-1][0]) is None  # taken once
-    box.keep(b"x" * 201, object())  # more than a quarter of the budget: not kept
-    assert box.take(b"x" * 201) is None
-    box.keep(b"y" * 200, object())  # a quarter: kept
-    assert len(box) <= 13 and box.take(b"y" * 200) is not None
+    box.keep(b"x" * 401, object())  # more than half the budget: not kept
+    assert box.take(b"x" * 401) is None
+    box.keep(b"y" * 400, object())  # half: kept (the oldest make room)
+    assert box.take(b"y" * 400) is not None and box._bytes <= 800
     assert box.taken == 2
 
 

@@ -99,14 +99,16 @@ async def test_a_rebalance_empties_the_cache(tmp_path: Path) -> None:
 
 
 def test_the_cache_is_bounded_by_the_setting(tmp_path: Path) -> None:
-    orders, _ = _tables(tmp_path, table_cache_entries="3")
+    orders, stock = _tables(tmp_path, order_cache_entries="3", table_cache_entries="5")
     with _In(0):
         for i in range(10):
             orders.data[f"k{i}"] = _states()[0]
-        assert len(orders.data._decoded) == 3
+            stock.data[f"SKU-{i}"] = StockState(sku=f"SKU-{i}")
+        assert len(orders.data._decoded) == 3  # the order table's own setting
+        assert len(stock.data._decoded) == 5  # the stock table's
         assert orders.data["k0"] == _states()[0]  # evicted, read back from RocksDB
-    off, _ = _tables(tmp_path / "off", table_cache_entries="0")
-    assert off.data._decoded is None
+    off, stock_off = _tables(tmp_path / "off", order_cache_entries="0", table_cache_entries="0")
+    assert off.data._decoded is None and stock_off.data._decoded is None
 
 
 def _scan(store: Any, figures: PartitionFigures) -> dict[Any, int]:
