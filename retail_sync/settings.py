@@ -158,8 +158,10 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "~4 times per order; an order is read back when its ERP answer comes, seconds after its "
         "stock answers, while hundreds of new orders a second are read in. Issue 16, session 27 "
         "(bench --only pipeline --orders 10000): 2,048 missed ~0.7 reads per order (~150 us of "
-        "worker CPU each), 4,096 none; worker peak RSS 337 and 335 MB. Earlier: the worker's CPU "
-        "per order 11.4/10.7 ms without a cache, 9.8/9.2 ms with.")
+        "worker CPU each), 4,096 none. The cost is memory: the soak's worker (bench --only soak "
+        "--soak-rate 50 --soak-orders 2500) held 334 MiB at 10,000 orders with 4,096 against "
+        "263 MiB with 2,048. Earlier: the worker's CPU per order 11.4/10.7 ms without a cache, "
+        "9.8/9.2 ms with.")
     malloc_trim_interval_s: float = Field(
         60.0, ge=0, description="Every this many seconds the worker hands the free pages of its "
         "C heap back to the system (glibc malloc_trim; retail_sync/heap.py); 0 = never.")
