@@ -137,12 +137,12 @@ async def _run(stack: Stack, group: list[Any], reader: OffsetReader, consumed: s
             load.wait(10)
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - a local temp file
     sizes, _, stamps = await read_range(stack.bootstrap, ends_before, ends_after)
-    latest = max((stamp for (topic, _), stamp in stamps.items()
-                  if short_name(topic, stack.app_id) not in BACKGROUND_TOPICS), default=math.nan)
     newest: dict[str, float] = {}  # topic -> its newest record of the run, s after the start
     for (topic, _), stamp in stamps.items():
         name = short_name(topic, stack.app_id)
         newest[name] = max(newest.get(name, -math.inf), stamp - wall0)
+    last = max((s for name, s in newest.items() if name not in BACKGROUND_TOPICS),
+               default=math.nan)
     figures = run_figures(n, stack.app_id, ends_before, ends_after, committed_before,
                           committed_after, sizes)
     in_erp = erp.stats()["orders_created"]
@@ -154,11 +154,11 @@ async def _run(stack: Stack, group: list[Any], reader: OffsetReader, consumed: s
         "consumed_partitions": len(consumed),
         "consumed_topics": sorted({short_name(t, stack.app_id) for t, _ in consumed}),
         "seconds_confirmed": moments["confirmed"], "seconds_erp": moments["erp"],
-        "seconds_drained": drained, "seconds_last_record": latest - wall0,
+        "seconds_drained": drained, "seconds_last_record": last,
         "seconds_newest_by_topic": newest,
         "orders_per_s": n / drained,
         "orders_per_s_confirmed": n / moments["confirmed"],
-        "orders_per_s_last_record": n / (latest - wall0) if latest == latest else None,
+        "orders_per_s_last_record": n / last if last == last else None,
         "records_produced": figures.produced, "records_consumed": figures.consumed,
         "bytes_produced": figures.produced_bytes,
         "record_ops_per_order": figures.ops_per_order,

@@ -47,13 +47,13 @@ class PydanticCodec(codecs.Codec):
         return _decode(self.adapter, version_of(self.name), s)
 
     def _dumps(self, obj: Any) -> bytes:
-        if isinstance(obj, BaseModel):
-            data = with_version(models.record_json(obj), version_of(self.name))
-            if self.loopback is not None:
-                self.loopback.keep(data, obj)
-            return data
-        body = self.adapter.dump_json(self.adapter.validate_python(obj))
-        return with_version(body, version_of(self.name))
+        model = isinstance(obj, BaseModel)
+        body = models.record_json(obj) if model else self.adapter.dump_json(
+            self.adapter.validate_python(obj))
+        data = with_version(body, version_of(self.name))
+        if model and self.loopback is not None:  # what a read of ``data`` would decode
+            self.loopback.keep(data, obj)
+        return data
 
 
 class Loopback:
@@ -78,7 +78,7 @@ class Loopback:
 
     def keep(self, data: bytes, obj: Any) -> None:
         if len(data) > self.max_bytes // 2:
-            return  # a record this large is rare: not worth a large share of the budget
+            return  # it would drop nearly every other record: decoded again instead
         with self._lock:
             if self._items.pop(data, None) is not None:
                 self._bytes -= len(data)
