@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from retail_sync.bench_offsets import OffsetReader, RunFigures, run_figures
-from retail_sync.bench_pipeline import stock_known
+from retail_sync.bench_pipeline import cpu_seconds, stock_known
 from retail_sync.report import ms, percentile
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.orders import DEFAULT_SKUS
@@ -42,6 +42,8 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[st
         await reader.discover()
         ends_before, committed_before = await reader.ends(), await reader.committed()
         print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP…", flush=True)
+        pid = worker.proc.pid if worker.proc is not None else None
+        cpu_before = cpu_seconds(pid) if pid is not None else float("nan")
         started = time.perf_counter()
         await shop.send_orders(duration_s=seconds)
         sent_for = time.perf_counter() - started
@@ -49,6 +51,8 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[st
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
             await asyncio.sleep(0.2)
+        worker_cpu = (cpu_seconds(pid) if pid is not None else float("nan")) - cpu_before
+        busy_for = time.perf_counter() - started
         values = [stored.received_at - shop.first_sent_at[k.split(":", 1)[1]]
                   for k in expected if (stored := erp.order_by_po_no(k)) is not None]
         figures = await _drained_figures(reader, stack.app_id, len(expected), ends_before,
@@ -61,6 +65,10 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[st
             "latency_p99": ms(percentile(values, 99)),
             "latency_max": ms(max(values, default=float("nan"))),
             "lost": len(expected) - len(values),
+            # the worker's CPU from the first webhook until the ERP held every order: it serves
+            # the webhooks too (HTTP, signature, dedupe, the raw record), unlike the pipeline run
+            "latency_worker_cpu_ms_per_order": round(1000 * worker_cpu / max(1, len(values)), 3),
+            "latency_worker_busy": round(worker_cpu / busy_for, 3),
             "latency_record_ops_per_order": round(figures.ops_per_order, 2),
             "latency_topics": {name: {k: round(v, 3) for k, v in t.per_order(len(expected)).items()}
                                for name, t in figures.topics.items() if t.produced or t.consumed},
