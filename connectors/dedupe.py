@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from cachetools import TTLCache
 
+from retail_sync.connectors.redis_batch import Pipeliner
 from retail_sync.connectors.redis_support import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_POOL_TIMEOUT_S,
@@ -111,6 +112,9 @@ class RedisDeduper:
         self._client = client
         self._own_client = client is None
         self._degraded = False
+        #: the commands of concurrent webhooks go to Redis as one pipeline
+        #: (connectors/redis_batch.py)
+        self._pipe = Pipeliner(self._redis)
 
     def key(self, delivery_id: str) -> str:
         return f"{self.prefix}:{delivery_id}"
@@ -140,8 +144,8 @@ class RedisDeduper:
 
     async def first_seen(self, delivery_id: str) -> bool:
         try:
-            created = await self._redis().set(
-                self.key(delivery_id), 1, nx=True, px=max(1, int(self.ttl_s * 1000)))
+            created = await self._pipe.call(
+                "set", self.key(delivery_id), 1, nx=True, px=max(1, int(self.ttl_s * 1000)))
         except REDIS_ERRORS as exc:
             self._failed("first_seen", exc)
             return await self.fallback.first_seen(delivery_id)
@@ -152,11 +156,11 @@ class RedisDeduper:
         key = self.key(delivery_id)
         try:
             for _ in range(2):
-                if await self._redis().set(key, "pending", nx=True,
-                                           px=max(1, int(self.pending_ttl_s * 1000))):
+                if await self._pipe.call("set", key, "pending", nx=True,
+                                         px=max(1, int(self.pending_ttl_s * 1000))):
                     self._recovered()
                     return "new"
-                value = await self._redis().get(key)
+                value = await self._pipe.call("get", key)
                 if value is not None:
                     self._recovered()
                     return "pending" if value in (b"pending", "pending") else "done"
@@ -166,8 +170,8 @@ class RedisDeduper:
 
     async def confirm(self, delivery_id: str) -> None:
         try:
-            await self._redis().set(self.key(delivery_id), "done",
-                                    px=max(1, int(self.ttl_s * 1000)))
+            await self._pipe.call("set", self.key(delivery_id), "done",
+                                  px=max(1, int(self.ttl_s * 1000)))
         except REDIS_ERRORS as exc:
             self._failed("confirm", exc)
         else:
@@ -176,7 +180,7 @@ class RedisDeduper:
     async def forget(self, delivery_id: str) -> None:
         await self.fallback.forget(delivery_id)
         try:
-            await self._redis().delete(self.key(delivery_id))
+            await self._pipe.call("delete", self.key(delivery_id))
         except REDIS_ERRORS as exc:
             self._failed("forget", exc)
         else:
