@@ -9,43 +9,78 @@ of its own (each SKU's record, one stock-events record per partition, one answer
 order partition, ...). A longer ``within`` makes a backlog's batches larger, but every record of
 a trickle would wait it at every hop.
 
-Here the wait follows what the last one gathered: ``GROW_AT`` events or more (the input is busy)
-double it, up to ``within_max``; one or none (a trickle) halve it, down to ``within``. A batch
-that fills to ``max_`` is handed over at once and leaves the wait as it is. Everything else is
-Faust's: the acknowledgements (after the batch is handled, in order), the strict ``max_``, the
-reader held while a batch is handled, so rebalances and commits see what they saw with
-``take_events``.
+Here the wait follows how busy the worker is (issue 16, session 28): while the worker process
+uses less than ``BUSY_LOW`` of a core, a batch waits ``within`` (a trickle's records are not held
+at every hop: the CPU a larger batch would save is not needed); from ``BUSY_HIGH`` on it waits
+``within_max``, in between in proportion. The busy share is the process's CPU time over wall time
+(``Load``: every thread of it, so the consumer's too; under the GIL one core is its ceiling),
+sampled at most every ``Load.EVERY_S`` and smoothed. A busy worker thus takes larger batches,
+which cost fewer records and less CPU per order, so it is less busy; an idle one answers at once.
+An earlier rule followed what the last wait gathered (4+ events doubled the next wait up to
+``within_max``, 0-1 halved it): at 300 webhooks/s it kept the waits short while the worker was
+95 % busy (docs/BENCHMARKS.md, session 28). A batch that fills to ``max_``
+is handed over at once. Everything else is Faust's: the acknowledgements (after the batch is
+handled, in order), the strict ``max_``, the reader held while a batch is handled, so rebalances
+and commits see what they saw with ``take_events``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from faust.types import EventT
 from mode.utils.aiter import aiter
 from mode.utils.futures import notify
 
-#: a batch that gathered at least this many events in its wait makes the next wait longer
-GROW_AT = 4
+#: below this share of a core the worker is not busy: the shortest wait
+BUSY_LOW = 0.6
+#: from this share on the worker is busy: the longest wait
+BUSY_HIGH = 0.9
+
+
+class Load:
+    """The worker process's recent CPU share: CPU seconds (every thread) per wall second,
+    sampled at most every ``EVERY_S`` and smoothed (half the last sample, half before)."""
+
+    EVERY_S = 0.25
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = time.process_time) -> None:
+        self._clock, self._cpu = clock, cpu
+        self._at, self._used = clock(), cpu()
+        self.share = 0.0
+
+    def now(self) -> float:
+        at = self._clock()
+        if at - self._at >= self.EVERY_S:
+            used = self._cpu()
+            sample = min(1.0, max(0.0, (used - self._used) / (at - self._at)))
+            self.share = (self.share + sample) / 2
+            self._at, self._used = at, used
+        return self.share
+
+
+#: the process's load, shared by its batch takers
+LOAD = Load()
 
 
 class Wait:
-    """How long the next batch waits to fill: ``within`` .. ``within_max`` (see the module
-    docstring)."""
+    """How long the next batch waits to fill: ``within`` .. ``within_max`` by the worker's load
+    (see the module docstring)."""
 
-    def __init__(self, within: float, within_max: float) -> None:
+    def __init__(self, within: float, within_max: float, load: Load | None = None) -> None:
         self.low, self.high = within, max(within, within_max)
+        self.load = load or LOAD
         self.now = within
 
-    def after(self, events: int) -> None:
-        """A batch of ``events`` ended on the wait: many came in it, so the input is busy and
-        the next wait is longer; one or none came, so the next is shorter."""
-        if events >= GROW_AT:
-            self.now = min(self.high, self.now * 2)
-        elif events <= 1:
-            self.now = max(self.low, self.now / 2)
+    def next(self) -> float:
+        """The wait of the next batch (and ``now``)."""
+        busy = (self.load.now() - BUSY_LOW) / (BUSY_HIGH - BUSY_LOW)
+        self.now = self.low + (self.high - self.low) * min(1.0, max(0.0, busy))
+        return self.now
 
 
 async def take_batches(stream: Any, max_: int, within: float,
@@ -87,11 +122,9 @@ async def take_batches(stream: Any, max_: int, within: float,
     stream._enable_passive(channel_it)  # noqa: SLF001 - Faust's own take_events does this
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(full, timeout=wait.now)
+            await stream.wait_for_stopped(full, timeout=wait.next())
             if not buffer:
                 continue
-            if not full.is_set():
-                wait.after(len(buffer))
             consuming = asyncio.get_running_loop().create_future()
             try:
                 yield list(buffer)

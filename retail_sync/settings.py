@@ -79,10 +79,11 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "to fill before it is handled with what it has, while their input is a trickle (a "
         "record then waits at most this long per batched hop).")
     batch_within_max_s: float = Field(
-        0.025, gt=0, le=1, description="The longest a batch waits to fill while the input is "
-        "busy (agents/take.py): each wait that gathered 4 or more records doubles the next, up "
-        "to this; one that gathered one or none halves it, down to batch_within_s. Larger "
-        "batches cost fewer records and less CPU per order under a backlog (issue 16).")
+        0.05, gt=0, le=1, description="The longest a batch waits to fill, while the worker is "
+        "busy (agents/take.py): below 60 % of a core a batch waits batch_within_s, from 90 % "
+        "this, in between in proportion. Larger batches cost fewer records and less CPU per "
+        "order (issue 16; at 300 webhooks/s the worker's CPU per order fell ~7 %); 0.1 held "
+        "a backlog's batches long enough to leave the worker idle (bench --only pipeline).")
     replication_factor: int = Field(1, ge=1, le=5)
     table_standby_replicas: int = Field(
         1, ge=0, le=5, description="Standby copies of each table partition that other workers "

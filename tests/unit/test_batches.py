@@ -349,23 +349,54 @@ async def test_a_wms_batch_answers_every_order_in_one_record_per_partition() -> 
     assert sorted(e.order_key for e in events) == sorted(mine) and all(e.ok for e in events)
 
 
-def test_a_batch_wait_grows_while_the_input_is_busy_and_shrinks_at_a_trickle() -> None:
-    """agents/take.py: 4+ events gathered in a wait double the next, up to the maximum; one or
-    none halve it, down to the minimum; two or three leave it."""
-    from retail_sync.agents.take import GROW_AT, Wait
+class _Clock:
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
 
-    wait = Wait(0.005, 0.025)
-    assert wait.now == 0.005
-    wait.after(GROW_AT)
-    assert wait.now == 0.01
-    for _ in range(3):
-        wait.after(50)
-    assert wait.now == 0.025  # never past the maximum
-    wait.after(GROW_AT - 1)
-    assert wait.now == 0.025
-    wait.after(1)
-    assert wait.now == 0.0125
-    for _ in range(4):
-        wait.after(0)
-    assert wait.now == 0.005  # never below the minimum
+    def spend(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+
+def test_the_load_is_the_process_cpu_share_sampled_and_smoothed() -> None:
+    """agents/take.py ``Load``: CPU seconds per wall second, taken at most every EVERY_S, half the
+    new sample and half what it said before."""
+    from retail_sync.agents.take import Load
+
+    clock = _Clock()
+    load = Load(clock=lambda: clock.wall, cpu=lambda: clock.cpu)
+    clock.spend(wall=0.1, cpu=0.1)
+    assert load.now() == 0.0  # too soon: no sample yet
+    clock.spend(wall=0.9, cpu=0.7)
+    assert load.now() == pytest.approx(0.4)  # (0 + 0.8) / 2
+    clock.spend(wall=1.0, cpu=1.0)
+    assert load.now() == pytest.approx(0.7)  # (0.4 + 1.0) / 2
+    clock.spend(wall=1.0, cpu=3.0)  # several threads: never more than one core's worth
+    assert load.now() == pytest.approx(0.85)
+    clock.spend(wall=1.0, cpu=0.0)
+    assert load.now() == pytest.approx(0.425)
+
+
+def test_a_batch_waits_longer_the_busier_the_worker() -> None:
+    """agents/take.py ``Wait``: the shortest wait below BUSY_LOW of a core, the longest from
+    BUSY_HIGH on, in proportion between; never outside its bounds."""
+    from retail_sync.agents.take import BUSY_HIGH, BUSY_LOW, Wait
+
+    class Fixed:
+        share = 0.0
+
+        def now(self) -> float:
+            return self.share
+
+    load = Fixed()
+    wait = Wait(0.005, 0.1, load)  # type: ignore[arg-type]
+    seen = []
+    for share in (0.0, 0.3, BUSY_LOW, (BUSY_LOW + BUSY_HIGH) / 2, BUSY_HIGH, 1.0):
+        load.share = share
+        seen.append(wait.next())
+    assert seen[:3] == [0.005] * 3  # an idle or half-busy worker answers at once
+    assert seen[3] == pytest.approx(0.0525)
+    assert seen[4:] == [0.1, 0.1]
+    assert wait.now == 0.1
+    assert seen == sorted(seen)
     assert Wait(0.005, 0.001).high == 0.005  # a maximum below the minimum is the minimum
