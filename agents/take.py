@@ -15,7 +15,8 @@ at every hop: the CPU a larger batch would save is not needed); from ``BUSY_HIGH
 ``within_max``, in between in proportion. The busy share is the process's CPU time over wall time
 (``Load``: every thread of it, so the consumer's too; under the GIL one core is its ceiling),
 sampled at most every ``Load.EVERY_S`` and smoothed. A busy worker thus takes larger batches,
-which cost fewer records and less CPU per order, so it is less busy; an idle one answers at once.
+which cost fewer records and less CPU per order, so it is less busy; an idle one holds a
+record ``within`` per hop.
 An earlier rule followed what the last wait gathered (4+ events doubled the next wait up to
 ``within_max``, 0-1 halved it): at 300 webhooks/s it kept the waits short while the worker was
 95 % busy (docs/BENCHMARKS.md, session 28). A batch that fills to ``max_``

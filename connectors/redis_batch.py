@@ -79,12 +79,12 @@ class Pipeliner:
         del self._queue[:self.max_commands]
         if not batch:
             return
-        pipe = self._client_of().pipeline(transaction=False)
-        for command, args, kwargs, _ in batch:
-            getattr(pipe, command)(*args, **kwargs)
         self.pipelines += 1
         self.commands += len(batch)
-        try:
+        try:  # from here every caller of the batch gets an answer or an error, whatever happens
+            pipe = self._client_of().pipeline(transaction=False)
+            for command, args, kwargs, _ in batch:
+                getattr(pipe, command)(*args, **kwargs)
             results = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
             for *_, future in batch:

@@ -78,6 +78,14 @@ async def test_a_caller_cancelled_before_the_send_is_left_out(client, redis_pref
     assert pipe.commands == 1
 
 
+async def test_a_command_that_cannot_be_queued_fails_its_batch_not_forever(client):
+    pipe = Pipeliner(lambda: client)
+    results = await asyncio.wait_for(asyncio.gather(
+        pipe.call("no_such_command", "k"), pipe.call("ping"), return_exceptions=True), 5)
+    assert all(isinstance(r, AttributeError) for r in results), results
+    assert await pipe.call("ping") is True  # the pipeliner goes on
+
+
 def test_bounds_are_checked():
     with pytest.raises(ValueError, match="must be >= 1"):
         Pipeliner(lambda: None, max_in_flight=0)
