@@ -61,17 +61,23 @@ class Pipeliner:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._senders.discard(task)
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled():  # the loop is closing: the waiting callers are cancelled too
+            self._fail_queued(None)
+        elif task.exception() is not None:  # a bug: nobody may wait forever
+            self._fail_queued(task.exception())
+        else:
             self._start()  # what came while the pipelines were out
-        else:  # the loop is closing (cancelled) or a bug: nobody may wait forever
-            self._fail_queued(task.exception() if not task.cancelled() else
-                              asyncio.CancelledError())
 
     def _fail_queued(self, exc: BaseException | None) -> None:
+        """Every queued caller gets ``exc`` (None: is cancelled)."""
         queued, self._queue = self._queue, []
         for *_, future in queued:
-            if not future.done():
-                future.set_exception(exc or RuntimeError("the Redis pipeline sender stopped"))
+            if future.done():
+                continue
+            if exc is None:
+                future.cancel()
+            else:
+                future.set_exception(exc)
 
     async def _send(self) -> None:
         await asyncio.sleep(0)  # the callers resumed in this turn of the loop add theirs
