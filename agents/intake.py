@@ -1,20 +1,25 @@
 """The order agent's intake: how many orders this worker took from orders-raw and still waits for
-the stock agent's answer on (``Intake``). While they reach ``limit`` the wiring stops fetching
-orders-raw (retail_sync/intake_hold.py): the orders already taken get their answers, ERP requests
-and state writes first, so the orders in flight stay few (their decoded states stay in the
-table's cache, their latency stays low) instead of a backlog being read in whole before the first
-of it is finished.
+the stock agent's answer on (``Intake``), and how many raw records it fetched and has not yet
+handled (``in_hand``: in Faust's queues or a batch still filling). While the two together reach
+``limit`` the wiring stops fetching orders-raw (retail_sync/intake_hold.py): the orders already
+taken get their answers, ERP requests and state writes first, so the orders in flight stay few
+(their decoded states stay in the table's cache, their latency stays low) instead of a backlog
+being read in whole before the first of it is finished. Counting the records in hand from the
+fetch on keeps the bound when the agent's batches wait longer (a busy worker, agents/take.py):
+otherwise each fetch made while a batch fills looks at a count that has not grown yet.
 
-An order that waits longer than ``expiry_s`` no longer counts (its answer may never come here: the
-stock agent's worker died): the intake is slowed, never stopped. The orders of a partition this
-worker gives up in a rebalance stop counting at once (``forget``: their answers go to the new
-owner), so a worker that keeps its other partitions does not hold their intake for them.
+An order (or a fetched record) that waits longer than ``expiry_s`` no longer counts (its answer
+may never come here: the stock agent's worker died): the intake is slowed, never stopped. The
+orders of a partition this worker gives up in a rebalance stop counting at once (``forget``: their
+answers go to the new owner), so a worker that keeps its other partitions does not hold their
+intake for them; a fetched record Faust never delivers (its partition revoked meanwhile) leaves
+by its age.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 class Intake:
@@ -25,6 +30,19 @@ class Intake:
         self.limit, self.expiry_s, self._clock = limit, expiry_s, clock
         #: order key -> (when it began waiting, its partition); oldest first
         self._since: dict[str, tuple[float, int | None]] = {}
+        #: (partition, offset) of a fetched raw record not yet handled -> when fetched; oldest first
+        self._fetched: dict[tuple[int, int], float] = {}
+
+    def fetched(self, partition: int, offsets: Iterable[int]) -> None:
+        """A fetch handed over the raw records at ``offsets`` of ``partition``."""
+        at, fetched = self._clock(), self._fetched
+        for offset in offsets:
+            fetched[(partition, offset)] = at
+
+    def handled(self, partition: int, offset: int) -> None:
+        """The raw record at ``offset`` of ``partition`` was handled (its order waits, if it
+        does, by ``waiting``)."""
+        self._fetched.pop((partition, offset), None)
 
     def waiting(self, key: str, partition: int | None = None) -> None:
         """``key`` (on ``partition`` of the order agent's input) asked the stock agent and waits
@@ -41,6 +59,8 @@ class Intake:
         if partitions:
             self._since = {key: (at, p) for key, (at, p) in self._since.items()
                            if p not in partitions}
+            self._fetched = {tp: at for tp, at in self._fetched.items()
+                             if tp[0] not in partitions}
 
     def count(self) -> int:
         """Orders waiting, those waiting longer than ``expiry_s`` dropped."""
@@ -54,6 +74,18 @@ class Intake:
                 del since[key]
         return len(since)
 
+    def in_hand(self) -> int:
+        """Raw records fetched and not yet handled, those older than ``expiry_s`` dropped."""
+        fetched = self._fetched
+        if fetched:
+            oldest = self._clock() - self.expiry_s
+            while fetched:
+                where, at = next(iter(fetched.items()))
+                if at >= oldest:
+                    break
+                del fetched[where]
+        return len(fetched)
+
     def full(self) -> bool:
         """True while the intake should take no more orders (``limit`` 0: never)."""
-        return self.limit > 0 and self.count() >= self.limit
+        return self.limit > 0 and self.count() + self.in_hand() >= self.limit

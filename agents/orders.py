@@ -65,12 +65,18 @@ async def handle_batch(ctx: AgentDeps, events: list[EventT[Any]], policies: Orde
     context: Faust's RocksDB store reads and a table write goes to the changelog partition of
     the *current* event); what they send goes out grouped at the end (agents/outbox.py)."""
     outbox = Outbox(ctx.topics, ctx.settings.partitions)
+    raw = ctx.topics.raw_orders.get_topic_name()
     with outbox.collecting():  # the changelog records go out as one record batch per partition
         for event in events:
+            message = event.message
             with in_event(event):
                 key = event.key if isinstance(event.key, str | None) else None  # raw str keys
-                await handle_input(ctx, key, event.value, policies, outbox=outbox,
-                                   partition=event.message.partition)
+                try:
+                    await handle_input(ctx, key, event.value, policies, outbox=outbox,
+                                       partition=message.partition)
+                finally:
+                    if message.topic == raw:  # out of the intake's hand (agents/intake.py)
+                        ctx.intake.handled(message.partition, message.offset)
     await outbox.flush()
 
 

@@ -140,7 +140,7 @@ def create_app(
     )
     # orders-raw is not fetched while the orders taken in wait for their stock answers
     raw_topic = ctx.topics.raw_orders.get_topic_name()
-    intake_hold.hold(app, [raw_topic], ctx.intake.full)
+    intake_hold.hold(app, [raw_topic], ctx.intake.full, ctx.intake.fetched)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode: its SignalHandlerT accepts no handler
     async def _intake_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:

@@ -7,7 +7,9 @@ out of that request while the hold's condition is true. Nothing else changes: no
 seek, no offset bookkeeping, so rebalances and commits are Faust's as before; records aiokafka
 already prefetched for a held partition stay in its buffer and come with a later fetch. While a
 hold leaves partitions out the fetch waits at most ``RECHECK_S`` for records of the others, so
-a hold that ends by itself (its orders answered elsewhere, or expired) is noticed soon.
+a hold that ends by itself (its orders answered elsewhere, or expired) is noticed soon. A hold
+may be told what each fetch hands over of its topics (``fetched``): the intake counts those
+records from then until they are handled, so the fetches made while a batch still fills see them.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ RECHECK_S = 0.05
 _MARK = "_retail_sync_holds"
 
 
-def hold(app: Any, topics: Iterable[str], when: Callable[[], bool]) -> None:
-    """Fetch nothing from ``topics`` while ``when()`` is true (for ``app``'s consumer)."""
+Fetched = Callable[[int, list[int]], None]  # (partition, offsets) a fetch handed over
+
+
+def hold(app: Any, topics: Iterable[str], when: Callable[[], bool],
+         fetched: Fetched | None = None) -> None:
+    """Fetch nothing from ``topics`` while ``when()`` is true (for ``app``'s consumer); tell
+    ``fetched`` the offsets each fetch hands over of them."""
     install()
-    holds: list[tuple[frozenset[str], Callable[[], bool]]] = app.__dict__.setdefault(_MARK, [])
-    holds.append((frozenset(topics), when))
+    holds: list[tuple[frozenset[str], Callable[[], bool], Fetched | None]] = (
+        app.__dict__.setdefault(_MARK, []))
+    holds.append((frozenset(topics), when, fetched))
 
 
 def held(app: Any, partitions: Iterable[Any]) -> set[Any]:
@@ -34,8 +42,18 @@ def held(app: Any, partitions: Iterable[Any]) -> set[Any]:
     holds = app.__dict__.get(_MARK)
     if not holds:
         return set()
-    topics = {t for names, when in holds if when() for t in names}
+    topics = {t for names, when, _ in holds if when() for t in names}
     return {tp for tp in partitions if tp.topic in topics} if topics else set()
+
+
+def _tell(app: Any, records: Any) -> None:
+    """Tell each hold's ``fetched`` what ``records`` (a fetch's, by partition) hold of its
+    topics."""
+    for names, _, fetched in app.__dict__.get(_MARK, ()):
+        if fetched is not None:
+            for tp, batch in records.items():
+                if tp.topic in names and batch:
+                    fetched(tp.partition, [record.offset for record in batch])
 
 
 def install() -> None:
@@ -55,7 +73,10 @@ def install() -> None:
                 if not active_partitions:
                     await asyncio.sleep(timeout)
                     return {}
-        return await original(self, active_partitions, timeout)
+        records = await original(self, active_partitions, timeout)
+        if records:
+            _tell(self.app, records)
+        return records
 
     cls._getmany = _getmany
     setattr(cls, _MARK, True)

@@ -61,7 +61,8 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "the end of a batch, before it is acknowledged.")
     intake_max_awaiting_stock: int = Field(
         500, ge=0, le=1_000_000, description="Orders a worker takes from orders-raw and waits "
-        "for the stock answers of at most (agents/intake.py): at this many it fetches no more "
+        "for the stock answers of at most, counting the raw records it fetched and has not yet "
+        "handled (agents/intake.py): at this many it fetches no more "
         "orders-raw until answers come, so a backlog is worked through a bounded number at a "
         "time (their states stay decoded in the table cache) instead of read in whole first. "
         "0: no limit.")

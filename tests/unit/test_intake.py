@@ -76,6 +76,33 @@ async def test_a_revoked_partition_leaves_the_workers_intake() -> None:
     assert ctx.intake.count() == 2
 
 
+def test_fetched_records_count_until_handled() -> None:
+    clock = Clock()
+    intake = Intake(limit=4, expiry_s=10.0, clock=clock)
+    intake.fetched(0, [10, 11])
+    intake.fetched(1, [10])  # the same offset on another partition is another record
+    intake.waiting("a", 0)
+    assert intake.count() == 1 and intake.in_hand() == 3 and intake.full()
+    intake.handled(0, 10)
+    intake.handled(0, 99)  # never fetched here: nothing to do
+    assert intake.in_hand() == 2 and not intake.full()
+    intake.fetched(1, [10])  # fetched again (a seek back): still one record
+    assert intake.in_hand() == 2
+
+
+def test_fetched_records_leave_by_age_and_with_their_partition() -> None:
+    clock = Clock()
+    intake = Intake(limit=2, expiry_s=10.0, clock=clock)
+    intake.fetched(0, [1])
+    clock.now += 6
+    intake.fetched(1, [1, 2])
+    assert intake.full()
+    clock.now += 5  # partition 0's record was never delivered (revoked meanwhile): it ages out
+    assert intake.in_hand() == 2
+    intake.forget({1})
+    assert intake.in_hand() == 0 and not intake.full()
+
+
 def test_no_limit_is_never_full() -> None:
     intake = Intake(limit=0)
     for n in range(100):
@@ -92,12 +119,19 @@ class Thread:
     async def getmany(self, active: set[TP],
                       timeout: float) -> dict[TP, list[Any]]:  # noqa: ASYNC109 - the driver's
         self.asked.append((set(active), timeout))
-        return {tp: [] for tp in active}
+        return {tp: [Record(tp.partition * 100 + n) for n in range(2)] for tp in active}
 
 
-def _consumer(full: list[bool]) -> tuple[Any, Thread]:
+class Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def _consumer(full: list[bool],
+              fetched: list[tuple[int, list[int]]] | None = None) -> tuple[Any, Thread]:
     app = faust.App("intake-test", broker="kafka://127.0.0.1:1", autodiscover=False)
-    intake_hold.hold(app, [RAW.topic], lambda: full[0])
+    intake_hold.hold(app, [RAW.topic], lambda: full[0],
+                     None if fetched is None else (lambda p, o: fetched.append((p, o))))
     consumer = app.consumer
     thread = Thread()
     consumer._thread = thread
@@ -114,6 +148,15 @@ async def test_a_held_topic_is_left_out_of_the_fetch() -> None:
     assert thread.asked == [({RAW, EVENTS}, 1.0), ({EVENTS}, intake_hold.RECHECK_S)]
     full[0] = False
     assert set(await consumer._getmany({RAW, EVENTS}, 1.0)) == {RAW, EVENTS}
+
+
+async def test_a_hold_is_told_what_each_fetch_hands_over_of_its_topics() -> None:
+    fetched: list[tuple[int, list[int]]] = []
+    consumer, _ = _consumer([False], fetched)
+    raw_1 = TP(RAW.topic, 1)
+    records = await consumer._getmany({RAW, raw_1, EVENTS}, 1.0)
+    assert set(records) == {RAW, raw_1, EVENTS}  # handed to Faust as fetched
+    assert sorted(fetched) == [(0, [0, 1]), (1, [100, 101])]  # order-events is not its topic
 
 
 async def test_a_fetch_of_only_held_partitions_asks_for_nothing() -> None:
