@@ -87,7 +87,8 @@ async def _bench(args: argparse.Namespace) -> int:
             results.update(await _throughput(args, runs, url, tansu, settings.partitions,
                                              broker_pid, records))
         if "latency" in runs:
-            results.update(await latency(url, args.rate, args.latency_seconds, tansu))
+            results.update(await latency(url, args.rate, args.latency_seconds, tansu,
+                                         front_door=args.latency_ingress))
         if "stock" in runs:
             results.update(await _stock_propagation(url, tansu, args.stock_changes,
                                                     args.stock_rate))

@@ -1,5 +1,6 @@
 """The bench's latency run (``retail-sync bench --only latency``): signed webhooks at a fixed
-offered rate through HTTP into one worker, every SKU stocked; p50/p99/max from the Shopify
+offered rate through HTTP into one worker (``--latency-ingress``: into an ingress process, the
+worker running only the order path), every SKU stocked; p50/p99/max from the Shopify
 simulator's first send to the ERP simulator's receipt, and the record operations per order at
 that rate from the broker's offsets once every queue is drained (docs/BENCHMARKS.md)."""
 
@@ -18,7 +19,8 @@ from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySi
 from retail_sync.stack import ROOT, Stack
 
 
-async def latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[str, Any]:
+async def latency(url: str, rate: float, seconds: float, tansu: bool,
+                  front_door: bool = False) -> dict[str, Any]:
     """Webhooks at ``rate`` through HTTP for ``seconds``: p50/p99 webhook -> ERP; every SKU
     stocked (each line reserved, committed and handed over, as in production) and the record
     operations per order at that rate, from the broker's offsets once every queue is drained."""
@@ -34,16 +36,20 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[st
             erp.set_stock(sku, 10_000_000)
         worker = await stack.start_worker("bench-lat")
         await stock_known([worker], skus)
+        ingress = await stack.start_ingress("bench-ingress") if front_door else None
         shop = ShopifySimulator(ShopifySimConfig(
-            webhook_url=worker.webhook_url(), skus=sorted(skus),
+            webhook_url=(ingress or worker).webhook_url(), skus=sorted(skus),
             secret="shpss_demo_secret", rate_per_s=rate, max_attempts=8, concurrency=256,  # noqa: S106
         ))
         reader = await OffsetReader(stack.bootstrap, stack.app_id, tansu).start()
         await reader.discover()
         ends_before, committed_before = await reader.ends(), await reader.committed()
-        print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP…", flush=True)
+        print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP"
+              f"{' and an ingress process' if ingress else ''}…", flush=True)
         pid = worker.proc.pid if worker.proc is not None else None
         cpu_before = cpu_seconds(pid) if pid is not None else float("nan")
+        ingress_pid = ingress.proc.pid if ingress is not None and ingress.proc else None
+        ingress_before = cpu_seconds(ingress_pid) if ingress_pid is not None else float("nan")
         started = time.perf_counter()
         await shop.send_orders(duration_s=seconds)
         sent_for = time.perf_counter() - started
@@ -52,6 +58,8 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[st
         while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
             await asyncio.sleep(0.2)
         worker_cpu = (cpu_seconds(pid) if pid is not None else float("nan")) - cpu_before
+        ingress_cpu = (cpu_seconds(ingress_pid) if ingress_pid is not None
+                       else float("nan")) - ingress_before
         busy_for = time.perf_counter() - started
         values = [stored.received_at - shop.first_sent_at[k.split(":", 1)[1]]
                   for k in expected if (stored := erp.order_by_po_no(k)) is not None]
@@ -69,6 +77,9 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool) -> dict[st
             # the webhooks too (HTTP, signature, dedupe, the raw record), unlike the pipeline run
             "latency_worker_cpu_ms_per_order": round(1000 * worker_cpu / max(1, len(values)), 3),
             "latency_worker_busy": round(worker_cpu / busy_for, 3),
+            "latency_via_ingress_process": front_door,
+            **({"latency_ingress_cpu_ms_per_order":
+                round(1000 * ingress_cpu / max(1, len(values)), 3)} if front_door else {}),
             "latency_record_ops_per_order": round(figures.ops_per_order, 2),
             "latency_topics": {name: {k: round(v, 3) for k, v in t.per_order(len(expected)).items()}
                                for name, t in figures.topics.items() if t.produced or t.consumed},

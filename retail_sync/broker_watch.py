@@ -149,15 +149,21 @@ def watch_of(app: Any) -> BrokerWatch | None:
     return _watches.get(app)
 
 
-def register(ctx: Any) -> BrokerWatch:
-    """Probe the app's broker while the worker runs; stop accepting webhooks when it stops."""
-    app: faust.App = ctx.app
-    settings = ctx.settings
+def attach(app: Any, settings: Any) -> BrokerWatch:
+    """A watch of ``app``'s broker, registered for it (``watch_of``); its ``run`` probes."""
     from retail_sync.exceptions_view import bootstrap_of
 
     watch = BrokerWatch(bootstrap_hosts(bootstrap_of(app.conf.broker)),
                         settings.broker_probe_timeout_s)
     _watches[app] = watch
+    return watch
+
+
+def register(ctx: Any) -> BrokerWatch:
+    """Probe the app's broker while the worker runs; stop accepting webhooks when it stops."""
+    app: faust.App = ctx.app
+    settings = ctx.settings
+    watch = attach(app, settings)
 
     @app.task  # type: ignore[untyped-decorator]  # Faust: @no_type_check
     async def _watch_broker() -> None:

@@ -1,4 +1,7 @@
-"""`retail-sync` command line: worker, demo, bench, simulators, settings."""
+"""`retail-sync` command line: worker, ingress, demo, bench, simulators, settings.
+
+Long module: the command line's one parser and the thin command functions it dispatches to.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +66,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                      loglevel=settings.log_level, quiet=not args.verbose)
         worker.execute_from_commandline()
     return 0
+
+
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from retail_sync import ingress_process
+
+    return ingress_process.main(load_settings())
 
 
 def _erp_custom_fields_ok(settings: Settings) -> bool:
@@ -277,6 +286,9 @@ def parser() -> argparse.ArgumentParser:
                         "RETAIL_SYNC_EMBEDDED_BROKER=true)")
     w.set_defaults(func=cmd_worker)
 
+    sub.add_parser("ingress", help="a webhook front door: verify, dedupe, write orders-raw "
+                   "(no agents; docs/ARCHITECTURE.md 10a)").set_defaults(func=cmd_ingress)
+
     d = sub.add_parser("demo", help="broker + simulators + a worker, with live progress")
     d.add_argument("--duration", type=float, default=None,
                    help="seconds to send orders (default: until Ctrl-C)")
@@ -301,6 +313,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=1, help="workers for the pipeline run")
     b.add_argument("--rate", type=float, default=100.0, help="offered rate for the latency run")
     b.add_argument("--latency-seconds", type=float, default=20.0)
+    b.add_argument("--latency-ingress", action="store_true",
+                   help="latency run: webhooks through an ingress process (retail-sync "
+                        "ingress) instead of the worker's own listener")
     b.add_argument("--only", default="",
                    help="comma-separated runs: ceiling, faust (anchors: both), pipeline, "
                    "latency, stock, failover (default: all), soak (only when named)")

@@ -54,6 +54,7 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     ingress_port: int = 0
     admin_token: str = ""  # one with every scope
+    command: str = "worker"  # or "ingress": a webhook front door (retail_sync/ingress_process.py)
 
     @property
     def url(self) -> str:
@@ -77,7 +78,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "retail_sync.cli", "worker"],
+            [sys.executable, "-m", "retail_sync.cli", self.command],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
             start_new_session=True,
         )
@@ -161,6 +162,7 @@ class Stack:
     erp: ErpSimulator | None = None
     erp_url: str = ""
     workers: list[WorkerProcess] = field(default_factory=list)
+    ingresses: list[WorkerProcess] = field(default_factory=list)  # ingress processes
     #: how long close() waits for a worker to stop on SIGTERM before it is killed
     stop_timeout_s: float = 30.0
     #: token name -> token, one for every non-empty combination of scopes (see admin_headers)
@@ -246,6 +248,20 @@ class Stack:
         await worker.wait_ready(timeout_s)
         return worker
 
+    async def start_ingress(self, name: str | None = None,
+                            timeout_s: float = 60.0) -> WorkerProcess:
+        """An ingress process (``retail-sync ingress``: webhooks into orders-raw, no agents),
+        ready once its /health says the broker answers; not one of ``workers``."""
+        name = name or f"ingress{len(self.ingresses) + 1}"
+        env = self.worker_env(name, free_port())
+        ingress = WorkerProcess(
+            name=name, env=env, port=int(env["RETAIL_SYNC_WEB_PORT"]),
+            ingress_port=int(env["RETAIL_SYNC_INGRESS_PORT"]), admin_token=self.admin_token(),
+            log_path=self.workdir / self.app_id / f"{name}.log", command="ingress")
+        self.ingresses.append(ingress)
+        await ingress.start().wait_ready(timeout_s)
+        return ingress
+
     async def restart(self, worker: WorkerProcess, timeout_s: float = 90.0) -> WorkerProcess:
         """Start the same worker again: same name, port and RocksDB directory."""
         await worker.stop()
@@ -256,7 +272,8 @@ class Stack:
     async def close(self) -> None:
         # every worker at once: one by one, each stop waited out the rebalance the previous
         # one's leaving started (a whole rebalance timeout per worker)
-        await asyncio.gather(*(worker.stop(self.stop_timeout_s) for worker in self.workers))
+        await asyncio.gather(*(worker.stop(self.stop_timeout_s)
+                               for worker in [*self.ingresses, *self.workers]))
         if self.erp is not None:
             await self.erp.stop()
         if self.broker is not None:
