@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 SHARED_SETTINGS: dict[tuple[str, str], tuple[str, ...]] = {
     ("worker", "sim erp"): ("RETAIL_SYNC_ERP_API_KEY", "RETAIL_SYNC_ERP_API_SECRET"),
     ("sim shopify", "worker"): ("RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET",),
+    ("sim shopify", "ingress"): ("RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET",),
 }
+#: the roles with a webhook (ingress) listener and a token-guarded admin listener
+LISTENERS = ("worker", "ingress")
 URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^/@\s]*@)?([A-Za-z0-9_.-]*)(?::(\d+))?[^\s'\",]*")
 PORT_RE = re.compile(r"^(?:(?P<ip>\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:]*\]):)?(?:(?P<host>\d+(?:-\d+)?)?:)?"
                      r"(?P<target>\d+(?:-\d+)?)(?:/(?P<proto>tcp|udp|sctp))?$")
@@ -134,9 +137,11 @@ class Project:
             f"profile {p}: {', '.join(n for n, s in self.services.items() if p in s.profiles)}"
             for p in profiles]
         workers = [n for n, s in self.services.items() if s.role == "worker"]
+        doors = [n for n, s in self.services.items() if s.role == "ingress"]
         return (f"{self.doc.get('name', self.root.name)}: {len(self.services)} services "
                 f"({'; '.join(parts)}), {len(self.doc.get('volumes') or {})} named volumes; "
-                f"workers: {', '.join(workers)}")
+                f"workers: {', '.join(workers)}"
+                + (f"; ingress processes: {', '.join(doors)}" if doors else ""))
 
     def dockerfile(self, service: Service) -> Path | None:
         build = service.spec.get("build")
@@ -260,7 +265,7 @@ def urls(project: Project) -> Iterator[tuple[str, str]]:
             elif not callee.runs_whenever(service) and "${" not in _raw_value(service, where):
                 yield (f"services.{name}.{where}", f"{url!r}: {host} only runs with profiles "
                        f"{sorted(callee.profiles)}, {name} runs without them")
-            elif (callee.role == "worker" and "/webhooks/" in url
+            elif (callee.role in LISTENERS and "/webhooks/" in url
                   and port != (ingress := callee.setting("RETAIL_SYNC_INGRESS_PORT")[0])):
                 yield f"services.{name}.{where}", f"{url!r} is not {host}'s ingress listener (port {ingress})"
             elif port and (listening := callee.listens_on()) and int(port) not in listening:
@@ -282,7 +287,7 @@ def ports(project: Project) -> Iterator[tuple[str, str]]:
             else:
                 yield where, f"{port!r} is not [IP:][HOST:]CONTAINER[/PROTOCOL]"
                 continue
-            if service.role == "worker" and target == service.setting("RETAIL_SYNC_WEB_PORT")[0] \
+            if service.role in LISTENERS and target == service.setting("RETAIL_SYNC_WEB_PORT")[0] \
                     and ip not in ("127.0.0.1", "[::1]"):
                 yield where, f"publishes the admin listener (container port {target}) on every interface"
             first, _, last = host.partition("-")
@@ -375,7 +380,7 @@ def prometheus_refs(project: Project) -> Iterator[tuple[str, str]]:
                         host = str(target).rsplit(":", 1)[0]
                         if _is_compose_host(host) and host not in project.hosts:
                             yield f"{where}: target {target}", f"{host} is not a compose service"
-                        elif host in project.hosts and project.hosts[host].role == "worker" \
+                        elif host in project.hosts and project.hosts[host].role in LISTENERS \
                                 and not _has_token(job):
                             yield (f"{where}: job {job.get('job_name')}", f"scrapes {target} without "
                                    "a token (/metrics needs one with the metrics scope)")

@@ -43,9 +43,9 @@ def test_repository_files_pass_the_python_checks():
     report = check(COMPOSE, external=False, env={})
     assert report.ok, _errors(report)
     summary = "\n".join(report.summary)
-    assert "9 services" in summary
+    assert "10 services" in summary
     assert "profile sim: erp-sim, shopify-sim" in summary
-    assert "workers: worker-1, worker-2" in summary
+    assert "workers: worker-1, worker-2; ingress processes: ingress" in summary
     assert "docker-compose.yml: valid against the compose-spec schema" in summary
     # the workers' ERP URL defaults to the simulator, which only the sim profile starts: said
     assert any("RETAIL_SYNC_ERP_BASE_URL: defaults to erp-sim" in n for n in report.notes)
@@ -337,6 +337,12 @@ BROKEN = {
         edit("docker-compose.yml", '      - "6165:6065"  # ingress (webhooks): public\n',
              '      - "6165:6065"  # ingress (webhooks): public\n      - "6067:6066"\n'),
         "services.worker-2.ports[1]: publishes the admin listener (container port 6066) on "
+        "every interface",
+    ),
+    "an ingress process's admin listener published on every interface": (
+        edit("docker-compose.yml", '      - "6265:6065"  # ingress (webhooks): public\n',
+             '      - "6265:6065"  # ingress (webhooks): public\n      - "6266:6066"\n'),
+        "services.ingress.ports[1]: publishes the admin listener (container port 6066) on "
         "every interface",
     ),
     "service_healthy on a service without healthcheck": (
