@@ -7,6 +7,8 @@ test Redis:
   /metrics (token only) and /health (open) say so;
 - stopped (SIGTERM) while webhooks come in, it exits 0 and every delivery it answered 200 is in
   the ERP exactly once: nothing acknowledged is lost;
+- killed (SIGKILL) while webhooks come in, the senders' retries of the same deliveries go to the
+  worker's own listener and every order is in the ERP exactly once;
 - the broker killed, it answers 503 within the persist timeout and /health says 503 while
   /health/live says 200;
 - without a broker URL it refuses to start.
@@ -129,6 +131,54 @@ async def test_an_ingress_process_stopped_mid_load_loses_nothing_it_acknowledged
     assert len(in_erp) == len(set(in_erp))  # each once
     print(f"{len(accepted)} acknowledged, {len(in_erp)} in the ERP, "
           f"{sum(s != 200 for s in answered.values())} refused or cut off")
+
+
+async def test_an_ingress_process_killed_mid_load_its_deliveries_arrive_once_elsewhere(
+        stack: Stack) -> None:
+    """SIGKILL: no drain, no goodbye. The senders retry each delivery (same webhook id) at the
+    worker's own listener, as a load balancer fails over; a delivery the dead process had claimed
+    is answered 503 "in progress" until its pending claim expires in Redis, then taken."""
+    stack.env["RETAIL_SYNC_WEBHOOK_PENDING_TTL_S"] = "3"
+    ingress = await stack.start_ingress()
+    worker = await stack.start_worker()
+    factory = ShopifyOrderFactory(seed=32)
+    outcomes: dict[str, str] = {}
+    killed = asyncio.Event()
+
+    async def deliver(session: aiohttp.ClientSession, order: dict[str, object]) -> str:
+        body = json.dumps(order).encode()
+        hdrs = headers(body)  # one delivery: the same webhook id on every attempt
+        for _ in range(200):
+            url = (ingress if not killed.is_set() else worker).webhook_url()
+            try:
+                async with session.post(url, data=body, headers=hdrs) as resp:
+                    answer = await resp.json(content_type=None)
+                    if resp.status == 200:
+                        return str(answer["status"])
+            except (aiohttp.ClientError, OSError):
+                pass
+            await asyncio.sleep(0.1)
+        return "gave up"
+
+    async def sender(session: aiohttp.ClientSession) -> None:
+        stop_at: float | None = None
+        while stop_at is None or time.monotonic() < stop_at:
+            order = factory.order()
+            outcomes[f"shopify:{order['id']}"] = await deliver(session, order)
+            if killed.is_set() and stop_at is None:
+                stop_at = time.monotonic() + 1.0
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        senders = [asyncio.create_task(sender(session)) for _ in range(8)]
+        await eventually(lambda: len(outcomes) >= 100, timeout_s=30)
+        await ingress.kill()
+        killed.set()
+        await asyncio.wait_for(asyncio.gather(*senders), 60)
+    assert set(outcomes.values()) <= {"accepted", "duplicate"}, outcomes
+    await eventually(lambda: set(outcomes) <= set(_po_numbers(stack)), timeout_s=60)
+    await asyncio.sleep(1.0)
+    in_erp = _po_numbers(stack)
+    assert sorted(in_erp) == sorted(outcomes)  # each delivered order once, nothing else
 
 
 async def test_an_ingress_process_answers_503_while_the_broker_is_away(
