@@ -208,8 +208,11 @@ class IngressServer(Service):
             self._runner = None
 
 
-def register(ctx: Context) -> IngressServer:
-    """Start and stop the ingress listener with the worker's (admin) web server."""
+def register(ctx: Context) -> IngressServer | None:
+    """Start and stop the ingress listener with the worker's (admin) web server (none when
+    ``worker_ingress`` is off: the webhooks go to ingress processes only)."""
+    if not ctx.settings.worker_ingress:
+        return None
     server = IngressServer(ctx)
     ctx.app.web.add_dependency(server)
     return server

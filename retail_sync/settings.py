@@ -212,6 +212,10 @@ class Settings(ShopifySettings, AmazonSettings, WalmartSettings, RegionalSetting
         "public by design): the address it binds. All interfaces by default so marketplaces "
         "(through your load balancer) reach it; 127.0.0.1 when a proxy on this host fronts it.")
     ingress_port: int = Field(6065, ge=1, le=65535, description="Ingress listener's port.")
+    worker_ingress: bool = Field(
+        True, description="Whether a worker serves its own ingress listener. False: a worker "
+        "behind ingress processes (retail-sync ingress, which read ingress_host/_port) opens no "
+        "public port; the webhooks reach the ingress processes only.")
     admin_tokens: str = Field(
         "", description='Admin API tokens, JSON {"name": {"token_sha256": "<hex>", "scopes": '
         '["viewer", "operator", "pii", "metrics"]}}: only hashes, never tokens (`retail-sync '

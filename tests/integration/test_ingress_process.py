@@ -2,7 +2,8 @@
 retail_sync/ingress_process.py), on the real broker, a real worker, the ERP simulator and the
 test Redis:
 
-- webhooks through it reach the ERP exactly once, a repeated delivery is refused as a duplicate
+- webhooks through it reach the ERP exactly once (the worker, RETAIL_SYNC_WORKER_INGRESS=false,
+  serves no ingress listener), a repeated delivery is refused as a duplicate
   (its claim is in Redis, shared with the worker), a bad signature gets 401, and its own
   /metrics (token only) and /health (open) say so;
 - stopped (SIGTERM) while webhooks come in, it exits 0 and every delivery it answered 200 is in
@@ -51,8 +52,12 @@ def _po_numbers(stack: Stack) -> list[str]:
 
 
 async def test_webhooks_through_an_ingress_process_reach_the_erp_once(stack: Stack) -> None:
+    stack.env["RETAIL_SYNC_WORKER_INGRESS"] = "false"  # the worker opens no public port
     ingress = await stack.start_ingress()
-    await stack.start_worker()
+    worker = await stack.start_worker()
+    body = json.dumps(ShopifyOrderFactory(seed=28).order()).encode()
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await post_webhook(worker.ingress_url, body, headers(body))
     factory = ShopifyOrderFactory(seed=29)
     orders, first = [], None
     for _ in range(10):
