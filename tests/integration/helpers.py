@@ -6,13 +6,16 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory, sign
+from retail_sync.stack import Stack
 
 SECRET = "shpss_demo_secret"  # the worker's default RETAIL_SYNC_SHOPIFY_WEBHOOK_SECRET
 
@@ -212,3 +215,15 @@ async def where_orders_stopped(stack: Any, worker: Any, keys: set[str] | list[st
     except Exception as exc:  # noqa: BLE001
         lines.append(f"worker unreadable: {exc!r}")
     return "\n".join(lines)
+
+
+@asynccontextmanager
+async def stack_on(broker_url: str, redis_url: str, workdir: Path,
+                   **env: str) -> AsyncIterator[Stack]:
+    """A stack on a broker of the test's own (one it kills or cuts off: Tansu), with the test
+    Redis, the tests' group timings and ``env`` (RETAIL_SYNC_* settings) for its processes."""
+    async with Stack(broker_url=broker_url, workdir=workdir, erp_config=ErpSimConfig(),
+                     tansu=True, env={"RETAIL_SYNC_REDIS_URL": redis_url, **env,
+                                      **GROUP_TIMINGS_ENV},
+                     stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S) as stack:
+        yield stack

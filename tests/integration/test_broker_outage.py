@@ -25,15 +25,13 @@ import pytest
 
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.chaos_broker import ANSWER_MARGIN_S, ProxiedBroker, broker_outage
-from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
-from retail_sync.stack import ROOT, Stack
+from retail_sync.stack import ROOT
 from tests.integration.helpers import (
-    GROUP_TIMINGS_ENV,
-    TEARDOWN_STOP_TIMEOUT_S,
     child_pids,
     headers,
     pid_alive,
+    stack_on,
 )
 
 pytestmark = pytest.mark.integration
@@ -65,11 +63,8 @@ async def test_broker_killed_webhooks_answer_503_in_time_and_the_worker_stays(
         redis_url: str, tmp_path: Path) -> None:
     broker = EmbeddedBroker().start()
     try:
-        async with Stack(broker_url=broker.url, workdir=tmp_path, erp_config=ErpSimConfig(),
-                         tansu=True, env={"RETAIL_SYNC_REDIS_URL": redis_url,
-                                          "RETAIL_SYNC_WEBHOOK_PERSIST_TIMEOUT_S":
-                                              str(PERSIST_TIMEOUT_S), **GROUP_TIMINGS_ENV},
-                         stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S) as stack:
+        async with stack_on(broker.url, redis_url, tmp_path,
+                            RETAIL_SYNC_WEBHOOK_PERSIST_TIMEOUT_S=str(PERSIST_TIMEOUT_S)) as stack:
             worker = await stack.start_worker()
             factory = ShopifyOrderFactory(seed=11)
             timeout = aiohttp.ClientTimeout(total=12)
@@ -100,10 +95,7 @@ async def test_broker_killed_webhooks_answer_503_in_time_and_the_worker_stays(
 
 async def test_broker_outage_mid_load_loses_and_duplicates_nothing(
         redis_url: str, tmp_path: Path) -> None:
-    async with ProxiedBroker() as proxied, Stack(
-            broker_url=proxied.url, workdir=tmp_path, erp_config=ErpSimConfig(), tansu=True,
-            env={"RETAIL_SYNC_REDIS_URL": redis_url, **GROUP_TIMINGS_ENV},
-            stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S) as stack:
+    async with ProxiedBroker() as proxied, stack_on(proxied.url, redis_url, tmp_path) as stack:
         report = await broker_outage(stack, proxied.proxy, rate_per_s=15, before_s=5,
                                      outage_s=15, after_s=5, persist_timeout_s=PERSIST_TIMEOUT_S)
         worker = stack.workers[0]

@@ -32,15 +32,13 @@ import pytest
 from retail_sync.broker import EmbeddedBroker
 from retail_sync.chaos_broker import ANSWER_MARGIN_S
 from retail_sync.report import Samples
-from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.simulator import ShopifyOrderFactory
 from retail_sync.stack import ROOT, Stack
 from tests.integration.helpers import (
-    GROUP_TIMINGS_ENV,
-    TEARDOWN_STOP_TIMEOUT_S,
     eventually,
     headers,
     post_webhook,
+    stack_on,
 )
 
 pytestmark = pytest.mark.integration
@@ -191,11 +189,8 @@ async def test_an_ingress_process_answers_503_while_the_broker_is_away(
     broker = EmbeddedBroker().start()
     persist_timeout_s = 3.0
     try:
-        async with Stack(broker_url=broker.url, workdir=tmp_path, erp_config=ErpSimConfig(),
-                         tansu=True, env={"RETAIL_SYNC_REDIS_URL": redis_url,
-                                          "RETAIL_SYNC_WEBHOOK_PERSIST_TIMEOUT_S":
-                                              str(persist_timeout_s), **GROUP_TIMINGS_ENV},
-                         stop_timeout_s=TEARDOWN_STOP_TIMEOUT_S) as stack:
+        async with stack_on(broker.url, redis_url, tmp_path,
+                            RETAIL_SYNC_WEBHOOK_PERSIST_TIMEOUT_S=str(persist_timeout_s)) as stack:
             ingress = await stack.start_ingress()
             factory = ShopifyOrderFactory(seed=31)
             body = json.dumps(factory.order()).encode()
