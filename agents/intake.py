@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class Intake:
@@ -64,27 +65,23 @@ class Intake:
 
     def count(self) -> int:
         """Orders waiting, those waiting longer than ``expiry_s`` dropped."""
-        since = self._since
-        if since:
-            oldest = self._clock() - self.expiry_s
-            while since:
-                key, (at, _) = next(iter(since.items()))
-                if at >= oldest:
-                    break
-                del since[key]
-        return len(since)
+        return self._expire(self._since, lambda entry: entry[0])
 
     def in_hand(self) -> int:
         """Raw records fetched and not yet handled, those older than ``expiry_s`` dropped."""
-        fetched = self._fetched
-        if fetched:
+        return self._expire(self._fetched, lambda at: at)
+
+    def _expire(self, entries: dict[Any, Any], since: Callable[[Any], float]) -> int:
+        """Drop the oldest-first ``entries`` whose time (``since(value)``) is older than
+        ``expiry_s``; how many are left."""
+        if entries:
             oldest = self._clock() - self.expiry_s
-            while fetched:
-                where, at = next(iter(fetched.items()))
-                if at >= oldest:
+            while entries:
+                key, value = next(iter(entries.items()))
+                if since(value) >= oldest:
                     break
-                del fetched[where]
-        return len(fetched)
+                del entries[key]
+        return len(entries)
 
     def full(self) -> bool:
         """True while the intake should take no more orders (``limit`` 0: never)."""

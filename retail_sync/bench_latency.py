@@ -16,7 +16,7 @@ from retail_sync.report import ms, percentile
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.orders import DEFAULT_SKUS
 from retail_sync.simulators.shopify.simulator import ShopifySimConfig, ShopifySimulator
-from retail_sync.stack import ROOT, Stack
+from retail_sync.stack import ROOT, Stack, WorkerProcess
 
 
 async def latency(url: str, rate: float, seconds: float, tansu: bool,
@@ -46,10 +46,7 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         ends_before, committed_before = await reader.ends(), await reader.committed()
         print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP"
               f"{' and an ingress process' if ingress else ''}…", flush=True)
-        pid = worker.proc.pid if worker.proc is not None else None
-        cpu_before = cpu_seconds(pid) if pid is not None else float("nan")
-        ingress_pid = ingress.proc.pid if ingress is not None and ingress.proc else None
-        ingress_before = cpu_seconds(ingress_pid) if ingress_pid is not None else float("nan")
+        cpu_before, ingress_before = _cpu(worker), _cpu(ingress)
         started = time.perf_counter()
         await shop.send_orders(duration_s=seconds)
         sent_for = time.perf_counter() - started
@@ -57,9 +54,7 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
             await asyncio.sleep(0.2)
-        worker_cpu = (cpu_seconds(pid) if pid is not None else float("nan")) - cpu_before
-        ingress_cpu = (cpu_seconds(ingress_pid) if ingress_pid is not None
-                       else float("nan")) - ingress_before
+        worker_cpu, ingress_cpu = _cpu(worker) - cpu_before, _cpu(ingress) - ingress_before
         busy_for = time.perf_counter() - started
         values = [stored.received_at - shop.first_sent_at[k.split(":", 1)[1]]
                   for k in expected if (stored := erp.order_by_po_no(k)) is not None]
@@ -88,6 +83,12 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         if reader is not None:
             await reader.close()
         await stack.close()
+
+
+def _cpu(process: WorkerProcess | None) -> float:
+    """The CPU seconds ``process`` has used so far (NaN: none, or not started)."""
+    proc = process.proc if process is not None else None
+    return cpu_seconds(proc.pid) if proc is not None else float("nan")
 
 
 async def _drained_figures(reader: OffsetReader, app_id: str, orders: int,

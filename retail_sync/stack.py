@@ -232,15 +232,19 @@ class Stack:
                    ingress_port: int | None = None) -> WorkerProcess:
         """A worker (not started): ``port`` is its admin listener, ``ingress_port`` its webhook
         listener (free ports when not given)."""
-        name = name or f"w{len(self.workers) + 1}"
-        port = port or free_port()
-        env = self.worker_env(name, port, ingress_port)
-        worker = WorkerProcess(
-            name=name, env=env, port=port, ingress_port=int(env["RETAIL_SYNC_INGRESS_PORT"]),
-            admin_token=self.admin_token(), log_path=self.workdir / self.app_id / f"{name}.log",
-        )
+        worker = self._process(name or f"w{len(self.workers) + 1}", port, ingress_port)
         self.workers.append(worker)
         return worker
+
+    def _process(self, name: str, port: int | None, ingress_port: int | None,
+                 command: str = "worker") -> WorkerProcess:
+        """A `retail-sync <command>` process of this stack (not started)."""
+        port = port or free_port()
+        env = self.worker_env(name, port, ingress_port)
+        return WorkerProcess(
+            name=name, env=env, port=port, ingress_port=int(env["RETAIL_SYNC_INGRESS_PORT"]),
+            admin_token=self.admin_token(), log_path=self.workdir / self.app_id / f"{name}.log",
+            command=command)
 
     async def start_worker(self, name: str | None = None, port: int | None = None,
                            timeout_s: float = 90.0, ingress_port: int | None = None) -> WorkerProcess:
@@ -252,12 +256,8 @@ class Stack:
                             timeout_s: float = 60.0) -> WorkerProcess:
         """An ingress process (``retail-sync ingress``: webhooks into orders-raw, no agents),
         ready once its /health says the broker answers; not one of ``workers``."""
-        name = name or f"ingress{len(self.ingresses) + 1}"
-        env = self.worker_env(name, free_port())
-        ingress = WorkerProcess(
-            name=name, env=env, port=int(env["RETAIL_SYNC_WEB_PORT"]),
-            ingress_port=int(env["RETAIL_SYNC_INGRESS_PORT"]), admin_token=self.admin_token(),
-            log_path=self.workdir / self.app_id / f"{name}.log", command="ingress")
+        ingress = self._process(name or f"ingress{len(self.ingresses) + 1}", None, None,
+                                command="ingress")
         self.ingresses.append(ingress)
         await ingress.start().wait_ready(timeout_s)
         return ingress
