@@ -88,7 +88,7 @@ async def _bench(args: argparse.Namespace) -> int:
                                              broker_pid, records))
         if "latency" in runs:
             results.update(await latency(url, args.rate, args.latency_seconds, tansu,
-                                         front_door=args.latency_ingress))
+                                         front_door=args.latency_ingress, broker_pid=broker_pid))
         if "stock" in runs:
             results.update(await _stock_propagation(url, tansu, args.stock_changes,
                                                     args.stock_rate))

@@ -7,8 +7,11 @@ that rate from the broker's offsets once every queue is drained (docs/BENCHMARKS
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
+
+import psutil
 
 from retail_sync.bench_offsets import OffsetReader, RunFigures, run_figures
 from retail_sync.bench_pipeline import cpu_seconds, stock_known
@@ -20,10 +23,13 @@ from retail_sync.stack import ROOT, Stack, WorkerProcess
 
 
 async def latency(url: str, rate: float, seconds: float, tansu: bool,
-                  front_door: bool = False) -> dict[str, Any]:
+                  front_door: bool = False, broker_pid: int | None = None) -> dict[str, Any]:
     """Webhooks at ``rate`` through HTTP for ``seconds``: p50/p99 webhook -> ERP; every SKU
     stocked (each line reserved, committed and handed over, as in production) and the record
-    operations per order at that rate, from the broker's offsets once every queue is drained."""
+    operations per order at that rate, from the broker's offsets once every queue is drained.
+    The CPU per order of every process of the run (worker, ingress, broker, the bench's own:
+    the Shopify and ERP simulators) and how busy the whole machine was: on a machine the load
+    saturates, the latency is the machine's, not the pipeline's."""
     stack = Stack(app_id=f"bench-lat-{int(time.time())}", workdir=ROOT / "var" / "bench",
                   broker_url=url, erp_config=ErpSimConfig(), tansu=tansu)
     await stack.start()
@@ -47,6 +53,8 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP"
               f"{' and an ingress process' if ingress else ''}…", flush=True)
         cpu_before, ingress_before = _cpu(worker), _cpu(ingress)
+        others_before = {name: cpu_seconds(pid) for name, pid in _others(broker_pid).items()}
+        machine_before = psutil.cpu_times()
         started = time.perf_counter()
         await shop.send_orders(duration_s=seconds)
         sent_for = time.perf_counter() - started
@@ -55,7 +63,12 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
             await asyncio.sleep(0.2)
         worker_cpu, ingress_cpu = _cpu(worker) - cpu_before, _cpu(ingress) - ingress_before
+        others = {name: cpu_seconds(pid) - others_before[name]
+                  for name, pid in _others(broker_pid).items()}
+        machine = busy_seconds(machine_before, psutil.cpu_times())
         busy_for = time.perf_counter() - started
+        print(cpu_line(len(expected), busy_for, machine, psutil.cpu_count() or 0,
+                       {"worker": worker_cpu, "ingress": ingress_cpu, **others}), flush=True)
         values = [stored.received_at - shop.first_sent_at[k.split(":", 1)[1]]
                   for k in expected if (stored := erp.order_by_po_no(k)) is not None]
         figures = await _drained_figures(reader, stack.app_id, len(expected), ends_before,
@@ -75,6 +88,13 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
             "latency_via_ingress_process": front_door,
             **({"latency_ingress_cpu_ms_per_order":
                 round(1000 * ingress_cpu / max(1, len(values)), 3)} if front_door else {}),
+            **{f"latency_{name}_cpu_ms_per_order": round(1000 * used / max(1, len(values)), 3)
+               for name, used in others.items()},
+            # everything the machine ran meanwhile (Redis and the rest too), per order, and
+            # the cores it kept busy
+            "latency_machine_cpu_ms_per_order": round(1000 * machine / max(1, len(values)), 3),
+            "latency_machine_busy_cores": round(machine / busy_for, 2),
+            "latency_machine_cores": psutil.cpu_count() or 0,
             "latency_record_ops_per_order": round(figures.ops_per_order, 2),
             "latency_topics": {name: {k: round(v, 3) for k, v in t.per_order(len(expected)).items()}
                                for name, t in figures.topics.items() if t.produced or t.consumed},
@@ -83,6 +103,33 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         if reader is not None:
             await reader.close()
         await stack.close()
+
+
+def _others(broker_pid: int | None) -> dict[str, int]:
+    """The run's processes besides the worker and the ingress process: the embedded broker
+    (when the bench started it) and the bench's own (the Shopify simulator sending the
+    webhooks, the ERP simulator, the harness)."""
+    return {**({"broker": broker_pid} if broker_pid is not None else {}), "bench": os.getpid()}
+
+
+def busy_seconds(before: Any, after: Any) -> float:
+    """CPU seconds the machine's cores spent running something between two
+    ``psutil.cpu_times()``, summed over the cores: user (Linux counts a guest's time in it),
+    nice, system and interrupts; not idle, I/O wait, or time the hypervisor stole."""
+    def busy(t: Any) -> float:
+        return sum(getattr(t, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq"))
+    return max(0.0, busy(after) - busy(before))
+
+
+def cpu_line(orders: int, seconds: float, machine: float, cores: int,
+             used: dict[str, float]) -> str:
+    """How busy the machine was during the run and each process's CPU per order (a process
+    that did not run, NaN, is left out)."""
+    per_order = ", ".join(f"{name} {1000 * cpu / max(1, orders):.2f}"
+                          for name, cpu in used.items() if cpu == cpu)
+    return (f"latency: the machine was {machine / seconds:.2f} of {cores} cores busy; CPU ms "
+            f"per order: {per_order}; everything on the machine "
+            f"{1000 * machine / max(1, orders):.2f}")
 
 
 def _cpu(process: WorkerProcess | None) -> float:

@@ -93,3 +93,25 @@ def test_combine_takes_medians_and_headline_ratios() -> None:
     assert "lag 0 everywhere" in text and "orders-raw" in text and "worker bench-1" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("orders-raw"))
     assert row.split()[-1] == "1.50"  # when the median run's newest orders-raw record came
+
+
+def test_machine_busy_seconds_count_running_time_only() -> None:
+    from collections import namedtuple
+
+    from retail_sync.bench_latency import busy_seconds
+
+    Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
+    before = Times(10.0, 1.0, 2.0, 100.0, 5.0, 0.0, 0.5, 1.0, 3.0, 0.0)
+    # 4 s user (of which 1 s a guest's), 1 s system, 0.5 s softirq; idle, I/O wait and
+    # stolen time are not the machine's work
+    after = Times(14.0, 1.0, 3.0, 150.0, 9.0, 0.0, 1.0, 4.0, 4.0, 0.0)
+    assert busy_seconds(before, after) == 5.5
+    assert busy_seconds(after, before) == 0.0  # never negative (a counter reset)
+
+
+def test_latency_cpu_line_names_each_process_and_the_machine() -> None:
+    from retail_sync.bench_latency import cpu_line
+
+    line = cpu_line(1000, 10.0, 18.4, 2, {"worker": 2.6, "ingress": float("nan"), "bench": 1.3})
+    assert line == ("latency: the machine was 1.84 of 2 cores busy; CPU ms per order: "
+                    "worker 2.60, bench 1.30; everything on the machine 18.40")
