@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from retail_sync.bench_offsets import OffsetReader, RunFigures, run_figures
-from retail_sync.bench_pipeline import cpu_seconds, stock_known
+from retail_sync.bench_pipeline import busy_seconds, cpu_seconds, stock_known
 from retail_sync.report import ms, percentile
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.simulators.shopify.orders import DEFAULT_SKUS
@@ -110,15 +110,6 @@ def _others(broker_pid: int | None) -> dict[str, int]:
     (when the bench started it) and the bench's own (the Shopify simulator sending the
     webhooks, the ERP simulator, the harness)."""
     return {**({"broker": broker_pid} if broker_pid is not None else {}), "bench": os.getpid()}
-
-
-def busy_seconds(before: Any, after: Any) -> float:
-    """CPU seconds the machine's cores spent running something between two
-    ``psutil.cpu_times()``, summed over the cores: user (Linux counts a guest's time in it),
-    nice, system and interrupts; not idle, I/O wait, or time the hypervisor stole."""
-    def busy(t: Any) -> float:
-        return sum(getattr(t, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq"))
-    return max(0.0, busy(after) - busy(before))
 
 
 def cpu_line(orders: int, seconds: float, machine: float, cores: int,

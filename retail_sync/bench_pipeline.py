@@ -45,6 +45,7 @@ from retail_sync.bench_offsets import (
     run_figures,
     short_name,
 )
+from retail_sync.bench_summary import EVERYTHING
 from retail_sync.report import Progress, Samples, bar
 from retail_sync.simulators.erpnext.simulator import ErpSimConfig
 from retail_sync.stack import ROOT, Stack
@@ -64,6 +65,15 @@ def cpu_seconds(pid: int) -> float:
     except psutil.Error:
         return float("nan")
     return t.user + t.system + t.children_user + t.children_system
+
+
+def busy_seconds(before: Any, after: Any) -> float:
+    """CPU seconds the machine's cores spent running something between two
+    ``psutil.cpu_times()``, summed over the cores: user (Linux counts a guest's time in it),
+    nice, system and interrupts; not idle, I/O wait, or time the hypervisor stole."""
+    def busy(t: Any) -> float:
+        return sum(getattr(t, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq"))
+    return max(0.0, busy(after) - busy(before))
 
 
 async def pipeline(url: str, records: list[tuple[bytes, bytes]], tansu: bool, partitions: int,
@@ -120,10 +130,12 @@ async def _run(stack: Stack, group: list[Any], reader: OffsetReader, consumed: s
         if line.strip() != b"ready":
             raise RuntimeError(f"the load generator did not start: {line!r}")
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        machine_before = psutil.cpu_times()
         wall0, t0 = time.time(), time.perf_counter()
         done_line = asyncio.ensure_future(asyncio.to_thread(load.stdout.readline))
         moments, cpu_after = await _watch(stack, group, reader, consumed, raw_tps, ends_before,
                                           n, t0, done_line, pids, label)
+        machine = busy_seconds(machine_before, psutil.cpu_times())  # just after drained
         # offsets at the drained moment: every record the run's work produced is in (Faust commits
         # an offset only after the changelog records of its events are sent); records written
         # after it are background (timers) and left out
@@ -148,6 +160,7 @@ async def _run(stack: Stack, group: list[Any], reader: OffsetReader, consumed: s
     in_erp = erp.stats()["orders_created"]
     cpu = {name: cpu_after[name] - cpu_before[name] for name in pids}
     cpu["load generator"] = load_cpu
+    cpu[EVERYTHING] = machine  # Redis and the kernel's network work too
     drained = moments["drained"]
     return {
         "orders": n, "workers": len(group), "in_erp": in_erp,

@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from retail_sync.bench_anchors import FAUST_ANCHOR_OPS_PER_EVENT
 from retail_sync.report import grid
+
+#: the CPU table's row for the whole machine's busy time during a run (Redis and the kernel too)
+EVERYTHING = "everything on the machine"
 
 #: the pipeline figures folded into medians over repeated runs
 MEDIAN_KEYS = ("orders_per_s", "orders_per_s_confirmed", "orders_per_s_last_record",
@@ -62,6 +66,16 @@ def _n(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _machine_note(pipe: Mapping[str, Any]) -> list[str]:
+    """How busy the whole machine was during the run (pipeline runs since session 30)."""
+    everything = pipe["cpu_s_total"].get(EVERYTHING)
+    if everything is None or not pipe.get("seconds_drained"):
+        return []
+    return [f"{EVERYTHING}: {everything / pipe['seconds_drained']:.2f} of "
+            f"{os.cpu_count() or '?'} cores busy on average (Redis and the kernel's network "
+            "work included)"]
+
+
 def pipeline_tables(pipe: Mapping[str, Any], ratios: Mapping[str, float],
                     ceiling: float | None, faust: Mapping[str, Any] | None) -> str:
     n = pipe["orders"]
@@ -97,7 +111,8 @@ def pipeline_tables(pipe: Mapping[str, Any], ratios: Mapping[str, float],
     cpu = grid(["process", "CPU ms/order", "CPU s"], [
         [name, _n(per * 1000, 3), _n(pipe["cpu_s_total"][name], 2)]
         for name, per in sorted(pipe["cpu_s_per_order"].items(), key=lambda kv: -kv[1])],
-        "CPU per order (start of load -> drained; load generator: its sends)")
+        "CPU per order (start of load -> drained; load generator: its sends)",
+        footnotes=_machine_note(pipe))
     rows = []
     if ceiling:
         rows.append(["aiokafka consume (records/s)", _n(ceiling),

@@ -98,7 +98,7 @@ def test_combine_takes_medians_and_headline_ratios() -> None:
 def test_machine_busy_seconds_count_running_time_only() -> None:
     from collections import namedtuple
 
-    from retail_sync.bench_latency import busy_seconds
+    from retail_sync.bench_pipeline import busy_seconds
 
     Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
     before = Times(10.0, 1.0, 2.0, 100.0, 5.0, 0.0, 0.5, 1.0, 3.0, 0.0)
@@ -115,3 +115,16 @@ def test_latency_cpu_line_names_each_process_and_the_machine() -> None:
     line = cpu_line(1000, 10.0, 18.4, 2, {"worker": 2.6, "ingress": float("nan"), "bench": 1.3})
     assert line == ("latency: the machine was 1.84 of 2 cores busy; CPU ms per order: "
                     "worker 2.60, bench 1.30; everything on the machine 18.40")
+
+
+def test_pipeline_cpu_table_says_how_busy_the_machine_was() -> None:
+    from retail_sync.bench_summary import EVERYTHING
+
+    run = _run(100, 110)  # drained after 1.0 s
+    assert "cores busy" not in pipeline_tables(run, {}, None, None)  # a run without the row
+    run["cpu_s_per_order"][EVERYTHING] = 0.0125
+    run["cpu_s_total"][EVERYTHING] = 1.25
+    text = pipeline_tables(run, {}, None, None)
+    assert f"{EVERYTHING}: 1.25 of " in text and " cores busy on average" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith(EVERYTHING))
+    assert row.split()[-2:] == ["12.500", "1.25"]
