@@ -22,6 +22,10 @@ RULES = [
     ("stock agent", ("agents/stock.py",)),
     ("order agent", ("agents/orders.py",)),
     ("ERP dispatch agent", ("agents/erp_dispatch.py",)),
+    ("Kafka consumer thread (Faust's: fetches, record batches)", ("WorkerThread.run",)),
+    ("Faust's per-record delivery (fetch loop, conductor, stream, batch taker)",
+     ("Consumer._drain_messages", "_drain_messages (", "_compile_message_handler",
+      "Stream._c_aiter", "take_batches (")),
 ]
 
 
