@@ -47,10 +47,8 @@ class Sent:
         return seen is None or level.modified > seen
 
     def acknowledged(self, level: StockLevel) -> None:
-        key = (level.sku, level.warehouse)
-        seen = self._modified.get(key)
-        if seen is None or level.modified > seen:
-            self._modified[key] = level.modified
+        if self.is_new(level):  # an older one acknowledged late does not move it back
+            self._modified[(level.sku, level.warehouse)] = level.modified
 
 
 def register(ctx: AgentDeps) -> None:

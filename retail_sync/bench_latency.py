@@ -52,8 +52,8 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         ends_before, committed_before = await reader.ends(), await reader.committed()
         print(f"latency: {rate:g} webhooks/s for {seconds:g}s through HTTP"
               f"{' and an ingress process' if ingress else ''}…", flush=True)
-        cpu_before, ingress_before = _cpu(worker), _cpu(ingress)
-        others_before = {name: cpu_seconds(pid) for name, pid in _others(broker_pid).items()}
+        pids = _pids(worker, ingress, broker_pid)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         machine_before = psutil.cpu_times()
         started = time.perf_counter()
         await shop.send_orders(duration_s=seconds)
@@ -62,13 +62,11 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and any(erp.order_by_po_no(k) is None for k in expected):
             await asyncio.sleep(0.2)
-        worker_cpu, ingress_cpu = _cpu(worker) - cpu_before, _cpu(ingress) - ingress_before
-        others = {name: cpu_seconds(pid) - others_before[name]
-                  for name, pid in _others(broker_pid).items()}
+        used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         machine = busy_seconds(machine_before, psutil.cpu_times())
         busy_for = time.perf_counter() - started
-        print(cpu_line(len(expected), busy_for, machine, psutil.cpu_count() or 0,
-                       {"worker": worker_cpu, "ingress": ingress_cpu, **others}), flush=True)
+        cores = psutil.cpu_count() or 0
+        print(cpu_line(len(expected), busy_for, machine, cores, used), flush=True)
         values = [stored.received_at - shop.first_sent_at[k.split(":", 1)[1]]
                   for k in expected if (stored := erp.order_by_po_no(k)) is not None]
         figures = await _drained_figures(reader, stack.app_id, len(expected), ends_before,
@@ -81,20 +79,17 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
             "latency_p99": ms(percentile(values, 99)),
             "latency_max": ms(max(values, default=float("nan"))),
             "lost": len(expected) - len(values),
-            # the worker's CPU from the first webhook until the ERP held every order: it serves
-            # the webhooks too (HTTP, signature, dedupe, the raw record), unlike the pipeline run
-            "latency_worker_cpu_ms_per_order": round(1000 * worker_cpu / max(1, len(values)), 3),
-            "latency_worker_busy": round(worker_cpu / busy_for, 3),
+            # each process's CPU from the first webhook until the ERP held every order (without
+            # an ingress process the worker serves the webhooks too, unlike the pipeline run)
+            **{f"latency_{name}_cpu_ms_per_order": round(1000 * cpu / max(1, len(values)), 3)
+               for name, cpu in used.items()},
+            "latency_worker_busy": round(used["worker"] / busy_for, 3),
             "latency_via_ingress_process": front_door,
-            **({"latency_ingress_cpu_ms_per_order":
-                round(1000 * ingress_cpu / max(1, len(values)), 3)} if front_door else {}),
-            **{f"latency_{name}_cpu_ms_per_order": round(1000 * used / max(1, len(values)), 3)
-               for name, used in others.items()},
             # everything the machine ran meanwhile (Redis and the rest too), per order, and
             # the cores it kept busy
             "latency_machine_cpu_ms_per_order": round(1000 * machine / max(1, len(values)), 3),
             "latency_machine_busy_cores": round(machine / busy_for, 2),
-            "latency_machine_cores": psutil.cpu_count() or 0,
+            "latency_machine_cores": cores,
             "latency_record_ops_per_order": round(figures.ops_per_order, 2),
             "latency_topics": {name: {k: round(v, 3) for k, v in t.per_order(len(expected)).items()}
                                for name, t in figures.topics.items() if t.produced or t.consumed},
@@ -105,11 +100,15 @@ async def latency(url: str, rate: float, seconds: float, tansu: bool,
         await stack.close()
 
 
-def _others(broker_pid: int | None) -> dict[str, int]:
-    """The run's processes besides the worker and the ingress process: the embedded broker
-    (when the bench started it) and the bench's own (the Shopify simulator sending the
-    webhooks, the ERP simulator, the harness)."""
-    return {**({"broker": broker_pid} if broker_pid is not None else {}), "bench": os.getpid()}
+def _pids(worker: WorkerProcess, ingress: WorkerProcess | None,
+          broker_pid: int | None) -> dict[str, int]:
+    """The run's processes by name: the worker, the ingress process (with --latency-ingress),
+    the embedded broker (when the bench started it) and the bench's own (the Shopify simulator
+    sending the webhooks, the ERP simulator, the harness)."""
+    pids = {"worker": worker.proc.pid if worker.proc is not None else None,
+            "ingress": ingress.proc.pid if ingress is not None and ingress.proc else None,
+            "broker": broker_pid, "bench": os.getpid()}
+    return {name: pid for name, pid in pids.items() if pid is not None}
 
 
 def cpu_line(orders: int, seconds: float, machine: float, cores: int,
@@ -121,12 +120,6 @@ def cpu_line(orders: int, seconds: float, machine: float, cores: int,
     return (f"latency: the machine was {machine / seconds:.2f} of {cores} cores busy; CPU ms "
             f"per order: {per_order}; everything on the machine "
             f"{1000 * machine / max(1, orders):.2f}")
-
-
-def _cpu(process: WorkerProcess | None) -> float:
-    """The CPU seconds ``process`` has used so far (NaN: none, or not started)."""
-    proc = process.proc if process is not None else None
-    return cpu_seconds(proc.pid) if proc is not None else float("nan")
 
 
 async def _drained_figures(reader: OffsetReader, app_id: str, orders: int,
