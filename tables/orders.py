@@ -97,6 +97,7 @@ def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,
         key_type=str,
         partitions=settings.partitions,
         store=f"{rocks.SCHEME}:{name}",  # one RocksDB memory budget per worker (tables/rocks.py)
+        schema=rocks.StoredChangelog(),  # the store applies changelog records as bytes
         options={"block_cache_size": settings.rocksdb_block_cache_bytes,
                  "write_buffer_budget": settings.rocksdb_write_buffer_bytes,
                  # decoded values kept (tables/rocks.py): this worker is each key's only writer

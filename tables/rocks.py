@@ -50,6 +50,22 @@ def shared_memory(cache_bytes: int, write_buffer_bytes: int) -> tuple[Any, Any]:
     return _shared[key]
 
 
+class StoredChangelog(faust.Schema[Any, Any]):
+    """A changelog topic's schema that leaves read values as their bytes.
+
+    Faust's conductor decodes every changelog record it reads into ``event.value``, but this
+    store writes ``event.message.value`` (the bytes) and never looks at ``event.value``; the
+    indexed store decodes the records it indexes itself (``IndexedStore._apply_indexed``). A
+    worker with a standby replica reads every record its partner's tables write, and that decode
+    was ~20 % of its CPU (issue 16, BENCHMARKS session 31). Writing is unchanged: the table's
+    codec encodes. Only for tables on this store (``tables.orders._table``): Faust's memory
+    store applies ``event.value``."""
+
+    def loads_value(self, app: Any, message: Any, *, loads: Any = None,
+                    serializer: Any = None) -> Any:
+        return message.value
+
+
 class BoundedRocksDBOptions(faust_rocksdb.RocksDBOptions):
     """Faust's options (rocksdict driver) with the shared cache and write buffer manager, and
     every write without RocksDB's write-ahead log (see ``Store``)."""

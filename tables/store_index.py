@@ -150,7 +150,7 @@ class IndexedStore(_Base):
         """Changelog records into their partitions' databases with their index entries, one
         write batch per partition (Faust's ``apply_changelog_batch`` with the index)."""
         batches: dict[int, Any] = {}
-        latest: dict[tuple[int, bytes], bytes | None] = {}  # this batch's values so far
+        latest: dict[tuple[int, bytes], Any] = {}  # this batch's values so far, decoded
         offsets: dict[TP, int] = {}
         for event in events:
             msg = event.message
@@ -162,16 +162,18 @@ class IndexedStore(_Base):
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
-            raw_old = (latest[(partition, key)] if (partition, key) in latest
-                       else self._db_for_partition(partition).get(key))
-            old = None if raw_old is None else self._decode_value(raw_old)
+            if (partition, key) in latest:  # written before in this batch: decoded then
+                old = latest[(partition, key)]
+            else:
+                raw_old = self._db_for_partition(partition).get(key)
+                old = None if raw_old is None else self._decode_value(raw_old)
             new = None if msg.value is None else self._decode_value(msg.value)
             if msg.value is None:
                 batch.delete(key)
             else:
                 batch.put(key, msg.value)
             self._index_changes(batch, key, old, new)
-            latest[(partition, key)] = msg.value
+            latest[(partition, key)] = new
         for partition, batch in batches.items():
             self._db_for_partition(partition).write(batch)
         for tp, offset in offsets.items():

@@ -1,7 +1,8 @@
 """Two workers share the partitions; one is killed (SIGKILL) in the middle of a load run and not
 restarted: the other takes over its partitions and tables (changelog recovery) and finishes the
-run: no order lost, no ERP sales order twice, nothing oversold, and the stock table agrees with
-the ERP."""
+run: no order lost, no ERP sales order twice, nothing oversold, the stock table agrees with the
+ERP, and the order index of the partitions it took over (kept from the victim's changelog, as a
+standby replica and in recovery: tables/store_index.py) finds every order by its sales order."""
 
 from __future__ import annotations
 
@@ -64,3 +65,20 @@ async def test_one_of_two_workers_dies_and_the_other_finishes(stack: Stack) -> N
 
     # the stock table, now all on the survivor, agrees with the ERP once everything settled
     await stock_agrees_with_erp(survivor, erp, SKUS)
+
+    # the order index, now all on the survivor, finds each order by its ERP sales order
+    async def indexed() -> list[str]:
+        wrong = []
+        for name, stored in erp.orders.items():
+            status, found = await survivor.get_json(f"/orders/lookup?id={name}&scope=local")
+            if status != 200 or found["order_keys"] != [stored.doc["po_no"]]:
+                wrong.append(f"{name}: {status} {found}")
+        return wrong
+
+    wrong = await indexed()
+    for _ in range(30):  # the last confirmations may still be on their way into the states
+        if not wrong:
+            break
+        await asyncio.sleep(1.0)
+        wrong = await indexed()
+    assert not wrong, f"{len(wrong)} of {len(erp.orders)} sales orders not indexed: {wrong[:5]}"
