@@ -69,12 +69,16 @@ class Kept:
     message: _Message
 
 
+#: a changelog record: key, value, headers (None: none)
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+
+
 @dataclass
 class _Partition:
     table: Any
     topic: str
     partition: int
-    records: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
 
 
 class ChangelogBatch:
@@ -87,12 +91,13 @@ class ChangelogBatch:
     def __len__(self) -> int:
         return sum(len(p.records) for p in self._parts.values())
 
-    def keep(self, table: Any, partition: int, key: bytes | None, value: bytes | None) -> Kept:
+    def keep(self, table: Any, partition: int, key: bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> Kept:
         topic = table.changelog_topic.get_topic_name()
         part = self._parts.get((topic, partition))
         if part is None:
             part = self._parts[topic, partition] = _Partition(table, topic, partition)
-        part.records.append((key, value))
+        part.records.append((key, value, headers))
         return Kept(Kept._Message(partition))
 
     async def send(self, app: Any) -> int:
@@ -110,8 +115,9 @@ class ChangelogBatch:
             while records:
                 batch = producer.create_batch()
                 taken = 0
-                for key, value in records:
-                    if batch.append(key=key, value=value, timestamp=None) is None:
+                for key, value, headers in records:
+                    if batch.append(key=key, value=value, timestamp=None,
+                                    headers=headers or []) is None:
                         break
                     taken += 1
                 _check_size(producer, records[0], taken)
@@ -124,7 +130,7 @@ class ChangelogBatch:
         return sent
 
 
-def _check_size(producer: Any, first: tuple[bytes | None, bytes | None], taken: int) -> None:
+def _check_size(producer: Any, first: Record, taken: int) -> None:
     """A record alone larger than the producer's request size: refused as aiokafka's ``send``
     refuses it (a batch always takes its first record, whatever its size)."""
     if taken != 1:

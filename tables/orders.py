@@ -72,6 +72,12 @@ class CodecTable(faust.Table[str, Any]):
         """The value encoded once, for the changelog and the store write that follows
         (tables/rocks.py ``encode_once``); inside a batch handler's ``changelog.collecting``
         the record is kept for the batch's record batch (tables/changelog.py)."""
+        headers = None
+        ids_once = getattr(self.data, "index_ids_once", None)
+        if value is not None and ids_once is not None:
+            ids = ids_once(value)  # the value's index ids: a standby need not decode it
+            if ids is not None:
+                headers = [(store_index.IDS_HEADER, store_index.pack_ids(ids))]
         encode_once = getattr(self.data, "encode_once", None)
         if value is not None and value_serializer is None and encode_once is not None:
             value, value_serializer = encode_once(value), "raw"
@@ -79,8 +85,15 @@ class CodecTable(faust.Table[str, Any]):
         if batch is not None and partition is not None and key_serializer is None \
                 and (value is None or value_serializer == "raw"):
             return batch.keep(self, partition, None if key is None else want_bytes(key),
-                              None if value is None else want_bytes(value))
-        return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+                              None if value is None else want_bytes(value), headers)
+        if headers is None:
+            return super().send_changelog(partition, key, value, key_serializer,
+                                          value_serializer)
+        return self.changelog_topic.send_soon(  # Faust's send_changelog, with the headers
+            key=key, value=value, partition=partition, headers=headers,
+            key_serializer=key_serializer or self.key_serializer,
+            value_serializer=value_serializer or self.value_serializer,
+            callback=self._on_changelog_sent, eager_partitioning=True)
 
 
 def _table(app: faust.App, settings: TableSettings, name: str, codec: str, *,

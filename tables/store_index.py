@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,14 @@ MAX_KEYS_PER_ID = 50
 
 #: present when a partition's index holds every value's entries (sorts after every entry)
 INDEX_BUILT = INDEX_PREFIX + b"\xff"
+#: where a key's indexed ids are kept: ``IDS_OF + key`` -> its ids (``pack_ids``), written in the
+#: same batch as its entries, so a write finds the entries it replaces without decoding the value
+#: it replaces. No UTF-8 id has the byte 0xFE: these sort after every id's entries, before
+#: ``INDEX_BUILT``. A key without one (a database from before them) falls back to its value
+IDS_OF = INDEX_PREFIX + b"\xfe"
+#: the changelog record header that carries the ids of the record's value, as its writer
+#: computed them: a standby replica or a recovery indexes the record without decoding it
+IDS_HEADER = "rs-ids"
 #: keys indexed per step of ``build_index``
 BUILD_CHUNK = 1000
 
@@ -54,6 +62,25 @@ IndexOf = Callable[[Any], Iterable[str]]
 
 def index_key(external_id: str, key: bytes) -> bytes:
     return INDEX_PREFIX + external_id.encode("utf-8") + b"\x00" + key
+
+
+def pack_ids(ids: Iterable[str]) -> bytes:
+    """Ids (``indexable``: no NUL) as one value: NUL-separated, sorted."""
+    return "\x00".join(sorted(ids)).encode("utf-8")
+
+
+def unpack_ids(raw: bytes) -> set[str]:
+    return set(raw.decode("utf-8").split("\x00")) if raw else set()
+
+
+def header_ids(headers: Any) -> set[str] | None:
+    """The ids an ``IDS_HEADER`` header of a record carries (None: it has none)."""
+    if not headers:
+        return None
+    for name, value in (headers.items() if isinstance(headers, Mapping) else headers):
+        if name == IDS_HEADER:
+            return unpack_ids(value)
+    return None
 
 
 def table_items(db: Any, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -83,6 +110,7 @@ class IndexedStore(_Base):
     ``set_persisted_offset``, ``_key_index``)."""
 
     _index_of: IndexOf | None = None
+    _ids_memo: tuple[Any, set[str]] | None = None  # (value, its ids): one write
 
     def active_partitions(self) -> list[int]:
         raise NotImplementedError  # the store's (tables/rocks.py)
@@ -93,24 +121,60 @@ class IndexedStore(_Base):
             return set()
         return {i for i in self._index_of(value) if indexable(i)}
 
+    def index_ids_once(self, value: Any) -> set[str] | None:
+        """``value``'s ids (None: no index), kept for the store write of the same value that
+        follows (the changelog record carries them: ``IDS_HEADER``)."""
+        if self._index_of is None:
+            return None
+        ids = self._ids(value)
+        self._ids_memo = (value, ids)
+        return ids
+
+    def _new_ids(self, value: Any) -> set[str]:
+        memo, self._ids_memo = self._ids_memo, None
+        return memo[1] if memo is not None and memo[0] is value else self._ids(value)
+
+    def _stored_ids(self, db: Any, ekey: bytes, old: Any = None, decoded: bool = False) -> set[str]:
+        """The ids ``ekey`` is indexed by in ``db``: its ``IDS_OF`` entry; without one (a value
+        written before them, or no value), those of ``old`` (``decoded``: given) or of its
+        stored value."""
+        raw = db.get(IDS_OF + ekey)
+        if raw is not None:
+            return unpack_ids(raw)
+        if not decoded:
+            raw_old = db.get(ekey)
+            old = None if raw_old is None else self._decode_value(raw_old)
+        return self._ids(old)
+
+    def _move_index(self, batch: Any, ekey: bytes, before: set[str],
+                    after: set[str] | None) -> None:
+        """Add to ``batch`` what moves ``ekey``'s index entries from the ids ``before`` to
+        ``after`` (None: the key is deleted)."""
+        for gone in before - (after or set()):
+            batch.delete(index_key(gone, ekey))
+        for added in (after or set()) - before:
+            batch.put(index_key(added, ekey), b"")
+        if after is None:
+            batch.delete(IDS_OF + ekey)
+        else:
+            batch.put(IDS_OF + ekey, pack_ids(after))
+
     def _index_changes(self, batch: Any, ekey: bytes, old: Any, new: Any) -> None:
         """Add to ``batch`` what moves ``ekey``'s index entries from ``old``'s ids to ``new``'s."""
-        before, after = self._ids(old), self._ids(new)
-        for gone in before - after:
-            batch.delete(index_key(gone, ekey))
-        for added in after - before:
-            batch.put(index_key(added, ekey), b"")
+        self._move_index(batch, ekey, self._ids(old), None if new is None else self._ids(new))
 
     def _write_indexed(self, partition: int, ekey: bytes, encoded: bytes | None, old: Any,
                        new: Any) -> None:
         """The value (None: delete) and its index entries in one RocksDB write."""
+        db = self._db_for_partition(partition)
         batch = rocksdict.WriteBatch(raw_mode=True)
         if encoded is None:
             batch.delete(ekey)
         else:
             batch.put(ekey, encoded)
-        self._index_changes(batch, ekey, old, new)
-        self._db_for_partition(partition).write(batch)
+        self._move_index(batch, ekey, self._stored_ids(db, ekey, old, decoded=True),
+                         None if encoded is None else self._new_ids(new))
+        db.write(batch)
         if encoded is not None:
             self._key_index[ekey] = partition
         else:
@@ -150,7 +214,7 @@ class IndexedStore(_Base):
         """Changelog records into their partitions' databases with their index entries, one
         write batch per partition (Faust's ``apply_changelog_batch`` with the index)."""
         batches: dict[int, Any] = {}
-        latest: dict[tuple[int, bytes], Any] = {}  # this batch's values so far, decoded
+        latest: dict[tuple[int, bytes], set[str]] = {}  # this batch's ids so far
         offsets: dict[TP, int] = {}
         for event in events:
             msg = event.message
@@ -162,18 +226,19 @@ class IndexedStore(_Base):
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
-            if (partition, key) in latest:  # written before in this batch: decoded then
-                old = latest[(partition, key)]
-            else:
-                raw_old = self._db_for_partition(partition).get(key)
-                old = None if raw_old is None else self._decode_value(raw_old)
-            new = None if msg.value is None else self._decode_value(msg.value)
+            before = latest.get((partition, key))
+            if before is None:  # not written before in this batch (or deleted: no ids)
+                before = self._stored_ids(self._db_for_partition(partition), key)
+            after: set[str] | None = None
             if msg.value is None:
                 batch.delete(key)
             else:
                 batch.put(key, msg.value)
-            self._index_changes(batch, key, old, new)
-            latest[(partition, key)] = new
+                after = header_ids(getattr(msg, "headers", None))  # the writer's, when it sent them
+                if after is None:
+                    after = self._ids(self._decode_value(msg.value))
+            self._move_index(batch, key, before, after)
+            latest[(partition, key)] = after if after is not None else set()
         for partition, batch in batches.items():
             self._db_for_partition(partition).write(batch)
         for tp, offset in offsets.items():

@@ -18,7 +18,7 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from retail_sync.settings import Settings
-from retail_sync.streams.codecs import encode
+from retail_sync.streams.codecs import decode, encode
 from retail_sync.streams.models import Customer, Money, Order, OrderLine, OrderStatus, ShipmentRecord
 from retail_sync.streams.state import Correlation, OrderState
 from retail_sync.tables import store_index
@@ -55,9 +55,10 @@ def _shipped(state: OrderState, tracking: str) -> OrderState:
 
 class _Event:
     def __init__(self, partition: int, key: bytes = b"", value: bytes | None = None,
-                 offset: int = 0) -> None:
+                 offset: int = 0, headers: Any = None) -> None:
         self.message = SimpleNamespace(partition=partition, key=key, value=value,
-                                       tp=TP("order-state-changelog", partition), offset=offset)
+                                       tp=TP("order-state-changelog", partition), offset=offset,
+                                       headers=headers)
 
 
 class _In:
@@ -146,12 +147,11 @@ def test_an_id_with_a_nul_is_not_indexed(tmp_path: Path) -> None:
     assert store.lookup("#1") == ["shopify:1"]
 
 
-def test_recovery_from_the_changelog_rebuilds_the_same_index(tmp_path: Path) -> None:
-    """Random writes and deletes on a worker's store; the changelog they make (each write's
-    record, in order) applied in batches to an empty store, as recovery on a new disk does:
-    both stores answer every lookup as the final states say they should."""
-    rng = random.Random(7)
-    live = _store(tmp_path, "live")
+def _changelog(live: Any, seed: int = 7) -> tuple[list[_Event], dict[str, OrderState | None]]:
+    """Random writes and deletes on ``live`` and the changelog they make, each write's record in
+    order; a record carries its ids (``IDS_HEADER``, as ``CodecTable.send_changelog`` sends them)
+    or, as a record from Faust's own sends or from before the header did, none."""
+    rng = random.Random(seed)
     changelog: list[_Event] = []
     final: dict[str, OrderState | None] = {}
     for offset in range(300):
@@ -175,7 +175,20 @@ def test_recovery_from_the_changelog_rebuilds_the_same_index(tmp_path: Path) -> 
                 live[key] = state
         final[key] = state
         value = None if state is None else encode("rs.order_state", state)
-        changelog.append(_Event(partition, key.encode(), value, offset))
+        headers = None
+        if state is not None and rng.random() < 0.7:
+            ids = live.index_ids_once(state)
+            headers = [(store_index.IDS_HEADER, store_index.pack_ids(ids))]
+        changelog.append(_Event(partition, key.encode(), value, offset, headers))
+    return changelog, final
+
+
+def test_recovery_from_the_changelog_rebuilds_the_same_index(tmp_path: Path) -> None:
+    """The changelog of random writes applied in batches to an empty store, as recovery on a new
+    disk does: both stores answer every lookup as the final states say they should, and hold the
+    same bytes."""
+    live = _store(tmp_path, "live")
+    changelog, final = _changelog(live)
     recovered = _store(tmp_path, "recovered")
     for start in range(0, len(changelog), 37):  # recovery applies the changelog in batches
         recovered.apply_changelog_batch(changelog[start:start + 37], to_key=None, to_value=None)
@@ -264,3 +277,44 @@ async def test_a_database_from_before_the_index_is_indexed_once_when_recovery_co
         [f"shopify:{n}"] for n in range(5)]
     assert store._dbs[0].get(store_index.INDEX_BUILT) == b""
     assert await store.build_index(0) == 0  # marked: not again
+
+
+def test_a_standby_indexes_records_that_carry_their_ids_without_decoding_them(
+        tmp_path: Path) -> None:
+    """What a standby replica reads: every record with its ids. Applied in batches, no value is
+    decoded (the old ids come from the key's ``IDS_OF`` entry), and the index is the live one."""
+    live = _store(tmp_path, "live")
+    changelog, _ = _changelog(live, seed=11)
+    for event in changelog:
+        if event.message.value is not None and event.message.headers is None:
+            state = decode("rs.order_state", event.message.value)
+            event.message.headers = [(store_index.IDS_HEADER,
+                                      store_index.pack_ids(live.index_ids_once(state)))]
+    standby = _store(tmp_path, "standby")
+
+    def no_decode(raw: bytes) -> Any:
+        raise AssertionError("a standby decoded a value")
+
+    standby._decode_value = no_decode
+    for start in range(0, len(changelog), 23):
+        standby.apply_changelog_batch(changelog[start:start + 23], to_key=None, to_value=None)
+    for partition in range(3):
+        assert (list(live._db_for_partition(partition).items())
+                == [(k, v) for k, v in standby._db_for_partition(partition).items()
+                    if k != standby.offset_key])
+
+
+def test_a_database_without_the_ids_entries_falls_back_to_its_values(tmp_path: Path) -> None:
+    """A database written before the ``IDS_OF`` entries: a changelog record moves a key's index
+    entries from the ids of the value it replaces (decoded), and leaves the key's entry."""
+    store = _store(tmp_path)
+    with _In(0):
+        store["shopify:1"] = _shipped(_state("SAL-ORD-1", key="shopify:1"), "1Z1")
+    db = store._db_for_partition(0)
+    db.delete(store_index.IDS_OF + b"shopify:1")  # as it was before them
+    value = encode("rs.order_state", _state("SAL-ORD-2", key="shopify:1"))
+    store.apply_changelog_batch([_Event(0, b"shopify:1", value, 5)], to_key=None, to_value=None)
+    assert store.lookup("SAL-ORD-1") == [] and store.lookup("1Z1") == []
+    assert store.lookup("SAL-ORD-2") == ["shopify:1"]
+    assert store_index.unpack_ids(db.get(store_index.IDS_OF + b"shopify:1")) == {
+        "SAL-ORD-2", "#1"}
