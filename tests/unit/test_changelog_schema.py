@@ -14,6 +14,7 @@ from faust.types.tuples import Message
 
 from retail_sync.settings import Settings
 from retail_sync.streams.codecs import decode, encode
+from retail_sync.tables import changelog, store_index
 from retail_sync.tables.orders import order_state_table, stock_table
 from tests.unit.test_order_index import _state
 
@@ -54,3 +55,28 @@ def test_every_table_on_our_store_reads_its_changelog_as_bytes(tmp_path: Path) -
         raw = b'{"not": "a record of this codec"}'  # decoding would raise
         event = asyncio.run(topic.decode(_message(topic.get_topic_name(), b"k", raw)))
         assert event.value == raw, table.name
+
+
+async def test_an_order_state_record_carries_its_index_ids_in_a_batch_and_outside_one(
+        tmp_path: Path) -> None:
+    """``CodecTable.send_changelog``: the value's ids go in the ``rs-ids`` header, kept with the
+    record in a batch handler's batch and handed to Faust's producer buffer outside one; a
+    tombstone and a table without an index carry none."""
+    app, (orders, stock) = _tables(tmp_path)
+    state = _state("SAL-ORD-7")
+    expected = [(store_index.IDS_HEADER, store_index.pack_ids({"SAL-ORD-7", "#1001"}))]
+    batch = changelog.ChangelogBatch()
+    with changelog.collecting(batch):
+        orders.send_changelog(0, "shopify:1001", state)
+        orders.send_changelog(0, "shopify:1001", None)
+    [part] = batch._parts.values()
+    assert [headers for _, _, headers in part.records] == [expected, None]
+    assert decode("rs.order_state", part.records[0][1]) == state
+    sent = orders.send_changelog(1, "shopify:1001", state)  # Faust's producer buffer
+    assert list(sent.message.headers) == expected
+    assert decode("rs.order_state", sent.message.value) == state
+    batch = changelog.ChangelogBatch()
+    with changelog.collecting(batch):
+        stock.send_changelog(0, "SKU", b"{}", value_serializer="raw")
+    [part] = batch._parts.values()
+    assert part.records == [(b"SKU", b"{}", None)]
