@@ -2,10 +2,11 @@
 
 A store with ``index_of`` (value -> the ids it is known by; the order-state table's is
 ``order_search.external_ids``) keeps, in each partition's database after every table key, one
-entry ``INDEX_PREFIX + id + NUL + key`` per id of each value. The entries are written in the same
-RocksDB write batch as the value, so the two never disagree, not even after a crash; a changelog
-record applied (recovery, standby) updates them the same way, so a partition restored from its
-changelog comes with its index. The index so has no table, topic or changelog of its own (it was
+entry ``INDEX_PREFIX + id + NUL + key`` per id of each value, and the key's ids (``IDS_OF +
+key``). They are written in the same RocksDB write batch as the value, so the two never disagree,
+not even after a crash; a changelog record applied (recovery, standby) updates them the same way,
+from the ids its writer put in its header (``IDS_HEADER``) when it has them, so a partition
+restored from its changelog comes with its index. The index so has no table, topic or changelog of its own (it was
 an ``order-index`` table written by an index agent from ``order-index-updates``: three changelog
 records and a share of a topic record per order, issue 16). ``lookup(id)`` reads the partitions
 this worker holds active; the HTTP lookup asks every worker for theirs (retail_sync/web.py).
@@ -227,7 +228,7 @@ class IndexedStore(_Base):
             if batch is None:
                 batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
             before = latest.get((partition, key))
-            if before is None:  # not written before in this batch (or deleted: no ids)
+            if before is None:  # not written before in this batch: as the database has it
                 before = self._stored_ids(self._db_for_partition(partition), key)
             after: set[str] | None = None
             if msg.value is None:
