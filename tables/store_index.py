@@ -6,10 +6,11 @@ entry ``INDEX_PREFIX + id + NUL + key`` per id of each value, and the key's ids 
 key``). They are written in the same RocksDB write batch as the value, so the two never disagree,
 not even after a crash; a changelog record applied (recovery, standby) updates them the same way,
 from the ids its writer put in its header (``IDS_HEADER``) when it has them, so a partition
-restored from its changelog comes with its index. The index so has no table, topic or changelog of its own (it was
-an ``order-index`` table written by an index agent from ``order-index-updates``: three changelog
-records and a share of a topic record per order, issue 16). ``lookup(id)`` reads the partitions
-this worker holds active; the HTTP lookup asks every worker for theirs (retail_sync/web.py).
+restored from its changelog comes with its index. The index so has no table, topic or changelog
+of its own (it was an ``order-index`` table written by an index agent from
+``order-index-updates``: three changelog records and a share of a topic record per order, issue
+16). ``lookup(id)`` reads the partitions this worker holds active; the HTTP lookup asks every
+worker for theirs (retail_sync/web.py).
 Table scans (Faust's ``keys``/``items``, the retention sweep) stop where the entries begin.
 
 A database this code creates is marked complete (``INDEX_BUILT``) at once; one written before
