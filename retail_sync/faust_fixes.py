@@ -68,6 +68,7 @@ from faust.transport import consumer as faust_consumer
 from mode import Service
 
 from retail_sync import fetch_log, stall_watch
+from retail_sync.first_step import first_step
 
 _MARK = "_retail_sync_commit_fix"
 
@@ -332,14 +333,20 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                                 await self.commit()
                         # --- the change: was ``await self.wait_first(callback(message), ...)``
                         # and ``set_read_offset`` whatever happened
-                        delivery = callback(message)
-                        waited = await self.wait_first(delivery, self.suspend_flow.wait())
-                        if delivery not in waited.done:  # a rebalance's suspension (or the
-                            # stop) beat it and cancelled it: not read, and fetched again
-                            if waited.stopped:
-                                break
-                            await refetch(self, tp, offset)
-                            continue  # the rest of tp's records are stale; the others' too
+                        # (ours) the hand-over's first step at once: a task and the race
+                        # with the suspension only when it waits (retail_sync/first_step.py)
+                        rest = first_step(callback(message)) if not (
+                            self.suspend_flow.is_set() or self._stopped.is_set()
+                            or self._crashed.is_set()) else callback(message)
+                        if rest is not None:
+                            delivery = asyncio.ensure_future(rest)
+                            waited = await self.wait_first(delivery, self.suspend_flow.wait())
+                            if delivery not in waited.done:  # a rebalance's suspension (or
+                                # the stop) beat it and cancelled it: not read, fetched again
+                                if waited.stopped:
+                                    break
+                                await refetch(self, tp, offset)
+                                continue  # the rest of tp's records are stale; the others' too
 
                         if stale(batch, tp):
                             fetch_log.dropped(tp, offset, None, "sought while handed over")
