@@ -335,9 +335,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # noqa: C901 - Faus
                         # and ``set_read_offset`` whatever happened
                         # (ours) the hand-over's first step at once: a task and the race
                         # with the suspension only when it waits (retail_sync/first_step.py)
-                        rest = first_step(callback(message)) if not (
-                            self.suspend_flow.is_set() or self._stopped.is_set()
-                            or self._crashed.is_set()) else callback(message)
+                        if (self.suspend_flow.is_set() or self._stopped.is_set()
+                                or self._crashed.is_set()):
+                            rest = callback(message)  # all of it raced, as Faust does
+                        else:
+                            rest = first_step(callback(message))
                         if rest is not None:
                             delivery = asyncio.ensure_future(rest)
                             waited = await self.wait_first(delivery, self.suspend_flow.wait())

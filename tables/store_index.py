@@ -136,34 +136,26 @@ class IndexedStore(_Base):
         memo, self._ids_memo = self._ids_memo, None
         return memo[1] if memo is not None and memo[0] is value else self._ids(value)
 
-    def _stored_ids(self, db: Any, ekey: bytes, old: Any = None, decoded: bool = False) -> set[str]:
-        """The ids ``ekey`` is indexed by in ``db``: its ``IDS_OF`` entry; without one (a value
-        written before them, or no value), those of ``old`` (``decoded``: given) or of its
-        stored value."""
+    @staticmethod
+    def _ids_entry(db: Any, ekey: bytes) -> set[str] | None:
+        """The ids ``ekey`` is indexed by in ``db``, from its ``IDS_OF`` entry (None: it has
+        none: no value, or one written before these entries; its value's ids are the answer)."""
         raw = db.get(IDS_OF + ekey)
-        if raw is not None:
-            return unpack_ids(raw)
-        if not decoded:
-            raw_old = db.get(ekey)
-            old = None if raw_old is None else self._decode_value(raw_old)
-        return self._ids(old)
+        return None if raw is None else unpack_ids(raw)
 
     def _move_index(self, batch: Any, ekey: bytes, before: set[str],
                     after: set[str] | None) -> None:
         """Add to ``batch`` what moves ``ekey``'s index entries from the ids ``before`` to
         ``after`` (None: the key is deleted)."""
-        for gone in before - (after or set()):
+        now = after or set()
+        for gone in before - now:
             batch.delete(index_key(gone, ekey))
-        for added in (after or set()) - before:
+        for added in now - before:
             batch.put(index_key(added, ekey), b"")
         if after is None:
             batch.delete(IDS_OF + ekey)
         else:
             batch.put(IDS_OF + ekey, pack_ids(after))
-
-    def _index_changes(self, batch: Any, ekey: bytes, old: Any, new: Any) -> None:
-        """Add to ``batch`` what moves ``ekey``'s index entries from ``old``'s ids to ``new``'s."""
-        self._move_index(batch, ekey, self._ids(old), None if new is None else self._ids(new))
 
     def _write_indexed(self, partition: int, ekey: bytes, encoded: bytes | None, old: Any,
                        new: Any) -> None:
@@ -174,7 +166,8 @@ class IndexedStore(_Base):
             batch.delete(ekey)
         else:
             batch.put(ekey, encoded)
-        self._move_index(batch, ekey, self._stored_ids(db, ekey, old, decoded=True),
+        before = self._ids_entry(db, ekey)
+        self._move_index(batch, ekey, self._ids(old) if before is None else before,
                          None if encoded is None else self._new_ids(new))
         db.write(batch)
         if encoded is not None:
@@ -228,15 +221,19 @@ class IndexedStore(_Base):
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
-            before = latest.get((partition, key))
-            if before is None:  # not written before in this batch: as the database has it
-                before = self._stored_ids(self._db_for_partition(partition), key)
+            before = latest.get((partition, key))  # written before in this batch
+            if before is None:  # as the database has it
+                db = self._db_for_partition(partition)
+                before = self._ids_entry(db, key)
+                if before is None:
+                    raw_old = db.get(key)
+                    before = self._ids(None if raw_old is None else self._decode_value(raw_old))
             after: set[str] | None = None
             if msg.value is None:
                 batch.delete(key)
             else:
                 batch.put(key, msg.value)
-                after = header_ids(getattr(msg, "headers", None))  # the writer's, when it sent them
+                after = header_ids(msg.headers)  # the writer's, when it sent them
                 if after is None:
                     after = self._ids(self._decode_value(msg.value))
             self._move_index(batch, key, before, after)
@@ -299,7 +296,7 @@ class IndexedStore(_Base):
             except Exception as exc:  # noqa: BLE001 - not a value of ours: nothing to index
                 log.warning("not indexed: %r in %s (%s)", key, self.table.name, exc)
             else:
-                self._index_changes(batch, key, None, value)
+                self._move_index(batch, key, set(), self._ids(value))
                 n += 1
         return None, n
 
